@@ -1,0 +1,143 @@
+//! The program: what a `.tbin` holds. HBM tensor table, one instruction stream per engine,
+//! the machine geometry it was built for, and optional source locations per instruction.
+//!
+//! The byte format is written and read by `encode.rs`; the text form by `asm.rs`.
+
+use crate::{Inst, NUM_DMA_QUEUES, NUM_STREAMS};
+
+/// The role of an HBM tensor in the kernel's interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Role {
+    /// A kernel parameter, bound by the caller before the run.
+    Input = 0,
+    /// A kernel result, read by the caller after the run.
+    Output = 1,
+    /// Compiler-owned HBM (spills); neither bound nor read by the caller.
+    Scratch = 2,
+}
+
+/// One tensor in HBM: a row-major, densely packed array at a byte offset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorDecl {
+    pub name: String,
+    pub role: Role,
+    pub dtype: crate::Dtype,
+    pub shape: Vec<u64>,
+    /// Byte offset in HBM.
+    pub offset: u64,
+}
+
+impl TensorDecl {
+    /// Number of elements.
+    pub fn elems(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.elems() * self.dtype.size() as u64
+    }
+}
+
+/// The fixed geometry of a machine preset: what the verifier checks addresses against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    pub partitions: u32,
+    pub sbuf_partition_bytes: u32,
+    pub psum_partition_bytes: u32,
+    pub psum_bank_bytes: u32,
+    pub semaphores: u32,
+    pub dma_queues: u32,
+}
+
+/// Machine presets known to this ISA version. The id is stored in the `.tbin` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Preset {
+    /// The defaults of `shared/spec/machine.md` (NeuronCore-v2-like).
+    Default = 0,
+}
+
+impl Preset {
+    /// The preset of a header id.
+    pub fn from_id(id: u16) -> Option<Preset> {
+        match id {
+            0 => Some(Preset::Default),
+            _ => None,
+        }
+    }
+
+    /// The assembly name of the preset.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Default => "default",
+        }
+    }
+
+    /// The preset of an assembly name.
+    pub fn from_name(name: &str) -> Option<Preset> {
+        match name {
+            "default" => Some(Preset::Default),
+            _ => None,
+        }
+    }
+
+    /// The memory geometry of the preset.
+    pub fn geometry(self) -> Geometry {
+        match self {
+            Preset::Default => Geometry {
+                partitions: 128,
+                sbuf_partition_bytes: 192 * 1024,
+                psum_partition_bytes: 16 * 1024,
+                psum_bank_bytes: 2 * 1024,
+                semaphores: 64,
+                dma_queues: NUM_DMA_QUEUES as u32,
+            },
+        }
+    }
+}
+
+/// A source location of the kernel that an instruction came from (1-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SrcLoc {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// A whole program.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Program {
+    pub preset: Preset,
+    /// Bytes of HBM the program uses; every tensor lies inside it.
+    pub hbm_size: u64,
+    /// Inputs in the kernel's parameter order, then outputs in result order, then scratch.
+    pub tensors: Vec<TensorDecl>,
+    /// `NUM_STREAMS` streams, indexed by [`crate::Engine::index`].
+    pub streams: Vec<Vec<Inst>>,
+    /// Source file name and, per stream, per instruction, the source location if known.
+    /// Empty `locs` means no debug information.
+    pub source: Option<String>,
+    pub locs: Vec<Vec<Option<SrcLoc>>>,
+}
+
+impl Program {
+    /// An empty program for a preset: every stream holds just `end`.
+    pub fn new(preset: Preset) -> Program {
+        Program {
+            preset,
+            hbm_size: 0,
+            tensors: Vec::new(),
+            streams: (0..NUM_STREAMS)
+                .map(|_| vec![Inst::new(crate::Op::End {})])
+                .collect(),
+            source: None,
+            locs: Vec::new(),
+        }
+    }
+
+    /// The tensors of a role, in table order.
+    pub fn tensors_with_role(&self, role: Role) -> impl Iterator<Item = &TensorDecl> {
+        self.tensors.iter().filter(move |t| t.role == role)
+    }
+}

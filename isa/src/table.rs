@@ -1,0 +1,163 @@
+//! The instruction table: the single source of truth of the ISA.
+//!
+//! `for_each_op!` hands every opcode to a macro of the caller's: its doc comment (the
+//! semantics, numerics and cost that `ISA.md` reproduces), its opcode byte, its variant
+//! name, its mnemonic, the engines that may run it, and its fields in encoding order.
+//! The `Op` enum, the encoder, the decoder, the assembler, the disassembler, the
+//! verifier's field checks and the reference document are all generated from it, so they
+//! cannot drift (the model is Pulley's `for_each_op!`).
+//!
+//! Doc comment conventions, read by the ISA.md generator: the first paragraph is the
+//! summary; a paragraph starting `Numerics:` states the exact arithmetic; a paragraph
+//! starting `Cost:` states the timing model's formula.
+
+/// Calls `$m! { ... }` with the whole table. Each entry has the form
+/// `#[doc] Variant = opcode, "mnemonic", engines, { field: Type, ... };`.
+#[macro_export]
+macro_rules! for_each_op {
+    ($m:ident) => {
+        $m! {
+            /// No operation. Useful as a carrier of extra semaphore waits or signals.
+            ///
+            /// Numerics: none.
+            ///
+            /// Cost: 1 cycle on any engine.
+            Nop = 0x00, "nop", $crate::EngineClass::ANY, {};
+
+            /// End of the stream. Every stream ends with exactly one `end`, and nothing follows it.
+            ///
+            /// Numerics: none.
+            ///
+            /// Cost: 0 cycles.
+            End = 0x01, "end", $crate::EngineClass::ANY, {};
+
+            /// DMA copy: reads the `src` pattern element by element and writes the `dst`
+            /// pattern in the same order, converting from `src`'s dtype to `dst`'s. Either side
+            /// is an HBM pattern or an SBUF tile (never PSUM); both sides have the same number of
+            /// elements. Runs on the stream's own queue.
+            ///
+            /// Numerics: each element is decoded to f32 exactly, then rounded to the destination
+            /// dtype with round-to-nearest-even (bf16/f16 overflow to infinity; FP8 saturates to
+            /// the largest finite value of the sign; NaN stays NaN). Same-dtype copies are exact
+            /// bit copies.
+            ///
+            /// Cost: `latency + ceil(bytes / queue_rate)` where `bytes` is the larger of the two
+            /// sides' effective sizes and a side's effective size sums every contiguous run of
+            /// bytes rounded up to at least 64. Default latency 2,000 cycles, queue rate 16
+            /// B/cycle; all queues together share 256 B/cycle. The next transfer of the same
+            /// queue may start its latency while this one moves data (the queue pipelines), but
+            /// data phases of one queue are serial.
+            Dma = 0x10, "dma", $crate::EngineClass::DMA, { dst: DmaAp, src: DmaAp };
+
+            /// Tensor engine matrix multiply: `out[M, N] (+)= stationary[K, M]^T @ moving[K, N]`.
+            /// `stationary` and `moving` are SBUF tiles on the same K partitions (K <= 128);
+            /// `stationary` has M <= 128 free elements, `moving` N <= 512; `out` is an f32 PSUM
+            /// tile of M partitions and N free elements inside one 2 KiB bank. With
+            /// `accumulate=false` the group starts: `out` is overwritten; with `true` the products
+            /// are added to what `out` holds.
+            ///
+            /// Numerics: operands of bf16, f16 and FP8 are decoded to f32 and their products are
+            /// exact; f32 operands are multiplied in f32 with round-to-nearest-even. For each
+            /// output element the sum starts from 0 (or the PSUM value when accumulating) and adds
+            /// the products for k = 0, 1, .., K-1 in that order, each addition rounded to f32.
+            ///
+            /// Cost: `max(N / rate, 32)` cycles with rate = moving columns per cycle (2 for
+            /// bf16/f16, 4 for FP8, 0.5 for f32, by the moving operand's dtype). When the
+            /// stationary pattern differs from the previous matmul's, loading it costs 32 cycles
+            /// which overlap the previous matmul (the load may start when the previous matmul
+            /// starts).
+            Matmul = 0x20, "matmul", $crate::EngineClass::TENSOR,
+                { out: TileAp, stationary: TileAp, moving: TileAp, accumulate: bool };
+
+            /// Tensor engine transpose: `out[F, P] = src[P, F]` with `src` an SBUF tile of P <= 128
+            /// partitions and F <= 128 free elements, `out` a PSUM tile (one bank). Implemented as
+            /// a matmul of `src` (stationary) against the identity.
+            ///
+            /// Numerics: values are copied exactly (decoded to f32, then rounded to `out`'s dtype).
+            ///
+            /// Cost: as a matmul with N = P moving columns of `src`'s dtype, including the
+            /// stationary load.
+            Transpose = 0x21, "transpose", $crate::EngineClass::TENSOR, { out: TileAp, src: TileAp };
+
+            /// Elementwise on two tiles: `out = a OP b`, all three with the same partition count
+            /// and the same number of free elements per partition (walked in row-major order).
+            ///
+            /// Numerics: inputs decoded to f32, one f32 operation, rounded to `out`'s dtype.
+            ///
+            /// Cost: `64 + 2N` cycles on Vector (`64 + 8N` on GpSimd), N free elements per partition.
+            TensorTensor = 0x30, "tensor_tensor", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { op: AluOp, out: TileAp, a: TileAp, b: TileAp };
+
+            /// Tile with per-partition scalars: `out = (src OP0 s0) OP1 s1`. Each scalar is an
+            /// immediate or a `[P, 1]` tile. `bypass` as OP1 makes it a single operation.
+            ///
+            /// Numerics: f32 throughout; the intermediate is kept in f32; one rounding to
+            /// `out`'s dtype at the end.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd).
+            TensorScalar = 0x31, "tensor_scalar", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { out: TileAp, src: TileAp, op0: AluOp, s0: ScalarArg, op1: AluOp, s1: ScalarArg };
+
+            /// Reduction along the innermost free dimension of `src`: `out` has the same
+            /// partitions and the free elements of `src` without its last dimension (one element
+            /// per partition when `src` has one dimension).
+            ///
+            /// Numerics: accumulates in f32 from the first element of the row to the last: the
+            /// accumulator starts as the first element and each following element is combined
+            /// into it (add: each addition rounded to f32; max/min propagate NaN), then the result
+            /// is rounded once to `out`'s dtype.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd), N free elements of `src`.
+            TensorReduce = 0x32, "tensor_reduce", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { op: ReduceOp, out: TileAp, src: TileAp };
+
+            /// Copy with dtype conversion: `out = src` element by element in row-major order.
+            ///
+            /// Numerics: decode to f32, round to `out`'s dtype.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd).
+            TensorCopy = 0x33, "tensor_copy", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { out: TileAp, src: TileAp };
+
+            /// Fill a tile with one value.
+            ///
+            /// Numerics: the f32 immediate rounded to `out`'s dtype.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd).
+            Memset = 0x34, "memset", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { out: TileAp, value: Imm };
+
+            /// Scalar engine activation: `out = f(src * scale + bias)` with per-partition (or
+            /// immediate) `scale` and `bias`. With `accum` (a `[P, 1]` tile) it also writes the
+            /// sum of each partition's results.
+            ///
+            /// Numerics: `src * scale` rounded to f32, `+ bias` rounded to f32, then `f` on f32
+            /// (transcendentals evaluated in f64 by the documented libm routines and rounded once
+            /// to f32), then rounded to `out`'s dtype. The `accum` sum adds the f32 results (before
+            /// the rounding to `out`'s dtype) in row-major order, starting from the first, each
+            /// addition rounded to f32, and is rounded once to `accum`'s dtype.
+            ///
+            /// Cost: `64 + N` cycles.
+            Activate = 0x40, "activate", $crate::EngineClass::SCALAR,
+                { out: TileAp, src: TileAp, func: ActFunc, scale: ScalarArg, bias: ScalarArg, accum: Option<TileAp> };
+
+            /// GpSimd iota: `out[p, i..] = affine(p, i..)` as a number.
+            ///
+            /// Numerics: the affine expression is computed exactly in i64, converted to f32
+            /// (round to nearest even) and rounded to `out`'s dtype.
+            ///
+            /// Cost: `64 + 4N` cycles.
+            Iota = 0x50, "iota", $crate::EngineClass::GPSIMD, { out: TileAp, expr: Affine };
+
+            /// GpSimd affine select, for masks: `out = (affine(p, i..) CMP 0) ? src : fill`,
+            /// element by element over `out`'s pattern (and `src`'s, which has the same shape).
+            ///
+            /// Numerics: the expression in i64; selected values are decoded to f32 and rounded to
+            /// `out`'s dtype; `fill` likewise.
+            ///
+            /// Cost: `64 + 4N` cycles.
+            AffineSelect = 0x51, "affine_select", $crate::EngineClass::GPSIMD,
+                { out: TileAp, src: TileAp, cmp: CmpOp, expr: Affine, fill: Imm };
+        }
+    };
+}

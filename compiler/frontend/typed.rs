@@ -1,0 +1,172 @@
+//! The checked kernel: what the checker hands to lowering. Every expression carries its
+//! resolved type (dtype and concrete shape) and its source span; names, builtins, keyword
+//! arguments and sizes are resolved, axes are normalised to non-negative, and scalar-only
+//! subexpressions are folded to one literal.
+//!
+//! This is the boundary between the frontend and the tensor IR: lowering reads nothing else.
+
+use isa::Dtype;
+
+/// A byte range of the source file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// A span from byte offsets.
+    pub fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// The smallest span covering both.
+    pub fn to(self, other: Span) -> Span {
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
+}
+
+/// A tensor type: dtype and concrete shape (rank 1 to 4; rank 0 only for weak scalars).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+}
+
+impl TensorType {
+    /// Number of elements.
+    pub fn elems(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+impl std::fmt::Display for TensorType {
+    /// Prints `f32[128, 64]`, the form every message uses.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        for (i, d) in self.shape.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A checked kernel, sizes bound to their final values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedKernel {
+    pub name: String,
+    pub span: Span,
+    /// Every size with its bound value, in declaration order.
+    pub sizes: Vec<(String, u64)>,
+    pub params: Vec<CheckedParam>,
+    pub results: Vec<TensorType>,
+    /// The `let` statements in order; `TExprKind::Let(i)` refers to `lets[i]`.
+    pub lets: Vec<CheckedLet>,
+    /// The returned expressions, one per result, in order.
+    pub returns: Vec<TExpr>,
+}
+
+/// A kernel parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedParam {
+    pub name: String,
+    pub ty: TensorType,
+    pub span: Span,
+}
+
+/// A `let` binding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedLet {
+    pub name: String,
+    pub value: TExpr,
+    pub span: Span,
+}
+
+/// A typed expression.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TExpr {
+    pub kind: TExprKind,
+    /// For `Scalar`, the shape is empty and the dtype is f32 (a weak scalar takes the
+    /// dtype of the tensor it meets).
+    pub ty: TensorType,
+    pub span: Span,
+}
+
+/// Unary elementwise functions (and negation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryFn {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Reciprocal,
+    Abs,
+    Square,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Silu,
+    Gelu,
+    GeluTanh,
+}
+
+/// Binary elementwise operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+}
+
+/// Reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceFn {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+/// The resolved forms of every expression of the language.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TExprKind {
+    /// The i-th kernel parameter.
+    Param(usize),
+    /// The value of the i-th `let`.
+    Let(usize),
+    /// A weak scalar: a literal, or a folded scalar-only subexpression (folded in f64).
+    Scalar(f64),
+    Unary(UnaryFn, Box<TExpr>),
+    /// NumPy broadcasting; at most one side is a `Scalar`.
+    Binary(BinaryOp, Box<TExpr>, Box<TExpr>),
+    /// NumPy matmul, ranks 2 to 4, batch axes broadcast; the result is f32.
+    Matmul(Box<TExpr>, Box<TExpr>),
+    /// Reduction over `axis` (already non-negative).
+    Reduce {
+        func: ReduceFn,
+        arg: Box<TExpr>,
+        axis: usize,
+        keepdims: bool,
+    },
+    /// `perm[i]` is the input axis that becomes output axis i (NumPy transpose).
+    Transpose(Box<TExpr>, Vec<usize>),
+    /// Row-major reshape to the expression's type's shape.
+    Reshape(Box<TExpr>),
+    /// Keeps element (.., i, j) where j <= i + k, else `fill`.
+    Tril { arg: Box<TExpr>, k: i64, fill: f64 },
+    /// Conversion to the expression's dtype.
+    Cast(Box<TExpr>),
+}

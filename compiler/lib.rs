@@ -1,1 +1,10 @@
-//! Placeholder
+//! Tessera: a tensor-kernel compiler for a Trainium-like accelerator.
+//!
+//! The pipeline is: source text -> `frontend` (lexer, parser, checker) -> checked kernel ->
+//! `ir` (tensor IR, lowered, verified) -> passes -> backend (ISA program). The `reference`
+//! evaluator runs tensor IR on the host and is the oracle of every test.
+
+pub mod diagnostic;
+pub mod frontend;
+pub mod ir;
+pub mod reference;

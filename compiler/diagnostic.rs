@@ -1,0 +1,1 @@
+//! Diagnostics: placeholder while it is being written.

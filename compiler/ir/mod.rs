@@ -1,0 +1,1 @@
+//! Tensor IR: placeholder while it is being written.

@@ -1,0 +1,1 @@
+//! Reference evaluator: placeholder while it is being written.

@@ -1,0 +1,497 @@
+//! The machine's number formats and the single definition of its arithmetic.
+//!
+//! Tessera's interpreter and the compiler's reference evaluator must agree bit for bit, on
+//! every run and every host, so both call the functions of this module and nothing else for
+//! conversions ([`encode`], [`decode`], [`round`], the bulk [`load`] and [`store`]), for the
+//! binary operations of the Vector, Scalar and GpSimd engines ([`alu`]) and for the unary
+//! functions of the Scalar engine and the language ([`act`]). This documentation is the
+//! numerics contract that `ISA.md` and the language specification refer to.
+//!
+//! # Formats
+//!
+//! | dtype | layout (sign.exponent.mantissa) | bias | largest finite | infinities | canonical NaN |
+//! |---|---|---|---|---|---|
+//! | `f32` | 1.8.23 | 127 | 3.4028235e38 | yes | `0x7fc00000` |
+//! | `bf16` | 1.8.7 | 127 | 3.3895314e38 | yes | `0x7fc0` |
+//! | `f16` | 1.5.10 | 15 | 65504 | yes | `0x7e00` |
+//! | `f8e4m3` | 1.4.3 ("fn") | 7 | 448 | none; `S.1111.111` is NaN | `0x7f` |
+//! | `f8e5m2` | 1.5.2 | 15 | 57344 | yes | `0x7e` |
+//!
+//! Every format has subnormals, and every value of every format is exact in f32.
+//!
+//! # Conversions
+//!
+//! - [`decode`] is exact. A NaN code decodes to an f32 NaN with the same sign whose top
+//!   mantissa bits are the code's mantissa (the payload is widened, as hardware does).
+//! - [`encode`] rounds to nearest, ties to even, once, including into and out of the
+//!   subnormal range and with the carry into the next binade. Values beyond the finite range:
+//!   `bf16` and `f16` give the infinity of that sign (IEEE); both FP8 formats give the largest
+//!   finite value of that sign, for every non-NaN value, infinities included (saturation).
+//! - NaN encodes to the format's canonical NaN in the table above, whatever the sign and
+//!   payload of the input, for `f32` too. Rust does not specify the sign or payload of a NaN
+//!   that arithmetic produces (x86 and Arm differ), so every NaN that reaches memory is made
+//!   canonical; this is what keeps outputs bit-identical on every host.
+//! - [`encode_f64`] rounds an f64 to a format directly (once), for inputs read from float64
+//!   `.npy` files; `encode_f64(d, x as f64) == encode(d, x)` for every f32 `x`.
+//!
+//! # Binary operations ([`alu`])
+//!
+//! Operands and result are f32; `add`, `sub` (`a - b`), `rsub` (`b - a`), `mul`, `div`
+//! (`a / b`) and `rdiv` (`b / a`) are the IEEE binary32 operations, correctly rounded to
+//! nearest even, with subnormals (no flush to zero). `bypass` returns `a`. `max` and `min` are
+//! IEEE 754-2019 `maximum` and `minimum`: NaN if either operand is NaN, and `-0.0 < +0.0`, so
+//! `max(-0.0, +0.0) = +0.0` and `min(-0.0, +0.0) = -0.0`. Every NaN result is the canonical
+//! f32 NaN `0x7fc00000`.
+//!
+//! # Unary functions ([`act`])
+//!
+//! The input `x` is widened to f64 (exactly), the formula below is evaluated in f64 from left
+//! to right as written, using the `libm` crate for `exp`, `log`, `sqrt`, `tanh` and `erf`
+//! (a pure-Rust implementation, so the result does not depend on the host's C library), and
+//! the f64 result is rounded once to f32, to nearest even. A NaN result is the canonical NaN.
+//!
+//! | function | formula (in f64) | notable values |
+//! |---|---|---|
+//! | `identity` | `x` | |
+//! | `exp` | `exp(x)` | `exp(-inf) = 0`, overflow gives `+inf` |
+//! | `log` | `log(x)` | `log(0) = -inf`, `log(x < 0) = NaN` |
+//! | `sqrt` | `sqrt(x)` | `sqrt(-0) = -0`, `sqrt(x < 0) = NaN` |
+//! | `rsqrt` | `1 / sqrt(x)` | `rsqrt(+0) = +inf`, `rsqrt(-0) = -inf` |
+//! | `reciprocal` | `1 / x` | `1 / ±0 = ±inf` |
+//! | `abs` | `|x|` | clears the sign bit |
+//! | `square` | `x * x` | exact in f64, so equal to the f32 product |
+//! | `tanh` | `tanh(x)` | |
+//! | `sigmoid` | `1 / (1 + exp(-x))` | `sigmoid(-inf) = 0`, `sigmoid(inf) = 1` |
+//! | `relu` | `maximum(x, +0)` | `relu(-0) = +0`, `relu(NaN) = NaN` |
+//! | `silu` | `x * (1 / (1 + exp(-x)))` | `silu(-inf) = NaN` (`-inf * 0`) |
+//! | `gelu` | `x * 0.5 * (1 + erf(x / SQRT_2))` | `gelu(-inf) = NaN` (`-inf * 0`) |
+//! | `gelu_tanh` | `0.5 * x * (1 + tanh(S * (x + 0.044715 * (x * x * x))))` | `gelu_tanh(-inf) = NaN` |
+//!
+//! `SQRT_2` is `std::f64::consts::SQRT_2` and `S` is the f64 nearest to `sqrt(2 / pi)`,
+//! [`SQRT_2_OVER_PI`]. The NaN at `-inf` of `silu`, `gelu` and `gelu_tanh` is what the
+//! formulas give when evaluated as written (as NumPy does); no special case hides it.
+//! `relu` uses the same `maximum` as `alu`, so `relu(-0.0)` is `+0.0`.
+
+use std::sync::OnceLock;
+
+use isa::{ActFunc, AluOp, Dtype};
+
+/// The canonical f32 NaN: positive, quiet, no payload.
+pub const F32_NAN_BITS: u32 = 0x7fc0_0000;
+
+/// The f64 nearest to `sqrt(2 / pi)`, the constant of `gelu_tanh`.
+pub const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+
+/// Decodes one value of `dtype` from its encoding, exactly. Only the low `8 * size` bits
+/// of `bits` are used.
+pub fn decode(dtype: Dtype, bits: u32) -> f32 {
+    match dtype {
+        Dtype::F32 => f32::from_bits(bits),
+        Dtype::Bf16 => f32::from_bits((bits & 0xffff) << 16),
+        Dtype::F16 => decode_small(F16, bits),
+        Dtype::F8E4M3 => decode_small(E4M3, bits),
+        Dtype::F8E5M2 => decode_small(E5M2, bits),
+    }
+}
+
+/// Encodes `x` in `dtype`: round to nearest even; `bf16`/`f16` overflow to infinity, FP8
+/// saturates; NaN gives the canonical NaN (see the module documentation).
+#[inline]
+pub fn encode(dtype: Dtype, x: f32) -> u32 {
+    match dtype {
+        Dtype::F32 => encode_f32(x),
+        Dtype::Bf16 => encode_bf16(x),
+        Dtype::F16 => encode_small(F16, f64::from(x)),
+        Dtype::F8E4M3 => encode_small(E4M3, f64::from(x)),
+        Dtype::F8E5M2 => encode_small(E5M2, f64::from(x)),
+    }
+}
+
+/// Encodes an f64 in `dtype`, rounding once (no double rounding through f32), with the
+/// overflow and NaN rules of [`encode`].
+pub fn encode_f64(dtype: Dtype, x: f64) -> u32 {
+    match dtype {
+        // `as` rounds to nearest even and overflows to infinity.
+        Dtype::F32 => encode_f32(x as f32),
+        Dtype::Bf16 => encode_small(BF16, x),
+        Dtype::F16 => encode_small(F16, x),
+        Dtype::F8E4M3 => encode_small(E4M3, x),
+        Dtype::F8E5M2 => encode_small(E5M2, x),
+    }
+}
+
+/// The value of `x` after a round trip through `dtype`: `decode(dtype, encode(dtype, x))`.
+#[inline]
+pub fn round(dtype: Dtype, x: f32) -> f32 {
+    decode(dtype, encode(dtype, x))
+}
+
+/// The value of the f64 `x` rounded once to `dtype`, as an f32 (exact).
+pub fn round_f64(dtype: Dtype, x: f64) -> f32 {
+    decode(dtype, encode_f64(dtype, x))
+}
+
+/// The canonical NaN encoding of `dtype`.
+pub fn canonical_nan(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => F32_NAN_BITS,
+        Dtype::Bf16 => BF16.nan,
+        Dtype::F16 => F16.nan,
+        Dtype::F8E4M3 => E4M3.nan,
+        Dtype::F8E5M2 => E5M2.nan,
+    }
+}
+
+/// The largest finite value of `dtype`.
+pub fn max_finite(dtype: Dtype) -> f32 {
+    match dtype {
+        Dtype::F32 => f32::MAX,
+        Dtype::Bf16 => decode(dtype, BF16.max_code),
+        Dtype::F16 => decode(dtype, F16.max_code),
+        Dtype::F8E4M3 => decode(dtype, E4M3.max_code),
+        Dtype::F8E5M2 => decode(dtype, E5M2.max_code),
+    }
+}
+
+/// Decodes little-endian values of `dtype` from `bytes` into `out`, with lookup tables for
+/// the 8- and 16-bit formats. Converts `min(out.len(), bytes.len() / dtype.size())`
+/// elements and returns that count; the caller is expected to pass matching lengths.
+pub fn load(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> usize {
+    match dtype {
+        Dtype::F32 => {
+            let mut n = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                n += 1;
+            }
+            n
+        }
+        Dtype::Bf16 => {
+            let mut n = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                // bf16 is the top half of an f32: a shift is cheaper than a table.
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+                n += 1;
+            }
+            n
+        }
+        Dtype::F16 => {
+            let table = f16_table();
+            let mut n = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = table[usize::from(u16::from_le_bytes([c[0], c[1]]))];
+                n += 1;
+            }
+            n
+        }
+        Dtype::F8E4M3 | Dtype::F8E5M2 => {
+            let table = fp8_table(dtype);
+            let mut n = 0;
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = table[usize::from(b)];
+                n += 1;
+            }
+            n
+        }
+    }
+}
+
+/// Encodes `values` into `out` as little-endian values of `dtype`, with the rounding of
+/// [`encode`]. Converts `min(values.len(), out.len() / dtype.size())` elements and returns
+/// that count; the caller is expected to pass matching lengths.
+pub fn store(dtype: Dtype, values: &[f32], out: &mut [u8]) -> usize {
+    match dtype {
+        Dtype::F32 => store_with::<4>(values, out, |x| encode_f32(x).to_le_bytes()),
+        Dtype::Bf16 => store_with::<2>(values, out, |x| (encode_bf16(x) as u16).to_le_bytes()),
+        Dtype::F16 => store_with::<2>(values, out, |x| {
+            (encode_small(F16, f64::from(x)) as u16).to_le_bytes()
+        }),
+        Dtype::F8E4M3 => store_with::<1>(values, out, |x| [encode_small(E4M3, f64::from(x)) as u8]),
+        Dtype::F8E5M2 => store_with::<1>(values, out, |x| [encode_small(E5M2, f64::from(x)) as u8]),
+    }
+}
+
+/// One binary operation of the Vector, Scalar and GpSimd engines, in f32 (see the module
+/// documentation). A NaN result is the canonical NaN.
+#[inline]
+pub fn alu(op: AluOp, a: f32, b: f32) -> f32 {
+    let r = match op {
+        AluOp::Bypass => a,
+        AluOp::Add => a + b,
+        AluOp::Sub => a - b,
+        AluOp::RSub => b - a,
+        AluOp::Mul => a * b,
+        AluOp::Div => a / b,
+        AluOp::RDiv => b / a,
+        AluOp::Max => maximum(a, b),
+        AluOp::Min => minimum(a, b),
+    };
+    canonical(r)
+}
+
+/// One unary function of the Scalar engine and the language, computed in f64 with `libm`
+/// and rounded once to f32 (formulas in the module documentation). A NaN result is the
+/// canonical NaN.
+pub fn act(func: ActFunc, x: f32) -> f32 {
+    let d = f64::from(x);
+    let r = match func {
+        ActFunc::Identity => x,
+        ActFunc::Abs => x.abs(),
+        ActFunc::Relu => maximum(x, 0.0),
+        ActFunc::Exp => libm::exp(d) as f32,
+        ActFunc::Log => libm::log(d) as f32,
+        ActFunc::Sqrt => libm::sqrt(d) as f32,
+        ActFunc::Rsqrt => (1.0 / libm::sqrt(d)) as f32,
+        ActFunc::Reciprocal => (1.0 / d) as f32,
+        ActFunc::Square => (d * d) as f32,
+        ActFunc::Tanh => libm::tanh(d) as f32,
+        ActFunc::Sigmoid => sigmoid(d) as f32,
+        ActFunc::Silu => (d * sigmoid(d)) as f32,
+        ActFunc::Gelu => (d * 0.5 * (1.0 + libm::erf(d / std::f64::consts::SQRT_2))) as f32,
+        ActFunc::GeluTanh => {
+            (0.5 * d * (1.0 + libm::tanh(SQRT_2_OVER_PI * (d + 0.044715 * (d * d * d))))) as f32
+        }
+    };
+    canonical(r)
+}
+
+/// IEEE 754-2019 `maximum`: NaN if either operand is NaN, and `+0.0` is above `-0.0`.
+#[inline]
+pub fn maximum(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::from_bits(F32_NAN_BITS)
+    } else if a == b {
+        // Equal values have equal bits except for zeros of opposite signs, where the
+        // positive one (sign bit clear) wins.
+        f32::from_bits(a.to_bits() & b.to_bits())
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// IEEE 754-2019 `minimum`: NaN if either operand is NaN, and `-0.0` is below `+0.0`.
+#[inline]
+pub fn minimum(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::from_bits(F32_NAN_BITS)
+    } else if a == b {
+        // The negative zero (sign bit set) wins.
+        f32::from_bits(a.to_bits() | b.to_bits())
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `1 / (1 + exp(-x))` in f64.
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + libm::exp(-x))
+}
+
+/// Replaces any NaN by the canonical NaN.
+#[inline(always)]
+fn canonical(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::from_bits(F32_NAN_BITS)
+    } else {
+        x
+    }
+}
+
+#[inline(always)]
+fn encode_f32(x: f32) -> u32 {
+    if x.is_nan() {
+        F32_NAN_BITS
+    } else {
+        x.to_bits()
+    }
+}
+
+/// f32 to bf16 on the f32's bits: adding `0x7fff` plus the lowest kept bit rounds to
+/// nearest even, and the carry runs into the exponent (up to infinity) by itself.
+#[inline(always)]
+fn encode_bf16(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits & 0x7fff_ffff > 0x7f80_0000 {
+        BF16.nan
+    } else {
+        (bits + 0x7fff + ((bits >> 16) & 1)) >> 16
+    }
+}
+
+/// A small binary floating-point format: its field widths and special encodings.
+#[derive(Clone, Copy)]
+struct Format {
+    exp_bits: u32,
+    man_bits: u32,
+    /// True when the all-ones exponent holds infinities and NaNs (IEEE style); false for
+    /// E4M3 "fn", whose only special code is `S.1111.111` (NaN).
+    ieee: bool,
+    /// The magnitude code of the largest finite value.
+    max_code: u32,
+    /// The magnitude code given to finite values beyond `max_code` after rounding:
+    /// infinity, or `max_code` itself for saturating formats.
+    overflow_code: u32,
+    /// The canonical NaN.
+    nan: u32,
+}
+
+const BF16: Format = Format {
+    exp_bits: 8,
+    man_bits: 7,
+    ieee: true,
+    max_code: 0x7f7f,
+    overflow_code: 0x7f80,
+    nan: 0x7fc0,
+};
+const F16: Format = Format {
+    exp_bits: 5,
+    man_bits: 10,
+    ieee: true,
+    max_code: 0x7bff,
+    overflow_code: 0x7c00,
+    nan: 0x7e00,
+};
+const E4M3: Format = Format {
+    exp_bits: 4,
+    man_bits: 3,
+    ieee: false,
+    max_code: 0x7e,
+    overflow_code: 0x7e,
+    nan: 0x7f,
+};
+const E5M2: Format = Format {
+    exp_bits: 5,
+    man_bits: 2,
+    ieee: true,
+    max_code: 0x7b,
+    overflow_code: 0x7b,
+    nan: 0x7e,
+};
+
+const F64_SIGN: u64 = 1 << 63;
+const F64_INF: u64 = 0x7ff0_0000_0000_0000;
+const F64_FRAC: u64 = (1 << 52) - 1;
+
+/// Rounds an f64 to a small format, to nearest even, working on the f64's bits.
+#[inline(always)]
+fn encode_small(f: Format, x: f64) -> u32 {
+    let bits = x.to_bits();
+    let abs = bits & !F64_SIGN;
+    if abs > F64_INF {
+        return f.nan;
+    }
+    let sign = ((bits >> 63) as u32) << (f.exp_bits + f.man_bits);
+    let bias = (1u64 << (f.exp_bits - 1)) - 1;
+    let exp = abs >> 52;
+    let mag = if exp > 1023 - bias {
+        // At or above the smallest normal of the target: re-bias the exponent in place and
+        // round the mantissa away; a carry out of the mantissa increments the exponent,
+        // which is exactly the next binade. Infinity lands far above `max_code`.
+        let shift = 52 - u64::from(f.man_bits);
+        let rebiased = abs - ((1023 - bias) << 52);
+        let odd = (rebiased >> shift) & 1;
+        (rebiased + (1 << (shift - 1)) - 1 + odd) >> shift
+    } else {
+        // Subnormal (or zero) in the target: the code is the value divided by the smallest
+        // subnormal, 2^(1 - bias - man_bits), rounded to nearest even. Rounding up to
+        // 2^man_bits gives the smallest normal's code, as it should.
+        let (m, e) = if exp == 0 {
+            (abs, 1)
+        } else {
+            ((abs & F64_FRAC) | (1 << 52), exp)
+        };
+        let s = 1023 + 52 + 1 - bias - u64::from(f.man_bits) - e;
+        if s > 53 {
+            // m < 2^53 <= half the quantum: rounds to zero.
+            0
+        } else {
+            let q = m >> s;
+            let r = m & ((1 << s) - 1);
+            let half = 1 << (s - 1);
+            q + u64::from(r > half || (r == half && q & 1 == 1))
+        }
+    };
+    let code = if mag > u64::from(f.max_code) {
+        f.overflow_code
+    } else {
+        mag as u32
+    };
+    sign | code
+}
+
+/// Decodes a small format exactly.
+fn decode_small(f: Format, code: u32) -> f32 {
+    let m = f.man_bits;
+    let width = 1 + f.exp_bits + m;
+    let code = code & ((1 << width) - 1);
+    let sign = (code >> (width - 1)) << 31;
+    let exp_max = (1 << f.exp_bits) - 1;
+    let exp = (code >> m) & exp_max;
+    let man = code & ((1 << m) - 1);
+    let bias = (1 << (f.exp_bits - 1)) - 1;
+    let special = if f.ieee {
+        exp == exp_max
+    } else {
+        exp == exp_max && man == (1 << m) - 1
+    };
+    let mag = if exp == 0 {
+        // man * 2^(1 - bias - m): exact, the power of two is a normal f32 for every format.
+        let scale = f32::from_bits((127 + 1 - bias - m) << 23);
+        (man as f32 * scale).to_bits()
+    } else if special {
+        // Infinity when the mantissa is zero, else NaN with the payload widened.
+        0x7f80_0000 | (man << (23 - m))
+    } else {
+        ((exp + 127 - bias) << 23) | (man << (23 - m))
+    };
+    f32::from_bits(sign | mag)
+}
+
+/// The 65536-entry decoding table of f16, built once.
+fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: OnceLock<Box<[f32; 65536]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 65536]);
+        for (code, v) in (0u32..).zip(t.iter_mut()) {
+            *v = decode_small(F16, code);
+        }
+        t
+    })
+}
+
+/// The 256-entry decoding table of an FP8 format, built once.
+fn fp8_table(dtype: Dtype) -> &'static [f32; 256] {
+    static E4M3_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
+    static E5M2_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
+    let (cell, f) = if dtype == Dtype::F8E4M3 {
+        (&E4M3_TABLE, E4M3)
+    } else {
+        (&E5M2_TABLE, E5M2)
+    };
+    cell.get_or_init(|| {
+        let mut t = [0.0f32; 256];
+        for (code, v) in (0u32..).zip(t.iter_mut()) {
+            *v = decode_small(f, code);
+        }
+        t
+    })
+}
+
+/// The bulk store loop, monomorphised per element size.
+#[inline(always)]
+fn store_with<const N: usize>(
+    values: &[f32],
+    out: &mut [u8],
+    enc: impl Fn(f32) -> [u8; N],
+) -> usize {
+    let mut n = 0;
+    for (chunk, &x) in out.chunks_exact_mut(N).zip(values) {
+        chunk.copy_from_slice(&enc(x));
+        n += 1;
+    }
+    n
+}

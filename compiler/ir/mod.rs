@@ -1,1 +1,168 @@
-//! Tensor IR: placeholder while it is being written.
+//! Tensor IR: one kernel as a list of whole-tensor operations in SSA form.
+//!
+//! Values (`v0`, `v1`, ..) and instructions (`inst0`, ..) are cranelift-entity handles into
+//! arenas; the order of instructions is kept apart from their data (`layout`), so passes
+//! can insert and unlink without renumbering. Source spans live in a side table
+//! (`spans`), not in the instruction data. The IR prints to text (`print.rs`) and parses
+//! back (`parse.rs`); `verify.rs` checks its invariants and is run after lowering and after
+//! every pass.
+//!
+//! Architecture invariant: tensor IR knows nothing of tiles, memories or engines; shapes
+//! are concrete and dtypes are those of the language.
+
+mod lower;
+mod parse;
+mod print;
+pub mod rules;
+mod verify;
+
+use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
+use smallvec::SmallVec;
+
+pub use crate::frontend::typed::{BinaryOp, ReduceFn, Span, TensorType, UnaryFn};
+pub use lower::lower;
+pub use parse::{parse, ParseError};
+pub use verify::{verify, InternalError, VerifierError};
+
+/// An SSA value: a kernel parameter or an instruction's result.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value(u32);
+entity_impl!(Value, "v");
+
+/// An instruction.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inst(u32);
+entity_impl!(Inst, "inst");
+
+/// Where a value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueDef {
+    /// The i-th kernel parameter.
+    Param(usize),
+    /// The result of an instruction.
+    Inst(Inst),
+}
+
+/// The type and origin of a value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueData {
+    pub ty: TensorType,
+    pub def: ValueDef,
+}
+
+/// The operation of an instruction, with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TOp {
+    /// A rank-0 constant of the result's dtype (the value is already rounded to it).
+    Const(f64),
+    Unary(UnaryFn),
+    /// NumPy broadcasting of the two arguments.
+    Binary(BinaryOp),
+    /// NumPy matmul with batch broadcast; f32 result.
+    Matmul,
+    Reduce {
+        func: ReduceFn,
+        axis: usize,
+        keepdims: bool,
+    },
+    /// Output axis i is input axis `perm[i]`.
+    Transpose(Vec<usize>),
+    /// Row-major reshape to the result's shape.
+    Reshape,
+    /// Keeps (.., i, j) where j <= i + k over the last two axes, else `fill`.
+    Tril {
+        k: i64,
+        fill: f64,
+    },
+    /// Conversion to the result's dtype.
+    Cast,
+}
+
+impl TOp {
+    /// The number of arguments the operation takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            TOp::Const(_) => 0,
+            TOp::Binary(_) | TOp::Matmul => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// An instruction: an operation, its arguments and its one result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstData {
+    pub op: TOp,
+    pub args: SmallVec<[Value; 2]>,
+    pub result: Value,
+}
+
+/// A kernel in tensor IR.
+#[derive(Clone, Debug, Default)]
+pub struct Function {
+    pub name: String,
+    /// Bound sizes, for the reader; nothing depends on them.
+    pub sizes: Vec<(String, u64)>,
+    /// Parameter names and values, in signature order.
+    pub params: Vec<(String, Value)>,
+    /// Returned values, in result order.
+    pub results: Vec<Value>,
+    pub values: PrimaryMap<Value, ValueData>,
+    pub insts: PrimaryMap<Inst, InstData>,
+    /// Execution order of the instructions.
+    pub layout: Vec<Inst>,
+    /// Source span of each instruction (side table).
+    pub spans: SecondaryMap<Inst, Span>,
+    /// Source span of each parameter, by position.
+    pub param_spans: Vec<Span>,
+}
+
+impl Function {
+    /// An empty function.
+    pub fn new(name: &str) -> Function {
+        Function {
+            name: name.to_string(),
+            ..Function::default()
+        }
+    }
+
+    /// Adds a parameter and returns its value.
+    pub fn add_param(&mut self, name: &str, ty: TensorType, span: Span) -> Value {
+        let index = self.params.len();
+        let v = self.values.push(ValueData {
+            ty,
+            def: ValueDef::Param(index),
+        });
+        self.params.push((name.to_string(), v));
+        self.param_spans.push(span);
+        v
+    }
+
+    /// Appends an instruction whose result has type `ty`; returns the result.
+    pub fn push(&mut self, op: TOp, args: &[Value], ty: TensorType, span: Span) -> Value {
+        let inst = self.insts.next_key();
+        let result = self.values.push(ValueData {
+            ty,
+            def: ValueDef::Inst(inst),
+        });
+        let inst2 = self.insts.push(InstData {
+            op,
+            args: args.iter().copied().collect(),
+            result,
+        });
+        debug_assert_eq!(inst, inst2);
+        self.layout.push(inst);
+        self.spans[inst] = span;
+        result
+    }
+
+    /// The type of a value.
+    pub fn ty(&self, v: Value) -> &TensorType {
+        &self.values[v].ty
+    }
+
+    /// The types of the results, in order.
+    pub fn result_types(&self) -> Vec<TensorType> {
+        self.results.iter().map(|&v| self.ty(v).clone()).collect()
+    }
+}

@@ -1,1 +1,327 @@
-//! Reference evaluator: placeholder while it is being written.
+//! The reference evaluator: runs tensor IR on host tensors in plain Rust, with the
+//! language's numerics exactly. It is the oracle of every end-to-end test.
+//!
+//! Numerics (docs/language.md repeats them for users):
+//! - every value is stored as f32 holding a number exactly representable in its dtype;
+//! - an elementwise operation decodes its inputs to f32, computes in f32 (unary functions
+//!   through `runtime::numeric::act`, which evaluates in f64 with libm and rounds once to
+//!   f32; binary ones through `runtime::numeric::alu`), then rounds to the result dtype
+//!   (round to nearest even; FP8 saturates);
+//! - `@` accumulates in f32: each output starts at +0.0 and adds the products for k = 0,
+//!   1, .., K-1 in that order, each addition rounded to f32 — the Tensor engine's order, so
+//!   compiled matmuls match exactly;
+//! - a reduction starts from the first element along the axis and combines the rest in
+//!   order in f32, then rounds once to the dtype (`mean` divides the f32 sum by the count
+//!   before that rounding); max and min propagate NaN.
+
+use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
+use cranelift_entity::SecondaryMap;
+use isa::{ActFunc, AluOp, Dtype};
+use runtime::numeric;
+
+/// A tensor on the host: row-major values, each exactly representable in `dtype`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from f32 values, each rounded to `dtype` with the language's rules.
+    pub fn from_f32(dtype: Dtype, shape: &[u64], values: &[f32]) -> HostTensor {
+        HostTensor {
+            dtype,
+            shape: shape.to_vec(),
+            data: values.iter().map(|&x| numeric::round(dtype, x)).collect(),
+        }
+    }
+
+    /// Number of elements.
+    pub fn elems(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Why evaluation could not run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("kernel `{kernel}` takes {expected} inputs, {found} were given")]
+    InputCount {
+        kernel: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("input `{name}` should be {expected}, is {found}")]
+    InputType {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("internal error: {0} is used before it is defined (the IR was not verified)")]
+    Unverified(Value),
+    #[error("the kernel would need {0} elements of memory in one tensor, more than the reference evaluator allows")]
+    TooLarge(u64),
+}
+
+/// The largest tensor the evaluator materialises (elements).
+const MAX_ELEMS: u64 = 1 << 32;
+
+/// Evaluates `func` on `inputs` (in parameter order) and returns its results.
+pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, EvalError> {
+    if inputs.len() != func.params.len() {
+        return Err(EvalError::InputCount {
+            kernel: func.name.clone(),
+            expected: func.params.len(),
+            found: inputs.len(),
+        });
+    }
+    let mut env: SecondaryMap<Value, Option<HostTensor>> = SecondaryMap::new();
+    for ((name, v), input) in func.params.iter().zip(inputs) {
+        let ty = func.ty(*v);
+        if ty.dtype != input.dtype
+            || ty.shape != input.shape
+            || input.data.len() as u64 != ty.elems()
+        {
+            return Err(EvalError::InputType {
+                name: name.clone(),
+                expected: ty.to_string(),
+                found: format!(
+                    "{}{:?} with {} values",
+                    input.dtype,
+                    input.shape,
+                    input.data.len()
+                ),
+            });
+        }
+        env[*v] = Some(input.clone());
+    }
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        let ty = func.ty(data.result);
+        if ty.elems() > MAX_ELEMS {
+            return Err(EvalError::TooLarge(ty.elems()));
+        }
+        let mut args = Vec::with_capacity(data.args.len());
+        for a in &data.args {
+            args.push(env[*a].as_ref().ok_or(EvalError::Unverified(*a))?);
+        }
+        let out = eval_op(&data.op, &args, ty.dtype, &ty.shape);
+        env[data.result] = Some(out);
+    }
+    func.results
+        .iter()
+        .map(|r| env[*r].clone().ok_or(EvalError::Unverified(*r)))
+        .collect()
+}
+
+/// Evaluates one operation whose result has `dtype` and `shape`.
+pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> HostTensor {
+    let data = match op {
+        TOp::Const(x) => vec![numeric::round(dtype, *x as f32)],
+        TOp::Unary(u) => args[0]
+            .data
+            .iter()
+            .map(|&x| numeric::round(dtype, unary(*u, x)))
+            .collect(),
+        TOp::Binary(b) => binary(alu_op(*b), args[0], args[1], dtype, shape),
+        TOp::Matmul => matmul(args[0], args[1], shape),
+        TOp::Reduce { func, axis, .. } => reduce(*func, args[0], *axis, dtype),
+        TOp::Transpose(perm) => transpose(args[0], perm),
+        TOp::Reshape => args[0].data.clone(),
+        TOp::Tril { k, fill } => tril(args[0], *k, numeric::round(dtype, *fill as f32)),
+        TOp::Cast => args[0]
+            .data
+            .iter()
+            .map(|&x| numeric::round(dtype, x))
+            .collect(),
+    };
+    HostTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data,
+    }
+}
+
+/// A unary operation in f32 (before rounding to the dtype).
+pub fn unary(u: UnaryFn, x: f32) -> f32 {
+    match act_func(u) {
+        Some(a) => numeric::act(a, x),
+        None => -x,
+    }
+}
+
+/// The Scalar engine function of a unary operation; `None` for negation.
+pub fn act_func(u: UnaryFn) -> Option<ActFunc> {
+    Some(match u {
+        UnaryFn::Neg => return None,
+        UnaryFn::Exp => ActFunc::Exp,
+        UnaryFn::Log => ActFunc::Log,
+        UnaryFn::Sqrt => ActFunc::Sqrt,
+        UnaryFn::Rsqrt => ActFunc::Rsqrt,
+        UnaryFn::Reciprocal => ActFunc::Reciprocal,
+        UnaryFn::Abs => ActFunc::Abs,
+        UnaryFn::Square => ActFunc::Square,
+        UnaryFn::Tanh => ActFunc::Tanh,
+        UnaryFn::Sigmoid => ActFunc::Sigmoid,
+        UnaryFn::Relu => ActFunc::Relu,
+        UnaryFn::Silu => ActFunc::Silu,
+        UnaryFn::Gelu => ActFunc::Gelu,
+        UnaryFn::GeluTanh => ActFunc::GeluTanh,
+    })
+}
+
+/// The Vector engine operation of a binary operation.
+pub fn alu_op(b: BinaryOp) -> AluOp {
+    match b {
+        BinaryOp::Add => AluOp::Add,
+        BinaryOp::Sub => AluOp::Sub,
+        BinaryOp::Mul => AluOp::Mul,
+        BinaryOp::Div => AluOp::Div,
+        BinaryOp::Maximum => AluOp::Max,
+        BinaryOp::Minimum => AluOp::Min,
+    }
+}
+
+/// Row-major strides (in elements) of a shape.
+fn strides(shape: &[u64]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1] as usize;
+    }
+    s
+}
+
+/// Strides of `shape` broadcast to `out` (0 on stretched and missing axes).
+fn broadcast_strides(shape: &[u64], out: &[u64]) -> Vec<usize> {
+    let own = strides(shape);
+    let pad = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < pad || shape[i - pad] == 1 {
+                0
+            } else {
+                own[i - pad]
+            }
+        })
+        .collect()
+}
+
+/// Calls `f(out_index, offsets)` for every element of `out` in row-major order, with the
+/// offset of that element in each operand under the given strides.
+fn for_each_index<const N: usize>(
+    out: &[u64],
+    operand_strides: [&[usize]; N],
+    mut f: impl FnMut(usize, [usize; N]),
+) {
+    let total: u64 = out.iter().product();
+    let rank = out.len();
+    let mut idx = vec![0u64; rank];
+    let mut offs = [0usize; N];
+    for flat in 0..total as usize {
+        f(flat, offs);
+        // Advance the multi-index and the operand offsets.
+        let mut d = rank;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            for (o, s) in offs.iter_mut().zip(operand_strides.iter()) {
+                *o += s[d];
+            }
+            if idx[d] < out[d] {
+                break;
+            }
+            for (o, s) in offs.iter_mut().zip(operand_strides.iter()) {
+                *o -= s[d] * out[d] as usize;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn binary(op: AluOp, a: &HostTensor, b: &HostTensor, dtype: Dtype, shape: &[u64]) -> Vec<f32> {
+    let sa = broadcast_strides(&a.shape, shape);
+    let sb = broadcast_strides(&b.shape, shape);
+    let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
+    for_each_index(shape, [&sa, &sb], |i, [ia, ib]| {
+        out[i] = numeric::round(dtype, numeric::alu(op, a.data[ia], b.data[ib]));
+    });
+    out
+}
+
+fn matmul(a: &HostTensor, b: &HostTensor, shape: &[u64]) -> Vec<f32> {
+    let rank = shape.len();
+    let (m, n) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
+    let k = a.shape[a.shape.len() - 1] as usize;
+    let batch = &shape[..rank - 2];
+    // Batch offsets (in matrices) of each operand, broadcast to the output's batch axes.
+    let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
+    let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
+    let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
+    for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
+        let am = &a.data[ia * m * k..(ia + 1) * m * k];
+        let bm = &b.data[ib * k * n..(ib + 1) * k * n];
+        let om = &mut out[bi * m * n..(bi + 1) * m * n];
+        for (row, acc) in om.chunks_exact_mut(n).enumerate() {
+            acc.fill(0.0);
+            for kk in 0..k {
+                let x = am[row * k + kk];
+                let brow = &bm[kk * n..(kk + 1) * n];
+                for (o, &y) in acc.iter_mut().zip(brow) {
+                    *o += x * y;
+                }
+            }
+        }
+    });
+    out
+}
+
+fn reduce(func: ReduceFn, a: &HostTensor, axis: usize, dtype: Dtype) -> Vec<f32> {
+    let outer: u64 = a.shape[..axis].iter().product();
+    let len = a.shape[axis] as usize;
+    let inner: u64 = a.shape[axis + 1..].iter().product();
+    let (outer, inner) = (outer as usize, inner as usize);
+    let op = match func {
+        ReduceFn::Sum | ReduceFn::Mean => AluOp::Add,
+        ReduceFn::Max => AluOp::Max,
+        ReduceFn::Min => AluOp::Min,
+    };
+    let mut out = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| a.data[(o * len + j) * inner + i];
+            let mut acc = at(0);
+            for j in 1..len {
+                acc = numeric::alu(op, acc, at(j));
+            }
+            if func == ReduceFn::Mean {
+                acc /= len as f32;
+            }
+            out.push(numeric::round(dtype, acc));
+        }
+    }
+    out
+}
+
+fn transpose(a: &HostTensor, perm: &[usize]) -> Vec<f32> {
+    let out_shape: Vec<u64> = perm.iter().map(|&p| a.shape[p]).collect();
+    let own = strides(&a.shape);
+    let s: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+    let mut out = vec![0f32; a.data.len()];
+    for_each_index(&out_shape, [&s], |i, [ia]| out[i] = a.data[ia]);
+    out
+}
+
+fn tril(a: &HostTensor, k: i64, fill: f32) -> Vec<f32> {
+    let rank = a.shape.len();
+    let (rows, cols) = (a.shape[rank - 2] as usize, a.shape[rank - 1] as usize);
+    let mut out = a.data.clone();
+    for (idx, x) in out.iter_mut().enumerate() {
+        let j = (idx % cols) as i64;
+        let i = ((idx / cols) % rows) as i64;
+        if j > i + k {
+            *x = fill;
+        }
+    }
+    out
+}

@@ -1,0 +1,402 @@
+//! Parses the text form of tensor IR (as `print.rs` writes it) back into a `Function`, so
+//! that any pass can be tested from text. Value names map to fresh entities in order of
+//! appearance; a compactly numbered text therefore parses to the same numbering.
+
+use super::print::{BINARY_NAMES, REDUCE_NAMES, UNARY_NAMES};
+use super::{Function, Span, TOp, TensorType, Value};
+use isa::Dtype;
+use std::collections::HashMap;
+
+/// A syntax error in IR text, with its 1-based line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses every kernel of an IR text.
+pub fn parse(text: &str) -> Result<Vec<Function>, ParseError> {
+    let mut p = Parser {
+        toks: tokenize(text)?,
+        pos: 0,
+    };
+    let mut funcs = Vec::new();
+    while p.peek().is_some() {
+        funcs.push(p.kernel()?);
+    }
+    Ok(funcs)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Int(i64),
+    Float(f64),
+    Punct(char),
+    Arrow,
+    DotDot,
+}
+
+struct Parser {
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+fn tokenize(text: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let mut out = Vec::new();
+    for (lineno, line) in text.lines().enumerate() {
+        let line_no = lineno + 1;
+        let line = line.split(';').next().unwrap_or("");
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i] as char;
+            if c.is_whitespace() {
+                i += 1;
+            } else if c == '-' && b.get(i + 1) == Some(&b'>') {
+                out.push((Tok::Arrow, line_no));
+                i += 2;
+            } else if c == '.' && b.get(i + 1) == Some(&b'.') {
+                out.push((Tok::DotDot, line_no));
+                i += 2;
+            } else if c.is_ascii_digit()
+                || (c == '-'
+                    && b.get(i + 1)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == b'i'))
+            {
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    let d = b[i] as char;
+                    let exp_sign = (d == '-' || d == '+') && matches!(b[i - 1], b'e' | b'E');
+                    let dot = d == '.' && b.get(i + 1) != Some(&b'.');
+                    if d.is_ascii_alphanumeric() || dot || exp_sign {
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let s = &line[start..i];
+                let tok = if let Ok(n) = s.parse::<i64>() {
+                    Tok::Int(n)
+                } else if s == "-inf" {
+                    Tok::Float(f64::NEG_INFINITY)
+                } else if let Ok(x) = s.parse::<f64>() {
+                    Tok::Float(x)
+                } else {
+                    return Err(ParseError {
+                        line: line_no,
+                        message: format!("bad number `{s}`"),
+                    });
+                };
+                out.push((tok, line_no));
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let start = i;
+                while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                out.push((Tok::Word(line[start..i].to_string()), line_no));
+            } else if "()[]{}<>,:=@".contains(c) {
+                out.push((Tok::Punct(c), line_no));
+                i += 1;
+            } else {
+                return Err(ParseError {
+                    line: line_no,
+                    message: format!("unexpected character `{c}`"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|(t, _)| t)
+    }
+
+    fn line(&self) -> usize {
+        self.toks
+            .get(self.pos)
+            .or_else(|| self.toks.last())
+            .map(|(_, l)| *l)
+            .unwrap_or(1)
+    }
+
+    fn err<T>(&self, message: String) -> Result<T, ParseError> {
+        Err(ParseError {
+            line: self.line(),
+            message,
+        })
+    }
+
+    fn next(&mut self) -> Result<Tok, ParseError> {
+        match self.toks.get(self.pos) {
+            Some((t, _)) => {
+                self.pos += 1;
+                Ok(t.clone())
+            }
+            None => self.err("unexpected end of text".into()),
+        }
+    }
+
+    fn eat(&mut self, t: &Tok) -> bool {
+        if self.peek() == Some(t) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_punct(&mut self, c: char) -> Result<(), ParseError> {
+        match self.next()? {
+            Tok::Punct(d) if d == c => Ok(()),
+            t => self.err(format!("expected `{c}`, found {t:?}")),
+        }
+    }
+
+    fn word(&mut self) -> Result<String, ParseError> {
+        match self.next()? {
+            Tok::Word(w) => Ok(w),
+            t => self.err(format!("expected a name, found {t:?}")),
+        }
+    }
+
+    fn keyword(&mut self, kw: &str) -> Result<(), ParseError> {
+        match self.next()? {
+            Tok::Word(w) if w == kw => Ok(()),
+            t => self.err(format!("expected `{kw}`, found {t:?}")),
+        }
+    }
+
+    fn int(&mut self) -> Result<i64, ParseError> {
+        match self.next()? {
+            Tok::Int(n) => Ok(n),
+            t => self.err(format!("expected an integer, found {t:?}")),
+        }
+    }
+
+    fn uint(&mut self) -> Result<u64, ParseError> {
+        let n = self.int()?;
+        u64::try_from(n)
+            .or_else(|_| self.err(format!("expected a non-negative integer, found {n}")))
+    }
+
+    fn float(&mut self) -> Result<f64, ParseError> {
+        match self.next()? {
+            Tok::Int(n) => Ok(n as f64),
+            Tok::Float(x) => Ok(x),
+            Tok::Word(w) if w == "inf" => Ok(f64::INFINITY),
+            Tok::Word(w) if w == "nan" => Ok(f64::NAN),
+            t => self.err(format!("expected a number, found {t:?}")),
+        }
+    }
+
+    fn ty(&mut self) -> Result<TensorType, ParseError> {
+        let name = self.word()?;
+        let dtype = match Dtype::from_name(&name) {
+            Some(d) => d,
+            None => return self.err(format!("unknown dtype `{name}`")),
+        };
+        self.expect_punct('[')?;
+        let mut shape = Vec::new();
+        if !self.eat(&Tok::Punct(']')) {
+            loop {
+                shape.push(self.uint()?);
+                if self.eat(&Tok::Punct(']')) {
+                    break;
+                }
+                self.expect_punct(',')?;
+            }
+        }
+        Ok(TensorType { dtype, shape })
+    }
+
+    fn span(&mut self) -> Result<Span, ParseError> {
+        self.expect_punct('@')?;
+        let start = self.uint()?;
+        if !self.eat(&Tok::DotDot) {
+            return self.err("expected `..` in a span".into());
+        }
+        let end = self.uint()?;
+        Ok(Span::new(start as usize, end as usize))
+    }
+
+    fn value(&mut self, names: &HashMap<String, Value>) -> Result<Value, ParseError> {
+        let w = self.word()?;
+        match names.get(&w) {
+            Some(v) => Ok(*v),
+            None => self.err(format!("use of undefined value `{w}`")),
+        }
+    }
+
+    fn kernel(&mut self) -> Result<Function, ParseError> {
+        self.keyword("kernel")?;
+        let name = self.word()?;
+        let mut f = Function::new(&name);
+        if self.eat(&Tok::Punct('<')) {
+            loop {
+                let size = self.word()?;
+                self.expect_punct('=')?;
+                let value = self.uint()?;
+                f.sizes.push((size, value));
+                if self.eat(&Tok::Punct('>')) {
+                    break;
+                }
+                self.expect_punct(',')?;
+            }
+        }
+        let mut names: HashMap<String, Value> = HashMap::new();
+        self.expect_punct('(')?;
+        if !self.eat(&Tok::Punct(')')) {
+            loop {
+                let vname = self.word()?;
+                let pname = self.word()?;
+                self.expect_punct(':')?;
+                let ty = self.ty()?;
+                let span = self.span()?;
+                let v = f.add_param(&pname, ty, span);
+                if names.insert(vname.clone(), v).is_some() {
+                    return self.err(format!("value `{vname}` defined twice"));
+                }
+                if self.eat(&Tok::Punct(')')) {
+                    break;
+                }
+                self.expect_punct(',')?;
+            }
+        }
+        if !self.eat(&Tok::Arrow) {
+            return self.err("expected `->`".into());
+        }
+        self.expect_punct('(')?;
+        let mut result_types = Vec::new();
+        loop {
+            result_types.push(self.ty()?);
+            if self.eat(&Tok::Punct(')')) {
+                break;
+            }
+            self.expect_punct(',')?;
+        }
+        self.expect_punct('{')?;
+        loop {
+            let w = self.word()?;
+            if w == "return" {
+                loop {
+                    let v = self.value(&names)?;
+                    f.results.push(v);
+                    if !self.eat(&Tok::Punct(',')) {
+                        break;
+                    }
+                }
+                self.expect_punct('}')?;
+                break;
+            }
+            self.expect_punct('=')?;
+            let opname = self.word()?;
+            let (op, arity) = self.op(&opname)?;
+            let mut args = Vec::new();
+            for i in 0..arity {
+                if i > 0 {
+                    self.expect_punct(',')?;
+                }
+                args.push(self.value(&names)?);
+            }
+            let op = self.attrs(op)?;
+            self.expect_punct(':')?;
+            let ty = self.ty()?;
+            let span = self.span()?;
+            let v = f.push(op, &args, ty, span);
+            if names.insert(w.clone(), v).is_some() {
+                return self.err(format!("value `{w}` defined twice"));
+            }
+        }
+        if f.result_types() != result_types {
+            return self.err(format!(
+                "kernel {} returns values whose types differ from its signature",
+                f.name
+            ));
+        }
+        Ok(f)
+    }
+
+    /// The operation of a name, with placeholder attributes, and its arity.
+    fn op(&mut self, name: &str) -> Result<(TOp, usize), ParseError> {
+        if let Some((u, _)) = UNARY_NAMES.iter().find(|(_, n)| *n == name) {
+            return Ok((TOp::Unary(*u), 1));
+        }
+        if let Some((b, _)) = BINARY_NAMES.iter().find(|(_, n)| *n == name) {
+            return Ok((TOp::Binary(*b), 2));
+        }
+        if let Some((r, _)) = REDUCE_NAMES.iter().find(|(_, n)| *n == name) {
+            let op = TOp::Reduce {
+                func: *r,
+                axis: 0,
+                keepdims: false,
+            };
+            return Ok((op, 1));
+        }
+        let op = match name {
+            "const" => TOp::Const(0.0),
+            "matmul" => TOp::Matmul,
+            "transpose" => TOp::Transpose(Vec::new()),
+            "reshape" => TOp::Reshape,
+            "tril" => TOp::Tril { k: 0, fill: 0.0 },
+            "cast" => TOp::Cast,
+            _ => return self.err(format!("unknown operation `{name}`")),
+        };
+        let arity = op.arity();
+        Ok((op, arity))
+    }
+
+    /// Reads the attributes that follow the arguments of `op`.
+    fn attrs(&mut self, op: TOp) -> Result<TOp, ParseError> {
+        Ok(match op {
+            TOp::Const(_) => TOp::Const(self.float()?),
+            TOp::Reduce { func, .. } => {
+                self.keyword("axis")?;
+                self.expect_punct('=')?;
+                let axis = self.uint()? as usize;
+                self.keyword("keepdims")?;
+                self.expect_punct('=')?;
+                let keepdims = match self.word()?.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    w => return self.err(format!("expected true or false, found `{w}`")),
+                };
+                TOp::Reduce {
+                    func,
+                    axis,
+                    keepdims,
+                }
+            }
+            TOp::Transpose(_) => {
+                self.keyword("perm")?;
+                self.expect_punct('=')?;
+                self.expect_punct('[')?;
+                let mut perm = Vec::new();
+                loop {
+                    perm.push(self.uint()? as usize);
+                    if self.eat(&Tok::Punct(']')) {
+                        break;
+                    }
+                    self.expect_punct(',')?;
+                }
+                TOp::Transpose(perm)
+            }
+            TOp::Tril { .. } => {
+                self.keyword("k")?;
+                self.expect_punct('=')?;
+                let k = self.int()?;
+                self.keyword("fill")?;
+                self.expect_punct('=')?;
+                TOp::Tril {
+                    k,
+                    fill: self.float()?,
+                }
+            }
+            other => other,
+        })
+    }
+}

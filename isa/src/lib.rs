@@ -7,13 +7,71 @@
 //!
 //! Architecture invariant: this crate depends on nothing else in the workspace. The
 //! runtime executes what it defines; the compiler emits it.
+//!
+//! The public entry points are few and total (they never panic, whatever the input):
+//! [`encode_program`] / [`decode_program`] for the `.tbin` container, [`encode_inst`] /
+//! [`decode_inst`] for single instructions, [`disassemble`] / [`assemble`] for the text
+//! form (and `Display` / `FromStr` on [`Inst`] for one line), [`verify`] for the machine's
+//! static rules, and [`reference_doc`] for `ISA.md`.
 
+/// Gives a small fieldless enum its canonical names and byte codes: `ALL`, `name`,
+/// `from_name`, `code`, `from_code` and `Display`. Used for the operand enums so that the
+/// encoder, the assembler and the reference document share one list of spellings.
+macro_rules! enum_names {
+    ($ty:ident, $kind:literal, { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// Every value, in encoding order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+            /// What the values are called in errors and documentation.
+            pub const KIND: &'static str = $kind;
+
+            /// The assembly name of the value.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)*
+                }
+            }
+
+            /// The value of an assembly name.
+            pub fn from_name(name: &str) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+
+            /// The one-byte encoding.
+            pub fn code(self) -> u8 {
+                self as u8
+            }
+
+            /// The value of a one-byte encoding.
+            pub fn from_code(code: u8) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|v| v.code() == code)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+mod asm;
+mod doc;
+mod encode;
 mod program;
 mod table;
 mod types;
+mod verify;
 
+pub use asm::{assemble, disassemble, AsmError};
+pub use doc::reference_doc;
+pub use encode::{
+    decode_inst, decode_program, encode_inst, encode_program, DecodeError, FORMAT_VERSION, MAGIC,
+};
 pub use program::*;
 pub use types::*;
+pub use verify::{verify, VerifyError};
 
 /// Generates the [`Op`] enum and its table-driven metadata from `for_each_op!`.
 macro_rules! define_op_enum {

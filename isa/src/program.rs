@@ -141,3 +141,9 @@ impl Program {
         self.tensors.iter().filter(move |t| t.role == role)
     }
 }
+
+enum_names!(Role, "tensor role", { Input = "input", Output = "output", Scratch = "scratch" });
+
+/// Largest rank of an HBM tensor that the `.tbin` decoder accepts (the language allows 4;
+/// the rest is headroom for compiler-owned scratch).
+pub const MAX_TENSOR_RANK: usize = 8;

@@ -385,3 +385,77 @@ impl Imm {
         f32::from_bits(self.0)
     }
 }
+
+enum_names!(Mem, "memory", { Sbuf = "sbuf", Psum = "psum" });
+
+enum_names!(AluOp, "ALU op", {
+    Bypass = "bypass",
+    Add = "add",
+    Sub = "sub",
+    RSub = "rsub",
+    Mul = "mul",
+    Div = "div",
+    RDiv = "rdiv",
+    Max = "max",
+    Min = "min",
+});
+
+enum_names!(ReduceOp, "reduce op", { Add = "add", Max = "max", Min = "min" });
+
+enum_names!(ActFunc, "activation function", {
+    Identity = "identity",
+    Exp = "exp",
+    Log = "log",
+    Sqrt = "sqrt",
+    Rsqrt = "rsqrt",
+    Reciprocal = "reciprocal",
+    Abs = "abs",
+    Square = "square",
+    Tanh = "tanh",
+    Sigmoid = "sigmoid",
+    Relu = "relu",
+    Silu = "silu",
+    Gelu = "gelu",
+    GeluTanh = "gelu_tanh",
+});
+
+enum_names!(CmpOp, "comparison", { Ge = "ge", Gt = "gt", Le = "le", Lt = "lt", Eq = "eq", Ne = "ne" });
+
+impl TileAp {
+    /// A tile from its parts, for builders and tests: `dims` are `(size, stride)` pairs,
+    /// outermost first.
+    pub fn new(
+        mem: Mem,
+        dtype: Dtype,
+        partition: u8,
+        partitions: u8,
+        offset: u32,
+        dims: &[(u32, i32)],
+    ) -> TileAp {
+        TileAp {
+            mem,
+            dtype,
+            partition,
+            partitions,
+            offset,
+            dims: dims
+                .iter()
+                .map(|&(size, stride)| Dim { size, stride })
+                .collect(),
+        }
+    }
+}
+
+impl HbmAp {
+    /// An HBM pattern from its parts: `dims` are `(size, stride)` pairs, outermost first.
+    pub fn new(dtype: Dtype, offset: u64, dims: &[(u64, i64)]) -> HbmAp {
+        HbmAp {
+            dtype,
+            offset,
+            dims: dims
+                .iter()
+                .map(|&(size, stride)| HbmDim { size, stride })
+                .collect(),
+        }
+    }
+}

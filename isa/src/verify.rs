@@ -1,0 +1,563 @@
+//! The static verifier: every rule of the machine that can be checked without running the
+//! program (stream shape, engine placement, access-pattern bounds, per-opcode operand
+//! shapes, semaphore ranges, debug-table shape).
+//!
+//! The interpreter checks the same bounds at run time; verifying first turns a bad program
+//! into a list of precise errors before anything runs. The verifier collects every error
+//! rather than stopping at the first, and never panics: address arithmetic is done in
+//! `i128`, which cannot overflow for any field values.
+
+use std::fmt;
+
+use crate::{
+    DmaAp, Engine, EngineClass, Geometry, HbmAp, Inst, Mem, Op, Opcode, Program, ScalarArg, TileAp,
+    MAX_HBM_DIMS, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
+};
+
+/// One rule violation: where (stream and instruction, when it concerns one) and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    /// The stream's engine, or `None` for program-level errors (tensors, stream count,
+    /// debug table).
+    pub engine: Option<Engine>,
+    /// The instruction's index in its stream, when the error concerns one instruction.
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.engine, self.index) {
+            (Some(e), Some(i)) => write!(f, "{e}[{i}]: {}", self.message),
+            (Some(e), None) => write!(f, "{e}: {}", self.message),
+            (None, _) => write!(f, "program: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Checks a program against the machine's static rules, returning every violation.
+///
+/// The rules are listed in `ISA.md` ("Verifier rules") and in each opcode's description.
+pub fn verify(program: &Program) -> Result<(), Vec<VerifyError>> {
+    let mut v = Verifier {
+        geometry: program.preset.geometry(),
+        hbm_size: program.hbm_size,
+        errors: Vec::new(),
+        engine: None,
+        index: None,
+    };
+    v.tensors(program);
+    if program.streams.len() != NUM_STREAMS {
+        v.error(format!(
+            "the program has {} streams, expected {NUM_STREAMS}",
+            program.streams.len()
+        ));
+    }
+    for (i, stream) in program.streams.iter().enumerate().take(NUM_STREAMS) {
+        let Some(engine) = Engine::from_index(i) else {
+            continue;
+        };
+        v.engine = Some(engine);
+        v.stream(engine, stream);
+        v.index = None;
+    }
+    v.engine = None;
+    v.locs(program);
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
+}
+
+/// The verifier's state: the geometry and where the current instruction is.
+struct Verifier {
+    geometry: Geometry,
+    hbm_size: u64,
+    errors: Vec<VerifyError>,
+    engine: Option<Engine>,
+    index: Option<usize>,
+}
+
+/// The lowest and highest element offset (in elements, relative to the start) that a
+/// pattern of `(size, stride)` dimensions touches. `None` when a size is zero (nothing is
+/// touched).
+fn extent(dims: impl Iterator<Item = (i128, i128)>) -> Option<(i128, i128)> {
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for (size, stride) in dims {
+        if size < 1 {
+            return None;
+        }
+        let span = (size - 1) * stride;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    Some((lo, hi))
+}
+
+/// The allowed start partitions for a tile of `count` partitions (machine.md).
+fn allowed_starts(count: u8) -> &'static [u8] {
+    match count {
+        65.. => &[0],
+        33..=64 => &[0, 64],
+        _ => &[0, 32, 64, 96],
+    }
+}
+
+impl Verifier {
+    fn error(&mut self, message: String) {
+        self.errors.push(VerifyError {
+            engine: self.engine,
+            index: self.index,
+            message,
+        });
+    }
+
+    /// Tensors lie inside HBM and do not overlap.
+    fn tensors(&mut self, program: &Program) {
+        let mut spans = Vec::new();
+        for (i, t) in program.tensors.iter().enumerate() {
+            if program.tensors[..i].iter().any(|u| u.name == t.name) {
+                self.error(format!("tensor `{}` is declared twice", t.name));
+            }
+            let bytes = t
+                .shape
+                .iter()
+                .try_fold(t.dtype.size() as u128, |acc, &d| acc.checked_mul(d as u128))
+                .unwrap_or(u128::MAX);
+            let end = (t.offset as u128).saturating_add(bytes);
+            if end > program.hbm_size as u128 {
+                self.error(format!(
+                    "tensor `{}` (bytes {}..{end}) lies outside HBM of {} bytes",
+                    t.name, t.offset, program.hbm_size
+                ));
+            }
+            if bytes > 0 {
+                spans.push((t.offset as u128, end, &t.name));
+            }
+        }
+        spans.sort();
+        for pair in spans.windows(2) {
+            let ((_, end_a, a), (start_b, _, b)) = (pair[0], pair[1]);
+            if start_b < end_a {
+                self.error(format!("tensors `{a}` and `{b}` overlap in HBM"));
+            }
+        }
+    }
+
+    /// One stream: its `end`, and each instruction.
+    fn stream(&mut self, engine: Engine, stream: &[Inst]) {
+        match stream.last() {
+            None => self.error("the stream is empty; it must end with `end`".into()),
+            Some(last) if last.op.opcode() != Opcode::End => {
+                self.index = Some(stream.len() - 1);
+                self.error("the stream does not end with `end`".into());
+            }
+            Some(_) => {}
+        }
+        for (i, inst) in stream.iter().enumerate() {
+            self.index = Some(i);
+            if inst.op.opcode() == Opcode::End && i + 1 < stream.len() {
+                self.error(format!(
+                    "`end` must be the last instruction, but {} instruction(s) follow it",
+                    stream.len() - i - 1
+                ));
+            }
+            self.inst(engine, inst);
+        }
+    }
+
+    /// One instruction: placement, semaphores, operands.
+    fn inst(&mut self, engine: Engine, inst: &Inst) {
+        let opcode = inst.op.opcode();
+        if !opcode.engines().contains(engine.class()) {
+            self.error(format!(
+                "`{}` cannot run on the {} engine (it runs on: {})",
+                opcode.mnemonic(),
+                engine,
+                opcode.engines().names().join(", ")
+            ));
+        }
+        if inst.sync.waits.len() > MAX_WAITS {
+            self.error(format!(
+                "{} semaphore waits, at most {MAX_WAITS} are allowed",
+                inst.sync.waits.len()
+            ));
+        }
+        let sems = self.geometry.semaphores;
+        for &(sem, _) in &inst.sync.waits {
+            if sem as u32 >= sems {
+                self.error(format!(
+                    "wait on semaphore s{sem}, but the machine has s0 .. s{}",
+                    sems.saturating_sub(1)
+                ));
+            }
+        }
+        if let Some(sem) = inst.sync.signal {
+            if sem as u32 >= sems {
+                self.error(format!(
+                    "signal of semaphore s{sem}, but the machine has s0 .. s{}",
+                    sems.saturating_sub(1)
+                ));
+            }
+        }
+        self.op(engine, &inst.op);
+    }
+
+    /// Checks one tile on its own: dims, partitions, start rule, memory bounds, PSUM bank.
+    /// Returns false when the tile is malformed (so shape checks that use it are skipped
+    /// only where they would be meaningless; they still run in general).
+    fn tile(&mut self, field: &str, ap: &TileAp) {
+        let n = ap.dims.len();
+        if n == 0 || n > MAX_TILE_DIMS {
+            self.error(format!(
+                "`{field}` has {n} free dimensions, expected 1 to {MAX_TILE_DIMS}"
+            ));
+        }
+        for (d, dim) in ap.dims.iter().enumerate() {
+            if dim.size == 0 {
+                self.error(format!("`{field}` dimension {d} has size 0, expected >= 1"));
+            }
+        }
+        let parts = ap.partitions;
+        if parts == 0 || parts as u32 > self.geometry.partitions {
+            self.error(format!(
+                "`{field}` has {parts} partitions, expected 1 to {}",
+                self.geometry.partitions
+            ));
+        } else {
+            let starts = allowed_starts(parts);
+            let end = ap.partition as u32 + parts as u32;
+            if !starts.contains(&ap.partition) || end > self.geometry.partitions {
+                let list: Vec<String> = starts.iter().map(|s| s.to_string()).collect();
+                self.error(format!(
+                    "`{field}` starts at partition {} but a tile of {parts} partitions must \
+                     start at {}",
+                    ap.partition,
+                    list.join(" or ")
+                ));
+            }
+        }
+        let (limit, name) = match ap.mem {
+            Mem::Sbuf => (self.geometry.sbuf_partition_bytes, "SBUF"),
+            Mem::Psum => (self.geometry.psum_partition_bytes, "PSUM"),
+        };
+        let esize = ap.dtype.size() as i128;
+        let dims = ap.dims.iter().map(|d| (d.size as i128, d.stride as i128));
+        if let Some((lo, hi)) = extent(dims) {
+            let first = ap.offset as i128 + lo * esize;
+            let last = ap.offset as i128 + hi * esize + esize - 1;
+            if first < 0 || last >= limit as i128 {
+                self.error(format!(
+                    "`{field}` touches bytes {first}..={last} of each partition, outside \
+                     {name}'s {limit} bytes"
+                ));
+            } else if ap.mem == Mem::Psum {
+                let bank = self.geometry.psum_bank_bytes.max(1) as i128;
+                if first / bank != last / bank {
+                    self.error(format!(
+                        "`{field}` touches PSUM bytes {first}..={last}, which cross a {bank}-byte \
+                         bank boundary"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Checks an HBM pattern: dims and bounds.
+    fn hbm(&mut self, field: &str, ap: &HbmAp) {
+        let n = ap.dims.len();
+        if n == 0 || n > MAX_HBM_DIMS {
+            self.error(format!(
+                "`{field}` has {n} dimensions, expected 1 to {MAX_HBM_DIMS}"
+            ));
+        }
+        for (d, dim) in ap.dims.iter().enumerate() {
+            if dim.size == 0 {
+                self.error(format!("`{field}` dimension {d} has size 0, expected >= 1"));
+            }
+        }
+        let esize = ap.dtype.size() as i128;
+        let dims = ap.dims.iter().map(|d| (d.size as i128, d.stride as i128));
+        if let Some((lo, hi)) = extent(dims) {
+            let first = ap.offset as i128 + lo * esize;
+            let last = ap.offset as i128 + hi * esize + esize - 1;
+            if first < 0 || last >= self.hbm_size as i128 {
+                self.error(format!(
+                    "`{field}` touches HBM bytes {first}..={last}, outside the program's {} bytes",
+                    self.hbm_size
+                ));
+            }
+        }
+    }
+
+    /// Requires a tile to be in `mem`.
+    fn mem(&mut self, field: &str, ap: &TileAp, mem: Mem, why: &str) {
+        if ap.mem != mem {
+            self.error(format!(
+                "`{field}` is in {}, but {why}",
+                ap.mem.name().to_uppercase()
+            ));
+        }
+    }
+
+    /// Requires two tiles to have the same partition count and free element count.
+    fn same_shape(&mut self, a: (&str, &TileAp), b: (&str, &TileAp)) {
+        if a.1.partitions != b.1.partitions || a.1.free_elems() != b.1.free_elems() {
+            self.error(format!(
+                "`{}` is [{}, {}] but `{}` is [{}, {}]; they must have the same partitions \
+                 and free elements",
+                a.0,
+                a.1.partitions,
+                a.1.free_elems(),
+                b.0,
+                b.1.partitions,
+                b.1.free_elems()
+            ));
+        }
+    }
+
+    /// Requires a `[P, 1]` tile for a per-partition scalar.
+    fn per_partition(&mut self, field: &str, ap: &TileAp, partitions: u8) {
+        if ap.partitions != partitions || ap.free_elems() != 1 {
+            self.error(format!(
+                "`{field}` is [{}, {}] but must be [{partitions}, 1] (one value per partition)",
+                ap.partitions,
+                ap.free_elems()
+            ));
+        }
+    }
+
+    /// A scalar argument: nothing for an immediate, a tile check and `[P, 1]` for a tile.
+    fn scalar(&mut self, field: &str, arg: &ScalarArg, partitions: u8) {
+        if let ScalarArg::Ap(ap) = arg {
+            self.tile(field, ap);
+            self.per_partition(field, ap, partitions);
+        }
+    }
+
+    /// The affine expression has one step per free dimension of `out`.
+    fn affine_steps(&mut self, steps: usize, out: &TileAp) {
+        if steps != out.dims.len() {
+            self.error(format!(
+                "`expr` has {steps} steps but `out` has {} free dimensions",
+                out.dims.len()
+            ));
+        }
+    }
+
+    /// Per-opcode operand rules (the table's descriptions).
+    fn op(&mut self, engine: Engine, op: &Op) {
+        let mut tiles: Vec<(&str, &TileAp)> = Vec::new();
+        match op {
+            Op::Nop {} | Op::End {} => {}
+            Op::Dma { dst, src } => {
+                let mut elems = [0u64; 2];
+                for (k, (field, side)) in [("dst", dst), ("src", src)].into_iter().enumerate() {
+                    match side {
+                        DmaAp::Hbm(ap) => {
+                            self.hbm(field, ap);
+                            elems[k] = ap.dims.iter().fold(1u64, |a, d| a.saturating_mul(d.size));
+                        }
+                        DmaAp::Tile(ap) => {
+                            self.tile(field, ap);
+                            self.mem(field, ap, Mem::Sbuf, "DMA only reaches SBUF and HBM");
+                            elems[k] = ap.elems();
+                        }
+                    }
+                }
+                if elems[0] != elems[1] {
+                    self.error(format!(
+                        "`dst` has {} elements but `src` has {}; a DMA copies equal counts",
+                        elems[0], elems[1]
+                    ));
+                }
+            }
+            Op::Matmul {
+                out,
+                stationary,
+                moving,
+                accumulate: _,
+            } => {
+                tiles.extend([("out", out), ("stationary", stationary), ("moving", moving)]);
+                let why = "the Tensor engine reads its operands from SBUF";
+                self.mem("stationary", stationary, Mem::Sbuf, why);
+                self.mem("moving", moving, Mem::Sbuf, why);
+                self.mem("out", out, Mem::Psum, "matmul writes PSUM");
+                if out.dtype != crate::Dtype::F32 {
+                    self.error(format!(
+                        "`out` is {} but matmul accumulates in f32",
+                        out.dtype
+                    ));
+                }
+                if (stationary.partition, stationary.partitions)
+                    != (moving.partition, moving.partitions)
+                {
+                    self.error(format!(
+                        "`stationary` is on partitions {}..{} but `moving` on {}..{}; both must \
+                         be on the same K partitions",
+                        stationary.partition,
+                        stationary.partition as u32 + stationary.partitions as u32,
+                        moving.partition,
+                        moving.partition as u32 + moving.partitions as u32
+                    ));
+                }
+                let m = stationary.free_elems();
+                let n = moving.free_elems();
+                if m > 128 {
+                    self.error(format!(
+                        "`stationary` has M = {m} free elements, at most 128"
+                    ));
+                }
+                if n > 512 {
+                    self.error(format!("`moving` has N = {n} free elements, at most 512"));
+                }
+                if out.partitions as u64 != m || out.free_elems() != n {
+                    self.error(format!(
+                        "`out` is [{}, {}] but must be [M, N] = [{m}, {n}]",
+                        out.partitions,
+                        out.free_elems()
+                    ));
+                }
+            }
+            Op::Transpose { out, src } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.mem("src", src, Mem::Sbuf, "the Tensor engine reads SBUF");
+                self.mem("out", out, Mem::Psum, "transpose writes PSUM");
+                let f = src.free_elems();
+                if f > 128 {
+                    self.error(format!("`src` has {f} free elements, at most 128"));
+                }
+                if out.partitions as u64 != f || out.free_elems() != src.partitions as u64 {
+                    self.error(format!(
+                        "`out` is [{}, {}] but must be the transpose of `src` [{}, {f}]: [{f}, {}]",
+                        out.partitions,
+                        out.free_elems(),
+                        src.partitions,
+                        src.partitions
+                    ));
+                }
+            }
+            Op::TensorTensor { op: _, out, a, b } => {
+                tiles.extend([("out", out), ("a", a), ("b", b)]);
+                self.same_shape(("out", out), ("a", a));
+                self.same_shape(("out", out), ("b", b));
+            }
+            Op::TensorScalar {
+                out,
+                src,
+                op0: _,
+                s0,
+                op1: _,
+                s1,
+            } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.same_shape(("out", out), ("src", src));
+                self.scalar("s0", s0, src.partitions);
+                self.scalar("s1", s1, src.partitions);
+                for (f, s) in [("s0", s0), ("s1", s1)] {
+                    if let ScalarArg::Ap(ap) = s {
+                        self.no_psum_on_gpsimd(engine, f, ap);
+                    }
+                }
+            }
+            Op::TensorReduce { op: _, out, src } => {
+                tiles.extend([("out", out), ("src", src)]);
+                let last = src.dims.last().map_or(1, |d| d.size as u64).max(1);
+                let want = src.free_elems() / last;
+                if out.partitions != src.partitions || out.free_elems() != want {
+                    self.error(format!(
+                        "`out` is [{}, {}] but reducing `src` [{}, {}] along its last dimension \
+                         gives [{}, {want}]",
+                        out.partitions,
+                        out.free_elems(),
+                        src.partitions,
+                        src.free_elems(),
+                        src.partitions
+                    ));
+                }
+            }
+            Op::TensorCopy { out, src } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.same_shape(("out", out), ("src", src));
+            }
+            Op::Memset { out, value: _ } => tiles.push(("out", out)),
+            Op::Activate {
+                out,
+                src,
+                func: _,
+                scale,
+                bias,
+                accum,
+            } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.same_shape(("out", out), ("src", src));
+                self.scalar("scale", scale, src.partitions);
+                self.scalar("bias", bias, src.partitions);
+                if let Some(acc) = accum {
+                    tiles.push(("accum", acc));
+                    self.per_partition("accum", acc, src.partitions);
+                }
+            }
+            Op::Iota { out, expr } => {
+                tiles.push(("out", out));
+                self.affine_steps(expr.steps.len(), out);
+            }
+            Op::AffineSelect {
+                out,
+                src,
+                cmp: _,
+                expr,
+                fill: _,
+            } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.same_shape(("out", out), ("src", src));
+                self.affine_steps(expr.steps.len(), out);
+            }
+        }
+        for (field, ap) in tiles {
+            self.tile(field, ap);
+            self.no_psum_on_gpsimd(engine, field, ap);
+        }
+    }
+
+    /// GpSimd has no PSUM port.
+    fn no_psum_on_gpsimd(&mut self, engine: Engine, field: &str, ap: &TileAp) {
+        if engine.class() == EngineClass::GPSIMD && ap.mem == Mem::Psum {
+            self.error(format!(
+                "`{field}` is in PSUM, which the GpSimd engine cannot access"
+            ));
+        }
+    }
+
+    /// The debug table, when present, has one entry per instruction.
+    fn locs(&mut self, program: &Program) {
+        if program.locs.is_empty() {
+            return;
+        }
+        if program.locs.len() != program.streams.len() {
+            self.error(format!(
+                "the debug table has {} streams but the program has {}",
+                program.locs.len(),
+                program.streams.len()
+            ));
+            return;
+        }
+        for (i, (locs, stream)) in program.locs.iter().zip(&program.streams).enumerate() {
+            if locs.len() != stream.len() {
+                self.engine = Engine::from_index(i);
+                self.error(format!(
+                    "the debug table has {} locations but the stream has {} instructions",
+                    locs.len(),
+                    stream.len()
+                ));
+            }
+        }
+        self.engine = None;
+    }
+}

@@ -90,7 +90,7 @@ impl Lowering {
             TExprKind::Tril { arg: a, k, fill } => {
                 let v = arg(self, a);
                 let d = self.func.ty(v).dtype;
-                let fill = numeric::round(d, *fill as f32) as f64;
+                let fill = numeric::round_f64(d, *fill) as f64;
                 (TOp::Tril { k: *k, fill }, vec![v])
             }
             TExprKind::Cast(a) => (TOp::Cast, vec![arg(self, a)]),
@@ -108,7 +108,7 @@ impl Lowering {
 
     /// A rank-0 constant of dtype `d`, the value rounded to it.
     fn constant(&mut self, x: f64, d: isa::Dtype, e: &TExpr) -> Value {
-        let rounded = numeric::round(d, x as f32) as f64;
+        let rounded = numeric::round_f64(d, x) as f64;
         let ty = TensorType {
             dtype: d,
             shape: Vec::new(),

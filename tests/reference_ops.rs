@@ -1,0 +1,256 @@
+//! Hand-computed cases for each operation of the reference evaluator, written as tensor IR
+//! text so they need nothing but the IR parser. The evaluator is the oracle of every
+//! end-to-end test, so it is tested on its own first.
+
+use isa::Dtype;
+use tessera::ir;
+use tessera::reference::{evaluate, HostTensor};
+
+/// Parses one kernel, verifies it, runs it on `inputs` and returns its first result.
+fn run(ir_text: &str, inputs: &[HostTensor]) -> HostTensor {
+    let funcs = ir::parse(ir_text).expect("test IR parses");
+    let f = &funcs[0];
+    ir::verify(f, "test").expect("test IR verifies");
+    // Printing and parsing back must give the same text.
+    let printed = f.to_string();
+    let again = ir::parse(&printed).expect("printed IR parses");
+    assert_eq!(again[0].to_string(), printed);
+    evaluate(f, inputs).expect("evaluation succeeds").remove(0)
+}
+
+fn t(dtype: Dtype, shape: &[u64], values: &[f32]) -> HostTensor {
+    HostTensor::from_f32(dtype, shape, values)
+}
+
+#[test]
+fn unary_functions_round_to_their_dtype() {
+    let src = "kernel k(v0 x: f32[4] @0..0) -> (f32[4]) {
+        v1 = exp v0 : f32[4] @0..0
+        return v1
+    }";
+    let out = run(
+        src,
+        &[t(Dtype::F32, &[4], &[0.0, 1.0, -1.0, f32::NEG_INFINITY])],
+    );
+    assert_eq!(out.data, vec![1.0, std::f32::consts::E, 0.36787945, 0.0]);
+
+    let src = "kernel k(v0 x: bf16[3] @0..0) -> (bf16[3]) {
+        v1 = sqrt v0 : bf16[3] @0..0
+        return v1
+    }";
+    let out = run(src, &[t(Dtype::Bf16, &[3], &[4.0, 2.0, -1.0])]);
+    // sqrt(2) = 1.41421.. rounds to the bf16 1.4140625.
+    assert_eq!(out.data[..2], [2.0, 1.4140625]);
+    assert!(out.data[2].is_nan());
+}
+
+#[test]
+fn negation_and_relu_keep_signs() {
+    let src = "kernel k(v0 x: f32[3] @0..0) -> (f32[3]) {
+        v1 = neg v0 : f32[3] @0..0
+        v2 = relu v1 : f32[3] @0..0
+        return v2
+    }";
+    let out = run(src, &[t(Dtype::F32, &[3], &[1.5, -2.0, 0.0])]);
+    assert_eq!(out.data, vec![0.0, 2.0, 0.0]);
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    let src = "kernel k(v0 x: f32[2, 3] @0..0, v1 y: f32[3] @0..0) -> (f32[2, 3]) {
+        v2 = sub v0, v1 : f32[2, 3] @0..0
+        return v2
+    }";
+    let x = t(Dtype::F32, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let y = t(Dtype::F32, &[3], &[1.0, 1.0, 10.0]);
+    assert_eq!(run(src, &[x, y]).data, vec![0.0, 1.0, -7.0, 3.0, 4.0, -4.0]);
+
+    let src = "kernel k(v0 x: f32[2, 1] @0..0, v1 y: f32[1, 3] @0..0) -> (f32[2, 3]) {
+        v2 = mul v0, v1 : f32[2, 3] @0..0
+        return v2
+    }";
+    let x = t(Dtype::F32, &[2, 1], &[2.0, 3.0]);
+    let y = t(Dtype::F32, &[1, 3], &[1.0, 10.0, 100.0]);
+    assert_eq!(
+        run(src, &[x, y]).data,
+        vec![2.0, 20.0, 200.0, 3.0, 30.0, 300.0]
+    );
+}
+
+#[test]
+fn mixed_dtypes_promote_to_f32_and_maximum_propagates_nan() {
+    let src = "kernel k(v0 x: bf16[2] @0..0, v1 y: f16[2] @0..0) -> (f32[2]) {
+        v2 = maximum v0, v1 : f32[2] @0..0
+        return v2
+    }";
+    let x = t(Dtype::Bf16, &[2], &[1.0, f32::NAN]);
+    let y = t(Dtype::F16, &[2], &[2.5, 0.0]);
+    let out = run(src, &[x, y]);
+    assert_eq!(out.data[0], 2.5);
+    assert!(out.data[1].is_nan());
+}
+
+#[test]
+fn same_dtype_results_round_to_that_dtype() {
+    // 1 + 2^-8 is not a bf16: it rounds to even (1.0).
+    let src = "kernel k(v0 x: bf16[1] @0..0, v1 y: bf16[1] @0..0) -> (bf16[1]) {
+        v2 = add v0, v1 : bf16[1] @0..0
+        return v2
+    }";
+    let x = t(Dtype::Bf16, &[1], &[1.0]);
+    let y = t(Dtype::Bf16, &[1], &[1.0 / 256.0]);
+    assert_eq!(run(src, &[x, y]).data, vec![1.0]);
+}
+
+#[test]
+fn constants_are_rank_zero_and_broadcast() {
+    let src = "kernel k(v0 x: f32[3] @0..0) -> (f32[3]) {
+        v1 = const 0.5 : f32[] @0..0
+        v2 = mul v0, v1 : f32[3] @0..0
+        return v2
+    }";
+    let out = run(src, &[t(Dtype::F32, &[3], &[2.0, 4.0, -6.0])]);
+    assert_eq!(out.data, vec![1.0, 2.0, -3.0]);
+}
+
+#[test]
+fn matmul_accumulates_in_k_order_in_f32() {
+    let src = "kernel k(v0 a: f32[2, 3] @0..0, v1 b: f32[3, 2] @0..0) -> (f32[2, 2]) {
+        v2 = matmul v0, v1 : f32[2, 2] @0..0
+        return v2
+    }";
+    let a = t(Dtype::F32, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let b = t(Dtype::F32, &[3, 2], &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+    assert_eq!(run(src, &[a, b]).data, vec![58.0, 64.0, 139.0, 154.0]);
+
+    // The order is observable: (1e8 + 1) - 1e8 in f32 loses the 1, k-order gives 0.
+    let src = "kernel k(v0 a: f32[1, 3] @0..0, v1 b: f32[3, 1] @0..0) -> (f32[1, 1]) {
+        v2 = matmul v0, v1 : f32[1, 1] @0..0
+        return v2
+    }";
+    let a = t(Dtype::F32, &[1, 3], &[1e8, 1.0, -1e8]);
+    let b = t(Dtype::F32, &[3, 1], &[1.0, 1.0, 1.0]);
+    assert_eq!(run(src, &[a, b]).data, vec![0.0]);
+}
+
+#[test]
+fn batched_matmul_broadcasts_batch_axes() {
+    let src = "kernel k(v0 a: bf16[2, 1, 2] @0..0, v1 b: bf16[2, 1] @0..0) -> (f32[2, 1, 1]) {
+        v2 = matmul v0, v1 : f32[2, 1, 1] @0..0
+        return v2
+    }";
+    let a = t(Dtype::Bf16, &[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let b = t(Dtype::Bf16, &[2, 1], &[10.0, 1.0]);
+    assert_eq!(run(src, &[a, b]).data, vec![12.0, 34.0]);
+}
+
+#[test]
+fn reductions_along_any_axis() {
+    let x = || t(Dtype::F32, &[2, 3], &[1.0, 5.0, 3.0, -4.0, 2.0, 8.0]);
+    let case = |op: &str, axis: usize, shape: &str| {
+        format!(
+            "kernel k(v0 x: f32[2, 3] @0..0) -> (f32[{shape}]) {{
+                v1 = {op} v0 axis={axis} keepdims=false : f32[{shape}] @0..0
+                return v1
+            }}"
+        )
+    };
+    assert_eq!(
+        run(&case("sum", 0, "3"), &[x()]).data,
+        vec![-3.0, 7.0, 11.0]
+    );
+    assert_eq!(run(&case("sum", 1, "2"), &[x()]).data, vec![9.0, 6.0]);
+    assert_eq!(run(&case("mean", 1, "2"), &[x()]).data, vec![3.0, 2.0]);
+    assert_eq!(run(&case("max", 0, "3"), &[x()]).data, vec![1.0, 5.0, 8.0]);
+    assert_eq!(run(&case("min", 1, "2"), &[x()]).data, vec![1.0, -4.0]);
+}
+
+#[test]
+fn bf16_sum_accumulates_in_f32_and_rounds_once() {
+    // 259 ones: summed in bf16 steps the sum would stick at 256 (256 + 1 rounds back to
+    // 256); in f32 it is 259, which rounds once to the bf16 260 (a tie, to even).
+    let src = "kernel k(v0 x: bf16[259] @0..0) -> (bf16[1]) {
+        v1 = sum v0 axis=0 keepdims=true : bf16[1] @0..0
+        return v1
+    }";
+    let out = run(src, &[t(Dtype::Bf16, &[259], &[1.0; 259])]);
+    assert_eq!(out.data, vec![260.0]);
+}
+
+#[test]
+fn transpose_reshape_tril_cast() {
+    let x = || t(Dtype::F32, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let src = "kernel k(v0 x: f32[2, 3] @0..0) -> (f32[3, 2]) {
+        v1 = transpose v0 perm=[1, 0] : f32[3, 2] @0..0
+        return v1
+    }";
+    assert_eq!(run(src, &[x()]).data, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+
+    let src = "kernel k(v0 x: f32[2, 3] @0..0) -> (f32[3, 2]) {
+        v1 = reshape v0 : f32[3, 2] @0..0
+        return v1
+    }";
+    assert_eq!(run(src, &[x()]).data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+
+    let src = "kernel k(v0 x: f32[2, 3] @0..0) -> (f32[2, 3]) {
+        v1 = tril v0 k=0 fill=-inf : f32[2, 3] @0..0
+        return v1
+    }";
+    let ninf = f32::NEG_INFINITY;
+    assert_eq!(run(src, &[x()]).data, vec![1.0, ninf, ninf, 4.0, 5.0, ninf]);
+
+    let src = "kernel k(v0 x: f32[3] @0..0) -> (f8e4m3[3]) {
+        v1 = cast v0 : f8e4m3[3] @0..0
+        return v1
+    }";
+    let out = run(src, &[t(Dtype::F32, &[3], &[1000.0, -1e9, 0.3])]);
+    // FP8 E4M3 saturates at 448; 0.3 rounds to 0.3125 (1.25 * 2^-2).
+    assert_eq!(out.data, vec![448.0, -448.0, 0.3125]);
+}
+
+#[test]
+fn three_axis_transpose() {
+    let src = "kernel k(v0 x: f32[2, 2, 2] @0..0) -> (f32[2, 2, 2]) {
+        v1 = transpose v0 perm=[2, 0, 1] : f32[2, 2, 2] @0..0
+        return v1
+    }";
+    let x = t(
+        Dtype::F32,
+        &[2, 2, 2],
+        &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+    );
+    // out[a, b, c] = x[b, c, a].
+    assert_eq!(
+        run(src, &[x]).data,
+        vec![0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]
+    );
+}
+
+#[test]
+fn verifier_rejects_bad_ir_as_internal_error() {
+    let src = "kernel k(v0 x: f32[2, 3] @0..0) -> (f32[2, 3]) {
+        v1 = exp v0 : f32[3, 2] @0..0
+        return v0
+    }";
+    let f = &ir::parse(src).unwrap()[0];
+    let e = ir::verify(f, "lower").unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("internal compiler error"), "{text}");
+    assert!(text.contains("after pass `lower`"), "{text}");
+    assert!(
+        text.contains("inst0: result should be f32[2, 3], is f32[3, 2]"),
+        "{text}"
+    );
+    assert!(text.contains("v1 = exp v0"), "{text}");
+}
+
+#[test]
+fn ir_parser_reports_undefined_values() {
+    let src = "kernel k(v0 x: f32[2] @0..0) -> (f32[2]) {
+        v1 = exp v7 : f32[2] @0..0
+        return v1
+    }";
+    let e = ir::parse(src).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("undefined value `v7`"));
+}

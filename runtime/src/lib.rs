@@ -1,2 +1,3 @@
 //! Placeholder
+pub mod npy;
 pub mod numeric;

@@ -1,0 +1,875 @@
+//! Reading and writing NumPy `.npy` files: the inputs and outputs of `tessera run`.
+//!
+//! Written by hand rather than with a crate so that every way a file can be wrong gets its
+//! own precise error (see [`NpyError`]), and so that nothing in here can panic or allocate
+//! more than the file's own size, whatever the input.
+//!
+//! Reading accepts format versions 1.0, 2.0 and 3.0, dtypes `'<f4'` (float32) and `'<f8'`
+//! (float64, kept exactly so that the caller rounds once, see [`NpyArray::round_to`]), and
+//! both `fortran_order` values (Fortran-ordered data is returned in C order). The header is
+//! parsed as the small subset of Python literals NumPy writes: a dict with exactly the keys
+//! `descr`, `fortran_order` and `shape`. A `descr` without a byte order (`'|f4'`, `'=f4'`,
+//! `'f4'`) is refused: for a multi-byte type it would mean "the writer's byte order", which a
+//! file does not record; NumPy itself always writes `'<f4'` or `'>f4'`.
+//!
+//! Writing mirrors `numpy.lib.format` (NumPy 1.24 and later) byte for byte: version 1.0
+//! (2.0 only if the header does not fit a 16-bit length, as NumPy does), the header dict
+//! with sorted keys, 21 minus the number of digits of the first axis spaces of growth room,
+//! then spaces up to a multiple of 64 bytes and a final `'\n'`.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use isa::Dtype;
+
+use crate::numeric;
+
+/// An array read from a `.npy` file, in C (row-major) order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpyArray {
+    /// The dimensions, outermost first; empty for a 0-d array (one element).
+    pub shape: Vec<u64>,
+    pub data: NpyData,
+}
+
+/// The elements of an [`NpyArray`], in the file's element type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NpyData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl NpyArray {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            NpyData::F32(v) => v.len(),
+            NpyData::F64(v) => v.len(),
+        }
+    }
+
+    /// True when the array has no element (some dimension is 0).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// NumPy's name of the element type: `float32` or `float64`.
+    pub fn dtype_name(&self) -> &'static str {
+        match &self.data {
+            NpyData::F32(_) => "float32",
+            NpyData::F64(_) => "float64",
+        }
+    }
+
+    /// The shape written as NumPy prints it, e.g. `(2, 3)`, `(5,)` or `()`.
+    pub fn shape_string(&self) -> String {
+        shape_repr(&self.shape)
+    }
+
+    /// Every element rounded once to `dtype` with the language's rules (round to nearest
+    /// even, see [`numeric::encode`]), as exact f32 values. float64 elements are rounded
+    /// directly, never through f32 first.
+    pub fn round_to(&self, dtype: Dtype) -> Vec<f32> {
+        match &self.data {
+            NpyData::F32(v) => v.iter().map(|&x| numeric::round(dtype, x)).collect(),
+            NpyData::F64(v) => v.iter().map(|&x| numeric::round_f64(dtype, x)).collect(),
+        }
+    }
+}
+
+/// Why a byte string is not a `.npy` file this reader accepts. Each case has its own
+/// message, meant to be shown to the user as is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NpyError {
+    #[error("not a .npy file: it does not start with the magic string \\x93NUMPY")]
+    BadMagic,
+    #[error(
+        "unsupported .npy format version {major}.{minor}; versions 1.0, 2.0 and 3.0 are supported"
+    )]
+    UnsupportedVersion { major: u8, minor: u8 },
+    #[error("truncated .npy file: the header needs {needed} bytes but the file has only {found}")]
+    TruncatedHeader { needed: u64, found: u64 },
+    #[error("malformed .npy header: {reason}")]
+    MalformedHeader { reason: String },
+    #[error(
+        "big-endian .npy is not supported; save with dtype '<f4' (this file's dtype is '{descr}')"
+    )]
+    BigEndian { descr: String },
+    #[error(
+        "unsupported .npy dtype {found}; only '<f4' (float32) and '<f8' (float64) are accepted"
+    )]
+    UnsupportedDtype { found: String },
+    #[error("the .npy shape {shape} is too large: its size in bytes does not fit in 64 bits")]
+    ShapeOverflow { shape: String },
+    #[error(
+        "truncated .npy data: shape {shape} of {dtype} needs {expected} bytes of data but the file has {found}"
+    )]
+    TruncatedData {
+        shape: String,
+        dtype: &'static str,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        ".npy file has {} bytes after its data: shape {shape} of {dtype} needs {expected} bytes of data but the file has {found}",
+        .found - .expected
+    )]
+    TrailingData {
+        shape: String,
+        dtype: &'static str,
+        expected: u64,
+        found: u64,
+    },
+}
+
+/// Parses a whole `.npy` file.
+pub fn read_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
+    let file_len = bytes.len() as u64;
+    if bytes.len() < MAGIC.len() {
+        return Err(if MAGIC.starts_with(bytes) {
+            NpyError::TruncatedHeader {
+                needed: V1_PREFIX_LEN as u64,
+                found: file_len,
+            }
+        } else {
+            NpyError::BadMagic
+        });
+    }
+    if !bytes.starts_with(MAGIC) {
+        return Err(NpyError::BadMagic);
+    }
+    let (major, minor) = match bytes.get(6..8) {
+        Some(&[major, minor]) => (major, minor),
+        _ => {
+            return Err(NpyError::TruncatedHeader {
+                needed: V1_PREFIX_LEN as u64,
+                found: file_len,
+            })
+        }
+    };
+    let version = match (major, minor) {
+        (1, 0) => Version::V1,
+        (2, 0) => Version::V2,
+        (3, 0) => Version::V3,
+        _ => return Err(NpyError::UnsupportedVersion { major, minor }),
+    };
+    let len_size = if version == Version::V1 { 2 } else { 4 };
+    let prefix_len = 8 + len_size;
+    let header_len = match bytes.get(8..prefix_len) {
+        Some(&[a, b]) => u64::from(u16::from_le_bytes([a, b])),
+        Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+        _ => {
+            return Err(NpyError::TruncatedHeader {
+                needed: prefix_len as u64,
+                found: file_len,
+            })
+        }
+    };
+    let header_end = prefix_len as u64 + header_len;
+    let raw_header = match usize::try_from(header_end)
+        .ok()
+        .and_then(|end| bytes.get(prefix_len..end))
+    {
+        Some(h) => h,
+        None => {
+            return Err(NpyError::TruncatedHeader {
+                needed: header_end,
+                found: file_len,
+            })
+        }
+    };
+    let header = parse_header(raw_header, version)?;
+
+    let shape_str = shape_repr(&header.shape);
+    // A zero dimension makes the array empty however large the others are, so it is
+    // checked before the product can overflow.
+    let expected = if header.shape.contains(&0) {
+        Some(0)
+    } else {
+        header
+            .shape
+            .iter()
+            .try_fold(header.kind.size(), |acc, &d| acc.checked_mul(d))
+    };
+    let Some(expected) = expected else {
+        return Err(NpyError::ShapeOverflow { shape: shape_str });
+    };
+    let found = file_len - header_end;
+    if found != expected {
+        let (shape, dtype) = (shape_str, header.kind.name());
+        return Err(if found < expected {
+            NpyError::TruncatedData {
+                shape,
+                dtype,
+                expected,
+                found,
+            }
+        } else {
+            NpyError::TrailingData {
+                shape,
+                dtype,
+                expected,
+                found,
+            }
+        });
+    }
+    // From here on the element count is bounded by the file's length, so allocating the
+    // elements is safe, and in a non-empty array every dimension fits a usize.
+    let data_bytes = bytes.get(prefix_len + raw_header.len()..).unwrap_or(&[]);
+    let dims: Vec<usize> = header
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+        .collect();
+    let data = match header.kind {
+        Kind::F32 => {
+            let v: Vec<f32> = data_bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            NpyData::F32(if header.fortran_order {
+                fortran_to_c(&dims, &v)
+            } else {
+                v
+            })
+        }
+        Kind::F64 => {
+            let v: Vec<f64> = data_bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            NpyData::F64(if header.fortran_order {
+                fortran_to_c(&dims, &v)
+            } else {
+                v
+            })
+        }
+    };
+    Ok(NpyArray {
+        shape: header.shape,
+        data,
+    })
+}
+
+/// Serialises a float32 array in C order exactly as `numpy.save` does (see the module
+/// documentation). The product of `shape` must equal `data.len()`; if it does not, the file
+/// is written with the 1-d shape `(data.len(),)` so that it still holds every value and
+/// loads.
+pub fn write_npy(shape: &[u64], data: &[f32]) -> Vec<u8> {
+    let one_d = [data.len() as u64];
+    let shape = if shape_matches(shape, data.len()) {
+        shape
+    } else {
+        &one_d[..]
+    };
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}",
+        shape_repr(shape)
+    );
+    // Spare room so that the first axis can grow in place (numpy.lib.format's
+    // GROWTH_AXIS_MAX_DIGITS).
+    if let Some(first) = shape.first() {
+        let digits = first.to_string().len();
+        header.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits)));
+    }
+    // NumPy pads with spaces so that magic, length and header end on a multiple of 64 bytes
+    // (a full 64 when already aligned), then ends the header with a newline.
+    let hlen = header.len() + 1;
+    let wrap = |len_size: usize| {
+        let padlen = ARRAY_ALIGN - (MAGIC.len() + 2 + len_size + hlen) % ARRAY_ALIGN;
+        (padlen, hlen + padlen)
+    };
+    let (padlen, total) = wrap(2);
+    let mut out = Vec::with_capacity(12 + total + 4 * data.len());
+    out.extend_from_slice(MAGIC);
+    let padlen = match u16::try_from(total) {
+        Ok(len) => {
+            out.extend_from_slice(&[1, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+            padlen
+        }
+        Err(_) => {
+            let (padlen, total) = wrap(4);
+            out.extend_from_slice(&[2, 0]);
+            out.extend_from_slice(&(total as u32).to_le_bytes());
+            padlen
+        }
+    };
+    out.extend_from_slice(header.as_bytes());
+    out.resize(out.len() + padlen, b' ');
+    out.push(b'\n');
+    for x in data {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Writes [`write_npy`]'s bytes to `path` atomically: into a temporary file in the same
+/// folder, synced, then renamed over `path`, so that a reader never sees half a file. Fails
+/// with `InvalidInput` when the product of `shape` is not `data.len()`.
+pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io::Result<()> {
+    let path = path.as_ref();
+    if !shape_matches(shape, data.len()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "shape {} does not hold {} elements",
+                shape_repr(shape),
+                data.len()
+            ),
+        ));
+    }
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a file path", path.display()),
+        ));
+    };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tmp_name = format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp = path.with_file_name(tmp_name);
+    let bytes = write_npy(shape, data);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file may not even exist.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+/// Magic, version and a 16-bit header length.
+const V1_PREFIX_LEN: usize = 10;
+const ARRAY_ALIGN: usize = 64;
+const GROWTH_AXIS_MAX_DIGITS: usize = 21;
+/// How deep the header's literals may nest; NumPy's own headers nest two levels.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+    V3,
+}
+
+/// The element types this reader accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    F32,
+    F64,
+}
+
+impl Kind {
+    fn size(self) -> u64 {
+        match self {
+            Kind::F32 => 4,
+            Kind::F64 => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::F32 => "float32",
+            Kind::F64 => "float64",
+        }
+    }
+}
+
+/// The checked content of a header.
+struct Header {
+    kind: Kind,
+    fortran_order: bool,
+    shape: Vec<u64>,
+}
+
+fn shape_matches(shape: &[u64], len: usize) -> bool {
+    if shape.contains(&0) {
+        return len == 0;
+    }
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .is_some_and(|n| n == len as u64)
+}
+
+/// A shape as Python's `repr` of a tuple: `()`, `(5,)`, `(2, 3)`.
+fn shape_repr(shape: &[u64]) -> String {
+    match shape {
+        [] => "()".to_string(),
+        [d] => format!("({d},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+/// Reorders Fortran-ordered elements (first axis fastest) into C order (last axis fastest).
+fn fortran_to_c<T: Copy>(dims: &[usize], src: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len());
+    if src.is_empty() || dims.len() < 2 {
+        out.extend_from_slice(src);
+        return out;
+    }
+    // The Fortran stride of each axis, in elements.
+    let mut strides = Vec::with_capacity(dims.len());
+    let mut stride = 1usize;
+    for &d in dims {
+        strides.push(stride);
+        stride = stride.saturating_mul(d);
+    }
+    // Walk the C order with an odometer over the indices, keeping the Fortran offset.
+    let mut index = vec![0usize; dims.len()];
+    let mut offset = 0usize;
+    for _ in 0..src.len() {
+        out.extend(src.get(offset).copied());
+        for axis in (0..dims.len()).rev() {
+            index[axis] += 1;
+            offset += strides[axis];
+            if index[axis] < dims[axis] {
+                break;
+            }
+            offset -= dims[axis] * strides[axis];
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
+/// A Python literal of the subset NumPy headers use.
+#[derive(Debug)]
+enum Value {
+    Str(String),
+    /// A non-negative integer, or `None` when it does not fit 64 bits.
+    Int {
+        negative: bool,
+        magnitude: Option<u64>,
+    },
+    Bool(bool),
+    None,
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = |f: &mut fmt::Formatter<'_>, items: &[Value]| -> fmt::Result {
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{v}")?;
+            }
+            Ok(())
+        };
+        match self {
+            Value::Str(s) => write!(f, "'{s}'"),
+            Value::Int {
+                negative,
+                magnitude,
+            } => {
+                let sign = if *negative { "-" } else { "" };
+                match magnitude {
+                    Some(m) => write!(f, "{sign}{m}"),
+                    None => write!(f, "{sign}<an integer of more than 64 bits>"),
+                }
+            }
+            Value::Bool(b) => f.write_str(if *b { "True" } else { "False" }),
+            Value::None => f.write_str("None"),
+            Value::Tuple(items) => {
+                f.write_str("(")?;
+                seq(f, items)?;
+                f.write_str(if items.len() == 1 { ",)" } else { ")" })
+            }
+            Value::List(items) => {
+                f.write_str("[")?;
+                seq(f, items)?;
+                f.write_str("]")
+            }
+            Value::Dict(items) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}: {v}")?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+fn malformed(reason: impl Into<String>) -> NpyError {
+    NpyError::MalformedHeader {
+        reason: reason.into(),
+    }
+}
+
+/// Parses and checks the header dict.
+fn parse_header(raw: &[u8], version: Version) -> Result<Header, NpyError> {
+    // Versions 1.0 and 2.0 are latin-1, 3.0 is UTF-8. Everything we accept is ASCII, so
+    // the parser works on bytes; only version 3.0 must also be valid UTF-8.
+    if version == Version::V3 && std::str::from_utf8(raw).is_err() {
+        return Err(malformed("a version 3.0 header must be UTF-8"));
+    }
+    let mut parser = Parser {
+        text: raw,
+        pos: 0,
+        // NumPy drops the `L` of Python 2 longs in version 1.0 and 2.0 headers.
+        allow_long_suffix: version != Version::V3,
+    };
+    parser.skip_space();
+    let value = parser.value(0)?;
+    parser.skip_space();
+    if parser.pos != raw.len() {
+        return Err(parser.error("expected the end of the header after the dict"));
+    }
+    let Value::Dict(entries) = value else {
+        return Err(malformed(format!("the header is not a dict: {value}")));
+    };
+
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    for (key, value) in entries {
+        let Value::Str(key) = key else {
+            return Err(malformed(format!("a header key is not a string: {key}")));
+        };
+        let slot = match key.as_str() {
+            "descr" => &mut descr,
+            "fortran_order" => &mut fortran,
+            "shape" => &mut shape,
+            _ => {
+                return Err(malformed(format!(
+                    "unexpected key '{key}'; the keys are 'descr', 'fortran_order' and 'shape'"
+                )))
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(malformed(format!("the key '{key}' appears twice")));
+        }
+    }
+    let missing = |key: &str| malformed(format!("the key '{key}' is missing"));
+    let descr = descr.ok_or_else(|| missing("descr"))?;
+    let fortran = fortran.ok_or_else(|| missing("fortran_order"))?;
+    let shape = shape.ok_or_else(|| missing("shape"))?;
+
+    let kind = check_descr(&descr)?;
+    let Value::Bool(fortran_order) = fortran else {
+        return Err(malformed(format!(
+            "fortran_order is not True or False: {fortran}"
+        )));
+    };
+    let Value::Tuple(dims) = &shape else {
+        return Err(malformed(format!("shape is not a tuple: {shape}")));
+    };
+    let mut out = Vec::with_capacity(dims.len());
+    for d in dims {
+        match d {
+            Value::Int {
+                negative: false,
+                magnitude: Some(m),
+            } => out.push(*m),
+            Value::Int {
+                negative: true,
+                magnitude: Some(0),
+            } => out.push(0),
+            Value::Int {
+                negative: false,
+                magnitude: None,
+            } => {
+                return Err(NpyError::ShapeOverflow {
+                    shape: shape.to_string(),
+                })
+            }
+            _ => {
+                return Err(malformed(format!(
+                    "shape {shape} has a dimension that is not a non-negative integer: {d}"
+                )))
+            }
+        }
+    }
+    Ok(Header {
+        kind,
+        fortran_order,
+        shape: out,
+    })
+}
+
+/// Accepts `'<f4'` and `'<f8'`; names anything else.
+fn check_descr(descr: &Value) -> Result<Kind, NpyError> {
+    let s = match descr {
+        Value::Str(s) => s.as_str(),
+        Value::List(_) => {
+            return Err(NpyError::UnsupportedDtype {
+                found: format!("{descr} (a structured dtype)"),
+            })
+        }
+        _ => {
+            return Err(NpyError::UnsupportedDtype {
+                found: format!("{descr} (not a dtype string)"),
+            })
+        }
+    };
+    match s {
+        "<f4" => return Ok(Kind::F32),
+        "<f8" => return Ok(Kind::F64),
+        ">f4" | ">f8" => {
+            return Err(NpyError::BigEndian {
+                descr: s.to_string(),
+            })
+        }
+        _ => {}
+    }
+    let (order, code) = match s.as_bytes().first() {
+        Some(b'<' | b'>' | b'|' | b'=') => s.split_at(1),
+        _ => ("", s),
+    };
+    let name = dtype_name(code);
+    let found = match (order, name) {
+        ("|" | "=" | "", Some(n)) if code == "f4" || code == "f8" => {
+            format!("'{s}' ({n} without a stated byte order)")
+        }
+        (_, Some(n)) => format!("'{s}' ({n})"),
+        (_, None) => format!("'{s}'"),
+    };
+    Err(NpyError::UnsupportedDtype { found })
+}
+
+/// NumPy's name of a type code without its byte order, for messages.
+fn dtype_name(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "f2" => "float16",
+        "f4" => "float32",
+        "f8" => "float64",
+        "f16" => "float128",
+        "i1" => "int8",
+        "i2" => "int16",
+        "i4" => "int32",
+        "i8" => "int64",
+        "u1" => "uint8",
+        "u2" => "uint16",
+        "u4" => "uint32",
+        "u8" => "uint64",
+        "b1" => "bool",
+        "c8" => "complex64",
+        "c16" => "complex128",
+        "c32" => "complex256",
+        "O" => "object",
+        _ if code.starts_with('U') => "str",
+        _ if code.starts_with('S') => "bytes",
+        _ if code.starts_with('V') => "void",
+        _ if code.starts_with("M8") => "datetime64",
+        _ if code.starts_with("m8") => "timedelta64",
+        _ => return None,
+    })
+}
+
+/// A recursive-descent parser for the Python literals of a header.
+struct Parser<'a> {
+    text: &'a [u8],
+    pos: usize,
+    allow_long_suffix: bool,
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> NpyError {
+        let found = match self.peek() {
+            Some(c) if c.is_ascii_graphic() || c == b' ' => format!("'{}'", c as char),
+            Some(c) => format!("byte 0x{c:02x}"),
+            None => "the end of the header".to_string(),
+        };
+        let text = String::from_utf8_lossy(self.text);
+        let shown: String = text.trim_end().chars().take(120).collect();
+        malformed(format!(
+            "{what}, found {found} at byte {} of {shown:?}",
+            self.pos
+        ))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.skip_space();
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, NpyError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("the header's literals nest too deeply"));
+        }
+        self.skip_space();
+        match self.peek() {
+            Some(b'{') => {
+                self.pos += 1;
+                let mut entries = Vec::new();
+                loop {
+                    if self.eat(b'}') {
+                        return Ok(Value::Dict(entries));
+                    }
+                    let key = self.value(depth + 1)?;
+                    if !self.eat(b':') {
+                        return Err(self.error("expected ':' after a dict key"));
+                    }
+                    let value = self.value(depth + 1)?;
+                    entries.push((key, value));
+                    if !self.eat(b',') {
+                        if self.eat(b'}') {
+                            return Ok(Value::Dict(entries));
+                        }
+                        return Err(self.error("expected ',' or '}' in the dict"));
+                    }
+                }
+            }
+            Some(open @ (b'(' | b'[')) => {
+                self.pos += 1;
+                let close = if open == b'(' { b')' } else { b']' };
+                let mut items = Vec::new();
+                let mut saw_comma = false;
+                loop {
+                    if self.eat(close) {
+                        break;
+                    }
+                    items.push(self.value(depth + 1)?);
+                    if self.eat(b',') {
+                        saw_comma = true;
+                    } else if self.eat(close) {
+                        break;
+                    } else {
+                        return Err(self.error(if open == b'(' {
+                            "expected ',' or ')' in the tuple"
+                        } else {
+                            "expected ',' or ']' in the list"
+                        }));
+                    }
+                }
+                Ok(match open {
+                    // `(x)` is x itself in Python, not a tuple.
+                    b'(' if items.len() == 1 && !saw_comma => items.pop().unwrap_or(Value::None),
+                    b'(' => Value::Tuple(items),
+                    _ => Value::List(items),
+                })
+            }
+            Some(q @ (b'\'' | b'"')) => self.string(q),
+            Some(b'0'..=b'9' | b'-' | b'+') => self.int(),
+            Some(c) if c.is_ascii_alphabetic() => {
+                let start = self.pos;
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+                {
+                    self.pos += 1;
+                }
+                match &self.text[start..self.pos] {
+                    b"True" => Ok(Value::Bool(true)),
+                    b"False" => Ok(Value::Bool(false)),
+                    b"None" => Ok(Value::None),
+                    _ => {
+                        self.pos = start;
+                        Err(self.error("expected a Python literal"))
+                    }
+                }
+            }
+            _ => Err(self.error("expected a Python literal")),
+        }
+    }
+
+    fn string(&mut self, quote: u8) -> Result<Value, NpyError> {
+        self.pos += 1;
+        let mut bytes = Vec::new();
+        loop {
+            match self.peek() {
+                None | Some(b'\n') => return Err(self.error("unterminated string")),
+                Some(c) if c == quote => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        None => return Err(self.error("unterminated string")),
+                        Some(c) => {
+                            // The escapes NumPy's repr can produce in a dtype string keep the
+                            // escaped character; others keep the backslash, as Python does.
+                            if !matches!(c, b'\\' | b'\'' | b'"') {
+                                bytes.push(b'\\');
+                            }
+                            bytes.push(c);
+                            self.pos += 1;
+                        }
+                    }
+                }
+                Some(c) => {
+                    bytes.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+        Ok(Value::Str(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn int(&mut self) -> Result<Value, NpyError> {
+        let mut negative = false;
+        if let Some(sign @ (b'-' | b'+')) = self.peek() {
+            negative = sign == b'-';
+            self.pos += 1;
+            self.skip_space();
+        }
+        let start = self.pos;
+        let mut magnitude = Some(0u64);
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            magnitude = magnitude
+                .and_then(|m| m.checked_mul(10))
+                .and_then(|m| m.checked_add(u64::from(c - b'0')));
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Err(self.error("expected digits"));
+        }
+        if self.text[start] == b'0' && self.pos - start > 1 && magnitude != Some(0) {
+            return Err(self.error("leading zeros are not allowed in an integer"));
+        }
+        if self.allow_long_suffix && self.peek() == Some(b'L') {
+            self.pos += 1;
+        }
+        if self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+        {
+            return Err(self.error("expected a decimal integer"));
+        }
+        Ok(Value::Int {
+            negative,
+            magnitude,
+        })
+    }
+}

@@ -1,0 +1,652 @@
+//! Tests of `runtime::npy`: NumPy's exact bytes (hand-built fixtures of what `numpy.save`
+//! writes), round trips, Fortran order, every error class with its message, and
+//! truncated or corrupted files, none of which may panic.
+
+use isa::Dtype;
+use runtime::npy::{read_npy, write_npy, write_npy_file, NpyArray, NpyData, NpyError};
+
+/// A `.npy` file as NumPy lays it out: magic, version, header length, the header dict,
+/// spaces up to `header_len - 1` bytes, a newline, then the data. `header_len` is the
+/// number NumPy stores (118 for every small array since NumPy 1.24: 128 bytes in all).
+fn fixture(major: u8, dict: &str, header_len: usize, data: &[u8]) -> Vec<u8> {
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend_from_slice(&[major, 0]);
+    if major == 1 {
+        out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    }
+    assert!(
+        dict.len() < header_len,
+        "fixture dict longer than its header"
+    );
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(out.len() + header_len - 1 - dict.len(), b' ');
+    out.push(b'\n');
+    out.extend_from_slice(data);
+    out
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn f32_data(a: &NpyArray) -> &[f32] {
+    match &a.data {
+        NpyData::F32(v) => v,
+        NpyData::F64(_) => panic!("expected float32 data"),
+    }
+}
+
+fn err(bytes: &[u8]) -> NpyError {
+    match read_npy(bytes) {
+        Ok(a) => panic!("expected an error, read shape {:?}", a.shape),
+        Err(e) => e,
+    }
+}
+
+fn header_err(dict: &str) -> NpyError {
+    err(&fixture(1, dict, 118, &[]))
+}
+
+fn assert_malformed(e: NpyError, needle: &str) {
+    match &e {
+        NpyError::MalformedHeader { reason } => {
+            assert!(reason.contains(needle), "{reason:?} lacks {needle:?}")
+        }
+        other => panic!("expected MalformedHeader ({needle}), got {other:?}"),
+    }
+}
+
+const D23: &str = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+
+#[test]
+fn writer_matches_numpy_byte_for_byte() {
+    let cases: Vec<(Vec<u64>, &str, usize)> = vec![
+        (vec![2, 3], D23, 118),
+        (
+            vec![5],
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }",
+            118,
+        ),
+        (
+            vec![],
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+            118,
+        ),
+        (
+            vec![0, 7],
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 7), }",
+            118,
+        ),
+        (
+            vec![12_345_678_901, 0],
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (12345678901, 0), }",
+            118,
+        ),
+    ];
+    for (shape, dict, header_len) in cases {
+        let n: u64 = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let want = fixture(1, dict, header_len, &f32_bytes(&data));
+        let got = write_npy(&shape, &data);
+        assert_eq!(
+            String::from_utf8_lossy(&got[..128.min(got.len())]),
+            String::from_utf8_lossy(&want[..128.min(want.len())]),
+            "shape {shape:?}"
+        );
+        assert_eq!(got, want, "shape {shape:?}");
+        assert_eq!(got.len() % 4, 0);
+        assert_eq!(
+            (got.len() - 4 * data.len()) % 64,
+            0,
+            "data must start 64-aligned"
+        );
+    }
+}
+
+#[test]
+fn writer_pads_a_full_64_when_already_aligned() {
+    // With this shape the header would end exactly on 256 bytes; NumPy still adds 64
+    // spaces (`ARRAY_ALIGN - 0`), giving a header length of 246 after 20 growth spaces.
+    let mut shape = vec![2u64];
+    shape.extend([1; 35]);
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
+    assert_eq!(dict.len() + 20 + 64 + 1, 246);
+    let data = [1.0f32, 2.0];
+    let want = fixture(1, &dict, 246, &f32_bytes(&data));
+    assert_eq!(write_npy(&shape, &data), want);
+    let back = read_npy(&want).unwrap();
+    assert_eq!(back.shape, shape);
+}
+
+#[test]
+fn writer_switches_to_version_2_for_huge_headers() {
+    // NumPy falls back to format 2.0 when the header length does not fit 16 bits.
+    let shape = vec![1u64; 30_000];
+    let bytes = write_npy(&shape, &[4.0]);
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x02\x00");
+    let header_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    assert_eq!((12 + header_len) % 64, 0);
+    assert_eq!(bytes[12 + header_len - 1], b'\n');
+    let back = read_npy(&bytes).unwrap();
+    assert_eq!(back.shape, shape);
+    assert_eq!(f32_data(&back), &[4.0]);
+}
+
+#[test]
+fn reads_numpy_output() {
+    let data = [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0];
+    let a = read_npy(&fixture(1, D23, 118, &f32_bytes(&data))).unwrap();
+    assert_eq!(a.shape, vec![2, 3]);
+    assert_eq!(f32_data(&a), &data);
+    assert_eq!(a.dtype_name(), "float32");
+    assert_eq!(a.shape_string(), "(2, 3)");
+    assert_eq!(a.len(), 6);
+
+    // 1-d, (5,).
+    let five = [1.5f32, -2.0, f32::INFINITY, -0.0, 1e-45];
+    let a = read_npy(&fixture(
+        1,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }",
+        118,
+        &f32_bytes(&five),
+    ))
+    .unwrap();
+    assert_eq!(a.shape, vec![5]);
+    let got: Vec<u32> = f32_data(&a).iter().map(|x| x.to_bits()).collect();
+    let want: Vec<u32> = five.iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, want);
+
+    // 0-d: one element, empty shape.
+    let a = read_npy(&fixture(
+        1,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+        118,
+        &f32_bytes(&[7.0]),
+    ))
+    .unwrap();
+    assert_eq!(a.shape, Vec::<u64>::new());
+    assert_eq!(f32_data(&a), &[7.0]);
+    assert_eq!(a.shape_string(), "()");
+
+    // Zero elements.
+    let a = read_npy(&fixture(
+        1,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }",
+        118,
+        &[],
+    ))
+    .unwrap();
+    assert!(a.is_empty());
+    assert_eq!(a.shape, vec![0, 3]);
+
+    // NumPy before 1.14 aligned to 16 bytes: a header length of 70.
+    let a = read_npy(&fixture(1, D23, 70, &f32_bytes(&data))).unwrap();
+    assert_eq!(f32_data(&a), &data);
+}
+
+#[test]
+fn reads_float64_exactly_and_rounds_once() {
+    let values = [
+        0.1f64,
+        -1e300,
+        1.0 + 2f64.powi(-8) + 2f64.powi(-30),
+        f64::MIN_POSITIVE,
+    ];
+    let a = read_npy(&fixture(
+        1,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }",
+        118,
+        &f64_bytes(&values),
+    ))
+    .unwrap();
+    assert_eq!(a.dtype_name(), "float64");
+    match &a.data {
+        NpyData::F64(v) => assert_eq!(v.as_slice(), &values),
+        NpyData::F32(_) => panic!("expected float64 data"),
+    }
+    let f32s = a.round_to(Dtype::F32);
+    assert_eq!(f32s[0], 0.1f32);
+    assert_eq!(f32s[1], f32::NEG_INFINITY);
+    // 1 + 2^-8 + 2^-30 is just above a bf16 tie: rounding once gives 1 + 2^-7, while
+    // rounding through f32 first would lose the 2^-30 and tie down to 1.
+    let bf16 = a.round_to(Dtype::Bf16);
+    assert_eq!(bf16[2], 1.0 + 2f32.powi(-7));
+    assert_eq!(bf16[3], 0.0);
+    assert_eq!(a.round_to(Dtype::F8E4M3)[1], -448.0);
+}
+
+#[test]
+fn reads_versions_2_and_3() {
+    let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    // Versions 2.0 and 3.0 have a 4-byte header length: 12 + 116 = 128.
+    for major in [2, 3] {
+        let a = read_npy(&fixture(major, D23, 116, &data)).unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(f32_data(&a)[5], 6.0);
+    }
+    // Version 3.0 headers are UTF-8; 1.0 and 2.0 are latin-1, where any byte is a char.
+    let mut v3 = fixture(3, D23, 116, &data);
+    v3[12 + D23.len() + 3] = 0xff;
+    assert_malformed(err(&v3), "UTF-8");
+}
+
+#[test]
+fn accepts_the_python_literals_numpy_could_have_written() {
+    let data = f32_bytes(&[1.0, 2.0]);
+    for dict in [
+        // Double quotes, other key order, no trailing comma, no spaces.
+        r#"{"shape":(2,),"fortran_order":False,"descr":"<f4"}"#,
+        // Python 2 longs, as NumPy's filter removes them from 1.0 headers.
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2L,), }",
+        // A 1-d Fortran array is the same bytes.
+        "{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 1,), }",
+        "{ 'descr' : '<f4' ,\t'fortran_order' : False , 'shape' : ( 2 , ) , }",
+    ] {
+        let a = read_npy(&fixture(1, dict, 118, &data)).unwrap_or_else(|e| panic!("{dict}: {e}"));
+        assert_eq!(f32_data(&a), &[1.0, 2.0], "{dict}");
+    }
+    // The `L` suffix is only filtered in versions 1.0 and 2.0.
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2L,), }";
+    assert_malformed(err(&fixture(3, dict, 116, &data)), "decimal integer");
+}
+
+#[test]
+fn fortran_order_is_returned_in_c_order() {
+    // C matrix [[0, 1, 2], [3, 4, 5]] stored column by column.
+    let dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }";
+    let a = read_npy(&fixture(
+        1,
+        dict,
+        118,
+        &f32_bytes(&[0., 3., 1., 4., 2., 5.]),
+    ))
+    .unwrap();
+    assert_eq!(a.shape, vec![2, 3]);
+    assert_eq!(f32_data(&a), &[0., 1., 2., 3., 4., 5.]);
+
+    // A 3-d float64 array: element (i, j, k) has value 100i + 10j + k; in Fortran order
+    // it sits at i + 2j + 6k.
+    let (d0, d1, d2) = (2usize, 3usize, 4usize);
+    let mut fortran = vec![0f64; d0 * d1 * d2];
+    for i in 0..d0 {
+        for j in 0..d1 {
+            for k in 0..d2 {
+                fortran[i + d0 * j + d0 * d1 * k] = (100 * i + 10 * j + k) as f64;
+            }
+        }
+    }
+    let dict = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3, 4), }";
+    let a = read_npy(&fixture(1, dict, 118, &f64_bytes(&fortran))).unwrap();
+    let NpyData::F64(v) = &a.data else {
+        panic!("expected float64")
+    };
+    let mut n = 0;
+    for i in 0..d0 {
+        for j in 0..d1 {
+            for k in 0..d2 {
+                assert_eq!(v[n], (100 * i + 10 * j + k) as f64, "({i}, {j}, {k})");
+                n += 1;
+            }
+        }
+    }
+    // Zero-size Fortran arrays are fine too.
+    let dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (3, 0), }";
+    assert!(read_npy(&fixture(1, dict, 118, &[])).unwrap().is_empty());
+}
+
+#[test]
+fn round_trips() {
+    let shapes: [&[u64]; 6] = [&[], &[1], &[5], &[2, 3], &[2, 1, 4], &[3, 0, 2]];
+    for shape in shapes {
+        let n: u64 = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|i| f32::from_bits(0x3f80_0000 ^ (i as u32).wrapping_mul(0x9e37_79b9)))
+            .collect();
+        let a = read_npy(&write_npy(shape, &data)).unwrap();
+        assert_eq!(a.shape, shape);
+        let got: Vec<u32> = f32_data(&a).iter().map(|x| x.to_bits()).collect();
+        let want: Vec<u32> = data.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, want, "{shape:?}");
+    }
+    // A shape that does not match the data is written as 1-d, keeping every value.
+    let a = read_npy(&write_npy(&[4, 4], &[1.0, 2.0])).unwrap();
+    assert_eq!(a.shape, vec![2]);
+    let a = read_npy(&write_npy(&[u64::MAX, u64::MAX, 0], &[])).unwrap();
+    assert_eq!(a.shape, vec![u64::MAX, u64::MAX, 0]);
+}
+
+#[test]
+fn error_bad_magic_and_version() {
+    assert_eq!(err(b"hello world, this is not npy"), NpyError::BadMagic);
+    assert_eq!(err(b"PK\x03\x04"), NpyError::BadMagic);
+    assert_eq!(err(b"\x93NUMPZ\x01\x00"), NpyError::BadMagic);
+    let mut v = fixture(1, D23, 118, &[0; 24]);
+    v[6] = 4;
+    assert_eq!(err(&v), NpyError::UnsupportedVersion { major: 4, minor: 0 });
+    v[6] = 1;
+    v[7] = 1;
+    let e = err(&v);
+    assert_eq!(e, NpyError::UnsupportedVersion { major: 1, minor: 1 });
+    assert!(e.to_string().contains("1.1"));
+    assert!(NpyError::BadMagic.to_string().contains("not a .npy file"));
+}
+
+#[test]
+fn error_truncated_header() {
+    let file = fixture(1, D23, 118, &[0; 24]);
+    assert_eq!(
+        err(&file[..100]),
+        NpyError::TruncatedHeader {
+            needed: 128,
+            found: 100
+        }
+    );
+    assert!(err(&file[..100]).to_string().contains("128"));
+    assert!(matches!(err(&[]), NpyError::TruncatedHeader { .. }));
+    assert!(matches!(err(b"\x93NUM"), NpyError::TruncatedHeader { .. }));
+    assert!(matches!(err(&file[..9]), NpyError::TruncatedHeader { .. }));
+    // A version 2.0 header length near 4 GiB is checked against the file, not allocated.
+    let mut v2 = b"\x93NUMPY\x02\x00\xff\xff\xff\xff".to_vec();
+    v2.extend_from_slice(D23.as_bytes());
+    assert_eq!(
+        err(&v2),
+        NpyError::TruncatedHeader {
+            needed: 12 + 0xffff_ffff,
+            found: v2.len() as u64
+        }
+    );
+}
+
+#[test]
+fn error_truncated_and_trailing_data() {
+    let file = fixture(1, D23, 118, &f32_bytes(&[0.0; 6]));
+    let e = err(&file[..file.len() - 1]);
+    assert_eq!(
+        e,
+        NpyError::TruncatedData {
+            shape: "(2, 3)".into(),
+            dtype: "float32",
+            expected: 24,
+            found: 23
+        }
+    );
+    assert!(e.to_string().contains("(2, 3)") && e.to_string().contains("24"));
+    let mut long = file.clone();
+    long.push(0);
+    let e = err(&long);
+    assert_eq!(
+        e,
+        NpyError::TrailingData {
+            shape: "(2, 3)".into(),
+            dtype: "float32",
+            expected: 24,
+            found: 25
+        }
+    );
+    assert!(e.to_string().contains("1 bytes after its data"), "{e}");
+    // An absurd shape is compared with the file's length before anything is allocated.
+    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 1000000), }";
+    assert!(matches!(
+        err(&fixture(1, dict, 118, &[0; 16])),
+        NpyError::TruncatedData {
+            expected: 8_000_000_000_000_000_000,
+            found: 16,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn error_shape_overflow() {
+    for dict in [
+        // The element count overflows 64 bits.
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }",
+        // The count fits but not its size in bytes.
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+        // A dimension that is not even a 64-bit integer.
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }",
+    ] {
+        let e = header_err(dict);
+        assert!(matches!(e, NpyError::ShapeOverflow { .. }), "{dict}: {e:?}");
+        assert!(e.to_string().contains("too large"));
+    }
+    // A zero anywhere makes the product zero, however large the others are.
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 0), }";
+    assert!(read_npy(&fixture(1, dict, 118, &[])).unwrap().is_empty());
+}
+
+#[test]
+fn error_big_endian() {
+    for descr in [">f4", ">f8"] {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}");
+        let e = header_err(&dict);
+        assert_eq!(
+            e,
+            NpyError::BigEndian {
+                descr: descr.into()
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("big-endian .npy is not supported; save with dtype '<f4'"),
+            "{msg}"
+        );
+        assert!(msg.contains(descr));
+    }
+}
+
+#[test]
+fn error_unsupported_dtype() {
+    for (descr, names) in [
+        ("'<i8'", &["'<i8'", "int64"][..]),
+        ("'<f2'", &["'<f2'", "float16"]),
+        ("'|u1'", &["'|u1'", "uint8"]),
+        ("'|b1'", &["bool"]),
+        ("'<c8'", &["complex64"]),
+        ("'|O'", &["object"]),
+        ("'<U5'", &["str"]),
+        ("'>i4'", &["'>i4'", "int32"]),
+        ("'|f4'", &["'|f4'", "byte order"]),
+        ("'=f8'", &["float64", "byte order"]),
+        ("'f4'", &["byte order"]),
+        ("'<q9'", &["'<q9'"]),
+        ("[('x', '<f4'), ('y', '<f4')]", &["structured"]),
+        ("None", &["None"]),
+    ] {
+        let dict = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (2,), }}");
+        let e = header_err(&dict);
+        let NpyError::UnsupportedDtype { .. } = &e else {
+            panic!("{descr}: expected UnsupportedDtype, got {e:?}");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("'<f4' (float32) and '<f8' (float64)"), "{msg}");
+        for name in names {
+            assert!(msg.contains(name), "{descr}: {msg:?} lacks {name:?}");
+        }
+    }
+}
+
+#[test]
+fn error_malformed_header() {
+    let cases: &[(&str, &str)] = &[
+        ("", "expected a Python literal"),
+        ("[1, 2]", "not a dict"),
+        (
+            "{'descr': '<f4', 'fortran_order': False}",
+            "'shape' is missing",
+        ),
+        (
+            "{'fortran_order': False, 'shape': (2,)}",
+            "'descr' is missing",
+        ),
+        (
+            "{'descr': '<f4', 'shape': (2,)}",
+            "'fortran_order' is missing",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}",
+            "unexpected key 'x'",
+        ),
+        (
+            "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}",
+            "appears twice",
+        ),
+        ("{1: '<f4'}", "not a string"),
+        (
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}",
+            "fortran_order is not True or False",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2)}",
+            "shape is not a tuple: 2",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}",
+            "shape is not a tuple",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3)}",
+            "not a non-negative integer: -3",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2.5,)}",
+            "decimal integer",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ('2',)}",
+            "not a non-negative integer",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (02,)}",
+            "leading zeros",
+        ),
+        (
+            "{'descr': '<f4, 'fortran_order': False}",
+            "expected ',' or '}' in the dict, found 'f' at byte 17",
+        ),
+        ("{'descr': '<f4", "unterminated string"),
+        ("{'descr' '<f4'}", "expected ':'"),
+        ("{'descr': '<f4' 'x'}", "expected ',' or '}'"),
+        (
+            "{'descr': '<f4', 'fortran_order': false, 'shape': (2,)}",
+            "expected a Python literal",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x",
+            "end of the header",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2 3)}",
+            "expected ',' or ')'",
+        ),
+    ];
+    for (dict, needle) in cases {
+        assert_malformed(header_err(dict), needle);
+    }
+    // The message quotes the header and says where parsing stopped.
+    let e = header_err("{'descr' '<f4'}").to_string();
+    assert!(e.starts_with("malformed .npy header: "), "{e}");
+    assert!(e.contains("at byte 9"), "{e}");
+    // Deep nesting is refused without exhausting the stack.
+    let deep = format!("{}{}", "(".repeat(30_000), ")".repeat(30_000));
+    let bytes = {
+        let mut b = b"\x93NUMPY\x02\x00".to_vec();
+        b.extend_from_slice(&(deep.len() as u32 + 1).to_le_bytes());
+        b.extend_from_slice(deep.as_bytes());
+        b.push(b'\n');
+        b
+    };
+    assert_malformed(err(&bytes), "nest too deeply");
+}
+
+/// Every way a valid file can be cut short gives a truncation error, and never a panic.
+#[test]
+fn every_prefix_is_an_error_and_never_panics() {
+    let files = [
+        fixture(1, D23, 118, &f32_bytes(&[1.0; 6])),
+        fixture(2, D23, 116, &f32_bytes(&[1.0; 6])),
+        fixture(
+            3,
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
+            116,
+            &f64_bytes(&[1.0; 6]),
+        ),
+        write_npy(&[], &[3.0]),
+    ];
+    for file in &files {
+        assert!(read_npy(file).is_ok());
+        for cut in 0..file.len() {
+            match read_npy(&file[..cut]) {
+                Err(NpyError::TruncatedHeader { found, .. }) => assert_eq!(found, cut as u64),
+                Err(NpyError::TruncatedData { .. }) => assert!(cut >= 128),
+                other => panic!("prefix of {cut} bytes: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Corrupting any byte of a header, or the length field, never panics.
+#[test]
+fn corrupted_files_never_panic() {
+    let file = fixture(1, D23, 118, &f32_bytes(&[1.0; 6]));
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for pos in 0..128 {
+        for value in [
+            0u8, b' ', b'(', b')', b'\'', b',', b'9', b'-', b'{', 0x80, 0xff,
+        ] {
+            let mut f = file.clone();
+            f[pos] = value;
+            let _ = read_npy(&f);
+        }
+    }
+    let alphabet = b"{}()[]',: 0123456789-LTrueFalsNon<f4>8\"\\\n";
+    for _ in 0..20_000 {
+        let mut f = file.clone();
+        for _ in 0..(next() % 6 + 1) {
+            let pos = 8 + (next() % 120) as usize;
+            f[pos] = alphabet[(next() % alphabet.len() as u64) as usize];
+        }
+        let cut = f.len() - (next() % 4) as usize;
+        let _ = read_npy(&f[..cut]);
+    }
+}
+
+#[test]
+fn write_npy_file_is_atomic_and_checks_its_input() {
+    let dir = std::env::temp_dir().join(format!("tessera-npy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out0.npy");
+    write_npy_file(&path, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    // Overwriting replaces the file in one step.
+    write_npy_file(&path, &[2], &[7.0, 8.0]).unwrap();
+    let a = read_npy(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(a.shape, vec![2]);
+    assert_eq!(f32_data(&a), &[7.0, 8.0]);
+    let e = write_npy_file(&path, &[3], &[1.0]).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(write_npy_file(dir.join("missing/out.npy"), &[1], &[1.0]).is_err());
+    // No temporary file is left behind.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["out0.npy".to_string()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

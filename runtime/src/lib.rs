@@ -1,3 +1,26 @@
-//! Placeholder
+//! Tessera's runtime: a bit-exact interpreter and timing model of the Trainium-like
+//! machine, and the API to embed it (load a `.tbin`, bind inputs, run, read outputs).
+//!
+//! Modules: [`config`] (machine parameters and limits), `memory` (HBM, SBUF and PSUM as
+//! bounds-checked byte arrays), `exec` (the semantics of each opcode), `timing` (the
+//! event-driven timing model that drives execution), [`report`] (what a run reports),
+//! [`machine`] (the embedding API), [`error`], and [`numeric`] (the number formats and
+//! arithmetic shared with the compiler's reference evaluator) and [`npy`] (`.npy` files).
+//!
+//! Architecture invariant: this crate depends only on `isa` and small utility crates.
+
+pub mod config;
+pub mod error;
+mod exec;
+pub mod machine;
+mod memory;
 pub mod npy;
 pub mod numeric;
+pub mod report;
+mod timing;
+
+pub use config::{Limits, MachineConfig, PeRate, Timing};
+pub use error::{At, BlockedWait, RuntimeError};
+pub use machine::{run_program, Loaded, Machine, RunResult};
+pub use report::{EngineStats, Event, Report};
+pub use timing::compute_cost;

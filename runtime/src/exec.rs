@@ -1,0 +1,677 @@
+//! The semantics of every opcode: what an instruction does to the memories, exactly as the
+//! instruction table's doc comments state it.
+//!
+//! Tiles are processed partition by partition: a partition's inputs are decoded to f32 rows,
+//! computed, and encoded back, so within a partition every read precedes every write and
+//! in-place operations behave as if the whole row were read first. The Tensor engine
+//! decodes both operands once into f32 matrices and accumulates along contiguous rows,
+//! which vectorises and keeps each output element's summation order `k = 0, 1, .., K-1`.
+//! All arithmetic goes through `crate::numeric` or plain f32 `+`/`*` (never fused), so
+//! results are bit-identical on every run and host.
+
+use crate::error::{At, RuntimeError};
+use crate::memory::{Memories, Region, Space};
+use crate::numeric;
+use isa::{
+    ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, Imm, Inst, Mem, Op, ReduceOp, ScalarArg, TileAp,
+};
+
+/// What the timing model needs to know about a DMA after executing it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DmaEffect {
+    /// Bytes the data phase moves: the larger side's sum of runs, each at least the
+    /// minimum run.
+    pub effective_bytes: u64,
+    /// Bytes read from HBM, written to HBM, and copied SBUF to SBUF.
+    pub hbm_read: u64,
+    pub hbm_write: u64,
+    pub sbuf_to_sbuf: u64,
+    /// Bytes written to the destination.
+    pub bytes: u64,
+}
+
+/// The executor: memories plus reusable scratch rows.
+pub(crate) struct Executor {
+    pub mem: Memories,
+    min_run: u64,
+    rows: [Vec<f32>; 4],
+    bytes: Vec<u8>,
+}
+
+/// A per-partition scalar operand after checking.
+enum Scalar {
+    Imm(f32),
+    Tile(Region),
+}
+
+impl Executor {
+    pub fn new(mem: Memories, min_run: u64) -> Executor {
+        Executor {
+            mem,
+            min_run,
+            rows: Default::default(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Checks a tile for an engine (GpSimd never touches PSUM) and returns its region.
+    fn tile(&self, t: &TileAp, at: At) -> Result<Region, RuntimeError> {
+        if at.engine == Engine::GpSimd && t.mem == Mem::Psum {
+            return Err(invalid(at, "gpsimd cannot access psum".into()));
+        }
+        self.mem.tile(t, at)
+    }
+
+    fn scalar(&self, s: &ScalarArg, parts: usize, at: At) -> Result<Scalar, RuntimeError> {
+        match s {
+            ScalarArg::Imm(imm) => Ok(Scalar::Imm(imm.value())),
+            ScalarArg::Ap(t) => {
+                let r = self.tile(t, at)?;
+                if r.parts != parts || r.free != 1 {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "scalar operand must be [{parts}, 1], is [{}, {}]",
+                            r.parts, r.free
+                        ),
+                    ));
+                }
+                Ok(Scalar::Tile(r))
+            }
+        }
+    }
+
+    fn scalar_value(&self, s: &Scalar, p: usize, at: At) -> Result<f32, RuntimeError> {
+        match s {
+            Scalar::Imm(v) => Ok(*v),
+            Scalar::Tile(r) => {
+                let mut v = [0.0f32];
+                self.mem.read_row(r, p, &mut v, at)?;
+                Ok(v[0])
+            }
+        }
+    }
+
+    /// Executes one instruction. Returns the DMA effect for `dma`, `None` otherwise.
+    pub fn execute(&mut self, inst: &Inst, at: At) -> Result<Option<DmaEffect>, RuntimeError> {
+        if !inst.op.opcode().engines().contains(at.engine.class()) {
+            return Err(invalid(
+                at,
+                format!("`{}` cannot run on {}", at.opcode.mnemonic(), at.engine),
+            ));
+        }
+        match &inst.op {
+            Op::Nop {} | Op::End {} => Ok(None),
+            Op::Dma { dst, src } => self.dma(dst, src, at).map(Some),
+            Op::Matmul {
+                out,
+                stationary,
+                moving,
+                accumulate,
+            } => self
+                .matmul(out, stationary, moving, *accumulate, at)
+                .map(|_| None),
+            Op::Transpose { out, src } => self.transpose(out, src, at).map(|_| None),
+            Op::TensorTensor { op, out, a, b } => {
+                self.tensor_tensor(*op, out, a, b, at).map(|_| None)
+            }
+            Op::TensorScalar {
+                out,
+                src,
+                op0,
+                s0,
+                op1,
+                s1,
+            } => self
+                .tensor_scalar(out, src, *op0, s0, *op1, s1, at)
+                .map(|_| None),
+            Op::TensorReduce { op, out, src } => {
+                self.tensor_reduce(*op, out, src, at).map(|_| None)
+            }
+            Op::TensorCopy { out, src } => self.tensor_copy(out, src, at).map(|_| None),
+            Op::Memset { out, value } => self.memset(out, *value, at).map(|_| None),
+            Op::Activate {
+                out,
+                src,
+                func,
+                scale,
+                bias,
+                accum,
+            } => self
+                .activate(out, src, *func, scale, bias, accum.as_ref(), at)
+                .map(|_| None),
+            Op::Iota { out, expr } => self.iota(out, expr, at).map(|_| None),
+            Op::AffineSelect {
+                out,
+                src,
+                cmp,
+                expr,
+                fill,
+            } => self
+                .affine_select(out, src, *cmp, expr, *fill, at)
+                .map(|_| None),
+        }
+    }
+
+    fn dma_side(&self, side: &DmaAp, at: At) -> Result<Region, RuntimeError> {
+        match side {
+            DmaAp::Hbm(h) => self.mem.hbm_region(h, at),
+            DmaAp::Tile(t) => {
+                if t.mem == Mem::Psum {
+                    return Err(invalid(at, "dma cannot access psum".into()));
+                }
+                self.mem.tile(t, at)
+            }
+        }
+    }
+
+    fn dma(&mut self, dst: &DmaAp, src: &DmaAp, at: At) -> Result<DmaEffect, RuntimeError> {
+        let s = self.dma_side(src, at)?;
+        let d = self.dma_side(dst, at)?;
+        if s.elems() != d.elems() {
+            return Err(invalid(
+                at,
+                format!(
+                    "dma source has {} elements, destination {}",
+                    s.elems(),
+                    d.elems()
+                ),
+            ));
+        }
+        if s.dtype == d.dtype {
+            // Same dtype: an exact bit copy.
+            let mut buf = std::mem::take(&mut self.bytes);
+            buf.clear();
+            for p in 0..s.parts {
+                self.mem.read_row_bytes(&s, p, &mut buf, at)?;
+            }
+            let row = d.free * d.dtype.size() as usize;
+            let mut result = Ok(());
+            for p in 0..d.parts {
+                let chunk = buf.get(p * row..(p + 1) * row).unwrap_or(&[]);
+                result = self.mem.write_row_bytes(&d, p, chunk, at);
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.bytes = buf;
+            result?;
+        } else {
+            let mut buf = std::mem::take(&mut self.rows[0]);
+            buf.clear();
+            buf.resize(s.elems(), 0.0);
+            let mut result = Ok(());
+            for p in 0..s.parts {
+                let row = &mut buf[p * s.free..(p + 1) * s.free];
+                result = self.mem.read_row(&s, p, row, at);
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_ok() {
+                for p in 0..d.parts {
+                    result = self
+                        .mem
+                        .write_row(&d, p, &buf[p * d.free..(p + 1) * d.free], at);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+            self.rows[0] = buf;
+            result?;
+        }
+        let mut e = DmaEffect {
+            effective_bytes: s
+                .effective_bytes(self.min_run)
+                .max(d.effective_bytes(self.min_run)),
+            bytes: d.bytes(),
+            ..DmaEffect::default()
+        };
+        match (s.space, d.space) {
+            (Space::Hbm, Space::Hbm) => {
+                e.hbm_read = s.bytes();
+                e.hbm_write = d.bytes();
+            }
+            (Space::Hbm, _) => e.hbm_read = s.bytes(),
+            (_, Space::Hbm) => e.hbm_write = d.bytes(),
+            _ => e.sbuf_to_sbuf = d.bytes(),
+        }
+        Ok(e)
+    }
+
+    /// Reads every partition of `r` into one row-major matrix `[parts, free]`.
+    fn read_matrix(&self, r: &Region, out: &mut Vec<f32>, at: At) -> Result<(), RuntimeError> {
+        out.clear();
+        out.resize(r.elems(), 0.0);
+        for p in 0..r.parts {
+            self.mem
+                .read_row(r, p, &mut out[p * r.free..(p + 1) * r.free], at)?;
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &mut self,
+        out: &TileAp,
+        stationary: &TileAp,
+        moving: &TileAp,
+        accumulate: bool,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let st = self.tile(stationary, at)?;
+        let mv = self.tile(moving, at)?;
+        let o = self.tile(out, at)?;
+        if st.space != Space::Sbuf || mv.space != Space::Sbuf || o.space != Space::Psum {
+            return Err(invalid(
+                at,
+                "stationary and moving must be in sbuf, out in psum".into(),
+            ));
+        }
+        let (k, m, n) = (st.parts, st.free, mv.free);
+        if mv.parts != k {
+            return Err(invalid(
+                at,
+                format!("stationary has K = {k} partitions, moving {}", mv.parts),
+            ));
+        }
+        if m > 128 || n > 512 {
+            return Err(invalid(
+                at,
+                format!("matmul M = {m} (at most 128), N = {n} (at most 512)"),
+            ));
+        }
+        if o.parts != m || o.free != n {
+            return Err(invalid(
+                at,
+                format!("out must be [{m}, {n}], is [{}, {}]", o.parts, o.free),
+            ));
+        }
+        let mut s_buf = std::mem::take(&mut self.rows[0]);
+        let mut m_buf = std::mem::take(&mut self.rows[1]);
+        let mut acc = std::mem::take(&mut self.rows[2]);
+        let result = (|| {
+            self.read_matrix(&st, &mut s_buf, at)?;
+            self.read_matrix(&mv, &mut m_buf, at)?;
+            acc.clear();
+            acc.resize(n, 0.0);
+            for mi in 0..m {
+                if accumulate {
+                    self.mem.read_row(&o, mi, &mut acc, at)?;
+                } else {
+                    acc.fill(0.0);
+                }
+                for ki in 0..k {
+                    let s = s_buf[ki * m + mi];
+                    let row = &m_buf[ki * n..(ki + 1) * n];
+                    // One f32 multiply and one f32 add per step, never fused: the order and
+                    // rounding the ISA documents, and a loop the compiler vectorises.
+                    for (a, &x) in acc.iter_mut().zip(row) {
+                        *a += s * x;
+                    }
+                }
+                self.mem.write_row(&o, mi, &acc, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = s_buf;
+        self.rows[1] = m_buf;
+        self.rows[2] = acc;
+        result
+    }
+
+    fn transpose(&mut self, out: &TileAp, src: &TileAp, at: At) -> Result<(), RuntimeError> {
+        let s = self.tile(src, at)?;
+        let o = self.tile(out, at)?;
+        if s.space != Space::Sbuf || o.space != Space::Psum {
+            return Err(invalid(at, "transpose reads sbuf and writes psum".into()));
+        }
+        let (p, f) = (s.parts, s.free);
+        if f > 128 {
+            return Err(invalid(
+                at,
+                format!("transpose source has {f} free elements (at most 128)"),
+            ));
+        }
+        if o.parts != f || o.free != p {
+            return Err(invalid(
+                at,
+                format!("out must be [{f}, {p}], is [{}, {}]", o.parts, o.free),
+            ));
+        }
+        let mut buf = std::mem::take(&mut self.rows[0]);
+        let mut row = std::mem::take(&mut self.rows[1]);
+        let result = (|| {
+            self.read_matrix(&s, &mut buf, at)?;
+            row.clear();
+            row.resize(p, 0.0);
+            for fi in 0..f {
+                for (pi, r) in row.iter_mut().enumerate() {
+                    *r = buf[pi * f + fi];
+                }
+                self.mem.write_row(&o, fi, &row, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = buf;
+        self.rows[1] = row;
+        result
+    }
+
+    /// Checks that `r` has the shape `[parts, free]` of the instruction's first operand.
+    fn same_shape(
+        r: &Region,
+        parts: usize,
+        free: usize,
+        what: &str,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        if r.parts != parts || r.free != free {
+            return Err(invalid(
+                at,
+                format!(
+                    "{what} is [{}, {}], expected [{parts}, {free}]",
+                    r.parts, r.free
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn tensor_tensor(
+        &mut self,
+        op: AluOp,
+        out: &TileAp,
+        a: &TileAp,
+        b: &TileAp,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let ra = self.tile(a, at)?;
+        let rb = self.tile(b, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&rb, ra.parts, ra.free, "b", at)?;
+        Self::same_shape(&ro, ra.parts, ra.free, "out", at)?;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        let mut y = std::mem::take(&mut self.rows[1]);
+        x.resize(ra.free, 0.0);
+        y.resize(ra.free, 0.0);
+        let result = (|| {
+            for p in 0..ra.parts {
+                self.mem.read_row(&ra, p, &mut x, at)?;
+                self.mem.read_row(&rb, p, &mut y, at)?;
+                for (u, &v) in x.iter_mut().zip(y.iter()) {
+                    *u = numeric::alu(op, *u, v);
+                }
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        self.rows[1] = y;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tensor_scalar(
+        &mut self,
+        out: &TileAp,
+        src: &TileAp,
+        op0: AluOp,
+        s0: &ScalarArg,
+        op1: AluOp,
+        s1: &ScalarArg,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+        let a0 = self.scalar(s0, rs.parts, at)?;
+        let a1 = self.scalar(s1, rs.parts, at)?;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        x.resize(rs.free, 0.0);
+        let result = (|| {
+            for p in 0..rs.parts {
+                let v0 = self.scalar_value(&a0, p, at)?;
+                let v1 = self.scalar_value(&a1, p, at)?;
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                for u in x.iter_mut() {
+                    *u = numeric::alu(op1, numeric::alu(op0, *u, v0), v1);
+                }
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+
+    fn tensor_reduce(
+        &mut self,
+        op: ReduceOp,
+        out: &TileAp,
+        src: &TileAp,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        let inner = rs.dims.last().map(|d| d.0 as usize).unwrap_or(1).max(1);
+        Self::same_shape(&ro, rs.parts, rs.free / inner, "out", at)?;
+        let alu = match op {
+            ReduceOp::Add => AluOp::Add,
+            ReduceOp::Max => AluOp::Max,
+            ReduceOp::Min => AluOp::Min,
+        };
+        let mut x = std::mem::take(&mut self.rows[0]);
+        let mut y = std::mem::take(&mut self.rows[1]);
+        x.resize(rs.free, 0.0);
+        y.resize(ro.free, 0.0);
+        let result = (|| {
+            for p in 0..rs.parts {
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                for (r, group) in y.iter_mut().zip(x.chunks_exact(inner)) {
+                    let mut acc = group[0];
+                    for &v in &group[1..] {
+                        acc = numeric::alu(alu, acc, v);
+                    }
+                    *r = acc;
+                }
+                self.mem.write_row(&ro, p, &y, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        self.rows[1] = y;
+        result
+    }
+
+    fn tensor_copy(&mut self, out: &TileAp, src: &TileAp, at: At) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        x.resize(rs.free, 0.0);
+        let result = (|| {
+            for p in 0..rs.parts {
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+
+    fn memset(&mut self, out: &TileAp, value: Imm, at: At) -> Result<(), RuntimeError> {
+        let ro = self.tile(out, at)?;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        x.clear();
+        x.resize(ro.free, value.value());
+        let result = (|| {
+            for p in 0..ro.parts {
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn activate(
+        &mut self,
+        out: &TileAp,
+        src: &TileAp,
+        func: ActFunc,
+        scale: &ScalarArg,
+        bias: &ScalarArg,
+        accum: Option<&TileAp>,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+        let sc = self.scalar(scale, rs.parts, at)?;
+        let bi = self.scalar(bias, rs.parts, at)?;
+        let ra = match accum {
+            Some(t) => {
+                let r = self.tile(t, at)?;
+                Self::same_shape(&r, rs.parts, 1, "accum", at)?;
+                Some(r)
+            }
+            None => None,
+        };
+        let mut x = std::mem::take(&mut self.rows[0]);
+        x.resize(rs.free, 0.0);
+        let result = (|| {
+            for p in 0..rs.parts {
+                let s = self.scalar_value(&sc, p, at)?;
+                let b = self.scalar_value(&bi, p, at)?;
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                for u in x.iter_mut() {
+                    let scaled = *u * s;
+                    let biased = scaled + b;
+                    *u = numeric::act(func, biased);
+                }
+                if let Some(ra) = &ra {
+                    let mut sum = x.first().copied().unwrap_or(0.0);
+                    for &v in x.iter().skip(1) {
+                        sum += v;
+                    }
+                    self.mem.write_row(ra, p, &[sum], at)?;
+                }
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+
+    /// Fills `row` with the affine expression's value for every element of partition `p`
+    /// (tile-relative) of `r`, in row-major order.
+    fn affine_row(
+        r: &Region,
+        expr: &Affine,
+        p: usize,
+        row: &mut Vec<i64>,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        if expr.steps.len() != r.dims.len() {
+            return Err(invalid(
+                at,
+                format!(
+                    "affine expression has {} steps, the tile {} dimensions",
+                    expr.steps.len(),
+                    r.dims.len()
+                ),
+            ));
+        }
+        row.clear();
+        // Within the element limit the exact value fits in i64; wrapping arithmetic only
+        // keeps an absurd program from panicking.
+        let start =
+            (expr.base as i64).wrapping_add((expr.partition_step as i64).wrapping_mul(p as i64));
+        let mut idx = [0u64; isa::MAX_TILE_DIMS];
+        let nd = r.dims.len();
+        let mut value = start;
+        for _ in 0..r.free {
+            row.push(value);
+            let mut d = nd;
+            while d > 0 {
+                d -= 1;
+                let step = expr.steps[d] as i64;
+                idx[d] += 1;
+                value = value.wrapping_add(step);
+                if idx[d] < r.dims[d].0 {
+                    break;
+                }
+                value = value.wrapping_sub(step.wrapping_mul(r.dims[d].0 as i64));
+                idx[d] = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn iota(&mut self, out: &TileAp, expr: &Affine, at: At) -> Result<(), RuntimeError> {
+        let ro = self.tile(out, at)?;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        let mut ints = Vec::with_capacity(ro.free);
+        let result = (|| {
+            for p in 0..ro.parts {
+                Self::affine_row(&ro, expr, p, &mut ints, at)?;
+                x.clear();
+                // `as` converts an integer to the nearest f32, ties to even.
+                x.extend(ints.iter().map(|&v| v as f32));
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+
+    fn affine_select(
+        &mut self,
+        out: &TileAp,
+        src: &TileAp,
+        cmp: CmpOp,
+        expr: &Affine,
+        fill: Imm,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&rs, ro.parts, ro.free, "src", at)?;
+        let fill = fill.value();
+        let mut x = std::mem::take(&mut self.rows[0]);
+        x.resize(ro.free, 0.0);
+        let mut ints = Vec::with_capacity(ro.free);
+        let result = (|| {
+            for p in 0..ro.parts {
+                Self::affine_row(&ro, expr, p, &mut ints, at)?;
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                for (u, &e) in x.iter_mut().zip(ints.iter()) {
+                    let keep = match cmp {
+                        CmpOp::Ge => e >= 0,
+                        CmpOp::Gt => e > 0,
+                        CmpOp::Le => e <= 0,
+                        CmpOp::Lt => e < 0,
+                        CmpOp::Eq => e == 0,
+                        CmpOp::Ne => e != 0,
+                    };
+                    if !keep {
+                        *u = fill;
+                    }
+                }
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        result
+    }
+}
+
+fn invalid(at: At, detail: String) -> RuntimeError {
+    RuntimeError::Invalid { at, detail }
+}

@@ -1,0 +1,87 @@
+//! Helpers shared by the runtime's integration tests: assembling and running programs with
+//! poison tracking on, deterministic pseudo-random inputs, and plain-Rust references.
+
+#![allow(dead_code)]
+
+use isa::Dtype;
+use runtime::{numeric, Loaded, Machine, MachineConfig, Report, RuntimeError};
+
+/// The configuration of the tests: defaults with poison tracking and events on.
+pub fn config() -> MachineConfig {
+    let mut c = MachineConfig::default();
+    c.poison = true;
+    c.events = true;
+    c
+}
+
+/// Assembles `text`, panicking with the assembler's message on error.
+pub fn asm(text: &str) -> isa::Program {
+    match isa::assemble(text) {
+        Ok(p) => p,
+        Err(e) => panic!("assembly error {e}\n{text}"),
+    }
+}
+
+/// Loads `text` under `cfg`, binds `inputs` and runs it.
+pub fn try_run_with(
+    cfg: MachineConfig,
+    text: &str,
+    inputs: &[(&str, &[f32])],
+) -> Result<(Report, Loaded), RuntimeError> {
+    let program = asm(text);
+    let mut loaded = Machine::new(cfg).load_program(program)?;
+    for (name, values) in inputs {
+        loaded.bind(name, values)?;
+    }
+    let report = loaded.run()?;
+    Ok((report, loaded))
+}
+
+/// Like [`try_run_with`] with the test configuration, panicking on error.
+pub fn run(text: &str, inputs: &[(&str, &[f32])]) -> (Report, Loaded) {
+    match try_run_with(config(), text, inputs) {
+        Ok(r) => r,
+        Err(e) => panic!("run failed: {e}\n{text}"),
+    }
+}
+
+/// A deterministic generator of test values (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in [-range, range), rounded to `dtype`.
+    pub fn value(&mut self, dtype: Dtype, range: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        numeric::round(dtype, (u * 2.0 - 1.0) * range)
+    }
+
+    pub fn values(&mut self, dtype: Dtype, n: usize, range: f32) -> Vec<f32> {
+        (0..n).map(|_| self.value(dtype, range)).collect()
+    }
+}
+
+/// Bitwise equality of two f32 slices, with the first difference in the panic message.
+pub fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: element {i}: got {g} ({:#x}), want {w} ({:#x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}

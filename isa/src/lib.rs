@@ -63,6 +63,7 @@ mod program;
 mod table;
 mod types;
 mod verify;
+mod visit;
 
 pub use asm::{assemble, disassemble, AsmError};
 pub use doc::reference_doc;
@@ -72,6 +73,7 @@ pub use encode::{
 pub use program::*;
 pub use types::*;
 pub use verify::{verify, VerifyError};
+pub use visit::{Access, ApMut, ApRef, VisitAps};
 
 /// Generates the [`Op`] enum and its table-driven metadata from `for_each_op!`.
 macro_rules! define_op_enum {

@@ -85,3 +85,65 @@ pub fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
         );
     }
 }
+
+/// A program under construction as assembly text: tensors laid out one after the other
+/// (64-byte aligned) and instructions per stream.
+pub struct Asm {
+    tensors: Vec<(String, String, Dtype, Vec<usize>, usize)>,
+    hbm: usize,
+    streams: Vec<(String, Vec<String>)>,
+}
+
+impl Asm {
+    pub fn new() -> Asm {
+        Asm {
+            tensors: Vec::new(),
+            hbm: 0,
+            streams: Vec::new(),
+        }
+    }
+
+    /// Declares a tensor and returns its byte offset.
+    pub fn tensor(&mut self, name: &str, role: &str, dtype: Dtype, shape: &[usize]) -> usize {
+        let off = self.hbm;
+        let bytes: usize = shape.iter().product::<usize>() * dtype.size() as usize;
+        self.hbm = (off + bytes).div_ceil(64) * 64;
+        self.tensors
+            .push((name.into(), role.into(), dtype, shape.to_vec(), off));
+        off
+    }
+
+    /// Appends an instruction to a stream.
+    pub fn inst(&mut self, stream: &str, text: impl Into<String>) -> &mut Asm {
+        match self.streams.iter_mut().find(|(s, _)| s == stream) {
+            Some((_, v)) => v.push(text.into()),
+            None => self.streams.push((stream.into(), vec![text.into()])),
+        }
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut t = format!(".hbm {}\n", self.hbm.max(64));
+        for (name, role, dtype, shape, off) in &self.tensors {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            t.push_str(&format!(
+                ".tensor {name} {role} {dtype} [{}] @{off}\n",
+                dims.join(", ")
+            ));
+        }
+        for (s, insts) in &self.streams {
+            t.push_str(&format!("\n.stream {s}\n"));
+            for i in insts {
+                t.push_str(&format!("    {i}\n"));
+            }
+            t.push_str("    end\n");
+        }
+        t
+    }
+}
+
+impl Default for Asm {
+    fn default() -> Asm {
+        Asm::new()
+    }
+}

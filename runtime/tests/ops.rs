@@ -1,0 +1,472 @@
+//! One small program per instruction class, written in assembly, whose outputs are checked
+//! bit for bit against a plain-Rust computation with `runtime::numeric`.
+
+mod common;
+
+use common::*;
+use isa::{ActFunc, AluOp, Dtype};
+use runtime::numeric::{act, alu, round};
+
+/// `dma` with a transposing pattern (HBM f32 -> SBUF bf16), a reversed pattern (negative
+/// stride, f8e5m2 -> f32), conversions to f8e4m3 (saturating) and bf16, and SBUF to SBUF.
+#[test]
+fn dma_patterns_and_conversions() {
+    let mut a = Asm::new();
+    let x = a.tensor("x", "input", Dtype::F32, &[64, 32]);
+    let w = a.tensor("w", "input", Dtype::F8E5M2, &[4, 16]);
+    let yb = a.tensor("yb", "output", Dtype::Bf16, &[32, 64]);
+    let y8 = a.tensor("y8", "output", Dtype::F8E4M3, &[32, 64]);
+    let z = a.tensor("z", "output", Dtype::F32, &[32, 64]);
+    let wo = a.tensor("wo", "output", Dtype::F32, &[4, 16]);
+    // SBUF[p][i] = x[i][p]: the tile side walks p then i; x[i][p] is at element i*32 + p.
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.bf16[0:32, 0; 64:1], src=hbm.f32[{x}; 32:1, 64:32] signal(s0)"),
+    );
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.f32[0:4, 256; 16:1], src=hbm.f8e5m2[{}; 4:16, 16:-1] signal(s3)", w + 15),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s0>=1) dma dst=hbm.bf16[{yb}; 2048:1], src=sbuf.bf16[0:32, 0; 64:1]"),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s0>=1) dma dst=hbm.f8e4m3[{y8}; 32:64, 64:1], src=sbuf.bf16[0:32, 0; 64:1]"),
+    );
+    a.inst(
+        "dma1",
+        "wait(s0>=1) dma dst=sbuf.bf16[32:32, 512; 64:1], src=sbuf.bf16[0:32, 0; 64:1] signal(s1)",
+    );
+    a.inst(
+        "dma2",
+        format!("wait(s1>=1) dma dst=hbm.f32[{z}; 32:64, 64:1], src=sbuf.bf16[32:32, 512; 64:1]"),
+    );
+    a.inst(
+        "dma2",
+        format!("wait(s3>=1) dma dst=hbm.f32[{wo}; 64:1], src=sbuf.f32[0:4, 256; 16:1]"),
+    );
+    let mut rng = Rng::new(1);
+    let xv = rng.values(Dtype::F32, 64 * 32, 600.0);
+    let wv = rng.values(Dtype::F8E5M2, 64, 1000.0);
+    let (report, out) = run(&a.text(), &[("x", &xv), ("w", &wv)]);
+    let t: Vec<f32> = (0..32 * 64)
+        .map(|e| {
+            let (p, i) = (e / 64, e % 64);
+            round(Dtype::Bf16, xv[i * 32 + p])
+        })
+        .collect();
+    assert_bits_eq(&out.read("yb").unwrap(), &t, "yb");
+    let t8: Vec<f32> = t.iter().map(|&v| round(Dtype::F8E4M3, v)).collect();
+    assert!(t8.iter().any(|v| v.abs() == 448.0), "saturation is exercised");
+    assert_bits_eq(&out.read("y8").unwrap(), &t8, "y8");
+    assert_bits_eq(&out.read("z").unwrap(), &t, "z");
+    let wr: Vec<f32> = (0..64).map(|e| wv[(e / 16) * 16 + 15 - e % 16]).collect();
+    assert_bits_eq(&out.read("wo").unwrap(), &wr, "wo");
+    assert_eq!(report.sbuf_to_sbuf_bytes, 32 * 64 * 2);
+    assert_eq!(report.hbm_read_bytes, 64 * 32 * 4 + 64);
+}
+
+/// The plain-Rust matmul: `out[m][n] = (init) + sum_k s[k][m] * v[k][n]` in order.
+fn matmul_ref(s: &[f32], v: &[f32], k: usize, m: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    for mi in 0..m {
+        for ni in 0..n {
+            let mut acc = 0.0f32;
+            for ki in 0..k {
+                acc += s[ki * m + mi] * v[ki * n + ni];
+            }
+            out[mi * n + ni] = acc;
+        }
+    }
+    out
+}
+
+/// Runs `out = s^T @ v` for `s[K, M]`, `v[K, N]` of `dtype`, as `groups` matmuls that
+/// split K into equal partition ranges and accumulate in PSUM.
+fn matmul_case(dtype: Dtype, k: usize, m: usize, n: usize, groups: usize, seed: u64) {
+    let mut a = Asm::new();
+    let s_off = a.tensor("s", "input", dtype, &[k, m]);
+    let v_off = a.tensor("v", "input", dtype, &[k, n]);
+    let o_off = a.tensor("o", "output", Dtype::F32, &[m, n]);
+    let d = dtype.name();
+    let es = dtype.size() as usize;
+    let v_sb = m * es;
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.{d}[0:{k}, 0; {m}:1], src=hbm.{d}[{s_off}; {k}:{m}, {m}:1] signal(s0)"),
+    );
+    a.inst(
+        "dma1",
+        format!("dma dst=sbuf.{d}[0:{k}, {v_sb}; {n}:1], src=hbm.{d}[{v_off}; {k}:{n}, {n}:1] signal(s0)"),
+    );
+    let kg = k / groups;
+    for g in 0..groups {
+        let p0 = g * kg;
+        let signal = if g == groups - 1 { " signal(s1)" } else { "" };
+        a.inst(
+            "tensor",
+            format!(
+                "wait(s0>=2) matmul out=psum.f32[0:{m}, 0; {n}:1], stationary=sbuf.{d}[{p0}:{kg}, 0; {m}:1], moving=sbuf.{d}[{p0}:{kg}, {v_sb}; {n}:1], accumulate={}{signal}",
+                g > 0
+            ),
+        );
+    }
+    a.inst(
+        "vector",
+        format!("wait(s1>=1) tensor_copy out=sbuf.f32[0:{m}, 8192; {n}:1], src=psum.f32[0:{m}, 0; {n}:1] signal(s2)"),
+    );
+    a.inst(
+        "dma2",
+        format!("wait(s2>=1) dma dst=hbm.f32[{o_off}; {m}:{n}, {n}:1], src=sbuf.f32[0:{m}, 8192; {n}:1]"),
+    );
+    let mut rng = Rng::new(seed);
+    let sv = rng.values(dtype, k * m, 4.0);
+    let vv = rng.values(dtype, k * n, 4.0);
+    let text = a.text();
+    let (report, out) = run(&text, &[("s", &sv), ("v", &vv)]);
+    let want = matmul_ref(&sv, &vv, k, m, n);
+    assert_bits_eq(&out.read("o").unwrap(), &want, &format!("{d} {k}x{m}x{n}"));
+    assert_eq!(report.matmul_flops, 2 * (k * m * n) as u64);
+    // Determinism: a second run gives the same bits and the same report.
+    let (report2, out2) = run(&text, &[("s", &sv), ("v", &vv)]);
+    assert_eq!(report, report2);
+    assert_bits_eq(&out2.read("o").unwrap(), &want, "second run");
+}
+
+#[test]
+fn matmul_bf16_full_tile() {
+    matmul_case(Dtype::Bf16, 128, 128, 512, 1, 10);
+}
+
+#[test]
+fn matmul_odd_sizes() {
+    matmul_case(Dtype::Bf16, 77, 33, 100, 1, 11);
+    matmul_case(Dtype::F16, 77, 33, 100, 1, 12);
+}
+
+#[test]
+fn matmul_fp8_and_f32() {
+    matmul_case(Dtype::F8E4M3, 64, 128, 256, 1, 13);
+    matmul_case(Dtype::F8E5M2, 32, 16, 48, 1, 14);
+    matmul_case(Dtype::F32, 32, 16, 64, 1, 15);
+}
+
+#[test]
+fn matmul_accumulates_in_order() {
+    matmul_case(Dtype::Bf16, 128, 64, 200, 2, 16);
+    matmul_case(Dtype::F32, 128, 32, 40, 4, 17);
+}
+
+#[test]
+fn transpose_bf16_to_psum() {
+    let (p, f) = (64, 100);
+    let mut a = Asm::new();
+    let x = a.tensor("x", "input", Dtype::Bf16, &[p, f]);
+    let y = a.tensor("y", "output", Dtype::F32, &[f, p]);
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.bf16[0:{p}, 0; {f}:1], src=hbm.bf16[{x}; {p}:{f}, {f}:1] signal(s0)"),
+    );
+    a.inst(
+        "tensor",
+        format!("wait(s0>=1) transpose out=psum.f32[0:{f}, 0; {p}:1], src=sbuf.bf16[0:{p}, 0; {f}:1] signal(s1)"),
+    );
+    a.inst(
+        "vector",
+        format!("wait(s1>=1) tensor_copy out=sbuf.f32[0:{f}, 1024; {p}:1], src=psum.f32[0:{f}, 0; {p}:1] signal(s2)"),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s2>=1) dma dst=hbm.f32[{y}; {f}:{p}, {p}:1], src=sbuf.f32[0:{f}, 1024; {p}:1]"),
+    );
+    let xv = Rng::new(2).values(Dtype::Bf16, p * f, 100.0);
+    let (_, out) = run(&a.text(), &[("x", &xv)]);
+    let want: Vec<f32> = (0..f * p).map(|e| xv[(e % p) * f + e / p]).collect();
+    assert_bits_eq(&out.read("y").unwrap(), &want, "transpose");
+}
+
+/// Loads `x[128, 64]` f32 into SBUF at byte 0 on `dma0` (signal s0) and returns the
+/// program and the input's offset.
+fn with_input(a: &mut Asm, dtype: Dtype, parts: usize, free: usize) {
+    let off = a.tensor("x", "input", dtype, &[parts, free]);
+    let d = dtype.name();
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.{d}[0:{parts}, 0; {free}:1], src=hbm.{d}[{off}; {parts}:{free}, {free}:1] signal(s0)"),
+    );
+}
+
+/// Adds an output `name[parts, free]` of `dtype` written from SBUF at `sb_off` on `queue`
+/// after `s{sem} >= 1`.
+fn with_output(a: &mut Asm, name: &str, dtype: Dtype, parts: usize, free: usize, sb_off: usize, sem: u8, queue: u8) {
+    let off = a.tensor(name, "output", dtype, &[parts, free]);
+    let d = dtype.name();
+    a.inst(
+        &format!("dma{queue}"),
+        format!("wait(s{sem}>=1) dma dst=hbm.{d}[{off}; {parts}:{free}, {free}:1], src=sbuf.{d}[0:{parts}, {sb_off}; {free}:1]"),
+    );
+}
+
+#[test]
+fn tensor_tensor_vector_and_gpsimd() {
+    let (p, f) = (128, 64);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::Bf16, p, f);
+    let b_off = a.tensor("b", "input", Dtype::F32, &[p, f]);
+    a.inst(
+        "dma1",
+        format!("dma dst=sbuf.f32[0:{p}, 1024; {f}:1], src=hbm.f32[{b_off}; {p}:{f}, {f}:1] signal(s0)"),
+    );
+    // add -> bf16; max through a pattern that writes 8x8 blocks transposed; mul on GpSimd.
+    a.inst(
+        "vector",
+        "wait(s0>=2) tensor_tensor op=add, out=sbuf.bf16[0:128, 4096; 64:1], a=sbuf.bf16[0:128, 0; 64:1], b=sbuf.f32[0:128, 1024; 64:1] signal(s1)",
+    );
+    a.inst(
+        "vector",
+        "wait(s0>=2) tensor_tensor op=max, out=sbuf.f32[0:128, 8192; 8:1, 8:8], a=sbuf.bf16[0:128, 0; 64:1], b=sbuf.f32[0:128, 1024; 64:1] signal(s2)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s0>=2) tensor_tensor op=div, out=sbuf.f32[0:128, 12288; 64:1], a=sbuf.bf16[0:128, 0; 64:1], b=sbuf.f32[0:128, 1024; 64:1] signal(s3)",
+    );
+    with_output(&mut a, "add", Dtype::Bf16, p, f, 4096, 1, 2);
+    with_output(&mut a, "max", Dtype::F32, p, f, 8192, 2, 3);
+    with_output(&mut a, "div", Dtype::F32, p, f, 12288, 3, 4);
+    let mut rng = Rng::new(3);
+    let xv = rng.values(Dtype::Bf16, p * f, 10.0);
+    let bv = rng.values(Dtype::F32, p * f, 10.0);
+    let (_, out) = run(&a.text(), &[("x", &xv), ("b", &bv)]);
+    let add: Vec<f32> = (0..p * f)
+        .map(|i| round(Dtype::Bf16, alu(AluOp::Add, xv[i], bv[i])))
+        .collect();
+    assert_bits_eq(&out.read("add").unwrap(), &add, "add");
+    let max: Vec<f32> = (0..p * f)
+        .map(|e| {
+            let (row, c) = (e / f, e % f);
+            // Memory element c = j*8 + i holds the walk's element i*8 + j.
+            let walk = row * f + (c % 8) * 8 + c / 8;
+            alu(AluOp::Max, xv[walk], bv[walk])
+        })
+        .collect();
+    assert_bits_eq(&out.read("max").unwrap(), &max, "max");
+    let div: Vec<f32> = (0..p * f).map(|i| alu(AluOp::Div, xv[i], bv[i])).collect();
+    assert_bits_eq(&out.read("div").unwrap(), &div, "div");
+}
+
+#[test]
+fn tensor_scalar_immediate_and_per_partition() {
+    let (p, f) = (64, 48);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    let s_off = a.tensor("s", "input", Dtype::F32, &[p]);
+    a.inst(
+        "dma1",
+        format!("dma dst=sbuf.f32[0:{p}, 4096; 1:1], src=hbm.f32[{s_off}; {p}:1, 1:1] signal(s0)"),
+    );
+    a.inst(
+        "vector",
+        "wait(s0>=2) tensor_scalar out=sbuf.bf16[0:64, 8192; 48:1], src=sbuf.f32[0:64, 0; 48:1], op0=mul, s0=2.5, op1=add, s1=-1.0 signal(s1)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s0>=2) tensor_scalar out=sbuf.f32[0:64, 12288; 48:1], src=sbuf.f32[0:64, 0; 48:1], op0=sub, s0=sbuf.f32[0:64, 4096; 1:1], op1=rdiv, s1=1.0 signal(s2)",
+    );
+    with_output(&mut a, "imm", Dtype::Bf16, p, f, 8192, 1, 2);
+    with_output(&mut a, "ap", Dtype::F32, p, f, 12288, 2, 3);
+    let mut rng = Rng::new(4);
+    let xv = rng.values(Dtype::F32, p * f, 10.0);
+    let sv = rng.values(Dtype::F32, p, 10.0);
+    let (_, out) = run(&a.text(), &[("x", &xv), ("s", &sv)]);
+    let imm: Vec<f32> = xv
+        .iter()
+        .map(|&x| round(Dtype::Bf16, alu(AluOp::Add, alu(AluOp::Mul, x, 2.5), -1.0)))
+        .collect();
+    assert_bits_eq(&out.read("imm").unwrap(), &imm, "imm");
+    let ap: Vec<f32> = (0..p * f)
+        .map(|i| alu(AluOp::RDiv, alu(AluOp::Sub, xv[i], sv[i / f]), 1.0))
+        .collect();
+    assert_bits_eq(&out.read("ap").unwrap(), &ap, "ap");
+}
+
+#[test]
+fn tensor_reduce_add_max_min() {
+    let (p, f) = (64, 64);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_reduce op=add, out=sbuf.f32[0:64, 4096; 4:1], src=sbuf.f32[0:64, 0; 4:16, 16:1] signal(s1)",
+    );
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_reduce op=max, out=sbuf.bf16[0:64, 8192; 1:1], src=sbuf.f32[0:64, 0; 64:1] signal(s2)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s0>=1) tensor_reduce op=min, out=sbuf.f32[0:64, 12288; 16:1], src=sbuf.f32[0:64, 0; 16:1, 4:16] signal(s3)",
+    );
+    with_output(&mut a, "sum", Dtype::F32, p, 4, 4096, 1, 2);
+    with_output(&mut a, "max", Dtype::Bf16, p, 1, 8192, 2, 3);
+    with_output(&mut a, "min", Dtype::F32, p, 16, 12288, 3, 4);
+    let mut xv = Rng::new(5).values(Dtype::F32, p * f, 100.0);
+    xv[70] = f32::NAN;
+    let (_, out) = run(&a.text(), &[("x", &xv)]);
+    let fold = |op: AluOp, it: &mut dyn Iterator<Item = f32>| {
+        let first = it.next().unwrap();
+        it.fold(first, |acc, v| alu(op, acc, v))
+    };
+    let sum: Vec<f32> = (0..p * 4)
+        .map(|e| fold(AluOp::Add, &mut (0..16).map(|j| xv[e * 16 + j])))
+        .collect();
+    assert_bits_eq(&out.read("sum").unwrap(), &sum, "sum");
+    let max: Vec<f32> = (0..p)
+        .map(|r| round(Dtype::Bf16, fold(AluOp::Max, &mut (0..64).map(|j| xv[r * 64 + j]))))
+        .collect();
+    assert!(max[1].is_nan(), "NaN propagates");
+    assert_bits_eq(&out.read("max").unwrap(), &max, "max");
+    let min: Vec<f32> = (0..p * 16)
+        .map(|e| {
+            let (r, c) = (e / 16, e % 16);
+            fold(AluOp::Min, &mut (0..4).map(|j| xv[r * 64 + c + 16 * j]))
+        })
+        .collect();
+    assert_bits_eq(&out.read("min").unwrap(), &min, "min");
+}
+
+#[test]
+fn tensor_copy_and_memset_convert() {
+    let (p, f) = (32, 40);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_copy out=sbuf.f8e4m3[0:32, 4096; 40:1], src=sbuf.f32[0:32, 0; 40:1]",
+    );
+    a.inst(
+        "vector",
+        "tensor_copy out=sbuf.f16[0:32, 8192; 40:1], src=sbuf.f8e4m3[0:32, 4096; 40:1] signal(s1)",
+    );
+    a.inst(
+        "gpsimd",
+        "memset out=sbuf.bf16[0:32, 12288; 40:1], value=1.1 signal(s2)",
+    );
+    with_output(&mut a, "c", Dtype::F16, p, f, 8192, 1, 1);
+    with_output(&mut a, "m", Dtype::Bf16, p, f, 12288, 2, 2);
+    let xv = Rng::new(6).values(Dtype::F32, p * f, 1000.0);
+    let (_, out) = run(&a.text(), &[("x", &xv)]);
+    let c: Vec<f32> = xv.iter().map(|&x| round(Dtype::F8E4M3, x)).collect();
+    assert!(c.iter().any(|v| v.abs() == 448.0));
+    assert_bits_eq(&out.read("c").unwrap(), &c, "copy");
+    assert_bits_eq(&out.read("m").unwrap(), &vec![round(Dtype::Bf16, 1.1); p * f], "memset");
+}
+
+#[test]
+fn activate_with_scale_bias_and_accum() {
+    let (p, f) = (128, 96);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::Bf16, p, f);
+    let s_off = a.tensor("s", "input", Dtype::F32, &[p]);
+    a.inst(
+        "dma1",
+        format!("dma dst=sbuf.f32[0:{p}, 4096; 1:1], src=hbm.f32[{s_off}; {p}:1, 1:1] signal(s0)"),
+    );
+    a.inst(
+        "scalar",
+        "wait(s0>=2) activate out=sbuf.bf16[0:128, 8192; 96:1], src=sbuf.bf16[0:128, 0; 96:1], func=exp, scale=sbuf.f32[0:128, 4096; 1:1], bias=0.5, accum=sbuf.f32[0:128, 4100; 1:1] signal(s1)",
+    );
+    a.inst(
+        "scalar",
+        "activate out=sbuf.f32[0:128, 12288; 96:1], src=sbuf.bf16[0:128, 0; 96:1], func=gelu, scale=1.5, bias=sbuf.f32[0:128, 4096; 1:1], accum=none signal(s2)",
+    );
+    with_output(&mut a, "e", Dtype::Bf16, p, f, 8192, 1, 2);
+    with_output(&mut a, "acc", Dtype::F32, p, 1, 4100, 1, 3);
+    with_output(&mut a, "g", Dtype::F32, p, f, 12288, 2, 4);
+    let mut rng = Rng::new(7);
+    let xv = rng.values(Dtype::Bf16, p * f, 2.0);
+    let sv = rng.values(Dtype::F32, p, 1.0);
+    let (_, out) = run(&a.text(), &[("x", &xv), ("s", &sv)]);
+    let e32: Vec<f32> = (0..p * f)
+        .map(|i| act(ActFunc::Exp, xv[i] * sv[i / f] + 0.5))
+        .collect();
+    let e: Vec<f32> = e32.iter().map(|&v| round(Dtype::Bf16, v)).collect();
+    assert_bits_eq(&out.read("e").unwrap(), &e, "exp");
+    let acc: Vec<f32> = (0..p)
+        .map(|r| {
+            let row = &e32[r * f..(r + 1) * f];
+            row[1..].iter().fold(row[0], |s, &v| s + v)
+        })
+        .collect();
+    assert_bits_eq(&out.read("acc").unwrap(), &acc, "accum");
+    let g: Vec<f32> = (0..p * f)
+        .map(|i| act(ActFunc::Gelu, xv[i] * 1.5 + sv[i / f]))
+        .collect();
+    assert_bits_eq(&out.read("g").unwrap(), &g, "gelu");
+}
+
+#[test]
+fn iota_exact_and_rounded() {
+    let mut a = Asm::new();
+    a.inst(
+        "gpsimd",
+        "iota out=sbuf.f32[0:128, 0; 2:8, 8:1], expr=affine(base=-5, p=3, i=[100, -1]) signal(s0)",
+    );
+    a.inst(
+        "gpsimd",
+        "iota out=sbuf.bf16[0:32, 1024; 4:1], expr=affine(base=257, p=1000, i=[1]) signal(s1)",
+    );
+    with_output(&mut a, "f", Dtype::F32, 128, 16, 0, 0, 0);
+    with_output(&mut a, "b", Dtype::Bf16, 32, 4, 1024, 1, 1);
+    let (_, out) = run(&a.text(), &[]);
+    let f: Vec<f32> = (0..128 * 16)
+        .map(|e| {
+            let (p, i, j) = (e / 16, (e % 16) / 8, e % 8);
+            (-5 + 3 * p as i64 + 100 * i as i64 - j as i64) as f32
+        })
+        .collect();
+    assert_bits_eq(&out.read("f").unwrap(), &f, "iota f32");
+    let b: Vec<f32> = (0..32 * 4)
+        .map(|e| round(Dtype::Bf16, (257 + 1000 * (e / 4) + e % 4) as f32))
+        .collect();
+    assert_eq!(b[0], 256.0, "257 rounds to even in bf16");
+    assert_bits_eq(&out.read("b").unwrap(), &b, "iota bf16");
+}
+
+#[test]
+fn affine_select_causal_mask() {
+    let n = 128;
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, n, n);
+    a.inst(
+        "gpsimd",
+        "wait(s0>=1) affine_select out=sbuf.f32[0:128, 1024; 128:1], src=sbuf.f32[0:128, 0; 128:1], cmp=ge, expr=affine(base=0, p=1, i=[-1]), fill=-inf signal(s1)",
+    );
+    with_output(&mut a, "y", Dtype::F32, n, n, 1024, 1, 1);
+    let xv = Rng::new(8).values(Dtype::F32, n * n, 1.0);
+    let (_, out) = run(&a.text(), &[("x", &xv)]);
+    let want: Vec<f32> = (0..n * n)
+        .map(|e| if e % n <= e / n { xv[e] } else { f32::NEG_INFINITY })
+        .collect();
+    assert_bits_eq(&out.read("y").unwrap(), &want, "mask");
+}
+
+/// A program loaded from its `.tbin` bytes runs like the `Program` itself.
+#[test]
+fn load_from_tbin_bytes() {
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, 4, 4);
+    a.inst(
+        "scalar",
+        "wait(s0>=1) activate out=sbuf.f32[0:4, 64; 4:1], src=sbuf.f32[0:4, 0; 4:1], func=square, scale=1.0, bias=0.0, accum=none signal(s1)",
+    );
+    with_output(&mut a, "y", Dtype::F32, 4, 4, 64, 1, 1);
+    let bytes = isa::encode_program(&asm(&a.text()));
+    let mut loaded = runtime::Machine::new(config()).load(&bytes).unwrap();
+    let xv: Vec<f32> = (0..16).map(|i| i as f32 - 8.0).collect();
+    loaded.bind("x", &xv).unwrap();
+    loaded.run().unwrap();
+    let want: Vec<f32> = xv.iter().map(|x| x * x).collect();
+    assert_bits_eq(&loaded.read("y").unwrap(), &want, "square");
+}

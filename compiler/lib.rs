@@ -5,6 +5,9 @@
 //! evaluator runs tensor IR on the host and is the oracle of every test.
 
 pub mod diagnostic;
+pub mod driver;
 pub mod frontend;
 pub mod ir;
+pub mod passes;
 pub mod reference;
+pub mod tile;

@@ -1,1 +1,390 @@
-fn main() {}
+//! The `tessera` command line (shared/spec/cli.md): flag parsing and printing only; the
+//! work is done by `tessera::driver`. stdout holds only the requested output; every error
+//! goes to stderr as one readable message, with the exit code cli.md gives.
+
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tessera::driver::{self, DriverError};
+use tessera::passes::{self, PassOptions};
+use tessera::reference;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A tensor-kernel compiler for a Trainium-like accelerator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and type-check a kernel file; diagnostics go to stderr.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArgs,
+    },
+    /// Compile a kernel to tensor IR, tile IR, assembly or a `.tbin`.
+    Compile(CompileArgs),
+    /// Compile (or load a `.tbin`) and execute on the interpreter.
+    Run(RunArgs),
+    /// Assemble a text program into a `.tbin`.
+    Asm {
+        file: PathBuf,
+        #[arg(short = 'o', value_name = "PROGRAM.tbin")]
+        output: PathBuf,
+    },
+    /// Print a `.tbin` as text assembly.
+    Disasm { program: PathBuf },
+}
+
+#[derive(Args)]
+struct KernelArgs {
+    /// The kernel to use (may be left out when the file holds one).
+    #[arg(short = 'k', value_name = "KERNEL")]
+    kernel: Option<String>,
+    /// Override a size: `-D N=128`.
+    #[arg(short = 'D', value_name = "NAME=INT")]
+    defines: Vec<String>,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    #[arg(required_unless_present = "list_passes")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// What to produce.
+    #[arg(long, value_enum, default_value = "bin")]
+    emit: Emit,
+    /// Where to write it (default: stdout for text forms).
+    #[arg(short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Print the IR after this pass (`all`: after every pass) to stderr.
+    #[arg(long, value_name = "PASS|all")]
+    dump_after: Option<String>,
+    /// Switch an optimising pass off (see --list-passes).
+    #[arg(long, value_name = "PASS")]
+    disable_pass: Vec<String>,
+    /// List the passes of the pipeline in order and exit.
+    #[arg(long)]
+    list_passes: bool,
+    /// `strict`: every intermediate is rounded to the dtype the language gives it;
+    /// `wide` (default): compiled code may keep intermediates wider (never narrower).
+    #[arg(long, value_enum, default_value = "wide")]
+    dtype_policy: DtypePolicy,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Emit {
+    #[value(name = "tensor-ir")]
+    TensorIr,
+    #[value(name = "tile-ir")]
+    TileIr,
+    Asm,
+    Bin,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DtypePolicy {
+    Strict,
+    Wide,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A kernel source file (.tsr) or a program (.tbin).
+    file: PathBuf,
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// An input: `-i NAME=PATH.npy` (float32 or float64, converted to the parameter's dtype).
+    #[arg(short = 'i', value_name = "NAME=PATH.npy")]
+    inputs: Vec<String>,
+    /// Fill every input not given with reproducible values (also written as DIR/NAME.npy).
+    #[arg(long, value_name = "SEED")]
+    random: Option<u64>,
+    /// Directory for outputs out0.npy, out1.npy, ... (default: the current folder).
+    #[arg(short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Also run the reference evaluator, print the largest errors, exit 3 on a mismatch.
+    #[arg(long)]
+    check: bool,
+    /// Write the timeline as Chrome trace-event JSON.
+    #[arg(long, value_name = "PATH.json")]
+    trace: Option<PathBuf>,
+    /// Print the timing model's summary.
+    #[arg(long)]
+    report: bool,
+    /// Execute the kernel on the reference evaluator instead of the interpreter.
+    #[arg(long)]
+    reference: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file, kernel } => cmd_check(&file, &kernel),
+        Command::Compile(args) => cmd_compile(&args),
+        Command::Run(args) => cmd_run(&args),
+        Command::Asm { file, output } => cmd_asm(&file, &output),
+        Command::Disasm { program } => cmd_disasm(&program),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = e.to_string();
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn defines(args: &KernelArgs) -> Result<Vec<(String, i64)>, DriverError> {
+    args.defines
+        .iter()
+        .map(|d| driver::parse_define(d))
+        .collect()
+}
+
+fn cmd_check(file: &Path, args: &KernelArgs) -> Result<(), DriverError> {
+    let src = driver::read_source(file)?;
+    driver::check(&src, args.kernel.as_deref(), &defines(args)?)?;
+    Ok(())
+}
+
+fn compile_options(args: &CompileArgs) -> Result<driver::CompileOptions, DriverError> {
+    Ok(driver::CompileOptions {
+        kernel: args.kernel.kernel.clone(),
+        defines: defines(&args.kernel)?,
+        passes: PassOptions {
+            disabled: args.disable_pass.clone(),
+            strict_dtypes: matches!(args.dtype_policy, DtypePolicy::Strict),
+            ..PassOptions::default()
+        },
+        dump_after: args.dump_after.clone(),
+    })
+}
+
+fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
+    if args.list_passes {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<12} (always)     lowering to tensor IR\n",
+            passes::LOWER
+        ));
+        for p in passes::PIPELINE {
+            let kind = if p.optimising {
+                "optimising"
+            } else {
+                "required"
+            };
+            out.push_str(&format!("{:<12} {:<12} {}\n", p.name, kind, p.summary));
+        }
+        return write_stdout(out.as_bytes());
+    }
+    let Some(file) = args.file.as_deref() else {
+        return Err(DriverError::Usage("compile needs a FILE".into()));
+    };
+    let src = driver::read_source(file)?;
+    let mut dumps = String::new();
+    let result = driver::compile(&src, &compile_options(args)?, &mut dumps);
+    eprint!("{dumps}");
+    let c = result?;
+    match args.emit {
+        Emit::TensorIr => write_text(args.output.as_deref(), c.tensor.to_string().as_bytes()),
+        Emit::TileIr | Emit::Asm | Emit::Bin => Err(DriverError::Input(
+            "this build of Tessera cannot lower to tiles yet: only --emit tensor-ir is available, \
+             and `tessera run --reference` executes kernels on the reference evaluator"
+                .into(),
+        )),
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), DriverError> {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head`) is not an error of the user's program.
+    let _ = out.write_all(bytes).and_then(|_| out.flush());
+    Ok(())
+}
+
+fn write_text(path: Option<&Path>, bytes: &[u8]) -> Result<(), DriverError> {
+    match path {
+        None => write_stdout(bytes),
+        Some(p) => write_file_atomic(p, bytes),
+    }
+}
+
+/// Writes a file through a temporary file and a rename, so that an error or a kill never
+/// leaves half a file behind.
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let err =
+        |e: std::io::Error| DriverError::Input(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+fn is_tbin(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "tbin")
+}
+
+fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
+    let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    if !out_dir.is_dir() {
+        std::fs::create_dir_all(&out_dir).map_err(|e| {
+            DriverError::Input(format!(
+                "cannot create output folder {}: {e}",
+                out_dir.display()
+            ))
+        })?;
+    }
+    let given: Vec<_> = args
+        .inputs
+        .iter()
+        .map(|s| driver::parse_input_flag(s))
+        .collect::<Result<_, _>>()?;
+    if is_tbin(&args.file) {
+        return run_tbin(args, &given, &out_dir);
+    }
+    let src = driver::read_source(&args.file)?;
+    let options = driver::CompileOptions {
+        kernel: args.kernel.kernel.clone(),
+        defines: defines(&args.kernel)?,
+        passes: PassOptions::default(),
+        dump_after: None,
+    };
+    let func = driver::compile(&src, &options, &mut String::new())?.tensor;
+    if !args.reference {
+        return Err(DriverError::Input(
+            "this build of Tessera cannot compile kernels to the machine yet; add --reference \
+             to execute the kernel on the reference evaluator"
+                .into(),
+        ));
+    }
+    if args.trace.is_some() || args.report {
+        return Err(DriverError::Usage(
+            "--trace and --report need the interpreter; with --reference there is no timing".into(),
+        ));
+    }
+    let inputs = driver::gather_inputs(&driver::params_of(&func), &given, args.random, &out_dir)?;
+    let outputs =
+        reference::evaluate(&func, &inputs).map_err(|e| DriverError::Input(e.to_string()))?;
+    for (i, t) in outputs.iter().enumerate() {
+        driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
+    }
+    if args.check {
+        // The reference compared with itself: trivially equal, reported for uniformity.
+        for i in 0..outputs.len() {
+            println!("out{i}: max abs error 0, max rel error 0 (reference)");
+        }
+    }
+    Ok(())
+}
+
+fn run_tbin(
+    args: &RunArgs,
+    given: &[(String, PathBuf)],
+    out_dir: &Path,
+) -> Result<(), DriverError> {
+    if args.check || args.reference {
+        return Err(DriverError::Usage(
+            "--check and --reference need the kernel's source; a .tbin has none".into(),
+        ));
+    }
+    if args.kernel.kernel.is_some() || !args.kernel.defines.is_empty() {
+        return Err(DriverError::Usage(
+            "-k and -D apply to source files, not to a .tbin".into(),
+        ));
+    }
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", args.file.display())))?;
+    let program = isa::decode_program(&bytes)
+        .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
+    let machine = runtime::Machine::new(runtime::MachineConfig::new(program.preset));
+    let mut loaded = machine
+        .load_program(program)
+        .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
+    let params: Vec<driver::ParamSpec> = loaded
+        .program()
+        .tensors_with_role(isa::Role::Input)
+        .map(|t| driver::ParamSpec {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let inputs = driver::gather_inputs(&params, given, args.random, out_dir)?;
+    for (p, t) in params.iter().zip(&inputs) {
+        loaded
+            .bind(&p.name, &t.data)
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+    }
+    let report = loaded
+        .run()
+        .map_err(|e| DriverError::Input(e.to_string()))?;
+    let outputs: Vec<isa::TensorDecl> = loaded
+        .program()
+        .tensors_with_role(isa::Role::Output)
+        .cloned()
+        .collect();
+    for (i, t) in outputs.iter().enumerate() {
+        let data = loaded
+            .read(&t.name)
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+        let host = reference::HostTensor {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data,
+        };
+        driver::write_output(&out_dir.join(format!("out{i}.npy")), &host)?;
+    }
+    if args.report {
+        write_stdout(report.summary().as_bytes())?;
+    }
+    if args.trace.is_some() {
+        return Err(DriverError::Usage("--trace is not available yet".into()));
+    }
+    Ok(())
+}
+
+fn cmd_asm(file: &Path, output: &Path) -> Result<(), DriverError> {
+    let src = driver::read_source(file)?;
+    let program =
+        isa::assemble(&src.text).map_err(|e| DriverError::Input(format!("{}:{e}", src.name)))?;
+    if let Err(errors) = isa::verify(&program) {
+        let lines: Vec<_> = errors.iter().map(|e| format!("  {e}")).collect();
+        return Err(DriverError::Input(format!(
+            "{}: the program does not verify:\n{}",
+            src.name,
+            lines.join("\n")
+        )));
+    }
+    write_file_atomic(output, &isa::encode_program(&program))
+}
+
+fn cmd_disasm(path: &Path) -> Result<(), DriverError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
+    let program = isa::decode_program(&bytes)
+        .map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+    write_stdout(isa::disassemble(&program).as_bytes())
+}

@@ -1,0 +1,383 @@
+//! The driver: what each CLI command does, as library functions that return data and
+//! errors with their exit codes. `main.rs` only parses flags, calls these and prints.
+//!
+//! Exit codes (cli.md): 0 success; 1 an error in the user's program or inputs; 2 bad
+//! command-line usage; 3 `--check` found a mismatch. An internal compiler error also exits
+//! 1, with a message that says it is a bug.
+
+use crate::diagnostic;
+use crate::frontend::{self, typed::CheckedKernel};
+use crate::ir::{self, Function};
+use crate::passes::{self, Compilation, PassOptions};
+use crate::reference::HostTensor;
+use isa::Dtype;
+use runtime::{npy, numeric};
+use std::path::{Path, PathBuf};
+
+/// An error of a command, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Source diagnostics, already rendered (spans, underlines, labels).
+    #[error("{rendered}")]
+    Source { rendered: String },
+    /// A bad input file, program or value: exit 1.
+    #[error("error: {0}")]
+    Input(String),
+    /// Bad command-line usage: exit 2.
+    #[error("error: {0}")]
+    Usage(String),
+    /// `--check` found an output outside tolerance: exit 3.
+    #[error("error: {0}")]
+    Mismatch(String),
+    /// A bug in the compiler.
+    #[error("{0}\nThis is a bug in Tessera; please report it with the input file.")]
+    Internal(String),
+}
+
+impl DriverError {
+    /// The process exit code of the error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DriverError::Source { .. } | DriverError::Input(_) | DriverError::Internal(_) => 1,
+            DriverError::Usage(_) => 2,
+            DriverError::Mismatch(_) => 3,
+        }
+    }
+}
+
+impl From<ir::InternalError> for DriverError {
+    fn from(e: ir::InternalError) -> Self {
+        DriverError::Internal(e.to_string())
+    }
+}
+
+/// A source file read from disk.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The name shown in diagnostics (the path as the user gave it).
+    pub name: String,
+    pub text: String,
+}
+
+/// Reads a source file; invalid UTF-8 is an input error naming the byte offset.
+pub fn read_source(path: &Path) -> Result<Source, DriverError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        DriverError::Input(format!(
+            "{} is not valid UTF-8 (at byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    Ok(Source {
+        name: path.display().to_string(),
+        text,
+    })
+}
+
+/// Parses `NAME=INT` defines.
+pub fn parse_define(s: &str) -> Result<(String, i64), DriverError> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| DriverError::Usage(format!("-D expects NAME=INT, found `{s}`")))?;
+    let value = value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| DriverError::Usage(format!("-D {name}: `{value}` is not an integer")))?;
+    Ok((name.trim().to_string(), value))
+}
+
+/// Checks the file (every kernel, or the one named).
+pub fn check(
+    src: &Source,
+    kernel: Option<&str>,
+    defines: &[(String, i64)],
+) -> Result<Vec<CheckedKernel>, DriverError> {
+    frontend::check_file(&src.text, defines, kernel).map_err(|diags| DriverError::Source {
+        rendered: diagnostic::render(&diags, &src.name, &src.text, false),
+    })
+}
+
+/// Picks the kernel to compile: the named one, or the only one of the file.
+pub fn pick_kernel(src: &Source, kernel: Option<&str>) -> Result<Option<String>, DriverError> {
+    if kernel.is_some() {
+        return Ok(kernel.map(str::to_string));
+    }
+    let names = frontend::kernel_names(&src.text);
+    if names.len() > 1 {
+        return Err(DriverError::Usage(format!(
+            "{} holds {} kernels; pick one with -k: {}",
+            src.name,
+            names.len(),
+            names.join(", ")
+        )));
+    }
+    // With zero or one kernel, the checker reports what is wrong, if anything.
+    Ok(None)
+}
+
+/// Options of a compilation.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    pub kernel: Option<String>,
+    pub defines: Vec<(String, i64)>,
+    pub passes: PassOptions,
+    /// `--dump-after PASS|all`.
+    pub dump_after: Option<String>,
+}
+
+/// Compiles one kernel through the whole pipeline. IR dumps requested by `--dump-after`
+/// are appended to `dumps` (even when a later pass fails, so the dump shows the last good IR).
+pub fn compile(
+    src: &Source,
+    options: &CompileOptions,
+    dumps: &mut String,
+) -> Result<Compilation, DriverError> {
+    check_pass_names(options)?;
+    let kernel = pick_kernel(src, options.kernel.as_deref())?;
+    let kernels = check(src, kernel.as_deref(), &options.defines)?;
+    let Some(checked) = kernels.first() else {
+        return Err(DriverError::Input(format!("{} holds no kernel", src.name)));
+    };
+    let func = ir::lower(checked);
+    ir::verify(&func, passes::LOWER)?;
+    let wants = |name: &str| {
+        options
+            .dump_after
+            .as_deref()
+            .is_some_and(|d| d == "all" || d == name)
+    };
+    if wants(passes::LOWER) {
+        dumps.push_str(&format!("; after {}\n{func}", passes::LOWER));
+    }
+    let mut c = Compilation::new(func, options.passes.clone());
+    passes::run_pipeline(&mut c, true, &mut |name, changed, c| {
+        if wants(name) {
+            if changed {
+                dumps.push_str(&format!("; after {name}\n{}", c.current_text()));
+            } else {
+                dumps.push_str(&format!("; after {name}\n(unchanged)\n"));
+            }
+        }
+    })?;
+    Ok(c)
+}
+
+/// Checks the pass names of `--dump-after` and `--disable-pass`.
+fn check_pass_names(options: &CompileOptions) -> Result<(), DriverError> {
+    if let Some(d) = &options.dump_after {
+        if d != "all" && d != passes::LOWER && passes::find(d).is_none() {
+            let names: Vec<_> = std::iter::once(passes::LOWER)
+                .chain(passes::PIPELINE.iter().map(|p| p.name))
+                .collect();
+            return Err(DriverError::Usage(format!(
+                "--dump-after: no pass is called `{d}`; the passes are: all, {}",
+                names.join(", ")
+            )));
+        }
+    }
+    for d in &options.passes.disabled {
+        match passes::find(d) {
+            Some(p) if p.optimising => {}
+            Some(_) => {
+                return Err(DriverError::Usage(format!(
+                    "--disable-pass: `{d}` is needed for correctness and cannot be disabled"
+                )))
+            }
+            None => {
+                return Err(DriverError::Usage(format!(
+                    "--disable-pass: no pass is called `{d}` (see --list-passes)"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses `NAME=PATH` of `-i`.
+pub fn parse_input_flag(s: &str) -> Result<(String, PathBuf), DriverError> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| DriverError::Usage(format!("-i expects NAME=PATH.npy, found `{s}`")))?;
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// One kernel parameter as the runner sees it.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+}
+
+/// Reads the inputs of a run: each parameter from its `-i` file, or from the reproducible
+/// generator of `--random SEED` (written to `DIR/NAME.npy` so the run can be repeated).
+pub fn gather_inputs(
+    params: &[ParamSpec],
+    given: &[(String, PathBuf)],
+    random: Option<u64>,
+    out_dir: &Path,
+) -> Result<Vec<HostTensor>, DriverError> {
+    for (name, _) in given {
+        if !params.iter().any(|p| &p.name == name) {
+            let names: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
+            return Err(DriverError::Input(format!(
+                "-i {name}: the kernel has no parameter `{name}` (its parameters: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let mut inputs = Vec::with_capacity(params.len());
+    for (index, p) in params.iter().enumerate() {
+        let tensor = match given.iter().rev().find(|(n, _)| n == &p.name) {
+            Some((_, path)) => load_input(p, path)?,
+            None => match random {
+                Some(seed) => {
+                    let t = random_tensor(p, seed, index as u64);
+                    let path = out_dir.join(format!("{}.npy", p.name));
+                    write_output(&path, &t)?;
+                    t
+                }
+                None => {
+                    return Err(DriverError::Input(format!(
+                        "no input for parameter `{}` ({}); give it with -i {}=PATH.npy or use --random SEED",
+                        p.name,
+                        type_text(p.dtype, &p.shape),
+                        p.name
+                    )))
+                }
+            },
+        };
+        inputs.push(tensor);
+    }
+    Ok(inputs)
+}
+
+/// `f32[128, 64]`, as messages print types.
+pub fn type_text(dtype: Dtype, shape: &[u64]) -> String {
+    let dims: Vec<_> = shape.iter().map(|d| d.to_string()).collect();
+    format!("{dtype}[{}]", dims.join(", "))
+}
+
+/// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even).
+fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
+    let array = npy::read_npy(&bytes)
+        .map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
+    if array.shape != p.shape {
+        return Err(DriverError::Input(format!(
+            "{}: input `{}` has shape {}, the parameter is {}",
+            path.display(),
+            p.name,
+            array.shape_string(),
+            type_text(p.dtype, &p.shape)
+        )));
+    }
+    let data = array.round_to(p.dtype);
+    Ok(HostTensor {
+        dtype: p.dtype,
+        shape: p.shape.clone(),
+        data,
+    })
+}
+
+/// Reproducible input values, uniform in [-1, 1), rounded to the dtype. The stream depends
+/// on the seed and the parameter's position.
+pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
+    let n = p.shape.iter().product::<u64>() as usize;
+    let mut state = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let data = (0..n)
+        .map(|_| {
+            // SplitMix64.
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
+            numeric::round(p.dtype, unit * 2.0 - 1.0)
+        })
+        .collect();
+    HostTensor {
+        dtype: p.dtype,
+        shape: p.shape.clone(),
+        data,
+    }
+}
+
+/// Writes a tensor as a little-endian float32 `.npy`, atomically.
+pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
+    npy::write_npy_file(path, &t.shape, &t.data)
+        .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The parameters of a tensor-IR function.
+pub fn params_of(func: &Function) -> Vec<ParamSpec> {
+    func.params
+        .iter()
+        .map(|(name, v)| ParamSpec {
+            name: name.clone(),
+            dtype: func.ty(*v).dtype,
+            shape: func.ty(*v).shape.clone(),
+        })
+        .collect()
+}
+
+/// The tolerance `--check` allows for an output dtype: `|got - want| <= atol + rtol * |want|`.
+/// It allows for compiled code keeping intermediates wider than the language says, and for
+/// summation orders that tiling changes.
+pub fn tolerance(dtype: Dtype) -> (f64, f64) {
+    match dtype {
+        Dtype::F32 => (1e-5, 1e-4),
+        Dtype::Bf16 => (1e-2, 1.6e-2),
+        Dtype::F16 => (1e-3, 2e-3),
+        Dtype::F8E4M3 => (1.6e-2, 1.25e-1),
+        Dtype::F8E5M2 => (3.2e-2, 2.5e-1),
+    }
+}
+
+/// How far one output is from the reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub max_abs: f64,
+    pub max_rel: f64,
+    /// Elements outside tolerance (NaN/inf mismatches count).
+    pub bad: usize,
+    /// The first element outside tolerance: index, got, want.
+    pub first_bad: Option<(usize, f32, f32)>,
+}
+
+/// Compares an output with the reference under the dtype's tolerance. NaN must meet NaN
+/// and infinities the same infinity.
+pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
+    let (atol, rtol) = tolerance(dtype);
+    let mut c = Comparison {
+        max_abs: 0.0,
+        max_rel: 0.0,
+        bad: 0,
+        first_bad: None,
+    };
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() || g.is_nan() || w.is_infinite() || g.is_infinite() {
+            (w.is_nan() && g.is_nan()) || g == w
+        } else {
+            let abs = (g as f64 - w as f64).abs();
+            let rel = abs / (w as f64).abs().max(f64::MIN_POSITIVE);
+            c.max_abs = c.max_abs.max(abs);
+            if w != 0.0 {
+                c.max_rel = c.max_rel.max(rel);
+            }
+            abs <= atol + rtol * (w as f64).abs()
+        };
+        if !ok {
+            c.bad += 1;
+            c.first_bad.get_or_insert((i, g, w));
+        }
+    }
+    if got.len() != want.len() {
+        c.bad += got.len().abs_diff(want.len());
+    }
+    c
+}

@@ -1,0 +1,186 @@
+//! The pass pipeline: every pass is a plain function, listed once in [`PIPELINE`] in the
+//! order it runs. `--dump-after`, `--disable-pass` and `--list-passes` read this list, and
+//! the verifier of the current stage runs after every pass in tests and debug builds.
+//!
+//! A compilation moves through three stages: tensor IR (`ir`), tile IR (`tile`) and the
+//! ISA program. [`Compilation`] holds whichever is current; each pass names the stage it
+//! leaves behind. Ordering constraints are written next to each entry.
+
+mod dce;
+
+use crate::ir::{self, Function};
+use crate::tile::{self, TileFunc};
+
+/// A compilation in progress.
+#[derive(Clone, Debug)]
+pub struct Compilation {
+    /// The tensor IR (kept after tiling, for the reference and for error spans).
+    pub tensor: Function,
+    /// The tile IR, once the `tile` pass has run.
+    pub tile: Option<TileFunc>,
+    /// The program, once `emit` has run.
+    pub program: Option<isa::Program>,
+    /// The options that passes read.
+    pub options: PassOptions,
+}
+
+/// Knobs that passes read. Defaults are the machine's.
+#[derive(Clone, Debug)]
+pub struct PassOptions {
+    /// The machine preset compiled for.
+    pub preset: isa::Preset,
+    /// Keep every intermediate at its language dtype (`--dtype-policy strict`).
+    pub strict_dtypes: bool,
+    /// Names of disabled optimising passes (passes may consult it for sub-features).
+    pub disabled: Vec<String>,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions {
+            preset: isa::Preset::Default,
+            strict_dtypes: false,
+            disabled: Vec::new(),
+        }
+    }
+}
+
+impl PassOptions {
+    /// True unless the pass of that name was disabled.
+    pub fn enabled(&self, name: &str) -> bool {
+        !self.disabled.iter().any(|d| d == name)
+    }
+}
+
+/// Which IR a pass leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Tensor,
+    Tile,
+    Program,
+}
+
+/// What a pass runs: returns whether it changed anything, or an internal error.
+pub type PassFn = fn(&mut Compilation) -> Result<bool, String>;
+
+/// One pass of the pipeline.
+pub struct Pass {
+    /// The name used by `--dump-after`, `--disable-pass` and in internal errors.
+    pub name: &'static str,
+    /// What it does, for `--list-passes`.
+    pub summary: &'static str,
+    /// Optimising passes may be switched off; the others are needed for correctness.
+    pub optimising: bool,
+    /// The stage the pass leaves.
+    pub stage: Stage,
+    pub run: PassFn,
+}
+
+fn dce_pass(c: &mut Compilation) -> Result<bool, String> {
+    Ok(dce::run(&mut c.tensor))
+}
+
+/// The pipeline, in order.
+pub const PIPELINE: &[Pass] = &[
+    // Runs first so that later passes never spend time on values nothing uses.
+    Pass {
+        name: "dce",
+        summary: "remove instructions whose results are never used",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: dce_pass,
+    },
+];
+
+/// The name under which lowering's output is verified and dumped.
+pub const LOWER: &str = "lower";
+
+/// Finds a pass by name.
+pub fn find(name: &str) -> Option<&'static Pass> {
+    PIPELINE.iter().find(|p| p.name == name)
+}
+
+/// The passes that can be switched off, in pipeline order.
+pub fn optimising() -> impl Iterator<Item = &'static Pass> {
+    PIPELINE.iter().filter(|p| p.optimising)
+}
+
+/// An observer of the pipeline: the pass name, whether it changed anything, and the state.
+pub type Observer<'a> = &'a mut dyn FnMut(&str, bool, &Compilation);
+
+impl Compilation {
+    /// A compilation of lowered, verified tensor IR.
+    pub fn new(tensor: Function, options: PassOptions) -> Compilation {
+        Compilation {
+            tensor,
+            tile: None,
+            program: None,
+            options,
+        }
+    }
+
+    /// The current IR as text: the program's assembly, else tile IR, else tensor IR.
+    pub fn current_text(&self) -> String {
+        if let Some(p) = &self.program {
+            isa::disassemble(p)
+        } else if let Some(t) = &self.tile {
+            t.to_string()
+        } else {
+            self.tensor.to_string()
+        }
+    }
+
+    /// Runs the verifier of the current stage.
+    pub fn verify(&self, pass: &str) -> Result<(), ir::InternalError> {
+        let fail = |errors: Vec<String>, text: String| ir::InternalError {
+            pass: pass.to_string(),
+            errors: errors
+                .into_iter()
+                .map(|message| ir::VerifierError {
+                    inst: None,
+                    message,
+                })
+                .collect(),
+            ir: text,
+        };
+        if let Some(p) = &self.program {
+            isa::verify(p).map_err(|errs| {
+                fail(
+                    errs.iter().map(|e| e.to_string()).collect(),
+                    isa::disassemble(p),
+                )
+            })
+        } else if let Some(t) = &self.tile {
+            tile::verify(t).map_err(|errs| fail(errs, t.to_string()))
+        } else {
+            ir::verify(&self.tensor, pass)
+        }
+    }
+}
+
+/// Runs every enabled pass in order, verifying after each when `verify` is set (always in
+/// debug builds); `observe` sees the state after each pass (for `--dump-after`).
+pub fn run_pipeline(
+    c: &mut Compilation,
+    verify: bool,
+    observe: Observer<'_>,
+) -> Result<(), ir::InternalError> {
+    for pass in PIPELINE {
+        if pass.optimising && !c.options.enabled(pass.name) {
+            continue;
+        }
+        let changed = (pass.run)(c).map_err(|message| ir::InternalError {
+            pass: pass.name.to_string(),
+            errors: vec![ir::VerifierError {
+                inst: None,
+                message,
+            }],
+            ir: c.current_text(),
+        })?;
+        if verify || cfg!(debug_assertions) {
+            c.verify(pass.name)?;
+        }
+        observe(pass.name, changed, c);
+    }
+    Ok(())
+}

@@ -152,6 +152,7 @@ pub fn compile(
         dumps.push_str(&format!("; after {}\n{func}", passes::LOWER));
     }
     let mut c = Compilation::new(func, options.passes.clone());
+    c.source = Some((src.name.clone(), src.text.clone()));
     passes::run_pipeline(&mut c, true, &mut |name, changed, c| {
         if wants(name) {
             if changed {

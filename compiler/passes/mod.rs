@@ -22,6 +22,8 @@ pub struct Compilation {
     pub program: Option<isa::Program>,
     /// The options that passes read.
     pub options: PassOptions,
+    /// The source file's name and text, so emission can turn spans into line:col.
+    pub source: Option<(String, String)>,
 }
 
 /// Knobs that passes read. Defaults are the machine's.
@@ -116,6 +118,7 @@ impl Compilation {
             tile: None,
             program: None,
             options,
+            source: None,
         }
     }
 

@@ -166,7 +166,11 @@ pub enum TExprKind {
     /// Row-major reshape to the expression's type's shape.
     Reshape(Box<TExpr>),
     /// Keeps element (.., i, j) where j <= i + k, else `fill`.
-    Tril { arg: Box<TExpr>, k: i64, fill: f64 },
+    Tril {
+        arg: Box<TExpr>,
+        k: i64,
+        fill: f64,
+    },
     /// Conversion to the expression's dtype.
     Cast(Box<TExpr>),
 }

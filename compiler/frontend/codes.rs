@@ -1,0 +1,150 @@
+//! The error codes of the frontend, one per error class, in one table.
+//!
+//! Codes are stable: tests and users refer to them, so a code is never reused for another
+//! class. `E01xx` are lexical and syntax errors, `E02xx` names, `E03xx` calls and their
+//! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
+//! signature, `E07xx` the file and kernel selection.
+
+/// A character the lexer does not know.
+pub const UNKNOWN_CHARACTER: &str = "E0101";
+/// A number that is not a valid integer or float literal (`1e`, `2x`, `1.2.3`).
+pub const MALFORMED_NUMBER: &str = "E0102";
+/// A token where the grammar expects something else.
+pub const UNEXPECTED_TOKEN: &str = "E0103";
+/// The file ends in the middle of a kernel.
+pub const UNEXPECTED_EOF: &str = "E0104";
+/// An expression nested deeper than the limit.
+pub const NESTED_TOO_DEEPLY: &str = "E0105";
+
+/// A value name that is neither a parameter nor a `let`.
+pub const UNKNOWN_NAME: &str = "E0201";
+/// A call of a function that is not a builtin.
+pub const UNKNOWN_BUILTIN: &str = "E0202";
+/// A name defined twice in one kernel (sizes, parameters and lets share one namespace).
+pub const DUPLICATE_NAME: &str = "E0203";
+/// A size name used as a value.
+pub const SIZE_AS_VALUE: &str = "E0204";
+
+/// A call with the wrong number of positional arguments.
+pub const WRONG_ARGUMENT_COUNT: &str = "E0301";
+/// A keyword argument the builtin does not take.
+pub const UNKNOWN_KEYWORD: &str = "E0302";
+/// A keyword argument given twice.
+pub const DUPLICATE_KEYWORD: &str = "E0303";
+/// A required keyword argument left out.
+pub const MISSING_KEYWORD: &str = "E0304";
+/// An argument of the wrong kind (a list where a tensor is expected, a tensor where an
+/// integer is expected, ...).
+pub const WRONG_ARGUMENT_KIND: &str = "E0305";
+/// A positional argument after a keyword argument.
+pub const POSITIONAL_AFTER_KEYWORD: &str = "E0306";
+
+/// Shapes that do not broadcast.
+pub const SHAPES_DO_NOT_BROADCAST: &str = "E0401";
+/// A matmul whose inner dimensions differ.
+pub const MATMUL_INNER_MISMATCH: &str = "E0402";
+/// A matmul operand of rank 1 (or a scalar).
+pub const MATMUL_RANK: &str = "E0403";
+/// A reduction axis outside the operand's rank.
+pub const AXIS_OUT_OF_RANGE: &str = "E0404";
+/// A transpose permutation that is not a permutation of the axes.
+pub const BAD_PERMUTATION: &str = "E0405";
+/// A reshape that changes the number of elements.
+pub const RESHAPE_ELEMENT_COUNT: &str = "E0406";
+/// A reshape target dim that is not >= 1 (or more than one `-1`).
+pub const BAD_RESHAPE_DIM: &str = "E0407";
+/// An operation that needs a tensor applied to a scalar.
+pub const SCALAR_OPERAND: &str = "E0408";
+/// An operation whose operand or result rank is outside what it supports (rank 1 to 4
+/// for every value, rank >= 2 for `transpose` and `tril`).
+pub const OPERATION_RANK: &str = "E0409";
+
+/// A size with neither a default nor a define.
+pub const MISSING_SIZE: &str = "E0501";
+/// A define naming no size of the kernel.
+pub const UNKNOWN_DEFINE: &str = "E0502";
+/// A dim or size that is zero or negative.
+pub const ZERO_DIM: &str = "E0503";
+/// A dim, size or element count too large.
+pub const DIM_OVERFLOW: &str = "E0504";
+/// A declared type of rank outside 1 to 4.
+pub const TYPE_RANK: &str = "E0505";
+/// A dim naming no size of the kernel.
+pub const UNBOUND_SIZE: &str = "E0506";
+
+/// A returned value whose type differs from the signature's.
+pub const RESULT_MISMATCH: &str = "E0601";
+/// A return with a different number of values than the signature declares.
+pub const RESULT_COUNT: &str = "E0602";
+/// A kernel without `return`.
+pub const MISSING_RETURN: &str = "E0603";
+/// A second `return`.
+pub const DUPLICATE_RETURN: &str = "E0604";
+/// A statement after the `return`.
+pub const MISPLACED_RETURN: &str = "E0605";
+/// A `let` whose value does not have the annotated type.
+pub const LET_ANNOTATION_MISMATCH: &str = "E0606";
+
+/// A file without any kernel.
+pub const NO_KERNEL: &str = "E0701";
+/// Two kernels with the same name.
+pub const DUPLICATE_KERNEL: &str = "E0702";
+/// A kernel selected by name (`-k`) that the file does not hold.
+pub const UNKNOWN_KERNEL: &str = "E0703";
+
+/// Every code with a one-line summary, in order (used by the documentation test).
+pub const ALL: &[(&str, &str)] = &[
+    (UNKNOWN_CHARACTER, "unknown character"),
+    (MALFORMED_NUMBER, "malformed number"),
+    (UNEXPECTED_TOKEN, "unexpected token"),
+    (UNEXPECTED_EOF, "unexpected end of file"),
+    (NESTED_TOO_DEEPLY, "expression nested too deeply"),
+    (UNKNOWN_NAME, "unknown name"),
+    (UNKNOWN_BUILTIN, "unknown builtin"),
+    (DUPLICATE_NAME, "duplicate name"),
+    (SIZE_AS_VALUE, "size used as a value"),
+    (WRONG_ARGUMENT_COUNT, "wrong number of arguments"),
+    (UNKNOWN_KEYWORD, "unknown keyword argument"),
+    (DUPLICATE_KEYWORD, "duplicate keyword argument"),
+    (MISSING_KEYWORD, "missing keyword argument"),
+    (WRONG_ARGUMENT_KIND, "argument of the wrong kind"),
+    (
+        POSITIONAL_AFTER_KEYWORD,
+        "positional argument after keyword argument",
+    ),
+    (SHAPES_DO_NOT_BROADCAST, "shapes do not broadcast"),
+    (MATMUL_INNER_MISMATCH, "matmul inner dimension mismatch"),
+    (MATMUL_RANK, "matmul operand of rank below 2"),
+    (AXIS_OUT_OF_RANGE, "axis out of range"),
+    (BAD_PERMUTATION, "bad permutation"),
+    (RESHAPE_ELEMENT_COUNT, "reshape changes the element count"),
+    (BAD_RESHAPE_DIM, "bad reshape dim"),
+    (SCALAR_OPERAND, "operation needs a tensor, found a scalar"),
+    (OPERATION_RANK, "rank not supported by the operation"),
+    (MISSING_SIZE, "size without a value"),
+    (UNKNOWN_DEFINE, "define naming no size"),
+    (ZERO_DIM, "dim or size below 1"),
+    (DIM_OVERFLOW, "dim, size or element count too large"),
+    (TYPE_RANK, "rank outside 1 to 4"),
+    (UNBOUND_SIZE, "dim naming no size"),
+    (RESULT_MISMATCH, "returned type differs from the signature"),
+    (RESULT_COUNT, "wrong number of returned values"),
+    (MISSING_RETURN, "missing return"),
+    (DUPLICATE_RETURN, "duplicate return"),
+    (MISPLACED_RETURN, "statement after return"),
+    (LET_ANNOTATION_MISMATCH, "let annotation mismatch"),
+    (NO_KERNEL, "no kernel in the file"),
+    (DUPLICATE_KERNEL, "duplicate kernel name"),
+    (UNKNOWN_KERNEL, "unknown kernel"),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn codes_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, _) in super::ALL {
+            assert!(seen.insert(*code), "{code} is used twice");
+        }
+    }
+}

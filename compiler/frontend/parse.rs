@@ -1,0 +1,214 @@
+//! Parsing: runs the lalrpop parser over the logos lexer and turns every lexical error,
+//! recovered syntax error and too-deep expression into a diagnostic.
+//!
+//! Parsing never fails: it returns the tree of what could be parsed (kernels lost to error
+//! recovery are left out) together with the diagnostics.
+
+use crate::diagnostic::{sort_by_position, Diagnostic};
+use crate::frontend::ast::{self, Expr, ExprKind, MAX_NESTING};
+use crate::frontend::codes;
+use crate::frontend::lexer::{LexError, Lexer, Token};
+use crate::frontend::typed::Span;
+use lalrpop_util::{ErrorRecovery, ParseError};
+
+lalrpop_util::lalrpop_mod!(
+    #[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
+    grammar,
+    "/frontend/grammar.rs"
+);
+
+/// A syntax error the parser recovered from.
+pub type Recovered<'input> = ErrorRecovery<usize, Token<'input>, LexError>;
+
+/// State the grammar's actions share: the errors they recover from and the spans of
+/// expressions nested too deeply.
+#[derive(Default)]
+pub struct ParseCtx<'input> {
+    pub recovered: Vec<Recovered<'input>>,
+    pub too_deep: Vec<Span>,
+}
+
+impl ParseCtx<'_> {
+    /// Builds an expression node, replacing it by a childless placeholder when it is
+    /// nested deeper than [`MAX_NESTING`]. The first placeholder of a chain is reported.
+    pub fn expr(&mut self, kind: ExprKind, span: Span) -> Expr {
+        let e = Expr::new(kind, span);
+        if e.depth <= MAX_NESTING {
+            return e;
+        }
+        if !e.contains_too_deep() {
+            self.too_deep.push(span);
+        }
+        Expr {
+            kind: ExprKind::TooDeep,
+            span,
+            depth: e.depth,
+        }
+    }
+
+    /// Builds a binary expression node.
+    pub fn binary(
+        &mut self,
+        op: ast::BinOp,
+        op_span: Span,
+        lhs: Expr,
+        rhs: Expr,
+        span: Span,
+    ) -> Expr {
+        self.expr(
+            ExprKind::Binary {
+                op,
+                op_span,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            },
+            span,
+        )
+    }
+}
+
+/// Describes the terminals the parser expected, in words, folding the usual groups.
+fn describe_expected(expected: &[String]) -> String {
+    let mut items: Vec<String> = Vec::new();
+    let has = |t: &str| expected.iter().any(|e| e == t);
+    let expression_starts = ["NAME", "INT", "FLOAT", "\"inf\"", "\"(\"", "\"-\""];
+    let operators = ["\"+\"", "\"-\"", "\"*\"", "\"/\"", "\"@\""];
+    let fold_expression = expression_starts.iter().all(|t| has(t));
+    let fold_operators = operators.iter().all(|t| has(t));
+    if fold_expression {
+        items.push("an expression".to_string());
+    }
+    if fold_operators {
+        items.push("an operator".to_string());
+    }
+    for e in expected {
+        if fold_expression && expression_starts.contains(&e.as_str()) {
+            continue;
+        }
+        if fold_operators && operators.contains(&e.as_str()) {
+            continue;
+        }
+        let text = match e.as_str() {
+            "NAME" => "a name".to_string(),
+            "INT" => "an integer".to_string(),
+            "FLOAT" => "a number".to_string(),
+            "DTYPE" => "a dtype".to_string(),
+            quoted => format!("`{}`", quoted.trim_matches('"')),
+        };
+        if !items.contains(&text) {
+            items.push(text);
+        }
+    }
+    match items.len() {
+        0 => "nothing more".to_string(),
+        1 => items.remove(0),
+        _ => {
+            let last = items.pop().unwrap_or_default();
+            format!("{} or {}", items.join(", "), last)
+        }
+    }
+}
+
+/// Turns one recovered syntax error into a diagnostic (`None` for an error token the
+/// lexer already reported).
+fn syntax_diagnostic(error: &ParseError<usize, Token<'_>, LexError>) -> Option<Diagnostic> {
+    match error {
+        ParseError::UnrecognizedToken {
+            token: (_, Token::Error, _),
+            ..
+        } => None,
+        ParseError::UnrecognizedToken {
+            token: (l, token, r),
+            expected,
+        } => {
+            let expected = describe_expected(expected);
+            Some(
+                Diagnostic::error(
+                    codes::UNEXPECTED_TOKEN,
+                    format!("expected {expected}, found {token}"),
+                )
+                .with_primary(Span::new(*l, *r), format!("unexpected {token}")),
+            )
+        }
+        ParseError::UnrecognizedEof { location, expected } => {
+            let expected = describe_expected(expected);
+            Some(
+                Diagnostic::error(
+                    codes::UNEXPECTED_EOF,
+                    format!("unexpected end of file: expected {expected}"),
+                )
+                .with_primary(Span::new(*location, *location), "the file ends here"),
+            )
+        }
+        ParseError::ExtraToken {
+            token: (l, token, r),
+        } => Some(
+            Diagnostic::error(
+                codes::UNEXPECTED_TOKEN,
+                format!("expected the end of the file, found {token}"),
+            )
+            .with_primary(Span::new(*l, *r), format!("unexpected {token}")),
+        ),
+        ParseError::InvalidToken { location } => Some(
+            Diagnostic::error(codes::UNKNOWN_CHARACTER, "invalid token")
+                .with_primary(Span::new(*location, *location), "here"),
+        ),
+        ParseError::User { error } => Some(lex_diagnostic(error)),
+    }
+}
+
+/// Turns a lexical error into a diagnostic.
+fn lex_diagnostic(error: &LexError) -> Diagnostic {
+    match error {
+        LexError::UnknownCharacter { span, .. } => {
+            Diagnostic::error(codes::UNKNOWN_CHARACTER, error.to_string())
+                .with_primary(*span, "not part of the kernel language")
+        }
+        LexError::MalformedNumber { span, .. } => {
+            Diagnostic::error(codes::MALFORMED_NUMBER, error.to_string())
+                .with_primary(*span, "not a valid number")
+                .with_note("numbers are written `128`, `0.5`, `1e-6` or `2.5E+3`")
+        }
+    }
+}
+
+/// Parses a source file into its syntax tree and the diagnostics of every lexical and
+/// syntax error found. Never fails and never panics.
+pub fn parse(src: &str) -> (ast::File, Vec<Diagnostic>) {
+    let mut lex_errors = Vec::new();
+    let mut ctx = ParseCtx::default();
+    let mut diags = Vec::new();
+    let result = {
+        let lexer = Lexer::new(src, &mut lex_errors);
+        grammar::FileParser::new().parse(&mut ctx, lexer)
+    };
+    let file = match result {
+        Ok(file) => file,
+        Err(error) => {
+            diags.extend(syntax_diagnostic(&error));
+            ast::File {
+                kernels: Vec::new(),
+                span: Span::new(0, src.len()),
+            }
+        }
+    };
+    diags.extend(lex_errors.iter().map(lex_diagnostic));
+    for recovered in &ctx.recovered {
+        diags.extend(syntax_diagnostic(&recovered.error));
+    }
+    for span in &ctx.too_deep {
+        diags.push(
+            Diagnostic::error(
+                codes::NESTED_TOO_DEEPLY,
+                format!("expression nested too deeply (limit {MAX_NESTING})"),
+            )
+            .with_primary(
+                Span::new(span.start as usize, span.start as usize + 1),
+                format!("this expression is nested more than {MAX_NESTING} levels deep"),
+            )
+            .with_note("split it with `let` statements"),
+        );
+    }
+    sort_by_position(&mut diags);
+    (file, diags)
+}

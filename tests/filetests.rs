@@ -1,0 +1,197 @@
+//! The data-driven test harness: every `tests/filetests/**/*.tsr` file is one test.
+//!
+//! A file starts with header lines that configure it, then the kernel source:
+//!
+//! ```text
+//! // test: check
+//! // define: N=128, M=64
+//! // kernel: softmax
+//! ```
+//!
+//! `test` (required, first) names the mode; `define` gives size overrides; `kernel` picks
+//! one kernel. The header ends at the first line that is not `// word: value`; an unknown
+//! directive or mode fails the test. Each file's output is compared with exactly one insta
+//! snapshot, `tests/snapshots/<path with / as __>.snap` (e.g. `check__errors__zero_dim`).
+//! Accept new or changed output with `INSTA_UPDATE=always cargo test --test filetests`,
+//! then read the `.snap` files.
+//!
+//! To add a mode, write one `fn mode_x(test: &TestFile) -> Result<String, String>` and add
+//! it to the `match` in [`run_mode`].
+
+use std::path::{Path, PathBuf};
+
+/// A parsed test file.
+struct TestFile {
+    /// The path relative to `tests/filetests`, with `/` separators (shown in diagnostics).
+    rel_path: String,
+    mode: String,
+    defines: Vec<(String, i64)>,
+    kernel: Option<String>,
+    source: String,
+}
+
+/// Runs the test's mode; the text returned is compared with the snapshot.
+///
+/// This is the one place where modes are dispatched: add new modes here.
+fn run_mode(test: &TestFile) -> Result<String, String> {
+    match test.mode.as_str() {
+        "check" => mode_check(test),
+        // "tensor-ir", "reference", "tile-ir", "asm", "run": one function each, added here.
+        other => Err(format!("unknown test mode `{other}`")),
+    }
+}
+
+/// `check`: parses and checks; prints every kernel's listing, or the diagnostics.
+fn mode_check(test: &TestFile) -> Result<String, String> {
+    let result = tessera::frontend::check_file(&test.source, &test.defines, test.kernel.as_deref());
+    Ok(match result {
+        Ok(kernels) => {
+            let mut out = String::from("ok\n");
+            for k in &kernels {
+                out.push('\n');
+                out.push_str(&k.to_string());
+            }
+            out
+        }
+        Err(diags) => tessera::diagnostic::render(&diags, &test.rel_path, &test.source, false),
+    })
+}
+
+/// Parses `N=128, M=64`.
+fn parse_defines(text: &str) -> Result<Vec<(String, i64)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("bad define `{item}`: expected NAME=INT"))?;
+            let value = value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("bad define `{item}`: expected NAME=INT"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Reads a test file's header.
+fn parse_test(rel_path: String, source: String) -> Result<TestFile, String> {
+    let mut mode = None;
+    let mut defines = Vec::new();
+    let mut kernel = None;
+    for (i, line) in source.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("// ") else {
+            break;
+        };
+        let Some((key, value)) = rest.split_once(':') else {
+            break;
+        };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            break;
+        }
+        let value = value.trim();
+        match key {
+            "test" if i == 0 => mode = Some(value.to_string()),
+            "test" => return Err("`// test:` must be the first line".to_string()),
+            "define" => defines.extend(parse_defines(value)?),
+            "kernel" => kernel = Some(value.to_string()),
+            other => return Err(format!("unknown directive `{other}`")),
+        }
+    }
+    let mode = mode.ok_or("the first line must be `// test: MODE`")?;
+    Ok(TestFile {
+        rel_path,
+        mode,
+        defines,
+        kernel,
+        source,
+    })
+}
+
+/// Every `.tsr` file under `dir`, sorted.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "tsr") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
+/// Runs one file and compares its output with its snapshot.
+fn run_file(root: &Path, path: &Path) -> Result<(), String> {
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|e| e.to_string())?
+        .to_string_lossy()
+        .replace('\\', "/");
+    let source = std::fs::read_to_string(path).map_err(|e| format!("{rel}: {e}"))?;
+    let test = parse_test(rel.clone(), source).map_err(|e| format!("{rel}: {e}"))?;
+    let output = run_mode(&test).map_err(|e| format!("{rel}: {e}"))?;
+    let name = rel.trim_end_matches(".tsr").replace('/', "__");
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_input_file(path);
+    settings.set_description(format!("{} {rel}", test.mode));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!(name, output));
+    }));
+    result.map_err(|_| format!("{rel}: output differs from the snapshot"))
+}
+
+#[test]
+fn filetests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests");
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    assert!(!files.is_empty(), "no filetests under {}", root.display());
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|path| run_file(&root, path).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} filetests failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn header_errors_fail() {
+    let bad = [
+        "kernel k() -> f32[1] { return 1; }",
+        "// test: check\n// frobnicate: yes\n",
+        "// kernel: k\n// test: check\n",
+        "// test: check\n// define: N\n",
+    ];
+    for src in bad {
+        assert!(
+            parse_test("x.tsr".to_string(), src.to_string()).is_err(),
+            "{src}"
+        );
+    }
+    let unknown = parse_test("x.tsr".to_string(), "// test: frobnicate\n".to_string());
+    let err = run_mode(&unknown.expect("the header parses")).expect_err("unknown mode");
+    assert!(err.contains("unknown test mode"), "{err}");
+    let ok = parse_test(
+        "x.tsr".to_string(),
+        "// test: check\n// define: N=128, M=64\n// kernel: k\n// y = x\n".to_string(),
+    )
+    .expect("a valid header");
+    assert_eq!(
+        ok.defines,
+        vec![("N".to_string(), 128), ("M".to_string(), 64)]
+    );
+    assert_eq!(ok.kernel.as_deref(), Some("k"));
+}

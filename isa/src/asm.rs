@@ -653,9 +653,9 @@ macro_rules! define_op_asm {
                     $(let mut $field: Option<$ty> = None;)*
                     while !c.at_end() && !c.at_word("signal") {
                         let (key, col) = c.word("a field name")?;
-                        c.punct('=')?;
                         match key.as_str() {
                             $(stringify!($field) => {
+                                c.punct('=')?;
                                 if $field.is_some() {
                                     return Err(c.err_at(col, format!(
                                         "field `{key}` of `{}` is given twice", $mnemonic)));

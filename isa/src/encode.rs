@@ -728,9 +728,11 @@ pub fn decode_program(bytes: &[u8]) -> Result<Program, DecodeError> {
         }
         let len_offset = r.offset();
         let len = r.u32("stream byte length")?;
-        let len = r.count(len as u64, 1, len_offset, "stream byte")?;
         let count_offset = r.offset();
         let count = r.u32("stream instruction count")?;
+        // Checked only now that both header fields are read, so `len` is bounded by the
+        // bytes that really follow the header.
+        let len = r.count(len as u64, 1, len_offset, "stream byte")?;
         let mut sub = Reader {
             data: r.data,
             pos: r.pos,

@@ -29,14 +29,16 @@ pub struct TensorDecl {
 }
 
 impl TensorDecl {
-    /// Number of elements.
+    /// Number of elements (saturating, so a hostile decoded shape cannot overflow).
     pub fn elems(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 
-    /// Size in bytes.
+    /// Size in bytes (saturating).
     pub fn bytes(&self) -> u64 {
-        self.elems() * self.dtype.size() as u64
+        self.elems().saturating_mul(self.dtype.size() as u64)
     }
 }
 

@@ -228,14 +228,17 @@ pub struct TileAp {
 }
 
 impl TileAp {
-    /// Number of elements per partition (the product of the free sizes).
+    /// Number of elements per partition (the product of the free sizes; saturating, so a
+    /// hostile decoded pattern cannot overflow).
     pub fn free_elems(&self) -> u64 {
-        self.dims.iter().map(|d| d.size as u64).product()
+        self.dims
+            .iter()
+            .fold(1u64, |acc, d| acc.saturating_mul(d.size as u64))
     }
 
-    /// Total number of elements of the tile.
+    /// Total number of elements of the tile (saturating).
     pub fn elems(&self) -> u64 {
-        self.free_elems() * self.partitions as u64
+        self.free_elems().saturating_mul(self.partitions as u64)
     }
 }
 
@@ -257,9 +260,11 @@ pub struct HbmDim {
 }
 
 impl HbmAp {
-    /// Number of elements of the pattern.
+    /// Number of elements of the pattern (saturating).
     pub fn elems(&self) -> u64 {
-        self.dims.iter().map(|d| d.size).product()
+        self.dims
+            .iter()
+            .fold(1u64, |acc, d| acc.saturating_mul(d.size))
     }
 }
 

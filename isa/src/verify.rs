@@ -141,11 +141,20 @@ impl Verifier {
                 spans.push((t.offset as u128, end, &t.name));
             }
         }
+        // Sweep in address order, comparing each tensor with the one that reaches furthest
+        // so far: every tensor that overlaps an earlier one is reported (in O(n log n), as
+        // a decoded program may hold many tensors).
         spans.sort();
-        for pair in spans.windows(2) {
-            let ((_, end_a, a), (start_b, _, b)) = (pair[0], pair[1]);
-            if start_b < end_a {
-                self.error(format!("tensors `{a}` and `{b}` overlap in HBM"));
+        let mut reach: Option<(u128, &String)> = None;
+        for (start, end, name) in spans {
+            match reach {
+                Some((far, other)) if start < far => {
+                    self.error(format!("tensors `{other}` and `{name}` overlap in HBM"));
+                    if end > far {
+                        reach = Some((end, name));
+                    }
+                }
+                _ => reach = Some((end, name)),
             }
         }
     }
@@ -210,8 +219,6 @@ impl Verifier {
     }
 
     /// Checks one tile on its own: dims, partitions, start rule, memory bounds, PSUM bank.
-    /// Returns false when the tile is malformed (so shape checks that use it are skipped
-    /// only where they would be meaningless; they still run in general).
     fn tile(&mut self, field: &str, ap: &TileAp) {
         let n = ap.dims.len();
         if n == 0 || n > MAX_TILE_DIMS {
@@ -362,7 +369,7 @@ impl Verifier {
                     match side {
                         DmaAp::Hbm(ap) => {
                             self.hbm(field, ap);
-                            elems[k] = ap.dims.iter().fold(1u64, |a, d| a.saturating_mul(d.size));
+                            elems[k] = ap.elems();
                         }
                         DmaAp::Tile(ap) => {
                             self.tile(field, ap);

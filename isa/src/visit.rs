@@ -4,9 +4,7 @@
 //! runtime to find what an instruction touches. Generated from the table, so a new operand
 //! of a new instruction is never missed.
 
-use crate::{
-    ActFunc, Affine, AluOp, CmpOp, DmaAp, HbmAp, Imm, Op, ReduceOp, ScalarArg, TileAp,
-};
+use crate::{ActFunc, Affine, AluOp, CmpOp, DmaAp, HbmAp, Imm, Op, ReduceOp, ScalarArg, TileAp};
 
 /// One memory operand of an operation.
 #[derive(Debug)]

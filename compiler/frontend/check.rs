@@ -1740,7 +1740,7 @@ impl<'d> Checker<'d> {
         };
         let shape: Option<Vec<u64>> = match known {
             Some(k) if dims.contains(&None) => {
-                if k != 0 && from % k == 0 {
+                if from.checked_rem(k) == Some(0) {
                     Some(dims.iter().map(|d| d.unwrap_or(from / k)).collect())
                 } else {
                     None
@@ -1764,7 +1764,7 @@ impl<'d> Checker<'d> {
                         target_text()
                     ),
                 )
-                .with_primary(*list_span, format!("{count}"))
+                .with_primary(*list_span, count)
                 .with_secondary(v.span, format!("`{}` has {from} elements", v.ty)),
             );
             return None;

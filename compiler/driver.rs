@@ -382,3 +382,55 @@ pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
     }
     c
 }
+
+/// The program a compilation produced.
+pub fn program_of(c: &Compilation) -> Result<&isa::Program, DriverError> {
+    c.program.as_ref().ok_or_else(|| {
+        DriverError::Internal("the pipeline produced no program (is the backend missing?)".into())
+    })
+}
+
+/// Runs a program on the interpreter with `inputs` bound to the `params` of the same
+/// names; returns the outputs in result order and the timing report.
+pub fn execute(
+    program: &isa::Program,
+    params: &[ParamSpec],
+    inputs: &[HostTensor],
+) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
+    let machine = runtime::Machine::new(runtime::MachineConfig::new(program.preset));
+    let mut loaded = machine
+        .load_program(program.clone())
+        .map_err(|e| DriverError::Input(e.to_string()))?;
+    for (p, t) in params.iter().zip(inputs) {
+        loaded
+            .bind(&p.name, &t.data)
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+    }
+    let report = loaded
+        .run()
+        .map_err(|e| DriverError::Input(e.to_string()))?;
+    let mut outputs = Vec::new();
+    for t in program.tensors_with_role(isa::Role::Output) {
+        let data = loaded
+            .read(&t.name)
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+        outputs.push(HostTensor {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data,
+        });
+    }
+    Ok((outputs, report))
+}
+
+/// The input parameters of a program, from its tensor table.
+pub fn program_params(program: &isa::Program) -> Vec<ParamSpec> {
+    program
+        .tensors_with_role(isa::Role::Input)
+        .map(|t| ParamSpec {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect()
+}

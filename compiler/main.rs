@@ -3,7 +3,7 @@
 //! goes to stderr as one readable message, with the exit code cli.md gives.
 
 use clap::{Args, Parser, Subcommand};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tessera::driver::{self, DriverError};
@@ -200,11 +200,28 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
     let c = result?;
     match args.emit {
         Emit::TensorIr => write_text(args.output.as_deref(), c.tensor.to_string().as_bytes()),
-        Emit::TileIr | Emit::Asm | Emit::Bin => Err(DriverError::Input(
-            "this build of Tessera cannot lower to tiles yet: only --emit tensor-ir is available, \
-             and `tessera run --reference` executes kernels on the reference evaluator"
-                .into(),
-        )),
+        Emit::TileIr => {
+            let tile = c
+                .tile
+                .as_ref()
+                .ok_or_else(|| DriverError::Internal("the pipeline produced no tile IR".into()))?;
+            write_text(args.output.as_deref(), tile.to_string().as_bytes())
+        }
+        Emit::Asm => {
+            let program = driver::program_of(&c)?;
+            write_text(args.output.as_deref(), isa::disassemble(program).as_bytes())
+        }
+        Emit::Bin => {
+            let program = driver::program_of(&c)?;
+            let bytes = isa::encode_program(program);
+            match args.output.as_deref() {
+                Some(p) => write_file_atomic(p, &bytes),
+                None if std::io::stdout().is_terminal() => Err(DriverError::Usage(
+                    "--emit bin writes binary: give -o PROGRAM.tbin or pipe stdout".into(),
+                )),
+                None => write_stdout(&bytes),
+            }
+        }
     }
 }
 
@@ -272,29 +289,57 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
         passes: PassOptions::default(),
         dump_after: None,
     };
-    let func = driver::compile(&src, &options, &mut String::new())?.tensor;
-    if !args.reference {
-        return Err(DriverError::Input(
-            "this build of Tessera cannot compile kernels to the machine yet; add --reference \
-             to execute the kernel on the reference evaluator"
-                .into(),
-        ));
-    }
-    if args.trace.is_some() || args.report {
-        return Err(DriverError::Usage(
-            "--trace and --report need the interpreter; with --reference there is no timing".into(),
-        ));
-    }
-    let inputs = driver::gather_inputs(&driver::params_of(&func), &given, args.random, &out_dir)?;
-    let outputs =
-        reference::evaluate(&func, &inputs).map_err(|e| DriverError::Input(e.to_string()))?;
+    let c = driver::compile(&src, &options, &mut String::new())?;
+    let params = driver::params_of(&c.tensor);
+    let inputs = driver::gather_inputs(&params, &given, args.random, &out_dir)?;
+    let outputs = if args.reference {
+        if args.trace.is_some() || args.report {
+            return Err(DriverError::Usage(
+                "--trace and --report need the interpreter; --reference has no timing".into(),
+            ));
+        }
+        reference::evaluate(&c.tensor, &inputs).map_err(|e| DriverError::Input(e.to_string()))?
+    } else {
+        let program = driver::program_of(&c)?;
+        let (outputs, report) = driver::execute(program, &params, &inputs)?;
+        if args.report {
+            write_stdout(report.summary().as_bytes())?;
+        }
+        if args.trace.is_some() {
+            return Err(DriverError::Usage("--trace is not available yet".into()));
+        }
+        outputs
+    };
     for (i, t) in outputs.iter().enumerate() {
         driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
     }
     if args.check {
-        // The reference compared with itself: trivially equal, reported for uniformity.
-        for i in 0..outputs.len() {
-            println!("out{i}: max abs error 0, max rel error 0 (reference)");
+        let want = reference::evaluate(&c.tensor, &inputs)
+            .map_err(|e| DriverError::Input(e.to_string()))?;
+        let mut report = String::new();
+        let mut bad = Vec::new();
+        for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
+            let cmp = driver::compare(&got.data, &want.data, want.dtype);
+            report.push_str(&format!(
+                "out{i}: max abs error {:.3e}, max rel error {:.3e}{}\n",
+                cmp.max_abs,
+                cmp.max_rel,
+                if cmp.bad > 0 {
+                    format!(", {} elements outside tolerance", cmp.bad)
+                } else {
+                    String::new()
+                }
+            ));
+            if let Some((at, g, w)) = cmp.first_bad {
+                bad.push(format!("out{i}[{at}] is {g}, the reference says {w}"));
+            }
+        }
+        write_stdout(report.as_bytes())?;
+        if !bad.is_empty() {
+            return Err(DriverError::Mismatch(format!(
+                "outputs differ from the reference beyond tolerance: {}",
+                bad.join("; ")
+            )));
         }
     }
     Ok(())
@@ -319,43 +364,12 @@ fn run_tbin(
         .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", args.file.display())))?;
     let program = isa::decode_program(&bytes)
         .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
-    let machine = runtime::Machine::new(runtime::MachineConfig::new(program.preset));
-    let mut loaded = machine
-        .load_program(program)
-        .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
-    let params: Vec<driver::ParamSpec> = loaded
-        .program()
-        .tensors_with_role(isa::Role::Input)
-        .map(|t| driver::ParamSpec {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-        })
-        .collect();
+    let params = driver::program_params(&program);
     let inputs = driver::gather_inputs(&params, given, args.random, out_dir)?;
-    for (p, t) in params.iter().zip(&inputs) {
-        loaded
-            .bind(&p.name, &t.data)
-            .map_err(|e| DriverError::Input(e.to_string()))?;
-    }
-    let report = loaded
-        .run()
-        .map_err(|e| DriverError::Input(e.to_string()))?;
-    let outputs: Vec<isa::TensorDecl> = loaded
-        .program()
-        .tensors_with_role(isa::Role::Output)
-        .cloned()
-        .collect();
+    let (outputs, report) = driver::execute(&program, &params, &inputs)
+        .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
     for (i, t) in outputs.iter().enumerate() {
-        let data = loaded
-            .read(&t.name)
-            .map_err(|e| DriverError::Input(e.to_string()))?;
-        let host = reference::HostTensor {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data,
-        };
-        driver::write_output(&out_dir.join(format!("out{i}.npy")), &host)?;
+        driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
     }
     if args.report {
         write_stdout(report.summary().as_bytes())?;

@@ -7,6 +7,8 @@
 //! leaves behind. Ordering constraints are written next to each entry.
 
 mod dce;
+pub mod fusion;
+pub mod tiling;
 
 use crate::ir::{self, Function};
 use crate::tile::{self, TileFunc};
@@ -16,6 +18,8 @@ use crate::tile::{self, TileFunc};
 pub struct Compilation {
     /// The tensor IR (kept after tiling, for the reference and for error spans).
     pub tensor: Function,
+    /// The grouping chosen by the `fusion` pass (none: one group per instruction).
+    pub groups: Option<fusion::Grouping>,
     /// The tile IR, once the `tile` pass has run.
     pub tile: Option<TileFunc>,
     /// The program, once `emit` has run.
@@ -82,6 +86,16 @@ fn dce_pass(c: &mut Compilation) -> Result<bool, String> {
     Ok(dce::run(&mut c.tensor))
 }
 
+fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
+    c.groups = Some(fusion::group(&c.tensor, true));
+    Ok(true)
+}
+
+fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
+    c.tile = Some(tiling::lower(&c.tensor, c.groups.as_ref())?);
+    Ok(true)
+}
+
 /// The pipeline, in order.
 pub const PIPELINE: &[Pass] = &[
     // Runs first so that later passes never spend time on values nothing uses.
@@ -91,6 +105,23 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tensor,
         run: dce_pass,
+    },
+    // Groups instructions that are computed together; reads the final tensor IR, so it
+    // runs after every tensor-level pass. Disabled, every instruction is its own group.
+    Pass {
+        name: "fusion",
+        summary: "group elementwise chains, last-axis reductions and matmul epilogues",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: fusion_pass,
+    },
+    // Lowers tensor IR to tile IR along the groups of `fusion`.
+    Pass {
+        name: "tile",
+        summary: "tile every group for 128 partitions, PSUM banks and the engines",
+        optimising: false,
+        stage: Stage::Tile,
+        run: tile_pass,
     },
 ];
 
@@ -115,6 +146,7 @@ impl Compilation {
     pub fn new(tensor: Function, options: PassOptions) -> Compilation {
         Compilation {
             tensor,
+            groups: None,
             tile: None,
             program: None,
             options,
@@ -129,7 +161,11 @@ impl Compilation {
         } else if let Some(t) = &self.tile {
             t.to_string()
         } else {
-            self.tensor.to_string()
+            let mut s = self.tensor.to_string();
+            if let Some(g) = &self.groups {
+                s.push_str(&g.describe());
+            }
+            s
         }
     }
 

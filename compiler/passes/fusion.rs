@@ -1,0 +1,257 @@
+//! Fusion: groups tensor-IR instructions that the tile pass computes together, one block
+//! of rows at a time, without sending intermediates to HBM.
+//!
+//! A group has an iteration space `space` (a shape): its last axis is the free axis of
+//! every tile, the other axes are its rows (spread over partitions). Every value computed
+//! in a group is either *full* (shape == space) or *per-row* (one element per row: a
+//! reduction of the last axis, with or without keepdims). A group is rooted either in row
+//! operations (elementwise ops and reductions of the last axis) or in a matmul, whose PSUM
+//! tiles the rest of the group reads (bias, scale, activation and cast "epilogues").
+//!
+//! Rules that keep the emission order sound: an instruction joins a group only when each
+//! operand is computed in that group or defined before the group's first instruction. The
+//! tile pass emits groups in the order of their first instruction.
+//!
+//! With fusion disabled every instruction is its own group, which is always correct.
+
+use crate::ir::{Function, Inst, TOp, Value, ValueDef};
+use cranelift_entity::SecondaryMap;
+
+/// How a value sits in its group's iteration space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// The value's shape is the space.
+    Full,
+    /// One element per row: shape is the rows plus `[1]`, or the rows alone.
+    PerRow,
+}
+
+/// What a group is built around.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// Elementwise ops and last-axis reductions.
+    Rows,
+    /// A matmul whose result tiles live in PSUM.
+    Matmul(Inst),
+    /// An instruction the tile pass lowers on its own (layout ops, other reductions).
+    Single(Inst),
+}
+
+/// A group of instructions computed together.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub root: Root,
+    /// The iteration space.
+    pub space: Vec<u64>,
+    /// Members in program order.
+    pub insts: Vec<Inst>,
+    /// Groups that contain a `tril` must map the second-to-last axis straight onto
+    /// partitions (no packing of outer rows).
+    pub needs_plain_rows: bool,
+}
+
+/// The grouping of a function.
+#[derive(Clone, Debug, Default)]
+pub struct Grouping {
+    pub groups: Vec<Group>,
+    /// The group of each instruction.
+    pub group_of: SecondaryMap<Inst, Option<u32>>,
+}
+
+impl Grouping {
+    /// Text for dumps: one line per group.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let members: Vec<String> = g.insts.iter().map(|i| i.to_string()).collect();
+            let root = match &g.root {
+                Root::Rows => "rows".to_string(),
+                Root::Matmul(i) => format!("matmul {i}"),
+                Root::Single(i) => format!("single {i}"),
+            };
+            s.push_str(&format!(
+                "; group g{i} ({root}) space {:?}: {}\n",
+                g.space,
+                members.join(" ")
+            ));
+        }
+        s
+    }
+}
+
+/// How a value fits a space, if it does.
+pub fn fit(shape: &[u64], space: &[u64]) -> Option<Fit> {
+    if shape == space {
+        return Some(Fit::Full);
+    }
+    let rows = &space[..space.len() - 1];
+    if shape == rows && !rows.is_empty() {
+        return Some(Fit::PerRow);
+    }
+    if shape.len() == space.len()
+        && shape[..shape.len() - 1] == *rows
+        && shape[shape.len() - 1] == 1
+    {
+        return Some(Fit::PerRow);
+    }
+    None
+}
+
+/// True for operations a row group can compute.
+fn is_row_op(func: &Function, inst: Inst) -> bool {
+    let data = &func.insts[inst];
+    match &data.op {
+        TOp::Unary(_) | TOp::Binary(_) | TOp::Cast | TOp::Tril { .. } => true,
+        TOp::Reduce { axis, .. } => *axis + 1 == func.ty(data.args[0]).shape.len(),
+        _ => false,
+    }
+}
+
+/// The space in which an instruction would start a new row group.
+fn own_space(func: &Function, inst: Inst) -> Vec<u64> {
+    let data = &func.insts[inst];
+    match data.op {
+        TOp::Reduce { .. } => func.ty(data.args[0]).shape.clone(),
+        _ => func.ty(data.result).shape.clone(),
+    }
+}
+
+/// Checks that `inst` computed in `space` has operands and result that fit the way the
+/// tile pass handles them.
+fn fits_space(func: &Function, inst: Inst, space: &[u64]) -> bool {
+    let data = &func.insts[inst];
+    let res = func.ty(data.result);
+    match &data.op {
+        TOp::Reduce { keepdims, .. } => {
+            let arg = func.ty(data.args[0]);
+            fit(&arg.shape, space) == Some(Fit::Full)
+                && (if *keepdims {
+                    fit(&res.shape, space) == Some(Fit::PerRow)
+                } else {
+                    res.shape == space[..space.len() - 1]
+                })
+        }
+        TOp::Tril { .. } => fit(&res.shape, space) == Some(Fit::Full),
+        _ => fit(&res.shape, space).is_some(),
+    }
+}
+
+/// Builds the grouping. With `fuse` false every instruction is its own group.
+pub fn group(func: &Function, fuse: bool) -> Grouping {
+    let mut g = Grouping::default();
+    let pos: SecondaryMap<Inst, usize> = {
+        let mut m = SecondaryMap::new();
+        for (i, &inst) in func.layout.iter().enumerate() {
+            m[inst] = i;
+        }
+        m
+    };
+    // Position of the instruction defining a value (params: before everything).
+    let def_pos = |v: Value| -> Option<usize> {
+        match func.values[v].def {
+            ValueDef::Param(_) => None,
+            ValueDef::Inst(i) => Some(pos[i]),
+        }
+    };
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        if matches!(data.op, TOp::Const(_)) {
+            // Constants are immediates of the instructions that use them.
+            continue;
+        }
+        let mut joined = None;
+        if fuse && is_row_op(func, inst) {
+            // Try the groups of the operands, most recent first.
+            let mut candidates: Vec<u32> = data
+                .args
+                .iter()
+                .filter_map(|a| match func.values[*a].def {
+                    ValueDef::Inst(i) => g.group_of[i],
+                    ValueDef::Param(_) => None,
+                })
+                .collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            for &gi in candidates.iter().rev() {
+                let grp = &g.groups[gi as usize];
+                if matches!(grp.root, Root::Single(_)) {
+                    continue;
+                }
+                if matches!(grp.root, Root::Matmul(_)) && matches!(data.op, TOp::Reduce { .. }) {
+                    continue;
+                }
+                if !fits_space(func, inst, &grp.space) {
+                    continue;
+                }
+                let first = pos[grp.insts[0]];
+                let operands_ok = data.args.iter().all(|a| {
+                    let in_group = match func.values[*a].def {
+                        ValueDef::Inst(i) => g.group_of[i] == Some(gi),
+                        ValueDef::Param(_) => false,
+                    };
+                    in_group
+                        || def_pos(*a).is_none_or(|p| p < first)
+                        || matches!(
+                            func.values[*a].def,
+                            ValueDef::Inst(i) if matches!(func.insts[i].op, TOp::Const(_))
+                        )
+                });
+                // Operands computed in the group must broadcast the way their tiles
+                // are laid out: a full one only into a full result, a per-row one of
+                // rank `rows` only into a result of that same shape (NumPy would align
+                // it with the last axis otherwise).
+                let res_shape = &func.ty(data.result).shape;
+                let layout_ok = data.args.iter().all(|a| {
+                    let in_group = matches!(
+                        func.values[*a].def,
+                        ValueDef::Inst(i) if g.group_of[i] == Some(gi)
+                    );
+                    if !in_group || matches!(data.op, TOp::Reduce { .. }) {
+                        return true;
+                    }
+                    let shape = &func.ty(*a).shape;
+                    match fit(shape, &grp.space) {
+                        Some(Fit::Full) => res_shape == &grp.space,
+                        Some(Fit::PerRow) if shape.len() == grp.space.len() => true,
+                        Some(Fit::PerRow) => res_shape == shape,
+                        None => false,
+                    }
+                });
+                if operands_ok && layout_ok {
+                    joined = Some(gi);
+                    break;
+                }
+            }
+        }
+        let gi = match joined {
+            Some(gi) => {
+                let grp = &mut g.groups[gi as usize];
+                grp.insts.push(inst);
+                if matches!(data.op, TOp::Tril { .. }) {
+                    grp.needs_plain_rows = true;
+                }
+                gi
+            }
+            None => {
+                let (root, space) = match &data.op {
+                    TOp::Matmul => (Root::Matmul(inst), func.ty(data.result).shape.clone()),
+                    _ if is_row_op(func, inst)
+                        && fits_space(func, inst, &own_space(func, inst)) =>
+                    {
+                        (Root::Rows, own_space(func, inst))
+                    }
+                    _ => (Root::Single(inst), func.ty(data.result).shape.clone()),
+                };
+                g.groups.push(Group {
+                    root,
+                    space,
+                    insts: vec![inst],
+                    needs_plain_rows: matches!(data.op, TOp::Tril { .. }),
+                });
+                (g.groups.len() - 1) as u32
+            }
+        };
+        g.group_of[inst] = Some(gi);
+    }
+    g
+}

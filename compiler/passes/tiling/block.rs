@@ -1,0 +1,610 @@
+//! The block evaluator: computes a small graph of row operations (elementwise ops,
+//! last-axis reductions, masks, casts, copies) on one block of an iteration space — some
+//! rows on partitions, a range of the last axis on the free axis — loading what it needs
+//! from HBM views and storing what must leave the block.
+//!
+//! Every node's tile holds its value in the node's own dtype, so each operation rounds
+//! exactly where the language rounds: row groups match the reference evaluator bit for
+//! bit (reductions run over whole rows, in order, as the reference does).
+
+use super::view::{hbm_ap, HView};
+use super::Tiler;
+use crate::frontend::typed::Span;
+use crate::ir::{BinaryOp, ReduceFn, UnaryFn};
+use crate::passes::fusion::Fit;
+use crate::reference;
+use crate::tile::Buf;
+use isa::{
+    Affine, AluOp, CmpOp, Dim, DmaAp, Dtype, Engine, Imm, Mem, Op, ReduceOp, ScalarArg, TileAp,
+};
+use smallvec::smallvec;
+
+/// An operation of the block graph.
+#[derive(Clone, Debug)]
+pub enum BOp {
+    Unary(UnaryFn),
+    Binary(BinaryOp),
+    Cast,
+    Tril {
+        k: i64,
+        fill: f32,
+    },
+    /// Reduction of the last axis (per-row result).
+    Reduce(ReduceFn),
+    /// The operand as is (materialises a PSUM tile or a view).
+    Copy,
+}
+
+/// An operand of a node.
+#[derive(Clone, Debug)]
+pub enum BArg {
+    /// Another node's value.
+    Node(usize),
+    /// A value in HBM: the view and the space strides (one per space axis) it is read with.
+    Load(HView, Vec<i64>),
+    /// A scalar immediate (already rounded to the dtype it meets).
+    Imm(f32),
+    /// A tile computed outside the evaluator for this block (a matmul's PSUM tile).
+    Given(Tile),
+}
+
+/// One node: an operation, its operands, and the type and fit of its result.
+#[derive(Clone, Debug)]
+pub struct BNode {
+    pub op: BOp,
+    pub args: Vec<BArg>,
+    pub dtype: Dtype,
+    pub fit: Fit,
+    pub span: Span,
+}
+
+/// A value that must leave the block: node index, destination view and its space strides.
+#[derive(Clone, Debug)]
+pub struct BStore {
+    pub node: usize,
+    pub dest: HView,
+    pub strides: Vec<i64>,
+}
+
+/// A block graph.
+#[derive(Clone, Debug, Default)]
+pub struct BGraph {
+    pub nodes: Vec<BNode>,
+    pub stores: Vec<BStore>,
+}
+
+/// How a block uses one axis of the space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AxisUse {
+    /// A single index.
+    Fixed(u64),
+    /// A range spread over partitions (several such axes multiply, outer first).
+    Part { start: u64, size: u64 },
+    /// A range on the free axis (the last axis only).
+    Col { start: u64, size: u64 },
+}
+
+/// One block: a use for every axis of the space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub axes: Vec<AxisUse>,
+}
+
+impl Block {
+    /// Partitions of the block's tiles.
+    pub fn parts(&self) -> u32 {
+        self.axes
+            .iter()
+            .map(|a| match a {
+                AxisUse::Part { size, .. } => *size as u32,
+                _ => 1,
+            })
+            .product()
+    }
+
+    /// Free elements of a full tile.
+    pub fn cols(&self) -> u32 {
+        self.axes
+            .iter()
+            .map(|a| match a {
+                AxisUse::Col { size, .. } => *size as u32,
+                _ => 1,
+            })
+            .product()
+    }
+
+    /// The first index of the block along the last axis.
+    pub fn col_start(&self) -> u64 {
+        match self.axes.last() {
+            Some(AxisUse::Col { start, .. }) => *start,
+            Some(AxisUse::Fixed(i)) => *i,
+            _ => 0,
+        }
+    }
+
+    /// The HBM pattern of a view read with space `strides` over this block; per-row tiles
+    /// take only column 0.
+    pub fn hbm_pattern(&self, view: &HView, strides: &[i64], fit: Fit) -> isa::HbmAp {
+        let mut offset = view.offset;
+        let mut dims = Vec::new();
+        for (a, &s) in self.axes.iter().zip(strides) {
+            match *a {
+                AxisUse::Fixed(i) => offset += i as i64 * s,
+                AxisUse::Part { start, size } => {
+                    offset += start as i64 * s;
+                    dims.push((size, s));
+                }
+                AxisUse::Col { start, size } => {
+                    offset += start as i64 * s;
+                    if fit == Fit::Full {
+                        dims.push((size, s));
+                    }
+                }
+            }
+        }
+        hbm_ap(view.dtype, offset, &dims)
+    }
+}
+
+/// A tile buffer holding one value for one block: `parts` x `cols` elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub buf: Buf,
+    pub mem: Mem,
+    pub dtype: Dtype,
+    pub parts: u32,
+    pub cols: u32,
+    /// Element offset inside the buffer (for tiles that are slices of a larger buffer).
+    pub col_offset: u32,
+}
+
+impl Tile {
+    /// The access pattern of the whole tile (relative to its buffer).
+    pub fn ap(&self) -> TileAp {
+        TileAp {
+            mem: self.mem,
+            dtype: self.dtype,
+            partition: 0,
+            partitions: self.parts as u8,
+            offset: self.col_offset * self.dtype.size(),
+            dims: smallvec![Dim {
+                size: self.cols,
+                stride: 1
+            }],
+        }
+    }
+}
+
+/// Engine choice for elementwise work.
+const VECTOR: Engine = Engine::Vector;
+
+impl Tiler<'_> {
+    /// A fresh SBUF tile of `parts` x `cols` elements.
+    pub fn sbuf_tile(&mut self, dtype: Dtype, parts: u32, cols: u32) -> Tile {
+        let buf = self.out.sbuf(dtype, parts, cols.max(1));
+        Tile {
+            buf,
+            mem: Mem::Sbuf,
+            dtype,
+            parts,
+            cols,
+            col_offset: 0,
+        }
+    }
+
+    /// Loads `view` (read with space `strides`) for `block` into a new SBUF tile.
+    pub fn load(
+        &mut self,
+        block: &Block,
+        view: &HView,
+        strides: &[i64],
+        fit: Fit,
+        span: Span,
+    ) -> Tile {
+        let cols = if fit == Fit::Full { block.cols() } else { 1 };
+        let tile = self.sbuf_tile(view.dtype, block.parts(), cols);
+        let src = block.hbm_pattern(view, strides, fit);
+        self.out.push(
+            Op::Dma {
+                dst: DmaAp::Tile(tile.ap()),
+                src: DmaAp::Hbm(src),
+            },
+            Engine::Dma(0),
+            &[tile.buf, view.buf],
+            span,
+        );
+        tile
+    }
+
+    /// Stores `tile` to `dest` (read with space `strides`) for `block`.
+    pub fn store(
+        &mut self,
+        block: &Block,
+        tile: Tile,
+        dest: &HView,
+        strides: &[i64],
+        fit: Fit,
+        span: Span,
+    ) {
+        let dst = block.hbm_pattern(dest, strides, fit);
+        self.out.push(
+            Op::Dma {
+                dst: DmaAp::Hbm(dst),
+                src: DmaAp::Tile(tile.ap()),
+            },
+            Engine::Dma(0),
+            &[dest.buf, tile.buf],
+            span,
+        );
+    }
+
+    /// Evaluates `graph` on `block`: emits loads, computation and stores.
+    pub fn eval_block(&mut self, graph: &BGraph, block: &Block) {
+        self.block_loads.clear();
+        let mut tiles: Vec<Option<Tile>> = vec![None; graph.nodes.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let t = self.eval_node(graph, node, block, &tiles);
+            tiles[i] = Some(t);
+        }
+        for st in &graph.stores {
+            let node = &graph.nodes[st.node];
+            let Some(mut tile) = tiles[st.node] else {
+                continue;
+            };
+            if tile.mem == Mem::Psum || tile.dtype != st.dest.dtype {
+                // DMA never reads PSUM; and a store converts nothing here.
+                tile = self.copy_to_sbuf(tile, st.dest.dtype, node.span);
+            }
+            self.store(block, tile, &st.dest, &st.strides, node.fit, node.span);
+        }
+    }
+
+    /// A copy of `tile` in a new SBUF tile of `dtype` (Vector engine).
+    pub fn copy_to_sbuf(&mut self, tile: Tile, dtype: Dtype, span: Span) -> Tile {
+        let out = self.sbuf_tile(dtype, tile.parts, tile.cols);
+        self.out.push(
+            Op::TensorCopy {
+                out: out.ap(),
+                src: tile.ap(),
+            },
+            VECTOR,
+            &[out.buf, tile.buf],
+            span,
+        );
+        out
+    }
+
+    /// The tile or immediate of an operand in this block.
+    fn operand(
+        &mut self,
+        arg: &BArg,
+        fit: Fit,
+        block: &Block,
+        tiles: &[Option<Tile>],
+        span: Span,
+    ) -> Operand {
+        match arg {
+            BArg::Node(i) => match tiles[*i] {
+                Some(t) => Operand::Tile(t),
+                None => Operand::Imm(f32::NAN),
+            },
+            BArg::Given(t) => Operand::Tile(*t),
+            BArg::Imm(x) => Operand::Imm(*x),
+            BArg::Load(view, strides) => {
+                // A load whose last-axis stride is zero is constant along the row: load
+                // it as a per-row column.
+                let f = if fit == Fit::Full && strides.last() == Some(&0) {
+                    Fit::PerRow
+                } else {
+                    fit
+                };
+                // Each operand is loaded once per block, however many nodes read it.
+                let cached = self
+                    .block_loads
+                    .iter()
+                    .find(|(v, s, ff, _)| v == view && s == strides && *ff == f)
+                    .map(|l| l.3);
+                let tile = match cached {
+                    Some(t) => t,
+                    None => {
+                        let t = self.load(block, view, strides, f, span);
+                        self.block_loads.push((view.clone(), strides.clone(), f, t));
+                        t
+                    }
+                };
+                Operand::Tile(tile)
+            }
+        }
+    }
+
+    fn eval_node(
+        &mut self,
+        graph: &BGraph,
+        node: &BNode,
+        block: &Block,
+        tiles: &[Option<Tile>],
+    ) -> Tile {
+        let _ = graph;
+        let parts = block.parts();
+        let cols = if node.fit == Fit::Full {
+            block.cols()
+        } else {
+            1
+        };
+        let span = node.span;
+        match &node.op {
+            BOp::Copy => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                match src {
+                    Operand::Tile(t) if t.cols == cols => t,
+                    other => {
+                        let out = self.sbuf_tile(node.dtype, parts, cols);
+                        self.write_from(out, other, span);
+                        out
+                    }
+                }
+            }
+            BOp::Cast => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                let out = self.sbuf_tile(node.dtype, parts, cols);
+                self.write_from(out, src, span);
+                out
+            }
+            BOp::Unary(u) => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                let src = self.widen(src, parts, cols, node.dtype, span);
+                let out = self.sbuf_tile(node.dtype, parts, cols);
+                match reference::act_func(*u) {
+                    None => self.out.push(
+                        Op::TensorScalar {
+                            out: out.ap(),
+                            src: src.ap(),
+                            op0: AluOp::Mul,
+                            s0: ScalarArg::imm(-1.0),
+                            op1: AluOp::Bypass,
+                            s1: ScalarArg::imm(0.0),
+                        },
+                        VECTOR,
+                        &[out.buf, src.buf],
+                        span,
+                    ),
+                    Some(func) => self.out.push(
+                        Op::Activate {
+                            out: out.ap(),
+                            src: src.ap(),
+                            func,
+                            // x * 1 + (-0) is x exactly, signed zeros included.
+                            scale: ScalarArg::imm(1.0),
+                            bias: ScalarArg::imm(-0.0),
+                            accum: None,
+                        },
+                        Engine::Scalar,
+                        &[out.buf, src.buf],
+                        span,
+                    ),
+                };
+                out
+            }
+            BOp::Binary(b) => {
+                let op = reference::alu_op(*b);
+                let a = self.operand(&node.args[0], node.fit, block, tiles, span);
+                let c = self.operand(&node.args[1], node.fit, block, tiles, span);
+                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let full = |o: &Operand| matches!(o, Operand::Tile(t) if t.cols == cols);
+                match (a, c) {
+                    (Operand::Tile(x), Operand::Tile(y)) if x.cols == cols && y.cols == cols => {
+                        self.out.push(
+                            Op::TensorTensor {
+                                op,
+                                out: out.ap(),
+                                a: x.ap(),
+                                b: y.ap(),
+                            },
+                            VECTOR,
+                            &[out.buf, x.buf, y.buf],
+                            span,
+                        );
+                    }
+                    // x OP s, with s a per-row column or an immediate.
+                    _ if full(&a) => {
+                        let x = self.widen(a, parts, cols, node.dtype, span);
+                        self.tensor_scalar(out, x, op, c, span);
+                    }
+                    // s OP y: the operation reversed.
+                    _ if full(&c) => {
+                        let y = self.widen(c, parts, cols, node.dtype, span);
+                        self.tensor_scalar(out, y, reversed(op), a, span);
+                    }
+                    _ => {
+                        let x = self.widen(a, parts, cols, node.dtype, span);
+                        self.tensor_scalar(out, x, op, c, span);
+                    }
+                }
+                out
+            }
+            BOp::Tril { k, fill } => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                let mut src = self.widen(src, parts, cols, node.dtype, span);
+                if src.mem == Mem::Psum {
+                    // GpSimd cannot read PSUM.
+                    src = self.copy_to_sbuf(src, src.dtype, span);
+                }
+                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let rank = block.axes.len();
+                let row0 = match block.axes.get(rank.wrapping_sub(2)) {
+                    Some(AxisUse::Part { start, .. }) | Some(AxisUse::Fixed(start)) => {
+                        *start as i64
+                    }
+                    _ => 0,
+                };
+                let partition_step = match block.axes.get(rank.wrapping_sub(2)) {
+                    Some(AxisUse::Part { .. }) => 1,
+                    _ => 0,
+                };
+                // Keep (i, j) where i + k - j >= 0.
+                let base = row0 + k - block.col_start() as i64;
+                self.out.push(
+                    Op::AffineSelect {
+                        out: out.ap(),
+                        src: src.ap(),
+                        cmp: CmpOp::Ge,
+                        expr: Affine {
+                            base: base.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                            partition_step,
+                            steps: smallvec![-1],
+                        },
+                        fill: Imm::new(*fill),
+                    },
+                    Engine::GpSimd,
+                    &[out.buf, src.buf],
+                    span,
+                );
+                out
+            }
+            BOp::Reduce(func) => {
+                let src = self.operand(&node.args[0], Fit::Full, block, tiles, span);
+                let src = self.widen(src, parts, block.cols(), node.dtype, span);
+                let op = match func {
+                    ReduceFn::Sum | ReduceFn::Mean => ReduceOp::Add,
+                    ReduceFn::Max => ReduceOp::Max,
+                    ReduceFn::Min => ReduceOp::Min,
+                };
+                let acc_dtype = if *func == ReduceFn::Mean {
+                    Dtype::F32
+                } else {
+                    node.dtype
+                };
+                let acc = self.sbuf_tile(acc_dtype, parts, 1);
+                self.out.push(
+                    Op::TensorReduce {
+                        op,
+                        out: acc.ap(),
+                        src: src.ap(),
+                    },
+                    VECTOR,
+                    &[acc.buf, src.buf],
+                    span,
+                );
+                if *func != ReduceFn::Mean {
+                    return acc;
+                }
+                let out = self.sbuf_tile(node.dtype, parts, 1);
+                let n = block.cols() as f32;
+                self.tensor_scalar(out, acc, AluOp::Div, Operand::Imm(n), span);
+                out
+            }
+        }
+    }
+
+    /// `out = x OP s` with `s` a per-row column tile or an immediate.
+    fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
+        let (s0, extra) = match s {
+            Operand::Imm(v) => (ScalarArg::imm(v), None),
+            Operand::Tile(t) => (ScalarArg::Ap(t.ap()), Some(t.buf)),
+        };
+        let mut bufs = vec![out.buf, x.buf];
+        bufs.extend(extra);
+        self.out.push(
+            Op::TensorScalar {
+                out: out.ap(),
+                src: x.ap(),
+                op0: op,
+                s0,
+                op1: AluOp::Bypass,
+                s1: ScalarArg::imm(0.0),
+            },
+            VECTOR,
+            &bufs,
+            span,
+        );
+    }
+
+    /// Writes an operand into `out` (a copy with conversion, or a fill).
+    fn write_from(&mut self, out: Tile, src: Operand, span: Span) {
+        match src {
+            Operand::Tile(t) if t.cols == out.cols => {
+                self.out.push(
+                    Op::TensorCopy {
+                        out: out.ap(),
+                        src: t.ap(),
+                    },
+                    VECTOR,
+                    &[out.buf, t.buf],
+                    span,
+                );
+            }
+            Operand::Tile(t) => {
+                // A per-row column stretched over the row: 0 * x + column... use
+                // tensor_scalar on a zero-filled tile.
+                self.out.push(
+                    Op::Memset {
+                        out: out.ap(),
+                        value: Imm::new(0.0),
+                    },
+                    VECTOR,
+                    &[out.buf],
+                    span,
+                );
+                self.out.push(
+                    Op::TensorScalar {
+                        out: out.ap(),
+                        src: out.ap(),
+                        op0: AluOp::Add,
+                        s0: ScalarArg::Ap(t.ap()),
+                        op1: AluOp::Bypass,
+                        s1: ScalarArg::imm(0.0),
+                    },
+                    VECTOR,
+                    &[out.buf, out.buf, t.buf],
+                    span,
+                );
+            }
+            Operand::Imm(v) => {
+                self.out.push(
+                    Op::Memset {
+                        out: out.ap(),
+                        value: Imm::new(v),
+                    },
+                    VECTOR,
+                    &[out.buf],
+                    span,
+                );
+            }
+        }
+    }
+
+    /// An operand as a tile of the node's shape (immediates and stretched columns become
+    /// full tiles).
+    fn widen(&mut self, src: Operand, parts: u32, cols: u32, dtype: Dtype, span: Span) -> Tile {
+        match src {
+            Operand::Tile(t) if t.cols == cols => t,
+            other => {
+                let dt = match other {
+                    Operand::Tile(t) => t.dtype,
+                    Operand::Imm(_) => dtype,
+                };
+                let out = self.sbuf_tile(dt, parts, cols);
+                self.write_from(out, other, span);
+                out
+            }
+        }
+    }
+}
+
+/// An evaluated operand.
+#[derive(Clone, Copy, Debug)]
+enum Operand {
+    Tile(Tile),
+    Imm(f32),
+}
+
+/// The operation with its operands swapped: `a OP b == b reversed(OP) a`.
+fn reversed(op: AluOp) -> AluOp {
+    match op {
+        AluOp::Sub => AluOp::RSub,
+        AluOp::RSub => AluOp::Sub,
+        AluOp::Div => AluOp::RDiv,
+        AluOp::RDiv => AluOp::Div,
+        other => other,
+    }
+}

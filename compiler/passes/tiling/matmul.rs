@@ -1,0 +1,315 @@
+//! Matmul tiling for the Tensor engine.
+//!
+//! `C[.., M, N] = A[.., M, K] @ B[.., K, N]` runs as `psum[M, N] += stationary[K, M]^T @
+//! moving[K, N]` with K in chunks of 128 (accumulated in one PSUM bank), M in chunks of 128
+//! (the stationary side, and the output's partitions) and N in chunks of 512 (one bank of
+//! f32). Both operands are needed with K on partitions:
+//! - an operand whose other axis is contiguous in HBM (B as usual, or A transposed) is
+//!   loaded straight into that layout;
+//! - an operand whose K axis is contiguous (A as usual, or B given transposed) is loaded
+//!   with its other axis on partitions, in contiguous rows, and transposed on the Tensor
+//!   engine (a matmul against the identity), which is far cheaper than a DMA that moves
+//!   one element per descriptor.
+//!
+//! The B columns of an N block are loaded once and stay in SBUF while every M chunk
+//! streams past them (when they fit; else they are loaded per tile). The rest of the group
+//! is evaluated on each PSUM tile by the block evaluator.
+
+use super::block::{AxisUse, Block, Tile};
+use super::view::{hbm_ap, HView};
+use super::Tiler;
+use crate::frontend::typed::Span;
+use crate::ir::Inst;
+use crate::passes::fusion::Group;
+use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
+use smallvec::smallvec;
+
+/// Bytes per partition the resident B block may take.
+const B_BUDGET: u64 = 64 * 1024;
+
+/// A 2-D slice of an operand: `rows x cols` with element strides, in an HBM view.
+#[derive(Clone, Debug)]
+struct Operand2d {
+    view: HView,
+    /// Element offset of (0, 0) for the current batch.
+    offset: i64,
+    /// Stride of the K axis.
+    k_stride: i64,
+    /// Stride of the other axis (M for A, N for B).
+    x_stride: i64,
+}
+
+impl Tiler<'_> {
+    pub(super) fn lower_matmul(&mut self, g: &Group, inst: Inst) -> Result<(), String> {
+        let func = self.func;
+        let data = &func.insts[inst];
+        let span = func.spans[inst];
+        let a = self.home_of(data.args[0])?;
+        let b = self.home_of(data.args[1])?;
+        let out_shape = func.ty(data.result).shape.clone();
+        let rank = out_shape.len();
+        let (m, n) = (out_shape[rank - 2], out_shape[rank - 1]);
+        let k = a.shape[a.shape.len() - 1];
+        let batch = &out_shape[..rank - 2];
+        let a_str = a.broadcast_strides(&[batch, &[m, k]].concat());
+        let b_str = b.broadcast_strides(&[batch, &[k, n]].concat());
+        let batches: u64 = batch.iter().product();
+        let kt = k.div_ceil(128);
+        let bsize = b.dtype.size() as u64;
+        // The widest N block whose B columns (all of K) fit the budget, in 512s.
+        let per_512 = kt * 512 * bsize;
+        let nb = if per_512 <= B_BUDGET {
+            ((B_BUDGET / per_512) * 512).min(n.div_ceil(512) * 512)
+        } else {
+            0
+        };
+        for bi in 0..batches {
+            // Batch index and the operands' offsets for it.
+            let mut rem = bi;
+            let mut idx = vec![0u64; batch.len()];
+            for d in (0..batch.len()).rev() {
+                idx[d] = rem % batch[d];
+                rem /= batch[d];
+            }
+            let off = |strides: &[i64], base: i64| {
+                base + idx
+                    .iter()
+                    .zip(strides)
+                    .map(|(&i, &s)| i as i64 * s)
+                    .sum::<i64>()
+            };
+            let ao = Operand2d {
+                view: a.clone(),
+                offset: off(&a_str, a.offset),
+                k_stride: a_str[rank - 1],
+                x_stride: a_str[rank - 2],
+            };
+            let bo = Operand2d {
+                view: b.clone(),
+                offset: off(&b_str, b.offset),
+                k_stride: b_str[rank - 2],
+                x_stride: b_str[rank - 1],
+            };
+            let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
+            if nb > 0 {
+                let mut n0 = 0;
+                while n0 < n {
+                    let nbs = nb.min(n - n0);
+                    // B block: one tile per K chunk, [ksz, nbs].
+                    let bk: Vec<Tile> = (0..kt)
+                        .map(|t| {
+                            let k0 = t * 128;
+                            let ksz = 128.min(k - k0);
+                            self.load_kmajor(&bo, k0, ksz, n0, nbs, span)
+                        })
+                        .collect();
+                    let mut m0 = 0;
+                    while m0 < m {
+                        let msz = 128.min(m - m0);
+                        let at: Vec<Tile> = (0..kt)
+                            .map(|t| {
+                                let k0 = t * 128;
+                                let ksz = 128.min(k - k0);
+                                self.load_kmajor(&ao, k0, ksz, m0, msz, span)
+                            })
+                            .collect();
+                        let mut c0 = 0;
+                        while c0 < nbs {
+                            let nsz = 512.min(nbs - c0);
+                            let moving: Vec<Tile> = bk
+                                .iter()
+                                .map(|t| Tile {
+                                    col_offset: t.col_offset + c0 as u32,
+                                    cols: nsz as u32,
+                                    ..*t
+                                })
+                                .collect();
+                            let acc = self.accumulate(&at, &moving, msz, nsz, span);
+                            self.epilogue(g, inst, acc, &fixed, m0, msz, n0 + c0, nsz)?;
+                            c0 += nsz;
+                        }
+                        m0 += msz;
+                    }
+                    n0 += nbs;
+                }
+            } else {
+                // K too long to keep B columns: stream both operands per tile.
+                let mut m0 = 0;
+                while m0 < m {
+                    let msz = 128.min(m - m0);
+                    let mut n0 = 0;
+                    while n0 < n {
+                        let nsz = 512.min(n - n0);
+                        let mut acc = None;
+                        for t in 0..kt {
+                            let k0 = t * 128;
+                            let ksz = 128.min(k - k0);
+                            let st = self.load_kmajor(&ao, k0, ksz, m0, msz, span);
+                            let mv = self.load_kmajor(&bo, k0, ksz, n0, nsz, span);
+                            let psum = *acc.get_or_insert_with(|| self.psum_tile(msz, nsz));
+                            self.matmul(psum, st, mv, t > 0, span);
+                        }
+                        let acc = acc.ok_or("a matmul with K = 0")?;
+                        self.epilogue(g, inst, acc, &fixed, m0, msz, n0, nsz)?;
+                        n0 += nsz;
+                    }
+                    m0 += msz;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new f32 PSUM tile of `msz` x `nsz`.
+    fn psum_tile(&mut self, msz: u64, nsz: u64) -> Tile {
+        let buf = self.out.psum(Dtype::F32, msz as u32, nsz as u32);
+        Tile {
+            buf,
+            mem: Mem::Psum,
+            dtype: Dtype::F32,
+            parts: msz as u32,
+            cols: nsz as u32,
+            col_offset: 0,
+        }
+    }
+
+    /// One accumulation group: `psum = sum over K chunks of st[t]^T @ mv[t]`.
+    fn accumulate(&mut self, st: &[Tile], mv: &[Tile], msz: u64, nsz: u64, span: Span) -> Tile {
+        let psum = self.psum_tile(msz, nsz);
+        for (t, (s, v)) in st.iter().zip(mv).enumerate() {
+            self.matmul(psum, *s, *v, t > 0, span);
+        }
+        psum
+    }
+
+    fn matmul(&mut self, psum: Tile, stationary: Tile, moving: Tile, accumulate: bool, span: Span) {
+        self.out.push(
+            Op::Matmul {
+                out: psum.ap(),
+                stationary: stationary.ap(),
+                moving: moving.ap(),
+                accumulate,
+            },
+            Engine::Tensor,
+            &[psum.buf, stationary.buf, moving.buf],
+            span,
+        );
+    }
+
+    /// The rest of the group on one PSUM tile (block: the batch index, `msz` rows from
+    /// `m0` on partitions, `nsz` columns from `n0`).
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(
+        &mut self,
+        g: &Group,
+        inst: Inst,
+        acc: Tile,
+        fixed: &[AxisUse],
+        m0: u64,
+        msz: u64,
+        n0: u64,
+        nsz: u64,
+    ) -> Result<(), String> {
+        let graph = self.graph_of(g, Some((inst, acc)))?;
+        let mut axes = fixed.to_vec();
+        axes.push(AxisUse::Part {
+            start: m0,
+            size: msz,
+        });
+        axes.push(AxisUse::Col {
+            start: n0,
+            size: nsz,
+        });
+        self.eval_block(&graph, &Block { axes });
+        Ok(())
+    }
+
+    /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.
+    fn load_kmajor(
+        &mut self,
+        op: &Operand2d,
+        k0: u64,
+        ksz: u64,
+        x0: u64,
+        xsz: u64,
+        span: Span,
+    ) -> Tile {
+        let dtype = op.view.dtype;
+        let out = self.sbuf_tile(dtype, ksz as u32, xsz as u32);
+        let base = op.offset + k0 as i64 * op.k_stride + x0 as i64 * op.x_stride;
+        let direct = op.x_stride == 1 || op.k_stride != 1 || ksz == 1;
+        if direct {
+            let src = hbm_ap(dtype, base, &[(ksz, op.k_stride), (xsz, op.x_stride)]);
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(out.ap()),
+                    src: DmaAp::Hbm(src),
+                },
+                Engine::Dma(0),
+                &[out.buf, op.view.buf],
+                span,
+            );
+            return out;
+        }
+        // K is contiguous: load rows of the other axis and transpose them, 128 at a time.
+        let mut c = 0;
+        while c < xsz {
+            let xc = 128.min(xsz - c);
+            let rows = self.sbuf_tile(dtype, xc as u32, ksz as u32);
+            let src = hbm_ap(
+                dtype,
+                base + c as i64 * op.x_stride,
+                &[(xc, op.x_stride), (ksz, op.k_stride)],
+            );
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(rows.ap()),
+                    src: DmaAp::Hbm(src),
+                },
+                Engine::Dma(0),
+                &[rows.buf, op.view.buf],
+                span,
+            );
+            let pbuf = self.out.psum(dtype, ksz as u32, xc as u32);
+            let pt = Tile {
+                buf: pbuf,
+                mem: Mem::Psum,
+                dtype,
+                parts: ksz as u32,
+                cols: xc as u32,
+                col_offset: 0,
+            };
+            self.out.push(
+                Op::Transpose {
+                    out: pt.ap(),
+                    src: rows.ap(),
+                },
+                Engine::Tensor,
+                &[pt.buf, rows.buf],
+                span,
+            );
+            let dst = TileAp {
+                mem: Mem::Sbuf,
+                dtype,
+                partition: 0,
+                partitions: ksz as u8,
+                offset: c as u32 * dtype.size(),
+                dims: smallvec![Dim {
+                    size: xc as u32,
+                    stride: 1
+                }],
+            };
+            self.out.push(
+                Op::TensorCopy {
+                    out: dst,
+                    src: pt.ap(),
+                },
+                Engine::Vector,
+                &[out.buf, pt.buf],
+                span,
+            );
+            c += xc;
+        }
+        out
+    }
+}

@@ -1,0 +1,528 @@
+//! The `tile` pass: lowers tensor IR to tile IR, group by group (see `fusion.rs`).
+//!
+//! - Every value used outside its group, or returned, gets an HBM *home*: kernel inputs
+//!   and outputs are dense views of their buffers, other values get scratch buffers, and
+//!   `transpose` / `reshape` only make new views of their operand's home.
+//! - Row groups are computed one block of rows at a time by the block evaluator
+//!   (`block.rs`): blocks take up to 128 rows onto partitions and whole rows on the free
+//!   axis.
+//! - Matmul groups are tiled for the Tensor engine (`matmul.rs`): K in chunks of 128
+//!   accumulated in a PSUM bank, M in chunks of 128 partitions, N in chunks of 512, with
+//!   the rest of the group (bias, scale, activation, cast) evaluated on each PSUM tile.
+//!
+//! Every tile gets a buffer of its own; the `alloc` pass places them from liveness, which
+//! is what lets the DMA of the next block overlap the compute of this one.
+
+pub mod block;
+mod matmul;
+pub mod view;
+
+use crate::frontend::typed::Span;
+use crate::ir::{Function, Inst, TOp, Value, ValueDef};
+use crate::passes::fusion::{self, Fit, Group, Root};
+use crate::tile::TileFunc;
+use block::{AxisUse, BArg, BGraph, BNode, BOp, BStore, Block};
+use cranelift_entity::SecondaryMap;
+use isa::Role;
+use view::HView;
+
+/// Bytes per partition that one block's tiles may take, so that several blocks fit in
+/// SBUF at once (multi-buffering).
+pub const BLOCK_BUDGET: u64 = 48 * 1024;
+
+/// The lowering state.
+pub struct Tiler<'a> {
+    pub func: &'a Function,
+    pub out: TileFunc,
+    /// The HBM home of each value that has one.
+    pub home: SecondaryMap<Value, Option<HView>>,
+    /// Operands loaded for the current block (the block evaluator's cache).
+    pub block_loads: Vec<(HView, Vec<i64>, Fit, block::Tile)>,
+}
+
+/// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
+pub fn lower(func: &Function, grouping: Option<&fusion::Grouping>) -> Result<TileFunc, String> {
+    let singles;
+    let grouping = match grouping {
+        Some(g) => g,
+        None => {
+            singles = fusion::group(func, false);
+            &singles
+        }
+    };
+    let grouping = split_oversized(func, grouping);
+    let mut t = Tiler {
+        func,
+        out: TileFunc::new(&func.name),
+        home: SecondaryMap::new(),
+        block_loads: Vec::new(),
+    };
+    for (name, v) in &func.params {
+        let ty = func.ty(*v);
+        let buf = t.out.hbm(name, Role::Input, ty.dtype, &ty.shape);
+        t.home[*v] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+    }
+    // Outputs: the first result slot of a value computed by a group is that value's home.
+    let mut result_home: Vec<Option<HView>> = Vec::new();
+    for (i, r) in func.results.iter().enumerate() {
+        let ty = func.ty(*r);
+        let buf = t
+            .out
+            .hbm(&format!("out{i}"), Role::Output, ty.dtype, &ty.shape);
+        let view = HView::dense(buf, ty.dtype, &ty.shape);
+        let computed = matches!(func.values[*r].def, ValueDef::Inst(inst)
+            if !matches!(func.insts[inst].op, TOp::Transpose(_) | TOp::Reshape));
+        if computed && t.home[*r].is_none() {
+            t.home[*r] = Some(view);
+            result_home.push(None);
+        } else {
+            result_home.push(Some(view));
+        }
+    }
+    t.plan_scratch(&grouping);
+    for g in &grouping.groups {
+        t.lower_group(g)?;
+    }
+    // Results that alias an input, a view, or another result: copy them.
+    for (i, r) in func.results.iter().enumerate() {
+        if let Some(dest) = &result_home[i] {
+            let src = t.home[*r]
+                .clone()
+                .ok_or_else(|| format!("result {i} ({r}) has no home after tiling"))?;
+            t.copy_view(&src, dest, Span::default());
+        }
+    }
+    Ok(t.out)
+}
+
+/// Splits groups whose blocks would not fit the budget into single instructions.
+fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grouping {
+    let mut out = fusion::Grouping::default();
+    for g in &grouping.groups {
+        let cols = *g.space.last().unwrap_or(&1);
+        let bytes: u64 = g
+            .insts
+            .iter()
+            .map(|&i| {
+                let data = &func.insts[i];
+                let res = func.ty(data.result);
+                let full = fusion::fit(&res.shape, &g.space) == Some(Fit::Full);
+                let own = if full {
+                    cols * res.dtype.size() as u64
+                } else {
+                    4
+                };
+                // Every operand may need a loaded tile too.
+                own + data.args.len() as u64 * cols * 4
+            })
+            .sum();
+        let keep = g.insts.len() == 1 || bytes <= BLOCK_BUDGET || matches!(g.root, Root::Single(_));
+        if keep {
+            let gi = out.groups.len() as u32;
+            for &i in &g.insts {
+                out.group_of[i] = Some(gi);
+            }
+            out.groups.push(g.clone());
+        } else {
+            let singles = fusion::group(func, false);
+            for &i in &g.insts {
+                let gi = out.groups.len() as u32;
+                out.group_of[i] = Some(gi);
+                let single = singles.group_of[i]
+                    .map(|s| singles.groups[s as usize].clone())
+                    .unwrap_or_else(|| g.clone());
+                out.groups.push(single);
+            }
+        }
+    }
+    // Keep the emission order: by each group's first instruction.
+    let pos: std::collections::HashMap<Inst, usize> = func
+        .layout
+        .iter()
+        .enumerate()
+        .map(|(i, &inst)| (inst, i))
+        .collect();
+    let mut order: Vec<usize> = (0..out.groups.len()).collect();
+    order.sort_by_key(|&g| {
+        pos.get(&out.groups[g].insts[0])
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    let mut sorted = fusion::Grouping::default();
+    for g in order {
+        let gi = sorted.groups.len() as u32;
+        for &i in &out.groups[g].insts {
+            sorted.group_of[i] = Some(gi);
+        }
+        sorted.groups.push(out.groups[g].clone());
+    }
+    sorted
+}
+
+impl<'a> Tiler<'a> {
+    /// Gives a scratch home to every computed value that an instruction of another group
+    /// reads (layout ops and matmuls read only through HBM homes).
+    fn plan_scratch(&mut self, grouping: &fusion::Grouping) {
+        let func = self.func;
+        for &inst in &func.layout {
+            let data = &func.insts[inst];
+            for a in &data.args {
+                let ValueDef::Inst(def) = func.values[*a].def else {
+                    continue;
+                };
+                if matches!(func.insts[def].op, TOp::Const(_)) {
+                    continue;
+                }
+                let same_group = grouping.group_of[def].is_some()
+                    && grouping.group_of[def] == grouping.group_of[inst]
+                    && !matches!(
+                        grouping.groups[grouping.group_of[inst].unwrap_or(0) as usize].root,
+                        Root::Single(_)
+                    );
+                let view_op = matches!(func.insts[def].op, TOp::Transpose(_) | TOp::Reshape);
+                if !same_group && !view_op && self.home[*a].is_none() {
+                    let ty = func.ty(*a);
+                    let buf = self.out.hbm(
+                        &format!("t{}", a.as_u32()),
+                        Role::Scratch,
+                        ty.dtype,
+                        &ty.shape,
+                    );
+                    self.home[*a] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+                }
+            }
+        }
+    }
+
+    /// The home of a value that must have one.
+    fn home_of(&self, v: Value) -> Result<HView, String> {
+        self.home[v]
+            .clone()
+            .ok_or_else(|| format!("{v} is read from HBM but has no home"))
+    }
+
+    /// The constant value of `v` if it is a `const`.
+    fn constant(&self, v: Value) -> Option<f32> {
+        match self.func.values[v].def {
+            ValueDef::Inst(i) => match self.func.insts[i].op {
+                TOp::Const(c) => Some(c as f32),
+                _ => None,
+            },
+            ValueDef::Param(_) => None,
+        }
+    }
+
+    fn lower_group(&mut self, g: &Group) -> Result<(), String> {
+        match g.root {
+            Root::Single(inst) => self.lower_single(inst),
+            Root::Rows => {
+                let graph = self.graph_of(g, None)?;
+                let blocks = row_blocks(&g.space, g.needs_plain_rows);
+                for b in &blocks {
+                    self.eval_block(&graph, b);
+                }
+                Ok(())
+            }
+            Root::Matmul(inst) => self.lower_matmul(g, inst),
+        }
+    }
+
+    /// The block graph of a group; `given` is the instruction whose value arrives as a
+    /// tile (a matmul's PSUM tile), which becomes node 0.
+    fn graph_of(&self, g: &Group, given: Option<(Inst, block::Tile)>) -> Result<BGraph, String> {
+        let func = self.func;
+        let mut graph = BGraph::default();
+        let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
+        for &inst in &g.insts {
+            let data = &func.insts[inst];
+            let res = func.ty(data.result);
+            let span = func.spans[inst];
+            let fit = fusion::fit(&res.shape, &g.space).ok_or_else(|| {
+                format!("{inst} does not fit the space {:?} of its group", g.space)
+            })?;
+            if let Some((gi, tile)) = given {
+                if gi == inst {
+                    node_of.insert(data.result, graph.nodes.len());
+                    graph.nodes.push(BNode {
+                        op: BOp::Copy,
+                        args: vec![BArg::Given(tile)],
+                        dtype: tile.dtype,
+                        fit,
+                        span,
+                    });
+                    continue;
+                }
+            }
+            let op = match &data.op {
+                TOp::Unary(u) => BOp::Unary(*u),
+                TOp::Binary(b) => BOp::Binary(*b),
+                TOp::Cast => BOp::Cast,
+                TOp::Tril { k, fill } => BOp::Tril {
+                    k: *k,
+                    fill: *fill as f32,
+                },
+                TOp::Reduce { func: f, .. } => BOp::Reduce(*f),
+                other => {
+                    return Err(format!(
+                        "{inst} ({other:?}) cannot be computed in a row group"
+                    ))
+                }
+            };
+            let mut args = Vec::new();
+            for &a in &data.args {
+                if let Some(&n) = node_of.get(&a) {
+                    args.push(BArg::Node(n));
+                } else if let Some(c) = self.constant(a) {
+                    args.push(BArg::Imm(c));
+                } else {
+                    let view = self.home_of(a)?;
+                    // Reductions read their operand over the whole space; other operations
+                    // read it broadcast to their result.
+                    let logical = if matches!(data.op, TOp::Reduce { .. }) {
+                        g.space.clone()
+                    } else {
+                        res.shape.clone()
+                    };
+                    args.push(BArg::Load(
+                        view.clone(),
+                        space_strides(&view, &logical, &g.space),
+                    ));
+                }
+            }
+            node_of.insert(data.result, graph.nodes.len());
+            graph.nodes.push(BNode {
+                op,
+                args,
+                dtype: res.dtype,
+                fit,
+                span,
+            });
+        }
+        // Values with a home are stored.
+        for &inst in &g.insts {
+            let v = func.insts[inst].result;
+            if let (Some(dest), Some(&node)) = (self.home[v].clone(), node_of.get(&v)) {
+                let strides = space_strides(&dest, &func.ty(v).shape, &g.space);
+                graph.stores.push(BStore {
+                    node,
+                    dest,
+                    strides,
+                });
+            }
+        }
+        Ok(graph)
+    }
+
+    /// Lowers an instruction that is a group on its own: layout ops make views; other
+    /// reductions read their operand through a permuted view.
+    fn lower_single(&mut self, inst: Inst) -> Result<(), String> {
+        let func = self.func;
+        let data = &func.insts[inst];
+        let span = func.spans[inst];
+        let res = func.ty(data.result).clone();
+        match &data.op {
+            TOp::Const(_) => Ok(()),
+            TOp::Transpose(perm) => {
+                let src = self.home_of(data.args[0])?;
+                let view = src.permute(perm);
+                self.set_or_copy(data.result, view, span);
+                Ok(())
+            }
+            TOp::Reshape => {
+                let mut src = self.home_of(data.args[0])?;
+                if !src.is_dense() {
+                    let ty = func.ty(data.args[0]);
+                    let buf = self.out.hbm(
+                        &format!("t{}", data.args[0].as_u32()),
+                        Role::Scratch,
+                        ty.dtype,
+                        &ty.shape,
+                    );
+                    let dense = HView::dense(buf, ty.dtype, &ty.shape);
+                    self.copy_view(&src, &dense, span);
+                    src = dense;
+                }
+                let view = src.reshape(&res.shape);
+                self.set_or_copy(data.result, view, span);
+                Ok(())
+            }
+            TOp::Reduce {
+                func: f,
+                axis,
+                keepdims: _,
+            } => {
+                // Move the reduced axis last and reduce rows of that view.
+                let src = self.home_of(data.args[0])?;
+                let rank = src.shape.len();
+                let mut perm: Vec<usize> = (0..rank).filter(|&a| a != *axis).collect();
+                perm.push(*axis);
+                let view = src.permute(&perm);
+                let space = view.shape.clone();
+                let dest = self.home_of(data.result)?;
+                let rows: Vec<u64> = space[..rank - 1].to_vec();
+                let dest_rows = dest.reshape(&rows);
+                let graph = BGraph {
+                    nodes: vec![BNode {
+                        op: BOp::Reduce(*f),
+                        args: vec![BArg::Load(view.clone(), view.strides.clone())],
+                        dtype: res.dtype,
+                        fit: Fit::PerRow,
+                        span,
+                    }],
+                    stores: vec![BStore {
+                        node: 0,
+                        strides: space_strides(&dest_rows, &rows, &space),
+                        dest: dest_rows,
+                    }],
+                };
+                for b in &row_blocks(&space, false) {
+                    self.eval_block(&graph, b);
+                }
+                Ok(())
+            }
+            TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
+            _ => {
+                // A row operation that fusion left alone: a group of one.
+                let g = Group {
+                    root: Root::Rows,
+                    space: match data.op {
+                        TOp::Reduce { .. } => func.ty(data.args[0]).shape.clone(),
+                        _ => res.shape.clone(),
+                    },
+                    insts: vec![inst],
+                    needs_plain_rows: matches!(data.op, TOp::Tril { .. }),
+                };
+                self.lower_group(&g)
+            }
+        }
+    }
+
+    /// Makes `view` the home of `v`; if `v` already has a home (an output), copies into it.
+    fn set_or_copy(&mut self, v: Value, view: HView, span: Span) {
+        match self.home[v].clone() {
+            Some(dest) if dest != view => self.copy_view(&view, &dest, span),
+            _ => self.home[v] = Some(view),
+        }
+    }
+
+    /// Copies a view into another of the same shape, through SBUF.
+    pub fn copy_view(&mut self, src: &HView, dest: &HView, span: Span) {
+        let space = if src.shape.is_empty() {
+            vec![1]
+        } else {
+            src.shape.clone()
+        };
+        let src_strides = if src.shape.is_empty() {
+            vec![0]
+        } else {
+            src.strides.clone()
+        };
+        let dest_strides = if dest.shape.is_empty() {
+            vec![0]
+        } else {
+            dest.strides.clone()
+        };
+        let graph = BGraph {
+            nodes: vec![BNode {
+                op: BOp::Copy,
+                args: vec![BArg::Load(src.clone(), src_strides)],
+                dtype: src.dtype,
+                fit: Fit::Full,
+                span,
+            }],
+            stores: vec![BStore {
+                node: 0,
+                dest: dest.clone(),
+                strides: dest_strides,
+            }],
+        };
+        for b in &row_blocks(&space, false) {
+            self.eval_block(&graph, b);
+        }
+    }
+}
+
+/// The strides with which a view, broadcast to `logical` (the shape of the value it feeds),
+/// is read over `space`: `logical` is the space itself or its rows (with or without a
+/// trailing 1); the last axis of the space reads with stride 0 for per-row values.
+pub fn space_strides(view: &HView, logical: &[u64], space: &[u64]) -> Vec<i64> {
+    let mut s = view.broadcast_strides(logical);
+    if s.len() + 1 == space.len() {
+        s.push(0);
+    }
+    if let (Some(l), Some(sp)) = (logical.last(), space.last()) {
+        if logical.len() == space.len() && *l == 1 && *sp != 1 {
+            if let Some(last) = s.last_mut() {
+                *last = 0;
+            }
+        }
+    }
+    s
+}
+
+/// The blocks of a space: up to 128 rows on partitions, whole rows on the free axis
+/// (split into column chunks only when a row alone exceeds the block budget, which only
+/// happens for row groups without reductions). With `plain`, partitions hold a range of
+/// the second-to-last axis only (what `tril` needs).
+pub fn row_blocks(space: &[u64], plain: bool) -> Vec<Block> {
+    let rank = space.len();
+    let cols = space[rank - 1];
+    let rows = &space[..rank - 1];
+    // Partition axes: the longest suffix of row axes with product <= 128, then a chunk of
+    // the next axis.
+    let mut inner = rows.len();
+    let mut prod = 1u64;
+    if !plain {
+        while inner > 0 && prod * rows[inner - 1] <= 128 {
+            prod *= rows[inner - 1];
+            inner -= 1;
+        }
+    }
+    // Axes [inner..] are whole on partitions; axis inner-1 (if any) is chunked by
+    // 128/prod; axes before are fixed per block.
+    let chunk_axis = inner.checked_sub(1);
+    let chunk = (128 / prod).max(1);
+    let mut blocks = Vec::new();
+    let outer: Vec<u64> = match chunk_axis {
+        Some(a) => rows[..a].to_vec(),
+        None => Vec::new(),
+    };
+    let outer_count: u64 = outer.iter().product();
+    let col_chunk = cols.max(1);
+    for o in 0..outer_count {
+        // Decompose o over the outer axes.
+        let mut idx = vec![0u64; outer.len()];
+        let mut rem = o;
+        for d in (0..outer.len()).rev() {
+            idx[d] = rem % outer[d];
+            rem /= outer[d];
+        }
+        let chunk_len = chunk_axis.map(|a| rows[a]).unwrap_or(1);
+        let mut start = 0;
+        while start < chunk_len {
+            let size = chunk.min(chunk_len - start);
+            let mut c0 = 0;
+            while c0 < cols {
+                let cs = col_chunk.min(cols - c0);
+                let mut axes = Vec::with_capacity(rank);
+                for &i in &idx {
+                    axes.push(AxisUse::Fixed(i));
+                }
+                if chunk_axis.is_some() {
+                    axes.push(AxisUse::Part { start, size });
+                }
+                for &n in &rows[inner..] {
+                    axes.push(AxisUse::Part { start: 0, size: n });
+                }
+                axes.push(AxisUse::Col {
+                    start: c0,
+                    size: cs,
+                });
+                blocks.push(Block { axes });
+                c0 += cs;
+            }
+            start += size;
+        }
+    }
+    blocks
+}

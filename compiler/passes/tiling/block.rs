@@ -161,18 +161,87 @@ pub struct Tile {
 impl Tile {
     /// The access pattern of the whole tile (relative to its buffer).
     pub fn ap(&self) -> TileAp {
+        self.slice(0, self.parts, 0, self.cols)
+    }
+
+    /// The access pattern of partitions `p0..p0+pn` and columns `c0..c0+cn` of the tile.
+    pub fn slice(&self, p0: u32, pn: u32, c0: u32, cn: u32) -> TileAp {
         TileAp {
             mem: self.mem,
             dtype: self.dtype,
-            partition: 0,
-            partitions: self.parts as u8,
-            offset: self.col_offset * self.dtype.size(),
+            partition: p0 as u8,
+            partitions: pn as u8,
+            offset: (self.col_offset + c0) * self.dtype.size(),
             dims: smallvec![Dim {
-                size: self.cols,
+                size: cn,
                 stride: 1
             }],
         }
     }
+}
+
+/// Bytes of one DMA piece below which a transfer is not split further.
+const DMA_PIECE_BYTES: u64 = 64 * 1024;
+
+/// Splits a block's transfer into pieces for several DMA queues (each queue moves 16
+/// B/cycle; all 16 together 256): into partition quarters when the block has 128
+/// partitions on one axis, and into column chunks of at least 2 KiB per partition.
+/// Returns each piece as a sub-block with its first partition and column in the tile.
+pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32)> {
+    let parts = block.parts() as u64;
+    let cols = if fit == Fit::Full {
+        block.cols() as u64
+    } else {
+        1
+    };
+    let bytes = parts * cols * dtype.size() as u64;
+    let want = (bytes / DMA_PIECE_BYTES).clamp(1, 16);
+    let part_axes: Vec<usize> = block
+        .axes
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, AxisUse::Part { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let psplit = if want >= 4 && parts == 128 && part_axes.len() == 1 {
+        4
+    } else {
+        1
+    };
+    let row_bytes = cols * dtype.size() as u64;
+    let csplit = (want / psplit).min(row_bytes / 2048).max(1);
+    let mut out = Vec::new();
+    for pi in 0..psplit {
+        let pn = parts / psplit;
+        let p0 = pi * pn;
+        let chunk = cols.div_ceil(csplit);
+        let mut c0 = 0;
+        while c0 < cols {
+            let cn = chunk.min(cols - c0);
+            let mut axes = block.axes.clone();
+            if psplit > 1 {
+                if let AxisUse::Part { start, .. } = axes[part_axes[0]] {
+                    axes[part_axes[0]] = AxisUse::Part {
+                        start: start + p0,
+                        size: pn,
+                    };
+                }
+            }
+            if fit == Fit::Full {
+                if let Some(last) = axes.last_mut() {
+                    if let AxisUse::Col { start, .. } = *last {
+                        *last = AxisUse::Col {
+                            start: start + c0,
+                            size: cn,
+                        };
+                    }
+                }
+            }
+            out.push((Block { axes }, p0 as u32, c0 as u32));
+            c0 += cn;
+        }
+    }
+    out
 }
 
 /// Engine choice for elementwise work.
@@ -203,16 +272,24 @@ impl Tiler<'_> {
     ) -> Tile {
         let cols = if fit == Fit::Full { block.cols() } else { 1 };
         let tile = self.sbuf_tile(view.dtype, block.parts(), cols);
-        let src = block.hbm_pattern(view, strides, fit);
-        self.out.push(
-            Op::Dma {
-                dst: DmaAp::Tile(tile.ap()),
-                src: DmaAp::Hbm(src),
-            },
-            Engine::Dma(0),
-            &[tile.buf, view.buf],
-            span,
-        );
+        for (piece, p0, c0) in dma_pieces(block, fit, view.dtype) {
+            let src = piece.hbm_pattern(view, strides, fit);
+            let dst = tile.slice(
+                p0,
+                piece.parts(),
+                c0,
+                if fit == Fit::Full { piece.cols() } else { 1 },
+            );
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(dst),
+                    src: DmaAp::Hbm(src),
+                },
+                Engine::Dma(0),
+                &[tile.buf, view.buf],
+                span,
+            );
+        }
         tile
     }
 
@@ -226,16 +303,24 @@ impl Tiler<'_> {
         fit: Fit,
         span: Span,
     ) {
-        let dst = block.hbm_pattern(dest, strides, fit);
-        self.out.push(
-            Op::Dma {
-                dst: DmaAp::Hbm(dst),
-                src: DmaAp::Tile(tile.ap()),
-            },
-            Engine::Dma(0),
-            &[dest.buf, tile.buf],
-            span,
-        );
+        for (piece, p0, c0) in dma_pieces(block, fit, dest.dtype) {
+            let dst = piece.hbm_pattern(dest, strides, fit);
+            let src = tile.slice(
+                p0,
+                piece.parts(),
+                c0,
+                if fit == Fit::Full { piece.cols() } else { 1 },
+            );
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Hbm(dst),
+                    src: DmaAp::Tile(src),
+                },
+                Engine::Dma(0),
+                &[dest.buf, tile.buf],
+                span,
+            );
+        }
     }
 
     /// Evaluates `graph` on `block`: emits loads, computation and stores.

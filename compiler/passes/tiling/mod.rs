@@ -28,7 +28,7 @@ use view::HView;
 
 /// Bytes per partition that one block's tiles may take, so that several blocks fit in
 /// SBUF at once (multi-buffering).
-pub const BLOCK_BUDGET: u64 = 48 * 1024;
+pub const BLOCK_BUDGET: u64 = 80 * 1024;
 
 /// The lowering state.
 pub struct Tiler<'a> {
@@ -95,27 +95,64 @@ pub fn lower(func: &Function, grouping: Option<&fusion::Grouping>) -> Result<Til
     Ok(t.out)
 }
 
+/// The most bytes per partition that one block of `g` keeps live at once: each value's
+/// tile lives from its definition to its last use in the group (to the end when it is
+/// stored), each loaded operand from its first to its last use. Values from other groups
+/// are conservatively taken as full-width loads.
+fn peak_block_bytes(func: &Function, g: &Group) -> u64 {
+    let cols = *g.space.last().unwrap_or(&1);
+    let n = g.insts.len();
+    let index: std::collections::HashMap<Value, usize> = g
+        .insts
+        .iter()
+        .enumerate()
+        .map(|(i, &inst)| (func.insts[inst].result, i))
+        .collect();
+    // (first, last, bytes) of every tile.
+    let mut ranges: Vec<(usize, usize, u64)> = Vec::new();
+    let mut loads: std::collections::HashMap<Value, (usize, usize)> = Default::default();
+    for (i, &inst) in g.insts.iter().enumerate() {
+        let data = &func.insts[inst];
+        let res = func.ty(data.result);
+        let full = fusion::fit(&res.shape, &g.space) == Some(Fit::Full);
+        let bytes = if full {
+            cols * res.dtype.size() as u64
+        } else {
+            4
+        };
+        let last = (i + 1..n)
+            .rev()
+            .find(|&j| func.insts[g.insts[j]].args.contains(&data.result))
+            .unwrap_or(i);
+        ranges.push((i, last.max(i), bytes));
+        for a in &data.args {
+            if !index.contains_key(a) {
+                let e = loads.entry(*a).or_insert((i, i));
+                e.1 = i;
+            }
+        }
+    }
+    for (v, (first, last)) in loads {
+        let bytes = cols * func.ty(v).dtype.size() as u64;
+        ranges.push((first, last, bytes));
+    }
+    (0..n)
+        .map(|i| {
+            ranges
+                .iter()
+                .filter(|(f, l, _)| *f <= i && i <= *l)
+                .map(|(_, _, b)| b)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Splits groups whose blocks would not fit the budget into single instructions.
 fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grouping {
     let mut out = fusion::Grouping::default();
     for g in &grouping.groups {
-        let cols = *g.space.last().unwrap_or(&1);
-        let bytes: u64 = g
-            .insts
-            .iter()
-            .map(|&i| {
-                let data = &func.insts[i];
-                let res = func.ty(data.result);
-                let full = fusion::fit(&res.shape, &g.space) == Some(Fit::Full);
-                let own = if full {
-                    cols * res.dtype.size() as u64
-                } else {
-                    4
-                };
-                // Every operand may need a loaded tile too.
-                own + data.args.len() as u64 * cols * 4
-            })
-            .sum();
+        let bytes = peak_block_bytes(func, g);
         let keep = g.insts.len() == 1 || bytes <= BLOCK_BUDGET || matches!(g.root, Root::Single(_));
         if keep {
             let gi = out.groups.len() as u32;

@@ -536,7 +536,9 @@ impl AsmOperand for DmaAp {
     fn parse_asm(c: &mut AsmCursor) -> Result<Self, AsmError> {
         match c.peek() {
             Tok::Word(w) if w.starts_with("hbm.") => Ok(DmaAp::Hbm(HbmAp::parse_asm(c)?)),
-            Tok::Word(w) if w.contains('.') => Ok(DmaAp::Tile(TileAp::parse_asm(c)?)),
+            Tok::Word(w) if w.starts_with("sbuf.") || w.starts_with("psum.") => {
+                Ok(DmaAp::Tile(TileAp::parse_asm(c)?))
+            }
             _ => Err(c.expected("an HBM pattern or an SBUF tile")),
         }
     }

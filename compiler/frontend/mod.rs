@@ -38,6 +38,40 @@ pub fn check_file(
     }
 }
 
+/// The body of the `check` fuzz target (fuzz/fuzz_targets/check.rs), here so that a plain
+/// test can run it over the seed corpus on a stable toolchain: reads arbitrary bytes as
+/// UTF-8 (lossily), parses, checks with and without a define, and renders the result.
+/// It must never panic; it also asserts the invariants a caller relies on.
+pub fn fuzz_check(data: &[u8]) {
+    let src = String::from_utf8_lossy(data);
+    let (file, parse_diags) = parse(&src);
+    let _ = crate::diagnostic::render(&parse_diags, "fuzz.tsr", &src, false);
+    for defines in [Vec::new(), vec![("N".to_string(), 3)]] {
+        match check_file(&src, &defines, None) {
+            Ok(kernels) => {
+                // A success has no syntax error, one checked kernel per parsed kernel and
+                // fully typed results.
+                assert!(parse_diags.is_empty(), "checked despite syntax errors");
+                assert_eq!(kernels.len(), file.kernels.len());
+                for k in &kernels {
+                    assert_eq!(k.returns.len(), k.results.len());
+                    for (r, ty) in k.returns.iter().zip(&k.results) {
+                        assert_eq!(&r.ty, ty);
+                    }
+                    let _ = k.to_string();
+                }
+            }
+            Err(diags) => {
+                assert!(has_errors(&diags), "failure without an error");
+                let _ = crate::diagnostic::render(&diags, "fuzz.tsr", &src, true);
+            }
+        }
+    }
+    if let Some(k) = file.kernels.first() {
+        let _ = check_file(&src, &[], Some(&k.name.name));
+    }
+}
+
 /// The names of the kernels of a source file that parse, in file order.
 pub fn kernel_names(src: &str) -> Vec<String> {
     parse(src)

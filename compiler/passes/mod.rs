@@ -92,7 +92,7 @@ fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
 }
 
 fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
-    c.tile = Some(tiling::lower(&c.tensor, c.groups.as_ref())?);
+    c.tile = Some(tiling::lower(&c.tensor, c.groups.as_ref(), &c.options)?);
     Ok(true)
 }
 

@@ -15,7 +15,8 @@ use crate::passes::fusion::Fit;
 use crate::reference;
 use crate::tile::Buf;
 use isa::{
-    Affine, AluOp, CmpOp, Dim, DmaAp, Dtype, Engine, Imm, Mem, Op, ReduceOp, ScalarArg, TileAp,
+    ActFunc, Affine, AluOp, CmpOp, Dim, DmaAp, Dtype, Engine, Imm, Mem, Op, ReduceOp, ScalarArg,
+    TileAp,
 };
 use smallvec::smallvec;
 
@@ -33,6 +34,16 @@ pub enum BOp {
     Reduce(ReduceFn),
     /// The operand as is (materialises a PSUM tile or a view).
     Copy,
+    /// The Scalar engine's `func(x * scale + bias)` with args `[x, scale, bias]` (scale and
+    /// bias immediates or per-row columns; `negate_bias` negates the bias first).
+    Activate {
+        func: ActFunc,
+        negate_bias: bool,
+    },
+    /// The sum along the row that the activation node named in its `accum` computed.
+    Accum,
+    /// Folded into another node; computes nothing.
+    Folded,
 }
 
 /// An operand of a node.
@@ -56,6 +67,8 @@ pub struct BNode {
     pub dtype: Dtype,
     pub fit: Fit,
     pub span: Span,
+    /// For activations: the `Accum` node that receives the row sums.
+    pub accum: Option<usize>,
 }
 
 /// A value that must leave the block: node index, destination view and its space strides.
@@ -328,8 +341,15 @@ impl Tiler<'_> {
         self.block_loads.clear();
         let mut tiles: Vec<Option<Tile>> = vec![None; graph.nodes.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
-            let t = self.eval_node(graph, node, block, &tiles);
+            match node.op {
+                BOp::Folded | BOp::Accum => continue,
+                _ => {}
+            }
+            let (t, acc) = self.eval_node(graph, node, block, &tiles);
             tiles[i] = Some(t);
+            if let (Some(r), Some(acc)) = (node.accum, acc) {
+                tiles[r] = Some(acc);
+            }
         }
         for st in &graph.stores {
             let node = &graph.nodes[st.node];
@@ -402,14 +422,85 @@ impl Tiler<'_> {
         }
     }
 
+    /// Emits one node; returns its tile and, for an activation with `accum`, the row sums.
     fn eval_node(
         &mut self,
         graph: &BGraph,
         node: &BNode,
         block: &Block,
         tiles: &[Option<Tile>],
-    ) -> Tile {
-        let _ = graph;
+    ) -> (Tile, Option<Tile>) {
+        if let BOp::Activate { func, negate_bias } = node.op {
+            return self.eval_activate(graph, node, func, negate_bias, block, tiles);
+        }
+        if let BOp::Unary(u) = node.op {
+            if let (Some(func), Some(_)) = (reference::act_func(u), node.accum) {
+                return self.eval_activate(graph, node, func, false, block, tiles);
+            }
+        }
+        (self.eval_simple(node, block, tiles), None)
+    }
+
+    /// `func(x * scale + bias)` on the Scalar engine, with the row sums when asked.
+    fn eval_activate(
+        &mut self,
+        graph: &BGraph,
+        node: &BNode,
+        func: ActFunc,
+        negate_bias: bool,
+        block: &Block,
+        tiles: &[Option<Tile>],
+    ) -> (Tile, Option<Tile>) {
+        let parts = block.parts();
+        let cols = block.cols();
+        let span = node.span;
+        let x = self.operand(&node.args[0], Fit::Full, block, tiles, span);
+        let x = self.widen(x, parts, cols, node.dtype, span);
+        let mut bufs = Vec::new();
+        let mut scalar = |t: &mut Self, arg: Option<&BArg>, default: f32, negate: bool| match arg {
+            None => ScalarArg::imm(default),
+            Some(a) => match t.operand(a, Fit::PerRow, block, tiles, span) {
+                Operand::Imm(v) => ScalarArg::imm(if negate { -v } else { v }),
+                Operand::Tile(col) => {
+                    let col = if negate {
+                        let n = t.sbuf_tile(Dtype::F32, parts, 1);
+                        t.tensor_scalar(n, col, AluOp::Mul, Operand::Imm(-1.0), span);
+                        n
+                    } else {
+                        col
+                    };
+                    bufs.push(col.buf);
+                    ScalarArg::Ap(col.ap())
+                }
+            },
+        };
+        // x * 1 + (-0) is x exactly, signed zeros included.
+        let scale = scalar(self, node.args.get(1), 1.0, false);
+        let bias = scalar(self, node.args.get(2), -0.0, negate_bias);
+        let out = self.sbuf_tile(node.dtype, parts, cols);
+        let acc = node
+            .accum
+            .map(|r| self.sbuf_tile(graph.nodes[r].dtype, parts, 1));
+        let mut all = vec![out.buf, x.buf];
+        all.extend(bufs);
+        all.extend(acc.map(|a| a.buf));
+        self.out.push(
+            Op::Activate {
+                out: out.ap(),
+                src: x.ap(),
+                func,
+                scale,
+                bias,
+                accum: acc.map(|a| a.ap()),
+            },
+            Engine::Scalar,
+            &all,
+            span,
+        );
+        (out, acc)
+    }
+
+    fn eval_simple(&mut self, node: &BNode, block: &Block, tiles: &[Option<Tile>]) -> Tile {
         let parts = block.parts();
         let cols = if node.fit == Fit::Full {
             block.cols()
@@ -546,6 +637,10 @@ impl Tiler<'_> {
                 );
                 out
             }
+            // Emitted by `eval_node` and `eval_activate`, or nothing to emit.
+            BOp::Activate { .. } | BOp::Accum | BOp::Folded => {
+                self.sbuf_tile(node.dtype, parts, cols)
+            }
             BOp::Reduce(func) => {
                 let src = self.operand(&node.args[0], Fit::Full, block, tiles, span);
                 let src = self.widen(src, parts, block.cols(), node.dtype, span);
@@ -672,6 +767,106 @@ impl Tiler<'_> {
                 self.write_from(out, other, span);
                 out
             }
+        }
+    }
+}
+
+/// Folds work into the Scalar engine's `func(x * scale + bias)`:
+/// - `f(x + c)`, `f(x - c)`, `f(x * c)` with `c` an immediate or a per-row column, when the
+///   inner result is used only there, becomes one activation (`exp(x - max)` of softmax);
+/// - `sum(f(..))` along the row becomes the activation's `accum` output.
+///
+/// The folded forms keep the intermediate in f32 instead of rounding it to its dtype, which
+/// the language allows ("wider, never narrower"); with `strict` they are only used where
+/// the intermediate is f32 anyway, so results are unchanged.
+pub fn fold(graph: &mut BGraph, strict: bool) {
+    let n = graph.nodes.len();
+    let mut uses = vec![0usize; n];
+    for node in &graph.nodes {
+        for a in &node.args {
+            if let BArg::Node(j) = a {
+                uses[*j] += 1;
+            }
+        }
+    }
+    for st in &graph.stores {
+        uses[st.node] += 2;
+    }
+    let per_row = |g: &BGraph, a: &BArg| match a {
+        BArg::Imm(_) => true,
+        BArg::Node(k) => g.nodes[*k].fit == Fit::PerRow,
+        BArg::Load(_, strides) => strides.last() == Some(&0),
+        BArg::Given(_) => false,
+    };
+    let full = |g: &BGraph, a: &BArg| match a {
+        BArg::Node(k) => g.nodes[*k].fit == Fit::Full,
+        BArg::Load(_, strides) => strides.last() != Some(&0),
+        BArg::Given(_) => true,
+        BArg::Imm(_) => false,
+    };
+    for i in 0..n {
+        let BOp::Unary(u) = graph.nodes[i].op else {
+            continue;
+        };
+        let Some(func) = reference::act_func(u) else {
+            continue;
+        };
+        if graph.nodes[i].fit != Fit::Full {
+            continue;
+        }
+        let BArg::Node(j) = graph.nodes[i].args[0] else {
+            continue;
+        };
+        let inner = &graph.nodes[j];
+        let BOp::Binary(b) = inner.op else {
+            continue;
+        };
+        if uses[j] != 1 || inner.fit != Fit::Full || (strict && inner.dtype != Dtype::F32) {
+            continue;
+        }
+        let (x, y) = (inner.args[0].clone(), inner.args[1].clone());
+        let folded = match b {
+            BinaryOp::Add if full(graph, &x) && per_row(graph, &y) => {
+                Some((vec![x, BArg::Imm(1.0), y], false))
+            }
+            BinaryOp::Add if per_row(graph, &x) && full(graph, &y) => {
+                Some((vec![y, BArg::Imm(1.0), x], false))
+            }
+            BinaryOp::Sub if full(graph, &x) && per_row(graph, &y) => {
+                Some((vec![x, BArg::Imm(1.0), y], true))
+            }
+            BinaryOp::Mul if full(graph, &x) && per_row(graph, &y) => Some((vec![x, y], false)),
+            BinaryOp::Mul if per_row(graph, &x) && full(graph, &y) => Some((vec![y, x], false)),
+            _ => None,
+        };
+        if let Some((args, negate_bias)) = folded {
+            graph.nodes[j].op = BOp::Folded;
+            graph.nodes[j].args.clear();
+            graph.nodes[i].op = BOp::Activate { func, negate_bias };
+            graph.nodes[i].args = args;
+        }
+    }
+    for r in 0..n {
+        if !matches!(graph.nodes[r].op, BOp::Reduce(ReduceFn::Sum)) {
+            continue;
+        }
+        let BArg::Node(a) = graph.nodes[r].args[0] else {
+            continue;
+        };
+        let src = &graph.nodes[a];
+        let is_act = match src.op {
+            BOp::Activate { .. } => true,
+            BOp::Unary(u) => reference::act_func(u).is_some(),
+            _ => false,
+        };
+        if is_act
+            && src.accum.is_none()
+            && src.fit == Fit::Full
+            && (!strict || src.dtype == Dtype::F32)
+        {
+            graph.nodes[a].accum = Some(r);
+            graph.nodes[r].op = BOp::Accum;
+            graph.nodes[r].args.clear();
         }
     }
 }

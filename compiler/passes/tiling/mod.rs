@@ -20,6 +20,7 @@ pub mod view;
 use crate::frontend::typed::Span;
 use crate::ir::{Function, Inst, TOp, Value, ValueDef};
 use crate::passes::fusion::{self, Fit, Group, Root};
+use crate::passes::PassOptions;
 use crate::tile::TileFunc;
 use block::{AxisUse, BArg, BGraph, BNode, BOp, BStore, Block};
 use cranelift_entity::SecondaryMap;
@@ -38,10 +39,19 @@ pub struct Tiler<'a> {
     pub home: SecondaryMap<Value, Option<HView>>,
     /// Operands loaded for the current block (the block evaluator's cache).
     pub block_loads: Vec<(HView, Vec<i64>, Fit, block::Tile)>,
+    /// Fold work into activations (part of fusion).
+    fold: bool,
+    /// `--dtype-policy strict`.
+    strict: bool,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
-pub fn lower(func: &Function, grouping: Option<&fusion::Grouping>) -> Result<TileFunc, String> {
+pub fn lower(
+    func: &Function,
+    grouping: Option<&fusion::Grouping>,
+    options: &PassOptions,
+) -> Result<TileFunc, String> {
+    let grouping_given = grouping.is_some();
     let singles;
     let grouping = match grouping {
         Some(g) => g,
@@ -56,6 +66,8 @@ pub fn lower(func: &Function, grouping: Option<&fusion::Grouping>) -> Result<Til
         out: TileFunc::new(&func.name),
         home: SecondaryMap::new(),
         block_loads: Vec::new(),
+        fold: grouping_given && options.enabled("fusion"),
+        strict: options.strict_dtypes,
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -286,6 +298,7 @@ impl<'a> Tiler<'a> {
                         dtype: tile.dtype,
                         fit,
                         span,
+                        accum: None,
                     });
                     continue;
                 }
@@ -333,6 +346,7 @@ impl<'a> Tiler<'a> {
                 dtype: res.dtype,
                 fit,
                 span,
+                accum: None,
             });
         }
         // Values with a home are stored.
@@ -346,6 +360,10 @@ impl<'a> Tiler<'a> {
                     strides,
                 });
             }
+        }
+        // Folding looks at the stores: a stored value is never folded away.
+        if self.fold {
+            block::fold(&mut graph, self.strict);
         }
         Ok(graph)
     }
@@ -405,6 +423,7 @@ impl<'a> Tiler<'a> {
                         dtype: res.dtype,
                         fit: Fit::PerRow,
                         span,
+                        accum: None,
                     }],
                     stores: vec![BStore {
                         node: 0,
@@ -466,6 +485,7 @@ impl<'a> Tiler<'a> {
                 dtype: src.dtype,
                 fit: Fit::Full,
                 span,
+                accum: None,
             }],
             stores: vec![BStore {
                 node: 0,

@@ -13,8 +13,10 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for size in [512usize, 2048] {
         let program = isa::assemble(&matmul::matmul_program(size, size, size))?;
-        let mut config = MachineConfig::default();
-        config.events = false;
+        let config = MachineConfig {
+            events: false,
+            ..MachineConfig::default()
+        };
         let mut loaded = Machine::new(config).load_program(program)?;
         // Values are irrelevant to speed; small integers keep them exact in bf16.
         let values: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 - 3.0).collect();

@@ -180,14 +180,16 @@ impl MachineConfig {
         if t.pe_rate.iter().any(|r| r.columns == 0 || r.cycles == 0) {
             return bad("Tensor engine rates must be positive");
         }
-        if !(t.clock_hz > 0.0) {
+        if t.clock_hz.is_nan() || t.clock_hz <= 0.0 {
             return bad("the clock must be positive");
         }
         let g = &self.geometry;
         if g.partitions == 0 || g.partitions > isa::PARTITIONS {
             return bad("the partition count must be 1..=128");
         }
-        if g.psum_bank_bytes == 0 || g.psum_partition_bytes % g.psum_bank_bytes != 0 {
+        if g.psum_bank_bytes == 0
+            || g.psum_partition_bytes.checked_rem(g.psum_bank_bytes) != Some(0)
+        {
             return bad("PSUM must be a whole number of non-empty banks");
         }
         if g.semaphores == 0 || g.semaphores > 256 {

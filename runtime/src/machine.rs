@@ -102,7 +102,7 @@ impl Machine {
                 .iter()
                 .try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d));
             let end = bytes.and_then(|b| t.offset.checked_add(b));
-            if end.map_or(true, |e| e > program.hbm_size) {
+            if !matches!(end, Some(e) if e <= program.hbm_size) {
                 return Err(RuntimeError::TensorOutsideHbm {
                     name: t.name.clone(),
                     offset: t.offset,

@@ -247,8 +247,8 @@ impl Memories {
         }
         let start_ok = match parts {
             65.. => p0 == 0,
-            33..=64 => p0 % 64 == 0,
-            _ => p0 % 32 == 0,
+            33..=64 => p0 & 63 == 0,
+            _ => p0 & 31 == 0,
         };
         if !start_ok {
             return Err(RuntimeError::OutOfBounds {

@@ -496,13 +496,13 @@ pub(crate) fn simulate(
         let mut best: Option<(u64, usize)> = None;
         for s in 0..NUM_STREAMS {
             if let Some(r) = sim.ready_time(s)? {
-                if best.map_or(true, |(b, _)| r < b) {
+                if !matches!(best, Some((b, _)) if b <= r) {
                     best = Some((r, s));
                 }
             }
         }
         match (t_evt, best) {
-            (Some(t), b) if b.map_or(true, |(r, _)| t <= r) => {
+            (Some(t), b) if !matches!(b, Some((r, _)) if r < t) => {
                 if t > cfg.limits.max_cycles {
                     return Err(RuntimeError::CycleLimit {
                         limit: cfg.limits.max_cycles,

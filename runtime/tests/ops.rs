@@ -25,7 +25,10 @@ fn dma_patterns_and_conversions() {
     );
     a.inst(
         "dma0",
-        format!("dma dst=sbuf.f32[0:4, 256; 16:1], src=hbm.f8e5m2[{}; 4:16, 16:-1] signal(s3)", w + 15),
+        format!(
+            "dma dst=sbuf.f32[0:4, 256; 16:1], src=hbm.f8e5m2[{}; 4:16, 16:-1] signal(s3)",
+            w + 15
+        ),
     );
     a.inst(
         "dma1",
@@ -59,7 +62,10 @@ fn dma_patterns_and_conversions() {
         .collect();
     assert_bits_eq(&out.read("yb").unwrap(), &t, "yb");
     let t8: Vec<f32> = t.iter().map(|&v| round(Dtype::F8E4M3, v)).collect();
-    assert!(t8.iter().any(|v| v.abs() == 448.0), "saturation is exercised");
+    assert!(
+        t8.iter().any(|v| v.abs() == 448.0),
+        "saturation is exercised"
+    );
     assert_bits_eq(&out.read("y8").unwrap(), &t8, "y8");
     assert_bits_eq(&out.read("z").unwrap(), &t, "z");
     let wr: Vec<f32> = (0..64).map(|e| wv[(e / 16) * 16 + 15 - e % 16]).collect();
@@ -95,7 +101,9 @@ fn matmul_case(dtype: Dtype, k: usize, m: usize, n: usize, groups: usize, seed: 
     let v_sb = m * es;
     a.inst(
         "dma0",
-        format!("dma dst=sbuf.{d}[0:{k}, 0; {m}:1], src=hbm.{d}[{s_off}; {k}:{m}, {m}:1] signal(s0)"),
+        format!(
+            "dma dst=sbuf.{d}[0:{k}, 0; {m}:1], src=hbm.{d}[{s_off}; {k}:{m}, {m}:1] signal(s0)"
+        ),
     );
     a.inst(
         "dma1",
@@ -179,7 +187,9 @@ fn transpose_bf16_to_psum() {
     );
     a.inst(
         "dma1",
-        format!("wait(s2>=1) dma dst=hbm.f32[{y}; {f}:{p}, {p}:1], src=sbuf.f32[0:{f}, 1024; {p}:1]"),
+        format!(
+            "wait(s2>=1) dma dst=hbm.f32[{y}; {f}:{p}, {p}:1], src=sbuf.f32[0:{f}, 1024; {p}:1]"
+        ),
     );
     let xv = Rng::new(2).values(Dtype::Bf16, p * f, 100.0);
     let (_, out) = run(&a.text(), &[("x", &xv)]);
@@ -187,8 +197,8 @@ fn transpose_bf16_to_psum() {
     assert_bits_eq(&out.read("y").unwrap(), &want, "transpose");
 }
 
-/// Loads `x[128, 64]` f32 into SBUF at byte 0 on `dma0` (signal s0) and returns the
-/// program and the input's offset.
+/// Declares an input `x[parts, free]` of `dtype` and loads it into SBUF at byte 0 on
+/// `dma0`, signalling `s0`.
 fn with_input(a: &mut Asm, dtype: Dtype, parts: usize, free: usize) {
     let off = a.tensor("x", "input", dtype, &[parts, free]);
     let d = dtype.name();
@@ -200,7 +210,17 @@ fn with_input(a: &mut Asm, dtype: Dtype, parts: usize, free: usize) {
 
 /// Adds an output `name[parts, free]` of `dtype` written from SBUF at `sb_off` on `queue`
 /// after `s{sem} >= 1`.
-fn with_output(a: &mut Asm, name: &str, dtype: Dtype, parts: usize, free: usize, sb_off: usize, sem: u8, queue: u8) {
+#[allow(clippy::too_many_arguments)]
+fn with_output(
+    a: &mut Asm,
+    name: &str,
+    dtype: Dtype,
+    parts: usize,
+    free: usize,
+    sb_off: usize,
+    sem: u8,
+    queue: u8,
+) {
     let off = a.tensor(name, "output", dtype, &[parts, free]);
     let d = dtype.name();
     a.inst(
@@ -217,7 +237,9 @@ fn tensor_tensor_vector_and_gpsimd() {
     let b_off = a.tensor("b", "input", Dtype::F32, &[p, f]);
     a.inst(
         "dma1",
-        format!("dma dst=sbuf.f32[0:{p}, 1024; {f}:1], src=hbm.f32[{b_off}; {p}:{f}, {f}:1] signal(s0)"),
+        format!(
+            "dma dst=sbuf.f32[0:{p}, 1024; {f}:1], src=hbm.f32[{b_off}; {p}:{f}, {f}:1] signal(s0)"
+        ),
     );
     // add -> bf16; max through a pattern that writes 8x8 blocks transposed; mul on GpSimd.
     a.inst(
@@ -323,7 +345,12 @@ fn tensor_reduce_add_max_min() {
         .collect();
     assert_bits_eq(&out.read("sum").unwrap(), &sum, "sum");
     let max: Vec<f32> = (0..p)
-        .map(|r| round(Dtype::Bf16, fold(AluOp::Max, &mut (0..64).map(|j| xv[r * 64 + j]))))
+        .map(|r| {
+            round(
+                Dtype::Bf16,
+                fold(AluOp::Max, &mut (0..64).map(|j| xv[r * 64 + j])),
+            )
+        })
         .collect();
     assert!(max[1].is_nan(), "NaN propagates");
     assert_bits_eq(&out.read("max").unwrap(), &max, "max");
@@ -360,7 +387,11 @@ fn tensor_copy_and_memset_convert() {
     let c: Vec<f32> = xv.iter().map(|&x| round(Dtype::F8E4M3, x)).collect();
     assert!(c.iter().any(|v| v.abs() == 448.0));
     assert_bits_eq(&out.read("c").unwrap(), &c, "copy");
-    assert_bits_eq(&out.read("m").unwrap(), &vec![round(Dtype::Bf16, 1.1); p * f], "memset");
+    assert_bits_eq(
+        &out.read("m").unwrap(),
+        &vec![round(Dtype::Bf16, 1.1); p * f],
+        "memset",
+    );
 }
 
 #[test]
@@ -447,7 +478,13 @@ fn affine_select_causal_mask() {
     let xv = Rng::new(8).values(Dtype::F32, n * n, 1.0);
     let (_, out) = run(&a.text(), &[("x", &xv)]);
     let want: Vec<f32> = (0..n * n)
-        .map(|e| if e % n <= e / n { xv[e] } else { f32::NEG_INFINITY })
+        .map(|e| {
+            if e % n <= e / n {
+                xv[e]
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
         .collect();
     assert_bits_eq(&out.read("y").unwrap(), &want, "mask");
 }

@@ -23,7 +23,7 @@
 
 /// The assembly text of the program for `m`, `k`, `n` (multiples of 128, 128 and 512).
 pub fn matmul_program(m: usize, k: usize, n: usize) -> String {
-    assert!(m % 128 == 0 && k % 128 == 0 && n % 512 == 0);
+    assert!(m & 127 == 0 && k & 127 == 0 && n & 511 == 0);
     let (kts, mts, nts) = (k / 128, m / 128, n / 512);
     assert!(kts <= 16, "one semaphore per K tile");
     let at_bytes = k * m * 2;

@@ -8,10 +8,11 @@ use runtime::{numeric, Loaded, Machine, MachineConfig, Report, RuntimeError};
 
 /// The configuration of the tests: defaults with poison tracking and events on.
 pub fn config() -> MachineConfig {
-    let mut c = MachineConfig::default();
-    c.poison = true;
-    c.events = true;
-    c
+    MachineConfig {
+        poison: true,
+        events: true,
+        ..MachineConfig::default()
+    }
 }
 
 /// Assembles `text`, panicking with the assembler's message on error.

@@ -10,4 +10,5 @@ pub mod frontend;
 pub mod ir;
 pub mod passes;
 pub mod reference;
+pub mod roofline;
 pub mod tile;

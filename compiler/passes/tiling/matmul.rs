@@ -24,8 +24,10 @@ use crate::passes::fusion::Group;
 use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
 use smallvec::smallvec;
 
-/// Bytes per partition the resident B block may take.
-const B_BUDGET: u64 = 64 * 1024;
+/// Bytes per partition the transposed A of one M block may take.
+const A_BUDGET: u64 = 64 * 1024;
+/// Bytes per partition one streamed B tile (all of K, 512 columns) may take.
+const B_TILE_BUDGET: u64 = 40 * 1024;
 
 /// A 2-D slice of an operand: `rows x cols` with element strides, in an HBM view.
 #[derive(Clone, Debug)]
@@ -55,14 +57,11 @@ impl Tiler<'_> {
         let b_str = b.broadcast_strides(&[batch, &[k, n]].concat());
         let batches: u64 = batch.iter().product();
         let kt = k.div_ceil(128);
-        let bsize = b.dtype.size() as u64;
-        // The widest N block whose B columns (all of K) fit the budget, in 512s.
-        let per_512 = kt * 512 * bsize;
-        let nb = if per_512 <= B_BUDGET {
-            ((B_BUDGET / per_512) * 512).min(n.div_ceil(512) * 512)
-        } else {
-            0
-        };
+        let (asize, bsize) = (a.dtype.size() as u64, b.dtype.size() as u64);
+        // M block: as many rows as keep their transposed A (all of K) within the budget,
+        // so B streams past them once per block.
+        let mb = ((A_BUDGET / (kt * asize).max(1)) / 128 * 128).clamp(128, m.div_ceil(128) * 128);
+        let b_tile_fits = kt * 512 * bsize <= B_TILE_BUDGET;
         for bi in 0..batches {
             // Batch index and the operands' offsets for it.
             let mut rem = bi;
@@ -91,46 +90,42 @@ impl Tiler<'_> {
                 x_stride: b_str[rank - 1],
             };
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
-            if nb > 0 {
-                let mut n0 = 0;
-                while n0 < n {
-                    let nbs = nb.min(n - n0);
-                    // B block: one tile per K chunk, [ksz, nbs].
-                    let bk: Vec<Tile> = (0..kt)
-                        .map(|t| {
-                            let k0 = t * 128;
-                            let ksz = 128.min(k - k0);
-                            self.load_kmajor(&bo, k0, ksz, n0, nbs, span)
-                        })
-                        .collect();
-                    let mut m0 = 0;
-                    while m0 < m {
-                        let msz = 128.min(m - m0);
-                        let at: Vec<Tile> = (0..kt)
+            if b_tile_fits {
+                let mut mb0 = 0;
+                while mb0 < m {
+                    let mbs = mb.min(m - mb0);
+                    // Transposed A for every M chunk of the block and every K chunk.
+                    let mut at: Vec<(u64, u64, Vec<Tile>)> = Vec::new();
+                    let mut m0 = mb0;
+                    while m0 < mb0 + mbs {
+                        let msz = 128.min(mb0 + mbs - m0);
+                        let tiles = (0..kt)
                             .map(|t| {
                                 let k0 = t * 128;
                                 let ksz = 128.min(k - k0);
                                 self.load_kmajor(&ao, k0, ksz, m0, msz, span)
                             })
                             .collect();
-                        let mut c0 = 0;
-                        while c0 < nbs {
-                            let nsz = 512.min(nbs - c0);
-                            let moving: Vec<Tile> = bk
-                                .iter()
-                                .map(|t| Tile {
-                                    col_offset: t.col_offset + c0 as u32,
-                                    cols: nsz as u32,
-                                    ..*t
-                                })
-                                .collect();
-                            let acc = self.accumulate(&at, &moving, msz, nsz, span);
-                            self.epilogue(g, inst, acc, &fixed, m0, msz, n0 + c0, nsz)?;
-                            c0 += nsz;
-                        }
+                        at.push((m0, msz, tiles));
                         m0 += msz;
                     }
-                    n0 += nbs;
+                    let mut n0 = 0;
+                    while n0 < n {
+                        let nsz = 512.min(n - n0);
+                        let bk: Vec<Tile> = (0..kt)
+                            .map(|t| {
+                                let k0 = t * 128;
+                                let ksz = 128.min(k - k0);
+                                self.load_kmajor(&bo, k0, ksz, n0, nsz, span)
+                            })
+                            .collect();
+                        for (m0, msz, tiles) in &at {
+                            let acc = self.accumulate(tiles, &bk, *msz, nsz, span);
+                            self.epilogue(g, inst, acc, &fixed, *m0, *msz, n0, nsz)?;
+                        }
+                        n0 += nsz;
+                    }
+                    mb0 += mbs;
                 }
             } else {
                 // K too long to keep B columns: stream both operands per tile.

@@ -148,6 +148,38 @@ fn run_file(root: &Path, path: &Path) -> Result<(), String> {
     result.map_err(|_| format!("{rel}: output differs from the snapshot"))
 }
 
+/// Snapshots of filetests that no longer exist (a snapshot belongs to the filetests when
+/// its name starts with a top-level folder of `tests/filetests`, e.g. `check__`).
+fn orphan_snapshots(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    let expected: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.strip_prefix(root).ok())
+        .map(|rel| {
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            format!("{}.snap", rel.trim_end_matches(".tsr").replace('/', "__"))
+        })
+        .collect();
+    let prefixes: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| format!("{}__", e.file_name().to_string_lossy()))
+        .collect();
+    let snapshots = root.join("../snapshots");
+    let mut orphans: Vec<String> = std::fs::read_dir(snapshots)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".snap") && prefixes.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !expected.contains(n))
+        .map(|n| format!("tests/snapshots/{n}: no filetest has this snapshot; delete it"))
+        .collect();
+    orphans.sort();
+    orphans
+}
+
 #[test]
 fn filetests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests");
@@ -158,6 +190,8 @@ fn filetests() {
         .iter()
         .filter_map(|path| run_file(&root, path).err())
         .collect();
+    let mut failures = failures;
+    failures.extend(orphan_snapshots(&root, &files));
     assert!(
         failures.is_empty(),
         "{} of {} filetests failed:\n{}",

@@ -1247,12 +1247,19 @@ impl<'d> Checker<'d> {
                 diag = diag.with_note(format!(
                     "the axis is a keyword argument: `{name}(x, axis=1)`"
                 ));
+                if let Builtin::Reduce(ReduceFn::Max | ReduceFn::Min) = b {
+                    diag = diag.with_note(format!(
+                        "the elementwise {name}imum of two tensors is `{name}imum(a, b)`"
+                    ));
+                }
             }
             self.error(diag);
             ok = false;
         }
+        // A missing keyword is reported only when the positional arguments are right (a
+        // misplaced axis is reported once, above).
         for (kw, required) in b.keywords() {
-            if *required && !keywords.contains_key(kw) {
+            if ok && *required && !keywords.contains_key(kw) {
                 self.error(
                     Diagnostic::error(
                         codes::MISSING_KEYWORD,

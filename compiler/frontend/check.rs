@@ -1201,14 +1201,15 @@ impl<'d> Checker<'d> {
                                 b.keywords().iter().map(|(n, _)| format!("`{n}`")).collect();
                             format!("`{name}` takes {}; usage: `{usage}`", names.join(", "))
                         };
-                        self.error(
-                            Diagnostic::error(
-                                codes::UNKNOWN_KEYWORD,
-                                format!("`{name}` has no keyword argument `{}`", kw.name),
-                            )
-                            .with_primary(kw.span, "unknown keyword")
-                            .with_note(note),
-                        );
+                        let mut diag = Diagnostic::error(
+                            codes::UNKNOWN_KEYWORD,
+                            format!("`{name}` has no keyword argument `{}`", kw.name),
+                        )
+                        .with_primary(kw.span, "unknown keyword");
+                        if let Some(s) = suggest(&kw.name, b.keywords().iter().map(|(n, _)| *n)) {
+                            diag = diag.with_note(format!("did you mean `{s}`?"));
+                        }
+                        self.error(diag.with_note(note));
                         ok = false;
                     } else if let Some(first) = keywords.get(kw.name.as_str()) {
                         let first_span = first.span;

@@ -36,9 +36,71 @@ struct TestFile {
 fn run_mode(test: &TestFile) -> Result<String, String> {
     match test.mode.as_str() {
         "check" => mode_check(test),
-        // "tensor-ir", "reference", "tile-ir", "asm", "run": one function each, added here.
+        "tensor-ir" => mode_tensor_ir(test),
+        "reference" => mode_reference(test),
         other => Err(format!("unknown test mode `{other}`")),
     }
+}
+
+/// The tensor IR of the file's kernel after the tensor-level passes (not the backend).
+/// Also checks that the IR verifies and that printing and parsing it back is stable.
+fn tensor_ir(test: &TestFile) -> Result<tessera::ir::Function, String> {
+    let kernels =
+        tessera::frontend::check_file(&test.source, &test.defines, test.kernel.as_deref())
+            .map_err(|d| tessera::diagnostic::render(&d, &test.rel_path, &test.source, false))?;
+    let checked = kernels.first().ok_or("the file holds no kernel")?;
+    let func = tessera::ir::lower(checked);
+    tessera::ir::verify(&func, "lower").map_err(|e| e.to_string())?;
+    check_round_trip(&func)?;
+    Ok(func)
+}
+
+/// `print(parse(print(f))) == print(f)`, for every IR a test produces.
+fn check_round_trip(func: &tessera::ir::Function) -> Result<(), String> {
+    let printed = func.to_string();
+    let parsed = tessera::ir::parse(&printed)
+        .map_err(|e| format!("printed IR does not parse: {e}\n{printed}"))?;
+    let again = parsed.first().map(|f| f.to_string()).unwrap_or_default();
+    if again != printed {
+        return Err(format!(
+            "IR does not print back the same:\n{printed}\n---\n{again}"
+        ));
+    }
+    Ok(())
+}
+
+/// `tensor-ir`: the lowered tensor IR of the kernel.
+fn mode_tensor_ir(test: &TestFile) -> Result<String, String> {
+    Ok(tensor_ir(test)?.to_string())
+}
+
+/// `reference`: runs the kernel on the reference evaluator with the reproducible inputs of
+/// `tessera run --random 1`, and prints each output's type, first values (exact f32) and
+/// checksums.
+fn mode_reference(test: &TestFile) -> Result<String, String> {
+    let func = tensor_ir(test)?;
+    let params = tessera::driver::params_of(&func);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| tessera::driver::random_tensor(p, 1, i as u64))
+        .collect();
+    let outputs = tessera::reference::evaluate(&func, &inputs).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for (i, t) in outputs.iter().enumerate() {
+        out.push_str(&format!(
+            "out{i}: {}\n",
+            tessera::driver::type_text(t.dtype, &t.shape)
+        ));
+        let head: Vec<String> = t.data.iter().take(8).map(|x| format!("{x:?}")).collect();
+        out.push_str(&format!("  first: [{}]\n", head.join(", ")));
+        let sum: f64 = t.data.iter().map(|&x| x as f64).sum();
+        let hash = t.data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+            (h ^ x.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        out.push_str(&format!("  sum: {sum:?}, bits: {hash:016x}\n"));
+    }
+    Ok(out)
 }
 
 /// `check`: parses and checks; prints every kernel's listing, or the diagnostics.
@@ -46,6 +108,12 @@ fn mode_check(test: &TestFile) -> Result<String, String> {
     let result = tessera::frontend::check_file(&test.source, &test.defines, test.kernel.as_deref());
     Ok(match result {
         Ok(kernels) => {
+            // Every kernel that checks must also lower to IR that verifies and round-trips.
+            for k in &kernels {
+                let func = tessera::ir::lower(k);
+                tessera::ir::verify(&func, "lower").map_err(|e| e.to_string())?;
+                check_round_trip(&func)?;
+            }
             let mut out = String::from("ok\n");
             for k in &kernels {
                 out.push('\n');

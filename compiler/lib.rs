@@ -4,6 +4,7 @@
 //! `ir` (tensor IR, lowered, verified) -> passes -> backend (ISA program). The `reference`
 //! evaluator runs tensor IR on the host and is the oracle of every test.
 
+pub mod backend;
 pub mod diagnostic;
 pub mod driver;
 pub mod frontend;

@@ -6,8 +6,11 @@
 //! ISA program. [`Compilation`] holds whichever is current; each pass names the stage it
 //! leaves behind. Ordering constraints are written next to each entry.
 
+pub mod alloc;
 mod dce;
+pub mod engines;
 pub mod fusion;
+pub mod sync;
 pub mod tiling;
 
 use crate::ir::{self, Function};
@@ -122,6 +125,43 @@ pub const PIPELINE: &[Pass] = &[
         optimising: false,
         stage: Stage::Tile,
         run: tile_pass,
+    },
+    // Runs after `tile` (it moves the DMAs that `tile` put on queue 0), before `alloc`,
+    // whose spill transfers go to the least loaded queue, and before `sync`, which derives
+    // semaphores from the final engine of every instruction.
+    Pass {
+        name: "engines",
+        summary: "spread DMA transfers over the 16 queues, balancing bytes per queue",
+        optimising: true,
+        stage: Stage::Tile,
+        run: engines::run,
+    },
+    // Runs after every pass that adds instructions or changes which buffers they use (it
+    // places buffers from liveness in the final layout), and before `sync`, which needs
+    // placed memory to see conflicts between buffers that come to share bytes.
+    Pass {
+        name: "alloc",
+        summary: "place buffers in HBM, SBUF and PSUM (next-fit from liveness, spilling)",
+        optimising: false,
+        stage: Stage::Tile,
+        run: alloc::run,
+    },
+    // Runs after `alloc` (placed byte ranges, spill transfers) and after every pass that
+    // changes engines or the layout, since semaphore counts name stream positions.
+    Pass {
+        name: "sync",
+        summary: "add semaphore waits and signals for every cross-engine dependency",
+        optimising: false,
+        stage: Stage::Tile,
+        run: sync::run,
+    },
+    // Runs last: it needs placements and semaphores, and leaves the ISA program.
+    Pass {
+        name: "emit",
+        summary: "emit the ISA program: relocated patterns, semaphores, tensors, locations",
+        optimising: false,
+        stage: Stage::Program,
+        run: crate::backend::emit::run,
     },
 ];
 

@@ -16,11 +16,15 @@
 //! consumed only by the passes after it and by the backend; the frontend and tensor IR
 //! know nothing of it.
 
+pub mod parse;
 mod print;
 mod verify;
 
+pub use parse::parse;
 pub use print::write_buf;
 pub use verify::verify;
+// The hazard tracker is shared by the `sync` pass and the verifier's race check.
+pub use verify::{Hazards, Touch};
 
 use crate::frontend::typed::Span;
 use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};

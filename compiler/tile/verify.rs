@@ -1,8 +1,907 @@
-//! The tile IR verifier (placeholder: being written).
+//! The tile IR verifier, and the memory-hazard tracker that the `sync` pass and the
+//! verifier's race check share.
+//!
+//! `verify` checks what every pass after `tile` relies on: operand buffers exist, have the
+//! memory of their access pattern and contain every byte the pattern touches; engines may
+//! run their opcodes; buffer sizes fit the machine; once allocation has run, placements lie
+//! inside their memory, keep the partition start rule, and buffers that are live at the same
+//! time do not share bytes; semaphore fields are in range; and once synchronisation has run,
+//! every pair of conflicting accesses on different engines is ordered by semaphore waits (a
+//! vector-clock race check). Every error is a sentence naming the instruction or buffer.
+//! Address arithmetic is done in `i128`, so no field value can overflow it, and nothing here
+//! panics on any input.
 
-use super::TileFunc;
+use super::{Buf, BufKind, Placement, TInst, TileFunc};
+use cranelift_entity::EntityRef;
+use isa::{Access, ApRef, Engine, EngineClass, Mem, Op, Opcode, TileAp, MAX_WAITS};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
+
+/// Number of instruction streams (engines).
+const NS: usize = isa::NUM_STREAMS;
+/// Partitions per hazard-tracking group: every tile that keeps the start rule and touches
+/// a group contains the group's first partition, so two such tiles that touch a common
+/// group share a partition; the grouping is exact for them and conservative otherwise.
+const GROUP: u32 = 32;
+/// Hazard spaces before the per-buffer HBM spaces: four SBUF and four PSUM groups.
+const TILE_SPACES: u32 = 8;
+/// An HBM pattern is split into at most this many pieces (one per combination of its
+/// outer indices) before falling back to its bounding box.
+const MAX_PIECES: u64 = 256;
+
+/// The allowed start partitions of a tile of `count` partitions (machine.md).
+pub(crate) fn allowed_starts(count: u32) -> &'static [u32] {
+    match count {
+        65.. => &[0],
+        33..=64 => &[0, 64],
+        _ => &[0, 32, 64, 96],
+    }
+}
+
+/// The lowest and highest element offset a pattern of `(size, stride)` dimensions touches,
+/// or `None` when a size is zero.
+fn extent(dims: impl Iterator<Item = (i128, i128)>) -> Option<(i128, i128)> {
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for (size, stride) in dims {
+        if size < 1 {
+            return None;
+        }
+        let span = (size - 1) * stride;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    Some((lo, hi))
+}
+
+/// The byte range `[first, end)` that a tile pattern touches in each of its partitions,
+/// relative to the start of its buffer (`None` for an empty pattern).
+fn tile_bytes(ap: &TileAp) -> Option<(i128, i128)> {
+    let esize = ap.dtype.size() as i128;
+    let (lo, hi) = extent(ap.dims.iter().map(|d| (d.size as i128, d.stride as i128)))?;
+    Some((
+        ap.offset as i128 + lo * esize,
+        ap.offset as i128 + hi * esize + esize,
+    ))
+}
+
+/// The byte range `[first, end)` an HBM pattern touches, relative to its buffer.
+fn hbm_bytes(ap: &isa::HbmAp) -> Option<(i128, i128)> {
+    let esize = ap.dtype.size() as i128;
+    let (lo, hi) = extent(ap.dims.iter().map(|d| (d.size as i128, d.stride as i128)))?;
+    Some((
+        ap.offset as i128 + lo * esize,
+        ap.offset as i128 + hi * esize + esize,
+    ))
+}
+
+/// The memory operands of an operation with their accesses, in `visit_aps` order. A
+/// matmul with `accumulate` also reads its `out`, which the caller handles.
+fn operands(op: &Op) -> SmallVec<[(ApRef<'_>, Access); 6]> {
+    let mut aps = SmallVec::new();
+    op.visit_aps(&mut |ap, access| aps.push((ap, access)));
+    aps
+}
+
+/// One byte range an instruction touches in placed memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Touch {
+    /// The address space: `0..4` the SBUF partition groups, `4..8` the PSUM groups,
+    /// `8 + b` the HBM buffer `b` (HBM buffers never overlap, so offsets are relative).
+    pub space: u32,
+    /// First byte.
+    pub lo: u64,
+    /// One past the last byte.
+    pub hi: u64,
+    pub write: bool,
+}
+
+/// Appends the byte ranges that instruction `inst` touches (see [`Hazards::touches`]).
+fn touches(
+    func: &TileFunc,
+    hbm_written: &[bool],
+    inst: TInst,
+    out: &mut Vec<Touch>,
+) -> Result<(), String> {
+    let Some(data) = func.insts.get(inst) else {
+        return Err(format!("{inst} is not declared"));
+    };
+    let accumulate = matches!(
+        data.op,
+        Op::Matmul {
+            accumulate: true,
+            ..
+        }
+    );
+    for (k, (ap, access)) in operands(&data.op).into_iter().enumerate() {
+        let Some(&buf) = data.bufs.get(k) else {
+            return Err(format!("{inst} has no buffer for its operand {k}"));
+        };
+        let write = access == Access::Write;
+        match ap {
+            ApRef::Tile(t) => {
+                let Some(Placement::Tile { partition, offset }) =
+                    func.placement.get(buf).copied().flatten()
+                else {
+                    return Err(format!(
+                        "{inst} uses {buf}, which has no tile placement (alloc must run first)"
+                    ));
+                };
+                let Some((lo, hi)) = tile_bytes(t) else {
+                    continue;
+                };
+                let (lo, hi) = (lo + offset as i128, hi + offset as i128);
+                if lo < 0 || hi > u64::MAX as i128 {
+                    return Err(format!("{inst} addresses bytes {lo}..{hi} of {buf}"));
+                }
+                let p0 = partition + t.partition as u32;
+                let p1 = p0 + (t.partitions as u32).max(1) - 1;
+                let base = if t.mem == Mem::Sbuf { 0 } else { 4 };
+                for g in (p0 / GROUP).min(3)..=(p1 / GROUP).min(3) {
+                    let touch = Touch {
+                        space: base + g,
+                        lo: lo as u64,
+                        hi: hi as u64,
+                        write,
+                    };
+                    out.push(touch);
+                    if write && accumulate {
+                        out.push(Touch {
+                            write: false,
+                            ..touch
+                        });
+                    }
+                }
+            }
+            ApRef::Hbm(h) => {
+                // HBM that nothing writes (the inputs) cannot conflict: skip it early.
+                if hbm_written.get(buf.index()).copied().unwrap_or(false) {
+                    hbm_touches(h, TILE_SPACES + buf.index() as u32, write, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pieces of an HBM pattern: one range per combination of its outermost dimensions
+/// while there are at most [`MAX_PIECES`] of them, each the bounding box of the rest.
+fn hbm_touches(
+    h: &isa::HbmAp,
+    space: u32,
+    write: bool,
+    out: &mut Vec<Touch>,
+) -> Result<(), String> {
+    let dims: SmallVec<[(i128, i128); 5]> = h
+        .dims
+        .iter()
+        .map(|d| (d.size as i128, d.stride as i128))
+        .collect();
+    if dims.iter().any(|&(s, _)| s < 1) {
+        return Ok(());
+    }
+    let mut split = 0;
+    let mut pieces = 1u64;
+    while split < dims.len() {
+        let next = pieces.saturating_mul(dims[split].0 as u64);
+        if next > MAX_PIECES {
+            break;
+        }
+        pieces = next;
+        split += 1;
+    }
+    // A pattern that is one contiguous run in the end needs no pieces at all.
+    let esize = h.dtype.size() as i128;
+    let Some((ilo, ihi)) = extent(dims[split..].iter().copied()) else {
+        return Ok(());
+    };
+    let mut index: SmallVec<[i128; 5]> = SmallVec::from_elem(0, split);
+    let mut push = |base: i128| -> Result<(), String> {
+        let lo = h.offset as i128 + (base + ilo) * esize;
+        let hi = h.offset as i128 + (base + ihi) * esize + esize;
+        if lo < 0 || hi > u64::MAX as i128 {
+            return Err(format!("an HBM pattern addresses bytes {lo}..{hi}"));
+        }
+        // Merge with the previous piece when contiguous, which keeps dense tiles to one range.
+        if let Some(last) = out.last_mut() {
+            if last.space == space && last.write == write && last.hi == lo as u64 {
+                last.hi = hi as u64;
+                return Ok(());
+            }
+        }
+        out.push(Touch {
+            space,
+            lo: lo as u64,
+            hi: hi as u64,
+            write,
+        });
+        Ok(())
+    };
+    loop {
+        let base: i128 = index
+            .iter()
+            .zip(&dims[..split])
+            .map(|(&i, &(_, stride))| i * stride)
+            .sum();
+        push(base)?;
+        // Advance the outer index like an odometer.
+        let mut d = split;
+        loop {
+            if d == 0 {
+                return Ok(());
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < dims[d].0 {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// A run of bytes with the same access history.
+#[derive(Clone, Debug)]
+struct Seg {
+    end: u64,
+    /// The last instruction that wrote the bytes: (stream, position in its stream).
+    writer: Option<(u8, u32)>,
+    /// The latest reader per stream since that write.
+    readers: SmallVec<[(u8, u32); 2]>,
+}
+
+/// The access history of placed memory: per address space an interval map from byte
+/// ranges to the last writer and the readers since. Finding what an access conflicts with
+/// costs `O(log n + k)` for `k` overlapping ranges.
+pub struct Hazards {
+    spaces: Vec<BTreeMap<u64, Seg>>,
+    /// HBM buffers that some instruction writes; reads of the others never conflict.
+    hbm_written: Vec<bool>,
+}
+
+impl Hazards {
+    /// An empty history for the buffers of `func`.
+    pub fn new(func: &TileFunc) -> Hazards {
+        let mut hbm_written = vec![false; func.bufs.len()];
+        for &i in &func.layout {
+            let Some(data) = func.insts.get(i) else {
+                continue;
+            };
+            for (k, (ap, access)) in operands(&data.op).into_iter().enumerate() {
+                if let (ApRef::Hbm(_), Access::Write, Some(b)) = (ap, access, data.bufs.get(k)) {
+                    if let Some(w) = hbm_written.get_mut(b.index()) {
+                        *w = true;
+                    }
+                }
+            }
+        }
+        Hazards {
+            spaces: vec![BTreeMap::new(); TILE_SPACES as usize + func.bufs.len()],
+            hbm_written,
+        }
+    }
+
+    /// Appends the byte ranges that instruction `inst` touches in placed memory: for a
+    /// tile operand the bounding box of its bytes in each partition group it covers, for
+    /// an HBM operand one range per combination of its outer indices (at most
+    /// [`MAX_PIECES`], else the bounding box); HBM buffers that nothing writes are left
+    /// out. A matmul with `accumulate` reads its `out` as well as writing it. Fails when a
+    /// tile buffer has no placement or an operand has no buffer.
+    pub fn touches(
+        &self,
+        func: &TileFunc,
+        inst: TInst,
+        out: &mut Vec<Touch>,
+    ) -> Result<(), String> {
+        touches(func, &self.hbm_written, inst, out)
+    }
+
+    fn tracked(&self, t: &Touch) -> bool {
+        t.space < TILE_SPACES
+            || self
+                .hbm_written
+                .get((t.space - TILE_SPACES) as usize)
+                .copied()
+                .unwrap_or(false)
+    }
+
+    /// For the accesses `touches` of a new instruction, raises `deps[t]` to one more than
+    /// the position of the latest earlier instruction of stream `t` they conflict with:
+    /// the last writer of every byte (read after write, write after write) and, for
+    /// writes, every reader since (write after read).
+    pub fn conflicts(&self, touches: &[Touch], deps: &mut [u32; NS]) {
+        let mut note = |(s, p): (u8, u32)| {
+            if let Some(d) = deps.get_mut(s as usize) {
+                *d = (*d).max(p + 1);
+            }
+        };
+        for t in touches {
+            if !self.tracked(t) || t.lo >= t.hi {
+                continue;
+            }
+            let Some(map) = self.spaces.get(t.space as usize) else {
+                continue;
+            };
+            let before = map.range(..t.lo).next_back().filter(|(_, s)| s.end > t.lo);
+            for (_, seg) in before.into_iter().chain(map.range(t.lo..t.hi)) {
+                if let Some(w) = seg.writer {
+                    note(w);
+                }
+                if t.write {
+                    for &r in &seg.readers {
+                        note(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the accesses of an instruction at `pos` of `stream` (reads first, so that
+    /// an instruction that reads and writes the same bytes ends as their last writer).
+    pub fn record(&mut self, touches: &[Touch], stream: u8, pos: u32) {
+        for write in [false, true] {
+            for t in touches.iter().filter(|t| t.write == write) {
+                if !self.tracked(t) || t.lo >= t.hi {
+                    continue;
+                }
+                if let Some(map) = self.spaces.get_mut(t.space as usize) {
+                    record_one(map, t, (stream, pos));
+                }
+            }
+        }
+    }
+}
+
+/// Splits the segment that straddles `at`, so that a segment starts at `at`.
+fn split_at(map: &mut BTreeMap<u64, Seg>, at: u64) {
+    let Some((&start, seg)) = map.range_mut(..at).next_back() else {
+        return;
+    };
+    if seg.end > at {
+        let mut tail = seg.clone();
+        seg.end = at;
+        tail.end = tail.end.max(at);
+        let _ = start;
+        map.insert(at, tail);
+    }
+}
+
+/// Records one access in one space.
+fn record_one(map: &mut BTreeMap<u64, Seg>, t: &Touch, me: (u8, u32)) {
+    split_at(map, t.lo);
+    split_at(map, t.hi);
+    let keys: SmallVec<[u64; 8]> = map.range(t.lo..t.hi).map(|(&k, _)| k).collect();
+    if t.write {
+        for k in keys {
+            map.remove(&k);
+        }
+        map.insert(
+            t.lo,
+            Seg {
+                end: t.hi,
+                writer: Some(me),
+                readers: SmallVec::new(),
+            },
+        );
+        return;
+    }
+    let fresh = |end: u64| Seg {
+        end,
+        writer: None,
+        readers: smallvec::smallvec![me],
+    };
+    let mut cursor = t.lo;
+    let mut gaps: SmallVec<[(u64, u64); 4]> = SmallVec::new();
+    for k in keys {
+        if let Some(seg) = map.get_mut(&k) {
+            if k > cursor {
+                gaps.push((cursor, k));
+            }
+            match seg.readers.iter_mut().find(|(s, _)| *s == me.0) {
+                Some(r) => r.1 = r.1.max(me.1),
+                None => seg.readers.push(me),
+            }
+            cursor = seg.end;
+        }
+    }
+    if cursor < t.hi {
+        gaps.push((cursor, t.hi));
+    }
+    for (lo, hi) in gaps {
+        map.insert(lo, fresh(hi));
+    }
+}
 
 /// Checks the invariants of tile IR; returns every broken one.
-pub fn verify(_func: &TileFunc) -> Result<(), Vec<String>> {
-    Ok(())
+pub fn verify(func: &TileFunc) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    let geometry = isa::Preset::Default.geometry();
+    check_bufs(func, &geometry, &mut errors);
+    check_insts(func, &mut errors);
+    let placed = check_placements(func, &geometry, &mut errors);
+    if func.synced {
+        if !placed {
+            errors.push(
+                "the function is marked synced, but its buffers are not all placed".to_string(),
+            );
+        } else if errors.is_empty() {
+            check_races(func, &geometry, &mut errors);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Buffer sizes and HBM declarations.
+fn check_bufs(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) {
+    let mut names: Vec<(&str, Buf)> = Vec::new();
+    for (b, data) in func.bufs.iter() {
+        match &data.kind {
+            BufKind::Hbm { name, shape, .. } => {
+                let bytes = shape
+                    .iter()
+                    .try_fold(data.dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+                if bytes != Some(data.bytes) {
+                    errors.push(format!(
+                        "{b} (HBM tensor `{name}`) has {} bytes, but its shape and dtype give {}",
+                        data.bytes,
+                        bytes.map_or("more than 2^64".to_string(), |x| x.to_string())
+                    ));
+                }
+                if name.is_empty() {
+                    errors.push(format!("{b} is an HBM tensor with an empty name"));
+                }
+                names.push((name, b));
+            }
+            BufKind::Sbuf | BufKind::Psum => {
+                let (mem, limit) = if data.kind == BufKind::Sbuf {
+                    ("SBUF", g.sbuf_partition_bytes)
+                } else {
+                    ("PSUM", g.psum_bank_bytes)
+                };
+                if data.partitions == 0 || data.partitions > g.partitions {
+                    errors.push(format!(
+                        "{b} has {} partitions, but a {mem} buffer has 1 to {}",
+                        data.partitions, g.partitions
+                    ));
+                }
+                if data.bytes > limit as u64 {
+                    let what = if mem == "PSUM" {
+                        "one PSUM bank holds"
+                    } else {
+                        "an SBUF partition holds"
+                    };
+                    errors.push(format!(
+                        "{b} needs {} bytes per partition, but {what} {limit}",
+                        data.bytes
+                    ));
+                }
+            }
+        }
+    }
+    names.sort();
+    for pair in names.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            errors.push(format!(
+                "{} and {} are both HBM tensors named `{}`",
+                pair[0].1, pair[1].1, pair[0].0
+            ));
+        }
+    }
+}
+
+/// The name of a buffer's memory, for messages.
+fn kind_name(kind: &BufKind) -> &'static str {
+    match kind {
+        BufKind::Hbm { .. } => "HBM",
+        BufKind::Sbuf => "SBUF",
+        BufKind::Psum => "PSUM",
+    }
+}
+
+/// The layout, engines, operands and semaphore fields of every instruction.
+fn check_insts(func: &TileFunc, errors: &mut Vec<String>) {
+    let mut seen = vec![false; func.insts.len()];
+    for &i in &func.layout {
+        let Some(inst) = func.insts.get(i) else {
+            errors.push(format!("the layout lists {i}, which is not declared"));
+            continue;
+        };
+        if std::mem::replace(&mut seen[i.index()], true) {
+            errors.push(format!("{i} appears twice in the layout"));
+        }
+        let opcode = inst.op.opcode();
+        let engines = opcode.engines();
+        if opcode == Opcode::End {
+            errors.push(format!(
+                "{i} is `end`, which emission appends; tile IR must not contain it"
+            ));
+        }
+        if !engines.contains(inst.engine.class()) {
+            errors.push(format!(
+                "{i} runs `{}` on the {} engine, but it runs on: {}",
+                opcode.mnemonic(),
+                inst.engine,
+                engines.names().join(", ")
+            ));
+        }
+        let aps = operands(&inst.op);
+        if aps.len() != inst.bufs.len() {
+            errors.push(format!(
+                "{i} has {} memory operands but names {} buffers",
+                aps.len(),
+                inst.bufs.len()
+            ));
+        }
+        let is_dma = matches!(inst.op, Op::Dma { .. });
+        for (k, ((ap, _), &b)) in aps.iter().zip(&inst.bufs).enumerate() {
+            let Some(data) = func.bufs.get(b) else {
+                errors.push(format!("{i} operand {k} uses {b}, which is not declared"));
+                continue;
+            };
+            match ap {
+                ApRef::Tile(t) => {
+                    let want = match t.mem {
+                        Mem::Sbuf => BufKind::Sbuf,
+                        Mem::Psum => BufKind::Psum,
+                    };
+                    if data.kind != want {
+                        errors.push(format!(
+                            "{i} operand {k} is a {} tile but {b} is in {}",
+                            kind_name(&want),
+                            kind_name(&data.kind)
+                        ));
+                        continue;
+                    }
+                    if t.mem == Mem::Psum && (is_dma || inst.engine.class() == EngineClass::GPSIMD)
+                    {
+                        errors.push(format!(
+                            "{i} operand {k} is in PSUM, which the {} engine cannot access",
+                            inst.engine
+                        ));
+                    }
+                    check_tile_ap(i, k, b, t, data.partitions, data.bytes, errors);
+                }
+                ApRef::Hbm(h) => {
+                    if !matches!(data.kind, BufKind::Hbm { .. }) {
+                        errors.push(format!(
+                            "{i} operand {k} is an HBM pattern but {b} is in {}",
+                            kind_name(&data.kind)
+                        ));
+                        continue;
+                    }
+                    if h.dims.is_empty() || h.dims.len() > isa::MAX_HBM_DIMS {
+                        errors.push(format!(
+                            "{i} operand {k} has {} dimensions, expected 1 to {}",
+                            h.dims.len(),
+                            isa::MAX_HBM_DIMS
+                        ));
+                    }
+                    match hbm_bytes(h) {
+                        None => errors.push(format!("{i} operand {k} has a dimension of size 0")),
+                        Some((lo, hi)) if lo < 0 || hi > data.bytes as i128 => errors
+                            .push(format!(
+                            "{i} operand {k} touches bytes {lo}..{hi} of {b}, which has {} bytes",
+                            data.bytes
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if let Some(sync) = func.sync.get(i) {
+            check_sync(i, sync, errors);
+        }
+    }
+}
+
+/// One tile pattern inside its buffer of `partitions` x `bytes`.
+fn check_tile_ap(
+    i: TInst,
+    k: usize,
+    b: Buf,
+    t: &TileAp,
+    partitions: u32,
+    bytes: u64,
+    errors: &mut Vec<String>,
+) {
+    if t.dims.is_empty() || t.dims.len() > isa::MAX_TILE_DIMS {
+        errors.push(format!(
+            "{i} operand {k} has {} free dimensions, expected 1 to {}",
+            t.dims.len(),
+            isa::MAX_TILE_DIMS
+        ));
+    }
+    if t.partitions == 0 {
+        errors.push(format!("{i} operand {k} covers no partitions"));
+    }
+    let end = t.partition as u32 + t.partitions as u32;
+    if end > partitions {
+        errors.push(format!(
+            "{i} operand {k} covers partitions {}..{end} of {b}, which has {partitions}",
+            t.partition
+        ));
+    }
+    match tile_bytes(t) {
+        None => errors.push(format!("{i} operand {k} has a dimension of size 0")),
+        Some((lo, hi)) if lo < 0 || hi > bytes as i128 => errors.push(format!(
+            "{i} operand {k} touches bytes {lo}..{hi} of each partition of {b}, which has {bytes}"
+        )),
+        Some(_) => {}
+    }
+}
+
+/// Semaphore fields in range.
+fn check_sync(i: TInst, sync: &isa::Sync, errors: &mut Vec<String>) {
+    let sems = isa::Preset::Default.geometry().semaphores;
+    if sync.waits.len() > MAX_WAITS {
+        errors.push(format!(
+            "{i} has {} semaphore waits, at most {MAX_WAITS} are allowed",
+            sync.waits.len()
+        ));
+    }
+    for &(s, _) in &sync.waits {
+        if s as u32 >= sems {
+            errors.push(format!(
+                "{i} waits on semaphore s{s}, but the machine has s0 .. s{}",
+                sems - 1
+            ));
+        }
+    }
+    if let Some(s) = sync.signal {
+        if s as u32 >= sems {
+            errors.push(format!(
+                "{i} signals semaphore s{s}, but the machine has s0 .. s{}",
+                sems - 1
+            ));
+        }
+    }
+}
+
+/// Placements, when allocation has run: returns whether every buffer is placed.
+fn check_placements(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) -> bool {
+    let placed = func
+        .bufs
+        .keys()
+        .filter(|&b| func.placement.get(b).copied().flatten().is_some())
+        .count();
+    if placed == 0 {
+        return func.bufs.is_empty();
+    }
+    if placed < func.bufs.len() {
+        for b in func.bufs.keys() {
+            if func.placement.get(b).copied().flatten().is_none() {
+                errors.push(format!(
+                    "{b} is not placed, though allocation placed other buffers"
+                ));
+            }
+        }
+        return false;
+    }
+    let mut hbm: Vec<(u128, u128, Buf)> = Vec::new();
+    for (b, data) in func.bufs.iter() {
+        match (&data.kind, func.placement[b]) {
+            (BufKind::Hbm { .. }, Some(Placement::Hbm(offset))) => {
+                hbm.push((offset as u128, offset as u128 + data.bytes as u128, b));
+            }
+            (BufKind::Sbuf | BufKind::Psum, Some(Placement::Tile { partition, offset })) => {
+                let (mem, limit) = if data.kind == BufKind::Sbuf {
+                    ("SBUF", g.sbuf_partition_bytes)
+                } else {
+                    ("PSUM", g.psum_partition_bytes)
+                };
+                let end = partition as u64 + data.partitions as u64;
+                if end > g.partitions as u64
+                    || !allowed_starts(data.partitions).contains(&partition)
+                {
+                    errors.push(format!(
+                        "{b} is placed on partitions {partition}..{end}, which breaks the start \
+                         rule or leaves the {} partitions",
+                        g.partitions
+                    ));
+                }
+                let last = offset as u64 + data.bytes;
+                if last > limit as u64 {
+                    errors.push(format!(
+                        "{b} is placed at bytes {offset}..{last}, outside {mem}'s {limit} bytes"
+                    ));
+                }
+                let bank = g.psum_bank_bytes.max(1) as u64;
+                if data.kind == BufKind::Psum
+                    && data.bytes > 0
+                    && offset as u64 / bank != (last - 1) / bank
+                {
+                    errors.push(format!(
+                        "{b} is placed at PSUM bytes {offset}..{last}, which cross a bank boundary"
+                    ));
+                }
+            }
+            (kind, p) => errors.push(format!(
+                "{b} is in {} but is placed as {p:?}",
+                kind_name(kind)
+            )),
+        }
+    }
+    hbm.sort();
+    for pair in hbm.windows(2) {
+        if pair[1].0 < pair[0].1 && pair[1].1 > pair[1].0 {
+            errors.push(format!("{} and {} overlap in HBM", pair[0].2, pair[1].2));
+        }
+    }
+    check_operand_starts(func, errors);
+    check_live_overlap(func, errors);
+    true
+}
+
+/// Every placed tile operand keeps the start-partition rule.
+fn check_operand_starts(func: &TileFunc, errors: &mut Vec<String>) {
+    for &i in &func.layout {
+        let Some(inst) = func.insts.get(i) else {
+            continue;
+        };
+        for (k, ((ap, _), b)) in operands(&inst.op).iter().zip(&inst.bufs).enumerate() {
+            let (ApRef::Tile(t), Some(Some(Placement::Tile { partition, .. }))) =
+                (ap, func.placement.get(*b))
+            else {
+                continue;
+            };
+            let start = partition + t.partition as u32;
+            let starts = allowed_starts(t.partitions as u32);
+            if !starts.contains(&start) {
+                let list: Vec<String> = starts.iter().map(|s| s.to_string()).collect();
+                errors.push(format!(
+                    "{i} operand {k} starts at partition {start} once {b} is placed, but a tile \
+                     of {} partitions must start at {}",
+                    t.partitions,
+                    list.join(" or ")
+                ));
+            }
+        }
+    }
+}
+
+/// Tile buffers that are live at the same time (from their first to their last access in
+/// layout order) do not share any byte of any partition.
+fn check_live_overlap(func: &TileFunc, errors: &mut Vec<String>) {
+    let mut range: Vec<Option<(usize, usize)>> = vec![None; func.bufs.len()];
+    for (pos, &i) in func.layout.iter().enumerate() {
+        let Some(inst) = func.insts.get(i) else {
+            continue;
+        };
+        for b in &inst.bufs {
+            if let Some(r) = range.get_mut(b.index()) {
+                *r = Some(r.map_or((pos, pos), |(f, _)| (f, pos)));
+            }
+        }
+    }
+    let mut live: Vec<(usize, usize, Buf)> = range
+        .iter()
+        .enumerate()
+        .filter_map(|(b, r)| r.map(|(f, l)| (f, l, Buf::new(b))))
+        .filter(|&(_, _, b)| func.bufs[b].is_tile())
+        .collect();
+    live.sort();
+    let rect = |b: Buf| -> Option<(bool, u64, u64, u64, u64)> {
+        let data = &func.bufs[b];
+        match func.placement[b] {
+            Some(Placement::Tile { partition, offset }) => Some((
+                data.kind == BufKind::Sbuf,
+                partition as u64,
+                partition as u64 + data.partitions as u64,
+                offset as u64,
+                offset as u64 + data.bytes,
+            )),
+            _ => None,
+        }
+    };
+    let mut active: Vec<(usize, Buf)> = Vec::new();
+    for (first, last, b) in live {
+        active.retain(|&(l, _)| l >= first);
+        if let Some(r) = rect(b) {
+            for &(_, other) in &active {
+                if let Some(o) = rect(other) {
+                    if r.0 == o.0 && r.1 < o.2 && o.1 < r.2 && r.3 < o.4 && o.3 < r.4 {
+                        errors.push(format!(
+                            "{b} and {other} are live at the same time but share memory"
+                        ));
+                    }
+                }
+            }
+        }
+        active.push((last, b));
+    }
+}
+
+/// Every pair of conflicting accesses on different engines is ordered by semaphores: a
+/// vector-clock check over the waits, assuming (as the machine guarantees) that each
+/// stream's instructions complete in order.
+fn check_races(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) {
+    // Each semaphore must be signalled by one stream, so that a count names an instruction.
+    let sems = g.semaphores as usize;
+    let mut signaller: Vec<Option<usize>> = vec![None; sems];
+    let mut signals: Vec<Vec<u32>> = vec![Vec::new(); NS];
+    let mut positions: Vec<Vec<TInst>> = vec![Vec::new(); NS];
+    for &i in &func.layout {
+        let s = func.insts[i].engine.index();
+        let pos = positions[s].len() as u32;
+        positions[s].push(i);
+        if let Some(sem) = func.sync.get(i).and_then(|x| x.signal) {
+            match &mut signaller[sem as usize] {
+                Some(t) if *t != s => {
+                    errors.push(format!(
+                        "semaphore s{sem} is signalled by both {} and {}, so its counts name no \
+                         instruction",
+                        Engine::from_index(*t).map_or_else(String::new, |e| e.name()),
+                        func.insts[i].engine
+                    ));
+                    return;
+                }
+                slot => *slot = Some(s),
+            }
+            signals[sem as usize].push(pos);
+        }
+    }
+    let mut hazards = Hazards::new(func);
+    let mut know: Vec<[u32; NS]> = vec![[0; NS]; NS];
+    let mut snaps: Vec<Vec<[u32; NS]>> = vec![Vec::new(); NS];
+    let mut touched = Vec::new();
+    for &i in &func.layout {
+        let s = func.insts[i].engine.index();
+        let pos = snaps[s].len() as u32;
+        if let Some(sync) = func.sync.get(i) {
+            for &(sem, value) in &sync.waits {
+                if value == 0 {
+                    continue;
+                }
+                let Some(t) = signaller[sem as usize] else {
+                    errors.push(format!(
+                        "{i} waits for s{sem}, which no instruction signals"
+                    ));
+                    continue;
+                };
+                let Some(&p) = signals[sem as usize].get(value as usize - 1) else {
+                    errors.push(format!(
+                        "{i} waits for s{sem} >= {value}, but only {} instructions signal it",
+                        signals[sem as usize].len()
+                    ));
+                    continue;
+                };
+                let Some(snap) = snaps[t].get(p as usize).copied() else {
+                    errors.push(format!(
+                        "{i} waits for {}, which comes later in the layout",
+                        positions[t][p as usize]
+                    ));
+                    continue;
+                };
+                for (k, v) in know[s].iter_mut().zip(snap) {
+                    *k = (*k).max(v);
+                }
+                know[s][t] = know[s][t].max(p + 1);
+            }
+        }
+        snaps[s].push(know[s]);
+        touched.clear();
+        if let Err(e) = hazards.touches(func, i, &mut touched) {
+            errors.push(e);
+            continue;
+        }
+        let mut deps = [0u32; NS];
+        hazards.conflicts(&touched, &mut deps);
+        for (t, &need) in deps.iter().enumerate() {
+            if t != s && need > know[s][t] {
+                let other = positions[t][need as usize - 1];
+                errors.push(format!(
+                    "{i} on {} may run before {other} on {} has finished, but they access the \
+                     same memory (a race: {i} must wait for it)",
+                    func.insts[i].engine, func.insts[other].engine
+                ));
+            }
+        }
+        hazards.record(&touched, s as u8, pos);
+    }
 }

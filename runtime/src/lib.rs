@@ -4,8 +4,9 @@
 //! Modules: [`config`] (machine parameters and limits), `memory` (HBM, SBUF and PSUM as
 //! bounds-checked byte arrays), `exec` (the semantics of each opcode), `timing` (the
 //! event-driven timing model that drives execution), [`report`] (what a run reports),
-//! [`machine`] (the embedding API), [`error`], and [`numeric`] (the number formats and
-//! arithmetic shared with the compiler's reference evaluator) and [`npy`] (`.npy` files).
+//! [`machine`] (the embedding API), [`trace`] (the timeline as Chrome trace-event JSON),
+//! [`error`], and [`numeric`] (the number formats and arithmetic shared with the
+//! compiler's reference evaluator) and [`npy`] (`.npy` files).
 //!
 //! Architecture invariant: this crate depends only on `isa` and small utility crates.
 
@@ -18,6 +19,7 @@ pub mod npy;
 pub mod numeric;
 pub mod report;
 mod timing;
+pub mod trace;
 
 pub use config::{Limits, MachineConfig, PeRate, Timing};
 pub use error::{At, BlockedWait, RuntimeError};

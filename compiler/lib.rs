@@ -10,6 +10,7 @@ pub mod driver;
 pub mod frontend;
 pub mod ir;
 pub mod passes;
+pub mod profile;
 pub mod reference;
 pub mod roofline;
 pub mod tile;

@@ -117,9 +117,13 @@ struct RunArgs {
     /// Write the timeline as Chrome trace-event JSON.
     #[arg(long, value_name = "PATH.json")]
     trace: Option<PathBuf>,
-    /// Print the timing model's summary.
+    /// Print the timing model's summary (and, when the kernel is far from its roofline
+    /// bound, where the time went).
     #[arg(long)]
     report: bool,
+    /// Write the summary as JSON (`bound_*` fields are null for a .tbin: it has no kernel).
+    #[arg(long, value_name = "PATH.json")]
+    report_json: Option<PathBuf>,
     /// Execute the kernel on the reference evaluator instead of the interpreter.
     #[arg(long)]
     reference: bool,
@@ -293,21 +297,18 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
     let params = driver::params_of(&c.tensor);
     let inputs = driver::gather_inputs(&params, &given, args.random, &out_dir)?;
     let outputs = if args.reference {
-        if args.trace.is_some() || args.report {
+        if args.trace.is_some() || args.report || args.report_json.is_some() {
             return Err(DriverError::Usage(
-                "--trace and --report need the interpreter; --reference has no timing".into(),
+                "--trace, --report and --report-json need the interpreter; --reference has no timing".into(),
             ));
         }
         reference::evaluate(&c.tensor, &inputs).map_err(|e| DriverError::Input(e.to_string()))?
     } else {
         let program = driver::program_of(&c)?;
         let (outputs, report) = driver::execute(program, &params, &inputs)?;
-        if args.report {
-            write_stdout(report.summary().as_bytes())?;
-        }
-        if args.trace.is_some() {
-            return Err(DriverError::Usage("--trace is not available yet".into()));
-        }
+        let timing = runtime::MachineConfig::new(program.preset).timing;
+        let bound = tessera::roofline::bound(&c.tensor, &timing);
+        emit_profile(args, program, &report, Some(bound))?;
         outputs
     };
     for (i, t) in outputs.iter().enumerate() {
@@ -371,11 +372,38 @@ fn run_tbin(
     for (i, t) in outputs.iter().enumerate() {
         driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
     }
-    if args.report {
-        write_stdout(report.summary().as_bytes())?;
+    emit_profile(args, &program, &report, None)?;
+    Ok(())
+}
+
+/// `--report`, `--report-json` and `--trace` of `run`: the profile (with the kernel's
+/// roofline bound; none for a .tbin) and the Chrome trace.
+fn emit_profile(
+    args: &RunArgs,
+    program: &isa::Program,
+    report: &runtime::Report,
+    bound: Option<tessera::roofline::Bound>,
+) -> Result<(), DriverError> {
+    if args.report || args.report_json.is_some() {
+        let rate = runtime::MachineConfig::new(program.preset)
+            .timing
+            .dma_total_rate;
+        let profile = tessera::profile::Profile::new(program, report, bound, rate);
+        if let Some(path) = &args.report_json {
+            let mut text = serde_json::to_string_pretty(&profile.to_json())
+                .map_err(|e| DriverError::Internal(e.to_string()))?;
+            text.push('\n');
+            write_file_atomic(path, text.as_bytes())?;
+        }
+        if args.report {
+            write_stdout(profile.text().as_bytes())?;
+        }
     }
-    if args.trace.is_some() {
-        return Err(DriverError::Usage("--trace is not available yet".into()));
+    if let Some(path) = &args.trace {
+        write_file_atomic(
+            path,
+            runtime::trace::chrome_trace(program, report).as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,197 @@
+//! `tessera run --report`, `--report-json` and `--trace`, driven through the binary as a
+//! user would: on a hand-written `.tbin` (no kernel, so no bound) and on a kernel source
+//! (bound, efficiency and, when it is low, where the time went).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fresh scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tessera-cli-report-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tessera(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Load a [128, 64] f32 tensor, exp it on the Scalar engine, store it: DMA, then Scalar
+/// waiting on it, then DMA waiting on Scalar.
+const PROGRAM: &str = "\
+.hbm 65536
+.tensor x input f32 [128, 64] @0
+.tensor y output f32 [128, 64] @32768
+
+.stream dma0
+    dma dst=sbuf.f32[0:128, 0; 64:1], src=hbm.f32[0; 128:64, 64:1] signal(s0)
+    end
+
+.stream scalar
+    wait(s0>=1) activate out=sbuf.f32[0:128, 256; 64:1], src=sbuf.f32[0:128, 0; 64:1], func=exp, scale=1.0, bias=0.0, accum=none signal(s1)
+    end
+
+.stream dma1
+    wait(s1>=1) dma dst=hbm.f32[32768; 128:64, 64:1], src=sbuf.f32[0:128, 256; 64:1]
+    end
+";
+
+#[test]
+fn tbin_report_has_no_bound_and_says_where_the_time_went() {
+    let dir = scratch("tbin");
+    std::fs::write(dir.join("p.s"), PROGRAM).unwrap();
+    ok(&tessera(&dir, &["asm", "p.s", "-o", "p.tbin"]));
+    let out = ok(&tessera(
+        &dir,
+        &[
+            "run",
+            "p.tbin",
+            "--random",
+            "1",
+            "--report",
+            "--report-json",
+            "r.json",
+            "--trace",
+            "t.json",
+        ],
+    ));
+    assert!(out.starts_with("total "), "{out}");
+    assert!(out.contains("bound: none"), "{out}");
+    assert!(out.contains("where the time went"), "{out}");
+    assert!(
+        out.contains("waited on s0>=1 for dma0 #0 dma"),
+        "the scalar engine's wait names the load: {out}"
+    );
+    let r = json(&dir.join("r.json"));
+    assert!(r["bound_cycles"].is_null());
+    assert!(r["bound_engine"].is_null());
+    assert!(r["roofline_efficiency"].is_null());
+    let total = r["total_cycles"].as_u64().unwrap();
+    assert!(total > 4000, "two DMA latencies at least");
+    for engine in ["tensor", "vector", "scalar", "gpsimd", "dma"] {
+        assert!(
+            r["engines"][engine]["busy_cycles"].is_u64(),
+            "engines.{engine}.busy_cycles"
+        );
+    }
+    assert_eq!(r["engines"]["scalar"]["busy_cycles"], 64 + 64);
+    assert_eq!(r["engines"]["dma"]["instructions"], 2);
+    assert!(r["engines"]["dma"]["queues"]["dma1"].is_object());
+    assert_eq!(r["hbm_bytes_read"], 128 * 64 * 4);
+    assert_eq!(r["hbm_bytes_written"], 128 * 64 * 4);
+    let t = json(&dir.join("t.json"));
+    let events = t["traceEvents"].as_array().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e["name"] == "activate" && e["ph"] == "X"));
+    // The outputs are still written.
+    assert!(dir.join("out0.npy").is_file());
+}
+
+#[test]
+fn kernel_report_has_the_roofline_bound() {
+    let dir = scratch("kernel");
+    let src =
+        "kernel scale<N = 128, D = 256>(x: f32[N, D]) -> f32[N, D] {\n    return exp(x);\n}\n";
+    std::fs::write(dir.join("k.tsr"), src).unwrap();
+    let out = ok(&tessera(
+        &dir,
+        &[
+            "run",
+            "k.tsr",
+            "--random",
+            "3",
+            "--report",
+            "--report-json",
+            "r.json",
+            "--trace",
+            "t.json",
+        ],
+    ));
+    let r = json(&dir.join("r.json"));
+    let total = r["total_cycles"].as_u64().unwrap();
+    let bound = r["bound_cycles"].as_u64().unwrap();
+    // Compulsory traffic: 128 KiB in and out at 256 B/cycle.
+    assert_eq!(bound, 2 * 128 * 256 * 4 / 256);
+    assert_eq!(r["bound_engine"], "dma");
+    let eff = r["roofline_efficiency"].as_f64().unwrap();
+    assert!((eff - bound as f64 / total as f64).abs() < 1e-12);
+    assert!(
+        out.contains(&format!("bound: {bound} cycles, set by dma")),
+        "{out}"
+    );
+    assert!(out.contains("roofline efficiency"), "{out}");
+    // A kernel this small is latency-bound: the report explains it.
+    assert!(eff < 0.7);
+    assert!(out.contains("where the time went"), "{out}");
+    assert!(r["diagnosis"]["bottleneck"].is_string());
+    assert!(!r["diagnosis"]["gaps"].as_array().unwrap().is_empty());
+    let t = json(&dir.join("t.json"));
+    assert!(t["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["args"]["loc"]
+            .as_str()
+            .is_some_and(|l| l.contains("k.tsr:"))));
+}
+
+#[test]
+fn report_flags_need_the_interpreter_and_a_writable_path() {
+    let dir = scratch("errors");
+    std::fs::write(
+        dir.join("k.tsr"),
+        "kernel k(x: f32[128, 64]) -> f32[128, 64] {\n    return x + x;\n}\n",
+    )
+    .unwrap();
+    let out = tessera(
+        &dir,
+        &[
+            "run",
+            "k.tsr",
+            "--random",
+            "1",
+            "--reference",
+            "--report-json",
+            "r.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = tessera(
+        &dir,
+        &[
+            "run",
+            "k.tsr",
+            "--random",
+            "1",
+            "--report-json",
+            "no/such/dir/r.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

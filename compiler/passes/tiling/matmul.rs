@@ -94,21 +94,17 @@ impl Tiler<'_> {
                 let mut mb0 = 0;
                 while mb0 < m {
                     let mbs = mb.min(m - mb0);
-                    // Transposed A for every M chunk of the block and every K chunk.
-                    let mut at: Vec<(u64, u64, Vec<Tile>)> = Vec::new();
+                    // Transposed A for every M chunk of the block and every K chunk,
+                    // prepared just before its first use, so the Tensor engine starts
+                    // multiplying the first chunk while later chunks are still loading.
+                    let mut chunks: Vec<(u64, u64)> = Vec::new();
                     let mut m0 = mb0;
                     while m0 < mb0 + mbs {
                         let msz = 128.min(mb0 + mbs - m0);
-                        let tiles = (0..kt)
-                            .map(|t| {
-                                let k0 = t * 128;
-                                let ksz = 128.min(k - k0);
-                                self.load_kmajor(&ao, k0, ksz, m0, msz, span)
-                            })
-                            .collect();
-                        at.push((m0, msz, tiles));
+                        chunks.push((m0, msz));
                         m0 += msz;
                     }
+                    let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
                     let mut n0 = 0;
                     while n0 < n {
                         let nsz = 512.min(n - n0);
@@ -119,9 +115,20 @@ impl Tiler<'_> {
                                 self.load_kmajor(&bo, k0, ksz, n0, nsz, span)
                             })
                             .collect();
-                        for (m0, msz, tiles) in &at {
-                            let acc = self.accumulate(tiles, &bk, *msz, nsz, span);
-                            self.epilogue(g, inst, acc, &fixed, *m0, *msz, n0, nsz)?;
+                        for (ci, &(m0, msz)) in chunks.iter().enumerate() {
+                            if at[ci].is_none() {
+                                let tiles = (0..kt)
+                                    .map(|t| {
+                                        let k0 = t * 128;
+                                        let ksz = 128.min(k - k0);
+                                        self.load_kmajor(&ao, k0, ksz, m0, msz, span)
+                                    })
+                                    .collect();
+                                at[ci] = Some(tiles);
+                            }
+                            let tiles = at[ci].as_deref().unwrap_or_default();
+                            let acc = self.accumulate(tiles, &bk, msz, nsz, span);
+                            self.epilogue(g, inst, acc, &fixed, m0, msz, n0, nsz)?;
                         }
                         n0 += nsz;
                     }

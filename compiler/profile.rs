@@ -80,6 +80,9 @@ pub struct Diagnosis {
     pub gaps: Vec<Gap>,
     /// False when the run recorded no events, so gaps could not be found.
     pub have_events: bool,
+    /// Work beyond the kernel's: HBM traffic above the compulsory bytes, matmul FLOPs
+    /// above the kernel's.
+    pub excess: Vec<String>,
 }
 
 /// The profile of one run.
@@ -374,6 +377,7 @@ impl Profile {
                     "detail": g.detail,
                 })).collect::<Vec<_>>(),
                 "have_events": d.have_events,
+                "excess": d.excess,
             })
         });
         json!({
@@ -420,6 +424,9 @@ impl Diagnosis {
             self.bottleneck,
             100.0 * self.bottleneck_utilisation
         ));
+        for note in &self.excess {
+            s.push_str(&format!("  {note}\n"));
+        }
         if !self.have_events {
             s.push_str("  (the run recorded no events, so idle gaps are unknown)\n");
             return s;
@@ -625,7 +632,34 @@ fn diagnose(p: &Profile, program: &Program, report: &Report) -> Diagnosis {
         idle_by_cause,
         gaps,
         have_events,
+        excess: excess(p),
     }
+}
+
+/// Notes on work the run did beyond what the kernel needs (only with a bound).
+fn excess(p: &Profile) -> Vec<String> {
+    let Some(b) = &p.bound else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    let compulsory = b.hbm_read_bytes + b.hbm_write_bytes;
+    let moved = p.hbm_bytes_read + p.hbm_bytes_written;
+    if compulsory > 0 && moved as f64 > 1.05 * compulsory as f64 {
+        notes.push(format!(
+            "HBM traffic {moved} B is {:.1}x the kernel's compulsory {compulsory} B \
+             (spills, operands read more than once, or padding)",
+            moved as f64 / compulsory as f64
+        ));
+    }
+    if b.matmul_flops > 0 && p.matmul_flops as f64 > 1.05 * b.matmul_flops as f64 {
+        notes.push(format!(
+            "the Tensor engine ran {} matmul FLOP, {:.2}x the kernel's {} (padded tiles)",
+            p.matmul_flops,
+            p.matmul_flops as f64 / b.matmul_flops as f64,
+            b.matmul_flops
+        ));
+    }
+    notes
 }
 
 #[cfg(test)]

@@ -28,7 +28,11 @@ fn run(program: &Program, inputs: &[(&str, &[f32])]) -> Result<RunResult, Runtim
 fn assert_bits(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: got {g}, want {w}");
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
     }
 }
 
@@ -81,7 +85,13 @@ fn dma_of_the_next_block_overlaps_compute_of_the_current_one() {
         (e.start, e.end)
     };
     let loads = find(program, |op| {
-        matches!(op, Op::Dma { src: isa::DmaAp::Hbm(_), .. })
+        matches!(
+            op,
+            Op::Dma {
+                src: isa::DmaAp::Hbm(_),
+                ..
+            }
+        )
     });
     let acts = find(program, |op| matches!(op, Op::Activate { .. }));
     assert_eq!((loads.len(), acts.len()), (3, 3));
@@ -89,7 +99,13 @@ fn dma_of_the_next_block_overlaps_compute_of_the_current_one() {
     let queues: std::collections::BTreeSet<Engine> = loads.iter().map(|l| l.0).collect();
     assert_eq!(queues.len(), 3);
     let stores = find(program, |op| {
-        matches!(op, Op::Dma { dst: isa::DmaAp::Hbm(_), .. })
+        matches!(
+            op,
+            Op::Dma {
+                dst: isa::DmaAp::Hbm(_),
+                ..
+            }
+        )
     });
     assert_eq!(stores.len(), 3);
     for k in 0..2 {
@@ -97,7 +113,10 @@ fn dma_of_the_next_block_overlaps_compute_of_the_current_one() {
         // a different one: next-fit did not reuse the block's memory at once)...
         let (load_start, _) = span(loads[k + 1]);
         let (_, act_end) = span(acts[k]);
-        assert!(load_start < act_end, "block {k}: load {load_start}, act end {act_end}");
+        assert!(
+            load_start < act_end,
+            "block {k}: load {load_start}, act end {act_end}"
+        );
         // ...and the store of block k is in flight while block k + 1 computes.
         let (store_start, store_end) = span(stores[k]);
         let (next_start, next_end) = span(acts[k + 1]);
@@ -178,14 +197,16 @@ fn remove_each_wait(program: &Program, inputs: &[(&str, &[f32])], want: &[f32]) 
                 waits += 1;
                 let mut p = program.clone();
                 p.streams[s][k].sync.waits.remove(w);
-                let caught = configs().iter().any(|cfg| match run_program(&p, cfg, inputs) {
-                    Err(_) => true,
-                    Ok(r) => r.outputs[0]
-                        .1
-                        .iter()
-                        .zip(want)
-                        .any(|(g, w)| g.to_bits() != w.to_bits()),
-                });
+                let caught = configs()
+                    .iter()
+                    .any(|cfg| match run_program(&p, cfg, inputs) {
+                        Err(_) => true,
+                        Ok(r) => r.outputs[0]
+                            .1
+                            .iter()
+                            .zip(want)
+                            .any(|(g, w)| g.to_bits() != w.to_bits()),
+                    });
                 detected += caught as usize;
             }
         }
@@ -207,8 +228,11 @@ fn removing_waits_breaks_the_runs() {
     assert!(waits > 0 && detected * 2 >= waits, "{detected} of {waits}");
     let (a, b, want) = matmul_inputs();
     let c = common::compile(common::parse_file("matmul256.tir"), true);
-    let (waits, detected) =
-        remove_each_wait(c.program.as_ref().expect("p"), &[("a", &a), ("b", &b)], &want);
+    let (waits, detected) = remove_each_wait(
+        c.program.as_ref().expect("p"),
+        &[("a", &a), ("b", &b)],
+        &want,
+    );
     eprintln!("matmul256: {detected} of {waits} removed waits break the run");
     assert!(waits > 0 && detected * 4 >= waits, "{detected} of {waits}");
 }

@@ -332,11 +332,12 @@ impl Walk<'_> {
     fn spill(&mut self, pos: usize, want: Buf) -> Result<(), String> {
         let mut victim: Option<(usize, Buf)> = None;
         for &(_, b) in self.sbuf.occupied.values() {
-            match self.next_use(b, pos) {
-                Some(next) if next > pos && victim.map_or(true, |(v, _)| next > v) => {
-                    victim = Some((next, b))
-                }
-                _ => {}
+            let Some(next) = self.next_use(b, pos).filter(|&n| n > pos) else {
+                continue;
+            };
+            match victim {
+                Some((v, _)) if next <= v => {}
+                _ => victim = Some((next, b)),
             }
         }
         let Some((next, v)) = victim else {
@@ -436,7 +437,7 @@ impl Walk<'_> {
         // Copy in the buffer's dtype when the region is whole elements, else as bytes
         // (same-dtype DMA copies are exact bit copies either way).
         let es = dtype.size() as u64;
-        let (dtype, es) = if lo % es == 0 && hi % es == 0 {
+        let (dtype, es) = if lo.checked_rem(es) == Some(0) && hi.checked_rem(es) == Some(0) {
             (dtype, es)
         } else {
             (Dtype::F8E4M3, 1)

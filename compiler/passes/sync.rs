@@ -49,9 +49,13 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
     // Per stream, per position: what the instruction knew when it started.
     let mut snaps: Vec<Vec<[u32; NS]>> = vec![Vec::new(); NS];
     let mut touched = Vec::new();
+    // The stream position of each instruction, by its index in the original layout (the
+    // tracker names earlier accesses by that index).
+    let mut pos_of: Vec<u32> = Vec::with_capacity(func.layout.len());
     let layout = std::mem::take(&mut func.layout);
     let mut new_layout = Vec::with_capacity(layout.len() + layout.len() / 16);
-    for i in layout {
+    for (seq, i) in layout.into_iter().enumerate() {
+        let seq = seq as u32;
         let Some(inst) = func.insts.get(i) else {
             return Err(format!("the layout lists {i}, which is not declared"));
         };
@@ -60,7 +64,12 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
         touched.clear();
         hazards.touches(func, i, &mut touched)?;
         let mut deps = [0u32; NS];
-        hazards.conflicts(&touched, &mut deps);
+        hazards.access(&touched, s as u8, seq, &mut |t, q| {
+            // The instruction's own entries (not numbered yet) are on its own stream.
+            if let (Some(&p), Some(d)) = (pos_of.get(q as usize), deps.get_mut(t as usize)) {
+                *d = (*d).max(p + 1);
+            }
+        });
         deps[s] = 0;
         // The waits this stream does not already know to be satisfied.
         let mut waits: Vec<(usize, u32)> = deps
@@ -106,7 +115,7 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
         func.sync[i] = sync_of(&waits, s);
         let pos = snaps[s].len() as u32;
         snaps[s].push(know[s]);
-        hazards.record(&touched, s as u8, pos);
+        pos_of.push(pos);
         new_layout.push(i);
     }
     func.layout = new_layout;

@@ -23,8 +23,10 @@ const NS: usize = isa::NUM_STREAMS;
 /// a group contains the group's first partition, so two such tiles that touch a common
 /// group share a partition; the grouping is exact for them and conservative otherwise.
 const GROUP: u32 = 32;
-/// Hazard spaces before the per-buffer HBM spaces: four SBUF and four PSUM groups.
-const TILE_SPACES: u32 = 8;
+/// Hazard spaces before the per-buffer HBM spaces: SBUF and PSUM.
+const TILE_SPACES: u32 = 2;
+/// Partition groups of SBUF and PSUM.
+const GROUPS: usize = 4;
 /// An HBM pattern is split into at most this many pieces (one per combination of its
 /// outer indices) before falling back to its bounding box.
 const MAX_PIECES: u64 = 256;
@@ -88,9 +90,11 @@ fn operands(op: &Op) -> SmallVec<[(ApRef<'_>, Access); 6]> {
 /// One byte range an instruction touches in placed memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Touch {
-    /// The address space: `0..4` the SBUF partition groups, `4..8` the PSUM groups,
-    /// `8 + b` the HBM buffer `b` (HBM buffers never overlap, so offsets are relative).
+    /// The address space: `0` SBUF, `1` PSUM, `2 + b` the HBM buffer `b` (HBM buffers
+    /// never overlap, so their offsets are relative).
     pub space: u32,
+    /// The partition groups touched, one bit per group of 32 partitions (bit 0 for HBM).
+    pub groups: u8,
     /// First byte.
     pub lo: u64,
     /// One past the last byte.
@@ -138,21 +142,20 @@ fn touches(
                 }
                 let p0 = partition + t.partition as u32;
                 let p1 = p0 + (t.partitions as u32).max(1) - 1;
-                let base = if t.mem == Mem::Sbuf { 0 } else { 4 };
-                for g in (p0 / GROUP).min(3)..=(p1 / GROUP).min(3) {
-                    let touch = Touch {
-                        space: base + g,
-                        lo: lo as u64,
-                        hi: hi as u64,
-                        write,
-                    };
-                    out.push(touch);
-                    if write && accumulate {
-                        out.push(Touch {
-                            write: false,
-                            ..touch
-                        });
-                    }
+                let groups = (p0 / GROUP).min(3)..=(p1 / GROUP).min(3);
+                let touch = Touch {
+                    space: if t.mem == Mem::Sbuf { 0 } else { 1 },
+                    groups: groups.fold(0u8, |m, g| m | 1 << g),
+                    lo: lo as u64,
+                    hi: hi as u64,
+                    write,
+                };
+                out.push(touch);
+                if write && accumulate {
+                    out.push(Touch {
+                        write: false,
+                        ..touch
+                    });
                 }
             }
             ApRef::Hbm(h) => {
@@ -213,6 +216,7 @@ fn hbm_touches(
         }
         out.push(Touch {
             space,
+            groups: 1,
             lo: lo as u64,
             hi: hi as u64,
             write,
@@ -242,21 +246,35 @@ fn hbm_touches(
     }
 }
 
-/// A run of bytes with the same access history.
-#[derive(Clone, Debug)]
-struct Seg {
-    end: u64,
+/// The access history of a run of bytes in one partition group.
+#[derive(Clone, Debug, Default)]
+struct History {
     /// The last instruction that wrote the bytes: (stream, position in its stream).
     writer: Option<(u8, u32)>,
     /// The latest reader per stream since that write.
     readers: SmallVec<[(u8, u32); 2]>,
 }
 
+/// A run of bytes with the same access history in each partition group.
+#[derive(Clone, Debug)]
+struct Seg {
+    end: u64,
+    groups: [History; GROUPS],
+}
+
+/// The group indices of a mask.
+fn groups_of(mask: u8) -> impl Iterator<Item = usize> {
+    (0..GROUPS).filter(move |g| mask & (1 << g) != 0)
+}
+
 /// The access history of placed memory: per address space an interval map from byte
 /// ranges to the last writer and the readers since. Finding what an access conflicts with
 /// costs `O(log n + k)` for `k` overlapping ranges.
 pub struct Hazards {
-    spaces: Vec<BTreeMap<u64, Seg>>,
+    /// Per space: the start of each run -> its index in `segs`.
+    spaces: Vec<BTreeMap<u64, u32>>,
+    /// The runs (kept out of the maps, so that the maps move small values).
+    segs: Segs,
     /// HBM buffers that some instruction writes; reads of the others never conflict.
     hbm_written: Vec<bool>,
 }
@@ -279,6 +297,7 @@ impl Hazards {
         }
         Hazards {
             spaces: vec![BTreeMap::new(); TILE_SPACES as usize + func.bufs.len()],
+            segs: Segs::default(),
             hbm_written,
         }
     }
@@ -307,110 +326,155 @@ impl Hazards {
                 .unwrap_or(false)
     }
 
-    /// For the accesses `touches` of a new instruction, raises `deps[t]` to one more than
-    /// the position of the latest earlier instruction of stream `t` they conflict with:
-    /// the last writer of every byte (read after write, write after write) and, for
-    /// writes, every reader since (write after read).
-    pub fn conflicts(&self, touches: &[Touch], deps: &mut [u32; NS]) {
-        let mut note = |(s, p): (u8, u32)| {
-            if let Some(d) = deps.get_mut(s as usize) {
-                *d = (*d).max(p + 1);
-            }
-        };
-        for t in touches {
-            if !self.tracked(t) || t.lo >= t.hi {
-                continue;
-            }
-            let Some(map) = self.spaces.get(t.space as usize) else {
-                continue;
-            };
-            let before = map.range(..t.lo).next_back().filter(|(_, s)| s.end > t.lo);
-            for (_, seg) in before.into_iter().chain(map.range(t.lo..t.hi)) {
-                if let Some(w) = seg.writer {
-                    note(w);
-                }
-                if t.write {
-                    for &r in &seg.readers {
-                        note(r);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Records the accesses of an instruction at `pos` of `stream` (reads first, so that
-    /// an instruction that reads and writes the same bytes ends as their last writer).
-    pub fn record(&mut self, touches: &[Touch], stream: u8, pos: u32) {
+    /// Checks and records the accesses `touches` of the next instruction in program
+    /// order, on `stream`, numbered `seq` (numbers must increase along the program).
+    /// Calls `note(stream, seq)` for every earlier access it conflicts with: the last
+    /// writer of every byte it reads or writes (read after write, write after write) and,
+    /// for writes, every reader since (write after read), at most one reader per stream
+    /// (the latest). Entries of the instruction's own earlier touches may be noted too;
+    /// callers ignore their own stream.
+    pub fn access(
+        &mut self,
+        touches: &[Touch],
+        stream: u8,
+        seq: u32,
+        note: &mut dyn FnMut(u8, u32),
+    ) {
+        // Reads first, so that an instruction that reads and writes the same bytes ends
+        // as their last writer.
         for write in [false, true] {
             for t in touches.iter().filter(|t| t.write == write) {
                 if !self.tracked(t) || t.lo >= t.hi {
                     continue;
                 }
+                // SBUF and PSUM have four partition groups, HBM buffers one.
+                let full = if t.space < TILE_SPACES {
+                    0b1111
+                } else {
+                    0b0001
+                };
                 if let Some(map) = self.spaces.get_mut(t.space as usize) {
-                    record_one(map, t, (stream, pos));
+                    access_one(map, &mut self.segs, t, (stream, seq), full, note);
                 }
             }
         }
     }
 }
 
-/// Splits the segment that straddles `at`, so that a segment starts at `at`.
-fn split_at(map: &mut BTreeMap<u64, Seg>, at: u64) {
-    let Some((&start, seg)) = map.range_mut(..at).next_back() else {
-        return;
-    };
-    if seg.end > at {
-        let mut tail = seg.clone();
-        seg.end = at;
-        tail.end = tail.end.max(at);
-        let _ = start;
-        map.insert(at, tail);
+/// A slab of runs with a free list.
+#[derive(Default)]
+struct Segs {
+    all: Vec<Seg>,
+    free: Vec<u32>,
+}
+
+impl Segs {
+    fn add(&mut self, seg: Seg) -> u32 {
+        match self.free.pop() {
+            Some(k) => {
+                self.all[k as usize] = seg;
+                k
+            }
+            None => {
+                self.all.push(seg);
+                (self.all.len() - 1) as u32
+            }
+        }
     }
 }
 
-/// Records one access in one space.
-fn record_one(map: &mut BTreeMap<u64, Seg>, t: &Touch, me: (u8, u32)) {
-    split_at(map, t.lo);
-    split_at(map, t.hi);
-    let keys: SmallVec<[u64; 8]> = map.range(t.lo..t.hi).map(|(&k, _)| k).collect();
-    if t.write {
-        for k in keys {
-            map.remove(&k);
-        }
-        map.insert(
-            t.lo,
-            Seg {
-                end: t.hi,
-                writer: Some(me),
-                readers: SmallVec::new(),
-            },
-        );
+/// Splits the run that straddles `at`, so that a run starts at `at`.
+fn split_at(map: &mut BTreeMap<u64, u32>, segs: &mut Segs, at: u64) {
+    let Some((_, &k)) = map.range(..at).next_back() else {
         return;
-    }
-    let fresh = |end: u64| Seg {
-        end,
-        writer: None,
-        readers: smallvec::smallvec![me],
     };
+    let seg = &mut segs.all[k as usize];
+    if seg.end > at {
+        let tail = seg.clone();
+        seg.end = at;
+        let t = segs.add(tail);
+        map.insert(at, t);
+    }
+}
+
+/// Notes the conflicts of one access with a segment's history, then records the access.
+fn visit(seg: &mut Seg, t: &Touch, me: (u8, u32), note: &mut dyn FnMut(u8, u32)) {
+    for g in groups_of(t.groups) {
+        let h = &mut seg.groups[g];
+        if let Some((s, q)) = h.writer {
+            note(s, q);
+        }
+        if t.write {
+            for &(s, q) in &h.readers {
+                note(s, q);
+            }
+            h.writer = Some(me);
+            h.readers.clear();
+        } else {
+            match h.readers.iter_mut().find(|(s, _)| *s == me.0) {
+                Some(r) => r.1 = r.1.max(me.1),
+                None => h.readers.push(me),
+            }
+        }
+    }
+}
+
+/// Checks and records one access in one space.
+fn access_one(
+    map: &mut BTreeMap<u64, u32>,
+    segs: &mut Segs,
+    t: &Touch,
+    me: (u8, u32),
+    full: u8,
+    note: &mut dyn FnMut(u8, u32),
+) {
+    // The common case: the access covers exactly one existing run (a tile written, then
+    // read or overwritten as a whole).
+    if let Some(&k) = map.get(&t.lo) {
+        let seg = &mut segs.all[k as usize];
+        if seg.end == t.hi {
+            visit(seg, t, me, note);
+            return;
+        }
+    }
+    split_at(map, segs, t.lo);
+    split_at(map, segs, t.hi);
     let mut cursor = t.lo;
     let mut gaps: SmallVec<[(u64, u64); 4]> = SmallVec::new();
-    for k in keys {
-        if let Some(seg) = map.get_mut(&k) {
-            if k > cursor {
-                gaps.push((cursor, k));
-            }
-            match seg.readers.iter_mut().find(|(s, _)| *s == me.0) {
-                Some(r) => r.1 = r.1.max(me.1),
-                None => seg.readers.push(me),
-            }
-            cursor = seg.end;
+    let mut keys: SmallVec<[(u64, u32); 8]> = SmallVec::new();
+    for (&start, &k) in map.range(t.lo..t.hi) {
+        if start > cursor {
+            gaps.push((cursor, start));
         }
+        let seg = &mut segs.all[k as usize];
+        visit(seg, t, me, note);
+        cursor = seg.end;
+        keys.push((start, k));
     }
     if cursor < t.hi {
         gaps.push((cursor, t.hi));
     }
+    let fresh = |end: u64| {
+        let mut seg = Seg {
+            end,
+            groups: Default::default(),
+        };
+        visit(&mut seg, t, me, &mut |_, _| {});
+        seg
+    };
+    if t.write && t.groups & full == full && keys.len() + gaps.len() > 1 {
+        // Every group is overwritten: the range becomes one run.
+        for (start, k) in keys {
+            map.remove(&start);
+            segs.free.push(k);
+        }
+        let k = segs.add(fresh(t.hi));
+        map.insert(t.lo, k);
+        return;
+    }
     for (lo, hi) in gaps {
-        map.insert(lo, fresh(hi));
+        let k = segs.add(fresh(hi));
+        map.insert(lo, k);
     }
 }
 
@@ -584,11 +648,12 @@ fn check_insts(func: &TileFunc, errors: &mut Vec<String>) {
                     }
                     match hbm_bytes(h) {
                         None => errors.push(format!("{i} operand {k} has a dimension of size 0")),
-                        Some((lo, hi)) if lo < 0 || hi > data.bytes as i128 => errors
-                            .push(format!(
+                        Some((lo, hi)) if lo < 0 || hi > data.bytes as i128 => {
+                            errors.push(format!(
                             "{i} operand {k} touches bytes {lo}..{hi} of {b}, which has {} bytes",
                             data.bytes
-                        )),
+                        ))
+                        }
                         Some(_) => {}
                     }
                 }
@@ -850,6 +915,9 @@ fn check_races(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) {
     let mut know: Vec<[u32; NS]> = vec![[0; NS]; NS];
     let mut snaps: Vec<Vec<[u32; NS]>> = vec![Vec::new(); NS];
     let mut touched = Vec::new();
+    // The stream position of each instruction, by its index in the layout.
+    let mut pos_of: Vec<u32> = Vec::with_capacity(func.layout.len());
+    let mut seq = 0u32;
     for &i in &func.layout {
         let s = func.insts[i].engine.index();
         let pos = snaps[s].len() as u32;
@@ -888,10 +956,17 @@ fn check_races(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) {
         touched.clear();
         if let Err(e) = hazards.touches(func, i, &mut touched) {
             errors.push(e);
-            continue;
+            touched.clear();
         }
         let mut deps = [0u32; NS];
-        hazards.conflicts(&touched, &mut deps);
+        hazards.access(&touched, s as u8, seq, &mut |t, q| {
+            // The instruction's own entries (not numbered yet) are on its own stream.
+            if let (Some(&p), Some(d)) = (pos_of.get(q as usize), deps.get_mut(t as usize)) {
+                *d = (*d).max(p + 1);
+            }
+        });
+        pos_of.push(pos);
+        seq += 1;
         for (t, &need) in deps.iter().enumerate() {
             if t != s && need > know[s][t] {
                 let other = positions[t][need as usize - 1];
@@ -902,6 +977,5 @@ fn check_races(func: &TileFunc, g: &isa::Geometry, errors: &mut Vec<String>) {
                 ));
             }
         }
-        hazards.record(&touched, s as u8, pos);
     }
 }

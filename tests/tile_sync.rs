@@ -1,0 +1,161 @@
+//! The sync pass against a brute-force oracle: for every pair of instructions on different
+//! engines that touch a common byte (one of them writing), the later one must be ordered
+//! after the earlier by the semaphores (checked with vector clocks computed here, not by
+//! the verifier); and every wait must name an instruction that really conflicts with the
+//! waiting one (or with the instruction its `nop` carries waits for), so no wait is spare.
+
+#[path = "tile/common.rs"]
+mod common;
+
+use isa::{Op, NUM_STREAMS};
+use tessera::tile::{Hazards, TInst, TileFunc, Touch};
+
+fn overlap(a: &Touch, b: &Touch) -> bool {
+    a.space == b.space
+        && a.groups & b.groups != 0
+        && a.lo < b.hi
+        && b.lo < a.hi
+        && (a.write || b.write)
+}
+
+fn conflict(a: &[Touch], b: &[Touch]) -> bool {
+    a.iter().any(|x| b.iter().any(|y| overlap(x, y)))
+}
+
+/// Checks a synchronised, allocated function against the oracle.
+fn check(f: &TileFunc, what: &str) {
+    let hazards = Hazards::new(f);
+    let n = f.layout.len();
+    let mut touches: Vec<Vec<Touch>> = Vec::with_capacity(n);
+    for &i in &f.layout {
+        let mut t = Vec::new();
+        hazards.touches(f, i, &mut t).expect("touches");
+        touches.push(t);
+    }
+    // Stream and position of each layout entry; the instruction at each stream position.
+    let mut at: Vec<Vec<usize>> = vec![Vec::new(); NUM_STREAMS];
+    let mut where_: Vec<(usize, usize)> = Vec::with_capacity(n);
+    for (k, &i) in f.layout.iter().enumerate() {
+        let s = f.insts[i].engine.index();
+        where_.push((s, at[s].len()));
+        at[s].push(k);
+    }
+    // Vector clocks: what each instruction knows complete when it starts.
+    let mut clock: Vec<[u32; NUM_STREAMS]> = vec![[0; NUM_STREAMS]; n];
+    let mut last: Vec<[u32; NUM_STREAMS]> = vec![[0; NUM_STREAMS]; NUM_STREAMS];
+    for (k, &i) in f.layout.iter().enumerate() {
+        let (s, _) = where_[k];
+        let mut c = last[s];
+        for &(sem, v) in &f.sync[i].waits {
+            let t = sem as usize;
+            let j = at[t][v as usize - 1];
+            assert!(j < k, "{what}: {i} waits for a later instruction");
+            for (x, y) in c.iter_mut().zip(clock[j]) {
+                *x = (*x).max(y);
+            }
+            c[t] = c[t].max(v);
+        }
+        clock[k] = c;
+        last[s] = c;
+    }
+    let mut pairs = 0;
+    for k in 0..n {
+        let (s, _) = where_[k];
+        for j in 0..k {
+            let (t, p) = where_[j];
+            if t != s && conflict(&touches[j], &touches[k]) {
+                pairs += 1;
+                assert!(
+                    clock[k][t] > p as u32,
+                    "{what}: {} and {} conflict but are not ordered",
+                    f.layout[j],
+                    f.layout[k]
+                );
+            }
+        }
+    }
+    // No spare waits: each names a conflicting instruction of the waiting one (for a
+    // `nop`, of the next non-`nop` instruction of its stream).
+    for (k, &i) in f.layout.iter().enumerate() {
+        let (s, p) = where_[k];
+        let target: TInst = at[s][p..]
+            .iter()
+            .map(|&x| f.layout[x])
+            .find(|&x| f.insts[x].op != Op::Nop {})
+            .expect("a waiting nop is followed by its instruction");
+        let tk = f
+            .layout
+            .iter()
+            .position(|&x| x == target)
+            .expect("in layout");
+        for &(sem, v) in &f.sync[i].waits {
+            let j = at[sem as usize][v as usize - 1];
+            assert!(
+                conflict(&touches[j], &touches[tk]),
+                "{what}: {i} waits for {}, which does not conflict with {target}",
+                f.layout[j]
+            );
+        }
+    }
+    assert!(pairs > 0 || n < 2, "{what}: nothing conflicts");
+}
+
+#[test]
+fn sync_orders_every_conflict_and_adds_no_spare_wait() {
+    for name in [
+        "exp_rows.tir",
+        "exp_rows_shared.tir",
+        "matmul256.tir",
+        "spill_sum.tir",
+    ] {
+        for balance in [false, true] {
+            let c = common::compile(common::parse_file(name), balance);
+            check(c.tile.as_ref().expect("tile"), name);
+        }
+    }
+}
+
+#[test]
+fn a_synthetic_matmul_is_synchronised_exactly() {
+    // The structure of the large compile-speed test, small enough for the O(n^2) oracle.
+    for (m, n, k) in [(512, 1024, 1024), (256, 512, 2048)] {
+        let c = common::compile(common::synthetic(m, n, k), true);
+        check(c.tile.as_ref().expect("tile"), "synthetic");
+    }
+}
+
+#[test]
+fn many_waits_are_carried_by_nops() {
+    // Sixteen DMA loads on sixteen queues, then one vector instruction that reads all of
+    // them: sixteen waits, twelve of which go on three `nop`s.
+    let mut text = String::from(
+        "tile kernel k {\n    b0 = hbm input x f32[128, 16]\n    b1 = sbuf f32 128x64\n",
+    );
+    for q in 0..16 {
+        text.push_str(&format!(
+            "    inst{q} = dma{q}: dma dst=sbuf.f32[0:128, {}; 1:1], src=hbm.f32[{}; 128:16, 1:1] {{b1, b0}}\n",
+            4 * q,
+            4 * q
+        ));
+    }
+    text.push_str("    inst16 = vector: tensor_reduce op=add, out=sbuf.f32[0:128, 0; 1:1], src=sbuf.f32[0:128, 0; 16:1] {b1, b1}\n}\n");
+    let f = tessera::tile::parse(&text).expect("parse");
+    let c = common::compile(f, false);
+    let f = c.tile.as_ref().expect("tile");
+    check(f, "fan-in");
+    let nops = f
+        .layout
+        .iter()
+        .filter(|&&i| f.insts[i].op == Op::Nop {})
+        .count();
+    assert_eq!(nops, 3);
+    assert!(f.layout.iter().all(|&i| f.sync[i].waits.len() <= 4));
+    let x: Vec<f32> = (0..128 * 16).map(common::value).collect();
+    let p = c.program.as_ref().expect("program");
+    assert_eq!(isa::verify(p), Ok(()));
+    let cfg = runtime::MachineConfig {
+        poison: true,
+        ..Default::default()
+    };
+    runtime::run_program(p, &cfg, &[("x", &x)]).expect("run");
+}

@@ -72,9 +72,9 @@ tile kernel k {   ; trailing comment
     assert_eq!(f.layout.len(), 1);
     // Unused numbers become placeholders outside the layout.
     assert_eq!(f.insts.len(), 6);
-    assert!(f
-        .to_string()
-        .contains("inst5 = dma0: dma dst=sbuf.f32[0:4, 0; 4:1], src=hbm.f32[0; 4:4, 4:1] {b1, b0} @0..0"));
+    assert!(f.to_string().contains(
+        "inst5 = dma0: dma dst=sbuf.f32[0:4, 0; 4:1], src=hbm.f32[0; 4:4, 4:1] {b1, b0} @0..0"
+    ));
     assert_round_trip(&f);
 }
 
@@ -116,8 +116,14 @@ fn error(text: &str) -> String {
 #[test]
 fn parse_errors_name_line_column_and_problem() {
     let head = "tile kernel k {\n    b0 = hbm input x f32[4, 4]\n    b1 = sbuf f32 4x16\n";
-    assert_eq!(error(""), "1:1: expected `tile kernel NAME {`, found end of input");
-    assert_eq!(error("kernel k {\n}\n"), "1:1: expected `tile kernel NAME {`, found `kernel k {`");
+    assert_eq!(
+        error(""),
+        "1:1: expected `tile kernel NAME {`, found end of input"
+    );
+    assert_eq!(
+        error("kernel k {\n}\n"),
+        "1:1: expected `tile kernel NAME {`, found `kernel k {`"
+    );
     assert_eq!(
         error("tile kernel k {\n    b1 = sbuf f32 4x16\n}\n"),
         "2:5: buffers must be declared in order: expected b0, found b1"
@@ -140,15 +146,21 @@ fn parse_errors_name_line_column_and_problem() {
         "4:50: unknown field `srcc` of `dma` (its fields: dst, src)"
     );
     assert_eq!(
-        error(&format!("{head}    inst0 = vector: memset out=sbuf.f32[0:4, 0; 4:1], value=1.0\n}}\n")),
+        error(&format!(
+            "{head}    inst0 = vector: memset out=sbuf.f32[0:4, 0; 4:1], value=1.0\n}}\n"
+        )),
         "4:64: expected the operand buffers `{b0, b1}` after the instruction"
     );
     assert_eq!(
-        error(&format!("{head}    inst0 = vector: memset out=sbuf.f32[0:4, 0; 4:1], value=1.0 {{b7}}\n}}\n")),
+        error(&format!(
+            "{head}    inst0 = vector: memset out=sbuf.f32[0:4, 0; 4:1], value=1.0 {{b7}}\n}}\n"
+        )),
         "4:1: inst0 uses b7, which is not declared"
     );
     assert_eq!(
-        error(&format!("{head}    inst0 = vector: nop {{}}\n    inst0 = vector: nop {{}}\n}}\n")),
+        error(&format!(
+            "{head}    inst0 = vector: nop {{}}\n    inst0 = vector: nop {{}}\n}}\n"
+        )),
         "5:1: inst0 is defined twice"
     );
     assert_eq!(
@@ -164,7 +176,9 @@ fn parse_errors_name_line_column_and_problem() {
         "4:30: expected `..` in a span like `@12..20`, found `-6`"
     );
     assert_eq!(
-        error(&format!("{head}    inst0 = vector: nop {{}}\n    b2 = sbuf f32 4x4\n}}\n")),
+        error(&format!(
+            "{head}    inst0 = vector: nop {{}}\n    b2 = sbuf f32 4x4\n}}\n"
+        )),
         "5:5: buffers must be declared before the instructions"
     );
     assert_eq!(

@@ -197,10 +197,7 @@ fn a_synced_function_without_a_needed_wait_is_a_race() {
     );
     // Waiting transitively is enough: the store waits for the activation, which waited for
     // the load, so a store that also read the loaded buffer would need nothing more.
-    let transitive = SYNCED.replace(
-        "{b1, b3}",
-        "{b1, b2}",
-    );
+    let transitive = SYNCED.replace("{b1, b3}", "{b1, b2}");
     assert_eq!(errors(&transitive), Vec::<String>::new());
 }
 

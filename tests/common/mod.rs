@@ -1,0 +1,190 @@
+//! Helpers shared by the end-to-end test files (`examples.rs`, `differential.rs`): a
+//! temporary folder, a runner that compiles a kernel through the whole pipeline and
+//! compares the interpreter with the reference evaluator, the random kernel generator
+//! (`kernel_gen`) and the pass bisector (`bisect`).
+//!
+//! Each test file uses a different subset of these helpers, so dead-code warnings are
+//! silenced for the module as a whole.
+#![allow(dead_code)]
+
+pub mod bisect;
+pub mod kernel_gen;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use tessera::driver::{self, CompileOptions, Source};
+use tessera::passes::PassOptions;
+use tessera::{frontend, ir, reference};
+
+/// A folder under the system's temporary folder, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh folder whose name contains `tag`, the process id and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tessera-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("can create a temporary folder");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How one run of a kernel through the compiler and the interpreter went.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Every output is within tolerance of the reference.
+    Match,
+    /// At least one output is outside tolerance; the text describes each output.
+    Mismatch { details: String, max_abs: f64 },
+    /// The source did not check (a generator bug when the source is generated).
+    CheckError(String),
+    /// The reference evaluator failed.
+    ReferenceError(String),
+    /// `driver::compile` failed, or produced no program.
+    CompileError(String),
+    /// The interpreter failed on the program.
+    ExecError(String),
+}
+
+impl Outcome {
+    pub fn is_match(&self) -> bool {
+        matches!(self, Outcome::Match)
+    }
+
+    /// A one-paragraph description for failure messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Match => "outputs match the reference".to_string(),
+            Outcome::Mismatch { details, .. } => format!("outputs differ:\n{details}"),
+            Outcome::CheckError(e) => format!("the kernel does not check:\n{e}"),
+            Outcome::ReferenceError(e) => format!("the reference evaluator failed: {e}"),
+            Outcome::CompileError(e) => format!("compilation failed: {e}"),
+            Outcome::ExecError(e) => format!("the interpreter failed: {e}"),
+        }
+    }
+}
+
+/// Compiles `text` through the whole pipeline with the given pass options, runs it on the
+/// interpreter with `driver::random_tensor` inputs of `seed`, and compares each output
+/// with the reference evaluator run on the *unoptimised* tensor IR (lowering's output),
+/// so that a bug in a tensor-level pass is caught too.
+pub fn run_case(text: &str, passes: &PassOptions, seed: u64) -> Outcome {
+    let checked = match frontend::check_file(text, &[], None) {
+        Ok(k) => k,
+        Err(diags) => {
+            let rendered = tessera::diagnostic::render(&diags, "generated.tsr", text, false);
+            return Outcome::CheckError(rendered);
+        }
+    };
+    let func = ir::lower(&checked[0]);
+    let params = driver::params_of(&func);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, seed, i as u64))
+        .collect();
+    let want = match reference::evaluate(&func, &inputs) {
+        Ok(w) => w,
+        Err(e) => return Outcome::ReferenceError(e.to_string()),
+    };
+    let source = Source {
+        name: "generated.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let options = CompileOptions {
+        passes: passes.clone(),
+        ..CompileOptions::default()
+    };
+    let compilation = match driver::compile(&source, &options, &mut String::new()) {
+        Ok(c) => c,
+        Err(e) => return Outcome::CompileError(e.to_string()),
+    };
+    let program = match driver::program_of(&compilation) {
+        Ok(p) => p,
+        Err(e) => return Outcome::CompileError(e.to_string()),
+    };
+    let got = match driver::execute(program, &params, &inputs) {
+        Ok((outputs, _report)) => outputs,
+        Err(e) => return Outcome::ExecError(e.to_string()),
+    };
+    compare_outputs(&got, &want)
+}
+
+/// Compares outputs with the reference under `driver::compare`.
+pub fn compare_outputs(got: &[reference::HostTensor], want: &[reference::HostTensor]) -> Outcome {
+    let mut details = String::new();
+    let mut failed = got.len() != want.len();
+    let mut worst = 0f64;
+    if failed {
+        let _ = writeln!(
+            details,
+            "the program has {} outputs, the kernel {}",
+            got.len(),
+            want.len()
+        );
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.shape != w.shape || g.dtype != w.dtype {
+            failed = true;
+            let _ = writeln!(
+                details,
+                "out{i}: the program gives {}, the reference {}",
+                driver::type_text(g.dtype, &g.shape),
+                driver::type_text(w.dtype, &w.shape)
+            );
+            continue;
+        }
+        let c = driver::compare(&g.data, &w.data, w.dtype);
+        worst = worst.max(c.max_abs);
+        let (atol, rtol) = driver::tolerance(w.dtype);
+        let _ = write!(
+            details,
+            "out{i} ({}): max abs error {:.4e}, max rel error {:.4e}, {} of {} elements outside tolerance (atol {atol:e}, rtol {rtol:e})",
+            driver::type_text(w.dtype, &w.shape),
+            c.max_abs,
+            c.max_rel,
+            c.bad,
+            w.data.len()
+        );
+        if let Some((at, gv, wv)) = c.first_bad {
+            failed = true;
+            let _ = write!(
+                details,
+                "; first at flat index {at} (index {:?}): observed {gv:e}, expected {wv:e}",
+                unflatten(at, &w.shape)
+            );
+        }
+        details.push('\n');
+    }
+    if failed {
+        Outcome::Mismatch {
+            details,
+            max_abs: worst,
+        }
+    } else {
+        Outcome::Match
+    }
+}
+
+/// The multi-index of a row-major flat index.
+pub fn unflatten(mut flat: usize, shape: &[u64]) -> Vec<u64> {
+    let mut idx = vec![0u64; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        idx[i] = flat as u64 % d.max(1);
+        flat /= d.max(1) as usize;
+    }
+    idx
+}

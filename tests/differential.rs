@@ -1,0 +1,355 @@
+//! Differential testing of the whole compiler against the reference evaluator: random
+//! well-typed kernels from `common::kernel_gen` are compiled through the full pipeline
+//! (`driver::compile`), run on the interpreter with `driver::random_tensor` inputs, and
+//! compared with `reference::evaluate` under the documented per-dtype tolerance
+//! (`driver::compare`; NaN must meet NaN).
+//!
+//! By default 300 cases run (a CI-sized budget). `TESSERA_DIFF_CASES=10000` runs a long
+//! campaign and `TESSERA_DIFF_SEED=S` starts from another seed; case `i` uses seed `S + i`,
+//! so a failure is replayed with `TESSERA_DIFF_SEED=<its seed> TESSERA_DIFF_CASES=1`. A
+//! mismatch fails the test with the kernel's source, the seed, the largest error, the
+//! first element outside tolerance and the pass bisection of `common::bisect`.
+
+mod common;
+
+use common::bisect::{self, Verdict};
+use common::kernel_gen::{self, Config};
+use common::{run_case, Outcome};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use tessera::passes::PassOptions;
+use tessera::{driver, frontend, ir, reference};
+
+/// The first seed when `TESSERA_DIFF_SEED` is not set.
+const DEFAULT_SEED: u64 = 20_240_601;
+
+/// The number of cases when `TESSERA_DIFF_CASES` is not set.
+const DEFAULT_CASES: u64 = 300;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not an unsigned integer")),
+        Err(_) => default,
+    }
+}
+
+/// The sizes of generated kernels. They do not depend on the number of cases, so that a
+/// failing seed replays alone.
+fn config() -> Config {
+    Config::default()
+}
+
+/// Runs `f(i)` for `i` in `0..n` on a few threads.
+fn parallel(n: u64, f: impl Fn(u64) + Sync) {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |p| p.get())
+        .clamp(1, 4);
+    let next = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                f(i);
+            });
+        }
+    });
+}
+
+/// The pass options a generated kernel runs with.
+fn options_of(k: &kernel_gen::Kernel) -> PassOptions {
+    PassOptions {
+        strict_dtypes: k.strict,
+        ..PassOptions::default()
+    }
+}
+
+/// The report of one failing case.
+fn report(seed: u64, k: &kernel_gen::Kernel, outcome: &Outcome) -> String {
+    let max = match outcome {
+        Outcome::Mismatch { max_abs, .. } => format!("{max_abs:.4e}"),
+        _ => "n/a".to_string(),
+    };
+    let verdict = match outcome {
+        Outcome::CheckError(_) | Outcome::ReferenceError(_) => {
+            "not bisected (the kernel itself is at fault)".to_string()
+        }
+        _ => bisect::bisect(&k.source, &options_of(k), seed).to_string(),
+    };
+    format!(
+        "seed {seed} (replay: TESSERA_DIFF_SEED={seed} TESSERA_DIFF_CASES=1), dtype policy {}\n\
+         max abs error: {max}\n{}\nbisection: {verdict}\nkernel:\n{}",
+        if k.strict { "strict" } else { "wide" },
+        truncate(&outcome.describe(), 30),
+        k.source
+    )
+}
+
+/// The first `n` lines of a text (internal errors carry whole IR dumps).
+fn truncate(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= n {
+        return text.to_string();
+    }
+    format!(
+        "{}\n... ({} more lines)",
+        lines[..n].join("\n"),
+        lines.len() - n
+    )
+}
+
+/// A one-line summary of a failure, for the list of all of them.
+fn summary(outcome: &Outcome) -> String {
+    let text = outcome.describe();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    match lines.next() {
+        Some(second) => format!("{first} {}", second.trim()),
+        None => first,
+    }
+}
+
+#[test]
+fn compiled_kernels_match_the_reference() {
+    let cases = env_u64("TESSERA_DIFF_CASES", DEFAULT_CASES);
+    let first = env_u64("TESSERA_DIFF_SEED", DEFAULT_SEED);
+    let cfg = config();
+    let start = Instant::now();
+    let failures = Mutex::new(Vec::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = kernel_gen::generate(seed, &cfg);
+        let outcome = run_case(&k.source, &options_of(&k), seed);
+        if !outcome.is_match() {
+            let text = report(seed, &k, &outcome);
+            let line = format!("seed {seed}: {}", summary(&outcome));
+            failures.lock().unwrap().push((seed, line, text));
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _, _)| *seed);
+    eprintln!(
+        "differential: {cases} cases from seed {first} in {:.1} s, {} failing",
+        start.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        let lines: Vec<&str> = failures.iter().map(|(_, l, _)| l.as_str()).collect();
+        let shown: Vec<&str> = failures
+            .iter()
+            .take(5)
+            .map(|(_, _, t)| t.as_str())
+            .collect();
+        panic!(
+            "{} of {cases} generated kernels differ from the reference:\n{}\n\nThe first {} in full:\n\n{}",
+            failures.len(),
+            lines.join("\n"),
+            shown.len(),
+            shown.join("\n----------------------------------------\n")
+        );
+    }
+}
+
+/// The generator's side on its own: every kernel checks, lowers, verifies and evaluates on
+/// the reference, and every result lies within the bounds the generator predicted (which
+/// is what keeps the comparison meaningful), with no NaN.
+#[test]
+fn generated_kernels_are_well_typed_and_within_their_bounds() {
+    let cases = env_u64("TESSERA_DIFF_CASES", DEFAULT_CASES);
+    let first = env_u64("TESSERA_DIFF_SEED", DEFAULT_SEED);
+    let cfg = config();
+    let failures = Mutex::new(Vec::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = kernel_gen::generate(seed, &cfg);
+        if let Some(problem) = generator_problem(&k, seed) {
+            failures
+                .lock()
+                .unwrap()
+                .push(format!("seed {seed}: {problem}\n{}", k.source));
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} generated kernels are broken; the first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+/// What is wrong with a generated kernel, if anything.
+fn generator_problem(k: &kernel_gen::Kernel, seed: u64) -> Option<String> {
+    let checked = match frontend::check_file(&k.source, &[], None) {
+        Ok(c) => c,
+        Err(diags) => {
+            let text = tessera::diagnostic::render(&diags, "generated.tsr", &k.source, false);
+            return Some(format!("it does not check:\n{text}"));
+        }
+    };
+    if checked.len() != 1 || checked[0].results.len() != k.bounds.len() {
+        return Some("it has the wrong number of kernels or results".to_string());
+    }
+    let func = ir::lower(&checked[0]);
+    if let Err(e) = ir::verify(&func, "lower") {
+        return Some(format!("its tensor IR does not verify: {e}"));
+    }
+    let params = driver::params_of(&func);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, seed, i as u64))
+        .collect();
+    let outputs = match reference::evaluate(&func, &inputs) {
+        Ok(o) => o,
+        Err(e) => return Some(format!("the reference fails: {e}")),
+    };
+    for (i, (out, &(lo, hi))) in outputs.iter().zip(&k.bounds).enumerate() {
+        if let Some(x) = out
+            .data
+            .iter()
+            .find(|x| x.is_nan() || f64::from(**x) < lo || f64::from(**x) > hi)
+        {
+            return Some(format!(
+                "out{i} holds {x}, outside the predicted bounds [{lo}, {hi}]"
+            ));
+        }
+    }
+    None
+}
+
+/// The generator covers the language: over the default cases, every builtin, operator,
+/// dtype and keyword shows up.
+#[test]
+fn generated_kernels_cover_the_language() {
+    let cfg = config();
+    let mut all = String::new();
+    for i in 0..DEFAULT_CASES {
+        all.push_str(&kernel_gen::generate(DEFAULT_SEED + i, &cfg).source);
+    }
+    let needles = [
+        "exp(",
+        "log(",
+        "sqrt(",
+        "rsqrt(",
+        "reciprocal(",
+        "abs(",
+        "square(",
+        "tanh(",
+        "sigmoid(",
+        "relu(",
+        "silu(",
+        "gelu(",
+        "gelu_tanh(",
+        "(-",
+        "maximum(",
+        "minimum(",
+        " + ",
+        " - ",
+        " * ",
+        " / ",
+        " @ ",
+        "sum(",
+        "mean(",
+        "max(",
+        "min(",
+        "axis=-",
+        "keepdims=true",
+        "keepdims=false",
+        "transpose(",
+        "perm=[",
+        "reshape(",
+        "-1]",
+        "tril(",
+        "k=",
+        "fill=-inf",
+        "fill=0.0",
+        " as f32)",
+        " as bf16)",
+        " as f16)",
+        " as f8e4m3)",
+        " as f8e5m2)",
+        ": f32[",
+        ": bf16[",
+        ": f16[",
+        ": f8e4m3[",
+        ": f8e5m2[",
+        "-> (",
+        "<N0 = ",
+        "strict",
+    ];
+    let missing: Vec<&str> = needles
+        .iter()
+        .filter(|n| !all.contains(*n))
+        .copied()
+        .collect();
+    assert!(missing.is_empty(), "never generated: {missing:?}");
+}
+
+/// The bisector's logic, on fake runners.
+#[test]
+fn bisection_names_the_pass_whose_absence_fixes_a_mismatch() {
+    let names = bisect::optimising_names();
+    assert!(!names.is_empty(), "the pipeline has optimising passes");
+    assert_eq!(bisect::bisect_with(|_| true), Verdict::NoMismatch);
+    assert_eq!(bisect::bisect_with(|_| false), Verdict::NoSinglePass);
+    let guilty = names.last().unwrap().clone();
+    let verdict = bisect::bisect_with(|disabled| disabled.contains(&guilty));
+    assert_eq!(verdict, Verdict::PointsAt(vec![guilty.clone()]));
+    assert_eq!(
+        verdict.to_string(),
+        format!("miscompile points at pass `{guilty}`")
+    );
+    assert!(Verdict::NoSinglePass
+        .to_string()
+        .starts_with("no single optimising pass"));
+}
+
+/// The bisector on a real kernel that compiles correctly: nothing to bisect.
+#[test]
+fn bisection_of_a_matching_kernel_reports_no_mismatch() {
+    let src = "kernel k(x: f32[8, 40], w: f32[40, 24]) -> f32[8, 24] {\n    \
+               return exp(x @ w * 0.125);\n}\n";
+    let verdict = bisect::bisect(src, &PassOptions::default(), 1);
+    assert_eq!(
+        verdict,
+        Verdict::NoMismatch,
+        "{verdict}; the run: {}",
+        run_case(src, &PassOptions::default(), 1).describe()
+    );
+}
+
+/// The comparison the test relies on: an element outside tolerance is reported with its
+/// observed and expected values, and NaN matches NaN but not a number.
+#[test]
+fn comparison_flags_differences_and_matches_nans() {
+    use isa::Dtype;
+    let t = |data: Vec<f32>| reference::HostTensor {
+        dtype: Dtype::Bf16,
+        shape: vec![2, 2],
+        data,
+    };
+    let want = [t(vec![1.0, f32::NAN, -2.0, 0.0])];
+    assert!(common::compare_outputs(&want, &want).is_match());
+    let close = [t(vec![1.0078125, f32::NAN, -2.0, 0.0])];
+    assert!(common::compare_outputs(&close, &want).is_match());
+    let far = [t(vec![1.0, f32::NAN, -2.5, 0.0])];
+    match common::compare_outputs(&far, &want) {
+        Outcome::Mismatch { details, max_abs } => {
+            assert_eq!(max_abs, 0.5);
+            assert!(
+                details.contains("index [1, 0]: observed -2.5e0, expected -2e0"),
+                "{details}"
+            );
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    let nan = [t(vec![1.0, 3.0, -2.0, 0.0])];
+    assert!(!common::compare_outputs(&nan, &want).is_match());
+}

@@ -228,6 +228,11 @@ impl Profile {
         p
     }
 
+    /// Where the time went, whatever the efficiency (`new` only does it when it is low).
+    pub fn diagnose(&self, program: &Program, report: &Report) -> Diagnosis {
+        diagnose(self, program, report)
+    }
+
     /// The bound in whole cycles, if there is a kernel.
     pub fn bound_cycles(&self) -> Option<u64> {
         self.bound.as_ref().map(Bound::cycles)

@@ -21,6 +21,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 use tessera::driver::{self, CompileOptions, ParamSpec, Source};
 use tessera::passes::Compilation;
+use tessera::profile::{Diagnosis, Profile};
 use tessera::reference::{self, HostTensor};
 use tessera::roofline;
 
@@ -134,6 +135,8 @@ struct Row {
     matmul_flops: u64,
     /// The comparison with the reference evaluator (quick mode only).
     check: Option<Result<(), String>>,
+    /// Where the time went, in one line, when the efficiency is below the target.
+    diagnosis: Option<String>,
 }
 
 impl Row {
@@ -203,7 +206,7 @@ fn compile_timed(
     Ok((c, best))
 }
 
-/// Runs the program of `c` on the interpreter (events off, as large runs want) with
+/// Runs the program of `c` on the interpreter (with events, for the profile) with
 /// reproducible random inputs; returns the report, the outputs and the wall time.
 fn execute(
     c: &Compilation,
@@ -212,10 +215,7 @@ fn execute(
 ) -> Result<(runtime::Report, Vec<HostTensor>, f64), String> {
     let program = driver::program_of(c).map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let config = runtime::MachineConfig {
-        events: false,
-        ..runtime::MachineConfig::new(program.preset)
-    };
+    let config = runtime::MachineConfig::new(program.preset);
     let mut loaded = runtime::Machine::new(config)
         .load_program(program.clone())
         .map_err(|e| e.to_string())?;
@@ -258,6 +258,41 @@ fn check(c: &Compilation, inputs: &[HostTensor], outputs: &[HostTensor]) -> Resu
     Ok(())
 }
 
+/// Where the time went, in one line: the bottleneck engine, its idle time by cause and
+/// the work beyond the kernel's.
+fn summary(p: &Profile, d: &Diagnosis) -> String {
+    let what = if d.bottleneck == "dma" {
+        "of its bandwidth"
+    } else {
+        "busy"
+    };
+    let mut s = format!(
+        "bottleneck {} ({:.0}% {what})",
+        d.bottleneck,
+        100.0 * d.bottleneck_utilisation
+    );
+    let idle: Vec<String> = d
+        .idle_by_cause
+        .iter()
+        .take(3)
+        .map(|(cause, n)| {
+            format!(
+                "{cause} {:.0}%",
+                100.0 * *n as f64 / p.total_cycles.max(1) as f64
+            )
+        })
+        .collect();
+    if !idle.is_empty() {
+        s.push_str(&format!("; idle: {}", idle.join(", ")));
+    }
+    for note in &d.excess {
+        // The notes' first clause is enough for a table.
+        let short = note.split(" (").next().unwrap_or(note);
+        s.push_str(&format!("; {short}"));
+    }
+    s
+}
+
 fn run_case(case: &Case, quick: bool) -> Outcome {
     let defines = if quick { case.quick } else { case.full };
     // The compile is timed over a few runs; the fastest is reported.
@@ -286,10 +321,17 @@ fn run_case(case: &Case, quick: bool) -> Outcome {
         .unwrap_or_default();
     let bound = roofline::bound(&c.tensor, &timing);
     let check = quick.then(|| guarded("reference", || check(&c, &inputs, &outputs)));
+    let (bound_cycles, bound_engine) = (bound.cycles(), bound.engine());
+    let diagnosis = driver::program_of(&c).ok().and_then(|program| {
+        let p = Profile::new(program, &report, Some(bound), timing.dma_total_rate);
+        let low = p.efficiency().is_some_and(|e| e < case.target);
+        low.then(|| summary(&p, &p.diagnose(program, &report)))
+    });
     Outcome::Ran(Row {
         cycles: report.total_cycles,
-        bound: bound.cycles(),
-        bound_engine: bound.engine(),
+        bound: bound_cycles,
+        bound_engine,
+        diagnosis,
         compile_ms,
         interp_s,
         matmul_flops: report.matmul_flops,
@@ -378,6 +420,23 @@ fn table(results: &Results, quick: bool) -> String {
             }
         }
         s.push('\n');
+    }
+    s
+}
+
+/// Where the time went for every kernel below its target.
+fn diagnoses_text(results: &Results) -> String {
+    let mut s = String::new();
+    for (name, _, outcome) in &results.rows {
+        if let Outcome::Ran(Row {
+            diagnosis: Some(d), ..
+        }) = outcome
+        {
+            s.push_str(&format!("- {name}: {d}\n"));
+        }
+    }
+    if s.is_empty() {
+        s.push_str("Every kernel that ran met its target.\n");
     }
     s
 }
@@ -611,9 +670,17 @@ fn markdown(results: &Results) -> String {
          `compiler/roofline.rs`), so emitting more or other instructions cannot make a kernel look \
          better. Efficiency = bound / cycles. Compile ms is the fastest of three whole compiles \
          (source text to program) in a release build; interpreter s is the wall time of loading, \
-         binding and running the program with events off.\n\n\
+         binding and running the program (recording the per-instruction events the profile \
+         uses). The machine is shared (2 processors, other builds running), so wall times \
+         vary by tens of percent between runs; cycles do not.\n\n\
          {table}\n\
          {mm_compile}\n\
+         ## Where the time went\n\n\
+         For each kernel below its target, the profiler's summary (`tessera run --report` \
+         prints the whole of it, with the largest idle gaps and what they waited on; \
+         `--trace` shows the timeline in Perfetto): the bottleneck engine (closest to its \
+         peak), its idle time by cause as a share of the run, and the work done beyond the \
+         kernel's.\n\n{diagnoses}\n\
          ## Interpreter speed\n\n{numpy}\n\
          ## Compile time of the examples\n\n{examples}\n\
          ## Comparison anchors\n\n\
@@ -631,6 +698,7 @@ fn markdown(results: &Results) -> String {
         wall = results.wall_s,
         table = table(results, false),
         mm_compile = matmul_compile_text(results),
+        diagnoses = diagnoses_text(results),
         numpy = numpy_text(results),
         examples = examples_text(results),
     )
@@ -688,6 +756,10 @@ fn main() -> ExitCode {
     println!("{}", table(&results, quick));
     if !quick {
         println!("{}", matmul_compile_text(&results));
+        println!(
+            "Where the time went (kernels below target):\n{}",
+            diagnoses_text(&results)
+        );
     }
     println!("{}", numpy_text(&results));
     println!("{}", examples_text(&results));

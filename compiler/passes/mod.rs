@@ -10,6 +10,7 @@ pub mod alloc;
 mod dce;
 pub mod engines;
 pub mod fusion;
+mod simplify;
 pub mod sync;
 pub mod tiling;
 
@@ -89,6 +90,10 @@ fn dce_pass(c: &mut Compilation) -> Result<bool, String> {
     Ok(dce::run(&mut c.tensor))
 }
 
+fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
+    Ok(simplify::run(&mut c.tensor))
+}
+
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
     c.groups = Some(fusion::group(&c.tensor, true));
     Ok(true)
@@ -101,7 +106,15 @@ fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
 
 /// The pipeline, in order.
 pub const PIPELINE: &[Pass] = &[
-    // Runs first so that later passes never spend time on values nothing uses.
+    // Exact algebraic rewrites; first, so that dce removes what they leave unused.
+    Pass {
+        name: "simplify",
+        summary: "drop same-dtype casts, turn a * a into square(a)",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: simplify_pass,
+    },
+    // Early, so that later passes never spend time on values nothing uses.
     Pass {
         name: "dce",
         summary: "remove instructions whose results are never used",

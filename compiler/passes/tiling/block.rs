@@ -40,8 +40,9 @@ pub enum BOp {
         func: ActFunc,
         negate_bias: bool,
     },
-    /// The sum along the row that the activation node named in its `accum` computed.
-    Accum,
+    /// The sum (or mean) along the row that the activation whose `accum` names this node
+    /// computed.
+    Accum(ReduceFn),
     /// Folded into another node; computes nothing.
     Folded,
 }
@@ -336,19 +337,104 @@ impl Tiler<'_> {
         }
     }
 
+    /// Emits a compute instruction. Vector work on per-row columns (one element per
+    /// partition) goes to GpSimd instead: it costs GpSimd 68 cycles, and on the in-order
+    /// Vector stream it would wait behind whole-row work of the previous block while the
+    /// Scalar engine waits for it.
+    fn emit(&mut self, op: Op, engine: Engine, bufs: &[Buf], span: Span) {
+        let mut engine = engine;
+        if engine == Engine::Vector {
+            let mut tiny = true;
+            op.visit_aps(&mut |ap, _| match ap {
+                isa::ApRef::Tile(t) => tiny &= t.free_elems() <= 1 && t.mem == Mem::Sbuf,
+                isa::ApRef::Hbm(_) => tiny = false,
+            });
+            if tiny {
+                engine = Engine::GpSimd;
+            }
+        }
+        self.out.push(op, engine, bufs, span);
+    }
+
+    /// Decides where work that either Vector or Scalar can do goes: to the engine with less
+    /// work in this block so far (counting what only it can do, see `committed_load`), so
+    /// the busier of the two ends as early as it can; books the work on the chosen engine.
+    fn scalar_is_lighter(&mut self, elems: u64) -> bool {
+        let cost = 64 + elems;
+        let scalar = self.engine_load[1] <= self.engine_load[0];
+        self.engine_load[if scalar { 1 } else { 0 }] += cost;
+        scalar
+    }
+
+    /// Forgets the operands loaded for the previous group (call before each group).
+    pub fn begin_group(&mut self) {
+        self.group_loads.clear();
+    }
+
     /// Evaluates `graph` on `block`: emits loads, computation and stores.
     pub fn eval_block(&mut self, graph: &BGraph, block: &Block) {
         self.block_loads.clear();
-        let mut tiles: Vec<Option<Tile>> = vec![None; graph.nodes.len()];
+        self.engine_load = committed_load(graph, block);
+        // Last uses, so that a result can overwrite an operand that dies with it (which
+        // keeps a block's footprint small enough for several blocks to be in flight).
+        let n = graph.nodes.len();
+        let mut last_use = vec![usize::MAX; n];
+        let mut load_last: Vec<(HView, Vec<i64>, usize)> = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for a in &node.args {
+                match a {
+                    BArg::Node(k) => last_use[*k] = i,
+                    BArg::Load(v, st) => {
+                        match load_last.iter_mut().find(|(lv, ls, _)| lv == v && ls == st) {
+                            Some(e) => e.2 = i,
+                            None => load_last.push((v.clone(), st.clone(), i)),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for st in &graph.stores {
+            last_use[st.node] = usize::MAX - 1;
+        }
+        let mut tiles: Vec<Option<Tile>> = vec![None; n];
         for (i, node) in graph.nodes.iter().enumerate() {
             match node.op {
-                BOp::Folded | BOp::Accum => continue,
+                BOp::Folded | BOp::Accum(_) => continue,
                 _ => {}
             }
+            self.dying.clear();
+            for a in &node.args {
+                match a {
+                    BArg::Node(k) if last_use[*k] == i => {
+                        if let Some(t) = tiles[*k] {
+                            self.dying.push(t.buf);
+                        }
+                    }
+                    BArg::Load(v, st) => {
+                        let invariant = st[..st.len().saturating_sub(1)].iter().all(|&x| x == 0);
+                        let last = load_last.iter().find(|(lv, ls, _)| lv == v && ls == st);
+                        if !invariant && last.is_some_and(|l| l.2 == i) {
+                            self.dying_loads.push((v.clone(), st.clone()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let (t, acc) = self.eval_node(graph, node, block, &tiles);
+            self.dying_loads.clear();
             tiles[i] = Some(t);
             if let (Some(r), Some(acc)) = (node.accum, acc) {
-                tiles[r] = Some(acc);
+                let reduce = &graph.nodes[r];
+                tiles[r] = Some(if matches!(reduce.op, BOp::Accum(ReduceFn::Mean)) {
+                    // The activation summed in f32; the mean divides once and rounds once.
+                    let mean = self.sbuf_tile(reduce.dtype, acc.parts, 1);
+                    let n = block.cols() as f32;
+                    self.tensor_scalar(mean, acc, AluOp::Div, Operand::Imm(n), reduce.span);
+                    mean
+                } else {
+                    acc
+                });
             }
         }
         for st in &graph.stores {
@@ -364,10 +450,34 @@ impl Tiler<'_> {
         }
     }
 
+    /// The tile a node writes: one of `candidates` (its operands) when that operand dies
+    /// with this node and has the same shape and dtype — elementwise instructions may
+    /// write over their input — else a new SBUF tile.
+    fn out_tile(&mut self, dtype: Dtype, parts: u32, cols: u32, candidates: &[Tile]) -> Tile {
+        for c in candidates {
+            let same = c.mem == Mem::Sbuf
+                && c.dtype == dtype
+                && c.parts == parts
+                && c.cols == cols
+                && c.col_offset == 0;
+            let dies = self.dying.contains(&c.buf)
+                || self.block_loads.iter().any(|(v, st, _, t)| {
+                    t.buf == c.buf && self.dying_loads.iter().any(|(dv, ds)| dv == v && ds == st)
+                });
+            if same && dies {
+                // Used once: a later node of this block must not get it again.
+                self.dying.retain(|b| *b != c.buf);
+                self.block_loads.retain(|l| l.3.buf != c.buf);
+                return *c;
+            }
+        }
+        self.sbuf_tile(dtype, parts, cols)
+    }
+
     /// A copy of `tile` in a new SBUF tile of `dtype` (Vector engine).
     pub fn copy_to_sbuf(&mut self, tile: Tile, dtype: Dtype, span: Span) -> Tile {
         let out = self.sbuf_tile(dtype, tile.parts, tile.cols);
-        self.out.push(
+        self.emit(
             Op::TensorCopy {
                 out: out.ap(),
                 src: tile.ap(),
@@ -403,6 +513,22 @@ impl Tiler<'_> {
                 } else {
                     fit
                 };
+                // An operand that is the same for every row (a weight or bias vector) is
+                // loaded once per group, not once per block.
+                let invariant = strides[..strides.len().saturating_sub(1)]
+                    .iter()
+                    .all(|&s| s == 0);
+                let key = (block.parts(), block.col_start(), block.cols());
+                if invariant {
+                    if let Some(t) = self
+                        .group_loads
+                        .iter()
+                        .find(|(v, s, ff, k, _)| v == view && s == strides && *ff == f && *k == key)
+                        .map(|l| l.4)
+                    {
+                        return Operand::Tile(t);
+                    }
+                }
                 // Each operand is loaded once per block, however many nodes read it.
                 let cached = self
                     .block_loads
@@ -414,6 +540,10 @@ impl Tiler<'_> {
                     None => {
                         let t = self.load(block, view, strides, f, span);
                         self.block_loads.push((view.clone(), strides.clone(), f, t));
+                        if invariant {
+                            self.group_loads
+                                .push((view.clone(), strides.clone(), f, key, t));
+                        }
                         t
                     }
                 };
@@ -477,14 +607,20 @@ impl Tiler<'_> {
         // x * 1 + (-0) is x exactly, signed zeros included.
         let scale = scalar(self, node.args.get(1), 1.0, false);
         let bias = scalar(self, node.args.get(2), -0.0, negate_bias);
-        let out = self.sbuf_tile(node.dtype, parts, cols);
-        let acc = node
-            .accum
-            .map(|r| self.sbuf_tile(graph.nodes[r].dtype, parts, 1));
+        let out = self.out_tile(node.dtype, parts, cols, &[x]);
+        let acc = node.accum.map(|r| {
+            let reduce = &graph.nodes[r];
+            let dtype = if matches!(reduce.op, BOp::Accum(ReduceFn::Mean)) {
+                Dtype::F32
+            } else {
+                reduce.dtype
+            };
+            self.sbuf_tile(dtype, parts, 1)
+        });
         let mut all = vec![out.buf, x.buf];
         all.extend(bufs);
         all.extend(acc.map(|a| a.buf));
-        self.out.push(
+        self.emit(
             Op::Activate {
                 out: out.ap(),
                 src: x.ap(),
@@ -529,9 +665,9 @@ impl Tiler<'_> {
             BOp::Unary(u) => {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
                 let src = self.widen(src, parts, cols, node.dtype, span);
-                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let out = self.out_tile(node.dtype, parts, cols, &[src]);
                 match reference::act_func(*u) {
-                    None => self.out.push(
+                    None => self.emit(
                         Op::TensorScalar {
                             out: out.ap(),
                             src: src.ap(),
@@ -544,7 +680,7 @@ impl Tiler<'_> {
                         &[out.buf, src.buf],
                         span,
                     ),
-                    Some(func) => self.out.push(
+                    Some(func) => self.emit(
                         Op::Activate {
                             out: out.ap(),
                             src: src.ap(),
@@ -565,11 +701,18 @@ impl Tiler<'_> {
                 let op = reference::alu_op(*b);
                 let a = self.operand(&node.args[0], node.fit, block, tiles, span);
                 let c = self.operand(&node.args[1], node.fit, block, tiles, span);
-                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let candidates: Vec<Tile> = [a, c]
+                    .iter()
+                    .filter_map(|o| match o {
+                        Operand::Tile(t) => Some(*t),
+                        Operand::Imm(_) => None,
+                    })
+                    .collect();
+                let out = self.out_tile(node.dtype, parts, cols, &candidates);
                 let full = |o: &Operand| matches!(o, Operand::Tile(t) if t.cols == cols);
                 match (a, c) {
                     (Operand::Tile(x), Operand::Tile(y)) if x.cols == cols && y.cols == cols => {
-                        self.out.push(
+                        self.emit(
                             Op::TensorTensor {
                                 op,
                                 out: out.ap(),
@@ -584,12 +727,12 @@ impl Tiler<'_> {
                     // x OP s, with s a per-row column or an immediate.
                     _ if full(&a) => {
                         let x = self.widen(a, parts, cols, node.dtype, span);
-                        self.tensor_scalar(out, x, op, c, span);
+                        self.per_row_op(out, x, op, c, span);
                     }
                     // s OP y: the operation reversed.
                     _ if full(&c) => {
                         let y = self.widen(c, parts, cols, node.dtype, span);
-                        self.tensor_scalar(out, y, reversed(op), a, span);
+                        self.per_row_op(out, y, reversed(op), a, span);
                     }
                     _ => {
                         let x = self.widen(a, parts, cols, node.dtype, span);
@@ -605,7 +748,7 @@ impl Tiler<'_> {
                     // GpSimd cannot read PSUM.
                     src = self.copy_to_sbuf(src, src.dtype, span);
                 }
-                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let out = self.out_tile(node.dtype, parts, cols, &[src]);
                 let rank = block.axes.len();
                 let row0 = match block.axes.get(rank.wrapping_sub(2)) {
                     Some(AxisUse::Part { start, .. }) | Some(AxisUse::Fixed(start)) => {
@@ -619,7 +762,7 @@ impl Tiler<'_> {
                 };
                 // Keep (i, j) where i + k - j >= 0.
                 let base = row0 + k - block.col_start() as i64;
-                self.out.push(
+                self.emit(
                     Op::AffineSelect {
                         out: out.ap(),
                         src: src.ap(),
@@ -638,7 +781,7 @@ impl Tiler<'_> {
                 out
             }
             // Emitted by `eval_node` and `eval_activate`, or nothing to emit.
-            BOp::Activate { .. } | BOp::Accum | BOp::Folded => {
+            BOp::Activate { .. } | BOp::Accum(_) | BOp::Folded => {
                 self.sbuf_tile(node.dtype, parts, cols)
             }
             BOp::Reduce(func) => {
@@ -655,16 +798,35 @@ impl Tiler<'_> {
                     node.dtype
                 };
                 let acc = self.sbuf_tile(acc_dtype, parts, 1);
-                self.out.push(
-                    Op::TensorReduce {
-                        op,
-                        out: acc.ap(),
-                        src: src.ap(),
-                    },
-                    VECTOR,
-                    &[acc.buf, src.buf],
-                    span,
-                );
+                if op == ReduceOp::Add && self.scalar_is_lighter(src.cols as u64) {
+                    // The Scalar engine's row sum of identity(x): the same additions in the
+                    // same order. It writes x over itself on the way (identity is exact).
+                    let discard = src;
+                    self.emit(
+                        Op::Activate {
+                            out: discard.ap(),
+                            src: src.ap(),
+                            func: ActFunc::Identity,
+                            scale: ScalarArg::imm(1.0),
+                            bias: ScalarArg::imm(-0.0),
+                            accum: Some(acc.ap()),
+                        },
+                        Engine::Scalar,
+                        &[discard.buf, src.buf, acc.buf],
+                        span,
+                    );
+                } else {
+                    self.emit(
+                        Op::TensorReduce {
+                            op,
+                            out: acc.ap(),
+                            src: src.ap(),
+                        },
+                        VECTOR,
+                        &[acc.buf, src.buf],
+                        span,
+                    );
+                }
                 if *func != ReduceFn::Mean {
                     return acc;
                 }
@@ -676,6 +838,54 @@ impl Tiler<'_> {
         }
     }
 
+    /// `out = x OP s` with `s` a per-row column or an immediate, on whichever of Vector and
+    /// Scalar has less work in this block: the Scalar engine computes `x * scale + bias` in
+    /// f32 with the same single rounding, so add, subtract and multiply are exact there too.
+    fn per_row_op(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
+        let (scale, bias, negate) = match op {
+            AluOp::Mul => (Some(s), None, false),
+            AluOp::Add => (None, Some(s), false),
+            AluOp::Sub => (None, Some(s), true),
+            AluOp::RSub => (Some(Operand::Imm(-1.0)), Some(s), false),
+            _ => return self.tensor_scalar(out, x, op, s, span),
+        };
+        if !self.scalar_is_lighter(x.cols as u64) {
+            return self.tensor_scalar(out, x, op, s, span);
+        }
+        let mut bufs = vec![out.buf, x.buf];
+        let mut arg = |t: &mut Self, o: Option<Operand>, default: f32, negate: bool| match o {
+            None => ScalarArg::imm(default),
+            Some(Operand::Imm(v)) => ScalarArg::imm(if negate { -v } else { v }),
+            Some(Operand::Tile(col)) => {
+                let col = if negate {
+                    let n = t.sbuf_tile(Dtype::F32, col.parts, 1);
+                    t.tensor_scalar(n, col, AluOp::Mul, Operand::Imm(-1.0), span);
+                    n
+                } else {
+                    col
+                };
+                bufs.push(col.buf);
+                ScalarArg::Ap(col.ap())
+            }
+        };
+        // x * 1 + (-0) is x exactly, signed zeros included.
+        let scale = arg(self, scale, 1.0, false);
+        let bias = arg(self, bias, -0.0, negate);
+        self.emit(
+            Op::Activate {
+                out: out.ap(),
+                src: x.ap(),
+                func: ActFunc::Identity,
+                scale,
+                bias,
+                accum: None,
+            },
+            Engine::Scalar,
+            &bufs,
+            span,
+        );
+    }
+
     /// `out = x OP s` with `s` a per-row column tile or an immediate.
     fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
         let (s0, extra) = match s {
@@ -684,7 +894,7 @@ impl Tiler<'_> {
         };
         let mut bufs = vec![out.buf, x.buf];
         bufs.extend(extra);
-        self.out.push(
+        self.emit(
             Op::TensorScalar {
                 out: out.ap(),
                 src: x.ap(),
@@ -703,7 +913,7 @@ impl Tiler<'_> {
     fn write_from(&mut self, out: Tile, src: Operand, span: Span) {
         match src {
             Operand::Tile(t) if t.cols == out.cols => {
-                self.out.push(
+                self.emit(
                     Op::TensorCopy {
                         out: out.ap(),
                         src: t.ap(),
@@ -716,7 +926,7 @@ impl Tiler<'_> {
             Operand::Tile(t) => {
                 // A per-row column stretched over the row: 0 * x + column... use
                 // tensor_scalar on a zero-filled tile.
-                self.out.push(
+                self.emit(
                     Op::Memset {
                         out: out.ap(),
                         value: Imm::new(0.0),
@@ -725,7 +935,7 @@ impl Tiler<'_> {
                     &[out.buf],
                     span,
                 );
-                self.out.push(
+                self.emit(
                     Op::TensorScalar {
                         out: out.ap(),
                         src: out.ap(),
@@ -740,7 +950,7 @@ impl Tiler<'_> {
                 );
             }
             Operand::Imm(v) => {
-                self.out.push(
+                self.emit(
                     Op::Memset {
                         out: out.ap(),
                         value: Imm::new(v),
@@ -769,6 +979,43 @@ impl Tiler<'_> {
             }
         }
     }
+}
+
+/// Estimated cycles per block of the work in `graph` that only Vector (`[0]`) or only
+/// Scalar (`[1]`) can do; work either can do is placed later, by `scalar_is_lighter`.
+fn committed_load(graph: &BGraph, block: &Block) -> [u64; 2] {
+    let mut load = [0u64; 2];
+    let full = |a: &BArg| match a {
+        BArg::Node(k) => graph.nodes[*k].fit == Fit::Full,
+        BArg::Load(_, strides) => strides.last() != Some(&0),
+        BArg::Given(_) => true,
+        BArg::Imm(_) => false,
+    };
+    for node in &graph.nodes {
+        let n = if node.fit == Fit::Full {
+            block.cols() as u64
+        } else {
+            1
+        };
+        let c = 64 + n;
+        match &node.op {
+            BOp::Activate { .. } => load[1] += c,
+            BOp::Unary(u) if reference::act_func(*u).is_some() => load[1] += c,
+            BOp::Unary(_) => {}
+            BOp::Binary(b) => {
+                let per_row_capable = matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul);
+                match (full(&node.args[0]), full(&node.args[1])) {
+                    (true, true) => load[0] += 64 + 2 * n,
+                    _ if per_row_capable => {}
+                    _ => load[0] += c,
+                }
+            }
+            BOp::Cast | BOp::Copy => load[0] += c,
+            BOp::Reduce(ReduceFn::Max | ReduceFn::Min) => load[0] += 64 + block.cols() as u64,
+            BOp::Reduce(_) | BOp::Tril { .. } | BOp::Accum(_) | BOp::Folded => {}
+        }
+    }
+    load
 }
 
 /// Folds work into the Scalar engine's `func(x * scale + bias)`:
@@ -847,9 +1094,9 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
         }
     }
     for r in 0..n {
-        if !matches!(graph.nodes[r].op, BOp::Reduce(ReduceFn::Sum)) {
+        let BOp::Reduce(rf @ (ReduceFn::Sum | ReduceFn::Mean)) = graph.nodes[r].op else {
             continue;
-        }
+        };
         let BArg::Node(a) = graph.nodes[r].args[0] else {
             continue;
         };
@@ -865,7 +1112,7 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             && (!strict || src.dtype == Dtype::F32)
         {
             graph.nodes[a].accum = Some(r);
-            graph.nodes[r].op = BOp::Accum;
+            graph.nodes[r].op = BOp::Accum(rf);
             graph.nodes[r].args.clear();
         }
     }

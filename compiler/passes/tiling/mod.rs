@@ -31,6 +31,10 @@ use view::HView;
 /// SBUF at once (multi-buffering).
 pub const BLOCK_BUDGET: u64 = 80 * 1024;
 
+/// A row-invariant operand loaded once for a group: view, strides, fit, the blocks it
+/// serves (partitions, first column, columns), and its tile.
+pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u64, u32), block::Tile);
+
 /// The lowering state.
 pub struct Tiler<'a> {
     pub func: &'a Function,
@@ -39,6 +43,15 @@ pub struct Tiler<'a> {
     pub home: SecondaryMap<Value, Option<HView>>,
     /// Operands loaded for the current block (the block evaluator's cache).
     pub block_loads: Vec<(HView, Vec<i64>, Fit, block::Tile)>,
+    /// Row-invariant operands loaded for the current group: view, strides, fit, (parts,
+    /// first column, columns) and the tile.
+    pub group_loads: Vec<GroupLoad>,
+    /// Estimated cycles given to Vector and Scalar in the current block.
+    pub engine_load: [u64; 2],
+    /// Tiles of node results whose last use is the node being evaluated.
+    pub dying: Vec<crate::tile::Buf>,
+    /// Loaded operands (view, strides) whose last use is the node being evaluated.
+    pub dying_loads: Vec<(HView, Vec<i64>)>,
     /// Fold work into activations (part of fusion).
     fold: bool,
     /// `--dtype-policy strict`.
@@ -66,6 +79,10 @@ pub fn lower(
         out: TileFunc::new(&func.name),
         home: SecondaryMap::new(),
         block_loads: Vec::new(),
+        group_loads: Vec::new(),
+        engine_load: [0, 0],
+        dying: Vec::new(),
+        dying_loads: Vec::new(),
         fold: grouping_given && options.enabled("fusion"),
         strict: options.strict_dtypes,
     };
@@ -262,6 +279,7 @@ impl<'a> Tiler<'a> {
     }
 
     fn lower_group(&mut self, g: &Group) -> Result<(), String> {
+        self.begin_group();
         match g.root {
             Root::Single(inst) => self.lower_single(inst),
             Root::Rows => {
@@ -463,6 +481,7 @@ impl<'a> Tiler<'a> {
 
     /// Copies a view into another of the same shape, through SBUF.
     pub fn copy_view(&mut self, src: &HView, dest: &HView, span: Span) {
+        self.begin_group();
         let space = if src.shape.is_empty() {
             vec![1]
         } else {

@@ -658,11 +658,36 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The commit the bench was built from, and whether the working tree had other changes.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("commit {c} plus uncommitted changes")
+            } else {
+                format!("commit {c}")
+            }
+        }
+        None => "an unknown commit".into(),
+    }
+}
+
 fn markdown(results: &Results) -> String {
     format!(
         "# Benchmarks\n\n\
-         Written by `cargo run --release --bin bench -- --write-md` on {date}, on {machine}; \
-         the whole run took {wall:.0} s.\n\n\
+         Written by `cargo run --release --bin bench -- --write-md` on {date}, on {machine}, \
+         at {commit}; the whole run took {wall:.0} s.\n\n\
          Each kernel is compiled from source (`bench/*.tsr`) by the whole pipeline and run on \
          the interpreter, whose timing model gives the cycles. The bound is the kernel's roofline \
          bound from tensor IR alone (compulsory HBM traffic at the DMA peak, matmul FLOPs at the \
@@ -694,6 +719,7 @@ fn markdown(results: &Results) -> String {
          timing model is simpler than real hardware: they say how close the compiler's schedule \
          comes to the model's bound, not what a Trainium would measure.\n",
         date = today(),
+        commit = commit(),
         machine = machine(),
         wall = results.wall_s,
         table = table(results, false),

@@ -195,11 +195,16 @@ impl Tile {
 }
 
 /// Bytes of one DMA piece below which a transfer is not split further.
-const DMA_PIECE_BYTES: u64 = 64 * 1024;
+const DMA_PIECE_BYTES: u64 = 16 * 1024;
+/// Bytes per partition below which a transfer is not split into column chunks.
+const DMA_MIN_ROW_BYTES: u64 = 512;
 
 /// Splits a block's transfer into pieces for several DMA queues (each queue moves 16
 /// B/cycle; all 16 together 256): into partition quarters when the block has 128
-/// partitions on one axis, and into column chunks of at least 2 KiB per partition.
+/// partitions on one axis, and into column chunks of at least 512 bytes per partition,
+/// pieces of at least 16 KiB. A queue overlaps a transfer's fixed latency with the
+/// previous transfer's data, so smaller pieces cost little and shorten the first load
+/// and the last store of a kernel.
 /// Returns each piece as a sub-block with its first partition and column in the tile.
 pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32)> {
     let parts = block.parts() as u64;
@@ -223,7 +228,7 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32
         1
     };
     let row_bytes = cols * dtype.size() as u64;
-    let csplit = (want / psplit).min(row_bytes / 2048).max(1);
+    let csplit = (want / psplit).min(row_bytes / DMA_MIN_ROW_BYTES).max(1);
     let mut out = Vec::new();
     for pi in 0..psplit {
         let pn = parts / psplit;

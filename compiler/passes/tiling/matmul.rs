@@ -104,31 +104,50 @@ impl Tiler<'_> {
                         chunks.push((m0, msz));
                         m0 += msz;
                     }
+                    // Transposed A is prepared one M chunk ahead of its use: the Tensor
+                    // engine transposes chunk i+1 before it multiplies chunk i, so the
+                    // multiplies never wait for the copies out of PSUM. B tiles load right
+                    // before their first matmul, so each DMA queue's order follows first
+                    // use.
                     let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
                     let mut n0 = 0;
                     while n0 < n {
                         let nsz = 512.min(n - n0);
-                        let bk: Vec<Tile> = (0..kt)
-                            .map(|t| {
+                        let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
+                        for ci in 0..chunks.len() {
+                            for cj in [ci, ci + 1] {
+                                if cj < chunks.len() && at[cj].is_none() {
+                                    let (m0, msz) = chunks[cj];
+                                    let tiles = (0..kt)
+                                        .map(|t| {
+                                            let k0 = t * 128;
+                                            let ksz = 128.min(k - k0);
+                                            self.load_kmajor(&ao, k0, ksz, m0, msz, span)
+                                        })
+                                        .collect();
+                                    at[cj] = Some(tiles);
+                                }
+                            }
+                            let (m0, msz) = chunks[ci];
+                            let psum = self.psum_tile(msz, nsz);
+                            for t in 0..kt {
                                 let k0 = t * 128;
                                 let ksz = 128.min(k - k0);
-                                self.load_kmajor(&bo, k0, ksz, n0, nsz, span)
-                            })
-                            .collect();
-                        for (ci, &(m0, msz)) in chunks.iter().enumerate() {
-                            if at[ci].is_none() {
-                                let tiles = (0..kt)
-                                    .map(|t| {
-                                        let k0 = t * 128;
-                                        let ksz = 128.min(k - k0);
-                                        self.load_kmajor(&ao, k0, ksz, m0, msz, span)
-                                    })
-                                    .collect();
-                                at[ci] = Some(tiles);
+                                let mv = match bk[t as usize] {
+                                    Some(tile) => tile,
+                                    None => {
+                                        let tile = self.load_kmajor(&bo, k0, ksz, n0, nsz, span);
+                                        bk[t as usize] = Some(tile);
+                                        tile
+                                    }
+                                };
+                                let st = match at[ci].as_ref().and_then(|v| v.get(t as usize)) {
+                                    Some(tile) => *tile,
+                                    None => return Err("transposed A missing".into()),
+                                };
+                                self.matmul(psum, st, mv, t > 0, span);
                             }
-                            let tiles = at[ci].as_deref().unwrap_or_default();
-                            let acc = self.accumulate(tiles, &bk, msz, nsz, span);
-                            self.epilogue(g, inst, acc, &fixed, m0, msz, n0, nsz)?;
+                            self.epilogue(g, inst, psum, &fixed, m0, msz, n0, nsz)?;
                         }
                         n0 += nsz;
                     }
@@ -175,15 +194,6 @@ impl Tiler<'_> {
         }
     }
 
-    /// One accumulation group: `psum = sum over K chunks of st[t]^T @ mv[t]`.
-    fn accumulate(&mut self, st: &[Tile], mv: &[Tile], msz: u64, nsz: u64, span: Span) -> Tile {
-        let psum = self.psum_tile(msz, nsz);
-        for (t, (s, v)) in st.iter().zip(mv).enumerate() {
-            self.matmul(psum, *s, *v, t > 0, span);
-        }
-        psum
-    }
-
     fn matmul(&mut self, psum: Tile, stationary: Tile, moving: Tile, accumulate: bool, span: Span) {
         self.out.push(
             Op::Matmul {
@@ -226,6 +236,49 @@ impl Tiler<'_> {
         Ok(())
     }
 
+    /// Loads a 2-D HBM pattern (`rows` on partitions, `cols` on the free axis, as (size,
+    /// stride) pairs from element `base`) into `tile`, in pieces spread over DMA queues:
+    /// partition quarters of a full tile, and column chunks of at least 512 bytes.
+    fn dma_2d(
+        &mut self,
+        tile: Tile,
+        view: &HView,
+        base: i64,
+        rows: (u64, i64),
+        cols: (u64, i64),
+        span: Span,
+    ) {
+        let esize = view.dtype.size() as u64;
+        let bytes = rows.0 * cols.0 * esize;
+        let want = (bytes / (16 * 1024)).clamp(1, 16);
+        let psplit = if want >= 4 && rows.0 == 128 { 4 } else { 1 };
+        let csplit = (want / psplit).min(cols.0 * esize / 512).max(1);
+        let pn = rows.0 / psplit;
+        let chunk = cols.0.div_ceil(csplit);
+        for pi in 0..psplit {
+            let p0 = pi * pn;
+            let mut c0 = 0;
+            while c0 < cols.0 {
+                let cn = chunk.min(cols.0 - c0);
+                let src = hbm_ap(
+                    view.dtype,
+                    base + p0 as i64 * rows.1 + c0 as i64 * cols.1,
+                    &[(pn, rows.1), (cn, cols.1)],
+                );
+                self.out.push(
+                    Op::Dma {
+                        dst: DmaAp::Tile(tile.slice(p0 as u32, pn as u32, c0 as u32, cn as u32)),
+                        src: DmaAp::Hbm(src),
+                    },
+                    Engine::Dma(0),
+                    &[tile.buf, view.buf],
+                    span,
+                );
+                c0 += cn;
+            }
+        }
+    }
+
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.
     fn load_kmajor(
         &mut self,
@@ -241,14 +294,12 @@ impl Tiler<'_> {
         let base = op.offset + k0 as i64 * op.k_stride + x0 as i64 * op.x_stride;
         let direct = op.x_stride == 1 || op.k_stride != 1 || ksz == 1;
         if direct {
-            let src = hbm_ap(dtype, base, &[(ksz, op.k_stride), (xsz, op.x_stride)]);
-            self.out.push(
-                Op::Dma {
-                    dst: DmaAp::Tile(out.ap()),
-                    src: DmaAp::Hbm(src),
-                },
-                Engine::Dma(0),
-                &[out.buf, op.view.buf],
+            self.dma_2d(
+                out,
+                &op.view,
+                base,
+                (ksz, op.k_stride),
+                (xsz, op.x_stride),
                 span,
             );
             return out;
@@ -258,18 +309,12 @@ impl Tiler<'_> {
         while c < xsz {
             let xc = 128.min(xsz - c);
             let rows = self.sbuf_tile(dtype, xc as u32, ksz as u32);
-            let src = hbm_ap(
-                dtype,
+            self.dma_2d(
+                rows,
+                &op.view,
                 base + c as i64 * op.x_stride,
-                &[(xc, op.x_stride), (ksz, op.k_stride)],
-            );
-            self.out.push(
-                Op::Dma {
-                    dst: DmaAp::Tile(rows.ap()),
-                    src: DmaAp::Hbm(src),
-                },
-                Engine::Dma(0),
-                &[rows.buf, op.view.buf],
+                (xc, op.x_stride),
+                (ksz, op.k_stride),
                 span,
             );
             let pbuf = self.out.psum(dtype, ksz as u32, xc as u32);

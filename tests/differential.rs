@@ -344,7 +344,7 @@ fn comparison_flags_differences_and_matches_nans() {
         Outcome::Mismatch { details, max_abs } => {
             assert_eq!(max_abs, 0.5);
             assert!(
-                details.contains("index [1, 0]: observed -2.5e0, expected -2e0"),
+                details.contains("(index [1, 0]): observed -2.5e0, expected -2e0"),
                 "{details}"
             );
         }

@@ -13,7 +13,8 @@ pub enum Verdict {
     NoMismatch,
     /// Disabling any one of these passes (in pipeline order) makes the kernel match.
     PointsAt(Vec<String>),
-    /// The mismatch stays whichever single optimising pass is disabled.
+    /// The failure (mismatch or compile error) stays whichever single optimising pass is
+    /// disabled.
     NoSinglePass,
 }
 
@@ -33,7 +34,7 @@ impl std::fmt::Display for Verdict {
             }
             Verdict::NoSinglePass => write!(
                 f,
-                "no single optimising pass: the mismatch remains with each of {} disabled",
+                "no single optimising pass: the failure remains with each of {} disabled",
                 optimising_names()
                     .iter()
                     .map(|n| format!("`{n}`"))

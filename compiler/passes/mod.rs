@@ -10,6 +10,7 @@ pub mod alloc;
 mod dce;
 pub mod engines;
 pub mod fusion;
+mod schedule;
 mod simplify;
 pub mod sync;
 pub mod tiling;
@@ -138,6 +139,15 @@ pub const PIPELINE: &[Pass] = &[
         optimising: false,
         stage: Stage::Tile,
         run: tile_pass,
+    },
+    // Reorders the layout, so it runs before `engines` (queue choice follows layout
+    // order), `alloc` (liveness) and `sync` (semaphore counts name stream positions).
+    Pass {
+        name: "schedule",
+        summary: "delay stores one block so DMA queues issue the next block's loads first",
+        optimising: true,
+        stage: Stage::Tile,
+        run: schedule::run,
     },
     // Runs after `tile` (it moves the DMAs that `tile` put on queue 0), before `alloc`,
     // whose spill transfers go to the least loaded queue, and before `sync`, which derives

@@ -18,7 +18,7 @@ mod matmul;
 pub mod view;
 
 use crate::frontend::typed::Span;
-use crate::ir::{Function, Inst, TOp, Value, ValueDef};
+use crate::ir::{Function, Inst, ReduceFn, TOp, Value, ValueDef};
 use crate::passes::fusion::{self, Fit, Group, Root};
 use crate::passes::PassOptions;
 use crate::tile::TileFunc;
@@ -283,8 +283,32 @@ impl<'a> Tiler<'a> {
         match g.root {
             Root::Single(inst) => self.lower_single(inst),
             Root::Rows => {
+                let cols = *g.space.last().unwrap_or(&1);
+                let peak = peak_block_bytes(self.func, g);
+                let mut col_chunk = u64::MAX;
+                if peak > BLOCK_BUDGET {
+                    let func = self.func;
+                    let reduces = g
+                        .insts
+                        .iter()
+                        .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
+                    if reduces {
+                        // Only a lone reduction gets here (bigger groups were split): its
+                        // rows are summed chunk by chunk.
+                        let &[inst] = g.insts.as_slice() else {
+                            return Err(format!(
+                                "a group of {} instructions with a reduction does not fit SBUF",
+                                g.insts.len()
+                            ));
+                        };
+                        let src = self.home_of(self.func.insts[inst].args[0])?;
+                        return self.lower_long_reduce(inst, src, &g.space);
+                    }
+                    // Elementwise work splits along the row.
+                    col_chunk = (cols * BLOCK_BUDGET / peak.max(1)).max(1);
+                }
                 let graph = self.graph_of(g, None)?;
-                let blocks = row_blocks(&g.space, g.needs_plain_rows);
+                let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 for b in &blocks {
                     self.eval_block(&graph, b);
                 }
@@ -431,6 +455,9 @@ impl<'a> Tiler<'a> {
                 perm.push(*axis);
                 let view = src.permute(&perm);
                 let space = view.shape.clone();
+                if space[rank - 1] * view.dtype.size() as u64 * 2 > BLOCK_BUDGET {
+                    return self.lower_long_reduce(inst, view, &space);
+                }
                 let dest = self.home_of(data.result)?;
                 let rows: Vec<u64> = space[..rank - 1].to_vec();
                 let dest_rows = dest.reshape(&rows);
@@ -449,7 +476,7 @@ impl<'a> Tiler<'a> {
                         dest: dest_rows,
                     }],
                 };
-                for b in &row_blocks(&space, false) {
+                for b in &row_blocks(&space, false, u64::MAX) {
                     self.eval_block(&graph, b);
                 }
                 Ok(())
@@ -469,6 +496,97 @@ impl<'a> Tiler<'a> {
                 self.lower_group(&g)
             }
         }
+    }
+
+    /// A reduction of the last axis whose rows do not fit SBUF: each block of rows is
+    /// reduced chunk by chunk into an f32 partial, the partials combined in order, and the
+    /// result rounded once (a different summation order from the reference's, within the
+    /// f32 tolerance).
+    fn lower_long_reduce(&mut self, inst: Inst, src: HView, space: &[u64]) -> Result<(), String> {
+        let func = self.func;
+        let data = &func.insts[inst];
+        let span = func.spans[inst];
+        let TOp::Reduce { func: rf, .. } = data.op else {
+            return Err(format!("{inst} is not a reduction"));
+        };
+        let dest = self.home_of(data.result)?;
+        let res_dtype = func.ty(data.result).dtype;
+        let rank = space.len();
+        let rows: Vec<u64> = space[..rank - 1].to_vec();
+        let dest_rows = dest.reshape(&rows);
+        let src_strides = space_strides(&src, space, space);
+        let dest_strides = space_strides(&dest_rows, &rows, space);
+        let cols = space[rank - 1];
+        let chunk = (BLOCK_BUDGET / (2 * src.dtype.size() as u64)).max(1);
+        let op = match rf {
+            ReduceFn::Sum | ReduceFn::Mean => isa::ReduceOp::Add,
+            ReduceFn::Max => isa::ReduceOp::Max,
+            ReduceFn::Min => isa::ReduceOp::Min,
+        };
+        let alu = match op {
+            isa::ReduceOp::Add => isa::AluOp::Add,
+            isa::ReduceOp::Max => isa::AluOp::Max,
+            isa::ReduceOp::Min => isa::AluOp::Min,
+        };
+        self.begin_group();
+        for b in &row_blocks(space, false, u64::MAX) {
+            let parts = b.parts();
+            let mut acc: Option<block::Tile> = None;
+            for piece in &row_blocks_cols(b, cols, chunk) {
+                let x = self.load(piece, &src, &src_strides, Fit::Full, span);
+                let part = self.sbuf_tile(isa::Dtype::F32, parts, 1);
+                self.out.push(
+                    isa::Op::TensorReduce {
+                        op,
+                        out: part.ap(),
+                        src: x.ap(),
+                    },
+                    isa::Engine::Vector,
+                    &[part.buf, x.buf],
+                    span,
+                );
+                acc = Some(match acc {
+                    None => part,
+                    Some(a) => {
+                        let sum = self.sbuf_tile(isa::Dtype::F32, parts, 1);
+                        self.out.push(
+                            isa::Op::TensorTensor {
+                                op: alu,
+                                out: sum.ap(),
+                                a: a.ap(),
+                                b: part.ap(),
+                            },
+                            isa::Engine::GpSimd,
+                            &[sum.buf, a.buf, part.buf],
+                            span,
+                        );
+                        sum
+                    }
+                });
+            }
+            let acc = acc.ok_or("a reduction over an empty axis")?;
+            let out = self.sbuf_tile(res_dtype, parts, 1);
+            let (op0, s0) = if rf == ReduceFn::Mean {
+                (isa::AluOp::Div, isa::ScalarArg::imm(cols as f32))
+            } else {
+                (isa::AluOp::Bypass, isa::ScalarArg::imm(0.0))
+            };
+            self.out.push(
+                isa::Op::TensorScalar {
+                    out: out.ap(),
+                    src: acc.ap(),
+                    op0,
+                    s0,
+                    op1: isa::AluOp::Bypass,
+                    s1: isa::ScalarArg::imm(0.0),
+                },
+                isa::Engine::GpSimd,
+                &[out.buf, acc.buf],
+                span,
+            );
+            self.store(b, out, &dest_rows, &dest_strides, Fit::PerRow, span);
+        }
+        Ok(())
     }
 
     /// Makes `view` the home of `v`; if `v` already has a home (an output), copies into it.
@@ -512,10 +630,29 @@ impl<'a> Tiler<'a> {
                 strides: dest_strides,
             }],
         };
-        for b in &row_blocks(&space, false) {
+        for b in &row_blocks(&space, false, u64::MAX) {
             self.eval_block(&graph, b);
         }
     }
+}
+
+/// A block split into column chunks of at most `chunk` columns.
+fn row_blocks_cols(b: &Block, cols: u64, chunk: u64) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut c0 = 0;
+    while c0 < cols {
+        let cs = chunk.min(cols - c0);
+        let mut axes = b.axes.clone();
+        if let Some(last) = axes.last_mut() {
+            *last = AxisUse::Col {
+                start: c0,
+                size: cs,
+            };
+        }
+        out.push(Block { axes });
+        c0 += cs;
+    }
+    out
 }
 
 /// The strides with which a view, broadcast to `logical` (the shape of the value it feeds),
@@ -536,11 +673,10 @@ pub fn space_strides(view: &HView, logical: &[u64], space: &[u64]) -> Vec<i64> {
     s
 }
 
-/// The blocks of a space: up to 128 rows on partitions, whole rows on the free axis
-/// (split into column chunks only when a row alone exceeds the block budget, which only
-/// happens for row groups without reductions). With `plain`, partitions hold a range of
+/// The blocks of a space: up to 128 rows on partitions, and on the free axis chunks of
+/// `col_chunk` columns (whole rows unless a row alone exceeds the block budget). With `plain`, partitions hold a range of
 /// the second-to-last axis only (what `tril` needs).
-pub fn row_blocks(space: &[u64], plain: bool) -> Vec<Block> {
+pub fn row_blocks(space: &[u64], plain: bool, col_chunk: u64) -> Vec<Block> {
     let rank = space.len();
     let cols = space[rank - 1];
     let rows = &space[..rank - 1];
@@ -564,7 +700,7 @@ pub fn row_blocks(space: &[u64], plain: bool) -> Vec<Block> {
         None => Vec::new(),
     };
     let outer_count: u64 = outer.iter().product();
-    let col_chunk = cols.max(1);
+    let col_chunk = col_chunk.clamp(1, cols.max(1));
     for o in 0..outer_count {
         // Decompose o over the outer axes.
         let mut idx = vec![0u64; outer.len()];

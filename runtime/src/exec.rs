@@ -4,17 +4,22 @@
 //! Tiles are processed partition by partition: a partition's inputs are decoded to f32 rows,
 //! computed, and encoded back, so within a partition every read precedes every write and
 //! in-place operations behave as if the whole row were read first. The Tensor engine
-//! decodes both operands once into f32 matrices and accumulates along contiguous rows,
-//! which vectorises and keeps each output element's summation order `k = 0, 1, .., K-1`.
+//! decodes both operands once into f32 blocks packed for `crate::kernels`, whose
+//! vectorised micro-kernel (shared with a helper thread for large matmuls) keeps each
+//! output element's summation order `k = 0, 1, .., K-1`; an accumulating matmul onto the
+//! output the previous matmul left, with PSUM untouched since, starts from the kernel's
+//! own copy of it instead of reading PSUM back.
 //! All arithmetic goes through `crate::numeric` or plain f32 `+`/`*` (never fused), so
 //! results are bit-identical on every run and host.
 
 use crate::error::{At, RuntimeError};
+use crate::kernels::{self, PARALLEL_MIN_MACS};
 use crate::memory::{Memories, Region, Space};
 use crate::numeric;
 use isa::{
     ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, Imm, Inst, Mem, Op, ReduceOp, ScalarArg, TileAp,
 };
+use std::sync::Arc;
 
 /// What the timing model needs to know about a DMA after executing it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,12 +35,24 @@ pub(crate) struct DmaEffect {
     pub bytes: u64,
 }
 
+/// How many partitions ahead of its reads the matmul prefetches its operands.
+const PREFETCH_ROWS: usize = 8;
+
 /// The executor: memories plus reusable scratch rows.
 pub(crate) struct Executor {
     pub mem: Memories,
     min_run: u64,
     rows: [Vec<f32>; 4],
     bytes: Vec<u8>,
+    /// The Tensor engine's packed operands and output, reused by every matmul.
+    mm_job: Arc<kernels::Job>,
+    /// The matmul helper thread, started by the first large matmul (if the host has a
+    /// second core).
+    pool: Option<kernels::Pool>,
+    pool_tried: bool,
+    /// The output region of the last matmul and `Memories::psum_writes` right after it
+    /// wrote it: while both match, `mm_job` still holds that output.
+    mm_last: Option<(Region, u64)>,
 }
 
 /// A per-partition scalar operand after checking.
@@ -51,6 +68,10 @@ impl Executor {
             min_run,
             rows: Default::default(),
             bytes: Vec::new(),
+            mm_job: Arc::default(),
+            pool: None,
+            pool_tried: false,
+            mm_last: None,
         }
     }
 
@@ -287,54 +308,79 @@ impl Executor {
                 format!("out must be [{m}, {n}], is [{}, {}]", o.parts, o.free),
             ));
         }
-        let mut s_buf = std::mem::take(&mut self.rows[0]);
-        let mut m_buf = std::mem::take(&mut self.rows[1]);
-        let mut acc = std::mem::take(&mut self.rows[2]);
+        let mut job = std::mem::take(&mut self.mm_job);
+        // Taken, so that an error on the way leaves no claim on what PSUM holds.
+        let mut last = self.mm_last.take();
+        if Arc::get_mut(&mut job).is_none() {
+            // Unreachable (`Pool::run` returns only after the helper let go), but a fresh
+            // job is always correct.
+            job = Arc::default();
+            last = None;
+        }
+        let mut row = std::mem::take(&mut self.rows[0]);
+        row.resize(m.max(n), 0.0);
         let result = (|| {
-            self.read_matrix(&st, &mut s_buf, at)?;
-            self.read_matrix(&mv, &mut m_buf, at)?;
-            acc.clear();
-            acc.resize(n, 0.0);
-            for mi in 0..m {
-                if accumulate {
-                    self.mem.read_row(&o, mi, &mut acc, at)?;
-                } else {
-                    acc.fill(0.0);
+            let j = Arc::get_mut(&mut job).ok_or_else(|| invalid(at, "matmul busy".into()))?;
+            j.reset(k, m, n);
+            // An accumulating matmul whose output the previous matmul wrote, with PSUM
+            // unchanged since, starts from the values still in the job: f32 PSUM holds them
+            // exactly (a NaN aside, whose payload cannot reach memory), so reading them
+            // back would change nothing.
+            let reuse = accumulate
+                && o.dtype == isa::Dtype::F32
+                && matches!(&last, Some((r, w)) if *r == o && *w == self.mem.psum_writes());
+            let psum_rows = if accumulate && !reuse { m } else { 0 };
+            // The operand rows in the order they are read: stationary, moving, then the
+            // PSUM rows an accumulating matmul starts from. Each is in another partition,
+            // far from the last, so prefetching a few rows ahead overlaps their cache
+            // misses instead of waiting for each in turn.
+            let nth = |i: usize| match i {
+                _ if i < k => Some((&st, i)),
+                _ if i < 2 * k => Some((&mv, i - k)),
+                _ if i < 2 * k + psum_rows => Some((&o, i - 2 * k)),
+                _ => None,
+            };
+            for i in 0..PREFETCH_ROWS {
+                if let Some((r, p)) = nth(i) {
+                    self.mem.prefetch_row(r, p);
                 }
-                // One f32 multiply and one f32 add per step, never fused, k in order: the
-                // rounding the ISA documents. Four steps per pass over the row keep the
-                // accumulator in registers; the loops vectorise over n.
-                let mut ki = 0;
-                while ki + 4 <= k {
-                    let s0 = s_buf[ki * m + mi];
-                    let s1 = s_buf[(ki + 1) * m + mi];
-                    let s2 = s_buf[(ki + 2) * m + mi];
-                    let s3 = s_buf[(ki + 3) * m + mi];
-                    let r0 = &m_buf[ki * n..(ki + 1) * n];
-                    let r1 = &m_buf[(ki + 1) * n..(ki + 2) * n];
-                    let r2 = &m_buf[(ki + 2) * n..(ki + 3) * n];
-                    let r3 = &m_buf[(ki + 3) * n..(ki + 4) * n];
-                    for ((((a, &x0), &x1), &x2), &x3) in
-                        acc.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3)
-                    {
-                        *a = (((*a + s0 * x0) + s1 * x1) + s2 * x2) + s3 * x3;
-                    }
-                    ki += 4;
-                }
-                while ki < k {
-                    let s = s_buf[ki * m + mi];
-                    for (a, &x) in acc.iter_mut().zip(&m_buf[ki * n..(ki + 1) * n]) {
-                        *a += s * x;
-                    }
-                    ki += 1;
-                }
-                self.mem.write_row(&o, mi, &acc, at)?;
             }
+            for i in 0..2 * k + psum_rows {
+                if let Some((r, p)) = nth(i + PREFETCH_ROWS) {
+                    self.mem.prefetch_row(r, p);
+                }
+                if i < k {
+                    self.mem.read_row(&st, i, &mut row[..m], at)?;
+                    j.set_stationary_row(i, &row[..m]);
+                } else if i < 2 * k {
+                    self.mem.read_row(&mv, i - k, &mut row[..n], at)?;
+                    j.set_moving_row(i - k, &row[..n]);
+                } else {
+                    self.mem.read_row(&o, i - 2 * k, &mut row[..n], at)?;
+                    j.set_output_row(i - 2 * k, &row[..n]);
+                }
+            }
+            if !accumulate {
+                j.zero_output();
+            }
+            if !self.pool_tried && j.macs() >= PARALLEL_MIN_MACS {
+                self.pool_tried = true;
+                self.pool = kernels::Pool::new();
+            }
+            match &self.pool {
+                Some(pool) => pool.run(&mut job),
+                None => j.run(),
+            }
+            let j = Arc::get_mut(&mut job).ok_or_else(|| invalid(at, "matmul busy".into()))?;
+            for mi in 0..m {
+                j.output_row(mi, &mut row[..n]);
+                self.mem.write_row(&o, mi, &row[..n], at)?;
+            }
+            self.mm_last = Some((o.clone(), self.mem.psum_writes()));
             Ok(())
         })();
-        self.rows[0] = s_buf;
-        self.rows[1] = m_buf;
-        self.rows[2] = acc;
+        self.rows[0] = row;
+        self.mm_job = job;
         result
     }
 

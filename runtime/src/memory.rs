@@ -36,7 +36,7 @@ impl Space {
 /// A checked access pattern: `parts` partitions from `part0` (one for HBM), and in each the
 /// same free pattern of `dims` (size, stride in elements, outermost first) from byte
 /// `offset`. Every byte it can name is inside its memory.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Region {
     pub space: Space,
     pub dtype: Dtype,
@@ -195,6 +195,9 @@ pub(crate) struct Memories {
     /// Written-byte maps of SBUF and PSUM when poison tracking is on.
     written: Option<[Bitmap; 2]>,
     max_elems: u64,
+    /// How many row writes PSUM has had: lets the Tensor engine tell that PSUM still
+    /// holds what it last wrote.
+    psum_writes: u64,
 }
 
 impl Memories {
@@ -210,6 +213,7 @@ impl Memories {
             geometry,
             written: poison.then(|| [Bitmap::new(sbuf_len), Bitmap::new(psum_len)]),
             max_elems,
+            psum_writes: 0,
         }
     }
 
@@ -219,6 +223,11 @@ impl Memories {
             Space::Sbuf => self.geometry.sbuf_partition_bytes as u64,
             Space::Psum => self.geometry.psum_partition_bytes as u64,
         }
+    }
+
+    /// The number of PSUM row writes so far; unchanged means PSUM is unchanged.
+    pub fn psum_writes(&self) -> u64 {
+        self.psum_writes
     }
 
     /// Checks a tile against the geometry and the partition rule and returns its region.
@@ -476,6 +485,28 @@ impl Memories {
         })
     }
 
+    /// Asks the host to start loading partition `p` (tile-relative) of `r` into its caches,
+    /// without reading it: a hint that lets the misses of many rows overlap, since every
+    /// partition of a tile is far from the previous one. No effect on results; does
+    /// nothing on hosts without a prefetch instruction.
+    pub fn prefetch_row(&self, r: &Region, p: usize) {
+        let (mem, start) = self.base(r.space, r.part0 + p);
+        let esz = r.dtype.size() as i64;
+        let _ = r.for_each_run::<()>(|rel, len| {
+            let from = start as i64 + r.offset as i64 + rel * esz;
+            let n = len as i64 * esz;
+            if let Some(bytes) = usize::try_from(from)
+                .ok()
+                .and_then(|f| mem.get(f..f + n as usize))
+            {
+                for line in bytes.chunks(64) {
+                    prefetch(line);
+                }
+            }
+            Ok(())
+        });
+    }
+
     /// Appends the raw bytes of partition `p` (tile-relative) of `r` to `out`.
     pub fn read_row_bytes(
         &self,
@@ -499,6 +530,9 @@ impl Memories {
         let part = r.part0 + p;
         let esz = r.dtype.size() as usize;
         let map_index = Self::bitmap_index(r.space);
+        if r.space == Space::Psum {
+            self.psum_writes += 1;
+        }
         let mut pos = 0usize;
         // Split the borrow: the bitmap and the byte array are separate fields.
         let mut written = self.written.take();
@@ -557,6 +591,20 @@ impl Memories {
             }
         })
     }
+}
+
+/// Hints the cache line holding the start of `bytes` into the caches.
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults and reads no data into the
+    // program, and the address is that of a live slice anyway. SSE is part of x86-64.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// An access that the region check should have excluded; reported, never a panic.

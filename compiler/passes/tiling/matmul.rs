@@ -118,14 +118,7 @@ impl Tiler<'_> {
                             for cj in [ci, ci + 1] {
                                 if cj < chunks.len() && at[cj].is_none() {
                                     let (m0, msz) = chunks[cj];
-                                    let tiles = (0..kt)
-                                        .map(|t| {
-                                            let k0 = t * 128;
-                                            let ksz = 128.min(k - k0);
-                                            self.load_kmajor(&ao, k0, ksz, m0, msz, span)
-                                        })
-                                        .collect();
-                                    at[cj] = Some(tiles);
+                                    at[cj] = Some(self.prepare_kmajor(&ao, k, m0, msz, span));
                                 }
                             }
                             let (m0, msz) = chunks[ci];
@@ -277,6 +270,108 @@ impl Tiler<'_> {
                 c0 += cn;
             }
         }
+    }
+
+    /// Loads `op[0..k, x0..x0+xsz]` (`xsz` <= 128) as one SBUF tile per K chunk of 128,
+    /// with K on partitions. When K is contiguous in HBM the rows are loaded once and
+    /// transposed on the Tensor engine eight K chunks into one PSUM bank at a time, and
+    /// each bank is copied out by one instruction, alternately on Vector and Scalar: one
+    /// copy per transpose would cost the copying engine three times what the transpose
+    /// costs the Tensor engine, and the Tensor engine would wait for PSUM banks.
+    fn prepare_kmajor(
+        &mut self,
+        op: &Operand2d,
+        k: u64,
+        x0: u64,
+        xsz: u64,
+        span: Span,
+    ) -> Vec<Tile> {
+        let kt = k.div_ceil(128);
+        let direct = op.x_stride == 1 || op.k_stride != 1;
+        if direct || xsz > 128 {
+            return (0..kt)
+                .map(|t| {
+                    let k0 = t * 128;
+                    self.load_kmajor(op, k0, 128.min(k - k0), x0, xsz, span)
+                })
+                .collect();
+        }
+        let dtype = op.view.dtype;
+        let rows = self.sbuf_tile(dtype, xsz as u32, k as u32);
+        let base = op.offset + x0 as i64 * op.x_stride;
+        self.dma_2d(
+            rows,
+            &op.view,
+            base,
+            (xsz, op.x_stride),
+            (k, op.k_stride),
+            span,
+        );
+        // One SBUF buffer holds every K chunk's transposed tile, side by side.
+        let full = k / 128;
+        let out = self.sbuf_tile(dtype, 128.min(k) as u32, (kt * xsz) as u32);
+        let mut tiles = Vec::with_capacity(kt as usize);
+        let per_bank = (2048 / (xsz * dtype.size() as u64)).clamp(1, 8);
+        let mut t = 0;
+        let mut copies = 0;
+        while t < kt {
+            let ksz = 128.min(k - t * 128);
+            // Chunks of the same height share a bank (the last chunk may be shorter).
+            let group = if t < full { per_bank.min(full - t) } else { 1 };
+            let pbuf = self.out.psum(dtype, ksz as u32, (group * xsz) as u32);
+            let bank = Tile {
+                buf: pbuf,
+                mem: Mem::Psum,
+                dtype,
+                parts: ksz as u32,
+                cols: (group * xsz) as u32,
+                col_offset: 0,
+            };
+            for j in 0..group {
+                let src = rows.slice(0, xsz as u32, ((t + j) * 128) as u32, ksz as u32);
+                let dst = bank.slice(0, ksz as u32, (j * xsz) as u32, xsz as u32);
+                self.out.push(
+                    Op::Transpose { out: dst, src },
+                    Engine::Tensor,
+                    &[bank.buf, rows.buf],
+                    span,
+                );
+            }
+            let dst = out.slice(0, ksz as u32, (t * xsz) as u32, (group * xsz) as u32);
+            let copy = if copies % 2 == 0 {
+                (
+                    Op::TensorCopy {
+                        out: dst,
+                        src: bank.ap(),
+                    },
+                    Engine::Vector,
+                )
+            } else {
+                (
+                    Op::Activate {
+                        out: dst,
+                        src: bank.ap(),
+                        func: isa::ActFunc::Identity,
+                        scale: isa::ScalarArg::imm(1.0),
+                        bias: isa::ScalarArg::imm(-0.0),
+                        accum: None,
+                    },
+                    Engine::Scalar,
+                )
+            };
+            copies += 1;
+            self.out.push(copy.0, copy.1, &[out.buf, bank.buf], span);
+            for j in 0..group {
+                tiles.push(Tile {
+                    parts: ksz as u32,
+                    cols: xsz as u32,
+                    col_offset: ((t + j) * xsz) as u32,
+                    ..out
+                });
+            }
+            t += group;
+        }
+        tiles
     }
 
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.

@@ -153,6 +153,19 @@ pub struct MachineConfig {
     /// Run the ISA verifier when a program is loaded. On by default; only tests of the
     /// interpreter's own run-time checks turn it off.
     pub verify: bool,
+    /// Debug option: the race detector (`crate::race`). Two instructions on different
+    /// streams that touch overlapping bytes, at least one of them writing, must be ordered
+    /// by a chain of semaphore waits; the first pair that is not is reported as
+    /// [`RuntimeError::Race`]. Off by default (tests of the timing model run racy programs
+    /// on purpose); the compiler's driver turns it on in debug builds and for
+    /// `tessera run --debug-checks`.
+    pub race_check: bool,
+    /// Debug option: PSUM accumulation groups (`crate::race`). A matmul with
+    /// `accumulate=false` opens a group on its `out` bytes; a matmul with `accumulate=true`
+    /// must write exactly the bytes of an open group; any other instruction that reads or
+    /// writes a group's bytes closes it. Breaking this is [`RuntimeError::PsumGroup`]. Off
+    /// by default; `tessera run --debug-checks` turns it on.
+    pub psum_groups: bool,
 }
 
 impl MachineConfig {
@@ -166,7 +179,18 @@ impl MachineConfig {
             poison: false,
             events: true,
             verify: true,
+            race_check: false,
+            psum_groups: false,
         }
+    }
+
+    /// This configuration with every debug check on: poison tracking of never-written
+    /// SBUF/PSUM bytes, the race detector and the PSUM accumulation-group check.
+    pub fn with_debug_checks(mut self) -> MachineConfig {
+        self.poison = true;
+        self.race_check = true;
+        self.psum_groups = true;
+        self
     }
 
     /// Checks that the parameters make sense (rates are positive, the geometry fits the

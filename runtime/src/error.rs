@@ -125,4 +125,20 @@ pub enum RuntimeError {
     InstructionLimit { limit: u64, at: At },
     #[error("cycle limit of {limit} reached at cycle {cycle}")]
     CycleLimit { limit: u64, cycle: u64 },
+    /// Two instructions on different streams touch the same bytes, at least one writing,
+    /// and no chain of semaphore waits orders them (`MachineConfig::race_check`).
+    #[error("race: {at} {access} {detail}, which {earlier} {earlier_access} without a semaphore wait ordering them")]
+    Race {
+        /// The later instruction (in the simulated start order).
+        at: At,
+        access: &'static str,
+        /// The memory both touch: `sbuf partition 3 bytes 0..64`.
+        detail: String,
+        /// The earlier instruction.
+        earlier: At,
+        earlier_access: &'static str,
+    },
+    /// A matmul breaks the PSUM accumulation-group rule (`MachineConfig::psum_groups`).
+    #[error("{at}: psum accumulation group: {detail}")]
+    PsumGroup { at: At, detail: String },
 }

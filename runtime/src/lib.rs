@@ -5,8 +5,9 @@
 //! bounds-checked byte arrays), `exec` (the semantics of each opcode), [`kernels`] (the
 //! matmul micro-kernel and its helper thread, public so that tests can compare its paths),
 //! `timing` (the event-driven timing model that drives execution), [`report`] (what a run
-//! reports), [`machine`] (the embedding API), [`trace`] (the timeline as Chrome trace-event
-//! JSON), [`error`], and [`numeric`] (the number formats and arithmetic shared with the
+//! reports), [`machine`] (the embedding API), `race` (the race detector and the PSUM
+//! accumulation-group check), [`trace`] (the timeline as Chrome trace-event JSON),
+//! [`error`], and [`numeric`] (the number formats and arithmetic shared with the
 //! compiler's reference evaluator) and [`npy`] (`.npy` files).
 //!
 //! Architecture invariant: this crate depends only on `isa` and small utility crates.
@@ -19,6 +20,7 @@ pub mod machine;
 mod memory;
 pub mod npy;
 pub mod numeric;
+mod race;
 pub mod report;
 mod timing;
 pub mod trace;

@@ -23,12 +23,16 @@
 //! - The semantic effect of an instruction is applied when it starts. Every cross-engine
 //!   dependency goes through semaphores, so executing instructions in start order is
 //!   correct; ties are broken by stream index, after all completions of that cycle.
+//! - With the debug checks on (`MachineConfig::race_check`, `psum_groups`), every
+//!   instruction is checked by `crate::race` as it starts: an unsynchronised conflicting
+//!   access or a broken PSUM accumulation group is an error naming the instructions.
 //! - No stream can progress while some have not reached `end`: a deadlock error listing
 //!   every blocked wait. The instruction and cycle limits are errors, never hangs.
 
 use crate::config::MachineConfig;
 use crate::error::{At, BlockedWait, RuntimeError};
 use crate::exec::Executor;
+use crate::race::Checks;
 use crate::report::{Event, Report};
 use isa::{Engine, Inst, Op, Program, TileAp, NUM_STREAMS};
 use std::cmp::Reverse;
@@ -130,6 +134,8 @@ struct Sim<'a> {
     prev_mm_start: u64,
     now: u64,
     report: Report,
+    /// The debug checks (race detector, PSUM groups), when the configuration asks for them.
+    checks: Checks<'a>,
 }
 
 impl<'a> Sim<'a> {
@@ -328,6 +334,7 @@ impl<'a> Sim<'a> {
             }
             *count += 1;
             self.inc_times[sem as usize].push(time);
+            self.checks.on_increment(sem, stream, index);
         }
         Ok(())
     }
@@ -366,6 +373,9 @@ impl<'a> Sim<'a> {
             self.report.engines[s].instructions += 1;
         }
         let effect = exec.execute(inst, at)?;
+        if self.checks.enabled() {
+            self.checks.on_start(s, inst, at)?;
+        }
         if let Some(stat) = stationary_of(&inst.op) {
             if self.prev_stationary.as_ref() != Some(stat) {
                 self.prev_stationary = Some(stat.clone());
@@ -485,6 +495,13 @@ pub(crate) fn simulate(
         prev_mm_start: 0,
         now: 0,
         report: Report::new(cfg.timing.clock_hz),
+        checks: Checks::new(
+            program,
+            sems,
+            cfg.geometry.partitions,
+            cfg.race_check,
+            cfg.psum_groups,
+        ),
     };
     loop {
         let t_inc = sim.pending.peek().map(|r| r.0 .0);

@@ -142,6 +142,7 @@ pub fn compile(
     };
     let func = ir::lower(checked);
     ir::verify(&func, passes::LOWER)?;
+    check_hbm_size(&func)?;
     let wants = |name: &str| {
         options
             .dump_after
@@ -163,6 +164,65 @@ pub fn compile(
         }
     })?;
     Ok(c)
+}
+
+/// The most HBM a kernel may need, in bytes: the interpreter's limit
+/// (`runtime::Limits::max_hbm_bytes`, 16 GiB).
+pub fn max_hbm_bytes() -> u64 {
+    runtime::Limits::default().max_hbm_bytes
+}
+
+/// Refuses, before any pass runs or anything is allocated, a kernel whose tensors cannot
+/// fit the machine's HBM: its inputs and outputs together, or any one value of it, needing
+/// more than [`max_hbm_bytes`]. The message gives the size needed.
+fn check_hbm_size(func: &Function) -> Result<(), DriverError> {
+    let limit = max_hbm_bytes() as u128;
+    let bytes = |v: ir::Value| -> u128 {
+        let ty = func.ty(v);
+        ty.shape.iter().fold(ty.dtype.size() as u128, |acc, &d| {
+            acc.saturating_mul(d as u128)
+        })
+    };
+    let too_big = |what: String, needed: u128| {
+        DriverError::Input(format!(
+            "kernel `{}` needs {needed} bytes of HBM for {what}, more than the machine's {limit} \
+             bytes",
+            func.name
+        ))
+    };
+    let io_values = func
+        .params
+        .iter()
+        .map(|(name, v)| (format!("`{name}` ({})", func.ty(*v)), bytes(*v)))
+        .chain(
+            func.results
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("result {i} ({})", func.ty(*v)), bytes(*v))),
+        );
+    let mut io: u128 = 0;
+    let mut largest: Option<(String, u128)> = None;
+    for (name, b) in io_values {
+        io = io.saturating_add(b);
+        if !matches!(&largest, Some((_, l)) if *l >= b) {
+            largest = Some((name, b));
+        }
+    }
+    if io > limit {
+        let what = match largest {
+            Some((name, _)) => format!("its inputs and outputs (the largest is {name})"),
+            None => "its inputs and outputs".to_string(),
+        };
+        return Err(too_big(what, io));
+    }
+    for &inst in &func.layout {
+        let v = func.insts[inst].result;
+        let b = bytes(v);
+        if b > limit {
+            return Err(too_big(format!("an intermediate {}", func.ty(v)), b));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the pass names of `--dump-after` and `--disable-pass`.
@@ -390,14 +450,82 @@ pub fn program_of(c: &Compilation) -> Result<&isa::Program, DriverError> {
     })
 }
 
+/// Options of a run on the interpreter.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The interpreter's debug checks (`runtime::MachineConfig::with_debug_checks`):
+    /// reads of never-written SBUF/PSUM bytes, races between engines, broken PSUM
+    /// accumulation groups. Default: [`debug_checks_default`].
+    pub debug_checks: bool,
+    /// Instruction limit (default: the runtime's, 10^8).
+    pub max_instructions: Option<u64>,
+    /// Simulated-cycle limit (default: the runtime's, 10^12).
+    pub max_cycles: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            debug_checks: debug_checks_default(),
+            max_instructions: None,
+            max_cycles: None,
+        }
+    }
+}
+
+/// Whether runs do the interpreter's debug checks when not told: the environment variable
+/// `TESSERA_DEBUG_CHECKS` (`1` on, `0` off) if set, else on exactly in builds with debug
+/// assertions, so that every test of the compiler runs its output with them.
+pub fn debug_checks_default() -> bool {
+    match std::env::var("TESSERA_DEBUG_CHECKS") {
+        Ok(v) => !matches!(v.trim(), "" | "0" | "false" | "off"),
+        Err(_) => cfg!(debug_assertions),
+    }
+}
+
+/// The machine a program runs on under `options`.
+pub fn machine_config(program: &isa::Program, options: &RunOptions) -> runtime::MachineConfig {
+    let mut config = runtime::MachineConfig::new(program.preset);
+    if options.debug_checks {
+        config = config.with_debug_checks();
+    }
+    if let Some(n) = options.max_instructions {
+        config.limits.max_instructions = n;
+    }
+    if let Some(n) = options.max_cycles {
+        config.limits.max_cycles = n;
+    }
+    config
+}
+
+/// Checks that a program can be loaded (verifier, HBM limit, tensor table) without
+/// allocating anything, so that a bad `.tbin` fails before its inputs are read or made.
+pub fn check_loadable(program: &isa::Program, options: &RunOptions) -> Result<(), DriverError> {
+    runtime::Machine::new(machine_config(program, options))
+        .load_program(program.clone())
+        .map(|_| ())
+        .map_err(|e| DriverError::Input(e.to_string()))
+}
+
 /// Runs a program on the interpreter with `inputs` bound to the `params` of the same
-/// names; returns the outputs in result order and the timing report.
+/// names; returns the outputs in result order and the timing report. Uses the default
+/// [`RunOptions`].
 pub fn execute(
     program: &isa::Program,
     params: &[ParamSpec],
     inputs: &[HostTensor],
 ) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
-    let machine = runtime::Machine::new(runtime::MachineConfig::new(program.preset));
+    execute_with(program, params, inputs, &RunOptions::default())
+}
+
+/// [`execute`] under `options`.
+pub fn execute_with(
+    program: &isa::Program,
+    params: &[ParamSpec],
+    inputs: &[HostTensor],
+    options: &RunOptions,
+) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
+    let machine = runtime::Machine::new(machine_config(program, options));
     let mut loaded = machine
         .load_program(program.clone())
         .map_err(|e| DriverError::Input(e.to_string()))?;

@@ -127,6 +127,30 @@ struct RunArgs {
     /// Execute the kernel on the reference evaluator instead of the interpreter.
     #[arg(long)]
     reference: bool,
+    /// Turn on the interpreter's debug checks: reads of never-written SBUF/PSUM bytes,
+    /// races between engines, broken PSUM accumulation groups (default: on in debug builds;
+    /// the environment variable TESSERA_DEBUG_CHECKS=1 or 0 overrides).
+    #[arg(long)]
+    debug_checks: bool,
+    /// Stop with an error after this many executed instructions (default 100000000).
+    #[arg(long, value_name = "N")]
+    max_instructions: Option<u64>,
+    /// Stop with an error when simulated time passes this many cycles (default 10^12).
+    #[arg(long, value_name = "N")]
+    max_cycles: Option<u64>,
+}
+
+impl RunArgs {
+    /// The interpreter options of the flags.
+    fn run_options(&self) -> driver::RunOptions {
+        let mut options = driver::RunOptions {
+            max_instructions: self.max_instructions,
+            max_cycles: self.max_cycles,
+            ..driver::RunOptions::default()
+        };
+        options.debug_checks |= self.debug_checks;
+        options
+    }
 }
 
 fn main() -> ExitCode {
@@ -305,7 +329,8 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
         reference::evaluate(&c.tensor, &inputs).map_err(|e| DriverError::Input(e.to_string()))?
     } else {
         let program = driver::program_of(&c)?;
-        let (outputs, report) = driver::execute(program, &params, &inputs)?;
+        let (outputs, report) =
+            driver::execute_with(program, &params, &inputs, &args.run_options())?;
         let timing = runtime::MachineConfig::new(program.preset).timing;
         let bound = tessera::roofline::bound(&c.tensor, &timing);
         emit_profile(args, program, &report, Some(bound))?;
@@ -365,10 +390,18 @@ fn run_tbin(
         .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", args.file.display())))?;
     let program = isa::decode_program(&bytes)
         .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
+    let options = args.run_options();
+    // Refuse a program that does not verify or needs too much HBM before reading or making
+    // its inputs.
+    let in_file = |e: DriverError| match e {
+        DriverError::Input(m) => DriverError::Input(format!("{}: {m}", args.file.display())),
+        other => other,
+    };
+    driver::check_loadable(&program, &options).map_err(in_file)?;
     let params = driver::program_params(&program);
     let inputs = driver::gather_inputs(&params, given, args.random, out_dir)?;
-    let (outputs, report) = driver::execute(&program, &params, &inputs)
-        .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
+    let (outputs, report) =
+        driver::execute_with(&program, &params, &inputs, &options).map_err(in_file)?;
     for (i, t) in outputs.iter().enumerate() {
         driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
     }

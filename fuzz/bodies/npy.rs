@@ -1,0 +1,29 @@
+//! Body of the fuzz target `npy`: arbitrary bytes -> `runtime::npy::read_npy`. It must
+//! never panic or allocate more than the input's size; an array it returns must be
+//! consistent (its element count is the product of its shape) and survive writing as
+//! float32 and reading back.
+
+/// Runs the target on one input.
+pub fn fuzz_npy(data: &[u8]) {
+    let Ok(array) = runtime::npy::read_npy(data) else {
+        return;
+    };
+    let product = array
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    assert_eq!(
+        product,
+        Some(array.len() as u64),
+        "element count of {:?}",
+        array.shape
+    );
+    let _ = array.shape_string();
+    let _ = array.dtype_name();
+    let _ = array.round_to(isa::Dtype::Bf16);
+    let values = array.round_to(isa::Dtype::F32);
+    let bytes = runtime::npy::write_npy(&array.shape, &values);
+    let back = runtime::npy::read_npy(&bytes).expect("a written .npy reads back");
+    assert_eq!(back.shape, array.shape);
+    assert_eq!(back.len(), array.len());
+}

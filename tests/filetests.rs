@@ -38,6 +38,9 @@ fn run_mode(test: &TestFile) -> Result<String, String> {
         "check" => mode_check(test),
         "tensor-ir" => mode_tensor_ir(test),
         "reference" => mode_reference(test),
+        "tile-ir" => mode_tile_ir(test),
+        "asm" => mode_asm(test),
+        "run" => mode_run(test),
         other => Err(format!("unknown test mode `{other}`")),
     }
 }
@@ -72,6 +75,87 @@ fn check_round_trip(func: &tessera::ir::Function) -> Result<(), String> {
 /// `tensor-ir`: the lowered tensor IR of the kernel.
 fn mode_tensor_ir(test: &TestFile) -> Result<String, String> {
     Ok(tensor_ir(test)?.to_string())
+}
+
+/// Compiles the file's kernel through the whole pipeline (the verifier runs after every
+/// pass), as `tessera compile` does.
+fn compile(test: &TestFile) -> Result<tessera::passes::Compilation, String> {
+    let src = tessera::driver::Source {
+        name: test.rel_path.clone(),
+        text: test.source.clone(),
+    };
+    let options = tessera::driver::CompileOptions {
+        kernel: test.kernel.clone(),
+        defines: test.defines.clone(),
+        ..Default::default()
+    };
+    tessera::driver::compile(&src, &options, &mut String::new()).map_err(|e| e.to_string())
+}
+
+/// `tile-ir`: the tile IR after allocation and synchronisation; also checks that it
+/// prints and parses back to the same text.
+fn mode_tile_ir(test: &TestFile) -> Result<String, String> {
+    let c = compile(test)?;
+    let tile = c.tile.as_ref().ok_or("the pipeline produced no tile IR")?;
+    let printed = tile.to_string();
+    let again = tessera::tile::parse(&printed)
+        .map_err(|e| format!("printed tile IR does not parse: {e}"))?
+        .to_string();
+    if again != printed {
+        return Err(format!(
+            "tile IR does not print back the same:\n{printed}\n---\n{again}"
+        ));
+    }
+    Ok(printed)
+}
+
+/// `asm`: the emitted program as text assembly; also checks that it assembles back to
+/// the same program.
+fn mode_asm(test: &TestFile) -> Result<String, String> {
+    let c = compile(test)?;
+    let program = c
+        .program
+        .as_ref()
+        .ok_or("the pipeline produced no program")?;
+    let text = isa::disassemble(program);
+    let back =
+        isa::assemble(&text).map_err(|e| format!("the disassembly does not assemble: {e}"))?;
+    if &back != program {
+        return Err("the disassembly assembles to a different program".into());
+    }
+    Ok(text)
+}
+
+/// `run`: compiles, runs on the interpreter with the inputs of `--random 1`, and prints
+/// each output's largest error against the reference evaluator and the timing model's
+/// total cycles (bit-exact kernels print 0).
+fn mode_run(test: &TestFile) -> Result<String, String> {
+    let c = compile(test)?;
+    let program = c
+        .program
+        .as_ref()
+        .ok_or("the pipeline produced no program")?;
+    let params = tessera::driver::params_of(&c.tensor);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| tessera::driver::random_tensor(p, 1, i as u64))
+        .collect();
+    let (outputs, report) =
+        tessera::driver::execute(program, &params, &inputs).map_err(|e| e.to_string())?;
+    let want = tessera::reference::evaluate(&c.tensor, &inputs).map_err(|e| e.to_string())?;
+    let mut out = format!("total cycles: {}\n", report.total_cycles);
+    for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
+        let cmp = tessera::driver::compare(&got.data, &want.data, want.dtype);
+        out.push_str(&format!(
+            "out{i}: {} max abs error {:e}, max rel error {:e}, {} outside tolerance\n",
+            tessera::driver::type_text(got.dtype, &got.shape),
+            cmp.max_abs,
+            cmp.max_rel,
+            cmp.bad
+        ));
+    }
+    Ok(out)
 }
 
 /// `reference`: runs the kernel on the reference evaluator with the reproducible inputs of

@@ -367,7 +367,7 @@ and decoder, the assembler and disassembler, the verifier's per-field checks and
 document are generated from it.
 
 Contents: [Machine model](#machine-model), [Synchronisation](#synchronisation),
-[Operand types](#operand-types), [Instruction encoding](#instruction-encoding),
+[Timing model](#timing-model), [Operand types](#operand-types), [Instruction encoding](#instruction-encoding),
 [The .tbin container](#the-tbin-container), [Assembly syntax](#assembly-syntax),
 [Verifier rules](#verifier-rules), [Instructions](#instructions).
 
@@ -425,6 +425,47 @@ There is no other ordering between streams: every cross-engine dependency (read 
 write, write after read, write after write) must be carried by a signal and a wait. Within a
 stream instructions start in order. A run where every unfinished stream waits forever is a
 deadlock, which the interpreter reports as an error.
+
+## Timing model
+
+The interpreter (`runtime`) runs the streams under this timing model; each instruction's
+`Cost` paragraph below gives its formula, with the defaults of the `default` preset
+(`runtime::Timing` holds every number). Cycles are of a 1.4 GHz clock.
+
+1. Each stream issues in order. An instruction starts at the latest of: its stream being
+   free, every wait being satisfied, and the current time. A wait `sN>=V` is satisfied at
+   the time of the V-th increment of `sN` (`V = 0` at time 0).
+2. A compute instruction ends at `start + cost`; its stream is free again then, and its
+   signal is incremented then.
+3. Costs: `nop` 1 (on any stream), `end` 0; `matmul` `max(ceil(N / rate), 32)` with the
+   rate of the moving operand's dtype (f32 0.5, bf16 and f16 2, FP8 4 columns per cycle);
+   `transpose` the same with N = the source's partitions and the source's dtype; Vector
+   instructions `64 + inputs * N` (2 inputs for `tensor_tensor`, else 1), the same on
+   GpSimd `64 + inputs * 4N`; `activate` `64 + N`; `iota` and `affine_select` `64 + 4N`.
+   N is the free elements per partition of the source (of `out` for `memset`, `iota` and
+   `affine_select`).
+4. Stationary reload: the stationary tile description (memory, dtype, partitions, offset,
+   dims; the source for a transpose) is compared with the previous matmul's or transpose's.
+   When it differs, a 32-cycle load starts at the later of the previous matmul's start
+   and the instruction's waits, and the matmul starts no earlier than the load's end. Only
+   the description is compared, not the data.
+5. A DMA issues at the later of its waits and the previous issue on its queue; the queue is
+   free again at issue. Its data phase starts at the later of `issue + 2000` and the end of
+   the previous data phase on the same queue: latencies overlap, data phases of one queue
+   are serial.
+6. Queues in their data phase share bandwidth by processor sharing: each moves
+   `min(16, 256 / active queues)` bytes per cycle, recomputed whenever a data phase starts
+   or ends (exact fixed-point arithmetic). A transfer ends in the cycle its last byte moves,
+   then signals.
+7. A DMA moves the larger of its two sides' effective bytes; a side's effective bytes sum its
+   maximal contiguous runs, each rounded up to 64 bytes (a tile side's runs never join
+   across partitions).
+8. Everything that completes at a cycle (semaphore increments, DMA phase changes) is
+   handled before anything starts at that cycle; ties between streams go to the lowest
+   stream index. An instruction's effect on memory is applied when it starts.
+9. Total cycles is the latest end of anything. A DMA queue's busy time is the sum of its
+   data phases.
+10. A deadlock, the cycle limit, the instruction limit and a semaphore overflow are errors.
 
 ## Operand types
 

@@ -144,7 +144,7 @@ pub const PIPELINE: &[Pass] = &[
     // order), `alloc` (liveness) and `sync` (semaphore counts name stream positions).
     Pass {
         name: "schedule",
-        summary: "delay stores one block so DMA queues issue the next block's loads first",
+        summary: "delay stores three bursts so DMA queues issue the next blocks' loads first",
         optimising: true,
         stage: Stage::Tile,
         run: schedule::run,

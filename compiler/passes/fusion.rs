@@ -27,7 +27,7 @@ pub enum Fit {
 }
 
 /// What a group is built around.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Root {
     /// Elementwise ops and last-axis reductions.
     Rows,
@@ -35,6 +35,8 @@ pub enum Root {
     Matmul(Inst),
     /// An instruction the tile pass lowers on its own (layout ops, other reductions).
     Single(Inst),
+    /// Attention (`attention.rs`): computed block by block with an online softmax.
+    Attention(Box<super::attention::Attention>),
 }
 
 /// A group of instructions computed together.
@@ -68,6 +70,7 @@ impl Grouping {
                 Root::Rows => "rows".to_string(),
                 Root::Matmul(i) => format!("matmul {i}"),
                 Root::Single(i) => format!("single {i}"),
+                Root::Attention(a) => format!("attention {}", a.out),
             };
             s.push_str(&format!(
                 "; group g{i} ({root}) space {:?}: {}\n",
@@ -153,10 +156,29 @@ pub fn group(func: &Function, fuse: bool) -> Grouping {
             ValueDef::Inst(i) => Some(pos[i]),
         }
     };
+    if fuse {
+        for a in super::attention::find(func) {
+            if a.insts.iter().any(|i| g.group_of[*i].is_some()) {
+                continue;
+            }
+            let gi = g.groups.len() as u32;
+            for &i in &a.insts {
+                g.group_of[i] = Some(gi);
+            }
+            g.groups.push(Group {
+                root: Root::Rows,
+                space: func.ty(func.insts[a.out].result).shape.clone(),
+                insts: a.insts.clone(),
+                needs_plain_rows: false,
+            });
+            g.groups[gi as usize].root = Root::Attention(Box::new(a));
+        }
+    }
     for &inst in &func.layout {
         let data = &func.insts[inst];
-        if matches!(data.op, TOp::Const(_)) {
-            // Constants are immediates of the instructions that use them.
+        if matches!(data.op, TOp::Const(_)) || g.group_of[inst].is_some() {
+            // Constants are immediates of the instructions that use them; attention was
+            // grouped above.
             continue;
         }
         let mut joined = None;
@@ -177,7 +199,9 @@ pub fn group(func: &Function, fuse: bool) -> Grouping {
                 if matches!(grp.root, Root::Single(_)) {
                     continue;
                 }
-                if matches!(grp.root, Root::Matmul(_)) && matches!(data.op, TOp::Reduce { .. }) {
+                if matches!(grp.root, Root::Matmul(_) | Root::Attention(_))
+                    && matches!(data.op, TOp::Reduce { .. })
+                {
                     continue;
                 }
                 if !fits_space(func, inst, &grp.space) {

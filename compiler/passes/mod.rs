@@ -7,6 +7,7 @@
 //! leaves behind. Ordering constraints are written next to each entry.
 
 pub mod alloc;
+pub mod attention;
 mod dce;
 pub mod engines;
 pub mod fusion;

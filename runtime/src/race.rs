@@ -41,7 +41,8 @@
 //! partitions and the bounding box of its bytes in them). A matmul with `accumulate=true`
 //! must write exactly the bytes of an open group. Any other instruction that reads or
 //! writes bytes of an open group (evacuating the sum, or overwriting it) *closes* the
-//! group. Errors: an accumulating matmul whose `out` overlaps an open group with other
+//! group; an instruction that writes PSUM bytes (a memset, an in-place rescale) leaves a
+//! partial sum there and *opens* a group on them. Errors: an accumulating matmul whose `out` overlaps an open group with other
 //! bytes (it would add into another group's unfinished sum), an accumulating matmul with
 //! no open group on its bytes (it adds onto bytes that hold no partial sum, for example a
 //! sum that was already read out), and a starting matmul that overlaps an open group with
@@ -419,9 +420,12 @@ impl<'a> Checks<'a> {
             self.groups.push(me);
             return Ok(());
         }
-        // Any other access to a group's bytes closes the group.
+        // Any other access to a group's bytes closes the group; a write (a memset, or a
+        // sum rescaled in place) then leaves a partial sum there that a matmul may
+        // accumulate onto, so it opens a group on the bytes it wrote.
         let mut touched: SmallVec<[Group; 4]> = SmallVec::new();
-        op.visit_aps(&mut |ap, _| {
+        let mut written: SmallVec<[usize; 4]> = SmallVec::new();
+        op.visit_aps(&mut |ap, access| {
             if let ApRef::Tile(t) = ap {
                 if t.mem != Mem::Psum {
                     return;
@@ -434,6 +438,9 @@ impl<'a> Checks<'a> {
                 if let Some((lo, hi)) =
                     bounding_box(t.offset as i128, &dims, t.dtype.size() as i128)
                 {
+                    if access == Access::Write {
+                        written.push(touched.len());
+                    }
                     touched.push(Group {
                         p0: t.partition as u32,
                         p1: t.partition as u32 + t.partitions as u32,
@@ -447,6 +454,9 @@ impl<'a> Checks<'a> {
         if !touched.is_empty() {
             self.groups
                 .retain(|g| !touched.iter().any(|t| t.overlaps(g)));
+        }
+        for &i in &written {
+            self.groups.push(touched[i]);
         }
         Ok(())
     }

@@ -31,14 +31,14 @@ const B_TILE_BUDGET: u64 = 40 * 1024;
 
 /// A 2-D slice of an operand: `rows x cols` with element strides, in an HBM view.
 #[derive(Clone, Debug)]
-struct Operand2d {
-    view: HView,
+pub(super) struct Operand2d {
+    pub view: HView,
     /// Element offset of (0, 0) for the current batch.
-    offset: i64,
+    pub offset: i64,
     /// Stride of the K axis.
-    k_stride: i64,
+    pub k_stride: i64,
     /// Stride of the other axis (M for A, N for B).
-    x_stride: i64,
+    pub x_stride: i64,
 }
 
 impl Tiler<'_> {
@@ -175,7 +175,7 @@ impl Tiler<'_> {
     }
 
     /// A new f32 PSUM tile of `msz` x `nsz`.
-    fn psum_tile(&mut self, msz: u64, nsz: u64) -> Tile {
+    pub(super) fn psum_tile(&mut self, msz: u64, nsz: u64) -> Tile {
         let buf = self.out.psum(Dtype::F32, msz as u32, nsz as u32);
         Tile {
             buf,
@@ -187,7 +187,14 @@ impl Tiler<'_> {
         }
     }
 
-    fn matmul(&mut self, psum: Tile, stationary: Tile, moving: Tile, accumulate: bool, span: Span) {
+    pub(super) fn matmul(
+        &mut self,
+        psum: Tile,
+        stationary: Tile,
+        moving: Tile,
+        accumulate: bool,
+        span: Span,
+    ) {
         self.out.push(
             Op::Matmul {
                 out: psum.ap(),
@@ -204,7 +211,7 @@ impl Tiler<'_> {
     /// The rest of the group on one PSUM tile (block: the batch index, `msz` rows from
     /// `m0` on partitions, `nsz` columns from `n0`).
     #[allow(clippy::too_many_arguments)]
-    fn epilogue(
+    pub(super) fn epilogue(
         &mut self,
         g: &Group,
         inst: Inst,
@@ -232,7 +239,7 @@ impl Tiler<'_> {
     /// Loads a 2-D HBM pattern (`rows` on partitions, `cols` on the free axis, as (size,
     /// stride) pairs from element `base`) into `tile`, in pieces spread over DMA queues:
     /// partition quarters of a full tile, and column chunks of at least 512 bytes.
-    fn dma_2d(
+    pub(super) fn dma_2d(
         &mut self,
         tile: Tile,
         view: &HView,
@@ -278,7 +285,7 @@ impl Tiler<'_> {
     /// each bank is copied out by one instruction, alternately on Vector and Scalar: one
     /// copy per transpose would cost the copying engine three times what the transpose
     /// costs the Tensor engine, and the Tensor engine would wait for PSUM banks.
-    fn prepare_kmajor(
+    pub(super) fn prepare_kmajor(
         &mut self,
         op: &Operand2d,
         k: u64,
@@ -375,7 +382,7 @@ impl Tiler<'_> {
     }
 
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.
-    fn load_kmajor(
+    pub(super) fn load_kmajor(
         &mut self,
         op: &Operand2d,
         k0: u64,

@@ -13,6 +13,7 @@
 //! Every tile gets a buffer of its own; the `alloc` pass places them from liveness, which
 //! is what lets the DMA of the next block overlap the compute of this one.
 
+mod attention;
 pub mod block;
 mod matmul;
 pub mod view;
@@ -182,7 +183,9 @@ fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grou
     let mut out = fusion::Grouping::default();
     for g in &grouping.groups {
         let bytes = peak_block_bytes(func, g);
-        let keep = g.insts.len() == 1 || bytes <= BLOCK_BUDGET || matches!(g.root, Root::Single(_));
+        // Matmul and attention groups work on tiles of at most 512 columns whatever the
+        // rows' length, so only row groups are split.
+        let keep = g.insts.len() == 1 || bytes <= BLOCK_BUDGET || !matches!(g.root, Root::Rows);
         if keep {
             let gi = out.groups.len() as u32;
             for &i in &g.insts {
@@ -315,6 +318,7 @@ impl<'a> Tiler<'a> {
                 Ok(())
             }
             Root::Matmul(inst) => self.lower_matmul(g, inst),
+            Root::Attention(ref a) => self.lower_attention(g, a),
         }
     }
 

@@ -384,7 +384,7 @@ impl Tiler<'_> {
             ));
         }
         for (i, (dst, src)) in pieces.into_iter().enumerate() {
-            let copy = if (block + i) % 2 == 0 {
+            let copy = if (block + i).is_multiple_of(2) {
                 (Op::TensorCopy { out: dst, src }, Engine::Vector)
             } else {
                 (

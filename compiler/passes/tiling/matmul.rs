@@ -104,9 +104,9 @@ impl Tiler<'_> {
                         chunks.push((m0, msz));
                         m0 += msz;
                     }
-                    // Transposed A is prepared one M chunk ahead of its use: the Tensor
-                    // engine transposes chunk i+1 before it multiplies chunk i, so the
-                    // multiplies never wait for the copies out of PSUM. B tiles load right
+                    // Transposed A is prepared half an M chunk ahead of its use: the
+                    // Tensor engine transposes chunk i+1 in the middle of chunk i's
+                    // multiplies, so the multiplies never wait for the copies out of PSUM. B tiles load right
                     // before their first matmul, so each DMA queue's order follows first
                     // use.
                     let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
@@ -115,15 +115,21 @@ impl Tiler<'_> {
                         let nsz = 512.min(n - n0);
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
                         for ci in 0..chunks.len() {
-                            for cj in [ci, ci + 1] {
-                                if cj < chunks.len() && at[cj].is_none() {
-                                    let (m0, msz) = chunks[cj];
-                                    at[cj] = Some(self.prepare_kmajor(&ao, k, m0, msz, span));
-                                }
+                            if at[ci].is_none() {
+                                let (m0, msz) = chunks[ci];
+                                at[ci] = Some(self.prepare_kmajor(&ao, k, m0, msz, span));
                             }
                             let (m0, msz) = chunks[ci];
                             let psum = self.psum_tile(msz, nsz);
                             for t in 0..kt {
+                                // The next chunk's transposes go halfway through this
+                                // chunk's matmuls: their copies out of PSUM finish while
+                                // the second half runs, and its loads queue behind this
+                                // chunk's first B tiles.
+                                if t == kt / 2 && ci + 1 < chunks.len() && at[ci + 1].is_none() {
+                                    let (m1, msz1) = chunks[ci + 1];
+                                    at[ci + 1] = Some(self.prepare_kmajor(&ao, k, m1, msz1, span));
+                                }
                                 let k0 = t * 128;
                                 let ksz = 128.min(k - k0);
                                 let mv = match bk[t as usize] {
@@ -250,16 +256,18 @@ impl Tiler<'_> {
     ) {
         let esize = view.dtype.size() as u64;
         let bytes = rows.0 * cols.0 * esize;
-        let want = (bytes / (16 * 1024)).clamp(1, 16);
+        let want = (bytes / (8 * 1024)).clamp(1, 64);
         let psplit = if want >= 4 && rows.0 == 128 { 4 } else { 1 };
         let csplit = (want / psplit).min(cols.0 * esize / 512).max(1);
         let pn = rows.0 / psplit;
         let chunk = cols.0.div_ceil(csplit);
-        for pi in 0..psplit {
-            let p0 = pi * pn;
-            let mut c0 = 0;
-            while c0 < cols.0 {
-                let cn = chunk.min(cols.0 - c0);
+        // Column chunk outermost: the partition quarters of the first columns (what the
+        // first transposes need) go to different queues and arrive first.
+        let mut c0 = 0;
+        while c0 < cols.0 {
+            let cn = chunk.min(cols.0 - c0);
+            for pi in 0..psplit {
+                let p0 = pi * pn;
                 let src = hbm_ap(
                     view.dtype,
                     base + p0 as i64 * rows.1 + c0 as i64 * cols.1,
@@ -274,8 +282,8 @@ impl Tiler<'_> {
                     &[tile.buf, view.buf],
                     span,
                 );
-                c0 += cn;
             }
+            c0 += cn;
         }
     }
 

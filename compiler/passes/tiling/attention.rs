@@ -384,22 +384,8 @@ impl Tiler<'_> {
             ));
         }
         for (i, (dst, src)) in pieces.into_iter().enumerate() {
-            let copy = if (block + i).is_multiple_of(2) {
-                (Op::TensorCopy { out: dst, src }, Engine::Vector)
-            } else {
-                (
-                    Op::Activate {
-                        out: dst,
-                        src,
-                        func: ActFunc::Identity,
-                        scale: ScalarArg::imm(1.0),
-                        bias: ScalarArg::imm(-0.0),
-                        accum: None,
-                    },
-                    Engine::Scalar,
-                )
-            };
-            self.out.push(copy.0, copy.1, &[pt.buf, pt_bank.buf], span);
+            let on_scalar = !(block + i).is_multiple_of(2);
+            self.copy_out(dst, src, on_scalar, &[pt.buf, pt_bank.buf], span);
         }
         pt
     }

@@ -291,24 +291,7 @@ impl Tiler<'_> {
     ) -> Tile {
         let cols = if fit == Fit::Full { block.cols() } else { 1 };
         let tile = self.sbuf_tile(view.dtype, block.parts(), cols);
-        for (piece, p0, c0) in dma_pieces(block, fit, view.dtype) {
-            let src = piece.hbm_pattern(view, strides, fit);
-            let dst = tile.slice(
-                p0,
-                piece.parts(),
-                c0,
-                if fit == Fit::Full { piece.cols() } else { 1 },
-            );
-            self.out.push(
-                Op::Dma {
-                    dst: DmaAp::Tile(dst),
-                    src: DmaAp::Hbm(src),
-                },
-                Engine::Dma(0),
-                &[tile.buf, view.buf],
-                span,
-            );
-        }
+        self.transfer(block, tile, view, strides, fit, true, span);
         tile
     }
 
@@ -322,23 +305,33 @@ impl Tiler<'_> {
         fit: Fit,
         span: Span,
     ) {
-        for (piece, p0, c0) in dma_pieces(block, fit, dest.dtype) {
-            let dst = piece.hbm_pattern(dest, strides, fit);
-            let src = tile.slice(
-                p0,
-                piece.parts(),
-                c0,
-                if fit == Fit::Full { piece.cols() } else { 1 },
-            );
-            self.out.push(
-                Op::Dma {
-                    dst: DmaAp::Hbm(dst),
-                    src: DmaAp::Tile(src),
-                },
-                Engine::Dma(0),
-                &[dest.buf, tile.buf],
-                span,
-            );
+        self.transfer(block, tile, dest, strides, fit, false, span);
+    }
+
+    /// The DMAs between `tile` and `view` for `block`, split over queues (`dma_pieces`):
+    /// HBM to the tile when `load`, else the tile to HBM.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        block: &Block,
+        tile: Tile,
+        view: &HView,
+        strides: &[i64],
+        fit: Fit,
+        load: bool,
+        span: Span,
+    ) {
+        for (piece, p0, c0) in dma_pieces(block, fit, view.dtype) {
+            let hbm = DmaAp::Hbm(piece.hbm_pattern(view, strides, fit));
+            let cols = if fit == Fit::Full { piece.cols() } else { 1 };
+            let sbuf = DmaAp::Tile(tile.slice(p0, piece.parts(), c0, cols));
+            let (dst, src, bufs) = if load {
+                (sbuf, hbm, [tile.buf, view.buf])
+            } else {
+                (hbm, sbuf, [view.buf, tile.buf])
+            };
+            self.out
+                .push(Op::Dma { dst, src }, Engine::Dma(0), &bufs, span);
         }
     }
 
@@ -477,6 +470,34 @@ impl Tiler<'_> {
             }
         }
         self.sbuf_tile(dtype, parts, cols)
+    }
+
+    /// Copies `src` (usually PSUM) to `dst` on Vector, or on Scalar as an exact identity
+    /// activation when `on_scalar`, so callers can split copy work between the two.
+    pub fn copy_out(
+        &mut self,
+        dst: TileAp,
+        src: TileAp,
+        on_scalar: bool,
+        bufs: &[Buf],
+        span: Span,
+    ) {
+        let (op, engine) = if on_scalar {
+            (
+                Op::Activate {
+                    out: dst,
+                    src,
+                    func: ActFunc::Identity,
+                    scale: ScalarArg::imm(1.0),
+                    bias: ScalarArg::imm(-0.0),
+                    accum: None,
+                },
+                Engine::Scalar,
+            )
+        } else {
+            (Op::TensorCopy { out: dst, src }, Engine::Vector)
+        };
+        self.out.push(op, engine, bufs, span);
     }
 
     /// A copy of `tile` in a new SBUF tile of `dtype` (Vector engine).

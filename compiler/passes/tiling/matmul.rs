@@ -353,29 +353,8 @@ impl Tiler<'_> {
                 );
             }
             let dst = out.slice(0, ksz as u32, (t * xsz) as u32, (group * xsz) as u32);
-            let copy = if copies % 2 == 0 {
-                (
-                    Op::TensorCopy {
-                        out: dst,
-                        src: bank.ap(),
-                    },
-                    Engine::Vector,
-                )
-            } else {
-                (
-                    Op::Activate {
-                        out: dst,
-                        src: bank.ap(),
-                        func: isa::ActFunc::Identity,
-                        scale: isa::ScalarArg::imm(1.0),
-                        bias: isa::ScalarArg::imm(-0.0),
-                        accum: None,
-                    },
-                    Engine::Scalar,
-                )
-            };
+            self.copy_out(dst, bank.ap(), copies % 2 == 1, &[out.buf, bank.buf], span);
             copies += 1;
-            self.out.push(copy.0, copy.1, &[out.buf, bank.buf], span);
             for j in 0..group {
                 tiles.push(Tile {
                     parts: ksz as u32,

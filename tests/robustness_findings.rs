@@ -47,3 +47,35 @@ fn npy_zero_dim_with_overflowing_dims_is_an_empty_array() {
     assert!(!dir.join("out/out0.npy").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// compile 1: a 4-D attention (3 x 4 x 64 x 32, bf16) whose softmax reduces along axis 0
+/// made the `compile` target time out: 12 s to compile in a debug build, nearly all of it
+/// in the compiler's hazard tracker (`tile::verify::Hazards::access` and `visit`, used by
+/// the `sync` pass and the verifier's race check), for a program of 2,218 instructions.
+/// Reported to the compiler's owners; this test pins that it compiles to a program that
+/// verifies, and that the program runs cleanly under every debug check.
+#[test]
+fn attention_reducing_along_axis_0_compiles_and_runs_cleanly() {
+    use tessera::driver::{self, CompileOptions, RunOptions, Source};
+    let text =
+        String::from_utf8(finding("compile", "slow_hazards_axis0_reduction.tsr")).expect("UTF-8");
+    let src = Source {
+        name: "slow.tsr".into(),
+        text,
+    };
+    let c = driver::compile(&src, &CompileOptions::default(), &mut String::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let program = driver::program_of(&c).expect("a program");
+    assert_eq!(isa::verify(program), Ok(()));
+    let params = driver::params_of(&c.tensor);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
+        .collect();
+    let options = RunOptions {
+        debug_checks: true,
+        ..RunOptions::default()
+    };
+    driver::execute_with(program, &params, &inputs, &options).unwrap_or_else(|e| panic!("{e}"));
+}

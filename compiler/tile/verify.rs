@@ -13,7 +13,7 @@
 
 use super::{Buf, BufKind, Placement, TInst, TileFunc};
 use cranelift_entity::EntityRef;
-use isa::{Access, ApRef, Engine, EngineClass, Mem, Op, Opcode, TileAp, MAX_WAITS};
+use isa::{extent, Access, ApRef, Engine, EngineClass, Mem, Op, Opcode, TileAp, MAX_WAITS};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
@@ -38,24 +38,6 @@ pub(crate) fn allowed_starts(count: u32) -> &'static [u32] {
         33..=64 => &[0, 64],
         _ => &[0, 32, 64, 96],
     }
-}
-
-/// The lowest and highest element offset a pattern of `(size, stride)` dimensions touches,
-/// or `None` when a size is zero.
-fn extent(dims: impl Iterator<Item = (i128, i128)>) -> Option<(i128, i128)> {
-    let (mut lo, mut hi) = (0i128, 0i128);
-    for (size, stride) in dims {
-        if size < 1 {
-            return None;
-        }
-        let span = (size - 1) * stride;
-        if span < 0 {
-            lo += span;
-        } else {
-            hi += span;
-        }
-    }
-    Some((lo, hi))
 }
 
 /// The byte range `[first, end)` that a tile pattern touches in each of its partitions,

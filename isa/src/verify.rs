@@ -84,7 +84,7 @@ struct Verifier {
 /// The lowest and highest element offset (in elements, relative to the start) that a
 /// pattern of `(size, stride)` dimensions touches. `None` when a size is zero (nothing is
 /// touched).
-fn extent(dims: impl Iterator<Item = (i128, i128)>) -> Option<(i128, i128)> {
+pub fn extent(dims: impl Iterator<Item = (i128, i128)>) -> Option<(i128, i128)> {
     let (mut lo, mut hi) = (0i128, 0i128);
     for (size, stride) in dims {
         if size < 1 {

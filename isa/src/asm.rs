@@ -14,7 +14,7 @@ use std::str::FromStr;
 use crate::{
     for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, HbmAp, Imm, Inst, Mem, Op,
     Opcode, Preset, Program, ReduceOp, Role, ScalarArg, SrcLoc, Sync, TensorDecl, TileAp,
-    NUM_STREAMS,
+    MAX_HBM_DIMS, MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
 };
 
 /// Indentation of instructions and `.loc` lines inside a stream.
@@ -420,14 +420,21 @@ fn write_dims(out: &mut String, dims: impl Iterator<Item = (String, String)>) {
 }
 
 /// Parses a `size:stride` list up to and including the closing `]`.
+/// Parses `size:stride, ...]` with at most `max` dimensions: the binary form has no room
+/// for more, so text that has them is refused here rather than failing to round-trip.
 fn parse_dims<S: TryFrom<i128>, T: TryFrom<i128>>(
     c: &mut AsmCursor,
+    max: usize,
+    what: &str,
 ) -> Result<Vec<(S, T)>, AsmError> {
     let mut dims = Vec::new();
     if c.eat(']') {
         return Ok(dims);
     }
     loop {
+        if dims.len() == max {
+            return Err(c.err(format!("{what} has at most {max} dimensions")));
+        }
         let size = c.int("a dimension size")?;
         c.punct(':')?;
         let stride = c.int("a dimension stride")?;
@@ -495,7 +502,7 @@ impl AsmOperand for TileAp {
         c.punct(',')?;
         let offset = c.int("a byte offset")?;
         c.punct(';')?;
-        let dims = parse_dims::<u32, i32>(c)?;
+        let dims = parse_dims::<u32, i32>(c, MAX_TILE_DIMS, "a tile pattern")?;
         Ok(TileAp::new(
             mem, dtype, partition, partitions, offset, &dims,
         ))
@@ -521,7 +528,7 @@ impl AsmOperand for HbmAp {
         c.punct('[')?;
         let offset = c.int("a byte offset")?;
         c.punct(';')?;
-        let dims = parse_dims::<u64, i64>(c)?;
+        let dims = parse_dims::<u64, i64>(c, MAX_HBM_DIMS, "an HBM pattern")?;
         Ok(HbmAp::new(dtype, offset, &dims))
     }
 }
@@ -609,6 +616,11 @@ impl AsmOperand for Affine {
         let mut steps = smallvec::SmallVec::new();
         if !c.eat(']') {
             loop {
+                if steps.len() == MAX_TILE_DIMS {
+                    return Err(c.err(format!(
+                        "an affine expression has at most {MAX_TILE_DIMS} free-dimension steps"
+                    )));
+                }
                 steps.push(c.int("a free-dimension step")?);
                 if c.eat(']') {
                     break;
@@ -718,6 +730,11 @@ fn parse_inst(c: &mut AsmCursor) -> Result<Inst, AsmError> {
         c.punct('(')?;
         if !c.eat(')') {
             loop {
+                if sync.waits.len() == MAX_WAITS {
+                    return Err(c.err(format!(
+                        "an instruction waits on at most {MAX_WAITS} semaphores"
+                    )));
+                }
                 let sem = c.semaphore()?;
                 if *c.peek() != Tok::Ge {
                     return Err(c.expected("`>=`"));
@@ -926,6 +943,11 @@ impl Assembler {
                 let mut shape = Vec::new();
                 if !c.eat(']') {
                     loop {
+                        if shape.len() == MAX_TENSOR_RANK {
+                            return Err(c.err(format!(
+                                "a tensor has at most {MAX_TENSOR_RANK} dimensions"
+                            )));
+                        }
                         shape.push(c.int("a dimension")?);
                         if c.eat(']') {
                             break;

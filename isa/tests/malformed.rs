@@ -474,6 +474,30 @@ fn assembly_errors_say_where_and_what() {
             "2:14: expected `=`, found `1.0`",
         ),
         (".stream vector\nnop signal(s1) end", "2:16: expected end of line, found `end`"),
+        // The text may not say more than the binary form holds (a proptest case found a
+        // fifth affine step that assembled but did not survive encode/decode).
+        (
+            ".stream gpsimd\niota out=sbuf.f32[0:1, 0; 1:1, 1:1, 1:1, 1:1], \
+             expr=affine(base=0, p=0, i=[1, 2, 3, 4, 5])",
+            "2:88: an affine expression has at most 4 free-dimension steps",
+        ),
+        (
+            ".stream vector\nmemset out=sbuf.f32[0:1, 0; 1:1, 1:1, 1:1, 1:1, 1:1], value=1.0",
+            "2:49: a tile pattern has at most 4 dimensions",
+        ),
+        (
+            ".stream dma0\ndma dst=sbuf.f32[0:1, 0; 1:1], \
+             src=hbm.f32[0; 1:1, 1:1, 1:1, 1:1, 1:1, 1:1]",
+            "2:72: an HBM pattern has at most 5 dimensions",
+        ),
+        (
+            ".stream vector\nwait(s1>=1, s2>=1, s3>=1, s4>=1, s5>=1) nop",
+            "2:34: an instruction waits on at most 4 semaphores",
+        ),
+        (
+            ".tensor x input f32 [1, 1, 1, 1, 1, 1, 1, 1, 1] @0",
+            "1:46: a tensor has at most 8 dimensions",
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(&asm_err(text), expected, "text: {text:?}");

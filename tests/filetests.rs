@@ -37,6 +37,7 @@ fn run_mode(test: &TestFile) -> Result<String, String> {
     match test.mode.as_str() {
         "check" => mode_check(test),
         "tensor-ir" => mode_tensor_ir(test),
+        "layout" => mode_layout(test),
         "reference" => mode_reference(test),
         "tile-ir" => mode_tile_ir(test),
         "asm" => mode_asm(test),
@@ -75,6 +76,22 @@ fn check_round_trip(func: &tessera::ir::Function) -> Result<(), String> {
 /// `tensor-ir`: the lowered tensor IR of the kernel.
 fn mode_tensor_ir(test: &TestFile) -> Result<String, String> {
     Ok(tensor_ir(test)?.to_string())
+}
+
+/// `layout`: the tensor IR after the tensor-level passes up to `layout`, with the groups
+/// of `fusion` and the decisions of `layout` as comments (what `--dump-after layout`
+/// prints), the verifier run after each pass.
+fn mode_layout(test: &TestFile) -> Result<String, String> {
+    let func = tensor_ir(test)?;
+    let mut c = tessera::passes::Compilation::new(func, Default::default());
+    for pass in tessera::passes::PIPELINE {
+        (pass.run)(&mut c).map_err(|e| format!("pass {}: {e}", pass.name))?;
+        c.verify(pass.name).map_err(|e| e.to_string())?;
+        if pass.name == "layout" {
+            return Ok(c.current_text());
+        }
+    }
+    Err("the pipeline has no `layout` pass".into())
 }
 
 /// Compiles the file's kernel through the whole pipeline (the verifier runs after every

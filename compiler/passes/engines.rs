@@ -1,14 +1,41 @@
-//! The `engines` pass (optimising): spreads DMA instructions over the machine's 16 queues.
+//! The `engines` pass (optimising): decides which engine runs each instruction.
 //!
-//! The `tile` pass puts every DMA on queue 0, where their data phases would run one after
-//! another at a single queue's rate. This pass walks the layout and moves each DMA to the
-//! queue that has been given the fewest bytes so far (ties go to the lowest queue), so
-//! that transfers run in parallel and the queues carry balanced loads. Engines other than
-//! DMA are left alone. With the pass disabled, every instruction stays where `tile` put it.
+//! The `tile` pass emits every instruction on its *canonical* engine: matmuls and
+//! transposes on Tensor, activations (transcendentals and the fused `f(x * scale + bias)`)
+//! on Scalar, masks (`iota`, `affine_select`) on GpSimd, other arithmetic, copies and
+//! fills on Vector, and every DMA on queue 0. This pass then moves work where it runs
+//! best, changing no result bit:
+//! - **GpSimd for columns.** Vector work on one element per partition (running maxima,
+//!   per-row factors) goes to GpSimd: it costs GpSimd as little as it would cost Vector,
+//!   and on the in-order Vector stream it would wait behind whole-row work while the
+//!   engines that need it wait too.
+//! - **Vector or Scalar.** Work that the Scalar engine's `f(x * scale + bias)` computes
+//!   exactly as Vector does, with the identity function, goes to whichever of the two is
+//!   less loaded around it: copies (also out of PSUM), `x * s`, `x + s`, `x - c`, `s - x`
+//!   and `x * s + t` with per-partition or immediate `s`, `t`, and row sums (as the
+//!   activation's `accum` output, the activation writing `x` over itself). The load is
+//!   the estimated cycles of the timing model's cost formulas that each engine has in a
+//!   window of instructions around the candidate: fixed work in the whole window, and
+//!   movable work already placed before it.
+//! - **DMA queues.** Transfers are spread over the 16 queues, each to the queue given the
+//!   fewest bytes so far (ties to the lowest), so that they run in parallel.
+//!
+//! Each rewrite is exact: the Scalar engine reads its input as f32, computes `x * scale`
+//! and then `+ bias` in f32 with one rounding each (multiplying by one and adding minus
+//! zero change nothing, signed zeros included), and rounds once to the output dtype, as
+//! the Vector engine's arithmetic does; its row sum adds in the same order as
+//! `tensor_reduce`. With the pass disabled every instruction stays where `tile` put it.
 
 use super::Compilation;
-use crate::tile::TileFunc;
-use isa::{DmaAp, Engine, Op, NUM_DMA_QUEUES};
+use crate::tile::{Buf, TileFunc, TileInst};
+use isa::{
+    ActFunc, AluOp, DmaAp, Engine, EngineClass, Mem, Op, ReduceOp, ScalarArg, NUM_DMA_QUEUES,
+};
+use runtime::{compute_cost, MachineConfig};
+use smallvec::SmallVec;
+
+/// Instructions on each side of a movable one whose work counts towards the engines' load.
+const WINDOW: usize = 24;
 
 /// The bytes a DMA moves: the larger of its two sides.
 pub(crate) fn dma_bytes(op: &Op) -> u64 {
@@ -47,10 +74,172 @@ pub fn balance(func: &mut TileFunc) -> bool {
     changed
 }
 
+/// True for Vector work on at most one element per partition, all in SBUF (GpSimd has
+/// no PSUM port), that GpSimd can run.
+fn is_column_work(inst: &TileInst) -> bool {
+    if inst.engine != Engine::Vector || !inst.op.opcode().engines().contains(EngineClass::GPSIMD) {
+        return false;
+    }
+    let mut tiny = true;
+    inst.op.visit_aps(&mut |ap, _| match ap {
+        isa::ApRef::Tile(t) => tiny &= t.free_elems() <= 1 && t.mem == Mem::Sbuf,
+        isa::ApRef::Hbm(_) => tiny = false,
+    });
+    tiny
+}
+
+/// The Scalar engine's exact form of a Vector instruction, with its buffers in
+/// `visit_aps` order, when it has one.
+pub fn scalar_form(inst: &TileInst) -> Option<(Op, SmallVec<[Buf; 4]>)> {
+    if inst.engine != Engine::Vector {
+        return None;
+    }
+    let identity = |out, src, scale, bias, accum| Op::Activate {
+        out,
+        src,
+        func: ActFunc::Identity,
+        scale,
+        bias,
+        accum,
+    };
+    let one = ScalarArg::imm(1.0);
+    let minus_zero = ScalarArg::imm(-0.0);
+    let b = &inst.bufs;
+    match &inst.op {
+        Op::TensorCopy { out, src } => Some((
+            identity(out.clone(), src.clone(), one, minus_zero, None),
+            b.iter().copied().collect(),
+        )),
+        Op::TensorScalar {
+            out,
+            src,
+            op0,
+            s0,
+            op1,
+            s1,
+        } => {
+            // The buffers of s0 and s1, when they are tiles.
+            let mut rest = b.iter().skip(2).copied();
+            let b0 = matches!(s0, ScalarArg::Ap(_))
+                .then(|| rest.next())
+                .flatten();
+            let b1 = matches!(s1, ScalarArg::Ap(_))
+                .then(|| rest.next())
+                .flatten();
+            let imm_neg = |s: &ScalarArg| match s {
+                ScalarArg::Imm(v) => Some(ScalarArg::imm(-v.value())),
+                ScalarArg::Ap(_) => None,
+            };
+            // (scale, its buffer, bias, its buffer)
+            let (scale, bs, bias, bb) = match (op0, op1) {
+                (AluOp::Mul, AluOp::Bypass) => (s0.clone(), b0, minus_zero, None),
+                (AluOp::Add, AluOp::Bypass) => (one, None, s0.clone(), b0),
+                (AluOp::Sub, AluOp::Bypass) => (one, None, imm_neg(s0)?, None),
+                (AluOp::RSub, AluOp::Bypass) => (ScalarArg::imm(-1.0), None, s0.clone(), b0),
+                (AluOp::Mul, AluOp::Add) => (s0.clone(), b0, s1.clone(), b1),
+                _ => return None,
+            };
+            let mut bufs: SmallVec<[Buf; 4]> = b.iter().take(2).copied().collect();
+            bufs.extend(bs);
+            bufs.extend(bb);
+            Some((identity(out.clone(), src.clone(), scale, bias, None), bufs))
+        }
+        // A row sum becomes the accumulated output of an identity activation that writes
+        // its input over itself: only for one sum per partition of an SBUF tile read
+        // without repeated elements (PSUM may hold an open accumulation group).
+        Op::TensorReduce {
+            op: ReduceOp::Add,
+            out,
+            src,
+        } if out.free_elems() == 1
+            && src.mem == Mem::Sbuf
+            && src.dims.iter().all(|d| d.stride != 0 || d.size == 1) =>
+        {
+            let (bo, bs) = (*b.first()?, *b.get(1)?);
+            Some((
+                identity(src.clone(), src.clone(), one, minus_zero, Some(out.clone())),
+                SmallVec::from_slice(&[bs, bs, bo]),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Places compute work (see the module comment); returns whether anything moved.
+pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
+    let mut changed = false;
+    for &i in &func.layout {
+        if let Some(inst) = func.insts.get_mut(i) {
+            if is_column_work(inst) {
+                inst.engine = Engine::GpSimd;
+                changed = true;
+            }
+        }
+    }
+    let order: Vec<_> = func.layout.clone();
+    let n = order.len();
+    // Work that stays where it is, per position: [Vector, Scalar].
+    let mut fixed = vec![[0u64; 2]; n];
+    let mut movable = vec![None; n];
+    for (pos, &i) in order.iter().enumerate() {
+        let inst = &func.insts[i];
+        match scalar_form(inst) {
+            Some((op, bufs)) => {
+                let v = compute_cost(&inst.op, Engine::Vector, cfg);
+                let s = compute_cost(&op, Engine::Scalar, cfg);
+                movable[pos] = Some((v, s, op, bufs));
+            }
+            None => match inst.engine {
+                Engine::Vector => fixed[pos][0] = compute_cost(&inst.op, Engine::Vector, cfg),
+                Engine::Scalar => fixed[pos][1] = compute_cost(&inst.op, Engine::Scalar, cfg),
+                _ => {}
+            },
+        }
+    }
+    let prefix = |v: &[[u64; 2]]| {
+        let mut p = vec![[0u64; 2]; v.len() + 1];
+        for (k, x) in v.iter().enumerate() {
+            p[k + 1] = [p[k][0] + x[0], p[k][1] + x[1]];
+        }
+        p
+    };
+    let fixed_sum = prefix(&fixed);
+    // Movable work placed so far, per position, and its running prefix sums.
+    let mut placed_sum = vec![[0u64; 2]; n + 1];
+    for pos in 0..n {
+        let mut here = [0u64; 2];
+        if let Some((v, s, op, bufs)) = movable[pos].take() {
+            let lo = pos.saturating_sub(WINDOW);
+            let hi = (pos + WINDOW + 1).min(n);
+            let load = |e: usize| {
+                fixed_sum[hi][e] - fixed_sum[lo][e] + placed_sum[pos][e] - placed_sum[lo][e]
+            };
+            // Ties stay on Vector, where `tile` put it.
+            if load(1) + s < load(0) + v {
+                let inst = &mut func.insts[order[pos]];
+                inst.op = op;
+                inst.bufs = bufs;
+                inst.engine = Engine::Scalar;
+                here[1] = s;
+                changed = true;
+            } else {
+                here[0] = v;
+            }
+        }
+        placed_sum[pos + 1] = [placed_sum[pos][0] + here[0], placed_sum[pos][1] + here[1]];
+    }
+    changed
+}
+
 /// The pass: nothing to do before the tile pass has produced tile IR.
 pub fn run(c: &mut Compilation) -> Result<bool, String> {
+    let cfg = MachineConfig::new(c.options.preset);
     match c.tile.as_mut() {
-        Some(func) => Ok(balance(func)),
+        Some(func) => {
+            let compute = assign_compute(func, &cfg);
+            let dma = balance(func);
+            Ok(compute || dma)
+        }
         None => Ok(false),
     }
 }

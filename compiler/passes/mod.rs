@@ -11,6 +11,7 @@ pub mod attention;
 mod dce;
 pub mod engines;
 pub mod fusion;
+pub mod layout;
 mod schedule;
 mod simplify;
 pub mod sync;
@@ -26,6 +27,8 @@ pub struct Compilation {
     pub tensor: Function,
     /// The grouping chosen by the `fusion` pass (none: one group per instruction).
     pub groups: Option<fusion::Grouping>,
+    /// The layout chosen by the `layout` pass (none: `tile` uses the unoptimised plan).
+    pub layout: Option<layout::Layout>,
     /// The tile IR, once the `tile` pass has run.
     pub tile: Option<TileFunc>,
     /// The program, once `emit` has run.
@@ -102,7 +105,12 @@ fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
 }
 
 fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
-    c.tile = Some(tiling::lower(&c.tensor, c.groups.as_ref(), &c.options)?);
+    c.tile = Some(tiling::lower(
+        &c.tensor,
+        c.groups.as_ref(),
+        c.layout.as_ref(),
+        &c.options,
+    )?);
     Ok(true)
 }
 
@@ -133,7 +141,17 @@ pub const PIPELINE: &[Pass] = &[
         stage: Stage::Tensor,
         run: fusion_pass,
     },
-    // Lowers tensor IR to tile IR along the groups of `fusion`.
+    // Reads the groups of `fusion` (it orients whole matmul groups and decides the homes
+    // of the values they keep), so it runs after it and before `tile`, which follows it.
+    // Disabled, every matmul keeps its normal orientation and every home is row-major.
+    Pass {
+        name: "layout",
+        summary: "choose matmul operand sides, transposed homes and operand loads",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: layout::run,
+    },
+    // Lowers tensor IR to tile IR along the groups of `fusion` and the plan of `layout`.
     Pass {
         name: "tile",
         summary: "tile every group for 128 partitions, PSUM banks and the engines",
@@ -211,6 +229,7 @@ impl Compilation {
         Compilation {
             tensor,
             groups: None,
+            layout: None,
             tile: None,
             program: None,
             options,
@@ -228,6 +247,9 @@ impl Compilation {
             let mut s = self.tensor.to_string();
             if let Some(g) = &self.groups {
                 s.push_str(&g.describe());
+            }
+            if let Some(l) = &self.layout {
+                s.push_str(&l.describe());
             }
             s
         }

@@ -17,6 +17,7 @@ use super::matmul::Operand2d;
 use super::Tiler;
 use crate::passes::attention::Attention;
 use crate::passes::fusion::{Group, Root};
+use crate::passes::layout::Load;
 use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Mem, Op, ReduceOp, ScalarArg};
 use smallvec::smallvec;
 
@@ -50,23 +51,32 @@ impl Tiler<'_> {
         let dv = v.shape[1];
         // The probabilities' dtype: what the second matmul multiplies.
         let p_dtype = func.ty(func.insts[a.out].args[0]).dtype;
+        // The layout pass's loads; without a plan, a contiguous K axis means transposes.
+        let loads = self.layout.attention(a.out);
+        let pe = |i: usize, k_stride: i64, x_stride: i64| match loads {
+            Some(l) => l[i] == Load::PeTranspose,
+            None => k_stride == 1 && x_stride != 1,
+        };
         let qo = Operand2d {
             view: q.clone(),
             offset: q.offset,
             k_stride: q.strides[1],
             x_stride: q.strides[0],
+            pe: pe(0, q.strides[1], q.strides[0]),
         };
         let ko = Operand2d {
             view: kt.clone(),
             offset: kt.offset,
             k_stride: kt.strides[0],
             x_stride: kt.strides[1],
+            pe: pe(1, kt.strides[0], kt.strides[1]),
         };
         let vo = Operand2d {
             view: v.clone(),
             offset: v.offset,
             k_stride: v.strides[0],
             x_stride: v.strides[1],
+            pe: pe(2, v.strides[0], v.strides[1]),
         };
         // K^T and V stay in SBUF: per chunk of 128 keys, K^T as one tile per chunk of D.
         let chunks = sk.div_ceil(128);
@@ -121,7 +131,6 @@ impl Tiler<'_> {
                 })
                 .collect();
             let mut j0 = 0;
-            let mut block = 0usize;
             while j0 < sk {
                 let kb = KEY_BLOCK.min(sk - j0);
                 // Causal: a block whose first key is past every query's diagonal is skipped.
@@ -152,10 +161,7 @@ impl Tiler<'_> {
                     .iter()
                     .zip(&soft)
                     .map(|(st, sm)| {
-                        sm.map(|(p, _)| {
-                            block += 1;
-                            self.attention_transpose(st, p, kb, p_dtype, block, span)
-                        })
+                        sm.map(|(p, _)| self.attention_transpose(st, p, kb, p_dtype, span))
                     })
                     .collect();
                 for ((st, sm), pt) in states.iter().zip(&soft).zip(pts) {
@@ -183,7 +189,7 @@ impl Tiler<'_> {
                     span,
                 );
                 let fixed: Vec<AxisUse> = Vec::new();
-                self.epilogue(&tail, a.out, o, &fixed, st.m0, st.msz, 0, dv)?;
+                self.epilogue(&tail, a.out, o, &fixed, (st.m0, st.msz), (0, dv), false)?;
             }
         }
         Ok(())
@@ -307,7 +313,8 @@ impl Tiler<'_> {
             &[p.buf, src.buf, bias.buf, lb.buf],
             span,
         );
-        // l = l * alpha + lb (one GpSimd instruction with two per-row operands).
+        // l = l * alpha + lb (one instruction with two per-row operands; a column, which
+        // the `engines` pass gives to GpSimd).
         let l_new = self.sbuf_tile(Dtype::F32, parts, 1);
         self.out.push(
             Op::TensorScalar {
@@ -318,7 +325,7 @@ impl Tiler<'_> {
                 op1: AluOp::Add,
                 s1: ScalarArg::Ap(lb.ap()),
             },
-            Engine::GpSimd,
+            Engine::Vector,
             &[l_new.buf, st.l_run.buf, alpha.buf, lb.buf],
             span,
         );
@@ -334,7 +341,6 @@ impl Tiler<'_> {
         p: Tile,
         kb: u64,
         p_dtype: Dtype,
-        block: usize,
         span: crate::frontend::typed::Span,
     ) -> Tile {
         let parts = st.msz as u32;
@@ -383,9 +389,8 @@ impl Tiler<'_> {
                 pt_bank.slice(0, cs as u32, at, parts),
             ));
         }
-        for (i, (dst, src)) in pieces.into_iter().enumerate() {
-            let on_scalar = !(block + i).is_multiple_of(2);
-            self.copy_out(dst, src, on_scalar, &[pt.buf, pt_bank.buf], span);
+        for (dst, src) in pieces {
+            self.copy_out(dst, src, &[pt.buf, pt_bank.buf], span);
         }
         pt
     }
@@ -431,26 +436,21 @@ impl Tiler<'_> {
         }
     }
 
-    /// Fills a tile with a value (GpSimd for columns, Vector for wider tiles).
+    /// Fills a tile with a value (the `engines` pass moves column fills to GpSimd).
     fn fill(&mut self, t: Tile, value: f32, span: crate::frontend::typed::Span) {
-        let engine = if t.cols <= 1 {
-            Engine::GpSimd
-        } else {
-            Engine::Vector
-        };
         self.out.push(
             Op::Memset {
                 out: t.ap(),
                 value: Imm::new(value),
             },
-            engine,
+            Engine::Vector,
             &[t.buf],
             span,
         );
     }
 
-    /// `out = x OP s` on one column per partition, on GpSimd; `extra` is the buffer of `s`
-    /// when it is a tile.
+    /// `out = x OP s` on one column per partition (which the `engines` pass gives to
+    /// GpSimd); `extra` is the buffer of `s` when it is a tile.
     fn tiny(
         &mut self,
         op: AluOp,
@@ -471,7 +471,7 @@ impl Tiler<'_> {
                 op1: AluOp::Bypass,
                 s1: ScalarArg::imm(0.0),
             },
-            Engine::GpSimd,
+            Engine::Vector,
             &bufs,
             span,
         );

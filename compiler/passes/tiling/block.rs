@@ -335,33 +335,9 @@ impl Tiler<'_> {
         }
     }
 
-    /// Emits a compute instruction. Vector work on per-row columns (one element per
-    /// partition) goes to GpSimd instead: it costs GpSimd 68 cycles, and on the in-order
-    /// Vector stream it would wait behind whole-row work of the previous block while the
-    /// Scalar engine waits for it.
+    /// Emits a compute instruction on its canonical engine (the `engines` pass moves it).
     fn emit(&mut self, op: Op, engine: Engine, bufs: &[Buf], span: Span) {
-        let mut engine = engine;
-        if engine == Engine::Vector {
-            let mut tiny = true;
-            op.visit_aps(&mut |ap, _| match ap {
-                isa::ApRef::Tile(t) => tiny &= t.free_elems() <= 1 && t.mem == Mem::Sbuf,
-                isa::ApRef::Hbm(_) => tiny = false,
-            });
-            if tiny {
-                engine = Engine::GpSimd;
-            }
-        }
         self.out.push(op, engine, bufs, span);
-    }
-
-    /// Decides where work that either Vector or Scalar can do goes: to the engine with less
-    /// work in this block so far (counting what only it can do, see `committed_load`), so
-    /// the busier of the two ends as early as it can; books the work on the chosen engine.
-    fn scalar_is_lighter(&mut self, elems: u64) -> bool {
-        let cost = 64 + elems;
-        let scalar = self.engine_load[1] <= self.engine_load[0];
-        self.engine_load[if scalar { 1 } else { 0 }] += cost;
-        scalar
     }
 
     /// Forgets the operands loaded for the previous group (call before each group).
@@ -372,7 +348,6 @@ impl Tiler<'_> {
     /// Evaluates `graph` on `block`: emits loads, computation and stores.
     pub fn eval_block(&mut self, graph: &BGraph, block: &Block) {
         self.block_loads.clear();
-        self.engine_load = committed_load(graph, block);
         // Last uses, so that a result can overwrite an operand that dies with it (which
         // keeps a block's footprint small enough for several blocks to be in flight).
         let n = graph.nodes.len();
@@ -472,32 +447,11 @@ impl Tiler<'_> {
         self.sbuf_tile(dtype, parts, cols)
     }
 
-    /// Copies `src` (usually PSUM) to `dst` on Vector, or on Scalar as an exact identity
-    /// activation when `on_scalar`, so callers can split copy work between the two.
-    pub fn copy_out(
-        &mut self,
-        dst: TileAp,
-        src: TileAp,
-        on_scalar: bool,
-        bufs: &[Buf],
-        span: Span,
-    ) {
-        let (op, engine) = if on_scalar {
-            (
-                Op::Activate {
-                    out: dst,
-                    src,
-                    func: ActFunc::Identity,
-                    scale: ScalarArg::imm(1.0),
-                    bias: ScalarArg::imm(-0.0),
-                    accum: None,
-                },
-                Engine::Scalar,
-            )
-        } else {
-            (Op::TensorCopy { out: dst, src }, Engine::Vector)
-        };
-        self.out.push(op, engine, bufs, span);
+    /// Copies `src` (usually PSUM) to `dst`, on Vector (the `engines` pass may move it to
+    /// Scalar as an exact identity activation).
+    pub fn copy_out(&mut self, dst: TileAp, src: TileAp, bufs: &[Buf], span: Span) {
+        self.out
+            .push(Op::TensorCopy { out: dst, src }, Engine::Vector, bufs, span);
     }
 
     /// A copy of `tile` in a new SBUF tile of `dtype` (Vector engine).
@@ -753,12 +707,12 @@ impl Tiler<'_> {
                     // x OP s, with s a per-row column or an immediate.
                     _ if full(&a) => {
                         let x = self.widen(a, parts, cols, node.dtype, span);
-                        self.per_row_op(out, x, op, c, span);
+                        self.tensor_scalar(out, x, op, c, span);
                     }
                     // s OP y: the operation reversed.
                     _ if full(&c) => {
                         let y = self.widen(c, parts, cols, node.dtype, span);
-                        self.per_row_op(out, y, reversed(op), a, span);
+                        self.tensor_scalar(out, y, reversed(op), a, span);
                     }
                     _ => {
                         let x = self.widen(a, parts, cols, node.dtype, span);
@@ -824,35 +778,18 @@ impl Tiler<'_> {
                     node.dtype
                 };
                 let acc = self.sbuf_tile(acc_dtype, parts, 1);
-                if op == ReduceOp::Add && self.scalar_is_lighter(src.cols as u64) {
-                    // The Scalar engine's row sum of identity(x): the same additions in the
-                    // same order. It writes x over itself on the way (identity is exact).
-                    let discard = src;
-                    self.emit(
-                        Op::Activate {
-                            out: discard.ap(),
-                            src: src.ap(),
-                            func: ActFunc::Identity,
-                            scale: ScalarArg::imm(1.0),
-                            bias: ScalarArg::imm(-0.0),
-                            accum: Some(acc.ap()),
-                        },
-                        Engine::Scalar,
-                        &[discard.buf, src.buf, acc.buf],
-                        span,
-                    );
-                } else {
-                    self.emit(
-                        Op::TensorReduce {
-                            op,
-                            out: acc.ap(),
-                            src: src.ap(),
-                        },
-                        VECTOR,
-                        &[acc.buf, src.buf],
-                        span,
-                    );
-                }
+                // Row sums may move to the Scalar engine's accumulating activation
+                // (the `engines` pass).
+                self.emit(
+                    Op::TensorReduce {
+                        op,
+                        out: acc.ap(),
+                        src: src.ap(),
+                    },
+                    VECTOR,
+                    &[acc.buf, src.buf],
+                    span,
+                );
                 if *func != ReduceFn::Mean {
                     return acc;
                 }
@@ -864,56 +801,20 @@ impl Tiler<'_> {
         }
     }
 
-    /// `out = x OP s` with `s` a per-row column or an immediate, on whichever of Vector and
-    /// Scalar has less work in this block: the Scalar engine computes `x * scale + bias` in
-    /// f32 with the same single rounding, so add, subtract and multiply are exact there too.
-    fn per_row_op(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
-        let (scale, bias, negate) = match op {
-            AluOp::Mul => (Some(s), None, false),
-            AluOp::Add => (None, Some(s), false),
-            AluOp::Sub => (None, Some(s), true),
-            AluOp::RSub => (Some(Operand::Imm(-1.0)), Some(s), false),
-            _ => return self.tensor_scalar(out, x, op, s, span),
-        };
-        if !self.scalar_is_lighter(x.cols as u64) {
-            return self.tensor_scalar(out, x, op, s, span);
-        }
-        let mut bufs = vec![out.buf, x.buf];
-        let mut arg = |t: &mut Self, o: Option<Operand>, default: f32, negate: bool| match o {
-            None => ScalarArg::imm(default),
-            Some(Operand::Imm(v)) => ScalarArg::imm(if negate { -v } else { v }),
-            Some(Operand::Tile(col)) => {
-                let col = if negate {
-                    let n = t.sbuf_tile(Dtype::F32, col.parts, 1);
-                    t.tensor_scalar(n, col, AluOp::Mul, Operand::Imm(-1.0), span);
-                    n
-                } else {
-                    col
-                };
-                bufs.push(col.buf);
-                ScalarArg::Ap(col.ap())
-            }
-        };
-        // x * 1 + (-0) is x exactly, signed zeros included.
-        let scale = arg(self, scale, 1.0, false);
-        let bias = arg(self, bias, -0.0, negate);
-        self.emit(
-            Op::Activate {
-                out: out.ap(),
-                src: x.ap(),
-                func: ActFunc::Identity,
-                scale,
-                bias,
-                accum: None,
-            },
-            Engine::Scalar,
-            &bufs,
-            span,
-        );
-    }
-
     /// `out = x OP s` with `s` a per-row column tile or an immediate.
+    /// Subtracting a per-row column over whole rows is emitted as adding its negation
+    /// (computed exactly in f32 on the column): `x + (-c)` is `x - c` bit for bit, and the
+    /// `engines` pass can move an addition, not a subtraction of a column, to the Scalar
+    /// engine's bias.
     fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
+        let (op, s) = match s {
+            Operand::Tile(col) if op == AluOp::Sub && x.cols > 1 => {
+                let neg = self.sbuf_tile(Dtype::F32, col.parts, 1);
+                self.tensor_scalar(neg, col, AluOp::Mul, Operand::Imm(-1.0), span);
+                (AluOp::Add, Operand::Tile(neg))
+            }
+            other => (op, other),
+        };
         let (s0, extra) = match s {
             Operand::Imm(v) => (ScalarArg::imm(v), None),
             Operand::Tile(t) => (ScalarArg::Ap(t.ap()), Some(t.buf)),
@@ -1005,43 +906,6 @@ impl Tiler<'_> {
             }
         }
     }
-}
-
-/// Estimated cycles per block of the work in `graph` that only Vector (`[0]`) or only
-/// Scalar (`[1]`) can do; work either can do is placed later, by `scalar_is_lighter`.
-fn committed_load(graph: &BGraph, block: &Block) -> [u64; 2] {
-    let mut load = [0u64; 2];
-    let full = |a: &BArg| match a {
-        BArg::Node(k) => graph.nodes[*k].fit == Fit::Full,
-        BArg::Load(_, strides) => strides.last() != Some(&0),
-        BArg::Given(_) => true,
-        BArg::Imm(_) => false,
-    };
-    for node in &graph.nodes {
-        let n = if node.fit == Fit::Full {
-            block.cols() as u64
-        } else {
-            1
-        };
-        let c = 64 + n;
-        match &node.op {
-            BOp::Activate { .. } => load[1] += c,
-            BOp::Unary(u) if reference::act_func(*u).is_some() => load[1] += c,
-            BOp::Unary(_) => {}
-            BOp::Binary(b) => {
-                let per_row_capable = matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul);
-                match (full(&node.args[0]), full(&node.args[1])) {
-                    (true, true) => load[0] += 64 + 2 * n,
-                    _ if per_row_capable => {}
-                    _ => load[0] += c,
-                }
-            }
-            BOp::Cast | BOp::Copy => load[0] += c,
-            BOp::Reduce(ReduceFn::Max | ReduceFn::Min) => load[0] += 64 + block.cols() as u64,
-            BOp::Reduce(_) | BOp::Tril { .. } | BOp::Accum(_) | BOp::Folded => {}
-        }
-    }
-    load
 }
 
 /// Folds work into the Scalar engine's `func(x * scale + bias)`:

@@ -21,6 +21,7 @@ use super::Tiler;
 use crate::frontend::typed::Span;
 use crate::ir::Inst;
 use crate::passes::fusion::Group;
+use crate::passes::layout::Load;
 use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
 use smallvec::smallvec;
 
@@ -39,6 +40,17 @@ pub(super) struct Operand2d {
     pub k_stride: i64,
     /// Stride of the other axis (M for A, N for B).
     pub x_stride: i64,
+    /// The layout pass's choice: K is contiguous, so rows are loaded and transposed on the
+    /// Tensor engine (a DMA that moved one element per descriptor would be far slower).
+    pub pe: bool,
+}
+
+impl Operand2d {
+    /// Whether a DMA loads this operand straight into K-on-partitions tiles: unless the
+    /// plan asks for Tensor-engine transposes of a contiguous K axis.
+    fn direct(&self) -> bool {
+        !self.pe || self.x_stride == 1 || self.k_stride != 1
+    }
 }
 
 impl Tiler<'_> {
@@ -46,9 +58,22 @@ impl Tiler<'_> {
         let func = self.func;
         let data = &func.insts[inst];
         let span = func.spans[inst];
-        let a = self.home_of(data.args[0])?;
-        let b = self.home_of(data.args[1])?;
-        let out_shape = func.ty(data.result).shape.clone();
+        // The layout pass's plan: swapped, compute C^T = B^T @ A^T (see `layout.rs`).
+        let plan = self.layout.matmul(inst);
+        let swapped = plan.is_some_and(|p| p.swapped);
+        let mut out_shape = func.ty(data.result).shape.clone();
+        let (a, b) = if swapped {
+            let rank = out_shape.len();
+            out_shape.swap(rank - 2, rank - 1);
+            (
+                swap_last(&self.home_of(data.args[1])?),
+                swap_last(&self.home_of(data.args[0])?),
+            )
+        } else {
+            (self.home_of(data.args[0])?, self.home_of(data.args[1])?)
+        };
+        // Without a plan, the loads follow the strides: K contiguous means transposes.
+        let pe_by_strides = |k_stride: i64, x_stride: i64| k_stride == 1 && x_stride != 1;
         let rank = out_shape.len();
         let (m, n) = (out_shape[rank - 2], out_shape[rank - 1]);
         let k = a.shape[a.shape.len() - 1];
@@ -82,12 +107,20 @@ impl Tiler<'_> {
                 offset: off(&a_str, a.offset),
                 k_stride: a_str[rank - 1],
                 x_stride: a_str[rank - 2],
+                pe: plan.map_or_else(
+                    || pe_by_strides(a_str[rank - 1], a_str[rank - 2]),
+                    |p| p.stationary == Load::PeTranspose,
+                ),
             };
             let bo = Operand2d {
                 view: b.clone(),
                 offset: off(&b_str, b.offset),
                 k_stride: b_str[rank - 2],
                 x_stride: b_str[rank - 1],
+                pe: plan.map_or_else(
+                    || pe_by_strides(b_str[rank - 2], b_str[rank - 1]),
+                    |p| p.moving == Load::PeTranspose,
+                ),
             };
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
             if b_tile_fits {
@@ -146,7 +179,7 @@ impl Tiler<'_> {
                                 };
                                 self.matmul(psum, st, mv, t > 0, span);
                             }
-                            self.epilogue(g, inst, psum, &fixed, m0, msz, n0, nsz)?;
+                            self.epilogue(g, inst, psum, &fixed, (m0, msz), (n0, nsz), swapped)?;
                         }
                         n0 += nsz;
                     }
@@ -170,7 +203,7 @@ impl Tiler<'_> {
                             self.matmul(psum, st, mv, t > 0, span);
                         }
                         let acc = acc.ok_or("a matmul with K = 0")?;
-                        self.epilogue(g, inst, acc, &fixed, m0, msz, n0, nsz)?;
+                        self.epilogue(g, inst, acc, &fixed, (m0, msz), (n0, nsz), swapped)?;
                         n0 += nsz;
                     }
                     m0 += msz;
@@ -215,7 +248,7 @@ impl Tiler<'_> {
     }
 
     /// The rest of the group on one PSUM tile (block: the batch index, `msz` rows from
-    /// `m0` on partitions, `nsz` columns from `n0`).
+    /// `m0` on partitions, `nsz` columns from `n0`; of C^T when `swapped`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn epilogue(
         &mut self,
@@ -223,12 +256,11 @@ impl Tiler<'_> {
         inst: Inst,
         acc: Tile,
         fixed: &[AxisUse],
-        m0: u64,
-        msz: u64,
-        n0: u64,
-        nsz: u64,
+        (m0, msz): (u64, u64),
+        (n0, nsz): (u64, u64),
+        swapped: bool,
     ) -> Result<(), String> {
-        let graph = self.graph_of(g, Some((inst, acc)))?;
+        let graph = self.graph_of(g, Some((inst, acc)), swapped)?;
         let mut axes = fixed.to_vec();
         axes.push(AxisUse::Part {
             start: m0,
@@ -302,8 +334,7 @@ impl Tiler<'_> {
         span: Span,
     ) -> Vec<Tile> {
         let kt = k.div_ceil(128);
-        let direct = op.x_stride == 1 || op.k_stride != 1;
-        if direct || xsz > 128 {
+        if op.direct() || xsz > 128 {
             return (0..kt)
                 .map(|t| {
                     let k0 = t * 128;
@@ -328,7 +359,6 @@ impl Tiler<'_> {
         let mut tiles = Vec::with_capacity(kt as usize);
         let per_bank = (2048 / (xsz * dtype.size() as u64)).clamp(1, 8);
         let mut t = 0;
-        let mut copies = 0;
         while t < kt {
             let ksz = 128.min(k - t * 128);
             // Chunks of the same height share a bank (the last chunk may be shorter).
@@ -353,8 +383,7 @@ impl Tiler<'_> {
                 );
             }
             let dst = out.slice(0, ksz as u32, (t * xsz) as u32, (group * xsz) as u32);
-            self.copy_out(dst, bank.ap(), copies % 2 == 1, &[out.buf, bank.buf], span);
-            copies += 1;
+            self.copy_out(dst, bank.ap(), &[out.buf, bank.buf], span);
             for j in 0..group {
                 tiles.push(Tile {
                     parts: ksz as u32,
@@ -381,8 +410,7 @@ impl Tiler<'_> {
         let dtype = op.view.dtype;
         let out = self.sbuf_tile(dtype, ksz as u32, xsz as u32);
         let base = op.offset + k0 as i64 * op.k_stride + x0 as i64 * op.x_stride;
-        let direct = op.x_stride == 1 || op.k_stride != 1 || ksz == 1;
-        if direct {
+        if op.direct() || ksz == 1 {
             self.dma_2d(
                 out,
                 &op.view,
@@ -393,59 +421,70 @@ impl Tiler<'_> {
             );
             return out;
         }
-        // K is contiguous: load rows of the other axis and transpose them, 128 at a time.
-        let mut c = 0;
-        while c < xsz {
-            let xc = 128.min(xsz - c);
-            let rows = self.sbuf_tile(dtype, xc as u32, ksz as u32);
-            self.dma_2d(
-                rows,
-                &op.view,
-                base + c as i64 * op.x_stride,
-                (xc, op.x_stride),
-                (ksz, op.k_stride),
-                span,
-            );
-            let pbuf = self.out.psum(dtype, ksz as u32, xc as u32);
-            let pt = Tile {
+        // K is contiguous: load rows of the other axis and transpose them, 128 at a time,
+        // side by side into PSUM banks (as many as a 2 KiB bank holds), and copy each bank
+        // out with one instruction: a copy per transpose would cost the copying engine its
+        // fixed overhead every 128 columns.
+        let per_bank = (2048 / (128 * dtype.size() as u64)).max(1) * 128;
+        let mut b0 = 0;
+        while b0 < xsz {
+            let bsz = per_bank.min(xsz - b0);
+            let pbuf = self.out.psum(dtype, ksz as u32, bsz as u32);
+            let bank = Tile {
                 buf: pbuf,
                 mem: Mem::Psum,
                 dtype,
                 parts: ksz as u32,
-                cols: xc as u32,
+                cols: bsz as u32,
                 col_offset: 0,
             };
-            self.out.push(
-                Op::Transpose {
-                    out: pt.ap(),
-                    src: rows.ap(),
-                },
-                Engine::Tensor,
-                &[pt.buf, rows.buf],
-                span,
-            );
+            let mut c = b0;
+            while c < b0 + bsz {
+                let xc = 128.min(b0 + bsz - c);
+                let rows = self.sbuf_tile(dtype, xc as u32, ksz as u32);
+                self.dma_2d(
+                    rows,
+                    &op.view,
+                    base + c as i64 * op.x_stride,
+                    (xc, op.x_stride),
+                    (ksz, op.k_stride),
+                    span,
+                );
+                self.out.push(
+                    Op::Transpose {
+                        out: bank.slice(0, ksz as u32, (c - b0) as u32, xc as u32),
+                        src: rows.ap(),
+                    },
+                    Engine::Tensor,
+                    &[bank.buf, rows.buf],
+                    span,
+                );
+                c += xc;
+            }
             let dst = TileAp {
                 mem: Mem::Sbuf,
                 dtype,
                 partition: 0,
                 partitions: ksz as u8,
-                offset: c as u32 * dtype.size(),
+                offset: b0 as u32 * dtype.size(),
                 dims: smallvec![Dim {
-                    size: xc as u32,
+                    size: bsz as u32,
                     stride: 1
                 }],
             };
-            self.out.push(
-                Op::TensorCopy {
-                    out: dst,
-                    src: pt.ap(),
-                },
-                Engine::Vector,
-                &[out.buf, pt.buf],
-                span,
-            );
-            c += xc;
+            self.copy_out(dst, bank.ap(), &[out.buf, bank.buf], span);
+            b0 += bsz;
         }
         out
     }
+}
+
+/// The view with its last two axes exchanged (a free transpose).
+fn swap_last(view: &HView) -> HView {
+    let rank = view.shape.len();
+    let mut perm: Vec<usize> = (0..rank).collect();
+    if rank >= 2 {
+        perm.swap(rank - 2, rank - 1);
+    }
+    view.permute(&perm)
 }

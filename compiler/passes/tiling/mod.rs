@@ -21,6 +21,7 @@ pub mod view;
 use crate::frontend::typed::Span;
 use crate::ir::{Function, Inst, ReduceFn, TOp, Value, ValueDef};
 use crate::passes::fusion::{self, Fit, Group, Root};
+use crate::passes::layout::{self, Layout};
 use crate::passes::PassOptions;
 use crate::tile::TileFunc;
 use block::{AxisUse, BArg, BGraph, BNode, BOp, BStore, Block};
@@ -47,12 +48,12 @@ pub struct Tiler<'a> {
     /// Row-invariant operands loaded for the current group: view, strides, fit, (parts,
     /// first column, columns) and the tile.
     pub group_loads: Vec<GroupLoad>,
-    /// Estimated cycles given to Vector and Scalar in the current block.
-    pub engine_load: [u64; 2],
     /// Tiles of node results whose last use is the node being evaluated.
     pub dying: Vec<crate::tile::Buf>,
     /// Loaded operands (view, strides) whose last use is the node being evaluated.
     pub dying_loads: Vec<(HView, Vec<i64>)>,
+    /// The plan of the `layout` pass (or the unoptimised one).
+    pub layout: Layout,
     /// Fold work into activations (part of fusion).
     fold: bool,
     /// `--dtype-policy strict`.
@@ -63,6 +64,7 @@ pub struct Tiler<'a> {
 pub fn lower(
     func: &Function,
     grouping: Option<&fusion::Grouping>,
+    layout: Option<&Layout>,
     options: &PassOptions,
 ) -> Result<TileFunc, String> {
     let grouping_given = grouping.is_some();
@@ -74,6 +76,12 @@ pub fn lower(
             &singles
         }
     };
+    // The layout plan was made for the grouping before splitting: splitting touches only
+    // row groups, which the plan does not orient.
+    let layout = match layout {
+        Some(l) => l.clone(),
+        None => layout::plan(func, grouping, false),
+    };
     let grouping = split_oversized(func, grouping);
     let mut t = Tiler {
         func,
@@ -81,9 +89,9 @@ pub fn lower(
         home: SecondaryMap::new(),
         block_loads: Vec::new(),
         group_loads: Vec::new(),
-        engine_load: [0, 0],
         dying: Vec::new(),
         dying_loads: Vec::new(),
+        layout,
         fold: grouping_given && options.enabled("fusion"),
         strict: options.strict_dtypes,
     };
@@ -251,13 +259,28 @@ impl<'a> Tiler<'a> {
                 let view_op = matches!(func.insts[def].op, TOp::Transpose(_) | TOp::Reshape);
                 if !same_group && !view_op && self.home[*a].is_none() {
                     let ty = func.ty(*a);
-                    let buf = self.out.hbm(
-                        &format!("t{}", a.as_u32()),
-                        Role::Scratch,
-                        ty.dtype,
-                        &ty.shape,
-                    );
-                    self.home[*a] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+                    let rank = ty.shape.len();
+                    if self.layout.transposed[*a] && rank >= 2 {
+                        // The layout pass keeps this value as its transpose.
+                        let mut perm: Vec<usize> = (0..rank).collect();
+                        perm.swap(rank - 2, rank - 1);
+                        let stored: Vec<u64> = perm.iter().map(|&p| ty.shape[p]).collect();
+                        let buf = self.out.hbm(
+                            &format!("t{}", a.as_u32()),
+                            Role::Scratch,
+                            ty.dtype,
+                            &stored,
+                        );
+                        self.home[*a] = Some(HView::dense(buf, ty.dtype, &stored).permute(&perm));
+                    } else {
+                        let buf = self.out.hbm(
+                            &format!("t{}", a.as_u32()),
+                            Role::Scratch,
+                            ty.dtype,
+                            &ty.shape,
+                        );
+                        self.home[*a] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+                    }
                 }
             }
         }
@@ -310,7 +333,7 @@ impl<'a> Tiler<'a> {
                     // Elementwise work splits along the row.
                     col_chunk = (cols * BLOCK_BUDGET / peak.max(1)).max(1);
                 }
-                let graph = self.graph_of(g, None)?;
+                let graph = self.graph_of(g, None, false)?;
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 for b in &blocks {
                     self.eval_block(&graph, b);
@@ -324,7 +347,22 @@ impl<'a> Tiler<'a> {
 
     /// The block graph of a group; `given` is the instruction whose value arrives as a
     /// tile (a matmul's PSUM tile), which becomes node 0.
-    fn graph_of(&self, g: &Group, given: Option<(Inst, block::Tile)>) -> Result<BGraph, String> {
+    /// With `swapped`, the graph works on tiles of the transposed space (a matmul group
+    /// computed as `C^T`, see `layout.rs`): every load and store reads its view with the
+    /// last two axes exchanged.
+    fn graph_of(
+        &self,
+        g: &Group,
+        given: Option<(Inst, block::Tile)>,
+        swapped: bool,
+    ) -> Result<BGraph, String> {
+        let swap = |mut s: Vec<i64>| {
+            let n = s.len();
+            if swapped && n >= 2 {
+                s.swap(n - 2, n - 1);
+            }
+            s
+        };
         let func = self.func;
         let mut graph = BGraph::default();
         let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
@@ -381,7 +419,7 @@ impl<'a> Tiler<'a> {
                     };
                     args.push(BArg::Load(
                         view.clone(),
-                        space_strides(&view, &logical, &g.space),
+                        swap(space_strides(&view, &logical, &g.space)),
                     ));
                 }
             }
@@ -399,7 +437,7 @@ impl<'a> Tiler<'a> {
         for &inst in &g.insts {
             let v = func.insts[inst].result;
             if let (Some(dest), Some(&node)) = (self.home[v].clone(), node_of.get(&v)) {
-                let strides = space_strides(&dest, &func.ty(v).shape, &g.space);
+                let strides = swap(space_strides(&dest, &func.ty(v).shape, &g.space));
                 graph.stores.push(BStore {
                     node,
                     dest,
@@ -560,7 +598,7 @@ impl<'a> Tiler<'a> {
                                 a: a.ap(),
                                 b: part.ap(),
                             },
-                            isa::Engine::GpSimd,
+                            isa::Engine::Vector,
                             &[sum.buf, a.buf, part.buf],
                             span,
                         );
@@ -584,7 +622,7 @@ impl<'a> Tiler<'a> {
                     op1: isa::AluOp::Bypass,
                     s1: isa::ScalarArg::imm(0.0),
                 },
-                isa::Engine::GpSimd,
+                isa::Engine::Vector,
                 &[out.buf, acc.buf],
                 span,
             );

@@ -1,0 +1,583 @@
+//! The `layout` and `engines` passes: what they decide and that they change no result bit.
+//!
+//! - layout: matmul chains run swapped (fewer Tensor-engine transposes, fewer cycles) and
+//!   give outputs bit-identical to the normal orientation (the same products summed in the
+//!   same order); kernels where a swap cannot pay keep the normal orientation.
+//! - engines: with the pass off every instruction is on its canonical engine; with it on,
+//!   column work is on GpSimd, some Vector work is on Scalar, and outputs are bit-identical.
+//! - each Vector instruction that the pass may rewrite for the Scalar engine gives the same
+//!   bits on special values (signed zeros, infinities, NaN, subnormals, values that
+//!   overflow the output dtype) in both forms, run on the interpreter.
+
+#[path = "tile/common.rs"]
+mod tile_common;
+
+use isa::{
+    ActFunc, AluOp, DmaAp, Dtype, Engine, HbmAp, Mem, Op, ReduceOp, Role, ScalarArg, TileAp,
+};
+use tessera::driver::{self, CompileOptions, Source};
+use tessera::frontend::typed::Span;
+use tessera::passes::engines::scalar_form;
+use tessera::passes::PassOptions;
+use tessera::tile::TileFunc;
+
+/// Compiles `text` with the named passes disabled.
+fn compile(text: &str, disabled: &[&str]) -> isa::Program {
+    let source = Source {
+        name: "test.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let options = CompileOptions {
+        passes: PassOptions {
+            disabled: disabled.iter().map(|s| s.to_string()).collect(),
+            ..PassOptions::default()
+        },
+        ..CompileOptions::default()
+    };
+    let c = driver::compile(&source, &options, &mut String::new())
+        .unwrap_or_else(|e| panic!("compile failed: {e}\n{text}"));
+    driver::program_of(&c).expect("a program").clone()
+}
+
+/// Runs `program` on inputs of seed 3; returns the outputs' bits and the cycle count.
+fn run(program: &isa::Program) -> (Vec<Vec<u32>>, u64) {
+    let params = driver::program_params(program);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 3, i as u64))
+        .collect();
+    let (outputs, report) = driver::execute(program, &params, &inputs).expect("the run");
+    let bits = outputs
+        .iter()
+        .map(|t| t.data.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    (bits, report.total_cycles)
+}
+
+/// Counts the instructions of `program` that satisfy `pred`.
+fn count(program: &isa::Program, pred: impl Fn(&isa::Inst, Engine) -> bool) -> usize {
+    program
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(s, insts)| {
+            let engine = Engine::from_index(s).expect("a stream index");
+            insts.iter().filter(|i| pred(i, engine)).count()
+        })
+        .sum()
+}
+
+fn transposes(program: &isa::Program) -> usize {
+    count(program, |i, _| matches!(i.op, Op::Transpose { .. }))
+}
+
+const MLP: &str = "kernel mlp<M = 384, D = 256, H = 640>(x: bf16[M, D], w1: bf16[D, H], b1: f32[H], w2: bf16[H, D], b2: f32[D]) -> f32[M, D] {
+    let h = gelu_tanh(x @ w1 + b1) as bf16;
+    return h @ w2 + b2;
+}";
+
+#[test]
+fn swapped_matmul_chains_need_fewer_transposes_and_keep_every_bit() {
+    let kernels = [
+        MLP.to_string(),
+        // Odd sizes, a batch axis and a SwiGLU gate (two swapped groups feeding one).
+        "kernel odd<M = 200, D = 130, H = 300>(x: bf16[2, M, D], w1: bf16[D, H], w3: bf16[D, H], w2: bf16[H, D]) -> f32[2, M, D] {
+            let gate = silu(x @ w1);
+            let hidden = (gate * (x @ w3)) as bf16;
+            return hidden @ w2;
+        }"
+        .to_string(),
+        // Three layers: the middle one is swapped on both sides.
+        "kernel deep<M = 256, D = 128>(x: bf16[M, D], w1: bf16[D, D], w2: bf16[D, D], w3: bf16[D, D]) -> f32[M, D] {
+            let h1 = relu(x @ w1) as bf16;
+            let h2 = relu(h1 @ w2) as bf16;
+            return h2 @ w3;
+        }"
+        .to_string(),
+    ];
+    for text in &kernels {
+        let on = compile(text, &[]);
+        let off = compile(text, &["layout"]);
+        let (bits_on, cycles_on) = run(&on);
+        let (bits_off, cycles_off) = run(&off);
+        assert_eq!(
+            bits_on, bits_off,
+            "outputs differ with and without layout:\n{text}"
+        );
+        assert!(
+            transposes(&on) < transposes(&off),
+            "layout saved no transpose ({} vs {}):\n{text}",
+            transposes(&on),
+            transposes(&off)
+        );
+        assert!(
+            cycles_on < cycles_off,
+            "layout made it slower ({cycles_on} vs {cycles_off} cycles):\n{text}"
+        );
+    }
+}
+
+#[test]
+fn the_layout_pass_swaps_only_where_it_pays() {
+    let swapped = |text: &str| {
+        let source = Source {
+            name: "test.tsr".to_string(),
+            text: text.to_string(),
+        };
+        let mut dumps = String::new();
+        let options = CompileOptions {
+            dump_after: Some("layout".to_string()),
+            ..CompileOptions::default()
+        };
+        driver::compile(&source, &options, &mut dumps).expect("compiles");
+        dumps.lines().filter(|l| l.contains(": swapped (")).count()
+    };
+    assert_eq!(swapped(MLP), 1);
+    // The hidden layer is also a result: its layout is the caller's.
+    assert_eq!(
+        swapped(
+            "kernel k(x: bf16[256, 128], w1: bf16[128, 256], w2: bf16[256, 128]) -> (bf16[256, 256], f32[256, 128]) {
+                let h = (x @ w1) as bf16;
+                return (h, h @ w2);
+            }"
+        ),
+        0
+    );
+    // A row group reads the hidden layer.
+    assert_eq!(
+        swapped(
+            "kernel k(x: bf16[256, 128], w1: bf16[128, 256], w2: bf16[256, 128]) -> (f32[256, 1], f32[256, 128]) {
+                let h = (x @ w1) as bf16;
+                return (max(h, axis=-1, keepdims=true) as f32, h @ w2);
+            }"
+        ),
+        0
+    );
+    // M below 128: the moving side would be too narrow to keep the Tensor engine busy.
+    assert_eq!(
+        swapped(
+            "kernel k(x: bf16[64, 128], w1: bf16[128, 256], w2: bf16[256, 128]) -> f32[64, 128] {
+                return ((x @ w1) as bf16) @ w2;
+            }"
+        ),
+        0
+    );
+    // A residual input read in full would be read across its grain.
+    assert_eq!(
+        swapped(
+            "kernel k(x: bf16[256, 128], w1: bf16[128, 256], r: f32[256, 256], w2: bf16[256, 128]) -> f32[256, 128] {
+                return ((x @ w1 + r) as bf16) @ w2;
+            }"
+        ),
+        0
+    );
+    // The hidden layer feeds the next matmul as its right operand.
+    assert_eq!(
+        swapped(
+            "kernel k(x: bf16[256, 128], w1: bf16[128, 256], y: bf16[64, 256]) -> f32[64, 256] {
+                return y @ transpose((x @ w1) as bf16) @ ((x @ w1) as bf16);
+            }"
+        ),
+        0
+    );
+}
+
+/// Kernels that exercise every kind of work the `engines` pass moves.
+const ENGINE_KERNELS: &[&str] = &[
+    "kernel layernorm(x: f32[300, 200], w: f32[200], b: f32[200]) -> f32[300, 200] {
+        let mu = mean(x, axis=-1, keepdims=true);
+        let c = x - mu;
+        let var = mean(square(c), axis=-1, keepdims=true);
+        return c * rsqrt(var + 1e-5) * w + b;
+    }",
+    "kernel softmax(x: bf16[130, 700]) -> bf16[130, 700] {
+        let m = max(x, axis=-1, keepdims=true);
+        let e = exp(x - m);
+        return (e / sum(e, axis=-1, keepdims=true)) as bf16;
+    }",
+    "kernel linear(x: bf16[200, 300], w: bf16[300, 600], b: f32[600]) -> f8e4m3[200, 600] {
+        return gelu_tanh(x @ w + b) as f8e4m3;
+    }",
+    "kernel mix(x: f32[128, 64], s: f32[128, 1]) -> (f32[128, 64], f32[128, 64], f32[128, 1]) {
+        return (2.0 - x * s, x - 3.0, sum(x * x, axis=-1, keepdims=true));
+    }",
+    "kernel attention(q: bf16[256, 64], k: bf16[256, 64], v: bf16[256, 64]) -> f32[256, 64] {
+        let s = (q @ transpose(k)) * 0.125;
+        let p = exp(s - max(s, axis=-1, keepdims=true));
+        return (p / sum(p, axis=-1, keepdims=true)) as bf16 @ v;
+    }",
+];
+
+#[test]
+fn engine_assignment_moves_work_and_keeps_every_bit() {
+    let mut moved_to_scalar = 0;
+    let mut on_gpsimd = 0;
+    for text in ENGINE_KERNELS {
+        let on = compile(text, &[]);
+        let off = compile(text, &["engines"]);
+        assert_eq!(
+            run(&on).0,
+            run(&off).0,
+            "outputs differ with and without engines:\n{text}"
+        );
+        // Off: canonical engines only.
+        let misplaced = count(&off, |i, e| match &i.op {
+            Op::Dma { .. } => e != Engine::Dma(0),
+            Op::Activate { .. } => e != Engine::Scalar,
+            Op::Iota { .. } | Op::AffineSelect { .. } => e != Engine::GpSimd,
+            Op::Matmul { .. } | Op::Transpose { .. } => e != Engine::Tensor,
+            Op::Nop {} | Op::End {} => false,
+            _ => e != Engine::Vector,
+        });
+        assert_eq!(
+            misplaced, 0,
+            "with engines off, work left its canonical engine:\n{text}"
+        );
+        let identities = |p: &isa::Program| {
+            count(p, |i, _| {
+                matches!(
+                    i.op,
+                    Op::Activate {
+                        func: ActFunc::Identity,
+                        ..
+                    }
+                )
+            })
+        };
+        moved_to_scalar += identities(&on).saturating_sub(identities(&off));
+        on_gpsimd += count(&on, |i, e| {
+            e == Engine::GpSimd
+                && !matches!(
+                    i.op,
+                    Op::Iota { .. } | Op::AffineSelect { .. } | Op::Nop {} | Op::End {}
+                )
+        });
+        let queues: std::collections::BTreeSet<Engine> = (0..on.streams.len())
+            .filter_map(Engine::from_index)
+            .filter(|e| matches!(e, Engine::Dma(_)))
+            .filter(|e| {
+                on.streams[e.index()]
+                    .iter()
+                    .any(|i| matches!(i.op, Op::Dma { .. }))
+            })
+            .collect();
+        assert!(queues.len() > 1, "every DMA stayed on one queue:\n{text}");
+    }
+    assert!(
+        moved_to_scalar > 0,
+        "no Vector work moved to the Scalar engine"
+    );
+    assert!(on_gpsimd > 0, "no column work moved to GpSimd");
+}
+
+/// Input values that stress exactness: signed zeros, infinities, NaN, a subnormal, values
+/// that overflow bf16 and FP8, and ordinary ones.
+const SPECIAL: [f32; 16] = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.5,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    1.0e-40,
+    3.0e38,
+    -7.0e5,
+    1234.5678,
+    0.1,
+    -0.0078125,
+    65504.0,
+    448.0,
+    -1.0e-3,
+];
+
+/// A function that loads `x` [4, 16] and the column `s` [4, 1] (and `t`), runs `op` on
+/// `engine`, and stores the tile `out` [4, 16] (and, for row sums, the column) to outputs.
+fn one_op(
+    out_dtype: Dtype,
+    make: impl Fn(TileAp, TileAp, TileAp, TileAp) -> (Op, bool),
+) -> TileFunc {
+    let mut f = TileFunc::new("one_op");
+    let span = Span::new(0, 1);
+    let x = f.hbm("x", Role::Input, Dtype::F32, &[4, 16]);
+    let s = f.hbm("s", Role::Input, Dtype::F32, &[4, 1]);
+    let t = f.hbm("t", Role::Input, Dtype::F32, &[4, 1]);
+    let y = f.hbm("y", Role::Output, out_dtype, &[4, 16]);
+    let r = f.hbm("r", Role::Output, Dtype::F32, &[4, 1]);
+    let tile = |dtype, cols: u32| TileAp::new(Mem::Sbuf, dtype, 0, 4, 0, &[(cols, 1)]);
+    let (bx, bs, bt) = (
+        f.sbuf(Dtype::F32, 4, 16),
+        f.sbuf(Dtype::F32, 4, 1),
+        f.sbuf(Dtype::F32, 4, 1),
+    );
+    for (b, h, cols) in [(bx, x, 16u32), (bs, s, 1), (bt, t, 1)] {
+        f.push(
+            Op::Dma {
+                dst: DmaAp::Tile(tile(Dtype::F32, cols)),
+                src: DmaAp::Hbm(HbmAp::new(Dtype::F32, 0, &[(4 * cols as u64, 1)])),
+            },
+            Engine::Dma(0),
+            &[b, h],
+            span,
+        );
+    }
+    let (bo, br) = (f.sbuf(out_dtype, 4, 16), f.sbuf(Dtype::F32, 4, 1));
+    // The output tile starts as a copy of x, so an op that writes x over itself (a row sum
+    // on Scalar) and one that does not both leave x's values in `y`.
+    f.push(
+        Op::TensorCopy {
+            out: tile(out_dtype, 16),
+            src: tile(Dtype::F32, 16),
+        },
+        Engine::Vector,
+        &[bo, bx],
+        span,
+    );
+    let (op, reduce) = make(
+        tile(out_dtype, 16),
+        tile(Dtype::F32, 16),
+        tile(Dtype::F32, 1),
+        tile(Dtype::F32, 1),
+    );
+    let bufs: Vec<_> = match &op {
+        Op::TensorReduce { .. } => vec![br, bx],
+        Op::TensorScalar { s0, s1, .. } => {
+            let mut b = vec![bo, bx];
+            if matches!(s0, ScalarArg::Ap(_)) {
+                b.push(bs);
+            }
+            if matches!(s1, ScalarArg::Ap(_)) {
+                b.push(bt);
+            }
+            b
+        }
+        _ => vec![bo, bx],
+    };
+    f.push(op, Engine::Vector, &bufs, span);
+    if reduce {
+        f.push(
+            Op::TensorCopy {
+                out: tile(out_dtype, 16),
+                src: tile(Dtype::F32, 16),
+            },
+            Engine::Vector,
+            &[bo, bx],
+            span,
+        );
+    }
+    for (h, b, dtype, cols) in [(y, bo, out_dtype, 16u32), (r, br, Dtype::F32, 1)] {
+        if h == r && !reduce {
+            continue;
+        }
+        f.push(
+            Op::Dma {
+                dst: DmaAp::Hbm(HbmAp::new(dtype, 0, &[(4 * cols as u64, 1)])),
+                src: DmaAp::Tile(tile(dtype, cols)),
+            },
+            Engine::Dma(0),
+            &[h, b],
+            span,
+        );
+    }
+    f
+}
+
+#[test]
+fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
+    let x: Vec<f32> = (0..64)
+        .map(|i| SPECIAL[i % 16] * if i >= 32 { -1.0 } else { 1.0 })
+        .collect();
+    let s = [0.5f32, -0.0, f32::INFINITY, 3.0];
+    let t = [-0.0f32, 1.0e-40, -2.5, f32::NAN];
+    let ts = |op0: AluOp, s0: ScalarArg, op1: AluOp, s1: ScalarArg| {
+        move |out: TileAp, src: TileAp, _: TileAp, _: TileAp| {
+            (
+                Op::TensorScalar {
+                    out,
+                    src,
+                    op0,
+                    s0: s0.clone(),
+                    op1,
+                    s1: s1.clone(),
+                },
+                false,
+            )
+        }
+    };
+    type Make = Box<dyn Fn(TileAp, TileAp, TileAp, TileAp) -> (Op, bool)>;
+    let col = || TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]);
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "copy",
+            Box::new(|out, src, _, _| (Op::TensorCopy { out, src }, false)),
+        ),
+        (
+            "x * s",
+            Box::new(ts(
+                AluOp::Mul,
+                ScalarArg::Ap(col()),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x * 3",
+            Box::new(ts(
+                AluOp::Mul,
+                ScalarArg::imm(3.0),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x + s",
+            Box::new(ts(
+                AluOp::Add,
+                ScalarArg::Ap(col()),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x + -0",
+            Box::new(ts(
+                AluOp::Add,
+                ScalarArg::imm(-0.0),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x - 0",
+            Box::new(ts(
+                AluOp::Sub,
+                ScalarArg::imm(0.0),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x - 2.5",
+            Box::new(ts(
+                AluOp::Sub,
+                ScalarArg::imm(2.5),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "s - x",
+            Box::new(ts(
+                AluOp::RSub,
+                ScalarArg::Ap(col()),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "0 - x",
+            Box::new(ts(
+                AluOp::RSub,
+                ScalarArg::imm(0.0),
+                AluOp::Bypass,
+                ScalarArg::imm(0.0),
+            )),
+        ),
+        (
+            "x * s + t",
+            Box::new(|out, src, _, _| {
+                let col_at = |offset| TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, offset, &[(1, 1)]);
+                (
+                    Op::TensorScalar {
+                        out,
+                        src,
+                        op0: AluOp::Mul,
+                        s0: ScalarArg::Ap(col_at(0)),
+                        op1: AluOp::Add,
+                        s1: ScalarArg::Ap(col_at(0)),
+                    },
+                    false,
+                )
+            }),
+        ),
+        (
+            "row sum",
+            Box::new(|_, src, _, _| {
+                (
+                    Op::TensorReduce {
+                        op: ReduceOp::Add,
+                        out: TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]),
+                        src,
+                    },
+                    true,
+                )
+            }),
+        ),
+    ];
+    let mut rewritten = 0;
+    for dtype in [
+        Dtype::F32,
+        Dtype::Bf16,
+        Dtype::F16,
+        Dtype::F8E4M3,
+        Dtype::F8E5M2,
+    ] {
+        for (name, make) in &cases {
+            let vector = one_op(dtype, make);
+            let mut scalar = vector.clone();
+            let target = scalar.layout[4];
+            let (op, bufs) = scalar_form(&scalar.insts[target])
+                .unwrap_or_else(|| panic!("{name}: no Scalar form"));
+            let inst = &mut scalar.insts[target];
+            inst.op = op;
+            inst.bufs = bufs;
+            inst.engine = Engine::Scalar;
+            rewritten += 1;
+            let results: Vec<Vec<Vec<u32>>> = [vector, scalar]
+                .into_iter()
+                .map(|func| {
+                    let c = tile_common::compile(func, false);
+                    let program = c.program.as_ref().expect("a program");
+                    let config = runtime::MachineConfig {
+                        poison: true,
+                        ..Default::default()
+                    };
+                    let r =
+                        runtime::run_program(program, &config, &[("x", &x), ("s", &s), ("t", &t)])
+                            .unwrap_or_else(|e| panic!("{name} ({dtype}): {e}"));
+                    r.outputs
+                        .iter()
+                        .map(|(_, v)| v.iter().map(|f| f.to_bits()).collect())
+                        .collect()
+                })
+                .collect();
+            assert_eq!(
+                results[0], results[1],
+                "{name} with a {dtype} output: Vector and Scalar forms differ"
+            );
+        }
+    }
+    assert_eq!(rewritten, 55);
+    // What has no exact Scalar form stays: x - s (a column) and max.
+    let keep = one_op(
+        Dtype::F32,
+        ts(
+            AluOp::Sub,
+            ScalarArg::Ap(col()),
+            AluOp::Bypass,
+            ScalarArg::imm(0.0),
+        ),
+    );
+    assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
+    let keep = one_op(
+        Dtype::F32,
+        ts(
+            AluOp::Max,
+            ScalarArg::imm(0.0),
+            AluOp::Bypass,
+            ScalarArg::imm(0.0),
+        ),
+    );
+    assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
+}

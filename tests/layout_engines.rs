@@ -407,107 +407,39 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
     };
     type Make = Box<dyn Fn(TileAp, TileAp, TileAp, TileAp) -> (Op, bool)>;
     let col = || TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]);
+    let single = |op0: AluOp, s0: ScalarArg| -> Make {
+        Box::new(ts(op0, s0, AluOp::Bypass, ScalarArg::imm(0.0)))
+    };
     let cases: Vec<(&str, Make)> = vec![
         (
             "copy",
             Box::new(|out, src, _, _| (Op::TensorCopy { out, src }, false)),
         ),
-        (
-            "x * s",
-            Box::new(ts(
-                AluOp::Mul,
-                ScalarArg::Ap(col()),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "x * 3",
-            Box::new(ts(
-                AluOp::Mul,
-                ScalarArg::imm(3.0),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "x + s",
-            Box::new(ts(
-                AluOp::Add,
-                ScalarArg::Ap(col()),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "x + -0",
-            Box::new(ts(
-                AluOp::Add,
-                ScalarArg::imm(-0.0),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "x - 0",
-            Box::new(ts(
-                AluOp::Sub,
-                ScalarArg::imm(0.0),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "x - 2.5",
-            Box::new(ts(
-                AluOp::Sub,
-                ScalarArg::imm(2.5),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "s - x",
-            Box::new(ts(
-                AluOp::RSub,
-                ScalarArg::Ap(col()),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
-        (
-            "0 - x",
-            Box::new(ts(
-                AluOp::RSub,
-                ScalarArg::imm(0.0),
-                AluOp::Bypass,
-                ScalarArg::imm(0.0),
-            )),
-        ),
+        ("x * s", single(AluOp::Mul, ScalarArg::Ap(col()))),
+        ("x * 3", single(AluOp::Mul, ScalarArg::imm(3.0))),
+        ("x + s", single(AluOp::Add, ScalarArg::Ap(col()))),
+        ("x + -0", single(AluOp::Add, ScalarArg::imm(-0.0))),
+        ("x - 0", single(AluOp::Sub, ScalarArg::imm(0.0))),
+        ("x - 2.5", single(AluOp::Sub, ScalarArg::imm(2.5))),
+        ("s - x", single(AluOp::RSub, ScalarArg::Ap(col()))),
+        ("0 - x", single(AluOp::RSub, ScalarArg::imm(0.0))),
         (
             "x * s + t",
-            Box::new(|out, src, _, _| {
-                let col_at = |offset| TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, offset, &[(1, 1)]);
-                (
-                    Op::TensorScalar {
-                        out,
-                        src,
-                        op0: AluOp::Mul,
-                        s0: ScalarArg::Ap(col_at(0)),
-                        op1: AluOp::Add,
-                        s1: ScalarArg::Ap(col_at(0)),
-                    },
-                    false,
-                )
-            }),
+            Box::new(ts(
+                AluOp::Mul,
+                ScalarArg::Ap(col()),
+                AluOp::Add,
+                ScalarArg::Ap(col()),
+            )),
         ),
         (
             "row sum",
             Box::new(|_, src, _, _| {
+                let out = TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]);
                 (
                     Op::TensorReduce {
                         op: ReduceOp::Add,
-                        out: TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]),
+                        out,
                         src,
                     },
                     true,
@@ -560,24 +492,11 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
     }
     assert_eq!(rewritten, 55);
     // What has no exact Scalar form stays: x - s (a column) and max.
-    let keep = one_op(
-        Dtype::F32,
-        ts(
-            AluOp::Sub,
-            ScalarArg::Ap(col()),
-            AluOp::Bypass,
-            ScalarArg::imm(0.0),
-        ),
-    );
-    assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
-    let keep = one_op(
-        Dtype::F32,
-        ts(
-            AluOp::Max,
-            ScalarArg::imm(0.0),
-            AluOp::Bypass,
-            ScalarArg::imm(0.0),
-        ),
-    );
-    assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
+    for make in [
+        single(AluOp::Sub, ScalarArg::Ap(col())),
+        single(AluOp::Max, ScalarArg::imm(0.0)),
+    ] {
+        let keep = one_op(Dtype::F32, make);
+        assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
+    }
 }

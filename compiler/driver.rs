@@ -154,12 +154,18 @@ pub fn compile(
     }
     let mut c = Compilation::new(func, options.passes.clone());
     c.source = Some((src.name.clone(), src.text.clone()));
-    passes::run_pipeline(&mut c, true, &mut |name, changed, c| {
+    passes::run_pipeline(&mut c, true, &mut |name, outcome, c| {
         if wants(name) {
-            if changed {
-                dumps.push_str(&format!("; after {name}\n{}", c.current_text()));
-            } else {
-                dumps.push_str(&format!("; after {name}\n(unchanged)\n"));
+            match outcome {
+                passes::Outcome::Changed => {
+                    dumps.push_str(&format!("; after {name}\n{}", c.current_text()))
+                }
+                passes::Outcome::Unchanged => {
+                    dumps.push_str(&format!("; after {name}\n(unchanged)\n"))
+                }
+                passes::Outcome::Disabled => {
+                    dumps.push_str(&format!("; after {name}\n(disabled)\n"))
+                }
             }
         }
     })?;

@@ -102,13 +102,9 @@ pub fn run(c: &mut Compilation) -> Result<bool, String> {
             &singles
         }
     };
-    let layout = plan(&c.tensor, grouping, true);
-    let changed = layout
-        .matmuls
-        .values()
-        .any(|m| m.is_some_and(|m| m.swapped));
-    c.layout = Some(layout);
-    Ok(changed)
+    // Like `fusion`, the pass always attaches its plan, so `--dump-after layout` shows it.
+    c.layout = Some(plan(&c.tensor, grouping, true));
+    Ok(true)
 }
 
 /// The layout of `func` grouped by `grouping`; with `optimise` false, no matmul is swapped

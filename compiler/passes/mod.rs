@@ -220,8 +220,17 @@ pub fn optimising() -> impl Iterator<Item = &'static Pass> {
     PIPELINE.iter().filter(|p| p.optimising)
 }
 
-/// An observer of the pipeline: the pass name, whether it changed anything, and the state.
-pub type Observer<'a> = &'a mut dyn FnMut(&str, bool, &Compilation);
+/// What a pass did, as an observer of the pipeline sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+    /// Switched off by `--disable-pass` (it did not run).
+    Disabled,
+}
+
+/// An observer of the pipeline: the pass name, what it did, and the state after it.
+pub type Observer<'a> = &'a mut dyn FnMut(&str, Outcome, &Compilation);
 
 impl Compilation {
     /// A compilation of lowered, verified tensor IR.
@@ -292,6 +301,7 @@ pub fn run_pipeline(
 ) -> Result<(), ir::InternalError> {
     for pass in PIPELINE {
         if pass.optimising && !c.options.enabled(pass.name) {
+            observe(pass.name, Outcome::Disabled, c);
             continue;
         }
         let changed = (pass.run)(c).map_err(|message| ir::InternalError {
@@ -305,7 +315,12 @@ pub fn run_pipeline(
         if verify || cfg!(debug_assertions) {
             c.verify(pass.name)?;
         }
-        observe(pass.name, changed, c);
+        let outcome = if changed {
+            Outcome::Changed
+        } else {
+            Outcome::Unchanged
+        };
+        observe(pass.name, outcome, c);
     }
     Ok(())
 }

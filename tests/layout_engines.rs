@@ -1,6 +1,7 @@
 //! The `layout` and `engines` passes: what they decide and that they change no result bit.
 //!
-//! - layout: matmul chains run swapped (fewer Tensor-engine transposes, fewer cycles) and
+//! - layout: matmul chains run swapped (fewer Tensor-engine transposes; the MLP 10% faster,
+//!   no kernel more than 2% slower) and
 //!   give outputs bit-identical to the normal orientation (the same products summed in the
 //!   same order); kernels where a swap cannot pay keep the normal orientation.
 //! - engines: with the pass off every instruction is on its canonical engine; with it on,
@@ -96,6 +97,7 @@ fn swapped_matmul_chains_need_fewer_transposes_and_keep_every_bit() {
         }"
         .to_string(),
     ];
+    let mut cycles = Vec::new();
     for text in &kernels {
         let on = compile(text, &[]);
         let off = compile(text, &["layout"]);
@@ -111,11 +113,21 @@ fn swapped_matmul_chains_need_fewer_transposes_and_keep_every_bit() {
             transposes(&on),
             transposes(&off)
         );
+        eprintln!("{cycles_on} cycles with layout, {cycles_off} without");
+        // The saving is the consumer's transposes; where the Tensor engine is not the
+        // bottleneck (the small SwiGLU) the schedule may shift by a little either way.
         assert!(
-            cycles_on < cycles_off,
+            cycles_on * 100 <= cycles_off * 102,
             "layout made it slower ({cycles_on} vs {cycles_off} cycles):\n{text}"
         );
+        cycles.push((cycles_on, cycles_off));
     }
+    // The two-layer MLP, where the Tensor engine is the bottleneck, gains at least 10%.
+    let (on, off) = cycles[0];
+    assert!(
+        on * 10 <= off * 9,
+        "the MLP gained too little: {on} vs {off} cycles"
+    );
 }
 
 #[test]

@@ -200,8 +200,8 @@ const DMA_PIECE_BYTES: u64 = 16 * 1024;
 const DMA_MIN_ROW_BYTES: u64 = 512;
 
 /// Splits a block's transfer into pieces for several DMA queues (each queue moves 16
-/// B/cycle; all 16 together 256): into partition quarters when the block has 128
-/// partitions on one axis, and into column chunks of at least 512 bytes per partition,
+/// B/cycle; all 16 together 256): into quarters of 32 partitions when the block has more
+/// than 32 partitions on one axis, and into column chunks of at least 512 bytes per partition,
 /// pieces of at least 16 KiB. A queue overlaps a transfer's fixed latency with the
 /// previous transfer's data, so smaller pieces cost little and shorten the first load
 /// and the last store of a kernel.
@@ -222,17 +222,20 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32
         .filter(|(_, a)| matches!(a, AxisUse::Part { .. }))
         .map(|(i, _)| i)
         .collect();
-    let psplit = if want >= 4 && parts == 128 && part_axes.len() == 1 {
-        4
+    // Partition quarters of 32 (a tile of at most 32 partitions must start at a multiple
+    // of 32): four for 128 rows, the last one shorter when the rows are fewer.
+    let psplit = if want >= 4 && parts > 32 && part_axes.len() == 1 {
+        parts.div_ceil(32)
     } else {
         1
     };
     let row_bytes = cols * dtype.size() as u64;
     let csplit = (want / psplit).min(row_bytes / DMA_MIN_ROW_BYTES).max(1);
+    let quarter = if psplit > 1 { 32 } else { parts };
     let mut out = Vec::new();
     for pi in 0..psplit {
-        let pn = parts / psplit;
-        let p0 = pi * pn;
+        let p0 = pi * quarter;
+        let pn = quarter.min(parts - p0);
         let chunk = cols.div_ceil(csplit);
         let mut c0 = 0;
         while c0 < cols {

@@ -276,7 +276,7 @@ impl Tiler<'_> {
 
     /// Loads a 2-D HBM pattern (`rows` on partitions, `cols` on the free axis, as (size,
     /// stride) pairs from element `base`) into `tile`, in pieces spread over DMA queues:
-    /// partition quarters of a full tile, and column chunks of at least 512 bytes.
+    /// quarters of 32 partitions, and column chunks of at least 512 bytes.
     pub(super) fn dma_2d(
         &mut self,
         tile: Tile,
@@ -289,9 +289,14 @@ impl Tiler<'_> {
         let esize = view.dtype.size() as u64;
         let bytes = rows.0 * cols.0 * esize;
         let want = (bytes / (8 * 1024)).clamp(1, 64);
-        let psplit = if want >= 4 && rows.0 == 128 { 4 } else { 1 };
+        // Quarters of 32 partitions (where a tile of at most 32 partitions may start).
+        let psplit = if want >= 4 && rows.0 > 32 {
+            rows.0.div_ceil(32)
+        } else {
+            1
+        };
         let csplit = (want / psplit).min(cols.0 * esize / 512).max(1);
-        let pn = rows.0 / psplit;
+        let pn = if psplit > 1 { 32 } else { rows.0 };
         let chunk = cols.0.div_ceil(csplit);
         // Column chunk outermost: the partition quarters of the first columns (what the
         // first transposes need) go to different queues and arrive first.
@@ -300,6 +305,7 @@ impl Tiler<'_> {
             let cn = chunk.min(cols.0 - c0);
             for pi in 0..psplit {
                 let p0 = pi * pn;
+                let pn = pn.min(rows.0 - p0);
                 let src = hbm_ap(
                     view.dtype,
                     base + p0 as i64 * rows.1 + c0 as i64 * cols.1,

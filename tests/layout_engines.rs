@@ -10,6 +10,7 @@
 //!   bits on special values (signed zeros, infinities, NaN, subnormals, values that
 //!   overflow the output dtype) in both forms, run on the interpreter.
 
+mod common;
 #[path = "tile/common.rs"]
 mod tile_common;
 
@@ -128,6 +129,86 @@ fn swapped_matmul_chains_need_fewer_transposes_and_keep_every_bit() {
         on * 10 <= off * 9,
         "the MLP gained too little: {on} vs {off} cycles"
     );
+}
+
+/// A random chain of two or three linear layers: sizes 1..300 (M at least 128 so that a
+/// swap is possible), an optional batch axis, operand dtypes bf16, f16, f32 or f8e4m3,
+/// optional biases (along the output features, or full-size from an input), activations,
+/// and casts between layers.
+fn random_chain(seed: u64) -> String {
+    let mut rng = common::kernel_gen::Rng::new(seed);
+    let dt = rng.pick(&["bf16", "f16", "f32", "f8e4m3"]);
+    let batch = if rng.chance(0.25) { "2, " } else { "" };
+    let m = rng.range(128, 300);
+    let layers = rng.range(2, 3) as usize;
+    let dims: Vec<u64> = (0..=layers).map(|_| rng.range(1, 300)).collect();
+    let mut params = vec![format!("x: {dt}[{batch}{m}, {}]", dims[0])];
+    let mut body = String::new();
+    let mut cur = "x".to_string();
+    for l in 0..layers {
+        params.push(format!("w{l}: {dt}[{}, {}]", dims[l], dims[l + 1]));
+        let mut e = format!("{cur} @ w{l}");
+        match rng.below(3) {
+            0 => {
+                params.push(format!("b{l}: f32[{}]", dims[l + 1]));
+                e = format!("({e} + b{l})");
+            }
+            1 if rng.chance(0.3) => {
+                params.push(format!("r{l}: f32[{batch}{m}, {}]", dims[l + 1]));
+                e = format!("({e} + r{l})");
+            }
+            _ => {}
+        }
+        let act = rng.pick(&["relu", "gelu_tanh", "silu", "tanh", ""]);
+        if !act.is_empty() {
+            e = format!("{act}({e})");
+        }
+        if l + 1 < layers {
+            body.push_str(&format!("    let h{l} = ({e}) as {dt};\n"));
+            cur = format!("h{l}");
+        } else {
+            body.push_str(&format!("    return {e};\n"));
+        }
+    }
+    format!(
+        "kernel chain({}) -> f32[{batch}{m}, {}] {{\n{body}}}\n",
+        params.join(", "),
+        dims[layers]
+    )
+}
+
+#[test]
+fn random_matmul_chains_keep_every_bit_with_layout() {
+    let mut swapped = 0;
+    for seed in 0..16 {
+        let text = random_chain(seed);
+        let source = Source {
+            name: "chain.tsr".to_string(),
+            text: text.clone(),
+        };
+        let mut dumps = String::new();
+        let options = CompileOptions {
+            dump_after: Some("layout".to_string()),
+            ..CompileOptions::default()
+        };
+        driver::compile(&source, &options, &mut dumps).expect("compiles");
+        swapped += dumps.lines().filter(|l| l.contains(": swapped (")).count();
+        let on = compile(&text, &[]);
+        let off = compile(&text, &["layout"]);
+        assert_eq!(
+            run(&on).0,
+            run(&off).0,
+            "seed {seed}: outputs differ with and without layout:\n{text}"
+        );
+        let outcome = common::run_case(&text, &PassOptions::default(), seed);
+        assert!(
+            outcome.is_match(),
+            "seed {seed}: {}\n{text}",
+            outcome.describe()
+        );
+    }
+    // The generator must reach the swapped orientation often enough to test it.
+    assert!(swapped >= 4, "only {swapped} swapped matmuls in 16 chains");
 }
 
 #[test]

@@ -27,8 +27,8 @@ const GROUP: u32 = 32;
 const TILE_SPACES: u32 = 2;
 /// Partition groups of SBUF and PSUM.
 const GROUPS: usize = 4;
-/// An HBM pattern is split into at most this many pieces (one per combination of its
-/// outer indices) before falling back to its bounding box.
+/// An HBM pattern is split into at most this many pieces (one per combination of the
+/// indices of its widest-strided dimensions) before falling back to bounding boxes.
 const MAX_PIECES: u64 = 256;
 
 /// The allowed start partitions of a tile of `count` partitions (machine.md).
@@ -151,8 +151,9 @@ fn touches(
     Ok(())
 }
 
-/// The pieces of an HBM pattern: one range per combination of its outermost dimensions
-/// while there are at most [`MAX_PIECES`] of them, each the bounding box of the rest.
+/// The pieces of an HBM pattern (`isa::byte_ranges` with at most [`MAX_PIECES`] ranges):
+/// one range per combination of the indices of its widest-strided dimensions, each the
+/// bounding box of the rest. Fails when the pattern reaches outside `0..2^64` bytes.
 fn hbm_touches(
     h: &isa::HbmAp,
     space: u32,
@@ -164,68 +165,27 @@ fn hbm_touches(
         .iter()
         .map(|d| (d.size as i128, d.stride as i128))
         .collect();
-    if dims.iter().any(|&(s, _)| s < 1) {
-        return Ok(());
-    }
-    let mut split = 0;
-    let mut pieces = 1u64;
-    while split < dims.len() {
-        let next = pieces.saturating_mul(dims[split].0 as u64);
-        if next > MAX_PIECES {
-            break;
-        }
-        pieces = next;
-        split += 1;
-    }
-    // A pattern that is one contiguous run in the end needs no pieces at all.
     let esize = h.dtype.size() as i128;
-    let Some((ilo, ihi)) = extent(dims[split..].iter().copied()) else {
+    let Some((elo, ehi)) = extent(dims.iter().copied()) else {
         return Ok(());
     };
-    let mut index: SmallVec<[i128; 5]> = SmallVec::from_elem(0, split);
-    let mut push = |base: i128| -> Result<(), String> {
-        let lo = h.offset as i128 + (base + ilo) * esize;
-        let hi = h.offset as i128 + (base + ihi) * esize + esize;
-        if lo < 0 || hi > u64::MAX as i128 {
-            return Err(format!("an HBM pattern addresses bytes {lo}..{hi}"));
-        }
-        // Merge with the previous piece when contiguous, which keeps dense tiles to one range.
-        if let Some(last) = out.last_mut() {
-            if last.space == space && last.write == write && last.hi == lo as u64 {
-                last.hi = hi as u64;
-                return Ok(());
-            }
-        }
+    let (lo, hi) = (
+        h.offset as i128 + elo * esize,
+        h.offset as i128 + ehi * esize + esize,
+    );
+    if lo < 0 || hi > u64::MAX as i128 {
+        return Err(format!("an HBM pattern addresses bytes {lo}..{hi}"));
+    }
+    for (lo, hi) in isa::byte_ranges(h.offset as i128, &dims, esize, MAX_PIECES) {
         out.push(Touch {
             space,
             groups: 1,
-            lo: lo as u64,
-            hi: hi as u64,
+            lo,
+            hi,
             write,
         });
-        Ok(())
-    };
-    loop {
-        let base: i128 = index
-            .iter()
-            .zip(&dims[..split])
-            .map(|(&i, &(_, stride))| i * stride)
-            .sum();
-        push(base)?;
-        // Advance the outer index like an odometer.
-        let mut d = split;
-        loop {
-            if d == 0 {
-                return Ok(());
-            }
-            d -= 1;
-            index[d] += 1;
-            if index[d] < dims[d].0 {
-                break;
-            }
-            index[d] = 0;
-        }
     }
+    Ok(())
 }
 
 /// The access history of a run of bytes in one partition group.

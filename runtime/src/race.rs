@@ -30,10 +30,11 @@
 //!
 //! Each operand is tracked exactly, one byte range per contiguous run, while a pattern has
 //! few runs; a pattern with more (per partition, at most [`MAX_PIECES_PER_ACCESS`] over all
-//! its partitions) is split along its outer dimensions into at most that many pieces, each
-//! the bounding box of its inner dimensions. That is never coarser than the compiler's own
-//! check (one bounding box per 32 partitions for tiles, at most 256 pieces for HBM), so a
-//! program the compiler's check accepts raises no false race here.
+//! its partitions) is split along its widest-strided dimensions into at most that many
+//! pieces, each the bounding box of the others (`isa::byte_ranges`, which the compiler's
+//! hazard tracker uses too, with at most 256 pieces for HBM and one bounding box per 32
+//! partitions for tiles). These ranges lie inside the compiler's, so a program the
+//! compiler's check accepts raises no false race here.
 //!
 //! # PSUM accumulation groups
 //!
@@ -240,7 +241,7 @@ impl<'a> Checks<'a> {
                         .iter()
                         .map(|d| (d.size as i128, d.stride as i128))
                         .collect();
-                    let ranges = byte_ranges(
+                    let ranges = isa::byte_ranges(
                         t.offset as i128,
                         &dims,
                         t.dtype.size() as i128,
@@ -273,7 +274,7 @@ impl<'a> Checks<'a> {
                         .iter()
                         .map(|d| (d.size as i128, d.stride as i128))
                         .collect();
-                    for (lo, hi) in byte_ranges(
+                    for (lo, hi) in isa::byte_ranges(
                         h.offset as i128,
                         &dims,
                         h.dtype.size() as i128,
@@ -489,60 +490,6 @@ fn bounding_box(offset: i128, dims: &[(i128, i128)], esize: i128) -> Option<(u64
     (lo >= 0 && hi <= u64::MAX as i128).then_some((lo as u64, hi as u64))
 }
 
-/// The byte ranges a pattern touches: one per combination of its outer dimensions, as many
-/// outer dimensions as keep the count at most `cap`, each the bounding box of the inner
-/// dimensions; ranges that continue each other are merged. Exact when the inner dimensions
-/// are contiguous.
-fn byte_ranges(offset: i128, dims: &[(i128, i128)], esize: i128, cap: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    if dims.iter().any(|&(s, _)| s < 1) {
-        return out;
-    }
-    let mut split = 0;
-    let mut pieces = 1u64;
-    while split < dims.len() {
-        let next = pieces.saturating_mul(dims[split].0 as u64);
-        if next > cap {
-            break;
-        }
-        pieces = next;
-        split += 1;
-    }
-    let (outer, inner) = dims.split_at(split);
-    let Some((ilo, ihi)) = bounding_box(0, inner, esize) else {
-        return out;
-    };
-    let mut index: SmallVec<[i128; 5]> = SmallVec::from_elem(0, outer.len());
-    loop {
-        let base: i128 = index
-            .iter()
-            .zip(outer)
-            .map(|(&i, &(_, stride))| i * stride * esize)
-            .sum();
-        let lo = offset + base + ilo as i128;
-        let hi = offset + base + ihi as i128;
-        if lo >= 0 && hi <= u64::MAX as i128 {
-            let (lo, hi) = (lo as u64, hi as u64);
-            match out.last_mut() {
-                Some(last) if last.1 == lo => last.1 = hi,
-                _ => out.push((lo, hi)),
-            }
-        }
-        let mut d = outer.len();
-        loop {
-            if d == 0 {
-                return out;
-            }
-            d -= 1;
-            index[d] += 1;
-            if index[d] < outer[d].0 {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
-}
-
 /// Splits the run that straddles `at`, so that a run starts at `at`.
 fn split_at(map: &mut BTreeMap<u64, Seg>, at: u64) {
     let Some((_, seg)) = map.range_mut(..at).next_back() else {
@@ -630,25 +577,6 @@ fn access(map: &mut BTreeMap<u64, Seg>, p: &Piece, me: Who, clock: &Clock) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_are_exact_for_rows_and_bounded_for_many_runs() {
-        // Four rows of 8 f32 with a row stride of 16 elements.
-        assert_eq!(
-            byte_ranges(0, &[(4, 16), (8, 1)], 4, 100),
-            vec![(0, 32), (64, 96), (128, 160), (192, 224)]
-        );
-        // Contiguous rows merge into one range.
-        assert_eq!(byte_ranges(8, &[(4, 8), (8, 1)], 4, 100), vec![(8, 136)]);
-        // Over the cap, the rows become one bounding box.
-        assert_eq!(byte_ranges(0, &[(4, 16), (8, 1)], 4, 2), vec![(0, 224)]);
-        // Negative strides.
-        assert_eq!(
-            byte_ranges(12, &[(3, -1)], 4, 100),
-            vec![(12, 16), (8, 12), (4, 8)]
-        );
-        assert!(byte_ranges(0, &[(0, 1)], 4, 100).is_empty());
-    }
 
     #[test]
     fn shadow_memory_finds_unordered_writes_only() {

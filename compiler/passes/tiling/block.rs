@@ -298,6 +298,21 @@ impl Tiler<'_> {
         tile
     }
 
+    /// Loads `view` (read with space `strides`, full rows) for `block` into a new SBUF tile
+    /// of `dtype`; the DMA converts.
+    pub fn load_as(
+        &mut self,
+        block: &Block,
+        view: &HView,
+        strides: &[i64],
+        dtype: Dtype,
+        span: Span,
+    ) -> Tile {
+        let tile = self.sbuf_tile(dtype, block.parts(), block.cols());
+        self.transfer(block, tile, view, strides, Fit::Full, true, span);
+        tile
+    }
+
     /// Stores `tile` to `dest` (read with space `strides`) for `block`.
     pub fn store(
         &mut self,

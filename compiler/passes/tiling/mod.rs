@@ -541,9 +541,11 @@ impl<'a> Tiler<'a> {
     }
 
     /// A reduction of the last axis whose rows do not fit SBUF: each block of rows is
-    /// reduced chunk by chunk into an f32 partial, the partials combined in order, and the
-    /// result rounded once (a different summation order from the reference's, within the
-    /// f32 tolerance).
+    /// loaded chunk by chunk as f32 and reduced in the reference's order: the running
+    /// result goes into the first column of the next chunk (`acc OP x0`) before that chunk
+    /// is reduced, so the whole row is one sequential f32 reduction, rounded once, bit for
+    /// bit what the reference computes (a sum of 40,000 elements in chunks combined
+    /// afterwards was off by more than the f32 tolerance).
     fn lower_long_reduce(&mut self, inst: Inst, src: HView, space: &[u64]) -> Result<(), String> {
         let func = self.func;
         let data = &func.insts[inst];
@@ -559,7 +561,7 @@ impl<'a> Tiler<'a> {
         let src_strides = space_strides(&src, space, space);
         let dest_strides = space_strides(&dest_rows, &rows, space);
         let cols = space[rank - 1];
-        let chunk = (BLOCK_BUDGET / (2 * src.dtype.size() as u64)).max(1);
+        let chunk = (BLOCK_BUDGET / (2 * isa::Dtype::F32.size() as u64)).max(1);
         let op = match rf {
             ReduceFn::Sum | ReduceFn::Mean => isa::ReduceOp::Add,
             ReduceFn::Max => isa::ReduceOp::Max,
@@ -575,7 +577,22 @@ impl<'a> Tiler<'a> {
             let parts = b.parts();
             let mut acc: Option<block::Tile> = None;
             for piece in &row_blocks_cols(b, cols, chunk) {
-                let x = self.load(piece, &src, &src_strides, Fit::Full, span);
+                let x = self.load_as(piece, &src, &src_strides, isa::Dtype::F32, span);
+                if let Some(a) = acc {
+                    // x0 = acc OP x0: the reduction continues where the last chunk ended.
+                    let first = x.slice(0, parts, 0, 1);
+                    self.out.push(
+                        isa::Op::TensorTensor {
+                            op: alu,
+                            out: first.clone(),
+                            a: a.ap(),
+                            b: first,
+                        },
+                        isa::Engine::Vector,
+                        &[x.buf, a.buf, x.buf],
+                        span,
+                    );
+                }
                 let part = self.sbuf_tile(isa::Dtype::F32, parts, 1);
                 self.out.push(
                     isa::Op::TensorReduce {
@@ -587,24 +604,7 @@ impl<'a> Tiler<'a> {
                     &[part.buf, x.buf],
                     span,
                 );
-                acc = Some(match acc {
-                    None => part,
-                    Some(a) => {
-                        let sum = self.sbuf_tile(isa::Dtype::F32, parts, 1);
-                        self.out.push(
-                            isa::Op::TensorTensor {
-                                op: alu,
-                                out: sum.ap(),
-                                a: a.ap(),
-                                b: part.ap(),
-                            },
-                            isa::Engine::Vector,
-                            &[sum.buf, a.buf, part.buf],
-                            span,
-                        );
-                        sum
-                    }
-                });
+                acc = Some(part);
             }
             let acc = acc.ok_or("a reduction over an empty axis")?;
             let out = self.sbuf_tile(res_dtype, parts, 1);

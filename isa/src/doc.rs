@@ -142,6 +142,7 @@ pub(crate) const EXAMPLES: &[&str] = &[
     "iota out=sbuf.f32[0:128, 0; 64:1], expr=affine(base=0, p=64, i=[1])",
     "wait(s2>=1) affine_select out=sbuf.f32[0:128, 0; 128:1], src=sbuf.f32[0:128, 512; 128:1], \
      cmp=ge, expr=affine(base=0, p=1, i=[-1]), fill=-inf signal(s3)",
+    "partition_transpose out=sbuf.bf16[0:128, 4096; 128:1], src=sbuf.bf16[0:128, 0; 128:1]",
 ];
 
 /// A whole example program: load a tile, exponentiate it, store it.
@@ -441,9 +442,10 @@ The interpreter (`runtime`) runs the streams under this timing model; each instr
    rate of the moving operand's dtype (f32 0.5, bf16 and f16 2, FP8 4 columns per cycle);
    `transpose` the same with N = the source's partitions and the source's dtype; Vector
    instructions `64 + inputs * N` (2 inputs for `tensor_tensor`, else 1), the same on
-   GpSimd `64 + inputs * 4N`; `activate` `64 + N`; `iota` and `affine_select` `64 + 4N`.
-   N is the free elements per partition of the source (of `out` for `memset`, `iota` and
-   `affine_select`).
+   GpSimd `64 + inputs * 4N`; `activate` `64 + N`; `iota` and `affine_select` `64 + 4N`;
+   `partition_transpose` `64 + 4 max(P, F)` for a source of P partitions and F free
+   elements. N is the free elements per partition of the source (of `out` for `memset`,
+   `iota` and `affine_select`).
 4. Stationary reload: the stationary tile description (memory, dtype, partitions, offset,
    dims; the source for a transpose) is compared with the previous matmul's or transpose's.
    When it differs, a 32-cycle load starts at the later of the previous matmul's start

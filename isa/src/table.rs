@@ -158,6 +158,17 @@ macro_rules! for_each_op {
             /// Cost: `64 + 4N` cycles.
             AffineSelect = 0x51, "affine_select", $crate::EngineClass::GPSIMD,
                 { out: TileAp, src: TileAp, cmp: CmpOp, expr: Affine, fill: Imm };
+
+            /// GpSimd cross-partition transpose: `out[F, P] = src[P, F]` with `src` an SBUF tile
+            /// of P partitions and F <= 128 free elements (walked in row-major order) and `out`
+            /// an SBUF tile of F partitions and P free elements. Unlike the Tensor engine's
+            /// `transpose` it needs no PSUM bank and no copy out of it, at GpSimd's pace.
+            ///
+            /// Numerics: values are copied exactly (decoded to f32, then rounded to `out`'s dtype).
+            ///
+            /// Cost: `64 + 4N` cycles with N = max(P, F).
+            PartitionTranspose = 0x52, "partition_transpose", $crate::EngineClass::GPSIMD,
+                { out: TileAp, src: TileAp };
         }
     };
 }

@@ -413,6 +413,24 @@ impl Verifier {
         }
     }
 
+    /// `out` is the transpose of `src`: `src` has at most 128 free elements, `out` as many
+    /// partitions, and as many free elements as `src` has partitions.
+    fn transposed(&mut self, out: &TileAp, src: &TileAp) {
+        let f = src.free_elems();
+        if f > 128 {
+            self.error(format!("`src` has {f} free elements, at most 128"));
+        }
+        if out.partitions as u64 != f || out.free_elems() != src.partitions as u64 {
+            self.error(format!(
+                "`out` is [{}, {}] but must be the transpose of `src` [{}, {f}]: [{f}, {}]",
+                out.partitions,
+                out.free_elems(),
+                src.partitions,
+                src.partitions
+            ));
+        }
+    }
+
     /// The affine expression has one step per free dimension of `out`.
     fn affine_steps(&mut self, steps: usize, out: &TileAp) {
         if steps != out.dims.len() {
@@ -497,23 +515,15 @@ impl Verifier {
                     ));
                 }
             }
+            Op::PartitionTranspose { out, src } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.transposed(out, src);
+            }
             Op::Transpose { out, src } => {
                 tiles.extend([("out", out), ("src", src)]);
                 self.mem("src", src, Mem::Sbuf, "the Tensor engine reads SBUF");
                 self.mem("out", out, Mem::Psum, "transpose writes PSUM");
-                let f = src.free_elems();
-                if f > 128 {
-                    self.error(format!("`src` has {f} free elements, at most 128"));
-                }
-                if out.partitions as u64 != f || out.free_elems() != src.partitions as u64 {
-                    self.error(format!(
-                        "`out` is [{}, {}] but must be the transpose of `src` [{}, {f}]: [{f}, {}]",
-                        out.partitions,
-                        out.free_elems(),
-                        src.partitions,
-                        src.partitions
-                    ));
-                }
+                self.transposed(out, src);
             }
             Op::TensorTensor { op: _, out, a, b } => {
                 tiles.extend([("out", out), ("a", a), ("b", b)]);

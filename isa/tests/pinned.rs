@@ -58,6 +58,15 @@ fn rows() -> Vec<(Inst, &'static str, &'static str)> {
              00 00 00 01 40 00 00 00 ff ff ff ff",
         ),
         (
+            Inst::new(Op::PartitionTranspose {
+                out: sb(Bf16, 0, 64, 0, &[(32, 1)]),
+                src: sb(Bf16, 96, 32, 200, &[(64, -1)]),
+            }),
+            "partition_transpose out=sbuf.bf16[0:64, 0; 32:1], src=sbuf.bf16[96:32, 200; 64:-1]",
+            "52 00 00 01 00 40 00 00 00 00 01 20 00 00 00 01 00 00 00 00 01 60 20 c8 \
+             00 00 00 01 40 00 00 00 ff ff ff ff",
+        ),
+        (
             Inst::new(Op::TensorTensor {
                 op: AluOp::RSub,
                 out: sb(F32, 0, 128, 0, &[(512, 1)]),

@@ -132,7 +132,10 @@ impl Executor {
             } => self
                 .matmul(out, stationary, moving, *accumulate, at)
                 .map(|_| None),
-            Op::Transpose { out, src } => self.transpose(out, src, at).map(|_| None),
+            Op::Transpose { out, src } => self.transpose(out, src, Space::Psum, at).map(|_| None),
+            Op::PartitionTranspose { out, src } => {
+                self.transpose(out, src, Space::Sbuf, at).map(|_| None)
+            }
             Op::TensorTensor { op, out, a, b } => {
                 self.tensor_tensor(*op, out, a, b, at).map(|_| None)
             }
@@ -384,11 +387,27 @@ impl Executor {
         result
     }
 
-    fn transpose(&mut self, out: &TileAp, src: &TileAp, at: At) -> Result<(), RuntimeError> {
+    /// `out = src^T`, `src` in SBUF and `out` in `out_space` (PSUM for the Tensor engine's
+    /// `transpose`, SBUF for GpSimd's `partition_transpose`).
+    fn transpose(
+        &mut self,
+        out: &TileAp,
+        src: &TileAp,
+        out_space: Space,
+        at: At,
+    ) -> Result<(), RuntimeError> {
         let s = self.tile(src, at)?;
         let o = self.tile(out, at)?;
-        if s.space != Space::Sbuf || o.space != Space::Psum {
-            return Err(invalid(at, "transpose reads sbuf and writes psum".into()));
+        if s.space != Space::Sbuf || o.space != out_space {
+            let to = if out_space == Space::Psum {
+                "psum"
+            } else {
+                "sbuf"
+            };
+            return Err(invalid(
+                at,
+                format!("this transpose reads sbuf and writes {to}"),
+            ));
         }
         let (p, f) = (s.parts, s.free);
         if f > 128 {

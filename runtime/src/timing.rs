@@ -71,6 +71,10 @@ pub fn compute_cost(op: &Op, engine: Engine, cfg: &MachineConfig) -> u64 {
         | Op::TensorCopy { src, .. }
         | Op::Activate { src, .. } => elementwise(src.free_elems(), 1),
         Op::Memset { out, .. } => elementwise(out.free_elems(), 1),
+        Op::PartitionTranspose { out, src } => t.gpsimd_fixed.saturating_add(
+            t.gpsimd_per_elem
+                .saturating_mul(src.free_elems().max(out.free_elems())),
+        ),
         Op::Iota { out, .. } | Op::AffineSelect { out, .. } => t
             .gpsimd_fixed
             .saturating_add(t.gpsimd_per_elem.saturating_mul(out.free_elems())),

@@ -197,6 +197,40 @@ fn transpose_bf16_to_psum() {
     assert_bits_eq(&out.read("y").unwrap(), &want, "transpose");
 }
 
+#[test]
+fn partition_transpose_on_gpsimd() {
+    // bf16 in, f32 and f8e4m3 out (the second saturates), and a timing of 64 + 4 max(P, F).
+    for (out_dtype, cost) in [(Dtype::F32, 64 + 4 * 100), (Dtype::F8E4M3, 64 + 4 * 100)] {
+        let (p, f) = (64, 100);
+        let mut a = Asm::new();
+        let x = a.tensor("x", "input", Dtype::Bf16, &[p, f]);
+        let d = out_dtype.name();
+        let y = a.tensor("y", "output", out_dtype, &[f, p]);
+        a.inst(
+            "dma0",
+            format!(
+                "dma dst=sbuf.bf16[0:{p}, 0; {f}:1], src=hbm.bf16[{x}; {p}:{f}, {f}:1] signal(s0)"
+            ),
+        );
+        a.inst(
+            "gpsimd",
+            format!("wait(s0>=1) partition_transpose out=sbuf.{d}[0:{f}, 1024; {p}:1], src=sbuf.bf16[0:{p}, 0; {f}:1] signal(s1)"),
+        );
+        a.inst(
+            "dma1",
+            format!("wait(s1>=1) dma dst=hbm.{d}[{y}; {f}:{p}, {p}:1], src=sbuf.{d}[0:{f}, 1024; {p}:1]"),
+        );
+        let xv = Rng::new(3).values(Dtype::Bf16, p * f, 1000.0);
+        let (report, out) = run(&a.text(), &[("x", &xv)]);
+        let want: Vec<f32> = (0..f * p)
+            .map(|e| round(out_dtype, xv[(e % p) * f + e / p]))
+            .collect();
+        assert_bits_eq(&out.read("y").unwrap(), &want, "partition_transpose");
+        let gpsimd = report.engine(isa::Engine::GpSimd);
+        assert_eq!(gpsimd.busy_cycles, cost);
+    }
+}
+
 /// Declares an input `x[parts, free]` of `dtype` and loads it into SBUF at byte 0 on
 /// `dma0`, signalling `s0`.
 fn with_input(a: &mut Asm, dtype: Dtype, parts: usize, free: usize) {

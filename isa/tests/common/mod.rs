@@ -306,7 +306,13 @@ fn gpsimd_op() -> BoxedStrategy<Op> {
             expr,
             fill,
         });
-    prop_oneof![vector_op(e), iota, select].boxed()
+    let ptrans = (1u8..=128, 1u32..=128).prop_flat_map(move |(p, f)| {
+        (layout(), layout()).prop_map(move |(ls, lo)| Op::PartitionTranspose {
+            out: make_tile(Mem::Sbuf, lo.dtype, f as u8, &[p as u32], &lo),
+            src: make_tile(Mem::Sbuf, ls.dtype, p, &[f], &ls),
+        })
+    });
+    prop_oneof![vector_op(e), iota, select, ptrans].boxed()
 }
 
 fn tensor_op() -> BoxedStrategy<Op> {

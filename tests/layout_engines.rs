@@ -318,7 +318,9 @@ fn engine_assignment_moves_work_and_keeps_every_bit() {
         let misplaced = count(&off, |i, e| match &i.op {
             Op::Dma { .. } => e != Engine::Dma(0),
             Op::Activate { .. } => e != Engine::Scalar,
-            Op::Iota { .. } | Op::AffineSelect { .. } => e != Engine::GpSimd,
+            Op::Iota { .. } | Op::AffineSelect { .. } | Op::PartitionTranspose { .. } => {
+                e != Engine::GpSimd
+            }
             Op::Matmul { .. } | Op::Transpose { .. } => e != Engine::Tensor,
             Op::Nop {} | Op::End {} => false,
             _ => e != Engine::Vector,
@@ -343,7 +345,11 @@ fn engine_assignment_moves_work_and_keeps_every_bit() {
             e == Engine::GpSimd
                 && !matches!(
                     i.op,
-                    Op::Iota { .. } | Op::AffineSelect { .. } | Op::Nop {} | Op::End {}
+                    Op::Iota { .. }
+                        | Op::AffineSelect { .. }
+                        | Op::PartitionTranspose { .. }
+                        | Op::Nop {}
+                        | Op::End {}
                 )
         });
         let queues: std::collections::BTreeSet<Engine> = (0..on.streams.len())
@@ -591,5 +597,53 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
     ] {
         let keep = one_op(Dtype::F32, make);
         assert!(scalar_form(&keep.insts[keep.layout[4]]).is_none());
+    }
+}
+
+/// Where the Tensor engine is the bottleneck, part of a left operand's transposes go to
+/// GpSimd's `partition_transpose` (no PSUM, no copy); the products are the same, so the
+/// result equals the reference evaluator's bit for bit (both accumulate in f32 in K order).
+#[test]
+fn gpsimd_takes_part_of_the_transposes_and_keeps_every_bit() {
+    for (dt, m, k, n) in [
+        ("bf16", 256, 1024, 512),
+        ("f32", 200, 700, 300),
+        ("bf16", 130, 1500, 700),
+    ] {
+        let text = format!(
+            "kernel mm(a: {dt}[{m}, {k}], b: {dt}[{k}, {n}]) -> f32[{m}, {n}] {{ return a @ b; }}"
+        );
+        let program = compile(&text, &[]);
+        let on_gpsimd = count(&program, |i, _| {
+            matches!(i.op, Op::PartitionTranspose { .. })
+        });
+        let on_pe = transposes(&program);
+        // bf16 keeps part of the transposes on the PE array; f32 (0.5 columns a cycle)
+        // gives them all to GpSimd.
+        assert!(
+            on_gpsimd > 0 && (on_pe > 0 || dt == "f32"),
+            "{on_gpsimd} GpSimd and {on_pe} PE transposes:\n{text}"
+        );
+        // The reference's result, exactly.
+        let source = Source {
+            name: "mm.tsr".into(),
+            text: text.clone(),
+        };
+        let c = driver::compile(&source, &CompileOptions::default(), &mut String::new())
+            .expect("compiles");
+        let params = driver::params_of(&c.tensor);
+        let inputs: Vec<_> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| driver::random_tensor(p, 3, i as u64))
+            .collect();
+        let want = tessera::reference::evaluate(&c.tensor, &inputs).expect("the reference");
+        let (got, _) = driver::execute(&program, &params, &inputs).expect("the run");
+        let bits = |t: &[tessera::reference::HostTensor]| -> Vec<Vec<u32>> {
+            t.iter()
+                .map(|t| t.data.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(bits(&got), bits(&want), "{text}");
     }
 }

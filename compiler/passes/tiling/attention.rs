@@ -83,7 +83,7 @@ impl Tiler<'_> {
         let kt_tiles: Vec<Vec<Tile>> = (0..chunks)
             .map(|c| {
                 let k0 = c * 128;
-                self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), span)
+                self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), 0, span)
             })
             .collect();
         let v_tiles: Vec<Tile> = (0..chunks)
@@ -110,7 +110,7 @@ impl Tiler<'_> {
             let mut states: Vec<QueryTile> = group
                 .iter()
                 .map(|&(m0, msz)| {
-                    let qt = self.prepare_kmajor(&qo, d, m0, msz, span);
+                    let qt = self.prepare_kmajor(&qo, d, m0, msz, 0, span);
                     let parts = msz as u32;
                     let m_run = self.sbuf_tile(Dtype::F32, parts, 1);
                     self.fill(m_run, f32::NEG_INFINITY, span);

@@ -87,6 +87,17 @@ impl Tiler<'_> {
         // so B streams past them once per block.
         let mb = ((A_BUDGET / (kt * asize).max(1)) / 128 * 128).clamp(128, m.div_ceil(128) * 128);
         let b_tile_fits = kt * 512 * bsize <= B_TILE_BUDGET;
+        // GpSimd's share of A's transposes: as much GpSimd time as the Tensor engine spends
+        // on one M chunk's matmuls against the first N block, during which the next chunk's
+        // transposes are prepared (see `prepare_kmajor`). More makes the Tensor engine wait
+        // for GpSimd (bench: 2048^3 0.921 with this share, 0.884 with 1.5 times it).
+        let rate = match a.dtype {
+            Dtype::F32 => 0.5,
+            d if d.is_fp8() => 4.0,
+            _ => 2.0,
+        };
+        let first_n = n.min(512) as f64;
+        let gpsimd = (kt as f64 * (first_n / rate).max(32.0)) as u64;
         for bi in 0..batches {
             // Batch index and the operands' offsets for it.
             let mut rem = bi;
@@ -150,7 +161,7 @@ impl Tiler<'_> {
                         for ci in 0..chunks.len() {
                             if at[ci].is_none() {
                                 let (m0, msz) = chunks[ci];
-                                at[ci] = Some(self.prepare_kmajor(&ao, k, m0, msz, span));
+                                at[ci] = Some(self.prepare_kmajor(&ao, k, m0, msz, gpsimd, span));
                             }
                             let (m0, msz) = chunks[ci];
                             let psum = self.psum_tile(msz, nsz);
@@ -161,7 +172,8 @@ impl Tiler<'_> {
                                 // chunk's first B tiles.
                                 if t == kt / 2 && ci + 1 < chunks.len() && at[ci + 1].is_none() {
                                     let (m1, msz1) = chunks[ci + 1];
-                                    at[ci + 1] = Some(self.prepare_kmajor(&ao, k, m1, msz1, span));
+                                    at[ci + 1] =
+                                        Some(self.prepare_kmajor(&ao, k, m1, msz1, gpsimd, span));
                                 }
                                 let k0 = t * 128;
                                 let ksz = 128.min(k - k0);
@@ -331,12 +343,18 @@ impl Tiler<'_> {
     /// each bank is copied out by one instruction, alternately on Vector and Scalar: one
     /// copy per transpose would cost the copying engine three times what the transpose
     /// costs the Tensor engine, and the Tensor engine would wait for PSUM banks.
+    ///
+    /// `gpsimd_cycles` is the time GpSimd may spend on this operand: that many cycles'
+    /// worth of the last K chunks are transposed by GpSimd's `partition_transpose`
+    /// instead (SBUF to SBUF, no PSUM bank, no copy), taking them off the Tensor engine
+    /// when it is the bottleneck; the last chunks, because the matmuls need them last.
     pub(super) fn prepare_kmajor(
         &mut self,
         op: &Operand2d,
         k: u64,
         x0: u64,
         xsz: u64,
+        gpsimd_cycles: u64,
         span: Span,
     ) -> Vec<Tile> {
         let kt = k.div_ceil(128);
@@ -364,11 +382,14 @@ impl Tiler<'_> {
         let out = self.sbuf_tile(dtype, 128.min(k) as u32, (kt * xsz) as u32);
         let mut tiles = Vec::with_capacity(kt as usize);
         let per_bank = (2048 / (xsz * dtype.size() as u64)).clamp(1, 8);
+        // The chunks from `on_pe` on go to GpSimd (64 + 4 max(P, F) cycles each).
+        let gp_cost = 64 + 4 * xsz.max(128.min(k));
+        let on_pe = kt - (gpsimd_cycles / gp_cost).min(kt);
         let mut t = 0;
-        while t < kt {
+        while t < on_pe {
             let ksz = 128.min(k - t * 128);
             // Chunks of the same height share a bank (the last chunk may be shorter).
-            let group = if t < full { per_bank.min(full - t) } else { 1 };
+            let group = if t < full { per_bank.min(full - t) } else { 1 }.min(on_pe - t);
             let pbuf = self.out.psum(dtype, ksz as u32, (group * xsz) as u32);
             let bank = Tile {
                 buf: pbuf,
@@ -399,6 +420,24 @@ impl Tiler<'_> {
                 });
             }
             t += group;
+        }
+        while t < kt {
+            let ksz = 128.min(k - t * 128);
+            let src = rows.slice(0, xsz as u32, (t * 128) as u32, ksz as u32);
+            let dst = out.slice(0, ksz as u32, (t * xsz) as u32, xsz as u32);
+            self.out.push(
+                Op::PartitionTranspose { out: dst, src },
+                Engine::GpSimd,
+                &[out.buf, rows.buf],
+                span,
+            );
+            tiles.push(Tile {
+                parts: ksz as u32,
+                cols: xsz as u32,
+                col_offset: (t * xsz) as u32,
+                ..out
+            });
+            t += 1;
         }
         tiles
     }

@@ -27,6 +27,9 @@ use smallvec::smallvec;
 
 /// Bytes per partition the transposed A of one M block may take.
 const A_BUDGET: u64 = 64 * 1024;
+/// M chunks that run together, K step by K step, while an N block's B tiles arrive (2 is
+/// best on the bench: 4 made the first transposes of more chunks hold up the start).
+const FIRST_GROUP: usize = 2;
 /// Bytes per partition one streamed B tile (all of K, 512 columns) may take.
 const B_TILE_BUDGET: u64 = 40 * 1024;
 
@@ -158,21 +161,39 @@ impl Tiler<'_> {
                     while n0 < n {
                         let nsz = 512.min(n - n0);
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
-                        for ci in 0..chunks.len() {
-                            if at[ci].is_none() {
-                                let (m0, msz) = chunks[ci];
-                                at[ci] = Some(self.prepare_kmajor(&ao, k, m0, msz, gpsimd, span));
+                        // The first chunks of an N block run together, K step by K step:
+                        // each B tile arrives once and feeds FIRST_GROUP matmuls in a row,
+                        // so the Tensor engine is not starved while the block's B columns
+                        // stream in (one chunk alone would need them twice as fast as DMA
+                        // delivers). Later chunks find every B tile loaded and run alone.
+                        let mut c0 = 0;
+                        while c0 < chunks.len() {
+                            let group = if c0 == 0 {
+                                FIRST_GROUP.min(chunks.len())
+                            } else {
+                                1
+                            };
+                            let members: Vec<usize> = (c0..c0 + group).collect();
+                            for &ci in &members {
+                                if at[ci].is_none() {
+                                    let (m0, msz) = chunks[ci];
+                                    at[ci] =
+                                        Some(self.prepare_kmajor(&ao, k, m0, msz, gpsimd, span));
+                                }
                             }
-                            let (m0, msz) = chunks[ci];
-                            let psum = self.psum_tile(msz, nsz);
+                            let psums: Vec<Tile> = members
+                                .iter()
+                                .map(|&ci| self.psum_tile(chunks[ci].1, nsz))
+                                .collect();
+                            let next = c0 + group;
                             for t in 0..kt {
-                                // The next chunk's transposes go halfway through this
-                                // chunk's matmuls: their copies out of PSUM finish while
-                                // the second half runs, and its loads queue behind this
-                                // chunk's first B tiles.
-                                if t == kt / 2 && ci + 1 < chunks.len() && at[ci + 1].is_none() {
-                                    let (m1, msz1) = chunks[ci + 1];
-                                    at[ci + 1] =
+                                // The next chunk's transposes go halfway through these
+                                // matmuls: their copies out of PSUM finish while the second
+                                // half runs, and its loads queue behind these chunks' first
+                                // B tiles.
+                                if t == kt / 2 && next < chunks.len() && at[next].is_none() {
+                                    let (m1, msz1) = chunks[next];
+                                    at[next] =
                                         Some(self.prepare_kmajor(&ao, k, m1, msz1, gpsimd, span));
                                 }
                                 let k0 = t * 128;
@@ -185,13 +206,27 @@ impl Tiler<'_> {
                                         tile
                                     }
                                 };
-                                let st = match at[ci].as_ref().and_then(|v| v.get(t as usize)) {
-                                    Some(tile) => *tile,
-                                    None => return Err("transposed A missing".into()),
-                                };
-                                self.matmul(psum, st, mv, t > 0, span);
+                                for (&ci, &psum) in members.iter().zip(&psums) {
+                                    let st = match at[ci].as_ref().and_then(|v| v.get(t as usize)) {
+                                        Some(tile) => *tile,
+                                        None => return Err("transposed A missing".into()),
+                                    };
+                                    self.matmul(psum, st, mv, t > 0, span);
+                                }
                             }
-                            self.epilogue(g, inst, psum, &fixed, (m0, msz), (n0, nsz), swapped)?;
+                            for (&ci, &psum) in members.iter().zip(&psums) {
+                                let (m0, msz) = chunks[ci];
+                                self.epilogue(
+                                    g,
+                                    inst,
+                                    psum,
+                                    &fixed,
+                                    (m0, msz),
+                                    (n0, nsz),
+                                    swapped,
+                                )?;
+                            }
+                            c0 = next;
                         }
                         n0 += nsz;
                     }

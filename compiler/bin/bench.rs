@@ -694,15 +694,18 @@ unavoidable for the algorithm the compiler uses; the arithmetic uses machine.md'
 
 - **bf16 matmul 1000 x 1500 x 700 (target 0.75).** A is row-major, so its K axis is \
 contiguous and it must be transposed to put K on partitions: a DMA with 2-byte runs would \
-cost 64 bytes a run (32 times the data, about 375,000 cycles for A), so the transposes run \
-on the PE array, 96 of them costing 6,000 cycles at 2 columns/cycle. Matmul cost depends on \
-the moving columns only, so the remainder chunks (M = 7 x 128 + 104, K = 11 x 128 + 92) \
-cost as much as full ones: 8 x 12 x 350 = 33,600 cycles against the bound's 32,044. Before \
-the first transpose comes at least one DMA latency (2,000 cycles) and after the last matmul \
-a copy out of PSUM and a store (another 2,000 + its data). So the Tensor engine needs \
-39,600 busy cycles (the measured busy time is 39,614) and the run at least about 43,900: \
-efficiency <= 0.73 even with perfect overlap. Reaching 0.75 needs transposes off the PE \
-array, e.g. a GpSimd cross-partition transpose (64 + 4N cycles) for part of the chunks.
+cost 64 bytes a run (32 times the data, about 375,000 cycles for A), so 96 chunks of \
+128 x 128 are transposed, on the PE array (64 cycles each at 2 columns/cycle, plus a copy \
+out of PSUM) or on GpSimd (`partition_transpose`, 576 cycles, no copy). Matmul cost depends \
+on the moving columns only, so the remainder chunks (M = 7 x 128 + 104, K = 11 x 128 + 92) \
+cost as much as full ones: 8 x 12 x 350 = 33,600 cycles against the bound's 32,044. With \
+GpSimd taking what it can while the Tensor engine multiplies, the Tensor engine is busy \
+37,114 cycles (`--report`). Before the first transpose comes at least one DMA latency \
+(2,000 cycles) and after the last matmul a copy out of PSUM and a store (2,000 + its data \
+over at most four queues, as a 104-row tile splits into 32-partition pieces): about \
+41,700 cycles even with perfect overlap, efficiency <= 0.77. Measured 0.679: the start \
+waits 3,200 cycles for the first rows of A, the tail is 3,760, and the first M chunks of \
+each N block still wait about 3,000 cycles for B tiles.
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
 equally the Scalar engine's exponentials: S^2 / 128 per cycle). Besides the exponentials \
 (131,072 cycles), every score must be reduced for the running maximum on Vector (GpSimd \

@@ -182,17 +182,7 @@ fn random_matmul_chains_keep_every_bit_with_layout() {
     let mut swapped = 0;
     for seed in 0..16 {
         let text = random_chain(seed);
-        let source = Source {
-            name: "chain.tsr".to_string(),
-            text: text.clone(),
-        };
-        let mut dumps = String::new();
-        let options = CompileOptions {
-            dump_after: Some("layout".to_string()),
-            ..CompileOptions::default()
-        };
-        driver::compile(&source, &options, &mut dumps).expect("compiles");
-        swapped += dumps.lines().filter(|l| l.contains(": swapped (")).count();
+        swapped += swapped_matmuls(&text);
         let on = compile(&text, &[]);
         let off = compile(&text, &["layout"]);
         assert_eq!(
@@ -211,21 +201,24 @@ fn random_matmul_chains_keep_every_bit_with_layout() {
     assert!(swapped >= 4, "only {swapped} swapped matmuls in 16 chains");
 }
 
+/// The number of matmuls the layout pass swaps in `text` (from `--dump-after layout`).
+fn swapped_matmuls(text: &str) -> usize {
+    let source = Source {
+        name: "test.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let mut dumps = String::new();
+    let options = CompileOptions {
+        dump_after: Some("layout".to_string()),
+        ..CompileOptions::default()
+    };
+    driver::compile(&source, &options, &mut dumps).expect("compiles");
+    dumps.lines().filter(|l| l.contains(": swapped (")).count()
+}
+
 #[test]
 fn the_layout_pass_swaps_only_where_it_pays() {
-    let swapped = |text: &str| {
-        let source = Source {
-            name: "test.tsr".to_string(),
-            text: text.to_string(),
-        };
-        let mut dumps = String::new();
-        let options = CompileOptions {
-            dump_after: Some("layout".to_string()),
-            ..CompileOptions::default()
-        };
-        driver::compile(&source, &options, &mut dumps).expect("compiles");
-        dumps.lines().filter(|l| l.contains(": swapped (")).count()
-    };
+    let swapped = swapped_matmuls;
     assert_eq!(swapped(MLP), 1);
     // The hidden layer is also a result: its layout is the caller's.
     assert_eq!(

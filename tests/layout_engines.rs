@@ -384,12 +384,10 @@ const SPECIAL: [f32; 16] = [
     -1.0e-3,
 ];
 
-/// A function that loads `x` [4, 16] and the column `s` [4, 1] (and `t`), runs `op` on
-/// `engine`, and stores the tile `out` [4, 16] (and, for row sums, the column) to outputs.
-fn one_op(
-    out_dtype: Dtype,
-    make: impl Fn(TileAp, TileAp, TileAp, TileAp) -> (Op, bool),
-) -> TileFunc {
+/// A function that loads `x` [4, 16] and the columns `s` and `t` [4, 1], runs the Vector
+/// op that `make(out, x)` gives (its scalar operands address `s` and `t`), and stores the
+/// tile `out` [4, 16] (and, for row sums, the column) to outputs.
+fn one_op(out_dtype: Dtype, make: impl Fn(TileAp, TileAp) -> (Op, bool)) -> TileFunc {
     let mut f = TileFunc::new("one_op");
     let span = Span::new(0, 1);
     let x = f.hbm("x", Role::Input, Dtype::F32, &[4, 16]);
@@ -415,23 +413,14 @@ fn one_op(
         );
     }
     let (bo, br) = (f.sbuf(out_dtype, 4, 16), f.sbuf(Dtype::F32, 4, 1));
-    // The output tile starts as a copy of x, so an op that writes x over itself (a row sum
-    // on Scalar) and one that does not both leave x's values in `y`.
-    f.push(
-        Op::TensorCopy {
-            out: tile(out_dtype, 16),
-            src: tile(Dtype::F32, 16),
-        },
-        Engine::Vector,
-        &[bo, bx],
-        span,
-    );
-    let (op, reduce) = make(
-        tile(out_dtype, 16),
-        tile(Dtype::F32, 16),
-        tile(Dtype::F32, 1),
-        tile(Dtype::F32, 1),
-    );
+    // The output tile starts as a copy of x, and after a row sum gets x again, so a row sum
+    // that writes x over itself (on Scalar) must leave x's values for `y`.
+    let copy_x = |f: &mut TileFunc| {
+        let (out, src) = (tile(out_dtype, 16), tile(Dtype::F32, 16));
+        f.push(Op::TensorCopy { out, src }, Engine::Vector, &[bo, bx], span);
+    };
+    copy_x(&mut f);
+    let (op, reduce) = make(tile(out_dtype, 16), tile(Dtype::F32, 16));
     let bufs: Vec<_> = match &op {
         Op::TensorReduce { .. } => vec![br, bx],
         Op::TensorScalar { s0, s1, .. } => {
@@ -448,15 +437,7 @@ fn one_op(
     };
     f.push(op, Engine::Vector, &bufs, span);
     if reduce {
-        f.push(
-            Op::TensorCopy {
-                out: tile(out_dtype, 16),
-                src: tile(Dtype::F32, 16),
-            },
-            Engine::Vector,
-            &[bo, bx],
-            span,
-        );
+        copy_x(&mut f);
     }
     for (h, b, dtype, cols) in [(y, bo, out_dtype, 16u32), (r, br, Dtype::F32, 1)] {
         if h == r && !reduce {
@@ -483,7 +464,7 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
     let s = [0.5f32, -0.0, f32::INFINITY, 3.0];
     let t = [-0.0f32, 1.0e-40, -2.5, f32::NAN];
     let ts = |op0: AluOp, s0: ScalarArg, op1: AluOp, s1: ScalarArg| {
-        move |out: TileAp, src: TileAp, _: TileAp, _: TileAp| {
+        move |out: TileAp, src: TileAp| {
             (
                 Op::TensorScalar {
                     out,
@@ -497,7 +478,7 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
             )
         }
     };
-    type Make = Box<dyn Fn(TileAp, TileAp, TileAp, TileAp) -> (Op, bool)>;
+    type Make = Box<dyn Fn(TileAp, TileAp) -> (Op, bool)>;
     let col = || TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]);
     let single = |op0: AluOp, s0: ScalarArg| -> Make {
         Box::new(ts(op0, s0, AluOp::Bypass, ScalarArg::imm(0.0)))
@@ -505,7 +486,7 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
     let cases: Vec<(&str, Make)> = vec![
         (
             "copy",
-            Box::new(|out, src, _, _| (Op::TensorCopy { out, src }, false)),
+            Box::new(|out, src| (Op::TensorCopy { out, src }, false)),
         ),
         ("x * s", single(AluOp::Mul, ScalarArg::Ap(col()))),
         ("x * 3", single(AluOp::Mul, ScalarArg::imm(3.0))),
@@ -526,7 +507,7 @@ fn every_scalar_rewrite_gives_the_same_bits_on_special_values() {
         ),
         (
             "row sum",
-            Box::new(|_, src, _, _| {
+            Box::new(|_, src| {
                 let out = TileAp::new(Mem::Sbuf, Dtype::F32, 0, 4, 0, &[(1, 1)]);
                 (
                     Op::TensorReduce {

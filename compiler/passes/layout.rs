@@ -110,15 +110,15 @@ pub fn run(c: &mut Compilation) -> Result<bool, String> {
 /// The layout of `func` grouped by `grouping`; with `optimise` false, no matmul is swapped
 /// (what `tile` uses when the pass is disabled).
 pub fn plan(func: &Function, grouping: &Grouping, optimise: bool) -> Layout {
-    let swapped = if optimise {
-        choose_swaps(func, grouping)
-    } else {
-        BTreeSet::new()
-    };
     let mut layout = Layout::default();
-    for &g in &swapped {
-        for v in kept_values(func, grouping, g) {
-            layout.transposed[v] = true;
+    let mut swapped = BTreeSet::new();
+    if optimise {
+        let kept = kept_values(func, grouping);
+        swapped = choose_swaps(func, grouping, &kept);
+        for &g in &swapped {
+            for (v, _) in &kept[g as usize] {
+                layout.transposed[*v] = true;
+            }
         }
     }
     for &inst in &func.layout {
@@ -190,19 +190,38 @@ fn inner_axis(func: &Function, transposed: &SecondaryMap<Value, bool>, v: Value)
     }
 }
 
-/// The values of group `g` that get an HBM home: used outside the group, or returned.
-fn kept_values(func: &Function, grouping: &Grouping, g: u32) -> Vec<Value> {
-    let group = &grouping.groups[g as usize];
-    group
-        .insts
+/// Per group, the values that get an HBM home (used outside the group, or returned), each
+/// with the instructions of other groups that use it. Computed once: the swap rules look
+/// at these uses again in every round.
+type Kept = Vec<Vec<(Value, Vec<Inst>)>>;
+
+fn kept_values(func: &Function, grouping: &Grouping) -> Kept {
+    let mut users: SecondaryMap<Value, Vec<Inst>> = SecondaryMap::new();
+    for &u in &func.layout {
+        for &a in &func.insts[u].args {
+            if !users[a].contains(&u) {
+                users[a].push(u);
+            }
+        }
+    }
+    grouping
+        .groups
         .iter()
-        .map(|&i| func.insts[i].result)
-        .filter(|&v| {
-            func.results.contains(&v)
-                || func
-                    .layout
-                    .iter()
-                    .any(|&u| grouping.group_of[u] != Some(g) && func.insts[u].args.contains(&v))
+        .enumerate()
+        .map(|(g, group)| {
+            group
+                .insts
+                .iter()
+                .map(|&i| func.insts[i].result)
+                .filter_map(|v| {
+                    let outside: Vec<Inst> = users[v]
+                        .iter()
+                        .copied()
+                        .filter(|&u| grouping.group_of[u] != Some(g as u32))
+                        .collect();
+                    (func.results.contains(&v) || !outside.is_empty()).then_some((v, outside))
+                })
+                .collect()
         })
         .collect()
 }
@@ -210,7 +229,7 @@ fn kept_values(func: &Function, grouping: &Grouping, g: u32) -> Vec<Value> {
 /// The matmul groups to run swapped: the largest set that satisfies the rules in the
 /// module comment (found by removing violators until none is left), without the groups
 /// that gain nothing.
-fn choose_swaps(func: &Function, grouping: &Grouping) -> BTreeSet<u32> {
+fn choose_swaps(func: &Function, grouping: &Grouping, kept: &Kept) -> BTreeSet<u32> {
     let mut set: BTreeSet<u32> = (0..grouping.groups.len() as u32)
         .filter(|&g| candidate(func, grouping, g))
         .collect();
@@ -218,7 +237,10 @@ fn choose_swaps(func: &Function, grouping: &Grouping) -> BTreeSet<u32> {
         let keep: BTreeSet<u32> = set
             .iter()
             .copied()
-            .filter(|&g| consistent(func, grouping, g, &set) && gains(func, grouping, g, &set))
+            .filter(|&g| {
+                let kept = &kept[g as usize];
+                consistent(func, grouping, kept, g, &set) && gains(func, grouping, kept, &set)
+            })
             .collect();
         if keep == set {
             return set;
@@ -268,21 +290,25 @@ fn full_in_both(func: &Function, v: Value, space: &[u64]) -> bool {
 /// The rules that depend on the other swapped groups: every kept value is used only as a
 /// matmul's left operand or inside a swapped group, is not a result, and every full-size
 /// operand read by the epilogue comes from a transposed home.
-fn consistent(func: &Function, grouping: &Grouping, g: u32, set: &BTreeSet<u32>) -> bool {
+fn consistent(
+    func: &Function,
+    grouping: &Grouping,
+    kept: &[(Value, Vec<Inst>)],
+    g: u32,
+    set: &BTreeSet<u32>,
+) -> bool {
     let group = &grouping.groups[g as usize];
     let Root::Matmul(mm) = group.root else {
         return false;
     };
-    for v in kept_values(func, grouping, g) {
-        if func.results.contains(&v) {
+    for (v, users) in kept {
+        if func.results.contains(v) {
             return false;
         }
-        for &u in &func.layout {
+        for &u in users {
             let data = &func.insts[u];
-            if grouping.group_of[u] == Some(g) || !data.args.contains(&v) {
-                continue;
-            }
-            let as_left = matches!(data.op, TOp::Matmul) && data.args[0] == v && data.args[1] != v;
+            let as_left =
+                matches!(data.op, TOp::Matmul) && data.args[0] == *v && data.args[1] != *v;
             let in_swapped = grouping.group_of[u].is_some_and(|h| set.contains(&h))
                 && !matches!(data.op, TOp::Matmul);
             if !(as_left || in_swapped) {
@@ -317,14 +343,15 @@ fn consistent(func: &Function, grouping: &Grouping, g: u32, set: &BTreeSet<u32>)
 
 /// A swap gains when a kept value feeds a matmul as its left operand (whose transposes
 /// disappear) or feeds another swapped group (which needs it transposed).
-fn gains(func: &Function, grouping: &Grouping, g: u32, set: &BTreeSet<u32>) -> bool {
-    kept_values(func, grouping, g).into_iter().any(|v| {
-        func.layout.iter().any(|&u| {
-            let data = &func.insts[u];
-            if grouping.group_of[u] == Some(g) || !data.args.contains(&v) {
-                return false;
-            }
-            (matches!(data.op, TOp::Matmul) && data.args[0] == v)
+fn gains(
+    func: &Function,
+    grouping: &Grouping,
+    kept: &[(Value, Vec<Inst>)],
+    set: &BTreeSet<u32>,
+) -> bool {
+    kept.iter().any(|(v, users)| {
+        users.iter().any(|&u| {
+            (matches!(func.insts[u].op, TOp::Matmul) && func.insts[u].args[0] == *v)
                 || grouping.group_of[u].is_some_and(|h| set.contains(&h))
         })
     })

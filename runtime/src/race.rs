@@ -473,18 +473,7 @@ fn join(a: &mut Clock, b: &Clock) {
 /// The byte range `[lo, hi)` that a pattern of `(size, stride)` dimensions (strides in
 /// elements) from byte `offset` touches, or `None` when it is empty or negative.
 fn bounding_box(offset: i128, dims: &[(i128, i128)], esize: i128) -> Option<(u64, u64)> {
-    let (mut lo, mut hi) = (0i128, 0i128);
-    for &(size, stride) in dims {
-        if size < 1 {
-            return None;
-        }
-        let span = (size - 1) * stride;
-        if span < 0 {
-            lo += span;
-        } else {
-            hi += span;
-        }
-    }
+    let (lo, hi) = isa::extent(dims.iter().copied())?;
     let lo = offset + lo * esize;
     let hi = offset + hi * esize + esize;
     (lo >= 0 && hi <= u64::MAX as i128).then_some((lo as u64, hi as u64))

@@ -17,8 +17,7 @@ use super::matmul::Operand2d;
 use super::Tiler;
 use crate::passes::attention::Attention;
 use crate::passes::fusion::{Group, Root};
-use crate::passes::layout::Load;
-use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Mem, Op, ReduceOp, ScalarArg};
+use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Op, ReduceOp, ScalarArg};
 use smallvec::smallvec;
 
 /// Keys per block: one PSUM bank of f32 scores.
@@ -51,33 +50,12 @@ impl Tiler<'_> {
         let dv = v.shape[1];
         // The probabilities' dtype: what the second matmul multiplies.
         let p_dtype = func.ty(func.insts[a.out].args[0]).dtype;
-        // The layout pass's loads; without a plan, a contiguous K axis means transposes.
+        // The layout pass's loads (none: follow the strides).
         let loads = self.layout.attention(a.out);
-        let pe = |i: usize, k_stride: i64, x_stride: i64| match loads {
-            Some(l) => l[i] == Load::PeTranspose,
-            None => k_stride == 1 && x_stride != 1,
-        };
-        let qo = Operand2d {
-            view: q.clone(),
-            offset: q.offset,
-            k_stride: q.strides[1],
-            x_stride: q.strides[0],
-            pe: pe(0, q.strides[1], q.strides[0]),
-        };
-        let ko = Operand2d {
-            view: kt.clone(),
-            offset: kt.offset,
-            k_stride: kt.strides[0],
-            x_stride: kt.strides[1],
-            pe: pe(1, kt.strides[0], kt.strides[1]),
-        };
-        let vo = Operand2d {
-            view: v.clone(),
-            offset: v.offset,
-            k_stride: v.strides[0],
-            x_stride: v.strides[1],
-            pe: pe(2, v.strides[0], v.strides[1]),
-        };
+        let load = |i: usize| loads.map(|l| l[i]);
+        let qo = Operand2d::new(q.clone(), q.offset, q.strides[1], q.strides[0], load(0));
+        let ko = Operand2d::new(kt.clone(), kt.offset, kt.strides[0], kt.strides[1], load(1));
+        let vo = Operand2d::new(v.clone(), v.offset, v.strides[0], v.strides[1], load(2));
         // K^T and V stay in SBUF: per chunk of 128 keys, K^T as one tile per chunk of D.
         let chunks = sk.div_ceil(128);
         let kt_tiles: Vec<Vec<Tile>> = (0..chunks)
@@ -118,7 +96,7 @@ impl Tiler<'_> {
                     self.fill(l_run, 0.0, span);
                     // The output accumulates in PSUM across key blocks: each block rescales
                     // it in place and its p @ v matmuls add to it.
-                    let o = self.psum_tile(msz, dv);
+                    let o = self.psum_tile(Dtype::F32, msz, dv);
                     self.fill(o, 0.0, span);
                     QueryTile {
                         m0,
@@ -207,7 +185,7 @@ impl Tiler<'_> {
     ) -> Tile {
         let (m0, msz) = (st.m0, st.msz);
         // Scores s = q k^T for this block, 128 keys per matmul.
-        let s = self.psum_tile(msz, kb);
+        let s = self.psum_tile(Dtype::F32, msz, kb);
         let mut c0 = 0;
         while c0 < kb {
             let cs = 128.min(kb - c0);
@@ -345,21 +323,11 @@ impl Tiler<'_> {
     ) -> Tile {
         let parts = st.msz as u32;
         // p^T: the block's 128-key chunks transposed side by side into one PSUM bank and
-        // copied out at once (alternately by Vector and Scalar).
+        // copied out at once (the `engines` pass balances the copies over Vector and Scalar).
         let chunks: Vec<(u64, u64)> = (0..kb.div_ceil(128))
             .map(|i| (i * 128, 128.min(kb - i * 128)))
             .collect();
-        let pt_bank_buf = self
-            .out
-            .psum(p_dtype, 128.min(kb) as u32, parts * chunks.len() as u32);
-        let pt_bank = Tile {
-            buf: pt_bank_buf,
-            mem: Mem::Psum,
-            dtype: p_dtype,
-            parts: 128.min(kb) as u32,
-            cols: parts * chunks.len() as u32,
-            col_offset: 0,
-        };
+        let pt_bank = self.psum_tile(p_dtype, 128.min(kb), parts as u64 * chunks.len() as u64);
         for (i, &(c0, cs)) in chunks.iter().enumerate() {
             self.out.push(
                 Op::Transpose {

@@ -266,7 +266,7 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32
     out
 }
 
-/// Engine choice for elementwise work.
+/// The canonical engine of elementwise work (the `engines` pass may move it).
 const VECTOR: Engine = Engine::Vector;
 
 impl Tiler<'_> {
@@ -351,11 +351,6 @@ impl Tiler<'_> {
             self.out
                 .push(Op::Dma { dst, src }, Engine::Dma(0), &bufs, span);
         }
-    }
-
-    /// Emits a compute instruction on its canonical engine (the `engines` pass moves it).
-    fn emit(&mut self, op: Op, engine: Engine, bufs: &[Buf], span: Span) {
-        self.out.push(op, engine, bufs, span);
     }
 
     /// Forgets the operands loaded for the previous group (call before each group).
@@ -475,7 +470,7 @@ impl Tiler<'_> {
     /// A copy of `tile` in a new SBUF tile of `dtype` (Vector engine).
     pub fn copy_to_sbuf(&mut self, tile: Tile, dtype: Dtype, span: Span) -> Tile {
         let out = self.sbuf_tile(dtype, tile.parts, tile.cols);
-        self.emit(
+        self.out.push(
             Op::TensorCopy {
                 out: out.ap(),
                 src: tile.ap(),
@@ -618,7 +613,7 @@ impl Tiler<'_> {
         let mut all = vec![out.buf, x.buf];
         all.extend(bufs);
         all.extend(acc.map(|a| a.buf));
-        self.emit(
+        self.out.push(
             Op::Activate {
                 out: out.ap(),
                 src: x.ap(),
@@ -665,7 +660,7 @@ impl Tiler<'_> {
                 let src = self.widen(src, parts, cols, node.dtype, span);
                 let out = self.out_tile(node.dtype, parts, cols, &[src]);
                 match reference::act_func(*u) {
-                    None => self.emit(
+                    None => self.out.push(
                         Op::TensorScalar {
                             out: out.ap(),
                             src: src.ap(),
@@ -678,7 +673,7 @@ impl Tiler<'_> {
                         &[out.buf, src.buf],
                         span,
                     ),
-                    Some(func) => self.emit(
+                    Some(func) => self.out.push(
                         Op::Activate {
                             out: out.ap(),
                             src: src.ap(),
@@ -710,7 +705,7 @@ impl Tiler<'_> {
                 let full = |o: &Operand| matches!(o, Operand::Tile(t) if t.cols == cols);
                 match (a, c) {
                     (Operand::Tile(x), Operand::Tile(y)) if x.cols == cols && y.cols == cols => {
-                        self.emit(
+                        self.out.push(
                             Op::TensorTensor {
                                 op,
                                 out: out.ap(),
@@ -760,7 +755,7 @@ impl Tiler<'_> {
                 };
                 // Keep (i, j) where i + k - j >= 0.
                 let base = row0 + k - block.col_start() as i64;
-                self.emit(
+                self.out.push(
                     Op::AffineSelect {
                         out: out.ap(),
                         src: src.ap(),
@@ -798,7 +793,7 @@ impl Tiler<'_> {
                 let acc = self.sbuf_tile(acc_dtype, parts, 1);
                 // Row sums may move to the Scalar engine's accumulating activation
                 // (the `engines` pass).
-                self.emit(
+                self.out.push(
                     Op::TensorReduce {
                         op,
                         out: acc.ap(),
@@ -839,7 +834,7 @@ impl Tiler<'_> {
         };
         let mut bufs = vec![out.buf, x.buf];
         bufs.extend(extra);
-        self.emit(
+        self.out.push(
             Op::TensorScalar {
                 out: out.ap(),
                 src: x.ap(),
@@ -858,7 +853,7 @@ impl Tiler<'_> {
     fn write_from(&mut self, out: Tile, src: Operand, span: Span) {
         match src {
             Operand::Tile(t) if t.cols == out.cols => {
-                self.emit(
+                self.out.push(
                     Op::TensorCopy {
                         out: out.ap(),
                         src: t.ap(),
@@ -871,7 +866,7 @@ impl Tiler<'_> {
             Operand::Tile(t) => {
                 // A per-row column stretched over the row: 0 * x + column... use
                 // tensor_scalar on a zero-filled tile.
-                self.emit(
+                self.out.push(
                     Op::Memset {
                         out: out.ap(),
                         value: Imm::new(0.0),
@@ -880,7 +875,7 @@ impl Tiler<'_> {
                     &[out.buf],
                     span,
                 );
-                self.emit(
+                self.out.push(
                     Op::TensorScalar {
                         out: out.ap(),
                         src: out.ap(),
@@ -895,7 +890,7 @@ impl Tiler<'_> {
                 );
             }
             Operand::Imm(v) => {
-                self.emit(
+                self.out.push(
                     Op::Memset {
                         out: out.ap(),
                         value: Imm::new(v),

@@ -43,14 +43,32 @@ pub(super) struct Operand2d {
     pub k_stride: i64,
     /// Stride of the other axis (M for A, N for B).
     pub x_stride: i64,
-    /// The layout pass's choice: K is contiguous, so rows are loaded and transposed on the
-    /// Tensor engine (a DMA that moved one element per descriptor would be far slower).
+    /// False when the layout pass chose a direct load; then no transposes are made even
+    /// when K is contiguous.
     pub pe: bool,
 }
 
 impl Operand2d {
-    /// Whether a DMA loads this operand straight into K-on-partitions tiles: unless the
-    /// plan asks for Tensor-engine transposes of a contiguous K axis.
+    /// An operand slice with the layout pass's `planned` load (none: follow the strides).
+    pub fn new(
+        view: HView,
+        offset: i64,
+        k_stride: i64,
+        x_stride: i64,
+        planned: Option<Load>,
+    ) -> Self {
+        Operand2d {
+            view,
+            offset,
+            k_stride,
+            x_stride,
+            pe: planned != Some(Load::Direct),
+        }
+    }
+
+    /// Whether a DMA loads this operand straight into K-on-partitions tiles: unless K is
+    /// contiguous and the other axis is not (rows are then loaded and transposed, as a DMA
+    /// that moved one element per descriptor would be far slower), and the plan allows it.
     fn direct(&self) -> bool {
         !self.pe || self.x_stride == 1 || self.k_stride != 1
     }
@@ -75,8 +93,6 @@ impl Tiler<'_> {
         } else {
             (self.home_of(data.args[0])?, self.home_of(data.args[1])?)
         };
-        // Without a plan, the loads follow the strides: K contiguous means transposes.
-        let pe_by_strides = |k_stride: i64, x_stride: i64| k_stride == 1 && x_stride != 1;
         let rank = out_shape.len();
         let (m, n) = (out_shape[rank - 2], out_shape[rank - 1]);
         let k = a.shape[a.shape.len() - 1];
@@ -116,26 +132,20 @@ impl Tiler<'_> {
                     .map(|(&i, &s)| i as i64 * s)
                     .sum::<i64>()
             };
-            let ao = Operand2d {
-                view: a.clone(),
-                offset: off(&a_str, a.offset),
-                k_stride: a_str[rank - 1],
-                x_stride: a_str[rank - 2],
-                pe: plan.map_or_else(
-                    || pe_by_strides(a_str[rank - 1], a_str[rank - 2]),
-                    |p| p.stationary == Load::PeTranspose,
-                ),
-            };
-            let bo = Operand2d {
-                view: b.clone(),
-                offset: off(&b_str, b.offset),
-                k_stride: b_str[rank - 2],
-                x_stride: b_str[rank - 1],
-                pe: plan.map_or_else(
-                    || pe_by_strides(b_str[rank - 2], b_str[rank - 1]),
-                    |p| p.moving == Load::PeTranspose,
-                ),
-            };
+            let ao = Operand2d::new(
+                a.clone(),
+                off(&a_str, a.offset),
+                a_str[rank - 1],
+                a_str[rank - 2],
+                plan.map(|p| p.stationary),
+            );
+            let bo = Operand2d::new(
+                b.clone(),
+                off(&b_str, b.offset),
+                b_str[rank - 2],
+                b_str[rank - 1],
+                plan.map(|p| p.moving),
+            );
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
             if b_tile_fits {
                 let mut mb0 = 0;
@@ -183,7 +193,7 @@ impl Tiler<'_> {
                             }
                             let psums: Vec<Tile> = members
                                 .iter()
-                                .map(|&ci| self.psum_tile(chunks[ci].1, nsz))
+                                .map(|&ci| self.psum_tile(Dtype::F32, chunks[ci].1, nsz))
                                 .collect();
                             let next = c0 + group;
                             for t in 0..kt {
@@ -246,7 +256,8 @@ impl Tiler<'_> {
                             let ksz = 128.min(k - k0);
                             let st = self.load_kmajor(&ao, k0, ksz, m0, msz, span);
                             let mv = self.load_kmajor(&bo, k0, ksz, n0, nsz, span);
-                            let psum = *acc.get_or_insert_with(|| self.psum_tile(msz, nsz));
+                            let psum =
+                                *acc.get_or_insert_with(|| self.psum_tile(Dtype::F32, msz, nsz));
                             self.matmul(psum, st, mv, t > 0, span);
                         }
                         let acc = acc.ok_or("a matmul with K = 0")?;
@@ -260,15 +271,15 @@ impl Tiler<'_> {
         Ok(())
     }
 
-    /// A new f32 PSUM tile of `msz` x `nsz`.
-    pub(super) fn psum_tile(&mut self, msz: u64, nsz: u64) -> Tile {
-        let buf = self.out.psum(Dtype::F32, msz as u32, nsz as u32);
+    /// A new PSUM tile of `parts` x `cols` elements of `dtype`.
+    pub(super) fn psum_tile(&mut self, dtype: Dtype, parts: u64, cols: u64) -> Tile {
+        let buf = self.out.psum(dtype, parts as u32, cols as u32);
         Tile {
             buf,
             mem: Mem::Psum,
-            dtype: Dtype::F32,
-            parts: msz as u32,
-            cols: nsz as u32,
+            dtype,
+            parts: parts as u32,
+            cols: cols as u32,
             col_offset: 0,
         }
     }
@@ -425,15 +436,7 @@ impl Tiler<'_> {
             let ksz = 128.min(k - t * 128);
             // Chunks of the same height share a bank (the last chunk may be shorter).
             let group = if t < full { per_bank.min(full - t) } else { 1 }.min(on_pe - t);
-            let pbuf = self.out.psum(dtype, ksz as u32, (group * xsz) as u32);
-            let bank = Tile {
-                buf: pbuf,
-                mem: Mem::Psum,
-                dtype,
-                parts: ksz as u32,
-                cols: (group * xsz) as u32,
-                col_offset: 0,
-            };
+            let bank = self.psum_tile(dtype, ksz, group * xsz);
             for j in 0..group {
                 let src = rows.slice(0, xsz as u32, ((t + j) * 128) as u32, ksz as u32);
                 let dst = bank.slice(0, ksz as u32, (j * xsz) as u32, xsz as u32);
@@ -509,15 +512,7 @@ impl Tiler<'_> {
         let mut b0 = 0;
         while b0 < xsz {
             let bsz = per_bank.min(xsz - b0);
-            let pbuf = self.out.psum(dtype, ksz as u32, bsz as u32);
-            let bank = Tile {
-                buf: pbuf,
-                mem: Mem::Psum,
-                dtype,
-                parts: ksz as u32,
-                cols: bsz as u32,
-                col_offset: 0,
-            };
+            let bank = self.psum_tile(dtype, ksz, bsz);
             let mut c = b0;
             while c < b0 + bsz {
                 let xc = 128.min(b0 + bsz - c);

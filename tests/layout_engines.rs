@@ -1,6 +1,6 @@
 //! The `layout` and `engines` passes: what they decide and that they change no result bit.
 //!
-//! - layout: matmul chains run swapped (fewer Tensor-engine transposes; the MLP 10% faster,
+//! - layout: matmul chains run swapped (fewer Tensor-engine transposes; the MLP 5% faster,
 //!   no kernel more than 2% slower) and
 //!   give outputs bit-identical to the normal orientation (the same products summed in the
 //!   same order); kernels where a swap cannot pay keep the normal orientation.
@@ -123,10 +123,14 @@ fn swapped_matmul_chains_need_fewer_transposes_and_keep_every_bit() {
         );
         cycles.push((cycles_on, cycles_off));
     }
-    // The two-layer MLP, where the Tensor engine is the bottleneck, gains at least 10%.
+    // The two-layer MLP, where the Tensor engine is the bottleneck, gains at least 5%.
+    // (It gained 12% when the normal orientation's first M chunks waited for their B
+    // tiles; the staged first group of `tiling/matmul.rs` took the unswapped kernel from
+    // 25,158 to 22,980 cycles and the swapped one from 22,050 to 21,603, so the layout
+    // pass's share of the gain is now 6%.)
     let (on, off) = cycles[0];
     assert!(
-        on * 10 <= off * 9,
+        on * 20 <= off * 19,
         "the MLP gained too little: {on} vs {off} cycles"
     );
 }

@@ -53,19 +53,34 @@ pub(crate) fn dma_bytes(op: &Op) -> u64 {
 pub fn balance(func: &mut TileFunc) -> bool {
     let mut load = [0u64; NUM_DMA_QUEUES];
     let mut changed = false;
+    // The queues given a piece of the current burst (consecutive DMAs between the same
+    // buffers: the pieces of one transfer): a burst is spread over distinct queues before
+    // any queue gets a second piece, so its pieces move in parallel even when the byte
+    // counts so far are uneven (the pieces of a kernel's last store would otherwise pile
+    // up on the few lightest queues and lengthen its tail).
+    let mut burst = [false; NUM_DMA_QUEUES];
+    let mut burst_bufs: SmallVec<[Buf; 4]> = SmallVec::new();
     for &i in &func.layout {
         let Some(inst) = func.insts.get_mut(i) else {
             continue;
         };
         if !matches!(inst.engine, Engine::Dma(_)) {
+            burst = [false; NUM_DMA_QUEUES];
             continue;
         }
-        // The least loaded queue; `min_by_key` keeps the first (lowest) of equal keys.
+        if burst.iter().all(|&b| b) || inst.bufs[..] != burst_bufs[..] {
+            burst = [false; NUM_DMA_QUEUES];
+            burst_bufs = inst.bufs.iter().copied().collect();
+        }
+        // The least loaded queue not yet in the burst; `min_by_key` keeps the first
+        // (lowest) of equal keys.
         let (q, _) = load
             .iter()
             .enumerate()
+            .filter(|&(q, _)| !burst[q])
             .min_by_key(|&(_, &bytes)| bytes)
             .unwrap_or((0, &0));
+        burst[q] = true;
         load[q] = load[q].saturating_add(dma_bytes(&inst.op));
         let engine = Engine::Dma(q as u8);
         changed |= inst.engine != engine;

@@ -6,8 +6,10 @@
 //! next block's loads, so a queue that holds the store would hold those loads back until
 //! the computation ends — exactly when the compute engines want the next block. Moving
 //! the store a few blocks later (three: measured on softmax, the norms and matmuls; two
-//! was measurably worse, four no better) lets the loads go first; by the time the queue
-//! reaches the store, its data is ready.
+//! was measurably worse, four and five no better: five cost the `long_row` filetest 11%)
+//! lets the loads go first; by the time the queue reaches the store, its data is ready.
+//! A block whose stores should count as one burst emits them together (the matmul tiler
+//! does so for the M chunks that run as a group).
 //!
 //! Runs before `alloc` (a delayed store keeps its source tile alive, and allocation sees
 //! that) and before `sync`. A store never moves past an instruction that touches the HBM
@@ -21,7 +23,7 @@ use isa::{DmaAp, Op};
 const DELAY: usize = 3;
 
 /// True for a DMA that writes HBM.
-fn is_store(op: &Op) -> bool {
+pub(crate) fn is_store(op: &Op) -> bool {
     matches!(
         op,
         Op::Dma {

@@ -198,6 +198,10 @@ impl Tile {
 const DMA_PIECE_BYTES: u64 = 16 * 1024;
 /// Bytes per partition below which a transfer is not split into column chunks.
 const DMA_MIN_ROW_BYTES: u64 = 512;
+/// The same for a kernel's last stores (`Tiler::last_stores`): nothing runs after them,
+/// so their latency is the kernel's tail, and 128-byte runs still move at full rate (a
+/// run costs at least 64 bytes).
+const DMA_MIN_ROW_BYTES_LAST: u64 = 128;
 
 /// Splits a block's transfer into pieces for several DMA queues (each queue moves 16
 /// B/cycle; all 16 together 256): into quarters of 32 partitions when the block has more
@@ -206,7 +210,11 @@ const DMA_MIN_ROW_BYTES: u64 = 512;
 /// previous transfer's data, so smaller pieces cost little and shorten the first load
 /// and the last store of a kernel.
 /// Returns each piece as a sub-block with its first partition and column in the tile.
-pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32)> {
+///
+/// `last` marks a kernel's last stores: they are split into as many pieces as the 16
+/// queues take, whatever their size, so that the transfer after the last compute ends
+/// soonest.
+pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype, last: bool) -> Vec<(Block, u32, u32)> {
     let parts = block.parts() as u64;
     let cols = if fit == Fit::Full {
         block.cols() as u64
@@ -214,7 +222,16 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32
         1
     };
     let bytes = parts * cols * dtype.size() as u64;
-    let want = (bytes / DMA_PIECE_BYTES).clamp(1, 16);
+    let want = if last {
+        16
+    } else {
+        (bytes / DMA_PIECE_BYTES).clamp(1, 16)
+    };
+    let min_row = if last {
+        DMA_MIN_ROW_BYTES_LAST
+    } else {
+        DMA_MIN_ROW_BYTES
+    };
     let part_axes: Vec<usize> = block
         .axes
         .iter()
@@ -230,7 +247,7 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype) -> Vec<(Block, u32, u32
         1
     };
     let row_bytes = cols * dtype.size() as u64;
-    let csplit = (want / psplit).min(row_bytes / DMA_MIN_ROW_BYTES).max(1);
+    let csplit = (want / psplit).min(row_bytes / min_row).max(1);
     let quarter = if psplit > 1 { 32 } else { parts };
     let mut out = Vec::new();
     for pi in 0..psplit {
@@ -339,7 +356,8 @@ impl Tiler<'_> {
         load: bool,
         span: Span,
     ) {
-        for (piece, p0, c0) in dma_pieces(block, fit, view.dtype) {
+        let last = !load && self.last_stores;
+        for (piece, p0, c0) in dma_pieces(block, fit, view.dtype, last) {
             let hbm = DmaAp::Hbm(piece.hbm_pattern(view, strides, fit));
             let cols = if fit == Fit::Full { piece.cols() } else { 1 };
             let sbuf = DmaAp::Tile(tile.slice(p0, piece.parts(), c0, cols));

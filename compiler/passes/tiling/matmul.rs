@@ -27,9 +27,20 @@ use smallvec::smallvec;
 
 /// Bytes per partition the transposed A of one M block may take.
 const A_BUDGET: u64 = 64 * 1024;
-/// M chunks that run together, K step by K step, while an N block's B tiles arrive (2 is
-/// best on the bench: 4 made the first transposes of more chunks hold up the start).
-const FIRST_GROUP: usize = 2;
+/// The most M chunks that run together, K step by K step, while an N block's B tiles
+/// arrive (see `first_group`).
+const MAX_FIRST_GROUP: u64 = 4;
+/// GpSimd's share of A's transposes, in units of one M chunk's matmul time against the
+/// first N block (bench: 1.4 is best for the odd 1000 x 1500 x 700 matmul, 1.2 and 1.0
+/// worse, and it moves the others by under 0.5%).
+const GPSIMD_SHARE: f64 = 1.4;
+/// The first K step of a staged group from which GpSimd transposes one chunk's slice (on
+/// every third step: at 576 cycles a transpose GpSimd keeps up with that, not with every
+/// step; bench, 1000 x 1500 x 700: every step from the third 44,366, every other 44,430,
+/// every third 43,822, never 44,014).
+const GP_FROM: u64 = 3;
+/// K steps by which a group's staged A (see `kmajor_step`) runs ahead of its matmuls.
+const STAGE_AHEAD: u64 = 1;
 /// Bytes per partition one streamed B tile (all of K, 512 columns) may take.
 const B_TILE_BUDGET: u64 = 40 * 1024;
 
@@ -115,8 +126,12 @@ impl Tiler<'_> {
             d if d.is_fp8() => 4.0,
             _ => 2.0,
         };
+        // N blocks of 512 columns (one PSUM bank of f32).
+        let nblocks: Vec<(u64, u64)> = (0..n.div_ceil(512))
+            .map(|j| (j * 512, 512.min(n - j * 512)))
+            .collect();
         let first_n = n.min(512) as f64;
-        let gpsimd = (kt as f64 * (first_n / rate).max(32.0)) as u64;
+        let gpsimd = (kt as f64 * (first_n / rate).max(32.0) * GPSIMD_SHARE) as u64;
         for bi in 0..batches {
             // Batch index and the operands' offsets for it.
             let mut rem = bi;
@@ -167,35 +182,59 @@ impl Tiler<'_> {
                     // before their first matmul, so each DMA queue's order follows first
                     // use.
                     let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
-                    let mut n0 = 0;
-                    while n0 < n {
-                        let nsz = 512.min(n - n0);
+                    for (si, &nb) in nblocks.iter().enumerate() {
+                        // B tiles per K chunk, loaded at first use.
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
-                        // The first chunks of an N block run together, K step by K step:
-                        // each B tile arrives once and feeds FIRST_GROUP matmuls in a row,
-                        // so the Tensor engine is not starved while the block's B columns
-                        // stream in (one chunk alone would need them twice as fast as DMA
+                        // The first chunks run together, K step by K step: each B tile
+                        // arrives once and feeds `first_group` matmuls in a row, so the
+                        // Tensor engine is not starved while the block's B columns stream
+                        // in (one chunk alone would need them twice as fast as DMA
                         // delivers). Later chunks find every B tile loaded and run alone.
                         let mut c0 = 0;
                         while c0 < chunks.len() {
                             let group = if c0 == 0 {
-                                FIRST_GROUP.min(chunks.len())
+                                first_group(kt, nb.1, rate, asize, bsize).min(chunks.len())
                             } else {
                                 1
                             };
                             let members: Vec<usize> = (c0..c0 + group).collect();
+                            let next = c0 + group;
+                            // The kernel's very last chunk: its stores are the tail.
+                            let last_chunk = self.last_group
+                                && bi + 1 == batches
+                                && mb0 + mbs >= m
+                                && si + 1 == nblocks.len()
+                                && next >= chunks.len();
+                            // A group's chunks whose A is still to be transposed load it K
+                            // step by K step, each step's rows next to the step's B tiles:
+                            // loaded whole, all of the group's A would sit in the DMA
+                            // queues ahead of the first B tile.
+                            let staged: Vec<usize> = if members.len() > 1 && !ao.direct() {
+                                members
+                                    .iter()
+                                    .copied()
+                                    .filter(|&ci| at[ci].is_none())
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
+                            let mut staged_tiles: Vec<Vec<Tile>> = vec![Vec::new(); staged.len()];
                             for &ci in &members {
-                                if at[ci].is_none() {
+                                if at[ci].is_none() && !staged.contains(&ci) {
                                     let (m0, msz) = chunks[ci];
                                     at[ci] =
                                         Some(self.prepare_kmajor(&ao, k, m0, msz, gpsimd, span));
                                 }
                             }
+                            // The next chunk's transposes go halfway through the first N
+                            // block's matmuls: their copies out of PSUM finish while the
+                            // rest runs, and its loads queue behind these chunks' first B
+                            // tiles.
+                            let xs: Vec<(u64, u64)> = staged.iter().map(|&ci| chunks[ci]).collect();
                             let psums: Vec<Tile> = members
                                 .iter()
-                                .map(|&ci| self.psum_tile(Dtype::F32, chunks[ci].1, nsz))
+                                .map(|&ci| self.psum_tile(Dtype::F32, chunks[ci].1, nb.1))
                                 .collect();
-                            let next = c0 + group;
                             for t in 0..kt {
                                 // The next chunk's transposes go halfway through these
                                 // matmuls: their copies out of PSUM finish while the second
@@ -206,39 +245,50 @@ impl Tiler<'_> {
                                     at[next] =
                                         Some(self.prepare_kmajor(&ao, k, m1, msz1, gpsimd, span));
                                 }
-                                let k0 = t * 128;
-                                let ksz = 128.min(k - k0);
-                                let mv = match bk[t as usize] {
-                                    Some(tile) => tile,
-                                    None => {
-                                        let tile = self.load_kmajor(&bo, k0, ksz, n0, nsz, span);
-                                        bk[t as usize] = Some(tile);
-                                        tile
-                                    }
-                                };
+                                // Staged A: this step's (if not yet there), then the step's
+                                // B tile, then STAGE_AHEAD steps ahead, so that the
+                                // transposes and copy are done when the matmuls start and
+                                // the DMA queues carry this step's data first.
+                                self.stage_steps(&ao, k, &xs, &mut staged_tiles, t + 1, span);
+                                let mv = self.b_tile(&bo, &mut bk, t, k, nb, span);
+                                let upto = (t + 1 + STAGE_AHEAD).min(kt);
+                                self.stage_steps(&ao, k, &xs, &mut staged_tiles, upto, span);
                                 for (&ci, &psum) in members.iter().zip(&psums) {
-                                    let st = match at[ci].as_ref().and_then(|v| v.get(t as usize)) {
+                                    let own = staged
+                                        .iter()
+                                        .position(|&s| s == ci)
+                                        .map(|i| staged_tiles[i].get(t as usize));
+                                    let st = match own.unwrap_or_else(|| {
+                                        at[ci].as_ref().and_then(|v| v.get(t as usize))
+                                    }) {
                                         Some(tile) => *tile,
                                         None => return Err("transposed A missing".into()),
                                     };
                                     self.matmul(psum, st, mv, t > 0, span);
                                 }
                             }
-                            for (&ci, &psum) in members.iter().zip(&psums) {
-                                let (m0, msz) = chunks[ci];
-                                self.epilogue(
-                                    g,
-                                    inst,
-                                    psum,
-                                    &fixed,
-                                    (m0, msz),
-                                    (n0, nsz),
-                                    swapped,
-                                )?;
+                            for (&ci, tiles) in staged.iter().zip(staged_tiles) {
+                                at[ci] = Some(tiles);
                             }
+                            self.last_stores = last_chunk;
+                            let start = self.out.layout.len();
+                            for (&ci, &psum) in members.iter().zip(&psums) {
+                                self.epilogue(g, inst, psum, &fixed, chunks[ci], nb, swapped)?;
+                            }
+                            // A group's stores go after all its epilogues' compute, as one
+                            // burst: the `schedule` pass delays bursts, and four bursts
+                            // ending at once would come back before the loads of the chunks
+                            // after the group and hold them in the DMA queues.
+                            let tail = self.out.layout.split_off(start);
+                            let (stores, rest): (Vec<_>, Vec<_>) =
+                                tail.into_iter().partition(|&i| {
+                                    crate::passes::schedule::is_store(&self.out.insts[i].op)
+                                });
+                            self.out.layout.extend(rest);
+                            self.out.layout.extend(stores);
+                            self.last_stores = false;
                             c0 = next;
                         }
-                        n0 += nsz;
                     }
                     mb0 += mbs;
                 }
@@ -346,14 +396,22 @@ impl Tiler<'_> {
     ) {
         let esize = view.dtype.size() as u64;
         let bytes = rows.0 * cols.0 * esize;
-        let want = (bytes / (8 * 1024)).clamp(1, 64);
+        // The kernel's first load (nothing emitted before it) is what every engine waits
+        // for: it goes in pieces for all 16 queues, with runs down to 128 bytes.
+        let first = self.out.layout.is_empty();
+        let want = if first {
+            64
+        } else {
+            (bytes / (8 * 1024)).clamp(1, 64)
+        };
+        let min_run = if first { 128 } else { 512 };
         // Quarters of 32 partitions (where a tile of at most 32 partitions may start).
         let psplit = if want >= 4 && rows.0 > 32 {
             rows.0.div_ceil(32)
         } else {
             1
         };
-        let csplit = (want / psplit).min(cols.0 * esize / 512).max(1);
+        let csplit = (want / psplit).min(cols.0 * esize / min_run).max(1);
         let pn = if psplit > 1 { 32 } else { rows.0 };
         let chunk = cols.0.div_ceil(csplit);
         // Column chunk outermost: the partition quarters of the first columns (what the
@@ -480,6 +538,137 @@ impl Tiler<'_> {
         tiles
     }
 
+    /// B's tile for K chunk `t` of N block `(n0, nsz)`, loaded at its first use.
+    fn b_tile(
+        &mut self,
+        bo: &Operand2d,
+        tiles: &mut [Option<Tile>],
+        t: u64,
+        k: u64,
+        (n0, nsz): (u64, u64),
+        span: Span,
+    ) -> Tile {
+        if let Some(tile) = tiles[t as usize] {
+            return tile;
+        }
+        let k0 = t * 128;
+        let tile = self.load_kmajor(bo, k0, 128.min(k - k0), n0, nsz, span);
+        tiles[t as usize] = Some(tile);
+        tile
+    }
+
+    /// Extends the staged tiles of row blocks `xs` (one list per block) by K steps until
+    /// they hold `upto` steps.
+    fn stage_steps(
+        &mut self,
+        op: &Operand2d,
+        k: u64,
+        xs: &[(u64, u64)],
+        staged: &mut [Vec<Tile>],
+        upto: u64,
+        span: Span,
+    ) {
+        while let Some(done) = staged.first().map(|v| v.len() as u64) {
+            if done >= upto {
+                break;
+            }
+            // GpSimd, otherwise idle while the first group runs, transposes the last
+            // block of every third step from GP_FROM on: by then the DMA runs ahead of the
+            // Tensor engine by more than GpSimd's 576 cycles.
+            let gp = usize::from(done >= GP_FROM && done % 3 == 0 && xs.len() > 1);
+            let step = self.kmajor_step(op, k, done, xs, gp, span);
+            for (tiles, tile) in staged.iter_mut().zip(step) {
+                tiles.push(tile);
+            }
+        }
+    }
+
+    /// One K chunk (`t`) of several row blocks `xs` (each `(x0, xsz)`, `xsz` <= 128) of
+    /// an operand whose K axis is contiguous: each block's rows of the chunk are loaded
+    /// and transposed on the Tensor engine side by side into one PSUM bank, copied out by
+    /// one instruction. Returns one tile per block, K on partitions.
+    ///
+    /// The last `gp` blocks go to GpSimd's `partition_transpose` instead (SBUF to SBUF),
+    /// each into a tile of its own.
+    fn kmajor_step(
+        &mut self,
+        op: &Operand2d,
+        k: u64,
+        t: u64,
+        xs: &[(u64, u64)],
+        gp: usize,
+        span: Span,
+    ) -> Vec<Tile> {
+        let dtype = op.view.dtype;
+        let k0 = t * 128;
+        let ksz = 128.min(k - k0);
+        let per_bank = 2048 / dtype.size() as u64;
+        let load_rows = |this: &mut Self, x0: u64, xsz: u64| {
+            let rows = this.sbuf_tile(dtype, xsz as u32, ksz as u32);
+            let base = op.offset + x0 as i64 * op.x_stride + k0 as i64 * op.k_stride;
+            this.dma_2d(
+                rows,
+                &op.view,
+                base,
+                (xsz, op.x_stride),
+                (ksz, op.k_stride),
+                span,
+            );
+            rows
+        };
+        let on_pe = xs.len() - gp.min(xs.len());
+        let mut tiles = Vec::with_capacity(xs.len());
+        let mut i = 0;
+        while i < on_pe {
+            // As many blocks as one bank holds.
+            let mut cols = xs[i].1;
+            let mut j = i + 1;
+            while j < on_pe && cols + xs[j].1 <= per_bank {
+                cols += xs[j].1;
+                j += 1;
+            }
+            let bank = self.psum_tile(dtype, ksz, cols);
+            let out = self.sbuf_tile(dtype, ksz as u32, cols as u32);
+            let mut at = 0;
+            for &(x0, xsz) in &xs[i..j] {
+                let rows = load_rows(self, x0, xsz);
+                self.out.push(
+                    Op::Transpose {
+                        out: bank.slice(0, ksz as u32, at as u32, xsz as u32),
+                        src: rows.ap(),
+                    },
+                    Engine::Tensor,
+                    &[bank.buf, rows.buf],
+                    span,
+                );
+                tiles.push(Tile {
+                    parts: ksz as u32,
+                    cols: xsz as u32,
+                    col_offset: at as u32,
+                    ..out
+                });
+                at += xsz;
+            }
+            self.copy_out(out.ap(), bank.ap(), &[out.buf, bank.buf], span);
+            i = j;
+        }
+        for &(x0, xsz) in &xs[on_pe..] {
+            let rows = load_rows(self, x0, xsz);
+            let out = self.sbuf_tile(dtype, ksz as u32, xsz as u32);
+            self.out.push(
+                Op::PartitionTranspose {
+                    out: out.ap(),
+                    src: rows.ap(),
+                },
+                Engine::GpSimd,
+                &[out.buf, rows.buf],
+                span,
+            );
+            tiles.push(out);
+        }
+        tiles
+    }
+
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.
     pub(super) fn load_kmajor(
         &mut self,
@@ -552,6 +741,25 @@ impl Tiler<'_> {
         }
         out
     }
+}
+
+/// How many M chunks run together while an N block of `nsz` columns streams its `kt` B
+/// tiles in: per K step the DMA brings one B tile (128 x `nsz`) and a 128 x 128 slice of
+/// A per chunk, at 256 B/cycle; each chunk gives the Tensor engine `nsz / rate` cycles of
+/// matmul and 64 of transpose. The group is the smallest (at most four) whose Tensor work
+/// per step exceeds the DMA's time by a fifth, so the Tensor engine is not starved while
+/// B arrives (bench, 1000 x 1500 x 700: 512 columns, two chunks 46,602 cycles, three
+/// 44,489, four 43,822). With one or two K steps B is in after about one DMA latency
+/// and a larger group only delays the first results: at most two (the 384 x 256 x 640
+/// MLP of `tests/layout_engines.rs`: 21,603 cycles with two, 22,499 with four).
+fn first_group(kt: u64, nsz: u64, rate: f64, asize: u64, bsize: u64) -> usize {
+    let b_bytes = (128 * nsz * bsize) as f64;
+    let a_bytes = (128 * 128 * asize) as f64;
+    let tensor = (nsz as f64 / rate).max(32.0) + 64.0;
+    let most = if kt <= 2 { 2 } else { MAX_FIRST_GROUP };
+    (1..=most)
+        .find(|&g| g as f64 * tensor >= 1.2 * (b_bytes + g as f64 * a_bytes) / 256.0)
+        .unwrap_or(most) as usize
 }
 
 /// The view with its last two axes exchanged (a free transpose).

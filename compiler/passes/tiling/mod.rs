@@ -58,6 +58,11 @@ pub struct Tiler<'a> {
     fold: bool,
     /// `--dtype-policy strict`.
     strict: bool,
+    /// Set while the tiler emits a kernel's last block: its stores are split finely
+    /// (`block::dma_pieces`).
+    pub last_stores: bool,
+    /// Set while the tiler lowers the kernel's last group.
+    pub last_group: bool,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -94,6 +99,8 @@ pub fn lower(
         layout,
         fold: grouping_given && options.enabled("fusion"),
         strict: options.strict_dtypes,
+        last_stores: false,
+        last_group: false,
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -118,9 +125,11 @@ pub fn lower(
         }
     }
     t.plan_scratch(&grouping);
-    for g in &grouping.groups {
+    for (gi, g) in grouping.groups.iter().enumerate() {
+        t.last_group = gi + 1 == grouping.groups.len();
         t.lower_group(g)?;
     }
+    t.last_stores = false;
     // Results that alias an input, a view, or another result: copy them.
     for (i, r) in func.results.iter().enumerate() {
         if let Some(dest) = &result_home[i] {

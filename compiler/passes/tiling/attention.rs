@@ -4,13 +4,24 @@
 //! K (transposed, D on partitions) and V (keys on partitions) are loaded once and stay in
 //! SBUF. For each block of 128 queries: `q^T` is prepared on the Tensor engine; then for
 //! each block of keys the scores go to PSUM (`q^T^T @ k^T`), the row maximum is updated
-//! (`m_new = max(m, max(s))`), the probabilities `exp(c*s - c*m_new)` and their row sum come
-//! from one Scalar activation (with `c` the positive scale), the running sum and the output
-//! accumulator are rescaled by `alpha = exp(c*m - c*m_new)`, the probabilities are
-//! transposed on the Tensor engine and multiplied with V into PSUM, and added to the
-//! accumulator. At the end the accumulator is divided by the running sum and the rest of
-//! the group (a cast) runs on it. A causal mask (`tril`, fill -inf) skips key blocks that
-//! lie entirely above the diagonal and masks the blocks that cross it.
+//! (kept as the exponentials' bias `-c*m`, with `c` the positive scale), the
+//! probabilities `exp(c*s - c*m_new)` and their row sum come from one Scalar activation,
+//! the running sum and the output accumulator are rescaled by `alpha = exp(c*m -
+//! c*m_new)`, the probabilities are transposed on the Tensor engine and multiplied with V
+//! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
+//! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
+//! -inf) skips key blocks that lie entirely above the diagonal and masks the blocks that
+//! cross it.
+//!
+//! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
+//! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
+//! query tiles are in flight, each stage emitted for all of them in turn; block j+1's
+//! scores are emitted right after block j's exponentials, before its transposes, so the
+//! PE array computes a tile's next scores (in the bank its exponentials just freed) while
+//! Scalar works through the other tiles' exponentials; the tiles' output accumulators
+//! share one PSUM bank, leaving the banks to scores and p^T; and nothing on the path
+//! from the maximum to the exponentials leaves Vector and Scalar (bench, S = 4096:
+//! 404,896 -> 326,912 cycles).
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
@@ -22,7 +33,8 @@ use smallvec::smallvec;
 
 /// Keys per block: one PSUM bank of f32 scores.
 const KEY_BLOCK: u64 = 512;
-/// Query tiles in flight together.
+/// Query tiles in flight together (bench, S = 4096: three 363,279 cycles, four 326,912;
+/// five would need more PSUM banks than there are).
 const QUERY_GROUP: usize = 4;
 
 /// The running state of one block of 128 queries.
@@ -31,8 +43,9 @@ struct QueryTile {
     msz: u64,
     /// q^T, one tile per chunk of D.
     qt: Vec<Tile>,
-    /// Running row maximum and sum.
-    m_run: Tile,
+    /// The running row maximum as the exponentials' bias, `-c * m` (c > 0, so the
+    /// running maximum is the running minimum of this), and the running sum.
+    nb_run: Tile,
     l_run: Tile,
     /// The output accumulator, in PSUM.
     o: Tile,
@@ -85,49 +98,66 @@ impl Tiler<'_> {
             .map(|t| (t * 128, 128.min(sq - t * 128)))
             .collect();
         for group in tiles.chunks(QUERY_GROUP) {
+            // The group's output accumulators share one PSUM bank when they fit (PSUM's
+            // eight banks are what limits how many blocks of scores are in flight).
+            let packed = (group.len() as u64 * dv * 4 <= 2048)
+                .then(|| self.psum_tile(Dtype::F32, 128.min(sq), group.len() as u64 * dv));
             let mut states: Vec<QueryTile> = group
                 .iter()
-                .map(|&(m0, msz)| {
+                .enumerate()
+                .map(|(gi, &(m0, msz))| {
                     let qt = self.prepare_kmajor(&qo, d, m0, msz, 0, span);
                     let parts = msz as u32;
-                    let m_run = self.sbuf_tile(Dtype::F32, parts, 1);
-                    self.fill(m_run, f32::NEG_INFINITY, span);
+                    // -c * max = +inf before any key.
+                    let nb_run = self.sbuf_tile(Dtype::F32, parts, 1);
+                    self.fill(nb_run, f32::INFINITY, span);
                     let l_run = self.sbuf_tile(Dtype::F32, parts, 1);
                     self.fill(l_run, 0.0, span);
                     // The output accumulates in PSUM across key blocks: each block rescales
                     // it in place and its p @ v matmuls add to it.
-                    let o = self.psum_tile(Dtype::F32, msz, dv);
+                    let o = match packed {
+                        Some(bank) => Tile {
+                            parts: msz as u32,
+                            cols: dv as u32,
+                            col_offset: (gi as u64 * dv) as u32,
+                            ..bank
+                        },
+                        None => self.psum_tile(Dtype::F32, msz, dv),
+                    };
                     self.fill(o, 0.0, span);
                     QueryTile {
                         m0,
                         msz,
                         qt,
-                        m_run,
+                        nb_run,
                         l_run,
                         o,
                     }
                 })
                 .collect();
-            let mut j0 = 0;
-            while j0 < sk {
-                let kb = KEY_BLOCK.min(sk - j0);
-                // Causal: a block whose first key is past every query's diagonal is skipped.
-                let live: Vec<bool> = states
+            let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
+                .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
+                .collect();
+            // Every tile's scores of one block, where live (causal: a block whose first key
+            // is past every query's diagonal is skipped).
+            let block_scores = |this: &mut Self, states: &[QueryTile], (j0, kb): (u64, u64)| {
+                states
                     .iter()
-                    .map(|st| match a.tril {
-                        Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
-                        None => true,
+                    .map(|st| {
+                        let live = match a.tril {
+                            Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
+                            None => true,
+                        };
+                        live.then(|| this.attention_scores(a, st, &kt_tiles, j0, kb, span))
                     })
-                    .collect();
-                // Every tile's scores first, then every tile's softmax and p @ v: the PE
-                // array computes one tile's scores while another's softmax runs.
-                let scores: Vec<Option<Tile>> = states
-                    .iter()
-                    .zip(&live)
-                    .map(|(st, &l)| {
-                        l.then(|| self.attention_scores(a, st, &kt_tiles, j0, kb, span))
-                    })
-                    .collect();
+                    .collect::<Vec<Option<Tile>>>()
+            };
+            // The scores run one block ahead: block j+1's are emitted after block j's
+            // exponentials, so the PE array computes them while the softmax of the other
+            // tiles of block j still runs.
+            let mut next_scores = block_scores(self, &states, blocks[0]);
+            for (bi, &(j0, kb)) in blocks.iter().enumerate() {
+                let scores = std::mem::take(&mut next_scores);
                 // Then each stage for every tile in turn, so no engine's in-order stream
                 // holds one tile's work behind another tile's wait.
                 let soft: Vec<Option<(Tile, Tile)>> = states
@@ -135,19 +165,21 @@ impl Tiler<'_> {
                     .zip(scores)
                     .map(|(st, s)| s.map(|s| self.attention_softmax(a, st, s, kb, p_dtype, span)))
                     .collect();
-                let pts: Vec<Option<Tile>> = states
-                    .iter()
-                    .zip(&soft)
-                    .map(|(st, sm)| {
-                        sm.map(|(p, _)| self.attention_transpose(st, p, kb, p_dtype, span))
-                    })
-                    .collect();
-                for ((st, sm), pt) in states.iter().zip(&soft).zip(pts) {
-                    if let (Some((_, alpha)), Some(pt)) = (sm, pt) {
-                        self.attention_accumulate(st, pt, *alpha, &v_tiles, j0, kb, span);
+                if let Some(&next) = blocks.get(bi + 1) {
+                    next_scores = block_scores(self, &states, next);
+                }
+                let mut pts: Vec<Vec<(u64, Tile)>> = vec![Vec::new(); states.len()];
+                for (i, st) in states.iter().enumerate() {
+                    if let Some((p, _)) = soft[i] {
+                        pts[i] = self.attention_transpose(st, p, j0, kb, p_dtype, span);
                     }
                 }
-                j0 += kb;
+                for (i, st) in states.iter().enumerate() {
+                    if let Some((_, alpha)) = soft[i] {
+                        self.attention_rescale(st, alpha, span);
+                        self.attention_pv(st, &pts[i], &v_tiles, span);
+                    }
+                }
             }
             for st in &states {
                 // o / l, then the rest of the group.
@@ -241,7 +273,10 @@ impl Tiler<'_> {
     ) -> (Tile, Tile) {
         let c = a.scale;
         let parts = st.msz as u32;
-        // m_new = max(m, max(s)); bias = -c * m_new; alpha = exp(c*m - c*m_new).
+        // The block's maximum, then nb_new = min(nb, -c * max(s)) = -c * max(m, max(s))
+        // exactly (x -> -c * x, rounded, never increases), on Vector right behind the
+        // maximum (the `engines` pass keeps it there), and alpha = exp(nb_new - nb) =
+        // exp(c*m - c*m_new) on Scalar, which then needs only nb_new for the block.
         let mb = self.sbuf_tile(Dtype::F32, parts, 1);
         self.out.push(
             Op::TensorReduce {
@@ -253,26 +288,32 @@ impl Tiler<'_> {
             &[mb.buf, src.buf],
             span,
         );
-        let m_new = self.tiny(
-            AluOp::Max,
-            mb,
-            ScalarArg::Ap(st.m_run.ap()),
-            Some(st.m_run.buf),
+        let bias = self.sbuf_tile(Dtype::F32, parts, 1);
+        self.out.push(
+            Op::TensorScalar {
+                out: bias.ap(),
+                src: mb.ap(),
+                op0: AluOp::Mul,
+                s0: ScalarArg::imm(-c),
+                op1: AluOp::Min,
+                s1: ScalarArg::Ap(st.nb_run.ap()),
+            },
+            Engine::Vector,
+            &[bias.buf, mb.buf, st.nb_run.buf],
             span,
         );
-        let bias = self.tiny(AluOp::Mul, m_new, ScalarArg::imm(-c), None, span);
         let alpha = self.sbuf_tile(Dtype::F32, parts, 1);
         self.out.push(
             Op::Activate {
                 out: alpha.ap(),
-                src: st.m_run.ap(),
+                src: st.nb_run.ap(),
                 func: ActFunc::Exp,
-                scale: ScalarArg::imm(c),
+                scale: ScalarArg::imm(-1.0),
                 bias: ScalarArg::Ap(bias.ap()),
                 accum: None,
             },
             Engine::Scalar,
-            &[alpha.buf, st.m_run.buf, bias.buf],
+            &[alpha.buf, st.nb_run.buf, bias.buf],
             span,
         );
         // p = exp(c*s - c*m_new) and its row sum, in one activation.
@@ -308,22 +349,27 @@ impl Tiler<'_> {
             span,
         );
         st.l_run = l_new;
-        st.m_run = m_new;
+        st.nb_run = bias;
         (p, alpha)
     }
 
-    /// p^T for one block of one query tile.
+    /// p^T for one block (keys from `j0`) of one query tile: one tile per chunk of 128
+    /// keys, with the chunk's first key. The chunks are transposed on the PE array side
+    /// by side into one PSUM bank and copied out at once (the `engines` pass balances the
+    /// copies over Vector and Scalar). GpSimd's `partition_transpose` could take chunks
+    /// off Vector and Scalar, but at 576 cycles each on an in-order stream it delays
+    /// them more than it saves (bench, S = 4096: one chunk of four on GpSimd, 326,912 ->
+    /// 406,304 cycles).
     fn attention_transpose(
         &mut self,
         st: &QueryTile,
         p: Tile,
+        j0: u64,
         kb: u64,
         p_dtype: Dtype,
         span: crate::frontend::typed::Span,
-    ) -> Tile {
+    ) -> Vec<(u64, Tile)> {
         let parts = st.msz as u32;
-        // p^T: the block's 128-key chunks transposed side by side into one PSUM bank and
-        // copied out at once (the `engines` pass balances the copies over Vector and Scalar).
         let chunks: Vec<(u64, u64)> = (0..kb.div_ceil(128))
             .map(|i| (i * 128, 128.min(kb - i * 128)))
             .collect();
@@ -360,25 +406,28 @@ impl Tiler<'_> {
         for (dst, src) in pieces {
             self.copy_out(dst, src, &[pt.buf, pt_bank.buf], span);
         }
-        pt
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, &(c0, cs))| {
+                let tile = Tile {
+                    parts: cs as u32,
+                    cols: parts,
+                    col_offset: i as u32 * parts,
+                    ..pt
+                };
+                (j0 + c0, tile)
+            })
+            .collect()
     }
 
-    /// o = o * alpha (in PSUM), then o += p @ v, for one block of one query tile.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_accumulate(
+    /// o = o * alpha, in PSUM.
+    fn attention_rescale(
         &mut self,
         st: &QueryTile,
-        pt: Tile,
         alpha: Tile,
-        v_tiles: &[Tile],
-        j0: u64,
-        kb: u64,
         span: crate::frontend::typed::Span,
     ) {
-        let parts = st.msz as u32;
-        let chunks: Vec<(u64, u64)> = (0..kb.div_ceil(128))
-            .map(|i| (i * 128, 128.min(kb - i * 128)))
-            .collect();
         self.out.push(
             Op::TensorScalar {
                 out: st.o.ap(),
@@ -392,15 +441,18 @@ impl Tiler<'_> {
             &[st.o.buf, st.o.buf, alpha.buf],
             span,
         );
-        for (i, &(c0, cs)) in chunks.iter().enumerate() {
-            let chunk = ((j0 + c0) / 128) as usize;
-            let stationary = Tile {
-                parts: cs as u32,
-                cols: parts,
-                col_offset: i as u32 * parts,
-                ..pt
-            };
-            self.matmul(st.o, stationary, v_tiles[chunk], true, span);
+    }
+
+    /// o += p @ v for chunks of p^T, each with its first key.
+    fn attention_pv(
+        &mut self,
+        st: &QueryTile,
+        pt: &[(u64, Tile)],
+        v_tiles: &[Tile],
+        span: crate::frontend::typed::Span,
+    ) {
+        for &(key0, stationary) in pt {
+            self.matmul(st.o, stationary, v_tiles[(key0 / 128) as usize], true, span);
         }
     }
 
@@ -415,34 +467,5 @@ impl Tiler<'_> {
             &[t.buf],
             span,
         );
-    }
-
-    /// `out = x OP s` on one column per partition (which the `engines` pass gives to
-    /// GpSimd); `extra` is the buffer of `s` when it is a tile.
-    fn tiny(
-        &mut self,
-        op: AluOp,
-        x: Tile,
-        s: ScalarArg,
-        extra: Option<crate::tile::Buf>,
-        span: crate::frontend::typed::Span,
-    ) -> Tile {
-        let out = self.sbuf_tile(Dtype::F32, x.parts, 1);
-        let mut bufs = vec![out.buf, x.buf];
-        bufs.extend(extra);
-        self.out.push(
-            Op::TensorScalar {
-                out: out.ap(),
-                src: x.ap(),
-                op0: op,
-                s0: s,
-                op1: AluOp::Bypass,
-                s1: ScalarArg::imm(0.0),
-            },
-            Engine::Vector,
-            &bufs,
-            span,
-        );
-        out
     }
 }

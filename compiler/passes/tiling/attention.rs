@@ -19,9 +19,10 @@
 //! scores are emitted right after block j's exponentials, before its transposes, so the
 //! PE array computes a tile's next scores (in the bank its exponentials just freed) while
 //! Scalar works through the other tiles' exponentials; the tiles' output accumulators
-//! share one PSUM bank, leaving the banks to scores and p^T; and nothing on the path
-//! from the maximum to the exponentials leaves Vector and Scalar (bench, S = 4096:
-//! 404,896 -> 326,912 cycles).
+//! share one PSUM bank, leaving the banks to scores and p^T; nothing on the path from
+//! the maximum to the exponentials leaves Vector and Scalar; and GpSimd, then free,
+//! transposes one chunk of p in four, taking that copy off them (bench, S = 4096:
+//! 404,896 -> 315,872 cycles).
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
@@ -33,6 +34,9 @@ use smallvec::smallvec;
 
 /// Keys per block: one PSUM bank of f32 scores.
 const KEY_BLOCK: u64 = 512;
+/// Chunks of 128 keys per key block (of four) whose probabilities GpSimd transposes
+/// (`attention_transpose`).
+const GPSIMD_CHUNKS: usize = 1;
 /// Query tiles in flight together (bench, S = 4096: three 363,279 cycles, four 326,912;
 /// five would need more PSUM banks than there are).
 const QUERY_GROUP: usize = 4;
@@ -356,10 +360,12 @@ impl Tiler<'_> {
     /// p^T for one block (keys from `j0`) of one query tile: one tile per chunk of 128
     /// keys, with the chunk's first key. The chunks are transposed on the PE array side
     /// by side into one PSUM bank and copied out at once (the `engines` pass balances the
-    /// copies over Vector and Scalar). GpSimd's `partition_transpose` could take chunks
-    /// off Vector and Scalar, but at 576 cycles each on an in-order stream it delays
-    /// them more than it saves (bench, S = 4096: one chunk of four on GpSimd, 326,912 ->
-    /// 406,304 cycles).
+    /// copies over Vector and Scalar), except the last GPSIMD_CHUNKS (never the only
+    /// one), which GpSimd's `partition_transpose` moves SBUF to SBUF: no copy for Vector
+    /// and Scalar, the bottleneck. GpSimd's in-order stream holds nothing else on the
+    /// softmax's path (bench, S = 4096: none 326,912 cycles, one of four 315,872, two
+    /// 369,184 as GpSimd, at 576 cycles a chunk, becomes the bottleneck, one and two in
+    /// turn 330,944).
     fn attention_transpose(
         &mut self,
         st: &QueryTile,
@@ -370,9 +376,11 @@ impl Tiler<'_> {
         span: crate::frontend::typed::Span,
     ) -> Vec<(u64, Tile)> {
         let parts = st.msz as u32;
-        let chunks: Vec<(u64, u64)> = (0..kb.div_ceil(128))
+        let all: Vec<(u64, u64)> = (0..kb.div_ceil(128))
             .map(|i| (i * 128, 128.min(kb - i * 128)))
             .collect();
+        let on_pe = all.len() - GPSIMD_CHUNKS.min(all.len() - 1);
+        let chunks = &all[..on_pe];
         let pt_bank = self.psum_tile(p_dtype, 128.min(kb), parts as u64 * chunks.len() as u64);
         for (i, &(c0, cs)) in chunks.iter().enumerate() {
             self.out.push(
@@ -406,7 +414,7 @@ impl Tiler<'_> {
         for (dst, src) in pieces {
             self.copy_out(dst, src, &[pt.buf, pt_bank.buf], span);
         }
-        chunks
+        let mut tiles: Vec<(u64, Tile)> = chunks
             .iter()
             .enumerate()
             .map(|(i, &(c0, cs))| {
@@ -418,7 +426,21 @@ impl Tiler<'_> {
                 };
                 (j0 + c0, tile)
             })
-            .collect()
+            .collect();
+        for &(c0, cs) in &all[on_pe..] {
+            let out = self.sbuf_tile(p_dtype, cs as u32, parts);
+            self.out.push(
+                Op::PartitionTranspose {
+                    out: out.ap(),
+                    src: p.slice(0, parts, c0 as u32, cs as u32),
+                },
+                Engine::GpSimd,
+                &[out.buf, p.buf],
+                span,
+            );
+            tiles.push((j0 + c0, out));
+        }
+        tiles
     }
 
     /// o = o * alpha, in PSUM.

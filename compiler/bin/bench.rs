@@ -698,23 +698,25 @@ cost 64 bytes a run (32 times the data, about 375,000 cycles for A), so 96 chunk
 128 x 128 are transposed, on the PE array (64 cycles each at 2 columns/cycle, plus a copy \
 out of PSUM) or on GpSimd (`partition_transpose`, 576 cycles, no copy). Matmul cost depends \
 on the moving columns only, so the remainder chunks (M = 7 x 128 + 104, K = 11 x 128 + 92) \
-cost as much as full ones: 8 x 12 x 350 = 33,600 cycles against the bound's 32,044. With \
-GpSimd taking what it can while the Tensor engine multiplies, the Tensor engine is busy \
-37,114 cycles (`--report`). Before the first transpose comes at least one DMA latency \
-(2,000 cycles) and after the last matmul a copy out of PSUM and a store (2,000 + its data \
-over at most four queues, as a 104-row tile splits into 32-partition pieces): about \
-41,700 cycles even with perfect overlap, efficiency <= 0.77. Measured 0.679: the start \
-waits 3,200 cycles for the first rows of A, the tail is 3,760, and the first M chunks of \
-each N block still wait about 3,000 cycles for B tiles.
+cost as much as full ones: 8 x 12 x 350 = 33,600 cycles against the bound's 32,044. The \
+kernel is nearly DMA-bound too (7.9 MB at 256 B/cycle: 30,859 cycles), and the first four \
+M chunks must stream all of the first N block's B (1.5 MB) with their A. Measured 0.731 \
+(`--report`, `--trace`): the first transpose starts at 2,256 (one DMA latency and the \
+first slice of A), the DMA-bound ramp of the first K steps costs 1,088, the Tensor engine \
+is busy 37,725 (33,600 of matmuls, 57 transposes; GpSimd did the other 39) and the tail \
+after the last matmul (a copy out of PSUM, a store's 2,000-cycle latency and its data) is \
+2,722. 0.75 needs about 1,100 cycles less: some 17 more transposes on GpSimd, which is \
+idle while the second N block runs, but the transposes are needed during the first.
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
-equally the Scalar engine's exponentials: S^2 / 128 per cycle). Besides the exponentials \
-(131,072 cycles), every score must be reduced for the running maximum on Vector (GpSimd \
-cannot read PSUM): another 131,072; and the probabilities, transposed on the PE array into \
-PSUM, must be copied to SBUF to be a matmul operand: another 131,072. Only Vector and \
-Scalar can do these, so they need >= 196,608 cycles between them before the fixed cost of \
-64 cycles per instruction (one per 128 x 512 block: +12.5%) and the rescaling of the output \
-accumulator: about 237,000 cycles, efficiency <= 0.55. Reaching 0.60 needs an algorithm \
-that drops one of the three passes over the scores.
+equally the Scalar engine's exponentials: S^2 / 128 per cycle). Per block of 128 queries x \
+512 keys, Vector and Scalar must take the maximum (576 cycles; GpSimd cannot read PSUM), \
+the exponentials (576), copy the transposed probabilities out of PSUM (three chunks of \
+four: 448; GpSimd transposes the fourth) and rescale the accumulator and the running \
+values (322): 1,922 cycles, 256 blocks, at least 246,000 cycles each for the two engines \
+even if always busy, so efficiency <= 0.53 with this algorithm (measured 0.415, Vector and \
+Scalar 83% busy). Reaching 0.60 needs an algorithm that drops a pass over the scores, \
+such as computing p^T directly on the PE array (the scores transposed with the row \
+maximum folded in as an extra contraction row), which moves work to the Tensor engine.
 ";
 
 fn markdown(results: &Results) -> String {

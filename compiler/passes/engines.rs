@@ -99,21 +99,18 @@ fn next_readers(
     // The latest writer of each buffer not yet read.
     let mut waiting: std::collections::HashMap<Buf, crate::tile::TInst> = Default::default();
     for &i in &func.layout {
-        let inst = &func.insts[i];
-        let mut k = 0;
-        let mut writes: SmallVec<[Buf; 2]> = SmallVec::new();
-        inst.op.visit_aps(&mut |_, access| {
-            if let Some(&b) = inst.bufs.get(k) {
-                if access == Access::Write {
-                    writes.push(b);
-                } else if let Some(w) = waiting.remove(&b) {
+        let accesses = func.insts[i].buf_accesses();
+        for &(b, access) in &accesses {
+            if access == Access::Read {
+                if let Some(w) = waiting.remove(&b) {
                     out.entry(w).or_insert(i);
                 }
             }
-            k += 1;
-        });
-        for b in writes {
-            waiting.insert(b, i);
+        }
+        for &(b, access) in &accesses {
+            if access == Access::Write {
+                waiting.insert(b, i);
+            }
         }
     }
     out
@@ -230,24 +227,19 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
             if inst.engine != Engine::Vector {
                 continue;
             }
-            let mut reads_fresh = false;
-            let mut wrote: SmallVec<[Buf; 2]> = SmallVec::new();
-            let mut k = 0;
-            inst.op.visit_aps(&mut |_, access| {
-                if let Some(&b) = inst.bufs.get(k) {
-                    if access == Access::Write {
-                        wrote.push(b);
-                    } else if vector_wrote.contains(&b) {
-                        reads_fresh = true;
-                    }
-                }
-                k += 1;
-            });
+            let accesses = inst.buf_accesses();
+            let reads_fresh = accesses
+                .iter()
+                .any(|&(b, a)| a == Access::Read && vector_wrote.contains(&b));
             if is_column_work(inst) && !(reads_fresh && feeds_scalar) {
                 inst.engine = Engine::GpSimd;
                 changed = true;
             } else {
-                vector_wrote = wrote;
+                vector_wrote = accesses
+                    .iter()
+                    .filter(|&&(_, a)| a == Access::Write)
+                    .map(|&(b, _)| b)
+                    .collect();
             }
         }
     }

@@ -91,6 +91,21 @@ pub struct TileInst {
     pub bufs: SmallVec<[Buf; 4]>,
 }
 
+impl TileInst {
+    /// Each memory operand's buffer with its access, in `Op::visit_aps` order.
+    pub fn buf_accesses(&self) -> SmallVec<[(Buf, isa::Access); 4]> {
+        let mut out = SmallVec::new();
+        let mut k = 0;
+        self.op.visit_aps(&mut |_, access| {
+            if let Some(&b) = self.bufs.get(k) {
+                out.push((b, access));
+            }
+            k += 1;
+        });
+        out
+    }
+}
+
 /// A kernel in tile IR.
 #[derive(Clone, Debug, Default)]
 pub struct TileFunc {

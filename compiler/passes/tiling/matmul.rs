@@ -471,16 +471,7 @@ impl Tiler<'_> {
                 .collect();
         }
         let dtype = op.view.dtype;
-        let rows = self.sbuf_tile(dtype, xsz as u32, k as u32);
-        let base = op.offset + x0 as i64 * op.x_stride;
-        self.dma_2d(
-            rows,
-            &op.view,
-            base,
-            (xsz, op.x_stride),
-            (k, op.k_stride),
-            span,
-        );
+        let rows = self.load_rows(op, (x0, xsz), (0, k), span);
         // One SBUF buffer holds every K chunk's transposed tile, side by side.
         let full = k / 128;
         let out = self.sbuf_tile(dtype, 128.min(k) as u32, (kt * xsz) as u32);
@@ -603,19 +594,6 @@ impl Tiler<'_> {
         let k0 = t * 128;
         let ksz = 128.min(k - k0);
         let per_bank = 2048 / dtype.size() as u64;
-        let load_rows = |this: &mut Self, x0: u64, xsz: u64| {
-            let rows = this.sbuf_tile(dtype, xsz as u32, ksz as u32);
-            let base = op.offset + x0 as i64 * op.x_stride + k0 as i64 * op.k_stride;
-            this.dma_2d(
-                rows,
-                &op.view,
-                base,
-                (xsz, op.x_stride),
-                (ksz, op.k_stride),
-                span,
-            );
-            rows
-        };
         let on_pe = xs.len() - gp.min(xs.len());
         let mut tiles = Vec::with_capacity(xs.len());
         let mut i = 0;
@@ -631,7 +609,7 @@ impl Tiler<'_> {
             let out = self.sbuf_tile(dtype, ksz as u32, cols as u32);
             let mut at = 0;
             for &(x0, xsz) in &xs[i..j] {
-                let rows = load_rows(self, x0, xsz);
+                let rows = self.load_rows(op, (x0, xsz), (k0, ksz), span);
                 self.out.push(
                     Op::Transpose {
                         out: bank.slice(0, ksz as u32, at as u32, xsz as u32),
@@ -653,7 +631,7 @@ impl Tiler<'_> {
             i = j;
         }
         for &(x0, xsz) in &xs[on_pe..] {
-            let rows = load_rows(self, x0, xsz);
+            let rows = self.load_rows(op, (x0, xsz), (k0, ksz), span);
             let out = self.sbuf_tile(dtype, ksz as u32, xsz as u32);
             self.out.push(
                 Op::PartitionTranspose {
@@ -667,6 +645,28 @@ impl Tiler<'_> {
             tiles.push(out);
         }
         tiles
+    }
+
+    /// Loads `op[k0..k0+ksz, x0..x0+xsz]` as it lies when K is contiguous: `xsz` rows of
+    /// the other axis on partitions, `ksz` elements of K along each (to be transposed).
+    fn load_rows(
+        &mut self,
+        op: &Operand2d,
+        (x0, xsz): (u64, u64),
+        (k0, ksz): (u64, u64),
+        span: Span,
+    ) -> Tile {
+        let rows = self.sbuf_tile(op.view.dtype, xsz as u32, ksz as u32);
+        let base = op.offset + x0 as i64 * op.x_stride + k0 as i64 * op.k_stride;
+        self.dma_2d(
+            rows,
+            &op.view,
+            base,
+            (xsz, op.x_stride),
+            (ksz, op.k_stride),
+            span,
+        );
+        rows
     }
 
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` into a new SBUF tile with K on partitions.
@@ -705,15 +705,7 @@ impl Tiler<'_> {
             let mut c = b0;
             while c < b0 + bsz {
                 let xc = 128.min(b0 + bsz - c);
-                let rows = self.sbuf_tile(dtype, xc as u32, ksz as u32);
-                self.dma_2d(
-                    rows,
-                    &op.view,
-                    base + c as i64 * op.x_stride,
-                    (xc, op.x_stride),
-                    (ksz, op.k_stride),
-                    span,
-                );
+                let rows = self.load_rows(op, (x0 + c, xc), (k0, ksz), span);
                 self.out.push(
                     Op::Transpose {
                         out: bank.slice(0, ksz as u32, (c - b0) as u32, xc as u32),

@@ -201,7 +201,7 @@ const DMA_MIN_ROW_BYTES: u64 = 512;
 /// The same for a kernel's last stores (`Tiler::last_stores`): nothing runs after them,
 /// so their latency is the kernel's tail, and 128-byte runs still move at full rate (a
 /// run costs at least 64 bytes).
-const DMA_MIN_ROW_BYTES_LAST: u64 = 128;
+const DMA_MIN_ROW_BYTES_LAST: u64 = 64;
 
 /// Splits a block's transfer into pieces for several DMA queues (each queue moves 16
 /// B/cycle; all 16 together 256): into quarters of 32 partitions when the block has more

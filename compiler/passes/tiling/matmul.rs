@@ -30,15 +30,6 @@ const A_BUDGET: u64 = 64 * 1024;
 /// The most M chunks that run together, K step by K step, while an N block's B tiles
 /// arrive (see `first_group`).
 const MAX_FIRST_GROUP: u64 = 4;
-/// GpSimd's share of A's transposes, in units of one M chunk's matmul time against the
-/// first N block (bench: 1.4 is best for the odd 1000 x 1500 x 700 matmul, 1.2 and 1.0
-/// worse, and it moves the others by under 0.5%).
-const GPSIMD_SHARE: f64 = 1.4;
-/// The first K step of a staged group from which GpSimd transposes one chunk's slice (on
-/// every third step: at 576 cycles a transpose GpSimd keeps up with that, not with every
-/// step; bench, 1000 x 1500 x 700: every step from the third 44,366, every other 44,430,
-/// every third 43,822, never 44,014).
-const GP_FROM: u64 = 3;
 /// K steps by which a group's staged A (see `kmajor_step`) runs ahead of its matmuls.
 const STAGE_AHEAD: u64 = 1;
 /// Bytes per partition one streamed B tile (all of K, 512 columns) may take.
@@ -117,10 +108,6 @@ impl Tiler<'_> {
         // so B streams past them once per block.
         let mb = ((A_BUDGET / (kt * asize).max(1)) / 128 * 128).clamp(128, m.div_ceil(128) * 128);
         let b_tile_fits = kt * 512 * bsize <= B_TILE_BUDGET;
-        // GpSimd's share of A's transposes: as much GpSimd time as the Tensor engine spends
-        // on one M chunk's matmuls against the first N block, during which the next chunk's
-        // transposes are prepared (see `prepare_kmajor`). More makes the Tensor engine wait
-        // for GpSimd (bench: 2048^3 0.921 with this share, 0.884 with 1.5 times it).
         let rate = match a.dtype {
             Dtype::F32 => 0.5,
             d if d.is_fp8() => 4.0,
@@ -130,8 +117,13 @@ impl Tiler<'_> {
         let nblocks: Vec<(u64, u64)> = (0..n.div_ceil(512))
             .map(|j| (j * 512, 512.min(n - j * 512)))
             .collect();
-        let first_n = n.min(512) as f64;
-        let gpsimd = (kt as f64 * (first_n / rate).max(32.0) * GPSIMD_SHARE) as u64;
+        // Engine costs behind GpSimd's share of A's transposes (see `gpsimd_share`): a
+        // matmul against the first N block, a transpose on the PE array, one on GpSimd.
+        let costs = ShareCosts {
+            matmul: ((n.min(512) as f64 / rate).max(32.0)) as u64,
+            pe: ((128.0 / rate).max(32.0)) as u64,
+            gpsimd: 64 + 4 * 128,
+        };
         for bi in 0..batches {
             // Batch index and the operands' offsets for it.
             let mut rem = bi;
@@ -182,6 +174,10 @@ impl Tiler<'_> {
                     // before their first matmul, so each DMA queue's order follows first
                     // use.
                     let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
+                    let group0 =
+                        first_group(kt, nblocks[0].1, rate, asize, bsize).min(chunks.len());
+                    let gpsimd = costs.gpsimd
+                        * gpsimd_share(kt, &costs, group0 as u64, (chunks.len() - group0) as u64);
                     for (si, &nb) in nblocks.iter().enumerate() {
                         // B tiles per K chunk, loaded at first use.
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
@@ -199,12 +195,14 @@ impl Tiler<'_> {
                             };
                             let members: Vec<usize> = (c0..c0 + group).collect();
                             let next = c0 + group;
-                            // The kernel's very last chunk: its stores are the tail.
-                            let last_chunk = self.last_group
+                            // The kernel's last two chunks: the last one's stores are the
+                            // tail, and the one's before it are still moving then.
+                            let last_block = self.last_group
                                 && bi + 1 == batches
                                 && mb0 + mbs >= m
-                                && si + 1 == nblocks.len()
-                                && next >= chunks.len();
+                                && si + 1 == nblocks.len();
+                            let last_chunk = last_block && next >= chunks.len();
+                            let near_end = last_block && next + 1 >= chunks.len();
                             // A group's chunks whose A is still to be transposed load it K
                             // step by K step, each step's rows next to the step's B tiles:
                             // loaded whole, all of the group's A would sit in the DMA
@@ -231,61 +229,115 @@ impl Tiler<'_> {
                             // rest runs, and its loads queue behind these chunks' first B
                             // tiles.
                             let xs: Vec<(u64, u64)> = staged.iter().map(|&ci| chunks[ci]).collect();
-                            let psums: Vec<Tile> = members
-                                .iter()
-                                .map(|&ci| self.psum_tile(Dtype::F32, chunks[ci].1, nb.1))
-                                .collect();
-                            for t in 0..kt {
-                                // The next chunk's transposes go halfway through these
-                                // matmuls: their copies out of PSUM finish while the second
-                                // half runs, and its loads queue behind these chunks' first
-                                // B tiles.
-                                if t == kt / 2 && next < chunks.len() && at[next].is_none() {
-                                    let (m1, msz1) = chunks[next];
-                                    at[next] =
-                                        Some(self.prepare_kmajor(&ao, k, m1, msz1, gpsimd, span));
-                                }
-                                // Staged A: this step's (if not yet there), then the step's
-                                // B tile, then STAGE_AHEAD steps ahead, so that the
-                                // transposes and copy are done when the matmuls start and
-                                // the DMA queues carry this step's data first.
-                                self.stage_steps(&ao, k, &xs, &mut staged_tiles, t + 1, span);
-                                let mv = self.b_tile(&bo, &mut bk, t, k, nb, span);
-                                let upto = (t + 1 + STAGE_AHEAD).min(kt);
-                                self.stage_steps(&ao, k, &xs, &mut staged_tiles, upto, span);
-                                for (&ci, &psum) in members.iter().zip(&psums) {
-                                    let own = staged
-                                        .iter()
-                                        .position(|&s| s == ci)
-                                        .map(|i| staged_tiles[i].get(t as usize));
-                                    let st = match own.unwrap_or_else(|| {
-                                        at[ci].as_ref().and_then(|v| v.get(t as usize))
-                                    }) {
-                                        Some(tile) => *tile,
-                                        None => return Err("transposed A missing".into()),
+                            // The kernel's last output block goes in two column pieces:
+                            // the first's stores overlap the second's matmuls, and after
+                            // the last matmul only a narrow piece is copied and stored.
+                            let pieces = if last_chunk && staged.is_empty() {
+                                tail_pieces(nb, rate)
+                            } else {
+                                vec![nb]
+                            };
+                            for &piece in &pieces {
+                                let psums: Vec<Tile> = members
+                                    .iter()
+                                    .map(|&ci| self.psum_tile(Dtype::F32, chunks[ci].1, piece.1))
+                                    .collect();
+                                for t in 0..kt {
+                                    // The next chunk's transposes go halfway through these
+                                    // matmuls: their copies out of PSUM finish while the
+                                    // second half runs, and its loads queue behind these
+                                    // chunks' first B tiles.
+                                    if t == kt / 2 && next < chunks.len() && at[next].is_none() {
+                                        let (m1, msz1) = chunks[next];
+                                        at[next] = Some(
+                                            self.prepare_kmajor(&ao, k, m1, msz1, gpsimd, span),
+                                        );
+                                    }
+                                    // Staged A: this step's (if not yet there), then the
+                                    // step's B tile, then, after the first chunk's matmul,
+                                    // STAGE_AHEAD steps ahead: the DMA queues carry this
+                                    // step's data first, and the first matmul does not wait
+                                    // for the next step's transposes. The very first step
+                                    // loads the first chunk's slice before the B tile and
+                                    // the others' after the first matmul, which needs only
+                                    // that slice and B (bench, 1000 x 1500 x 700: 43,260
+                                    // cycles with all slices first, 42,747 like this).
+                                    let split_first =
+                                        t == 0 && xs.len() > 1 && staged_tiles[0].is_empty();
+                                    let stage_now = if split_first { &xs[..1] } else { &xs[..] };
+                                    self.stage_steps(
+                                        &ao,
+                                        k,
+                                        stage_now,
+                                        &mut staged_tiles,
+                                        t + 1,
+                                        span,
+                                    );
+                                    let b = self.b_tile(&bo, &mut bk, t, k, nb, span);
+                                    let mv = Tile {
+                                        cols: piece.1 as u32,
+                                        col_offset: b.col_offset + (piece.0 - nb.0) as u32,
+                                        ..b
                                     };
-                                    self.matmul(psum, st, mv, t > 0, span);
+                                    let upto = (t + 1 + STAGE_AHEAD).min(kt);
+                                    for (i, (&ci, &psum)) in members.iter().zip(&psums).enumerate()
+                                    {
+                                        if i == 1 {
+                                            if split_first {
+                                                self.stage_steps(
+                                                    &ao,
+                                                    k,
+                                                    &xs[1..],
+                                                    &mut staged_tiles[1..],
+                                                    1,
+                                                    span,
+                                                );
+                                            }
+                                            self.stage_steps(
+                                                &ao,
+                                                k,
+                                                &xs,
+                                                &mut staged_tiles,
+                                                upto,
+                                                span,
+                                            );
+                                        }
+                                        let own = staged
+                                            .iter()
+                                            .position(|&s| s == ci)
+                                            .map(|i| staged_tiles[i].get(t as usize));
+                                        let st = match own.unwrap_or_else(|| {
+                                            at[ci].as_ref().and_then(|v| v.get(t as usize))
+                                        }) {
+                                            Some(tile) => *tile,
+                                            None => return Err("transposed A missing".into()),
+                                        };
+                                        self.matmul(psum, st, mv, t > 0, span);
+                                    }
                                 }
+                                self.last_stores = near_end;
+                                let start = self.out.layout.len();
+                                for (&ci, &psum) in members.iter().zip(&psums) {
+                                    self.epilogue(
+                                        g, inst, psum, &fixed, chunks[ci], piece, swapped,
+                                    )?;
+                                }
+                                // A group's stores go after all its epilogues' compute, as
+                                // one burst: the `schedule` pass delays bursts, and four
+                                // bursts ending at once would come back before the loads of
+                                // the chunks after the group and hold them in the DMA
+                                // queues.
+                                let tail = self.out.layout.split_off(start);
+                                let (stores, rest): (Vec<_>, Vec<_>) =
+                                    tail.into_iter().partition(|&i| {
+                                        crate::passes::schedule::is_store(&self.out.insts[i].op)
+                                    });
+                                self.out.layout.extend(rest);
+                                self.out.layout.extend(stores);
                             }
                             for (&ci, tiles) in staged.iter().zip(staged_tiles) {
                                 at[ci] = Some(tiles);
                             }
-                            self.last_stores = last_chunk;
-                            let start = self.out.layout.len();
-                            for (&ci, &psum) in members.iter().zip(&psums) {
-                                self.epilogue(g, inst, psum, &fixed, chunks[ci], nb, swapped)?;
-                            }
-                            // A group's stores go after all its epilogues' compute, as one
-                            // burst: the `schedule` pass delays bursts, and four bursts
-                            // ending at once would come back before the loads of the chunks
-                            // after the group and hold them in the DMA queues.
-                            let tail = self.out.layout.split_off(start);
-                            let (stores, rest): (Vec<_>, Vec<_>) =
-                                tail.into_iter().partition(|&i| {
-                                    crate::passes::schedule::is_store(&self.out.insts[i].op)
-                                });
-                            self.out.layout.extend(rest);
-                            self.out.layout.extend(stores);
                             self.last_stores = false;
                             c0 = next;
                         }
@@ -397,14 +449,15 @@ impl Tiler<'_> {
         let esize = view.dtype.size() as u64;
         let bytes = rows.0 * cols.0 * esize;
         // The kernel's first load (nothing emitted before it) is what every engine waits
-        // for: it goes in pieces for all 16 queues, with runs down to 128 bytes.
+        // for: it goes in pieces for all 16 queues, with runs down to 64 bytes (the least a
+        // run costs).
         let first = self.out.layout.is_empty();
         let want = if first {
             64
         } else {
             (bytes / (8 * 1024)).clamp(1, 64)
         };
-        let min_run = if first { 128 } else { 512 };
+        let min_run = if first { 64 } else { 256 };
         // Quarters of 32 partitions (where a tile of at most 32 partitions may start).
         let psplit = if want >= 4 && rows.0 > 32 {
             rows.0.div_ceil(32)
@@ -496,8 +549,8 @@ impl Tiler<'_> {
                     span,
                 );
             }
-            let dst = out.slice(0, ksz as u32, (t * xsz) as u32, (group * xsz) as u32);
-            self.copy_out(dst, bank.ap(), &[out.buf, bank.buf], span);
+            let split = group / 2 * xsz;
+            self.copy_bank(out, t * xsz, bank, ksz, group * xsz, split, span);
             for j in 0..group {
                 tiles.push(Tile {
                     parts: ksz as u32,
@@ -564,9 +617,8 @@ impl Tiler<'_> {
                 break;
             }
             // GpSimd, otherwise idle while the first group runs, transposes the last
-            // block of every third step from GP_FROM on: by then the DMA runs ahead of the
-            // Tensor engine by more than GpSimd's 576 cycles.
-            let gp = usize::from(done >= GP_FROM && done % 3 == 0 && xs.len() > 1);
+            // block of some steps (`gp_step`).
+            let gp = usize::from(gp_step(done) && xs.len() > 1);
             let step = self.kmajor_step(op, k, done, xs, gp, span);
             for (tiles, tile) in staged.iter_mut().zip(step) {
                 tiles.push(tile);
@@ -627,7 +679,9 @@ impl Tiler<'_> {
                 });
                 at += xsz;
             }
-            self.copy_out(out.ap(), bank.ap(), &[out.buf, bank.buf], span);
+            let blocks = j - i;
+            let split: u64 = xs[i..i + blocks / 2].iter().map(|x| x.1).sum();
+            self.copy_bank(out, 0, bank, ksz, cols, split, span);
             i = j;
         }
         for &(x0, xsz) in &xs[on_pe..] {
@@ -645,6 +699,37 @@ impl Tiler<'_> {
             tiles.push(out);
         }
         tiles
+    }
+
+    /// Copies the first `cols` columns of PSUM `bank` (`parts` partitions) to `out` from
+    /// its column `at`, in two copies split at column `split` when that is inside: the
+    /// `engines` pass puts them on Vector and Scalar side by side, and the matmuls that
+    /// read the first part wait for half the copy.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_bank(
+        &mut self,
+        out: Tile,
+        at: u64,
+        bank: Tile,
+        parts: u64,
+        cols: u64,
+        split: u64,
+        span: Span,
+    ) {
+        let parts = parts as u32;
+        let pieces = if split > 0 && split < cols {
+            vec![(0, split), (split, cols - split)]
+        } else {
+            vec![(0, cols)]
+        };
+        for (c0, cn) in pieces {
+            self.copy_out(
+                out.slice(0, parts, (at + c0) as u32, cn as u32),
+                bank.slice(0, parts, c0 as u32, cn as u32),
+                &[out.buf, bank.buf],
+                span,
+            );
+        }
     }
 
     /// Loads `op[k0..k0+ksz, x0..x0+xsz]` as it lies when K is contiguous: `xsz` rows of
@@ -752,6 +837,62 @@ fn first_group(kt: u64, nsz: u64, rate: f64, asize: u64, bsize: u64) -> usize {
     (1..=most)
         .find(|&g| g as f64 * tensor >= 1.2 * (b_bytes + g as f64 * a_bytes) / 256.0)
         .unwrap_or(most) as usize
+}
+
+/// The column pieces of the kernel's last output block `(n0, nsz)`: all but the last
+/// `r` columns, then those, where `r` is the narrowest width whose matmul still costs no
+/// more than its columns (32 cycles at `rate` columns per cycle), so the split adds no
+/// Tensor time. One piece when the block is too narrow to split.
+fn tail_pieces((n0, nsz): (u64, u64), rate: f64) -> Vec<(u64, u64)> {
+    let r = (32.0 * rate) as u64;
+    if nsz < 2 * r {
+        return vec![(n0, nsz)];
+    }
+    vec![(n0, nsz - r), (n0 + nsz - r, r)]
+}
+
+/// Whether GpSimd transposes a slice of K step `t` of a staged group (see `stage_steps`):
+/// every other step from the second. By then the DMA runs ahead of the Tensor engine by
+/// more than GpSimd's 576 cycles a transpose, and a step (about 1,200 cycles for four
+/// chunks) leaves GpSimd time for one slice, not two (bench, 1000 x 1500 x 700: every
+/// other step 42,943 cycles, every third 43,055, every step 44,028, two slices every
+/// third step 42,943 but 2048^3 0.3% slower).
+fn gp_step(t: u64) -> bool {
+    t >= 2 && t.is_multiple_of(2)
+}
+
+/// The cycles behind `gpsimd_share`.
+struct ShareCosts {
+    /// One matmul of a chunk against the first N block.
+    matmul: u64,
+    /// One transpose on the PE array.
+    pe: u64,
+    /// One transpose on GpSimd.
+    gpsimd: u64,
+}
+
+/// How many of each later chunk's `kt` transposes GpSimd takes (the chunks after the
+/// first `group`, `post` of them). While the Tensor engine runs a chunk's `kt` matmuls
+/// and the PE array's share of the next chunk's transposes, GpSimd does its `g` of them;
+/// when GpSimd is the slower it falls behind by `d(g) = g gp - (kt mm + (kt - g) pe)` a
+/// chunk. It starts ahead: the first later chunk is prepared halfway through the group,
+/// and GpSimd is idle for that second half but for the group's own slices. The share is
+/// the largest `g` whose lag over the later chunks stays within that head start (bench:
+/// 1000 x 1500 x 700 takes 8 of 12, 2048^3 9 of 16; one more costs each of them 0.5-1%,
+/// one fewer 0.4%).
+fn gpsimd_share(kt: u64, c: &ShareCosts, group: u64, post: u64) -> u64 {
+    let (kt_f, mm, pe, gp) = (kt as f64, c.matmul as f64, c.pe as f64, c.gpsimd as f64);
+    let head = if group > 1 {
+        let slices = (kt / 2..kt).filter(|&t| gp_step(t)).count() as f64;
+        (kt - kt / 2) as f64 * group as f64 * (mm + pe) - slices * (gp + pe)
+    } else {
+        0.0
+    };
+    let post = post.max(1) as f64;
+    let lag = |g: f64| g * gp - (kt_f * mm + (kt_f - g) * pe);
+    (0..kt)
+        .take_while(|&g| post * lag((g + 1) as f64) <= head)
+        .count() as u64
 }
 
 /// The view with its last two axes exchanged (a free transpose).

@@ -700,13 +700,15 @@ out of PSUM) or on GpSimd (`partition_transpose`, 576 cycles, no copy). Matmul c
 on the moving columns only, so the remainder chunks (M = 7 x 128 + 104, K = 11 x 128 + 92) \
 cost as much as full ones: 8 x 12 x 350 = 33,600 cycles against the bound's 32,044. The \
 kernel is nearly DMA-bound too (7.9 MB at 256 B/cycle: 30,859 cycles), and the first four \
-M chunks must stream all of the first N block's B (1.5 MB) with their A. Measured 0.731 \
-(`--report`, `--trace`): the first transpose starts at 2,256 (one DMA latency and the \
-first slice of A), the DMA-bound ramp of the first K steps costs 1,088, the Tensor engine \
-is busy 37,725 (33,600 of matmuls, 57 transposes; GpSimd did the other 39) and the tail \
-after the last matmul (a copy out of PSUM, a store's 2,000-cycle latency and its data) is \
-2,722. 0.75 needs about 1,100 cycles less: some 17 more transposes on GpSimd, which is \
-idle while the second N block runs, but the transposes are needed during the first.
+M chunks must stream all of the first N block's B (1.5 MB) with their A. Measured 0.7496, \
+23 cycles short (`--report`, `--trace`): the Tensor engine waits 3,113 cycles in the first \
+3,700 (one DMA latency, then the first K step's 256 KB of A slices and B at 256 B/cycle), is \
+busy 37,378 (33,600 of matmuls, 59 transposes; GpSimd did the other 37 and is busy from \
+the group's second half to the end of the first N block) and the tail after the last \
+matmul is 2,256 (the kernel's last 64 columns copied out of PSUM, a store's 2,000-cycle \
+latency and 26 KB over 16 queues). What is left is the DMA-bound start: every chunk of the \
+first group needs the first step's B tile, and a smaller first group feeds the Tensor \
+engine too slowly later (two or three chunks: 46,602 and 44,489 cycles before this round).
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
 equally the Scalar engine's exponentials: S^2 / 128 per cycle). Per block of 128 queries x \
 512 keys, Vector and Scalar must take the maximum (576 cycles; GpSimd cannot read PSUM), \

@@ -488,18 +488,16 @@ fn matmul_compile_text(results: &Results) -> String {
         .find(|(n, _, _)| n.starts_with("matmul bf16 4096^3"));
     match row.map(|(_, _, o)| o) {
         Some(Outcome::Ran(r)) => format!(
-            "Whole compile of the bf16 4096^3 matmul: {:.1} ms (target < {MATMUL_4096_COMPILE_MS:.0} ms: {}).\n",
+            "Compile of the bf16 4096^3 matmul in-process (source text to program): {:.1} ms. \
+             The target (< {MATMUL_4096_COMPILE_MS:.0} ms) is for the whole `tessera compile` \
+             process, which adds process start, encoding and writing the `.tbin` (about 40 ms \
+             more on this machine, measured by hand in issue 5's notes): not met that way.\n",
             r.compile_ms,
-            if r.compile_ms < MATMUL_4096_COMPILE_MS {
-                "met"
-            } else {
-                "not met"
-            }
         ),
         Some(Outcome::NoRun { compile_ms, .. }) => format!(
-            "Whole compile of the bf16 4096^3 matmul: {compile_ms:.1} ms (target < {MATMUL_4096_COMPILE_MS:.0} ms).\n"
+            "Compile of the bf16 4096^3 matmul in-process: {compile_ms:.1} ms (target < {MATMUL_4096_COMPILE_MS:.0} ms for the whole process).\n"
         ),
-        _ => "Whole compile of the bf16 4096^3 matmul: not available.\n".into(),
+        _ => "Compile of the bf16 4096^3 matmul: not available.\n".into(),
     }
 }
 
@@ -731,8 +729,9 @@ fn markdown(results: &Results) -> String {
          bound from tensor IR alone (compulsory HBM traffic at the DMA peak, matmul FLOPs at the \
          Tensor engine's peak for the operand dtype, transcendentals at the Scalar engine's peak; \
          `compiler/roofline.rs`), so emitting more or other instructions cannot make a kernel look \
-         better. Efficiency = bound / cycles. Compile ms is the fastest of three whole compiles \
-         (source text to program) in a release build; interpreter s is the wall time of loading, \
+         better. Efficiency = bound / cycles. Compile ms is the fastest of three compiles in the \
+         bench's process (source text to program, no process start or file output) in a \
+         release build; interpreter s is the wall time of loading, \
          binding and running the program (recording the per-instruction events the profile \
          uses). The machine is shared (2 processors, other builds running), so wall times \
          vary by tens of percent between runs; cycles do not.\n\n\

@@ -170,14 +170,14 @@ impl Tiler<'_> {
                     }
                     // Transposed A is prepared half an M chunk ahead of its use: the
                     // Tensor engine transposes chunk i+1 in the middle of chunk i's
-                    // multiplies, so the multiplies never wait for the copies out of PSUM. B tiles load right
-                    // before their first matmul, so each DMA queue's order follows first
-                    // use.
+                    // multiplies, so the multiplies never wait for the copies out of PSUM.
+                    // B tiles load right before their first matmul, so each DMA queue's
+                    // order follows first use.
                     let mut at: Vec<Option<Vec<Tile>>> = vec![None; chunks.len()];
                     let group0 =
                         first_group(kt, nblocks[0].1, rate, asize, bsize).min(chunks.len());
-                    let gpsimd = costs.gpsimd
-                        * gpsimd_share(kt, &costs, group0 as u64, (chunks.len() - group0) as u64);
+                    let gpsimd =
+                        gpsimd_share(kt, &costs, group0 as u64, (chunks.len() - group0) as u64);
                     for (si, &nb) in nblocks.iter().enumerate() {
                         // B tiles per K chunk, loaded at first use.
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
@@ -262,8 +262,7 @@ impl Tiler<'_> {
                                     // the others' after the first matmul, which needs only
                                     // that slice and B (bench, 1000 x 1500 x 700: 43,260
                                     // cycles with all slices first, 42,747 like this).
-                                    let split_first =
-                                        t == 0 && xs.len() > 1 && staged_tiles[0].is_empty();
+                                    let split_first = t == 0 && xs.len() > 1;
                                     let stage_now = if split_first { &xs[..1] } else { &xs[..] };
                                     self.stage_steps(
                                         &ao,
@@ -501,8 +500,7 @@ impl Tiler<'_> {
     /// copy per transpose would cost the copying engine three times what the transpose
     /// costs the Tensor engine, and the Tensor engine would wait for PSUM banks.
     ///
-    /// `gpsimd_cycles` is the time GpSimd may spend on this operand: that many cycles'
-    /// worth of the last K chunks are transposed by GpSimd's `partition_transpose`
+    /// The last `on_gpsimd` K chunks are transposed by GpSimd's `partition_transpose`
     /// instead (SBUF to SBUF, no PSUM bank, no copy), taking them off the Tensor engine
     /// when it is the bottleneck; the last chunks, because the matmuls need them last.
     pub(super) fn prepare_kmajor(
@@ -511,7 +509,7 @@ impl Tiler<'_> {
         k: u64,
         x0: u64,
         xsz: u64,
-        gpsimd_cycles: u64,
+        on_gpsimd: u64,
         span: Span,
     ) -> Vec<Tile> {
         let kt = k.div_ceil(128);
@@ -530,9 +528,8 @@ impl Tiler<'_> {
         let out = self.sbuf_tile(dtype, 128.min(k) as u32, (kt * xsz) as u32);
         let mut tiles = Vec::with_capacity(kt as usize);
         let per_bank = (2048 / (xsz * dtype.size() as u64)).clamp(1, 8);
-        // The chunks from `on_pe` on go to GpSimd (64 + 4 max(P, F) cycles each).
-        let gp_cost = 64 + 4 * xsz.max(128.min(k));
-        let on_pe = kt - (gpsimd_cycles / gp_cost).min(kt);
+        // The chunks from `on_pe` on go to GpSimd.
+        let on_pe = kt - on_gpsimd.min(kt);
         let mut t = 0;
         while t < on_pe {
             let ksz = 128.min(k - t * 128);
@@ -867,7 +864,7 @@ struct ShareCosts {
     matmul: u64,
     /// One transpose on the PE array.
     pe: u64,
-    /// One transpose on GpSimd.
+    /// One transpose on GpSimd (64 + 4 max(P, F) for 128 x 128).
     gpsimd: u64,
 }
 

@@ -247,14 +247,16 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
     let n = order.len();
     // Work that stays where it is, per position: [Vector, Scalar].
     let mut fixed = vec![[0u64; 2]; n];
-    let mut movable = vec![None; n];
+    // Per position, the costs of movable work on [Vector, Scalar] (its Scalar form is
+    // rebuilt when placed: keeping every form here would hold a whole `Op` per position).
+    let mut movable: Vec<Option<(u64, u64)>> = vec![None; n];
     for (pos, &i) in order.iter().enumerate() {
         let inst = &func.insts[i];
         match scalar_form(inst) {
-            Some((op, bufs)) => {
+            Some((op, _)) => {
                 let v = compute_cost(&inst.op, Engine::Vector, cfg);
                 let s = compute_cost(&op, Engine::Scalar, cfg);
-                movable[pos] = Some((v, s, op, bufs));
+                movable[pos] = Some((v, s));
             }
             None => match inst.engine {
                 Engine::Vector => fixed[pos][0] = compute_cost(&inst.op, Engine::Vector, cfg),
@@ -275,14 +277,19 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
     let mut placed_sum = vec![[0u64; 2]; n + 1];
     for pos in 0..n {
         let mut here = [0u64; 2];
-        if let Some((v, s, op, bufs)) = movable[pos].take() {
+        if let Some((v, s)) = movable[pos] {
             let lo = pos.saturating_sub(WINDOW);
             let hi = (pos + WINDOW + 1).min(n);
             let load = |e: usize| {
                 fixed_sum[hi][e] - fixed_sum[lo][e] + placed_sum[pos][e] - placed_sum[lo][e]
             };
             // Ties stay on Vector, where `tile` put it.
-            if load(1) + s < load(0) + v {
+            let form = if load(1) + s < load(0) + v {
+                scalar_form(&func.insts[order[pos]])
+            } else {
+                None
+            };
+            if let Some((op, bufs)) = form {
                 let inst = &mut func.insts[order[pos]];
                 inst.op = op;
                 inst.bufs = bufs;

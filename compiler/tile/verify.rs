@@ -197,11 +197,12 @@ struct History {
     readers: SmallVec<[(u8, u32); 2]>,
 }
 
-/// A run of bytes with the same access history in each partition group.
+/// A run of bytes with the same access history in each of its `G` partition groups
+/// (four for SBUF and PSUM, one for an HBM buffer).
 #[derive(Clone, Debug)]
-struct Seg {
+struct Seg<const G: usize> {
     end: u64,
-    groups: [History; GROUPS],
+    groups: [History; G],
 }
 
 /// The group indices of a mask.
@@ -213,10 +214,14 @@ fn groups_of(mask: u8) -> impl Iterator<Item = usize> {
 /// ranges to the last writer and the readers since. Finding what an access conflicts with
 /// costs `O(log n + k)` for `k` overlapping ranges.
 pub struct Hazards {
-    /// Per space: the start of each run -> its index in `segs`.
+    /// Per space: the start of each run -> its index in `tile_segs` (SBUF and PSUM) or
+    /// `hbm_segs` (HBM buffers).
     spaces: Vec<BTreeMap<u64, u32>>,
-    /// The runs (kept out of the maps, so that the maps move small values).
-    segs: Segs,
+    /// The runs (kept out of the maps, so that the maps move small values). HBM runs have
+    /// one partition group, so they keep one history instead of four: a large kernel's
+    /// output is tens of thousands of runs.
+    tile_segs: Segs<GROUPS>,
+    hbm_segs: Segs<1>,
     /// HBM buffers that some instruction writes; reads of the others never conflict.
     hbm_written: Vec<bool>,
 }
@@ -239,7 +244,8 @@ impl Hazards {
         }
         Hazards {
             spaces: vec![BTreeMap::new(); TILE_SPACES as usize + func.bufs.len()],
-            segs: Segs::default(),
+            tile_segs: Segs::default(),
+            hbm_segs: Segs::default(),
             hbm_written,
         }
     }
@@ -290,13 +296,13 @@ impl Hazards {
                     continue;
                 }
                 // SBUF and PSUM have four partition groups, HBM buffers one.
-                let full = if t.space < TILE_SPACES {
-                    0b1111
-                } else {
-                    0b0001
+                let Some(map) = self.spaces.get_mut(t.space as usize) else {
+                    continue;
                 };
-                if let Some(map) = self.spaces.get_mut(t.space as usize) {
-                    access_one(map, &mut self.segs, t, (stream, seq), full, note);
+                if t.space < TILE_SPACES {
+                    access_one(map, &mut self.tile_segs, t, (stream, seq), note);
+                } else {
+                    access_one(map, &mut self.hbm_segs, t, (stream, seq), note);
                 }
             }
         }
@@ -304,14 +310,25 @@ impl Hazards {
 }
 
 /// A slab of runs with a free list.
-#[derive(Default)]
-struct Segs {
-    all: Vec<Seg>,
+struct Segs<const G: usize> {
+    all: Vec<Seg<G>>,
     free: Vec<u32>,
 }
 
-impl Segs {
-    fn add(&mut self, seg: Seg) -> u32 {
+impl<const G: usize> Default for Segs<G> {
+    fn default() -> Self {
+        Segs {
+            all: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<const G: usize> Segs<G> {
+    /// Every group of the run: the group mask of an access that covers them all.
+    const FULL: u8 = ((1u16 << G) - 1) as u8;
+
+    fn add(&mut self, seg: Seg<G>) -> u32 {
         match self.free.pop() {
             Some(k) => {
                 self.all[k as usize] = seg;
@@ -326,7 +343,7 @@ impl Segs {
 }
 
 /// Splits the run that straddles `at`, so that a run starts at `at`.
-fn split_at(map: &mut BTreeMap<u64, u32>, segs: &mut Segs, at: u64) {
+fn split_at<const G: usize>(map: &mut BTreeMap<u64, u32>, segs: &mut Segs<G>, at: u64) {
     let Some((_, &k)) = map.range(..at).next_back() else {
         return;
     };
@@ -340,9 +357,16 @@ fn split_at(map: &mut BTreeMap<u64, u32>, segs: &mut Segs, at: u64) {
 }
 
 /// Notes the conflicts of one access with a segment's history, then records the access.
-fn visit(seg: &mut Seg, t: &Touch, me: (u8, u32), note: &mut dyn FnMut(u8, u32)) {
+fn visit<const G: usize>(
+    seg: &mut Seg<G>,
+    t: &Touch,
+    me: (u8, u32),
+    note: &mut dyn FnMut(u8, u32),
+) {
     for g in groups_of(t.groups) {
-        let h = &mut seg.groups[g];
+        let Some(h) = seg.groups.get_mut(g) else {
+            continue;
+        };
         if let Some((s, q)) = h.writer {
             note(s, q);
         }
@@ -362,14 +386,14 @@ fn visit(seg: &mut Seg, t: &Touch, me: (u8, u32), note: &mut dyn FnMut(u8, u32))
 }
 
 /// Checks and records one access in one space.
-fn access_one(
+fn access_one<const G: usize>(
     map: &mut BTreeMap<u64, u32>,
-    segs: &mut Segs,
+    segs: &mut Segs<G>,
     t: &Touch,
     me: (u8, u32),
-    full: u8,
     note: &mut dyn FnMut(u8, u32),
 ) {
+    let full = Segs::<G>::FULL;
     // The common case: the access covers exactly one existing run (a tile written, then
     // read or overwritten as a whole).
     if let Some(&k) = map.get(&t.lo) {
@@ -399,7 +423,7 @@ fn access_one(
     let fresh = |end: u64| {
         let mut seg = Seg {
             end,
-            groups: Default::default(),
+            groups: std::array::from_fn(|_| History::default()),
         };
         visit(&mut seg, t, me, &mut |_, _| {});
         seg

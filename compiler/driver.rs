@@ -125,6 +125,10 @@ pub struct CompileOptions {
     pub passes: PassOptions,
     /// `--dump-after PASS|all`.
     pub dump_after: Option<String>,
+    /// `--verify-ir`: run the verifier after every pass. Debug builds (and so the tests)
+    /// always do; release builds skip it unless asked, since on large kernels checking the
+    /// tile IR for races costs as much as the whole pipeline.
+    pub verify_ir: bool,
 }
 
 /// Compiles one kernel through the whole pipeline. IR dumps requested by `--dump-after`
@@ -154,7 +158,7 @@ pub fn compile(
     }
     let mut c = Compilation::new(func, options.passes.clone());
     c.source = Some((src.name.clone(), src.text.clone()));
-    passes::run_pipeline(&mut c, true, &mut |name, outcome, c| {
+    passes::run_pipeline(&mut c, options.verify_ir, &mut |name, outcome, c| {
         if wants(name) {
             match outcome {
                 passes::Outcome::Changed => {

@@ -110,3 +110,23 @@ fn unknown_or_required_pass_names_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needed for correctness"));
 }
+
+/// `--verify-ir` runs the verifier after every pass (release builds skip it otherwise;
+/// this debug binary always runs it): accepted, and the program is the same byte for byte.
+#[test]
+fn verify_ir_is_accepted_and_changes_nothing() {
+    let plain = out_path("plain.tbin");
+    let verified = out_path("verified.tbin");
+    let source = example("matmul_bf16.tsr");
+    for (path, extra) in [(&plain, None), (&verified, Some("--verify-ir"))] {
+        let mut args = vec!["compile", source.as_str()];
+        args.extend(extra);
+        args.extend(["-o", path.as_str()]);
+        let out = tessera(&args);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let a = std::fs::read(&plain).expect("the plain program");
+    let b = std::fs::read(&verified).expect("the verified program");
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}

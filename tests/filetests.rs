@@ -104,6 +104,7 @@ fn compile(test: &TestFile) -> Result<tessera::passes::Compilation, String> {
     let options = tessera::driver::CompileOptions {
         kernel: test.kernel.clone(),
         defines: test.defines.clone(),
+        verify_ir: true,
         ..Default::default()
     };
     tessera::driver::compile(&src, &options, &mut String::new()).map_err(|e| e.to_string())

@@ -45,7 +45,14 @@ pub fn fuzz_compile(data: &[u8]) {
         name: "fuzz.tsr".into(),
         text,
     };
-    let c = match driver::compile(&src, &CompileOptions::default(), &mut String::new()) {
+    let c = match driver::compile(
+        &src,
+        &CompileOptions {
+            verify_ir: true,
+            ..CompileOptions::default()
+        },
+        &mut String::new(),
+    ) {
         Ok(c) => c,
         Err(DriverError::Internal(m)) => {
             if KNOWN_INTERNAL.iter().any(|k| m.contains(k)) {

@@ -106,6 +106,7 @@ pub fn run_case(text: &str, passes: &PassOptions, seed: u64) -> Outcome {
     };
     let options = CompileOptions {
         passes: passes.clone(),
+        verify_ir: true,
         ..CompileOptions::default()
     };
     let compilation = match driver::compile(&source, &options, &mut String::new()) {

@@ -3,7 +3,8 @@
 //! `C[.., M, N] = A[.., M, K] @ B[.., K, N]` runs as `psum[M, N] += stationary[K, M]^T @
 //! moving[K, N]` with K in chunks of 128 (accumulated in one PSUM bank), M in chunks of 128
 //! (the stationary side, and the output's partitions) and N in chunks of 512 (one bank of
-//! f32). Both operands are needed with K on partitions:
+//! f32; 256 or 128 when K is so long that 512 columns of all of K would not fit the B
+//! budget). Both operands are needed with K on partitions:
 //! - an operand whose other axis is contiguous in HBM (B as usual, or A transposed) is
 //!   loaded straight into that layout;
 //! - an operand whose K axis is contiguous (A as usual, or B given transposed) is loaded
@@ -32,7 +33,7 @@ const A_BUDGET: u64 = 64 * 1024;
 const MAX_FIRST_GROUP: u64 = 4;
 /// K steps by which a group's staged A (see `kmajor_step`) runs ahead of its matmuls.
 const STAGE_AHEAD: u64 = 1;
-/// Bytes per partition one streamed B tile (all of K, 512 columns) may take.
+/// Bytes per partition one streamed B tile (all of K, one N block's columns) may take.
 const B_TILE_BUDGET: u64 = 40 * 1024;
 
 /// A 2-D slice of an operand: `rows x cols` with element strides, in an HBM view.
@@ -107,20 +108,27 @@ impl Tiler<'_> {
         // M block: as many rows as keep their transposed A (all of K) within the budget,
         // so B streams past them once per block.
         let mb = ((A_BUDGET / (kt * asize).max(1)) / 128 * 128).clamp(128, m.div_ceil(128) * 128);
-        let b_tile_fits = kt * 512 * bsize <= B_TILE_BUDGET;
+        // N blocks of 512 columns (one PSUM bank of f32), or narrower when K is so long
+        // that all of K for 512 columns would not fit the B budget: a matmul costs its
+        // moving columns either way, so 256 columns lose nothing while B still streams
+        // once per M block (K = 8192 in bf16: 256 columns, 32 KB per partition).
+        let nbw = [512u64, 256, 128]
+            .into_iter()
+            .find(|w| kt * w * bsize <= B_TILE_BUDGET);
+        let b_tile_fits = nbw.is_some();
+        let nbw = nbw.unwrap_or(512);
         let rate = match a.dtype {
             Dtype::F32 => 0.5,
             d if d.is_fp8() => 4.0,
             _ => 2.0,
         };
-        // N blocks of 512 columns (one PSUM bank of f32).
-        let nblocks: Vec<(u64, u64)> = (0..n.div_ceil(512))
-            .map(|j| (j * 512, 512.min(n - j * 512)))
+        let nblocks: Vec<(u64, u64)> = (0..n.div_ceil(nbw))
+            .map(|j| (j * nbw, nbw.min(n - j * nbw)))
             .collect();
         // Engine costs behind GpSimd's share of A's transposes (see `gpsimd_share`): a
         // matmul against the first N block, a transpose on the PE array, one on GpSimd.
         let costs = ShareCosts {
-            matmul: ((n.min(512) as f64 / rate).max(32.0)) as u64,
+            matmul: ((n.min(nbw) as f64 / rate).max(32.0)) as u64,
             pe: ((128.0 / rate).max(32.0)) as u64,
             gpsimd: 64 + 4 * 128,
         };

@@ -2,7 +2,10 @@
 //! interpreter with its timing model), printed as a table of simulated cycles, roofline
 //! bound, roofline efficiency against its target, whole-compile time and interpreter time;
 //! then the interpreter's simulated FLOP rate next to NumPy's float32 matmul measured in
-//! the same run, and the compile time of every example kernel.
+//! the same run, and compile times of whole `tessera compile` processes: the 4096^3 matmul,
+//! how the time grows with problem size, and every example kernel. For those the bench
+//! builds the `tessera` binary of its own profile first (`cargo build --bin tessera`, a
+//! no-op when it is current) and runs it from the same target folder.
 //!
 //! ```text
 //! cargo run --release --bin bench                  # the full table (a few minutes)
@@ -342,7 +345,10 @@ fn run_case(case: &Case, quick: bool) -> Outcome {
 /// The results of a whole bench run, for the terminal and for BENCHMARKS.md.
 struct Results {
     rows: Vec<(String, f64, Outcome)>,
-    examples: Vec<(String, Result<f64, String>)>,
+    /// Per example kernel: the in-process compile and the whole process, in ms.
+    examples: Vec<(String, ExampleTimes)>,
+    /// Whole-process compiles of growing kernels (full mode only).
+    growth: Result<Vec<Growth>, String>,
     numpy: Result<NumpyComparison, String>,
     wall_s: f64,
 }
@@ -355,7 +361,7 @@ struct NumpyComparison {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
+    format!("{:.2}%", 100.0 * x)
 }
 
 /// The table as Markdown (also readable in a terminal).
@@ -459,12 +465,13 @@ fn numpy_text(results: &Results) -> String {
 
 fn examples_text(results: &Results) -> String {
     let mut s = format!(
-        "| example kernel | compile ms (target < {EXAMPLE_COMPILE_MS:.0}) | met |\n|---|---:|:-:|\n"
+        "| example kernel | in-process ms | process ms (target < {EXAMPLE_COMPILE_MS:.0}) | met |\n\
+         |---|---:|---:|:-:|\n"
     );
     for (name, r) in &results.examples {
         match r {
-            Ok(ms) => s.push_str(&format!(
-                "| {name} | {ms:.2} | {} |\n",
+            Ok((inside, ms)) => s.push_str(&format!(
+                "| {name} | {inside:.2} | {ms:.1} | {} |\n",
                 if *ms < EXAMPLE_COMPILE_MS {
                     "yes"
                 } else {
@@ -472,7 +479,7 @@ fn examples_text(results: &Results) -> String {
                 }
             )),
             Err(e) => s.push_str(&format!(
-                "| {name} | does not compile: {} | no |\n",
+                "| {name} | does not compile: {} | | no |\n",
                 e.replace('|', "/")
             )),
         }
@@ -480,29 +487,204 @@ fn examples_text(results: &Results) -> String {
     s
 }
 
-/// The 4096^3 matmul compile time line.
+/// An example kernel's compile times in ms: (in-process, whole process).
+type ExampleTimes = Result<(f64, f64), String>;
+
+/// One kernel of the compile-time growth table: its label, bench file, source, kernel
+/// and sizes.
+type GrowthKernel = (
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, i64)>,
+);
+
+/// One kernel of the compile-time growth table.
+struct Growth {
+    label: String,
+    /// Instructions of the program (every stream).
+    insts: usize,
+    /// The fastest whole `tessera compile` process, in ms.
+    ms: Result<f64, String>,
+}
+
+/// The 4096^3 matmul compile time line (its row of the growth table).
 fn matmul_compile_text(results: &Results) -> String {
     let row = results
-        .rows
-        .iter()
-        .find(|(n, _, _)| n.starts_with("matmul bf16 4096^3"));
-    match row.map(|(_, _, o)| o) {
-        Some(Outcome::Ran(r)) => format!(
-            "Compile of the bf16 4096^3 matmul in-process (source text to program): {:.1} ms. \
-             The target (< {MATMUL_4096_COMPILE_MS:.0} ms) is for the whole `tessera compile` \
-             process, which adds process start, encoding and writing the `.tbin` (about 40 ms \
-             more on this machine, measured by hand in issue 5's notes): not met that way.\n",
-            r.compile_ms,
+        .growth
+        .as_ref()
+        .ok()
+        .and_then(|g| g.iter().find(|r| r.label.starts_with(MATMUL_4096_LABEL)));
+    match row.map(|r| &r.ms) {
+        Some(Ok(ms)) => format!(
+            "Compile of the bf16 4096^3 matmul, the whole `tessera compile` process (start, \
+             compile, encode, write the `.tbin`), fastest of {PROCESS_REPEAT}: {ms:.1} ms \
+             (target < {MATMUL_4096_COMPILE_MS:.0} ms: {}).\n",
+            if *ms < MATMUL_4096_COMPILE_MS {
+                "met"
+            } else {
+                "not met"
+            }
         ),
-        Some(Outcome::NoRun { compile_ms, .. }) => format!(
-            "Compile of the bf16 4096^3 matmul in-process: {compile_ms:.1} ms (target < {MATMUL_4096_COMPILE_MS:.0} ms for the whole process).\n"
-        ),
-        _ => "Compile of the bf16 4096^3 matmul: not available.\n".into(),
+        Some(Err(e)) => format!("Compile of the bf16 4096^3 matmul failed: {e}\n"),
+        None => match &results.growth {
+            Err(e) => format!("Compile of the bf16 4096^3 matmul not measured: {e}\n"),
+            Ok(_) => "Compile of the bf16 4096^3 matmul: not measured.\n".into(),
+        },
     }
 }
 
-/// Every kernel of every example file, compiled `repeat` times (fastest reported).
-fn compile_examples(repeat: usize) -> Vec<(String, Result<f64, String>)> {
+/// How compile time grows with the problem: the growth table.
+fn growth_text(results: &Results) -> String {
+    let rows = match &results.growth {
+        Ok(rows) => rows,
+        Err(e) => return format!("Not measured: {e}\n"),
+    };
+    let mut s = String::from(
+        "| kernel | instructions | process ms | us per instruction |\n|---|---:|---:|---:|\n",
+    );
+    for r in rows {
+        match &r.ms {
+            Ok(ms) => s.push_str(&format!(
+                "| {} | {} | {ms:.1} | {:.2} |\n",
+                r.label,
+                r.insts,
+                ms * 1e3 / r.insts.max(1) as f64
+            )),
+            Err(e) => s.push_str(&format!(
+                "| {} | {} | fails: {} | |\n",
+                r.label,
+                r.insts,
+                e.replace('|', "/")
+            )),
+        }
+    }
+    s
+}
+
+/// The label of the 4096^3 matmul in the growth table.
+const MATMUL_4096_LABEL: &str = "matmul bf16 4096^3";
+/// Whole-process compiles are timed this many times; the fastest is reported.
+const PROCESS_REPEAT: usize = 5;
+
+/// The `tessera` binary of the bench's own build profile, built first so that it is
+/// current (cargo does nothing when it is).
+fn tessera_exe() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or("the bench binary has no folder")?
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--bin", "tessera"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    // Build into the folder the bench runs from, whatever CARGO_TARGET_DIR says.
+    if let Some(target) = dir.parent() {
+        build.env("CARGO_TARGET_DIR", target);
+    }
+    let status = build
+        .status()
+        .map_err(|e| format!("cannot run cargo to build `tessera`: {e}"))?;
+    if !status.success() {
+        return Err(format!("`cargo build --bin tessera` failed ({status})"));
+    }
+    let path = dir.join(format!("tessera{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing after the build", path.display()))
+    }
+}
+
+/// Runs `tessera compile` on a file `repeat` times; the fastest wall time in ms.
+fn process_compile_ms(
+    exe: &Path,
+    file: &Path,
+    kernel: Option<&str>,
+    defines: &[(&str, i64)],
+    repeat: usize,
+) -> Result<f64, String> {
+    let out = std::env::temp_dir().join(format!("tessera-bench-{}.tbin", std::process::id()));
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let mut cmd = Command::new(exe);
+        cmd.arg("compile").arg(file);
+        if let Some(k) = kernel {
+            cmd.args(["-k", k]);
+        }
+        for (n, v) in defines {
+            cmd.arg("-D").arg(format!("{n}={v}"));
+        }
+        cmd.arg("-o").arg(&out);
+        let t = Instant::now();
+        let result = cmd.output();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let output = result.map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&out);
+            return Err(first_line(&String::from_utf8_lossy(&output.stderr)));
+        }
+        best = best.min(ms);
+    }
+    let _ = std::fs::remove_file(&out);
+    Ok(best)
+}
+
+/// The growth table: bf16 matmuls and attention of growing size, each compiled in-process
+/// once (for its instruction count) and as a whole process.
+fn measure_growth(exe: &Path) -> Vec<Growth> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut kernels: Vec<GrowthKernel> = Vec::new();
+    for n in [256, 512, 1024, 2048, 4096, 8192] {
+        kernels.push((
+            format!("matmul bf16 {n}^3"),
+            "bench/matmul.tsr",
+            MATMUL,
+            "matmul_bf16_bf16",
+            vec![("M", n), ("K", n), ("N", n)],
+        ));
+    }
+    for s in [1024, 2048, 4096, 8192] {
+        kernels.push((
+            format!("attention bf16 S={s} D=128"),
+            "bench/attention.tsr",
+            ATTENTION,
+            "attention",
+            vec![("S", s), ("D", 128)],
+        ));
+    }
+    let mut out = Vec::new();
+    for (label, file, text, kernel, defines) in kernels {
+        eprintln!("bench: compile time of {label} ...");
+        let insts = compile_timed(file, text, Some(kernel), &defines, 1)
+            .ok()
+            .and_then(|(c, _)| {
+                driver::program_of(&c)
+                    .ok()
+                    .map(|p| p.streams.iter().map(Vec::len).sum())
+            })
+            .unwrap_or(0);
+        let ms = process_compile_ms(
+            exe,
+            &root.join(file),
+            Some(kernel),
+            &defines,
+            PROCESS_REPEAT,
+        );
+        out.push(Growth { label, insts, ms });
+    }
+    out
+}
+
+/// Every kernel of every example file, compiled `repeat` times in-process and as a whole
+/// `tessera compile` process (fastest of each reported).
+fn compile_examples(exe: &Result<PathBuf, String>, repeat: usize) -> Vec<(String, ExampleTimes)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| {
@@ -534,6 +716,13 @@ fn compile_examples(repeat: usize) -> Vec<(String, Result<f64, String>)> {
             };
             let r = compile_timed(&file, &text, Some(k), &[], repeat)
                 .map(|(_, ms)| ms)
+                .and_then(|inside| {
+                    let exe = exe
+                        .as_ref()
+                        .map_err(|e| format!("no process timing: {e}"))?;
+                    let ms = process_compile_ms(exe, &path, Some(k), &[], repeat)?;
+                    Ok((inside, ms))
+                })
                 .map_err(|e| first_line(&e));
             out.push((label, r));
         }
@@ -611,11 +800,19 @@ fn run_all(quick: bool, only: Option<&str>) -> Results {
             }
         }
     };
+    eprintln!("bench: building the `tessera` binary for whole-process compile times ...");
+    let exe = tessera_exe();
+    let growth = match (&exe, quick || only.is_some()) {
+        (_, true) => Err("not run in --quick or --only mode".to_string()),
+        (Err(e), _) => Err(e.clone()),
+        (Ok(exe), false) => Ok(measure_growth(exe)),
+    };
     eprintln!("bench: compiling the examples ...");
-    let examples = compile_examples(if quick { 1 } else { 5 });
+    let examples = compile_examples(&exe, if quick { 1 } else { PROCESS_REPEAT });
     Results {
         rows,
         examples,
+        growth,
         numpy,
         wall_s: start.elapsed().as_secs_f64(),
     }
@@ -731,7 +928,7 @@ fn markdown(results: &Results) -> String {
          `compiler/roofline.rs`), so emitting more or other instructions cannot make a kernel look \
          better. Efficiency = bound / cycles. Compile ms is the fastest of three compiles in the \
          bench's process (source text to program, no process start or file output) in a \
-         release build; interpreter s is the wall time of loading, \
+         release build (whole-process times are under Compile time below); interpreter s is the wall time of loading, \
          binding and running the program (recording the per-instruction events the profile \
          uses). The machine is shared (2 processors, other builds running), so wall times \
          vary by tens of percent between runs; cycles do not.\n\n\
@@ -744,7 +941,16 @@ fn markdown(results: &Results) -> String {
          peak), its idle time by cause as a share of the run, and the work done beyond the \
          kernel's.\n\n{diagnoses}\n{ceilings}\n\
          ## Interpreter speed\n\n{numpy}\n\
-         ## Compile time of the examples\n\n{examples}\n\
+         ## Compile time\n\n\
+         Whole `tessera compile` processes of a release build (start, compile, encode and \
+         write the `.tbin`; the verifier runs only when `--verify-ir` asks), fastest of \
+         {repeat}. How the time grows with the problem: with the size, the tiling emits more \
+         instructions, and the pipeline's time follows the instructions it emits (each tile \
+         pass walks them a few times; the hazard tracking of `sync` costs O(log n) per \
+         access), not the FLOPs: a process costs about 1.5 ms to start, and from a few \
+         thousand instructions on the time per instruction stays within a small factor \
+         while the matmul grows 32,768-fold in FLOPs.\n\n{growth}\n\
+         The example kernels (in-process: the pipeline alone, for comparison):\n\n{examples}\n\
          ## Comparison anchors\n\n\
          What comparable systems reach on real hardware or in established models, for scale:\n\n\
          - NKI's matmul tutorial reaches 85% of the hardware's FLOPs on Trn1 \
@@ -765,6 +971,8 @@ fn markdown(results: &Results) -> String {
         ceilings = CEILINGS,
         numpy = numpy_text(results),
         examples = examples_text(results),
+        growth = growth_text(results),
+        repeat = PROCESS_REPEAT,
     )
 }
 
@@ -820,6 +1028,7 @@ fn main() -> ExitCode {
     println!("{}", table(&results, quick));
     if !quick {
         println!("{}", matmul_compile_text(&results));
+        println!("Compile time growth:\n{}", growth_text(&results));
         println!(
             "Where the time went (kernels below target):\n{}",
             diagnoses_text(&results)

@@ -901,9 +901,12 @@ M chunks must stream all of the first N block's B (1.5 MB) with their A. Measure
 busy 37,378 (33,600 of matmuls, 59 transposes; GpSimd did the other 37 and is busy from \
 the group's second half to the end of the first N block) and the tail after the last \
 matmul is 2,256 (the kernel's last 64 columns copied out of PSUM, a store's 2,000-cycle \
-latency and 26 KB over 16 queues). What is left is the DMA-bound start: every chunk of the \
-first group needs the first step's B tile, and a smaller first group feeds the Tensor \
-engine too slowly later (two or three chunks: 46,602 and 44,489 cycles before this round).
+latency and 26 KB over 16 queues). What is left is the DMA-paced first group: every chunk \
+of it needs each step's B tile, and a smaller first group feeds the Tensor engine too \
+slowly later (two or three chunks: 46,602 and 44,489 cycles). Starting the first matmul \
+earlier does not help: loading the first B tile in two column halves over all 16 queues \
+moved it from cycle 2,672 to 2,420 and left the total at exactly 42,747, because the next \
+matmuls wait for the rest of the step's 256 KB either way.
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
 equally the Scalar engine's exponentials: S^2 / 128 per cycle). Per block of 128 queries x \
 512 keys, Vector and Scalar must take the maximum (576 cycles; GpSimd cannot read PSUM), \
@@ -911,9 +914,20 @@ the exponentials (576), copy the transposed probabilities out of PSUM (three chu
 four: 448; GpSimd transposes the fourth) and rescale the accumulator and the running \
 values (322): 1,922 cycles, 256 blocks, at least 246,000 cycles each for the two engines \
 even if always busy, so efficiency <= 0.53 with this algorithm (measured 0.415, Vector and \
-Scalar 83% busy). Reaching 0.60 needs an algorithm that drops a pass over the scores, \
-such as computing p^T directly on the PE array (the scores transposed with the row \
-maximum folded in as an extra contraction row), which moves work to the Tensor engine.
+Scalar 83% busy). The other algorithms within these costs: (a) key blocks of 1,024 (two \
+PSUM banks; the maximum and the exponentials still go bank by bank) halve the rescales, \
+ceiling about 0.58 at perfect overlap, but leave room for two query tiles in flight \
+instead of four (three tiles measured 363,279 cycles against four's 326,912); (b) a \
+first pass for the exact row maximum (S on the PE array, the maximum on Vector), then S^T \
+computed directly (keys on partitions, so the exponentials write p^T and no copy out of \
+PSUM is needed) with -c*m added by a one-row matmul: the Tensor engine then needs S \
+(256) + S^T (256) + the bias row (128 in FP8 digits, 256 in bf16) + P V (256) per block, \
+at least 229,000 cycles, ceiling 0.57; (c) the same with the maximum from FP8 scores \
+(128 a block) has a ceiling of 0.67, but an FP8 maximum can be wrong by more than \
+the exponent range for inputs of large norm (FP8 saturates at 448), and the \
+exponentials then overflow or underflow to a row of zeros: silently wrong output, which \
+the compiler must not produce. No algorithm found keeps the exact softmax and reaches \
+0.60 on this machine model.
 ";
 
 fn markdown(results: &Results) -> String {

@@ -961,7 +961,7 @@ fn markdown(results: &Results) -> String {
          {repeat}. How the time grows with the problem: with the size, the tiling emits more \
          instructions, and the pipeline's time follows the instructions it emits (each tile \
          pass walks them a few times; the hazard tracking of `sync` costs O(log n) per \
-         access), not the FLOPs: a process costs about 1.5 ms to start, and from a few \
+         access), not the FLOPs: a process costs 2 to 3 ms to start, and from a few \
          thousand instructions on the time per instruction stays within a small factor \
          while the matmul grows 32,768-fold in FLOPs.\n\n{growth}\n\
          The example kernels (in-process: the pipeline alone, for comparison):\n\n{examples}\n\

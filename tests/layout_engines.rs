@@ -5,7 +5,9 @@
 //!   give outputs bit-identical to the normal orientation (the same products summed in the
 //!   same order); kernels where a swap cannot pay keep the normal orientation.
 //! - engines: with the pass off every instruction is on its canonical engine; with it on,
-//!   column work is on GpSimd, some Vector work is on Scalar, and outputs are bit-identical.
+//!   column work is on GpSimd, some Vector work is on Scalar, and outputs are bit-identical;
+//!   the two halves of a PSUM bank's copy run on Vector and Scalar side by side and their
+//!   stores go to distinct DMA queues.
 //! - each Vector instruction that the pass may rewrite for the Scalar engine gives the same
 //!   bits on special values (signed zeros, infinities, NaN, subnormals, values that
 //!   overflow the output dtype) in both forms, run on the interpreter.
@@ -624,4 +626,85 @@ fn gpsimd_takes_part_of_the_transposes_and_keeps_every_bit() {
         };
         assert_eq!(bits(&got), bits(&want), "{text}");
     }
+}
+
+/// Tile IR: a 64-column copy out of PSUM bank `b1` to Vector (it is first, and ties stay
+/// there), then the bank's other columns copied in two 32-column halves and stored in two
+/// bursts of eight pieces (32 partitions x 16 columns, the last two of each half 8
+/// partitions), after a load whose 16 pieces leave queues 0-7 lighter than 8-15.
+fn halves_text() -> String {
+    let mut insts = vec![
+        "vector: tensor_copy out=sbuf.f32[0:104, 0; 64:1], src=psum.f32[0:104, 0; 64:1] {b2, b1}"
+            .to_string(),
+    ];
+    for q in 0..16u32 {
+        // 64 bytes (one run) for the first eight pieces, 1,024 for the others.
+        let cols = if q < 8 { 16 } else { 256 };
+        insts.push(format!(
+            "dma0: dma dst=sbuf.f32[{p}:32, {o}; {cols}:1], src=hbm.f32[0; 1:{cols}, {cols}:1] {{b5, b0}}",
+            p = (q % 4) * 32,
+            o = (q / 4) * 1024,
+        ));
+    }
+    for (h, b) in [(0u32, "b3"), (1, "b4")] {
+        insts.push(format!(
+            "vector: tensor_copy out=sbuf.f32[0:104, 0; 32:1], src=psum.f32[0:104, {}; 32:1] {{{b}, b1}}",
+            64 * 4 + h * 32 * 4
+        ));
+    }
+    for (h, b) in [(0u32, "b3"), (1, "b4")] {
+        for (p0, pn) in [(0u32, 32u32), (32, 32), (64, 32), (96, 8)] {
+            for c in 0..2u32 {
+                insts.push(format!(
+                    "dma0: dma dst=hbm.f32[{}; {pn}:64, 16:1], src=sbuf.f32[{p0}:{pn}, {}; 16:1] {{b6, {b}}}",
+                    p0 * 64 + h * 32 + c * 16,
+                    c * 16 * 4
+                ));
+            }
+        }
+    }
+    let body: String = insts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("    inst{i} = {s}\n"))
+        .collect();
+    format!(
+        "tile kernel halves {{
+    b0 = hbm input x f32[1, 256]
+    b1 = psum f32 104x512
+    b2 = sbuf f32 104x64
+    b3 = sbuf f32 104x32
+    b4 = sbuf f32 104x32
+    b5 = sbuf f32 128x4096
+    b6 = hbm output y f32[104, 64]
+{body}}}
+"
+    )
+}
+
+/// The `engines` pass puts the two halves of a bank's copy on Vector and Scalar (by load
+/// alone both went to Scalar: the window counts the first copy's work on Vector, not that
+/// it is over), and the stores of the two halves to one output are one burst over sixteen
+/// distinct queues (as separate bursts, the second half's pieces went to the two lightest
+/// queues, which the first half had already used).
+#[test]
+fn halves_of_a_bank_run_side_by_side_and_their_stores_on_distinct_queues() {
+    let mut f = tessera::tile::parse(&halves_text()).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = runtime::MachineConfig::default();
+    tessera::passes::engines::assign_compute(&mut f, &cfg);
+    tessera::passes::engines::balance(&mut f);
+    let engines: Vec<Engine> = f.layout.iter().map(|&i| f.insts[i].engine).collect();
+    assert_eq!(engines[0], Engine::Vector, "the first copy");
+    let halves = [engines[17], engines[18]];
+    assert!(
+        halves.contains(&Engine::Vector) && halves.contains(&Engine::Scalar),
+        "the halves' copies ran on {halves:?}"
+    );
+    let queues: std::collections::BTreeSet<Engine> = engines[19..].iter().copied().collect();
+    assert_eq!(
+        queues.len(),
+        16,
+        "the halves' 16 store pieces went to {:?}",
+        &engines[19..]
+    );
 }

@@ -910,15 +910,17 @@ ones, which wait for the rest of the step's 256 KB either way.
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
 equally the Scalar engine's exponentials: S^2 / 128 per cycle). Per block of 128 queries x \
 512 keys, Vector and Scalar must take the maximum (576 cycles; GpSimd cannot read PSUM), \
-the exponentials (576), copy the transposed probabilities out of PSUM (three chunks of \
-four: 448; GpSimd transposes the fourth) and rescale the accumulator and the running \
-values (322): 1,922 cycles, 256 blocks, at least 246,000 cycles each for the two engines \
-even if always busy, so efficiency <= 0.53 with this algorithm (measured 0.415, Vector and \
-Scalar 83% busy). The other algorithms within these costs: (a) key blocks of 1,024 (two \
-PSUM banks; the maximum and the exponentials still go bank by bank) halve the rescales, \
-ceiling about 0.58 at perfect overlap, but leave room for two query tiles in flight \
-instead of four (three tiles measured 363,279 cycles against four's 326,912); (b) a \
-first pass for the exact row maximum (S on the PE array, the maximum on Vector), then S^T \
+the exponentials (576), copy the transposed probabilities out of PSUM (two query tiles' \
+three chunks of four in one copy, 832 for two blocks: 416; GpSimd transposes the fourth) \
+and rescale the accumulator and the running values (322): 1,890 cycles, 256 blocks, at \
+least 241,920 cycles each for the two engines even if always busy, so efficiency <= 0.54 \
+with this algorithm. Measured 0.488: Vector and Scalar are 95% busy, with about 20,000 \
+cycles each of work outside the blocks (q^T and K^T transposed on the PE array and copied \
+out of PSUM, the final division). The other algorithms within these costs: (a) key blocks \
+of 1,024 (two PSUM banks; the maximum and the exponentials still go bank by bank) halve \
+the rescales, ceiling about 0.59 at perfect overlap, but leave room for two query tiles \
+in flight instead of four, and it is the four that keep both engines busy; (b) a first \
+pass for the exact row maximum (S on the PE array, the maximum on Vector), then S^T \
 computed directly (keys on partitions, so the exponentials write p^T and no copy out of \
 PSUM is needed) with -c*m added by a one-row matmul: the Tensor engine then needs S \
 (256) + S^T (256) + the bias row (128 in FP8 digits, 256 in bf16) + P V (256) per block, \

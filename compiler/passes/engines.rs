@@ -3,8 +3,10 @@
 //! The `tile` pass emits every instruction on its *canonical* engine: matmuls and
 //! transposes on Tensor, activations (transcendentals and the fused `f(x * scale + bias)`)
 //! on Scalar, masks (`iota`, `affine_select`) on GpSimd, other arithmetic, copies and
-//! fills on Vector, and every DMA on queue 0. This pass then moves work where it runs
-//! best, changing no result bit:
+//! fills on Vector, and every DMA on queue 0 (flash attention aside, whose tiling emits
+//! half of its copies out of PSUM and rescales in the Scalar form below: it knows which
+//! engine waits for which at the turn of a key block; this pass leaves work already on
+//! Scalar there). This pass then moves work where it runs best, changing no result bit:
 //! - **GpSimd for columns.** Vector work on one element per partition (running maxima,
 //!   per-row factors) goes to GpSimd: it costs GpSimd as little as it would cost Vector,
 //!   and on the in-order Vector stream it would wait behind whole-row work while the

@@ -15,14 +15,19 @@
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
-//! query tiles are in flight, each stage emitted for all of them in turn; block j+1's
-//! scores are emitted right after block j's exponentials, before its transposes, so the
-//! PE array computes a tile's next scores (in the bank its exponentials just freed) while
-//! Scalar works through the other tiles' exponentials; the tiles' output accumulators
-//! share one PSUM bank, leaving the banks to scores and p^T; nothing on the path from
-//! the maximum to the exponentials leaves Vector and Scalar; and GpSimd, then free,
-//! transposes one chunk of p in four, taking that copy off them (bench, S = 4096:
-//! 404,896 -> 315,872 cycles).
+//! query tiles are in flight (fewer when their banks would not fit PSUM), and for each
+//! tile in turn the softmax, the transposes of p and the next block's scores are emitted
+//! together, so the PE array transposes a tile's p and computes its next scores (in the
+//! bank its exponentials just freed) while Scalar works through the other tiles'
+//! exponentials. The p^T of two tiles share a PSUM bank and one copy out of it; the
+//! first pair's copy and rescales go to Vector, which finishes its maxima while Scalar
+//! still has the last exponentials to do, the second pair's to Scalar (emitted in its
+//! form, so the `engines` pass leaves them there): neither engine then waits for the
+//! other at the turn of a block. The tiles' output accumulators share one PSUM bank,
+//! leaving the banks to scores and p^T; nothing on the path from the maximum to the
+//! exponentials leaves Vector and Scalar; and GpSimd, then free, transposes one chunk of
+//! p in four, taking that copy off them (bench, S = 4096: 404,896 -> 315,872 cycles
+//! before the pairs, 271,690 with them).
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
@@ -37,8 +42,8 @@ const KEY_BLOCK: u64 = 512;
 /// Chunks of 128 keys per key block (of four) whose probabilities GpSimd transposes
 /// (`attention_transpose`).
 const GPSIMD_CHUNKS: usize = 1;
-/// Query tiles in flight together (bench, S = 4096: three 363,279 cycles, four 326,912;
-/// five would need more PSUM banks than there are).
+/// Query tiles in flight together at most (bench, S = 4096: three 363,279 cycles, four
+/// 326,912, before the pairs; five would need more PSUM banks than there are).
 const QUERY_GROUP: usize = 4;
 
 /// The running state of one block of 128 queries.
@@ -48,11 +53,61 @@ struct QueryTile {
     /// q^T, one tile per chunk of D.
     qt: Vec<Tile>,
     /// The running row maximum as the exponentials' bias, `-c * m` (c > 0, so the
-    /// running maximum is the running minimum of this), and the running sum.
-    nb_run: Tile,
-    l_run: Tile,
+    /// running maximum is the running minimum of this), and the running sum; `None`
+    /// before the first key block, which writes them (and the output accumulator)
+    /// without reading them: no fills, and no rescale for it.
+    nb_run: Option<Tile>,
+    l_run: Option<Tile>,
     /// The output accumulator, in PSUM.
     o: Tile,
+}
+
+/// Query tiles in flight together for a value width of `dv`: at most QUERY_GROUP, and
+/// only as many as PSUM's eight banks hold: per tile a bank of scores, per pair of tiles
+/// a bank of p^T, the output accumulators (one bank when the group's fit together, else
+/// one each), and one more for the transposes that prepare q^T and K^T. (Four tiles of
+/// Dv = 192 needed ten banks and failed to compile.)
+fn query_group(dv: u64) -> usize {
+    let banks = |g: u64| {
+        let o = if g * dv * 4 <= 2048 { 1 } else { g };
+        g + g.div_ceil(2) + o + 1
+    };
+    (1..=QUERY_GROUP as u64)
+        .rev()
+        .find(|&g| banks(g) <= 8)
+        .unwrap_or(1) as usize
+}
+
+/// One PSUM bank of p^T for one or two query tiles of a key block, and its SBUF copy.
+/// Chunk-major: chunk `c` of slot `s` is at column `(c * slots + s) * width`, so the full
+/// chunks of every slot are one column range and a last shorter chunk another.
+struct PtBank {
+    psum: Tile,
+    sbuf: Tile,
+    slots: u32,
+    /// Columns per slot: 128 for a pair, the tile's queries for one tile alone.
+    width: u32,
+    /// The chunks of keys (first key in the block, keys) that the PE array transposes.
+    chunks: Vec<(u64, u64)>,
+    /// Whether the Scalar engine copies the bank out (and rescales its tiles).
+    on_scalar: bool,
+}
+
+impl PtBank {
+    /// The first column of chunk `c` of slot `slot`.
+    fn col(&self, c: usize, slot: usize) -> u32 {
+        (c as u32 * self.slots + slot as u32) * self.width
+    }
+}
+
+/// The chunks of a key block of `kb` keys that the PE array transposes: all but the last
+/// GPSIMD_CHUNKS (never the only one).
+fn pe_chunks(kb: u64) -> Vec<(u64, u64)> {
+    let all: Vec<(u64, u64)> = (0..kb.div_ceil(128))
+        .map(|i| (i * 128, 128.min(kb - i * 128)))
+        .collect();
+    let on_pe = all.len() - GPSIMD_CHUNKS.min(all.len() - 1);
+    all[..on_pe].to_vec()
 }
 
 impl Tiler<'_> {
@@ -74,19 +129,25 @@ impl Tiler<'_> {
         let ko = Operand2d::new(kt.clone(), kt.offset, kt.strides[0], kt.strides[1], load(1));
         let vo = Operand2d::new(v.clone(), v.offset, v.strides[0], v.strides[1], load(2));
         // K^T and V stay in SBUF: per chunk of 128 keys, K^T as one tile per chunk of D.
-        let chunks = sk.div_ceil(128);
-        let kt_tiles: Vec<Vec<Tile>> = (0..chunks)
-            .map(|c| {
-                let k0 = c * 128;
-                self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), 0, span)
-            })
-            .collect();
-        let v_tiles: Vec<Tile> = (0..chunks)
-            .map(|c| {
-                let k0 = c * 128;
-                self.load_kmajor(&vo, k0, 128.min(sk - k0), 0, dv, span)
-            })
-            .collect();
+        // K^T is prepared whole after the first query tiles (whose loads then lead the
+        // DMA queues), while the Vector and Scalar engines have nothing else to do; each
+        // chunk of V loads one key block ahead of its first use, behind the K^T loads
+        // instead of in front of the first scores (bench, S = 4096: 315,874 -> 311,778
+        // cycles; K^T chunk by chunk as first used, 317,280, as its copies out of PSUM
+        // then take the bottleneck engines' time).
+        let chunks = sk.div_ceil(128) as usize;
+        let mut kt_tiles: Vec<Vec<Tile>> = Vec::new();
+        let mut v_tiles: Vec<Option<Tile>> = vec![None; chunks];
+        let ensure_v = |this: &mut Self, v_tiles: &mut Vec<Option<Tile>>, (j0, kb): (u64, u64)| {
+            let first = (j0 / 128) as usize;
+            let range = first..(j0 + kb).div_ceil(128) as usize;
+            for (c, slot) in v_tiles[range].iter_mut().enumerate() {
+                if slot.is_none() {
+                    let k0 = (first + c) as u64 * 128;
+                    *slot = Some(this.load_kmajor(&vo, k0, 128.min(sk - k0), 0, dv, span));
+                }
+            }
+        };
         // The rest of the group after the second matmul (casts), evaluated on the output.
         let pos = g.insts.iter().position(|&i| i == a.out).unwrap_or(0);
         let tail = Group {
@@ -95,13 +156,13 @@ impl Tiler<'_> {
             insts: g.insts[pos..].to_vec(),
             needs_plain_rows: false,
         };
-        // Query tiles are processed QUERY_GROUP at a time, block by block in turn, so the
+        // Query tiles are processed `query_group` at a time, block by block in turn, so the
         // engines always have a second, independent chain of work: while one tile's
         // softmax runs on Vector and Scalar, the other's matmuls run on the PE array.
         let tiles: Vec<(u64, u64)> = (0..sq.div_ceil(128))
             .map(|t| (t * 128, 128.min(sq - t * 128)))
             .collect();
-        for group in tiles.chunks(QUERY_GROUP) {
+        for group in tiles.chunks(query_group(dv)) {
             // The group's output accumulators share one PSUM bank when they fit (PSUM's
             // eight banks are what limits how many blocks of scores are in flight).
             let packed = (group.len() as u64 * dv * 4 <= 2048)
@@ -111,14 +172,8 @@ impl Tiler<'_> {
                 .enumerate()
                 .map(|(gi, &(m0, msz))| {
                     let qt = self.prepare_kmajor(&qo, d, m0, msz, 0, span);
-                    let parts = msz as u32;
-                    // -c * max = +inf before any key.
-                    let nb_run = self.sbuf_tile(Dtype::F32, parts, 1);
-                    self.fill(nb_run, f32::INFINITY, span);
-                    let l_run = self.sbuf_tile(Dtype::F32, parts, 1);
-                    self.fill(l_run, 0.0, span);
-                    // The output accumulates in PSUM across key blocks: each block rescales
-                    // it in place and its p @ v matmuls add to it.
+                    // The output accumulates in PSUM across key blocks: each later block
+                    // rescales it in place and its p @ v matmuls add to it.
                     let o = match packed {
                         Some(bank) => Tile {
                             parts: msz as u32,
@@ -128,13 +183,12 @@ impl Tiler<'_> {
                         },
                         None => self.psum_tile(Dtype::F32, msz, dv),
                     };
-                    self.fill(o, 0.0, span);
                     QueryTile {
                         m0,
                         msz,
                         qt,
-                        nb_run,
-                        l_run,
+                        nb_run: None,
+                        l_run: None,
                         o,
                     }
                 })
@@ -142,9 +196,21 @@ impl Tiler<'_> {
             let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
                 .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
                 .collect();
+            // All of K^T, behind the first group's query tiles.
+            if kt_tiles.is_empty() {
+                kt_tiles = (0..chunks as u64)
+                    .map(|c| {
+                        let k0 = c * 128;
+                        self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), 0, span)
+                    })
+                    .collect();
+            }
             // Every tile's scores of one block, where live (causal: a block whose first key
             // is past every query's diagonal is skipped).
-            let block_scores = |this: &mut Self, states: &[QueryTile], (j0, kb): (u64, u64)| {
+            let block_scores = |this: &mut Self,
+                                kt_tiles: &[Vec<Tile>],
+                                states: &[QueryTile],
+                                (j0, kb): (u64, u64)| {
                 states
                     .iter()
                     .map(|st| {
@@ -152,54 +218,115 @@ impl Tiler<'_> {
                             Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
                             None => true,
                         };
-                        live.then(|| this.attention_scores(a, st, &kt_tiles, j0, kb, span))
+                        live.then(|| this.attention_scores(a, st, kt_tiles, j0, kb, span))
                     })
                     .collect::<Vec<Option<Tile>>>()
             };
-            // The scores run one block ahead: block j+1's are emitted after block j's
-            // exponentials, so the PE array computes them while the softmax of the other
-            // tiles of block j still runs.
-            let mut next_scores = block_scores(self, &states, blocks[0]);
+            // The scores run one block ahead: a tile's scores of block j+1 are emitted
+            // after its exponentials of block j, so the PE array computes them while the
+            // softmax of the other tiles of block j still runs.
+            ensure_v(self, &mut v_tiles, blocks[0]);
+            let mut next_scores = block_scores(self, &kt_tiles, &states, blocks[0]);
             for (bi, &(j0, kb)) in blocks.iter().enumerate() {
                 let scores = std::mem::take(&mut next_scores);
-                // Then each stage for every tile in turn, so no engine's in-order stream
-                // holds one tile's work behind another tile's wait.
-                let soft: Vec<Option<(Tile, Tile)>> = states
-                    .iter_mut()
-                    .zip(scores)
-                    .map(|(st, s)| s.map(|s| self.attention_softmax(a, st, s, kb, p_dtype, span)))
-                    .collect();
-                if let Some(&next) = blocks.get(bi + 1) {
-                    next_scores = block_scores(self, &states, next);
+                let n = states.len();
+                let next = blocks.get(bi + 1).copied();
+                if let Some(next) = next {
+                    ensure_v(self, &mut v_tiles, next);
                 }
-                let mut pts: Vec<Vec<(u64, Tile)>> = vec![Vec::new(); states.len()];
-                for (i, st) in states.iter().enumerate() {
+                // The live tiles in pairs, each pair's p^T in one PSUM bank (when two fit),
+                // copied out by one instruction; the pairs alternate between the Vector and
+                // the Scalar engine, which also rescale their tiles' accumulators.
+                let live: Vec<usize> = (0..n).filter(|&i| scores[i].is_some()).collect();
+                let pair_size = if self.pair_fits(&states, kb, p_dtype) {
+                    2
+                } else {
+                    1
+                };
+                let banks: Vec<PtBank> = live
+                    .chunks(pair_size)
+                    .enumerate()
+                    .map(|(k, tiles)| {
+                        let width = if tiles.len() == 1 {
+                            states[tiles[0]].msz
+                        } else {
+                            128
+                        };
+                        self.pt_bank(tiles.len() as u32, width as u32, kb, p_dtype, k % 2 == 1)
+                    })
+                    .collect();
+                let bank_of = |i: usize| {
+                    let at = live.iter().position(|&t| t == i).unwrap_or(0);
+                    (at / pair_size, at % pair_size)
+                };
+                let mut soft: Vec<Option<(Tile, Option<Tile>)>> = vec![None; n];
+                let mut pts: Vec<Vec<(u64, Tile)>> = vec![Vec::new(); n];
+                next_scores = vec![None; n];
+                for i in 0..n {
+                    // Each stage for every tile in turn, so no engine's in-order stream
+                    // holds one tile's work behind another tile's wait: the softmax, the
+                    // transposes of p (Tensor and GpSimd) and the next block's scores.
+                    soft[i] = scores[i]
+                        .map(|s| self.attention_softmax(a, &mut states[i], s, kb, p_dtype, span));
                     if let Some((p, _)) = soft[i] {
-                        pts[i] = self.attention_transpose(st, p, j0, kb, p_dtype, span);
+                        let (b, slot) = bank_of(i);
+                        pts[i] =
+                            self.attention_transpose(&states[i], p, j0, kb, &banks[b], slot, span);
+                        // A tile alone copies its bank right away: the banks of every tile
+                        // in flight and of the next block's scores would not fit PSUM.
+                        if pair_size == 1 {
+                            self.copy_pt_bank(&banks[b], span);
+                        }
+                    }
+                    if let Some(nx) = next {
+                        next_scores[i] = block_scores(self, &kt_tiles, &states[i..i + 1], nx)[0];
                     }
                 }
-                for (i, st) in states.iter().enumerate() {
+                for (b, bank) in banks.iter().enumerate() {
+                    let tiles = &live[b * pair_size..(b * pair_size + pair_size).min(live.len())];
+                    // Scalar rescales its first tile before the copy, which waits for the
+                    // transposes of the last tile, right behind that tile's exponentials
+                    // (bench, S = 4096: 271,690 cycles; the copy first, 282,698).
+                    let first = usize::from(bank.on_scalar).min(tiles.len());
+                    let (before, after) = tiles.split_at(first);
+                    for &i in before {
+                        if let Some((_, Some(alpha))) = soft[i] {
+                            self.attention_rescale(&states[i], alpha, bank.on_scalar, span);
+                        }
+                    }
+                    if pair_size > 1 {
+                        self.copy_pt_bank(bank, span);
+                    }
+                    for &i in after {
+                        if let Some((_, Some(alpha))) = soft[i] {
+                            self.attention_rescale(&states[i], alpha, bank.on_scalar, span);
+                        }
+                    }
+                }
+                for i in 0..n {
                     if let Some((_, alpha)) = soft[i] {
-                        self.attention_rescale(st, alpha, span);
-                        self.attention_pv(st, &pts[i], &v_tiles, span);
+                        // The first block's first matmul starts the accumulation.
+                        let fresh = alpha.is_none();
+                        self.attention_pv(&states[i], &pts[i], &v_tiles, fresh, span)?;
                     }
                 }
             }
             for st in &states {
                 // o / l, then the rest of the group.
                 let parts = st.msz as u32;
+                let l_run = st.l_run.ok_or("attention without keys")?;
                 let o = self.sbuf_tile(Dtype::F32, parts, dv as u32);
                 self.out.push(
                     Op::TensorScalar {
                         out: o.ap(),
                         src: st.o.ap(),
                         op0: AluOp::Div,
-                        s0: ScalarArg::Ap(st.l_run.ap()),
+                        s0: ScalarArg::Ap(l_run.ap()),
                         op1: AluOp::Bypass,
                         s1: ScalarArg::imm(0.0),
                     },
                     Engine::Vector,
-                    &[o.buf, st.o.buf, st.l_run.buf],
+                    &[o.buf, st.o.buf, l_run.buf],
                     span,
                 );
                 let fixed: Vec<AxisUse> = Vec::new();
@@ -274,7 +401,7 @@ impl Tiler<'_> {
         kb: u64,
         p_dtype: Dtype,
         span: crate::frontend::typed::Span,
-    ) -> (Tile, Tile) {
+    ) -> (Tile, Option<Tile>) {
         let c = a.scale;
         let parts = st.msz as u32;
         // The block's maximum, then nb_new = min(nb, -c * max(s)) = -c * max(m, max(s))
@@ -293,33 +420,47 @@ impl Tiler<'_> {
             span,
         );
         let bias = self.sbuf_tile(Dtype::F32, parts, 1);
+        // The first block: nb = -c * max(s), which is what the minimum with +inf (the
+        // empty running maximum) gives.
+        let (op1, s1, bufs) = match st.nb_run {
+            None => (AluOp::Bypass, ScalarArg::imm(0.0), vec![bias.buf, mb.buf]),
+            Some(nb) => (
+                AluOp::Min,
+                ScalarArg::Ap(nb.ap()),
+                vec![bias.buf, mb.buf, nb.buf],
+            ),
+        };
         self.out.push(
             Op::TensorScalar {
                 out: bias.ap(),
                 src: mb.ap(),
                 op0: AluOp::Mul,
                 s0: ScalarArg::imm(-c),
-                op1: AluOp::Min,
-                s1: ScalarArg::Ap(st.nb_run.ap()),
+                op1,
+                s1,
             },
             Engine::Vector,
-            &[bias.buf, mb.buf, st.nb_run.buf],
+            &bufs,
             span,
         );
-        let alpha = self.sbuf_tile(Dtype::F32, parts, 1);
-        self.out.push(
-            Op::Activate {
-                out: alpha.ap(),
-                src: st.nb_run.ap(),
-                func: ActFunc::Exp,
-                scale: ScalarArg::imm(-1.0),
-                bias: ScalarArg::Ap(bias.ap()),
-                accum: None,
-            },
-            Engine::Scalar,
-            &[alpha.buf, st.nb_run.buf, bias.buf],
-            span,
-        );
+        let alpha = st
+            .nb_run
+            .map(|nb| (nb, self.sbuf_tile(Dtype::F32, parts, 1)));
+        if let Some((nb, alpha)) = alpha {
+            self.out.push(
+                Op::Activate {
+                    out: alpha.ap(),
+                    src: nb.ap(),
+                    func: ActFunc::Exp,
+                    scale: ScalarArg::imm(-1.0),
+                    bias: ScalarArg::Ap(bias.ap()),
+                    accum: None,
+                },
+                Engine::Scalar,
+                &[alpha.buf, nb.buf, bias.buf],
+                span,
+            );
+        }
         // p = exp(c*s - c*m_new) and its row sum, in one activation.
         let p = self.sbuf_tile(p_dtype, parts, kb as u32);
         let lb = self.sbuf_tile(Dtype::F32, parts, 1);
@@ -337,98 +478,107 @@ impl Tiler<'_> {
             span,
         );
         // l = l * alpha + lb (one instruction with two per-row operands; a column, which
-        // the `engines` pass gives to GpSimd).
-        let l_new = self.sbuf_tile(Dtype::F32, parts, 1);
-        self.out.push(
-            Op::TensorScalar {
-                out: l_new.ap(),
-                src: st.l_run.ap(),
-                op0: AluOp::Mul,
-                s0: ScalarArg::Ap(alpha.ap()),
-                op1: AluOp::Add,
-                s1: ScalarArg::Ap(lb.ap()),
-            },
-            Engine::Vector,
-            &[l_new.buf, st.l_run.buf, alpha.buf, lb.buf],
-            span,
-        );
-        st.l_run = l_new;
-        st.nb_run = bias;
+        // the `engines` pass gives to GpSimd), or lb itself for the first block.
+        let alpha = alpha.map(|(_, alpha)| alpha);
+        st.l_run = Some(match (alpha, st.l_run) {
+            (Some(alpha), Some(l_run)) => {
+                let l_new = self.sbuf_tile(Dtype::F32, parts, 1);
+                self.out.push(
+                    Op::TensorScalar {
+                        out: l_new.ap(),
+                        src: l_run.ap(),
+                        op0: AluOp::Mul,
+                        s0: ScalarArg::Ap(alpha.ap()),
+                        op1: AluOp::Add,
+                        s1: ScalarArg::Ap(lb.ap()),
+                    },
+                    Engine::Vector,
+                    &[l_new.buf, l_run.buf, alpha.buf, lb.buf],
+                    span,
+                );
+                l_new
+            }
+            _ => lb,
+        });
+        st.nb_run = Some(bias);
         (p, alpha)
     }
 
-    /// p^T for one block (keys from `j0`) of one query tile: one tile per chunk of 128
-    /// keys, with the chunk's first key. The chunks are transposed on the PE array side
-    /// by side into one PSUM bank and copied out at once (the `engines` pass balances the
-    /// copies over Vector and Scalar), except the last GPSIMD_CHUNKS (never the only
-    /// one), which GpSimd's `partition_transpose` moves SBUF to SBUF: no copy for Vector
-    /// and Scalar, the bottleneck. GpSimd's in-order stream holds nothing else on the
-    /// softmax's path (bench, S = 4096: none 326,912 cycles, one of four 315,872, two
-    /// 369,184 as GpSimd, at 576 cycles a chunk, becomes the bottleneck, one and two in
-    /// turn 330,944).
+    /// Whether the p^T of two query tiles of a key block fit one PSUM bank: full tiles of
+    /// 128 queries, the chunks that the PE array transposes side by side.
+    fn pair_fits(&self, states: &[QueryTile], kb: u64, p_dtype: Dtype) -> bool {
+        let on_pe = pe_chunks(kb).len() as u64;
+        states.len() >= 2
+            && states.iter().all(|st| st.msz == 128)
+            && 2 * on_pe * 128 * p_dtype.size() as u64 <= 2048
+    }
+
+    /// The PSUM bank (and its SBUF copy) of p^T for `slots` query tiles of `width`
+    /// queries each (128 for a pair) of a key block of `kb` keys.
+    fn pt_bank(
+        &mut self,
+        slots: u32,
+        width: u32,
+        kb: u64,
+        p_dtype: Dtype,
+        on_scalar: bool,
+    ) -> PtBank {
+        let chunks = pe_chunks(kb);
+        let cols = chunks.len() as u64 * slots as u64 * width as u64;
+        PtBank {
+            psum: self.psum_tile(p_dtype, 128.min(kb), cols),
+            sbuf: self.sbuf_tile(p_dtype, 128.min(kb) as u32, cols as u32),
+            slots,
+            width,
+            chunks,
+            on_scalar,
+        }
+    }
+
+    /// p^T for one block (keys from `j0`) of one query tile, in slot `slot` of `bank`:
+    /// one tile per chunk of 128 keys, with the chunk's first key. The chunks go to the
+    /// PE array side by side into the bank (copied out by `copy_pt_bank`), except the last
+    /// GPSIMD_CHUNKS (never the only one), which GpSimd's `partition_transpose` moves SBUF
+    /// to SBUF: no copy for Vector and Scalar, the bottleneck. GpSimd's in-order stream
+    /// holds nothing else on the softmax's path (bench, S = 4096: none 326,912 cycles,
+    /// one of four 315,872, two 369,184 as GpSimd, at 576 cycles a chunk, becomes the
+    /// bottleneck, one and two in turn 330,944).
+    #[allow(clippy::too_many_arguments)]
     fn attention_transpose(
         &mut self,
         st: &QueryTile,
         p: Tile,
         j0: u64,
         kb: u64,
-        p_dtype: Dtype,
+        bank: &PtBank,
+        slot: usize,
         span: crate::frontend::typed::Span,
     ) -> Vec<(u64, Tile)> {
         let parts = st.msz as u32;
-        let all: Vec<(u64, u64)> = (0..kb.div_ceil(128))
-            .map(|i| (i * 128, 128.min(kb - i * 128)))
-            .collect();
-        let on_pe = all.len() - GPSIMD_CHUNKS.min(all.len() - 1);
-        let chunks = &all[..on_pe];
-        let pt_bank = self.psum_tile(p_dtype, 128.min(kb), parts as u64 * chunks.len() as u64);
-        for (i, &(c0, cs)) in chunks.iter().enumerate() {
+        let mut tiles = Vec::new();
+        for (ci, &(c0, cs)) in bank.chunks.iter().enumerate() {
+            let col = bank.col(ci, slot);
             self.out.push(
                 Op::Transpose {
-                    out: pt_bank.slice(0, cs as u32, i as u32 * parts, parts),
+                    out: bank.psum.slice(0, cs as u32, col, parts),
                     src: p.slice(0, parts, c0 as u32, cs as u32),
                 },
                 Engine::Tensor,
-                &[pt_bank.buf, p.buf],
+                &[bank.psum.buf, p.buf],
                 span,
             );
+            let tile = Tile {
+                parts: cs as u32,
+                cols: parts,
+                col_offset: bank.sbuf.col_offset + col,
+                ..bank.sbuf
+            };
+            tiles.push((j0 + c0, tile));
         }
-        let pt = self.sbuf_tile(p_dtype, pt_bank.parts, pt_bank.cols);
-        // Copy what the transposes wrote: full 128-key chunks in one instruction, a last
-        // shorter chunk (fewer partitions) in another.
-        let full = chunks.iter().filter(|c| c.1 == 128).count() as u32;
-        let mut pieces = Vec::new();
-        if full > 0 {
-            pieces.push((
-                pt.slice(0, 128, 0, full * parts),
-                pt_bank.slice(0, 128, 0, full * parts),
-            ));
-        }
-        if let Some(&(_, cs)) = chunks.last().filter(|c| c.1 < 128) {
-            let at = (chunks.len() as u32 - 1) * parts;
-            pieces.push((
-                pt.slice(0, cs as u32, at, parts),
-                pt_bank.slice(0, cs as u32, at, parts),
-            ));
-        }
-        for (dst, src) in pieces {
-            self.copy_out(dst, src, &[pt.buf, pt_bank.buf], span);
-        }
-        let mut tiles: Vec<(u64, Tile)> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, &(c0, cs))| {
-                let tile = Tile {
-                    parts: cs as u32,
-                    cols: parts,
-                    col_offset: i as u32 * parts,
-                    ..pt
-                };
-                (j0 + c0, tile)
-            })
-            .collect();
-        for &(c0, cs) in &all[on_pe..] {
-            let out = self.sbuf_tile(p_dtype, cs as u32, parts);
+        let all = kb.div_ceil(128);
+        for i in bank.chunks.len() as u64..all {
+            let (c0, cs) = (i * 128, 128.min(kb - i * 128));
+            let out = self.sbuf_tile(p.dtype, cs as u32, parts);
             self.out.push(
                 Op::PartitionTranspose {
                     out: out.ap(),
@@ -443,13 +593,72 @@ impl Tiler<'_> {
         tiles
     }
 
-    /// o = o * alpha, in PSUM.
+    /// Copies what the transposes wrote into `bank` to SBUF: the full 128-key chunks of
+    /// every slot in one instruction, a last shorter chunk (fewer partitions) in another;
+    /// on the Scalar engine as an identity activation (exactly the copy) when the bank is
+    /// Scalar's.
+    fn copy_pt_bank(&mut self, bank: &PtBank, span: crate::frontend::typed::Span) {
+        let full = bank.chunks.iter().filter(|c| c.1 == 128).count() as u32;
+        let w = bank.width;
+        let mut pieces = Vec::new();
+        if full > 0 {
+            pieces.push((128u32, 0, full * bank.slots * w));
+        }
+        if let Some(&(_, cs)) = bank.chunks.last().filter(|c| c.1 < 128) {
+            pieces.push((cs as u32, full * bank.slots * w, bank.slots * w));
+        }
+        for (pn, c0, cn) in pieces {
+            let (dst, src) = (
+                bank.sbuf.slice(0, pn, c0, cn),
+                bank.psum.slice(0, pn, c0, cn),
+            );
+            let bufs = [bank.sbuf.buf, bank.psum.buf];
+            if bank.on_scalar {
+                self.out.push(
+                    Op::Activate {
+                        out: dst,
+                        src,
+                        func: ActFunc::Identity,
+                        scale: ScalarArg::imm(1.0),
+                        bias: ScalarArg::imm(-0.0),
+                        accum: None,
+                    },
+                    Engine::Scalar,
+                    &bufs,
+                    span,
+                );
+            } else {
+                self.copy_out(dst, src, &bufs, span);
+            }
+        }
+    }
+
+    /// o = o * alpha, in PSUM (on the Scalar engine as `identity(o * alpha)`, the same
+    /// bits, when asked).
     fn attention_rescale(
         &mut self,
         st: &QueryTile,
         alpha: Tile,
+        on_scalar: bool,
         span: crate::frontend::typed::Span,
     ) {
+        let bufs = [st.o.buf, st.o.buf, alpha.buf];
+        if on_scalar {
+            self.out.push(
+                Op::Activate {
+                    out: st.o.ap(),
+                    src: st.o.ap(),
+                    func: ActFunc::Identity,
+                    scale: ScalarArg::Ap(alpha.ap()),
+                    bias: ScalarArg::imm(-0.0),
+                    accum: None,
+                },
+                Engine::Scalar,
+                &bufs,
+                span,
+            );
+            return;
+        }
         self.out.push(
             Op::TensorScalar {
                 out: st.o.ap(),
@@ -460,7 +669,7 @@ impl Tiler<'_> {
                 s1: ScalarArg::imm(0.0),
             },
             Engine::Vector,
-            &[st.o.buf, st.o.buf, alpha.buf],
+            &bufs,
             span,
         );
     }
@@ -470,24 +679,14 @@ impl Tiler<'_> {
         &mut self,
         st: &QueryTile,
         pt: &[(u64, Tile)],
-        v_tiles: &[Tile],
+        v_tiles: &[Option<Tile>],
+        fresh: bool,
         span: crate::frontend::typed::Span,
-    ) {
-        for &(key0, stationary) in pt {
-            self.matmul(st.o, stationary, v_tiles[(key0 / 128) as usize], true, span);
+    ) -> Result<(), String> {
+        for (n, &(key0, stationary)) in pt.iter().enumerate() {
+            let v = v_tiles[(key0 / 128) as usize].ok_or("attention: V chunk not loaded")?;
+            self.matmul(st.o, stationary, v, !(fresh && n == 0), span);
         }
-    }
-
-    /// Fills a tile with a value (the `engines` pass moves column fills to GpSimd).
-    fn fill(&mut self, t: Tile, value: f32, span: crate::frontend::typed::Span) {
-        self.out.push(
-            Op::Memset {
-                out: t.ap(),
-                value: Imm::new(value),
-            },
-            Engine::Vector,
-            &[t.buf],
-            span,
-        );
+        Ok(())
     }
 }

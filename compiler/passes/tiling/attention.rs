@@ -2,8 +2,8 @@
 //! the S x S scores never go to HBM.
 //!
 //! K (transposed, D on partitions) and V (keys on partitions) are loaded once and stay in
-//! SBUF. For each block of 128 queries: `q^T` is prepared on the Tensor engine; then for
-//! each block of keys the scores go to PSUM (`q^T^T @ k^T`), the row maximum is updated
+//! SBUF. For each block of 128 queries: `q^T` is prepared (by GpSimd for D <= 128); then
+//! for each block of keys the scores go to PSUM (`q^T^T @ k^T`), the row maximum is updated
 //! (kept as the exponentials' bias `-c*m`, with `c` the positive scale), the
 //! probabilities `exp(c*s - c*m_new)` and their row sum come from one Scalar activation,
 //! the running sum and the output accumulator are rescaled by `alpha = exp(c*m -
@@ -171,7 +171,12 @@ impl Tiler<'_> {
                 .iter()
                 .enumerate()
                 .map(|(gi, &(m0, msz))| {
-                    let qt = self.prepare_kmajor(&qo, d, m0, msz, 0, span);
+                    // q^T's last chunk of D (all of it for D <= 128) is transposed by
+                    // GpSimd (`partition_transpose`), which has time between the blocks'
+                    // p chunks, instead of on the PE array with a copy out of PSUM for
+                    // the bottleneck engines (bench, S = 4096: 268,505 -> 264,122 cycles;
+                    // every chunk of D = 192 on GpSimd made run/attention_wide_v slower).
+                    let qt = self.prepare_kmajor(&qo, d, m0, msz, 1, span);
                     // The output accumulates in PSUM across key blocks: each later block
                     // rescales it in place and its p @ v matmuls add to it.
                     let o = match packed {

@@ -449,16 +449,26 @@ fn diagnoses_text(results: &Results) -> String {
 
 fn numpy_text(results: &Results) -> String {
     match &results.numpy {
-        Ok(n) => format!(
-            "Interpreter on the bf16 2048^3 matmul: {:.2} GFLOP/s simulated ({:.2} s); \
-             NumPy float32 2048^3 matmul on the same machine: {:.1} GFLOP/s ({:.3} s, best of 3); \
-             the interpreter is {:.0}x slower than NumPy.\n",
-            n.interp_gflops,
-            n.interp_s,
-            n.numpy_gflops,
-            n.numpy_s,
-            n.numpy_gflops / n.interp_gflops.max(1e-12)
-        ),
+        Ok(n) => {
+            let share = n.interp_gflops / n.numpy_gflops.max(1e-12);
+            format!(
+                "Interpreter on the bf16 2048^3 matmul: {:.2} GFLOP/s simulated ({:.2} s, best \
+                 of 3: loading, binding and running the program); NumPy float32 2048^3 matmul \
+                 on the same machine: {:.1} GFLOP/s ({:.3} s, best of 3). The interpreter runs \
+                 at {:.1}% of NumPy's rate (target >= {:.0}%: {}).\n",
+                n.interp_gflops,
+                n.interp_s,
+                n.numpy_gflops,
+                n.numpy_s,
+                100.0 * share,
+                100.0 * NUMPY_SHARE,
+                if share >= NUMPY_SHARE {
+                    "met"
+                } else {
+                    "not met"
+                }
+            )
+        }
         Err(e) => format!("NumPy comparison skipped: {e}\n"),
     }
 }
@@ -730,6 +740,31 @@ fn compile_examples(exe: &Result<PathBuf, String>, repeat: usize) -> Vec<(String
     out
 }
 
+/// The row whose interpreter run is compared with NumPy, and the share of NumPy's FLOP
+/// rate the interpreter must reach.
+const NUMPY_ROW: &str = "matmul bf16 2048^3";
+const NUMPY_SHARE: f64 = 0.25;
+
+/// `n` more interpreter runs of the NumPy comparison's kernel (compiled again, the same
+/// inputs), in seconds each; none when it does not compile or run.
+fn interp_reruns(n: usize) -> Vec<f64> {
+    let Some(case) = cases().into_iter().find(|c| c.name.starts_with(NUMPY_ROW)) else {
+        return Vec::new();
+    };
+    let Ok((c, _)) = compile_timed(case.file, case.text, Some(case.kernel), case.full, 1) else {
+        return Vec::new();
+    };
+    let params = driver::params_of(&c.tensor);
+    let inputs: Vec<HostTensor> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
+        .collect();
+    (0..n)
+        .filter_map(|_| execute(&c, &params, &inputs).ok().map(|r| r.2))
+        .collect()
+}
+
 /// NumPy's float32 `n^3` matmul, best of 3, in seconds.
 fn numpy_matmul_seconds(n: usize) -> Result<f64, String> {
     let script = format!(
@@ -784,18 +819,20 @@ fn run_all(quick: bool, only: Option<&str>) -> Results {
         Err("not run in --quick mode".to_string())
     } else {
         let interp = rows.iter().find_map(|(n, _, o)| match o {
-            Outcome::Ran(r) if n.starts_with("matmul bf16 2048^3") => Some(r),
+            Outcome::Ran(r) if n.starts_with(NUMPY_ROW) => Some(r),
             _ => None,
         });
         match interp {
             None => Err("the bf16 2048^3 matmul did not run".to_string()),
             Some(r) => {
-                eprintln!("bench: numpy ...");
+                // Both sides best of three: the row's run and two more.
+                eprintln!("bench: interpreter again and numpy ...");
+                let interp_s = interp_reruns(2).into_iter().fold(r.interp_s, f64::min);
                 numpy_matmul_seconds(2048).map(|numpy_s| NumpyComparison {
-                    interp_gflops: r.matmul_flops as f64 / r.interp_s / 1e9,
+                    interp_gflops: r.matmul_flops as f64 / interp_s / 1e9,
                     numpy_gflops: 2.0 * 2048f64.powi(3) / numpy_s / 1e9,
                     numpy_s,
-                    interp_s: r.interp_s,
+                    interp_s,
                 })
             }
         }

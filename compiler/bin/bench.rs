@@ -296,6 +296,17 @@ fn summary(p: &Profile, d: &Diagnosis) -> String {
     s
 }
 
+/// The parameters of a compiled kernel and the bench's inputs for them (seed 1).
+fn bench_inputs(c: &Compilation) -> (Vec<ParamSpec>, Vec<HostTensor>) {
+    let params = driver::params_of(&c.tensor);
+    let inputs = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
+        .collect();
+    (params, inputs)
+}
+
 fn run_case(case: &Case, quick: bool) -> Outcome {
     let defines = if quick { case.quick } else { case.full };
     // The compile is timed over a few runs; the fastest is reported.
@@ -303,12 +314,7 @@ fn run_case(case: &Case, quick: bool) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::NoCompile(first_line(&e)),
     };
-    let params = driver::params_of(&c.tensor);
-    let inputs: Vec<HostTensor> = params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-        .collect();
+    let (params, inputs) = bench_inputs(&c);
     let ran = guarded("interpreter", || execute(&c, &params, &inputs));
     let (report, outputs, interp_s) = match ran {
         Ok(r) => r,
@@ -754,12 +760,7 @@ fn interp_reruns(n: usize) -> Vec<f64> {
     let Ok((c, _)) = compile_timed(case.file, case.text, Some(case.kernel), case.full, 1) else {
         return Vec::new();
     };
-    let params = driver::params_of(&c.tensor);
-    let inputs: Vec<HostTensor> = params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-        .collect();
+    let (params, inputs) = bench_inputs(&c);
     (0..n)
         .filter_map(|_| execute(&c, &params, &inputs).ok().map(|r| r.2))
         .collect()

@@ -32,6 +32,7 @@
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
 use super::Tiler;
+use crate::ir::TOp;
 use crate::passes::attention::Attention;
 use crate::passes::fusion::{Group, Root};
 use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Op, ReduceOp, ScalarArg};
@@ -155,6 +156,18 @@ impl Tiler<'_> {
             space: g.space.clone(),
             insts: g.insts[pos..].to_vec(),
             needs_plain_rows: false,
+        };
+        // When the rest is one cast of the output, the division writes the cast's dtype
+        // (Vector rounds its f32 quotient once on write, as the cast would) and the cast
+        // costs nothing.
+        let o_dtype = match &tail.insts[..] {
+            [_, c]
+                if func.insts[*c].op == TOp::Cast
+                    && func.insts[*c].args[..] == [func.insts[a.out].result] =>
+            {
+                func.ty(func.insts[*c].result).dtype
+            }
+            _ => Dtype::F32,
         };
         // Query tiles are processed `query_group` at a time, block by block in turn, so the
         // engines always have a second, independent chain of work: while one tile's
@@ -321,7 +334,7 @@ impl Tiler<'_> {
                 // o / l, then the rest of the group.
                 let parts = st.msz as u32;
                 let l_run = st.l_run.ok_or("attention without keys")?;
-                let o = self.sbuf_tile(Dtype::F32, parts, dv as u32);
+                let o = self.sbuf_tile(o_dtype, parts, dv as u32);
                 self.out.push(
                     Op::TensorScalar {
                         out: o.ap(),

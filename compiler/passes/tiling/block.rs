@@ -669,8 +669,17 @@ impl Tiler<'_> {
             }
             BOp::Cast => {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
-                let out = self.sbuf_tile(node.dtype, parts, cols);
-                self.write_from(out, src, span);
+                // A tile already in SBUF in the target dtype that dies here (a value
+                // computed outside the evaluator and written in its final dtype) is its own
+                // cast; `out_tile` hands it back only then.
+                let candidates: &[Tile] = match &src {
+                    Operand::Tile(t) => std::slice::from_ref(t),
+                    _ => &[],
+                };
+                let out = self.out_tile(node.dtype, parts, cols, candidates);
+                if candidates.first().is_none_or(|t| t.buf != out.buf) {
+                    self.write_from(out, src, span);
+                }
                 out
             }
             BOp::Unary(u) => {

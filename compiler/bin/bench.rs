@@ -952,10 +952,12 @@ the exponentials (576), copy the transposed probabilities out of PSUM (two query
 three chunks of four in one copy, 832 for two blocks: 416; GpSimd transposes the fourth) \
 and rescale the accumulator and the running values (322): 1,890 cycles, 256 blocks, at \
 least 241,920 cycles each for the two engines even if always busy, so efficiency <= 0.54 \
-with this algorithm. Measured 0.496: Vector and Scalar are 93-94% busy; of Vector's \
-248,312 busy cycles the blocks take 241,920 (the rest: K^T's copies out of PSUM, the final \
-division), and its idle 6% is the start (waiting for the first K^T and q^T), the end (the \
-last stores) and the turns between query groups. The other algorithms within these costs: (a) key blocks \
+with this algorithm. Measured 0.500: Vector and Scalar are 94% and 92% busy; of \
+Vector's 246,392 busy cycles the blocks take 241,920 (the rest: K^T's copies out of PSUM, \
+the final divisions), and its idle 6% is the start (waiting for the first K^T and q^T), \
+the end (the last stores' latency) and the seven turns between query groups, where the \
+pipeline from the maxima to the exponentials drains and refills (about 1,200 idle cycles \
+of Scalar each). The other algorithms within these costs: (a) key blocks \
 of 1,024 (two PSUM banks; the maximum and the exponentials still go bank by bank) halve \
 the rescales, ceiling about 0.59 at perfect overlap, but leave room for two query tiles \
 in flight instead of four, and it is the four that keep both engines busy; (b) a first \

@@ -315,7 +315,7 @@ impl Executor {
         // Taken, so that an error on the way leaves no claim on what PSUM holds.
         let mut last = self.mm_last.take();
         if Arc::get_mut(&mut job).is_none() {
-            // Unreachable (`Pool::run` returns only after the helper let go), but a fresh
+            // Unreachable (`Pool::run` returns only after the helpers let go), but a fresh
             // job is always correct.
             job = Arc::default();
             last = None;

@@ -1,5 +1,6 @@
 //! The Tensor engine's matmul inner kernel: a register-blocked, vectorised micro-kernel over
-//! packed f32 operands, and one persistent helper thread that shares its work.
+//! packed f32 operands, and persistent helper threads (one per further core) that share its
+//! work.
 //!
 //! The interpreter spends nearly all of a matmul-heavy program's time here, so this is the
 //! one place that is tuned for the host. The contract it keeps is the ISA's: every output
@@ -22,11 +23,12 @@
 //! for bit (NaN payloads aside, which the store to memory makes canonical).
 //!
 //! Threads. Every output panel is computed by exactly one thread, start to finish, so the
-//! result does not depend on how panels are shared out. A [`Pool`] keeps one helper thread
-//! asleep between instructions; for a large enough matmul the calling thread posts the job,
-//! both threads claim panels from an atomic counter, and the caller then retracts the job
-//! and waits only for panels the helper has actually claimed. A helper that is slow to wake
-//! (a busy host) therefore never delays the caller by more than one panel.
+//! result does not depend on how panels are shared out. A [`Pool`] keeps its helper threads
+//! (one per core beyond the caller's, at most [`MAX_HELPERS`]) asleep between instructions;
+//! for a large enough matmul the calling thread posts the job, every thread claims panels
+//! from an atomic counter, and the caller then retracts the job and waits only for panels
+//! helpers have actually claimed. A helper that is slow to wake (a busy host) therefore
+//! never delays the caller by more than one panel.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -39,7 +41,7 @@ pub const MR: usize = 4;
 pub const NR: usize = 16;
 
 /// Below this many multiply-adds (`m * n * k`, padded) a matmul runs on the calling
-/// thread alone: waking the helper costs more than it saves.
+/// thread alone: waking the helpers costs more than it saves.
 pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// Which micro-kernel implementation runs.
@@ -347,11 +349,15 @@ unsafe fn panel_avx(k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut
     }
 }
 
-/// One helper thread that shares the panels of large matmuls with the calling thread.
+/// The most helper threads a [`Pool`] starts on its own: an instruction's matmul has at
+/// most 512 / NR panels, and more threads than that share out nothing.
+pub const MAX_HELPERS: usize = 7;
+
+/// Helper threads that share the panels of large matmuls with the calling thread.
 #[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -359,40 +365,54 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when a job is posted or the pool shuts down.
     wake: Condvar,
-    /// Signalled when the helper has finished a job it took.
+    /// Signalled when a helper has finished a job it took.
     done: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The posted job, until the helper takes it or the caller retracts it.
+    /// The posted job, until the caller retracts it.
     job: Option<Arc<Job>>,
-    /// The helper holds a job.
-    busy: bool,
+    /// Counts the posted jobs, so that a helper takes each one at most once.
+    posted: u64,
+    /// Helpers holding a job.
+    busy: usize,
     quit: bool,
 }
 
 impl Pool {
-    /// A pool with one helper thread, or `None` when the host has a single core or the
-    /// thread cannot be started.
+    /// A pool with one helper per core beyond the calling thread's (at most
+    /// [`MAX_HELPERS`]), or `None` when the host has a single core or no thread starts.
     pub fn new() -> Option<Pool> {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            return None;
-        }
-        let shared = Arc::new(Shared::default());
-        let theirs = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("tessera-matmul".into())
-            .spawn(move || helper(&theirs))
-            .ok()?;
-        Some(Pool {
-            shared,
-            handle: Some(handle),
-        })
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Pool::with_helpers(cores.saturating_sub(1).min(MAX_HELPERS))
     }
 
-    /// Computes `job`, sharing its panels with the helper when it is large enough. On
-    /// return the helper holds no reference to `job`, so `Arc::get_mut` succeeds.
+    /// A pool with `helpers` helper threads (as many as start), or `None` for none.
+    pub fn with_helpers(helpers: usize) -> Option<Pool> {
+        let shared = Arc::new(Shared::default());
+        let handles: Vec<JoinHandle<()>> = (0..helpers)
+            .map_while(|_| {
+                let theirs = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name("tessera-matmul".into())
+                    .spawn(move || helper(&theirs))
+                    .ok()
+            })
+            .collect();
+        if handles.is_empty() {
+            return None;
+        }
+        Some(Pool { shared, handles })
+    }
+
+    /// The helper threads running.
+    pub fn helpers(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Computes `job`, sharing its panels with the helpers when it is large enough. On
+    /// return no helper holds a reference to `job`, so `Arc::get_mut` succeeds.
     pub fn run(&self, job: &mut Arc<Job>) {
         if job.macs() < PARALLEL_MIN_MACS || job.n_panels < 2 {
             if let Some(j) = Arc::get_mut(job) {
@@ -401,13 +421,17 @@ impl Pool {
             }
         }
         job.next.store(0, Ordering::Relaxed);
-        lock(&self.shared.state).job = Some(Arc::clone(job));
-        self.shared.wake.notify_one();
+        {
+            let mut state = lock(&self.shared.state);
+            state.job = Some(Arc::clone(job));
+            state.posted = state.posted.wrapping_add(1);
+        }
+        self.shared.wake.notify_all();
         job.claim_panels();
         let mut state = lock(&self.shared.state);
-        // Retract the job if the helper never took it; otherwise wait for its last panel.
+        // Retract the job from helpers that never took it; wait for the others' last panels.
         state.job = None;
-        while state.busy {
+        while state.busy > 0 {
             state = self
                 .shared
                 .done
@@ -417,23 +441,27 @@ impl Pool {
     }
 }
 
-/// The helper thread's loop: take a posted job, compute panels until none is left, drop
-/// the job and report, sleep.
+/// A helper thread's loop: take each posted job once, compute panels until none is left,
+/// drop the job and report, sleep.
 fn helper(shared: &Shared) {
     let mut state = lock(&shared.state);
+    let mut seen = state.posted;
     loop {
         if state.quit {
             return;
         }
-        if let Some(job) = state.job.take() {
-            state.busy = true;
-            drop(state);
-            job.claim_panels();
-            drop(job);
-            state = lock(&shared.state);
-            state.busy = false;
-            shared.done.notify_one();
-            continue;
+        if state.posted != seen {
+            seen = state.posted;
+            if let Some(job) = state.job.clone() {
+                state.busy += 1;
+                drop(state);
+                job.claim_panels();
+                drop(job);
+                state = lock(&shared.state);
+                state.busy -= 1;
+                shared.done.notify_all();
+                continue;
+            }
         }
         state = shared
             .wake
@@ -445,8 +473,8 @@ fn helper(shared: &Shared) {
 impl Drop for Pool {
     fn drop(&mut self) {
         lock(&self.shared.state).quit = true;
-        self.shared.wake.notify_one();
-        if let Some(h) = self.handle.take() {
+        self.shared.wake.notify_all();
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }

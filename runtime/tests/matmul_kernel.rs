@@ -123,13 +123,26 @@ fn kernel_on_instruction_shapes() {
     }
 }
 
-/// The helper thread changes nothing: every panel is computed by one thread, in order, so
-/// a shared job gives the same bits as a single-threaded one, run after run.
+/// Helper threads change nothing: every panel is computed by one thread, in order, so a
+/// shared job gives the same bits as a single-threaded one, run after run, with one helper,
+/// with more helpers than this host has cores, and with the host's own count.
 #[test]
-fn two_threads_give_the_same_bits() {
-    let Some(pool) = Pool::new() else {
-        return;
-    };
+fn helper_threads_give_the_same_bits() {
+    let pools: Vec<Pool> = [Pool::with_helpers(1), Pool::with_helpers(5), Pool::new()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        pools.len() >= 2,
+        "the pools of one and five helpers did not start"
+    );
+    assert_eq!(pools[1].helpers(), 5);
+    for pool in &pools {
+        shared_job_is_exact(pool);
+    }
+}
+
+fn shared_job_is_exact(pool: &Pool) {
     let (k, m, n) = (128, 128, 512);
     let mut rng = Rng::new(9);
     let s = rng.values(Dtype::Bf16, k * m, 2.0);
@@ -140,7 +153,7 @@ fn two_threads_give_the_same_bits() {
     for path in paths() {
         let mut job = Arc::new(Job::new(path));
         for rep in 0..20 {
-            let j = Arc::get_mut(&mut job).expect("the helper let go of the job");
+            let j = Arc::get_mut(&mut job).expect("the helpers let go of the job");
             j.reset(k, m, n);
             for ki in 0..k {
                 j.set_stationary_row(ki, &s[ki * m..][..m]);
@@ -150,12 +163,17 @@ fn two_threads_give_the_same_bits() {
                 j.set_output_row(mi, &init[mi * n..][..n]);
             }
             pool.run(&mut job);
-            let j = Arc::get_mut(&mut job).expect("the helper let go of the job");
+            let j = Arc::get_mut(&mut job).expect("the helpers let go of the job");
             let mut got = vec![0.0; m * n];
             for mi in 0..m {
                 j.output_row(mi, &mut got[mi * n..][..n]);
             }
-            same(&got, &want, &format!("{path:?} repetition {rep}"));
+            let helpers = pool.helpers();
+            same(
+                &got,
+                &want,
+                &format!("{path:?}, {helpers} helpers, repetition {rep}"),
+            );
         }
     }
 }

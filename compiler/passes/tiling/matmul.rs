@@ -33,6 +33,9 @@ const A_BUDGET: u64 = 64 * 1024;
 const MAX_FIRST_GROUP: u64 = 4;
 /// K steps by which a group's staged A (see `kmajor_step`) runs ahead of its matmuls.
 const STAGE_AHEAD: u64 = 1;
+/// M chunks that share each streamed B tile when K is too long for B to stay in SBUF:
+/// one PSUM bank each, with room left for two steps' transposes.
+const LONG_K_GROUP: u64 = 4;
 /// Bytes per partition one streamed B tile (all of K, one N block's columns) may take.
 const B_TILE_BUDGET: u64 = 40 * 1024;
 
@@ -375,28 +378,61 @@ impl Tiler<'_> {
                     mb0 += mbs;
                 }
             } else {
-                // K too long to keep B columns: stream both operands per tile.
-                let mut m0 = 0;
-                while m0 < m {
-                    let msz = 128.min(m - m0);
+                // K too long to keep B columns (or a block's A^T) in SBUF: both operands
+                // stream K step by K step. Up to LONG_K_GROUP M chunks share each step's B
+                // tile (each accumulating in a PSUM bank of its own) and each N block
+                // shares a step's A^T, so B streams once per group of chunks instead of
+                // once per chunk (bench shape M = 512, K = 32,768, N = 2,048: 2,639,952
+                // cycles, 0.397, when every 128 x 512 output tile streamed both). A step's
+                // loads and transposes are emitted before the previous step's matmuls, so
+                // they arrive while those run.
+                let mut g0 = 0;
+                while g0 < m {
+                    let chunks: Vec<(u64, u64)> = (0..LONG_K_GROUP)
+                        .map(|i| g0 + i * 128)
+                        .take_while(|&m0| m0 < m)
+                        .map(|m0| (m0, 128.min(m - m0)))
+                        .collect();
                     let mut n0 = 0;
                     while n0 < n {
                         let nsz = 512.min(n - n0);
-                        let mut acc = None;
-                        for t in 0..kt {
+                        let psums: Vec<Tile> = chunks
+                            .iter()
+                            .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
+                            .collect();
+                        let gp = long_k_gpsimd(chunks.len() as u64, nsz, rate);
+                        let step = |this: &mut Self, t: u64| {
                             let k0 = t * 128;
                             let ksz = 128.min(k - k0);
-                            let st = self.load_kmajor(&ao, k0, ksz, m0, msz, span);
-                            let mv = self.load_kmajor(&bo, k0, ksz, n0, nsz, span);
-                            let psum =
-                                *acc.get_or_insert_with(|| self.psum_tile(Dtype::F32, msz, nsz));
-                            self.matmul(psum, st, mv, t > 0, span);
+                            let mv = this.load_kmajor(&bo, k0, ksz, n0, nsz, span);
+                            let st: Vec<Tile> = if ao.direct() {
+                                chunks
+                                    .iter()
+                                    .map(|&(m0, msz)| this.load_kmajor(&ao, k0, ksz, m0, msz, span))
+                                    .collect()
+                            } else {
+                                this.kmajor_step(&ao, k, t, &chunks, gp, span)
+                            };
+                            (st, mv)
+                        };
+                        let mut cur = (kt > 0).then(|| step(self, 0));
+                        for t in 0..kt {
+                            let next = (t + 1 < kt).then(|| step(self, t + 1));
+                            let (st, mv) = cur.take().ok_or("a matmul step not loaded")?;
+                            for (&psum, &s) in psums.iter().zip(&st) {
+                                self.matmul(psum, s, mv, t > 0, span);
+                            }
+                            cur = next;
                         }
-                        let acc = acc.ok_or("a matmul with K = 0")?;
-                        self.epilogue(g, inst, acc, &fixed, (m0, msz), (n0, nsz), swapped)?;
+                        if kt == 0 {
+                            return Err("a matmul with K = 0".into());
+                        }
+                        for (&chunk, &psum) in chunks.iter().zip(&psums) {
+                            self.epilogue(g, inst, psum, &fixed, chunk, (n0, nsz), swapped)?;
+                        }
                         n0 += nsz;
                     }
-                    m0 += msz;
+                    g0 += LONG_K_GROUP * 128;
                 }
             }
         }
@@ -881,6 +917,20 @@ fn tail_pieces((n0, nsz): (u64, u64), rate: f64) -> Vec<(u64, u64)> {
         return vec![(n0, nsz)];
     }
     vec![(n0, nsz - r), (n0 + nsz - r, r)]
+}
+
+/// How many of a streamed K step's `chunks` transposes GpSimd takes (576 cycles each, no
+/// copy) when K is too long for B to stay in SBUF: as many as it finishes within the
+/// Tensor engine's time for the step (the matmuls against `nsz` columns at `rate` columns
+/// a cycle, and the transposes left to it). Bench shape M = 512, K = 32,768, N = 2,048
+/// (four chunks): none 1,334,416 cycles, one 1,270,160, two 1,205,904.
+fn long_k_gpsimd(chunks: u64, nsz: u64, rate: f64) -> usize {
+    let matmul = (nsz as f64 / rate).max(32.0);
+    let pe = (128.0 / rate).max(32.0);
+    (0..=chunks)
+        .rev()
+        .find(|&gp| (gp * 576) as f64 <= chunks as f64 * matmul + (chunks - gp) as f64 * pe)
+        .unwrap_or(0) as usize
 }
 
 /// Whether GpSimd transposes a slice of K step `t` of a staged group (see `stage_steps`):

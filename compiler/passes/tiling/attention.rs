@@ -34,7 +34,9 @@ use super::matmul::Operand2d;
 use super::Tiler;
 use crate::ir::TOp;
 use crate::passes::attention::Attention;
+use crate::passes::engines::scalar_form;
 use crate::passes::fusion::{Group, Root};
+use crate::tile::{Buf, TileInst};
 use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Op, ReduceOp, ScalarArg};
 use smallvec::smallvec;
 
@@ -637,24 +639,29 @@ impl Tiler<'_> {
                 bank.psum.slice(0, pn, c0, cn),
             );
             let bufs = [bank.sbuf.buf, bank.psum.buf];
-            if bank.on_scalar {
-                self.out.push(
-                    Op::Activate {
-                        out: dst,
-                        src,
-                        func: ActFunc::Identity,
-                        scale: ScalarArg::imm(1.0),
-                        bias: ScalarArg::imm(-0.0),
-                        accum: None,
-                    },
-                    Engine::Scalar,
-                    &bufs,
-                    span,
-                );
-            } else {
-                self.copy_out(dst, src, &bufs, span);
-            }
+            let copy = Op::TensorCopy { out: dst, src };
+            self.push_vector_work(copy, &bufs, bank.on_scalar, span);
         }
+    }
+
+    /// Vector work, or its exact Scalar form (`engines::scalar_form`, the rewrite the
+    /// `engines` pass would make) when `on_scalar`: attention plans that split itself.
+    fn push_vector_work(
+        &mut self,
+        op: Op,
+        bufs: &[Buf],
+        on_scalar: bool,
+        span: crate::frontend::typed::Span,
+    ) {
+        let vector = TileInst {
+            op,
+            engine: Engine::Vector,
+            bufs: bufs.iter().copied().collect(),
+        };
+        match on_scalar.then(|| scalar_form(&vector)).flatten() {
+            Some((op, bufs)) => self.out.push(op, Engine::Scalar, &bufs, span),
+            None => self.out.push(vector.op, Engine::Vector, &vector.bufs, span),
+        };
     }
 
     /// o = o * alpha, in PSUM (on the Scalar engine as `identity(o * alpha)`, the same
@@ -666,36 +673,16 @@ impl Tiler<'_> {
         on_scalar: bool,
         span: crate::frontend::typed::Span,
     ) {
+        let rescale = Op::TensorScalar {
+            out: st.o.ap(),
+            src: st.o.ap(),
+            op0: AluOp::Mul,
+            s0: ScalarArg::Ap(alpha.ap()),
+            op1: AluOp::Bypass,
+            s1: ScalarArg::imm(0.0),
+        };
         let bufs = [st.o.buf, st.o.buf, alpha.buf];
-        if on_scalar {
-            self.out.push(
-                Op::Activate {
-                    out: st.o.ap(),
-                    src: st.o.ap(),
-                    func: ActFunc::Identity,
-                    scale: ScalarArg::Ap(alpha.ap()),
-                    bias: ScalarArg::imm(-0.0),
-                    accum: None,
-                },
-                Engine::Scalar,
-                &bufs,
-                span,
-            );
-            return;
-        }
-        self.out.push(
-            Op::TensorScalar {
-                out: st.o.ap(),
-                src: st.o.ap(),
-                op0: AluOp::Mul,
-                s0: ScalarArg::Ap(alpha.ap()),
-                op1: AluOp::Bypass,
-                s1: ScalarArg::imm(0.0),
-            },
-            Engine::Vector,
-            &bufs,
-            span,
-        );
+        self.push_vector_work(rescale, &bufs, on_scalar, span);
     }
 
     /// o += p @ v for chunks of p^T, each with its first key.

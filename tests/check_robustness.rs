@@ -2,6 +2,8 @@
 //! stack or run away. Deep inputs run on threads with the default 2 MiB test stack, so a
 //! recursive walk over a 20,000-deep expression would be caught here.
 
+mod common;
+
 use proptest::prelude::*;
 use tessera::diagnostic::{render, Diagnostic};
 use tessera::frontend::{check_file, codes, parse};
@@ -262,7 +264,7 @@ const WORDS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(512))]
 
     #[test]
     fn token_soup_never_panics(words in prop::collection::vec(0..WORDS.len(), 0..200)) {
@@ -292,5 +294,20 @@ proptest! {
             prop_assert!(!diags.is_empty());
             let _ = render(diags, "mutated.tsr", &src, false);
         }
+    }
+}
+
+/// The property tests above draw the same cases on every run unless a seed is asked for.
+#[test]
+fn property_tests_use_a_fixed_seed() {
+    use proptest::test_runner::RngSeed;
+    let config = common::proptest_config(7);
+    assert_eq!(config.cases, 7);
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        assert!(
+            matches!(config.rng_seed, RngSeed::Fixed(_)),
+            "{:?}",
+            config.rng_seed
+        );
     }
 }

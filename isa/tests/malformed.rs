@@ -505,7 +505,7 @@ fn assembly_errors_say_where_and_what() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(256))]
 
     /// Arbitrary text never panics the assembler.
     #[test]

@@ -8,7 +8,7 @@ use isa::*;
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(256))]
 
     #[test]
     fn generated_programs_verify(p in common::program(3)) {

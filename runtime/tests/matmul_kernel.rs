@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use isa::Dtype;
-use proptest::prelude::{prop, prop_oneof, proptest, Just, ProptestConfig, Strategy};
+use proptest::prelude::{prop, prop_oneof, proptest, Just, Strategy};
 use runtime::kernels::{self, Job, Path, Pool};
 use std::sync::Arc;
 
@@ -81,7 +81,7 @@ fn case() -> impl Strategy<Value = (usize, usize, usize, Vec<f32>, Vec<f32>, Vec
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(proptest_config(200))]
 
     #[test]
     fn kernel_matches_the_reference((k, m, n, s, v, init) in case(), zero_init: bool) {

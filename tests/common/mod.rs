@@ -189,3 +189,20 @@ pub fn unflatten(mut flat: usize, shape: &[u64]) -> Vec<u64> {
     }
     idx
 }
+
+/// The proptest configuration of this crate's property tests: `cases` cases from a fixed
+/// seed, so every run (and CI) checks the same cases and a failure reproduces as it is.
+/// `PROPTEST_RNG_SEED=<u64>` (read by `ProptestConfig::default`) explores other cases.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let base = Config::default();
+    let rng_seed = match base.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(0x7e55_2026),
+        chosen => chosen,
+    };
+    Config {
+        cases,
+        rng_seed,
+        ..base
+    }
+}

@@ -27,7 +27,9 @@
 //! leaving the banks to scores and p^T; nothing on the path from the maximum to the
 //! exponentials leaves Vector and Scalar; and GpSimd, then free, transposes one chunk of
 //! p in four, taking that copy off them (bench, S = 4096: 404,896 -> 315,872 cycles
-//! before the pairs, 271,690 with them).
+//! before the pairs, 271,690 with them). Query groups follow each other without a pause:
+//! the next group's first scores are computed in this group's last block, and this group's
+//! outputs are divided out in the next group's first block.
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
@@ -177,22 +179,34 @@ impl Tiler<'_> {
         let tiles: Vec<(u64, u64)> = (0..sq.div_ceil(128))
             .map(|t| (t * 128, 128.min(sq - t * 128)))
             .collect();
-        let groups = tiles.len().div_ceil(query_group(dv));
-        for (gn, group) in tiles.chunks(query_group(dv)).enumerate() {
+        // Every tile's scores of one block, where live (causal: a block whose first key
+        // is past every query's diagonal is skipped).
+        let block_scores = |this: &mut Self,
+                            kt_tiles: &[Vec<Tile>],
+                            states: &[QueryTile],
+                            (j0, kb): (u64, u64)| {
+            states
+                .iter()
+                .map(|st| {
+                    let live = match a.tril {
+                        Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
+                        None => true,
+                    };
+                    live.then(|| this.attention_scores(a, st, kt_tiles, j0, kb, span))
+                })
+                .collect::<Vec<Option<Tile>>>()
+        };
+        let groups: Vec<&[(u64, u64)]> = tiles.chunks(query_group(dv)).collect();
+        // A group's running states, q^T not yet prepared (`prepare_qt`).
+        let new_states = |this: &mut Self, group: &[(u64, u64)]| {
             // The group's output accumulators share one PSUM bank when they fit (PSUM's
             // eight banks are what limits how many blocks of scores are in flight).
             let packed = (group.len() as u64 * dv * 4 <= 2048)
-                .then(|| self.psum_tile(Dtype::F32, 128.min(sq), group.len() as u64 * dv));
-            let mut states: Vec<QueryTile> = group
+                .then(|| this.psum_tile(Dtype::F32, 128.min(sq), group.len() as u64 * dv));
+            group
                 .iter()
                 .enumerate()
                 .map(|(gi, &(m0, msz))| {
-                    // q^T's last chunk of D (all of it for D <= 128) is transposed by
-                    // GpSimd (`partition_transpose`), which has time between the blocks'
-                    // p chunks, instead of on the PE array with a copy out of PSUM for
-                    // the bottleneck engines (bench, S = 4096: 268,505 -> 264,122 cycles;
-                    // every chunk of D = 192 on GpSimd made run/attention_wide_v slower).
-                    let qt = self.prepare_kmajor(&qo, d, m0, msz, 1, span);
                     // The output accumulates in PSUM across key blocks: each later block
                     // rescales it in place and its p @ v matmuls add to it.
                     let o = match packed {
@@ -202,58 +216,81 @@ impl Tiler<'_> {
                             col_offset: (gi as u64 * dv) as u32,
                             ..bank
                         },
-                        None => self.psum_tile(Dtype::F32, msz, dv),
+                        None => this.psum_tile(Dtype::F32, msz, dv),
                     };
                     QueryTile {
                         m0,
                         msz,
-                        qt,
+                        qt: Vec::new(),
                         nb_run: None,
                         l_run: None,
                         o,
                     }
                 })
-                .collect();
-            let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
-                .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
-                .collect();
-            // All of K^T, behind the first group's query tiles.
-            if kt_tiles.is_empty() {
-                kt_tiles = (0..chunks as u64)
-                    .map(|c| {
-                        let k0 = c * 128;
-                        self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), 0, span)
-                    })
-                    .collect();
-            }
-            // Every tile's scores of one block, where live (causal: a block whose first key
-            // is past every query's diagonal is skipped).
-            let block_scores = |this: &mut Self,
-                                kt_tiles: &[Vec<Tile>],
-                                states: &[QueryTile],
-                                (j0, kb): (u64, u64)| {
-                states
-                    .iter()
-                    .map(|st| {
-                        let live = match a.tril {
-                            Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
-                            None => true,
-                        };
-                        live.then(|| this.attention_scores(a, st, kt_tiles, j0, kb, span))
-                    })
-                    .collect::<Vec<Option<Tile>>>()
+                .collect::<Vec<QueryTile>>()
+        };
+        // q^T's last chunk of D (all of it for D <= 128) is transposed by GpSimd
+        // (`partition_transpose`), which has time between the blocks' p chunks, instead of
+        // on the PE array with a copy out of PSUM for the bottleneck engines (bench, S =
+        // 4096: 268,505 -> 264,122 cycles; every chunk of D = 192 on GpSimd made
+        // run/attention_wide_v slower).
+        let prepare_qt = |this: &mut Self, st: &mut QueryTile| {
+            st.qt = this.prepare_kmajor(&qo, d, st.m0, st.msz, 1, span);
+        };
+        let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
+            .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
+            .collect();
+        // The next group's states and first scores, made during this group's last block.
+        let mut carried: Option<(Vec<QueryTile>, Vec<Option<Tile>>)> = None;
+        let mut finishing: Vec<QueryTile> = Vec::new();
+        for (gn, &group) in groups.iter().enumerate() {
+            let (mut states, first_scores) = match carried.take() {
+                Some(c) => c,
+                None => {
+                    let mut states = new_states(self, group);
+                    for st in &mut states {
+                        prepare_qt(self, st);
+                    }
+                    // All of K^T, behind the first group's query tiles.
+                    if kt_tiles.is_empty() {
+                        kt_tiles = (0..chunks as u64)
+                            .map(|c| {
+                                let k0 = c * 128;
+                                self.prepare_kmajor(&ko, d, k0, 128.min(sk - k0), 0, span)
+                            })
+                            .collect();
+                    }
+                    ensure_v(self, &mut v_tiles, blocks[0]);
+                    let scores = block_scores(self, &kt_tiles, &states, blocks[0]);
+                    (states, scores)
+                }
             };
             // The scores run one block ahead: a tile's scores of block j+1 are emitted
             // after its exponentials of block j, so the PE array computes them while the
-            // softmax of the other tiles of block j still runs.
-            ensure_v(self, &mut v_tiles, blocks[0]);
-            let mut next_scores = block_scores(self, &kt_tiles, &states, blocks[0]);
+            // softmax of the other tiles of block j still runs. In the last block the
+            // next group's first scores take their place, and this group's outputs are
+            // finished in the next group's first block, so the engines do not drain
+            // between groups (bench, S = 4096: 262,138 -> 253,709 cycles; finished at the
+            // end of the group instead, 261,507, as Vector's divisions then wait for the
+            // last p @ v ahead of the next maxima).
+            let mut next_scores = first_scores;
+            let mut upcoming = groups.get(gn + 1).map(|g| new_states(self, g));
+            let mut upcoming_scores: Vec<Option<Tile>> = Vec::new();
             for (bi, &(j0, kb)) in blocks.iter().enumerate() {
                 let scores = std::mem::take(&mut next_scores);
                 let n = states.len();
                 let next = blocks.get(bi + 1).copied();
                 if let Some(next) = next {
                     ensure_v(self, &mut v_tiles, next);
+                }
+                // The next group's q^T, before this last block computes its first scores
+                // (emitted tile by tile, GpSimd's transposes of it held the PE array up).
+                if next.is_none() {
+                    if let Some(up) = upcoming.as_mut() {
+                        for st in up.iter_mut() {
+                            prepare_qt(self, st);
+                        }
+                    }
                 }
                 // The live tiles in pairs, each pair's p^T in one PSUM bank (when two fit),
                 // copied out by one instruction; the pairs alternate between the Vector and
@@ -289,6 +326,14 @@ impl Tiler<'_> {
                     // transposes of p (Tensor and GpSimd) and the next block's scores.
                     soft[i] = scores[i]
                         .map(|s| self.attention_softmax(a, &mut states[i], s, kb, p_dtype, span));
+                    if bi == 0 && !finishing.is_empty() {
+                        // The previous group has at least as many tiles: the last tile here
+                        // finishes any it has left.
+                        let last = if i + 1 == n { finishing.len() } else { i + 1 };
+                        for st in &finishing[i.min(finishing.len())..last.min(finishing.len())] {
+                            self.attention_finish(a, st, &tail, o_dtype, dv, span)?;
+                        }
+                    }
                     if let Some((p, _)) = soft[i] {
                         let (b, slot) = bank_of(i);
                         pts[i] =
@@ -301,8 +346,21 @@ impl Tiler<'_> {
                     }
                     if let Some(nx) = next {
                         next_scores[i] = block_scores(self, &kt_tiles, &states[i..i + 1], nx)[0];
+                    } else if let Some(up) = upcoming.as_mut() {
+                        // The next group has at most as many tiles; the last current
+                        // tile brings in any it has left.
+                        let range = if i + 1 == n {
+                            i..up.len()
+                        } else {
+                            i..(i + 1).min(up.len())
+                        };
+                        for u in range {
+                            let sc = block_scores(self, &kt_tiles, &up[u..u + 1], blocks[0]);
+                            upcoming_scores.push(sc[0]);
+                        }
                     }
                 }
+                finishing.clear();
                 for (b, bank) in banks.iter().enumerate() {
                     let tiles = &live[b * pair_size..(b * pair_size + pair_size).min(live.len())];
                     // Scalar rescales its first tile before the copy, which waits for the
@@ -332,34 +390,54 @@ impl Tiler<'_> {
                     }
                 }
             }
-            for st in &states {
-                // o / l, then the rest of the group.
-                let parts = st.msz as u32;
-                let l_run = st.l_run.ok_or("attention without keys")?;
-                let o = self.sbuf_tile(o_dtype, parts, dv as u32);
-                self.out.push(
-                    Op::TensorScalar {
-                        out: o.ap(),
-                        src: st.o.ap(),
-                        op0: AluOp::Div,
-                        s0: ScalarArg::Ap(l_run.ap()),
-                        op1: AluOp::Bypass,
-                        s1: ScalarArg::imm(0.0),
-                    },
-                    Engine::Vector,
-                    &[o.buf, st.o.buf, l_run.buf],
-                    span,
-                );
-                let fixed: Vec<AxisUse> = Vec::new();
+            carried = upcoming.map(|up| (up, upcoming_scores));
+            // A group's outputs are finished in the next group's first block, tile by
+            // tile after its softmax: Vector works through the next maxima while the PE
+            // array completes this group's last p @ v.
+            if carried.is_some() {
+                finishing = states;
+            } else {
                 // The kernel's last query tiles: their stores go over every DMA queue, as
                 // nothing runs after them (bench, S = 4096: 264,122 -> 262,202 cycles; one
                 // 32 KB store a tile took 4,048 cycles after the last cast).
-                self.last_stores = self.last_group && gn + 1 == groups;
-                self.epilogue(&tail, a.out, o, &fixed, (st.m0, st.msz), (0, dv), false)?;
+                self.last_stores = self.last_group;
+                for st in &states {
+                    self.attention_finish(a, st, &tail, o_dtype, dv, span)?;
+                }
                 self.last_stores = false;
             }
         }
         Ok(())
+    }
+
+    /// o / l for one query tile, then the rest of the group (`tail`) on it.
+    fn attention_finish(
+        &mut self,
+        a: &Attention,
+        st: &QueryTile,
+        tail: &Group,
+        o_dtype: Dtype,
+        dv: u64,
+        span: crate::frontend::typed::Span,
+    ) -> Result<(), String> {
+        let parts = st.msz as u32;
+        let l_run = st.l_run.ok_or("attention without keys")?;
+        let o = self.sbuf_tile(o_dtype, parts, dv as u32);
+        self.out.push(
+            Op::TensorScalar {
+                out: o.ap(),
+                src: st.o.ap(),
+                op0: AluOp::Div,
+                s0: ScalarArg::Ap(l_run.ap()),
+                op1: AluOp::Bypass,
+                s1: ScalarArg::imm(0.0),
+            },
+            Engine::Vector,
+            &[o.buf, st.o.buf, l_run.buf],
+            span,
+        );
+        let fixed: Vec<AxisUse> = Vec::new();
+        self.epilogue(tail, a.out, o, &fixed, (st.m0, st.msz), (0, dv), false)
     }
 
     /// The scores of one key block of one query tile (in PSUM, or masked in SBUF).

@@ -681,7 +681,10 @@ impl<'a> Tiler<'a> {
                 strides: dest_strides,
             }],
         };
-        for b in &row_blocks(&space, false, u64::MAX) {
+        // Rows longer than a block's budget are copied in column chunks (a whole row of
+        // 70,000 f32 did not fit an SBUF partition).
+        let col_chunk = (BLOCK_BUDGET / src.dtype.size() as u64).max(1);
+        for b in &row_blocks(&space, false, col_chunk) {
             self.eval_block(&graph, b);
         }
     }

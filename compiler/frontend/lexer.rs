@@ -199,9 +199,15 @@ pub struct Lexer<'src, 'e> {
 
 impl<'src, 'e> Lexer<'src, 'e> {
     /// A lexer over `source` that appends its errors to `errors`.
+    /// A byte-order mark at the very start (editors on Windows write one) is skipped, so
+    /// spans still count from the file's first byte.
     pub fn new(source: &'src str, errors: &'e mut Vec<LexError>) -> Lexer<'src, 'e> {
+        let mut inner = Token::lexer(source);
+        if source.starts_with('\u{feff}') {
+            inner.bump('\u{feff}'.len_utf8());
+        }
         Lexer {
-            inner: Token::lexer(source),
+            inner,
             source,
             errors,
         }

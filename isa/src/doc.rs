@@ -135,6 +135,8 @@ pub(crate) const EXAMPLES: &[&str] = &[
     "tensor_scalar out=sbuf.bf16[0:128, 0; 4:128, 128:1], src=psum.f32[0:128, 0; 512:1], \
      op0=mul, s0=sbuf.f32[0:128, 4096; 1:1], op1=add, s1=0.5",
     "tensor_reduce op=max, out=sbuf.f32[0:128, 0; 4:1], src=sbuf.f32[0:128, 64; 4:256, 256:1]",
+    "tensor_reduce_scalar op=max, out=sbuf.f32[0:128, 8; 1:1], src=psum.f32[0:128, 0; 512:1], \
+     op0=mul, s0=-0.125, op1=min, s1=sbuf.f32[0:128, 12; 1:1]",
     "tensor_copy out=sbuf.bf16[64:64, 0; 32:1, 16:32], src=sbuf.f32[64:64, 1024; 16:32, 32:1]",
     "memset out=sbuf.f32[0:32, 0; 128:1], value=-inf",
     "activate out=sbuf.bf16[0:128, 0; 512:1], src=psum.f32[0:128, 0; 512:1], func=exp, \

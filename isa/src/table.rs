@@ -111,6 +111,23 @@ macro_rules! for_each_op {
             TensorReduce = 0x32, "tensor_reduce", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
                 { op: ReduceOp, out: TileAp, src: TileAp };
 
+            /// Reduction followed by per-partition scalar operations on its result: `out =
+            /// (reduce(src) OP0 s0) OP1 s1`, with the reduction of `tensor_reduce` and the
+            /// operations of `tensor_scalar` (each scalar an immediate or a `[P, 1]` tile;
+            /// `bypass` as OP1 makes it a single operation). The epilogue of a reduction (the
+            /// mean's division, a negated and scaled maximum, a running maximum) then costs no
+            /// instruction of its own.
+            ///
+            /// Numerics: the reduction accumulates in f32 exactly as `tensor_reduce`; its f32
+            /// result, not rounded, goes through OP0 and OP1 in f32 as in `tensor_scalar`, and is
+            /// rounded once to `out`'s dtype: the same bits as `tensor_reduce` into an f32 tile
+            /// followed by `tensor_scalar`.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd), N free elements of `src`,
+            /// as `tensor_reduce`: the operations on each result ride on the reduction's pass.
+            TensorReduceScalar = 0x35, "tensor_reduce_scalar", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { op: ReduceOp, out: TileAp, src: TileAp, op0: AluOp, s0: ScalarArg, op1: AluOp, s1: ScalarArg };
+
             /// Copy with dtype conversion: `out = src` element by element in row-major order.
             ///
             /// Numerics: decode to f32, round to `out`'s dtype.

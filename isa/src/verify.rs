@@ -431,6 +431,24 @@ impl Verifier {
         }
     }
 
+    /// `out` is `src` reduced along its last dimension: the same partitions, one element
+    /// per row of that dimension.
+    fn reduced(&mut self, out: &TileAp, src: &TileAp) {
+        let last = src.dims.last().map_or(1, |d| d.size as u64).max(1);
+        let want = src.free_elems() / last;
+        if out.partitions != src.partitions || out.free_elems() != want {
+            self.error(format!(
+                "`out` is [{}, {}] but reducing `src` [{}, {}] along its last dimension \
+                 gives [{}, {want}]",
+                out.partitions,
+                out.free_elems(),
+                src.partitions,
+                src.free_elems(),
+                src.partitions
+            ));
+        }
+    }
+
     /// The affine expression has one step per free dimension of `out`.
     fn affine_steps(&mut self, steps: usize, out: &TileAp) {
         if steps != out.dims.len() {
@@ -550,18 +568,25 @@ impl Verifier {
             }
             Op::TensorReduce { op: _, out, src } => {
                 tiles.extend([("out", out), ("src", src)]);
-                let last = src.dims.last().map_or(1, |d| d.size as u64).max(1);
-                let want = src.free_elems() / last;
-                if out.partitions != src.partitions || out.free_elems() != want {
-                    self.error(format!(
-                        "`out` is [{}, {}] but reducing `src` [{}, {}] along its last dimension \
-                         gives [{}, {want}]",
-                        out.partitions,
-                        out.free_elems(),
-                        src.partitions,
-                        src.free_elems(),
-                        src.partitions
-                    ));
+                self.reduced(out, src);
+            }
+            Op::TensorReduceScalar {
+                op: _,
+                out,
+                src,
+                op0: _,
+                s0,
+                op1: _,
+                s1,
+            } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.reduced(out, src);
+                self.scalar("s0", s0, src.partitions);
+                self.scalar("s1", s1, src.partitions);
+                for (f, s) in [("s0", s0), ("s1", s1)] {
+                    if let ScalarArg::Ap(ap) = s {
+                        self.no_psum_on_gpsimd(engine, f, ap);
+                    }
                 }
             }
             Op::TensorCopy { out, src } => {

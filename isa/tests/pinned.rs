@@ -105,6 +105,22 @@ fn rows() -> Vec<(Inst, &'static str, &'static str)> {
              40 00 00 00 02 04 00 00 00 00 01 00 00 00 01 00 00 01 00 00 00",
         ),
         (
+            Inst::new(Op::TensorReduceScalar {
+                op: ReduceOp::Max,
+                out: sb(F32, 0, 128, 8, &[(1, 1)]),
+                src: ps(F32, 0, 128, 0, &[(512, 1)]),
+                op0: AluOp::Mul,
+                s0: ScalarArg::imm(-0.125),
+                op1: AluOp::Min,
+                s1: ScalarArg::Ap(sb(F32, 0, 128, 12, &[(1, 1)])),
+            }),
+            "tensor_reduce_scalar op=max, out=sbuf.f32[0:128, 8; 1:1], src=psum.f32[0:128, 0; 512:1], \
+             op0=mul, s0=-0.125, op1=min, s1=sbuf.f32[0:128, 12; 1:1]",
+            "35 00 01 00 00 00 80 08 00 00 00 01 01 00 00 00 01 00 00 00 01 00 00 80 \
+             00 00 00 00 01 00 02 00 00 01 00 00 00 04 00 00 00 00 be 08 01 00 00 00 \
+             80 0c 00 00 00 01 01 00 00 00 01 00 00 00",
+        ),
+        (
             Inst::new(Op::TensorCopy {
                 out: sb(F8E4M3, 64, 64, 0, &[(32, 1), (16, 32)]),
                 src: sb(F32, 64, 64, 1024, &[(16, 32), (32, 1)]),

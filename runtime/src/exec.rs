@@ -150,8 +150,19 @@ impl Executor {
                 .tensor_scalar(out, src, *op0, s0, *op1, s1, at)
                 .map(|_| None),
             Op::TensorReduce { op, out, src } => {
-                self.tensor_reduce(*op, out, src, at).map(|_| None)
+                self.tensor_reduce(*op, out, src, None, at).map(|_| None)
             }
+            Op::TensorReduceScalar {
+                op,
+                out,
+                src,
+                op0,
+                s0,
+                op1,
+                s1,
+            } => self
+                .tensor_reduce(*op, out, src, Some((*op0, s0, *op1, s1)), at)
+                .map(|_| None),
             Op::TensorCopy { out, src } => self.tensor_copy(out, src, at).map(|_| None),
             Op::Memset { out, value } => self.memset(out, *value, at).map(|_| None),
             Op::Activate {
@@ -528,17 +539,29 @@ impl Executor {
         result
     }
 
+    /// `tensor_reduce`, and with `post` (`op0, s0, op1, s1`) `tensor_reduce_scalar`: each
+    /// f32 result goes through the two operations before its one rounding on write.
     fn tensor_reduce(
         &mut self,
         op: ReduceOp,
         out: &TileAp,
         src: &TileAp,
+        post: Option<(AluOp, &ScalarArg, AluOp, &ScalarArg)>,
         at: At,
     ) -> Result<(), RuntimeError> {
         let rs = self.tile(src, at)?;
         let ro = self.tile(out, at)?;
         let inner = rs.dims.last().map(|d| d.0 as usize).unwrap_or(1).max(1);
         Self::same_shape(&ro, rs.parts, rs.free / inner, "out", at)?;
+        let post = match post {
+            Some((op0, s0, op1, s1)) => Some((
+                op0,
+                self.scalar(s0, rs.parts, at)?,
+                op1,
+                self.scalar(s1, rs.parts, at)?,
+            )),
+            None => None,
+        };
         let alu = match op {
             ReduceOp::Add => AluOp::Add,
             ReduceOp::Max => AluOp::Max,
@@ -557,6 +580,13 @@ impl Executor {
                         acc = numeric::alu(alu, acc, v);
                     }
                     *r = acc;
+                }
+                if let Some((op0, a0, op1, a1)) = &post {
+                    let v0 = self.scalar_value(a0, p, at)?;
+                    let v1 = self.scalar_value(a1, p, at)?;
+                    for r in y.iter_mut() {
+                        *r = numeric::alu(*op1, numeric::alu(*op0, *r, v0), v1);
+                    }
                 }
                 self.mem.write_row(&ro, p, &y, at)?;
             }

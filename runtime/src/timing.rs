@@ -68,6 +68,7 @@ pub fn compute_cost(op: &Op, engine: Engine, cfg: &MachineConfig) -> u64 {
         Op::TensorTensor { a, .. } => elementwise(a.free_elems(), 2),
         Op::TensorScalar { src, .. }
         | Op::TensorReduce { src, .. }
+        | Op::TensorReduceScalar { src, .. }
         | Op::TensorCopy { src, .. }
         | Op::Activate { src, .. } => elementwise(src.free_elems(), 1),
         Op::Memset { out, .. } => elementwise(out.free_elems(), 1),

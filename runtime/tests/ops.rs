@@ -398,6 +398,53 @@ fn tensor_reduce_add_max_min() {
 }
 
 #[test]
+fn tensor_reduce_scalar_is_reduce_then_scalar() {
+    // A row maximum scaled by -0.125 and capped by a per-partition minimum (attention's
+    // running bias), rounded to bf16: the same bits as `tensor_reduce` into f32 followed by
+    // `tensor_scalar`, in one instruction costing what the reduction alone costs.
+    let (p, f) = (64, 96);
+    for engine in ["vector", "gpsimd"] {
+        let mut a = Asm::new();
+        with_input(&mut a, Dtype::F32, p, f);
+        let fused = format!(
+            "wait(s0>=1) tensor_reduce_scalar op=max, out=sbuf.bf16[0:64, 8192; 1:1], \
+             src=sbuf.f32[0:64, 0; {f}:1], op0=mul, s0=-0.125, op1=min, \
+             s1=sbuf.f32[0:64, 0; 1:1] signal(s1)"
+        );
+        a.inst(engine, fused);
+        with_output(&mut a, "fused", Dtype::Bf16, p, 1, 8192, 1, 2);
+        let mut xv = Rng::new(11).values(Dtype::F32, p * f, 300.0);
+        xv[f + 5] = f32::NAN;
+        xv[2 * f + 7] = f32::INFINITY;
+        xv[3 * f] = f32::NEG_INFINITY;
+        let (report, out) = run(&a.text(), &[("x", &xv)]);
+        let want: Vec<f32> = (0..p)
+            .map(|r| {
+                let row = &xv[r * f..(r + 1) * f];
+                let max = row[1..]
+                    .iter()
+                    .fold(row[0], |acc, &v| alu(AluOp::Max, acc, v));
+                round(
+                    Dtype::Bf16,
+                    alu(AluOp::Min, alu(AluOp::Mul, max, -0.125), row[0]),
+                )
+            })
+            .collect();
+        assert!(want[1].is_nan(), "NaN propagates");
+        assert_bits_eq(&out.read("fused").unwrap(), &want, engine);
+        let (e, per) = match engine {
+            "vector" => (isa::Engine::Vector, 1),
+            _ => (isa::Engine::GpSimd, 4),
+        };
+        assert_eq!(
+            report.engine(e).busy_cycles,
+            64 + per * f as u64,
+            "{engine}"
+        );
+    }
+}
+
+#[test]
 fn tensor_copy_and_memset_convert() {
     let (p, f) = (32, 40);
     let mut a = Asm::new();

@@ -264,13 +264,39 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
             )
         })
         .prop_map(|(op, out, src)| Op::TensorReduce { op, out, src });
+    let reduce_scalar = (partitions(), free_sizes())
+        .prop_flat_map(move |(p, s)| {
+            let kept = if s.len() > 1 {
+                s[..s.len() - 1].to_vec()
+            } else {
+                vec![1]
+            };
+            (
+                prop::sample::select(ReduceOp::ALL.to_vec()),
+                tile(engine, p, kept),
+                tile(engine, p, s),
+                (alu(), scalar_arg(engine, p)),
+                (alu(), scalar_arg(engine, p)),
+            )
+        })
+        .prop_map(
+            |(op, out, src, (op0, s0), (op1, s1))| Op::TensorReduceScalar {
+                op,
+                out,
+                src,
+                op0,
+                s0,
+                op1,
+                s1,
+            },
+        );
     let copy = (partitions(), free_sizes(), any::<bool>())
         .prop_flat_map(move |(p, s, flat)| (tile(engine, p, reshape(&s, flat)), tile(engine, p, s)))
         .prop_map(|(out, src)| Op::TensorCopy { out, src });
     let memset = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| (tile(engine, p, s), imm()))
         .prop_map(|(out, value)| Op::Memset { out, value });
-    prop_oneof![tt, ts, reduce, copy, memset].boxed()
+    prop_oneof![tt, ts, reduce, reduce_scalar, copy, memset].boxed()
 }
 
 fn affine(steps: usize) -> impl Strategy<Value = Affine> {

@@ -59,10 +59,99 @@ pub struct Source {
     pub text: String,
 }
 
-/// Reads a source file; invalid UTF-8 is an input error naming the byte offset.
-pub fn read_source(path: &Path) -> Result<Source, DriverError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
+/// The most bytes a source file (a kernel `.tsr`, an assembly `.s`) may have: 64 MiB.
+pub const MAX_SOURCE_BYTES: u64 = 64 << 20;
+/// The most bytes a program (`.tbin`) may have: 1 GiB.
+pub const MAX_PROGRAM_BYTES: u64 = 1 << 30;
+
+/// Opens a file to read, with one clear error for a path that cannot be read as a file: a
+/// missing or unreadable one, a folder, or a named pipe (FIFO), which would wait for a
+/// writer. A pipe the shell made (`/dev/stdin`, `<(...)`) is read. Returns the file and its
+/// length when it is a regular file.
+pub fn open_file(path: &Path) -> Result<(std::fs::File, Option<u64>), DriverError> {
+    let cannot =
+        |e: std::io::Error| DriverError::Input(format!("cannot read {}: {e}", path.display()));
+    let not_a_file =
+        |what: &str| DriverError::Input(format!("cannot read {}: it is {what}", path.display()));
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if meta.is_dir() {
+        return Err(not_a_file("a folder, not a file"));
+    }
+    if is_named_pipe(path, &meta) {
+        return Err(not_a_file(
+            "a named pipe (FIFO), not a regular file (reading it would wait for a writer)",
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    Ok((file, meta.is_file().then_some(meta.len())))
+}
+
+/// Whether `path` names a FIFO in the file system (made by `mkfifo`), as opposed to an
+/// anonymous pipe reached through `/dev/stdin` or `/dev/fd/N`, whose link does not resolve
+/// to a path.
+#[cfg(unix)]
+fn is_named_pipe(path: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_fifo()
+        && std::fs::canonicalize(path)
+            .and_then(std::fs::symlink_metadata)
+            .is_ok_and(|m| m.file_type().is_fifo())
+}
+
+#[cfg(not(unix))]
+fn is_named_pipe(_path: &Path, _meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Appends the rest of `file` to `bytes`, refusing a file of more than `limit` bytes (an
+/// endless one such as `/dev/zero` included) with a clear error. `len` is the file's length
+/// when known; `what` names the kind of file for the message.
+fn read_limited(
+    path: &Path,
+    file: &mut std::fs::File,
+    len: Option<u64>,
+    bytes: &mut Vec<u8>,
+    limit: u64,
+    what: &str,
+) -> Result<(), DriverError> {
+    let too_large = || {
+        DriverError::Input(format!(
+            "{} is too large: a {what} may have at most {} MiB",
+            path.display(),
+            limit >> 20
+        ))
+    };
+    if len.is_some_and(|l| l > limit) {
+        return Err(too_large());
+    }
+    read_some(
+        path,
+        file,
+        bytes,
+        (limit + 1).saturating_sub(bytes.len() as u64),
+    )?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+/// Appends up to `n` more bytes of `file` to `bytes`, fewer only at its end.
+fn read_some(
+    path: &Path,
+    file: &mut std::fs::File,
+    bytes: &mut Vec<u8>,
+    n: u64,
+) -> Result<(), DriverError> {
+    use std::io::Read;
+    file.take(n)
+        .read_to_end(bytes)
+        .map(|_| ())
+        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Decodes a source file's bytes; invalid UTF-8 is an input error naming the byte offset.
+fn source_of(path: &Path, bytes: Vec<u8>) -> Result<Source, DriverError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         DriverError::Input(format!(
             "{} is not valid UTF-8 (at byte {})",
@@ -74,6 +163,87 @@ pub fn read_source(path: &Path) -> Result<Source, DriverError> {
         name: path.display().to_string(),
         text,
     })
+}
+
+/// Reads a source file of at most [`MAX_SOURCE_BYTES`]; invalid UTF-8 is an input error
+/// naming the byte offset.
+pub fn read_source(path: &Path) -> Result<Source, DriverError> {
+    let (mut file, len) = open_file(path)?;
+    let mut bytes = Vec::new();
+    read_limited(
+        path,
+        &mut file,
+        len,
+        &mut bytes,
+        MAX_SOURCE_BYTES,
+        "source file",
+    )?;
+    source_of(path, bytes)
+}
+
+/// Reads a program (`.tbin`) of at most [`MAX_PROGRAM_BYTES`], undecoded. A file that
+/// does not start with the magic bytes is not read further: its first bytes are enough for
+/// the decoder's error.
+pub fn read_program_bytes(path: &Path) -> Result<Vec<u8>, DriverError> {
+    let (mut file, len) = open_file(path)?;
+    let mut bytes = Vec::new();
+    read_program_rest(path, &mut file, len, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Appends the rest of a program to `bytes` (which hold at most its first bytes), unless
+/// its first bytes are not the magic bytes.
+fn read_program_rest(
+    path: &Path,
+    file: &mut std::fs::File,
+    len: Option<u64>,
+    bytes: &mut Vec<u8>,
+) -> Result<(), DriverError> {
+    let magic_len = isa::MAGIC.len() as u64;
+    read_some(
+        path,
+        file,
+        bytes,
+        magic_len.saturating_sub(bytes.len() as u64),
+    )?;
+    if !bytes.starts_with(&isa::MAGIC) {
+        return Ok(());
+    }
+    read_limited(path, file, len, bytes, MAX_PROGRAM_BYTES, "program")
+}
+
+/// What `run` was given: a program or a kernel source file.
+#[derive(Clone, Debug)]
+pub enum RunFile {
+    /// The undecoded bytes of a `.tbin`.
+    Program(Vec<u8>),
+    Source(Source),
+}
+
+/// Reads the file of `run`. It is a program when it starts with the `.tbin` magic bytes
+/// (`isa::MAGIC`) or its extension is `.tbin` (in any case, so that a damaged program gets
+/// the decoder's message); anything else is a source file.
+pub fn read_run_file(path: &Path) -> Result<RunFile, DriverError> {
+    let (mut file, len) = open_file(path)?;
+    let mut bytes = Vec::new();
+    read_some(path, &mut file, &mut bytes, isa::MAGIC.len() as u64)?;
+    let by_extension = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tbin"));
+    if bytes.starts_with(&isa::MAGIC) || by_extension {
+        read_program_rest(path, &mut file, len, &mut bytes)?;
+        Ok(RunFile::Program(bytes))
+    } else {
+        read_limited(
+            path,
+            &mut file,
+            len,
+            &mut bytes,
+            MAX_SOURCE_BYTES,
+            "source file",
+        )?;
+        Ok(RunFile::Source(source_of(path, bytes)?))
+    }
 }
 
 /// Parses `NAME=INT` defines.
@@ -274,6 +444,41 @@ pub fn parse_input_flag(s: &str) -> Result<(String, PathBuf), DriverError> {
     Ok((name.to_string(), PathBuf::from(path)))
 }
 
+/// Parses every `-D NAME=INT`; a NAME given twice is a usage error.
+pub fn parse_defines(flags: &[String]) -> Result<Vec<(String, i64)>, DriverError> {
+    let mut out: Vec<(String, i64)> = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let (name, value) = parse_define(flag)?;
+        if out.iter().any(|(n, _)| n == &name) {
+            return Err(DriverError::Usage(format!(
+                "-D {name} is given twice; give each size once"
+            )));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Parses every `-i NAME=PATH.npy`; a NAME given twice is a usage error.
+pub fn parse_input_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, DriverError> {
+    let mut out: Vec<(String, PathBuf)> = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let (name, path) = parse_input_flag(flag)?;
+        if out.iter().any(|(n, _)| n == &name) {
+            return Err(DriverError::Usage(format!(
+                "-i {name} is given twice; give each input once"
+            )));
+        }
+        out.push((name, path));
+    }
+    Ok(out)
+}
+
+/// The file `run` writes result `index` to: `DIR/out0.npy`, `DIR/out1.npy`, ... (cli.md).
+pub fn output_path(out_dir: &Path, index: usize) -> PathBuf {
+    out_dir.join(format!("out{index}.npy"))
+}
+
 /// One kernel parameter as the runner sees it.
 #[derive(Clone, Debug)]
 pub struct ParamSpec {
@@ -284,11 +489,16 @@ pub struct ParamSpec {
 
 /// Reads the inputs of a run: each parameter from its `-i` file, or from the reproducible
 /// generator of `--random SEED` (written to `DIR/NAME.npy` so the run can be repeated).
+/// A random input whose file would be one of the `results` result files (a parameter
+/// named `out0`) is not written, since the result would overwrite it; a line saying so is
+/// added to `notes`, for stderr.
 pub fn gather_inputs(
     params: &[ParamSpec],
     given: &[(String, PathBuf)],
     random: Option<u64>,
     out_dir: &Path,
+    results: usize,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<HostTensor>, DriverError> {
     for (name, _) in given {
         if !params.iter().any(|p| &p.name == name) {
@@ -301,13 +511,21 @@ pub fn gather_inputs(
     }
     let mut inputs = Vec::with_capacity(params.len());
     for (index, p) in params.iter().enumerate() {
-        let tensor = match given.iter().rev().find(|(n, _)| n == &p.name) {
+        let tensor = match given.iter().find(|(n, _)| n == &p.name) {
             Some((_, path)) => load_input(p, path)?,
             None => match random {
                 Some(seed) => {
                     let t = random_tensor(p, seed, index as u64);
                     let path = out_dir.join(format!("{}.npy", p.name));
-                    write_output(&path, &t)?;
+                    match (0..results).find(|&i| output_path(out_dir, i) == path) {
+                        Some(i) => notes.push(format!(
+                            "note: the random input `{}` is not written to {}: result {i} is \
+                             written there",
+                            p.name,
+                            path.display()
+                        )),
+                        None => write_output(&path, &t)?,
+                    }
                     t
                 }
                 None => {
@@ -332,20 +550,22 @@ pub fn type_text(dtype: Dtype, shape: &[u64]) -> String {
 }
 
 /// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even).
+/// The file is read as a stream, by the size its header declares, and its shape is checked
+/// before its data is read, so that an endless or huge input never hangs the run.
 fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
-    let array = npy::read_npy(&bytes)
-        .map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
-    if array.shape != p.shape {
+    let (file, len) = open_file(path)?;
+    let in_file = |e: npy::NpyError| DriverError::Input(format!("{}: {e}", path.display()));
+    let reader = npy::NpyReader::new(file, len).map_err(in_file)?;
+    if reader.shape() != p.shape.as_slice() {
         return Err(DriverError::Input(format!(
             "{}: input `{}` has shape {}, the parameter is {}",
             path.display(),
             p.name,
-            array.shape_string(),
+            reader.shape_string(),
             type_text(p.dtype, &p.shape)
         )));
     }
+    let array = reader.read_data().map_err(in_file)?;
     let data = array.round_to(p.dtype);
     Ok(HostTensor {
         dtype: p.dtype,
@@ -412,7 +632,11 @@ pub fn tolerance(dtype: Dtype) -> (f64, f64) {
 /// How far one output is from the reference.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// The largest absolute error; NaN when some element is NaN on one side only, infinite
+    /// when an infinity meets another value.
     pub max_abs: f64,
+    /// The largest relative error (over elements whose reference is not 0), NaN and
+    /// infinite as `max_abs` is.
     pub max_rel: f64,
     /// Elements outside tolerance (NaN/inf mismatches count).
     pub bad: usize,
@@ -420,8 +644,33 @@ pub struct Comparison {
     pub first_bad: Option<(usize, f32, f32)>,
 }
 
+impl Comparison {
+    /// The line `run --check` prints for output `index`, e.g. `out0: max abs error
+    /// 1.192e-7, max rel error 2.384e-7` (then `, N elements outside tolerance` if any).
+    pub fn line(&self, index: usize) -> String {
+        let mut line = format!(
+            "out{index}: max abs error {:.3e}, max rel error {:.3e}",
+            self.max_abs, self.max_rel
+        );
+        if self.bad > 0 {
+            line.push_str(&format!(", {} elements outside tolerance", self.bad));
+        }
+        line
+    }
+}
+
+/// The larger of two errors, where NaN (an element NaN on one side only) beats everything.
+fn worse(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 /// Compares an output with the reference under the dtype's tolerance. NaN must meet NaN
-/// and infinities the same infinity.
+/// and infinities the same infinity; any other meeting with NaN makes both maxima NaN, and
+/// with an infinity makes them infinite, so that the printed maxima never hide a mismatch.
 pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
     let (atol, rtol) = tolerance(dtype);
     let mut c = Comparison {
@@ -431,17 +680,23 @@ pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
         first_bad: None,
     };
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() || g.is_nan() || w.is_infinite() || g.is_infinite() {
-            (w.is_nan() && g.is_nan()) || g == w
+        let (abs, rel, ok) = if w.is_nan() || g.is_nan() || w.is_infinite() || g.is_infinite() {
+            if (w.is_nan() && g.is_nan()) || g == w {
+                (0.0, 0.0, true)
+            } else if w.is_nan() || g.is_nan() {
+                (f64::NAN, f64::NAN, false)
+            } else {
+                (f64::INFINITY, f64::INFINITY, false)
+            }
         } else {
             let abs = (g as f64 - w as f64).abs();
             let rel = abs / (w as f64).abs().max(f64::MIN_POSITIVE);
-            c.max_abs = c.max_abs.max(abs);
-            if w != 0.0 {
-                c.max_rel = c.max_rel.max(rel);
-            }
-            abs <= atol + rtol * (w as f64).abs()
+            (abs, rel, abs <= atol + rtol * (w as f64).abs())
         };
+        c.max_abs = worse(c.max_abs, abs);
+        if w != 0.0 || rel.is_nan() {
+            c.max_rel = worse(c.max_rel, rel);
+        }
         if !ok {
             c.bad += 1;
             c.first_bad.get_or_insert((i, g, w));

@@ -1,6 +1,11 @@
 //! The `tessera` command line (shared/spec/cli.md): flag parsing and printing only; the
 //! work is done by `tessera::driver`. stdout holds only the requested output; every error
 //! goes to stderr as one readable message, with the exit code cli.md gives.
+//!
+//! Nothing here uses `print!` or `println!`, which panic when stdout fails: every write to
+//! stdout goes through [`write_stdout`], which turns a failed write (a full disk,
+//! `/dev/full`) into an error and exit 1, and ends quietly when the reader has gone (a
+//! closed pipe, as in `tessera disasm p.tbin | head -1`).
 
 /// mimalloc instead of the system allocator: the compiler builds and drops large vectors
 /// of instructions pass after pass, and glibc's malloc returns their pages to the system
@@ -10,7 +15,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, Parser, Subcommand};
-use std::io::{IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tessera::driver::{self, DriverError};
@@ -164,7 +169,10 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
     let result = match cli.command {
         Command::Check { file, kernel } => cmd_check(&file, &kernel),
         Command::Compile(args) => cmd_compile(&args),
@@ -175,21 +183,37 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = e.to_string();
-            eprint!("{text}");
+            let mut text = e.to_string();
             if !text.ends_with('\n') {
-                eprintln!();
+                text.push('\n');
             }
+            write_stderr(&text);
             ExitCode::from(e.exit_code() as u8)
         }
     }
 }
 
+/// Prints what clap has to say (help, version, or a usage error) and gives its exit code;
+/// help or version that cannot be written to stdout exits 1, as any failed output does.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    let printed = e.print().and_then(|()| std::io::stdout().flush());
+    match printed {
+        Err(io) if !e.use_stderr() && io.kind() != ErrorKind::BrokenPipe => {
+            write_stderr(&format!("error: cannot write to stdout: {io}\n"));
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::from(e.exit_code() as u8),
+    }
+}
+
+/// Writes to stderr; a failure there has nowhere to be reported, so it is ignored rather
+/// than a panic as with `eprint!`.
+fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn defines(args: &KernelArgs) -> Result<Vec<(String, i64)>, DriverError> {
-    args.defines
-        .iter()
-        .map(|d| driver::parse_define(d))
-        .collect()
+    driver::parse_defines(&args.defines)
 }
 
 fn cmd_check(file: &Path, args: &KernelArgs) -> Result<(), DriverError> {
@@ -235,7 +259,7 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
     let src = driver::read_source(file)?;
     let mut dumps = String::new();
     let result = driver::compile(&src, &compile_options(args)?, &mut dumps);
-    eprint!("{dumps}");
+    write_stderr(&dumps);
     let c = result?;
     match args.emit {
         Emit::TensorIr => write_text(args.output.as_deref(), c.tensor.to_string().as_bytes()),
@@ -264,11 +288,17 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
     }
 }
 
+/// Writes the requested output to stdout and flushes it. A failed write is an error (exit
+/// 1); a closed pipe (e.g. `| head`) is not: the reader has all it wanted, so the rest of
+/// the output is dropped and the command goes on (it may still have files to write).
 fn write_stdout(bytes: &[u8]) -> Result<(), DriverError> {
     let mut out = std::io::stdout().lock();
-    // A closed pipe (e.g. `| head`) is not an error of the user's program.
-    let _ = out.write_all(bytes).and_then(|_| out.flush());
-    Ok(())
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => {
+            Err(DriverError::Input(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn write_text(path: Option<&Path>, bytes: &[u8]) -> Result<(), DriverError> {
@@ -278,32 +308,20 @@ fn write_text(path: Option<&Path>, bytes: &[u8]) -> Result<(), DriverError> {
     }
 }
 
-/// Writes a file through a temporary file and a rename, so that an error or a kill never
-/// leaves half a file behind.
+/// Writes an output file (`-o`, `--trace`, `--report-json`) with
+/// `runtime::npy::write_file_atomic`: a regular or new file is replaced through a temporary
+/// file and a rename, so that an error or a kill never leaves half a file behind; a
+/// symbolic link is written through, and a device or FIFO (`-o /dev/stdout`) written in
+/// place.
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let err =
-        |e: std::io::Error| DriverError::Input(format!("cannot write {}: {e}", path.display()));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
-}
-
-fn is_tbin(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "tbin")
+    runtime::npy::write_file_atomic(path, bytes)
+        .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
 }
 
 fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
+    // Flags first, so that a usage error leaves nothing behind.
+    let given = driver::parse_input_flags(&args.inputs)?;
+    let defines = defines(&args.kernel)?;
     let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
     if !out_dir.is_dir() {
         std::fs::create_dir_all(&out_dir).map_err(|e| {
@@ -313,25 +331,30 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
             ))
         })?;
     }
-    let given: Vec<_> = args
-        .inputs
-        .iter()
-        .map(|s| driver::parse_input_flag(s))
-        .collect::<Result<_, _>>()?;
-    if is_tbin(&args.file) {
-        return run_tbin(args, &given, &out_dir);
-    }
-    let src = driver::read_source(&args.file)?;
+    let src = match driver::read_run_file(&args.file)? {
+        driver::RunFile::Program(bytes) => return run_tbin(args, &bytes, &given, &out_dir),
+        driver::RunFile::Source(src) => src,
+    };
     let options = driver::CompileOptions {
         kernel: args.kernel.kernel.clone(),
-        defines: defines(&args.kernel)?,
+        defines,
         passes: PassOptions::default(),
         dump_after: None,
         verify_ir: false,
     };
     let c = driver::compile(&src, &options, &mut String::new())?;
     let params = driver::params_of(&c.tensor);
-    let inputs = driver::gather_inputs(&params, &given, args.random, &out_dir)?;
+    let mut notes = Vec::new();
+    let inputs = driver::gather_inputs(
+        &params,
+        &given,
+        args.random,
+        &out_dir,
+        c.tensor.results.len(),
+        &mut notes,
+    );
+    print_notes(&notes);
+    let inputs = inputs?;
     let outputs = if args.reference {
         if args.trace.is_some() || args.report || args.report_json.is_some() {
             return Err(DriverError::Usage(
@@ -349,7 +372,7 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
         outputs
     };
     for (i, t) in outputs.iter().enumerate() {
-        driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
+        driver::write_output(&driver::output_path(&out_dir, i), t)?;
     }
     if args.check {
         let want = reference::evaluate(&c.tensor, &inputs)
@@ -358,16 +381,8 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
         let mut bad = Vec::new();
         for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
             let cmp = driver::compare(&got.data, &want.data, want.dtype);
-            report.push_str(&format!(
-                "out{i}: max abs error {:.3e}, max rel error {:.3e}{}\n",
-                cmp.max_abs,
-                cmp.max_rel,
-                if cmp.bad > 0 {
-                    format!(", {} elements outside tolerance", cmp.bad)
-                } else {
-                    String::new()
-                }
-            ));
+            report.push_str(&cmp.line(i));
+            report.push('\n');
             if let Some((at, g, w)) = cmp.first_bad {
                 bad.push(format!("out{i}[{at}] is {g}, the reference says {w}"));
             }
@@ -383,8 +398,16 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// Prints the notes of a run (`driver::gather_inputs`) on stderr.
+fn print_notes(notes: &[String]) {
+    for note in notes {
+        write_stderr(&format!("{note}\n"));
+    }
+}
+
 fn run_tbin(
     args: &RunArgs,
+    bytes: &[u8],
     given: &[(String, PathBuf)],
     out_dir: &Path,
 ) -> Result<(), DriverError> {
@@ -398,9 +421,7 @@ fn run_tbin(
             "-k and -D apply to source files, not to a .tbin".into(),
         ));
     }
-    let bytes = std::fs::read(&args.file)
-        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", args.file.display())))?;
-    let program = isa::decode_program(&bytes)
+    let program = isa::decode_program(bytes)
         .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
     let options = args.run_options();
     // Refuse a program that does not verify or needs too much HBM before reading or making
@@ -411,11 +432,15 @@ fn run_tbin(
     };
     driver::check_loadable(&program, &options).map_err(in_file)?;
     let params = driver::program_params(&program);
-    let inputs = driver::gather_inputs(&params, given, args.random, out_dir)?;
+    let results = program.tensors_with_role(isa::Role::Output).count();
+    let mut notes = Vec::new();
+    let inputs = driver::gather_inputs(&params, given, args.random, out_dir, results, &mut notes);
+    print_notes(&notes);
+    let inputs = inputs?;
     let (outputs, report) =
         driver::execute_with(&program, &params, &inputs, &options).map_err(in_file)?;
     for (i, t) in outputs.iter().enumerate() {
-        driver::write_output(&out_dir.join(format!("out{i}.npy")), t)?;
+        driver::write_output(&driver::output_path(out_dir, i), t)?;
     }
     emit_profile(args, &program, &report, None)?;
     Ok(())
@@ -469,8 +494,7 @@ fn cmd_asm(file: &Path, output: &Path) -> Result<(), DriverError> {
 }
 
 fn cmd_disasm(path: &Path) -> Result<(), DriverError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| DriverError::Input(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = driver::read_program_bytes(path)?;
     let program = isa::decode_program(&bytes)
         .map_err(|e| DriverError::Input(format!("{}: {e}", path.display())))?;
     write_stdout(isa::disassemble(&program).as_bytes())

@@ -133,12 +133,25 @@ impl TileFunc {
         }
     }
 
-    /// Declares an HBM tensor buffer (row-major, dense).
+    /// Declares an HBM tensor buffer (row-major, dense). Its name is `name`, or, when
+    /// another HBM buffer has it already, `name_1`, `name_2`, ...: a kernel parameter may
+    /// be called `out0` or `t3`, the names of results and scratch tensors.
     pub fn hbm(&mut self, name: &str, role: Role, dtype: Dtype, shape: &[u64]) -> Buf {
         let bytes = shape.iter().product::<u64>() * dtype.size() as u64;
+        let taken = |n: &str| {
+            self.bufs
+                .values()
+                .any(|b| matches!(&b.kind, BufKind::Hbm { name, .. } if name == n))
+        };
+        let mut unique = name.to_string();
+        let mut k = 1;
+        while taken(&unique) {
+            unique = format!("{name}_{k}");
+            k += 1;
+        }
         self.bufs.push(BufData {
             kind: BufKind::Hbm {
-                name: name.to_string(),
+                name: unique,
                 role,
                 shape: shape.to_vec(),
             },

@@ -4,21 +4,28 @@
 //! own precise error (see [`NpyError`]), and so that nothing in here can panic or allocate
 //! more than the file's own size, whatever the input.
 //!
-//! Reading accepts format versions 1.0, 2.0 and 3.0, dtypes `'<f4'` (float32) and `'<f8'`
-//! (float64, kept exactly so that the caller rounds once, see [`NpyArray::round_to`]), and
-//! both `fortran_order` values (Fortran-ordered data is returned in C order). The header is
+//! Reading accepts format versions 1.0, 2.0 and 3.0, dtypes float32 and float64 (float64
+//! is kept exactly so that the caller rounds once, see [`NpyArray::round_to`]) in
+//! little-endian (`'<f4'`, `'<f8'`), big-endian (`'>f4'`, `'>f8'`) or native (`'=f4'`,
+//! `'=f8'`: the byte order of the machine reading the file) byte order, and both
+//! `fortran_order` values (Fortran-ordered data is returned in C order). The header is
 //! parsed as the small subset of Python literals NumPy writes: a dict with exactly the keys
-//! `descr`, `fortran_order` and `shape`. A `descr` without a byte order (`'|f4'`, `'=f4'`,
-//! `'f4'`) is refused: for a multi-byte type it would mean "the writer's byte order", which a
-//! file does not record; NumPy itself always writes `'<f4'` or `'>f4'`.
+//! `descr`, `fortran_order` and `shape`. A `descr` without a byte order (`'|f4'`, `'f4'`)
+//! is refused: NumPy itself always writes `'<f4'` or `'>f4'`.
+//!
+//! [`NpyReader`] reads a file as a stream: the header first, then no more data than the
+//! header declares (and a bounded look past it for trailing bytes), so that a caller that
+//! checks the declared shape first ([`NpyReader::shape`]) never hangs on an endless input
+//! (`/dev/zero`, a pipe); [`read_npy`] reads a file already in memory.
 //!
 //! Writing mirrors `numpy.lib.format` (NumPy 1.24 and later) byte for byte: version 1.0
 //! (2.0 only if the header does not fit a 16-bit length, as NumPy does), the header dict
 //! with sorted keys, 21 minus the number of digits of the first axis spaces of growth room,
-//! then spaces up to a multiple of 64 bytes and a final `'\n'`.
+//! then spaces up to a multiple of 64 bytes and a final `'\n'`. Files are written with
+//! [`write_file_atomic`], which the command line also uses for its other output files.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -94,11 +101,8 @@ pub enum NpyError {
     #[error("malformed .npy header: {reason}")]
     MalformedHeader { reason: String },
     #[error(
-        "big-endian .npy is not supported; save with dtype '<f4' (this file's dtype is '{descr}')"
-    )]
-    BigEndian { descr: String },
-    #[error(
-        "unsupported .npy dtype {found}; only '<f4' (float32) and '<f8' (float64) are accepted"
+        "unsupported .npy dtype {found}; only '<f4' (float32) and '<f8' (float64) are accepted, \
+         also big-endian ('>f4', '>f8') or in the native byte order ('=f4', '=f8')"
     )]
     UnsupportedDtype { found: String },
     #[error("the .npy shape {shape} is too large: its size in bytes does not fit in 64 bits")]
@@ -122,84 +126,152 @@ pub enum NpyError {
         expected: u64,
         found: u64,
     },
+    #[error(
+        ".npy data goes on past its end: shape {shape} of {dtype} needs {expected} bytes of data but the stream has more than {}",
+        .expected + TRAILING_COUNT_LIMIT
+    )]
+    TrailingStream {
+        shape: String,
+        dtype: &'static str,
+        expected: u64,
+    },
+    #[error("cannot read the .npy file: {message}")]
+    Io { message: String },
 }
 
-/// Parses a whole `.npy` file.
+/// Parses a whole `.npy` file held in memory.
 pub fn read_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
-    let file_len = bytes.len() as u64;
-    if bytes.len() < MAGIC.len() {
-        return Err(if MAGIC.starts_with(bytes) {
-            NpyError::TruncatedHeader {
-                needed: V1_PREFIX_LEN as u64,
-                found: file_len,
+    NpyReader::new(bytes, Some(bytes.len() as u64))?.read_data()
+}
+
+/// A `.npy` stream whose header has been read and checked; [`NpyReader::read_data`] reads
+/// its elements. Nothing is read beyond what the header declares (and, for a stream of
+/// unknown length, a bounded look past the end to report trailing bytes).
+pub struct NpyReader<R> {
+    reader: R,
+    header: Header,
+    /// The data bytes the header's shape and dtype need.
+    expected: u64,
+    /// The stream's whole length, when known (a regular file, a byte slice).
+    file_len: Option<u64>,
+}
+
+impl<R: Read> NpyReader<R> {
+    /// Reads and checks the header of a `.npy` stream. `file_len` is the stream's whole
+    /// length when known (a regular file): a data size that differs from the header's is
+    /// then refused before any data is read.
+    pub fn new(mut reader: R, file_len: Option<u64>) -> Result<NpyReader<R>, NpyError> {
+        let mut prefix = Vec::with_capacity(V1_PREFIX_LEN + 2);
+        read_up_to(&mut reader, &mut prefix, MAGIC.len() as u64)?;
+        let found = |buf: &Vec<u8>| buf.len() as u64;
+        if prefix.len() < MAGIC.len() {
+            return Err(if MAGIC.starts_with(&prefix) {
+                NpyError::TruncatedHeader {
+                    needed: V1_PREFIX_LEN as u64,
+                    found: found(&prefix),
+                }
+            } else {
+                NpyError::BadMagic
+            });
+        }
+        if prefix != MAGIC {
+            return Err(NpyError::BadMagic);
+        }
+        read_up_to(&mut reader, &mut prefix, 2)?;
+        let (major, minor) = match prefix.get(6..8) {
+            Some(&[major, minor]) => (major, minor),
+            _ => {
+                return Err(NpyError::TruncatedHeader {
+                    needed: V1_PREFIX_LEN as u64,
+                    found: found(&prefix),
+                })
             }
-        } else {
-            NpyError::BadMagic
-        });
-    }
-    if !bytes.starts_with(MAGIC) {
-        return Err(NpyError::BadMagic);
-    }
-    let (major, minor) = match bytes.get(6..8) {
-        Some(&[major, minor]) => (major, minor),
-        _ => {
-            return Err(NpyError::TruncatedHeader {
-                needed: V1_PREFIX_LEN as u64,
-                found: file_len,
-            })
-        }
-    };
-    let version = match (major, minor) {
-        (1, 0) => Version::V1,
-        (2, 0) => Version::V2,
-        (3, 0) => Version::V3,
-        _ => return Err(NpyError::UnsupportedVersion { major, minor }),
-    };
-    let len_size = if version == Version::V1 { 2 } else { 4 };
-    let prefix_len = 8 + len_size;
-    let header_len = match bytes.get(8..prefix_len) {
-        Some(&[a, b]) => u64::from(u16::from_le_bytes([a, b])),
-        Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
-        _ => {
-            return Err(NpyError::TruncatedHeader {
-                needed: prefix_len as u64,
-                found: file_len,
-            })
-        }
-    };
-    let header_end = prefix_len as u64 + header_len;
-    let raw_header = match usize::try_from(header_end)
-        .ok()
-        .and_then(|end| bytes.get(prefix_len..end))
-    {
-        Some(h) => h,
-        None => {
+        };
+        let version = match (major, minor) {
+            (1, 0) => Version::V1,
+            (2, 0) => Version::V2,
+            (3, 0) => Version::V3,
+            _ => return Err(NpyError::UnsupportedVersion { major, minor }),
+        };
+        let len_size = if version == Version::V1 { 2 } else { 4 };
+        let prefix_len = 8 + len_size;
+        read_up_to(&mut reader, &mut prefix, len_size as u64)?;
+        let header_len = match prefix.get(8..prefix_len) {
+            Some(&[a, b]) => u64::from(u16::from_le_bytes([a, b])),
+            Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+            _ => {
+                return Err(NpyError::TruncatedHeader {
+                    needed: prefix_len as u64,
+                    found: found(&prefix),
+                })
+            }
+        };
+        let header_end = prefix_len as u64 + header_len;
+        if let Some(len) = file_len.filter(|&len| len < header_end) {
             return Err(NpyError::TruncatedHeader {
                 needed: header_end,
-                found: file_len,
-            })
+                found: len,
+            });
         }
-    };
-    let header = parse_header(raw_header, version)?;
+        let mut raw_header = Vec::new();
+        read_up_to(&mut reader, &mut raw_header, header_len)?;
+        if (raw_header.len() as u64) < header_len {
+            return Err(NpyError::TruncatedHeader {
+                needed: header_end,
+                found: prefix_len as u64 + raw_header.len() as u64,
+            });
+        }
+        let header = parse_header(&raw_header, version)?;
+        // A zero dimension makes the array empty however large the others are, so it is
+        // checked before the product can overflow.
+        let expected = if header.shape.contains(&0) {
+            Some(0)
+        } else {
+            header
+                .shape
+                .iter()
+                .try_fold(header.kind.size(), |acc, &d| acc.checked_mul(d))
+        };
+        let Some(expected) = expected else {
+            return Err(NpyError::ShapeOverflow {
+                shape: shape_repr(&header.shape),
+            });
+        };
+        let reader = NpyReader {
+            reader,
+            header,
+            expected,
+            file_len,
+        };
+        if let Some(len) = file_len {
+            reader.check_data_len(len.saturating_sub(header_end))?;
+        }
+        Ok(reader)
+    }
 
-    let shape_str = shape_repr(&header.shape);
-    // A zero dimension makes the array empty however large the others are, so it is
-    // checked before the product can overflow.
-    let expected = if header.shape.contains(&0) {
-        Some(0)
-    } else {
-        header
-            .shape
-            .iter()
-            .try_fold(header.kind.size(), |acc, &d| acc.checked_mul(d))
-    };
-    let Some(expected) = expected else {
-        return Err(NpyError::ShapeOverflow { shape: shape_str });
-    };
-    let found = file_len - header_end;
-    if found != expected {
-        let (shape, dtype) = (shape_str, header.kind.name());
-        return Err(if found < expected {
+    /// The dimensions the header declares, outermost first.
+    pub fn shape(&self) -> &[u64] {
+        &self.header.shape
+    }
+
+    /// The shape written as NumPy prints it, e.g. `(2, 3)`.
+    pub fn shape_string(&self) -> String {
+        shape_repr(&self.header.shape)
+    }
+
+    /// NumPy's name of the element type: `float32` or `float64`.
+    pub fn dtype_name(&self) -> &'static str {
+        self.header.kind.name()
+    }
+
+    /// Refuses data of `found` bytes when the header needs another number.
+    fn check_data_len(&self, found: u64) -> Result<(), NpyError> {
+        let expected = self.expected;
+        if found == expected {
+            return Ok(());
+        }
+        let (shape, dtype) = (self.shape_string(), self.dtype_name());
+        Err(if found < expected {
             NpyError::TruncatedData {
                 shape,
                 dtype,
@@ -213,44 +285,96 @@ pub fn read_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
                 expected,
                 found,
             }
-        });
+        })
     }
-    // From here on the element count is bounded by the file's length, so allocating the
-    // elements is safe, and in a non-empty array every dimension fits a usize.
-    let data_bytes = bytes.get(prefix_len + raw_header.len()..).unwrap_or(&[]);
-    let dims: Vec<usize> = header
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-        .collect();
-    let data = match header.kind {
-        Kind::F32 => {
-            let v: Vec<f32> = data_bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            NpyData::F32(if header.fortran_order {
-                fortran_to_c(&dims, &v)
-            } else {
-                v
-            })
+
+    /// Reads the data the header declares, and checks that the stream ends there.
+    pub fn read_data(mut self) -> Result<NpyArray, NpyError> {
+        let mut data_bytes = Vec::new();
+        if self.file_len.is_some() {
+            // The length was checked against the file's, so this allocation is bounded by
+            // the file's size.
+            data_bytes.reserve_exact(usize::try_from(self.expected).unwrap_or(0));
         }
-        Kind::F64 => {
-            let v: Vec<f64> = data_bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect();
-            NpyData::F64(if header.fortran_order {
-                fortran_to_c(&dims, &v)
-            } else {
-                v
-            })
+        read_up_to(&mut self.reader, &mut data_bytes, self.expected)?;
+        let got = data_bytes.len() as u64;
+        if got < self.expected {
+            self.check_data_len(got)?;
         }
-    };
-    Ok(NpyArray {
-        shape: header.shape,
-        data,
-    })
+        // A stream must end with the data; count what follows, up to a limit.
+        let mut rest = Vec::new();
+        read_up_to(&mut self.reader, &mut rest, TRAILING_COUNT_LIMIT + 1)?;
+        if rest.len() as u64 > TRAILING_COUNT_LIMIT {
+            return Err(NpyError::TrailingStream {
+                shape: self.shape_string(),
+                dtype: self.dtype_name(),
+                expected: self.expected,
+            });
+        }
+        self.check_data_len(got + rest.len() as u64)?;
+        // From here on the element count is bounded by the bytes read, so allocating the
+        // elements is safe, and in a non-empty array every dimension fits a usize.
+        let header = self.header;
+        let dims: Vec<usize> = header
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect();
+        let big = header.big_endian;
+        let data = match header.kind {
+            Kind::F32 => {
+                let v: Vec<f32> = data_bytes
+                    .chunks_exact(4)
+                    .map(|c| {
+                        let b = [c[0], c[1], c[2], c[3]];
+                        if big {
+                            f32::from_be_bytes(b)
+                        } else {
+                            f32::from_le_bytes(b)
+                        }
+                    })
+                    .collect();
+                NpyData::F32(if header.fortran_order {
+                    fortran_to_c(&dims, &v)
+                } else {
+                    v
+                })
+            }
+            Kind::F64 => {
+                let v: Vec<f64> = data_bytes
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let b = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+                        if big {
+                            f64::from_be_bytes(b)
+                        } else {
+                            f64::from_le_bytes(b)
+                        }
+                    })
+                    .collect();
+                NpyData::F64(if header.fortran_order {
+                    fortran_to_c(&dims, &v)
+                } else {
+                    v
+                })
+            }
+        };
+        Ok(NpyArray {
+            shape: header.shape,
+            data,
+        })
+    }
+}
+
+/// Appends up to `n` more bytes of `reader` to `buf`, fewer only at the end of the stream.
+fn read_up_to(reader: &mut impl Read, buf: &mut Vec<u8>, n: u64) -> Result<(), NpyError> {
+    reader
+        .take(n)
+        .read_to_end(buf)
+        .map(|_| ())
+        .map_err(|e| NpyError::Io {
+            message: e.to_string(),
+        })
 }
 
 /// Serialises a float32 array in C order exactly as `numpy.save` does (see the module
@@ -306,11 +430,10 @@ pub fn write_npy(shape: &[u64], data: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Writes [`write_npy`]'s bytes to `path` atomically: into a temporary file in the same
-/// folder, synced, then renamed over `path`, so that a reader never sees half a file. Fails
+/// Writes [`write_npy`]'s bytes to `path` as [`write_file_atomic`] does: a regular file
+/// (or a new one) is replaced in one step, so that a reader never sees half a file. Fails
 /// with `InvalidInput` when the product of `shape` is not `data.len()`.
 pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io::Result<()> {
-    let path = path.as_ref();
     if !shape_matches(shape, data.len()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -321,6 +444,70 @@ pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io
             ),
         ));
     }
+    write_file_atomic(path.as_ref(), &write_npy(shape, data))
+}
+
+/// Writes `bytes` to `path` the way a user expects of an output path, without ever leaving
+/// half a file behind:
+///
+/// - a new path or an existing regular file is written through a temporary file in the
+///   same folder, synced, then renamed over it;
+/// - a symbolic link is followed (to its final target, even a dangling one), and its
+///   target written as above, so that the link itself stays;
+/// - an existing file that is not a regular file (a character device such as
+///   `/dev/stdout` or `/dev/null`, a FIFO) is opened and written directly, never replaced;
+/// - a folder is an error.
+///
+/// The command line writes every output file (`-o`, `--trace`, `--report-json`, the
+/// `.npy` files of `run`) through this function.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(io::Error::other("it is a folder, not a file")),
+        Ok(meta) if meta.is_file() => {
+            let is_link = std::fs::symlink_metadata(path)?.file_type().is_symlink();
+            if is_link {
+                replace_file(&std::fs::canonicalize(path)?, bytes)
+            } else {
+                replace_file(path, bytes)
+            }
+        }
+        Ok(_) => {
+            // A device or a FIFO: replacing it would break it (and, for `/dev/stdout`,
+            // replace a system symlink), so it is written in place.
+            let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+            file.write_all(bytes)?;
+            file.flush()
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            replace_file(&final_link_target(path)?, bytes)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The path a chain of symbolic links starting at `path` ends at, followed by hand so that
+/// a dangling link gives the path it points to (`path` itself when it is not a link).
+fn final_link_target(path: &Path) -> io::Result<std::path::PathBuf> {
+    let mut current = path.to_path_buf();
+    // Linux's own limit on links followed in one path lookup.
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current)?;
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(io::Error::other("too many levels of symbolic links"))
+}
+
+/// Replaces (or creates) the regular file `path` through a synced temporary file in the
+/// same folder and a rename.
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -335,13 +522,12 @@ pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     let tmp = path.with_file_name(tmp_name);
-    let bytes = write_npy(shape, data);
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
@@ -358,6 +544,9 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 const V1_PREFIX_LEN: usize = 10;
 const ARRAY_ALIGN: usize = 64;
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
+/// How many bytes after the data of a stream of unknown length are counted for the
+/// message before the reader gives up and says only that there are more.
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
 /// How deep the header's literals may nest; NumPy's own headers nest two levels.
 const MAX_DEPTH: usize = 32;
 
@@ -394,6 +583,8 @@ impl Kind {
 /// The checked content of a header.
 struct Header {
     kind: Kind,
+    /// The data is big-endian (`'>f4'`, or `'=f4'` on a big-endian machine).
+    big_endian: bool,
     fortran_order: bool,
     shape: Vec<u64>,
 }
@@ -570,7 +761,7 @@ fn parse_header(raw: &[u8], version: Version) -> Result<Header, NpyError> {
     let fortran = fortran.ok_or_else(|| missing("fortran_order"))?;
     let shape = shape.ok_or_else(|| missing("shape"))?;
 
-    let kind = check_descr(&descr)?;
+    let (kind, big_endian) = check_descr(&descr)?;
     let Value::Bool(fortran_order) = fortran else {
         return Err(malformed(format!(
             "fortran_order is not True or False: {fortran}"
@@ -607,13 +798,15 @@ fn parse_header(raw: &[u8], version: Version) -> Result<Header, NpyError> {
     }
     Ok(Header {
         kind,
+        big_endian,
         fortran_order,
         shape: out,
     })
 }
 
-/// Accepts `'<f4'` and `'<f8'`; names anything else.
-fn check_descr(descr: &Value) -> Result<Kind, NpyError> {
+/// Accepts float32 and float64 with a stated byte order (`<`, `>` or `=`), returning the
+/// kind and whether the data is big-endian; names anything else.
+fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
     let s = match descr {
         Value::Str(s) => s.as_str(),
         Value::List(_) => {
@@ -627,14 +820,14 @@ fn check_descr(descr: &Value) -> Result<Kind, NpyError> {
             })
         }
     };
+    let native_big = cfg!(target_endian = "big");
     match s {
-        "<f4" => return Ok(Kind::F32),
-        "<f8" => return Ok(Kind::F64),
-        ">f4" | ">f8" => {
-            return Err(NpyError::BigEndian {
-                descr: s.to_string(),
-            })
-        }
+        "<f4" => return Ok((Kind::F32, false)),
+        "<f8" => return Ok((Kind::F64, false)),
+        ">f4" => return Ok((Kind::F32, true)),
+        ">f8" => return Ok((Kind::F64, true)),
+        "=f4" => return Ok((Kind::F32, native_big)),
+        "=f8" => return Ok((Kind::F64, native_big)),
         _ => {}
     }
     let (order, code) = match s.as_bytes().first() {
@@ -643,7 +836,7 @@ fn check_descr(descr: &Value) -> Result<Kind, NpyError> {
     };
     let name = dtype_name(code);
     let found = match (order, name) {
-        ("|" | "=" | "", Some(n)) if code == "f4" || code == "f8" => {
+        ("|" | "", Some(n)) if code == "f4" || code == "f8" => {
             format!("'{s}' ({n} without a stated byte order)")
         }
         (_, Some(n)) => format!("'{s}' ({n})"),

@@ -1,0 +1,513 @@
+//! How the binary reads and writes files and streams (shared/spec/cli.md): stdout that
+//! fails or closes early, programs recognised by their magic bytes, `.npy` inputs in any
+//! byte order or through a pipe, endless inputs and paths that are not files, output paths
+//! that are symbolic links or FIFOs, `--check`'s maxima when an output is NaN, and a
+//! parameter named like a result file. Every case is driven through the binary, with a
+//! time limit so that a hang fails the test instead of stalling it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A fresh scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-io-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A kernel of one [2, 3] f32 parameter `x` that returns `x + x`.
+const DOUBLE: &str = "kernel double(x: f32[2, 3]) -> f32[2, 3] {\n    return x + x;\n}\n";
+
+/// The values of the `.npy` inputs the tests write.
+const VALUES: [f32; 6] = [-1.5, -0.25, 0.0, 0.5, 1.0, 3.75];
+
+/// Runs `tessera` in `dir` with `stdin` fed to it, killing it (and failing) after a minute.
+fn tessera_with(dir: &Path, args: &[&str], stdin: &[u8], stdout: Stdio) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // The binary may stop reading early; a failed write here is not the test's concern.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(pipe) = out_pipe.as_mut() {
+            pipe.read_to_end(&mut out).unwrap();
+        }
+        let mut err = Vec::new();
+        err_pipe.read_to_end(&mut err).unwrap();
+        (out, err)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tessera {args:?} did not finish within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = feeder.join();
+    let (stdout, stderr) = reader.join().unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn tessera(dir: &Path, args: &[&str]) -> Output {
+    tessera_with(dir, args, b"", Stdio::piped())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        out.status.code(),
+        stderr(out)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Asserts exit code `code`, no panic, and one message containing `needle` on stderr.
+fn fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked"), "a panic: {err}");
+    assert_eq!(err.matches("error:").count(), 1, "one message: {err}");
+}
+
+/// The f32 values of a `.npy` file the binary wrote.
+fn npy_values(path: &Path) -> Vec<f32> {
+    let array = runtime::npy::read_npy(&std::fs::read(path).unwrap()).unwrap();
+    match array.data {
+        runtime::npy::NpyData::F32(v) => v,
+        runtime::npy::NpyData::F64(_) => panic!("the binary writes float32"),
+    }
+}
+
+/// Writes `one.tsr` (the kernel [`DOUBLE`]) and compiles it to `one.tbin` in `dir`.
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("one.tsr"), DOUBLE).unwrap();
+    ok(&tessera(dir, &["compile", "one.tsr", "-o", "one.tbin"]));
+}
+
+/// Runs `tessera` with stdout on `/dev/full`, where every write fails with ENOSPC.
+fn to_dev_full(dir: &Path, args: &[&str]) -> Option<Output> {
+    // /dev/full exists on Linux; elsewhere there is no portable full device to test with.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .ok()?;
+    Some(tessera_with(dir, args, b"", Stdio::from(full)))
+}
+
+#[test]
+fn a_failed_write_to_stdout_exits_1_with_one_message() {
+    let dir = scratch("full");
+    setup(&dir);
+    for args in [
+        &["compile", "one.tsr", "--emit", "asm"][..],
+        &["compile", "one.tsr", "--emit", "tensor-ir"],
+        &["compile", "one.tsr", "--emit", "bin"],
+        &["compile", "--list-passes"],
+        &["disasm", "one.tbin"],
+        &["run", "one.tsr", "--random", "1", "--report", "-o", "out"],
+        &["run", "one.tbin", "--random", "1", "--report", "-o", "out"],
+        &["run", "one.tsr", "--random", "1", "--check", "-o", "out"],
+        &["--help"],
+        &["--version"],
+    ] {
+        let Some(out) = to_dev_full(&dir, args) else {
+            return;
+        };
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot write to stdout"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_closed_pipe_on_stdout_ends_quietly() {
+    let dir = scratch("pipe");
+    setup(&dir);
+    for args in [
+        &["compile", "one.tsr", "--emit", "asm"][..],
+        &["disasm", "one.tbin"],
+        &["run", "one.tsr", "--random", "1", "--report", "-o", "out"],
+        &["--help"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .current_dir(&dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the binary writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
+    // The run still wrote its results.
+    assert_eq!(npy_values(&dir.join("out/out0.npy")).len(), 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn programs_are_recognised_by_their_magic_bytes() {
+    let dir = scratch("magic");
+    setup(&dir);
+    ok(&tessera(
+        &dir,
+        &["run", "one.tbin", "--random", "7", "-o", "a"],
+    ));
+    for name in ["ONE.TBIN", "one.bin", "program"] {
+        std::fs::copy(dir.join("one.tbin"), dir.join(name)).unwrap();
+        let out_dir = format!("out-{name}");
+        ok(&tessera(
+            &dir,
+            &["run", name, "--random", "7", "-o", &out_dir],
+        ));
+        assert_eq!(
+            npy_values(&dir.join(&out_dir).join("out0.npy")),
+            npy_values(&dir.join("a/out0.npy")),
+            "{name}"
+        );
+    }
+    // A damaged program with the extension in another case gets the decoder's message.
+    std::fs::write(dir.join("BAD.TBIN"), b"not a program").unwrap();
+    fails(&tessera(&dir, &["run", "BAD.TBIN"]), 1, "bad magic");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `.npy` of [`VALUES`] as shape (2, 3) in dtype `descr` (`<f4`, `>f8`, `=f4`, ...).
+fn npy_in(descr: &str) -> Vec<u8> {
+    let le = runtime::npy::write_npy(&[2, 3], &VALUES);
+    let data_at = le.len() - 4 * VALUES.len();
+    let mut out = le[..data_at].to_vec();
+    let at = out.windows(3).position(|w| w == b"<f4").unwrap();
+    out[at..at + 3].copy_from_slice(descr.as_bytes());
+    let big = descr.starts_with('>') || (descr.starts_with('=') && cfg!(target_endian = "big"));
+    for &v in &VALUES {
+        match (&descr[1..], big) {
+            ("f4", false) => out.extend_from_slice(&v.to_le_bytes()),
+            ("f4", true) => out.extend_from_slice(&v.to_be_bytes()),
+            ("f8", false) => out.extend_from_slice(&f64::from(v).to_le_bytes()),
+            (_, _) => out.extend_from_slice(&f64::from(v).to_be_bytes()),
+        }
+    }
+    out
+}
+
+#[test]
+fn npy_inputs_in_any_byte_order_and_through_a_pipe() {
+    let dir = scratch("order");
+    setup(&dir);
+    let want: Vec<f32> = VALUES.iter().map(|v| v + v).collect();
+    for descr in ["<f4", ">f4", "=f4", "<f8", ">f8", "=f8"] {
+        std::fs::write(dir.join("x.npy"), npy_in(descr)).unwrap();
+        ok(&tessera(
+            &dir,
+            &["run", "one.tsr", "-i", "x=x.npy", "-o", "o"],
+        ));
+        assert_eq!(npy_values(&dir.join("o/out0.npy")), want, "{descr}");
+    }
+    // Read as a stream from a pipe, by the size its header declares.
+    let piped = tessera_with(
+        &dir,
+        &["run", "one.tbin", "-i", "x=/dev/stdin", "-o", "p"],
+        &npy_in(">f8"),
+        Stdio::piped(),
+    );
+    ok(&piped);
+    assert_eq!(npy_values(&dir.join("p/out0.npy")), want);
+    let mut longer = npy_in("<f4");
+    longer.extend_from_slice(b"more");
+    fails(
+        &tessera_with(
+            &dir,
+            &["run", "one.tsr", "-i", "x=/dev/stdin", "-o", "p"],
+            &longer,
+            Stdio::piped(),
+        ),
+        1,
+        "4 bytes after its data",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn endless_inputs_folders_and_fifos_give_one_error() {
+    let dir = scratch("endless");
+    setup(&dir);
+    std::fs::create_dir(dir.join("folder")).unwrap();
+    if Path::new("/dev/zero").exists() {
+        fails(&tessera(&dir, &["check", "/dev/zero"]), 1, "too large");
+        fails(
+            &tessera(&dir, &["run", "/dev/zero", "--random", "1", "-o", "o"]),
+            1,
+            "too large",
+        );
+        fails(&tessera(&dir, &["disasm", "/dev/zero"]), 1, "bad magic");
+        fails(
+            &tessera(&dir, &["run", "one.tsr", "-i", "x=/dev/zero", "-o", "o"]),
+            1,
+            "not a .npy file",
+        );
+    }
+    // A source file larger than the limit is refused without being read.
+    let big = std::fs::File::create(dir.join("big.tsr")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    drop(big);
+    fails(&tessera(&dir, &["check", "big.tsr"]), 1, "at most 64 MiB");
+    fails(&tessera(&dir, &["check", "folder"]), 1, "it is a folder");
+    fails(
+        &tessera(&dir, &["run", "one.tsr", "-i", "x=folder", "-o", "o"]),
+        1,
+        "it is a folder",
+    );
+    fails(
+        &tessera(&dir, &["asm", "folder", "-o", "p.tbin"]),
+        1,
+        "it is a folder",
+    );
+    // A named pipe with no writer would block the open; it is refused instead.
+    let made = Command::new("mkfifo")
+        .arg(dir.join("fifo"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        fails(&tessera(&dir, &["check", "fifo"]), 1, "named pipe");
+        fails(
+            &tessera(&dir, &["run", "one.tsr", "-i", "x=fifo", "-o", "o"]),
+            1,
+            "named pipe",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn output_paths_write_through_links_and_into_fifos() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let dir = scratch("links");
+    setup(&dir);
+    let asm = ok(&tessera(&dir, &["compile", "one.tsr", "--emit", "asm"]));
+    // A link to an existing file: the file gets the output, the link stays.
+    std::fs::write(dir.join("real.s"), "old").unwrap();
+    symlink("real.s", dir.join("link.s")).unwrap();
+    ok(&tessera(
+        &dir,
+        &["compile", "one.tsr", "--emit", "asm", "-o", "link.s"],
+    ));
+    assert!(std::fs::symlink_metadata(dir.join("link.s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(dir.join("real.s")).unwrap(), asm);
+    // A dangling link: its target is created.
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    symlink("sub/new.tbin", dir.join("dangling.tbin")).unwrap();
+    ok(&tessera(&dir, &["asm", "real.s", "-o", "dangling.tbin"]));
+    assert!(std::fs::symlink_metadata(dir.join("dangling.tbin"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read(dir.join("sub/new.tbin")).unwrap(),
+        std::fs::read(dir.join("one.tbin")).unwrap()
+    );
+    // --trace, --report-json and the results of run also write through links.
+    std::fs::create_dir(dir.join("out")).unwrap();
+    for (link, target) in [
+        ("t.json", "trace.json"),
+        ("r.json", "report.json"),
+        ("out/out0.npy", "../result.npy"),
+    ] {
+        symlink(target, dir.join(link)).unwrap();
+    }
+    let args = [
+        "run",
+        "one.tsr",
+        "--random",
+        "1",
+        "-o",
+        "out",
+        "--trace",
+        "t.json",
+        "--report-json",
+        "r.json",
+    ];
+    ok(&tessera(&dir, &args));
+    for (link, target) in [
+        ("t.json", "trace.json"),
+        ("r.json", "report.json"),
+        ("out/out0.npy", "result.npy"),
+    ] {
+        let meta = std::fs::symlink_metadata(dir.join(link)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{link}");
+        assert!(dir.join(target).is_file(), "{target}");
+    }
+    assert_eq!(npy_values(&dir.join("result.npy")).len(), 6);
+    // A FIFO is written into, not replaced. Opening it for reading and writing does not
+    // block (Linux), and the output fits the pipe's buffer.
+    let made = Command::new("mkfifo")
+        .arg(dir.join("fifo.s"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if made && cfg!(target_os = "linux") {
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("fifo.s"))
+            .unwrap();
+        ok(&tessera(
+            &dir,
+            &["compile", "one.tsr", "--emit", "asm", "-o", "fifo.s"],
+        ));
+        let kind = std::fs::symlink_metadata(dir.join("fifo.s"))
+            .unwrap()
+            .file_type();
+        assert!(kind.is_fifo(), "the FIFO was replaced");
+        let mut got = vec![0; asm.len()];
+        fifo.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), asm);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_prints_nan_and_infinite_maxima() {
+    use tessera::driver::compare;
+    let f32_ = isa::Dtype::F32;
+    // NaN where the reference is finite, before and after finite errors.
+    let c = compare(&[1.5, f32::NAN, 2.0], &[1.0, 1.0, 2.0], f32_);
+    assert!(c.max_abs.is_nan() && c.max_rel.is_nan(), "{c:?}");
+    assert_eq!(
+        c.line(0),
+        "out0: max abs error NaN, max rel error NaN, 2 elements outside tolerance"
+    );
+    let c = compare(&[f32::NAN; 4], &[0.0; 4], f32_);
+    assert_eq!(
+        c.line(1),
+        "out1: max abs error NaN, max rel error NaN, 4 elements outside tolerance"
+    );
+    // A finite value where the reference is NaN.
+    assert!(compare(&[1.0], &[f32::NAN], f32_).max_abs.is_nan());
+    // An infinity against a finite value.
+    let c = compare(&[f32::INFINITY, 1.0], &[1.0, 1.0], f32_);
+    assert_eq!(
+        c.line(0),
+        "out0: max abs error inf, max rel error inf, 1 elements outside tolerance"
+    );
+    // NaN meeting NaN and an infinity meeting the same infinity are equal.
+    let c = compare(
+        &[f32::NAN, f32::INFINITY, 1.0],
+        &[f32::NAN, f32::INFINITY, 1.0],
+        f32_,
+    );
+    assert_eq!(
+        c.line(0),
+        "out0: max abs error 0.000e0, max rel error 0.000e0"
+    );
+}
+
+/// The program of `kernel k(x: f32[4, 4]) -> f32[4, 4] { return x * 2.0; }` with its
+/// input renamed `out0` and its output `y`: the input's random file and the result file
+/// are both `DIR/out0.npy`.
+#[test]
+fn a_random_input_named_like_a_result_file_is_not_written() {
+    let dir = scratch("out0");
+    std::fs::write(
+        dir.join("k.tsr"),
+        "kernel k(x: f32[4, 4]) -> f32[4, 4] {\n    return x * 2.0;\n}\n",
+    )
+    .unwrap();
+    let asm = ok(&tessera(&dir, &["compile", "k.tsr", "--emit", "asm"]));
+    let renamed = asm
+        .replace(".tensor out0 output", ".tensor y output")
+        .replace(".tensor x input", ".tensor out0 input");
+    assert_ne!(renamed, asm);
+    std::fs::write(dir.join("k.s"), renamed).unwrap();
+    ok(&tessera(&dir, &["asm", "k.s", "-o", "k.tbin"]));
+    let out = tessera(&dir, &["run", "k.tbin", "--random", "1", "-o", "d"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("note: the random input `out0` is not written to")
+            && err.contains("result 0 is written there"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let names: Vec<_> = std::fs::read_dir(dir.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["out0.npy".to_string()]);
+    let spec = tessera::driver::ParamSpec {
+        name: "out0".into(),
+        dtype: isa::Dtype::F32,
+        shape: vec![4, 4],
+    };
+    let x = tessera::driver::random_tensor(&spec, 1, 0);
+    let want: Vec<f32> = x.data.iter().map(|v| v * 2.0).collect();
+    assert_eq!(npy_values(&dir.join("d/out0.npy")), want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A kernel whose parameter is named `out0` compiles and runs: the results get names that
+/// differ from every parameter's, and the result file stays `DIR/out0.npy`.
+/// A parameter may be called `out0`: the program's result tensor takes another name
+/// (`out0_1`), the result file is still `out0.npy`, and the random input of that name is
+/// not written over it.
+#[test]
+fn a_parameter_named_out0_runs() {
+    let dir = scratch("param-out0");
+    std::fs::write(
+        dir.join("k.tsr"),
+        "kernel k(out0: f32[4, 4]) -> f32[4, 4] {\n    return out0 * 2.0;\n}\n",
+    )
+    .unwrap();
+    let out = tessera(
+        &dir,
+        &["run", "k.tsr", "--random", "1", "-o", "d", "--check"],
+    );
+    ok(&out);
+    assert!(stderr(&out).contains("note: the random input `out0` is not written"));
+    let spec = tessera::driver::ParamSpec {
+        name: "out0".into(),
+        dtype: isa::Dtype::F32,
+        shape: vec![4, 4],
+    };
+    let x = tessera::driver::random_tensor(&spec, 1, 0);
+    let want: Vec<f32> = x.data.iter().map(|v| v * 2.0).collect();
+    assert_eq!(npy_values(&dir.join("d/out0.npy")), want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

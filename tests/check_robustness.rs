@@ -319,7 +319,7 @@ fn a_leading_byte_order_mark_is_skipped() {
     let ok = "\u{feff}kernel k(x: f32[4]) -> f32[4] {\n    return x * 2.0;\n}\n";
     assert!(check_file(ok, &[], None).is_ok());
     let bad = "\u{feff}kernel k(x: f32[4]) -> f32[4] {\n    return y;\n}\n";
-    let diags = check_file(bad, &[], None).err().expect("an unknown name");
+    let diags = check_file(bad, &[], None).expect_err("an unknown name");
     let text = render(&diags, "bom.tsr", bad, false);
     assert!(text.contains("bom.tsr:2:12"), "{text}");
     assert!(!text.contains("unknown character"), "{text}");

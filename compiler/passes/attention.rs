@@ -13,9 +13,13 @@
 //! Every intermediate must be used only inside the pattern (so nothing else needs the
 //! scores), which is what makes computing them block by block, with a running max and
 //! sum (online softmax), legal. The result differs from the reference only by rounding
-//! (the maximum is found block by block and the sum is rescaled), within the tolerance.
+//! (the maximum is found block by block and the sum is rescaled), within the tolerance:
+//! probabilities cast below f32 are fused only when the output is then cast to a dtype no
+//! more precise (flash attention rounds the unnormalised exponentials instead), and a
+//! mask below the diagonal (`k < 0`, whole rows of -inf) is not fused.
 
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
+use isa::Dtype;
 use std::collections::HashMap;
 
 /// One recognised attention.
@@ -78,6 +82,30 @@ fn constant(func: &Function, v: Value) -> Option<f64> {
     }
 }
 
+/// Bits of precision (the significand with its implicit bit) of a dtype.
+fn precision(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 24,
+        Dtype::F16 => 11,
+        Dtype::Bf16 => 8,
+        Dtype::F8E4M3 => 4,
+        Dtype::F8E5M2 => 3,
+    }
+}
+
+/// Whether `o`'s only use is a cast to a dtype no more precise than `p`.
+fn output_no_finer(func: &Function, uses: &HashMap<Value, usize>, o: Value, p: Dtype) -> bool {
+    if uses.get(&o).copied() != Some(1) || func.results.contains(&o) {
+        return false;
+    }
+    func.layout.iter().any(|&i| {
+        let data = &func.insts[i];
+        data.op == TOp::Cast
+            && data.args[..] == [o]
+            && precision(func.ty(data.result).dtype) <= precision(p)
+    })
+}
+
 fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<Attention> {
     let used_once = |v: Value| uses.get(&v).copied() == Some(1);
     let data = &func.insts[out];
@@ -94,6 +122,16 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
     let i = def(func, pin)?;
     if func.insts[i].op == TOp::Cast {
         if !used_once(pin) {
+            return None;
+        }
+        // Flash attention rounds the unnormalised exponentials to p's dtype and divides
+        // at the end, where the kernel rounds the normalised probabilities: one rounding
+        // per element either way, but of different values, which differ by about p's
+        // rounding error in the output. An output rounded to a dtype no more precise than
+        // p's hides that within its tolerance; an f32 output would not (a bf16 p made an
+        // f32 output miss the reference by 2e-3), so then the kernel is not fused.
+        let narrow = func.ty(pin).dtype;
+        if narrow != Dtype::F32 && !output_no_finer(func, uses, data.result, narrow) {
             return None;
         }
         insts.push(i);
@@ -189,7 +227,10 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                 insts.push(i);
                 cur = other;
             }
-            TOp::Tril { k, fill } if tril.is_none() && *fill == f64::NEG_INFINITY => {
+            // A negative diagonal masks the first rows entirely: their softmax is NaN
+            // (the reference's exp(-inf - -inf)), which the generic lowering reproduces
+            // and the flash lowering, with no key to start from, does not.
+            TOp::Tril { k, fill } if tril.is_none() && *fill == f64::NEG_INFINITY && *k >= 0 => {
                 tril = Some(*k);
                 insts.push(i);
                 cur = func.insts[i].args[0];

@@ -947,30 +947,32 @@ halves starts the first matmul earlier (cycle 2,420 instead of 2,672) but not th
 ones, which wait for the rest of the step's 256 KB either way.
 - **attention S = 4096, D = 128 (target 0.60).** The bound is 131,072 cycles (Tensor, and \
 equally the Scalar engine's exponentials: S^2 / 128 per cycle). Per block of 128 queries x \
-512 keys, Vector and Scalar must take the maximum (576 cycles; GpSimd cannot read PSUM), \
-the exponentials (576), copy the transposed probabilities out of PSUM (two query tiles' \
-three chunks of four in one copy, 832 for two blocks: 416; GpSimd transposes the fourth) \
-and rescale the accumulator and the running values (322): 1,890 cycles, 256 blocks, at \
-least 241,920 cycles each for the two engines even if always busy, so efficiency <= 0.54 \
-with this algorithm. Measured 0.500: Vector and Scalar are 94% and 92% busy; of \
-Vector's 246,392 busy cycles the blocks take 241,920 (the rest: K^T's copies out of PSUM, \
-the final divisions), and its idle 6% is the start (waiting for the first K^T and q^T), \
-the end (the last stores' latency) and the seven turns between query groups, where the \
-pipeline from the maxima to the exponentials drains and refills (about 1,200 idle cycles \
-of Scalar each). The other algorithms within these costs: (a) key blocks \
-of 1,024 (two PSUM banks; the maximum and the exponentials still go bank by bank) halve \
-the rescales, ceiling about 0.59 at perfect overlap, but leave room for two query tiles \
-in flight instead of four, and it is the four that keep both engines busy; (b) a first \
-pass for the exact row maximum (S on the PE array, the maximum on Vector), then S^T \
-computed directly (keys on partitions, so the exponentials write p^T and no copy out of \
-PSUM is needed) with -c*m added by a one-row matmul: the Tensor engine then needs S \
-(256) + S^T (256) + the bias row (128 in FP8 digits, 256 in bf16) + P V (256) per block, \
-at least 229,000 cycles, ceiling 0.57; (c) the same with the maximum from FP8 scores \
-(128 a block) has a ceiling of 0.67, but an FP8 maximum can be wrong by more than \
-the exponent range for inputs of large norm (FP8 saturates at 448), and the \
-exponentials then overflow or underflow to a row of zeros: silently wrong output, which \
-the compiler must not produce. No algorithm found keeps the exact softmax and reaches \
-0.60 on this machine model.
+512 keys, Vector and Scalar must take the maximum (576 cycles, with the running bias folded \
+in by `tensor_reduce_scalar`; GpSimd cannot read PSUM), the exponentials (576), copy the \
+transposed probabilities out of PSUM (two query tiles' three chunks of four in one copy, \
+832 for two blocks: 416; GpSimd transposes the fourth), rescale the accumulator (192) and \
+find the rescale factors (one subtraction and one exponential for the group's four tiles: \
+35): 1,795 cycles, 256 blocks, at least 229,760 cycles each for the two engines even if \
+always busy, so efficiency <= 0.57 with this algorithm. Measured 0.544: Vector and Scalar \
+are 97% and 95% busy (their steady state is balanced to within 4 cycles a group and block; \
+Vector also does the final divisions), and the idle left is mostly the start (waiting for the \
+first K^T and q^T, about 2,700 cycles) and the end (the last stores' latency, about 2,100); \
+the turns between query groups no longer drain the engines (the next group's first scores \
+are computed in this group's last block). The other algorithms within these costs: (a) \
+superblocks of two key blocks (both banks of scores before one maximum, one rescale for \
+1,024 keys) cut the Vector and Scalar work by 8.5%, but leave PSUM room for two query tiles \
+in flight instead of four, and with two the chain maximum -> exponentials -> next scores \
+leaves both engines idle a quarter of the time (measured 284,081 cycles against 251,266 \
+then); (b) a first pass for the exact row maximum (S on the PE array, the maximum on \
+Vector), then S^T computed directly (keys on partitions, so the exponentials write p^T and \
+no copy out of PSUM is needed) with -c*m added by a one-row matmul: the Tensor engine then \
+needs S (256) + S^T (256) + the bias row (128 in FP8 digits, 256 in bf16) + P V (256) per \
+block, at least 229,000 cycles, ceiling 0.57; (c) the same with the maximum from FP8 scores \
+(128 a block) has a ceiling of 0.67, but an FP8 maximum can be wrong by more than the \
+exponent range for inputs of large norm (FP8 saturates at 448), and the exponentials then \
+overflow or underflow to a row of zeros: silently wrong output, which the compiler must \
+not produce. No algorithm found keeps the exact softmax and reaches 0.60 on this machine \
+model.
 ";
 
 fn markdown(results: &Results) -> String {

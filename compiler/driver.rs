@@ -169,15 +169,18 @@ fn source_of(path: &Path, bytes: Vec<u8>) -> Result<Source, DriverError> {
 /// naming the byte offset.
 pub fn read_source(path: &Path) -> Result<Source, DriverError> {
     let (mut file, len) = open_file(path)?;
-    let mut bytes = Vec::new();
-    read_limited(
-        path,
-        &mut file,
-        len,
-        &mut bytes,
-        MAX_SOURCE_BYTES,
-        "source file",
-    )?;
+    read_source_rest(path, &mut file, len, Vec::new())
+}
+
+/// Reads the rest of a source file whose first bytes are in `bytes`, up to
+/// [`MAX_SOURCE_BYTES`] in all, as UTF-8 source.
+fn read_source_rest(
+    path: &Path,
+    file: &mut std::fs::File,
+    len: Option<u64>,
+    mut bytes: Vec<u8>,
+) -> Result<Source, DriverError> {
+    read_limited(path, file, len, &mut bytes, MAX_SOURCE_BYTES, "source file")?;
     source_of(path, bytes)
 }
 
@@ -234,15 +237,9 @@ pub fn read_run_file(path: &Path) -> Result<RunFile, DriverError> {
         read_program_rest(path, &mut file, len, &mut bytes)?;
         Ok(RunFile::Program(bytes))
     } else {
-        read_limited(
-            path,
-            &mut file,
-            len,
-            &mut bytes,
-            MAX_SOURCE_BYTES,
-            "source file",
-        )?;
-        Ok(RunFile::Source(source_of(path, bytes)?))
+        Ok(RunFile::Source(read_source_rest(
+            path, &mut file, len, bytes,
+        )?))
     }
 }
 
@@ -446,30 +443,31 @@ pub fn parse_input_flag(s: &str) -> Result<(String, PathBuf), DriverError> {
 
 /// Parses every `-D NAME=INT`; a NAME given twice is a usage error.
 pub fn parse_defines(flags: &[String]) -> Result<Vec<(String, i64)>, DriverError> {
-    let mut out: Vec<(String, i64)> = Vec::with_capacity(flags.len());
-    for flag in flags {
-        let (name, value) = parse_define(flag)?;
-        if out.iter().any(|(n, _)| n == &name) {
-            return Err(DriverError::Usage(format!(
-                "-D {name} is given twice; give each size once"
-            )));
-        }
-        out.push((name, value));
-    }
-    Ok(out)
+    parse_named(flags, parse_define, "-D", "size")
 }
 
 /// Parses every `-i NAME=PATH.npy`; a NAME given twice is a usage error.
 pub fn parse_input_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, DriverError> {
-    let mut out: Vec<(String, PathBuf)> = Vec::with_capacity(flags.len());
-    for flag in flags {
-        let (name, path) = parse_input_flag(flag)?;
+    parse_named(flags, parse_input_flag, "-i", "input")
+}
+
+/// Parses each of `flags` with `parse` into a name and a value; a name given twice is a
+/// usage error (`-D N is given twice; give each size once`).
+fn parse_named<T>(
+    flags: &[String],
+    parse: fn(&str) -> Result<(String, T), DriverError>,
+    flag: &str,
+    what: &str,
+) -> Result<Vec<(String, T)>, DriverError> {
+    let mut out: Vec<(String, T)> = Vec::with_capacity(flags.len());
+    for f in flags {
+        let (name, value) = parse(f)?;
         if out.iter().any(|(n, _)| n == &name) {
             return Err(DriverError::Usage(format!(
-                "-i {name} is given twice; give each input once"
+                "{flag} {name} is given twice; give each {what} once"
             )));
         }
-        out.push((name, path));
+        out.push((name, value));
     }
     Ok(out)
 }

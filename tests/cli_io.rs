@@ -471,19 +471,10 @@ fn a_random_input_named_like_a_result_file_is_not_written() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["out0.npy".to_string()]);
-    let spec = tessera::driver::ParamSpec {
-        name: "out0".into(),
-        dtype: isa::Dtype::F32,
-        shape: vec![4, 4],
-    };
-    let x = tessera::driver::random_tensor(&spec, 1, 0);
-    let want: Vec<f32> = x.data.iter().map(|v| v * 2.0).collect();
-    assert_eq!(npy_values(&dir.join("d/out0.npy")), want);
+    assert_eq!(npy_values(&dir.join("d/out0.npy")), twice_random_out0());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A kernel whose parameter is named `out0` compiles and runs: the results get names that
-/// differ from every parameter's, and the result file stays `DIR/out0.npy`.
 /// A parameter may be called `out0`: the program's result tensor takes another name
 /// (`out0_1`), the result file is still `out0.npy`, and the random input of that name is
 /// not written over it.
@@ -501,13 +492,18 @@ fn a_parameter_named_out0_runs() {
     );
     ok(&out);
     assert!(stderr(&out).contains("note: the random input `out0` is not written"));
+    assert_eq!(npy_values(&dir.join("d/out0.npy")), twice_random_out0());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `2 * out0` for the `f32[4, 4]` input `out0` that `--random 1` makes: what the kernels
+/// with a parameter named `out0` write to `out0.npy`.
+fn twice_random_out0() -> Vec<f32> {
     let spec = tessera::driver::ParamSpec {
         name: "out0".into(),
         dtype: isa::Dtype::F32,
         shape: vec![4, 4],
     };
     let x = tessera::driver::random_tensor(&spec, 1, 0);
-    let want: Vec<f32> = x.data.iter().map(|v| v * 2.0).collect();
-    assert_eq!(npy_values(&dir.join("d/out0.npy")), want);
-    let _ = std::fs::remove_dir_all(&dir);
+    x.data.iter().map(|v| v * 2.0).collect()
 }

@@ -431,6 +431,18 @@ impl Verifier {
         }
     }
 
+    /// The per-partition scalars `s0` and `s1` of an instruction on `engine` whose source
+    /// has `partitions` partitions.
+    fn scalars(&mut self, engine: Engine, s0: &ScalarArg, s1: &ScalarArg, partitions: u8) {
+        self.scalar("s0", s0, partitions);
+        self.scalar("s1", s1, partitions);
+        for (f, s) in [("s0", s0), ("s1", s1)] {
+            if let ScalarArg::Ap(ap) = s {
+                self.no_psum_on_gpsimd(engine, f, ap);
+            }
+        }
+    }
+
     /// `out` is `src` reduced along its last dimension: the same partitions, one element
     /// per row of that dimension.
     fn reduced(&mut self, out: &TileAp, src: &TileAp) {
@@ -558,13 +570,7 @@ impl Verifier {
             } => {
                 tiles.extend([("out", out), ("src", src)]);
                 self.same_shape(("out", out), ("src", src));
-                self.scalar("s0", s0, src.partitions);
-                self.scalar("s1", s1, src.partitions);
-                for (f, s) in [("s0", s0), ("s1", s1)] {
-                    if let ScalarArg::Ap(ap) = s {
-                        self.no_psum_on_gpsimd(engine, f, ap);
-                    }
-                }
+                self.scalars(engine, s0, s1, src.partitions);
             }
             Op::TensorReduce { op: _, out, src } => {
                 tiles.extend([("out", out), ("src", src)]);
@@ -581,13 +587,7 @@ impl Verifier {
             } => {
                 tiles.extend([("out", out), ("src", src)]);
                 self.reduced(out, src);
-                self.scalar("s0", s0, src.partitions);
-                self.scalar("s1", s1, src.partitions);
-                for (f, s) in [("s0", s0), ("s1", s1)] {
-                    if let ScalarArg::Ap(ap) = s {
-                        self.no_psum_on_gpsimd(engine, f, ap);
-                    }
-                }
+                self.scalars(engine, s0, s1, src.partitions);
             }
             Op::TensorCopy { out, src } => {
                 tiles.extend([("out", out), ("src", src)]);

@@ -252,11 +252,7 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
         });
     let reduce = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| {
-            let kept = if s.len() > 1 {
-                s[..s.len() - 1].to_vec()
-            } else {
-                vec![1]
-            };
+            let kept = reduced(&s);
             (
                 prop::sample::select(ReduceOp::ALL.to_vec()),
                 tile(engine, p, kept),
@@ -266,11 +262,7 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
         .prop_map(|(op, out, src)| Op::TensorReduce { op, out, src });
     let reduce_scalar = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| {
-            let kept = if s.len() > 1 {
-                s[..s.len() - 1].to_vec()
-            } else {
-                vec![1]
-            };
+            let kept = reduced(&s);
             (
                 prop::sample::select(ReduceOp::ALL.to_vec()),
                 tile(engine, p, kept),
@@ -613,5 +605,15 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
         cases,
         rng_seed,
         ..base
+    }
+}
+
+/// The free shape of a reduction's result: `s` without its last dimension (one element when
+/// `s` has one dimension).
+fn reduced(s: &[u32]) -> Vec<u32> {
+    if s.len() > 1 {
+        s[..s.len() - 1].to_vec()
+    } else {
+        vec![1]
     }
 }

@@ -614,9 +614,42 @@ pub fn params_of(func: &Function) -> Vec<ParamSpec> {
         .collect()
 }
 
-/// The tolerance `--check` allows for an output dtype: `|got - want| <= atol + rtol * |want|`.
-/// It allows for compiled code keeping intermediates wider than the language says, and for
-/// summation orders that tiling changes.
+/// The dtype whose tolerance `--check` applies to result `index` of `func`: the coarsest
+/// dtype of any value computed on the way to it (the result's own included; inputs and
+/// constants are exact on both sides). dsl.md lets compiled code keep an intermediate wider
+/// than the language says, and the reference rounds it: a result in f32 computed from a
+/// bf16 intermediate may differ from the reference by about that intermediate's rounding,
+/// which only the intermediate's tolerance allows for (`rsqrt(abs(x) + 0.5) + y` with a
+/// bf16 `x` was 7.8e-3 off in f32 and failed `--check` though exact under `strict`).
+pub fn check_dtype(func: &Function, index: usize) -> Dtype {
+    let Some(&result) = func.results.get(index) else {
+        return Dtype::F32;
+    };
+    let mut coarsest = func.ty(result).dtype;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![result];
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if let ir::ValueDef::Inst(inst) = func.values[v].def {
+            let data = &func.insts[inst];
+            if !matches!(data.op, ir::TOp::Const(_)) {
+                let d = func.ty(v).dtype;
+                if tolerance(d) > tolerance(coarsest) {
+                    coarsest = d;
+                }
+            }
+            stack.extend(data.args.iter().copied());
+        }
+    }
+    coarsest
+}
+
+/// The tolerance `--check` allows for a dtype: `|got - want| <= atol + rtol * |want|`. For
+/// an output it is the tolerance of `check_dtype`, which allows for compiled code keeping
+/// intermediates wider than the language says; it also allows for summation orders that
+/// tiling changes.
 pub fn tolerance(dtype: Dtype) -> (f64, f64) {
     match dtype {
         Dtype::F32 => (1e-5, 1e-4),

@@ -507,3 +507,42 @@ fn twice_random_out0() -> Vec<f32> {
     let x = tessera::driver::random_tensor(&spec, 1, 0);
     x.data.iter().map(|v| v * 2.0).collect()
 }
+
+/// `--check` allows for the wider intermediates dsl.md permits: an f32 result computed from
+/// a bf16 intermediate is held to bf16's tolerance (it failed with f32's, 7.8e-3 off), and
+/// `run --dtype-policy strict` rounds every intermediate as the reference does, so the
+/// result is exact.
+#[test]
+fn check_allows_for_wider_intermediates_and_strict_is_exact() {
+    let dir = scratch("wide-check");
+    std::fs::write(
+        dir.join("k.tsr"),
+        "kernel k(x: bf16[128, 64], y: f32[128, 64]) -> f32[128, 64] {\n    \
+         return rsqrt(abs(x) + 0.5) + y;\n}\n",
+    )
+    .unwrap();
+    let wide = ok(&tessera(
+        &dir,
+        &["run", "k.tsr", "--random", "3", "-o", "w", "--check"],
+    ));
+    assert!(!wide.contains("outside tolerance"), "{wide}");
+    let strict = ok(&tessera(
+        &dir,
+        &[
+            "run",
+            "k.tsr",
+            "--random",
+            "3",
+            "-o",
+            "s",
+            "--check",
+            "--dtype-policy",
+            "strict",
+        ],
+    ));
+    assert!(
+        strict.contains("max abs error 0.000e0, max rel error 0.000e0"),
+        "{strict}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,7 +164,8 @@ fn mode_run(test: &TestFile) -> Result<String, String> {
     let want = tessera::reference::evaluate(&c.tensor, &inputs).map_err(|e| e.to_string())?;
     let mut out = format!("total cycles: {}\n", report.total_cycles);
     for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
-        let cmp = tessera::driver::compare(&got.data, &want.data, want.dtype);
+        let dtype = tessera::driver::check_dtype(&c.tensor, i);
+        let cmp = tessera::driver::compare(&got.data, &want.data, dtype);
         out.push_str(&format!(
             "out{i}: {} max abs error {:e}, max rel error {:e}, {} outside tolerance\n",
             tessera::driver::type_text(got.dtype, &got.shape),

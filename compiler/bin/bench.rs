@@ -250,7 +250,7 @@ fn check(c: &Compilation, inputs: &[HostTensor], outputs: &[HostTensor]) -> Resu
         ));
     }
     for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
-        let cmp = driver::compare(&got.data, &want.data, want.dtype);
+        let cmp = driver::compare(&got.data, &want.data, driver::check_dtype(&c.tensor, i));
         if cmp.bad > 0 {
             return Err(format!(
                 "out{i}: {} elements outside tolerance (max abs error {:.3e})",

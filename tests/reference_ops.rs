@@ -254,3 +254,50 @@ fn ir_parser_reports_undefined_values() {
     assert_eq!(e.line, 2);
     assert!(e.message.contains("undefined value `v7`"));
 }
+
+/// IR text may give any dims; the verifier reports a value past the language's 2^48
+/// elements as an error (the passes after it multiply dims freely) instead of panicking
+/// on the overflow.
+#[test]
+fn the_verifier_reports_dims_past_the_limit() {
+    let text = "kernel k(v0 x: f32[4, 9223372036854775807] @0..0) -> (f32[4]) {\n    \
+                v1 = reshape v0 : f32[4] @0..0\n    return v1\n}\n";
+    let funcs = ir::parse(text).expect("the text parses");
+    let e = ir::verify(&funcs[0], "test").expect_err("too large");
+    let text = e.to_string();
+    assert!(text.contains("more than 2^48"), "{text}");
+}
+
+/// `tril` with a diagonal offset near i64::MAX keeps every element (i + k saturates
+/// instead of overflowing), in the reference and in compiled code.
+#[test]
+fn tril_with_the_largest_offsets() {
+    let x = t(
+        Dtype::F32,
+        &[4, 8],
+        &(0..32).map(|i| i as f32).collect::<Vec<_>>(),
+    );
+    let ir = |k: i64| {
+        format!(
+            "kernel k(v0 x: f32[4, 8] @0..0) -> (f32[4, 8]) {{\n    \
+             v1 = tril v0 k={k} fill=-1 : f32[4, 8] @0..0\n    return v1\n}}\n"
+        )
+    };
+    assert_eq!(run(&ir(i64::MAX), &[x.clone()]).data, x.data);
+    let none = run(&ir(i64::MIN + 1), &[x.clone()]);
+    assert!(none.data.iter().all(|&v| v == -1.0), "{:?}", none.data);
+    let src = "kernel k(x: f32[4, 8]) -> f32[4, 8] { return tril(x, k=9223372036854775807); }";
+    let src = tessera::driver::Source {
+        name: "k.tsr".into(),
+        text: src.into(),
+    };
+    let options = tessera::driver::CompileOptions {
+        verify_ir: true,
+        ..Default::default()
+    };
+    let c = tessera::driver::compile(&src, &options, &mut String::new()).expect("compiles");
+    let program = c.program.as_ref().expect("a program");
+    let params = tessera::driver::params_of(&c.tensor);
+    let (outputs, _) = tessera::driver::execute(program, &params, &[x.clone()]).expect("runs");
+    assert_eq!(outputs[0].data, x.data);
+}

@@ -40,9 +40,10 @@ pub struct TensorType {
 }
 
 impl TensorType {
-    /// Number of elements.
+    /// Number of elements (saturating at `u64::MAX`: a type parsed from IR text may have
+    /// any dims, and the verifier reports the ones too large).
     pub fn elems(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d))
     }
 }
 

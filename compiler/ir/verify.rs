@@ -47,6 +47,17 @@ pub fn verify(func: &Function, pass: &str) -> Result<(), InternalError> {
     }
 }
 
+/// What is wrong with a type whose dims or element count pass the language's limit
+/// (2^48, as the checker enforces on source): the later passes multiply them freely.
+fn too_large(ty: &crate::frontend::typed::TensorType) -> Option<String> {
+    let limit = crate::frontend::check::MAX_ELEMS;
+    if ty.shape.iter().any(|&d| d > limit) || ty.elems() > limit {
+        Some(format!("has type {ty}, more than 2^48 = {limit} elements"))
+    } else {
+        None
+    }
+}
+
 fn collect_errors(func: &Function) -> Vec<VerifierError> {
     let mut errors = Vec::new();
     let mut err =
@@ -60,6 +71,9 @@ fn collect_errors(func: &Function) -> Vec<VerifierError> {
                         None,
                         format!("parameter {v} has rank {}", data.ty.shape.len()),
                     );
+                }
+                if let Some(m) = too_large(&data.ty) {
+                    err(None, format!("parameter {v} {m}"));
                 }
                 defined.insert(*v);
             }
@@ -97,6 +111,10 @@ fn collect_errors(func: &Function) -> Vec<VerifierError> {
         }
         if !defined.insert(data.result) {
             err(Some(inst), format!("defines {} a second time", data.result));
+        }
+        if let Some(m) = too_large(func.ty(data.result)) {
+            err(Some(inst), format!("result {} {m}", data.result));
+            ok = false;
         }
         if ok {
             let args: Vec<_> = data.args.iter().map(|a| func.ty(*a)).collect();

@@ -319,7 +319,8 @@ fn tril(a: &HostTensor, k: i64, fill: f32) -> Vec<f32> {
     for (idx, x) in out.iter_mut().enumerate() {
         let j = (idx % cols) as i64;
         let i = ((idx / cols) % rows) as i64;
-        if j > i + k {
+        // Saturating: k may be any i64 (near i64::MAX every element is kept).
+        if j > i.saturating_add(k) {
             *x = fill;
         }
     }

@@ -189,7 +189,7 @@ impl Tiler<'_> {
                 .iter()
                 .map(|st| {
                     let live = match a.tril {
-                        Some(k) => j0 as i64 <= (st.m0 + st.msz - 1) as i64 + k,
+                        Some(k) => j0 as i64 <= ((st.m0 + st.msz - 1) as i64).saturating_add(k),
                         None => true,
                     };
                     live.then(|| this.attention_scores(a, st, kt_tiles, j0, kb, span))
@@ -283,7 +283,7 @@ impl Tiler<'_> {
             let live_blocks = match a.tril {
                 Some(k) => {
                     let last_row = states.iter().map(|st| st.m0 + st.msz - 1).max();
-                    let reach = last_row.map_or(0, |r| r as i64 + k);
+                    let reach = last_row.map_or(0, |r| (r as i64).saturating_add(k));
                     blocks
                         .iter()
                         .take_while(|&&(j0, _)| j0 as i64 <= reach)
@@ -553,9 +553,9 @@ impl Tiler<'_> {
         // The mask, where the block crosses the diagonal (GpSimd reads SBUF only).
         let mut src = s;
         if let Some(k) = a.tril {
-            if (j0 + kb - 1) as i64 > m0 as i64 + k {
+            if (j0 + kb - 1) as i64 > (m0 as i64).saturating_add(k) {
                 let copy = self.copy_to_sbuf(s, Dtype::F32, span);
-                let base = m0 as i64 + k - j0 as i64;
+                let base = (m0 as i64).saturating_add(k).saturating_sub(j0 as i64);
                 self.out.push(
                     Op::AffineSelect {
                         out: copy.ap(),

@@ -781,7 +781,10 @@ impl Tiler<'_> {
                     _ => 0,
                 };
                 // Keep (i, j) where i + k - j >= 0.
-                let base = row0 + k - block.col_start() as i64;
+                // Saturating: k may be any i64 (tril(x, k=9223372036854775807) keeps all).
+                let base = row0
+                    .saturating_add(*k)
+                    .saturating_sub(block.col_start() as i64);
                 self.out.push(
                     Op::AffineSelect {
                         out: out.ap(),

@@ -283,8 +283,8 @@ fn tril_with_the_largest_offsets() {
              v1 = tril v0 k={k} fill=-1 : f32[4, 8] @0..0\n    return v1\n}}\n"
         )
     };
-    assert_eq!(run(&ir(i64::MAX), &[x.clone()]).data, x.data);
-    let none = run(&ir(i64::MIN + 1), &[x.clone()]);
+    assert_eq!(run(&ir(i64::MAX), std::slice::from_ref(&x)).data, x.data);
+    let none = run(&ir(i64::MIN + 1), std::slice::from_ref(&x));
     assert!(none.data.iter().all(|&v| v == -1.0), "{:?}", none.data);
     let src = "kernel k(x: f32[4, 8]) -> f32[4, 8] { return tril(x, k=9223372036854775807); }";
     let src = tessera::driver::Source {
@@ -298,6 +298,7 @@ fn tril_with_the_largest_offsets() {
     let c = tessera::driver::compile(&src, &options, &mut String::new()).expect("compiles");
     let program = c.program.as_ref().expect("a program");
     let params = tessera::driver::params_of(&c.tensor);
-    let (outputs, _) = tessera::driver::execute(program, &params, &[x.clone()]).expect("runs");
+    let (outputs, _) =
+        tessera::driver::execute(program, &params, std::slice::from_ref(&x)).expect("runs");
     assert_eq!(outputs[0].data, x.data);
 }

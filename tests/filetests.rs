@@ -107,7 +107,12 @@ fn compile(test: &TestFile) -> Result<tessera::passes::Compilation, String> {
         verify_ir: true,
         ..Default::default()
     };
-    tessera::driver::compile(&src, &options, &mut String::new()).map_err(|e| e.to_string())
+    let c =
+        tessera::driver::compile(&src, &options, &mut String::new()).map_err(|e| e.to_string())?;
+    // The tensor IR the passes leave (simplify and dce delete and insert instructions)
+    // prints and parses back too.
+    check_round_trip(&c.tensor)?;
+    Ok(c)
 }
 
 /// `tile-ir`: the tile IR after allocation and synchronisation; also checks that it

@@ -156,6 +156,54 @@ impl Function {
         result
     }
 
+    /// Renumbers values and instructions densely in the order they are defined (parameters,
+    /// then the layout), dropping those no longer in the layout. The printer prints the
+    /// numbers it finds and the parser numbers in text order, so after a pass that deletes
+    /// or inserts instructions (`simplify`, `dce`) this keeps `parse(print(f))` printing as
+    /// `f` does. IR that uses a value before defining it is left as it is, for the verifier
+    /// to report.
+    pub fn compact(&mut self) {
+        let mut new = Function {
+            name: self.name.clone(),
+            sizes: self.sizes.clone(),
+            param_spans: self.param_spans.clone(),
+            ..Function::default()
+        };
+        let mut map: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+        for (i, (name, v)) in self.params.iter().enumerate() {
+            let nv = new.values.push(ValueData {
+                ty: self.values[*v].ty.clone(),
+                def: ValueDef::Param(i),
+            });
+            new.params.push((name.clone(), nv));
+            map[*v] = Some(nv);
+        }
+        for &inst in &self.layout {
+            let data = &self.insts[inst];
+            let Some(args) = data.args.iter().map(|a| map[*a]).collect() else {
+                return;
+            };
+            let ni = new.insts.next_key();
+            let result = new.values.push(ValueData {
+                ty: self.values[data.result].ty.clone(),
+                def: ValueDef::Inst(ni),
+            });
+            new.insts.push(InstData {
+                op: data.op.clone(),
+                args,
+                result,
+            });
+            new.layout.push(ni);
+            new.spans[ni] = self.spans[inst];
+            map[data.result] = Some(result);
+        }
+        let Some(results) = self.results.iter().map(|r| map[*r]).collect() else {
+            return;
+        };
+        new.results = results;
+        *self = new;
+    }
+
     /// The type of a value.
     pub fn ty(&self, v: Value) -> &TensorType {
         &self.values[v].ty

@@ -91,12 +91,22 @@ pub struct Pass {
     pub run: PassFn,
 }
 
+/// Each tensor-IR pass that deletes or inserts instructions leaves the function compactly
+/// numbered (`Function::compact`), so its dump parses back to the same text.
 fn dce_pass(c: &mut Compilation) -> Result<bool, String> {
-    Ok(dce::run(&mut c.tensor))
+    let changed = dce::run(&mut c.tensor);
+    if changed {
+        c.tensor.compact();
+    }
+    Ok(changed)
 }
 
 fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
-    Ok(simplify::run(&mut c.tensor))
+    let changed = simplify::run(&mut c.tensor);
+    if changed {
+        c.tensor.compact();
+    }
+    Ok(changed)
 }
 
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {

@@ -77,16 +77,31 @@ fn memories_buffer_counts_and_engines_are_checked() {
         "inst0 has 1 memory operands but names 2 buffers",
     );
     assert_error(
-        &with("    inst0 = vector: matmul out=psum.f32[0:128, 0; 8:1], stationary=sbuf.f32[0:128, 0; 64:1], moving=sbuf.f32[0:128, 0; 8:1], accumulate=false {b2, b1, b1}\n"),
+        &with("    inst0 = vector: matmul out=psum.f32[0:64, 0; 8:1], stationary=sbuf.f32[0:128, 0; 64:1], moving=sbuf.f32[0:128, 0; 8:1], accumulate=false {b2, b1, b1}\n"),
         "inst0 runs `matmul` on the vector engine, but it runs on: tensor",
     );
     assert_error(
         &with("    inst0 = gpsimd: memset out=psum.f32[0:128, 0; 8:1], value=0.0 {b2}\n"),
-        "inst0 operand 0 is in PSUM, which the gpsimd engine cannot access",
+        "inst0: `out` is in PSUM, which the GpSimd engine cannot access",
     );
     assert_error(
         &with("    inst0 = vector: end {}\n"),
         "inst0 is `end`, which emission appends; tile IR must not contain it",
+    );
+}
+
+/// The operands of an instruction agree with each other as the ISA's verifier requires
+/// (`isa::check_operands`), so a pass that builds a wrong instruction is named here and not
+/// later by `emit`'s check of the program.
+#[test]
+fn operands_agree_with_each_other() {
+    assert_error(
+        &with("    inst0 = vector: tensor_copy out=sbuf.f32[0:128, 0; 64:1], src=sbuf.f32[0:128, 0; 2:1] {b1, b1}\n"),
+        "inst0: `out` is [128, 64] but `src` is [128, 2]; they must have the same partitions and free elements",
+    );
+    assert_error(
+        &with("    inst0 = dma0: dma dst=sbuf.f32[0:128, 0; 32:1], src=hbm.f32[0; 128:64, 64:1] {b1, b0}\n"),
+        "inst0: `dst` has 4096 elements but `src` has 8192; a DMA copies equal counts",
     );
 }
 

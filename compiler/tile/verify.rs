@@ -13,7 +13,7 @@
 
 use super::{Buf, BufKind, Placement, TInst, TileFunc};
 use cranelift_entity::EntityRef;
-use isa::{extent, Access, ApRef, Engine, EngineClass, Mem, Op, Opcode, TileAp, MAX_WAITS};
+use isa::{extent, Access, ApRef, Engine, Mem, Op, Opcode, TileAp, MAX_WAITS};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
@@ -560,6 +560,10 @@ fn check_insts(func: &TileFunc, errors: &mut Vec<String>) {
                 engines.names().join(", ")
             ));
         }
+        // The operands against each other, as the ISA's verifier checks them.
+        for m in isa::check_operands(inst.engine, &inst.op) {
+            errors.push(format!("{i}: {m}"));
+        }
         let aps = operands(&inst.op);
         if aps.len() != inst.bufs.len() {
             errors.push(format!(
@@ -568,7 +572,6 @@ fn check_insts(func: &TileFunc, errors: &mut Vec<String>) {
                 inst.bufs.len()
             ));
         }
-        let is_dma = matches!(inst.op, Op::Dma { .. });
         for (k, ((ap, _), &b)) in aps.iter().zip(&inst.bufs).enumerate() {
             let Some(data) = func.bufs.get(b) else {
                 errors.push(format!("{i} operand {k} uses {b}, which is not declared"));
@@ -587,13 +590,6 @@ fn check_insts(func: &TileFunc, errors: &mut Vec<String>) {
                             kind_name(&data.kind)
                         ));
                         continue;
-                    }
-                    if t.mem == Mem::Psum && (is_dma || inst.engine.class() == EngineClass::GPSIMD)
-                    {
-                        errors.push(format!(
-                            "{i} operand {k} is in PSUM, which the {} engine cannot access",
-                            inst.engine
-                        ));
                     }
                     check_tile_ap(i, k, b, t, data.partitions, data.bytes, errors);
                 }

@@ -72,7 +72,7 @@ pub use encode::{
 };
 pub use program::*;
 pub use types::*;
-pub use verify::{byte_ranges, extent, verify, VerifyError};
+pub use verify::{byte_ranges, check_operands, extent, verify, VerifyError};
 pub use visit::{Access, ApMut, ApRef, VisitAps};
 
 /// Generates the [`Op`] enum and its table-driven metadata from `for_each_op!`.

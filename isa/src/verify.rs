@@ -47,6 +47,7 @@ pub fn verify(program: &Program) -> Result<(), Vec<VerifyError>> {
         errors: Vec::new(),
         engine: None,
         index: None,
+        operands_only: false,
     };
     v.tensors(program);
     if program.streams.len() != NUM_STREAMS {
@@ -72,6 +73,24 @@ pub fn verify(program: &Program) -> Result<(), Vec<VerifyError>> {
     }
 }
 
+/// The checks of one operation's operands against each other (shapes that must agree,
+/// element counts, memories an engine can reach, transposes, reductions, scalars), without
+/// the checks of each pattern against the machine's memories: for operations whose
+/// addresses are not placed yet, as in the compiler's tile IR, so that a pass that builds
+/// a wrong operation is named by the tile IR's verifier and not later by emission's.
+pub fn check_operands(engine: Engine, op: &Op) -> Vec<String> {
+    let mut v = Verifier {
+        geometry: crate::Preset::Default.geometry(),
+        hbm_size: u64::MAX,
+        errors: Vec::new(),
+        engine: Some(engine),
+        index: None,
+        operands_only: true,
+    };
+    v.op(engine, op);
+    v.errors.into_iter().map(|e| e.message).collect()
+}
+
 /// The verifier's state: the geometry and where the current instruction is.
 struct Verifier {
     geometry: Geometry,
@@ -79,6 +98,8 @@ struct Verifier {
     errors: Vec<VerifyError>,
     engine: Option<Engine>,
     index: Option<usize>,
+    /// Skip the checks of each pattern against the memories (`check_operands`).
+    operands_only: bool,
 }
 
 /// The lowest and highest element offset (in elements, relative to the start) that a
@@ -285,6 +306,9 @@ impl Verifier {
 
     /// Checks one tile on its own: dims, partitions, start rule, memory bounds, PSUM bank.
     fn tile(&mut self, field: &str, ap: &TileAp) {
+        if self.operands_only {
+            return;
+        }
         let n = ap.dims.len();
         if n == 0 || n > MAX_TILE_DIMS {
             self.error(format!(
@@ -343,6 +367,9 @@ impl Verifier {
 
     /// Checks an HBM pattern: dims and bounds.
     fn hbm(&mut self, field: &str, ap: &HbmAp) {
+        if self.operands_only {
+            return;
+        }
         let n = ap.dims.len();
         if n == 0 || n > MAX_HBM_DIMS {
             self.error(format!(

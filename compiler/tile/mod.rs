@@ -137,7 +137,10 @@ impl TileFunc {
     /// another HBM buffer has it already, `name_1`, `name_2`, ...: a kernel parameter may
     /// be called `out0` or `t3`, the names of results and scratch tensors.
     pub fn hbm(&mut self, name: &str, role: Role, dtype: Dtype, shape: &[u64]) -> Buf {
-        let bytes = shape.iter().product::<u64>() * dtype.size() as u64;
+        // Saturating: the verifier reports a buffer too large for HBM.
+        let bytes = shape
+            .iter()
+            .fold(dtype.size() as u64, |n, &d| n.saturating_mul(d));
         let taken = |n: &str| {
             self.bufs
                 .values()

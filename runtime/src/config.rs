@@ -219,9 +219,23 @@ impl MachineConfig {
         if g.semaphores == 0 || g.semaphores > 256 {
             return bad("the semaphore count must be 1..=256");
         }
+        // The interpreter holds SBUF and PSUM in host memory: at most 1 GiB of both.
+        let on_chip =
+            g.partitions as u64 * (g.sbuf_partition_bytes as u64 + g.psum_partition_bytes as u64);
+        if g.sbuf_partition_bytes == 0 || on_chip > MAX_ON_CHIP_BYTES {
+            return bad("SBUF must be non-empty, and SBUF and PSUM together at most 1 GiB");
+        }
+        // Every program has one stream per DMA queue of the ISA.
+        if g.dma_queues as usize != isa::NUM_DMA_QUEUES {
+            return bad("the ISA has 16 DMA queues; the geometry must say 16");
+        }
         Ok(())
     }
 }
+
+/// The most bytes of SBUF and PSUM (all partitions) a configuration may ask the interpreter
+/// to hold: 1 GiB (the default machine has 26 MiB).
+pub const MAX_ON_CHIP_BYTES: u64 = 1 << 30;
 
 impl Default for MachineConfig {
     fn default() -> MachineConfig {

@@ -276,3 +276,29 @@ fn invalid_operands_and_semaphores_are_errors() {
         Err(e) => assert!(e.to_string().contains("64"), "{e}"),
     }
 }
+
+/// A configuration the interpreter could not hold or that contradicts the ISA is an
+/// error from `validate`, not an abort on allocation or a silently ignored field.
+#[test]
+fn impossible_geometries_are_config_errors() {
+    type Change = fn(&mut MachineConfig);
+    let cases: [(&str, Change); 4] = [
+        ("SBUF and PSUM together", |c| {
+            c.geometry.sbuf_partition_bytes = u32::MAX
+        }),
+        ("SBUF must be non-empty", |c| {
+            c.geometry.sbuf_partition_bytes = 0
+        }),
+        ("16 DMA queues", |c| c.geometry.dma_queues = 0),
+        ("16 DMA queues", |c| c.geometry.dma_queues = 1),
+    ];
+    for (want, change) in cases {
+        let mut c = MachineConfig::default();
+        change(&mut c);
+        match c.validate() {
+            Err(RuntimeError::Config(m)) => assert!(m.contains(want), "{m}"),
+            other => panic!("expected a config error about {want}, got {other:?}"),
+        }
+    }
+    assert!(MachineConfig::default().validate().is_ok());
+}

@@ -250,18 +250,9 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
             op1,
             s1,
         });
-    let reduce = (partitions(), free_sizes())
-        .prop_flat_map(move |(p, s)| {
-            let kept = reduced(&s);
-            (
-                prop::sample::select(ReduceOp::ALL.to_vec()),
-                tile(engine, p, kept),
-                tile(engine, p, s),
-            )
-        })
-        .prop_map(|(op, out, src)| Op::TensorReduce { op, out, src });
-    let reduce_scalar = (partitions(), free_sizes())
-        .prop_flat_map(move |(p, s)| {
+    // A reduction, and with `post` its scalar epilogue (`tensor_reduce_scalar`).
+    let reduce = (partitions(), free_sizes(), any::<bool>())
+        .prop_flat_map(move |(p, s, post)| {
             let kept = reduced(&s);
             (
                 prop::sample::select(ReduceOp::ALL.to_vec()),
@@ -269,10 +260,12 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
                 tile(engine, p, s),
                 (alu(), scalar_arg(engine, p)),
                 (alu(), scalar_arg(engine, p)),
+                Just(post),
             )
         })
-        .prop_map(
-            |(op, out, src, (op0, s0), (op1, s1))| Op::TensorReduceScalar {
+        .prop_map(|(op, out, src, (op0, s0), (op1, s1), post)| match post {
+            false => Op::TensorReduce { op, out, src },
+            true => Op::TensorReduceScalar {
                 op,
                 out,
                 src,
@@ -281,14 +274,14 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
                 op1,
                 s1,
             },
-        );
+        });
     let copy = (partitions(), free_sizes(), any::<bool>())
         .prop_flat_map(move |(p, s, flat)| (tile(engine, p, reshape(&s, flat)), tile(engine, p, s)))
         .prop_map(|(out, src)| Op::TensorCopy { out, src });
     let memset = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| (tile(engine, p, s), imm()))
         .prop_map(|(out, value)| Op::Memset { out, value });
-    prop_oneof![tt, ts, reduce, reduce_scalar, copy, memset].boxed()
+    prop_oneof![tt, ts, reduce, copy, memset].boxed()
 }
 
 fn affine(steps: usize) -> impl Strategy<Value = Affine> {

@@ -211,11 +211,15 @@ impl Verifier {
             if program.tensors[..i].iter().any(|u| u.name == t.name) {
                 self.error(format!("tensor `{}` is declared twice", t.name));
             }
-            let bytes = t
-                .shape
-                .iter()
-                .try_fold(t.dtype.size() as u128, |acc, &d| acc.checked_mul(d as u128))
-                .unwrap_or(u128::MAX);
+            // A zero dim makes the tensor empty whatever the other dims are.
+            let bytes = if t.shape.contains(&0) {
+                0
+            } else {
+                t.shape
+                    .iter()
+                    .try_fold(t.dtype.size() as u128, |acc, &d| acc.checked_mul(d as u128))
+                    .unwrap_or(u128::MAX)
+            };
             let end = (t.offset as u128).saturating_add(bytes);
             if end > program.hbm_size as u128 {
                 self.error(format!(

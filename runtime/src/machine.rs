@@ -97,10 +97,15 @@ impl Machine {
             });
         }
         for t in &program.tensors {
-            let bytes = t
-                .shape
-                .iter()
-                .try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+            // A tensor with a zero dim has no bytes, whatever its other dims (checked in
+            // that order, [u64::MAX, 0] overflowed where [0, u64::MAX] did not).
+            let bytes = if t.shape.contains(&0) {
+                Some(0)
+            } else {
+                t.shape
+                    .iter()
+                    .try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d))
+            };
             let end = bytes.and_then(|b| t.offset.checked_add(b));
             if !matches!(end, Some(e) if e <= program.hbm_size) {
                 return Err(RuntimeError::TensorOutsideHbm {

@@ -302,3 +302,15 @@ fn impossible_geometries_are_config_errors() {
     }
     assert!(MachineConfig::default().validate().is_ok());
 }
+
+/// A tensor with a zero dim is empty whatever its other dims: both orders load and run (the
+/// overflowing product of [u64::MAX, 0] made it "outside HBM" while [0, u64::MAX] loaded).
+#[test]
+fn empty_tensors_load_in_either_dim_order() {
+    for shape in ["[18446744073709551615, 0]", "[0, 18446744073709551615]"] {
+        let text = format!(".hbm 64\n.tensor y output f32 {shape} @0\n");
+        let program = asm(&text);
+        let loaded = Machine::new(config()).load_program(program);
+        assert!(loaded.is_ok(), "{shape}: {:?}", loaded.err());
+    }
+}

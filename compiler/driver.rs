@@ -574,8 +574,18 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
 
 /// Reproducible input values, uniform in [-1, 1), rounded to the dtype. The stream depends
 /// on the seed and the parameter's position.
+///
+/// The values are made in host memory, so the shape must be one that fits it, as every
+/// compiled kernel's parameters do (the compiler bounds them by HBM). A shape too large to
+/// allocate fails as any allocation does (a product of dims that overflows saturates
+/// first, so that is the failure, not an arithmetic overflow).
 pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
-    let n = p.shape.iter().product::<u64>() as usize;
+    let n = p
+        .shape
+        .iter()
+        .fold(1u64, |n, &d| n.saturating_mul(d))
+        .try_into()
+        .unwrap_or(usize::MAX);
     let mut state = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     let data = (0..n)
         .map(|_| {

@@ -129,14 +129,15 @@ struct RunArgs {
     /// Also run the reference evaluator, print the largest errors, exit 3 on a mismatch.
     #[arg(long)]
     check: bool,
-    /// Write the timeline as Chrome trace-event JSON.
+    /// Write the timeline as Chrome trace-event JSON (`-`: to stdout).
     #[arg(long, value_name = "PATH.json")]
     trace: Option<PathBuf>,
     /// Print the timing model's summary (and, when the kernel is far from its roofline
     /// bound, where the time went).
     #[arg(long)]
     report: bool,
-    /// Write the summary as JSON (`bound_*` fields are null for a .tbin: it has no kernel).
+    /// Write the summary as JSON (`bound_*` fields are null for a .tbin: it has no kernel);
+    /// `-` writes it to stdout.
     #[arg(long, value_name = "PATH.json")]
     report_json: Option<PathBuf>,
     /// Execute the kernel on the reference evaluator instead of the interpreter.
@@ -471,19 +472,29 @@ fn emit_profile(
             let mut text = serde_json::to_string_pretty(&profile.to_json())
                 .map_err(|e| DriverError::Internal(e.to_string()))?;
             text.push('\n');
-            write_file_atomic(path, text.as_bytes())?;
+            write_path_or_stdout(path, text.as_bytes())?;
         }
         if args.report {
             write_stdout(profile.text().as_bytes())?;
         }
     }
     if let Some(path) = &args.trace {
-        write_file_atomic(
+        write_path_or_stdout(
             path,
             runtime::trace::chrome_trace(program, report).as_bytes(),
         )?;
     }
     Ok(())
+}
+
+/// Writes `--report-json` or `--trace` output: `-` is stdout (the requested output, as
+/// for text forms of `compile`), anything else a file.
+fn write_path_or_stdout(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
+    if path.as_os_str() == "-" {
+        write_stdout(bytes)
+    } else {
+        write_file_atomic(path, bytes)
+    }
 }
 
 fn cmd_asm(file: &Path, output: &Path) -> Result<(), DriverError> {

@@ -195,3 +195,18 @@ fn report_flags_need_the_interpreter_and_a_writable_path() {
     assert!(err.contains("cannot write"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--report-json -` writes the JSON to stdout (it was written to a file named `-`).
+#[test]
+fn report_json_dash_is_stdout() {
+    let dir = scratch("json-stdout");
+    std::fs::write(dir.join("p.s"), PROGRAM).unwrap();
+    ok(&tessera(&dir, &["asm", "p.s", "-o", "p.tbin"]));
+    let out = ok(&tessera(
+        &dir,
+        &["run", "p.tbin", "--random", "1", "--report-json", "-"],
+    ));
+    let r: serde_json::Value = serde_json::from_str(&out).expect("stdout is the JSON");
+    assert!(r["total_cycles"].as_u64().unwrap() > 4000, "{out}");
+    assert!(!dir.join("-").exists());
+}

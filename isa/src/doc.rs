@@ -414,6 +414,13 @@ depends on its partition count: 0 for more than 64, 0 or 64 for 33 to 64, and 0,
 dimensions from a byte offset in HBM. Elements are iterated in row-major order (the last
 dimension fastest; a tile partition-major when it is one side of a DMA).
 
+Numerics common to every engine: values are computed in f32 and rounded to the output
+dtype with round-to-nearest-even. A NaN that any instruction writes (and any NaN a program
+is given as input) is the canonical quiet NaN `0x7fc00000` (and the dtype's quiet NaN
+below f32): payloads are not kept, whatever the operands or an immediate's bits. `max` and
+`min` follow IEEE 754-2019 `maximum` and `minimum`: NaN if either operand is NaN, and
+`max(+0, -0) = +0`, `min(+0, -0) = -0`.
+
 ## Synchronisation
 
 Semaphores are monotonic counters: each starts at 0 at the start of the run and is only ever
@@ -451,8 +458,11 @@ The interpreter (`runtime`) runs the streams under this timing model; each instr
 4. Stationary reload: the stationary tile description (memory, dtype, partitions, offset,
    dims; the source for a transpose) is compared with the previous matmul's or transpose's.
    When it differs, a 32-cycle load starts at the later of the previous matmul's start
-   and the instruction's waits, and the matmul starts no earlier than the load's end. Only
-   the description is compared, not the data.
+   and the instruction's own waits, and the matmul starts no earlier than the load's end.
+   Only the description is compared, not the data. Waits carried by a `nop` before the
+   matmul hold the matmul, not the load: the model does not know which operand a wait is
+   for, so a program puts the waits its stationary operand needs on the matmul itself
+   (a wait on a `nop` lets the load begin before that data is there).
 5. A DMA issues at the later of its waits and the previous issue on its queue; the queue is
    free again at issue. Its data phase starts at the later of `issue + 2000` and the end of
    the previous data phase on the same queue: latencies overlap, data phases of one queue
@@ -463,12 +473,15 @@ The interpreter (`runtime`) runs the streams under this timing model; each instr
    then signals.
 7. A DMA moves the larger of its two sides' effective bytes; a side's effective bytes sum its
    maximal contiguous runs, each rounded up to 64 bytes (a tile side's runs never join
-   across partitions).
+   across partitions). A run is a sequence of elements at consecutive ascending addresses
+   in iteration order: a dimension walked with a negative or zero stride gives runs of one
+   element each (its bytes may be contiguous, but not in the order they move).
 8. Everything that completes at a cycle (semaphore increments, DMA phase changes) is
    handled before anything starts at that cycle; ties between streams go to the lowest
    stream index. An instruction's effect on memory is applied when it starts.
 9. Total cycles is the latest end of anything. A DMA queue's busy time is the sum of its
-   data phases.
+   data phases and of its `nop`s (1 cycle each); the `dma` engine's busy time counts the
+   cycles in which any queue moves data.
 10. A deadlock, the cycle limit, the instruction limit and a semaphore overflow are errors.
 
 ## Operand types
@@ -705,11 +718,17 @@ Example:
   inside the partition's memory, and a PSUM tile inside one bank.
 - HBM patterns: 1 to {MAX_HBM_DIMS} dimensions, sizes at least 1, every byte inside
   `hbm_size`. Tensors lie inside `hbm_size`, do not overlap, and have distinct names.
-- DMA: tile sides are in SBUF (never PSUM); both sides have the same number of elements.
+- DMA: tile sides are in SBUF (never PSUM), and at least one side is a tile (machine.md:
+  DMA moves data between HBM and SBUF, and SBUF to SBUF); both sides have the same number
+  of elements.
 - GpSimd instructions do not touch PSUM.
 - The per-opcode shape rules stated in each instruction's description below.
 - When the program has a location table, it has one list per stream and one entry per
   instruction.
+
+The interpreter adds limits of its own (`runtime::Limits`), reported as errors when a
+program is loaded or run, not by `verify`: HBM of at most 16 GiB, at most 2^26 elements
+touched by one instruction, and the instruction and cycle limits of a run.
 
 ## Instructions
 

@@ -61,7 +61,7 @@ macro_rules! for_each_op {
             /// output element the sum starts from 0 (or the PSUM value when accumulating) and adds
             /// the products for k = 0, 1, .., K-1 in that order, each addition rounded to f32.
             ///
-            /// Cost: `max(N / rate, 32)` cycles with rate = moving columns per cycle (2 for
+            /// Cost: `max(ceil(N / rate), 32)` cycles with rate = moving columns per cycle (2 for
             /// bf16/f16, 4 for FP8, 0.5 for f32, by the moving operand's dtype). When the
             /// stationary pattern differs from the previous matmul's, loading it costs 32 cycles
             /// which overlap the previous matmul (the load may start when the previous matmul
@@ -70,10 +70,12 @@ macro_rules! for_each_op {
                 { out: TileAp, stationary: TileAp, moving: TileAp, accumulate: bool };
 
             /// Tensor engine transpose: `out[F, P] = src[P, F]` with `src` an SBUF tile of P <= 128
-            /// partitions and F <= 128 free elements, `out` a PSUM tile (one bank). Implemented as
-            /// a matmul of `src` (stationary) against the identity.
+            /// partitions and F <= 128 free elements, `out` a PSUM tile (one bank). Timed as a
+            /// matmul of `src` (stationary) against the identity, as machine.md describes it.
             ///
-            /// Numerics: values are copied exactly (decoded to f32, then rounded to `out`'s dtype).
+            /// Numerics: values are copied exactly (decoded to f32, then rounded to `out`'s
+            /// dtype): infinities, NaN and -0 pass through, where an f32 sum of products with
+            /// the identity would make a row holding an infinity NaN and -0 into +0.
             ///
             /// Cost: as a matmul with N = P moving columns of `src`'s dtype, including the
             /// stationary load.

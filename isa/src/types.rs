@@ -318,9 +318,9 @@ pub enum AluOp {
     Div = 5,
     /// `b / a` (reversed).
     RDiv = 6,
-    /// IEEE maximum with NaN propagation: NaN if either operand is NaN.
+    /// IEEE 754-2019 `maximum`: NaN if either operand is NaN; `max(+0, -0) = +0`.
     Max = 7,
-    /// IEEE minimum with NaN propagation.
+    /// IEEE 754-2019 `minimum`: NaN if either operand is NaN; `min(+0, -0) = -0`.
     Min = 8,
 }
 

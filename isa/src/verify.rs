@@ -528,6 +528,11 @@ impl Verifier {
                         elems[0], elems[1]
                     ));
                 }
+                if matches!((dst, src), (DmaAp::Hbm(_), DmaAp::Hbm(_))) {
+                    self.error(
+                        "both sides are in HBM; a DMA moves HBM <-> SBUF or SBUF -> SBUF".into(),
+                    );
+                }
             }
             Op::Matmul {
                 out,

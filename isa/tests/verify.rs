@@ -242,6 +242,15 @@ fn dma_sides() {
         },
         &["dma0[0]: `dst` touches HBM bytes -4..=7, outside the program's 65536 bytes"],
     );
+    // machine.md: DMA moves HBM <-> SBUF and SBUF -> SBUF, never HBM to HBM.
+    check(
+        d,
+        Op::Dma {
+            dst: DmaAp::Hbm(hbm(F32, 1024, &[(4, 1)])),
+            src: DmaAp::Hbm(hbm(F32, 0, &[(4, 1)])),
+        },
+        &["dma0[0]: both sides are in HBM; a DMA moves HBM <-> SBUF or SBUF -> SBUF"],
+    );
     check(
         d,
         Op::Dma {

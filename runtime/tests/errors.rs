@@ -211,7 +211,11 @@ fn binding_errors() {
     let y = a.tensor("y", "output", Dtype::F32, &[6]);
     a.inst(
         "dma0",
-        format!("dma dst=hbm.f32[{y}; 6:1], src=hbm.f32[{x}; 6:1]"),
+        format!("dma dst=sbuf.f32[0:1, 0; 6:1], src=hbm.f32[{x}; 6:1] signal(s0)"),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s0>=1) dma dst=hbm.f32[{y}; 6:1], src=sbuf.f32[0:1, 0; 6:1]"),
     );
     let mut loaded = Machine::new(config()).load_program(asm(&a.text())).unwrap();
     assert_eq!(

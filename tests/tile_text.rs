@@ -186,3 +186,26 @@ fn parse_errors_name_line_column_and_problem() {
         "2:26: expected a tile placement like `p0+1024`, found `12`"
     );
 }
+
+/// An HBM buffer declared under a name already taken (a parameter called `out0` or
+/// `spill0`, the names of results and spill scratch) gets the first free suffix.
+#[test]
+fn hbm_names_stay_distinct() {
+    use isa::{Dtype, Role};
+    use tessera::tile::{BufKind, TileFunc};
+    let mut f = TileFunc::new("k");
+    let name = |f: &TileFunc, b| match &f.bufs[b] {
+        tile::BufData {
+            kind: BufKind::Hbm { name, .. },
+            ..
+        } => name.clone(),
+        _ => unreachable!("an HBM buffer"),
+    };
+    let a = f.hbm("spill0", Role::Input, Dtype::F32, &[4]);
+    let b = f.hbm("spill0", Role::Scratch, Dtype::F32, &[4]);
+    let c = f.hbm("spill0", Role::Scratch, Dtype::F32, &[4]);
+    assert_eq!(
+        [name(&f, a), name(&f, b), name(&f, c)],
+        ["spill0", "spill0_1", "spill0_2"]
+    );
+}

@@ -444,20 +444,8 @@ impl Walk<'_> {
         };
         let elems = (hi - lo) / es;
         let parts = parts.clamp(1, 128);
-        let mut taken: Vec<String> = Vec::new();
-        for (_, d) in self.func.bufs.iter() {
-            if let BufKind::Hbm { name, .. } = &d.kind {
-                taken.push(name.clone());
-            }
-        }
-        let mut k = self.spills;
-        let name = loop {
-            let name = format!("spill{k}");
-            if !taken.contains(&name) {
-                break name;
-            }
-            k += 1;
-        };
+        // `hbm` gives the name a suffix if a parameter already has it.
+        let name = format!("spill{}", self.spills);
         let scratch = self
             .func
             .hbm(&name, Role::Scratch, dtype, &[parts as u64, elems]);

@@ -98,6 +98,40 @@ fn check(f: &TileFunc, what: &str) {
         }
     }
     assert!(pairs > 0 || n < 2, "{what}: nothing conflicts");
+    // A Tensor instruction's stationary load may begin at the previous matmul's or
+    // transpose's start once its own waits hold: the writers of its stationary operand
+    // must be known complete by then, from its own waits or from what the stream knew
+    // when the previous one started, not from a `nop` in between.
+    let mut prev_load: [u32; NUM_STREAMS] = [0; NUM_STREAMS];
+    for (k, &i) in f.layout.iter().enumerate() {
+        let mut stationary = Vec::new();
+        hazards
+            .stationary_touches(f, i, &mut stationary)
+            .expect("stationary touches");
+        if stationary.is_empty() {
+            continue;
+        }
+        let mut own = prev_load;
+        for &(sem, v) in &f.sync[i].waits {
+            let t = sem as usize;
+            for (x, y) in own.iter_mut().zip(clock[at[t][v as usize - 1]]) {
+                *x = (*x).max(y);
+            }
+            own[t] = own[t].max(v);
+        }
+        let (s, _) = where_[k];
+        for j in 0..k {
+            let (t, p) = where_[j];
+            if t != s && conflict(&touches[j], &stationary) {
+                assert!(
+                    own[t] > p as u32,
+                    "{what}: {i}'s stationary operand may load before {} wrote it",
+                    f.layout[j]
+                );
+            }
+        }
+        prev_load = clock[k];
+    }
 }
 
 #[test]
@@ -158,4 +192,52 @@ fn many_waits_are_carried_by_nops() {
         ..Default::default()
     };
     runtime::run_program(p, &cfg, &[("x", &x)]).expect("run");
+}
+
+#[test]
+fn a_stationary_operand_waits_on_its_matmul_not_on_a_nop() {
+    // The moving operand comes from five DMA queues and the stationary one from Vector:
+    // six waits, two of which go on a `nop`. The Vector wait stays on the matmul, where
+    // the timing model's stationary load sees it; in stream order it would have been the
+    // first to move to the `nop`, and the load could begin before its data was written.
+    let mut text = String::from(
+        "tile kernel k {\n    b0 = hbm input x bf16[128, 80]\n    b1 = sbuf bf16 128x160\n    b2 = sbuf bf16 128x128\n    b3 = psum f32 64x320\n    b4 = sbuf f32 64x320\n    b5 = hbm output out0 f32[64, 80]\n",
+    );
+    for q in 0..5 {
+        text.push_str(&format!(
+            "    inst{q} = dma{q}: dma dst=sbuf.bf16[0:128, {}; 16:1], src=hbm.bf16[{}; 128:80, 16:1] {{b1, b0}}\n",
+            32 * q,
+            32 * q
+        ));
+    }
+    text.push_str("    inst5 = vector: memset out=sbuf.bf16[0:128, 0; 64:1], value=0.5 {b2}\n");
+    text.push_str("    inst6 = tensor: matmul out=psum.f32[0:64, 0; 80:1], stationary=sbuf.bf16[0:128, 0; 64:1], moving=sbuf.bf16[0:128, 0; 80:1], accumulate=false {b3, b2, b1}\n");
+    text.push_str("    inst7 = vector: tensor_copy out=sbuf.f32[0:64, 0; 80:1], src=psum.f32[0:64, 0; 80:1] {b4, b3}\n");
+    text.push_str("    inst8 = dma5: dma dst=hbm.f32[0; 64:80, 80:1], src=sbuf.f32[0:64, 0; 80:1] {b5, b4}\n}\n");
+    let f = tessera::tile::parse(&text).expect("parse");
+    let c = common::compile(f, false);
+    let f = c.tile.as_ref().expect("tile");
+    check(f, "stationary from vector");
+    let mm = f
+        .layout
+        .iter()
+        .copied()
+        .find(|&i| matches!(f.insts[i].op, Op::Matmul { .. }))
+        .expect("the matmul");
+    let vector = isa::Engine::Vector.index() as u8;
+    assert!(
+        f.sync[mm].waits.iter().any(|&(sem, _)| sem == vector),
+        "the matmul's own waits: {:?}",
+        f.sync[mm].waits
+    );
+    let nops = f
+        .layout
+        .iter()
+        .filter(|&&i| f.insts[i].op == Op::Nop {})
+        .count();
+    assert_eq!(nops, 1);
+    let x: Vec<f32> = (0..128 * 80).map(common::value).collect();
+    let p = c.program.as_ref().expect("program");
+    assert_eq!(isa::verify(p), Ok(()));
+    runtime::run_program(p, &runtime::MachineConfig::default(), &[("x", &x)]).expect("run");
 }

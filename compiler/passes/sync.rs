@@ -16,6 +16,14 @@
 //! instruction itself knew when it started (transitively), and a new wait implied by
 //! another new wait's knowledge is dropped too. More than four waits are carried by `nop`s
 //! inserted on the same stream just before the instruction.
+//!
+//! A matmul's or transpose's stationary operand may be loaded before the instruction
+//! starts: the timing model begins the load at the later of the previous Tensor
+//! instruction's start and the instruction's *own* waits (ISA.md, timing rule 4). So the
+//! waits that its stationary operand needs stay on the instruction itself, never on a
+//! `nop` before it and never left out because a `nop` or another instruction after the
+//! previous matmul already waited for them: only what the stream knew when the previous
+//! matmul or transpose started counts as known for them.
 
 use super::Compilation;
 use crate::tile::{Hazards, TileFunc, TileInst};
@@ -49,6 +57,9 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
     // Per stream, per position: what the instruction knew when it started.
     let mut snaps: Vec<Vec<[u32; NS]>> = vec![Vec::new(); NS];
     let mut touched = Vec::new();
+    let mut stationary = Vec::new();
+    // What the Tensor stream knew when its last matmul or transpose started.
+    let mut know_at_load = [0u32; NS];
     // The stream position of each instruction, by its index in the original layout (the
     // tracker names earlier accesses by that index).
     let mut pos_of: Vec<u32> = Vec::with_capacity(func.layout.len());
@@ -71,6 +82,24 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
             }
         });
         deps[s] = 0;
+        // The stationary operand's producers, as far as the stream did not know them
+        // complete when its previous matmul or transpose started.
+        stationary.clear();
+        hazards.stationary_touches(func, i, &mut stationary)?;
+        let mut held = [0u32; NS];
+        if !stationary.is_empty() {
+            hazards.access(&stationary, s as u8, seq, &mut |t, q| {
+                if let (Some(&p), Some(d)) = (pos_of.get(q as usize), held.get_mut(t as usize)) {
+                    *d = (*d).max(p + 1);
+                }
+            });
+            held[s] = 0;
+            for (h, known) in held.iter_mut().zip(know_at_load) {
+                if *h <= known {
+                    *h = 0;
+                }
+            }
+        }
         // The waits this stream does not already know to be satisfied.
         let mut waits: Vec<(usize, u32)> = deps
             .iter()
@@ -94,6 +123,17 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
                 k += 1;
             }
         }
+        // The stationary operand's waits, last, so that they stay on the instruction
+        // (in stream order when no `nop` is needed).
+        waits.retain(|&(t, _)| held[t] == 0);
+        for (t, &need) in held.iter().enumerate() {
+            if need > 0 {
+                waits.push((t, need.max(deps[t])));
+            }
+        }
+        if waits.len() <= MAX_WAITS {
+            waits.sort_unstable();
+        }
         stats.waits += waits.len();
         // Waits beyond the last four go on `nop`s just before the instruction.
         while waits.len() > MAX_WAITS {
@@ -112,6 +152,9 @@ pub fn synchronise(func: &mut TileFunc) -> Result<SyncStats, String> {
             stats.nops += 1;
         }
         apply(&mut know, &snaps, s, &waits);
+        if !stationary.is_empty() {
+            know_at_load = know[s];
+        }
         func.sync[i] = sync_of(&waits, s);
         let pos = snaps[s].len() as u32;
         snaps[s].push(know[s]);

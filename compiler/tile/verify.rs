@@ -84,11 +84,13 @@ pub struct Touch {
     pub write: bool,
 }
 
-/// Appends the byte ranges that instruction `inst` touches (see [`Hazards::touches`]).
+/// Appends the byte ranges that instruction `inst` touches (see [`Hazards::touches`]),
+/// or, with `only`, those of its operand number `only` (in `visit_aps` order) alone.
 fn touches(
     func: &TileFunc,
     hbm_written: &[bool],
     inst: TInst,
+    only: Option<usize>,
     out: &mut Vec<Touch>,
 ) -> Result<(), String> {
     let Some(data) = func.insts.get(inst) else {
@@ -102,6 +104,9 @@ fn touches(
         }
     );
     for (k, (ap, access)) in operands(&data.op).into_iter().enumerate() {
+        if only.is_some_and(|o| o != k) {
+            continue;
+        }
         let Some(&buf) = data.bufs.get(k) else {
             return Err(format!("{inst} has no buffer for its operand {k}"));
         };
@@ -262,7 +267,36 @@ impl Hazards {
         inst: TInst,
         out: &mut Vec<Touch>,
     ) -> Result<(), String> {
-        touches(func, &self.hbm_written, inst, out)
+        touches(func, &self.hbm_written, inst, None, out)
+    }
+
+    /// The byte ranges of the stationary operand of a Tensor instruction (a matmul's
+    /// `stationary`, a transpose's `src`; nothing for other instructions): what the timing
+    /// model's stationary load reads, which may begin before the instruction starts.
+    pub fn stationary_touches(
+        &self,
+        func: &TileFunc,
+        inst: TInst,
+        out: &mut Vec<Touch>,
+    ) -> Result<(), String> {
+        let Some(data) = func.insts.get(inst) else {
+            return Err(format!("{inst} is not declared"));
+        };
+        let target: &TileAp = match &data.op {
+            Op::Matmul { stationary, .. } => stationary,
+            Op::Transpose { src, .. } => src,
+            _ => return Ok(()),
+        };
+        let mut index = None;
+        for (k, (ap, _)) in operands(&data.op).into_iter().enumerate() {
+            if matches!(ap, ApRef::Tile(t) if std::ptr::eq(t, target)) {
+                index = Some(k);
+            }
+        }
+        match index {
+            Some(k) => touches(func, &self.hbm_written, inst, Some(k), out),
+            None => Ok(()),
+        }
     }
 
     fn tracked(&self, t: &Touch) -> bool {

@@ -462,7 +462,8 @@ The interpreter (`runtime`) runs the streams under this timing model; each instr
    Only the description is compared, not the data. Waits carried by a `nop` before the
    matmul hold the matmul, not the load: the model does not know which operand a wait is
    for, so a program puts the waits its stationary operand needs on the matmul itself
-   (a wait on a `nop` lets the load begin before that data is there).
+   (a wait on a `nop` lets the load begin before that data is there; the compiler's `sync`
+   pass keeps them there).
 5. A DMA issues at the later of its waits and the previous issue on its queue; the queue is
    free again at issue. Its data phase starts at the later of `issue + 2000` and the end of
    the previous data phase on the same queue: latencies overlap, data phases of one queue

@@ -301,4 +301,22 @@ fn tril_with_the_largest_offsets() {
     let (outputs, _) =
         tessera::driver::execute(program, &params, std::slice::from_ref(&x)).expect("runs");
     assert_eq!(outputs[0].data, x.data);
+    // i64::MIN is a value too (its magnitude is no i64): every element is filled.
+    let src = "kernel k(x: f32[4, 8]) -> f32[4, 8] { return tril(x, k=-9223372036854775808, fill=-1.0); }";
+    let src = tessera::driver::Source {
+        name: "k.tsr".into(),
+        text: src.into(),
+    };
+    let c = tessera::driver::compile(&src, &options, &mut String::new()).expect("compiles");
+    let program = c.program.as_ref().expect("a program");
+    let params = tessera::driver::params_of(&c.tensor);
+    let (outputs, _) =
+        tessera::driver::execute(program, &params, std::slice::from_ref(&x)).expect("runs");
+    assert!(
+        outputs[0].data.iter().all(|&v| v == -1.0),
+        "{:?}",
+        outputs[0].data
+    );
+    let min = run(&ir(i64::MIN), std::slice::from_ref(&x));
+    assert!(min.data.iter().all(|&v| v == -1.0), "{:?}", min.data);
 }

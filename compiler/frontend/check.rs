@@ -433,17 +433,22 @@ enum IntArg {
 }
 
 fn int_arg(e: &ast::Expr) -> IntArg {
+    match wide_int(e) {
+        Some(Some(v)) => i64::try_from(v).map_or(IntArg::TooLarge, IntArg::Value),
+        Some(None) => IntArg::TooLarge,
+        None => IntArg::NotAnInteger,
+    }
+}
+
+/// The value of an integer literal, possibly negated or in parentheses, computed wide so
+/// that `-9223372036854775808` (i64::MIN, whose magnitude is no i64) is a value: `None`
+/// when `e` is no such literal, `Some(None)` when the literal exceeds u64.
+fn wide_int(e: &ast::Expr) -> Option<Option<i128>> {
     match &e.kind {
-        ExprKind::Int(lit) => match lit.value.and_then(|v| i64::try_from(v).ok()) {
-            Some(v) => IntArg::Value(v),
-            None => IntArg::TooLarge,
-        },
-        ExprKind::Paren(inner) => int_arg(inner),
-        ExprKind::Neg(inner) => match int_arg(inner) {
-            IntArg::Value(v) => IntArg::Value(-v),
-            other => other,
-        },
-        _ => IntArg::NotAnInteger,
+        ExprKind::Int(lit) => Some(lit.value.map(i128::from)),
+        ExprKind::Paren(inner) => wide_int(inner),
+        ExprKind::Neg(inner) => wide_int(inner).map(|v| v.map(|v| -v)),
+        _ => None,
     }
 }
 

@@ -97,10 +97,17 @@ pub enum Token<'src> {
     Int(&'src str),
     #[regex(r"[0-9]+\.[0-9]*([eE][+-]?[0-9]+)?", |lex| lex.slice(), priority = 5)]
     #[regex(r"[0-9]+[eE][+-]?[0-9]+", |lex| lex.slice(), priority = 5)]
+    // A leading dot, as Python and NumPy users write it (`.5`, `.5e-3`).
+    #[regex(r"\.[0-9]+([eE][+-]?[0-9]+)?", |lex| lex.slice(), priority = 5)]
     Float(&'src str),
     /// Never produced: any longer number-like word than a valid literal is an error.
     #[regex(
         r"[0-9][0-9A-Za-z_.]*([eE][+-][0-9A-Za-z_.]*)?",
+        malformed,
+        priority = 1
+    )]
+    #[regex(
+        r"\.[0-9][0-9A-Za-z_.]*([eE][+-][0-9A-Za-z_.]*)?",
         malformed,
         priority = 1
     )]
@@ -263,9 +270,13 @@ impl<'src> Iterator for Lexer<'src, '_> {
     }
 }
 
-/// Parses the text of a float literal (`1.5`, `1.`, `2e-3`, `1.e5`) as f64.
+/// Parses the text of a float literal (`1.5`, `1.`, `.5`, `2e-3`, `1.e5`) as f64.
 pub fn parse_float(text: &str) -> f64 {
     let normalized = text.replace(".e", ".0e").replace(".E", ".0E");
+    let normalized = match normalized.strip_prefix('.') {
+        Some(rest) => format!("0.{rest}"),
+        None => normalized,
+    };
     let normalized = if normalized.ends_with('.') {
         format!("{normalized}0")
     } else {
@@ -315,7 +326,7 @@ mod tests {
     #[test]
     fn numbers() {
         assert_eq!(
-            kinds("1 0.5 1e-6 2E+3 1. 1.e5 1-x"),
+            kinds("1 0.5 1e-6 2E+3 1. 1.e5 .5 .25e-2 1-x"),
             vec![
                 Token::Int("1"),
                 Token::Float("0.5"),
@@ -323,6 +334,8 @@ mod tests {
                 Token::Float("2E+3"),
                 Token::Float("1."),
                 Token::Float("1.e5"),
+                Token::Float(".5"),
+                Token::Float(".25e-2"),
                 Token::Int("1"),
                 Token::Minus,
                 Token::Ident("x"),
@@ -331,11 +344,15 @@ mod tests {
         assert_eq!(parse_float("1."), 1.0);
         assert_eq!(parse_float("1.e5"), 1e5);
         assert_eq!(parse_float("1e-6"), 1e-6);
+        assert_eq!(parse_float(".5"), 0.5);
+        assert_eq!(parse_float(".25e-2"), 0.0025);
     }
 
     #[test]
     fn malformed_numbers_carry_their_range() {
-        for bad in ["1e", "2x", "1.2.3", "3e+", "1e5e-3", "12abc"] {
+        for bad in [
+            "1e", "2x", "1.2.3", "3e+", "1e5e-3", "12abc", ".5.5", ".5x", ".5e",
+        ] {
             let src = format!("a {bad} b");
             let (tokens, errors) = tokenize(&src);
             assert_eq!(

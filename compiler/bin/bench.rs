@@ -971,8 +971,23 @@ block, at least 229,000 cycles, ceiling 0.57; (c) the same with the maximum from
 (128 a block) has a ceiling of 0.67, but an FP8 maximum can be wrong by more than the \
 exponent range for inputs of large norm (FP8 saturates at 448), and the exponentials then \
 overflow or underflow to a row of zeros: silently wrong output, which the compiler must \
-not produce. No algorithm found keeps the exact softmax and reaches 0.60 on this machine \
-model.
+not produce. (d) GpSimd as a third engine: it cannot read PSUM, so of the work above it \
+can only take p^T chunks (576 cycles each, against 128 for Vector or Scalar), besides the \
+q^T transposes (32 x 576) and the running sums (68 a tile and block) it does already. With \
+the chunks split at the best ratio, all three engines 100% busy and no start or end, the \
+per-block schedule is bounded by about 227,400 cycles of work an engine plus about 4,800 \
+of start and end: 0.565 (with the split used, one chunk in four, and the final divisions: \
+232,800 + 4,800, 0.552, against 0.544 measured). Superblocks of n key \
+blocks (one maximum chain, one rescale and one set of factors per n blocks; a PSUM tile may \
+not cross a bank, so the maxima and exponentials stay one instruction a bank, and a query \
+tile holds n banks of scores until its last exponential) raise that bound to 0.599 (n = 2), \
+0.612 (n = 3), 0.619 (n = 4) and 0.640 with no rescale at all: 0.60 needs n >= 3 with \
+Vector, Scalar and GpSimd all at least 98% busy together while each query tile in flight \
+holds three of PSUM's eight banks, where the current schedule reaches 97%, 95% and 75% with \
+four tiles of one bank each. Measured on the current schedule: deleting every rescale \
+(wrong outputs; what any superblock could save at most) gives 231,998 cycles, 0.565; one \
+more chunk to GpSimd in one tile and block of every eight, 239,978 or 243,746 depending on \
+which. No algorithm found keeps the exact softmax and reaches 0.60 on this machine model.
 ";
 
 fn markdown(results: &Results) -> String {

@@ -173,18 +173,19 @@ fn many_waits_are_carried_by_nops() {
         ));
     }
     text.push_str("    inst16 = vector: tensor_reduce op=add, out=sbuf.f32[0:128, 0; 1:1], src=sbuf.f32[0:128, 0; 16:1] {b1, b1}\n}\n");
-    let f = tessera::tile::parse(&text).expect("parse");
-    let c = common::compile(f, false);
+    let c = compile_and_run(&text, "fan-in", 128 * 16);
     let f = c.tile.as_ref().expect("tile");
-    check(f, "fan-in");
-    let nops = f
-        .layout
-        .iter()
-        .filter(|&&i| f.insts[i].op == Op::Nop {})
-        .count();
-    assert_eq!(nops, 3);
+    assert_eq!(nops(f), 3);
     assert!(f.layout.iter().all(|&i| f.sync[i].waits.len() <= 4));
-    let x: Vec<f32> = (0..128 * 16).map(common::value).collect();
+}
+
+/// Compiles tile IR text without the engines pass, checks it against the oracle, and
+/// runs it (poisoned memories) with an input `x` of `elems` values.
+fn compile_and_run(text: &str, what: &str, elems: usize) -> tessera::passes::Compilation {
+    let f = tessera::tile::parse(text).expect("parse");
+    let c = common::compile(f, false);
+    check(c.tile.as_ref().expect("tile"), what);
+    let x: Vec<f32> = (0..elems).map(common::value).collect();
     let p = c.program.as_ref().expect("program");
     assert_eq!(isa::verify(p), Ok(()));
     let cfg = runtime::MachineConfig {
@@ -192,6 +193,15 @@ fn many_waits_are_carried_by_nops() {
         ..Default::default()
     };
     runtime::run_program(p, &cfg, &[("x", &x)]).expect("run");
+    c
+}
+
+/// The `nop`s in a function's layout.
+fn nops(f: &TileFunc) -> usize {
+    f.layout
+        .iter()
+        .filter(|&&i| f.insts[i].op == Op::Nop {})
+        .count()
 }
 
 #[test]
@@ -214,10 +224,8 @@ fn a_stationary_operand_waits_on_its_matmul_not_on_a_nop() {
     text.push_str("    inst6 = tensor: matmul out=psum.f32[0:64, 0; 80:1], stationary=sbuf.bf16[0:128, 0; 64:1], moving=sbuf.bf16[0:128, 0; 80:1], accumulate=false {b3, b2, b1}\n");
     text.push_str("    inst7 = vector: tensor_copy out=sbuf.f32[0:64, 0; 80:1], src=psum.f32[0:64, 0; 80:1] {b4, b3}\n");
     text.push_str("    inst8 = dma5: dma dst=hbm.f32[0; 64:80, 80:1], src=sbuf.f32[0:64, 0; 80:1] {b5, b4}\n}\n");
-    let f = tessera::tile::parse(&text).expect("parse");
-    let c = common::compile(f, false);
+    let c = compile_and_run(&text, "stationary from vector", 128 * 80);
     let f = c.tile.as_ref().expect("tile");
-    check(f, "stationary from vector");
     let mm = f
         .layout
         .iter()
@@ -230,14 +238,5 @@ fn a_stationary_operand_waits_on_its_matmul_not_on_a_nop() {
         "the matmul's own waits: {:?}",
         f.sync[mm].waits
     );
-    let nops = f
-        .layout
-        .iter()
-        .filter(|&&i| f.insts[i].op == Op::Nop {})
-        .count();
-    assert_eq!(nops, 1);
-    let x: Vec<f32> = (0..128 * 80).map(common::value).collect();
-    let p = c.program.as_ref().expect("program");
-    assert_eq!(isa::verify(p), Ok(()));
-    runtime::run_program(p, &runtime::MachineConfig::default(), &[("x", &x)]).expect("run");
+    assert_eq!(nops(f), 1);
 }

@@ -165,13 +165,7 @@ fn many_waits_are_carried_by_nops() {
     let mut text = String::from(
         "tile kernel k {\n    b0 = hbm input x f32[128, 16]\n    b1 = sbuf f32 128x64\n",
     );
-    for q in 0..16 {
-        text.push_str(&format!(
-            "    inst{q} = dma{q}: dma dst=sbuf.f32[0:128, {}; 1:1], src=hbm.f32[{}; 128:16, 1:1] {{b1, b0}}\n",
-            4 * q,
-            4 * q
-        ));
-    }
+    text.push_str(&column_loads(16, "f32", 1, 16));
     text.push_str("    inst16 = vector: tensor_reduce op=add, out=sbuf.f32[0:128, 0; 1:1], src=sbuf.f32[0:128, 0; 16:1] {b1, b1}\n}\n");
     let c = compile_and_run(&text, "fan-in", 128 * 16);
     let f = c.tile.as_ref().expect("tile");
@@ -196,6 +190,21 @@ fn compile_and_run(text: &str, what: &str, elems: usize) -> tessera::passes::Com
     c
 }
 
+/// Tile IR lines `inst0..` loading `queues` column slices of `cols` columns each of the
+/// `[128, row]` input `b0` into the SBUF buffer `b1`, one slice a DMA queue.
+fn column_loads(queues: usize, dtype: &str, cols: usize, row: usize) -> String {
+    let esize = if dtype == "f32" { 4 } else { 2 };
+    (0..queues)
+        .map(|q| {
+            let at = cols * esize * q;
+            format!(
+                "    inst{q} = dma{q}: dma dst=sbuf.{dtype}[0:128, {at}; {cols}:1], \
+                 src=hbm.{dtype}[{at}; 128:{row}, {cols}:1] {{b1, b0}}\n"
+            )
+        })
+        .collect()
+}
+
 /// The `nop`s in a function's layout.
 fn nops(f: &TileFunc) -> usize {
     f.layout
@@ -213,13 +222,7 @@ fn a_stationary_operand_waits_on_its_matmul_not_on_a_nop() {
     let mut text = String::from(
         "tile kernel k {\n    b0 = hbm input x bf16[128, 80]\n    b1 = sbuf bf16 128x160\n    b2 = sbuf bf16 128x128\n    b3 = psum f32 64x320\n    b4 = sbuf f32 64x320\n    b5 = hbm output out0 f32[64, 80]\n",
     );
-    for q in 0..5 {
-        text.push_str(&format!(
-            "    inst{q} = dma{q}: dma dst=sbuf.bf16[0:128, {}; 16:1], src=hbm.bf16[{}; 128:80, 16:1] {{b1, b0}}\n",
-            32 * q,
-            32 * q
-        ));
-    }
+    text.push_str(&column_loads(5, "bf16", 16, 80));
     text.push_str("    inst5 = vector: memset out=sbuf.bf16[0:128, 0; 64:1], value=0.5 {b2}\n");
     text.push_str("    inst6 = tensor: matmul out=psum.f32[0:64, 0; 80:1], stationary=sbuf.bf16[0:128, 0; 64:1], moving=sbuf.bf16[0:128, 0; 80:1], accumulate=false {b3, b2, b1}\n");
     text.push_str("    inst7 = vector: tensor_copy out=sbuf.f32[0:64, 0; 80:1], src=psum.f32[0:64, 0; 80:1] {b4, b3}\n");

@@ -321,48 +321,47 @@ impl<R: Read> NpyReader<R> {
             .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
             .collect();
         let big = header.big_endian;
+        let fortran = header.fortran_order.then_some(&dims[..]);
         let data = match header.kind {
-            Kind::F32 => {
-                let v: Vec<f32> = data_bytes
-                    .chunks_exact(4)
-                    .map(|c| {
-                        let b = [c[0], c[1], c[2], c[3]];
-                        if big {
-                            f32::from_be_bytes(b)
-                        } else {
-                            f32::from_le_bytes(b)
-                        }
-                    })
-                    .collect();
-                NpyData::F32(if header.fortran_order {
-                    fortran_to_c(&dims, &v)
-                } else {
-                    v
-                })
-            }
-            Kind::F64 => {
-                let v: Vec<f64> = data_bytes
-                    .chunks_exact(8)
-                    .map(|c| {
-                        let b = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
-                        if big {
-                            f64::from_be_bytes(b)
-                        } else {
-                            f64::from_le_bytes(b)
-                        }
-                    })
-                    .collect();
-                NpyData::F64(if header.fortran_order {
-                    fortran_to_c(&dims, &v)
-                } else {
-                    v
-                })
-            }
+            Kind::F32 => NpyData::F32(decode(
+                &data_bytes,
+                big,
+                fortran,
+                f32::from_be_bytes,
+                f32::from_le_bytes,
+            )),
+            Kind::F64 => NpyData::F64(decode(
+                &data_bytes,
+                big,
+                fortran,
+                f64::from_be_bytes,
+                f64::from_le_bytes,
+            )),
         };
         Ok(NpyArray {
             shape: header.shape,
             data,
         })
+    }
+}
+
+/// The elements of `N` bytes each in `bytes`, big- or little-endian, in C order (given
+/// the dims when the file stores them in Fortran order).
+fn decode<T: Copy, const N: usize>(
+    bytes: &[u8],
+    big: bool,
+    fortran: Option<&[usize]>,
+    from_be: fn([u8; N]) -> T,
+    from_le: fn([u8; N]) -> T,
+) -> Vec<T> {
+    let from = if big { from_be } else { from_le };
+    let v: Vec<T> = bytes
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().unwrap_or([0; N])))
+        .collect();
+    match fortran {
+        Some(dims) => fortran_to_c(dims, &v),
+        None => v,
     }
 }
 

@@ -974,8 +974,8 @@ overflow or underflow to a row of zeros: silently wrong output, which the compil
 not produce. (d) GpSimd as a third engine: it cannot read PSUM, so of the work above it \
 can only take p^T chunks (576 cycles each, against 128 for Vector or Scalar), besides the \
 q^T transposes (32 x 576) and the running sums (68 a tile and block) it does already. With \
-the chunks split at the best ratio, all three engines 100% busy and no start or end, the \
-per-block schedule is bounded by about 227,400 cycles of work an engine plus about 4,800 \
+the chunks split at the best ratio and all three engines 100% busy, the per-block \
+schedule is bounded by about 227,400 cycles of work an engine plus about 4,800 \
 of start and end: 0.565 (with the split used, one chunk in four, and the final divisions: \
 232,800 + 4,800, 0.552, against 0.544 measured). Superblocks of n key \
 blocks (one maximum chain, one rescale and one set of factors per n blocks; a PSUM tile may \

@@ -246,3 +246,28 @@ fn an_unsynchronised_copy_of_a_compiled_program_is_caught() {
         assert!(count > 0, "{name}");
     }
 }
+
+/// A fused group emitted before the group that computes its operand reads HBM scratch (or
+/// an output) before anything writes it: the verifier rejects it in program order, since
+/// synchronisation would otherwise order the read before the write faithfully.
+#[test]
+fn hbm_scratch_is_written_before_it_is_read() {
+    let head = "tile kernel k {
+    b0 = hbm input x f32[128, 64]
+    b1 = sbuf f32 128x256
+    b2 = hbm scratch t f32[128, 64]
+";
+    let load = "dma dst=sbuf.f32[0:128, 0; 64:1], src=hbm.f32[0; 128:64, 64:1]";
+    let store = "dma dst=hbm.f32[0; 128:64, 64:1], src=sbuf.f32[0:128, 0; 64:1]";
+    let read_first = format!(
+        "{head}    inst0 = dma0: {load} {{b1, b2}}\n    inst1 = dma0: {store} {{b2, b1}}\n}}\n"
+    );
+    assert_error(
+        &read_first,
+        "inst0 reads HBM scratch `t` (b2) before any instruction writes it",
+    );
+    let write_first = format!(
+        "{head}    inst0 = dma0: {load} {{b1, b0}}\n    inst1 = dma0: {store} {{b2, b1}}\n    inst2 = dma0: {load} {{b1, b2}}\n}}\n"
+    );
+    assert_eq!(errors(&write_first), Vec::<String>::new());
+}

@@ -14,9 +14,11 @@
 //! scores), which is what makes computing them block by block, with a running max and
 //! sum (online softmax), legal. The result differs from the reference only by rounding
 //! (the maximum is found block by block and the sum is rescaled), within the tolerance:
-//! probabilities cast below f32 are fused only when the output is then cast to a dtype no
-//! more precise (flash attention rounds the unnormalised exponentials instead), and a
-//! mask below the diagonal (`k < 0`, whole rows of -inf) is not fused.
+//! probabilities cast below f32 are fused only when they are bf16 or f16 and the output is
+//! then cast to a dtype no more precise (flash attention rounds the unnormalised
+//! exponentials instead; FP8 probabilities are never fused), a mask below the diagonal
+//! (`k < 0`, whole rows of -inf) is not fused, and under `--dtype-policy strict` nothing
+//! is (`fusion::group`). docs/numerics.md gives the bound this keeps.
 
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
 use isa::Dtype;
@@ -130,7 +132,14 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
         // rounding error in the output. An output rounded to a dtype no more precise than
         // p's hides that within its tolerance; an f32 output would not (a bf16 p made an
         // f32 output miss the reference by 2e-3), so then the kernel is not fused.
+        //
+        // FP8 probabilities are never fused: p is about 1/Sk, deep in FP8's subnormal range,
+        // where rounding p and rounding the unnormalised exponentials (up to 1) are
+        // different computations, not different roundings of one (docs/numerics.md).
         let narrow = func.ty(pin).dtype;
+        if matches!(narrow, Dtype::F8E4M3 | Dtype::F8E5M2) {
+            return None;
+        }
         if narrow != Dtype::F32 && !output_no_finer(func, uses, data.result, narrow) {
             return None;
         }

@@ -9,8 +9,11 @@
 //! tiles the rest of the group reads (bias, scale, activation and cast "epilogues").
 //!
 //! Rules that keep the emission order sound: an instruction joins a group only when each
-//! operand is computed in that group or defined before the group's first instruction. The
-//! tile pass emits groups in the order of their first instruction.
+//! operand is computed in that group or defined before the group's first instruction.
+//! Groups are then put in an order that respects every data dependency ([`Grouping::order`]:
+//! an attention group, gathered from a pattern, may start before the instruction that
+//! computes its `v`), and the tile pass emits them in that order. [`Grouping::verify`]
+//! checks it after the pass: no group reads a value that a later group computes.
 //!
 //! With fusion disabled every instruction is its own group, which is always correct.
 
@@ -82,6 +85,141 @@ impl Grouping {
     }
 }
 
+impl Grouping {
+    /// Puts the groups in an order where every group comes after the groups computing its
+    /// operands, keeping the order of first instructions wherever the dependencies allow
+    /// (a stable topological sort). An error names the groups of a cycle, which no
+    /// emission order can serve.
+    pub fn order(&mut self, func: &Function) -> Result<(), String> {
+        let pos: SecondaryMap<Inst, usize> = {
+            let mut m = SecondaryMap::new();
+            for (i, &inst) in func.layout.iter().enumerate() {
+                m[inst] = i;
+            }
+            m
+        };
+        let n = self.groups.len();
+        // deps[g]: the groups whose values g reads.
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (gi, g) in self.groups.iter().enumerate() {
+            for &inst in &g.insts {
+                for a in &func.insts[inst].args {
+                    if let Some(d) = self.producer(func, *a) {
+                        if d != gi && !deps[gi].contains(&d) {
+                            deps[gi].push(d);
+                        }
+                    }
+                }
+            }
+        }
+        let first = |g: &Group| g.insts.iter().map(|&i| pos[i]).min().unwrap_or(usize::MAX);
+        let mut ready: std::collections::BTreeSet<(usize, usize)> = Default::default();
+        let mut missing: Vec<usize> = deps.iter().map(Vec::len).collect();
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (gi, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                users[d].push(gi);
+            }
+            if ds.is_empty() {
+                ready.insert((first(&self.groups[gi]), gi));
+            }
+        }
+        let mut order = Vec::with_capacity(n);
+        while let Some(&(key, gi)) = ready.iter().next() {
+            ready.remove(&(key, gi));
+            order.push(gi);
+            for &u in &users[gi] {
+                missing[u] -= 1;
+                if missing[u] == 0 {
+                    ready.insert((first(&self.groups[u]), u));
+                }
+            }
+        }
+        if order.len() != n {
+            let stuck: Vec<String> = (0..n)
+                .filter(|g| !order.contains(g))
+                .map(|g| format!("g{g}"))
+                .collect();
+            return Err(format!(
+                "fusion made groups that depend on each other in a cycle: {}",
+                stuck.join(", ")
+            ));
+        }
+        let old = std::mem::take(&mut self.groups);
+        let mut slots: Vec<Option<Group>> = old.into_iter().map(Some).collect();
+        for (new, &gi) in order.iter().enumerate() {
+            let g = slots[gi].take().expect("each group once");
+            for &i in &g.insts {
+                self.group_of[i] = Some(new as u32);
+            }
+            self.groups.push(g);
+        }
+        Ok(())
+    }
+
+    /// The casts whose rounding the compiled code does not reproduce: flash attention
+    /// rounds the unnormalised exponentials where the kernel rounds the probabilities
+    /// (docs/numerics.md bounds the difference). `run --check` allows them one step of
+    /// their dtype's grid.
+    pub fn relaxed_casts(&self, func: &Function) -> Vec<Value> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            if let Root::Attention(_) = g.root {
+                for &i in &g.insts {
+                    if func.insts[i].op == TOp::Cast {
+                        out.push(func.insts[i].result);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The group computing `v`, if an instruction of a group does (constants are
+    /// immediates of their users and belong to no group).
+    fn producer(&self, func: &Function, v: Value) -> Option<usize> {
+        match func.values[v].def {
+            ValueDef::Inst(i) if !matches!(func.insts[i].op, TOp::Const(_)) => {
+                self.group_of[i].map(|g| g as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks that every instruction belongs to exactly the group that lists it and that no
+    /// group reads a value a later group computes. Returns one message per violation.
+    pub fn verify(&self, func: &Function) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut seen: SecondaryMap<Inst, bool> = SecondaryMap::new();
+        for (gi, g) in self.groups.iter().enumerate() {
+            for &inst in &g.insts {
+                if seen[inst] {
+                    errors.push(format!("{inst} is listed by two groups"));
+                }
+                seen[inst] = true;
+                if self.group_of[inst] != Some(gi as u32) {
+                    errors.push(format!("{inst} is listed by g{gi} but mapped elsewhere"));
+                }
+                for a in &func.insts[inst].args {
+                    if let Some(d) = self.producer(func, *a) {
+                        if d > gi {
+                            errors.push(format!(
+                                "g{gi} ({inst}) reads {a}, which the later group g{d} computes"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for &inst in &func.layout {
+            if !matches!(func.insts[inst].op, TOp::Const(_)) && !seen[inst] {
+                errors.push(format!("{inst} belongs to no group"));
+            }
+        }
+        errors
+    }
+}
+
 /// How a value fits a space, if it does.
 pub fn fit(shape: &[u64], space: &[u64]) -> Option<Fit> {
     if shape == space {
@@ -139,8 +277,18 @@ fn fits_space(func: &Function, inst: Inst, space: &[u64]) -> bool {
     }
 }
 
-/// Builds the grouping. With `fuse` false every instruction is its own group.
-pub fn group(func: &Function, fuse: bool) -> Grouping {
+/// Builds the grouping, in an order that respects every data dependency. With `fuse` false
+/// every instruction is its own group. With `strict` (`--dtype-policy strict`) no attention
+/// is given to the flash lowering: its online softmax rounds other values than the
+/// language does (docs/numerics.md), and strict promises the reference's bits.
+pub fn group(func: &Function, fuse: bool, strict: bool) -> Result<Grouping, String> {
+    let mut g = collect(func, fuse, strict);
+    g.order(func)?;
+    Ok(g)
+}
+
+/// The groups, in the order they were made.
+fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
     let mut g = Grouping::default();
     let pos: SecondaryMap<Inst, usize> = {
         let mut m = SecondaryMap::new();
@@ -156,7 +304,7 @@ pub fn group(func: &Function, fuse: bool) -> Grouping {
             ValueDef::Inst(i) => Some(pos[i]),
         }
     };
-    if fuse {
+    if fuse && !strict {
         for a in super::attention::find(func) {
             if a.insts.iter().any(|i| g.group_of[*i].is_some()) {
                 continue;

@@ -98,7 +98,7 @@ pub fn run(c: &mut Compilation) -> Result<bool, String> {
     let grouping = match &c.groups {
         Some(g) => g,
         None => {
-            singles = fusion::group(&c.tensor, false);
+            singles = fusion::group(&c.tensor, false, false)?;
             &singles
         }
     };

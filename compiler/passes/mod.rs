@@ -48,6 +48,22 @@ pub struct PassOptions {
     pub strict_dtypes: bool,
     /// Names of disabled optimising passes (passes may consult it for sub-features).
     pub disabled: Vec<String>,
+    /// A miscompile to inject on purpose, so that tests can prove the verifiers and
+    /// `run --check` catch it (`tests/check_mutations.rs`). Never set by the CLI.
+    #[doc(hidden)]
+    pub mutation: Option<Mutation>,
+}
+
+/// The miscompiles [`PassOptions::mutation`] injects.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Flash attention leaves out the rescale of its output accumulator when the running
+    /// maximum grows.
+    DropRescale,
+    /// `tile` emits attention groups before every other group, as `fusion` once did: the
+    /// group computing `v` comes after the attention that reads it.
+    AttentionFirst,
 }
 
 impl Default for PassOptions {
@@ -56,6 +72,7 @@ impl Default for PassOptions {
             preset: isa::Preset::Default,
             strict_dtypes: false,
             disabled: Vec::new(),
+            mutation: None,
         }
     }
 }
@@ -110,7 +127,7 @@ fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
 }
 
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
-    c.groups = Some(fusion::group(&c.tensor, true));
+    c.groups = Some(fusion::group(&c.tensor, true, c.options.strict_dtypes)?);
     Ok(true)
 }
 
@@ -297,7 +314,18 @@ impl Compilation {
         } else if let Some(t) = &self.tile {
             tile::verify(t).map_err(|errs| fail(errs, t.to_string()))
         } else {
-            ir::verify(&self.tensor, pass)
+            ir::verify(&self.tensor, pass)?;
+            match &self.groups {
+                Some(g) => {
+                    let errors = g.verify(&self.tensor);
+                    if errors.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(fail(errors, self.current_text()))
+                    }
+                }
+                None => Ok(()),
+            }
         }
     }
 }

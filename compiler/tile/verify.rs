@@ -13,7 +13,7 @@
 
 use super::{Buf, BufKind, Placement, TInst, TileFunc};
 use cranelift_entity::EntityRef;
-use isa::{extent, Access, ApRef, Engine, Mem, Op, Opcode, TileAp, MAX_WAITS};
+use isa::{extent, Access, ApRef, Engine, Mem, Op, Opcode, Role, TileAp, MAX_WAITS};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
@@ -484,6 +484,7 @@ pub fn verify(func: &TileFunc) -> Result<(), Vec<String>> {
     let geometry = isa::Preset::Default.geometry();
     check_bufs(func, &geometry, &mut errors);
     check_insts(func, &mut errors);
+    check_hbm_order(func, &mut errors);
     let placed = check_placements(func, &geometry, &mut errors);
     if func.synced {
         if !placed {
@@ -498,6 +499,43 @@ pub fn verify(func: &TileFunc) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// No instruction reads an HBM scratch or output buffer before some instruction earlier in
+/// program order writes it: fused groups emitted before the group producing their operand
+/// would read never-written bytes (synchronisation would then order the read before the
+/// write, faithfully). Checked per buffer, in layout order.
+fn check_hbm_order(func: &TileFunc, errors: &mut Vec<String>) {
+    let mut written = vec![false; func.bufs.len()];
+    for &i in &func.layout {
+        let Some(data) = func.insts.get(i) else {
+            continue;
+        };
+        let ops = operands(&data.op);
+        for (k, (ap, access)) in ops.iter().enumerate() {
+            let (ApRef::Hbm(_), Access::Read, Some(b)) = (ap, access, data.bufs.get(k)) else {
+                continue;
+            };
+            let Some(buf) = func.bufs.get(*b) else {
+                continue;
+            };
+            if let BufKind::Hbm { name, role, .. } = &buf.kind {
+                if *role != Role::Input && !written.get(b.index()).copied().unwrap_or(true) {
+                    errors.push(format!(
+                        "{i} reads HBM {} `{name}` ({b}) before any instruction writes it",
+                        role.name()
+                    ));
+                }
+            }
+        }
+        for (k, (ap, access)) in ops.iter().enumerate() {
+            if let (ApRef::Hbm(_), Access::Write, Some(b)) = (ap, access, data.bufs.get(k)) {
+                if let Some(w) = written.get_mut(b.index()) {
+                    *w = true;
+                }
+            }
+        }
     }
 }
 

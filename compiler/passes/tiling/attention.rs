@@ -846,6 +846,9 @@ impl Tiler<'_> {
         on_scalar: bool,
         span: crate::frontend::typed::Span,
     ) {
+        if self.drop_rescale {
+            return;
+        }
         let rescale = Op::TensorScalar {
             out: st.o.ap(),
             src: st.o.ap(),

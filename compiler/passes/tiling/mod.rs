@@ -58,6 +58,8 @@ pub struct Tiler<'a> {
     fold: bool,
     /// `--dtype-policy strict`.
     strict: bool,
+    /// `Mutation::DropRescale`: flash attention leaves out its accumulator rescales.
+    pub drop_rescale: bool,
     /// Set while the tiler emits a kernel's last block: its stores are split finely
     /// (`block::dma_pieces`).
     pub last_stores: bool,
@@ -77,7 +79,7 @@ pub fn lower(
     let grouping = match grouping {
         Some(g) => g,
         None => {
-            singles = fusion::group(func, false);
+            singles = fusion::group(func, false, false)?;
             &singles
         }
     };
@@ -87,7 +89,17 @@ pub fn lower(
         Some(l) => l.clone(),
         None => layout::plan(func, grouping, false),
     };
-    let grouping = split_oversized(func, grouping);
+    let mut grouping = split_oversized(func, grouping)?;
+    if options.mutation == Some(super::Mutation::AttentionFirst) {
+        grouping
+            .groups
+            .sort_by_key(|g| !matches!(g.root, Root::Attention(_)));
+        for (gi, g) in grouping.groups.iter().enumerate() {
+            for &i in &g.insts {
+                grouping.group_of[i] = Some(gi as u32);
+            }
+        }
+    }
     let mut t = Tiler {
         func,
         out: TileFunc::new(&func.name),
@@ -99,6 +111,7 @@ pub fn lower(
         layout,
         fold: grouping_given && options.enabled("fusion"),
         strict: options.strict_dtypes,
+        drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
         last_group: false,
     };
@@ -196,7 +209,11 @@ fn peak_block_bytes(func: &Function, g: &Group) -> u64 {
 }
 
 /// Splits groups whose blocks would not fit the budget into single instructions.
-fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grouping {
+/// The result keeps the groups in an order that respects every data dependency.
+fn split_oversized(
+    func: &Function,
+    grouping: &fusion::Grouping,
+) -> Result<fusion::Grouping, String> {
     let mut out = fusion::Grouping::default();
     for g in &grouping.groups {
         let bytes = peak_block_bytes(func, g);
@@ -210,7 +227,7 @@ fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grou
             }
             out.groups.push(g.clone());
         } else {
-            let singles = fusion::group(func, false);
+            let singles = fusion::group(func, false, false)?;
             for &i in &g.insts {
                 let gi = out.groups.len() as u32;
                 out.group_of[i] = Some(gi);
@@ -221,28 +238,9 @@ fn split_oversized(func: &Function, grouping: &fusion::Grouping) -> fusion::Grou
             }
         }
     }
-    // Keep the emission order: by each group's first instruction.
-    let pos: std::collections::HashMap<Inst, usize> = func
-        .layout
-        .iter()
-        .enumerate()
-        .map(|(i, &inst)| (inst, i))
-        .collect();
-    let mut order: Vec<usize> = (0..out.groups.len()).collect();
-    order.sort_by_key(|&g| {
-        pos.get(&out.groups[g].insts[0])
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
-    let mut sorted = fusion::Grouping::default();
-    for g in order {
-        let gi = sorted.groups.len() as u32;
-        for &i in &out.groups[g].insts {
-            sorted.group_of[i] = Some(gi);
-        }
-        sorted.groups.push(out.groups[g].clone());
-    }
-    sorted
+    // A split group's pieces take their own places in the dependency order.
+    out.order(func)?;
+    Ok(out)
 }
 
 impl<'a> Tiler<'a> {

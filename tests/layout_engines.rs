@@ -400,7 +400,6 @@ fn one_op(out_dtype: Dtype, make: impl Fn(TileAp, TileAp) -> (Op, bool)) -> Tile
     let s = f.hbm("s", Role::Input, Dtype::F32, &[4, 1]);
     let t = f.hbm("t", Role::Input, Dtype::F32, &[4, 1]);
     let y = f.hbm("y", Role::Output, out_dtype, &[4, 16]);
-    let r = f.hbm("r", Role::Output, Dtype::F32, &[4, 1]);
     let tile = |dtype, cols: u32| TileAp::new(Mem::Sbuf, dtype, 0, 4, 0, &[(cols, 1)]);
     let (bx, bs, bt) = (
         f.sbuf(Dtype::F32, 4, 16),
@@ -427,6 +426,9 @@ fn one_op(out_dtype: Dtype, make: impl Fn(TileAp, TileAp) -> (Op, bool)) -> Tile
     };
     copy_x(&mut f);
     let (op, reduce) = make(tile(out_dtype, 16), tile(Dtype::F32, 16));
+    // The row sum's output exists only for row sums: poison tracking requires every output
+    // byte to be written.
+    let r = reduce.then(|| f.hbm("r", Role::Output, Dtype::F32, &[4, 1]));
     let bufs: Vec<_> = match &op {
         Op::TensorReduce { .. } => vec![br, bx],
         Op::TensorScalar { s0, s1, .. } => {
@@ -445,10 +447,11 @@ fn one_op(out_dtype: Dtype, make: impl Fn(TileAp, TileAp) -> (Op, bool)) -> Tile
     if reduce {
         copy_x(&mut f);
     }
-    for (h, b, dtype, cols) in [(y, bo, out_dtype, 16u32), (r, br, Dtype::F32, 1)] {
-        if h == r && !reduce {
+    let stores = [(Some(y), bo, out_dtype, 16u32), (r, br, Dtype::F32, 1)];
+    for (h, b, dtype, cols) in stores {
+        let Some(h) = h else {
             continue;
-        }
+        };
         f.push(
             Op::Dma {
                 dst: DmaAp::Hbm(HbmAp::new(dtype, 0, &[(4 * cols as u64, 1)])),

@@ -113,6 +113,8 @@ pub enum RuntimeError {
     OutOfBounds { at: At, detail: String },
     #[error("{at}: read of never-written bytes: {detail}")]
     PoisonRead { at: At, detail: String },
+    #[error("output `{name}` was not completely written by the program: byte {byte} of it never was (debug checks require every output byte to be written)")]
+    OutputNotWritten { name: String, byte: u64 },
     #[error("{at}: invalid operands: {detail}")]
     Invalid { at: At, detail: String },
     #[error("{at}: semaphore {semaphore} does not exist (the machine has {count})")]

@@ -215,7 +215,14 @@ impl Loaded {
             needed: self.program.hbm_size,
             limit: usize::MAX as u64,
         })?;
-        let mut hbm = vec![0u8; size];
+        // Under poison tracking, outputs and scratch start as NaN bytes, so that even a
+        // read the bitmap could not see would show.
+        let fill = if self.config.poison {
+            crate::memory::POISON_BYTE
+        } else {
+            0
+        };
+        let mut hbm = vec![fill; size];
         for (t, bound) in self.program.tensors.iter().zip(&self.inputs) {
             if t.role != Role::Input {
                 continue;
@@ -230,9 +237,28 @@ impl Loaded {
         }
         let cfg = &self.config;
         let max_elems = cfg.limits.max_elements_per_instruction;
-        let mem = Memories::new(hbm, cfg.geometry, cfg.poison, max_elems);
+        let mut mem = Memories::new(hbm, cfg.geometry, cfg.poison, max_elems);
+        for t in &self.program.tensors {
+            let (start, len) = (t.offset as usize, t.bytes() as usize);
+            match t.role {
+                Role::Input => mem.mark_hbm_written(&t.name, start, len),
+                _ => mem.name_hbm(&t.name, start, len),
+            }
+        }
         let mut exec = Executor::new(mem, cfg.timing.dma_min_run);
         let report = timing::simulate(&self.program, cfg, &mut exec)?;
+        // Under poison tracking, every output byte must have been written by the program.
+        for t in self.program.tensors_with_role(Role::Output) {
+            if let Some(byte) = exec
+                .mem
+                .first_unwritten_hbm(t.offset as usize, t.bytes() as usize)
+            {
+                return Err(RuntimeError::OutputNotWritten {
+                    name: t.name.clone(),
+                    byte: byte as u64,
+                });
+            }
+        }
         self.hbm = Some(exec.mem.hbm);
         Ok(report)
     }

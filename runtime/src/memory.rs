@@ -13,7 +13,7 @@ use isa::{Dtype, Geometry, HbmAp, Mem, TileAp};
 use smallvec::SmallVec;
 
 /// The pattern 0xFF in every byte is a NaN in every dtype; poisoned memories start so.
-const POISON_BYTE: u8 = 0xFF;
+pub(crate) const POISON_BYTE: u8 = 0xFF;
 
 /// Which memory a region lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,8 +192,13 @@ pub(crate) struct Memories {
     sbuf: Vec<u8>,
     psum: Vec<u8>,
     geometry: Geometry,
-    /// Written-byte maps of SBUF and PSUM when poison tracking is on.
-    written: Option<[Bitmap; 2]>,
+    /// Written-byte maps of SBUF, PSUM and HBM when poison tracking is on. HBM's starts
+    /// with the bound inputs marked ([`Memories::mark_hbm_written`]): outputs and scratch
+    /// are never-written until a DMA stores to them.
+    written: Option<[Bitmap; 3]>,
+    /// The named HBM tensors (name, first byte, end), so that a poisoned HBM read names
+    /// the tensor it touched.
+    hbm_names: Vec<(String, usize, usize)>,
     max_elems: u64,
     /// How many row writes PSUM has had: lets the Tensor engine tell that PSUM still
     /// holds what it last wrote.
@@ -201,8 +206,11 @@ pub(crate) struct Memories {
 }
 
 impl Memories {
-    /// Memories for a run: `hbm` as given, SBUF and PSUM zeroed or poisoned.
+    /// Memories for a run: `hbm` as given, SBUF and PSUM zeroed or poisoned. With poison
+    /// tracking every HBM byte counts as never written until [`Memories::mark_hbm_written`]
+    /// or a DMA writes it.
     pub fn new(hbm: Vec<u8>, geometry: Geometry, poison: bool, max_elems: u64) -> Memories {
+        let hbm_len = hbm.len();
         let sbuf_len = geometry.partitions as usize * geometry.sbuf_partition_bytes as usize;
         let psum_len = geometry.partitions as usize * geometry.psum_partition_bytes as usize;
         let fill = if poison { POISON_BYTE } else { 0 };
@@ -211,9 +219,55 @@ impl Memories {
             sbuf: vec![fill; sbuf_len],
             psum: vec![fill; psum_len],
             geometry,
-            written: poison.then(|| [Bitmap::new(sbuf_len), Bitmap::new(psum_len)]),
+            written: poison.then(|| {
+                [
+                    Bitmap::new(sbuf_len),
+                    Bitmap::new(psum_len),
+                    Bitmap::new(hbm_len),
+                ]
+            }),
+            hbm_names: Vec::new(),
             max_elems,
             psum_writes: 0,
+        }
+    }
+
+    /// Marks `len` HBM bytes from `start` as written (a bound input) and names the tensor
+    /// there for poison errors. Without poison tracking it only records the name.
+    pub fn mark_hbm_written(&mut self, name: &str, start: usize, len: usize) {
+        if let Some(maps) = self.written.as_mut() {
+            maps[2].set_range(start, len);
+        }
+        self.hbm_names.push((name.to_string(), start, start + len));
+    }
+
+    /// The first of `len` HBM bytes from `start` that nothing wrote, when poison tracking
+    /// is on.
+    pub fn first_unwritten_hbm(&self, start: usize, len: usize) -> Option<usize> {
+        let maps = self.written.as_ref()?;
+        maps[2].first_clear(start, len).map(|b| b - start)
+    }
+
+    /// Names an HBM tensor (an output or scratch) for poison errors.
+    pub fn name_hbm(&mut self, name: &str, start: usize, len: usize) {
+        self.hbm_names.push((name.to_string(), start, start + len));
+    }
+
+    /// Where a byte is, for a poison error: `hbm byte B (tensor T, byte O of it)`.
+    fn describe_byte(&self, space: Space, part: usize, byte: usize) -> String {
+        if space != Space::Hbm {
+            return format!("{} partition {} byte {}", space.name(), part, byte);
+        }
+        match self
+            .hbm_names
+            .iter()
+            .find(|(_, lo, hi)| (*lo..*hi).contains(&byte))
+        {
+            Some((name, lo, _)) => format!(
+                "hbm byte {byte} (tensor `{name}`, byte {} of it), never written before this read",
+                byte - lo
+            ),
+            None => format!("hbm byte {byte}, never written before this read"),
         }
     }
 
@@ -421,7 +475,7 @@ impl Memories {
 
     fn bitmap_index(space: Space) -> Option<usize> {
         match space {
-            Space::Hbm => None,
+            Space::Hbm => Some(2),
             Space::Sbuf => Some(0),
             Space::Psum => Some(1),
         }
@@ -452,12 +506,7 @@ impl Memories {
                 if let Some(bad) = map.first_clear(from, n) {
                     return Err(RuntimeError::PoisonRead {
                         at,
-                        detail: format!(
-                            "{} partition {} byte {}",
-                            r.space.name(),
-                            part,
-                            bad - start
-                        ),
+                        detail: self.describe_byte(r.space, part, bad - start),
                     });
                 }
             }

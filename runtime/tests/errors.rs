@@ -204,6 +204,72 @@ fn poison_reads_are_errors() {
     );
 }
 
+/// The bound inputs and nothing else count as written HBM under poison tracking: a load of
+/// scratch that no DMA stored is an error naming the tensor, as a compiler that orders two
+/// groups the wrong way round would make.
+#[test]
+fn reads_of_never_written_hbm_are_errors() {
+    let mut a = Asm::new();
+    let x = a.tensor("x", "input", Dtype::F32, &[4]);
+    let t = a.tensor("tmp", "scratch", Dtype::F32, &[4]);
+    let y = a.tensor("y", "output", Dtype::F32, &[4]);
+    // Loads `tmp` before it is stored: the bug.
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.f32[0:1, 0; 4:1], src=hbm.f32[{t}; 4:1] signal(s0)"),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s0>=1) dma dst=hbm.f32[{t}; 4:1], src=hbm.f32[{x}; 4:1]"),
+    );
+    a.inst(
+        "dma2",
+        format!("wait(s0>=1) dma dst=hbm.f32[{y}; 4:1], src=sbuf.f32[0:1, 0; 4:1]"),
+    );
+    let text = a.text();
+    let bind = |cfg: MachineConfig| {
+        let mut loaded = Machine::new(cfg).load_program(asm(&text)).unwrap();
+        loaded.bind("x", &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        loaded
+    };
+    let e = bind(unverified()).run().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dma0 instruction 0 (dma): read of never-written bytes: hbm byte 64 (tensor `tmp`, \
+         byte 0 of it), never written before this read"
+    );
+    // Without poison tracking the same program runs and reads zeros.
+    let mut cfg = unverified();
+    cfg.poison = false;
+    bind(cfg).run().unwrap();
+}
+
+/// Under poison tracking an output the program leaves partly unwritten is an error, not
+/// zeros in the result.
+#[test]
+fn outputs_left_unwritten_are_errors() {
+    let mut a = Asm::new();
+    let x = a.tensor("x", "input", Dtype::F32, &[4]);
+    let y = a.tensor("y", "output", Dtype::F32, &[6]);
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.f32[0:1, 0; 4:1], src=hbm.f32[{x}; 4:1] signal(s0)"),
+    );
+    a.inst(
+        "dma1",
+        format!("wait(s0>=1) dma dst=hbm.f32[{y}; 4:1], src=sbuf.f32[0:1, 0; 4:1]"),
+    );
+    let mut loaded = Machine::new(unverified())
+        .load_program(asm(&a.text()))
+        .unwrap();
+    loaded.bind("x", &[1.0; 4]).unwrap();
+    assert_eq!(
+        loaded.run().unwrap_err().to_string(),
+        "output `y` was not completely written by the program: byte 16 of it never was \
+         (debug checks require every output byte to be written)"
+    );
+}
+
 #[test]
 fn binding_errors() {
     let mut a = Asm::new();

@@ -624,50 +624,49 @@ pub fn params_of(func: &Function) -> Vec<ParamSpec> {
         .collect()
 }
 
-/// The dtype whose tolerance `--check` applies to result `index` of `func`: the coarsest
-/// dtype of any value computed on the way to it (the result's own included; inputs and
-/// constants are exact on both sides). dsl.md lets compiled code keep an intermediate wider
-/// than the language says, and the reference rounds it: a result in f32 computed from a
-/// bf16 intermediate may differ from the reference by about that intermediate's rounding,
-/// which only the intermediate's tolerance allows for (`rsqrt(abs(x) + 0.5) + y` with a
-/// bf16 `x` was 7.8e-3 off in f32 and failed `--check` though exact under `strict`).
-pub fn check_dtype(func: &Function, index: usize) -> Dtype {
-    let Some(&result) = func.results.get(index) else {
-        return Dtype::F32;
-    };
-    let mut coarsest = func.ty(result).dtype;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![result];
-    while let Some(v) = stack.pop() {
-        if !seen.insert(v) {
-            continue;
-        }
-        if let ir::ValueDef::Inst(inst) = func.values[v].def {
-            let data = &func.insts[inst];
-            if !matches!(data.op, ir::TOp::Const(_)) {
-                let d = func.ty(v).dtype;
-                if tolerance(d) > tolerance(coarsest) {
-                    coarsest = d;
-                }
-            }
-            stack.extend(data.args.iter().copied());
+/// Each result of the compiled kernel on `inputs` by the reference evaluator, with the
+/// error bound `--check` allows per element: the bound `reference::bound` propagates under
+/// the default policy (given the casts the compilation does not reproduce), and zero under
+/// `--dtype-policy strict`, which promises the reference's bits.
+pub fn expected(
+    c: &Compilation,
+    inputs: &[HostTensor],
+) -> Result<Vec<(HostTensor, Vec<f32>)>, DriverError> {
+    let relaxed = c
+        .groups
+        .as_ref()
+        .map(|g| g.relaxed_casts(&c.tensor))
+        .unwrap_or_default();
+    let mut want = crate::reference::evaluate_bounded(&c.tensor, inputs, &relaxed)
+        .map_err(|e| DriverError::Input(e.to_string()))?;
+    if c.options.strict_dtypes {
+        for (_, b) in &mut want {
+            b.fill(0.0);
         }
     }
-    coarsest
+    Ok(want)
 }
 
-/// The tolerance `--check` allows for a dtype: `|got - want| <= atol + rtol * |want|`. For
-/// an output it is the tolerance of `check_dtype`, which allows for compiled code keeping
-/// intermediates wider than the language says; it also allows for summation orders that
-/// tiling changes.
-pub fn tolerance(dtype: Dtype) -> (f64, f64) {
-    match dtype {
-        Dtype::F32 => (1e-5, 1e-4),
-        Dtype::Bf16 => (1e-2, 1.6e-2),
-        Dtype::F16 => (1e-3, 2e-3),
-        Dtype::F8E4M3 => (1.6e-2, 1.25e-1),
-        Dtype::F8E5M2 => (3.2e-2, 2.5e-1),
+/// Compares every output of the compiled kernel with the reference (`expected`) and
+/// returns one comparison per output, in result order.
+pub fn check_outputs(
+    c: &Compilation,
+    inputs: &[HostTensor],
+    outputs: &[HostTensor],
+) -> Result<Vec<Comparison>, DriverError> {
+    let want = expected(c, inputs)?;
+    if want.len() != outputs.len() {
+        return Err(DriverError::Internal(format!(
+            "the program has {} outputs, the kernel {}",
+            outputs.len(),
+            want.len()
+        )));
     }
+    Ok(outputs
+        .iter()
+        .zip(&want)
+        .map(|(got, (w, bound))| compare(&got.data, &w.data, bound))
+        .collect())
 }
 
 /// How far one output is from the reference.
@@ -679,24 +678,56 @@ pub struct Comparison {
     /// The largest relative error (over elements whose reference is not 0), NaN and
     /// infinite as `max_abs` is.
     pub max_rel: f64,
-    /// Elements outside tolerance (NaN/inf mismatches count).
+    /// Elements outside their allowed error (NaN/inf mismatches count).
     pub bad: usize,
-    /// The first element outside tolerance: index, got, want.
-    pub first_bad: Option<(usize, f32, f32)>,
+    /// The first element outside its allowed error: index, got, want, allowed error.
+    pub first_bad: Option<(usize, f32, f32, f32)>,
+    /// The element whose error is the largest fraction of its allowed error: index, error,
+    /// allowed error. None when every element matches exactly.
+    pub worst: Option<(usize, f64, f32)>,
 }
 
 impl Comparison {
     /// The line `run --check` prints for output `index`, e.g. `out0: max abs error
-    /// 1.192e-7, max rel error 2.384e-7` (then `, N elements outside tolerance` if any).
+    /// 1.192e-7, max rel error 2.384e-7; worst out0[5]: error 1.192e-7 of the allowed
+    /// 4.768e-7 (0.25)` (then `, N elements outside the allowed error` if any).
     pub fn line(&self, index: usize) -> String {
         let mut line = format!(
             "out{index}: max abs error {:.3e}, max rel error {:.3e}",
             self.max_abs, self.max_rel
         );
+        match self.worst {
+            Some((at, err, allowed)) => line.push_str(&format!(
+                "; worst out{index}[{at}]: error {err:.3e} of the allowed {allowed:.3e} ({})",
+                fraction(err, allowed as f64)
+            )),
+            None => line.push_str("; every element exact"),
+        }
         if self.bad > 0 {
-            line.push_str(&format!(", {} elements outside tolerance", self.bad));
+            line.push_str(&format!(
+                ", {} elements outside the allowed error",
+                self.bad
+            ));
         }
         line
+    }
+
+    /// The message for the first element outside its allowed error, if any.
+    pub fn mismatch(&self, index: usize) -> Option<String> {
+        self.first_bad.map(|(at, g, w, allowed)| {
+            format!("out{index}[{at}] is {g}, the reference says {w} (allowed error {allowed:.3e})")
+        })
+    }
+}
+
+/// `err / allowed` for printing: `0.31`, or `exact only` when nothing was allowed.
+fn fraction(err: f64, allowed: f64) -> String {
+    if allowed > 0.0 {
+        format!("{:.2}", err / allowed)
+    } else if err == 0.0 {
+        "0".to_string()
+    } else {
+        "none was allowed".to_string()
     }
 }
 
@@ -709,18 +740,22 @@ fn worse(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Compares an output with the reference under the dtype's tolerance. NaN must meet NaN
-/// and infinities the same infinity; any other meeting with NaN makes both maxima NaN, and
-/// with an infinity makes them infinite, so that the printed maxima never hide a mismatch.
-pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
-    let (atol, rtol) = tolerance(dtype);
+/// Compares an output with the reference, each element within its own allowed error
+/// (`bound`, from `expected`; a bound shorter than the data allows nothing past its end).
+/// NaN must meet NaN and infinities the same infinity; any other meeting with NaN makes
+/// both maxima NaN, and with an infinity makes them infinite, so that the printed maxima
+/// never hide a mismatch.
+pub fn compare(got: &[f32], want: &[f32], bound: &[f32]) -> Comparison {
     let mut c = Comparison {
         max_abs: 0.0,
         max_rel: 0.0,
         bad: 0,
         first_bad: None,
+        worst: None,
     };
+    let mut worst_ratio = -1.0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let allowed = bound.get(i).copied().unwrap_or(0.0);
         let (abs, rel, ok) = if w.is_nan() || g.is_nan() || w.is_infinite() || g.is_infinite() {
             if (w.is_nan() && g.is_nan()) || g == w {
                 (0.0, 0.0, true)
@@ -732,15 +767,26 @@ pub fn compare(got: &[f32], want: &[f32], dtype: Dtype) -> Comparison {
         } else {
             let abs = (g as f64 - w as f64).abs();
             let rel = abs / (w as f64).abs().max(f64::MIN_POSITIVE);
-            (abs, rel, abs <= atol + rtol * (w as f64).abs())
+            (abs, rel, abs <= allowed as f64)
         };
         c.max_abs = worse(c.max_abs, abs);
         if w != 0.0 || rel.is_nan() {
             c.max_rel = worse(c.max_rel, rel);
         }
+        if abs != 0.0 {
+            let ratio = if abs.is_nan() || allowed == 0.0 {
+                f64::INFINITY
+            } else {
+                abs / allowed as f64
+            };
+            if ratio > worst_ratio {
+                worst_ratio = ratio;
+                c.worst = Some((i, abs, allowed));
+            }
+        }
         if !ok {
             c.bad += 1;
-            c.first_bad.get_or_insert((i, g, w));
+            c.first_bad.get_or_insert((i, g, w, allowed));
         }
     }
     if got.len() != want.len() {

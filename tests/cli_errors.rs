@@ -468,16 +468,20 @@ fn every_error_class_has_its_exit_code_and_message() {
 #[test]
 fn check_mismatch_exits_3() {
     use tessera::driver::{compare, DriverError};
-    // An output outside the f32 tolerance: what `run --check` turns into exit 3.
-    let cmp = compare(&[1.0, 2.0, 3.5], &[1.0, 2.0, 3.0], isa::Dtype::F32);
+    // An output outside its allowed error: what `run --check` turns into exit 3.
+    let cmp = compare(&[1.0, 2.0, 3.5], &[1.0, 2.0, 3.0], &[0.0, 0.0, 0.25]);
     assert_eq!(cmp.bad, 1);
-    assert_eq!(cmp.first_bad, Some((2, 3.5, 3.0)));
+    assert_eq!(cmp.first_bad, Some((2, 3.5, 3.0, 0.25)));
+    assert_eq!(
+        cmp.mismatch(0).unwrap(),
+        "out0[2] is 3.5, the reference says 3 (allowed error 2.500e-1)"
+    );
     assert_eq!(
         DriverError::Mismatch("outputs differ".into()).exit_code(),
         3
     );
     // NaN must meet NaN, and a length difference counts.
-    assert_eq!(compare(&[f32::NAN], &[1.0], isa::Dtype::F32).bad, 1);
-    assert_eq!(compare(&[f32::NAN], &[f32::NAN], isa::Dtype::F32).bad, 0);
-    assert_eq!(compare(&[1.0], &[1.0, 2.0], isa::Dtype::F32).bad, 1);
+    assert_eq!(compare(&[f32::NAN], &[1.0], &[1.0]).bad, 1);
+    assert_eq!(compare(&[f32::NAN], &[f32::NAN], &[0.0]).bad, 0);
+    assert_eq!(compare(&[1.0], &[1.0, 2.0], &[0.0, 0.0]).bad, 1);
 }

@@ -406,36 +406,46 @@ fn output_paths_write_through_links_and_into_fifos() {
 #[test]
 fn check_prints_nan_and_infinite_maxima() {
     use tessera::driver::compare;
-    let f32_ = isa::Dtype::F32;
+    let exact = [0.0f32; 4];
     // NaN where the reference is finite, before and after finite errors.
-    let c = compare(&[1.5, f32::NAN, 2.0], &[1.0, 1.0, 2.0], f32_);
+    let c = compare(&[1.5, f32::NAN, 2.0], &[1.0, 1.0, 2.0], &[1.0; 3]);
     assert!(c.max_abs.is_nan() && c.max_rel.is_nan(), "{c:?}");
     assert_eq!(
         c.line(0),
-        "out0: max abs error NaN, max rel error NaN, 2 elements outside tolerance"
+        "out0: max abs error NaN, max rel error NaN; worst out0[1]: error NaN of the allowed \
+         1.000e0 (NaN), 1 elements outside the allowed error"
     );
-    let c = compare(&[f32::NAN; 4], &[0.0; 4], f32_);
+    let c = compare(&[f32::NAN; 4], &[0.0; 4], &exact);
     assert_eq!(
         c.line(1),
-        "out1: max abs error NaN, max rel error NaN, 4 elements outside tolerance"
+        "out1: max abs error NaN, max rel error NaN; worst out1[0]: error NaN of the allowed \
+         0.000e0 (none was allowed), 4 elements outside the allowed error"
     );
     // A finite value where the reference is NaN.
-    assert!(compare(&[1.0], &[f32::NAN], f32_).max_abs.is_nan());
+    assert!(compare(&[1.0], &[f32::NAN], &exact).max_abs.is_nan());
     // An infinity against a finite value.
-    let c = compare(&[f32::INFINITY, 1.0], &[1.0, 1.0], f32_);
+    let c = compare(&[f32::INFINITY, 1.0], &[1.0, 1.0], &[1e30; 2]);
     assert_eq!(
         c.line(0),
-        "out0: max abs error inf, max rel error inf, 1 elements outside tolerance"
+        "out0: max abs error inf, max rel error inf; worst out0[0]: error inf of the allowed \
+         1.000e30 (inf), 1 elements outside the allowed error"
     );
     // NaN meeting NaN and an infinity meeting the same infinity are equal.
     let c = compare(
         &[f32::NAN, f32::INFINITY, 1.0],
         &[f32::NAN, f32::INFINITY, 1.0],
-        f32_,
+        &exact,
     );
     assert_eq!(
         c.line(0),
-        "out0: max abs error 0.000e0, max rel error 0.000e0"
+        "out0: max abs error 0.000e0, max rel error 0.000e0; every element exact"
+    );
+    // Within the bound: the line says how much of it the worst element used.
+    let c = compare(&[1.25, 2.0], &[1.0, 2.0], &[1.0, 0.0]);
+    assert_eq!(
+        c.line(0),
+        "out0: max abs error 2.500e-1, max rel error 2.500e-1; worst out0[0]: error 2.500e-1 \
+         of the allowed 1.000e0 (0.25)"
     );
 }
 
@@ -525,7 +535,7 @@ fn check_allows_for_wider_intermediates_and_strict_is_exact() {
         &dir,
         &["run", "k.tsr", "--random", "3", "-o", "w", "--check"],
     ));
-    assert!(!wide.contains("outside tolerance"), "{wide}");
+    assert!(!wide.contains("outside the allowed error"), "{wide}");
     let strict = ok(&tessera(
         &dir,
         &[
@@ -541,7 +551,7 @@ fn check_allows_for_wider_intermediates_and_strict_is_exact() {
         ],
     ));
     assert!(
-        strict.contains("max abs error 0.000e0, max rel error 0.000e0"),
+        strict.contains("max abs error 0.000e0, max rel error 0.000e0; every element exact"),
         "{strict}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -325,8 +325,8 @@ fn bisection_of_a_matching_kernel_reports_no_mismatch() {
     );
 }
 
-/// The comparison the test relies on: an element outside tolerance is reported with its
-/// observed and expected values, and NaN matches NaN but not a number.
+/// The comparison the test relies on: an element outside its allowed error is reported
+/// with its observed and expected values, and NaN matches NaN but not a number.
 #[test]
 fn comparison_flags_differences_and_matches_nans() {
     use isa::Dtype;
@@ -336,20 +336,23 @@ fn comparison_flags_differences_and_matches_nans() {
         data,
     };
     let want = [t(vec![1.0, f32::NAN, -2.0, 0.0])];
-    assert!(common::compare_outputs(&want, &want).is_match());
+    let bounds = [vec![0.0078125, 0.0, 0.25, 0.0]];
+    assert!(common::compare_outputs(&want, &want, &bounds).is_match());
     let close = [t(vec![1.0078125, f32::NAN, -2.0, 0.0])];
-    assert!(common::compare_outputs(&close, &want).is_match());
+    assert!(common::compare_outputs(&close, &want, &bounds).is_match());
     let far = [t(vec![1.0, f32::NAN, -2.5, 0.0])];
-    match common::compare_outputs(&far, &want) {
+    match common::compare_outputs(&far, &want, &bounds) {
         Outcome::Mismatch { details, max_abs } => {
             assert_eq!(max_abs, 0.5);
             assert!(
-                details.contains("(index [1, 0]): observed -2.5e0, expected -2e0"),
+                details.contains(
+                    "(index [1, 0]): observed -2.5e0, expected -2e0, allowed error 2.5e-1"
+                ),
                 "{details}"
             );
         }
         other => panic!("expected a mismatch, got {other:?}"),
     }
     let nan = [t(vec![1.0, 3.0, -2.0, 0.0])];
-    assert!(!common::compare_outputs(&nan, &want).is_match());
+    assert!(!common::compare_outputs(&nan, &want, &bounds).is_match());
 }

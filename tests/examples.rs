@@ -3,7 +3,8 @@
 //! CLI as `tessera run FILE --random 7 --check -o DIR`, which compiles it, executes it on
 //! the interpreter and compares each output with the reference evaluator. The test asserts
 //! exit code 0, one `outN: max abs error .., max rel error ..` line per result with finite
-//! errors, and the output files.
+//! errors, and the output files. Each example runs again under `--dtype-policy strict`,
+//! where `--check` allows no error at all: strict must give the reference's bits.
 
 mod common;
 
@@ -29,15 +30,24 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
-/// Runs one example; returns what is wrong with the run, if anything.
+/// Runs one example in both dtype policies; returns what is wrong, if anything.
 fn run_example(file: &Path) -> Result<(), String> {
+    run_example_in(file, false)?;
+    run_example_in(file, true)
+}
+
+/// Runs one example, under `--dtype-policy strict` when `strict`.
+fn run_example_in(file: &Path, strict: bool) -> Result<(), String> {
     let name = file.file_stem().unwrap().to_string_lossy().to_string();
-    let out = TempDir::new(&format!("example-{name}"));
+    let out = TempDir::new(&format!("example-{name}-{strict}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.arg("run")
         .arg(file)
         .args(["--random", "7", "--check", "-o"])
         .arg(out.path());
+    if strict {
+        cmd.args(["--dtype-policy", "strict"]);
+    }
     for (example, defines) in DEFINES {
         if *example == name {
             for d in *defines {
@@ -76,15 +86,19 @@ fn run_example(file: &Path) -> Result<(), String> {
     for (i, line) in lines.iter().enumerate() {
         let (abs, rel) = parse_error_line(line, i)
             .ok_or_else(|| format!("unexpected error line `{line}`\n{}", context()))?;
-        if !abs.is_finite() || !rel.is_finite() || line.contains("outside tolerance") {
-            return Err(format!("out{i} is not within tolerance: `{line}`"));
+        if !abs.is_finite() || !rel.is_finite() || line.contains("outside the allowed error") {
+            return Err(format!("out{i} is not within its allowed error: `{line}`"));
+        }
+        if strict && !line.ends_with("every element exact") {
+            return Err(format!("out{i} is not exact under strict: `{line}`"));
         }
         if !out.path().join(format!("out{i}.npy")).is_file() {
             return Err(format!("out{i}.npy was not written"));
         }
     }
     eprintln!(
-        "{name}: {:.2} s; {}",
+        "{name}{}: {:.2} s; {}",
+        if strict { " (strict)" } else { "" },
         elapsed.as_secs_f64(),
         lines.join("; ")
     );
@@ -95,7 +109,8 @@ fn run_example(file: &Path) -> Result<(), String> {
 fn parse_error_line(line: &str, i: usize) -> Option<(f64, f64)> {
     let rest = line.strip_prefix(&format!("out{i}: max abs error "))?;
     let (abs, rest) = rest.split_once(", max rel error ")?;
-    Some((abs.parse().ok()?, rest.parse().ok()?))
+    let rel = rest.split_once(';').map_or(rest, |(rel, _)| rel);
+    Some((abs.parse().ok()?, rel.parse().ok()?))
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::time::Instant;
 use tessera::driver::{self, CompileOptions, ParamSpec, Source};
 use tessera::passes::Compilation;
 use tessera::profile::{Diagnosis, Profile};
-use tessera::reference::{self, HostTensor};
+use tessera::reference::HostTensor;
 use tessera::roofline;
 
 const MATMUL: &str = include_str!("../../bench/matmul.tsr");
@@ -241,21 +241,10 @@ fn execute(
 
 /// Compares outputs with the reference evaluator's.
 fn check(c: &Compilation, inputs: &[HostTensor], outputs: &[HostTensor]) -> Result<(), String> {
-    let want = reference::evaluate(&c.tensor, inputs).map_err(|e| e.to_string())?;
-    if want.len() != outputs.len() {
-        return Err(format!(
-            "{} outputs, the reference has {}",
-            outputs.len(),
-            want.len()
-        ));
-    }
-    for (i, (got, want)) in outputs.iter().zip(&want).enumerate() {
-        let cmp = driver::compare(&got.data, &want.data, driver::check_dtype(&c.tensor, i));
+    let comparisons = driver::check_outputs(c, inputs, outputs).map_err(|e| e.to_string())?;
+    for (i, cmp) in comparisons.iter().enumerate() {
         if cmp.bad > 0 {
-            return Err(format!(
-                "out{i}: {} elements outside tolerance (max abs error {:.3e})",
-                cmp.bad, cmp.max_abs
-            ));
+            return Err(cmp.line(i));
         }
     }
     Ok(())

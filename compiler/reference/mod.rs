@@ -14,6 +14,8 @@
 //!   order in f32, then rounds once to the dtype (`mean` divides the f32 sum by the count
 //!   before that rounding); max and min propagate NaN.
 
+pub mod bound;
+
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
 use isa::{ActFunc, AluOp, Dtype};
@@ -69,6 +71,32 @@ const MAX_ELEMS: u64 = 1 << 32;
 
 /// Evaluates `func` on `inputs` (in parameter order) and returns its results.
 pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, EvalError> {
+    Ok(run(func, inputs, None)?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect())
+}
+
+/// Evaluates `func` on `inputs` and returns each result with its error bound per element
+/// (`bound.rs`): how far a compiled result may lie from the reference's under the numerics
+/// docs/numerics.md allows. `relaxed` lists the casts whose rounding the compilation does
+/// not reproduce (`Grouping::relaxed_casts`).
+pub fn evaluate_bounded(
+    func: &Function,
+    inputs: &[HostTensor],
+    relaxed: &[Value],
+) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
+    run(func, inputs, Some(relaxed))
+}
+
+/// The evaluation loop, with bounds when `relaxed` is given (else every bound is left
+/// empty).
+fn run(
+    func: &Function,
+    inputs: &[HostTensor],
+    relaxed: Option<&[Value]>,
+) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
+    let bounded = relaxed.is_some();
     if inputs.len() != func.params.len() {
         return Err(EvalError::InputCount {
             kernel: func.name.clone(),
@@ -77,6 +105,7 @@ pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor
         });
     }
     let mut env: SecondaryMap<Value, Option<HostTensor>> = SecondaryMap::new();
+    let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
     for ((name, v), input) in func.params.iter().zip(inputs) {
         let ty = func.ty(*v);
         if ty.dtype != input.dtype
@@ -95,6 +124,9 @@ pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor
             });
         }
         env[*v] = Some(input.clone());
+        if bounded {
+            bounds[*v] = vec![0.0; input.data.len()];
+        }
     }
     for &inst in &func.layout {
         let data = &func.insts[inst];
@@ -107,11 +139,19 @@ pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor
             args.push(env[*a].as_ref().ok_or(EvalError::Unverified(*a))?);
         }
         let out = eval_op(&data.op, &args, ty.dtype, &ty.shape);
+        if bounded {
+            let arg_bounds: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
+            let relax = relaxed.is_some_and(|r| r.contains(&data.result));
+            bounds[data.result] = bound::op_bound(&data.op, &args, &arg_bounds, &out, relax);
+        }
         env[data.result] = Some(out);
     }
     func.results
         .iter()
-        .map(|r| env[*r].clone().ok_or(EvalError::Unverified(*r)))
+        .map(|r| {
+            let t = env[*r].clone().ok_or(EvalError::Unverified(*r))?;
+            Ok((t, bounds[*r].clone()))
+        })
         .collect()
 }
 

@@ -29,7 +29,6 @@ use isa::Dtype;
 use runtime::numeric;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use tessera::driver;
 
 /// The largest magnitude any generated value may reach.
 const LIMIT: f64 = 64.0;
@@ -198,8 +197,22 @@ fn widens(from: Dtype, to: Dtype) -> bool {
         )
 }
 
+/// The per-dtype tolerance the generator keeps its chains within, `|error| <= atol + rtol *
+/// |value|`. The differential test judges outputs by the reference's propagated bounds
+/// (`driver::expected`), not by this table: it only keeps the random chains from drifting
+/// into results dominated by rounding, which would test little.
+fn tolerance(d: Dtype) -> (f64, f64) {
+    match d {
+        Dtype::F32 => (1e-5, 1e-4),
+        Dtype::Bf16 => (1e-2, 1.6e-2),
+        Dtype::F16 => (1e-3, 2e-3),
+        Dtype::F8E4M3 => (1.6e-2, 1.25e-1),
+        Dtype::F8E5M2 => (3.2e-2, 2.5e-1),
+    }
+}
+
 /// Whether an output of dtype `d` whose values lie in `[-m, m]` and whose error before
-/// its final rounding is bounded by `pre` stays within `driver::tolerance(d)`, with the
+/// its final rounding is bounded by `pre` stays within `tolerance(d)`, with the
 /// bound doubled for safety. The final rounding adds at most one step of `d`'s grid when
 /// the difference before it is below one step, else at most one step more.
 fn output_fits(d: Dtype, pre: Err, m: f64) -> bool {
@@ -209,7 +222,7 @@ fn output_fits(d: Dtype, pre: Err, m: f64) -> bool {
     if !pre.finite() {
         return false;
     }
-    let (atol, rtol) = driver::tolerance(d);
+    let (atol, rtol) = tolerance(d);
     let mut ws = vec![0.0, m];
     if m > 0.0 {
         let top = m.log2().floor() as i32;

@@ -1,0 +1,343 @@
+//! Error bounds carried alongside the reference's values, for `run --check`.
+//!
+//! Compiled code may differ from the reference in what docs/numerics.md allows: it may keep
+//! an intermediate wider than the language rounds it, sum in another order, and round
+//! where an online softmax rescales. For every value the reference computes, this module
+//! computes a bound `b >= 0` per element such that any computation that differs only in
+//! those ways gives a value within `b` of the reference's. `--check` then judges each
+//! output element against its own bound, so a cancellation near zero (a sum of large terms
+//! with a small result) gets the absolute slack its terms imply, and a real deviation is
+//! caught wherever the bound is tight.
+//!
+//! The rules, per operation (docs/numerics.md repeats them): inputs and constants are
+//! exact; `+ -` add the operands' bounds; `*` and `/` and every function propagate by their
+//! own condition (`|a| bb + |b| ba + ba bb` for a product, the derivative's largest value
+//! over the interval for the functions); a sum or a matmul adds its terms' bounds and
+//! `2 n u` times the sum of the terms' absolute values (any order of `n` f32 additions on
+//! either side, `u = 2^-24`); max, min, layout operations and masks move bounds with their
+//! elements. Every operation whose result the language rounds adds one step of the result
+//! dtype's grid at the magnitude reached (the reference rounds, compiled code may not, or
+//! may round a slightly different value), and one step of f32's (compiled code may fuse
+//! two f32 operations). A bound is computed in f64 and stored in f32 rounded up; where a
+//! condition is unbounded (a division by an interval that holds zero, an FP8 value that
+//! saturates) the bound is infinite.
+
+use super::{broadcast_strides, for_each_index, HostTensor};
+use crate::ir::{BinaryOp, ReduceFn, TOp, UnaryFn};
+use isa::Dtype;
+use runtime::numeric;
+
+/// The unit roundoff of f32.
+const U32: f64 = 1.0 / 16_777_216.0;
+
+/// Stores a bound in f32, never below the f64 value.
+fn up(x: f64) -> f32 {
+    if x.is_nan() {
+        return f32::INFINITY;
+    }
+    let f = x as f32;
+    if (f as f64) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// (stored mantissa bits, smallest normal exponent, largest finite value) of a dtype.
+fn format(d: Dtype) -> (i32, i32, f64) {
+    match d {
+        Dtype::F32 => (23, -126, f32::MAX as f64),
+        Dtype::Bf16 => (7, -126, 3.389_531_389_251_535_5e38),
+        Dtype::F16 => (10, -14, 65504.0),
+        Dtype::F8E4M3 => (3, -6, 448.0),
+        Dtype::F8E5M2 => (2, -14, 57344.0),
+    }
+}
+
+/// The spacing of `d`'s values at magnitude `m` (subnormal spacing below the normal
+/// range). Beyond the largest finite value an FP8 format saturates, so a value kept wider
+/// by compiled code may be anywhere: infinite. The IEEE formats overflow to infinity,
+/// which `--check` compares exactly, so their last spacing stands.
+pub fn ulp(d: Dtype, m: f64) -> f64 {
+    let (mant, emin, max) = format(d);
+    if !m.is_finite() {
+        return f64::INFINITY;
+    }
+    if m > max && matches!(d, Dtype::F8E4M3 | Dtype::F8E5M2) {
+        return f64::INFINITY;
+    }
+    let m = m.min(max);
+    let e = if m > 0.0 {
+        (m.log2().floor() as i32).max(emin)
+    } else {
+        emin
+    };
+    2f64.powi(e - mant)
+}
+
+/// Whether every value of `from` is exact in `to`.
+fn widens(from: Dtype, to: Dtype) -> bool {
+    let (fm, fe, fmax) = format(from);
+    let (tm, te, tmax) = format(to);
+    fm <= tm && fe - fm >= te - tm && fmax <= tmax
+}
+
+/// The largest slope of a function on `[x - b, x + b]`, bounded simply: enough for the
+/// smooth functions whose derivative is bounded everywhere.
+fn lipschitz(u: UnaryFn) -> Option<f64> {
+    Some(match u {
+        UnaryFn::Neg | UnaryFn::Abs | UnaryFn::Relu | UnaryFn::Tanh => 1.0,
+        UnaryFn::Sigmoid => 0.25,
+        // silu' peaks at 1.0998, gelu' at 1.129 and gelu_tanh' at 1.13.
+        UnaryFn::Silu => 1.1,
+        UnaryFn::Gelu | UnaryFn::GeluTanh => 1.2,
+        _ => return None,
+    })
+}
+
+/// How far `u(y)` may be from `u(x)` for `|y - x| <= b` (before rounding).
+fn unary_prop(u: UnaryFn, x: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        return 0.0;
+    }
+    if let Some(l) = lipschitz(u) {
+        return l * b;
+    }
+    match u {
+        UnaryFn::Exp => x.exp() * b.exp_m1(),
+        UnaryFn::Log if x - b > 0.0 => -(-b / x).ln_1p(),
+        UnaryFn::Sqrt if x - b >= 0.0 => x.sqrt() - (x - b).sqrt(),
+        UnaryFn::Sqrt => b.sqrt() + x.max(0.0).sqrt(),
+        UnaryFn::Rsqrt if x - b > 0.0 => 1.0 / (x - b).sqrt() - 1.0 / x.sqrt(),
+        UnaryFn::Reciprocal if x.abs() > b => b / (x.abs() * (x.abs() - b)),
+        UnaryFn::Square => 2.0 * x.abs() * b + b * b,
+        _ => f64::INFINITY,
+    }
+}
+
+/// How far `a op b` may be from the reference's for operands within `ba`, `bb`.
+fn binary_prop(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> f64 {
+    if ba == 0.0 && bb == 0.0 {
+        return 0.0;
+    }
+    match op {
+        BinaryOp::Add | BinaryOp::Sub => ba + bb,
+        BinaryOp::Mul => a.abs() * bb + b.abs() * ba + ba * bb,
+        BinaryOp::Div => {
+            if b.abs() > bb {
+                (ba * b.abs() + a.abs() * bb) / (b.abs() * (b.abs() - bb))
+            } else {
+                f64::INFINITY
+            }
+        }
+        BinaryOp::Maximum | BinaryOp::Minimum => ba.max(bb),
+    }
+}
+
+/// How the language rounds the result of an operation, for the bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rounding {
+    /// The result is exact (layout, masks, negation, max/min, widening casts, constants).
+    Exact,
+    /// An operation whose result dtype is implicit: computed in f32 and rounded to it.
+    /// Compiled code may keep the value wider, or compute the f32 value another way (a
+    /// fused scale and bias), so one step of f32's grid and one of the dtype's are allowed.
+    Implicit,
+    /// An explicit `as` to a narrower dtype. Compiled code performs it: if every value
+    /// within the operand's bound rounds to the reference's result, the result is exact;
+    /// else one step of the dtype's grid is allowed.
+    Cast,
+    /// An explicit `as` that the compilation declared it does not reproduce (flash
+    /// attention rounds the unnormalised exponentials instead of the probabilities):
+    /// one step of the dtype's grid, always.
+    RelaxedCast,
+}
+
+fn rounding_of(op: &TOp, from: Dtype, to: Dtype, relaxed: bool) -> Rounding {
+    match op {
+        TOp::Const(_) | TOp::Transpose(_) | TOp::Reshape | TOp::Tril { .. } => Rounding::Exact,
+        TOp::Unary(UnaryFn::Neg | UnaryFn::Abs | UnaryFn::Relu) => Rounding::Exact,
+        TOp::Binary(BinaryOp::Maximum | BinaryOp::Minimum) => Rounding::Exact,
+        TOp::Reduce {
+            func: ReduceFn::Max | ReduceFn::Min,
+            ..
+        } => Rounding::Exact,
+        TOp::Cast if widens(from, to) => Rounding::Exact,
+        TOp::Cast if relaxed => Rounding::RelaxedCast,
+        TOp::Cast => Rounding::Cast,
+        _ => Rounding::Implicit,
+    }
+}
+
+/// The allowance for an implicit rounding of a result of dtype `d` at magnitude `m`.
+fn implicit(d: Dtype, m: f64) -> f64 {
+    ulp(d, m)
+        + if d == Dtype::F32 {
+            0.0
+        } else {
+            ulp(Dtype::F32, m)
+        }
+}
+
+/// The bound of the result `out` of `op`, from its arguments and their bounds. `relaxed`:
+/// the compilation does not reproduce this cast's rounding (see [`Rounding::RelaxedCast`]).
+pub fn op_bound(
+    op: &TOp,
+    args: &[&HostTensor],
+    bounds: &[&[f32]],
+    out: &HostTensor,
+    relaxed: bool,
+) -> Vec<f32> {
+    let n = out.data.len();
+    let shape = &out.shape;
+    let mut prop = vec![0f64; n];
+    match op {
+        TOp::Const(_) => {}
+        TOp::Unary(u) => {
+            for (i, p) in prop.iter_mut().enumerate() {
+                *p = unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64);
+            }
+        }
+        TOp::Cast => {
+            for (i, p) in prop.iter_mut().enumerate() {
+                *p = bounds[0][i] as f64;
+            }
+        }
+        TOp::Binary(b) => {
+            let sa = broadcast_strides(&args[0].shape, shape);
+            let sb = broadcast_strides(&args[1].shape, shape);
+            for_each_index(shape, [&sa, &sb], |i, [ia, ib]| {
+                prop[i] = binary_prop(
+                    *b,
+                    args[0].data[ia] as f64,
+                    args[1].data[ib] as f64,
+                    bounds[0][ia] as f64,
+                    bounds[1][ib] as f64,
+                );
+            });
+        }
+        TOp::Matmul => matmul_prop(args, bounds, shape, &mut prop),
+        TOp::Reduce { func, axis, .. } => reduce_prop(*func, args[0], bounds[0], *axis, &mut prop),
+        TOp::Transpose(perm) => {
+            let moved = super::transpose(&as_tensor(args[0], bounds[0]), perm);
+            for (p, b) in prop.iter_mut().zip(moved) {
+                *p = b as f64;
+            }
+        }
+        TOp::Reshape => {
+            for (p, b) in prop.iter_mut().zip(bounds[0].iter()) {
+                *p = *b as f64;
+            }
+        }
+        TOp::Tril { k, .. } => {
+            let kept = super::tril(&as_tensor(args[0], bounds[0]), *k, 0.0);
+            for (p, b) in prop.iter_mut().zip(kept) {
+                *p = b as f64;
+            }
+        }
+    }
+    let from = args.first().map_or(out.dtype, |a| a.dtype);
+    let d = out.dtype;
+    match rounding_of(op, from, d, relaxed) {
+        Rounding::Exact => prop.iter().map(|&p| up(p)).collect(),
+        Rounding::Implicit => prop
+            .iter()
+            .zip(&out.data)
+            .map(|(&p, &v)| up(p + implicit(d, v.abs() as f64 + p)))
+            .collect(),
+        Rounding::RelaxedCast => prop
+            .iter()
+            .zip(&out.data)
+            .map(|(&p, &v)| up(p + ulp(d, v.abs() as f64 + p)))
+            .collect(),
+        Rounding::Cast => prop
+            .iter()
+            .zip(&out.data)
+            .zip(&args[0].data)
+            .map(|((&p, &v), &x)| {
+                let (x, vv) = (x as f64, v as f64);
+                let same = |y: f64| {
+                    let r = numeric::round_f64(d, y) as f64;
+                    r == vv || (r.is_nan() && vv.is_nan())
+                };
+                if p == 0.0 || (same(x - p) && same(x + p)) {
+                    0.0
+                } else {
+                    up(p + ulp(d, v.abs() as f64 + p))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A bound tensor in the shape of `like`, so layout operations can move it.
+fn as_tensor(like: &HostTensor, bound: &[f32]) -> HostTensor {
+    HostTensor {
+        dtype: Dtype::F32,
+        shape: like.shape.clone(),
+        data: bound.to_vec(),
+    }
+}
+
+/// A sum or max/min along `axis`: the terms' bounds added (or their largest), plus the
+/// reordering allowance of a sum.
+fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop: &mut [f64]) {
+    let outer: u64 = a.shape[..axis].iter().product();
+    let len = a.shape[axis] as usize;
+    let inner: u64 = a.shape[axis + 1..].iter().product();
+    let (outer, inner) = (outer as usize, inner as usize);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * len + j) * inner + i;
+            let p = match func {
+                ReduceFn::Max | ReduceFn::Min => {
+                    (0..len).map(|j| bound[at(j)] as f64).fold(0.0, f64::max)
+                }
+                ReduceFn::Sum | ReduceFn::Mean => {
+                    let terms: f64 = (0..len).map(|j| bound[at(j)] as f64).sum();
+                    let mag: f64 = (0..len).map(|j| (a.data[at(j)] as f64).abs()).sum();
+                    let p = terms + 2.0 * len as f64 * U32 * mag;
+                    if func == ReduceFn::Mean {
+                        p / len as f64
+                    } else {
+                        p
+                    }
+                }
+            };
+            prop[o * inner + i] = p;
+        }
+    }
+}
+
+/// A matmul: `sum_k (|a| bb + ba |b| + ba bb) + 2 K u sum_k |a| |b|` per output, from two
+/// f32 matmuls of magnitudes, `P = (|A| + Ba) @ (|B| + Bb)` and `Q = |A| @ |B|`, as
+/// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
+/// more keeps the result an upper bound. With exact operands only `Q` is needed.
+fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64], prop: &mut [f64]) {
+    let k = args[0].shape[args[0].shape.len() - 1] as f64;
+    let magnitude = |t: &HostTensor, b: Option<&[f32]>| HostTensor {
+        dtype: Dtype::F32,
+        shape: t.shape.clone(),
+        data: match b {
+            None => t.data.iter().map(|x| x.abs()).collect(),
+            Some(b) => t.data.iter().zip(b).map(|(x, e)| x.abs() + e).collect(),
+        },
+    };
+    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
+    let q = super::matmul(&magnitude(args[0], None), &magnitude(args[1], None), shape);
+    if exact {
+        for (p, q) in prop.iter_mut().zip(q) {
+            *p = 3.0 * k * U32 * q as f64;
+        }
+        return;
+    }
+    let pm = super::matmul(
+        &magnitude(args[0], Some(bounds[0])),
+        &magnitude(args[1], Some(bounds[1])),
+        shape,
+    );
+    for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {
+        let (q, pm) = (q as f64, pm as f64);
+        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+    }
+}

@@ -1,7 +1,7 @@
 //! `tessera run --report`, `--report-json` and `--trace`, driven through the binary as a
 //! user would: on a hand-written `.tbin` (no kernel, so no bound) and on kernel sources
 //! (bound, efficiency, the latency-aware ceiling and, when the run is far from it, where
-//! the time went).
+//! the time went), and the README's quick start.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -266,6 +266,45 @@ fn a_run_far_from_its_ceiling_says_where_the_time_went() {
         "{out}"
     );
     assert!(!out.contains("of the latency-aware ceiling\n"), "{out}");
+}
+
+/// The README's quick start runs as written (its output folder moved to a scratch one):
+/// the check passes and the report says the kernel is within reach of its ceiling, with
+/// no "where the time went".
+#[test]
+fn the_readme_quick_start_reaches_its_ceiling() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- run "))
+        .expect("the quick start's command");
+    let mut args: Vec<String> = command
+        .trim_start_matches("cargo run --release -- ")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let dir = scratch("quick-start");
+    let o = args.iter().position(|a| a == "-o").expect("-o DIR");
+    args[o + 1] = dir.join("out").to_string_lossy().into_owned();
+    assert!(args.iter().any(|a| a == "--check") && args.iter().any(|a| a == "--report"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(&tessera(root, &args));
+    assert!(out.contains("max abs error"), "{out}");
+    assert!(
+        out.contains("of the latency-aware ceiling\n")
+            || out.contains("at the latency-aware ceiling\n"),
+        "{out}"
+    );
+    assert!(!out.contains("where the time went"), "{out}");
+    let eff: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("roofline efficiency: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|e| e.parse().ok())
+        .expect("a roofline efficiency line");
+    assert!(eff >= 0.9, "{out}");
+    assert!(dir.join("out/out0.npy").is_file());
 }
 
 #[test]

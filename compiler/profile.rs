@@ -3,12 +3,18 @@
 //! It puts the timing model's report (runtime's [`Report`]) next to the kernel's roofline
 //! bound ([`crate::roofline`]): total cycles, busy cycles and utilisation per engine (DMA
 //! both as all queues together and per queue), bytes moved, the bound, the engine that
-//! sets it and the roofline efficiency `bound / total`. When the efficiency is low (below
-//! [`LOW_EFFICIENCY`]) or unknown (a `.tbin` has no kernel, so no bound), it also says
-//! where the time went, from the per-instruction events: the bottleneck engine and its
+//! sets it and the roofline efficiency `bound / total`; then the latency-aware ceiling
+//! (the bound plus the DMA latency no program avoids, [`crate::roofline::Ceiling`]), the
+//! best roofline efficiency it allows (`bound / ceiling`) and how close the run came to it
+//! (`ceiling / total`, "of the ceiling"). A small kernel cannot reach the bound (a load's
+//! and a store's latency alone are 4,000 cycles), so the report judges a run against the
+//! ceiling: when the run is below [`LOW_EFFICIENCY`] of it, or when there is no ceiling (a
+//! `.tbin` has no kernel, so no bound), it says where the time went, from the
+//! per-instruction events: the cycles above the ceiling, the bottleneck engine and its
 //! idle time by cause, and the largest idle gaps of the busiest engines with what each
 //! waited on — the semaphore and the instruction that signalled it, a DMA's fixed
-//! latency, a stationary load, or "idle: no work issued".
+//! latency, a stationary load, or "idle: no work issued". Otherwise it says in one line
+//! how close to the ceiling the run is.
 //!
 //! Everything here is total: any report and program give a profile, never a panic.
 
@@ -18,7 +24,8 @@ use runtime::trace::{binding_wait, event_name, wait_sources};
 use runtime::{Event, Report};
 use serde_json::{json, Map, Value};
 
-/// Below this roofline efficiency the profile explains where the time went.
+/// Below this fraction of the latency-aware ceiling (`ceiling / total`) the profile
+/// explains where the time went.
 pub const LOW_EFFICIENCY: f64 = 0.7;
 
 /// How many idle gaps the diagnosis lists per engine, and for how many engines.
@@ -105,7 +112,8 @@ pub struct Profile {
     pub matmul_flops: u64,
     /// The kernel's roofline bound; `None` for a `.tbin`, which has no kernel.
     pub bound: Option<Bound>,
-    /// Present when the efficiency is low or unknown.
+    /// Present when the run is far from the ceiling (below [`LOW_EFFICIENCY`] of it) or
+    /// there is no ceiling.
     pub diagnosis: Option<Diagnosis>,
 }
 
@@ -222,13 +230,14 @@ impl Profile {
             bound,
             diagnosis: None,
         };
-        if !matches!(p.efficiency(), Some(e) if e >= LOW_EFFICIENCY) && total > 0 {
+        if !matches!(p.of_ceiling(), Some(e) if e >= LOW_EFFICIENCY) && total > 0 {
             p.diagnosis = Some(diagnose(&p, program, report));
         }
         p
     }
 
-    /// Where the time went, whatever the efficiency (`new` only does it when it is low).
+    /// Where the time went, whatever the efficiency (`new` only does it when the run is
+    /// far from the ceiling).
     pub fn diagnose(&self, program: &Program, report: &Report) -> Diagnosis {
         diagnose(self, program, report)
     }
@@ -250,9 +259,51 @@ impl Profile {
         (self.total_cycles > 0).then(|| b as f64 / self.total_cycles as f64)
     }
 
+    /// The latency-aware ceiling in whole cycles, if there is a kernel.
+    pub fn ceiling_cycles(&self) -> Option<u64> {
+        self.bound.as_ref().map(|b| b.ceiling.cycles())
+    }
+
+    /// The best roofline efficiency any program can reach: bound / ceiling.
+    pub fn best_efficiency(&self) -> Option<f64> {
+        self.bound.as_ref().map(Bound::best_efficiency)
+    }
+
+    /// How close the run came to the ceiling: ceiling cycles / total cycles (None without
+    /// a bound or for an empty run).
+    pub fn of_ceiling(&self) -> Option<f64> {
+        let c = self.ceiling_cycles()?;
+        (self.total_cycles > 0).then(|| c as f64 / self.total_cycles as f64)
+    }
+
     /// The use of an engine by name (`tensor`, ..., `dma`).
     pub fn engine(&self, name: &str) -> Option<&EngineUse> {
         self.engines.iter().find(|e| e.name == name)
+    }
+
+    /// Total cycles minus the ceiling (0 at or below it; None without a bound).
+    pub fn cycles_above_ceiling(&self) -> Option<u64> {
+        Some(self.total_cycles.saturating_sub(self.ceiling_cycles()?))
+    }
+
+    /// The one line that says how close a run that needs no explanation came to the
+    /// ceiling: `(total - ceiling) / ceiling` as a percentage.
+    fn closeness(&self, ceiling: u64) -> String {
+        let total = self.total_cycles;
+        match total.cmp(&ceiling) {
+            std::cmp::Ordering::Equal => "at the latency-aware ceiling\n".into(),
+            std::cmp::Ordering::Greater => format!(
+                "within {:.1}% of the latency-aware ceiling\n",
+                100.0 * (total - ceiling) as f64 / ceiling as f64
+            ),
+            // The ceiling's argument assumes every input byte, output byte and counted
+            // operation is needed; a kernel that needs less can beat it.
+            std::cmp::Ordering::Less => format!(
+                "{} cycles below the latency-aware ceiling (the kernel needs less than the \
+                 bound counts)\n",
+                ceiling - total
+            ),
+        }
     }
 
     fn seconds(&self) -> f64 {
@@ -315,6 +366,23 @@ impl Profile {
                 if let Some(eff) = eff {
                     s.push_str(&format!("roofline efficiency: {eff:.3} (bound / total)\n"));
                 }
+                let c = &b.ceiling;
+                s.push_str(&format!(
+                    "ceiling: {} cycles with DMA latency, set by {} (tensor {:.0}, dma {:.0}, \
+                     scalar {:.0}); best roofline efficiency {:.3} (bound / ceiling)\n",
+                    c.cycles(),
+                    c.engine(),
+                    c.tensor_cycles,
+                    c.dma_cycles,
+                    c.scalar_cycles,
+                    b.best_efficiency()
+                ));
+                if let Some(of) = self.of_ceiling() {
+                    s.push_str(&format!("of the ceiling: {of:.3} (ceiling / total)\n"));
+                    if self.diagnosis.is_none() {
+                        s.push_str(&self.closeness(c.cycles()));
+                    }
+                }
             }
             (None, _) => {
                 s.push_str("bound: none (a .tbin holds no kernel, and the bound is the kernel's)\n")
@@ -328,10 +396,13 @@ impl Profile {
 
     /// The JSON `--report-json` writes. Keys: `total_cycles`, `seconds`, `clock_hz`,
     /// `instructions`, `bound_cycles`, `bound_engine` and `roofline_efficiency` (null for a
-    /// `.tbin`), `bound` (its parts, or null), `engines.{tensor,vector,scalar,gpsimd,dma}`
-    /// with `busy_cycles`, `utilisation` and `instructions` (and for `dma` also
-    /// `bandwidth_utilisation` and `queues.dmaN`), `hbm_bytes_read`, `hbm_bytes_written`,
-    /// `sbuf_to_sbuf_bytes`, `matmul_flops`, and `diagnosis` (or null).
+    /// `.tbin`), `bound` (its parts, or null), `ceiling_cycles`, `best_roofline_efficiency`
+    /// (bound / ceiling) and `of_ceiling` (ceiling / total; all three null for a `.tbin`),
+    /// `ceiling` (its parts and `dma_latency`, or null),
+    /// `engines.{tensor,vector,scalar,gpsimd,dma}` with `busy_cycles`, `utilisation` and
+    /// `instructions` (and for `dma` also `bandwidth_utilisation` and `queues.dmaN`),
+    /// `hbm_bytes_read`, `hbm_bytes_written`, `sbuf_to_sbuf_bytes`, `matmul_flops`, and
+    /// `diagnosis` (or null; with `cycles_above_ceiling`, null for a `.tbin`).
     pub fn to_json(&self) -> Value {
         let use_json = |e: &EngineUse| {
             json!({
@@ -368,8 +439,20 @@ impl Profile {
                 "transcendentals": b.transcendentals,
             })
         });
+        let ceiling = self.bound.as_ref().map(|b| {
+            let c = &b.ceiling;
+            json!({
+                "cycles": c.cycles(),
+                "engine": c.engine(),
+                "dma_latency": c.dma_latency,
+                "tensor_cycles": c.tensor_cycles,
+                "dma_cycles": c.dma_cycles,
+                "scalar_cycles": c.scalar_cycles,
+            })
+        });
         let diagnosis = self.diagnosis.as_ref().map(|d| {
             json!({
+                "cycles_above_ceiling": self.cycles_above_ceiling(),
                 "bottleneck": d.bottleneck,
                 "bottleneck_utilisation": d.bottleneck_utilisation,
                 "idle_by_cause": d.idle_by_cause.iter().map(|(c, n)| json!({"cause": c, "cycles": n})).collect::<Vec<_>>(),
@@ -394,6 +477,10 @@ impl Profile {
             "bound_engine": self.bound_engine(),
             "roofline_efficiency": self.efficiency(),
             "bound": bound,
+            "ceiling_cycles": self.ceiling_cycles(),
+            "best_roofline_efficiency": self.best_efficiency(),
+            "of_ceiling": self.of_ceiling(),
+            "ceiling": ceiling,
             "engines": Value::Object(engines),
             "hbm_bytes_read": self.hbm_bytes_read,
             "hbm_bytes_written": self.hbm_bytes_written,
@@ -414,9 +501,14 @@ fn ratio_f(a: f64, b: f64) -> f64 {
 
 impl Diagnosis {
     fn text(&self, p: &Profile) -> String {
-        let why = match p.efficiency() {
-            Some(e) => format!("efficiency {e:.3} < {LOW_EFFICIENCY}"),
-            None => "no bound to compare with".into(),
+        let why = match (p.ceiling_cycles(), p.of_ceiling()) {
+            (Some(c), Some(of)) => format!(
+                "{} cycles, {} above the latency-aware ceiling of {c}; {of:.3} of the ceiling \
+                 < {LOW_EFFICIENCY}",
+                p.total_cycles,
+                p.total_cycles.saturating_sub(c)
+            ),
+            _ => "no bound to compare with".into(),
         };
         let mut s = format!("where the time went ({why}):\n");
         let what = if self.bottleneck == DMA {
@@ -437,7 +529,21 @@ impl Diagnosis {
             return s;
         }
         if !self.idle_by_cause.is_empty() {
-            s.push_str(&format!("  {} idle cycles by cause:\n", self.bottleneck));
+            let idle: u64 = self.idle_by_cause.iter().map(|(_, n)| n).sum();
+            // The idle time splits into what a run at the ceiling with the same busy time
+            // would still have and the cycles above the ceiling.
+            let busy = p.engine(&self.bottleneck).map(|e| e.busy_cycles);
+            let at_ceiling = match (p.ceiling_cycles(), busy) {
+                (Some(c), Some(busy)) if busy <= c && p.total_cycles >= c => format!(
+                    "; a run at the ceiling, busy as long, would idle {} of them",
+                    c - busy
+                ),
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "  {} idle cycles by cause ({idle} in all{at_ceiling}):\n",
+                self.bottleneck
+            ));
             for (cause, n) in &self.idle_by_cause {
                 s.push_str(&format!(
                     "    {:<28} {:>12} cycles ({:.1}% of the run)\n",

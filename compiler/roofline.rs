@@ -10,8 +10,39 @@
 //!   since the compiler may choose which side moves);
 //! - `scalar`: the elements of every transcendental function at the Scalar engine's peak
 //!   of 128 elements per cycle (one element per partition per cycle).
+//!
+//! The bound ignores latency, so a small kernel cannot come near it: every DMA transfer
+//! waits `dma_latency` cycles (2,000 by default) before its first byte moves, and a kernel
+//! needs at least a load before its work and a store after it. The *latency-aware
+//! ceiling* ([`Ceiling`]) adds what latency no program can avoid; like the bound it is
+//! computed from tensor IR and the machine's timing alone, and it rests on the same
+//! premise (every input byte, every output byte and every counted operation is needed).
+//! Its argument, for any race-free program (a consumer waits on a semaphore its producer
+//! signals when it ends; a transfer issues at cycle 0 at the earliest and its data phase
+//! starts `L = dma_latency` cycles after its issue at the earliest):
+//! - no byte moves before cycle `L`, so the compulsory bytes `R + W` need `L + (R + W) / B`
+//!   (`B` the DMA peak);
+//! - the last input byte arrives at `L + R / B` at the earliest, and a store that depends
+//!   on it issues after that and moves its first byte `L` later: `2L + R / B`;
+//! - a store of an output every element of which depends on an input issues after a load
+//!   ended, so those `W'` bytes move after `2L` at the earliest: `2L + W' / B`;
+//! - when every matmul reads an operand every element of which depends on an input, the
+//!   Tensor engine starts after a load ended (after `L`), is busy for the bound's `tensor`
+//!   cycles at least, and the last matmul's result is in PSUM, which DMA cannot read: a
+//!   Vector or Scalar instruction (at least `min(vector_fixed, scalar_fixed)` cycles)
+//!   copies it out before the store that takes `L`: `2L + tensor + fixed`;
+//! - likewise for transcendentals, evaluated by Scalar instructions of at least
+//!   `scalar_fixed` cycles each, and read directly by a store: `2L + scalar + scalar_fixed`.
+//!
+//! A latency term is left out where its premise fails (no inputs, an operand with
+//! constant elements such as a `tril` fill), so the ceiling never overstates what a
+//! program can reach. It does not add one latency after the whole bandwidth term: a
+//! program that stores early blocks while it loads later ones moves bytes during the last
+//! store's latency, so a large kernel can end `L + (R + W) / B` cycles in. The best
+//! roofline efficiency a kernel can reach is `bound / ceiling`.
 
-use crate::ir::{Function, TOp, UnaryFn};
+use crate::ir::{Function, TOp, UnaryFn, Value};
+use cranelift_entity::SecondaryMap;
 use runtime::Timing;
 
 /// The bound and its parts, in cycles.
@@ -27,6 +58,46 @@ pub struct Bound {
     pub matmul_flops: u64,
     /// Transcendental elements.
     pub transcendentals: u64,
+    /// The latency-aware ceiling, from the same tensor IR.
+    pub ceiling: Ceiling,
+}
+
+/// The latency-aware ceiling and its parts, in cycles: the bound's three limits with the
+/// DMA latency no program can avoid (the module documentation gives the argument). Each
+/// part is at least the bound's part of the same name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ceiling {
+    /// The machine's DMA latency, `L`.
+    pub dma_latency: u64,
+    /// The largest of `L + (R + W) / B`, `2L + R / B` and `2L + W' / B`.
+    pub dma_cycles: f64,
+    /// `2L + tensor + min(vector_fixed, scalar_fixed)`, or less where a latency cannot
+    /// be proved; 0 without matmuls.
+    pub tensor_cycles: f64,
+    /// `2L + scalar + scalar_fixed`, or less where a latency cannot be proved; 0 without
+    /// transcendentals.
+    pub scalar_cycles: f64,
+}
+
+impl Ceiling {
+    /// The ceiling: the largest of the three parts, rounded up to whole cycles.
+    pub fn cycles(&self) -> u64 {
+        self.dma_cycles
+            .max(self.tensor_cycles)
+            .max(self.scalar_cycles)
+            .ceil() as u64
+    }
+
+    /// The part that sets the ceiling: `"dma"`, `"tensor"` or `"scalar"`.
+    pub fn engine(&self) -> &'static str {
+        if self.tensor_cycles >= self.dma_cycles && self.tensor_cycles >= self.scalar_cycles {
+            "tensor"
+        } else if self.scalar_cycles > self.dma_cycles {
+            "scalar"
+        } else {
+            "dma"
+        }
+    }
 }
 
 impl Bound {
@@ -48,6 +119,16 @@ impl Bound {
             "dma"
         }
     }
+
+    /// The best roofline efficiency a program can reach: bound / ceiling.
+    pub fn best_efficiency(&self) -> f64 {
+        let c = self.ceiling.cycles();
+        if c == 0 {
+            0.0
+        } else {
+            self.cycles() as f64 / c as f64
+        }
+    }
 }
 
 /// True for the functions the Scalar engine evaluates as transcendentals.
@@ -67,6 +148,33 @@ fn is_transcendental(u: UnaryFn) -> bool {
     )
 }
 
+/// For each value, whether every one of its elements depends on some input element: then
+/// whatever computes any part of it waits for a load. Conservative: `tril` gives false,
+/// since the elements it fills are constants.
+fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
+    let mut full = SecondaryMap::new();
+    for (_, v) in &func.params {
+        full[*v] = true;
+    }
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        let any = data.args.iter().any(|a| full[*a]);
+        full[data.result] = match data.op {
+            TOp::Const(_) | TOp::Tril { .. } => false,
+            // Each element of these reads at least one element of every argument (a
+            // reduction or a matmul's K axis has at least one element).
+            TOp::Unary(_)
+            | TOp::Binary(_)
+            | TOp::Matmul
+            | TOp::Reduce { .. }
+            | TOp::Transpose(_)
+            | TOp::Reshape
+            | TOp::Cast => any,
+        };
+    }
+    full
+}
+
 /// The roofline bound of a kernel on a machine with timing `t`.
 pub fn bound(func: &Function, t: &Timing) -> Bound {
     let bytes = |v| {
@@ -75,9 +183,13 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
     };
     let hbm_read_bytes: u64 = func.params.iter().map(|(_, v)| bytes(*v)).sum();
     let hbm_write_bytes: u64 = func.results.iter().map(|v| bytes(*v)).sum();
+    let full = input_dependent(func);
     let mut tensor_cycles = 0.0;
     let mut matmul_flops = 0u64;
     let mut transcendentals = 0u64;
+    // Whether every matmul, and every transcendental, waits for a load.
+    let mut matmuls_wait = true;
+    let mut transcendentals_wait = true;
     for &inst in &func.layout {
         let data = &func.insts[inst];
         match data.op {
@@ -94,20 +206,153 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
                 };
                 let columns_per_cycle = rate(a.dtype).max(rate(b.dtype));
                 tensor_cycles += macs as f64 / (128.0 * 128.0 * columns_per_cycle);
+                matmuls_wait &= full[data.result];
             }
             TOp::Unary(u) if is_transcendental(u) => {
                 transcendentals += func.ty(data.result).elems();
+                transcendentals_wait &= full[data.result];
             }
             _ => {}
         }
     }
+    let dependent_write_bytes: u64 = func
+        .results
+        .iter()
+        .filter(|v| full[**v])
+        .map(|v| bytes(*v))
+        .sum();
+    let rate = t.dma_total_rate as f64;
+    let scalar_cycles = transcendentals as f64 / 128.0;
+    let latency = t.dma_latency as f64;
+    // The first load's latency before work that waits for a load, the last store's after.
+    let lead = |waits: bool| if waits { latency } else { 0.0 };
+    let mut ceiling_dma: f64 = 0.0;
+    if hbm_read_bytes + hbm_write_bytes > 0 {
+        ceiling_dma = latency + (hbm_read_bytes + hbm_write_bytes) as f64 / rate;
+    }
+    if hbm_read_bytes > 0 && hbm_write_bytes > 0 {
+        ceiling_dma = ceiling_dma.max(2.0 * latency + hbm_read_bytes as f64 / rate);
+    }
+    if dependent_write_bytes > 0 {
+        ceiling_dma = ceiling_dma.max(2.0 * latency + dependent_write_bytes as f64 / rate);
+    }
+    let ceiling_tensor = if matmul_flops > 0 {
+        lead(matmuls_wait) + tensor_cycles + t.vector_fixed.min(t.scalar_fixed) as f64 + latency
+    } else {
+        0.0
+    };
+    let ceiling_scalar = if transcendentals > 0 {
+        lead(transcendentals_wait) + scalar_cycles + t.scalar_fixed as f64 + latency
+    } else {
+        0.0
+    };
     Bound {
-        dma_cycles: (hbm_read_bytes + hbm_write_bytes) as f64 / t.dma_total_rate as f64,
+        dma_cycles: (hbm_read_bytes + hbm_write_bytes) as f64 / rate,
         tensor_cycles,
-        scalar_cycles: transcendentals as f64 / 128.0,
+        scalar_cycles,
         hbm_read_bytes,
         hbm_write_bytes,
         matmul_flops,
         transcendentals,
+        ceiling: Ceiling {
+            dma_latency: t.dma_latency,
+            dma_cycles: ceiling_dma,
+            tensor_cycles: ceiling_tensor,
+            scalar_cycles: ceiling_scalar,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound_of(ir: &str) -> Bound {
+        let funcs = crate::ir::parse(ir).expect("test IR parses");
+        bound(
+            &funcs[0],
+            &runtime::MachineConfig::new(isa::Preset::Default).timing,
+        )
+    }
+
+    /// The quick start's softmax at its default size: 512,000 bytes each way.
+    const SOFTMAX: &str = "kernel softmax(v0 x: f32[128, 1000] @0..0) -> (f32[128, 1000]) {
+        v1 = max v0 axis=1 keepdims=true : f32[128, 1] @0..0
+        v2 = sub v0, v1 : f32[128, 1000] @0..0
+        v3 = exp v2 : f32[128, 1000] @0..0
+        v4 = sum v3 axis=1 keepdims=true : f32[128, 1] @0..0
+        v5 = div v3, v4 : f32[128, 1000] @0..0
+        return v5
+    }";
+
+    #[test]
+    fn a_small_kernel_pays_a_load_and_a_store_latency_on_top_of_its_bound() {
+        let b = bound_of(SOFTMAX);
+        assert_eq!(b.cycles(), 4000);
+        assert_eq!(b.engine(), "dma");
+        // 2,000 cycles of latency, then 512,000 bytes read, then 2,000 cycles of latency
+        // before the last store moves: 6,000, more than latency and all bytes (6,000 too).
+        assert_eq!(b.ceiling.dma_cycles, 6000.0);
+        // exp: 2,000 + 1,000 + 64 + 2,000.
+        assert_eq!(b.ceiling.scalar_cycles, 5064.0);
+        assert_eq!(b.ceiling.tensor_cycles, 0.0);
+        assert_eq!(b.ceiling.cycles(), 6000);
+        assert_eq!(b.ceiling.engine(), "dma");
+        assert!((b.best_efficiency() - 4000.0 / 6000.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_large_kernel_pays_one_latency_since_stores_overlap_the_last_ones() {
+        let b = bound_of(
+            "kernel k(v0 x: f32[4096, 4096] @0..0) -> (f32[4096, 4096]) {
+                v1 = exp v0 : f32[4096, 4096] @0..0
+                return v1
+            }",
+        );
+        let bytes = 2.0 * 4096.0 * 4096.0 * 4.0;
+        assert_eq!(b.dma_cycles, bytes / 256.0);
+        assert_eq!(b.ceiling.dma_cycles, 2000.0 + bytes / 256.0);
+        assert_eq!(b.ceiling.cycles(), b.cycles() + 2000);
+    }
+
+    #[test]
+    fn a_matmul_adds_both_latencies_and_the_psum_copy() {
+        let b = bound_of(
+            "kernel k(v0 a: bf16[4096, 4096] @0..0, v1 b: bf16[4096, 4096] @0..0) -> (f32[4096, 4096]) {
+                v2 = matmul v0, v1 : f32[4096, 4096] @0..0
+                return v2
+            }",
+        );
+        assert_eq!(b.engine(), "tensor");
+        assert_eq!(
+            b.ceiling.tensor_cycles,
+            b.tensor_cycles + 2000.0 + 64.0 + 2000.0
+        );
+        assert_eq!(b.ceiling.engine(), "tensor");
+    }
+
+    /// A `tril` fill is constant, so what reads it may start before any load: no leading
+    /// latency for the work on it, nor for the store of its constant elements.
+    #[test]
+    fn work_on_constant_elements_gets_no_leading_latency() {
+        let b = bound_of(
+            "kernel k(v0 x: f32[128, 128] @0..0) -> (f32[128, 128]) {
+                v1 = tril v0 k=0 fill=0 : f32[128, 128] @0..0
+                v2 = exp v1 : f32[128, 128] @0..0
+                return v2
+            }",
+        );
+        assert_eq!(b.ceiling.scalar_cycles, 128.0 + 64.0 + 2000.0);
+        // Reads: 2,000 + 256, then the store's latency; every output byte may be a fill.
+        assert_eq!(b.ceiling.dma_cycles, 2.0 * 2000.0 + 65536.0 / 256.0);
+        let c = bound_of(
+            "kernel k(v0 x: f32[128, 128] @0..0) -> (f32[128, 128]) {
+                v1 = const 2.0 : f32[] @0..0
+                v2 = mul v0, v1 : f32[128, 128] @0..0
+                v3 = exp v2 : f32[128, 128] @0..0
+                return v3
+            }",
+        );
+        assert_eq!(c.ceiling.scalar_cycles, 2000.0 + 128.0 + 64.0 + 2000.0);
     }
 }

@@ -46,9 +46,85 @@ impl DriverError {
 }
 
 impl From<ir::InternalError> for DriverError {
+    /// An internal compiler error as the command line shows it: short, with the whole IR in
+    /// a file of the temporary folder (see [`internal_error_report`]).
     fn from(e: ir::InternalError) -> Self {
-        DriverError::Internal(e.to_string())
+        DriverError::Internal(internal_error_report(&e, &std::env::temp_dir()))
     }
+}
+
+/// How many of a verifier's errors an internal compiler error shows on the terminal; the
+/// file it writes holds them all.
+pub const ICE_SHOWN_ERRORS: usize = 5;
+/// The most characters of one verifier error shown on the terminal.
+const ICE_ERROR_CHARS: usize = 240;
+
+/// The text of an internal compiler error for the terminal: the pass after which the IR
+/// does not verify, the first [`ICE_SHOWN_ERRORS`] of the verifier's errors (one line
+/// each), and the path of a file in `dir`, `tessera-ice-<pid>-<pass>.txt`, that holds
+/// every error and the whole IR, which for a large kernel runs to thousands of lines. When
+/// the file cannot be written, the text says why and carries the IR itself, the only copy
+/// left.
+pub fn internal_error_report(e: &ir::InternalError, dir: &Path) -> String {
+    let mut out = format!(
+        "internal compiler error: the IR after pass `{}` does not verify\n",
+        e.pass
+    );
+    for error in e.errors.iter().take(ICE_SHOWN_ERRORS) {
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let mut line: String = first.chars().take(ICE_ERROR_CHARS).collect();
+        if line.len() < text.len() {
+            line.push_str(" ...");
+        }
+        out.push_str(&format!("  error: {line}\n"));
+    }
+    if e.errors.len() > ICE_SHOWN_ERRORS {
+        out.push_str(&format!(
+            "  ... and {} more error(s)\n",
+            e.errors.len() - ICE_SHOWN_ERRORS
+        ));
+    }
+    let pass: String = e
+        .pass
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = dir.join(format!("tessera-ice-{}-{pass}.txt", std::process::id()));
+    match write_new_file(&path, e.to_string().as_bytes()) {
+        Ok(()) => out.push_str(&format!(
+            "every error and the whole IR after `{}` are in {}",
+            e.pass,
+            path.display()
+        )),
+        Err(io) => out.push_str(&format!(
+            "the IR could not be written to {} ({io}), so here it is:\n{}",
+            path.display(),
+            e.ir
+        )),
+    }
+    out
+}
+
+/// Writes a new file at `path`, replacing whatever file or link was there rather than
+/// writing through it (the temporary folder is shared, and a name with a process id in it
+/// can be guessed).
+fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.write_all(bytes)
 }
 
 /// A source file read from disk.

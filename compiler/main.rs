@@ -291,6 +291,12 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
     let result = driver::compile(&src, &options, &mut dumps);
     write_stderr(&dumps);
     let mut c = result?;
+    if matches!(args.emit, Emit::Asm | Emit::Bin) {
+        // A program records where it came from, so that `run PROGRAM.tbin --check` can
+        // find its kernel again; the text form carries it too, so that assembling it gives
+        // the same program as `--emit bin`.
+        driver::record_origin(&mut c, file, &src, &options)?;
+    }
     match args.emit {
         Emit::TensorIr => write_text(args.output.as_deref(), c.tensor.to_string().as_bytes()),
         Emit::TileIr => {
@@ -305,9 +311,6 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
             write_text(args.output.as_deref(), isa::disassemble(program).as_bytes())
         }
         Emit::Bin => {
-            // A program file records where it came from, so that `run PROGRAM.tbin --check`
-            // can find its kernel again.
-            driver::record_origin(&mut c, file, &src, &options)?;
             let program = driver::program_of(&c)?;
             let bytes = isa::encode_program(program);
             match args.output.as_deref() {

@@ -170,6 +170,35 @@ fn a_tbin_records_its_origin_and_checks_against_its_kernel() {
     assert!(origin.strict_dtypes);
     assert_eq!(origin.disabled_passes, vec!["fusion".to_string()]);
 
+    // The text form carries the origin too, and assembles to the same program.
+    let out = tessera(
+        &dir,
+        &[
+            "compile",
+            "k.tsr",
+            "-D",
+            "N=16",
+            "--dtype-policy",
+            "strict",
+            "--disable-pass",
+            "fusion",
+            "--emit",
+            "asm",
+            "-o",
+            "k.s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.join("k.s")).expect("reading the assembly");
+    assert!(
+        text.contains(&format!(".origin {:?} kernel scaled\n", origin.path)),
+        "{text}"
+    );
+    assert!(text.contains(".origin-define N 16\n"), "{text}");
+    let out = tessera(&dir, &["asm", "k.s", "-o", "k2.tbin"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("k2.tbin")).ok(), Some(bytes));
+
     // From another folder, so the source is found by its recorded path, and with N=16
     // from the program, not the default 4 (which would not match the program's inputs).
     let elsewhere = scratch("origin-elsewhere");

@@ -152,7 +152,8 @@ struct RunArgs {
     /// bound, where the time went).
     #[arg(long)]
     report: bool,
-    /// Write the summary as JSON (`bound_*` fields are null for a .tbin: it has no kernel);
+    /// Write the summary as JSON (`bound_*` fields are null for a .tbin, unless `--check`
+    /// finds its kernel through the origin it records);
     /// `-` writes it to stdout.
     #[arg(long, value_name = "PATH.json")]
     report_json: Option<PathBuf>,

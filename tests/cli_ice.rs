@@ -90,3 +90,27 @@ fn the_driver_error_is_a_bug_report_with_exit_1() {
     assert!(text.contains(&path.display().to_string()), "{text}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_real_verifier_failure_is_reported_in_a_few_lines() {
+    let src = driver::Source {
+        name: "k.tsr".to_string(),
+        text: "kernel k(x: f32[4, 8]) -> f32[4, 8] {\n    return exp(x) * 2.0;\n}\n".to_string(),
+    };
+    let c = driver::compile(&src, &driver::CompileOptions::default(), &mut String::new())
+        .expect("the kernel compiles");
+    // Break an invariant as a faulty pass would: the result no longer has its type.
+    let mut func = c.tensor.clone();
+    let result = func.results[0];
+    func.values[result].ty.shape = vec![8, 4];
+    let e = tessera::ir::verify(&func, "simplify").expect_err("the IR no longer verifies");
+    let dir = scratch("real");
+    let report = driver::internal_error_report(&e, &dir);
+    assert!(report.contains("after pass `simplify`"), "{report}");
+    assert!(report.contains("  error: "), "{report}");
+    assert!(!report.contains("kernel k("), "{report}");
+    let path = dir.join(format!("tessera-ice-{}-simplify.txt", std::process::id()));
+    let file = std::fs::read_to_string(path).expect("the IR file is written");
+    assert!(file.contains(&e.ir), "{file}");
+    assert!(file.contains("kernel k("), "{file}");
+}

@@ -549,6 +549,26 @@ pub fn program_with_source(
     Ok(c)
 }
 
+/// The note `run PROGRAM.tbin --check` prints on stderr: which kernel, of which source and
+/// with which sizes, the reference evaluates (`None` for a program without an origin).
+pub fn origin_note(program: &isa::Program) -> Option<String> {
+    let origin = program.origin.as_ref()?;
+    let mut note = format!(
+        "note: the reference is kernel `{}` of {}",
+        origin.kernel, origin.path
+    );
+    if !origin.defines.is_empty() {
+        let defines: Vec<_> = origin
+            .defines
+            .iter()
+            .map(|(name, value)| format!("-D {name}={value}"))
+            .collect();
+        note.push_str(&format!(" with {}", defines.join(" ")));
+    }
+    note.push_str(", as the program records");
+    Some(note)
+}
+
 /// The most HBM a kernel may need, in bytes: the interpreter's limit
 /// (`runtime::Limits::max_hbm_bytes`, 16 GiB).
 pub fn max_hbm_bytes() -> u64 {

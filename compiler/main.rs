@@ -375,7 +375,11 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
                 return run_tbin(args, &bytes, &given, &out_dir);
             }
             // The reference needs the kernel: the one the program records as its origin.
-            driver::program_with_source(&args.file, &bytes, &args.run_options())?
+            let c = driver::program_with_source(&args.file, &bytes, &args.run_options())?;
+            if let Some(note) = c.program.as_ref().and_then(driver::origin_note) {
+                print_notes(&[note]);
+            }
+            c
         }
         driver::RunFile::Source(src) => {
             let options = driver::CompileOptions {

@@ -211,6 +211,13 @@ fn a_tbin_records_its_origin_and_checks_against_its_kernel() {
         stdout(&out)
     );
     assert!(elsewhere.join("out0.npy").exists());
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "note: the reference is kernel `scaled` of {} with -D N=16, as the program records\n",
+            origin.path
+        )
+    );
 
     let out = tessera(
         &elsewhere,

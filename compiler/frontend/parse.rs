@@ -139,19 +139,32 @@ fn unsupported_syntax_note(
             let before = word_before(src, l);
             let after = word_after(src, r);
             let op = src.get(l..r).unwrap_or("*");
+            let starts_alpha = |w: &str| w.starts_with(|c: char| c.is_ascii_alphabetic());
+            // A name for the new size: the operands run together, a name first (`S * H`
+            // gives `SH`, `2 * H` gives `H2`); none when both are numbers.
             let (shown, name) = match (before, after) {
-                (Some(a), Some(b)) => (format!("`{a} {op} {b}`"), format!("{a}{b}")),
-                _ => ("arithmetic".to_string(), "SH".to_string()),
+                (Some(a), Some(b)) => {
+                    let name = if starts_alpha(a) {
+                        Some(format!("{a}{b}"))
+                    } else if starts_alpha(b) {
+                        Some(format!("{b}{a}"))
+                    } else {
+                        None
+                    };
+                    (format!("`{a} {op} {b}`"), name.map(|n| n.to_uppercase()))
+                }
+                _ => ("arithmetic".to_string(), Some("SH".to_string())),
             };
-            let name = if name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-                name.to_uppercase()
-            } else {
-                "SH".to_string()
+            let advice = match name {
+                Some(name) => format!(
+                    "add a size for it to the kernel (`<..., {name} = ...>`) and write \
+                     `{name}`, or give its value with `-D {name}=...`"
+                ),
+                None => "write the value as one integer".to_string(),
             };
             Some(format!(
                 "dims must be integer literals or size names, so {shown} is not allowed in a \
-                 type or a reshape list: add a size for it to the kernel (`<..., {name} = ...>`) \
-                 and write `{name}`, or give its value with `-D {name}=...`"
+                 type or a reshape list: {advice}"
             ))
         }
         _ => None,

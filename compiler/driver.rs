@@ -46,9 +46,85 @@ impl DriverError {
 }
 
 impl From<ir::InternalError> for DriverError {
+    /// An internal compiler error as the command line shows it: short, with the whole IR in
+    /// a file of the temporary folder (see [`internal_error_report`]).
     fn from(e: ir::InternalError) -> Self {
-        DriverError::Internal(e.to_string())
+        DriverError::Internal(internal_error_report(&e, &std::env::temp_dir()))
     }
+}
+
+/// How many of a verifier's errors an internal compiler error shows on the terminal; the
+/// file it writes holds them all.
+pub const ICE_SHOWN_ERRORS: usize = 5;
+/// The most characters of one verifier error shown on the terminal.
+const ICE_ERROR_CHARS: usize = 240;
+
+/// The text of an internal compiler error for the terminal: the pass after which the IR
+/// does not verify, the first [`ICE_SHOWN_ERRORS`] of the verifier's errors (one line
+/// each), and the path of a file in `dir`, `tessera-ice-<pid>-<pass>.txt`, that holds
+/// every error and the whole IR, which for a large kernel runs to thousands of lines. When
+/// the file cannot be written, the text says why and carries the IR itself, the only copy
+/// left.
+pub fn internal_error_report(e: &ir::InternalError, dir: &Path) -> String {
+    let mut out = format!(
+        "internal compiler error: the IR after pass `{}` does not verify\n",
+        e.pass
+    );
+    for error in e.errors.iter().take(ICE_SHOWN_ERRORS) {
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let mut line: String = first.chars().take(ICE_ERROR_CHARS).collect();
+        if line.len() < text.len() {
+            line.push_str(" ...");
+        }
+        out.push_str(&format!("  error: {line}\n"));
+    }
+    if e.errors.len() > ICE_SHOWN_ERRORS {
+        out.push_str(&format!(
+            "  ... and {} more error(s)\n",
+            e.errors.len() - ICE_SHOWN_ERRORS
+        ));
+    }
+    let pass: String = e
+        .pass
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = dir.join(format!("tessera-ice-{}-{pass}.txt", std::process::id()));
+    match write_new_file(&path, e.to_string().as_bytes()) {
+        Ok(()) => out.push_str(&format!(
+            "every error and the whole IR after `{}` are in {}",
+            e.pass,
+            path.display()
+        )),
+        Err(io) => out.push_str(&format!(
+            "the IR could not be written to {} ({io}), so here it is:\n{}",
+            path.display(),
+            e.ir
+        )),
+    }
+    out
+}
+
+/// Writes a new file at `path`, replacing whatever file or link was there rather than
+/// writing through it (the temporary folder is shared, and a name with a process id in it
+/// can be guessed).
+fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.write_all(bytes)
 }
 
 /// A source file read from disk.
@@ -341,6 +417,156 @@ pub fn compile(
         }
     })?;
     Ok(c)
+}
+
+/// The SHA3-256 digest of a source text, which a program's origin records.
+///
+/// SHA3-256 (the `sha3` crate of RustCrypto, which the build already uses through lalrpop)
+/// rather than a hash of our own or `std`'s `DefaultHasher`: its output is fixed by a
+/// standard, so a digest written by one build is checked by every later one, and no edit
+/// of a source file goes unnoticed by chance.
+pub fn source_hash(text: &str) -> [u8; isa::SOURCE_HASH_BYTES] {
+    use sha3::Digest;
+    sha3::Sha3_256::digest(text.as_bytes()).into()
+}
+
+/// Records in the compiled program where it came from (`isa::Origin`): the source file's
+/// path (absolute when it resolves), the digest of its text, the kernel compiled, the `-D`
+/// values and the options that change the program. `run PROGRAM.tbin --check` reads it.
+pub fn record_origin(
+    c: &mut Compilation,
+    path: &Path,
+    src: &Source,
+    options: &CompileOptions,
+) -> Result<(), DriverError> {
+    let resolved = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let origin = isa::Origin {
+        path: resolved.to_string_lossy().into_owned(),
+        source_sha3: source_hash(&src.text),
+        kernel: c.tensor.name.clone(),
+        defines: options.defines.clone(),
+        strict_dtypes: options.passes.strict_dtypes,
+        disabled_passes: options.passes.disabled.clone(),
+    };
+    let program = c.program.as_mut().ok_or_else(|| {
+        DriverError::Internal("the pipeline produced no program (is the backend missing?)".into())
+    })?;
+    program.origin = Some(origin);
+    Ok(())
+}
+
+/// Decodes a `.tbin` for a run that needs its kernel (`--check`, `--reference`) and finds
+/// that kernel again through the program's origin: reads the recorded source file, checks
+/// that its digest is the recorded one, and checks and lowers the recorded kernel with the
+/// recorded `-D` values. Returns a compilation holding that kernel's tensor IR and the
+/// decoded program (which is also checked to be loadable under `options`).
+///
+/// A program without an origin, a source file that cannot be read or whose text changed,
+/// and a kernel whose parameters or results differ from the program's are errors of the
+/// user's inputs (exit 1), never a check against some other kernel.
+pub fn program_with_source(
+    tbin: &Path,
+    bytes: &[u8],
+    options: &RunOptions,
+) -> Result<Compilation, DriverError> {
+    let in_file = |m: String| DriverError::Input(format!("{}: {m}", tbin.display()));
+    let program = isa::decode_program(bytes).map_err(|e| in_file(e.to_string()))?;
+    check_loadable(&program, options).map_err(|e| match e {
+        DriverError::Input(m) => in_file(m),
+        other => other,
+    })?;
+    let Some(origin) = program.origin.clone() else {
+        return Err(in_file(
+            "the program records no kernel source (it was assembled, or compiled before .tbin \
+             format 2), so --check and --reference have no kernel to compare with; run them \
+             on the kernel's .tsr file instead"
+                .into(),
+        ));
+    };
+    let path = Path::new(&origin.path);
+    let src = read_source(path).map_err(|e| {
+        let reason = match e {
+            DriverError::Input(m) => m,
+            other => other.to_string(),
+        };
+        in_file(format!(
+            "it was compiled from {}, which cannot be read ({reason}); --check and --reference \
+             need that source",
+            origin.path
+        ))
+    })?;
+    if source_hash(&src.text) != origin.source_sha3 {
+        return Err(in_file(format!(
+            "its source {} has changed since it was compiled (the SHA3-256 of its text \
+             differs), so it is not the kernel the program runs; recompile the program, or \
+             run --check on the source",
+            origin.path
+        )));
+    }
+    let kernels = check(&src, Some(&origin.kernel), &origin.defines)?;
+    let Some(checked) = kernels.first() else {
+        return Err(in_file(format!(
+            "its source {} holds no kernel `{}`",
+            origin.path, origin.kernel
+        )));
+    };
+    let func = ir::lower(checked);
+    ir::verify(&func, passes::LOWER)?;
+    let describe = |specs: &[ParamSpec]| -> Vec<(String, Dtype, Vec<u64>)> {
+        specs
+            .iter()
+            .map(|p| (p.name.clone(), p.dtype, p.shape.clone()))
+            .collect()
+    };
+    let results: Vec<_> = func
+        .results
+        .iter()
+        .map(|&v| (func.ty(v).dtype, func.ty(v).shape.clone()))
+        .collect();
+    let outputs: Vec<_> = program
+        .tensors_with_role(isa::Role::Output)
+        .map(|t| (t.dtype, t.shape.clone()))
+        .collect();
+    if describe(&params_of(&func)) != describe(&program_params(&program)) || results != outputs {
+        return Err(in_file(format!(
+            "its parameters or results differ from those of kernel `{}` in {}; recompile the \
+             program",
+            origin.kernel, origin.path
+        )));
+    }
+    let mut c = Compilation::new(
+        func,
+        PassOptions {
+            strict_dtypes: origin.strict_dtypes,
+            disabled: origin.disabled_passes.clone(),
+            ..PassOptions::default()
+        },
+    );
+    c.source = Some((src.name, src.text));
+    c.program = Some(program);
+    Ok(c)
+}
+
+/// The note `run PROGRAM.tbin --check` prints on stderr: which kernel, of which source and
+/// with which sizes, the reference evaluates (`None` for a program without an origin).
+pub fn origin_note(program: &isa::Program) -> Option<String> {
+    let origin = program.origin.as_ref()?;
+    let mut note = format!(
+        "note: the reference is kernel `{}` of {}",
+        origin.kernel, origin.path
+    );
+    if !origin.defines.is_empty() {
+        let defines: Vec<_> = origin
+            .defines
+            .iter()
+            .map(|(name, value)| format!("-D {name}={value}"))
+            .collect();
+        note.push_str(&format!(" with {}", defines.join(" ")));
+    }
+    note.push_str(", as the program records");
+    Some(note)
 }
 
 /// The most HBM a kernel may need, in bytes: the interpreter's limit

@@ -77,15 +77,8 @@ struct CompileArgs {
     /// Where to write it (default: stdout for text forms).
     #[arg(short = 'o', value_name = "PATH")]
     output: Option<PathBuf>,
-    /// Print the IR after this pass (`all`: after every pass) to stderr.
-    #[arg(long, value_name = "PASS|all")]
-    dump_after: Option<String>,
-    /// Run the IR verifier after every pass (debug builds always do).
-    #[arg(long)]
-    verify_ir: bool,
-    /// Switch an optimising pass off (see --list-passes).
-    #[arg(long, value_name = "PASS")]
-    disable_pass: Vec<String>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// List the passes of the pipeline in order and exit.
     #[arg(long)]
     list_passes: bool,
@@ -93,6 +86,29 @@ struct CompileArgs {
     /// `wide` (default): compiled code may keep intermediates wider (never narrower).
     #[arg(long, value_enum, default_value = "wide")]
     dtype_policy: DtypePolicy,
+}
+
+/// The flags that steer the pass pipeline. `compile` and `run` share them, so that a
+/// miscompile can be bisected with the very command that shows it
+/// (`tessera run k.tsr --random 1 --check --disable-pass fusion`).
+#[derive(Args)]
+struct PipelineArgs {
+    /// Print the IR after this pass (`all`: after every pass) to stderr.
+    #[arg(long, value_name = "PASS|all")]
+    dump_after: Option<String>,
+    /// Run the IR verifier after every pass (debug builds always do).
+    #[arg(long)]
+    verify_ir: bool,
+    /// Switch an optimising pass off (see `tessera compile --list-passes`); repeatable.
+    #[arg(long, value_name = "PASS")]
+    disable_pass: Vec<String>,
+}
+
+impl PipelineArgs {
+    /// Whether any of the flags was given: they apply to a source file, not to a `.tbin`.
+    fn any(&self) -> bool {
+        self.dump_after.is_some() || self.verify_ir || !self.disable_pass.is_empty()
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -136,7 +152,8 @@ struct RunArgs {
     /// bound, where the time went).
     #[arg(long)]
     report: bool,
-    /// Write the summary as JSON (`bound_*` fields are null for a .tbin: it has no kernel);
+    /// Write the summary as JSON (`bound_*` fields are null for a .tbin, unless `--check`
+    /// finds its kernel through the origin it records);
     /// `-` writes it to stdout.
     #[arg(long, value_name = "PATH.json")]
     report_json: Option<PathBuf>,
@@ -156,9 +173,11 @@ struct RunArgs {
     max_cycles: Option<u64>,
     /// As for `compile`: `strict` rounds every intermediate to the dtype the language
     /// gives it (then the results match the reference bit for bit), `wide` (default) may
-    /// keep intermediates wider.
-    #[arg(long, value_enum, default_value = "wide")]
-    dtype_policy: DtypePolicy,
+    /// keep intermediates wider. Not for a .tbin, which is compiled already.
+    #[arg(long, value_enum)]
+    dtype_policy: Option<DtypePolicy>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
 }
 
 impl RunArgs {
@@ -228,17 +247,22 @@ fn cmd_check(file: &Path, args: &KernelArgs) -> Result<(), DriverError> {
     Ok(())
 }
 
-fn compile_options(args: &CompileArgs) -> Result<driver::CompileOptions, DriverError> {
+/// The compile options of `compile` and of `run` on a source file.
+fn compile_options(
+    kernel: &KernelArgs,
+    pipeline: &PipelineArgs,
+    dtype_policy: DtypePolicy,
+) -> Result<driver::CompileOptions, DriverError> {
     Ok(driver::CompileOptions {
-        kernel: args.kernel.kernel.clone(),
-        defines: defines(&args.kernel)?,
+        kernel: kernel.kernel.clone(),
+        defines: defines(kernel)?,
         passes: PassOptions {
-            disabled: args.disable_pass.clone(),
-            strict_dtypes: matches!(args.dtype_policy, DtypePolicy::Strict),
+            disabled: pipeline.disable_pass.clone(),
+            strict_dtypes: matches!(dtype_policy, DtypePolicy::Strict),
             ..PassOptions::default()
         },
-        dump_after: args.dump_after.clone(),
-        verify_ir: args.verify_ir,
+        dump_after: pipeline.dump_after.clone(),
+        verify_ir: pipeline.verify_ir,
     })
 }
 
@@ -263,10 +287,17 @@ fn cmd_compile(args: &CompileArgs) -> Result<(), DriverError> {
         return Err(DriverError::Usage("compile needs a FILE".into()));
     };
     let src = driver::read_source(file)?;
+    let options = compile_options(&args.kernel, &args.pipeline, args.dtype_policy)?;
     let mut dumps = String::new();
-    let result = driver::compile(&src, &compile_options(args)?, &mut dumps);
+    let result = driver::compile(&src, &options, &mut dumps);
     write_stderr(&dumps);
-    let c = result?;
+    let mut c = result?;
+    if matches!(args.emit, Emit::Asm | Emit::Bin) {
+        // A program records where it came from, so that `run PROGRAM.tbin --check` can
+        // find its kernel again; the text form carries it too, so that assembling it gives
+        // the same program as `--emit bin`.
+        driver::record_origin(&mut c, file, &src, &options)?;
+    }
     match args.emit {
         Emit::TensorIr => write_text(args.output.as_deref(), c.tensor.to_string().as_bytes()),
         Emit::TileIr => {
@@ -337,21 +368,34 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
             ))
         })?;
     }
-    let src = match driver::read_run_file(&args.file)? {
-        driver::RunFile::Program(bytes) => return run_tbin(args, &bytes, &given, &out_dir),
-        driver::RunFile::Source(src) => src,
+    let c = match driver::read_run_file(&args.file)? {
+        driver::RunFile::Program(bytes) => {
+            tbin_usage(args)?;
+            if !(args.check || args.reference) {
+                return run_tbin(args, &bytes, &given, &out_dir);
+            }
+            // The reference needs the kernel: the one the program records as its origin.
+            let c = driver::program_with_source(&args.file, &bytes, &args.run_options())?;
+            if let Some(note) = c.program.as_ref().and_then(driver::origin_note) {
+                print_notes(&[note]);
+            }
+            c
+        }
+        driver::RunFile::Source(src) => {
+            let options = driver::CompileOptions {
+                defines,
+                ..compile_options(
+                    &args.kernel,
+                    &args.pipeline,
+                    args.dtype_policy.unwrap_or(DtypePolicy::Wide),
+                )?
+            };
+            let mut dumps = String::new();
+            let result = driver::compile(&src, &options, &mut dumps);
+            write_stderr(&dumps);
+            result?
+        }
     };
-    let options = driver::CompileOptions {
-        kernel: args.kernel.kernel.clone(),
-        defines,
-        passes: PassOptions {
-            strict_dtypes: matches!(args.dtype_policy, DtypePolicy::Strict),
-            ..PassOptions::default()
-        },
-        dump_after: None,
-        verify_ir: false,
-    };
-    let c = driver::compile(&src, &options, &mut String::new())?;
     let params = driver::params_of(&c.tensor);
     let mut notes = Vec::new();
     let inputs = driver::gather_inputs(
@@ -410,22 +454,31 @@ fn print_notes(notes: &[String]) {
     }
 }
 
+/// Refuses the flags of `run` that apply to a source file only when the file is a `.tbin`:
+/// the program is already compiled, with the kernel, sizes and passes it records.
+fn tbin_usage(args: &RunArgs) -> Result<(), DriverError> {
+    if args.kernel.kernel.is_some() || !args.kernel.defines.is_empty() {
+        return Err(DriverError::Usage(
+            "-k and -D apply to source files, not to a .tbin".into(),
+        ));
+    }
+    if args.pipeline.any() || args.dtype_policy.is_some() {
+        return Err(DriverError::Usage(
+            "--disable-pass, --dump-after, --verify-ir and --dtype-policy apply when compiling \
+             a source file; a .tbin is already compiled (run the kernel's .tsr file with them \
+             instead)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn run_tbin(
     args: &RunArgs,
     bytes: &[u8],
     given: &[(String, PathBuf)],
     out_dir: &Path,
 ) -> Result<(), DriverError> {
-    if args.check || args.reference {
-        return Err(DriverError::Usage(
-            "--check and --reference need the kernel's source; a .tbin has none".into(),
-        ));
-    }
-    if args.kernel.kernel.is_some() || !args.kernel.defines.is_empty() {
-        return Err(DriverError::Usage(
-            "-k and -D apply to source files, not to a .tbin".into(),
-        ));
-    }
     let program = isa::decode_program(bytes)
         .map_err(|e| DriverError::Input(format!("{}: {e}", args.file.display())))?;
     let options = args.run_options();

@@ -247,8 +247,13 @@ const CASES: &[Case] = &[
         2,
     ),
     case(
-        "check_on_tbin",
-        &["run", "garbage.tbin", "--check", "-o", "out"],
+        "pass_flag_on_tbin",
+        &["run", "racy.tbin", "--disable-pass", "fusion", "-o", "out"],
+        2,
+    ),
+    case(
+        "run_unknown_pass",
+        &["run", "one.tsr", "--random", "1", "--disable-pass", "nope"],
         2,
     ),
     case(
@@ -326,6 +331,11 @@ const CASES: &[Case] = &[
     case(
         "tbin_too_big_for_hbm",
         &["run", "huge.tbin", "--random", "1", "-o", "out"],
+        1,
+    ),
+    case(
+        "check_on_tbin",
+        &["run", "racy.tbin", "--check", "-o", "out"],
         1,
     ),
     case("disasm_garbage", &["disasm", "garbage.tbin"], 1),

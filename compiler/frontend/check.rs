@@ -34,6 +34,7 @@ pub const MAX_RANK: usize = 4;
 /// such as a define that names no size.
 pub fn check_kernels(
     file: &ast::File,
+    src: &str,
     defines: &[(String, i64)],
     kernel: Option<&str>,
     had_syntax_errors: bool,
@@ -121,7 +122,7 @@ pub fn check_kernels(
         if k.has_errors {
             continue;
         }
-        let mut checker = Checker::new(defines);
+        let mut checker = Checker::new(defines, src);
         let checked = checker.kernel(k);
         let failed = checker.diags.iter().any(Diagnostic::is_error);
         diags.append(&mut checker.diags);
@@ -468,19 +469,62 @@ fn arg_kind(v: &ArgValue) -> &'static str {
 /// The checker of one kernel.
 struct Checker<'d> {
     defines: &'d [(String, i64)],
+    /// The source text, for line numbers in notes.
+    src: &'d str,
     names: IndexMap<String, Entry>,
     lets: Vec<CheckedLet>,
     diags: Vec<Diagnostic>,
 }
 
 impl<'d> Checker<'d> {
-    fn new(defines: &'d [(String, i64)]) -> Checker<'d> {
+    fn new(defines: &'d [(String, i64)], src: &'d str) -> Checker<'d> {
         Checker {
             defines,
+            src,
             names: IndexMap::new(),
             lets: Vec::new(),
             diags: Vec::new(),
         }
+    }
+
+    /// The 1-based line of the source where `span` starts.
+    fn line_of(&self, span: Span) -> usize {
+        let head = self.src.as_bytes();
+        let end = (span.start as usize).min(head.len());
+        head[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// The reduction without `keepdims` that `e` is (directly or as a `let`): its span and
+    /// the axis it dropped.
+    fn dropped_axis(&self, e: &TExpr) -> Option<(Span, usize)> {
+        let value = match &e.kind {
+            TExprKind::Let(i) => &self.lets.get(*i)?.value,
+            _ => e,
+        };
+        match &value.kind {
+            TExprKind::Reduce {
+                axis,
+                keepdims: false,
+                ..
+            } => Some((value.span, *axis)),
+            _ => None,
+        }
+    }
+
+    /// The note for operands that do not broadcast because a reduction dropped the axis
+    /// that would have lined them up (`x - max(x, axis=-1)`): which reduction, and that
+    /// `keepdims=true` keeps the axis.
+    fn keepdims_note(&self, a: &TExpr, b: &TExpr) -> Option<String> {
+        [(a, b), (b, a)].into_iter().find_map(|(reduced, other)| {
+            let (span, axis) = self.dropped_axis(reduced)?;
+            let mut kept = reduced.ty.shape.clone();
+            kept.insert(axis.min(kept.len()), 1);
+            broadcast(&kept, &other.ty.shape)?;
+            Some(format!(
+                "the reduction on line {} dropped axis {axis}; write `keepdims=true` to keep it",
+                self.line_of(span)
+            ))
+        })
     }
 
     fn error(&mut self, diag: Diagnostic) {
@@ -1023,18 +1067,20 @@ impl<'d> Checker<'d> {
                         BinaryOp::Minimum => "the operands of `minimum`".to_string(),
                         _ => "the operands".to_string(),
                     };
-                    self.error(
-                        Diagnostic::error(
-                            codes::SHAPES_DO_NOT_BROADCAST,
-                            format!("shapes do not broadcast: `{}` and `{}`", a.ty, b.ty),
-                        )
-                        .with_primary(op_span, format!("{what} cannot be broadcast together"))
-                        .with_secondary(a.span, format!("this is `{}`", a.ty))
-                        .with_secondary(b.span, format!("this is `{}`", b.ty))
-                        .with_note(
-                            "aligned from the last axis, each pair of dims must be equal or one of them 1",
-                        ),
+                    let mut diag = Diagnostic::error(
+                        codes::SHAPES_DO_NOT_BROADCAST,
+                        format!("shapes do not broadcast: `{}` and `{}`", a.ty, b.ty),
+                    )
+                    .with_primary(op_span, format!("{what} cannot be broadcast together"))
+                    .with_secondary(a.span, format!("this is `{}`", a.ty))
+                    .with_secondary(b.span, format!("this is `{}`", b.ty))
+                    .with_note(
+                        "aligned from the last axis, each pair of dims must be equal or one of them 1",
                     );
+                    if let Some(note) = self.keepdims_note(&a, &b) {
+                        diag = diag.with_note(note);
+                    }
+                    self.error(diag);
                     return None;
                 };
                 let ty = TensorType {

@@ -29,7 +29,7 @@ pub fn check_file(
     kernel: Option<&str>,
 ) -> Result<Vec<CheckedKernel>, Vec<Diagnostic>> {
     let (file, mut diags) = parse(src);
-    let kernels = check::check_kernels(&file, defines, kernel, !diags.is_empty(), &mut diags);
+    let kernels = check::check_kernels(&file, src, defines, kernel, !diags.is_empty(), &mut diags);
     if has_errors(&diags) {
         sort_by_position(&mut diags);
         Err(diags)

@@ -109,9 +109,105 @@ fn describe_expected(expected: &[String]) -> String {
     }
 }
 
+/// The note for syntax the language does not have, recognised from the unexpected token
+/// (at `l..r` in `src`) and what the parser expected there: it says what is not supported
+/// and what to write instead. `None` for an ordinary mistake.
+fn unsupported_syntax_note(
+    token: &Token<'_>,
+    l: usize,
+    r: usize,
+    expected: &[String],
+    src: &str,
+) -> Option<String> {
+    let has = |t: &str| expected.iter().any(|e| e == t);
+    // An operator would have been welcome: an expression has just ended.
+    let after_expression = has("\"+\"") && has("\"*\"");
+    // Only `,` or `]` would do: inside the dims of a type or a reshape's list.
+    let in_dims = has("\"]\"") && has("\",\"") && !after_expression;
+    match token {
+        Token::LBracket if after_expression => Some(
+            "indexing and slicing (`x[...]`) are not in this version of the language: \
+             reshape or transpose the whole tensor (`reshape(x, [...])`, \
+             `transpose(x, perm=[...])`), or pass the part you need as a separate kernel input"
+                .to_string(),
+        ),
+        Token::Gt | Token::Lt => after_expression.then(comparison_note),
+        Token::Eq if after_expression && src.get(r..).is_some_and(|t| t.starts_with('=')) => {
+            Some(comparison_note())
+        }
+        Token::Plus | Token::Minus | Token::Star | Token::Slash | Token::At if in_dims => {
+            let before = word_before(src, l);
+            let after = word_after(src, r);
+            let op = src.get(l..r).unwrap_or("*");
+            let starts_alpha = |w: &str| w.starts_with(|c: char| c.is_ascii_alphabetic());
+            // A name for the new size: the operands run together, a name first (`S * H`
+            // gives `SH`, `2 * H` gives `H2`); none when both are numbers.
+            let (shown, name) = match (before, after) {
+                (Some(a), Some(b)) => {
+                    let name = if starts_alpha(a) {
+                        Some(format!("{a}{b}"))
+                    } else if starts_alpha(b) {
+                        Some(format!("{b}{a}"))
+                    } else {
+                        None
+                    };
+                    (format!("`{a} {op} {b}`"), name.map(|n| n.to_uppercase()))
+                }
+                _ => ("arithmetic".to_string(), Some("SH".to_string())),
+            };
+            let advice = match name {
+                Some(name) => format!(
+                    "add a size for it to the kernel (`<..., {name} = ...>`) and write \
+                     `{name}`, or give its value with `-D {name}=...`"
+                ),
+                None => "write the value as one integer".to_string(),
+            };
+            Some(format!(
+                "dims must be integer literals or size names, so {shown} is not allowed in a \
+                 type or a reshape list: {advice}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The note for a comparison operator.
+fn comparison_note() -> String {
+    "comparisons (`>`, `<`, `==`, `!=`) are not supported: the language has no boolean \
+     tensors; for a mask use `tril(x, fill=-inf)`, and to clamp use `relu(x)`, \
+     `maximum(a, b)` or `minimum(a, b)`"
+        .to_string()
+}
+
+/// The name or number that ends just before byte `at` of `src` (spaces skipped).
+fn word_before(src: &str, at: usize) -> Option<&str> {
+    let head = src.get(..at)?.trim_end();
+    let start = head
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+        .last()
+        .map(|(i, _)| i)?;
+    Some(&head[start..])
+}
+
+/// The name or number that starts just after byte `at` of `src` (spaces skipped).
+fn word_after(src: &str, at: usize) -> Option<&str> {
+    let tail = src.get(at..)?.trim_start();
+    let end = tail
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+        .map_or(tail.len(), |(i, _)| i);
+    (end > 0).then(|| &tail[..end])
+}
+
 /// Turns one recovered syntax error into a diagnostic (`None` for an error token the
-/// lexer already reported).
-fn syntax_diagnostic(error: &ParseError<usize, Token<'_>, LexError>) -> Option<Diagnostic> {
+/// lexer already reported). `src` is the source text, for the notes on syntax the
+/// language does not have.
+fn syntax_diagnostic(
+    error: &ParseError<usize, Token<'_>, LexError>,
+    src: &str,
+) -> Option<Diagnostic> {
     match error {
         ParseError::UnrecognizedToken {
             token: (_, Token::Error, _),
@@ -121,14 +217,17 @@ fn syntax_diagnostic(error: &ParseError<usize, Token<'_>, LexError>) -> Option<D
             token: (l, token, r),
             expected,
         } => {
-            let expected = describe_expected(expected);
-            Some(
-                Diagnostic::error(
-                    codes::UNEXPECTED_TOKEN,
-                    format!("expected {expected}, found {token}"),
-                )
-                .with_primary(Span::new(*l, *r), format!("unexpected {token}")),
+            let note = unsupported_syntax_note(token, *l, *r, expected, src);
+            let described = describe_expected(expected);
+            let mut diag = Diagnostic::error(
+                codes::UNEXPECTED_TOKEN,
+                format!("expected {described}, found {token}"),
             )
+            .with_primary(Span::new(*l, *r), format!("unexpected {token}"));
+            if let Some(note) = note {
+                diag = diag.with_note(note);
+            }
+            Some(diag)
         }
         ParseError::UnrecognizedEof { location, expected } => {
             let expected = describe_expected(expected);
@@ -160,9 +259,15 @@ fn syntax_diagnostic(error: &ParseError<usize, Token<'_>, LexError>) -> Option<D
 /// Turns a lexical error into a diagnostic.
 fn lex_diagnostic(error: &LexError) -> Diagnostic {
     match error {
-        LexError::UnknownCharacter { span, .. } => {
-            Diagnostic::error(codes::UNKNOWN_CHARACTER, error.to_string())
-                .with_primary(*span, "not part of the kernel language")
+        LexError::UnknownCharacter { text, span } => {
+            let diag = Diagnostic::error(codes::UNKNOWN_CHARACTER, error.to_string())
+                .with_primary(*span, "not part of the kernel language");
+            // `!=` lexes as an unknown `!` followed by `=`.
+            if text.starts_with('!') {
+                diag.with_note(comparison_note())
+            } else {
+                diag
+            }
         }
         LexError::MalformedNumber { span, .. } => {
             Diagnostic::error(codes::MALFORMED_NUMBER, error.to_string())
@@ -185,7 +290,7 @@ pub fn parse(src: &str) -> (ast::File, Vec<Diagnostic>) {
     let file = match result {
         Ok(file) => file,
         Err(error) => {
-            diags.extend(syntax_diagnostic(&error));
+            diags.extend(syntax_diagnostic(&error, src));
             ast::File {
                 kernels: Vec::new(),
                 span: Span::new(0, src.len()),
@@ -194,7 +299,7 @@ pub fn parse(src: &str) -> (ast::File, Vec<Diagnostic>) {
     };
     diags.extend(lex_errors.iter().map(lex_diagnostic));
     for recovered in &ctx.recovered {
-        diags.extend(syntax_diagnostic(&recovered.error));
+        diags.extend(syntax_diagnostic(&recovered.error, src));
     }
     for span in &ctx.too_deep {
         diags.push(

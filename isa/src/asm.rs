@@ -13,8 +13,8 @@ use std::str::FromStr;
 
 use crate::{
     for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, HbmAp, Imm, Inst, Mem, Op,
-    Opcode, Preset, Program, ReduceOp, Role, ScalarArg, SrcLoc, Sync, TensorDecl, TileAp,
-    MAX_HBM_DIMS, MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
+    Opcode, Origin, Preset, Program, ReduceOp, Role, ScalarArg, SrcLoc, Sync, TensorDecl, TileAp,
+    MAX_HBM_DIMS, MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS, SOURCE_HASH_BYTES,
 };
 
 /// Indentation of instructions and `.loc` lines inside a stream.
@@ -856,6 +856,9 @@ pub fn disassemble(program: &Program) -> String {
     if !program.locs.is_empty() {
         out.push_str(".locs\n");
     }
+    if let Some(origin) = &program.origin {
+        write_origin(origin, &mut out);
+    }
     for (index, stream) in program.streams.iter().enumerate().take(NUM_STREAMS) {
         if is_default_stream(program, index) {
             continue;
@@ -875,6 +878,73 @@ pub fn disassemble(program: &Program) -> String {
     out
 }
 
+/// Writes `name` bare when `.tensor` would, else quoted.
+fn write_name(name: &str, out: &mut String) {
+    if is_bare_name(name) {
+        out.push_str(name);
+    } else {
+        let _ = write!(out, "{name:?}");
+    }
+}
+
+/// Writes the origin directives of a compiled program (see `ISA.md`, "Assembly syntax").
+fn write_origin(origin: &Origin, out: &mut String) {
+    let _ = write!(out, ".origin {:?} kernel ", origin.path);
+    write_name(&origin.kernel, out);
+    out.push('\n');
+    out.push_str(".origin-sha3 ");
+    for b in origin.source_sha3 {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push('\n');
+    for (name, value) in &origin.defines {
+        out.push_str(".origin-define ");
+        write_name(name, out);
+        let _ = writeln!(out, " {value}");
+    }
+    let policy = if origin.strict_dtypes {
+        "strict"
+    } else {
+        "wide"
+    };
+    let _ = writeln!(out, ".origin-dtype-policy {policy}");
+    for name in &origin.disabled_passes {
+        out.push_str(".origin-disable-pass ");
+        write_name(name, out);
+        out.push('\n');
+    }
+}
+
+/// Reads a name written bare or quoted.
+fn read_name(c: &mut AsmCursor, what: &str) -> Result<String, AsmError> {
+    match c.peek().clone() {
+        Tok::Str(s) | Tok::Word(s) => {
+            c.next();
+            Ok(s)
+        }
+        _ => Err(c.expected(what)),
+    }
+}
+
+/// Parses the hexadecimal digits of a SHA3-256 digest.
+fn parse_sha3(hex: &str) -> Option<[u8; SOURCE_HASH_BYTES]> {
+    if hex.len() != 2 * SOURCE_HASH_BYTES || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; SOURCE_HASH_BYTES];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An origin being assembled: the `.origin` line's number, and the hash once given.
+struct PendingOrigin {
+    line: usize,
+    origin: Origin,
+    has_hash: bool,
+}
+
 /// What the assembler has read so far.
 struct Assembler {
     preset: Option<Preset>,
@@ -887,9 +957,25 @@ struct Assembler {
     current: Option<usize>,
     /// A `.loc` waiting for its instruction, with the line it was on.
     pending_loc: Option<(SrcLoc, usize)>,
+    /// The origin of `.origin` and the `.origin-*` lines after it.
+    origin: Option<PendingOrigin>,
 }
 
 impl Assembler {
+    /// The origin that an `.origin-*` directive adds to, or an error when no `.origin`
+    /// line came before it.
+    fn origin_of(
+        &mut self,
+        c: &AsmCursor,
+        col: usize,
+        name: &str,
+    ) -> Result<&mut PendingOrigin, AsmError> {
+        match self.origin.as_mut() {
+            Some(o) => Ok(o),
+            None => Err(c.err_at(col, format!("`{name}` needs an `.origin` line before it"))),
+        }
+    }
+
     /// Handles one directive line (the cursor is on the directive word).
     fn directive(&mut self, c: &mut AsmCursor) -> Result<(), AsmError> {
         let (name, col) = c.word("a directive")?;
@@ -978,6 +1064,72 @@ impl Assembler {
                 self.source = Some(s);
             }
             ".locs" => self.has_locs = true,
+            ".origin" => {
+                if self.origin.is_some() {
+                    return Err(twice(".origin"));
+                }
+                let Tok::Str(path) = c.peek().clone() else {
+                    return Err(c.expected("a quoted source path"));
+                };
+                c.next();
+                c.keyword("kernel")?;
+                let kernel = read_name(c, "a kernel name")?;
+                self.origin = Some(PendingOrigin {
+                    line: c.line,
+                    origin: Origin {
+                        path,
+                        source_sha3: [0; SOURCE_HASH_BYTES],
+                        kernel,
+                        defines: Vec::new(),
+                        strict_dtypes: false,
+                        disabled_passes: Vec::new(),
+                    },
+                    has_hash: false,
+                });
+            }
+            ".origin-sha3" => {
+                let (hex, hcol) = c.word("a SHA3-256 digest (64 hexadecimal digits)")?;
+                let Some(hash) = parse_sha3(&hex) else {
+                    return Err(
+                        c.err_at(hcol, "expected a SHA3-256 digest (64 hexadecimal digits)")
+                    );
+                };
+                let o = self.origin_of(c, col, &name)?;
+                if o.has_hash {
+                    return Err(c.err_at(col, "`.origin-sha3` is given twice"));
+                }
+                o.origin.source_sha3 = hash;
+                o.has_hash = true;
+            }
+            ".origin-define" => {
+                let size = read_name(c, "a size name")?;
+                let value = c.int("the size's value")?;
+                self.origin_of(c, col, &name)?
+                    .origin
+                    .defines
+                    .push((size, value));
+            }
+            ".origin-dtype-policy" => {
+                let (policy, pcol) = c.word("a dtype policy (wide or strict)")?;
+                let strict = match policy.as_str() {
+                    "wide" => false,
+                    "strict" => true,
+                    _ => {
+                        return Err(c.err_at(
+                            pcol,
+                            format!("unknown dtype policy `{policy}` (expected wide or strict)"),
+                        ))
+                    }
+                };
+                self.origin_of(c, col, &name)?.origin.strict_dtypes = strict;
+            }
+            ".origin-disable-pass" => {
+                let pass = read_name(c, "a pass name")?;
+                self.origin_of(c, col, &name)?
+                    .origin
+                    .disabled_passes
+                    .push(pass);
+            }
             ".stream" => {
                 self.check_no_pending_loc()?;
                 let (name, scol) = c.word("an engine name")?;
@@ -1015,7 +1167,8 @@ impl Assembler {
                     col,
                     format!(
                         "unknown directive `{other}` (expected .preset, .hbm, .tensor, \
-                         .source, .locs, .stream or .loc)"
+                         .source, .locs, .origin, .origin-sha3, .origin-define, \
+                         .origin-dtype-policy, .origin-disable-pass, .stream or .loc)"
                     ),
                 ))
             }
@@ -1049,6 +1202,7 @@ pub fn assemble(text: &str) -> Result<Program, AsmError> {
         locs: vec![Vec::new(); NUM_STREAMS],
         current: None,
         pending_loc: None,
+        origin: None,
     };
     for (i, line) in text.lines().enumerate() {
         let mut c = AsmCursor::new(i + 1, line)?;
@@ -1068,6 +1222,17 @@ pub fn assemble(text: &str) -> Result<Program, AsmError> {
         }
     }
     a.check_no_pending_loc()?;
+    let origin = match a.origin {
+        None => None,
+        Some(o) if !o.has_hash => {
+            return Err(AsmError {
+                line: o.line,
+                col: 1,
+                message: "`.origin` needs an `.origin-sha3` line with the source's digest".into(),
+            })
+        }
+        Some(o) => Some(o.origin),
+    };
     let mut streams = Vec::with_capacity(NUM_STREAMS);
     let mut locs = Vec::new();
     for (stream, stream_locs) in a.streams.into_iter().zip(a.locs) {
@@ -1089,5 +1254,6 @@ pub fn assemble(text: &str) -> Result<Program, AsmError> {
         streams,
         source: a.source,
         locs: if a.has_locs { locs } else { Vec::new() },
+        origin,
     })
 }

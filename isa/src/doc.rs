@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use crate::{
     for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, Imm, Inst, Mem, Opcode,
     Preset, ReduceOp, Role, ScalarArg, TileAp, FORMAT_VERSION, MAGIC, MAX_HBM_DIMS,
-    MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_DMA_QUEUES, NUM_STREAMS,
+    MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, MIN_FORMAT_VERSION, NUM_DMA_QUEUES, NUM_STREAMS,
+    SOURCE_HASH_BYTES,
 };
 
 /// Documentation of an operand type: its name, its assembly syntax, its encoding.
@@ -659,7 +660,7 @@ unknown codes and trailing bytes, and reports each problem with its byte offset.
 | bytes | field | meaning |
 |---|---|---|
 | 8 | magic | `{magic_text}` ({magic_hex}) |
-| 2 | version | format version u16, currently {FORMAT_VERSION} |
+| 2 | version | format version u16, currently {FORMAT_VERSION} (version {MIN_FORMAT_VERSION} is still read: it has no origin section) |
 | 2 | preset | machine preset id u16 (0 = `default`) |
 | 8 | hbm_size | bytes of HBM the program uses, u64 |
 | 4 | tensor count | u32 |
@@ -670,8 +671,18 @@ unknown codes and trailing bytes, and reports each problem with its byte offset.
 | 1 | source flag | 0 or 1: a source file name follows (u32 length + UTF-8) |
 | 4 | location streams | u32: 0, or one list per stream |
 | ... | locations | per list: count u32, then per instruction a tag u8 (0 none; 1 then line u32, column u32) |
+| 1 | origin flag | version 2 and later: 0: no origin (end of file); 1: the origin section follows |
+| ... | origin | source path (u32 length + UTF-8), SHA3-256 of the source file's bytes ({SOURCE_HASH_BYTES} bytes), kernel name (u32 length + UTF-8), define count u32 then per define a name (u32 length + UTF-8) and a value i64, dtype policy u8 (0 `wide`, 1 `strict`), disabled pass count u32 then per pass a name (u32 length + UTF-8) |
 
 Nothing may follow the last section.
+
+The origin section records where a compiled program came from: the kernel source file
+(absolute path when the compiler could resolve it), a digest of its text, the kernel's
+name, the `-D` size overrides and the options that change the program (dtype policy,
+disabled passes). `tessera run PROGRAM.tbin --check` reads it to find the kernel again,
+refuses when the source is missing or its digest differs, and checks the outputs against
+the reference evaluator of that kernel with those sizes. Assembled programs have no origin
+unless their text gives one.
 
 ## Assembly syntax
 
@@ -688,6 +699,11 @@ Directives:
 | `.tensor x input f32 [128, 64] @0` | a tensor: name (bare identifier or a quoted string), role, dtype, shape, byte offset; in table order |
 | `.source \"kernel.tsr\"` | the source file name (quoted, with Rust string escapes) |
 | `.locs` | the program carries a location table (implied by any `.loc`) |
+| `.origin \"/src/k.tsr\" kernel matmul` | the program's origin: source path (quoted) and kernel name (bare or quoted); the `.origin-*` lines after it complete it |
+| `.origin-sha3 00ff...` | the SHA3-256 digest of the source, 64 hexadecimal digits (required with `.origin`) |
+| `.origin-define N 128` | one `-D` size override of the origin, in order |
+| `.origin-dtype-policy strict` | the origin's dtype policy: `wide` or `strict` |
+| `.origin-disable-pass fusion` | one disabled pass of the origin, in order |
 | `.stream tensor` | the following instructions belong to this stream: `tensor`, `vector`, `scalar`, `gpsimd`, `dma0` .. `dma15` |
 | `.loc 12:5` | the source line and column of the next instruction |
 
@@ -698,7 +714,9 @@ Streams may be given in any order, each once.
 
 Canonical text (what `disassemble` writes, and what `assemble` followed by `disassemble`
 reproduces exactly): `.preset`, `.hbm`, the `.tensor` lines, `.source` and `.locs` when
-present, then for every stream that holds more than a plain `end`, a blank line, `.stream
+present, the origin lines when there is an origin (`.origin`, `.origin-sha3`, one
+`.origin-define` per define, `.origin-dtype-policy`, one `.origin-disable-pass` per pass),
+then for every stream that holds more than a plain `end`, a blank line, `.stream
 NAME` and its instructions indented by four spaces, each preceded by its `.loc` if it has
 one. For every program that passes the verifier, `assemble(disassemble(p)) == p`.
 

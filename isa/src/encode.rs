@@ -12,14 +12,19 @@
 
 use crate::{
     for_each_op, ActFunc, Affine, AluOp, CmpOp, Dim, DmaAp, Dtype, Engine, HbmAp, HbmDim, Imm,
-    Inst, Mem, Op, Opcode, Preset, Program, ReduceOp, Role, ScalarArg, SrcLoc, Sync, TensorDecl,
-    TileAp, MAX_HBM_DIMS, MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
+    Inst, Mem, Op, Opcode, Origin, Preset, Program, ReduceOp, Role, ScalarArg, SrcLoc, Sync,
+    TensorDecl, TileAp, MAX_HBM_DIMS, MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
+    SOURCE_HASH_BYTES,
 };
 
 /// The first eight bytes of every `.tbin` file.
 pub const MAGIC: [u8; 8] = *b"TESSERA\0";
-/// The version of the `.tbin` format this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version of the `.tbin` format this crate writes. Version 2 added the origin section
+/// after the debug section; version 1 files (which end after the debug section) still load,
+/// without an origin.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest `.tbin` format version this crate reads.
+pub const MIN_FORMAT_VERSION: u16 = 1;
 
 /// Bit of the sync header that says a signal byte follows the waits.
 const SYNC_SIGNAL_BIT: u8 = 0x08;
@@ -38,7 +43,7 @@ pub enum DecodeError {
     },
     #[error("bad magic at byte 0: expected {expected:02x?} (\"TESSERA\\0\"), found {found:02x?}; not a .tbin file")]
     BadMagic { found: Vec<u8>, expected: [u8; 8] },
-    #[error("unsupported .tbin format version {found} at byte {offset} (this build reads version {expected})")]
+    #[error("unsupported .tbin format version {found} at byte {offset} (this build reads versions {MIN_FORMAT_VERSION} to {expected})")]
     BadVersion {
         offset: usize,
         found: u16,
@@ -579,6 +584,10 @@ const MIN_INST_BYTES: usize = 2;
 const MIN_TENSOR_BYTES: usize = 1 + 1 + 4 + 1 + 8;
 /// The smallest encoding of one stream's location list: its count.
 const MIN_LOC_STREAM_BYTES: usize = 4;
+/// The smallest encoding of an origin's define: an empty name and the value.
+const MIN_DEFINE_BYTES: usize = 4 + 8;
+/// The smallest encoding of an origin's disabled pass: an empty name.
+const MIN_PASS_NAME_BYTES: usize = 4;
 
 /// Encodes a program as a `.tbin` file (the format is documented in `ISA.md`).
 ///
@@ -649,7 +658,72 @@ pub fn encode_program(program: &Program) -> Vec<u8> {
             }
         }
     }
+
+    match &program.origin {
+        None => out.push(0),
+        Some(origin) => {
+            out.push(1);
+            encode_origin(origin, &mut out);
+        }
+    }
     out
+}
+
+/// Appends the origin section's body (after its flag byte); see `ISA.md`.
+fn encode_origin(origin: &Origin, out: &mut Vec<u8>) {
+    put_string(out, &origin.path);
+    out.extend_from_slice(&origin.source_sha3);
+    put_string(out, &origin.kernel);
+    let n = count_u32(origin.defines.len());
+    out.extend_from_slice(&n.to_le_bytes());
+    for (name, value) in origin.defines.iter().take(n as usize) {
+        put_string(out, name);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.push(origin.strict_dtypes as u8);
+    let n = count_u32(origin.disabled_passes.len());
+    out.extend_from_slice(&n.to_le_bytes());
+    for name in origin.disabled_passes.iter().take(n as usize) {
+        put_string(out, name);
+    }
+}
+
+/// Reads the origin section's body (after its flag byte), never panicking and never
+/// allocating more than the remaining bytes justify.
+fn decode_origin(r: &mut Reader<'_>) -> Result<Origin, DecodeError> {
+    let path = r.string("origin source path")?;
+    let source_sha3 = r.array::<SOURCE_HASH_BYTES>("origin source hash")?;
+    let kernel = r.string("origin kernel name")?;
+    let offset = r.offset();
+    let n = r.u32("origin define count")?;
+    let n = r.count(n as u64, MIN_DEFINE_BYTES, offset, "origin define")?;
+    let mut defines = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.string("origin define name")?;
+        let value = r.i64("origin define value")?;
+        defines.push((name, value));
+    }
+    let strict_dtypes = r.code("origin dtype policy", |b| (b <= 1).then_some(b == 1))?;
+    let offset = r.offset();
+    let n = r.u32("origin disabled pass count")?;
+    let n = r.count(
+        n as u64,
+        MIN_PASS_NAME_BYTES,
+        offset,
+        "origin disabled pass",
+    )?;
+    let mut disabled_passes = Vec::with_capacity(n);
+    for _ in 0..n {
+        disabled_passes.push(r.string("origin disabled pass name")?);
+    }
+    Ok(Origin {
+        path,
+        source_sha3,
+        kernel,
+        defines,
+        strict_dtypes,
+        disabled_passes,
+    })
 }
 
 /// Decodes a `.tbin` file. Never panics; every malformation is a [`DecodeError`] with the
@@ -671,7 +745,7 @@ pub fn decode_program(bytes: &[u8]) -> Result<Program, DecodeError> {
     }
     let offset = r.offset();
     let version = r.u16("format version")?;
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(DecodeError::BadVersion {
             offset,
             found: version,
@@ -783,6 +857,11 @@ pub fn decode_program(bytes: &[u8]) -> Result<Program, DecodeError> {
             locs.push(stream);
         }
     }
+    // Version 1 ends after the debug section; version 2 adds the origin section.
+    let mut origin = None;
+    if version >= 2 && r.code("origin section flag", |b| (b <= 1).then_some(b == 1))? {
+        origin = Some(decode_origin(&mut r)?);
+    }
     if r.remaining() != 0 {
         return Err(DecodeError::TrailingBytes {
             offset: r.offset(),
@@ -797,5 +876,6 @@ pub fn decode_program(bytes: &[u8]) -> Result<Program, DecodeError> {
         streams,
         source,
         locs,
+        origin,
     })
 }

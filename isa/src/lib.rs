@@ -69,6 +69,7 @@ pub use asm::{assemble, disassemble, AsmError};
 pub use doc::reference_doc;
 pub use encode::{
     decode_inst, decode_program, encode_inst, encode_program, DecodeError, FORMAT_VERSION, MAGIC,
+    MIN_FORMAT_VERSION,
 };
 pub use program::*;
 pub use types::*;

@@ -1,5 +1,8 @@
 //! The program: what a `.tbin` holds. HBM tensor table, one instruction stream per engine,
-//! the machine geometry it was built for, and optional source locations per instruction.
+//! the machine geometry it was built for, optional source locations per instruction, and
+//! optionally the origin of a compiled program (its source file, a hash of the source text
+//! and the options it was compiled with), so that the program can be checked against its
+//! kernel later.
 //!
 //! The byte format is written and read by `encode.rs`; the text form by `asm.rs`.
 
@@ -57,7 +60,7 @@ pub struct Geometry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Preset {
-    /// The defaults of `shared/spec/machine.md` (NeuronCore-v2-like).
+    /// The default machine (NeuronCore-v2-like); its geometry is below.
     Default = 0,
 }
 
@@ -121,6 +124,35 @@ pub struct Program {
     /// Empty `locs` means no debug information.
     pub source: Option<String>,
     pub locs: Vec<Vec<Option<SrcLoc>>>,
+    /// Where a compiled program came from; `None` for an assembled program and for every
+    /// program of format version 1.
+    pub origin: Option<Origin>,
+}
+
+/// The length of [`Origin::source_sha3`]: a SHA3-256 digest.
+pub const SOURCE_HASH_BYTES: usize = 32;
+
+/// The origin of a compiled program: enough to find its kernel again and to tell whether
+/// the source changed since, so that a run of the program can be checked against the
+/// reference evaluator of the very kernel it was compiled from.
+///
+/// The ISA gives these fields no meaning of its own; the compiler writes them and reads
+/// them back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The source file's path, absolute when the compiler could resolve it.
+    pub path: String,
+    /// The SHA3-256 digest of the source file's bytes.
+    pub source_sha3: [u8; SOURCE_HASH_BYTES],
+    /// The name of the kernel compiled.
+    pub kernel: String,
+    /// The size overrides (`-D NAME=INT`) given, in the order given.
+    pub defines: Vec<(String, i64)>,
+    /// Whether every intermediate was rounded to its language dtype (`--dtype-policy
+    /// strict`) rather than possibly kept wider (`wide`).
+    pub strict_dtypes: bool,
+    /// The optimising passes switched off (`--disable-pass`), in the order given.
+    pub disabled_passes: Vec<String>,
 }
 
 impl Program {
@@ -135,6 +167,7 @@ impl Program {
                 .collect(),
             source: None,
             locs: Vec::new(),
+            origin: None,
         }
     }
 

@@ -129,8 +129,85 @@ fn bad_version() {
     );
     assert_eq!(
         err.to_string(),
-        "unsupported .tbin format version 9 at byte 8 (this build reads version 1)"
+        "unsupported .tbin format version 9 at byte 8 (this build reads versions 1 to 2)"
     );
+}
+
+/// A version 1 file (written before the origin section existed) still loads, without an
+/// origin; the same bytes marked version 2 lack the origin flag, which is an error.
+#[test]
+fn version_1_files_still_load() {
+    let mut p = common::small_program();
+    p.origin = None;
+    let mut bytes = encode_program(&p);
+    assert_eq!(bytes.pop(), Some(0), "the last byte is the origin flag");
+    assert!(matches!(
+        decode_program(&bytes),
+        Err(DecodeError::Truncated {
+            what: "origin section flag",
+            ..
+        })
+    ));
+    bytes[VERSION..VERSION + 2].copy_from_slice(&1u16.to_le_bytes());
+    assert_eq!(decode_program(&bytes), Ok(p));
+}
+
+/// A malformed origin section is an error naming what is wrong, never a panic.
+#[test]
+fn malformed_origin_section() {
+    let p = common::small_program();
+    let origin = p.origin.clone().expect("the small program has an origin");
+    let bytes = encode_program(&p);
+    // The origin section is the last part of the file: flag, path, hash, kernel, defines,
+    // policy, passes.
+    let start = bytes.len()
+        - (1 + 4
+            + origin.path.len()
+            + 32
+            + 4
+            + origin.kernel.len()
+            + 4
+            + (4 + 1 + 8)
+            + 1
+            + 4
+            + (4 + "fusion".len()));
+    assert_eq!(bytes[start], 1, "origin flag");
+    let mut bad_flag = bytes.clone();
+    bad_flag[start] = 2;
+    assert!(matches!(
+        decode_program(&bad_flag),
+        Err(DecodeError::BadEnum {
+            what: "origin section flag",
+            ..
+        })
+    ));
+    let policy = bytes.len() - (1 + 4 + 4 + "fusion".len());
+    let mut bad_policy = bytes.clone();
+    bad_policy[policy] = 7;
+    assert_eq!(
+        decode_program(&bad_policy),
+        Err(DecodeError::BadEnum {
+            offset: policy,
+            what: "origin dtype policy",
+            value: 7
+        })
+    );
+    let defines = start + 1 + 4 + origin.path.len() + 32 + 4 + origin.kernel.len();
+    let mut huge_count = bytes.clone();
+    huge_count[defines..defines + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        decode_program(&huge_count),
+        Err(DecodeError::LengthTooLarge {
+            what: "origin define",
+            ..
+        })
+    ));
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        decode_program(&trailing),
+        Err(DecodeError::TrailingBytes { .. })
+    ));
 }
 
 #[test]
@@ -452,8 +529,31 @@ fn assembly_errors_say_where_and_what() {
         (".stream dma1\n.stream dma1", "2:9: stream `dma1` is given twice"),
         (
             ".frob 1",
-            "1:1: unknown directive `.frob` (expected .preset, .hbm, .tensor, .source, .locs, .stream or .loc)",
+            "1:1: unknown directive `.frob` (expected .preset, .hbm, .tensor, .source, .locs, \
+             .origin, .origin-sha3, .origin-define, .origin-dtype-policy, .origin-disable-pass, \
+             .stream or .loc)",
         ),
+        (
+            ".origin-define N 4",
+            "1:1: `.origin-define` needs an `.origin` line before it",
+        ),
+        (
+            ".origin \"k.tsr\" kernel k\n.origin-define N 4",
+            "1:1: `.origin` needs an `.origin-sha3` line with the source's digest",
+        ),
+        (
+            ".origin \"k.tsr\" kernel k\n.origin-sha3 abc",
+            "2:14: expected a SHA3-256 digest (64 hexadecimal digits)",
+        ),
+        (
+            ".origin \"k.tsr\" kernel k\n.origin-dtype-policy loose",
+            "2:22: unknown dtype policy `loose` (expected wide or strict)",
+        ),
+        (
+            ".origin \"k.tsr\" kernel k\n.origin \"k.tsr\" kernel k",
+            "2:1: `.origin` is given twice",
+        ),
+        (".origin k.tsr", "1:9: expected a quoted source path, found `k.tsr`"),
         (".preset huge", "1:9: unknown preset `huge` (known: default)"),
         (".hbm 1\n.hbm 2", "2:1: `.hbm` is given twice"),
         (".hbm -1", "1:6: the HBM size in bytes -1 is out of range"),

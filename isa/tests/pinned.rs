@@ -233,17 +233,18 @@ fn pinned_rows_verify() {
     }
 }
 
-/// The header of a `.tbin` file, byte for byte, for an empty program.
+/// The header of a `.tbin` file, byte for byte, for an empty program: format version 2,
+/// then after the streams the debug flag and the origin flag, both 0.
 #[test]
 fn pinned_empty_program_bytes() {
     let mut p = Program::new(Preset::Default);
     p.hbm_size = 0x0102;
     let bytes = encode_program(&p);
     let mut expected =
-        String::from("54 45 53 53 45 52 41 00 01 00 00 00 02 01 00 00 00 00 00 00 00 00 00 00 14");
+        String::from("54 45 53 53 45 52 41 00 02 00 00 00 02 01 00 00 00 00 00 00 00 00 00 00 14");
     for i in 0..NUM_STREAMS {
         expected.push_str(&format!(" {i:02x} 02 00 00 00 01 00 00 00 01 00"));
     }
-    expected.push_str(" 00");
+    expected.push_str(" 00 00");
     assert_eq!(hex(&bytes), expected);
 }

@@ -504,8 +504,9 @@ pub fn program(max_per_stream: usize) -> BoxedStrategy<Program> {
         prop::option::of(any::<String>()),
         any::<bool>(),
         any::<u64>(),
+        prop::option::of(origin()),
     )
-        .prop_map(|(tensors, streams, source, with_locs, seed)| {
+        .prop_map(|(tensors, streams, source, with_locs, seed, origin)| {
             let mut rng = seed;
             let mut next = move || {
                 rng = rng
@@ -537,9 +538,32 @@ pub fn program(max_per_stream: usize) -> BoxedStrategy<Program> {
                 streams,
                 source,
                 locs,
+                origin,
             }
         })
         .boxed()
+}
+
+/// The origin of a compiled program: names plain mostly, sometimes arbitrary text.
+fn origin() -> impl Strategy<Value = Origin> {
+    (
+        any::<String>(),
+        any::<[u8; SOURCE_HASH_BYTES]>(),
+        name_prefix(),
+        vec((name_prefix(), any::<i64>()), 0..3),
+        any::<bool>(),
+        vec(name_prefix(), 0..3),
+    )
+        .prop_map(
+            |(path, source_sha3, kernel, defines, strict_dtypes, disabled_passes)| Origin {
+                path,
+                source_sha3,
+                kernel,
+                defines,
+                strict_dtypes,
+                disabled_passes,
+            },
+        )
 }
 
 /// A small, fixed, valid program that uses every opcode, for exhaustive byte tests.
@@ -550,6 +574,11 @@ pub fn small_program() -> Program {
 .tensor x input bf16 [4, 8] @0
 .tensor y output f32 [4, 8] @64
 .source \"k.tsr\"
+.origin \"/src/k.tsr\" kernel k
+.origin-sha3 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+.origin-define N 128
+.origin-dtype-policy strict
+.origin-disable-pass fusion
 
 .stream tensor
     .loc 3:4

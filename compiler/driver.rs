@@ -536,15 +536,21 @@ pub fn program_with_source(
             origin.kernel, origin.path
         )));
     }
-    let mut c = Compilation::new(
-        func,
-        PassOptions {
+    // The kernel is compiled again with the recorded options, so that the reference sees
+    // the tensor IR and the grouping the program was made from (the casts a flash-lowered
+    // attention relaxes, `Grouping::relaxed_casts`); the program run is the decoded one.
+    let recompile = CompileOptions {
+        kernel: Some(origin.kernel.clone()),
+        defines: origin.defines.clone(),
+        passes: PassOptions {
             strict_dtypes: origin.strict_dtypes,
             disabled: origin.disabled_passes.clone(),
             ..PassOptions::default()
         },
-    );
-    c.source = Some((src.name, src.text));
+        dump_after: None,
+        verify_ir: false,
+    };
+    let mut c = compile(&src, &recompile, &mut String::new())?;
     c.program = Some(program);
     Ok(c)
 }

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::attention_gen;
 use common::bisect::{self, Verdict};
 use common::kernel_gen::{self, Config};
 use common::{run_case, Outcome};
@@ -154,6 +155,85 @@ fn compiled_kernels_match_the_reference() {
             shown.join("\n----------------------------------------\n")
         );
     }
+}
+
+/// Whether the default pipeline gives `text`'s attention to the flash lowering.
+fn flash_lowered(text: &str) -> bool {
+    let source = driver::Source {
+        name: "attn.tsr".to_string(),
+        text: text.to_string(),
+    };
+    driver::compile(
+        &source,
+        &driver::CompileOptions::default(),
+        &mut String::new(),
+    )
+    .ok()
+    .and_then(|c| c.groups)
+    .is_some_and(|g| {
+        g.groups
+            .iter()
+            .any(|g| matches!(g.root, tessera::passes::fusion::Root::Attention(_)))
+    })
+}
+
+/// The attention mode: kernels from `common::attention_gen` (producers of q, k and v,
+/// transposed and reshaped operands, every dtype for the probabilities and the output,
+/// head and batch axes, masks, results used twice), each under the default policy and
+/// under strict. `TESSERA_ATTN_CASES` (default 300) and `TESSERA_ATTN_SEED` as for the
+/// chains; the coverage of each composition is printed.
+#[test]
+fn attention_compositions_match_the_reference() {
+    let cases = env_u64("TESSERA_ATTN_CASES", DEFAULT_CASES);
+    let first = env_u64("TESSERA_ATTN_SEED", DEFAULT_SEED);
+    let start = Instant::now();
+    let failures = Mutex::new(Vec::new());
+    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = attention_gen::generate_attention(seed);
+        let flash = flash_lowered(&k.source);
+        {
+            let mut c = coverage.lock().unwrap();
+            for f in k.features.iter().chain([&format!("flash:{flash}")]) {
+                *c.entry(f.clone()).or_default() += 1;
+            }
+        }
+        for strict in [false, true] {
+            let options = PassOptions {
+                strict_dtypes: strict,
+                ..PassOptions::default()
+            };
+            let outcome = run_case(&k.source, &options, seed);
+            if !outcome.is_match() {
+                let policy = if strict { "strict" } else { "wide" };
+                failures.lock().unwrap().push(format!(
+                    "seed {seed} (replay: TESSERA_ATTN_SEED={seed} TESSERA_ATTN_CASES=1), {policy}: {}\n{}",
+                    truncate(&outcome.describe(), 30),
+                    k.source
+                ));
+            }
+        }
+    });
+    let coverage: Vec<String> = coverage
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|(f, n)| format!("{f} {n}"))
+        .collect();
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "attention: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
+        start.elapsed().as_secs_f64(),
+        failures.len(),
+        coverage.join(", ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
+    );
 }
 
 /// The generator's side on its own: every kernel checks, lowers, verifies and evaluates on

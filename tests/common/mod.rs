@@ -7,6 +7,7 @@
 //! silenced for the module as a whole.
 #![allow(dead_code)]
 
+pub mod attention_gen;
 pub mod bisect;
 pub mod kernel_gen;
 

@@ -1,7 +1,7 @@
 //! The driver: what each CLI command does, as library functions that return data and
 //! errors with their exit codes. `main.rs` only parses flags, calls these and prints.
 //!
-//! Exit codes (cli.md): 0 success; 1 an error in the user's program or inputs; 2 bad
+//! Exit codes (README.md): 0 success; 1 an error in the user's program or inputs; 2 bad
 //! command-line usage; 3 `--check` found a mismatch. An internal compiler error also exits
 //! 1, with a message that says it is a bug.
 
@@ -472,7 +472,7 @@ fn parse_named<T>(
     Ok(out)
 }
 
-/// The file `run` writes result `index` to: `DIR/out0.npy`, `DIR/out1.npy`, ... (cli.md).
+/// The file `run` writes result `index` to: `DIR/out0.npy`, `DIR/out1.npy`, ... (README.md).
 pub fn output_path(out_dir: &Path, index: usize) -> PathBuf {
     out_dir.join(format!("out{index}.npy"))
 }
@@ -626,7 +626,7 @@ pub fn params_of(func: &Function) -> Vec<ParamSpec> {
 
 /// The dtype whose tolerance `--check` applies to result `index` of `func`: the coarsest
 /// dtype of any value computed on the way to it (the result's own included; inputs and
-/// constants are exact on both sides). dsl.md lets compiled code keep an intermediate wider
+/// constants are exact on both sides). The language lets compiled code keep an intermediate wider
 /// than the language says, and the reference rounds it: a result in f32 computed from a
 /// bf16 intermediate may differ from the reference by about that intermediate's rounding,
 /// which only the intermediate's tolerance allows for (`rsqrt(abs(x) + 0.5) + y` with a

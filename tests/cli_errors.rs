@@ -1,5 +1,5 @@
-//! Every error class of the command line (shared/spec/cli.md) and of the language
-//! (shared/spec/dsl.md, Errors), driven through the binary: one table of cases, each with
+//! Every error class of the command line (README.md) and of the language
+//! (`docs/language.md`, Errors), driven through the binary: one table of cases, each with
 //! its exit code and an insta snapshot of its stderr (`tests/snapshots/cli_errors__*`).
 //! For every case stdout must be empty (it holds only requested output) and the output
 //! folder must hold nothing new (no partial or temporary file is left behind).
@@ -178,7 +178,7 @@ const fn case(name: &'static str, args: &'static [&'static str], exit: i32) -> C
     Case { name, args, exit }
 }
 
-/// Every error class, with its exit code (cli.md: 1 user program or input, 2 usage).
+/// Every error class, with its exit code (README.md: 1 user program or input, 2 usage).
 const CASES: &[Case] = &[
     // Usage (2).
     case("unknown_flag", &["run", "one.tsr", "--no-such-flag"], 2),

@@ -1,4 +1,4 @@
-//! How the binary reads and writes files and streams (shared/spec/cli.md): stdout that
+//! How the binary reads and writes files and streams (README.md): stdout that
 //! fails or closes early, programs recognised by their magic bytes, `.npy` inputs in any
 //! byte order or through a pipe, endless inputs and paths that are not files, output paths
 //! that are symbolic links or FIFOs, `--check`'s maxima when an output is NaN, and a
@@ -508,7 +508,7 @@ fn twice_random_out0() -> Vec<f32> {
     x.data.iter().map(|v| v * 2.0).collect()
 }
 
-/// `--check` allows for the wider intermediates dsl.md permits: an f32 result computed from
+/// `--check` allows for the wider intermediates the language permits: an f32 result computed from
 /// a bf16 intermediate is held to bf16's tolerance (it failed with f32's, 7.8e-3 off), and
 /// `run --dtype-policy strict` rounds every intermediate as the reference does, so the
 /// result is exact.

@@ -57,7 +57,7 @@ pub struct Geometry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Preset {
-    /// The defaults of `shared/spec/machine.md` (NeuronCore-v2-like).
+    /// The machine of `docs/machine.md` (NeuronCore-v2-like).
     Default = 0,
 }
 

@@ -547,7 +547,8 @@ pub fn type_text(dtype: Dtype, shape: &[u64]) -> String {
     format!("{dtype}[{}]", dims.join(", "))
 }
 
-/// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even).
+/// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even;
+/// untyped 1- and 2-byte data, as ml_dtypes writes bf16 and FP8, is taken bit for bit).
 /// The file is read as a stream, by the size its header declares, and its shape is checked
 /// before its data is read, so that an endless or huge input never hangs the run.
 fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
@@ -563,8 +564,17 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
             type_text(p.dtype, &p.shape)
         )));
     }
+    // Untyped (void) data is read as the bits of the parameter's dtype, so it must be as wide.
+    reader.check_dtype(p.dtype).map_err(|e| {
+        let ty = type_text(p.dtype, &p.shape);
+        DriverError::Input(format!(
+            "{}: input `{}` ({ty}): {e}",
+            path.display(),
+            p.name
+        ))
+    })?;
     let array = reader.read_data().map_err(in_file)?;
-    let data = array.round_to(p.dtype);
+    let data = array.round_to(p.dtype).map_err(in_file)?;
     Ok(HostTensor {
         dtype: p.dtype,
         shape: p.shape.clone(),

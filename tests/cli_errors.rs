@@ -137,6 +137,10 @@ fn setup(dir: &Path) {
     w("x_ok.npy", &npy(&[2, 3]));
     w("x_shape.npy", &npy(&[3, 2]));
     w("x_dtype.npy", &patch(&npy(&[2, 3]), "<f4", "<i4"));
+    // Untyped 1-byte data (ml_dtypes' FP8) for an f32 parameter: 6 bytes of data, not 24.
+    let mut void = patch(&npy(&[2, 3]), "<f4", "|V1");
+    void.truncate(void.len() - 18);
+    w("x_void_width.npy", &void);
     let ok = npy(&[2, 3]);
     w("x_truncated.npy", &ok[..ok.len() - 7]);
     w("x_not_npy.npy", b"x,y\n1,2\n");
@@ -304,6 +308,11 @@ const CASES: &[Case] = &[
     case(
         "input_wrong_dtype",
         &["run", "one.tsr", "-i", "x=x_dtype.npy", "-o", "out"],
+        1,
+    ),
+    case(
+        "input_void_width",
+        &["run", "one.tsr", "-i", "x=x_void_width.npy", "-o", "out"],
         1,
     ),
     case(

@@ -1,7 +1,7 @@
 //! The driver: what each CLI command does, as library functions that return data and
 //! errors with their exit codes. `main.rs` only parses flags, calls these and prints.
 //!
-//! Exit codes (cli.md): 0 success; 1 an error in the user's program or inputs; 2 bad
+//! Exit codes (README.md): 0 success; 1 an error in the user's program or inputs; 2 bad
 //! command-line usage; 3 `--check` found a mismatch. An internal compiler error also exits
 //! 1, with a message that says it is a bug.
 
@@ -704,7 +704,7 @@ fn parse_named<T>(
     Ok(out)
 }
 
-/// The file `run` writes result `index` to: `DIR/out0.npy`, `DIR/out1.npy`, ... (cli.md).
+/// The file `run` writes result `index` to: `DIR/out0.npy`, `DIR/out1.npy`, ... (README.md).
 pub fn output_path(out_dir: &Path, index: usize) -> PathBuf {
     out_dir.join(format!("out{index}.npy"))
 }
@@ -779,7 +779,8 @@ pub fn type_text(dtype: Dtype, shape: &[u64]) -> String {
     format!("{dtype}[{}]", dims.join(", "))
 }
 
-/// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even).
+/// Loads one `.npy` input and converts it to the parameter's dtype (round to nearest even;
+/// untyped 1- and 2-byte data, as ml_dtypes writes bf16 and FP8, is taken bit for bit).
 /// The file is read as a stream, by the size its header declares, and its shape is checked
 /// before its data is read, so that an endless or huge input never hangs the run.
 fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
@@ -795,8 +796,17 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
             type_text(p.dtype, &p.shape)
         )));
     }
+    // Untyped (void) data is read as the bits of the parameter's dtype, so it must be as wide.
+    reader.check_dtype(p.dtype).map_err(|e| {
+        let ty = type_text(p.dtype, &p.shape);
+        DriverError::Input(format!(
+            "{}: input `{}` ({ty}): {e}",
+            path.display(),
+            p.name
+        ))
+    })?;
     let array = reader.read_data().map_err(in_file)?;
-    let data = array.round_to(p.dtype);
+    let data = array.round_to(p.dtype).map_err(in_file)?;
     Ok(HostTensor {
         dtype: p.dtype,
         shape: p.shape.clone(),

@@ -1,6 +1,6 @@
-//! The `tessera` command line (shared/spec/cli.md): flag parsing and printing only; the
+//! The `tessera` command line (README.md lists the commands): flag parsing and printing only; the
 //! work is done by `tessera::driver`. stdout holds only the requested output; every error
-//! goes to stderr as one readable message, with the exit code cli.md gives.
+//! goes to stderr as one readable message, with the exit code README.md gives.
 //!
 //! Nothing here uses `print!` or `println!`, which panic when stdout fails: every write to
 //! stdout goes through [`write_stdout`], which turns a failed write (a full disk,

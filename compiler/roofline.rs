@@ -1,4 +1,4 @@
-//! The roofline bound of a kernel (machine.md, "What the timing model reports"): the time
+//! The roofline bound of a kernel (`docs/machine.md`, "The roofline bound"): the time
 //! the kernel cannot beat on the machine, computed from tensor IR alone — never from the
 //! emitted instructions, so emitting more or other code cannot make it look better.
 //!

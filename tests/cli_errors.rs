@@ -1,5 +1,5 @@
-//! Every error class of the command line (shared/spec/cli.md) and of the language
-//! (shared/spec/dsl.md, Errors), driven through the binary: one table of cases, each with
+//! Every error class of the command line (README.md) and of the language
+//! (`docs/language.md`, Errors), driven through the binary: one table of cases, each with
 //! its exit code and an insta snapshot of its stderr (`tests/snapshots/cli_errors__*`).
 //! For every case stdout must be empty (it holds only requested output) and the output
 //! folder must hold nothing new (no partial or temporary file is left behind).
@@ -137,6 +137,10 @@ fn setup(dir: &Path) {
     w("x_ok.npy", &npy(&[2, 3]));
     w("x_shape.npy", &npy(&[3, 2]));
     w("x_dtype.npy", &patch(&npy(&[2, 3]), "<f4", "<i4"));
+    // Untyped 1-byte data (ml_dtypes' FP8) for an f32 parameter: 6 bytes of data, not 24.
+    let mut void = patch(&npy(&[2, 3]), "<f4", "|V1");
+    void.truncate(void.len() - 18);
+    w("x_void_width.npy", &void);
     let ok = npy(&[2, 3]);
     w("x_truncated.npy", &ok[..ok.len() - 7]);
     w("x_not_npy.npy", b"x,y\n1,2\n");
@@ -178,7 +182,7 @@ const fn case(name: &'static str, args: &'static [&'static str], exit: i32) -> C
     Case { name, args, exit }
 }
 
-/// Every error class, with its exit code (cli.md: 1 user program or input, 2 usage).
+/// Every error class, with its exit code (README.md: 1 user program or input, 2 usage).
 const CASES: &[Case] = &[
     // Usage (2).
     case("unknown_flag", &["run", "one.tsr", "--no-such-flag"], 2),
@@ -309,6 +313,11 @@ const CASES: &[Case] = &[
     case(
         "input_wrong_dtype",
         &["run", "one.tsr", "-i", "x=x_dtype.npy", "-o", "out"],
+        1,
+    ),
+    case(
+        "input_void_width",
+        &["run", "one.tsr", "-i", "x=x_void_width.npy", "-o", "out"],
         1,
     ),
     case(

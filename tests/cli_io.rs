@@ -1,6 +1,7 @@
-//! How the binary reads and writes files and streams (shared/spec/cli.md): stdout that
+//! How the binary reads and writes files and streams (README.md): stdout that
 //! fails or closes early, programs recognised by their magic bytes, `.npy` inputs in any
-//! byte order or through a pipe, endless inputs and paths that are not files, output paths
+//! byte order or through a pipe, float16 and ml_dtypes' untyped bf16 and FP8 inputs read
+//! bit for bit, endless inputs and paths that are not files, output paths
 //! that are symbolic links or FIFOs, `--check`'s maxima when an output is NaN, and a
 //! parameter named like a result file. Every case is driven through the binary, with a
 //! time limit so that a hang fails the test instead of stalling it.
@@ -104,7 +105,7 @@ fn npy_values(path: &Path) -> Vec<f32> {
     let array = runtime::npy::read_npy(&std::fs::read(path).unwrap()).unwrap();
     match array.data {
         runtime::npy::NpyData::F32(v) => v,
-        runtime::npy::NpyData::F64(_) => panic!("the binary writes float32"),
+        other => panic!("the binary writes float32, not {other:?}"),
     }
 }
 
@@ -259,6 +260,175 @@ fn npy_inputs_in_any_byte_order_and_through_a_pipe() {
         1,
         "4 bytes after its data",
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `.npy` file written by hand as `numpy.save` lays it out: magic, version 1.0, the
+/// header length, the header dict padded with spaces so that the data starts at a multiple
+/// of 64 bytes, a newline, then `data`.
+fn npy_raw(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Little-endian bytes of 16-bit codes.
+fn le16(codes: &[u16]) -> Vec<u8> {
+    codes.iter().flat_map(|c| c.to_le_bytes()).collect()
+}
+
+/// Runs a kernel that takes `x: DTYPE[2, 4]` and returns it converted to f32, with `file`
+/// as `x`.
+fn widen(dir: &Path, dtype: &str, file: &[u8]) -> Output {
+    let kernel =
+        format!("kernel widen(x: {dtype}[2, 4]) -> f32[2, 4] {{\n    return x as f32;\n}}\n");
+    std::fs::write(dir.join("widen.tsr"), kernel).unwrap();
+    std::fs::write(dir.join("x.npy"), file).unwrap();
+    tessera(dir, &["run", "widen.tsr", "-i", "x=x.npy", "-o", "o"])
+}
+
+/// The bits of the f32 values [`widen`] wrote, after checking that it succeeded.
+fn widened(dir: &Path, out: &Output) -> Vec<u32> {
+    ok(out);
+    let values = npy_values(&dir.join("o/out0.npy"));
+    values.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn npy_inputs_in_float16_and_ml_dtypes_raw_bits() {
+    let dir = scratch("narrow");
+    // float16: 1, -0, the smallest subnormal, the largest finite, -inf, 1/3, 1 + 2^-8 +
+    // 2^-10 and -5, each exact in f32.
+    let f16 = [
+        0x3c00, 0x8000, 0x0001, 0x7bff, 0xfc00, 0x3555, 0x3c05, 0xc500,
+    ];
+    let f16_as_f32 = [
+        0x3f80_0000,
+        0x8000_0000,
+        0x3380_0000,
+        0x477f_e000,
+        0xff80_0000,
+        0x3eaa_a000,
+        0x3f80_a000,
+        0xc0a0_0000,
+    ];
+    let big: Vec<u8> = f16.iter().flat_map(|c: &u16| c.to_be_bytes()).collect();
+    for (descr, data) in [("<f2", le16(&f16)), (">f2", big)] {
+        let file = npy_raw(descr, "(2, 4)", &data);
+        assert_eq!(
+            widened(&dir, &widen(&dir, "f16", &file)),
+            f16_as_f32,
+            "{descr}"
+        );
+        assert_eq!(
+            widened(&dir, &widen(&dir, "f32", &file)),
+            f16_as_f32,
+            "{descr}"
+        );
+    }
+    // Into a bf16 parameter, float16 values are rounded by the language's rule: 65504 to
+    // 65536, 1/3 and 1 + 2^-8 + 2^-10 up to the next bf16.
+    let file = npy_raw("<f2", "(2, 4)", &le16(&f16));
+    assert_eq!(
+        widened(&dir, &widen(&dir, "bf16", &file)),
+        [
+            0x3f80_0000,
+            0x8000_0000,
+            0x3380_0000,
+            0x4780_0000,
+            0xff80_0000,
+            0x3eab_0000,
+            0x3f81_0000,
+            0xc0a0_0000
+        ]
+    );
+
+    // 2-byte void data (what numpy.save writes for an ml_dtypes bfloat16 array): the bits
+    // of the bf16 (or f16) parameter.
+    let v2 = [
+        0x3f80, 0x8000, 0x0001, 0x477f, 0xc780, 0x3eab, 0xc0a0, 0x4049,
+    ];
+    for descr in ["<V2", "|V2"] {
+        let file = npy_raw(descr, "(2, 4)", &le16(&v2));
+        let as_bf16: Vec<u32> = v2.iter().map(|&c| u32::from(c) << 16).collect();
+        assert_eq!(
+            widened(&dir, &widen(&dir, "bf16", &file)),
+            as_bf16,
+            "{descr}"
+        );
+        assert_eq!(
+            widened(&dir, &widen(&dir, "f16", &file)),
+            [
+                0x3ff0_0000,
+                0x8000_0000,
+                0x3380_0000,
+                0x40ef_e000,
+                0xc0f0_0000,
+                0x3fd5_6000,
+                0xc014_0000,
+                0x4009_2000
+            ],
+            "{descr}"
+        );
+    }
+
+    // 1-byte void data (ml_dtypes' FP8 types): the two formats cannot be told apart, so
+    // the parameter's dtype decides what the same bytes mean.
+    let v1 = [0x38u8, 0x80, 0x01, 0x7b, 0xfa, 0x08, 0x47, 0xb4];
+    let file = npy_raw("|V1", "(2, 4)", &v1);
+    assert_eq!(
+        widened(&dir, &widen(&dir, "f8e4m3", &file)),
+        [
+            0x3f80_0000,
+            0x8000_0000,
+            0x3b00_0000,
+            0x43b0_0000,
+            0xc3a0_0000,
+            0x3c80_0000,
+            0x4070_0000,
+            0xbf40_0000
+        ]
+    );
+    assert_eq!(
+        widened(&dir, &widen(&dir, "f8e5m2", &file)),
+        [
+            0x3f00_0000,
+            0x8000_0000,
+            0x3780_0000,
+            0x4760_0000,
+            0xc740_0000,
+            0x3900_0000,
+            0x40e0_0000,
+            0xbe80_0000
+        ]
+    );
+
+    // A void width that is not the parameter's is refused, naming the parameter, the
+    // file's dtype and the parameter's dtype.
+    let cases = [
+        ("<V2", le16(&v2), "f8e4m3"),
+        ("|V1", v1.to_vec(), "bf16"),
+        ("|V1", v1.to_vec(), "f32"),
+    ];
+    for (descr, data, dtype) in cases {
+        let out = widen(&dir, dtype, &npy_raw(descr, "(2, 4)", &data));
+        for needle in [
+            "input `x`".to_string(),
+            format!("'{descr}'"),
+            format!("{dtype}[2, 4]"),
+            format!("but {dtype} has"),
+        ] {
+            fails(&out, 1, &needle);
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -518,7 +688,7 @@ fn twice_random_out0() -> Vec<f32> {
     x.data.iter().map(|v| v * 2.0).collect()
 }
 
-/// `--check` allows for the wider intermediates dsl.md permits: an f32 result computed from
+/// `--check` allows for the wider intermediates the language permits: an f32 result computed from
 /// a bf16 intermediate is held to bf16's tolerance (it failed with f32's, 7.8e-3 off), and
 /// `run --dtype-policy strict` rounds every intermediate as the reference does, so the
 /// result is exact.

@@ -906,13 +906,13 @@ fn commit() -> String {
 }
 
 /// Why attention cannot reach its target with the compiler's current algorithms, and how
-/// close the odd matmul is to its own, from the costs of `shared/spec/machine.md` (kept with the table, so that
-/// `--write-md` never loses it).
+/// close the odd matmul is to its own, from the costs of `docs/machine.md` (kept with the
+/// table, so that `--write-md` never loses it).
 const CEILINGS: &str = "\
 ### Ceilings of the two hardest kernels
 
 Both are limited by work the roofline bound does not count but the machine model makes \
-unavoidable for the algorithm the compiler uses; the arithmetic uses machine.md's costs.
+unavoidable for the algorithm the compiler uses; the arithmetic uses the costs of `docs/machine.md`.
 
 - **bf16 matmul 1000 x 1500 x 700 (target 0.75, met by 10 cycles).** A is row-major, so \
 its K axis is contiguous and it must be transposed to put K on partitions: a DMA with \
@@ -1021,7 +1021,7 @@ fn markdown(results: &Results) -> String {
          - An 8192^3 bf16 matmul on an H100 runs at about 80% of its dense peak.\n\
          - SCALE-Sim's fold model gives 91.5% utilisation (weight-stationary) for a 4096^3 \
          matmul on a 128 x 128 systolic array.\n\n\
-         Our efficiencies are against a simulated machine (`shared/spec/machine.md`), whose \
+         Our efficiencies are against a simulated machine (`docs/machine.md`), whose \
          timing model is simpler than real hardware: they say how close the compiler's schedule \
          comes to the model's bound, not what a Trainium would measure.\n",
         date = today(),

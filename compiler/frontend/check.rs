@@ -2,7 +2,7 @@
 //! of every value and checks the kernel against its signature, producing the checked
 //! kernel of `typed.rs`.
 //!
-//! The rules are those of the language contract (dsl.md): NumPy broadcasting, weak
+//! The rules are those of the language (`docs/language.md`): NumPy broadcasting, weak
 //! scalars, promotion of mixed dtypes to f32, `@` as NumPy `matmul` giving f32, exact
 //! result types. Scalar-only subexpressions are folded in f64, so every `Scalar` the
 //! checked kernel holds meets a tensor. A scalar `let` is inlined at its uses and is not

@@ -31,7 +31,7 @@ const GROUPS: usize = 4;
 /// indices of its widest-strided dimensions) before falling back to bounding boxes.
 const MAX_PIECES: u64 = 256;
 
-/// The allowed start partitions of a tile of `count` partitions (machine.md).
+/// The allowed start partitions of a tile of `count` partitions (`docs/machine.md`, "Memories").
 pub(crate) fn allowed_starts(count: u32) -> &'static [u32] {
     match count {
         65.. => &[0],

@@ -1,7 +1,7 @@
 //! Body of the fuzz target `npy`: arbitrary bytes -> `runtime::npy::read_npy`. It must
 //! never panic or allocate more than the input's size; an array it returns must be
 //! consistent (its element count is the product of its shape, 0 when a dim is 0) and
-//! survive writing as float32 and reading back.
+//! survive conversion to a dtype of its width, writing as float32 and reading back.
 
 /// Runs the target on one input.
 pub fn fuzz_npy(data: &[u8]) {
@@ -27,7 +27,15 @@ pub fn fuzz_npy(data: &[u8]) {
     let _ = array.shape_string();
     let _ = array.dtype_name();
     let _ = array.round_to(isa::Dtype::Bf16);
-    let values = array.round_to(isa::Dtype::F32);
+    // Untyped data is read as the bits of a dtype of its width; every other kind as f32.
+    let dtype = match array.data {
+        runtime::npy::NpyData::Void1(_) => isa::Dtype::F8E4M3,
+        runtime::npy::NpyData::Void2(_) => isa::Dtype::Bf16,
+        _ => isa::Dtype::F32,
+    };
+    let values = array
+        .round_to(dtype)
+        .expect("a dtype of the data's width reads");
     let bytes = runtime::npy::write_npy(&array.shape, &values);
     let back = runtime::npy::read_npy(&bytes).expect("a written .npy reads back");
     assert_eq!(back.shape, array.shape);

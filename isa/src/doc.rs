@@ -737,9 +737,9 @@ Example:
   inside the partition's memory, and a PSUM tile inside one bank.
 - HBM patterns: 1 to {MAX_HBM_DIMS} dimensions, sizes at least 1, every byte inside
   `hbm_size`. Tensors lie inside `hbm_size`, do not overlap, and have distinct names.
-- DMA: tile sides are in SBUF (never PSUM), and at least one side is a tile (machine.md:
-  DMA moves data between HBM and SBUF, and SBUF to SBUF); both sides have the same number
-  of elements.
+- DMA: tile sides are in SBUF (never PSUM), and at least one side is a tile
+  (`docs/machine.md`: DMA moves data between HBM and SBUF, and SBUF to SBUF); both sides
+  have the same number of elements.
 - GpSimd instructions do not touch PSUM.
 - The per-opcode shape rules stated in each instruction's description below.
 - When the program has a location table, it has one list per stream and one entry per

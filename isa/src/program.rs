@@ -60,7 +60,7 @@ pub struct Geometry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Preset {
-    /// The default machine (NeuronCore-v2-like); its geometry is below.
+    /// The machine of `docs/machine.md` (NeuronCore-v2-like).
     Default = 0,
 }
 

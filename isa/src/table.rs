@@ -71,7 +71,7 @@ macro_rules! for_each_op {
 
             /// Tensor engine transpose: `out[F, P] = src[P, F]` with `src` an SBUF tile of P <= 128
             /// partitions and F <= 128 free elements, `out` a PSUM tile (one bank). Timed as a
-            /// matmul of `src` (stationary) against the identity, as machine.md describes it.
+            /// matmul of `src` (stationary) against the identity, as `docs/machine.md` describes it.
             ///
             /// Numerics: values are copied exactly (decoded to f32, then rounded to `out`'s
             /// dtype): infinities, NaN and -0 pass through, where an f32 sum of products with

@@ -186,7 +186,7 @@ pub fn byte_ranges(offset: i128, dims: &[(i128, i128)], esize: i128, cap: u64) -
     }
 }
 
-/// The allowed start partitions for a tile of `count` partitions (machine.md).
+/// The allowed start partitions for a tile of `count` partitions (`docs/machine.md`, "Memories").
 fn allowed_starts(count: u8) -> &'static [u8] {
     match count {
         65.. => &[0],

@@ -242,7 +242,7 @@ fn dma_sides() {
         },
         &["dma0[0]: `dst` touches HBM bytes -4..=7, outside the program's 65536 bytes"],
     );
-    // machine.md: DMA moves HBM <-> SBUF and SBUF -> SBUF, never HBM to HBM.
+    // docs/machine.md: DMA moves HBM <-> SBUF and SBUF -> SBUF, never HBM to HBM.
     check(
         d,
         Op::Dma {

@@ -4,14 +4,22 @@
 //! own precise error (see [`NpyError`]), and so that nothing in here can panic or allocate
 //! more than the file's own size, whatever the input.
 //!
-//! Reading accepts format versions 1.0, 2.0 and 3.0, dtypes float32 and float64 (float64
-//! is kept exactly so that the caller rounds once, see [`NpyArray::round_to`]) in
-//! little-endian (`'<f4'`, `'<f8'`), big-endian (`'>f4'`, `'>f8'`) or native (`'=f4'`,
-//! `'=f8'`: the byte order of the machine reading the file) byte order, and both
-//! `fortran_order` values (Fortran-ordered data is returned in C order). The header is
-//! parsed as the small subset of Python literals NumPy writes: a dict with exactly the keys
-//! `descr`, `fortran_order` and `shape`. A `descr` without a byte order (`'|f4'`, `'f4'`)
-//! is refused: NumPy itself always writes `'<f4'` or `'>f4'`.
+//! Reading accepts format versions 1.0, 2.0 and 3.0 and these dtypes:
+//!
+//! - float16, float32 and float64 in little-endian (`'<f2'`, `'<f4'`, `'<f8'`), big-endian
+//!   (`'>f2'`, ...) or native (`'=f2'`, ...: the byte order of the machine reading the
+//!   file) byte order. float16 is exact in f32, and float64 is kept exactly, so that the
+//!   caller rounds once ([`NpyArray::round_to`]). A float `descr` without a byte order
+//!   (`'|f4'`, `'f4'`) is refused: NumPy itself always writes `'<f4'` or `'>f4'`.
+//! - Untyped ("void") elements of 1 or 2 bytes (`'|V1'`, `'<V1'`, `'|V2'`, `'<V2'`, ...):
+//!   what `numpy.save` writes for ml_dtypes' bfloat16 (2 bytes) and FP8 types (1 byte),
+//!   whose names NumPy does not know. They are kept as raw bits and read as the formats
+//!   of the caller's dtype of the same width ([`NpyArray::round_to`]); a 2-byte void is
+//!   little-endian unless its `descr` says `'>'` (or `'='` on a big-endian machine).
+//!
+//! Both `fortran_order` values are accepted (Fortran-ordered data is returned in C order).
+//! The header is parsed as the small subset of Python literals NumPy writes: a dict with
+//! exactly the keys `descr`, `fortran_order` and `shape`.
 //!
 //! [`NpyReader`] reads a file as a stream: the header first, then no more data than the
 //! header declares (and a bounded look past it for trailing bytes), so that a caller that
@@ -44,16 +52,26 @@ pub struct NpyArray {
 /// The elements of an [`NpyArray`], in the file's element type.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NpyData {
+    /// float16, as its bit patterns.
+    F16(Vec<u16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// Untyped 1-byte elements (`'|V1'`): the bits of an FP8 value, as ml_dtypes writes
+    /// them.
+    Void1(Vec<u8>),
+    /// Untyped 2-byte elements (`'<V2'`): the bits of a bfloat16 (or float16) value, as
+    /// ml_dtypes writes them.
+    Void2(Vec<u16>),
 }
 
 impl NpyArray {
     /// The number of elements.
     pub fn len(&self) -> usize {
         match &self.data {
+            NpyData::F16(v) | NpyData::Void2(v) => v.len(),
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
+            NpyData::Void1(v) => v.len(),
         }
     }
 
@@ -62,11 +80,19 @@ impl NpyArray {
         self.len() == 0
     }
 
-    /// NumPy's name of the element type: `float32` or `float64`.
+    /// NumPy's name of the element type: `float16`, `float32`, `float64`, `void8` or
+    /// `void16`.
     pub fn dtype_name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn kind(&self) -> Kind {
         match &self.data {
-            NpyData::F32(_) => "float32",
-            NpyData::F64(_) => "float64",
+            NpyData::F16(_) => Kind::F16,
+            NpyData::F32(_) => Kind::F32,
+            NpyData::F64(_) => Kind::F64,
+            NpyData::Void1(_) => Kind::Void1,
+            NpyData::Void2(_) => Kind::Void2,
         }
     }
 
@@ -75,14 +101,26 @@ impl NpyArray {
         shape_repr(&self.shape)
     }
 
-    /// Every element rounded once to `dtype` with the language's rules (round to nearest
-    /// even, see [`numeric::encode`]), as exact f32 values. float64 elements are rounded
-    /// directly, never through f32 first.
-    pub fn round_to(&self, dtype: Dtype) -> Vec<f32> {
-        match &self.data {
+    /// Every element as a value of `dtype`, as exact f32 values.
+    ///
+    /// Float elements are rounded once to `dtype` with the language's rules (round to
+    /// nearest even, see [`numeric::encode`]): float16 is exact in f32, and float64 is
+    /// rounded directly, never through f32 first. Void elements are read bit for bit as
+    /// `dtype`'s encoding, so `dtype` must have their width ([`check_void_width`]; a NaN
+    /// encoding gives NaN, whose payload the machine does not keep).
+    pub fn round_to(&self, dtype: Dtype) -> Result<Vec<f32>, NpyError> {
+        check_void_width(self.kind(), dtype)?;
+        let bits = |code: u32| numeric::decode(dtype, code);
+        Ok(match &self.data {
+            NpyData::F16(v) => v
+                .iter()
+                .map(|&c| numeric::round(dtype, numeric::decode(Dtype::F16, c.into())))
+                .collect(),
             NpyData::F32(v) => v.iter().map(|&x| numeric::round(dtype, x)).collect(),
             NpyData::F64(v) => v.iter().map(|&x| numeric::round_f64(dtype, x)).collect(),
-        }
+            NpyData::Void1(v) => v.iter().map(|&c| bits(c.into())).collect(),
+            NpyData::Void2(v) => v.iter().map(|&c| bits(c.into())).collect(),
+        })
     }
 }
 
@@ -101,10 +139,22 @@ pub enum NpyError {
     #[error("malformed .npy header: {reason}")]
     MalformedHeader { reason: String },
     #[error(
-        "unsupported .npy dtype {found}; only '<f4' (float32) and '<f8' (float64) are accepted, \
-         also big-endian ('>f4', '>f8') or in the native byte order ('=f4', '=f8')"
+        "unsupported .npy dtype {found}; accepted are '<f2' (float16), '<f4' (float32) and \
+         '<f8' (float64), also big-endian ('>f4') or in the native byte order ('=f4'), and \
+         the untyped '|V2' and '|V1' that ml_dtypes writes for bfloat16 and FP8"
     )]
     UnsupportedDtype { found: String },
+    #[error(
+        "the .npy dtype {descr} holds untyped {width}-byte values, which are read bit for bit \
+         as a dtype of that width ({fits}), but {dtype} has {size}-byte elements",
+        fits = if *.width == 1 { "f8e4m3 or f8e5m2" } else { "bf16 or f16" },
+        size = .dtype.size()
+    )]
+    VoidWidth {
+        descr: String,
+        width: u64,
+        dtype: Dtype,
+    },
     #[error("the .npy shape {shape} is too large: its size in bytes does not fit in 64 bits")]
     ShapeOverflow { shape: String },
     #[error(
@@ -259,9 +309,22 @@ impl<R: Read> NpyReader<R> {
         shape_repr(&self.header.shape)
     }
 
-    /// NumPy's name of the element type: `float32` or `float64`.
+    /// NumPy's name of the element type: `float16`, `float32`, `float64`, `void8` or
+    /// `void16`.
     pub fn dtype_name(&self) -> &'static str {
         self.header.kind.name()
+    }
+
+    /// The `descr` string of the header, as the file gives it (`<f4`, `|V2`).
+    pub fn descr(&self) -> &str {
+        &self.header.descr
+    }
+
+    /// Fails with [`NpyError::VoidWidth`] when the file's elements are untyped and not as
+    /// wide as `dtype`'s, so [`NpyArray::round_to`] could not read them as `dtype`. Cheap:
+    /// a caller can check before reading the data.
+    pub fn check_dtype(&self, dtype: Dtype) -> Result<(), NpyError> {
+        check_void_width_of(self.header.kind, &format!("'{}'", self.header.descr), dtype)
     }
 
     /// Refuses data of `found` bytes when the header needs another number.
@@ -323,6 +386,27 @@ impl<R: Read> NpyReader<R> {
         let big = header.big_endian;
         let fortran = header.fortran_order.then_some(&dims[..]);
         let data = match header.kind {
+            Kind::F16 => NpyData::F16(decode(
+                &data_bytes,
+                big,
+                fortran,
+                u16::from_be_bytes,
+                u16::from_le_bytes,
+            )),
+            Kind::Void1 => NpyData::Void1(decode(
+                &data_bytes,
+                big,
+                fortran,
+                u8::from_be_bytes,
+                u8::from_le_bytes,
+            )),
+            Kind::Void2 => NpyData::Void2(decode(
+                &data_bytes,
+                big,
+                fortran,
+                u16::from_be_bytes,
+                u16::from_le_bytes,
+            )),
             Kind::F32 => NpyData::F32(decode(
                 &data_bytes,
                 big,
@@ -557,31 +641,61 @@ enum Version {
 }
 
 /// The element types this reader accepts.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
+    F16,
     F32,
     F64,
+    Void1,
+    Void2,
 }
 
 impl Kind {
     fn size(self) -> u64 {
         match self {
+            Kind::Void1 => 1,
+            Kind::F16 | Kind::Void2 => 2,
             Kind::F32 => 4,
             Kind::F64 => 8,
         }
     }
 
+    /// NumPy's name (a void type is named by its width in bits).
     fn name(self) -> &'static str {
         match self {
+            Kind::F16 => "float16",
             Kind::F32 => "float32",
             Kind::F64 => "float64",
+            Kind::Void1 => "void8",
+            Kind::Void2 => "void16",
         }
     }
+}
+
+/// Untyped elements are read as the bits of `dtype`, so they must have its width.
+/// `descr` is the file's dtype string, for the message.
+fn check_void_width_of(kind: Kind, descr: &str, dtype: Dtype) -> Result<(), NpyError> {
+    let width = kind.size();
+    if matches!(kind, Kind::Void1 | Kind::Void2) && width != u64::from(dtype.size()) {
+        return Err(NpyError::VoidWidth {
+            descr: descr.to_string(),
+            width,
+            dtype,
+        });
+    }
+    Ok(())
+}
+
+/// Fails with [`NpyError::VoidWidth`] when elements of `kind` cannot be read as `dtype`.
+fn check_void_width(kind: Kind, dtype: Dtype) -> Result<(), NpyError> {
+    check_void_width_of(kind, &format!("'V{}'", kind.size()), dtype)
 }
 
 /// The checked content of a header.
 struct Header {
     kind: Kind,
+    /// The `descr` string as the file gives it, for messages.
+    descr: String,
     /// The data is big-endian (`'>f4'`, or `'=f4'` on a big-endian machine).
     big_endian: bool,
     fortran_order: bool,
@@ -761,6 +875,11 @@ fn parse_header(raw: &[u8], version: Version) -> Result<Header, NpyError> {
     let shape = shape.ok_or_else(|| missing("shape"))?;
 
     let (kind, big_endian) = check_descr(&descr)?;
+    // An accepted descr is always a string; kept without its quotes.
+    let descr = match descr {
+        Value::Str(s) => s,
+        other => other.to_string(),
+    };
     let Value::Bool(fortran_order) = fortran else {
         return Err(malformed(format!(
             "fortran_order is not True or False: {fortran}"
@@ -797,14 +916,16 @@ fn parse_header(raw: &[u8], version: Version) -> Result<Header, NpyError> {
     }
     Ok(Header {
         kind,
+        descr,
         big_endian,
         fortran_order,
         shape: out,
     })
 }
 
-/// Accepts float32 and float64 with a stated byte order (`<`, `>` or `=`), returning the
-/// kind and whether the data is big-endian; names anything else.
+/// Accepts float16, float32 and float64 with a stated byte order (`<`, `>` or `=`) and
+/// 1- or 2-byte voids, returning the kind and whether the data is big-endian; names
+/// anything else.
 fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
     let s = match descr {
         Value::Str(s) => s.as_str(),
@@ -821,12 +942,21 @@ fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
     };
     let native_big = cfg!(target_endian = "big");
     match s {
+        "<f2" => return Ok((Kind::F16, false)),
         "<f4" => return Ok((Kind::F32, false)),
         "<f8" => return Ok((Kind::F64, false)),
+        ">f2" => return Ok((Kind::F16, true)),
         ">f4" => return Ok((Kind::F32, true)),
         ">f8" => return Ok((Kind::F64, true)),
+        "=f2" => return Ok((Kind::F16, native_big)),
         "=f4" => return Ok((Kind::F32, native_big)),
         "=f8" => return Ok((Kind::F64, native_big)),
+        // NumPy writes a void's byte order as `|`, ml_dtypes' types as the machine's (`<`
+        // on every little-endian machine); only a 2-byte value has bytes to order.
+        "|V1" | "<V1" | ">V1" | "=V1" => return Ok((Kind::Void1, false)),
+        "|V2" | "<V2" => return Ok((Kind::Void2, false)),
+        ">V2" => return Ok((Kind::Void2, true)),
+        "=V2" => return Ok((Kind::Void2, native_big)),
         _ => {}
     }
     let (order, code) = match s.as_bytes().first() {
@@ -835,8 +965,11 @@ fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
     };
     let name = dtype_name(code);
     let found = match (order, name) {
-        ("|" | "", Some(n)) if code == "f4" || code == "f8" => {
+        ("|" | "", Some(n)) if matches!(code, "f2" | "f4" | "f8") => {
             format!("'{s}' ({n} without a stated byte order)")
+        }
+        (_, Some("void")) => {
+            format!("'{s}' (void; only 1- and 2-byte voids with a byte order are read)")
         }
         (_, Some(n)) => format!("'{s}' ({n})"),
         (_, None) => format!("'{s}'"),

@@ -5,7 +5,7 @@
 //! conversions ([`encode`], [`decode`], [`round`], the bulk [`load`] and [`store`]), for the
 //! binary operations of the Vector, Scalar and GpSimd engines ([`alu`]) and for the unary
 //! functions of the Scalar engine and the language ([`act`]). This documentation is the
-//! numerics contract that `ISA.md` and the language specification refer to.
+//! numerics that `isa/ISA.md`, `docs/machine.md` and `docs/language.md` refer to.
 //!
 //! # Formats
 //!

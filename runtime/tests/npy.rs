@@ -38,7 +38,7 @@ fn f64_bytes(values: &[f64]) -> Vec<u8> {
 fn f32_data(a: &NpyArray) -> &[f32] {
     match &a.data {
         NpyData::F32(v) => v,
-        NpyData::F64(_) => panic!("expected float32 data"),
+        other => panic!("expected float32 data, got {other:?}"),
     }
 }
 
@@ -195,6 +195,160 @@ fn reads_numpy_output() {
 }
 
 #[test]
+fn reads_float16_in_either_byte_order_and_rounds_once() {
+    // 1, -0, the smallest subnormal 2^-24, the largest finite 65504, -inf, 1/3 in f16, and
+    // 1 + 2^-8 + 2^-10, which bf16 rounds up (above the tie at 1 + 2^-8).
+    let codes: [u16; 7] = [0x3c00, 0x8000, 0x0001, 0x7bff, 0xfc00, 0x3555, 0x3c05];
+    let want = [
+        1.0,
+        -0.0,
+        2f32.powi(-24),
+        65504.0,
+        f32::NEG_INFINITY,
+        0.333_251_95,
+        1.0 + 2f32.powi(-8) + 2f32.powi(-10),
+    ];
+    for (descr, big) in [
+        ("<f2", false),
+        (">f2", true),
+        ("=f2", cfg!(target_endian = "big")),
+    ] {
+        let data: Vec<u8> = codes
+            .iter()
+            .flat_map(|c| {
+                if big {
+                    c.to_be_bytes()
+                } else {
+                    c.to_le_bytes()
+                }
+            })
+            .collect();
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (7,), }}");
+        let a = read_npy(&fixture(1, &dict, 118, &data)).unwrap();
+        assert_eq!(a.dtype_name(), "float16", "{descr}");
+        assert_eq!(a.data, NpyData::F16(codes.to_vec()), "{descr}");
+        let f32s = a.round_to(Dtype::F32).unwrap();
+        let bits: Vec<u32> = f32s.iter().map(|x| x.to_bits()).collect();
+        let want_bits: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(bits, want_bits, "{descr}");
+        let bf16 = a.round_to(Dtype::Bf16).unwrap();
+        assert_eq!(bf16[6], 1.0 + 2f32.powi(-7), "{descr}");
+        assert_eq!(bf16[3], 65536.0, "{descr}");
+        // FP8 e4m3 saturates 65504 to its largest finite value.
+        assert_eq!(a.round_to(Dtype::F8E4M3).unwrap()[3], 448.0, "{descr}");
+    }
+}
+
+#[test]
+fn reads_void_data_as_the_bits_of_a_dtype_of_its_width() {
+    // `'<V2'` (what `numpy.save` writes for an ml_dtypes bfloat16 array) and `'|V2'`:
+    // little-endian bit patterns, read as bf16 or as f16 as the caller says.
+    let codes: [u16; 4] = [0x3f80, 0x8000, 0x0001, 0xc0a0];
+    let le: Vec<u8> = codes.iter().flat_map(|c| c.to_le_bytes()).collect();
+    let be: Vec<u8> = codes.iter().flat_map(|c| c.to_be_bytes()).collect();
+    for (descr, data) in [("<V2", &le), ("|V2", &le), (">V2", &be)] {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 2), }}");
+        let a = read_npy(&fixture(1, &dict, 118, data)).unwrap();
+        assert_eq!(a.dtype_name(), "void16", "{descr}");
+        assert_eq!(a.data, NpyData::Void2(codes.to_vec()), "{descr}");
+        let bf16: Vec<u32> = a
+            .round_to(Dtype::Bf16)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(
+            bf16,
+            [0x3f80_0000, 0x8000_0000, 0x0001_0000, 0xc0a0_0000],
+            "{descr}"
+        );
+        let f16 = a.round_to(Dtype::F16).unwrap();
+        assert_eq!(f16[0], 1.875, "{descr}"); // 0x3f80 as f16
+        assert_eq!(f16[2], 2f32.powi(-24), "{descr}");
+    }
+    // Fortran order moves whole elements: (2, 2) stored column by column.
+    let dict = "{'descr': '<V2', 'fortran_order': True, 'shape': (2, 2), }";
+    let fortran: Vec<u8> = [codes[0], codes[2], codes[1], codes[3]]
+        .iter()
+        .flat_map(|c| c.to_le_bytes())
+        .collect();
+    let a = read_npy(&fixture(1, dict, 118, &fortran)).unwrap();
+    assert_eq!(a.data, NpyData::Void2(codes.to_vec()));
+
+    // `'|V1'` (ml_dtypes' FP8 types): the same byte is a different value in each format,
+    // so the caller's dtype decides.
+    let bytes = [0x38u8, 0x7e, 0x81, 0xfb];
+    for descr in ["|V1", "<V1", ">V1", "=V1"] {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (4,), }}");
+        let a = read_npy(&fixture(1, &dict, 118, &bytes)).unwrap();
+        assert_eq!(a.dtype_name(), "void8", "{descr}");
+        assert_eq!(a.data, NpyData::Void1(bytes.to_vec()), "{descr}");
+        let e4m3 = a.round_to(Dtype::F8E4M3).unwrap();
+        assert_eq!(e4m3, [1.0, 448.0, -(2f32.powi(-9)), -352.0], "{descr}");
+        let e5m2 = a.round_to(Dtype::F8E5M2).unwrap();
+        assert_eq!(e5m2[0], 0.5, "{descr}");
+        assert!(e5m2[1].is_nan(), "{descr}: 0x7e is a NaN of f8e5m2");
+        assert_eq!(e5m2[2], -(2f32.powi(-16)), "{descr}");
+        assert_eq!(e5m2[3], -57344.0, "{descr}");
+    }
+}
+
+#[test]
+fn void_data_of_another_width_than_the_dtype_is_an_error() {
+    let v2 = read_npy(&fixture(
+        1,
+        "{'descr': '<V2', 'fortran_order': False, 'shape': (1,), }",
+        118,
+        &[0x80, 0x3f],
+    ))
+    .unwrap();
+    let v1 = read_npy(&fixture(
+        1,
+        "{'descr': '|V1', 'fortran_order': False, 'shape': (1,), }",
+        118,
+        &[0x38],
+    ))
+    .unwrap();
+    for (a, dtype, needles) in [
+        (
+            &v2,
+            Dtype::F8E4M3,
+            &["'V2'", "2-byte", "bf16 or f16", "f8e4m3 has 1-byte"][..],
+        ),
+        (&v2, Dtype::F32, &["'V2'", "f32 has 4-byte"]),
+        (
+            &v1,
+            Dtype::Bf16,
+            &["'V1'", "1-byte", "f8e4m3 or f8e5m2", "bf16 has 2-byte"],
+        ),
+    ] {
+        let e = a.round_to(dtype).unwrap_err();
+        assert!(matches!(e, NpyError::VoidWidth { .. }), "{e:?}");
+        let msg = e.to_string();
+        for needle in needles {
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+        }
+    }
+    // The reader says so from the header alone, naming the file's own dtype string.
+    let file = fixture(
+        1,
+        "{'descr': '|V2', 'fortran_order': False, 'shape': (1,), }",
+        118,
+        &[0x80, 0x3f],
+    );
+    let reader = NpyReader::new(&file[..], Some(file.len() as u64)).unwrap();
+    assert_eq!(reader.descr(), "|V2");
+    assert!(reader.check_dtype(Dtype::Bf16).is_ok());
+    assert!(reader.check_dtype(Dtype::F16).is_ok());
+    let msg = reader.check_dtype(Dtype::F8E5M2).unwrap_err().to_string();
+    assert!(msg.contains("'|V2'") && msg.contains("f8e5m2"), "{msg}");
+    // Float data converts to any dtype.
+    let f32_file = fixture(1, D23, 118, &f32_bytes(&[1.0; 6]));
+    let reader = NpyReader::new(&f32_file[..], None).unwrap();
+    assert!(reader.check_dtype(Dtype::F8E4M3).is_ok());
+}
+
+#[test]
 fn reads_float64_exactly_and_rounds_once() {
     let values = [
         0.1f64,
@@ -212,17 +366,17 @@ fn reads_float64_exactly_and_rounds_once() {
     assert_eq!(a.dtype_name(), "float64");
     match &a.data {
         NpyData::F64(v) => assert_eq!(v.as_slice(), &values),
-        NpyData::F32(_) => panic!("expected float64 data"),
+        other => panic!("expected float64 data, got {other:?}"),
     }
-    let f32s = a.round_to(Dtype::F32);
+    let f32s = a.round_to(Dtype::F32).unwrap();
     assert_eq!(f32s[0], 0.1f32);
     assert_eq!(f32s[1], f32::NEG_INFINITY);
     // 1 + 2^-8 + 2^-30 is just above a bf16 tie: rounding once gives 1 + 2^-7, while
     // rounding through f32 first would lose the 2^-30 and tie down to 1.
-    let bf16 = a.round_to(Dtype::Bf16);
+    let bf16 = a.round_to(Dtype::Bf16).unwrap();
     assert_eq!(bf16[2], 1.0 + 2f32.powi(-7));
     assert_eq!(bf16[3], 0.0);
-    assert_eq!(a.round_to(Dtype::F8E4M3)[1], -448.0);
+    assert_eq!(a.round_to(Dtype::F8E4M3).unwrap()[1], -448.0);
 }
 
 #[test]
@@ -469,6 +623,7 @@ fn reads_big_endian_and_native_byte_orders() {
                         assert_eq!(x.to_bits(), values[at(k)].to_bits(), "{descr}");
                     }
                 }
+                other => panic!("{descr}: {other:?}"),
             }
         }
     }
@@ -585,7 +740,12 @@ fn a_read_error_is_an_error() {
 fn error_unsupported_dtype() {
     for (descr, names) in [
         ("'<i8'", &["'<i8'", "int64"][..]),
-        ("'<f2'", &["'<f2'", "float16"]),
+        ("'<i2'", &["'<i2'", "int16"]),
+        ("'|f2'", &["'|f2'", "float16", "byte order"]),
+        ("'f2'", &["byte order"]),
+        ("'|V4'", &["'|V4'", "void", "1- and 2-byte"]),
+        ("'<V3'", &["'<V3'", "void"]),
+        ("'V2'", &["'V2'", "byte order"]),
         ("'|u1'", &["'|u1'", "uint8"]),
         ("'|b1'", &["bool"]),
         ("'<c8'", &["complex64"]),

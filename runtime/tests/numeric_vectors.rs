@@ -1,21 +1,16 @@
-//! Checks `runtime::numeric` against the shared conversion vectors, every line of them.
+//! Checks `runtime::numeric` against the conversion vectors in `tests/data/`, every line of
+//! them.
 //!
-//! The vectors were generated with NumPy and ml_dtypes (see the header comments of the
-//! files) and are the common ground of the interpreter, the reference evaluator and any
-//! outside test: if these pass, our conversions agree with the usual Python stack bit for
-//! bit. A token `nan` accepts any NaN of that format.
+//! The vectors were generated with NumPy and ml_dtypes (`tests/data/README.md` and the
+//! header comments of the files say how) and are the common ground of the interpreter, the
+//! reference evaluator and any outside test: if these pass, our conversions agree with the
+//! usual Python stack bit for bit. A token `nan` accepts any NaN of that format.
 
 use isa::Dtype;
 use runtime::numeric::{decode, encode, encode_f64, load, store};
 
-const CASTS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/vectors/casts_from_f32.txt"
-);
-const DECODES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/vectors/decode_to_f32.txt"
-);
+const CASTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/casts_from_f32.txt");
+const DECODES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/decode_to_f32.txt");
 
 /// The formats of the columns of `casts_from_f32.txt`, in order.
 const CAST_COLUMNS: [Dtype; 4] = [Dtype::Bf16, Dtype::F16, Dtype::F8E4M3, Dtype::F8E5M2];

@@ -63,14 +63,18 @@
 //! | `tanh` | `tanh(x)` | |
 //! | `sigmoid` | `1 / (1 + exp(-x))` | `sigmoid(-inf) = 0`, `sigmoid(inf) = 1` |
 //! | `relu` | `maximum(x, +0)` | `relu(-0) = +0`, `relu(NaN) = NaN` |
-//! | `silu` | `x * (1 / (1 + exp(-x)))` | `silu(-inf) = NaN` (`-inf * 0`) |
-//! | `gelu` | `x * 0.5 * (1 + erf(x / SQRT_2))` | `gelu(-inf) = NaN` (`-inf * 0`) |
-//! | `gelu_tanh` | `0.5 * x * (1 + tanh(S * (x + 0.044715 * (x * x * x))))` | `gelu_tanh(-inf) = NaN` |
+//! | `silu` | `x / (1 + exp(-x))` | `silu(-inf) = -0` (the limit) |
+//! | `gelu` | `0.5 * x * erfc(-x / SQRT_2)` | `gelu(-inf) = -0`; `gelu(-10)` is `-7.6e-23` |
+//! | `gelu_tanh` | `x / (1 + exp(-2 * S * (x + 0.044715 * (x * x * x))))` | `gelu_tanh(-inf) = -0` |
 //!
 //! `SQRT_2` is `std::f64::consts::SQRT_2` and `S` is the f64 nearest to `sqrt(2 / pi)`,
-//! [`SQRT_2_OVER_PI`]. The NaN at `-inf` of `silu`, `gelu` and `gelu_tanh` is what the
-//! formulas give when evaluated as written (as NumPy does); no special case hides it.
-//! `relu` uses the same `maximum` as `alu`, so `relu(-0.0)` is `+0.0`.
+//! [`SQRT_2_OVER_PI`]. The three are the language's formulas rewritten so that nothing
+//! cancels: `1 + erf(z)` and `1 + tanh(z)` lose every digit for negative `z` (the textbook
+//! forms were 6e8 ulp off below `x = -6.2`), while `erfc(-z) = 1 + erf(z)` and
+//! `x * (1 + tanh(z)) / 2 = x / (1 + exp(-2z))` hold exactly in real arithmetic and keep
+//! their relative accuracy in f64 into the tails. At `-inf` they give the limit `-0.0`
+//! (the formulas would give `-inf / inf`). `relu` uses the same `maximum` as `alu`, so
+//! `relu(-0.0)` is `+0.0`.
 
 use std::sync::OnceLock;
 
@@ -246,10 +250,12 @@ pub fn act(func: ActFunc, x: f32) -> f32 {
         ActFunc::Square => (d * d) as f32,
         ActFunc::Tanh => libm::tanh(d) as f32,
         ActFunc::Sigmoid => sigmoid(d) as f32,
-        ActFunc::Silu => (d * sigmoid(d)) as f32,
-        ActFunc::Gelu => (d * 0.5 * (1.0 + libm::erf(d / std::f64::consts::SQRT_2))) as f32,
+        ActFunc::Silu | ActFunc::Gelu | ActFunc::GeluTanh if d == f64::NEG_INFINITY => -0.0,
+        ActFunc::Silu => (d / (1.0 + libm::exp(-d))) as f32,
+        ActFunc::Gelu => (0.5 * d * libm::erfc(-d / std::f64::consts::SQRT_2)) as f32,
         ActFunc::GeluTanh => {
-            (0.5 * d * (1.0 + libm::tanh(SQRT_2_OVER_PI * (d + 0.044715 * (d * d * d))))) as f32
+            let z = SQRT_2_OVER_PI * (d + 0.044715 * (d * d * d));
+            (d / (1.0 + libm::exp(-2.0 * z))) as f32
         }
     };
     canonical(r)

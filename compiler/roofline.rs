@@ -79,45 +79,44 @@ pub struct Ceiling {
     pub scalar_cycles: f64,
 }
 
+/// The largest of three limits (DMA, Tensor, Scalar), rounded up to whole cycles: what
+/// both the bound and the ceiling are.
+fn largest_cycles(dma: f64, tensor: f64, scalar: f64) -> u64 {
+    dma.max(tensor).max(scalar).ceil() as u64
+}
+
+/// The name of the largest of three limits; ties go to the Tensor engine, then to DMA.
+fn largest_engine(dma: f64, tensor: f64, scalar: f64) -> &'static str {
+    if tensor >= dma && tensor >= scalar {
+        "tensor"
+    } else if scalar > dma {
+        "scalar"
+    } else {
+        "dma"
+    }
+}
+
 impl Ceiling {
     /// The ceiling: the largest of the three parts, rounded up to whole cycles.
     pub fn cycles(&self) -> u64 {
-        self.dma_cycles
-            .max(self.tensor_cycles)
-            .max(self.scalar_cycles)
-            .ceil() as u64
+        largest_cycles(self.dma_cycles, self.tensor_cycles, self.scalar_cycles)
     }
 
     /// The part that sets the ceiling: `"dma"`, `"tensor"` or `"scalar"`.
     pub fn engine(&self) -> &'static str {
-        if self.tensor_cycles >= self.dma_cycles && self.tensor_cycles >= self.scalar_cycles {
-            "tensor"
-        } else if self.scalar_cycles > self.dma_cycles {
-            "scalar"
-        } else {
-            "dma"
-        }
+        largest_engine(self.dma_cycles, self.tensor_cycles, self.scalar_cycles)
     }
 }
 
 impl Bound {
     /// The bound: the largest of the three limits, rounded up to whole cycles.
     pub fn cycles(&self) -> u64 {
-        self.dma_cycles
-            .max(self.tensor_cycles)
-            .max(self.scalar_cycles)
-            .ceil() as u64
+        largest_cycles(self.dma_cycles, self.tensor_cycles, self.scalar_cycles)
     }
 
     /// The engine whose limit is the bound: `"dma"`, `"tensor"` or `"scalar"`.
     pub fn engine(&self) -> &'static str {
-        if self.tensor_cycles >= self.dma_cycles && self.tensor_cycles >= self.scalar_cycles {
-            "tensor"
-        } else if self.scalar_cycles > self.dma_cycles {
-            "scalar"
-        } else {
-            "dma"
-        }
+        largest_engine(self.dma_cycles, self.tensor_cycles, self.scalar_cycles)
     }
 
     /// The best roofline efficiency a program can reach: bound / ceiling.

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 use pyo3::IntoPyObjectExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tessera::diagnostic::Diagnostic;
 use tessera::driver::{self, CompileOptions, DriverError, ParamSpec, RunOptions, Source};
 use tessera::passes::{self, Compilation, PassOptions};
@@ -729,16 +729,9 @@ fn compile(
 fn load(py: Python<'_>, path: PathBuf) -> PyResult<Kernel> {
     detached(py, move || {
         let in_file = |e: DriverError| {
-            Failure::new(
-                "run",
-                format!(
-                    "{}: {}",
-                    Path::new(&path).display(),
-                    strip_error(&e).trim_start_matches(&format!("{}: ", path.display()))
-                ),
-            )
+            Failure::new("run", format!("{}: {}", path.display(), strip_error(&e)))
         };
-        let bytes = driver::read_program_bytes(&path).map_err(|e| Failure::of_run(e))?;
+        let bytes = driver::read_program_bytes(&path).map_err(Failure::of_run)?;
         let program = isa::decode_program(&bytes)
             .map_err(|e| Failure::new("run", format!("{}: {e}", path.display())))?;
         driver::check_loadable(&program, &RunOptions::default()).map_err(in_file)?;

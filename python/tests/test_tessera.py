@@ -340,3 +340,14 @@ def test_panics_and_odd_inputs_never_crash(add):
             add(bad, bad)
     with pytest.raises(tessera.CompileError):
         tessera.compile("\x00\xff kernel (((")
+
+
+def test_stub_and_docstrings_ship():
+    pkg = pathlib.Path(tessera.__file__).parent
+    assert (pkg / "__init__.pyi").is_file() and (pkg / "py.typed").is_file()
+    for name in tessera.__all__:
+        obj = getattr(tessera, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
+    for member in ("run", "reference", "ir", "save", "params", "results", "asm", "passes"):
+        assert getattr(tessera.Kernel, member).__doc__, member

@@ -18,6 +18,7 @@ use pyo3::types::PyByteArray;
 use pyo3::IntoPyObjectExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tessera::diagnostic::Diagnostic;
 use tessera::driver::{self, CompileOptions, DriverError, ParamSpec, RunOptions, Source};
 use tessera::passes::{self, Compilation, PassOptions};
@@ -181,8 +182,8 @@ fn compile_failure(src: &Source, options: &CompileOptions, e: DriverError) -> Fa
 /// A compiled kernel (from source) or a loaded program (from a `.tbin`).
 #[pyclass(frozen, module = "tessera._tessera")]
 struct Kernel {
-    /// The program that runs.
-    program: isa::Program,
+    /// The program that runs (shared with the timing reports of its runs).
+    program: Arc<isa::Program>,
     /// The compilation, for a kernel compiled from source: its tensor IR is the
     /// reference's and the roofline's.
     compilation: Option<Compilation>,
@@ -362,8 +363,8 @@ fn wires(py: Python<'_>, items: Vec<(Bound<'_, PyAny>, String, Vec<u64>)>) -> Py
 struct RunOutcome {
     /// Each output's bytes, dtype name and shape.
     outputs: Vec<(Vec<u8>, &'static str, Vec<u64>)>,
-    report_json: Option<String>,
-    report_text: Option<String>,
+    /// The timing of an interpreter run (none for a reference run).
+    timing: Option<Timing>,
     lines: Vec<String>,
     max_error: Option<f64>,
 }
@@ -410,13 +411,12 @@ impl Kernel {
                 .collect();
             return Ok(RunOutcome {
                 outputs,
-                report_json: None,
-                report_text: None,
+                timing: None,
                 lines: Vec::new(),
                 max_error: None,
             });
         }
-        let program = &self.program;
+        let program: &isa::Program = &self.program;
         let run_error = |e: runtime::RuntimeError| Failure::new("run", e.to_string());
         let machine = runtime::Machine::new(driver::machine_config(program, &call.options));
         let mut loaded = machine.load_program(program.clone()).map_err(run_error)?;
@@ -444,10 +444,6 @@ impl Kernel {
             .compilation
             .as_ref()
             .map(|c| tessera::roofline::bound(&c.tensor, &timing));
-        let profile =
-            tessera::profile::Profile::new(program, &report, bound, timing.dma_total_rate);
-        let report_json = serde_json::to_string(&profile.to_json())
-            .map_err(|e| Failure::new("internal", e.to_string()))?;
         if let Some(path) = &call.trace {
             runtime::npy::write_file_atomic(
                 path,
@@ -457,8 +453,12 @@ impl Kernel {
         }
         let mut outcome = RunOutcome {
             outputs,
-            report_json: Some(report_json),
-            report_text: Some(profile.text()),
+            timing: Some(Timing {
+                program: Arc::clone(&self.program),
+                report,
+                bound,
+                dma_total_rate: timing.dma_total_rate,
+            }),
             lines: Vec::new(),
             max_error: None,
         };
@@ -489,6 +489,49 @@ impl Kernel {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// The timing of one run: the runtime's report, turned into the profile of `tessera run
+/// --report` only when Python asks for it (building it costs more than a small run).
+#[pyclass(frozen, module = "tessera._tessera")]
+struct Timing {
+    program: Arc<isa::Program>,
+    report: runtime::Report,
+    bound: Option<tessera::roofline::Bound>,
+    dma_total_rate: u64,
+}
+
+impl Timing {
+    fn profile(&self) -> tessera::profile::Profile {
+        tessera::profile::Profile::new(
+            &self.program,
+            &self.report,
+            self.bound.clone(),
+            self.dma_total_rate,
+        )
+    }
+}
+
+#[pymethods]
+impl Timing {
+    /// The total simulated cycles of the run.
+    #[getter]
+    fn total_cycles(&self) -> u64 {
+        self.report.total_cycles
+    }
+
+    /// The profile as `tessera run --report-json` writes it (a JSON string).
+    fn json(&self, py: Python<'_>) -> PyResult<String> {
+        detached(py, || {
+            serde_json::to_string(&self.profile().to_json())
+                .map_err(|e| Failure::new("internal", e.to_string()))
+        })
+    }
+
+    /// The profile as `tessera run --report` prints it.
+    fn text(&self, py: Python<'_>) -> PyResult<String> {
+        detached(py, || Ok(self.profile().text()))
     }
 }
 
@@ -632,8 +675,7 @@ impl Kernel {
         max_cycles: Option<u64>,
     ) -> PyResult<(
         Vec<(Bound<'py, PyByteArray>, &'static str, Vec<u64>)>,
-        Option<String>,
-        Option<String>,
+        Option<Timing>,
         Vec<String>,
         Option<f64>,
     )> {
@@ -664,13 +706,7 @@ impl Kernel {
             .into_iter()
             .map(|(bytes, dtype, shape)| (PyByteArray::new(py, &bytes), dtype, shape))
             .collect();
-        Ok((
-            outputs,
-            outcome.report_json,
-            outcome.report_text,
-            outcome.lines,
-            outcome.max_error,
-        ))
+        Ok((outputs, outcome.timing, outcome.lines, outcome.max_error))
     }
 }
 
@@ -715,7 +751,7 @@ fn compile(
         let program = driver::program_of(&c).map_err(Failure::of_compile)?.clone();
         let params = driver::params_of(&c.tensor);
         Ok(Kernel {
-            program,
+            program: Arc::new(program),
             compilation: Some(c),
             source: Some((src, options)),
             tbin: None,
@@ -737,7 +773,7 @@ fn load(py: Python<'_>, path: PathBuf) -> PyResult<Kernel> {
         driver::check_loadable(&program, &RunOptions::default()).map_err(in_file)?;
         let params = driver::program_params(&program);
         Ok(Kernel {
-            program,
+            program: Arc::new(program),
             compilation: None,
             source: None,
             tbin: Some((path, bytes)),
@@ -757,6 +793,7 @@ fn pass_names() -> Vec<&'static str> {
 fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add_class::<Kernel>()?;
+    m.add_class::<Timing>()?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(pass_names, m)?)?;

@@ -149,11 +149,14 @@ class Report(dict):
     (total cycles, engines, roofline bound and efficiency, ...), whose `str()` is the text
     of `tessera run --report`."""
 
-    def __init__(self, data: Mapping[str, Any], text: str):
+    def __init__(self, data: Mapping[str, Any], text: Any):
         super().__init__(data)
+        # The text, or a function that makes it (made on the first `str()`).
         self._text = text
 
     def __str__(self) -> str:
+        if callable(self._text):
+            self._text = self._text()
         return self._text
 
 
@@ -163,16 +166,25 @@ class Result:
     (the largest absolute error of any output against the reference) and `comparisons`
     (the per-output lines of `tessera run --check`)."""
 
-    __slots__ = ("outputs", "report", "max_error", "comparisons")
+    __slots__ = ("outputs", "max_error", "comparisons", "_timing", "_report")
 
-    def __init__(self, outputs, report, max_error, comparisons):
+    def __init__(self, outputs, timing, max_error, comparisons):
         self.outputs: Tuple[_np.ndarray, ...] = outputs
-        self.report: Optional[Report] = report
         self.max_error: Optional[float] = max_error
         self.comparisons: List[str] = comparisons
+        self._timing = timing
+        self._report: Optional[Report] = None
+
+    @property
+    def report(self) -> Optional[Report]:
+        """The timing report (a `Report`), built on first use: making it costs more than
+        running a small kernel, so a run that never looks at it does not pay for it."""
+        if self._report is None and self._timing is not None:
+            self._report = Report(_json.loads(self._timing.json()), self._timing.text)
+        return self._report
 
     def __repr__(self) -> str:
-        cycles = self.report.get("total_cycles") if self.report is not None else None
+        cycles = self._timing.total_cycles if self._timing is not None else None
         shapes = ", ".join(f"{o.dtype}{list(o.shape)}" for o in self.outputs)
         return f"Result(outputs=({shapes}), total_cycles={cycles}, max_error={self.max_error})"
 
@@ -285,7 +297,7 @@ class Kernel:
         checks on or off (default: `TESSERA_DEBUG_CHECKS`, else off); `max_instructions`
         and `max_cycles` bound the run (`RunError` past them)."""
         pos, named = self._bind(args, kwargs, inputs)
-        outs, report_json, report_text, lines, max_error = _native(
+        outs, timing, lines, max_error = _native(
             self._k.run,
             pos,
             named,
@@ -296,8 +308,7 @@ class Kernel:
             max_instructions=max_instructions,
             max_cycles=max_cycles,
         )
-        report = Report(_json.loads(report_json), report_text) if report_json else None
-        return Result(tuple(_array(*o) for o in outs), report, max_error, lines)
+        return Result(tuple(_array(*o) for o in outs), timing, max_error, lines)
 
     def __call__(self, *args: Any, inputs: Optional[Mapping[str, Any]] = None, **kwargs: Any):
         """Runs the kernel and returns its result (an array), or a tuple of them when it
@@ -316,7 +327,7 @@ class Kernel:
         the results' dtypes: an array, or a tuple for several. Inputs as for `run`. A
         loaded program uses the kernel its recorded source gives."""
         pos, named = self._bind(args, kwargs, inputs)
-        outs, _, _, _, _ = _native(self._k.run, pos, named, random=random, reference=True)
+        outs, _, _, _ = _native(self._k.run, pos, named, random=random, reference=True)
         outputs = tuple(_array(*o) for o in outs)
         return outputs[0] if len(outputs) == 1 else outputs
 

@@ -1,6 +1,7 @@
 """Tests of the Python package `tessera`: every call of issue 22, the error classes, dtype
 round trips, the ways to pass inputs, threads, save/load and traces."""
 
+import hashlib
 import json
 import pathlib
 import threading
@@ -232,24 +233,40 @@ def test_run_error_on_limits(softmax):
     assert issubclass(tessera.RunError, tessera.Error)
 
 
-def test_check_error_class_and_a_real_mismatch(tmp_path):
-    assert issubclass(tessera.CheckError, tessera.Error)
-    # A compiled kernel matches its reference, so a real mismatch needs a program that is
-    # not its source's: a loaded .tbin whose recorded source changed is refused (RunError,
-    # as `tessera run --check` refuses it), and the CheckError the native module raises on
-    # a mismatch is built here from its native form.
+def test_check_refuses_a_changed_source(tmp_path):
     src = tmp_path / "k.tsr"
     src.write_text("kernel k(x: f32[4, 8]) -> f32[4, 8] { return x * 2.0; }\n")
-    k = tessera.compile_file(src)
-    k.save(tmp_path / "k.tbin")
+    tessera.compile_file(src).save(tmp_path / "k.tbin")
     p = tessera.load(tmp_path / "k.tbin")
     x = np.ones((4, 8), np.float32)
     assert p.run(x, check=True).max_error == 0
     src.write_text("kernel k(x: f32[4, 8]) -> f32[4, 8] { return x * 3.0; }\n")
     with pytest.raises(tessera.RunError, match="has changed since it was compiled"):
         p.run(x, check=True)
-    e = tessera._translate(tessera._tessera.NativeError("check", "outputs differ", ["out0: x"]))
-    assert isinstance(e, tessera.CheckError) and e.comparisons == ["out0: x"]
+
+
+def test_check_error_on_a_real_mismatch(tmp_path):
+    # A compiled kernel matches its reference, so the mismatch needs a program that is not
+    # its recorded source's: the program of `x * 3.0` with its origin rewritten to name
+    # the file and SHA3-256 of `x * 2.0` (paths of the same length; nothing checksums them).
+    a, b = tmp_path / "a.tsr", tmp_path / "b.tsr"
+    a.write_text("kernel k(x: f32[4, 8]) -> f32[4, 8] { return x * 2.0; }\n")
+    b.write_text("kernel k(x: f32[4, 8]) -> f32[4, 8] { return x * 3.0; }\n")
+    tessera.compile_file(b).save(tmp_path / "b.tbin")
+    data = (tmp_path / "b.tbin").read_bytes()
+    sha = lambda f: hashlib.sha3_256(f.read_bytes()).digest()  # noqa: E731
+    path = lambda f: str(f.resolve()).encode()  # noqa: E731
+    assert data.count(sha(b)) == 1 and data.count(path(b)) >= 1
+    data = data.replace(sha(b), sha(a)).replace(path(b), path(a))
+    (tmp_path / "swapped.tbin").write_bytes(data)
+    p = tessera.load(tmp_path / "swapped.tbin")
+    x = np.ones((4, 8), np.float32)
+    np.testing.assert_array_equal(p(x), 3 * x)
+    with pytest.raises(tessera.CheckError, match=r"out0\[0\] is 3, the reference says 2") as info:
+        p.run(x, check=True)
+    assert isinstance(info.value, tessera.Error)
+    assert len(info.value.comparisons) == 1
+    assert "32 elements outside the allowed error" in info.value.comparisons[0]
 
 
 def test_save_load_and_trace(softmax, tmp_path):

@@ -102,6 +102,16 @@ def test_parameter_named_like_an_option_or_keyword():
     np.testing.assert_array_equal(k(a, b), a - b)
 
 
+def test_parameters_named_in_and_random_with_a_trace(tmp_path):
+    k = tessera.compile(
+        "kernel k(in: f32[4, 8], random: f32[4, 8]) -> f32[4, 8] { return in + random; }"
+    )
+    one = np.ones((4, 8), np.float32)
+    r = k.run(inputs={"in": one, "random": 2 * one}, trace=tmp_path / "t.json")
+    np.testing.assert_array_equal(r.outputs[0], 3 * one)
+    assert json.loads((tmp_path / "t.json").read_text())
+
+
 def test_ambiguous_calls_raise(add):
     x = np.zeros((64, 32), np.float32)
     with pytest.raises(tessera.InputError, match="given twice"):
@@ -357,6 +367,10 @@ def test_panics_and_odd_inputs_never_crash(add):
             add(bad, bad)
     with pytest.raises(tessera.CompileError):
         tessera.compile("\x00\xff kernel (((")
+    with pytest.raises(tessera.CompileError, match="more than the machine's"):
+        tessera.compile(
+            "kernel k(x: f32[1048576, 1048576]) -> f32[1048576, 1048576] { return x * 2.0; }"
+        )
 
 
 def test_stub_and_docstrings_ship():

@@ -361,8 +361,11 @@ fn wires(py: Python<'_>, items: Vec<(Bound<'_, PyAny>, String, Vec<u64>)>) -> Py
 
 /// What a run returns to Python before it becomes a `tessera.Result`.
 struct RunOutcome {
-    /// Each output's bytes, dtype name and shape.
+    /// Each output's bytes, dtype name and shape (a reference run: its values encoded).
     outputs: Vec<(Vec<u8>, &'static str, Vec<u64>)>,
+    /// An interpreter run: the loaded program, whose HBM holds the outputs (they are
+    /// copied straight from there into the arrays' buffers, once).
+    loaded: Option<runtime::Loaded>,
     /// The timing of an interpreter run (none for a reference run).
     timing: Option<Timing>,
     lines: Vec<String>,
@@ -411,6 +414,7 @@ impl Kernel {
                 .collect();
             return Ok(RunOutcome {
                 outputs,
+                loaded: None,
                 timing: None,
                 lines: Vec::new(),
                 max_error: None,
@@ -424,7 +428,6 @@ impl Kernel {
             loaded.bind_bytes(&p.name, &b.bytes).map_err(run_error)?;
         }
         let report = loaded.run().map_err(run_error)?;
-        let mut outputs = Vec::new();
         let mut host = Vec::new();
         for t in program.tensors_with_role(isa::Role::Output) {
             let bytes = loaded.read_bytes(&t.name).map_err(run_error)?;
@@ -437,7 +440,6 @@ impl Kernel {
                     data,
                 });
             }
-            outputs.push((bytes.to_vec(), t.dtype.name(), t.shape.clone()));
         }
         let timing = runtime::MachineConfig::new(program.preset).timing;
         let bound = self
@@ -452,7 +454,8 @@ impl Kernel {
             .map_err(|e| Failure::new("run", format!("cannot write {}: {e}", path.display())))?;
         }
         let mut outcome = RunOutcome {
-            outputs,
+            outputs: Vec::new(),
+            loaded: Some(loaded),
             timing: Some(Timing {
                 program: Arc::clone(&self.program),
                 report,
@@ -701,11 +704,23 @@ impl Kernel {
             let inputs = bind_inputs(&self.params, positional, named, random)?;
             self.run_bound(inputs, &call)
         })?;
-        let outputs = outcome
-            .outputs
-            .into_iter()
-            .map(|(bytes, dtype, shape)| (PyByteArray::new(py, &bytes), dtype, shape))
-            .collect();
+        let outputs = match &outcome.loaded {
+            Some(loaded) => self
+                .program
+                .tensors_with_role(isa::Role::Output)
+                .map(|t| {
+                    let bytes = loaded
+                        .read_bytes(&t.name)
+                        .map_err(|e| Failure::new("run", e.to_string()).into_py(py))?;
+                    Ok((PyByteArray::new(py, bytes), t.dtype.name(), t.shape.clone()))
+                })
+                .collect::<PyResult<Vec<_>>>()?,
+            None => outcome
+                .outputs
+                .iter()
+                .map(|(bytes, dtype, shape)| (PyByteArray::new(py, bytes), *dtype, shape.clone()))
+                .collect(),
+        };
         Ok((outputs, outcome.timing, outcome.lines, outcome.max_error))
     }
 }

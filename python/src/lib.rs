@@ -63,8 +63,9 @@ impl Failure {
         }
     }
 
-    /// A driver error met while compiling: source diagnostics are compile errors (their
-    /// details are filled in by [`compile_failure`]), usage errors stay usage errors.
+    /// A driver error met while compiling: a compile error (source diagnostics, whose
+    /// details [`compile_failure`] fills in, and also an unknown pass or kernel, an
+    /// unreadable file, a kernel too large for HBM), or an internal error.
     fn of_compile(e: DriverError) -> Failure {
         let kind = match &e {
             DriverError::Internal(_) => "internal",

@@ -732,10 +732,9 @@ pub fn gather_inputs(
 ) -> Result<Vec<HostTensor>, DriverError> {
     for (name, _) in given {
         if !params.iter().any(|p| &p.name == name) {
-            let names: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
             return Err(DriverError::Input(format!(
-                "-i {name}: the kernel has no parameter `{name}` (its parameters: {})",
-                names.join(", ")
+                "-i {name}: {}",
+                no_parameter_message(params, name)
             )));
         }
     }
@@ -773,6 +772,39 @@ pub fn gather_inputs(
     Ok(inputs)
 }
 
+/// The message for an input given for a parameter the kernel does not have: `the kernel
+/// has no parameter `y` (its parameters: x)`. The CLI prefixes `-i NAME: `; the Python
+/// package raises it as it is.
+pub fn no_parameter_message(params: &[ParamSpec], name: &str) -> String {
+    let names: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
+    format!(
+        "the kernel has no parameter `{name}` (its parameters: {})",
+        names.join(", ")
+    )
+}
+
+/// The message for an input whose shape is not its parameter's: `input `x` has shape (2,
+/// 3), the parameter is f32[4, 4]`; `found` is the shape as NumPy prints it. The CLI
+/// prefixes the file's path.
+pub fn shape_message(p: &ParamSpec, found: &str) -> String {
+    format!(
+        "input `{}` has shape {found}, the parameter is {}",
+        p.name,
+        type_text(p.dtype, &p.shape)
+    )
+}
+
+/// A shape as NumPy prints it: `(2, 3)`, `(5,)` or `()`.
+pub fn shape_repr(shape: &[u64]) -> String {
+    match shape {
+        [d] => format!("({d},)"),
+        _ => {
+            let dims: Vec<_> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
 /// `f32[128, 64]`, as messages print types.
 pub fn type_text(dtype: Dtype, shape: &[u64]) -> String {
     let dims: Vec<_> = shape.iter().map(|d| d.to_string()).collect();
@@ -789,11 +821,9 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
     let reader = npy::NpyReader::new(file, len).map_err(in_file)?;
     if reader.shape() != p.shape.as_slice() {
         return Err(DriverError::Input(format!(
-            "{}: input `{}` has shape {}, the parameter is {}",
+            "{}: {}",
             path.display(),
-            p.name,
-            reader.shape_string(),
-            type_text(p.dtype, &p.shape)
+            shape_message(p, &reader.shape_string())
         )));
     }
     // Untyped (void) data is read as the bits of the parameter's dtype, so it must be as wide.

@@ -139,21 +139,18 @@ fn a_tbin_records_its_origin_and_checks_against_its_kernel() {
     let dir = scratch("origin");
     let src = dir.join("k.tsr");
     std::fs::write(&src, SIZED).expect("writing the kernel");
-    let out = tessera(
-        &dir,
-        &[
-            "compile",
-            "k.tsr",
-            "-D",
-            "N=16",
-            "--dtype-policy",
-            "strict",
-            "--disable-pass",
-            "fusion",
-            "-o",
-            "k.tbin",
-        ],
-    );
+    // The options the origin must record, for the binary and the text form alike.
+    let options = [
+        "compile",
+        "k.tsr",
+        "-D",
+        "N=16",
+        "--dtype-policy",
+        "strict",
+        "--disable-pass",
+        "fusion",
+    ];
+    let out = tessera(&dir, &[&options[..], &["-o", "k.tbin"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let bytes = std::fs::read(dir.join("k.tbin")).expect("reading the program");
     let program = isa::decode_program(&bytes).expect("decoding the program");
@@ -173,20 +170,7 @@ fn a_tbin_records_its_origin_and_checks_against_its_kernel() {
     // The text form carries the origin too, and assembles to the same program.
     let out = tessera(
         &dir,
-        &[
-            "compile",
-            "k.tsr",
-            "-D",
-            "N=16",
-            "--dtype-policy",
-            "strict",
-            "--disable-pass",
-            "fusion",
-            "--emit",
-            "asm",
-            "-o",
-            "k.s",
-        ],
+        &[&options[..], &["--emit", "asm", "-o", "k.s"]].concat(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = std::fs::read_to_string(dir.join("k.s")).expect("reading the assembly");

@@ -22,7 +22,7 @@
 //! condition is unbounded (a division by an interval that holds zero, an FP8 value that
 //! saturates) the bound is infinite.
 
-use super::{broadcast_strides, for_each_index, HostTensor};
+use super::{broadcast_strides, for_each_index_in, par, HostTensor};
 use crate::ir::{BinaryOp, ReduceFn, TOp, UnaryFn};
 use isa::Dtype;
 use runtime::numeric;
@@ -194,26 +194,25 @@ pub fn op_bound(
     match op {
         TOp::Const(_) => {}
         TOp::Unary(u) => {
-            for (i, p) in prop.iter_mut().enumerate() {
-                *p = unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64);
-            }
+            par::fill(&mut prop, |i| {
+                unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64)
+            });
         }
-        TOp::Cast => {
-            for (i, p) in prop.iter_mut().enumerate() {
-                *p = bounds[0][i] as f64;
-            }
-        }
+        TOp::Cast => par::fill(&mut prop, |i| bounds[0][i] as f64),
         TOp::Binary(b) => {
             let sa = broadcast_strides(&args[0].shape, shape);
             let sb = broadcast_strides(&args[1].shape, shape);
-            for_each_index(shape, [&sa, &sb], |i, [ia, ib]| {
-                prop[i] = binary_prop(
-                    *b,
-                    args[0].data[ia] as f64,
-                    args[1].data[ib] as f64,
-                    bounds[0][ia] as f64,
-                    bounds[1][ib] as f64,
-                );
+            par::chunks(&mut prop, |start, part| {
+                let range = start..start + part.len();
+                for_each_index_in(shape, [&sa, &sb], range, |i, [ia, ib]| {
+                    part[i - start] = binary_prop(
+                        *b,
+                        args[0].data[ia] as f64,
+                        args[1].data[ib] as f64,
+                        bounds[0][ia] as f64,
+                        bounds[1][ib] as f64,
+                    );
+                });
             });
         }
         TOp::Matmul => matmul_prop(args, bounds, shape, &mut prop),
@@ -239,34 +238,29 @@ pub fn op_bound(
     let from = args.first().map_or(out.dtype, |a| a.dtype);
     let d = out.dtype;
     match rounding_of(op, from, d, relaxed) {
-        Rounding::Exact => prop.iter().map(|&p| up(p)).collect(),
-        Rounding::Implicit => prop
-            .iter()
-            .zip(&out.data)
-            .map(|(&p, &v)| up(p + implicit(d, v.abs() as f64 + p)))
-            .collect(),
-        Rounding::RelaxedCast => prop
-            .iter()
-            .zip(&out.data)
-            .map(|(&p, &v)| up(p + ulp(d, v.abs() as f64 + p)))
-            .collect(),
-        Rounding::Cast => prop
-            .iter()
-            .zip(&out.data)
-            .zip(&args[0].data)
-            .map(|((&p, &v), &x)| {
-                let (x, vv) = (x as f64, v as f64);
-                let same = |y: f64| {
-                    let r = numeric::round_f64(d, y) as f64;
-                    r == vv || (r.is_nan() && vv.is_nan())
-                };
-                if p == 0.0 || (same(x - p) && same(x + p)) {
-                    0.0
-                } else {
-                    up(p + ulp(d, v.abs() as f64 + p))
-                }
-            })
-            .collect(),
+        // Each element's bound depends on that element alone: computed in parallel chunks.
+        Rounding::Exact => par::collect(n, |i| up(prop[i])),
+        Rounding::Implicit => par::collect(n, |i| {
+            let (p, v) = (prop[i], out.data[i]);
+            up(p + implicit(d, v.abs() as f64 + p))
+        }),
+        Rounding::RelaxedCast => par::collect(n, |i| {
+            let (p, v) = (prop[i], out.data[i]);
+            up(p + ulp(d, v.abs() as f64 + p))
+        }),
+        Rounding::Cast => par::collect(n, |i| {
+            let (p, v, x) = (prop[i], out.data[i], args[0].data[i]);
+            let (x, vv) = (x as f64, v as f64);
+            let same = |y: f64| {
+                let r = numeric::round_f64(d, y) as f64;
+                r == vv || (r.is_nan() && vv.is_nan())
+            };
+            if p == 0.0 || (same(x - p) && same(x + p)) {
+                0.0
+            } else {
+                up(p + ulp(d, v.abs() as f64 + p))
+            }
+        }),
     }
 }
 

@@ -15,11 +15,14 @@
 //!   before that rounding); max and min propagate NaN.
 
 pub mod bound;
+mod matmul;
+mod par;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
 use isa::{ActFunc, AluOp, Dtype};
 use runtime::numeric;
+use std::borrow::Cow;
 
 /// A tensor on the host: row-major values, each exactly representable in `dtype`.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +107,18 @@ fn run(
             found: inputs.len(),
         });
     }
-    let mut env: SecondaryMap<Value, Option<HostTensor>> = SecondaryMap::new();
+    // Inputs are borrowed, not copied; a value is dropped (with its bound) after its last
+    // use, so the evaluator holds only the live tensors of the kernel at any time.
+    let mut env: SecondaryMap<Value, Option<Cow<HostTensor>>> = SecondaryMap::new();
+    let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
+    for (at, &inst) in func.layout.iter().enumerate() {
+        for a in &func.insts[inst].args {
+            last_use[*a] = at;
+        }
+    }
+    for r in &func.results {
+        last_use[*r] = usize::MAX;
+    }
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
     for ((name, v), input) in func.params.iter().zip(inputs) {
         let ty = func.ty(*v);
@@ -123,12 +137,12 @@ fn run(
                 ),
             });
         }
-        env[*v] = Some(input.clone());
+        env[*v] = Some(Cow::Borrowed(input));
         if bounded {
             bounds[*v] = vec![0.0; input.data.len()];
         }
     }
-    for &inst in &func.layout {
+    for (at, &inst) in func.layout.iter().enumerate() {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
         if ty.elems() > MAX_ELEMS {
@@ -136,7 +150,7 @@ fn run(
         }
         let mut args = Vec::with_capacity(data.args.len());
         for a in &data.args {
-            args.push(env[*a].as_ref().ok_or(EvalError::Unverified(*a))?);
+            args.push(env[*a].as_deref().ok_or(EvalError::Unverified(*a))?);
         }
         let out = eval_op(&data.op, &args, ty.dtype, &ty.shape);
         if bounded {
@@ -144,12 +158,21 @@ fn run(
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
             bounds[data.result] = bound::op_bound(&data.op, &args, &arg_bounds, &out, relax);
         }
-        env[data.result] = Some(out);
+        env[data.result] = Some(Cow::Owned(out));
+        for a in &data.args {
+            if last_use[*a] == at {
+                env[*a] = None;
+                bounds[*a] = Vec::new();
+            }
+        }
     }
     func.results
         .iter()
         .map(|r| {
-            let t = env[*r].clone().ok_or(EvalError::Unverified(*r))?;
+            let t = env[*r]
+                .clone()
+                .ok_or(EvalError::Unverified(*r))?
+                .into_owned();
             Ok((t, bounds[*r].clone()))
         })
         .collect()
@@ -159,22 +182,20 @@ fn run(
 pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> HostTensor {
     let data = match op {
         TOp::Const(x) => vec![numeric::round(dtype, *x as f32)],
-        TOp::Unary(u) => args[0]
-            .data
-            .iter()
-            .map(|&x| numeric::round(dtype, unary(*u, x)))
-            .collect(),
+        TOp::Unary(u) => {
+            let x = &args[0].data;
+            par::collect(x.len(), |i| numeric::round(dtype, unary(*u, x[i])))
+        }
         TOp::Binary(b) => binary(alu_op(*b), args[0], args[1], dtype, shape),
         TOp::Matmul => matmul(args[0], args[1], shape),
         TOp::Reduce { func, axis, .. } => reduce(*func, args[0], *axis, dtype),
         TOp::Transpose(perm) => transpose(args[0], perm),
         TOp::Reshape => args[0].data.clone(),
         TOp::Tril { k, fill } => tril(args[0], *k, numeric::round(dtype, *fill as f32)),
-        TOp::Cast => args[0]
-            .data
-            .iter()
-            .map(|&x| numeric::round(dtype, x))
-            .collect(),
+        TOp::Cast => {
+            let x = &args[0].data;
+            par::collect(x.len(), |i| numeric::round(dtype, x[i]))
+        }
     };
     HostTensor {
         dtype,
@@ -252,13 +273,33 @@ fn broadcast_strides(shape: &[u64], out: &[u64]) -> Vec<usize> {
 fn for_each_index<const N: usize>(
     out: &[u64],
     operand_strides: [&[usize]; N],
-    mut f: impl FnMut(usize, [usize; N]),
+    f: impl FnMut(usize, [usize; N]),
 ) {
     let total: u64 = out.iter().product();
+    for_each_index_in(out, operand_strides, 0..total as usize, f);
+}
+
+/// [`for_each_index`] over the elements `range` of `out` (row-major flat indices) only.
+fn for_each_index_in<const N: usize>(
+    out: &[u64],
+    operand_strides: [&[usize]; N],
+    range: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, [usize; N]),
+) {
     let rank = out.len();
     let mut idx = vec![0u64; rank];
     let mut offs = [0usize; N];
-    for flat in 0..total as usize {
+    // The multi-index and operand offsets of the range's first element.
+    let mut rest = range.start;
+    for d in (0..rank).rev() {
+        let dim = out[d].max(1) as usize;
+        idx[d] = (rest % dim) as u64;
+        rest /= dim;
+        for (o, s) in offs.iter_mut().zip(operand_strides.iter()) {
+            *o += s[d] * idx[d] as usize;
+        }
+    }
+    for flat in range {
         f(flat, offs);
         // Advance the multi-index and the operand offsets.
         let mut d = rank;
@@ -283,8 +324,11 @@ fn binary(op: AluOp, a: &HostTensor, b: &HostTensor, dtype: Dtype, shape: &[u64]
     let sa = broadcast_strides(&a.shape, shape);
     let sb = broadcast_strides(&b.shape, shape);
     let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
-    for_each_index(shape, [&sa, &sb], |i, [ia, ib]| {
-        out[i] = numeric::round(dtype, numeric::alu(op, a.data[ia], b.data[ib]));
+    par::chunks(&mut out, |start, part| {
+        let range = start..start + part.len();
+        for_each_index_in(shape, [&sa, &sb], range, |i, [ia, ib]| {
+            part[i - start] = numeric::round(dtype, numeric::alu(op, a.data[ia], b.data[ib]));
+        });
     });
     out
 }
@@ -298,20 +342,14 @@ fn matmul(a: &HostTensor, b: &HostTensor, shape: &[u64]) -> Vec<f32> {
     let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
     let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
     let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
+    // The blocked kernel (`matmul.rs`) keeps the language's order (the module comment)
+    // exactly, whatever the instruction set and thread count.
+    let (simd, threads) = (matmul::Simd::best(), matmul::threads());
     for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
         let am = &a.data[ia * m * k..(ia + 1) * m * k];
         let bm = &b.data[ib * k * n..(ib + 1) * k * n];
         let om = &mut out[bi * m * n..(bi + 1) * m * n];
-        for (row, acc) in om.chunks_exact_mut(n).enumerate() {
-            acc.fill(0.0);
-            for kk in 0..k {
-                let x = am[row * k + kk];
-                let brow = &bm[kk * n..(kk + 1) * n];
-                for (o, &y) in acc.iter_mut().zip(brow) {
-                    *o += x * y;
-                }
-            }
-        }
+        matmul::matmul(simd, threads, m, k, n, am, bm, om);
     });
     out
 }
@@ -326,21 +364,19 @@ fn reduce(func: ReduceFn, a: &HostTensor, axis: usize, dtype: Dtype) -> Vec<f32>
         ReduceFn::Max => AluOp::Max,
         ReduceFn::Min => AluOp::Min,
     };
-    let mut out = Vec::with_capacity(outer * inner);
-    for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| a.data[(o * len + j) * inner + i];
-            let mut acc = at(0);
-            for j in 1..len {
-                acc = numeric::alu(op, acc, at(j));
-            }
-            if func == ReduceFn::Mean {
-                acc /= len as f32;
-            }
-            out.push(numeric::round(dtype, acc));
+    // Each output element is one sequential fold along the axis, whichever thread runs it.
+    par::collect(outer * inner, |oi| {
+        let (o, i) = (oi / inner, oi % inner);
+        let at = |j: usize| a.data[(o * len + j) * inner + i];
+        let mut acc = at(0);
+        for j in 1..len {
+            acc = numeric::alu(op, acc, at(j));
         }
-    }
-    out
+        if func == ReduceFn::Mean {
+            acc /= len as f32;
+        }
+        numeric::round(dtype, acc)
+    })
 }
 
 fn transpose(a: &HostTensor, perm: &[usize]) -> Vec<f32> {
@@ -348,21 +384,26 @@ fn transpose(a: &HostTensor, perm: &[usize]) -> Vec<f32> {
     let own = strides(&a.shape);
     let s: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
     let mut out = vec![0f32; a.data.len()];
-    for_each_index(&out_shape, [&s], |i, [ia]| out[i] = a.data[ia]);
+    par::chunks(&mut out, |start, part| {
+        let range = start..start + part.len();
+        for_each_index_in(&out_shape, [&s], range, |i, [ia]| {
+            part[i - start] = a.data[ia]
+        });
+    });
     out
 }
 
 fn tril(a: &HostTensor, k: i64, fill: f32) -> Vec<f32> {
     let rank = a.shape.len();
     let (rows, cols) = (a.shape[rank - 2] as usize, a.shape[rank - 1] as usize);
-    let mut out = a.data.clone();
-    for (idx, x) in out.iter_mut().enumerate() {
+    par::collect(a.data.len(), |idx| {
         let j = (idx % cols) as i64;
         let i = ((idx / cols) % rows) as i64;
         // Saturating: k may be any i64 (near i64::MAX every element is kept).
         if j > i.saturating_add(k) {
-            *x = fill;
+            fill
+        } else {
+            a.data[idx]
         }
-    }
-    out
+    })
 }

@@ -1,0 +1,390 @@
+//! The reference evaluator's matmul kernel: cache-blocked, register-tiled, vectorised and
+//! threaded, and bit-identical to the plain triple loop it replaces ([`matmul_scalar`]).
+//!
+//! The language's `@` accumulates in f32: each output element starts at +0.0 and adds the
+//! products `a[i, k] * b[k, j]` for `k = 0, 1, .., K - 1` in that order, each product and
+//! each sum rounded to f32 (Rust never fuses them into an FMA). Everything here keeps that
+//! order per element and changes only which elements are computed together and where
+//! their partial sums wait:
+//! - a register tile holds `R x NR` outputs (`R <= MR` rows, `NR` consecutive columns),
+//!   one accumulator per output, so SIMD lanes run across columns, never across `k`;
+//! - `k` is cut into blocks of [`KC`] steps for the cache; between blocks an element's
+//!   partial sum is stored to the output row and loaded again, which is exact in f32, and
+//!   the blocks run in increasing `k`;
+//! - threads split the output rows: every element is computed start to finish by one
+//!   thread, so the result does not depend on the thread count.
+//!
+//! The kernel is plain Rust; [`Simd`] picks at run time which instruction set the compiler
+//! may use for the same source (`target_feature` on a wrapper; AVX2 or the x86-64
+//! baseline), so the arithmetic per element is the same on every path.
+
+/// Rows of a register tile (the broadcast values of `a`).
+const MR: usize = 6;
+
+/// Columns of a register tile: two 8-lane vectors per row on AVX2.
+const NR: usize = 16;
+
+/// Steps of `k` per cache block: a packed panel of `b` is `KC x NR` values (16 KiB).
+const KC: usize = 256;
+
+/// Columns of `b` packed at once (`KC x NC` values, 256 KiB: within a core's L2).
+const NC: usize = 256;
+
+/// Below this many multiply-adds a matmul runs on the calling thread alone.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// Which instruction set the kernel is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// The target's baseline (SSE2 on x86-64), any host.
+    Baseline,
+    /// AVX2, on x86 hosts that have it.
+    Avx2,
+}
+
+impl Simd {
+    /// The widest instruction set this host has, unless the environment variable
+    /// `TESSERA_SIMD=scalar` asks for the baseline (the determinism tests use it).
+    pub fn best() -> Simd {
+        if std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "scalar") {
+            return Simd::Baseline;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+        Simd::Baseline
+    }
+}
+
+/// The threads a large matmul uses: `TESSERA_THREADS` if set to a positive number, else
+/// the host's available parallelism.
+pub fn threads() -> usize {
+    if let Some(n) = std::env::var("TESSERA_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `out[i, j] = sum_k a[i, k] * b[k, j]` for `a: [m, k]`, `b: [k, n]` and `out: [m, n]`, all
+/// row-major, in the language's order, on `simd` with up to `threads` threads.
+pub fn matmul(
+    simd: Simd,
+    threads: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
+    let (a, b, out) = (&a[..m * k], &b[..k * n], &mut out[..m * n]);
+    out.fill(0.0);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let threads = if m * n * k < PARALLEL_MIN_MACS {
+        1
+    } else {
+        threads.clamp(1, m.div_ceil(MR))
+    };
+    if threads == 1 {
+        rows(simd, m, k, n, a, b, out);
+        return;
+    }
+    // Whole register tiles of rows per thread, as even as they come.
+    let per = m.div_ceil(MR).div_ceil(threads) * MR;
+    std::thread::scope(|s| {
+        let mut chunks = out.chunks_mut(per * n).zip(a.chunks(per * k));
+        let first = chunks.next();
+        for (o, a) in chunks {
+            let rows_here = o.len() / n;
+            s.spawn(move || rows(simd, rows_here, k, n, a, b, o));
+        }
+        if let Some((o, a)) = first {
+            rows(simd, o.len() / n, k, n, a, b, o);
+        }
+    });
+}
+
+/// The blocked product for `m` rows on the calling thread (`out` starts at +0.0).
+fn rows(simd: Simd, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if std::is_x86_feature_detected!("avx2") => {
+            // SAFETY: the host has AVX2 (checked just above).
+            unsafe { rows_avx2(m, k, n, a, b, out) }
+        }
+        _ => rows_generic(false, m, k, n, a, b, out),
+    }
+}
+
+/// [`rows_generic`] compiled with AVX2.
+///
+/// # Safety
+///
+/// The host must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    rows_generic(true, m, k, n, a, b, out)
+}
+
+/// The loop nest: column blocks of [`NC`], `k` blocks of [`KC`] in increasing order (the
+/// panel of `b` packed once per block), then register tiles over the rows (their `a`
+/// values packed as `[kk][MR]`) and the panels. `avx`: whole tiles may use the AVX
+/// micro-kernel (the caller checked that the host has it).
+#[inline(always)]
+fn rows_generic(avx: bool, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let mut packed = vec![0.0f32; KC * NC];
+    let mut apack = [0.0f32; KC * MR];
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let panels = nc.div_ceil(NR);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // Pack b[pc.., jc..] as panels [panel][kk][NR], the last one zero-padded.
+            for p in 0..panels {
+                let j0 = jc + p * NR;
+                let w = NR.min(jc + nc - j0);
+                let dst = &mut packed[p * KC * NR..][..kc * NR];
+                for (kk, d) in dst.chunks_exact_mut(NR).enumerate() {
+                    let src = &b[(pc + kk) * n + j0..][..w];
+                    d[..w].copy_from_slice(src);
+                    d[w..].fill(0.0);
+                }
+            }
+            let mut i = 0;
+            while i < m {
+                let r = MR.min(m - i);
+                // a[i + rr, pc + kk] at apack[kk * MR + rr]; rows past `r` are zero.
+                for (kk, g) in apack.chunks_exact_mut(MR).take(kc).enumerate() {
+                    for (rr, x) in g.iter_mut().enumerate() {
+                        *x = if rr < r {
+                            a[(i + rr) * k + pc + kk]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                let ap = &apack[..kc * MR];
+                for p in 0..panels {
+                    let j0 = jc + p * NR;
+                    let w = NR.min(jc + nc - j0);
+                    let panel = &packed[p * KC * NR..][..kc * NR];
+                    let o = &mut out[i * n + j0..];
+                    match r {
+                        6 => tile::<6>(avx, n, kc, w, ap, panel, o),
+                        5 => tile::<5>(avx, n, kc, w, ap, panel, o),
+                        4 => tile::<4>(avx, n, kc, w, ap, panel, o),
+                        3 => tile::<3>(avx, n, kc, w, ap, panel, o),
+                        2 => tile::<2>(avx, n, kc, w, ap, panel, o),
+                        _ => tile::<1>(avx, n, kc, w, ap, panel, o),
+                    }
+                }
+                i += r;
+            }
+        }
+    }
+}
+
+/// One register tile: `R` rows and `w <= NR` columns of `out` (row stride `n`, starting at
+/// the tile's first element), over `kc` steps of `k` with the rows' `a` values packed in
+/// `ap` (`[kk][MR]`) and `b`'s in `panel` (`[kk][NR]`). The partial sums are loaded from
+/// `out`, advanced step by step in order, and stored back; padding lanes (columns `w ..`)
+/// are computed and dropped. `avx`: a whole tile runs on [`tile_full_avx`].
+#[inline(always)]
+fn tile<const R: usize>(
+    avx: bool,
+    n: usize,
+    kc: usize,
+    w: usize,
+    ap: &[f32],
+    panel: &[f32],
+    out: &mut [f32],
+) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx;
+    #[cfg(target_arch = "x86_64")]
+    if avx && R == MR && w == NR {
+        // SAFETY: `avx` says the host has AVX; the bounds are asserted inside.
+        unsafe { tile_full_avx(n, kc, ap, panel, out) };
+        return;
+    }
+    let mut acc = [[0.0f32; NR]; R];
+    for (r, row) in acc.iter_mut().enumerate() {
+        row[..w].copy_from_slice(&out[r * n..][..w]);
+    }
+    for (av, bv) in ap.chunks_exact(MR).zip(panel.chunks_exact(NR)).take(kc) {
+        let bv: &[f32; NR] = bv.try_into().expect("a panel row is NR values");
+        for (row, &s) in acc.iter_mut().zip(av) {
+            for (x, &y) in row.iter_mut().zip(bv) {
+                // A separate multiply and add, never fused: the language's rounding.
+                *x += s * y;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        out[r * n..][..w].copy_from_slice(&row[..w]);
+    }
+}
+
+/// A whole `MR x NR` tile with its twelve accumulators in AVX registers: each step
+/// broadcasts the six `a` values and multiplies, then adds (never fused), the two vectors
+/// of `b`'s row. The same operations as [`tile`]'s loop, lane for lane.
+///
+/// # Safety
+///
+/// The host must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn tile_full_avx(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(ap.len() >= kc * MR && panel.len() >= kc * NR);
+    assert!(out.len() >= (MR - 1) * n + NR);
+    let c = out.as_mut_ptr();
+    let (a, b) = (ap.as_ptr(), panel.as_ptr());
+    // Every pointer stays in bounds by the asserts: `a + kk * MR + r < ap.len()`,
+    // `b + kk * NR + 16 <= panel.len()`, `c + r * n + 16 <= out.len()`.
+    macro_rules! row {
+        ($r:expr) => {
+            (
+                _mm256_loadu_ps(c.add($r * n)),
+                _mm256_loadu_ps(c.add($r * n + 8)),
+            )
+        };
+    }
+    let (mut c00, mut c01) = row!(0);
+    let (mut c10, mut c11) = row!(1);
+    let (mut c20, mut c21) = row!(2);
+    let (mut c30, mut c31) = row!(3);
+    let (mut c40, mut c41) = row!(4);
+    let (mut c50, mut c51) = row!(5);
+    for kk in 0..kc {
+        let b0 = _mm256_loadu_ps(b.add(kk * NR));
+        let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+        let ak = a.add(kk * MR);
+        macro_rules! step {
+            ($r:expr, $x0:ident, $x1:ident) => {
+                let s = _mm256_broadcast_ss(&*ak.add($r));
+                $x0 = _mm256_add_ps($x0, _mm256_mul_ps(s, b0));
+                $x1 = _mm256_add_ps($x1, _mm256_mul_ps(s, b1));
+            };
+        }
+        step!(0, c00, c01);
+        step!(1, c10, c11);
+        step!(2, c20, c21);
+        step!(3, c30, c31);
+        step!(4, c40, c41);
+        step!(5, c50, c51);
+    }
+    macro_rules! store {
+        ($r:expr, $x0:ident, $x1:ident) => {
+            _mm256_storeu_ps(c.add($r * n), $x0);
+            _mm256_storeu_ps(c.add($r * n + 8), $x1);
+        };
+    }
+    store!(0, c00, c01);
+    store!(1, c10, c11);
+    store!(2, c20, c21);
+    store!(3, c30, c31);
+    store!(4, c40, c41);
+    store!(5, c50, c51);
+}
+
+/// The plain triple loop the blocked kernel must match bit for bit: each output row starts
+/// at +0.0 and adds `a[i, k] * b[k, :]` for `k` in order (the evaluator's kernel before the
+/// blocked one; the tests compare them).
+#[cfg(test)]
+fn matmul_scalar(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    for (row, acc) in out[..m * n].chunks_exact_mut(n).enumerate() {
+        acc.fill(0.0);
+        for kk in 0..k {
+            let x = a[row * k + kk];
+            let brow = &b[kk * n..(kk + 1) * n];
+            for (o, &y) in acc.iter_mut().zip(brow) {
+                *o += x * y;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that make every rounding count: mixed signs and magnitudes, zeros of both
+    /// signs, so a changed order or a fused multiply-add changes bits.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match s % 17 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => {
+                        let mant = (s >> 20) as u32 & 0xFFFF;
+                        let e = ((s >> 40) % 24) as i32 - 12;
+                        let sign = if s & (1 << 50) != 0 { -1.0 } else { 1.0 };
+                        sign * (1.0 + mant as f32 / 65536.0) * 2f32.powi(e)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocked_matches_the_triple_loop_bit_for_bit() {
+        let shapes = [
+            (1, 1, 1),
+            (7, 3, 5),
+            (6, 256, 16),
+            (13, 300, 33),
+            (64, 513, 257),
+            (100, 1000, 70),
+        ];
+        for (m, k, n) in shapes {
+            let a = values(m * k, (m * 31 + k) as u64);
+            let b = values(k * n, (n * 17 + k) as u64);
+            let mut want = vec![1.0; m * n];
+            matmul_scalar(m, k, n, &a, &b, &mut want);
+            for simd in [Simd::Baseline, Simd::best()] {
+                for threads in [1, 2, 3] {
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul(simd, threads, m, k, n, &a, &b, &mut got);
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{m}x{k}x{n} on {simd:?} with {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_blocked_matches_with_threads() {
+        // Above the parallel threshold, with ragged tiles in every direction.
+        let (m, k, n) = (131, 600, 97);
+        let a = values(m * k, 5);
+        let b = values(k * n, 6);
+        let mut want = vec![0.0; m * n];
+        matmul_scalar(m, k, n, &a, &b, &mut want);
+        assert!(m * n * k >= PARALLEL_MIN_MACS);
+        for threads in [1, 2, 4] {
+            let mut got = vec![0.0; m * n];
+            matmul(Simd::best(), threads, m, k, n, &a, &b, &mut got);
+            assert!(want
+                .iter()
+                .zip(&got)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+}

@@ -54,8 +54,12 @@ pub enum Path {
 }
 
 impl Path {
-    /// The fastest path this host supports.
+    /// The fastest path this host supports, unless the environment variable
+    /// `TESSERA_SIMD=scalar` forces the portable one (the determinism tests compare them).
     pub fn best() -> Path {
+        if std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "scalar") {
+            return Path::Portable;
+        }
         if Path::Avx.is_available() {
             Path::Avx
         } else {
@@ -353,6 +357,19 @@ unsafe fn panel_avx(k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut
 /// most 512 / NR panels, and more threads than that share out nothing.
 pub const MAX_HELPERS: usize = 7;
 
+/// The threads the interpreter computes with: `TESSERA_THREADS` if set to a positive
+/// number, else the host's available parallelism. Results and cycles do not depend on it.
+pub fn threads() -> usize {
+    if let Some(n) = std::env::var("TESSERA_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Helper threads that share the panels of large matmuls with the calling thread.
 #[derive(Debug)]
 pub struct Pool {
@@ -381,11 +398,11 @@ struct State {
 }
 
 impl Pool {
-    /// A pool with one helper per core beyond the calling thread's (at most
-    /// [`MAX_HELPERS`]), or `None` when the host has a single core or no thread starts.
+    /// A pool with one helper per thread beyond the calling one (at most [`MAX_HELPERS`]),
+    /// or `None` for a single thread or when no thread starts. The threads are
+    /// [`threads`]: the host's cores unless `TESSERA_THREADS` says otherwise.
     pub fn new() -> Option<Pool> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Pool::with_helpers(cores.saturating_sub(1).min(MAX_HELPERS))
+        Pool::with_helpers(threads().saturating_sub(1).min(MAX_HELPERS))
     }
 
     /// A pool with `helpers` helper threads (as many as start), or `None` for none.

@@ -1,0 +1,114 @@
+//! The interpreter and the reference evaluator give the same bits and the same cycles
+//! whatever the thread count and instruction set: each kernel runs through the `tessera`
+//! binary with one thread, with two, and with two and the scalar fallback forced
+//! (`TESSERA_THREADS`, `TESSERA_SIMD=scalar`), and the outputs, the timing report and the
+//! `--check` lines (the reference's comparison) must be identical byte for byte.
+//!
+//! The kernels are large enough that their matmul instructions exceed the interpreter's
+//! threshold for sharing panels between threads, and that the reference's matmuls and
+//! elementwise loops are split between threads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A fresh scratch folder for one run.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tessera-determinism-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch folder");
+    dir
+}
+
+/// Runs `tessera run FILE ARGS --random 1 --check --report` under `env`; returns stdout and
+/// every written output file's bytes, in name order.
+fn run(file: &str, args: &[&str], env: &[(&str, &str)], tag: &str) -> (String, Vec<Vec<u8>>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch(tag);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(root)
+        .arg("run")
+        .arg(file)
+        .args(args)
+        .args(["--random", "1", "--check", "--report", "-o"])
+        .arg(&dir)
+        .env_remove("TESSERA_THREADS")
+        .env_remove("TESSERA_SIMD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running tessera");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{file} under {env:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("reading the outputs")
+        .map(|e| e.expect("a folder entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("out"))
+        })
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "{file}: no outputs written");
+    let files = names
+        .iter()
+        .map(|p| std::fs::read(p).expect("reading an output"))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    (String::from_utf8_lossy(&out.stdout).into_owned(), files)
+}
+
+fn same_everywhere(file: &str, args: &[&str], tag: &str) {
+    let settings: [&[(&str, &str)]; 3] = [
+        &[("TESSERA_THREADS", "1")],
+        &[("TESSERA_THREADS", "2")],
+        &[("TESSERA_THREADS", "2"), ("TESSERA_SIMD", "scalar")],
+    ];
+    let runs: Vec<(String, Vec<Vec<u8>>)> = settings
+        .iter()
+        .enumerate()
+        .map(|(i, env)| run(file, args, env, &format!("{tag}-{i}")))
+        .collect();
+    let (report, outputs) = &runs[0];
+    assert!(report.contains("total "), "{file}: no report\n{report}");
+    assert!(
+        report.contains("out0: max abs error"),
+        "{file}: no check\n{report}"
+    );
+    for (env, (r, o)) in settings.iter().zip(&runs).skip(1) {
+        assert_eq!(
+            r, report,
+            "{file}: the report or check differs under {env:?}"
+        );
+        assert!(o == outputs, "{file}: the output bits differ under {env:?}");
+    }
+}
+
+#[test]
+fn llama_layer_is_deterministic() {
+    same_everywhere("bench/llama_layer.tsr", &[], "llama");
+}
+
+#[test]
+fn matmul_and_attention_are_deterministic() {
+    same_everywhere(
+        "bench/matmul.tsr",
+        &[
+            "-k",
+            "matmul_bf16_f32",
+            "-D",
+            "M=300",
+            "-D",
+            "K=520",
+            "-D",
+            "N=700",
+        ],
+        "matmul",
+    );
+    same_everywhere("bench/attention.tsr", &["-D", "S=512"], "attention");
+}

@@ -41,7 +41,7 @@
 //! store's latency, so a large kernel can end `L + (R + W) / B` cycles in. The best
 //! roofline efficiency a kernel can reach is `bound / ceiling`.
 
-use crate::ir::{Function, TOp, UnaryFn, Value};
+use crate::ir::{BinaryOp, Function, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
 use runtime::Timing;
 
@@ -130,20 +130,26 @@ impl Bound {
     }
 }
 
-/// True for the functions the Scalar engine evaluates as transcendentals.
-fn is_transcendental(u: UnaryFn) -> bool {
+/// True for the functions the roofline counts as transcendentals, one per element at the
+/// Scalar engine's peak: exactly the machine's list (docs/machine.md), `exp log tanh
+/// sigmoid silu gelu gelu_tanh sin cos erf softplus` and the binary `pow`. `sqrt`, `rsqrt`
+/// and `reciprocal` are not in it, nor are the exact functions.
+fn is_transcendental(op: &TOp) -> bool {
     matches!(
-        u,
-        UnaryFn::Exp
-            | UnaryFn::Log
-            | UnaryFn::Sqrt
-            | UnaryFn::Rsqrt
-            | UnaryFn::Reciprocal
-            | UnaryFn::Tanh
-            | UnaryFn::Sigmoid
-            | UnaryFn::Silu
-            | UnaryFn::Gelu
-            | UnaryFn::GeluTanh
+        op,
+        TOp::Unary(
+            UnaryFn::Exp
+                | UnaryFn::Log
+                | UnaryFn::Tanh
+                | UnaryFn::Sigmoid
+                | UnaryFn::Silu
+                | UnaryFn::Gelu
+                | UnaryFn::GeluTanh
+                | UnaryFn::Sin
+                | UnaryFn::Cos
+                | UnaryFn::Erf
+                | UnaryFn::Softplus
+        ) | TOp::Binary(BinaryOp::Pow)
     )
 }
 
@@ -207,7 +213,7 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
                 tensor_cycles += macs as f64 / (128.0 * 128.0 * columns_per_cycle);
                 matmuls_wait &= full[data.result];
             }
-            TOp::Unary(u) if is_transcendental(u) => {
+            ref op if is_transcendental(op) => {
                 transcendentals += func.ty(data.result).elems();
                 transcendentals_wait &= full[data.result];
             }

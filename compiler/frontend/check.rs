@@ -21,6 +21,8 @@ use crate::frontend::typed::{
 use indexmap::IndexMap;
 use isa::Dtype;
 
+mod reduce_axes;
+
 /// The largest dim, size and element count of any value: 2^48.
 pub const MAX_ELEMS: u64 = 1 << 48;
 
@@ -164,6 +166,8 @@ enum Builtin {
     Transpose,
     Reshape,
     Tril,
+    /// `clip(x, lo, hi)`, checked as `minimum(maximum(x, lo), hi)`.
+    Clip,
 }
 
 /// Every builtin by name.
@@ -181,8 +185,18 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("silu", Builtin::Unary(UnaryFn::Silu)),
     ("gelu", Builtin::Unary(UnaryFn::Gelu)),
     ("gelu_tanh", Builtin::Unary(UnaryFn::GeluTanh)),
+    ("sin", Builtin::Unary(UnaryFn::Sin)),
+    ("cos", Builtin::Unary(UnaryFn::Cos)),
+    ("erf", Builtin::Unary(UnaryFn::Erf)),
+    ("floor", Builtin::Unary(UnaryFn::Floor)),
+    ("ceil", Builtin::Unary(UnaryFn::Ceil)),
+    ("round", Builtin::Unary(UnaryFn::Round)),
+    ("sign", Builtin::Unary(UnaryFn::Sign)),
+    ("softplus", Builtin::Unary(UnaryFn::Softplus)),
     ("maximum", Builtin::Binary(BinaryOp::Maximum)),
     ("minimum", Builtin::Binary(BinaryOp::Minimum)),
+    ("pow", Builtin::Binary(BinaryOp::Pow)),
+    ("clip", Builtin::Clip),
     ("sum", Builtin::Reduce(ReduceFn::Sum)),
     ("mean", Builtin::Reduce(ReduceFn::Mean)),
     ("max", Builtin::Reduce(ReduceFn::Max)),
@@ -207,6 +221,7 @@ impl Builtin {
     fn positional(self) -> usize {
         match self {
             Builtin::Binary(_) | Builtin::Reshape => 2,
+            Builtin::Clip => 3,
             _ => 1,
         }
     }
@@ -230,6 +245,7 @@ impl Builtin {
             Builtin::Transpose => "transpose(x) or transpose(x, perm=[...])".to_string(),
             Builtin::Reshape => "reshape(x, [d0, d1, ...])".to_string(),
             Builtin::Tril => "tril(x, k=0, fill=0.0)".to_string(),
+            Builtin::Clip => "clip(x, lo, hi)".to_string(),
         }
     }
 }
@@ -251,6 +267,14 @@ pub fn unary_name(f: UnaryFn) -> &'static str {
         UnaryFn::Silu => "silu",
         UnaryFn::Gelu => "gelu",
         UnaryFn::GeluTanh => "gelu_tanh",
+        UnaryFn::Sin => "sin",
+        UnaryFn::Cos => "cos",
+        UnaryFn::Erf => "erf",
+        UnaryFn::Floor => "floor",
+        UnaryFn::Ceil => "ceil",
+        UnaryFn::Round => "round",
+        UnaryFn::Sign => "sign",
+        UnaryFn::Softplus => "softplus",
     }
 }
 
@@ -322,6 +346,17 @@ pub fn fold_unary(f: UnaryFn, x: f64) -> f64 {
             let c = (2.0 / std::f64::consts::PI).sqrt();
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }
+        UnaryFn::Sin => x.sin(),
+        UnaryFn::Cos => x.cos(),
+        UnaryFn::Erf => erf(x),
+        UnaryFn::Floor => x.floor(),
+        UnaryFn::Ceil => x.ceil(),
+        UnaryFn::Round => x.round_ties_even(),
+        UnaryFn::Sign if x.is_nan() => x,
+        UnaryFn::Sign if x == 0.0 => 0.0,
+        UnaryFn::Sign => x.signum(),
+        UnaryFn::Softplus if x > 0.0 => x + (-x).exp().ln_1p(),
+        UnaryFn::Softplus => x.exp().ln_1p(),
     }
 }
 
@@ -336,6 +371,7 @@ pub fn fold_binary(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Maximum | BinaryOp::Minimum if a.is_nan() || b.is_nan() => f64::NAN,
         BinaryOp::Maximum => a.max(b),
         BinaryOp::Minimum => a.min(b),
+        BinaryOp::Pow => a.powf(b),
     }
 }
 
@@ -1065,6 +1101,7 @@ impl<'d> Checker<'d> {
                     let what = match op {
                         BinaryOp::Maximum => "the operands of `maximum`".to_string(),
                         BinaryOp::Minimum => "the operands of `minimum`".to_string(),
+                        BinaryOp::Pow => "the operands of `pow`".to_string(),
                         _ => "the operands".to_string(),
                     };
                     let mut diag = Diagnostic::error(
@@ -1368,9 +1405,64 @@ impl<'d> Checker<'d> {
                 let lhs = operands.pop()?;
                 self.elementwise(op, lhs, rhs, func.span, span)
             }
+            Builtin::Clip => {
+                let hi = operands.pop()?;
+                let lo = operands.pop()?;
+                let x = operands.pop()?;
+                // The three operands broadcast together; the error names `clip`, not the
+                // `maximum` and `minimum` it is checked as.
+                let tensors: Vec<&TExpr> = [&x, &lo, &hi]
+                    .into_iter()
+                    .filter(|v| !is_scalar(v))
+                    .collect();
+                let mut shape: Vec<u64> = Vec::new();
+                for v in &tensors {
+                    match broadcast(&shape, &v.ty.shape) {
+                        Some(s) => shape = s,
+                        None => {
+                            let mut diag = Diagnostic::error(
+                                codes::SHAPES_DO_NOT_BROADCAST,
+                                format!(
+                                    "shapes do not broadcast: {}",
+                                    tensors
+                                        .iter()
+                                        .map(|t| format!("`{}`", t.ty))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            )
+                            .with_primary(
+                                func.span,
+                                "the operands of `clip` cannot be broadcast together",
+                            );
+                            for t in &tensors {
+                                diag = diag.with_secondary(t.span, format!("this is `{}`", t.ty));
+                            }
+                            self.error(diag.with_note(
+                                "aligned from the last axis, each pair of dims must be equal or one of them 1",
+                            ));
+                            return None;
+                        }
+                    }
+                }
+                let lower = self.elementwise(BinaryOp::Maximum, x, lo, func.span, span)?;
+                self.elementwise(BinaryOp::Minimum, lower, hi, func.span, span)
+            }
             Builtin::Reduce(f) => {
                 let v = operands.pop()?;
-                let axis = kw("axis").and_then(|a| self.int_keyword(name, "axis", a))?;
+                let axes = match kw("axis") {
+                    Some(ArgValue::List(items, list_span)) => {
+                        if !self.need_tensor(name, &v) {
+                            return None;
+                        }
+                        Some(self.axis_list(name, items, &v, *list_span)?)
+                    }
+                    _ => None,
+                };
+                let axis = match &axes {
+                    Some(list) => list[0] as i64,
+                    None => kw("axis").and_then(|a| self.int_keyword(name, "axis", a))?,
+                };
                 let keepdims = match kw("keepdims") {
                     None => false,
                     Some(ArgValue::Bool(b, _)) => *b,
@@ -1388,6 +1480,9 @@ impl<'d> Checker<'d> {
                         return None;
                     }
                 };
+                if let Some(list) = axes.filter(|l| l.len() > 1) {
+                    return self.reduce_axes(name, f, v, &list, keepdims, span);
+                }
                 self.reduce(
                     name,
                     f,

@@ -45,6 +45,7 @@ impl CheckedKernel {
                     BinaryOp::Div => (true, "/"),
                     BinaryOp::Maximum => (false, "maximum"),
                     BinaryOp::Minimum => (false, "minimum"),
+                    BinaryOp::Pow => (false, "pow"),
                 };
                 if infix {
                     out.write_str("(")?;

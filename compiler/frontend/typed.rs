@@ -119,6 +119,14 @@ pub enum UnaryFn {
     Silu,
     Gelu,
     GeluTanh,
+    Sin,
+    Cos,
+    Erf,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    Softplus,
 }
 
 /// Binary elementwise operations.
@@ -130,6 +138,8 @@ pub enum BinaryOp {
     Div,
     Maximum,
     Minimum,
+    /// C's `powf(a, b)`.
+    Pow,
 }
 
 /// Reductions.

@@ -114,7 +114,7 @@ pub fn op_name(op: &TOp) -> &'static str {
 }
 
 /// Every unary function with its text name (the language's builtin name; `neg` for `-`).
-pub const UNARY_NAMES: [(UnaryFn, &str); 14] = [
+pub const UNARY_NAMES: [(UnaryFn, &str); 22] = [
     (UnaryFn::Neg, "neg"),
     (UnaryFn::Exp, "exp"),
     (UnaryFn::Log, "log"),
@@ -129,16 +129,25 @@ pub const UNARY_NAMES: [(UnaryFn, &str); 14] = [
     (UnaryFn::Silu, "silu"),
     (UnaryFn::Gelu, "gelu"),
     (UnaryFn::GeluTanh, "gelu_tanh"),
+    (UnaryFn::Sin, "sin"),
+    (UnaryFn::Cos, "cos"),
+    (UnaryFn::Erf, "erf"),
+    (UnaryFn::Floor, "floor"),
+    (UnaryFn::Ceil, "ceil"),
+    (UnaryFn::Round, "round"),
+    (UnaryFn::Sign, "sign"),
+    (UnaryFn::Softplus, "softplus"),
 ];
 
 /// Every binary operation with its text name.
-pub const BINARY_NAMES: [(BinaryOp, &str); 6] = [
+pub const BINARY_NAMES: [(BinaryOp, &str); 7] = [
     (BinaryOp::Add, "add"),
     (BinaryOp::Sub, "sub"),
     (BinaryOp::Mul, "mul"),
     (BinaryOp::Div, "div"),
     (BinaryOp::Maximum, "maximum"),
     (BinaryOp::Minimum, "minimum"),
+    (BinaryOp::Pow, "pow"),
 ];
 
 /// Every reduction with its text name.

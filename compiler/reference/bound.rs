@@ -87,6 +87,9 @@ fn widens(from: Dtype, to: Dtype) -> bool {
 fn lipschitz(u: UnaryFn) -> Option<f64> {
     Some(match u {
         UnaryFn::Neg | UnaryFn::Abs | UnaryFn::Relu | UnaryFn::Tanh => 1.0,
+        // |sin'|, |cos'| <= 1, softplus' = sigmoid < 1, erf' peaks at 2 / sqrt(pi) = 1.1284.
+        UnaryFn::Sin | UnaryFn::Cos | UnaryFn::Softplus => 1.0,
+        UnaryFn::Erf => 1.13,
         UnaryFn::Sigmoid => 0.25,
         // silu' peaks at 1.0998, gelu' at 1.129 and gelu_tanh' at 1.13.
         UnaryFn::Silu => 1.1,
@@ -111,6 +114,13 @@ fn unary_prop(u: UnaryFn, x: f64, b: f64) -> f64 {
         UnaryFn::Rsqrt if x - b > 0.0 => 1.0 / (x - b).sqrt() - 1.0 / x.sqrt(),
         UnaryFn::Reciprocal if x.abs() > b => b / (x.abs() * (x.abs() - b)),
         UnaryFn::Square => 2.0 * x.abs() * b + b * b,
+        // The step functions jump where an integer (or zero) lies within the interval: the
+        // largest change is between the values at the interval's ends.
+        UnaryFn::Floor => (x + b).floor() - (x - b).floor(),
+        UnaryFn::Ceil => (x + b).ceil() - (x - b).ceil(),
+        UnaryFn::Round => (x + b).round_ties_even() - (x - b).round_ties_even(),
+        UnaryFn::Sign if x.abs() > b => 0.0,
+        UnaryFn::Sign => 2.0,
         _ => f64::INFINITY,
     }
 }
@@ -131,7 +141,28 @@ fn binary_prop(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> f64 {
             }
         }
         BinaryOp::Maximum | BinaryOp::Minimum => ba.max(bb),
+        BinaryOp::Pow => pow_prop(a, b, ba, bb),
     }
+}
+
+/// How far `pow(a', b')` may be from `pow(a, b)` for `|a' - a| <= ba`, `|b' - b| <= bb`.
+/// For a positive base `pow = exp(b ln a)` and `b ln a` is bilinear in `(ln a, b)`, so
+/// over the box it takes its extremes at the corners, and so does the power: the bound is
+/// the largest change to a corner. A base interval that reaches zero or below (where the
+/// power jumps, or is NaN off the integers) gives an infinite bound.
+fn pow_prop(a: f64, b: f64, ba: f64, bb: f64) -> f64 {
+    if a - ba <= 0.0 {
+        return f64::INFINITY;
+    }
+    let at = a.powf(b);
+    let mut worst: f64 = 0.0;
+    for x in [a - ba, a + ba] {
+        for y in [b - bb, b + bb] {
+            worst = worst.max((x.powf(y) - at).abs());
+        }
+    }
+    // The f64 evaluation of the corners is itself rounded: a relative 1e-15 covers it.
+    worst + 1e-15 * at.abs()
 }
 
 /// How the language rounds the result of an operation, for the bound.
@@ -156,7 +187,15 @@ enum Rounding {
 fn rounding_of(op: &TOp, from: Dtype, to: Dtype, relaxed: bool) -> Rounding {
     match op {
         TOp::Const(_) | TOp::Transpose(_) | TOp::Reshape | TOp::Tril { .. } => Rounding::Exact,
-        TOp::Unary(UnaryFn::Neg | UnaryFn::Abs | UnaryFn::Relu) => Rounding::Exact,
+        TOp::Unary(
+            UnaryFn::Neg
+            | UnaryFn::Abs
+            | UnaryFn::Relu
+            | UnaryFn::Floor
+            | UnaryFn::Ceil
+            | UnaryFn::Round
+            | UnaryFn::Sign,
+        ) => Rounding::Exact,
         TOp::Binary(BinaryOp::Maximum | BinaryOp::Minimum) => Rounding::Exact,
         TOp::Reduce {
             func: ReduceFn::Max | ReduceFn::Min,

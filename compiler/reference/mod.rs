@@ -229,6 +229,14 @@ pub fn act_func(u: UnaryFn) -> Option<ActFunc> {
         UnaryFn::Silu => ActFunc::Silu,
         UnaryFn::Gelu => ActFunc::Gelu,
         UnaryFn::GeluTanh => ActFunc::GeluTanh,
+        UnaryFn::Sin => ActFunc::Sin,
+        UnaryFn::Cos => ActFunc::Cos,
+        UnaryFn::Erf => ActFunc::Erf,
+        UnaryFn::Floor => ActFunc::Floor,
+        UnaryFn::Ceil => ActFunc::Ceil,
+        UnaryFn::Round => ActFunc::Round,
+        UnaryFn::Sign => ActFunc::Sign,
+        UnaryFn::Softplus => ActFunc::Softplus,
     })
 }
 
@@ -241,6 +249,7 @@ pub fn alu_op(b: BinaryOp) -> AluOp {
         BinaryOp::Div => AluOp::Div,
         BinaryOp::Maximum => AluOp::Max,
         BinaryOp::Minimum => AluOp::Min,
+        BinaryOp::Pow => AluOp::Pow,
     }
 }
 

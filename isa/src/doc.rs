@@ -180,6 +180,8 @@ fn alu_meaning(op: AluOp) -> &'static str {
         AluOp::RDiv => "`b / a`",
         AluOp::Max => "maximum; NaN if either operand is NaN",
         AluOp::Min => "minimum; NaN if either operand is NaN",
+        AluOp::Pow => "`powf(a, b)` with C99's special cases (`pow(x, ±0) = 1`, `pow(1, y) = 1` even for NaN `x`/`y`, `pow(-1, ±inf) = 1`, a negative base with a non-integer exponent is NaN); within 1 ulp",
+        AluOp::RPow => "`powf(b, a)`",
     }
 }
 
@@ -209,6 +211,14 @@ fn act_meaning(f: ActFunc) -> &'static str {
         ActFunc::Silu => "`x * sigmoid(x)`",
         ActFunc::Gelu => "`x * 0.5 * (1 + erf(x / sqrt(2)))`",
         ActFunc::GeluTanh => "`0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`",
+        ActFunc::Sin => "`sin(x)` (x in radians, exact argument reduction for every f32)",
+        ActFunc::Cos => "`cos(x)` (x in radians, exact argument reduction for every f32)",
+        ActFunc::Erf => "`erf(x)`",
+        ActFunc::Floor => "`floor(x)` (exact; `-0` stays `-0`)",
+        ActFunc::Ceil => "`ceil(x)` (exact; `ceil(-0.5) = -0`)",
+        ActFunc::Round => "nearest integer, ties to even (exact; `round(-0.5) = -0`)",
+        ActFunc::Sign => "`-1`, `0` or `1` by the sign of `x`; `sign(±0) = ±0`, NaN stays NaN",
+        ActFunc::Softplus => "`ln(1 + exp(x))`, without overflow for large `x`",
     }
 }
 

@@ -322,6 +322,10 @@ pub enum AluOp {
     Max = 7,
     /// IEEE 754-2019 `minimum`: NaN if either operand is NaN; `min(+0, -0) = -0`.
     Min = 8,
+    /// C's `powf(a, b)`, with its special cases (runtime::numeric documents the numerics).
+    Pow = 9,
+    /// `powf(b, a)`: `pow` with the operands swapped, for a scalar base.
+    RPow = 10,
 }
 
 /// Reductions along the innermost free dimension.
@@ -352,6 +356,14 @@ pub enum ActFunc {
     Silu = 11,
     Gelu = 12,
     GeluTanh = 13,
+    Sin = 14,
+    Cos = 15,
+    Erf = 16,
+    Floor = 17,
+    Ceil = 18,
+    Round = 19,
+    Sign = 20,
+    Softplus = 21,
 }
 
 /// Comparisons of GpSimd's affine select: the predicate is `expr CMP 0`.
@@ -403,6 +415,8 @@ enum_names!(AluOp, "ALU op", {
     RDiv = "rdiv",
     Max = "max",
     Min = "min",
+    Pow = "pow",
+    RPow = "rpow",
 });
 
 enum_names!(ReduceOp, "reduce op", { Add = "add", Max = "max", Min = "min" });
@@ -422,6 +436,14 @@ enum_names!(ActFunc, "activation function", {
     Silu = "silu",
     Gelu = "gelu",
     GeluTanh = "gelu_tanh",
+    Sin = "sin",
+    Cos = "cos",
+    Erf = "erf",
+    Floor = "floor",
+    Ceil = "ceil",
+    Round = "round",
+    Sign = "sign",
+    Softplus = "softplus",
 });
 
 enum_names!(CmpOp, "comparison", { Ge = "ge", Gt = "gt", Le = "le", Lt = "lt", Eq = "eq", Ne = "ne" });

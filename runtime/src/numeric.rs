@@ -66,6 +66,20 @@
 //! | `silu` | `x / (1 + exp(-x))` | `silu(-inf) = -0` (the limit) |
 //! | `gelu` | `0.5 * x * erfc(-x / SQRT_2)` | `gelu(-inf) = -0`; `gelu(-10)` is `-7.6e-23` |
 //! | `gelu_tanh` | `x / (1 + exp(-2 * S * (x + 0.044715 * (x * x * x))))` | `gelu_tanh(-inf) = -0` |
+//! | `sin`, `cos` | `sin(x)`, `cos(x)` (libm reduces the argument exactly, for every f32) | `sin(-0) = -0`, `sin(±inf) = NaN` |
+//! | `erf` | `erf(x)` | `erf(±inf) = ±1` |
+//! | `floor`, `ceil` | in f32, exact | `floor(-0) = -0`, `ceil(-0.5) = -0` |
+//! | `round` | nearest integer in f32, ties to even (`rint`), exact | `round(2.5) = 2`, `round(-0.5) = -0` |
+//! | `sign` | `-1`, `+0` or `1` in f32 (NumPy's) | `sign(-0) = +0`, `sign(NaN) = NaN` |
+//! | `softplus` | `x + log1p(exp(-x))` for `x > 0`, else `log1p(exp(x))` | `softplus(inf) = inf`, `softplus(-inf) = 0` |
+//!
+//! The ALU op `pow` (and `rpow`, its operands swapped) is C's `powf`, computed as
+//! `libm::pow` on the operands widened to f64 and rounded once to f32 ([`pow`]). Its
+//! special cases are C99 Annex F's: `pow(x, ±0) = 1` and `pow(1, y) = 1` for every `x`,
+//! `y` (NaN included); `pow(-1, ±inf) = 1`; a finite negative base with a finite
+//! non-integer exponent is NaN; `pow(±0, y)` is `±inf` for a negative odd integer `y`,
+//! `+inf` for other negative `y`, `±0` for a positive odd integer and `+0` for other
+//! positive `y`; the infinities of either operand follow the limits.
 //!
 //! `SQRT_2` is `std::f64::consts::SQRT_2` and `S` is the f64 nearest to `sqrt(2 / pi)`,
 //! [`SQRT_2_OVER_PI`]. The three are the language's formulas rewritten so that nothing
@@ -229,6 +243,8 @@ pub fn alu(op: AluOp, a: f32, b: f32) -> f32 {
         AluOp::RDiv => b / a,
         AluOp::Max => maximum(a, b),
         AluOp::Min => minimum(a, b),
+        AluOp::Pow => pow(a, b),
+        AluOp::RPow => pow(b, a),
     };
     canonical(r)
 }
@@ -257,6 +273,14 @@ pub fn act(func: ActFunc, x: f32) -> f32 {
             let z = SQRT_2_OVER_PI * (d + 0.044715 * (d * d * d));
             (d / (1.0 + libm::exp(-2.0 * z))) as f32
         }
+        ActFunc::Sin => libm::sin(d) as f32,
+        ActFunc::Cos => libm::cos(d) as f32,
+        ActFunc::Erf => libm::erf(d) as f32,
+        ActFunc::Floor => libm::floorf(x),
+        ActFunc::Ceil => libm::ceilf(x),
+        ActFunc::Round => libm::rintf(x),
+        ActFunc::Sign => sign(x),
+        ActFunc::Softplus => softplus(d) as f32,
     };
     canonical(r)
 }
@@ -289,6 +313,40 @@ pub fn minimum(a: f32, b: f32) -> f32 {
         a
     } else {
         b
+    }
+}
+
+/// C's `powf(a, b)`: the f32 operands are widened to f64 exactly, `libm::pow` (musl's,
+/// within 1 ulp of f64 and with every special case of C99 Annex F) computes the power, and
+/// the result is rounded once to f32. An f32 power that overflows or underflows is far
+/// inside f64's range, so the rounding to f32 gives the infinity, the subnormal or the zero
+/// that `powf` gives; an integer f32 is an integer f64 of the same parity, so the special
+/// cases that depend on "odd integer" agree too.
+pub fn pow(a: f32, b: f32) -> f32 {
+    canonical(libm::pow(f64::from(a), f64::from(b)) as f32)
+}
+
+/// NumPy's `sign`: `-1` or `1` by the sign, `+0` for both zeros, NaN for NaN.
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else if x == 0.0 {
+        0.0
+    } else {
+        f32::from_bits(F32_NAN_BITS)
+    }
+}
+
+/// `log(1 + exp(x))` in f64 without overflow: `x + log1p(exp(-x))` for positive `x`
+/// (where `exp(x)` would overflow), `log1p(exp(x))` otherwise; both forms are exact
+/// rewrites and neither cancels.
+fn softplus(x: f64) -> f64 {
+    if x > 0.0 {
+        x + libm::log1p(libm::exp(-x))
+    } else {
+        libm::log1p(libm::exp(x))
     }
 }
 

@@ -1065,6 +1065,8 @@ fn reversed(op: AluOp) -> AluOp {
         AluOp::RSub => AluOp::Sub,
         AluOp::Div => AluOp::RDiv,
         AluOp::RDiv => AluOp::Div,
+        AluOp::Pow => AluOp::RPow,
+        AluOp::RPow => AluOp::Pow,
         other => other,
     }
 }

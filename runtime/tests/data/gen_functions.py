@@ -46,11 +46,18 @@ FUNCS = {
     "silu": lambda x: x * sigmoid(x),
     "gelu": lambda x: x / 2 * mpmath.erfc(-x / mpmath.sqrt(2)),
     "gelu_tanh": lambda x: x / 2 * (1 + mpmath.tanh(S * (x + mpmath.mpf("0.044715") * x**3))),
+    "sin": mpmath.sin,
+    "cos": mpmath.cos,
+    "erf": mpmath.erf,
+    "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
 }
 
 
 def inputs():
     xs = [0.0, 1e-45, 1.17549435e-38, 1.0, 0.5, 2.0, 10.0, 88.7, 89.0, 3.4028235e38]
+    # sin and cos at multiples of pi/2 and at large arguments (exact reduction), erf near
+    # its saturation, softplus where exp(x) would overflow and where log1p(exp(x)) underflows.
+    xs += [1.5707964, 3.1415927, 4.712389, 6.2831855, 1e4, 1e8, 1e20, 8.5e37, 103.9, 104.0, 4.0, 3.9]
     xs += [-x for x in xs]
     # The negative tails of silu, gelu and gelu_tanh, and both tails of the rest.
     xs += list(np.linspace(-120.0, -3.0, 3000))

@@ -15,6 +15,7 @@
 //!   before that rounding); max and min propagate NaN.
 
 pub mod bound;
+pub mod movement;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
@@ -175,6 +176,17 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
             .iter()
             .map(|&x| numeric::round(dtype, x))
             .collect(),
+        TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo => {
+            let fill = match op {
+                TOp::Pad { value, .. } => numeric::round(dtype, *value as f32),
+                _ => 0.0,
+            };
+            let moved: Vec<(&[u64], &[f32])> = args
+                .iter()
+                .map(|a| (a.shape.as_slice(), a.data.as_slice()))
+                .collect();
+            movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
+        }
     };
     HostTensor {
         dtype,

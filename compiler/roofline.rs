@@ -165,7 +165,9 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
         let data = &func.insts[inst];
         let any = data.args.iter().any(|a| full[*a]);
         full[data.result] = match data.op {
-            TOp::Const(_) | TOp::Tril { .. } => false,
+            TOp::Const(_) | TOp::Tril { .. } | TOp::Pad { .. } => false,
+            // Each element is an element of one part.
+            TOp::Concat(_) => data.args.iter().all(|a| full[*a]),
             // Each element of these reads at least one element of every argument (a
             // reduction or a matmul's K axis has at least one element).
             TOp::Unary(_)
@@ -174,10 +176,75 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::Reduce { .. }
             | TOp::Transpose(_)
             | TOp::Reshape
+            | TOp::Slice(_)
+            | TOp::BroadcastTo
             | TOp::Cast => any,
         };
     }
     full
+}
+
+/// The elements of input `v` a kernel must read: all of them, unless the kernel reads `v`
+/// only through slices, when it is the elements those slices select (their union, exact up
+/// to 2^24 elements; beyond, the largest slice's, which never overstates it).
+fn read_elems(func: &Function, v: Value) -> u64 {
+    let all = func.ty(v).elems();
+    let mut slices = Vec::new();
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        if !data.args.contains(&v) {
+            continue;
+        }
+        match &data.op {
+            TOp::Slice(axes) => slices.push((axes, func.ty(data.result).shape.clone())),
+            _ => return all,
+        }
+    }
+    if func.results.contains(&v) || slices.is_empty() {
+        return all;
+    }
+    let shape = &func.ty(v).shape;
+    let counts = |axes: &[crate::ir::SliceAxis], result: &[u64]| -> Vec<u64> {
+        let mut kept = result.iter();
+        axes.iter()
+            .map(|a| {
+                if a.keep {
+                    *kept.next().unwrap_or(&1)
+                } else {
+                    1
+                }
+            })
+            .collect()
+    };
+    if all > 1 << 24 {
+        return slices
+            .iter()
+            .map(|(axes, r)| counts(axes, r).iter().product::<u64>())
+            .max()
+            .unwrap_or(all);
+    }
+    let mut seen = vec![false; all as usize];
+    let mut strides = vec![1u64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    for (axes, result) in &slices {
+        let counts = counts(axes, result);
+        let total: u64 = counts.iter().product();
+        for flat in 0..total {
+            let mut rem = flat;
+            let mut off = 0i64;
+            for d in (0..counts.len()).rev() {
+                let i = (rem % counts[d]) as i64;
+                rem /= counts[d];
+                off += (axes[d].start as i64 + i * axes[d].step) * strides[d] as i64;
+            }
+            if let Some(s) = seen.get_mut(off as usize) {
+                *s = true;
+            }
+        }
+    }
+    seen.iter().filter(|&&s| s).count() as u64
 }
 
 /// The roofline bound of a kernel on a machine with timing `t`.
@@ -186,7 +253,11 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
         let ty = func.ty(v);
         ty.elems() * ty.dtype.size() as u64
     };
-    let hbm_read_bytes: u64 = func.params.iter().map(|(_, v)| bytes(*v)).sum();
+    let hbm_read_bytes: u64 = func
+        .params
+        .iter()
+        .map(|(_, v)| read_elems(func, *v) * func.ty(*v).dtype.size() as u64)
+        .sum();
     let hbm_write_bytes: u64 = func.results.iter().map(|v| bytes(*v)).sum();
     let full = input_dependent(func);
     let mut tensor_cycles = 0.0;

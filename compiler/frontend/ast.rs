@@ -88,11 +88,12 @@ pub struct TypeExpr {
     pub span: Span,
 }
 
-/// One dim of a written type.
+/// One dim of a written type: a literal, a size, or an integer expression of them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Dim {
     Int(IntLit),
     Size(Ident),
+    Expr(Expr),
 }
 
 impl Dim {
@@ -101,6 +102,16 @@ impl Dim {
         match self {
             Dim::Int(i) => i.span,
             Dim::Size(n) => n.span,
+            Dim::Expr(e) => e.span,
+        }
+    }
+
+    /// Classifies a parsed dim expression: a plain literal or name keeps its own variant.
+    pub fn from_expr(e: Expr) -> Dim {
+        match e.kind {
+            ExprKind::Int(lit) => Dim::Int(lit),
+            ExprKind::Name(n) => Dim::Size(n),
+            kind => Dim::Expr(Expr { kind, ..e }),
         }
     }
 }
@@ -184,6 +195,11 @@ pub enum ExprKind {
         lhs: Box<Expr>,
         rhs: Box<Expr>,
     },
+    /// `base[i0, i1, ...]`: integer indices, slices and `...`.
+    Index {
+        base: Box<Expr>,
+        items: Vec<IndexItem>,
+    },
     /// Stands in for an expression nested deeper than [`MAX_NESTING`] (already reported).
     TooDeep,
 }
@@ -200,6 +216,12 @@ impl Expr {
             ExprKind::Call { args, .. } => args.iter().map(Arg::depth).max().unwrap_or(0),
             ExprKind::Paren(e) | ExprKind::Neg(e) | ExprKind::Cast { value: e, .. } => e.depth,
             ExprKind::Binary { lhs, rhs, .. } => lhs.depth.max(rhs.depth),
+            ExprKind::Index { base, items } => items
+                .iter()
+                .map(IndexItem::depth)
+                .max()
+                .unwrap_or(0)
+                .max(base.depth),
         };
         Expr {
             kind,
@@ -222,8 +244,57 @@ impl Expr {
             ExprKind::Binary { lhs, rhs, .. } => {
                 matches!(lhs.kind, ExprKind::TooDeep) || matches!(rhs.kind, ExprKind::TooDeep)
             }
+            ExprKind::Index { base, items } => {
+                matches!(base.kind, ExprKind::TooDeep)
+                    || items.iter().any(|i| {
+                        i.exprs()
+                            .into_iter()
+                            .any(|e| matches!(e.kind, ExprKind::TooDeep))
+                    })
+            }
             _ => false,
         }
+    }
+}
+
+/// One item of an index `x[...]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexItem {
+    /// An integer expression: the axis is dropped.
+    Index(Expr),
+    /// `start:stop` or `start:stop:step`, each part optional.
+    Slice {
+        start: Option<Expr>,
+        stop: Option<Expr>,
+        step: Option<Expr>,
+        span: Span,
+    },
+    /// `...`: as many `:` as the rank needs.
+    Ellipsis(Span),
+}
+
+impl IndexItem {
+    /// The item's span.
+    pub fn span(&self) -> Span {
+        match self {
+            IndexItem::Index(e) => e.span,
+            IndexItem::Slice { span, .. } | IndexItem::Ellipsis(span) => *span,
+        }
+    }
+
+    /// The expressions the item holds.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            IndexItem::Index(e) => vec![e],
+            IndexItem::Slice {
+                start, stop, step, ..
+            } => [start, stop, step].into_iter().flatten().collect(),
+            IndexItem::Ellipsis(_) => Vec::new(),
+        }
+    }
+
+    fn depth(&self) -> u32 {
+        self.exprs().iter().map(|e| e.depth).max().unwrap_or(0)
     }
 }
 
@@ -263,7 +334,8 @@ impl ArgValue {
     }
 }
 
-/// An element of a list argument: an integer (possibly negated) or a size name.
+/// An element of a list argument: an integer (possibly negated), a size name, or another
+/// integer expression of literals and sizes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ListItem {
     Int {
@@ -272,6 +344,7 @@ pub enum ListItem {
         span: Span,
     },
     Size(Ident),
+    Expr(Expr),
 }
 
 impl ListItem {
@@ -280,6 +353,55 @@ impl ListItem {
         match self {
             ListItem::Int { span, .. } => *span,
             ListItem::Size(n) => n.span,
+            ListItem::Expr(e) => e.span,
+        }
+    }
+
+    /// The item as an expression again (a list of tensors, as `concat` takes).
+    pub fn to_expr(&self) -> Expr {
+        match self {
+            ListItem::Int {
+                negative: false,
+                lit,
+                span,
+            } => Expr::new(ExprKind::Int(lit.clone()), *span),
+            ListItem::Int {
+                negative: true,
+                lit,
+                span,
+            } => Expr::new(
+                ExprKind::Neg(Box::new(Expr::new(ExprKind::Int(lit.clone()), lit.span))),
+                *span,
+            ),
+            ListItem::Size(n) => Expr::new(ExprKind::Name(n.clone()), n.span),
+            ListItem::Expr(e) => e.clone(),
+        }
+    }
+
+    /// Classifies a parsed list item: `3`, `-1` and `N` keep their own variants.
+    pub fn from_expr(e: Expr) -> ListItem {
+        let span = e.span;
+        match e.kind {
+            ExprKind::Int(lit) => ListItem::Int {
+                negative: false,
+                lit,
+                span,
+            },
+            ExprKind::Neg(inner) => {
+                if let ExprKind::Int(lit) = &inner.kind {
+                    return ListItem::Int {
+                        negative: true,
+                        lit: lit.clone(),
+                        span,
+                    };
+                }
+                ListItem::Expr(Expr {
+                    kind: ExprKind::Neg(inner),
+                    ..e
+                })
+            }
+            ExprKind::Name(n) => ListItem::Size(n),
+            kind => ListItem::Expr(Expr { kind, ..e }),
         }
     }
 }

@@ -22,12 +22,14 @@ use indexmap::IndexMap;
 use isa::Dtype;
 
 mod reduce_axes;
+mod index;
+mod sizes;
 
 /// The largest dim, size and element count of any value: 2^48.
 pub const MAX_ELEMS: u64 = 1 << 48;
 
 /// The highest rank of a value.
-pub const MAX_RANK: usize = 4;
+pub const MAX_RANK: usize = 6;
 
 /// Checks the kernels of a parsed file: all of them, or the one named `kernel`.
 ///
@@ -168,6 +170,9 @@ enum Builtin {
     Tril,
     /// `clip(x, lo, hi)`, checked as `minimum(maximum(x, lo), hi)`.
     Clip,
+    Concat,
+    Pad,
+    BroadcastTo,
 }
 
 /// Every builtin by name.
@@ -204,6 +209,9 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("transpose", Builtin::Transpose),
     ("reshape", Builtin::Reshape),
     ("tril", Builtin::Tril),
+    ("concat", Builtin::Concat),
+    ("pad", Builtin::Pad),
+    ("broadcast_to", Builtin::BroadcastTo),
 ];
 
 /// Finds a builtin by name.
@@ -220,7 +228,7 @@ impl Builtin {
     /// Number of positional arguments.
     fn positional(self) -> usize {
         match self {
-            Builtin::Binary(_) | Builtin::Reshape => 2,
+            Builtin::Binary(_) | Builtin::Reshape | Builtin::BroadcastTo => 2,
             Builtin::Clip => 3,
             _ => 1,
         }
@@ -232,6 +240,8 @@ impl Builtin {
             Builtin::Reduce(_) => &[("axis", true), ("keepdims", false)],
             Builtin::Transpose => &[("perm", false)],
             Builtin::Tril => &[("k", false), ("fill", false)],
+            Builtin::Concat => &[("axis", false)],
+            Builtin::Pad => &[("before", false), ("after", false), ("value", false)],
             _ => &[],
         }
     }
@@ -246,6 +256,9 @@ impl Builtin {
             Builtin::Reshape => "reshape(x, [d0, d1, ...])".to_string(),
             Builtin::Tril => "tril(x, k=0, fill=0.0)".to_string(),
             Builtin::Clip => "clip(x, lo, hi)".to_string(),
+            Builtin::Concat => "concat([a, b, ...], axis=0)".to_string(),
+            Builtin::Pad => "pad(x, before=[...], after=[...], value=0)".to_string(),
+            Builtin::BroadcastTo => "broadcast_to(x, [d0, d1, ...])".to_string(),
         }
     }
 }
@@ -710,7 +723,7 @@ impl<'d> Checker<'d> {
             self.error(
                 Diagnostic::error(
                     codes::TYPE_RANK,
-                    format!("a type of rank {rank}: ranks 1 to 4 are supported"),
+                    format!("a type of rank {rank}: ranks 1 to {MAX_RANK} are supported"),
                 )
                 .with_primary(t.span, format!("this type has {rank} dims")),
             );
@@ -719,6 +732,20 @@ impl<'d> Checker<'d> {
         let mut shape = Vec::with_capacity(rank);
         for dim in &t.dims {
             match dim {
+                ast::Dim::Expr(e) => match self.int_expr(e, "a dim") {
+                    Some(v) if v <= 0 => {
+                        self.error(
+                            Diagnostic::error(
+                                codes::ZERO_DIM,
+                                format!("a dim must be at least 1, found {v}"),
+                            )
+                            .with_primary(e.span, "every dim must be at least 1"),
+                        );
+                        ok = false;
+                    }
+                    Some(v) => shape.push(v as u64),
+                    None => ok = false,
+                },
                 ast::Dim::Int(lit) => {
                     match self.check_dim_value(lit.value, &lit.text, lit.span, "a dim", "") {
                         Some(v) => shape.push(v),
@@ -1014,6 +1041,10 @@ impl<'d> Checker<'d> {
                 }
             }
             ExprKind::Call { func, args } => self.call(func, args, e.span),
+            ExprKind::Index { base, items } => {
+                let v = self.expr(base)?;
+                self.index(v, items, e.span)
+            }
         }
     }
 
@@ -1041,19 +1072,8 @@ impl<'d> Checker<'d> {
             return None;
         };
         match &entry.binding {
-            Binding::Size(_) => {
-                let def = entry.span;
-                self.error(
-                    Diagnostic::error(
-                        codes::SIZE_AS_VALUE,
-                        format!("size `{}` used as a value", name.name),
-                    )
-                    .with_primary(name.span, "a size, not a tensor")
-                    .with_secondary(def, "declared as a size here")
-                    .with_note("sizes give the dims of types; they are not values"),
-                );
-                None
-            }
+            // A size used as a value is a weak scalar with the size's value.
+            Binding::Size(v) => v.map(|v| scalar(v as f64, name.span)),
             Binding::Param(i, ty) => ty.clone().map(|ty| TExpr {
                 kind: TExprKind::Param(*i),
                 ty,
@@ -1137,7 +1157,7 @@ impl<'d> Checker<'d> {
         })
     }
 
-    /// `a @ b`: NumPy matmul of ranks 2 to 4 with broadcast batch axes; f32 result.
+    /// `a @ b`: NumPy matmul of ranks 2 to 6 with broadcast batch axes; f32 result.
     fn matmul(&mut self, a: TExpr, b: TExpr, op_span: Span, span: Span) -> Option<TExpr> {
         for (side, v) in [("left", &a), ("right", &b)] {
             if is_scalar(v) || v.ty.shape.len() < 2 {
@@ -1149,7 +1169,7 @@ impl<'d> Checker<'d> {
                 self.error(
                     Diagnostic::error(
                         codes::MATMUL_RANK,
-                        format!("the {side} operand of `@` must have rank 2 to 4, found {found}"),
+                        format!("the {side} operand of `@` must have rank 2 to {MAX_RANK}, found {found}"),
                     )
                     .with_primary(v.span, format!("this is {}", describe(v)))
                     .with_secondary(op_span, "in this matmul")
@@ -1363,7 +1383,8 @@ impl<'d> Checker<'d> {
 
         // The tensor operands (the list of `reshape` aside).
         let tensor_count = match b {
-            Builtin::Reshape => 1,
+            Builtin::Reshape | Builtin::BroadcastTo => 1,
+            Builtin::Concat => 0,
             _ => b.positional(),
         };
         let mut operands = Vec::new();
@@ -1502,6 +1523,19 @@ impl<'d> Checker<'d> {
                 let target = &positional.get(1)?.value;
                 self.reshape(v, target, span)
             }
+            Builtin::BroadcastTo => {
+                let v = operands.pop()?;
+                let target = &positional.get(1)?.value;
+                self.broadcast_to(v, target, span)
+            }
+            Builtin::Concat => {
+                let parts = &positional.first()?.value;
+                self.concat(parts, kw("axis"), span)
+            }
+            Builtin::Pad => {
+                let v = operands.pop()?;
+                self.pad(v, kw("before"), kw("after"), kw("value"), span)
+            }
             Builtin::Tril => {
                 let v = operands.pop()?;
                 let k = match kw("k") {
@@ -1582,7 +1616,12 @@ impl<'d> Checker<'d> {
             ArgValue::Expr(e) => match int_arg(e) {
                 IntArg::Value(v) => return Some(v),
                 IntArg::TooLarge => "an integer too large".to_string(),
-                IntArg::NotAnInteger => arg_kind(value).to_string(),
+                // An integer expression of sizes (`k=S - 1`).
+                IntArg::NotAnInteger => match self.int_eval(e) {
+                    Ok(v) => return Some(v),
+                    Err(sizes::IntError::Reported) => return None,
+                    Err(sizes::IntError::NotInteger(..)) => arg_kind(value).to_string(),
+                },
             },
             other => arg_kind(other).to_string(),
         };
@@ -1627,7 +1666,10 @@ impl<'d> Checker<'d> {
                         v.ty
                     ),
                 )
-                .with_primary(span, "this would have rank 0; ranks 1 to 4 are supported")
+                .with_primary(
+                    span,
+                    format!("this would have rank 0; ranks 1 to {MAX_RANK} are supported"),
+                )
                 .with_note(format!(
                     "keep the axis with `{name}(x, axis={axis}, keepdims=true)`"
                 )),
@@ -1712,6 +1754,15 @@ impl<'d> Checker<'d> {
                                 _ => bad = true,
                             }
                         }
+                        ListItem::Expr(e) => {
+                            let r = rank as i64;
+                            match self.int_expr(e, "an axis of a permutation")? {
+                                x if x >= -r && x < r => {
+                                    p.push(if x < 0 { x + r } else { x } as usize)
+                                }
+                                _ => bad = true,
+                            }
+                        }
                         ListItem::Size(n) => {
                             self.error(
                                 Diagnostic::error(
@@ -1741,6 +1792,11 @@ impl<'d> Checker<'d> {
                                 format!("{}{}", if *negative { "-" } else { "" }, lit.text)
                             }
                             ListItem::Size(n) => n.name.clone(),
+                            ListItem::Expr(e) => self
+                                .src
+                                .get(e.span.start as usize..e.span.end as usize)
+                                .unwrap_or("?")
+                                .to_string(),
                         })
                         .collect();
                     let detail = if items.len() != rank {
@@ -1810,7 +1866,7 @@ impl<'d> Checker<'d> {
                 Diagnostic::error(
                     codes::OPERATION_RANK,
                     format!(
-                        "`reshape` to rank {}: ranks 1 to 4 are supported",
+                        "`reshape` to rank {}: ranks 1 to {MAX_RANK} are supported",
                         items.len()
                     ),
                 )
@@ -1861,6 +1917,24 @@ impl<'d> Checker<'d> {
                         }
                     }
                 }
+                ListItem::Expr(e) => match self.int_expr(e, "a reshape dim") {
+                    Some(-1) if !dims.contains(&None) => dims.push(None),
+                    Some(d) if d >= 1 => dims.push(Some(d as u64)),
+                    Some(d) => {
+                        self.error(
+                            Diagnostic::error(
+                                codes::BAD_RESHAPE_DIM,
+                                format!("bad reshape dim `{d}`"),
+                            )
+                            .with_primary(
+                                e.span,
+                                "dims are at least 1; a single `-1` may stand for the inferred dim",
+                            ),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
                 ListItem::Size(n) => match self.names.get(&n.name).map(|e| e.binding.clone()) {
                     Some(Binding::Size(Some(d))) => dims.push(Some(d)),
                     Some(Binding::Size(None)) => ok = false,

@@ -3,7 +3,8 @@
 //! Codes are stable: tests and users refer to them, so a code is never reused for another
 //! class. `E01xx` are lexical and syntax errors, `E02xx` names, `E03xx` calls and their
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
-//! signature, `E07xx` the file and kernel selection.
+//! signature, `E07xx` the file and kernel selection, `E08xx` integer expressions of sizes,
+//! indexing and joining.
 
 /// A character the lexer does not know.
 pub const UNKNOWN_CHARACTER: &str = "E0101";
@@ -22,8 +23,8 @@ pub const UNKNOWN_NAME: &str = "E0201";
 pub const UNKNOWN_BUILTIN: &str = "E0202";
 /// A name defined twice in one kernel (sizes, parameters and lets share one namespace).
 pub const DUPLICATE_NAME: &str = "E0203";
-/// A size name used as a value.
-pub const SIZE_AS_VALUE: &str = "E0204";
+// E0204 (a size name used as a value) is retired: since version 2 a size is a weak scalar
+// where a value is expected. The code is never reused.
 
 /// A call with the wrong number of positional arguments.
 pub const WRONG_ARGUMENT_COUNT: &str = "E0301";
@@ -67,7 +68,7 @@ pub const UNKNOWN_DEFINE: &str = "E0502";
 pub const ZERO_DIM: &str = "E0503";
 /// A dim, size or element count too large.
 pub const DIM_OVERFLOW: &str = "E0504";
-/// A declared type of rank outside 1 to 4.
+/// A declared type of rank outside 1 to 6.
 pub const TYPE_RANK: &str = "E0505";
 /// A dim naming no size of the kernel.
 pub const UNBOUND_SIZE: &str = "E0506";
@@ -92,6 +93,29 @@ pub const DUPLICATE_KERNEL: &str = "E0702";
 /// A kernel selected by name (`-k`) that the file does not hold.
 pub const UNKNOWN_KERNEL: &str = "E0703";
 
+/// An expression where an integer expression of literals and sizes is expected.
+pub const NOT_AN_INTEGER: &str = "E0801";
+/// A `/` of sizes that leaves a remainder (or divides by zero).
+pub const INEXACT_DIVISION: &str = "E0802";
+/// An integer expression whose value exceeds 2^48 in magnitude.
+pub const INTEGER_OVERFLOW: &str = "E0803";
+/// An integer index outside `[-n, n)`.
+pub const INDEX_OUT_OF_RANGE: &str = "E0804";
+/// A slice step of zero.
+pub const ZERO_STEP: &str = "E0805";
+/// More indices than the operand has axes.
+pub const TOO_MANY_INDICES: &str = "E0806";
+/// `...` twice in one index.
+pub const DUPLICATE_ELLIPSIS: &str = "E0807";
+/// An index that drops every axis.
+pub const INDEX_DROPS_EVERY_AXIS: &str = "E0808";
+/// Concat parts that differ in rank or in a dim off the joined axis.
+pub const CONCAT_MISMATCH: &str = "E0809";
+/// Pad widths that are not one non-negative integer per axis.
+pub const BAD_PAD_WIDTHS: &str = "E0810";
+/// A `broadcast_to` target the operand does not broadcast to.
+pub const BAD_BROADCAST_TARGET: &str = "E0811";
+
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_CHARACTER, "unknown character"),
@@ -102,7 +126,6 @@ pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_NAME, "unknown name"),
     (UNKNOWN_BUILTIN, "unknown builtin"),
     (DUPLICATE_NAME, "duplicate name"),
-    (SIZE_AS_VALUE, "size used as a value"),
     (WRONG_ARGUMENT_COUNT, "wrong number of arguments"),
     (UNKNOWN_KEYWORD, "unknown keyword argument"),
     (DUPLICATE_KEYWORD, "duplicate keyword argument"),
@@ -125,7 +148,7 @@ pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_DEFINE, "define naming no size"),
     (ZERO_DIM, "dim or size below 1"),
     (DIM_OVERFLOW, "dim, size or element count too large"),
-    (TYPE_RANK, "rank outside 1 to 4"),
+    (TYPE_RANK, "rank outside 1 to 6"),
     (UNBOUND_SIZE, "dim naming no size"),
     (RESULT_MISMATCH, "returned type differs from the signature"),
     (RESULT_COUNT, "wrong number of returned values"),
@@ -136,6 +159,17 @@ pub const ALL: &[(&str, &str)] = &[
     (NO_KERNEL, "no kernel in the file"),
     (DUPLICATE_KERNEL, "duplicate kernel name"),
     (UNKNOWN_KERNEL, "unknown kernel"),
+    (NOT_AN_INTEGER, "not an integer expression of sizes"),
+    (INEXACT_DIVISION, "inexact division of sizes"),
+    (INTEGER_OVERFLOW, "integer expression too large"),
+    (INDEX_OUT_OF_RANGE, "index out of range"),
+    (ZERO_STEP, "slice step of zero"),
+    (TOO_MANY_INDICES, "too many indices"),
+    (DUPLICATE_ELLIPSIS, "`...` used twice"),
+    (INDEX_DROPS_EVERY_AXIS, "index drops every axis"),
+    (CONCAT_MISMATCH, "concat parts do not match"),
+    (BAD_PAD_WIDTHS, "bad pad widths"),
+    (BAD_BROADCAST_TARGET, "bad broadcast_to target"),
 ];
 
 #[cfg(test)]

@@ -148,6 +148,9 @@ pub enum Token<'src> {
     Slash,
     #[token("@")]
     At,
+    /// `...` in an index: as many `:` as the rank needs.
+    #[token("...")]
+    Ellipsis,
     /// Stands in for text the lexer rejected; no grammar rule accepts it.
     Error,
 }
@@ -184,6 +187,7 @@ impl fmt::Display for Token<'_> {
             Token::Star => "*",
             Token::Slash => "/",
             Token::At => "@",
+            Token::Ellipsis => "...",
         };
         match self {
             Token::Ident(_) => write!(f, "name `{text}`"),

@@ -110,11 +110,10 @@ fn describe_expected(expected: &[String]) -> String {
 }
 
 /// The note for syntax the language does not have, recognised from the unexpected token
-/// (at `l..r` in `src`) and what the parser expected there: it says what is not supported
+/// (ending at byte `r` of `src`) and what the parser expected there: it says what is not supported
 /// and what to write instead. `None` for an ordinary mistake.
 fn unsupported_syntax_note(
     token: &Token<'_>,
-    l: usize,
     r: usize,
     expected: &[String],
     src: &str,
@@ -122,50 +121,10 @@ fn unsupported_syntax_note(
     let has = |t: &str| expected.iter().any(|e| e == t);
     // An operator would have been welcome: an expression has just ended.
     let after_expression = has("\"+\"") && has("\"*\"");
-    // Only `,` or `]` would do: inside the dims of a type or a reshape's list.
-    let in_dims = has("\"]\"") && has("\",\"") && !after_expression;
     match token {
-        Token::LBracket if after_expression => Some(
-            "indexing and slicing (`x[...]`) are not in this version of the language: \
-             reshape or transpose the whole tensor (`reshape(x, [...])`, \
-             `transpose(x, perm=[...])`), or pass the part you need as a separate kernel input"
-                .to_string(),
-        ),
         Token::Gt | Token::Lt => after_expression.then(comparison_note),
         Token::Eq if after_expression && src.get(r..).is_some_and(|t| t.starts_with('=')) => {
             Some(comparison_note())
-        }
-        Token::Plus | Token::Minus | Token::Star | Token::Slash | Token::At if in_dims => {
-            let before = word_before(src, l);
-            let after = word_after(src, r);
-            let op = src.get(l..r).unwrap_or("*");
-            let starts_alpha = |w: &str| w.starts_with(|c: char| c.is_ascii_alphabetic());
-            // A name for the new size: the operands run together, a name first (`S * H`
-            // gives `SH`, `2 * H` gives `H2`); none when both are numbers.
-            let (shown, name) = match (before, after) {
-                (Some(a), Some(b)) => {
-                    let name = if starts_alpha(a) {
-                        Some(format!("{a}{b}"))
-                    } else if starts_alpha(b) {
-                        Some(format!("{b}{a}"))
-                    } else {
-                        None
-                    };
-                    (format!("`{a} {op} {b}`"), name.map(|n| n.to_uppercase()))
-                }
-                _ => ("arithmetic".to_string(), Some("SH".to_string())),
-            };
-            let advice = match name {
-                Some(name) => format!(
-                    "add a size for it to the kernel (`<..., {name} = ...>`) and write \
-                     `{name}`, or give its value with `-D {name}=...`"
-                ),
-                None => "write the value as one integer".to_string(),
-            };
-            Some(format!(
-                "dims must be integer literals or size names, so {shown} is not allowed in a \
-                 type or a reshape list: {advice}"
-            ))
         }
         _ => None,
     }
@@ -179,26 +138,30 @@ fn comparison_note() -> String {
         .to_string()
 }
 
-/// The name or number that ends just before byte `at` of `src` (spaces skipped).
-fn word_before(src: &str, at: usize) -> Option<&str> {
-    let head = src.get(..at)?.trim_end();
-    let start = head
-        .char_indices()
-        .rev()
-        .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
-        .last()
-        .map(|(i, _)| i)?;
-    Some(&head[start..])
-}
-
-/// The name or number that starts just after byte `at` of `src` (spaces skipped).
-fn word_after(src: &str, at: usize) -> Option<&str> {
-    let tail = src.get(at..)?.trim_start();
-    let end = tail
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
-        .map_or(tail.len(), |(i, _)| i);
-    (end > 0).then(|| &tail[..end])
+/// The note for a syntax error at byte `at` that follows a `//` comment written right after
+/// an expression (`D // 2`): `//` starts a comment, which silently dropped the rest of that
+/// line. Looks back from `at` over blank and comment-only lines to the last line with code.
+pub fn floor_division_note(src: &str, at: usize) -> Option<String> {
+    let head = src.get(..at)?;
+    let mut line_no = head.matches('\n').count() + 1;
+    for line in head.rsplit('\n') {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with("//") {
+            line_no -= 1;
+            continue;
+        }
+        let code = &line[..line.find("//")?];
+        let ends_expression = code
+            .trim_end()
+            .ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ')' || c == ']');
+        return ends_expression.then(|| {
+            format!(
+                "`//` on line {line_no} starts a comment, which dropped the rest of that line; \
+                 to divide, write `/` (division of sizes is exact: `D / 2`)"
+            )
+        });
+    }
+    None
 }
 
 /// Turns one recovered syntax error into a diagnostic (`None` for an error token the
@@ -217,7 +180,8 @@ fn syntax_diagnostic(
             token: (l, token, r),
             expected,
         } => {
-            let note = unsupported_syntax_note(token, *l, *r, expected, src);
+            let note = unsupported_syntax_note(token, *r, expected, src)
+                .or_else(|| floor_division_note(src, *l));
             let described = describe_expected(expected);
             let mut diag = Diagnostic::error(
                 codes::UNEXPECTED_TOKEN,
@@ -231,13 +195,15 @@ fn syntax_diagnostic(
         }
         ParseError::UnrecognizedEof { location, expected } => {
             let expected = describe_expected(expected);
-            Some(
-                Diagnostic::error(
-                    codes::UNEXPECTED_EOF,
-                    format!("unexpected end of file: expected {expected}"),
-                )
-                .with_primary(Span::new(*location, *location), "the file ends here"),
+            let diag = Diagnostic::error(
+                codes::UNEXPECTED_EOF,
+                format!("unexpected end of file: expected {expected}"),
             )
+            .with_primary(Span::new(*location, *location), "the file ends here");
+            Some(match floor_division_note(src, *location) {
+                Some(note) => diag.with_note(note),
+                None => diag,
+            })
         }
         ParseError::ExtraToken {
             token: (l, token, r),

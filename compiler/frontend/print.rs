@@ -98,6 +98,57 @@ impl CheckedKernel {
                 self.write_expr(out, a)?;
                 write!(out, " as {})", e.ty.dtype)
             }
+            TExprKind::Slice(a, axes) => {
+                self.write_expr(out, a)?;
+                // NumPy's spelling: `start:stop:step`, the stop omitted where a negative
+                // step runs to the first element.
+                let mut counts = e.ty.shape.iter();
+                let items: Vec<String> = axes
+                    .iter()
+                    .map(|ax| {
+                        if !ax.keep {
+                            return ax.start.to_string();
+                        }
+                        let count = *counts.next().unwrap_or(&1) as i64;
+                        let stop = ax.start as i64 + count * ax.step;
+                        match (stop < 0, ax.step) {
+                            (true, _) => format!("{}::{}", ax.start, ax.step),
+                            (false, 1) => format!("{}:{stop}", ax.start),
+                            (false, step) => format!("{}:{stop}:{step}", ax.start),
+                        }
+                    })
+                    .collect();
+                write!(out, "[{}]", items.join(", "))
+            }
+            TExprKind::Concat(parts, axis) => {
+                out.write_str("concat([")?;
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.write_str(", ")?;
+                    }
+                    self.write_expr(out, p)?;
+                }
+                write!(out, "], axis={axis})")
+            }
+            TExprKind::Pad {
+                arg,
+                before,
+                after,
+                value,
+            } => {
+                out.write_str("pad(")?;
+                self.write_expr(out, arg)?;
+                write!(
+                    out,
+                    ", before={before:?}, after={after:?}, value={})",
+                    scalar_text(*value)
+                )
+            }
+            TExprKind::BroadcastTo(a) => {
+                out.write_str("broadcast_to(")?;
+                self.write_expr(out, a)?;
+                write!(out, ", {:?})", e.ty.shape)
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ impl Span {
     }
 }
 
-/// A tensor type: dtype and concrete shape (rank 1 to 4; rank 0 only for weak scalars).
+/// A tensor type: dtype and concrete shape (rank 1 to 6; rank 0 only for weak scalars).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
     pub dtype: Dtype,
@@ -184,4 +184,28 @@ pub enum TExprKind {
     },
     /// Conversion to the expression's dtype.
     Cast(Box<TExpr>),
+    /// Indexing and slicing, one entry per operand axis (positions already resolved).
+    Slice(Box<TExpr>, Vec<SliceAxis>),
+    /// Joins the parts along `axis`; every part already has the result's dtype.
+    Concat(Vec<TExpr>, usize),
+    /// Pads every axis with `before[i]` and `after[i]` elements of `value` (lowering rounds
+    /// it to the dtype).
+    Pad {
+        arg: Box<TExpr>,
+        before: Vec<u64>,
+        after: Vec<u64>,
+        value: f64,
+    },
+    /// NumPy `broadcast_to` the expression's type's shape.
+    BroadcastTo(Box<TExpr>),
+}
+
+/// What a slice does to one axis of its operand: it takes the elements
+/// `start, start + step, ...` (as many as the result's dim says, one for a dropped axis);
+/// `keep` is false for an integer index, which drops the axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SliceAxis {
+    pub start: u64,
+    pub step: i64,
+    pub keep: bool,
 }

@@ -94,6 +94,30 @@ impl Lowering {
                 (TOp::Tril { k: *k, fill }, vec![v])
             }
             TExprKind::Cast(a) => (TOp::Cast, vec![arg(self, a)]),
+            TExprKind::Slice(a, axes) => (TOp::Slice(axes.clone()), vec![arg(self, a)]),
+            TExprKind::Concat(parts, axis) => (
+                TOp::Concat(*axis),
+                parts.iter().map(|p| arg(self, p)).collect(),
+            ),
+            TExprKind::Pad {
+                arg: a,
+                before,
+                after,
+                value,
+            } => {
+                let v = arg(self, a);
+                let d = self.func.ty(v).dtype;
+                let value = numeric::round_f64(d, *value) as f64;
+                (
+                    TOp::Pad {
+                        before: before.clone(),
+                        after: after.clone(),
+                        value,
+                    },
+                    vec![v],
+                )
+            }
+            TExprKind::BroadcastTo(a) => (TOp::BroadcastTo, vec![arg(self, a)]),
         };
         LetValue::Tensor(self.func.push(op, &args, e.ty.clone(), e.span))
     }

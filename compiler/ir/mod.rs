@@ -19,7 +19,7 @@ mod verify;
 use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
 use smallvec::SmallVec;
 
-pub use crate::frontend::typed::{BinaryOp, ReduceFn, Span, TensorType, UnaryFn};
+pub use crate::frontend::typed::{BinaryOp, ReduceFn, SliceAxis, Span, TensorType, UnaryFn};
 pub use lower::lower;
 pub use parse::{parse, ParseError};
 pub use verify::{verify, InternalError, VerifierError};
@@ -76,16 +76,47 @@ pub enum TOp {
     },
     /// Conversion to the result's dtype.
     Cast,
+    /// Indexing and slicing: one entry per argument axis; the result's dims give the
+    /// element counts of the kept axes (a dropped axis takes one element).
+    Slice(Vec<SliceAxis>),
+    /// Joins the arguments (one or more, all of the result's dtype) along `axis`.
+    Concat(usize),
+    /// Pads each axis with `before[i]` and `after[i]` elements of `value` (already rounded
+    /// to the dtype).
+    Pad {
+        before: Vec<u64>,
+        after: Vec<u64>,
+        value: f64,
+    },
+    /// NumPy `broadcast_to` the result's shape.
+    BroadcastTo,
 }
 
 impl TOp {
-    /// The number of arguments the operation takes.
-    pub fn arity(&self) -> usize {
+    /// The number of arguments the operation takes; `None` for any number from one
+    /// (`concat`).
+    pub fn arity(&self) -> Option<usize> {
         match self {
-            TOp::Const(_) => 0,
-            TOp::Binary(_) | TOp::Matmul => 2,
-            _ => 1,
+            TOp::Const(_) => Some(0),
+            TOp::Binary(_) | TOp::Matmul => Some(2),
+            TOp::Concat(_) => None,
+            _ => Some(1),
         }
+    }
+
+    /// True for the operations that only move data (`transpose`, `reshape`, slices,
+    /// `concat`, `pad`, `broadcast_to`): each result element is one argument element or
+    /// the pad value, bit for bit.
+    pub fn is_data_movement(&self) -> bool {
+        matches!(
+            self,
+            TOp::Transpose(_)
+                | TOp::Reshape
+                | TOp::Slice(_)
+                | TOp::Concat(_)
+                | TOp::Pad { .. }
+                | TOp::BroadcastTo
+        )
     }
 }
 

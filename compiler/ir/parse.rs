@@ -3,7 +3,7 @@
 //! appearance; a compactly numbered text therefore parses to the same numbering.
 
 use super::print::{BINARY_NAMES, REDUCE_NAMES, UNARY_NAMES};
-use super::{Function, Span, TOp, TensorType, Value};
+use super::{Function, SliceAxis, Span, TOp, TensorType, Value};
 use isa::Dtype;
 use std::collections::HashMap;
 
@@ -297,11 +297,22 @@ impl Parser {
             let opname = self.word()?;
             let (op, arity) = self.op(&opname)?;
             let mut args = Vec::new();
-            for i in 0..arity {
-                if i > 0 {
-                    self.expect_punct(',')?;
+            match arity {
+                Some(arity) => {
+                    for i in 0..arity {
+                        if i > 0 {
+                            self.expect_punct(',')?;
+                        }
+                        args.push(self.value(&names)?);
+                    }
                 }
-                args.push(self.value(&names)?);
+                // Any number of arguments from one, separated by commas.
+                None => loop {
+                    args.push(self.value(&names)?);
+                    if !self.eat(&Tok::Punct(',')) {
+                        break;
+                    }
+                },
             }
             let op = self.attrs(op)?;
             self.expect_punct(':')?;
@@ -322,12 +333,12 @@ impl Parser {
     }
 
     /// The operation of a name, with placeholder attributes, and its arity.
-    fn op(&mut self, name: &str) -> Result<(TOp, usize), ParseError> {
+    fn op(&mut self, name: &str) -> Result<(TOp, Option<usize>), ParseError> {
         if let Some((u, _)) = UNARY_NAMES.iter().find(|(_, n)| *n == name) {
-            return Ok((TOp::Unary(*u), 1));
+            return Ok((TOp::Unary(*u), Some(1)));
         }
         if let Some((b, _)) = BINARY_NAMES.iter().find(|(_, n)| *n == name) {
-            return Ok((TOp::Binary(*b), 2));
+            return Ok((TOp::Binary(*b), Some(2)));
         }
         if let Some((r, _)) = REDUCE_NAMES.iter().find(|(_, n)| *n == name) {
             let op = TOp::Reduce {
@@ -335,7 +346,7 @@ impl Parser {
                 axis: 0,
                 keepdims: false,
             };
-            return Ok((op, 1));
+            return Ok((op, Some(1)));
         }
         let op = match name {
             "const" => TOp::Const(0.0),
@@ -344,6 +355,14 @@ impl Parser {
             "reshape" => TOp::Reshape,
             "tril" => TOp::Tril { k: 0, fill: 0.0 },
             "cast" => TOp::Cast,
+            "slice" => TOp::Slice(Vec::new()),
+            "concat" => TOp::Concat(0),
+            "pad" => TOp::Pad {
+                before: Vec::new(),
+                after: Vec::new(),
+                value: 0.0,
+            },
+            "broadcast_to" => TOp::BroadcastTo,
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
@@ -396,7 +415,78 @@ impl Parser {
                     fill: self.float()?,
                 }
             }
+            TOp::Slice(_) => {
+                let start = self.int_list("start")?;
+                let step = self.int_list("step")?;
+                self.keyword("keep")?;
+                self.expect_punct('=')?;
+                self.expect_punct('[')?;
+                let mut keep = Vec::new();
+                loop {
+                    keep.push(match self.word()?.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        w => return self.err(format!("expected true or false, found `{w}`")),
+                    });
+                    if self.eat(&Tok::Punct(']')) {
+                        break;
+                    }
+                    self.expect_punct(',')?;
+                }
+                if start.len() != step.len() || start.len() != keep.len() {
+                    return self.err("a slice needs as many starts, steps and keeps".into());
+                }
+                let mut axes = Vec::new();
+                for ((s, st), k) in start.into_iter().zip(step).zip(keep) {
+                    let Ok(s) = u64::try_from(s) else {
+                        return self.err(format!("a slice start of {s}"));
+                    };
+                    axes.push(SliceAxis {
+                        start: s,
+                        step: st,
+                        keep: k,
+                    });
+                }
+                TOp::Slice(axes)
+            }
+            TOp::Concat(_) => {
+                self.keyword("axis")?;
+                self.expect_punct('=')?;
+                TOp::Concat(self.uint()? as usize)
+            }
+            TOp::Pad { .. } => {
+                let before = self.int_list("before")?;
+                let after = self.int_list("after")?;
+                self.keyword("value")?;
+                self.expect_punct('=')?;
+                let value = self.float()?;
+                let widths = |l: Vec<i64>| l.into_iter().map(u64::try_from).collect();
+                let (Ok(before), Ok(after)) = (widths(before), widths(after)) else {
+                    return self.err("a negative pad width".into());
+                };
+                TOp::Pad {
+                    before,
+                    after,
+                    value,
+                }
+            }
             other => other,
         })
+    }
+
+    /// Reads `name=[i, j, ...]` (signed integers).
+    fn int_list(&mut self, name: &str) -> Result<Vec<i64>, ParseError> {
+        self.keyword(name)?;
+        self.expect_punct('=')?;
+        self.expect_punct('[')?;
+        let mut out = Vec::new();
+        loop {
+            out.push(self.int()?);
+            if self.eat(&Tok::Punct(']')) {
+                break;
+            }
+            self.expect_punct(',')?;
+        }
+        Ok(out)
     }
 }

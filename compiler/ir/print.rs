@@ -83,6 +83,27 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             f.write_char(']')
         }
         TOp::Tril { k, fill } => write!(f, " k={k} fill={}", fmt_f64(*fill)),
+        TOp::Slice(axes) => {
+            let list = |f: &mut fmt::Formatter<'_>, items: Vec<String>| {
+                write!(f, "[{}]", items.join(", "))
+            };
+            f.write_str(" start=")?;
+            list(f, axes.iter().map(|a| a.start.to_string()).collect())?;
+            f.write_str(" step=")?;
+            list(f, axes.iter().map(|a| a.step.to_string()).collect())?;
+            f.write_str(" keep=")?;
+            list(f, axes.iter().map(|a| a.keep.to_string()).collect())
+        }
+        TOp::Concat(axis) => write!(f, " axis={axis}"),
+        TOp::Pad {
+            before,
+            after,
+            value,
+        } => write!(
+            f,
+            " before={before:?} after={after:?} value={}",
+            fmt_f64(*value)
+        ),
         _ => Ok(()),
     }
 }
@@ -110,6 +131,10 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::Reshape => "reshape",
         TOp::Tril { .. } => "tril",
         TOp::Cast => "cast",
+        TOp::Slice(_) => "slice",
+        TOp::Concat(_) => "concat",
+        TOp::Pad { .. } => "pad",
+        TOp::BroadcastTo => "broadcast_to",
     }
 }
 

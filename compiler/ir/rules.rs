@@ -2,7 +2,8 @@
 //! transposes. The verifier checks every instruction against them, and the reference
 //! evaluator relies on them holding.
 
-use super::{TOp, TensorType};
+use super::{SliceAxis, TOp, TensorType};
+use crate::frontend::check::MAX_RANK;
 use isa::Dtype;
 
 /// NumPy broadcasting of two shapes: align trailing axes; a 1 stretches.
@@ -39,7 +40,7 @@ pub fn promote(a: Dtype, b: Dtype) -> Dtype {
     }
 }
 
-/// The result shape of NumPy `matmul` for ranks 2 to 4, batch axes broadcast.
+/// The result shape of NumPy `matmul` for ranks 2 to 6, batch axes broadcast.
 pub fn matmul_shape(a: &[u64], b: &[u64]) -> Result<Vec<u64>, String> {
     if a.len() < 2 || b.len() < 2 {
         return Err("matmul operands must have rank 2 or more".into());
@@ -87,14 +88,14 @@ pub fn is_permutation(perm: &[usize], rank: usize) -> bool {
 
 /// Checks an instruction's result type against its operation and argument types.
 pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), String> {
-    if args.len() != op.arity() {
-        return Err(format!(
-            "takes {} arguments, has {}",
-            op.arity(),
-            args.len()
-        ));
+    match op.arity() {
+        Some(n) if args.len() != n => {
+            return Err(format!("takes {n} arguments, has {}", args.len()));
+        }
+        None if args.is_empty() => return Err("takes at least one argument, has none".into()),
+        _ => {}
     }
-    let rank_ok = |t: &TensorType| (1..=4).contains(&t.shape.len());
+    let rank_ok = |t: &TensorType| (1..=MAX_RANK).contains(&t.shape.len());
     let expect = |shape: Vec<u64>, dtype: Dtype| {
         let want = TensorType { dtype, shape };
         if &want == result {
@@ -148,5 +149,89 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
             expect(args[0].shape.clone(), args[0].dtype)
         }
         TOp::Cast => expect(args[0].shape.clone(), result.dtype),
+        TOp::Slice(axes) => {
+            let shape = slice_shape(&args[0].shape, axes, &result.shape)?;
+            expect(shape, args[0].dtype)
+        }
+        TOp::Concat(axis) => {
+            let first = args[0];
+            let rank = first.shape.len();
+            if *axis >= rank {
+                return Err(format!("concat axis {axis} out of range for {first}"));
+            }
+            let mut shape = first.shape.clone();
+            shape[*axis] = 0;
+            for a in args {
+                let same = a.shape.len() == rank
+                    && a.dtype == first.dtype
+                    && (0..rank).all(|i| i == *axis || a.shape[i] == first.shape[i]);
+                if !same {
+                    return Err(format!("concat along axis {axis} of {first} and {a}"));
+                }
+                shape[*axis] += a.shape[*axis];
+            }
+            expect(shape, first.dtype)
+        }
+        TOp::Pad { before, after, .. } => {
+            let rank = args[0].shape.len();
+            if before.len() != rank || after.len() != rank {
+                return Err(format!(
+                    "pad widths of rank {} for {}",
+                    before.len(),
+                    args[0]
+                ));
+            }
+            let shape = (0..rank)
+                .map(|i| args[0].shape[i] + before[i] + after[i])
+                .collect();
+            expect(shape, args[0].dtype)
+        }
+        TOp::BroadcastTo => {
+            if !rank_ok(result)
+                || broadcast_shapes(&args[0].shape, &result.shape).as_ref() != Some(&result.shape)
+            {
+                return Err(format!("cannot broadcast {} to {result}", args[0]));
+            }
+            expect(result.shape.clone(), args[0].dtype)
+        }
     }
+}
+
+/// The shape a slice gives (the kept axes' counts are read from `result`), after checking
+/// that every position it reads lies inside `arg`.
+pub fn slice_shape(arg: &[u64], axes: &[SliceAxis], result: &[u64]) -> Result<Vec<u64>, String> {
+    if axes.len() != arg.len() {
+        return Err(format!(
+            "a slice of {} axes for rank {}",
+            axes.len(),
+            arg.len()
+        ));
+    }
+    let kept = axes.iter().filter(|a| a.keep).count();
+    if kept != result.len() || kept == 0 {
+        return Err(format!(
+            "a slice keeping {kept} axes gives rank {}",
+            result.len()
+        ));
+    }
+    let mut counts = result.iter();
+    let mut shape = Vec::new();
+    for (i, (a, &n)) in axes.iter().zip(arg).enumerate() {
+        let count = if a.keep {
+            *counts.next().unwrap_or(&0)
+        } else {
+            1
+        };
+        let last = a.start as i128 + (count as i128 - 1) * a.step as i128;
+        if a.step == 0 || count == 0 || a.start >= n || last < 0 || last >= n as i128 {
+            return Err(format!(
+                "slice of axis {i} (start {}, step {}, {count} elements) outside its {n} elements",
+                a.start, a.step
+            ));
+        }
+        if a.keep {
+            shape.push(count);
+        }
+    }
+    Ok(shape)
 }

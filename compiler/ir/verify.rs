@@ -4,6 +4,7 @@
 //! lowering or a pass), reported with the pass name and the whole IR, never a user error.
 
 use super::{rules, Function, Inst, ValueDef};
+use crate::frontend::check::MAX_RANK;
 use cranelift_entity::EntitySet;
 use std::fmt;
 
@@ -66,7 +67,7 @@ fn collect_errors(func: &Function) -> Vec<VerifierError> {
     for (i, (_, v)) in func.params.iter().enumerate() {
         match func.values.get(*v) {
             Some(data) if data.def == ValueDef::Param(i) => {
-                if !(1..=4).contains(&data.ty.shape.len()) {
+                if !(1..=MAX_RANK).contains(&data.ty.shape.len()) {
                     err(
                         None,
                         format!("parameter {v} has rank {}", data.ty.shape.len()),
@@ -129,7 +130,7 @@ fn collect_errors(func: &Function) -> Vec<VerifierError> {
     for r in &func.results {
         if !func.values.is_valid(*r) || !defined.contains(*r) {
             err(None, format!("returns {r}, which is not defined"));
-        } else if !(1..=4).contains(&func.ty(*r).shape.len()) {
+        } else if !(1..=MAX_RANK).contains(&func.ty(*r).shape.len()) {
             err(
                 None,
                 format!("returns {r} of rank {}", func.ty(*r).shape.len()),

@@ -183,6 +183,20 @@ fn inner_axis(func: &Function, transposed: &SecondaryMap<Value, bool>, v: Value)
                 }
                 // A reshape reads a dense copy when its operand is not dense.
                 TOp::Reshape => rank.checked_sub(1),
+                // A slice keeps the operand's unit-stride axis if it keeps it with step 1.
+                TOp::Slice(axes) => {
+                    let inner = inner_axis(func, transposed, data.args[0])?;
+                    let a = axes.get(inner)?;
+                    if !a.keep || a.step != 1 {
+                        return None;
+                    }
+                    Some(axes[..inner].iter().filter(|a| a.keep).count())
+                }
+                TOp::BroadcastTo => {
+                    let inner = inner_axis(func, transposed, data.args[0])?;
+                    let arg = &func.ty(data.args[0]).shape;
+                    (arg[inner] != 1).then(|| inner + rank - arg.len())
+                }
                 _ if transposed[v] => rank.checked_sub(2),
                 _ => rank.checked_sub(1),
             }
@@ -415,7 +429,9 @@ fn describe(func: &Function, grouping: &Grouping, layout: &Layout) -> String {
                 TOp::Reduce { axis, .. } => {
                     format!("axis {axis} on the free axis, the others on partitions")
                 }
-                TOp::Transpose(_) | TOp::Reshape => "a view of its operand's home".to_string(),
+                TOp::Transpose(_) | TOp::Reshape | TOp::Slice(_) | TOp::BroadcastTo => {
+                    "a view of its operand's home".to_string()
+                }
                 _ => continue,
             },
             Root::Rows | Root::Attention(_) if rank == 2 => {

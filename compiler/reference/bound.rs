@@ -186,7 +186,8 @@ enum Rounding {
 
 fn rounding_of(op: &TOp, from: Dtype, to: Dtype, relaxed: bool) -> Rounding {
     match op {
-        TOp::Const(_) | TOp::Transpose(_) | TOp::Reshape | TOp::Tril { .. } => Rounding::Exact,
+        TOp::Const(_) | TOp::Tril { .. } => Rounding::Exact,
+        _ if op.is_data_movement() => Rounding::Exact,
         TOp::Unary(
             UnaryFn::Neg
             | UnaryFn::Abs
@@ -270,6 +271,18 @@ pub fn op_bound(
         TOp::Tril { k, .. } => {
             let kept = super::tril(&as_tensor(args[0], bounds[0]), *k, 0.0);
             for (p, b) in prop.iter_mut().zip(kept) {
+                *p = b as f64;
+            }
+        }
+        // Data moves with its bound; the pad value is exact.
+        TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo => {
+            let moved: Vec<(&[u64], &[f32])> = args
+                .iter()
+                .zip(bounds)
+                .map(|(a, b)| (a.shape.as_slice(), *b))
+                .collect();
+            let moved = super::movement::move_elems(op, &moved, shape, 0.0).unwrap_or_default();
+            for (p, b) in prop.iter_mut().zip(moved) {
                 *p = b as f64;
             }
         }

@@ -17,6 +17,7 @@
 pub mod bound;
 mod matmul;
 mod par;
+pub mod movement;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
@@ -195,6 +196,17 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
         TOp::Cast => {
             let x = &args[0].data;
             par::collect(x.len(), |i| numeric::round(dtype, x[i]))
+        }
+        TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo => {
+            let fill = match op {
+                TOp::Pad { value, .. } => numeric::round(dtype, *value as f32),
+                _ => 0.0,
+            };
+            let moved: Vec<(&[u64], &[f32])> = args
+                .iter()
+                .map(|a| (a.shape.as_slice(), a.data.as_slice()))
+                .collect();
+            movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
         }
     };
     HostTensor {

@@ -16,6 +16,7 @@
 mod attention;
 pub mod block;
 mod matmul;
+mod movement;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -65,6 +66,9 @@ pub struct Tiler<'a> {
     pub last_stores: bool,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
+    /// Concat parts stored straight into their range of the concat's home, with the
+    /// concat (`movement.rs`).
+    pub concat_homes: Vec<(Value, Inst)>,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -114,6 +118,7 @@ pub fn lower(
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
         last_group: false,
+        concat_homes: Vec::new(),
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -129,7 +134,7 @@ pub fn lower(
             .hbm(&format!("out{i}"), Role::Output, ty.dtype, &ty.shape);
         let view = HView::dense(buf, ty.dtype, &ty.shape);
         let computed = matches!(func.values[*r].def, ValueDef::Inst(inst)
-            if !matches!(func.insts[inst].op, TOp::Transpose(_) | TOp::Reshape));
+            if !movement::is_view_op(&func.insts[inst].op));
         if computed && t.home[*r].is_none() {
             t.home[*r] = Some(view);
             result_home.push(None);
@@ -137,7 +142,9 @@ pub fn lower(
             result_home.push(Some(view));
         }
     }
+    t.concat_homes = t.concat_parts_in_place(&grouping);
     t.plan_scratch(&grouping);
+    t.place_concat_parts();
     for (gi, g) in grouping.groups.iter().enumerate() {
         t.last_group = gi + 1 == grouping.groups.len();
         t.lower_group(g)?;
@@ -263,8 +270,9 @@ impl<'a> Tiler<'a> {
                         grouping.groups[grouping.group_of[inst].unwrap_or(0) as usize].root,
                         Root::Single(_)
                     );
-                let view_op = matches!(func.insts[def].op, TOp::Transpose(_) | TOp::Reshape);
-                if !same_group && !view_op && self.home[*a].is_none() {
+                let view_op = movement::is_view_op(&func.insts[def].op);
+                let in_place = self.concat_homes.iter().any(|(v, _)| v == a);
+                if !same_group && !view_op && !in_place && self.home[*a].is_none() {
                     let ty = func.ty(*a);
                     let rank = ty.shape.len();
                     if self.layout.transposed[*a] && rank >= 2 {
@@ -530,6 +538,20 @@ impl<'a> Tiler<'a> {
                 }
                 Ok(())
             }
+            TOp::Slice(axes) => {
+                let src = self.home_of(data.args[0])?;
+                let view = src.slice(axes, &res.shape);
+                self.set_or_copy(data.result, view, span);
+                Ok(())
+            }
+            TOp::BroadcastTo => {
+                let src = self.home_of(data.args[0])?;
+                let view = src.broadcast_to(&res.shape);
+                self.set_or_copy(data.result, view, span);
+                Ok(())
+            }
+            TOp::Concat(_) => self.lower_concat(inst),
+            TOp::Pad { .. } => self.lower_pad(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
             _ => {
                 // A row operation that fusion left alone: a group of one.

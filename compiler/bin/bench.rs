@@ -19,6 +19,8 @@
 //! Kernel sources live in `bench/*.tsr`, compiled into this binary.
 
 mod bench_sim;
+#[path = "bench_real.rs"]
+mod real;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -349,6 +351,8 @@ struct Results {
     numpy: Result<NumpyComparison, String>,
     /// The Llama-3-8B layer's `run --check` (full mode, all kernels or `--only llama`).
     llama: Result<bench_sim::Llama, String>,
+    /// The second table: the real kernels of `bench/real`.
+    real: real::RealResults,
     wall_s: f64,
 }
 
@@ -840,6 +844,7 @@ fn run_all(quick: bool, only: Option<&str>) -> Results {
         };
         rows.push((name, case.target, outcome));
     }
+    let real = real::run_all(quick, only);
     let numpy = if quick {
         Err("not run in --quick mode".to_string())
     } else {
@@ -888,6 +893,7 @@ fn run_all(quick: bool, only: Option<&str>) -> Results {
         growth,
         numpy,
         llama,
+        real,
         wall_s: start.elapsed().as_secs_f64(),
     }
 }
@@ -1029,6 +1035,22 @@ more chunk to GpSimd in one tile and block of every eight, 239,978 or 243,746 de
 which. No algorithm found keeps the exact softmax and reaches 0.60 on this machine model.
 ";
 
+/// What the real-kernel table is and how to read it (kept with the table for `--write-md`).
+const REAL_INTRO: &str = "\
+The first table measures the forms the compiler was tuned on. This one measures the same \
+kinds of math as their authors wrote them: kernels ported from public sources (NKI samples, \
+Triton tutorials, Llama, Mistral and Mixtral reference code; each file of `bench/real` names \
+its source in its header, and the list is below) at their real sizes, in today's language \
+(no slicing, gather or integers yet). Each row is `tessera run bench/real/FILE --random 1 \
+--check --report` in-process: the file's own size defaults, the bench's seed-1 inputs, the \
+outputs compared with the reference evaluator within docs/numerics.md's bound (check), the \
+same roofline bound as above, and the profiler's bottleneck with its idle time by cause. \
+Targets: every kernel >= 60% unless argued below, median >= 85%.
+";
+
+/// The reading of the real-kernel table: which general mechanism each slow row lacks.
+const REAL_NOTES: &str = include_str!("../../bench/real/NOTES.md");
+
 fn markdown(results: &Results) -> String {
     format!(
         "# Benchmarks\n\n\
@@ -1053,6 +1075,8 @@ fn markdown(results: &Results) -> String {
          `--trace` shows the timeline in Perfetto): the bottleneck engine (closest to its \
          peak), its idle time by cause as a share of the run, and the work done beyond the \
          kernel's.\n\n{diagnoses}\n{ceilings}\n\
+         ## Real kernels\n\n{real_intro}\n{real_table}\n{real_notes}\n\
+         Sources of the real kernels:\n\n{real_sources}\n\
          ## Interpreter speed\n\n{numpy}\n{llama}\n\
          ## Compile time\n\n\
          Whole `tessera compile` processes of a release build (start, compile, encode and \
@@ -1082,6 +1106,10 @@ fn markdown(results: &Results) -> String {
         mm_compile = matmul_compile_text(results),
         diagnoses = diagnoses_text(results),
         ceilings = CEILINGS,
+        real_intro = REAL_INTRO,
+        real_table = real::table(&results.real),
+        real_notes = REAL_NOTES,
+        real_sources = real::sources(&results.real),
         numpy = numpy_text(results),
         llama = bench_sim::llama_text(&results.llama),
         examples = examples_text(results),
@@ -1148,6 +1176,7 @@ fn main() -> ExitCode {
             diagnoses_text(&results)
         );
     }
+    println!("Real kernels:\n{}", real::table(&results.real));
     println!("{}", numpy_text(&results));
     if !quick {
         println!("{}", bench_sim::llama_text(&results.llama));

@@ -33,6 +33,7 @@
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
+use super::view::HView;
 use super::Tiler;
 use crate::ir::TOp;
 use crate::passes::attention::Attention;
@@ -50,6 +51,13 @@ const GPSIMD_CHUNKS: usize = 1;
 /// Query tiles in flight together at most (bench, S = 4096: three 363,279 cycles, four
 /// 326,912, before the pairs; five would need more PSUM banks than there are).
 const QUERY_GROUP: usize = 4;
+
+/// The K^T and V tiles of one head, with the offsets of the K and V they hold.
+struct KvTiles {
+    key: (i64, i64),
+    kt: Vec<Vec<Tile>>,
+    v: Vec<Option<Tile>>,
+}
 
 /// The running state of one block of 128 queries.
 struct QueryTile {
@@ -116,23 +124,88 @@ fn pe_chunks(kb: u64) -> Vec<(u64, u64)> {
 }
 
 impl Tiler<'_> {
+    /// Lowers an attention group: the rank-2 kernel once per index of the output's leading
+    /// (batch and head) axes, outermost first. An operand whose leading axis is 1 where the
+    /// output's is not is broadcast along it (grouped-query attention's K and V, shared by a
+    /// group of query heads): consecutive heads that read the same K and V keep the tiles
+    /// of the first, so each group of heads loads them once.
     pub(super) fn lower_attention(&mut self, g: &Group, a: &Attention) -> Result<(), String> {
+        let func = self.func;
+        let out_shape = func.ty(func.insts[a.out].result).shape.clone();
+        let batch = &out_shape[..out_shape.len() - 2];
+        let heads: u64 = batch.iter().product();
+        let mut kv: Option<KvTiles> = None;
+        for h in 0..heads {
+            let mut idx = vec![0u64; batch.len()];
+            let mut rem = h;
+            for d in (0..batch.len()).rev() {
+                idx[d] = rem % batch[d];
+                rem /= batch[d];
+            }
+            self.lower_attention_head(g, a, &idx, h + 1 == heads, &mut kv)?;
+        }
+        Ok(())
+    }
+
+    /// The rank-2 flash kernel for the output's leading index `idx`; `kv` holds the K^T and
+    /// V tiles of the previous head, reused when this head reads the same ones.
+    fn lower_attention_head(
+        &mut self,
+        g: &Group,
+        a: &Attention,
+        idx: &[u64],
+        last_head: bool,
+        kv: &mut Option<KvTiles>,
+    ) -> Result<(), String> {
         let func = self.func;
         let span = func.spans[a.out];
         let q = self.home_of(a.q)?;
         let kt = self.home_of(a.kt)?;
         let v = self.home_of(a.v)?;
-        let (sq, d) = (q.shape[0], q.shape[1]);
-        let sk = kt.shape[1];
-        let dv = v.shape[1];
+        let (rq, rk, rv) = (q.shape.len(), kt.shape.len(), v.shape.len());
+        let (sq, d) = (q.shape[rq - 2], q.shape[rq - 1]);
+        let sk = kt.shape[rk - 1];
+        let dv = v.shape[rv - 1];
+        // The element offset of an operand's matrix for this index: its leading axes align
+        // with the output's last ones, and an axis of 1 is broadcast.
+        let offset = |view: &HView| {
+            let lead = view.shape.len() - 2;
+            let skip = idx.len() - lead;
+            view.offset
+                + (0..lead)
+                    .map(|j| {
+                        let i = if view.shape[j] == 1 { 0 } else { idx[skip + j] };
+                        i as i64 * view.strides[j]
+                    })
+                    .sum::<i64>()
+        };
+        let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
         // The probabilities' dtype: what the second matmul multiplies.
-        let p_dtype = func.ty(func.insts[a.out].args[0]).dtype;
+        let p_dtype = func.ty(func.insts[a.pv].args[0]).dtype;
         // The layout pass's loads (none: follow the strides).
         let loads = self.layout.attention(a.out);
         let load = |i: usize| loads.map(|l| l[i]);
-        let qo = Operand2d::new(q.clone(), q.offset, q.strides[1], q.strides[0], load(0));
-        let ko = Operand2d::new(kt.clone(), kt.offset, kt.strides[0], kt.strides[1], load(1));
-        let vo = Operand2d::new(v.clone(), v.offset, v.strides[0], v.strides[1], load(2));
+        let qo = Operand2d::new(
+            q.clone(),
+            offset(&q),
+            q.strides[rq - 1],
+            q.strides[rq - 2],
+            load(0),
+        );
+        let ko = Operand2d::new(
+            kt.clone(),
+            offset(&kt),
+            kt.strides[rk - 2],
+            kt.strides[rk - 1],
+            load(1),
+        );
+        let vo = Operand2d::new(
+            v.clone(),
+            offset(&v),
+            v.strides[rv - 2],
+            v.strides[rv - 1],
+            load(2),
+        );
         // K^T and V stay in SBUF: per chunk of 128 keys, K^T as one tile per chunk of D.
         // K^T is prepared whole after the first query tiles (whose loads then lead the
         // DMA queues), while the Vector and Scalar engines have nothing else to do; each
@@ -141,8 +214,11 @@ impl Tiler<'_> {
         // cycles; K^T chunk by chunk as first used, 317,280, as its copies out of PSUM
         // then take the bottleneck engines' time).
         let chunks = sk.div_ceil(128) as usize;
-        let mut kt_tiles: Vec<Vec<Tile>> = Vec::new();
-        let mut v_tiles: Vec<Option<Tile>> = vec![None; chunks];
+        let key = (ko.offset, vo.offset);
+        let (mut kt_tiles, mut v_tiles) = match kv.take() {
+            Some(c) if c.key == key => (c.kt, c.v),
+            _ => (Vec::new(), vec![None; chunks]),
+        };
         let ensure_v = |this: &mut Self, v_tiles: &mut Vec<Option<Tile>>, (j0, kb): (u64, u64)| {
             let first = (j0 / 128) as usize;
             let range = first..(j0 + kb).div_ceil(128) as usize;
@@ -379,7 +455,7 @@ impl Tiler<'_> {
                         // finishes any it has left.
                         let last = if i + 1 == n { finishing.len() } else { i + 1 };
                         for st in &finishing[i.min(finishing.len())..last.min(finishing.len())] {
-                            self.attention_finish(a, st, &tail, o_dtype, dv, span)?;
+                            self.attention_finish(a, st, &tail, o_dtype, dv, &fixed, span)?;
                         }
                     }
                     if let Some((p, _)) = soft[i] {
@@ -484,17 +560,24 @@ impl Tiler<'_> {
                 // The kernel's last query tiles: their stores go over every DMA queue, as
                 // nothing runs after them (bench, S = 4096: 264,122 -> 262,202 cycles; one
                 // 32 KB store a tile took 4,048 cycles after the last cast).
-                self.last_stores = self.last_group;
+                self.last_stores = self.last_group && last_head;
                 for st in &states {
-                    self.attention_finish(a, st, &tail, o_dtype, dv, span)?;
+                    self.attention_finish(a, st, &tail, o_dtype, dv, &fixed, span)?;
                 }
                 self.last_stores = false;
             }
         }
+        *kv = Some(KvTiles {
+            key,
+            kt: kt_tiles,
+            v: v_tiles,
+        });
         Ok(())
     }
 
-    /// o / l for one query tile, then the rest of the group (`tail`) on it.
+    /// o / l for one query tile, then the rest of the group (`tail`) on it; `fixed` are
+    /// the output's leading indices.
+    #[allow(clippy::too_many_arguments)]
     fn attention_finish(
         &mut self,
         a: &Attention,
@@ -502,6 +585,7 @@ impl Tiler<'_> {
         tail: &Group,
         o_dtype: Dtype,
         dv: u64,
+        fixed: &[AxisUse],
         span: crate::frontend::typed::Span,
     ) -> Result<(), String> {
         let parts = st.msz as u32;
@@ -520,8 +604,7 @@ impl Tiler<'_> {
             &[o.buf, st.o.buf, l_run.buf],
             span,
         );
-        let fixed: Vec<AxisUse> = Vec::new();
-        self.epilogue(tail, a.out, o, &fixed, (st.m0, st.msz), (0, dv), false)
+        self.epilogue(tail, a.out, o, fixed, (st.m0, st.msz), (0, dv), false)
     }
 
     /// The scores of one key block of one query tile (in PSUM, or masked in SBUF).

@@ -201,6 +201,9 @@ fn normalisation_site(func: &Function, uses: &HashMap<Value, usize>, inst: Inst)
 /// nothing rewrote keep their numbers until the caller compacts); returns the values whose
 /// meaning changed.
 fn move_normalisation(func: &mut Function, s: &Site) -> Vec<Value> {
+    // Each rewritten instruction takes the span of the source operation it now computes.
+    let (div_span, mm_span) = (func.spans[s.div], func.spans[s.matmul]);
+    let cast_span = s.cast.map(|c| func.spans[c]);
     let out_ty = func.ty(func.insts[s.matmul].result).clone();
     let out = func.insts[s.matmul].result;
     let t = func.insts[s.div].result;
@@ -224,6 +227,13 @@ fn move_normalisation(func: &mut Function, s: &Site) -> Vec<Value> {
     func.insts[pv_inst].args = [lhs, s.v].into_iter().collect();
     func.values[pv].ty = out_ty;
     new_order.push(pv_inst);
+    if let (Some(cast), Some(span)) = (s.cast, cast_span) {
+        func.spans[s.div] = span;
+        func.spans[cast] = mm_span;
+    } else {
+        func.spans[s.div] = mm_span;
+    }
+    func.spans[s.matmul] = div_span;
     func.insts[s.matmul].op = TOp::Binary(BinaryOp::Div);
     func.insts[s.matmul].args = [pv, s.l].into_iter().collect();
     // The new instructions go right before the old matmul's place, where v is defined.

@@ -904,12 +904,8 @@ pub fn expected(
     c: &Compilation,
     inputs: &[HostTensor],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, DriverError> {
-    let relaxed = c
-        .groups
-        .as_ref()
-        .map(|g| g.relaxed_casts(&c.tensor))
-        .unwrap_or_default();
-    let mut want = crate::reference::evaluate_bounded(&c.tensor, inputs, &relaxed)
+    let (func, relaxed) = c.reference();
+    let mut want = crate::reference::evaluate_bounded(func, inputs, &relaxed)
         .map_err(|e| DriverError::Input(e.to_string()))?;
     if c.options.strict_dtypes {
         for (_, b) in &mut want {

@@ -414,7 +414,8 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
                 "--trace, --report and --report-json need the interpreter; --reference has no timing".into(),
             ));
         }
-        reference::evaluate(&c.tensor, &inputs).map_err(|e| DriverError::Input(e.to_string()))?
+        reference::evaluate(c.reference().0, &inputs)
+            .map_err(|e| DriverError::Input(e.to_string()))?
     } else {
         let program = driver::program_of(&c)?;
         let (outputs, report) =

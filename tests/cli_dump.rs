@@ -36,7 +36,16 @@ fn listed_passes() -> Vec<String> {
 fn dump_after_all_shows_every_pass_in_order() {
     let passes = listed_passes();
     for name in [
-        "simplify", "dce", "fusion", "layout", "tile", "engines", "alloc", "sync", "emit",
+        "simplify",
+        "dce",
+        "canonicalize",
+        "fusion",
+        "layout",
+        "tile",
+        "engines",
+        "alloc",
+        "sync",
+        "emit",
     ] {
         assert!(
             passes.iter().any(|p| p == name),

@@ -38,6 +38,7 @@ fn run_mode(test: &TestFile) -> Result<String, String> {
         "check" => mode_check(test),
         "tensor-ir" => mode_tensor_ir(test),
         "layout" => mode_layout(test),
+        "canonical" => mode_canonical(test),
         "reference" => mode_reference(test),
         "tile-ir" => mode_tile_ir(test),
         "asm" => mode_asm(test),
@@ -76,6 +77,24 @@ fn check_round_trip(func: &tessera::ir::Function) -> Result<(), String> {
 /// `tensor-ir`: the lowered tensor IR of the kernel.
 fn mode_tensor_ir(test: &TestFile) -> Result<String, String> {
     Ok(tensor_ir(test)?.to_string())
+}
+
+/// `canonical`: the lowered tensor IR, then the tensor IR after the passes up to
+/// `canonicalize` (what `--dump-after canonicalize` prints), the verifier run after each
+/// pass and both IRs printed and parsed back.
+fn mode_canonical(test: &TestFile) -> Result<String, String> {
+    let func = tensor_ir(test)?;
+    let before = func.to_string();
+    let mut c = tessera::passes::Compilation::new(func, Default::default());
+    for pass in tessera::passes::PIPELINE {
+        (pass.run)(&mut c).map_err(|e| format!("pass {}: {e}", pass.name))?;
+        c.verify(pass.name).map_err(|e| e.to_string())?;
+        if pass.name == "canonicalize" {
+            check_round_trip(&c.tensor)?;
+            return Ok(format!("{before}\n; after canonicalize\n{}", c.tensor));
+        }
+    }
+    Err("the pipeline has no `canonicalize` pass".into())
 }
 
 /// `layout`: the tensor IR after the tensor-level passes up to `layout`, with the groups

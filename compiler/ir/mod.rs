@@ -194,6 +194,12 @@ impl Function {
     /// `f` does. IR that uses a value before defining it is left as it is, for the verifier
     /// to report.
     pub fn compact(&mut self) {
+        self.compact_mapped();
+    }
+
+    /// [`Function::compact`], returning where each old value went (`None`: dropped), or
+    /// `None` when the function was left as it is (a value used before its definition).
+    pub fn compact_mapped(&mut self) -> Option<SecondaryMap<Value, Option<Value>>> {
         let mut new = Function {
             name: self.name.clone(),
             sizes: self.sizes.clone(),
@@ -212,7 +218,7 @@ impl Function {
         for &inst in &self.layout {
             let data = &self.insts[inst];
             let Some(args) = data.args.iter().map(|a| map[*a]).collect() else {
-                return;
+                return None;
             };
             let ni = new.insts.next_key();
             let result = new.values.push(ValueData {
@@ -229,10 +235,11 @@ impl Function {
             map[data.result] = Some(result);
         }
         let Some(results) = self.results.iter().map(|r| map[*r]).collect() else {
-            return;
+            return None;
         };
         new.results = results;
         *self = new;
+        Some(map)
     }
 
     /// The type of a value.

@@ -1,27 +1,30 @@
 //! Recognises attention in tensor IR, so that fusion can give it to the flash-attention
-//! lowering (`tiling/attention.rs`), where the S x S scores never leave the chip:
+//! lowering (`tiling/attention.rs`), where the S x S scores never leave the chip. It
+//! matches the canonical form that `canonicalize.rs` leaves (a normalisation written
+//! before the second matmul has been moved after it):
 //!
 //! ```text
-//! s  = q @ kt                       q: [Sq, D], kt: [D, Sk] (rank 2)
+//! s  = q @ kt                       q: [.., Sq, D], kt: [.., D, Sk]
 //! s1 = s * c  (c > 0, optional)     s1 = tril(.., k, fill=-inf) (optional, either order)
 //! m  = max(s1, axis=-1, keepdims=true)
 //! e  = exp(s1 - m)
-//! p  = e / sum(e, axis=-1, keepdims=true)
-//! o  = (p [as dtype]) @ v           v: [Sk, Dv], Dv <= 512
+//! l  = sum(e, axis=-1, keepdims=true)
+//! o  = ((e [as dtype]) @ v) / l     v: [.., Sk, Dv], Dv <= 512
 //! ```
+//!
+//! Leading (batch and head) axes broadcast as `@` broadcasts them; the lowering loops over
+//! the output's leading indices around the rank-2 kernel, and a K or V broadcast over a
+//! head axis (grouped-query attention) is loaded once for the heads that share it.
 //!
 //! Every intermediate must be used only inside the pattern (so nothing else needs the
 //! scores), which is what makes computing them block by block, with a running max and
 //! sum (online softmax), legal. The result differs from the reference only by rounding
-//! (the maximum is found block by block and the sum is rescaled), within the tolerance:
-//! probabilities cast below f32 are fused only when they are bf16 or f16 and the output is
-//! then cast to a dtype no more precise (flash attention rounds the unnormalised
-//! exponentials instead; FP8 probabilities are never fused), a mask below the diagonal
-//! (`k < 0`, whole rows of -inf) is not fused, and under `--dtype-policy strict` nothing
-//! is (`fusion::group`). docs/numerics.md gives the bound this keeps.
+//! (the maximum is found block by block and the sum is rescaled, so the exponentials are
+//! rounded at another scale), within docs/numerics.md's bound for every dtype of the
+//! exponentials and of the output; a mask below the diagonal (`k < 0`, whole rows of
+//! -inf) is not fused, and under `--dtype-policy strict` nothing is (`fusion::group`).
 
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
-use isa::Dtype;
 use std::collections::HashMap;
 
 /// One recognised attention.
@@ -34,7 +37,9 @@ pub struct Attention {
     pub scale: f32,
     /// `tril`'s diagonal offset, when the scores are masked (fill is -inf).
     pub tril: Option<i64>,
-    /// The second matmul, whose result is the attention's output.
+    /// The second matmul, `p @ v` of the unnormalised probabilities.
+    pub pv: Inst,
+    /// The division of the second matmul's result by the row sums: the attention's output.
     pub out: Inst,
     /// Every instruction of the pattern, in program order.
     pub insts: Vec<Inst>,
@@ -84,75 +89,42 @@ fn constant(func: &Function, v: Value) -> Option<f64> {
     }
 }
 
-/// Bits of precision (the significand with its implicit bit) of a dtype.
-fn precision(dtype: Dtype) -> u32 {
-    match dtype {
-        Dtype::F32 => 24,
-        Dtype::F16 => 11,
-        Dtype::Bf16 => 8,
-        Dtype::F8E4M3 => 4,
-        Dtype::F8E5M2 => 3,
-    }
-}
-
-/// Whether `o`'s only use is a cast to a dtype no more precise than `p`.
-fn output_no_finer(func: &Function, uses: &HashMap<Value, usize>, o: Value, p: Dtype) -> bool {
-    if uses.get(&o).copied() != Some(1) || func.results.contains(&o) {
-        return false;
-    }
-    func.layout.iter().any(|&i| {
-        let data = &func.insts[i];
-        data.op == TOp::Cast
-            && data.args[..] == [o]
-            && precision(func.ty(data.result).dtype) <= precision(p)
-    })
-}
-
 fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<Attention> {
     let used_once = |v: Value| uses.get(&v).copied() == Some(1);
+    // o = pv / l, the canonical form (`canonicalize.rs` moves a normalisation before the
+    // second matmul to after it).
     let data = &func.insts[out];
-    if data.op != TOp::Matmul || func.ty(data.result).shape.len() != 2 {
+    if data.op != TOp::Binary(BinaryOp::Div) {
         return None;
     }
-    let (mut pin, v) = (data.args[0], data.args[1]);
-    let mut insts = vec![out];
-    let dv = func.ty(v).shape[1];
+    let (pv_val, l) = (data.args[0], data.args[1]);
+    let pv = def(func, pv_val)?;
+    if func.insts[pv].op != TOp::Matmul
+        || !used_once(pv_val)
+        || func.ty(data.result).shape != func.ty(pv_val).shape
+    {
+        return None;
+    }
+    let (mut pin, v) = (func.insts[pv].args[0], func.insts[pv].args[1]);
+    let mut insts = vec![out, pv];
+    let rank = |v: Value| func.ty(v).shape.len();
+    let dv = func.ty(v).shape[rank(v) - 1];
     if dv > 512 {
         return None;
     }
-    // Optional cast of the probabilities.
+    // Optional cast of the unnormalised exponentials. Flash attention rounds
+    // exp(s - m_running) instead of exp(s - m): within one step of the cast's grid of the
+    // language's rounding, for every dtype (the relaxation `Grouping::relaxed_casts`
+    // declares; docs/numerics.md, item 3).
     let i = def(func, pin)?;
     if func.insts[i].op == TOp::Cast {
         if !used_once(pin) {
             return None;
         }
-        // Flash attention rounds the unnormalised exponentials to p's dtype and divides
-        // at the end, where the kernel rounds the normalised probabilities: one rounding
-        // per element either way, but of different values, which differ by about p's
-        // rounding error in the output. An output rounded to a dtype no more precise than
-        // p's hides that within its tolerance; an f32 output would not (a bf16 p made an
-        // f32 output miss the reference by 2e-3), so then the kernel is not fused.
-        //
-        // FP8 probabilities are never fused: p is about 1/Sk, deep in FP8's subnormal range,
-        // where rounding p and rounding the unnormalised exponentials (up to 1) are
-        // different computations, not different roundings of one (docs/numerics.md).
-        let narrow = func.ty(pin).dtype;
-        if matches!(narrow, Dtype::F8E4M3 | Dtype::F8E5M2) {
-            return None;
-        }
-        if narrow != Dtype::F32 && !output_no_finer(func, uses, data.result, narrow) {
-            return None;
-        }
         insts.push(i);
         pin = func.insts[i].args[0];
     }
-    // p = e / l
-    let div = def(func, pin)?;
-    if func.insts[div].op != TOp::Binary(BinaryOp::Div) || !used_once(pin) {
-        return None;
-    }
-    insts.push(div);
-    let (e, l) = (func.insts[div].args[0], func.insts[div].args[1]);
+    let e = pin;
     // l = sum(e, -1, keepdims)
     let sum = def(func, l)?;
     let rank_last = |v: Value| func.ty(v).shape.len() - 1;
@@ -165,7 +137,7 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
         _ => return None,
     }
     insts.push(sum);
-    // e = exp(s1 - m), used by the sum and the division only.
+    // e = exp(s1 - m), used by the sum and the second matmul (or its cast) only.
     if uses.get(&e).copied() != Some(2) {
         return None;
     }
@@ -209,7 +181,7 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
             TOp::Matmul => {
                 insts.push(i);
                 let (q, kt) = (func.insts[i].args[0], func.insts[i].args[1]);
-                if func.ty(q).shape.len() != 2 || func.ty(kt).shape.len() != 2 {
+                if rank(q) < 2 || rank(kt) < 2 || rank(v) < 2 {
                     return None;
                 }
                 return Some(Attention {
@@ -218,6 +190,7 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                     v,
                     scale,
                     tril,
+                    pv,
                     out,
                     insts,
                 });

@@ -164,8 +164,10 @@ impl Grouping {
     pub fn relaxed_casts(&self, func: &Function) -> Vec<Value> {
         let mut out = Vec::new();
         for g in &self.groups {
-            if let Root::Attention(_) = g.root {
-                for &i in &g.insts {
+            if let Root::Attention(a) = &g.root {
+                // The pattern's cast (of the exponentials); a cast of the output after it
+                // is performed as written.
+                for &i in &a.insts {
                     if func.insts[i].op == TOp::Cast {
                         out.push(func.insts[i].result);
                     }

@@ -67,7 +67,8 @@ pub struct MatmulLayout {
 pub struct Layout {
     /// The plan of each matmul instruction.
     pub matmuls: SecondaryMap<Inst, Option<MatmulLayout>>,
-    /// The loads of each attention pattern's operands (Q, K^T, V), by its output matmul.
+    /// The loads of each attention pattern's operands (Q, K^T, V), by its output (the
+    /// division by the row sums).
     pub attention: SecondaryMap<Inst, Option<[Load; 3]>>,
     /// Values whose HBM home holds their transpose (last two axes swapped).
     pub transposed: SecondaryMap<Value, bool>,
@@ -86,7 +87,7 @@ impl Layout {
         self.matmuls[inst]
     }
 
-    /// The loads of the attention pattern whose output matmul is `out`.
+    /// The loads of the attention pattern whose output is `out`.
     pub fn attention(&self, out: Inst) -> Option<[Load; 3]> {
         self.attention[out]
     }
@@ -162,7 +163,12 @@ pub fn plan(func: &Function, grouping: &Grouping, optimise: bool) -> Layout {
             Some(ax) if ax == k_axis => Load::PeTranspose,
             _ => Load::Direct,
         };
-        layout.attention[a.out] = Some([load(a.q, 1), load(a.kt, 0), load(a.v, 0)]);
+        let rank = |v: Value| func.ty(v).shape.len();
+        layout.attention[a.out] = Some([
+            load(a.q, rank(a.q) - 1),
+            load(a.kt, rank(a.kt) - 2),
+            load(a.v, rank(a.v) - 2),
+        ]);
     }
     layout.text = describe(func, grouping, &layout);
     layout

@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod attention;
+pub mod canonicalize;
 mod dce;
 pub mod engines;
 pub mod fusion;
@@ -25,6 +26,9 @@ use crate::tile::{self, TileFunc};
 pub struct Compilation {
     /// The tensor IR (kept after tiling, for the reference and for error spans).
     pub tensor: Function,
+    /// The tensor IR as written, when `canonicalize` made a rewrite that changes rounding:
+    /// the program the reference evaluates ([`Compilation::reference`]).
+    pub original: Option<canonicalize::Original>,
     /// The grouping chosen by the `fusion` pass (none: one group per instruction).
     pub groups: Option<fusion::Grouping>,
     /// The layout chosen by the `layout` pass (none: `tile` uses the unoptimised plan).
@@ -126,6 +130,24 @@ fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
     Ok(changed)
 }
 
+/// Canonicalisation changes rounding (within docs/numerics.md's bound), so it makes no
+/// rewrite under `--dtype-policy strict`, and it keeps the IR as written for the reference.
+fn canonicalize_pass(c: &mut Compilation) -> Result<bool, String> {
+    if c.options.strict_dtypes {
+        return Ok(false);
+    }
+    match canonicalize::run(&mut c.tensor) {
+        Some(original) => {
+            if c.original.is_some() {
+                return Err("canonicalize ran twice".into());
+            }
+            c.original = Some(original);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
     c.groups = Some(fusion::group(&c.tensor, true, c.options.strict_dtypes)?);
     Ok(true)
@@ -158,6 +180,17 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tensor,
         run: dce_pass,
+    },
+    // Brings equivalent programs to one form (`canonicalize.rs`), which `fusion` matches
+    // (attention). After `simplify` and `dce`, so that it sees no same-dtype cast and no
+    // dead use; the last pass that changes tensor IR, since the map from its values back
+    // to the program as written (`Compilation::original`) must stay valid.
+    Pass {
+        name: "canonicalize",
+        summary: "move softmax normalisation after the matmul it feeds (default policy only)",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: canonicalize_pass,
     },
     // Groups instructions that are computed together; reads the final tensor IR, so it
     // runs after every tensor-level pass. Disabled, every instruction is its own group.
@@ -264,12 +297,34 @@ impl Compilation {
     pub fn new(tensor: Function, options: PassOptions) -> Compilation {
         Compilation {
             tensor,
+            original: None,
             groups: None,
             layout: None,
             tile: None,
             program: None,
             options,
             source: None,
+        }
+    }
+
+    /// The program the reference evaluator runs for `run --check` (the tensor IR as
+    /// written, before any rewrite that changes rounding), and the casts of it whose
+    /// rounding the compiled code does not reproduce (flash attention's, `Grouping::
+    /// relaxed_casts`, and canonicalisation's).
+    pub fn reference(&self) -> (&Function, Vec<ir::Value>) {
+        let relaxed = self
+            .groups
+            .as_ref()
+            .map(|g| g.relaxed_casts(&self.tensor))
+            .unwrap_or_default();
+        match &self.original {
+            None => (&self.tensor, relaxed),
+            Some(o) => {
+                let mut all: Vec<ir::Value> =
+                    relaxed.iter().filter_map(|v| o.to_original[*v]).collect();
+                all.extend(o.relaxed.iter().copied());
+                (&o.func, all)
+            }
         }
     }
 

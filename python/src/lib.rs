@@ -403,7 +403,7 @@ impl Kernel {
         let tensors: Vec<HostTensor> = inputs.iter().map(|b| b.tensor.clone()).collect();
         if call.reference {
             let c = reference.as_ref().expect("made above");
-            let outs = tessera::reference::evaluate(&c.tensor, &tensors)
+            let outs = tessera::reference::evaluate(c.reference().0, &tensors)
                 .map_err(|e| Failure::new("run", e.to_string()))?;
             let outputs = outs
                 .into_iter()

@@ -9,7 +9,9 @@
 //!   `transpose(vt)` or as `reshape(vflat, [S, D])`;
 //! - the probabilities' dtype (f32, bf16, f16, both FP8) and the output's (the same five),
 //!   normalisation before or after the second matmul;
-//! - a causal mask (`tril` with `-inf`, `k` from -1 to a few), a head or batch axis;
+//! - a causal mask (`tril` with `-inf`, `k` from -1 to a few), a head or batch axis, and
+//!   grouped-query sharing (K and V with a 1 on the group axis, broadcast over it, or
+//!   with fewer leading axes than q);
 //! - results used twice (the scores' row maximum or the probabilities' row sum returned
 //!   as well, which keeps the pattern from being fused).
 //!
@@ -35,6 +37,8 @@ struct Gen {
     params: Vec<String>,
     features: Vec<String>,
     lead: Vec<u64>,
+    /// K's and V's leading axes, when they differ from q's (grouped-query attention).
+    kv_lead: Option<Vec<u64>>,
     in_dtype: &'static str,
     projected: bool,
 }
@@ -48,9 +52,22 @@ impl Gen {
         all.join(", ")
     }
 
+    /// The dims of operand `name` (K and V take `kv_lead` when it is set).
+    fn dims_of(&self, name: &str, rows: &str, cols: &str) -> String {
+        match &self.kv_lead {
+            Some(lead) if name != "q" => {
+                let mut all: Vec<String> = lead.iter().map(|x| x.to_string()).collect();
+                all.push(rows.to_string());
+                all.push(cols.to_string());
+                all.join(", ")
+            }
+            _ => self.dims(rows, cols),
+        }
+    }
+
     /// An operand `name` of `rows x cols` from a random producer; returns its expression.
     fn produce(&mut self, name: &str, rows: &str, cols: &str) -> String {
-        let shape = self.dims(rows, cols);
+        let shape = self.dims_of(name, rows, cols);
         let d = self.in_dtype;
         if self.projected && self.r.chance(0.7) {
             self.params.push(format!("w{name}: bf16[E, {cols}]"));
@@ -112,11 +129,29 @@ pub fn generate_attention(seed: u64) -> AttnKernel {
         // Projections make q, k and v from one input: as many keys as queries.
         sk = sq;
     }
+    // Grouped-query attention: K and V shared by the query heads of a group, as a 1 on
+    // the group axis or as a missing leading axis (both broadcast as `@` does).
+    let kv_lead = match lead.len() {
+        2 if r.chance(0.5) => {
+            if r.chance(0.5) {
+                Some(vec![lead[0], 1])
+            } else {
+                Some(vec![lead[1]])
+            }
+        }
+        1 if r.chance(0.3) => Some(vec![]),
+        _ => None,
+    };
+    let mut features = vec![format!("rank:{}", lead.len() + 2)];
+    if let Some(kl) = &kv_lead {
+        features.push(format!("kv:shared-{}", kl.len()));
+    }
     let mut g = Gen {
         r,
         params: Vec::new(),
-        features: vec![format!("rank:{}", lead.len() + 2)],
+        features,
         lead,
+        kv_lead,
         in_dtype,
         projected,
     };
@@ -125,7 +160,7 @@ pub fn generate_attention(seed: u64) -> AttnKernel {
     }
     let q = g.produce("q", "SQ", "D");
     let kt = if g.r.chance(0.3) {
-        let shape = g.dims("D", "SK");
+        let shape = g.dims_of("k", "D", "SK");
         g.params.push(format!("kt: {in_dtype}[{shape}]"));
         g.features.push("k:given-transposed".into());
         "kt".to_string()
@@ -134,12 +169,12 @@ pub fn generate_attention(seed: u64) -> AttnKernel {
     };
     let v = match g.r.below(5) {
         0 => {
-            let shape = g.dims("DV", "SK");
+            let shape = g.dims_of("v", "DV", "SK");
             g.params.push(format!("vt: {in_dtype}[{shape}]"));
             g.features.push("v:transposed".into());
             "transpose(vt)".to_string()
         }
-        1 if g.lead.is_empty() => {
+        1 if g.lead.is_empty() && g.kv_lead.is_none() => {
             g.params.push(format!("vflat: {in_dtype}[{}]", sk * dv));
             g.features.push("v:reshaped".into());
             "reshape(vflat, [SK, DV])".to_string()

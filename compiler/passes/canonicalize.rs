@@ -1,0 +1,248 @@
+//! Canonicalisation of tensor IR: rewrites that bring programs a user may write in several
+//! equivalent ways to one form, so that the passes after it (the attention matcher of
+//! `attention.rs` above all) recognise one form instead of every spelling.
+//!
+//! The rewrite made today:
+//!
+//! **A softmax's normalisation moved across the matmul it feeds.** With `e = exp(x - m)`,
+//! `m = max(x, axis=-1, keepdims=true)` and `l = sum(e, axis=-1, keepdims=true)`,
+//!
+//! ```text
+//! ((e / l) [as d]) @ v    becomes    ((e [as d]) @ v) / l
+//! ```
+//!
+//! for `d` f32, bf16 or f16. Both are the same real number; the rewritten form divides
+//! `Sq x Dv` elements instead of `Sq x Sk`, and it is what flash attention computes (it
+//! rounds the unnormalised exponentials and divides at the end), so the attention matcher
+//! looks for this form only and the "normalised after P@V" spelling reaches the flash
+//! lowering as the "normalised before" one does.
+//!
+//! The rewrite is not exact, so it runs only under the default dtype policy (never under
+//! `--dtype-policy strict`), and the program `run --check` evaluates stays the one written
+//! ([`Original`]): the rounding of `e / l` to `d` is declared not reproduced (one step of
+//! `d`'s grid, `relaxed`), which bounds the difference (docs/numerics.md, "normalisation
+//! moved across a matmul"). In f32 the quotients' rounding moves from `Sq x Sk` quotients
+//! to `Sq x Dv` ones, within the bound's allowance for intermediates kept wider (item 1).
+//! It is applied only where `l >= 1` and `e <= 1` are certain (the row maximum's term is
+//! `exp(0) = 1`): with any divisor, `round(e) / l` could overflow, underflow or meet a zero
+//! where `round(e / l)` does not. FP8 is left alone: there `e / l`, about `1/Sk`, is deep in
+//! the subnormal range, and rounding it or rounding `e` are different computations.
+
+use crate::ir::rules::broadcast_shapes;
+use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
+use cranelift_entity::SecondaryMap;
+use isa::Dtype;
+use std::collections::HashMap;
+
+/// The program as written, kept when canonicalisation changed rounding: `run --check`
+/// evaluates it (`Compilation::reference`).
+#[derive(Clone, Debug)]
+pub struct Original {
+    /// The tensor IR before canonicalisation.
+    pub func: Function,
+    /// For each value of the canonical IR, the value of `func` it equals exactly (`None`
+    /// for the values a rewrite changed).
+    pub to_original: SecondaryMap<Value, Option<Value>>,
+    /// Casts of `func` whose rounding the canonical program does not reproduce.
+    pub relaxed: Vec<Value>,
+}
+
+/// Canonicalises `func` in place; returns what it changed (none: nothing).
+pub fn run(func: &mut Function) -> Option<Original> {
+    let before = func.clone();
+    let mut relaxed = Vec::new();
+    let mut rewritten: Vec<Value> = Vec::new();
+    loop {
+        let uses = use_counts(func);
+        let Some(site) = func
+            .layout
+            .iter()
+            .find_map(|&i| normalisation_site(func, &uses, i))
+        else {
+            break;
+        };
+        if let Some(cast) = site.cast {
+            relaxed.push(func.insts[cast].result);
+        }
+        rewritten.extend(move_normalisation(func, &site));
+    }
+    if relaxed.is_empty() && rewritten.is_empty() {
+        return None;
+    }
+    // The values of `before` keep their numbers until the compaction below, so the map
+    // from the canonical IR back to `before` is the compaction's map, inverted, without the
+    // values a rewrite changed.
+    let map = func.compact_mapped()?;
+    let mut to_original: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+    for (old, new) in map.iter() {
+        if let Some(new) = new {
+            if !rewritten.contains(&old) {
+                to_original[*new] = Some(old);
+            }
+        }
+    }
+    Some(Original {
+        func: before,
+        to_original,
+        relaxed,
+    })
+}
+
+/// How often each value is read (results count as reads).
+fn use_counts(func: &Function) -> HashMap<Value, usize> {
+    let mut uses: HashMap<Value, usize> = HashMap::new();
+    for &inst in &func.layout {
+        for a in &func.insts[inst].args {
+            *uses.entry(*a).or_default() += 1;
+        }
+    }
+    for r in &func.results {
+        *uses.entry(*r).or_default() += 1;
+    }
+    uses
+}
+
+/// The instruction defining `v`, if any.
+fn def(func: &Function, v: Value) -> Option<Inst> {
+    match func.values[v].def {
+        ValueDef::Inst(i) => Some(i),
+        ValueDef::Param(_) => None,
+    }
+}
+
+/// Whether `inst` is `op(x, axis=-1, keepdims=true)` of `x`.
+fn is_row_reduce(func: &Function, inst: Inst, op: ReduceFn, x: Value) -> bool {
+    let data = &func.insts[inst];
+    matches!(data.op, TOp::Reduce { func: f, axis, keepdims: true }
+        if f == op && data.args[0] == x && axis + 1 == func.ty(x).shape.len())
+}
+
+/// Whether `e` is `exp(x - max(x, axis=-1, keepdims=true))`: every value in `[0, 1]` (or
+/// NaN), and every row holds a 1 unless it holds a NaN.
+fn is_shifted_exp(func: &Function, e: Value) -> bool {
+    let Some(exp) = def(func, e) else {
+        return false;
+    };
+    if func.insts[exp].op != TOp::Unary(UnaryFn::Exp) {
+        return false;
+    }
+    let Some(sub) = def(func, func.insts[exp].args[0]) else {
+        return false;
+    };
+    if func.insts[sub].op != TOp::Binary(BinaryOp::Sub) {
+        return false;
+    }
+    let (x, m) = (func.insts[sub].args[0], func.insts[sub].args[1]);
+    def(func, m).is_some_and(|max| is_row_reduce(func, max, ReduceFn::Max, x))
+        && func.ty(x).shape == func.ty(e).shape
+}
+
+/// One `((e / l) [as d]) @ v` to rewrite.
+struct Site {
+    div: Inst,
+    cast: Option<Inst>,
+    matmul: Inst,
+    e: Value,
+    l: Value,
+    v: Value,
+}
+
+/// The site whose matmul is `inst`, if it is one.
+fn normalisation_site(func: &Function, uses: &HashMap<Value, usize>, inst: Inst) -> Option<Site> {
+    let data = &func.insts[inst];
+    if data.op != TOp::Matmul {
+        return None;
+    }
+    let once = |v: Value| uses.get(&v).copied() == Some(1);
+    let (mut p, v) = (data.args[0], data.args[1]);
+    let mut cast = None;
+    let i = def(func, p)?;
+    if func.insts[i].op == TOp::Cast {
+        if !once(p) || !matches!(func.ty(p).dtype, Dtype::F32 | Dtype::Bf16 | Dtype::F16) {
+            return None;
+        }
+        cast = Some(i);
+        p = func.insts[i].args[0];
+    }
+    let div = def(func, p)?;
+    if func.insts[div].op != TOp::Binary(BinaryOp::Div) || !once(p) {
+        return None;
+    }
+    let (e, l) = (func.insts[div].args[0], func.insts[div].args[1]);
+    // The quotient has e's shape (l only broadcasts along the rows) and f32 type.
+    if func.ty(p).shape != func.ty(e).shape
+        || func.ty(p).dtype != Dtype::F32
+        || func.ty(e).dtype != Dtype::F32
+    {
+        return None;
+    }
+    if !def(func, l).is_some_and(|s| is_row_reduce(func, s, ReduceFn::Sum, e)) {
+        return None;
+    }
+    if !is_shifted_exp(func, e) {
+        return None;
+    }
+    // (e @ v) / l must have the matmul's shape: l's leading axes broadcast into it.
+    let out = &func.ty(data.result).shape;
+    if broadcast_shapes(&func.ty(l).shape, out).as_ref() != Some(out) {
+        return None;
+    }
+    Some(Site {
+        div,
+        cast,
+        matmul: inst,
+        e,
+        l,
+        v,
+    })
+}
+
+/// Rewrites one site in place, reusing its instructions and values (so that the values
+/// nothing rewrote keep their numbers until the caller compacts); returns the values whose
+/// meaning changed.
+fn move_normalisation(func: &mut Function, s: &Site) -> Vec<Value> {
+    // Each rewritten instruction takes the span of the source operation it now computes.
+    let (div_span, mm_span) = (func.spans[s.div], func.spans[s.matmul]);
+    let cast_span = s.cast.map(|c| func.spans[c]);
+    let out_ty = func.ty(func.insts[s.matmul].result).clone();
+    let out = func.insts[s.matmul].result;
+    let t = func.insts[s.div].result;
+    let mut new_order = Vec::new();
+    let mut changed = vec![t, out];
+    // The product's left operand: e, or e cast to d (the cast instruction computes it).
+    let (pv_inst, lhs) = match s.cast {
+        Some(cast) => {
+            let d = func.ty(func.insts[cast].result).dtype;
+            func.insts[s.div].op = TOp::Cast;
+            func.insts[s.div].args = [s.e].into_iter().collect();
+            func.values[t].ty.dtype = d;
+            new_order.push(s.div);
+            changed.push(func.insts[cast].result);
+            (cast, t)
+        }
+        None => (s.div, s.e),
+    };
+    let pv = func.insts[pv_inst].result;
+    func.insts[pv_inst].op = TOp::Matmul;
+    func.insts[pv_inst].args = [lhs, s.v].into_iter().collect();
+    func.values[pv].ty = out_ty;
+    new_order.push(pv_inst);
+    if let (Some(cast), Some(span)) = (s.cast, cast_span) {
+        func.spans[s.div] = span;
+        func.spans[cast] = mm_span;
+    } else {
+        func.spans[s.div] = mm_span;
+    }
+    func.spans[s.matmul] = div_span;
+    func.insts[s.matmul].op = TOp::Binary(BinaryOp::Div);
+    func.insts[s.matmul].args = [pv, s.l].into_iter().collect();
+    // The new instructions go right before the old matmul's place, where v is defined.
+    func.layout.retain(|i| !new_order.contains(i));
+    let at = func
+        .layout
+        .iter()
+        .position(|&i| i == s.matmul)
+        .unwrap_or(func.layout.len());
+    func.layout.splice(at..at, new_order);
+    changed
+}

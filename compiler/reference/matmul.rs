@@ -72,6 +72,7 @@ pub fn threads() -> usize {
 
 /// `out[i, j] = sum_k a[i, k] * b[k, j]` for `a: [m, k]`, `b: [k, n]` and `out: [m, n]`, all
 /// row-major, in the language's order, on `simd` with up to `threads` threads.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     simd: Simd,
     threads: usize,

@@ -12,6 +12,7 @@ mod dce;
 pub mod engines;
 pub mod fusion;
 pub mod layout;
+mod refold;
 mod schedule;
 mod simplify;
 pub mod sync;
@@ -126,6 +127,14 @@ fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
     Ok(changed)
 }
 
+fn refold_pass(c: &mut Compilation) -> Result<bool, String> {
+    let changed = refold::run(&mut c.tensor);
+    if changed {
+        c.tensor.compact();
+    }
+    Ok(changed)
+}
+
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
     c.groups = Some(fusion::group(&c.tensor, true, c.options.strict_dtypes)?);
     Ok(true)
@@ -158,6 +167,16 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tensor,
         run: dce_pass,
+    },
+    // Spreads few-row elementwise components over all partitions (exact); after dce, so
+    // that dead readers do not keep a component from being refolded, and before fusion,
+    // which groups the refolded operations.
+    Pass {
+        name: "refold",
+        summary: "spread rank-1 and few-row elementwise work over all 128 partitions",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: refold_pass,
     },
     // Groups instructions that are computed together; reads the final tensor IR, so it
     // runs after every tensor-level pass. Disabled, every instruction is its own group.

@@ -32,10 +32,18 @@ fn rows(shape: &[u64]) -> u64 {
     shape[..shape.len().saturating_sub(1)].iter().product()
 }
 
+/// The fewest elements worth refolding: 32 a partition. Below that the work is a few
+/// instructions whatever its arrangement, and a tiny tensor keeps its shape.
+const MIN_ELEMENTS: u64 = PARTITIONS * 32;
+
 /// The partitions to spread `n` elements that now sit on `rows` rows over: the largest
-/// divisor of `n` of at most 128 that is more than `rows`, if any.
+/// divisor of `n` of at most 128 that is more than `rows`, if any (none for fewer than
+/// `MIN_ELEMENTS` elements).
 fn partitions(n: u64, rows: u64) -> Option<u64> {
-    (rows + 1..=PARTITIONS.min(n)).rev().find(|p| n % p == 0)
+    if n < MIN_ELEMENTS {
+        return None;
+    }
+    (rows + 1..=PARTITIONS).rev().find(|p| n % p == 0)
 }
 
 /// True for an elementwise instruction whose tensor operands all have its result's shape.
@@ -207,12 +215,14 @@ mod tests {
     #[test]
     fn the_partitions_are_the_largest_divisor_up_to_128_above_the_rows() {
         assert_eq!(partitions(98_432, 1), Some(128));
-        assert_eq!(partitions(1000, 1), Some(125));
+        assert_eq!(partitions(16_000, 2), Some(125));
         assert_eq!(partitions(8 * 4096, 8), Some(128));
         // A prime count has no divisor but itself and 1.
         assert_eq!(partitions(65_537, 1), None);
         // Already on at least as many rows as any divisor would give.
-        assert_eq!(partitions(128 * 3, 128), None);
-        assert_eq!(partitions(7, 1), Some(7));
+        assert_eq!(partitions(128 * 64, 128), None);
+        // Too few elements to be worth it.
+        assert_eq!(partitions(1000, 1), None);
+        assert_eq!(partitions(32, 4), None);
     }
 }

@@ -40,7 +40,9 @@ pub struct RealKernel {
 
 /// The folder of the real kernels.
 pub fn folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("real")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join("real")
 }
 
 /// The value of a `// KEY: value` header line, joined with its continuation lines (the

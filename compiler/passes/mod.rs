@@ -13,6 +13,7 @@ mod dce;
 pub mod engines;
 pub mod fusion;
 pub mod layout;
+mod refold;
 mod schedule;
 mod simplify;
 pub mod sync;
@@ -130,6 +131,14 @@ fn simplify_pass(c: &mut Compilation) -> Result<bool, String> {
     Ok(changed)
 }
 
+fn refold_pass(c: &mut Compilation) -> Result<bool, String> {
+    let changed = refold::run(&mut c.tensor);
+    if changed {
+        c.tensor.compact();
+    }
+    Ok(changed)
+}
+
 /// Canonicalisation changes rounding (within docs/numerics.md's bound), so it makes no
 /// rewrite under `--dtype-policy strict`, and it keeps the IR as written for the reference.
 fn canonicalize_pass(c: &mut Compilation) -> Result<bool, String> {
@@ -180,6 +189,17 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tensor,
         run: dce_pass,
+    },
+    // Spreads few-row elementwise components over all partitions (exact); after dce, so
+    // that dead readers do not keep a component from being refolded, and before
+    // `canonicalize`, which must be the last pass that changes tensor IR, and `fusion`,
+    // which groups the refolded operations.
+    Pass {
+        name: "refold",
+        summary: "spread rank-1 and few-row elementwise work over all 128 partitions",
+        optimising: true,
+        stage: Stage::Tensor,
+        run: refold_pass,
     },
     // Brings equivalent programs to one form (`canonicalize.rs`), which `fusion` matches
     // (attention). After `simplify` and `dce`, so that it sees no same-dtype cast and no

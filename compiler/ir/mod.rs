@@ -217,9 +217,7 @@ impl Function {
         }
         for &inst in &self.layout {
             let data = &self.insts[inst];
-            let Some(args) = data.args.iter().map(|a| map[*a]).collect() else {
-                return None;
-            };
+            let args = data.args.iter().map(|a| map[*a]).collect::<Option<_>>()?;
             let ni = new.insts.next_key();
             let result = new.values.push(ValueData {
                 ty: self.values[data.result].ty.clone(),
@@ -234,9 +232,11 @@ impl Function {
             new.spans[ni] = self.spans[inst];
             map[data.result] = Some(result);
         }
-        let Some(results) = self.results.iter().map(|r| map[*r]).collect() else {
-            return None;
-        };
+        let results = self
+            .results
+            .iter()
+            .map(|r| map[*r])
+            .collect::<Option<_>>()?;
         new.results = results;
         *self = new;
         Some(map)

@@ -123,12 +123,12 @@ impl PtBank {
 }
 
 /// The chunks of a key block of `kb` keys that the PE array transposes: all but the last
-/// GPSIMD_CHUNKS (never the only one).
-fn pe_chunks(kb: u64) -> Vec<(u64, u64)> {
+/// `gpsimd` (never the only one).
+fn pe_chunks(kb: u64, gpsimd: usize) -> Vec<(u64, u64)> {
     let all: Vec<(u64, u64)> = (0..kb.div_ceil(128))
         .map(|i| (i * 128, 128.min(kb - i * 128)))
         .collect();
-    let on_pe = all.len() - GPSIMD_CHUNKS.min(all.len() - 1);
+    let on_pe = all.len() - gpsimd.min(all.len() - 1);
     all[..on_pe].to_vec()
 }
 
@@ -421,7 +421,20 @@ impl Tiler<'_> {
                 // copied out by one instruction; the pairs alternate between the Vector and
                 // the Scalar engine, which also rescale their tiles' accumulators.
                 let live: Vec<usize> = (0..n).filter(|&i| scores[i].is_some()).collect();
-                let pair_size = if self.pair_fits(&states, kb, p_dtype) {
+                // In a block that crosses a live tile's diagonal, GpSimd has the mask's
+                // selects to do: the PE array transposes every chunk of p there (causal,
+                // S = 2048, one head: 68,010 -> 66,350 cycles, GpSimd was the bottleneck).
+                let crosses = |i: usize| {
+                    a.tril.is_some_and(|k| {
+                        (j0 + kb - 1) as i64 > (states[i].m0 as i64).saturating_add(k)
+                    })
+                };
+                let gpsimd = if live.iter().any(|&i| crosses(i)) {
+                    0
+                } else {
+                    GPSIMD_CHUNKS
+                };
+                let pair_size = if self.pair_fits(&states, kb, p_dtype, gpsimd) {
                     2
                 } else {
                     1
@@ -435,7 +448,8 @@ impl Tiler<'_> {
                         } else {
                             128
                         };
-                        self.pt_bank(tiles.len() as u32, width as u32, kb, p_dtype, k % 2 == 1)
+                        let slots = tiles.len() as u32;
+                        self.pt_bank(slots, width as u32, kb, p_dtype, k % 2 == 1, gpsimd)
                     })
                     .collect();
                 let bank_of = |i: usize| {
@@ -830,15 +844,16 @@ impl Tiler<'_> {
 
     /// Whether the p^T of two query tiles of a key block fit one PSUM bank: full tiles of
     /// 128 queries, the chunks that the PE array transposes side by side.
-    fn pair_fits(&self, states: &[QueryTile], kb: u64, p_dtype: Dtype) -> bool {
-        let on_pe = pe_chunks(kb).len() as u64;
+    fn pair_fits(&self, states: &[QueryTile], kb: u64, p_dtype: Dtype, gpsimd: usize) -> bool {
+        let on_pe = pe_chunks(kb, gpsimd).len() as u64;
         states.len() >= 2
             && states.iter().all(|st| st.msz == 128)
             && 2 * on_pe * 128 * p_dtype.size() as u64 <= 2048
     }
 
     /// The PSUM bank (and its SBUF copy) of p^T for `slots` query tiles of `width`
-    /// queries each (128 for a pair) of a key block of `kb` keys.
+    /// queries each (128 for a pair) of a key block of `kb` keys, the last `gpsimd` chunks
+    /// of which GpSimd transposes.
     fn pt_bank(
         &mut self,
         slots: u32,
@@ -846,8 +861,9 @@ impl Tiler<'_> {
         kb: u64,
         p_dtype: Dtype,
         on_scalar: bool,
+        gpsimd: usize,
     ) -> PtBank {
-        let chunks = pe_chunks(kb);
+        let chunks = pe_chunks(kb, gpsimd);
         let cols = chunks.len() as u64 * slots as u64 * width as u64;
         PtBank {
             psum: self.psum_tile(p_dtype, 128.min(kb), cols),

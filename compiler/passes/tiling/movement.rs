@@ -92,7 +92,10 @@ pub fn copy_shape(src: &HView, dest: &HView) -> (HView, HView) {
     let rows: u64 = shape[..shape.len() - 1].iter().product();
     let n = shape[shape.len() - 1];
     if rows < 128 && n >= 128 * 64 && shape.len() < 6 {
-        if let Some(p) = (2..=128u64).rev().find(|p| n.is_multiple_of(*p) && n / p >= 64) {
+        if let Some(p) = (2..=128u64)
+            .rev()
+            .find(|p| n.is_multiple_of(*p) && n / p >= 64)
+        {
             let (a, b) = (ss[ss.len() - 1], ds[ds.len() - 1]);
             let k = shape.len() - 1;
             shape[k] = p;

@@ -110,3 +110,107 @@ fn compiled_programs_match_the_reference() {
         }
     }
 }
+
+/// NumPy's slice resolution, written again here (independently of the checker): the first
+/// position and the count.
+fn numpy_slice(n: i64, start: Option<i64>, stop: Option<i64>, step: i64) -> (i64, i64) {
+    let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
+    let (first, last) = if step > 0 {
+        (
+            start.map_or(0, |s| fix(s, 0, n)),
+            stop.map_or(n, |s| fix(s, 0, n)),
+        )
+    } else {
+        (
+            start.map_or(n - 1, |s| fix(s, -1, n - 1)),
+            stop.map_or(-1, |s| fix(s, -1, n - 1)),
+        )
+    };
+    let span = if step > 0 { last - first } else { first - last };
+    let count = if span > 0 {
+        (span + step.abs() - 1) / step.abs()
+    } else {
+        0
+    };
+    (first, count)
+}
+
+/// Random indexings (indices, slices with omitted, negative and clamped bounds and steps of
+/// either sign, `...`) of random shapes, each feeding an elementwise group, a reduction and
+/// a concat: the compiled program must match the reference (seeds 0..40, replayable).
+#[test]
+fn random_indexing_matches_the_reference() {
+    let mut state: u64 = 0x5eed_0001;
+    let mut next = |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    let mut done = 0;
+    while done < 40 {
+        let rank = 1 + next(4) as usize;
+        let shape: Vec<i64> = (0..rank).map(|_| 1 + next(24) as i64).collect();
+        let mut items = Vec::new();
+        let mut out_shape = Vec::new();
+        let mut ok = true;
+        for &n in &shape {
+            match next(4) {
+                0 => {
+                    let i = next(2 * n as u64) as i64 - n;
+                    items.push(i.to_string());
+                }
+                1 => {
+                    items.push(":".to_string());
+                    out_shape.push(n);
+                }
+                _ => {
+                    let opt = |v: u64, r: &mut dyn FnMut(u64) -> u64| {
+                        (r(3) > 0).then(|| v as i64 - 2 * n)
+                    };
+                    let start = opt(next(4 * n as u64 + 1), &mut next);
+                    let stop = opt(next(4 * n as u64 + 1), &mut next);
+                    let step = [1, 2, 3, -1, -2, -3][next(6) as usize];
+                    let (_, count) = numpy_slice(n, start, stop, step);
+                    ok &= count > 0;
+                    let text = |v: Option<i64>| v.map_or(String::new(), |v| v.to_string());
+                    items.push(format!("{}:{}:{step}", text(start), text(stop)));
+                    out_shape.push(count);
+                }
+            }
+        }
+        if !ok || out_shape.is_empty() {
+            continue;
+        }
+        // Replace a run of leading `:` by `...` sometimes.
+        if items.len() > 1 && items[0] == ":" && next(2) == 0 {
+            items[0] = "...".to_string();
+        }
+        let dims = |s: &[i64]| {
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut doubled = out_shape.clone();
+        doubled[0] *= 2;
+        let mut reduced = out_shape.clone();
+        *reduced.last_mut().expect("an axis") = 1;
+        let src = format!(
+            "kernel k(x: f32[{}]) -> (f32[{}], f32[{}], f32[{}]) {{\n    let s = x[{}];\n    \
+             return (exp(s) * 2.0 + 1.0, sum(s, axis=-1, keepdims=true), concat([s, -s], axis=0));\n}}\n",
+            dims(&shape),
+            dims(&out_shape),
+            dims(&reduced),
+            dims(&doubled),
+            items.join(", ")
+        );
+        let outcome = common::run_case(&src, &tessera::passes::PassOptions::default(), done as u64);
+        assert!(
+            outcome.is_match(),
+            "case {done}:\n{src}\n{}",
+            outcome.describe()
+        );
+        done += 1;
+    }
+}

@@ -35,6 +35,7 @@ use tessera::roofline;
 const MATMUL: &str = include_str!("../../bench/matmul.tsr");
 const NORMS: &str = include_str!("../../bench/norms.tsr");
 const ATTENTION: &str = include_str!("../../bench/attention.tsr");
+const MOVEMENT: &str = include_str!("../../bench/movement.tsr");
 
 /// Target of the whole compile of the 4096^3 matmul, and of each example kernel.
 const MATMUL_4096_COMPILE_MS: f64 = 100.0;
@@ -117,6 +118,25 @@ fn cases() -> Vec<Case> {
             full: &[("S", 4096), ("D", 128)],
             quick: &[("S", 256), ("D", 128)],
             target: 0.60,
+        },
+        // The RoPE target is 361,759 cycles: 0.3736 of its bound of 135,168.
+        Case {
+            name: "rope bf16[32, 2048, 128]",
+            file: "bench/movement.tsr",
+            text: MOVEMENT,
+            kernel: "rope",
+            full: &[("B", 32), ("S", 2048), ("D", 128)],
+            quick: &[("B", 2), ("S", 256), ("D", 128)],
+            target: 0.3736,
+        },
+        Case {
+            name: "kv-cache append bf16[8, 2047+1, 128]",
+            file: "bench/movement.tsr",
+            text: MOVEMENT,
+            kernel: "kv_append",
+            full: &[("H", 8), ("S", 2047), ("D", 128)],
+            quick: &[("H", 2), ("S", 255), ("D", 128)],
+            target: 0.80,
         },
     ]
 }

@@ -74,7 +74,10 @@ impl Checker<'_> {
                     format!("too many indices: {explicit} for `{}` of rank {rank}", v.ty),
                 )
                 .with_primary(span, format!("{explicit} indices"))
-                .with_secondary(v.span, format!("this is `{}`", v.ty)),
+                .with_secondary(v.span, format!("this is `{}`", v.ty))
+                .with_note(format!(
+                    "give at most {rank} indices (`...` and omitted trailing ones count as `:`)"
+                )),
             );
             return None;
         }
@@ -324,7 +327,8 @@ impl Checker<'_> {
                         ),
                     )
                     .with_primary(v.span, format!("this is {}", describe(v)))
-                    .with_secondary(first.span, format!("the first part is `{}`", first.ty)),
+                    .with_secondary(first.span, format!("the first part is `{}`", first.ty))
+                    .with_note("every part needs the first part's rank and its dims on every other axis; reshape or slice the parts to match"),
                 );
                 return None;
             }
@@ -397,7 +401,11 @@ impl Checker<'_> {
                         ),
                     )
                     .with_primary(arg.map_or(span, ArgValue::span), detail)
-                    .with_secondary(v.span, format!("this is `{}`", v.ty)),
+                    .with_secondary(v.span, format!("this is `{}`", v.ty))
+                    .with_note(format!(
+                        "write one width of at least 0 per axis, e.g. `{name}=[{}]`",
+                        vec!["0"; rank].join(", ")
+                    )),
                 );
                 return None;
             }

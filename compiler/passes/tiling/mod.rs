@@ -685,8 +685,13 @@ impl<'a> Tiler<'a> {
         }
     }
 
-    /// Copies a view into another of the same shape, through SBUF.
+    /// Copies a view into another of the same shape, through SBUF. Axes that both views
+    /// walk contiguously are merged first and a long contiguous run is spread over the
+    /// partitions (`movement::copy_shape`), so a dense copy moves long rows in few, large
+    /// DMAs whatever the views' shapes.
     pub fn copy_view(&mut self, src: &HView, dest: &HView, span: Span) {
+        let (src, dest) = movement::copy_shape(src, dest);
+        let (src, dest) = (&src, &dest);
         self.begin_group();
         let space = if src.shape.is_empty() {
             vec![1]

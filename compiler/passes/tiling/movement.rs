@@ -54,6 +54,68 @@ impl HView {
     }
 }
 
+/// Two views of one shape, reshaped for a copy: adjacent axes that both walk contiguously
+/// (the outer stride is the inner one times the inner size, on both sides) become one axis,
+/// and when fewer than 128 rows remain before a last axis of at least 8192 elements, that
+/// axis is split into `p` rows of `n / p` (`p` the largest divisor of `n` up to 128 that
+/// leaves rows of at least 64 elements), so that the copy uses every partition.
+/// Element order and addresses are unchanged: only the blocking differs.
+pub fn copy_shape(src: &HView, dest: &HView) -> (HView, HView) {
+    if src.shape.len() != dest.shape.len() || src.shape.is_empty() {
+        return (src.clone(), dest.clone());
+    }
+    let mut shape: Vec<u64> = Vec::new();
+    let mut ss: Vec<i64> = Vec::new();
+    let mut ds: Vec<i64> = Vec::new();
+    for i in 0..src.shape.len() {
+        let (n, a, b) = (src.shape[i], src.strides[i], dest.strides[i]);
+        if n == 1 {
+            continue;
+        }
+        if let Some(k) = shape.len().checked_sub(1) {
+            // The previous (outer) axis continues into this one on both sides.
+            if ss[k] == a * n as i64 && ds[k] == b * n as i64 {
+                shape[k] *= n;
+                ss[k] = a;
+                ds[k] = b;
+                continue;
+            }
+        }
+        shape.push(n);
+        ss.push(a);
+        ds.push(b);
+    }
+    if shape.is_empty() {
+        return (src.clone(), dest.clone());
+    }
+    // Spread a long last axis over the partitions when the rows before it are few.
+    let rows: u64 = shape[..shape.len() - 1].iter().product();
+    let n = shape[shape.len() - 1];
+    if rows < 128 && n >= 128 * 64 && shape.len() < 6 {
+        if let Some(p) = (2..=128u64)
+            .rev()
+            .find(|p| n.is_multiple_of(*p) && n / p >= 64)
+        {
+            let (a, b) = (ss[ss.len() - 1], ds[ds.len() - 1]);
+            let k = shape.len() - 1;
+            shape[k] = p;
+            shape.push(n / p);
+            ss[k] = a * (n / p) as i64;
+            ss.push(a);
+            ds[k] = b * (n / p) as i64;
+            ds.push(b);
+        }
+    }
+    let view = |v: &HView, strides: Vec<i64>| HView {
+        buf: v.buf,
+        dtype: v.dtype,
+        shape: shape.clone(),
+        strides,
+        offset: v.offset,
+    };
+    (view(src, ss), view(dest, ds))
+}
+
 /// True for the operations whose result is a view of their operand's home.
 pub fn is_view_op(op: &TOp) -> bool {
     matches!(

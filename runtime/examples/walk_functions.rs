@@ -125,12 +125,15 @@ fn error(got: f32, want: f64) -> (f64, bool) {
             false,
         );
     }
-    // An f32 infinity stands for 2^128, one step past the largest finite value.
+    // An f32 infinity stands for 2^128, one step past the largest finite value, and so
+    // does every reference value beyond it (they round to infinity in f32).
+    let big = 2f64.powi(128);
     let g = if got.is_infinite() {
-        2f64.powi(128).copysign(f64::from(got))
+        big.copysign(f64::from(got))
     } else {
         f64::from(got)
     };
+    let want = want.clamp(-big, big);
     let zero_sign = got == 0.0 && want == 0.0 && got.is_sign_negative() != want.is_sign_negative();
     ((g - want).abs() / ulp32(want), zero_sign)
 }
@@ -203,11 +206,11 @@ fn parallel(total: u64, threads: u64, work: impl Fn(u64, u64) -> Worst + Sync) -
     w
 }
 
-/// Every f32 input of one function.
-fn walk(func: ActFunc, threads: u64) -> Worst {
-    parallel(1 << 32, threads, |lo, hi| {
+/// Every f32 input of one function whose bits are in `range`.
+fn walk(func: ActFunc, threads: u64, range: (u64, u64)) -> Worst {
+    parallel(range.1 - range.0, threads, |lo, hi| {
         let mut w = Worst::default();
-        for bits in lo..hi {
+        for bits in lo + range.0..hi + range.0 {
             let x = f32::from_bits(bits as u32);
             w.add(x, error(act(func, x), reference(func, f64::from(x))));
         }
@@ -336,10 +339,21 @@ fn main() {
     let mut names = Vec::new();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let mut pow_samples: u64 = 1 << 30;
+    let mut range = (0u64, 1u64 << 32);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--threads" => threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(threads),
+            // A part of the walk, by input bits (hexadecimal, end excluded), to look closer.
+            "--bits" => {
+                let part = |a: Option<String>| {
+                    a.and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+                };
+                range = (
+                    part(args.next()).unwrap_or(0),
+                    part(args.next()).unwrap_or(1 << 32),
+                );
+            }
             "--pow-samples" => {
                 pow_samples = args
                     .next()
@@ -357,7 +371,7 @@ fn main() {
             continue;
         }
         let t = Instant::now();
-        let w = walk(f, threads);
+        let w = walk(f, threads, range);
         print_row(f.name(), &w, t.elapsed().as_secs_f64());
     }
     if all || names.iter().any(|n| n == "pow") {

@@ -1,7 +1,8 @@
 //! A random generator of well-typed kernels, as source text, for the differential test.
 //!
 //! A kernel is a chain of 1 to `max_ops` operations that starts from a parameter and
-//! draws on every part of the language: all unary builtins, `maximum`/`minimum`, `+ - * /`
+//! draws on every part of the language: all unary builtins (the step functions `floor
+//! ceil round sign` only on arguments both policies compute exactly), `maximum`/`minimum`, `+ - * /`
 //! with NumPy broadcasting (size-1 and missing axes) and scalars, `@` with batch
 //! broadcast, the four reductions with positive and negative axes and `keepdims`, both
 //! forms of `transpose`, `reshape` (with `-1` and size names), `tril` with `k` and `fill`
@@ -371,9 +372,21 @@ enum Un {
     Silu,
     Gelu,
     GeluTanh,
+    Sin,
+    Cos,
+    Erf,
+    Softplus,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    /// `clip(x, -0.5, 0.75)`.
+    Clip,
+    /// `pow(x, 1.5)`, on positive arguments.
+    Pow,
 }
 
-const UNARIES: [Un; 14] = [
+const UNARIES: [Un; 24] = [
     Un::Neg,
     Un::Exp,
     Un::Log,
@@ -388,6 +401,16 @@ const UNARIES: [Un; 14] = [
     Un::Silu,
     Un::Gelu,
     Un::GeluTanh,
+    Un::Sin,
+    Un::Cos,
+    Un::Erf,
+    Un::Softplus,
+    Un::Floor,
+    Un::Ceil,
+    Un::Round,
+    Un::Sign,
+    Un::Clip,
+    Un::Pow,
 ];
 
 impl Un {
@@ -407,17 +430,33 @@ impl Un {
             Un::Silu => "silu",
             Un::Gelu => "gelu",
             Un::GeluTanh => "gelu_tanh",
+            Un::Sin => "sin",
+            Un::Cos => "cos",
+            Un::Erf => "erf",
+            Un::Softplus => "softplus",
+            Un::Floor => "floor",
+            Un::Ceil => "ceil",
+            Un::Round => "round",
+            Un::Sign => "sign",
+            Un::Clip => "clip",
+            Un::Pow => "pow",
         }
     }
 
     /// Functions defined (and tame) only on positive arguments.
     fn needs_positive(self) -> bool {
-        matches!(self, Un::Log | Un::Sqrt | Un::Rsqrt | Un::Reciprocal)
+        matches!(
+            self,
+            Un::Log | Un::Sqrt | Un::Rsqrt | Un::Reciprocal | Un::Pow
+        )
     }
 
     /// Functions whose result is exactly representable in the argument's dtype.
     fn exact(self) -> bool {
-        matches!(self, Un::Neg | Un::Abs | Un::Relu)
+        matches!(
+            self,
+            Un::Neg | Un::Abs | Un::Relu | Un::Floor | Un::Ceil | Un::Round | Un::Sign | Un::Clip
+        )
     }
 }
 
@@ -704,6 +743,34 @@ impl Gen {
             // and -0.1700.
             Un::Silu => (if lo >= 0.0 { 0.0 } else { -0.28 }, hi.max(0.0)),
             Un::Gelu | Un::GeluTanh => (if lo >= 0.0 { 0.0 } else { -0.171 }, hi.max(0.0)),
+            Un::Sin | Un::Cos | Un::Erf => (-1.0, 1.0),
+            Un::Softplus => {
+                let sp = |x: f64| {
+                    if x > 0.0 {
+                        x + (-x).exp().ln_1p()
+                    } else {
+                        x.exp().ln_1p()
+                    }
+                };
+                (sp(lo), sp(hi))
+            }
+            Un::Floor => (lo.floor(), hi.floor()),
+            Un::Ceil => (lo.ceil(), hi.ceil()),
+            Un::Round => (lo.round_ties_even(), hi.round_ties_even()),
+            Un::Sign => {
+                let sign = |x: f64| {
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
+                };
+                (sign(lo), sign(hi))
+            }
+            Un::Clip => (lo.clamp(-0.5, 0.75), hi.clamp(-0.5, 0.75)),
+            Un::Pow => (lo.powf(1.5), hi.powf(1.5)),
         };
         if nlo.abs().max(nhi.abs()) > LIMIT {
             return None;
@@ -748,11 +815,27 @@ impl Gen {
                 Un::Sigmoid => Err::absolute(0.25 * abs),
                 Un::Silu => Err::absolute(1.1 * abs),
                 Un::Gelu | Un::GeluTanh => Err::absolute(1.13 * abs),
+                // |sin'|, |cos'| <= 1, softplus' < 1, erf' <= 2 / sqrt(pi).
+                Un::Sin | Un::Cos | Un::Softplus => Err::absolute(abs),
+                Un::Erf => Err::absolute(1.13 * abs),
+                // A step function of an inexact argument may jump: not generated.
+                Un::Floor | Un::Ceil | Un::Round | Un::Sign => return None,
+                // Clamping moves no value further from another.
+                Un::Clip => e,
+                Un::Pow if rel >= 0.5 => return None,
+                Un::Pow => Err {
+                    ea: 0.0,
+                    er: (1.0 + rel).powf(1.5) - 1.0,
+                },
             };
             Some(out)
         };
         let text = if f == Un::Neg {
             format!("(-{})", a.text)
+        } else if f == Un::Clip {
+            format!("clip({}, -0.5, 0.75)", a.text)
+        } else if f == Un::Pow {
+            format!("pow({}, 1.5)", a.text)
         } else {
             format!("{}({})", f.name(), a.text)
         };

@@ -53,6 +53,7 @@ impl Checker<'_> {
                     }),
                     *span,
                 ),
+                ListItem::Expr(e) => (Some(self.int_expr(e, "an axis")?), e.span),
                 ListItem::Size(n) => {
                     self.error(
                         Diagnostic::error(

@@ -159,7 +159,7 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
         let data = &func.insts[inst];
         let any = data.args.iter().any(|a| full[*a]);
         full[data.result] = match data.op {
-            TOp::Const(_) | TOp::Tril { .. } => false,
+            TOp::Const(_) | TOp::Tril { .. } | TOp::Arange => false,
             // Each element of these reads at least one element of every argument (a
             // reduction or a matmul's K axis has at least one element).
             TOp::Unary(_)
@@ -168,10 +168,42 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::Reduce { .. }
             | TOp::Transpose(_)
             | TOp::Reshape
-            | TOp::Cast => any,
+            | TOp::Cast
+            | TOp::Take { .. } => any,
+            // A branch may be a constant, but the condition is read for every element.
+            TOp::Where => full[data.args[0]] && any,
         };
     }
     full
+}
+
+/// The compulsory HBM bytes read of the parameter `p`: all of it once, or, when the kernel
+/// reads it only as the source of `take`s, the rows those takes select (duplicates
+/// included: each selected row is a read of its own).
+fn read_bytes(func: &Function, p: Value) -> u64 {
+    let ty = func.ty(p);
+    let whole = ty.elems() * ty.dtype.size() as u64;
+    let mut taken = 0u64;
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        for (i, &a) in data.args.iter().enumerate() {
+            if a != p {
+                continue;
+            }
+            match data.op {
+                TOp::Take { .. } if i == 0 => {
+                    taken =
+                        taken.saturating_add(func.ty(data.result).elems() * ty.dtype.size() as u64);
+                }
+                _ => return whole,
+            }
+        }
+    }
+    if taken > 0 && !func.results.contains(&p) {
+        taken
+    } else {
+        whole
+    }
 }
 
 /// The roofline bound of a kernel on a machine with timing `t`.
@@ -180,7 +212,7 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
         let ty = func.ty(v);
         ty.elems() * ty.dtype.size() as u64
     };
-    let hbm_read_bytes: u64 = func.params.iter().map(|(_, v)| bytes(*v)).sum();
+    let hbm_read_bytes: u64 = func.params.iter().map(|(_, v)| read_bytes(func, *v)).sum();
     let hbm_write_bytes: u64 = func.results.iter().map(|v| bytes(*v)).sum();
     let full = input_dependent(func);
     let mut tensor_cycles = 0.0;

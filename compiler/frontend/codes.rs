@@ -3,7 +3,8 @@
 //! Codes are stable: tests and users refer to them, so a code is never reused for another
 //! class. `E01xx` are lexical and syntax errors, `E02xx` names, `E03xx` calls and their
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
-//! signature, `E07xx` the file and kernel selection.
+//! signature, `E07xx` the file and kernel selection, `E08xx` the integer and boolean dtypes,
+//! comparisons, selection and gathers of language version 2.
 
 /// A character the lexer does not know.
 pub const UNKNOWN_CHARACTER: &str = "E0101";
@@ -92,6 +93,21 @@ pub const DUPLICATE_KERNEL: &str = "E0702";
 /// A kernel selected by name (`-k`) that the file does not hold.
 pub const UNKNOWN_KERNEL: &str = "E0703";
 
+/// An integer or boolean operand meeting a float one (or a boolean meeting an integer)
+/// without an `as`.
+pub const MIXED_KINDS: &str = "E0801";
+/// An integer literal meeting an `i32` that does not fit in it.
+pub const INTEGER_LITERAL_RANGE: &str = "E0802";
+/// An operation its operand's dtype does not support (`/` or `exp` of an `i32`, arithmetic
+/// on `bool`, a logical operation on numbers).
+pub const DTYPE_NOT_SUPPORTED: &str = "E0803";
+/// A chained comparison such as `a < b < c`.
+pub const CHAINED_COMPARISON: &str = "E0804";
+/// A `where` condition that is not `bool`.
+pub const WHERE_CONDITION: &str = "E0805";
+/// `take` indices that are not an `i32` tensor.
+pub const TAKE_INDICES: &str = "E0806";
+
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_CHARACTER, "unknown character"),
@@ -136,6 +152,12 @@ pub const ALL: &[(&str, &str)] = &[
     (NO_KERNEL, "no kernel in the file"),
     (DUPLICATE_KERNEL, "duplicate kernel name"),
     (UNKNOWN_KERNEL, "unknown kernel"),
+    (MIXED_KINDS, "integers or booleans mixed with floats"),
+    (INTEGER_LITERAL_RANGE, "integer literal outside i32"),
+    (DTYPE_NOT_SUPPORTED, "operation not defined for the dtype"),
+    (CHAINED_COMPARISON, "chained comparison"),
+    (WHERE_CONDITION, "where condition not bool"),
+    (TAKE_INDICES, "take indices not i32"),
 ];
 
 #[cfg(test)]

@@ -74,7 +74,12 @@ fn describe_expected(expected: &[String]) -> String {
     let expression_starts = ["NAME", "INT", "FLOAT", "\"inf\"", "\"(\"", "\"-\""];
     let operators = ["\"+\"", "\"-\"", "\"*\"", "\"/\"", "\"@\""];
     let fold_expression = expression_starts.iter().all(|t| has(t));
-    let fold_operators = operators.iter().all(|t| has(t));
+    // The comparisons are operators too; after an expression the parser may expect them
+    // without `+` (an LR state that has already reduced a sum), which still says "an
+    // operator".
+    let comparisons = ["\"<\"", "\">\"", "\"<=\"", "\">=\"", "\"==\"", "\"!=\""];
+    let fold_comparisons = comparisons.iter().all(|t| has(t));
+    let fold_operators = operators.iter().all(|t| has(t)) || fold_comparisons;
     if fold_expression {
         items.push("an expression".to_string());
     }
@@ -85,7 +90,8 @@ fn describe_expected(expected: &[String]) -> String {
         if fold_expression && expression_starts.contains(&e.as_str()) {
             continue;
         }
-        if fold_operators && operators.contains(&e.as_str()) {
+        if fold_operators && (operators.contains(&e.as_str()) || comparisons.contains(&e.as_str()))
+        {
             continue;
         }
         let text = match e.as_str() {
@@ -131,10 +137,6 @@ fn unsupported_syntax_note(
              `transpose(x, perm=[...])`), or pass the part you need as a separate kernel input"
                 .to_string(),
         ),
-        Token::Gt | Token::Lt => after_expression.then(comparison_note),
-        Token::Eq if after_expression && src.get(r..).is_some_and(|t| t.starts_with('=')) => {
-            Some(comparison_note())
-        }
         Token::Plus | Token::Minus | Token::Star | Token::Slash | Token::At if in_dims => {
             let before = word_before(src, l);
             let after = word_after(src, r);
@@ -171,12 +173,9 @@ fn unsupported_syntax_note(
     }
 }
 
-/// The note for a comparison operator.
-fn comparison_note() -> String {
-    "comparisons (`>`, `<`, `==`, `!=`) are not supported: the language has no boolean \
-     tensors; for a mask use `tril(x, fill=-inf)`, and to clamp use `relu(x)`, \
-     `maximum(a, b)` or `minimum(a, b)`"
-        .to_string()
+/// The note for a `!` that does not start `!=`.
+fn not_note() -> String {
+    "`!` is only part of `!=`: negate a `bool` tensor with `logical_not(x)`".to_string()
 }
 
 /// The name or number that ends just before byte `at` of `src` (spaces skipped).
@@ -262,9 +261,9 @@ fn lex_diagnostic(error: &LexError) -> Diagnostic {
         LexError::UnknownCharacter { text, span } => {
             let diag = Diagnostic::error(codes::UNKNOWN_CHARACTER, error.to_string())
                 .with_primary(*span, "not part of the kernel language");
-            // `!=` lexes as an unknown `!` followed by `=`.
+            // `!=` is a token of its own, so a `!` here is a C-style negation.
             if text.starts_with('!') {
-                diag.with_note(comparison_note())
+                diag.with_note(not_note())
             } else {
                 diag
             }

@@ -33,6 +33,9 @@ impl Span {
 }
 
 /// A tensor type: dtype and concrete shape (rank 1 to 4; rank 0 only for weak scalars).
+/// A weak scalar's dtype says what kind of literal it is: `f32` for a number with a
+/// fraction, an exponent or `inf`, `i32` for an integer literal, `bool` for a converted
+/// truth value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
     pub dtype: Dtype,
@@ -96,8 +99,9 @@ pub struct CheckedLet {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TExpr {
     pub kind: TExprKind,
-    /// For `Scalar`, the shape is empty and the dtype is f32 (a weak scalar takes the
-    /// dtype of the tensor it meets).
+    /// For `Scalar`, the shape is empty and the dtype is its literal kind (`f32` for a
+    /// float literal, `i32` for an integer one, `bool` for a truth value); a weak scalar
+    /// takes the dtype of the tensor it meets.
     pub ty: TensorType,
     pub span: Span,
 }
@@ -119,6 +123,8 @@ pub enum UnaryFn {
     Silu,
     Gelu,
     GeluTanh,
+    /// `logical_not`: `bool` to `bool`.
+    Not,
 }
 
 /// Binary elementwise operations.
@@ -130,6 +136,26 @@ pub enum BinaryOp {
     Div,
     Maximum,
     Minimum,
+    /// Comparisons: the operands promote like `+`, the result is `bool`.
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    /// `logical_and` and `logical_or`: `bool` operands, `bool` result.
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    /// True for the six comparisons, whose result is `bool`.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne
+        )
+    }
 }
 
 /// Reductions.
@@ -174,4 +200,15 @@ pub enum TExprKind {
     },
     /// Conversion to the expression's dtype.
     Cast(Box<TExpr>),
+    /// `where(c, a, b)`: `c` is `bool`; at most one of `a` and `b` is a `Scalar` (two scalar
+    /// branches are given as a tensor of `c`'s shape by the checker); all three broadcast.
+    Where(Box<TExpr>, Box<TExpr>, Box<TExpr>),
+    /// `arange(n)`: the `i32[n]` vector `0, 1, .., n - 1` (the length is the type's).
+    Arange,
+    /// `take(x, idx, axis)`: NumPy's take with an `i32` index tensor (axis non-negative).
+    Take {
+        arg: Box<TExpr>,
+        idx: Box<TExpr>,
+        axis: usize,
+    },
 }

@@ -76,14 +76,24 @@ pub enum TOp {
     },
     /// Conversion to the result's dtype.
     Cast,
+    /// `where(c, a, b)`: NumPy broadcasting of the three arguments; `c` is `bool`.
+    Where,
+    /// The `i32[n]` vector `0, 1, .., n - 1` (n is the result's length).
+    Arange,
+    /// NumPy `take(x, idx, axis)` with `i32` indices; an index outside `[-n, n)` is a
+    /// run-time error.
+    Take {
+        axis: usize,
+    },
 }
 
 impl TOp {
     /// The number of arguments the operation takes.
     pub fn arity(&self) -> usize {
         match self {
-            TOp::Const(_) => 0,
-            TOp::Binary(_) | TOp::Matmul => 2,
+            TOp::Const(_) | TOp::Arange => 0,
+            TOp::Binary(_) | TOp::Matmul | TOp::Take { .. } => 2,
+            TOp::Where => 3,
             _ => 1,
         }
     }

@@ -344,6 +344,9 @@ impl Parser {
             "reshape" => TOp::Reshape,
             "tril" => TOp::Tril { k: 0, fill: 0.0 },
             "cast" => TOp::Cast,
+            "where" => TOp::Where,
+            "arange" => TOp::Arange,
+            "take" => TOp::Take { axis: 0 },
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
@@ -394,6 +397,13 @@ impl Parser {
                 TOp::Tril {
                     k,
                     fill: self.float()?,
+                }
+            }
+            TOp::Take { .. } => {
+                self.keyword("axis")?;
+                self.expect_punct('=')?;
+                TOp::Take {
+                    axis: self.uint()? as usize,
                 }
             }
             other => other,

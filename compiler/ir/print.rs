@@ -83,6 +83,7 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             f.write_char(']')
         }
         TOp::Tril { k, fill } => write!(f, " k={k} fill={}", fmt_f64(*fill)),
+        TOp::Take { axis } => write!(f, " axis={axis}"),
         _ => Ok(()),
     }
 }
@@ -110,11 +111,14 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::Reshape => "reshape",
         TOp::Tril { .. } => "tril",
         TOp::Cast => "cast",
+        TOp::Where => "where",
+        TOp::Arange => "arange",
+        TOp::Take { .. } => "take",
     }
 }
 
 /// Every unary function with its text name (the language's builtin name; `neg` for `-`).
-pub const UNARY_NAMES: [(UnaryFn, &str); 14] = [
+pub const UNARY_NAMES: [(UnaryFn, &str); 15] = [
     (UnaryFn::Neg, "neg"),
     (UnaryFn::Exp, "exp"),
     (UnaryFn::Log, "log"),
@@ -129,16 +133,25 @@ pub const UNARY_NAMES: [(UnaryFn, &str); 14] = [
     (UnaryFn::Silu, "silu"),
     (UnaryFn::Gelu, "gelu"),
     (UnaryFn::GeluTanh, "gelu_tanh"),
+    (UnaryFn::Not, "logical_not"),
 ];
 
 /// Every binary operation with its text name.
-pub const BINARY_NAMES: [(BinaryOp, &str); 6] = [
+pub const BINARY_NAMES: [(BinaryOp, &str); 14] = [
     (BinaryOp::Add, "add"),
     (BinaryOp::Sub, "sub"),
     (BinaryOp::Mul, "mul"),
     (BinaryOp::Div, "div"),
     (BinaryOp::Maximum, "maximum"),
     (BinaryOp::Minimum, "minimum"),
+    (BinaryOp::Lt, "lt"),
+    (BinaryOp::Le, "le"),
+    (BinaryOp::Gt, "gt"),
+    (BinaryOp::Ge, "ge"),
+    (BinaryOp::Eq, "eq"),
+    (BinaryOp::Ne, "ne"),
+    (BinaryOp::And, "logical_and"),
+    (BinaryOp::Or, "logical_or"),
 ];
 
 /// Every reduction with its text name.

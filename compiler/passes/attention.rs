@@ -92,6 +92,9 @@ fn precision(dtype: Dtype) -> u32 {
         Dtype::Bf16 => 8,
         Dtype::F8E4M3 => 4,
         Dtype::F8E5M2 => 3,
+        // Attention never sees integers or booleans as scores; as "precision" they count
+        // as the widest, so no rewrite relies on them being coarse.
+        Dtype::I32 | Dtype::Bool => 32,
     }
 }
 

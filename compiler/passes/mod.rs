@@ -14,6 +14,7 @@ pub mod fusion;
 pub mod layout;
 mod schedule;
 mod simplify;
+pub mod support;
 pub mod sync;
 pub mod tiling;
 

@@ -19,6 +19,14 @@
 //!
 //! Every format has subnormals, and every value of every format is exact in f32.
 //!
+//! Language version 2 adds `i32` (two's complement, 4 bytes) and `bool` (one byte, 0 or 1).
+//! Through these f32 functions, `bool` decodes to 0.0 or 1.0 (exact) and encodes as
+//! `x != 0` (NaN gives 1); `i32` encodes as the language's `as` does (toward zero,
+//! saturating, NaN gives 0) but decodes to the nearest f32, which is exact only up to 2^24 in
+//! magnitude. Integer values must therefore never be computed through these functions: the
+//! compiler keeps them off the f32 datapath, and the reference evaluator holds them as
+//! `i32`.
+//!
 //! # Conversions
 //!
 //! - [`decode`] is exact. A NaN code decodes to an f32 NaN with the same sign whose top
@@ -95,6 +103,8 @@ pub fn decode(dtype: Dtype, bits: u32) -> f32 {
         Dtype::F16 => decode_small(F16, bits),
         Dtype::F8E4M3 => decode_small(E4M3, bits),
         Dtype::F8E5M2 => decode_small(E5M2, bits),
+        Dtype::I32 => bits as i32 as f32,
+        Dtype::Bool => f32::from(u8::from(bits & 0xff != 0)),
     }
 }
 
@@ -108,6 +118,10 @@ pub fn encode(dtype: Dtype, x: f32) -> u32 {
         Dtype::F16 => encode_small(F16, f64::from(x)),
         Dtype::F8E4M3 => encode_small(E4M3, f64::from(x)),
         Dtype::F8E5M2 => encode_small(E5M2, f64::from(x)),
+        // `as` rounds toward zero, saturates and gives 0 for NaN: the language's rule.
+        Dtype::I32 => x as i32 as u32,
+        // `x != 0`; NaN is not equal to 0, so it gives 1.
+        Dtype::Bool => u32::from(x != 0.0),
     }
 }
 
@@ -121,6 +135,8 @@ pub fn encode_f64(dtype: Dtype, x: f64) -> u32 {
         Dtype::F16 => encode_small(F16, x),
         Dtype::F8E4M3 => encode_small(E4M3, x),
         Dtype::F8E5M2 => encode_small(E5M2, x),
+        Dtype::I32 => x as i32 as u32,
+        Dtype::Bool => u32::from(x != 0.0),
     }
 }
 
@@ -143,6 +159,9 @@ pub fn canonical_nan(dtype: Dtype) -> u32 {
         Dtype::F16 => F16.nan,
         Dtype::F8E4M3 => E4M3.nan,
         Dtype::F8E5M2 => E5M2.nan,
+        // The integer formats have no NaN: this is what a NaN converts to.
+        Dtype::I32 => 0,
+        Dtype::Bool => 1,
     }
 }
 
@@ -154,6 +173,8 @@ pub fn max_finite(dtype: Dtype) -> f32 {
         Dtype::F16 => decode(dtype, F16.max_code),
         Dtype::F8E4M3 => decode(dtype, E4M3.max_code),
         Dtype::F8E5M2 => decode(dtype, E5M2.max_code),
+        Dtype::I32 => i32::MAX as f32,
+        Dtype::Bool => 1.0,
     }
 }
 
@@ -197,6 +218,17 @@ pub fn load(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> usize {
             }
             n
         }
+        Dtype::I32 | Dtype::Bool => {
+            let size = dtype.size() as usize;
+            let mut n = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(size)) {
+                let mut word = [0u8; 4];
+                word[..size].copy_from_slice(c);
+                *o = decode(dtype, u32::from_le_bytes(word));
+                n += 1;
+            }
+            n
+        }
     }
 }
 
@@ -212,6 +244,8 @@ pub fn store(dtype: Dtype, values: &[f32], out: &mut [u8]) -> usize {
         }),
         Dtype::F8E4M3 => store_with::<1>(values, out, |x| [encode_small(E4M3, f64::from(x)) as u8]),
         Dtype::F8E5M2 => store_with::<1>(values, out, |x| [encode_small(E5M2, f64::from(x)) as u8]),
+        Dtype::I32 => store_with::<4>(values, out, |x| encode(Dtype::I32, x).to_le_bytes()),
+        Dtype::Bool => store_with::<1>(values, out, |x| [encode(Dtype::Bool, x) as u8]),
     }
 }
 

@@ -394,7 +394,7 @@ pub fn compile(
         let (line, col) = line_col(&src.text, span.start as usize);
         return Err(DriverError::Input(format!(
             "{}:{line}:{col}: {what} does not run on the machine in this version: its \
-             backend has no integer or boolean instructions yet (`tessera check` accepts the \
+             backend has no integer instructions yet (`tessera check` accepts the \
              kernel, and the reference evaluator computes it)",
             src.name
         )));

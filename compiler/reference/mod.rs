@@ -279,8 +279,8 @@ pub fn act_func(u: UnaryFn) -> Option<ActFunc> {
     })
 }
 
-/// The Vector engine operation of an arithmetic binary operation (comparisons and logical
-/// operations are evaluated by `v2.rs`; they map to `bypass` here).
+/// The Vector engine operation of a binary operation (on floats and booleans; `i32`
+/// operations are evaluated exactly by `v2.rs`).
 pub fn alu_op(b: BinaryOp) -> AluOp {
     match b {
         BinaryOp::Add => AluOp::Add,
@@ -289,14 +289,14 @@ pub fn alu_op(b: BinaryOp) -> AluOp {
         BinaryOp::Div => AluOp::Div,
         BinaryOp::Maximum => AluOp::Max,
         BinaryOp::Minimum => AluOp::Min,
-        BinaryOp::Lt
-        | BinaryOp::Le
-        | BinaryOp::Gt
-        | BinaryOp::Ge
-        | BinaryOp::Eq
-        | BinaryOp::Ne
-        | BinaryOp::And
-        | BinaryOp::Or => AluOp::Bypass,
+        BinaryOp::Lt => AluOp::IsLt,
+        BinaryOp::Le => AluOp::IsLe,
+        BinaryOp::Gt => AluOp::IsGt,
+        BinaryOp::Ge => AluOp::IsGe,
+        BinaryOp::Eq => AluOp::IsEq,
+        BinaryOp::Ne => AluOp::IsNe,
+        BinaryOp::And => AluOp::And,
+        BinaryOp::Or => AluOp::Or,
     }
 }
 

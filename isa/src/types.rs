@@ -344,6 +344,23 @@ pub enum AluOp {
     Max = 7,
     /// IEEE 754-2019 `minimum`: NaN if either operand is NaN; `min(+0, -0) = -0`.
     Min = 8,
+    /// `1.0` if `a < b`, else `0.0` (false when either is NaN). Language version 2's
+    /// comparisons, whose `bool` results are 0 and 1.
+    IsLt = 9,
+    /// `1.0` if `a <= b`, else `0.0`.
+    IsLe = 10,
+    /// `1.0` if `a > b`, else `0.0`.
+    IsGt = 11,
+    /// `1.0` if `a >= b`, else `0.0`.
+    IsGe = 12,
+    /// `1.0` if `a == b`, else `0.0` (`-0 == +0`; NaN is unequal to everything).
+    IsEq = 13,
+    /// `1.0` if `a != b`, else `0.0` (true when either is NaN).
+    IsNe = 14,
+    /// `1.0` if `a != 0` and `b != 0`, else `0.0`: logical and of truth values.
+    And = 15,
+    /// `1.0` if `a != 0` or `b != 0`, else `0.0`: logical or of truth values.
+    Or = 16,
 }
 
 /// Reductions along the innermost free dimension.
@@ -425,6 +442,14 @@ enum_names!(AluOp, "ALU op", {
     RDiv = "rdiv",
     Max = "max",
     Min = "min",
+    IsLt = "is_lt",
+    IsLe = "is_le",
+    IsGt = "is_gt",
+    IsGe = "is_ge",
+    IsEq = "is_eq",
+    IsNe = "is_ne",
+    And = "and",
+    Or = "or",
 });
 
 enum_names!(ReduceOp, "reduce op", { Add = "add", Max = "max", Min = "min" });

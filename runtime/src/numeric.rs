@@ -49,7 +49,10 @@
 //! nearest even, with subnormals (no flush to zero). `bypass` returns `a`. `max` and `min` are
 //! IEEE 754-2019 `maximum` and `minimum`: NaN if either operand is NaN, and `-0.0 < +0.0`, so
 //! `max(-0.0, +0.0) = +0.0` and `min(-0.0, +0.0) = -0.0`. Every NaN result is the canonical
-//! f32 NaN `0x7fc00000`.
+//! f32 NaN `0x7fc00000`. The comparisons `is_lt`, `is_le`, `is_gt`, `is_ge`, `is_eq`,
+//! `is_ne` give `1.0` or `0.0` (IEEE: false with a NaN operand, but `is_ne` true; `-0 ==
+//! +0`), and `and`, `or` give `1.0` or `0.0` from `a != 0` and `b != 0` (a NaN is true):
+//! exact on the `bool` values 0 and 1.
 //!
 //! # Unary functions ([`act`])
 //!
@@ -263,6 +266,14 @@ pub fn alu(op: AluOp, a: f32, b: f32) -> f32 {
         AluOp::RDiv => b / a,
         AluOp::Max => maximum(a, b),
         AluOp::Min => minimum(a, b),
+        AluOp::IsLt => f32::from(u8::from(a < b)),
+        AluOp::IsLe => f32::from(u8::from(a <= b)),
+        AluOp::IsGt => f32::from(u8::from(a > b)),
+        AluOp::IsGe => f32::from(u8::from(a >= b)),
+        AluOp::IsEq => f32::from(u8::from(a == b)),
+        AluOp::IsNe => f32::from(u8::from(a != b)),
+        AluOp::And => f32::from(u8::from(a != 0.0 && b != 0.0)),
+        AluOp::Or => f32::from(u8::from(a != 0.0 || b != 0.0)),
     };
     canonical(r)
 }

@@ -929,9 +929,22 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
     }
 }
 
-/// Writes a tensor as a little-endian float32 `.npy`, atomically.
+/// Writes a tensor as a little-endian float32 `.npy` (a `bool` one as a bool `.npy`),
+/// atomically.
 pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
-    npy::write_npy_file(path, &t.shape, &t.data)
+    // `bool` values are written as a bool `.npy`; `i32` ones never reach here (the backend
+    // refuses them), and are refused rather than written through f32.
+    let kind = match t.dtype {
+        Dtype::Bool => npy::NpyOut::Bool,
+        Dtype::I32 => {
+            return Err(DriverError::Input(format!(
+                "cannot write {}: i32 results are not written in this version",
+                path.display()
+            )))
+        }
+        _ => npy::NpyOut::F32,
+    };
+    npy::write_npy_file_as(path, &t.shape, &t.data, kind)
         .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
 }
 

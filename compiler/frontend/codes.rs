@@ -3,7 +3,7 @@
 //! Codes are stable: tests and users refer to them, so a code is never reused for another
 //! class. `E01xx` are lexical and syntax errors, `E02xx` names, `E03xx` calls and their
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
-//! signature, `E07xx` the file and kernel selection, `E08xx` the integer and boolean dtypes,
+//! signature, `E07xx` the file and kernel selection, `E09xx` the integer and boolean dtypes,
 //! comparisons, selection and gathers of language version 2.
 
 /// A character the lexer does not know.
@@ -95,18 +95,18 @@ pub const UNKNOWN_KERNEL: &str = "E0703";
 
 /// An integer or boolean operand meeting a float one (or a boolean meeting an integer)
 /// without an `as`.
-pub const MIXED_KINDS: &str = "E0801";
+pub const MIXED_KINDS: &str = "E0901";
 /// An integer literal meeting an `i32` that does not fit in it.
-pub const INTEGER_LITERAL_RANGE: &str = "E0802";
+pub const INTEGER_LITERAL_RANGE: &str = "E0902";
 /// An operation its operand's dtype does not support (`/` or `exp` of an `i32`, arithmetic
 /// on `bool`, a logical operation on numbers).
-pub const DTYPE_NOT_SUPPORTED: &str = "E0803";
+pub const DTYPE_NOT_SUPPORTED: &str = "E0903";
 /// A chained comparison such as `a < b < c`.
-pub const CHAINED_COMPARISON: &str = "E0804";
+pub const CHAINED_COMPARISON: &str = "E0904";
 /// A `where` condition that is not `bool`.
-pub const WHERE_CONDITION: &str = "E0805";
+pub const WHERE_CONDITION: &str = "E0905";
 /// `take` indices that are not an `i32` tensor.
-pub const TAKE_INDICES: &str = "E0806";
+pub const TAKE_INDICES: &str = "E0906";
 
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[

@@ -390,6 +390,15 @@ pub fn compile(
     let func = ir::lower(checked);
     ir::verify(&func, passes::LOWER)?;
     check_hbm_size(&func)?;
+    if let Some((span, what)) = passes::support::unsupported(&func) {
+        let (line, col) = line_col(&src.text, span.start as usize);
+        return Err(DriverError::Input(format!(
+            "{}:{line}:{col}: {what} does not run on the machine in this version: its \
+             backend has no integer instructions yet (`tessera check` accepts the \
+             kernel, and the reference evaluator computes it)",
+            src.name
+        )));
+    }
     let wants = |name: &str| {
         options
             .dump_after
@@ -584,6 +593,14 @@ pub fn max_hbm_bytes() -> u64 {
 /// Refuses, before any pass runs or anything is allocated, a kernel whose tensors cannot
 /// fit the machine's HBM: its inputs and outputs together, or any one value of it, needing
 /// more than [`max_hbm_bytes`]. The message gives the size needed.
+/// The 1-based line and column of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let head = text.get(..at.min(text.len())).unwrap_or(text);
+    let line = head.matches('\n').count() + 1;
+    let col = head.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
 fn check_hbm_size(func: &Function) -> Result<(), DriverError> {
     let limit = max_hbm_bytes() as u128;
     let bytes = |v: ir::Value| -> u128 {
@@ -715,6 +732,9 @@ pub struct ParamSpec {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<u64>,
+    /// For an `i32` parameter that a `take` uses as indices: the length of the shortest
+    /// axis it indexes, so that `--random` draws valid indices, in `[0, n)`.
+    pub index_bound: Option<u64>,
 }
 
 /// Reads the inputs of a run: each parameter from its `-i` file, or from the reproducible
@@ -841,6 +861,7 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
         dtype: p.dtype,
         shape: p.shape.clone(),
         data,
+        ints: Vec::new(),
     })
 }
 
@@ -859,14 +880,43 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
         .try_into()
         .unwrap_or(usize::MAX);
     let mut state = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    match p.dtype {
+        // Indices of a `take` in [0, n); other integers in [-100, 100].
+        Dtype::I32 => {
+            let (low, count) = match p.index_bound {
+                Some(n) => (0i64, n.max(1)),
+                None => (-100i64, 201),
+            };
+            let ints = (0..n)
+                .map(|_| (low + ((next() >> 11) % count) as i64) as i32)
+                .collect();
+            return HostTensor::from_i32(&p.shape, ints);
+        }
+        // Fair coin flips.
+        Dtype::Bool => {
+            let data = (0..n)
+                .map(|_| f32::from(u8::from(next() >> 63 == 1)))
+                .collect();
+            return HostTensor {
+                dtype: p.dtype,
+                shape: p.shape.clone(),
+                data,
+                ints: Vec::new(),
+            };
+        }
+        _ => {}
+    }
     let data = (0..n)
         .map(|_| {
-            // SplitMix64.
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
+            let z = next();
             let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
             numeric::round(p.dtype, unit * 2.0 - 1.0)
         })
@@ -875,13 +925,43 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
         dtype: p.dtype,
         shape: p.shape.clone(),
         data,
+        ints: Vec::new(),
     }
 }
 
-/// Writes a tensor as a little-endian float32 `.npy`, atomically.
+/// Writes a tensor as a little-endian float32 `.npy` (a `bool` one as a bool `.npy`),
+/// atomically.
 pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
-    npy::write_npy_file(path, &t.shape, &t.data)
+    // `bool` values are written as a bool `.npy`; `i32` ones never reach here (the backend
+    // refuses them), and are refused rather than written through f32.
+    let kind = match t.dtype {
+        Dtype::Bool => npy::NpyOut::Bool,
+        Dtype::I32 => {
+            return Err(DriverError::Input(format!(
+                "cannot write {}: i32 results are not written in this version",
+                path.display()
+            )))
+        }
+        _ => npy::NpyOut::F32,
+    };
+    npy::write_npy_file_as(path, &t.shape, &t.data, kind)
         .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The length of the shortest axis that a `take` indexes with the parameter `v`, if any.
+fn index_bound(func: &Function, v: ir::Value) -> Option<u64> {
+    func.layout
+        .iter()
+        .filter_map(|&inst| {
+            let data = &func.insts[inst];
+            match data.op {
+                ir::TOp::Take { axis } if data.args[1] == v => {
+                    func.ty(data.args[0]).shape.get(axis).copied()
+                }
+                _ => None,
+            }
+        })
+        .min()
 }
 
 /// The parameters of a tensor-IR function.
@@ -892,6 +972,7 @@ pub fn params_of(func: &Function) -> Vec<ParamSpec> {
             name: name.clone(),
             dtype: func.ty(*v).dtype,
             shape: func.ty(*v).shape.clone(),
+            index_bound: index_bound(func, *v),
         })
         .collect()
 }
@@ -1166,6 +1247,7 @@ pub fn execute_with(
             dtype: t.dtype,
             shape: t.shape.clone(),
             data,
+            ints: Vec::new(),
         });
     }
     Ok((outputs, report))
@@ -1179,6 +1261,7 @@ pub fn program_params(program: &isa::Program) -> Vec<ParamSpec> {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
+            index_bound: None,
         })
         .collect()
 }

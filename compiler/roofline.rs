@@ -165,7 +165,7 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
         let data = &func.insts[inst];
         let any = data.args.iter().any(|a| full[*a]);
         full[data.result] = match data.op {
-            TOp::Const(_) | TOp::Tril { .. } | TOp::Pad { .. } => false,
+            TOp::Const(_) | TOp::Tril { .. } | TOp::Pad { .. } | TOp::Arange => false,
             // Each element is an element of one part.
             TOp::Concat(_) => data.args.iter().all(|a| full[*a]),
             // Each element of these reads at least one element of every argument (a
@@ -178,7 +178,10 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::Reshape
             | TOp::Slice(_)
             | TOp::BroadcastTo
-            | TOp::Cast => any,
+            | TOp::Cast
+            | TOp::Take { .. } => any,
+            // A branch may be a constant, but the condition is read for every element.
+            TOp::Where => full[data.args[0]] && any,
         };
     }
     full
@@ -247,16 +250,55 @@ fn read_elems(func: &Function, v: Value) -> u64 {
     seen.iter().filter(|&&s| s).count() as u64
 }
 
+/// The compulsory HBM bytes read of the parameter `p`: all of it once, or, when the kernel
+/// reads it only as the source of `take`s, the rows those takes select (duplicates
+/// included: each selected row is a read of its own).
+fn read_bytes(func: &Function, p: Value) -> u64 {
+    let ty = func.ty(p);
+    let whole = ty.elems() * ty.dtype.size() as u64;
+    let mut taken = 0u64;
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        for (i, &a) in data.args.iter().enumerate() {
+            if a != p {
+                continue;
+            }
+            match data.op {
+                TOp::Take { .. } if i == 0 => {
+                    taken =
+                        taken.saturating_add(func.ty(data.result).elems() * ty.dtype.size() as u64);
+                }
+                _ => return whole,
+            }
+        }
+    }
+    if taken > 0 && !func.results.contains(&p) {
+        taken
+    } else {
+        whole
+    }
+}
+
 /// The roofline bound of a kernel on a machine with timing `t`.
 pub fn bound(func: &Function, t: &Timing) -> Bound {
     let bytes = |v| {
         let ty = func.ty(v);
         ty.elems() * ty.dtype.size() as u64
     };
+    // An input read only through `take`s counts the rows they select; one read only through
+    // slices, the elements they select; any other input, all of it.
     let hbm_read_bytes: u64 = func
         .params
         .iter()
-        .map(|(_, v)| read_elems(func, *v) * func.ty(*v).dtype.size() as u64)
+        .map(|(_, v)| {
+            let ty = func.ty(*v);
+            let taken = read_bytes(func, *v);
+            if taken != ty.elems() * ty.dtype.size() as u64 {
+                taken
+            } else {
+                read_elems(func, *v) * ty.dtype.size() as u64
+            }
+        })
         .sum();
     let hbm_write_bytes: u64 = func.results.iter().map(|v| bytes(*v)).sum();
     let full = input_dependent(func);

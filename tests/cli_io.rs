@@ -683,6 +683,7 @@ fn twice_random_out0() -> Vec<f32> {
         name: "out0".into(),
         dtype: isa::Dtype::F32,
         shape: vec![4, 4],
+        index_bound: None,
     };
     let x = tessera::driver::random_tensor(&spec, 1, 0);
     x.data.iter().map(|v| v * 2.0).collect()

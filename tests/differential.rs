@@ -439,6 +439,7 @@ fn comparison_flags_differences_and_matches_nans() {
         dtype: Dtype::Bf16,
         shape: vec![2, 2],
         data,
+        ints: Vec::new(),
     };
     let want = [t(vec![1.0, f32::NAN, -2.0, 0.0])];
     let bounds = [vec![0.0078125, 0.0, 0.25, 0.0]];

@@ -218,6 +218,14 @@ fn mode_reference(test: &TestFile) -> Result<String, String> {
             "out{i}: {}\n",
             tessera::driver::type_text(t.dtype, &t.shape)
         ));
+        if t.dtype == isa::Dtype::I32 {
+            // Integers print exactly, with a wrapping sum.
+            let head: Vec<String> = t.ints.iter().take(8).map(|x| x.to_string()).collect();
+            out.push_str(&format!("  first: [{}]\n", head.join(", ")));
+            let sum = t.ints.iter().fold(0i64, |s, &x| s + i64::from(x));
+            out.push_str(&format!("  sum: {sum}\n"));
+            continue;
+        }
         let head: Vec<String> = t.data.iter().take(8).map(|x| format!("{x:?}")).collect();
         out.push_str(&format!("  first: [{}]\n", head.join(", ")));
         let sum: f64 = t.data.iter().map(|&x| x as f64).sum();

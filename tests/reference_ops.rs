@@ -320,3 +320,82 @@ fn tril_with_the_largest_offsets() {
     let min = run(&ir(i64::MIN), std::slice::from_ref(&x));
     assert!(min.data.iter().all(|&v| v == -1.0), "{:?}", min.data);
 }
+
+/// `i32` arithmetic is exact and wraps: 16777217 is no f32, and `i32::MAX + 1` wraps to
+/// `i32::MIN`; conversions to float round once, to `i32` go toward zero and saturate.
+#[test]
+fn integers_are_exact_and_wrap() {
+    let src = "kernel k(v0 i: i32[3] @0..0) -> (i32[3], f32[3], bool[3], i32[3]) {
+        v1 = const 1.0 : i32[] @0..0
+        v2 = add v0, v1 : i32[3] @0..0
+        v3 = cast v2 : f32[3] @0..0
+        v4 = const 16777218.0 : i32[] @0..0
+        v5 = lt v2, v4 : bool[3] @0..0
+        v6 = cast v3 : i32[3] @0..0
+        return v2, v3, v5, v6
+    }";
+    let f = &ir::parse(src).expect("parses")[0];
+    ir::verify(f, "test").expect("verifies");
+    let input = HostTensor::from_i32(&[3], vec![16777216, i32::MAX, -7]);
+    let out = evaluate(f, &[input]).expect("evaluates");
+    assert_eq!(out[0].ints, vec![16777217, i32::MIN, -6]);
+    assert!(out[0].data.is_empty());
+    // 16777217 rounds to the even f32 16777216.
+    assert_eq!(out[1].data, vec![16777216.0, -2147483648.0, -6.0]);
+    assert_eq!(out[2].data, vec![1.0, 1.0, 1.0]);
+    assert_eq!(out[3].ints, vec![16777216, i32::MIN, -6]);
+}
+
+/// Comparisons with NaN are false but `!=`; `where` selects per element with broadcasting.
+#[test]
+fn comparisons_and_where() {
+    let src = "kernel k(v0 x: f32[3] @0..0, v1 y: f32[3] @0..0) -> (bool[3], bool[3], f32[3]) {
+        v2 = eq v0, v1 : bool[3] @0..0
+        v3 = ne v0, v1 : bool[3] @0..0
+        v4 = const 0.0 : f32[] @0..0
+        v5 = where v2, v0, v4 : f32[3] @0..0
+        return v2, v3, v5
+    }";
+    let x = t(Dtype::F32, &[3], &[1.0, f32::NAN, 2.0]);
+    let y = t(Dtype::F32, &[3], &[1.0, f32::NAN, 3.0]);
+    let f = &ir::parse(src).expect("parses")[0];
+    ir::verify(f, "test").expect("verifies");
+    let out = evaluate(f, &[x, y]).expect("evaluates");
+    assert_eq!(out[0].data, vec![1.0, 0.0, 0.0]);
+    assert_eq!(out[1].data, vec![0.0, 1.0, 1.0]);
+    assert_eq!(out[2].data, vec![1.0, 0.0, 0.0]);
+}
+
+/// `take` counts negative indices from the end, and an index outside `[-n, n)` is an
+/// error naming the kernel, the operand and the value as given.
+#[test]
+fn take_wraps_negative_indices_and_rejects_out_of_range() {
+    let src = "kernel emb(v0 table: f32[3, 2] @0..0, v1 ids: i32[4] @0..0) -> (f32[4, 2]) {
+        v2 = take v0, v1 axis=0 : f32[4, 2] @0..0
+        return v2
+    }";
+    let table = t(Dtype::F32, &[3, 2], &[0.0, 1.0, 10.0, 11.0, 20.0, 21.0]);
+    let out = run(
+        src,
+        &[
+            table.clone(),
+            HostTensor::from_i32(&[4], vec![2, -1, 0, -3]),
+        ],
+    );
+    assert_eq!(out.data, vec![20.0, 21.0, 20.0, 21.0, 0.0, 1.0, 0.0, 1.0]);
+    let f = &ir::parse(src).expect("parses")[0];
+    for bad in [3, -4] {
+        let err = evaluate(
+            f,
+            &[
+                table.clone(),
+                HostTensor::from_i32(&[4], vec![0, bad, 1, 1]),
+            ],
+        )
+        .expect_err("out of range")
+        .to_string();
+        assert!(err.contains("`emb`"), "{err}");
+        assert!(err.contains("`ids`"), "{err}");
+        assert!(err.contains(&format!("index {bad}")), "{err}");
+    }
+}

@@ -134,7 +134,7 @@ fn parse_errors_name_line_column_and_problem() {
     );
     assert_eq!(
         error("tile kernel k {\n    b0 = sbuf f33 4x16\n}\n"),
-        "2:15: unknown dtype `f33` (expected f32, bf16, f16, f8e4m3, f8e5m2)"
+        "2:15: unknown dtype `f33` (expected f32, bf16, f16, f8e4m3, f8e5m2, i32, bool)"
     );
     assert_eq!(
         error(&format!("{head}    inst0 = dma9x: nop {{}}\n}}\n")),

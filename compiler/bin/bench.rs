@@ -258,6 +258,7 @@ fn execute(
             dtype: t.dtype,
             shape: t.shape.clone(),
             data,
+            ints: Vec::new(),
         });
     }
     Ok((report, outputs, seconds))

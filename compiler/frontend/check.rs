@@ -24,6 +24,7 @@ use isa::Dtype;
 mod reduce_axes;
 mod index;
 mod sizes;
+mod v2;
 
 /// The largest dim, size and element count of any value: 2^48.
 pub const MAX_ELEMS: u64 = 1 << 48;
@@ -146,8 +147,8 @@ enum Binding {
     Param(usize, Option<TensorType>),
     /// A tensor `let`: its index in `lets`.
     Let(usize),
-    /// A scalar `let`, inlined at its uses.
-    ScalarLet(f64),
+    /// A scalar `let` and its literal kind (as a dtype), inlined at its uses.
+    ScalarLet(f64, Dtype),
     /// A `let` whose value is in error.
     Poisoned,
 }
@@ -173,6 +174,9 @@ enum Builtin {
     Concat,
     Pad,
     BroadcastTo,
+    Where,
+    Arange,
+    Take,
 }
 
 /// Every builtin by name.
@@ -212,6 +216,12 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("concat", Builtin::Concat),
     ("pad", Builtin::Pad),
     ("broadcast_to", Builtin::BroadcastTo),
+    ("logical_and", Builtin::Binary(BinaryOp::And)),
+    ("logical_or", Builtin::Binary(BinaryOp::Or)),
+    ("logical_not", Builtin::Unary(UnaryFn::Not)),
+    ("where", Builtin::Where),
+    ("arange", Builtin::Arange),
+    ("take", Builtin::Take),
 ];
 
 /// Finds a builtin by name.
@@ -228,8 +238,8 @@ impl Builtin {
     /// Number of positional arguments.
     fn positional(self) -> usize {
         match self {
-            Builtin::Binary(_) | Builtin::Reshape | Builtin::BroadcastTo => 2,
-            Builtin::Clip => 3,
+            Builtin::Binary(_) | Builtin::Reshape | Builtin::BroadcastTo | Builtin::Take => 2,
+            Builtin::Clip | Builtin::Where => 3,
             _ => 1,
         }
     }
@@ -242,6 +252,7 @@ impl Builtin {
             Builtin::Tril => &[("k", false), ("fill", false)],
             Builtin::Concat => &[("axis", false)],
             Builtin::Pad => &[("before", false), ("after", false), ("value", false)],
+            Builtin::Take => &[("axis", false)],
             _ => &[],
         }
     }
@@ -259,6 +270,9 @@ impl Builtin {
             Builtin::Concat => "concat([a, b, ...], axis=0)".to_string(),
             Builtin::Pad => "pad(x, before=[...], after=[...], value=0)".to_string(),
             Builtin::BroadcastTo => "broadcast_to(x, [d0, d1, ...])".to_string(),
+            Builtin::Where => "where(c, a, b)".to_string(),
+            Builtin::Arange => "arange(n)".to_string(),
+            Builtin::Take => "take(x, idx, axis=0)".to_string(),
         }
     }
 }
@@ -288,6 +302,7 @@ pub fn unary_name(f: UnaryFn) -> &'static str {
         UnaryFn::Round => "round",
         UnaryFn::Sign => "sign",
         UnaryFn::Softplus => "softplus",
+        UnaryFn::Not => "logical_not",
     }
 }
 
@@ -370,6 +385,7 @@ pub fn fold_unary(f: UnaryFn, x: f64) -> f64 {
         UnaryFn::Sign => x.signum(),
         UnaryFn::Softplus if x > 0.0 => x + (-x).exp().ln_1p(),
         UnaryFn::Softplus => x.exp().ln_1p(),
+        UnaryFn::Not => f64::from(u8::from(x == 0.0)),
     }
 }
 
@@ -385,6 +401,15 @@ pub fn fold_binary(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Maximum => a.max(b),
         BinaryOp::Minimum => a.min(b),
         BinaryOp::Pow => a.powf(b),
+        // Comparisons give 1 or 0; with NaN all are false but `!=`, as IEEE says.
+        BinaryOp::Lt => f64::from(u8::from(a < b)),
+        BinaryOp::Le => f64::from(u8::from(a <= b)),
+        BinaryOp::Gt => f64::from(u8::from(a > b)),
+        BinaryOp::Ge => f64::from(u8::from(a >= b)),
+        BinaryOp::Eq => f64::from(u8::from(a == b)),
+        BinaryOp::Ne => f64::from(u8::from(a != b)),
+        BinaryOp::And => f64::from(u8::from(a != 0.0 && b != 0.0)),
+        BinaryOp::Or => f64::from(u8::from(a != 0.0 || b != 0.0)),
     }
 }
 
@@ -435,12 +460,17 @@ fn is_scalar(e: &TExpr) -> bool {
     matches!(e.kind, TExprKind::Scalar(_))
 }
 
-/// A weak scalar expression.
+/// A weak scalar expression of a float literal.
 fn scalar(value: f64, span: Span) -> TExpr {
+    scalar_of(value, Dtype::F32, span)
+}
+
+/// A weak scalar expression whose literal kind is that of `dtype` (`f32`, `i32` or `bool`).
+fn scalar_of(value: f64, dtype: Dtype, span: Span) -> TExpr {
     TExpr {
         kind: TExprKind::Scalar(value),
         ty: TensorType {
-            dtype: Dtype::F32,
+            dtype,
             shape: Vec::new(),
         },
         span,
@@ -977,8 +1007,9 @@ impl<'d> Checker<'d> {
             None => Binding::Poisoned,
             Some(TExpr {
                 kind: TExprKind::Scalar(v),
+                ty,
                 ..
-            }) => Binding::ScalarLet(v),
+            }) => Binding::ScalarLet(v, ty.dtype),
             Some(value) => {
                 self.lets.push(CheckedLet {
                     name: name.name.clone(),
@@ -994,8 +1025,9 @@ impl<'d> Checker<'d> {
     /// Checks an expression; `None` if it is in error (already reported).
     fn expr(&mut self, e: &ast::Expr) -> Option<TExpr> {
         match &e.kind {
-            ExprKind::Int(lit) => Some(scalar(
+            ExprKind::Int(lit) => Some(scalar_of(
                 lit.text.parse::<f64>().unwrap_or(f64::INFINITY),
+                Dtype::I32,
                 e.span,
             )),
             ExprKind::Float(v) => Some(scalar(*v, e.span)),
@@ -1005,14 +1037,15 @@ impl<'d> Checker<'d> {
             ExprKind::Paren(inner) => self.expr(inner),
             ExprKind::Neg(inner) => {
                 let v = self.expr(inner)?;
-                Some(self.unary(UnaryFn::Neg, v, e.span))
+                self.unary(UnaryFn::Neg, v, e.span)
             }
             ExprKind::Cast { value, dtype, .. } => {
                 let v = self.expr(value)?;
                 Some(match v.kind {
-                    TExprKind::Scalar(x) => {
+                    TExprKind::Scalar(x) if dtype.is_float() => {
                         scalar(f64::from(runtime::numeric::round(*dtype, x as f32)), e.span)
                     }
+                    TExprKind::Scalar(x) => scalar_of(v2::cast_scalar(x, *dtype), *dtype, e.span),
                     _ => TExpr {
                         ty: TensorType {
                             dtype: *dtype,
@@ -1031,6 +1064,9 @@ impl<'d> Checker<'d> {
             } => {
                 let a = self.expr(lhs);
                 let b = self.expr(rhs);
+                if op.is_comparison() && self.chained_comparison(lhs, *op_span) {
+                    return None;
+                }
                 let (a, b) = (a?, b?);
                 match op {
                     BinOp::Add => self.elementwise(BinaryOp::Add, a, b, *op_span, e.span),
@@ -1038,6 +1074,12 @@ impl<'d> Checker<'d> {
                     BinOp::Mul => self.elementwise(BinaryOp::Mul, a, b, *op_span, e.span),
                     BinOp::Div => self.elementwise(BinaryOp::Div, a, b, *op_span, e.span),
                     BinOp::Matmul => self.matmul(a, b, *op_span, e.span),
+                    BinOp::Lt => self.elementwise(BinaryOp::Lt, a, b, *op_span, e.span),
+                    BinOp::Le => self.elementwise(BinaryOp::Le, a, b, *op_span, e.span),
+                    BinOp::Gt => self.elementwise(BinaryOp::Gt, a, b, *op_span, e.span),
+                    BinOp::Ge => self.elementwise(BinaryOp::Ge, a, b, *op_span, e.span),
+                    BinOp::Eq => self.elementwise(BinaryOp::Eq, a, b, *op_span, e.span),
+                    BinOp::Ne => self.elementwise(BinaryOp::Ne, a, b, *op_span, e.span),
                 }
             }
             ExprKind::Call { func, args } => self.call(func, args, e.span),
@@ -1084,21 +1126,31 @@ impl<'d> Checker<'d> {
                 ty: l.value.ty.clone(),
                 span: name.span,
             }),
-            Binding::ScalarLet(v) => Some(scalar(*v, name.span)),
+            Binding::ScalarLet(v, d) => Some(scalar_of(*v, *d, name.span)),
             Binding::Poisoned => None,
         }
     }
 
     /// A unary elementwise function; folded on a scalar.
-    fn unary(&mut self, f: UnaryFn, v: TExpr, span: Span) -> TExpr {
-        match v.kind {
-            TExprKind::Scalar(x) => scalar(fold_unary(f, x), span),
+    fn unary(&mut self, f: UnaryFn, v: TExpr, span: Span) -> Option<TExpr> {
+        if !self.unary_takes(f, &v, span) {
+            return None;
+        }
+        Some(match v.kind {
+            // Negation and `abs` keep an integer literal an integer (it wraps only once it
+            // meets an `i32`, where it must fit); `logical_not` keeps a truth value.
+            TExprKind::Scalar(x) => match (f, v.ty.dtype) {
+                (UnaryFn::Neg | UnaryFn::Abs | UnaryFn::Not, d) => {
+                    scalar_of(fold_unary(f, x), d, span)
+                }
+                _ => scalar(fold_unary(f, x), span),
+            },
             _ => TExpr {
                 ty: v.ty.clone(),
                 kind: TExprKind::Unary(f, Box::new(v)),
                 span,
             },
-        }
+        })
     }
 
     /// A binary elementwise operation with broadcasting and promotion.
@@ -1110,12 +1162,32 @@ impl<'d> Checker<'d> {
         op_span: Span,
         span: Span,
     ) -> Option<TExpr> {
+        let operand = self.operand_dtype(op, &a, &b, op_span)?;
+        // Comparisons and logical operations give `bool`; the rest their operands' dtype.
+        let dtype = if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
+            Dtype::Bool
+        } else if op == BinaryOp::Div {
+            // Only literals reach here as integers; their quotient is a float.
+            if operand == Dtype::I32 {
+                Dtype::F32
+            } else {
+                operand
+            }
+        } else {
+            operand
+        };
         let ty = match (&a.kind, &b.kind) {
             (TExprKind::Scalar(x), TExprKind::Scalar(y)) => {
-                return Some(scalar(fold_binary(op, *x, *y), span))
+                return Some(scalar_of(fold_binary(op, *x, *y), dtype, span))
             }
-            (TExprKind::Scalar(_), _) => b.ty.clone(),
-            (_, TExprKind::Scalar(_)) => a.ty.clone(),
+            (TExprKind::Scalar(_), _) => TensorType {
+                dtype,
+                shape: b.ty.shape.clone(),
+            },
+            (_, TExprKind::Scalar(_)) => TensorType {
+                dtype,
+                shape: a.ty.shape.clone(),
+            },
             _ => {
                 let Some(shape) = broadcast(&a.ty.shape, &b.ty.shape) else {
                     let what = match op {
@@ -1140,10 +1212,7 @@ impl<'d> Checker<'d> {
                     self.error(diag);
                     return None;
                 };
-                let ty = TensorType {
-                    dtype: promote(a.ty.dtype, b.ty.dtype),
-                    shape,
-                };
+                let ty = TensorType { dtype, shape };
                 if !self.check_elems(&ty.shape, || format!("the result `{ty}`"), span) {
                     return None;
                 }
@@ -1159,6 +1228,9 @@ impl<'d> Checker<'d> {
 
     /// `a @ b`: NumPy matmul of ranks 2 to 6 with broadcast batch axes; f32 result.
     fn matmul(&mut self, a: TExpr, b: TExpr, op_span: Span, span: Span) -> Option<TExpr> {
+        if !self.float_only("`@`", &a, op_span) || !self.float_only("`@`", &b, op_span) {
+            return None;
+        }
         for (side, v) in [("left", &a), ("right", &b)] {
             if is_scalar(v) || v.ty.shape.len() < 2 {
                 let found = if is_scalar(v) {
@@ -1384,7 +1456,7 @@ impl<'d> Checker<'d> {
         // The tensor operands (the list of `reshape` aside).
         let tensor_count = match b {
             Builtin::Reshape | Builtin::BroadcastTo => 1,
-            Builtin::Concat => 0,
+            Builtin::Concat | Builtin::Arange => 0,
             _ => b.positional(),
         };
         let mut operands = Vec::new();
@@ -1419,7 +1491,23 @@ impl<'d> Checker<'d> {
         match b {
             Builtin::Unary(f) => {
                 let v = operands.pop()?;
-                Some(self.unary(f, v, span))
+                self.unary(f, v, span)
+            }
+            Builtin::Where => {
+                let b = operands.pop()?;
+                let a = operands.pop()?;
+                let c = operands.pop()?;
+                self.where_call(c, a, b, func.span, span)
+            }
+            Builtin::Arange => self.arange_call(&positional.first()?.value, span),
+            Builtin::Take => {
+                let idx = operands.pop()?;
+                let x = operands.pop()?;
+                let axis = match kw("axis") {
+                    None => 0,
+                    Some(a) => self.int_keyword(name, "axis", a)?,
+                };
+                self.take_call(x, idx, axis, kw("axis").map_or(span, ArgValue::span), span)
             }
             Builtin::Binary(op) => {
                 let rhs = operands.pop()?;
@@ -1583,7 +1671,7 @@ impl<'d> Checker<'d> {
                         return None;
                     }
                 };
-                if !self.need_tensor(name, &v) {
+                if !self.need_tensor(name, &v) || !self.float_only("`tril`", &v, span) {
                     return None;
                 }
                 if v.ty.shape.len() < 2 {
@@ -1648,6 +1736,18 @@ impl<'d> Checker<'d> {
         span: Span,
     ) -> Option<TExpr> {
         if !self.need_tensor(name, &v) {
+            return None;
+        }
+        // `sum`, `max` and `min` take integers (the sum wraps); `mean` takes floats only,
+        // and nothing reduces booleans.
+        let takes = match v2::kind(v.ty.dtype) {
+            v2::Kind::Float => true,
+            v2::Kind::Int => f != ReduceFn::Mean,
+            v2::Kind::Bool => false,
+        };
+        if !takes {
+            let what = format!("`{name}`");
+            self.float_only(&what, &v, span);
             return None;
         }
         let axis = self.axis(axis, &v, axis_span)?;

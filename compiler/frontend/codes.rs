@@ -4,7 +4,8 @@
 //! class. `E01xx` are lexical and syntax errors, `E02xx` names, `E03xx` calls and their
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
 //! signature, `E07xx` the file and kernel selection, `E08xx` integer expressions of sizes,
-//! indexing and joining.
+//! indexing and joining, `E09xx` the integer and boolean dtypes, comparisons, selection and
+//! gathers of language version 2.
 
 /// A character the lexer does not know.
 pub const UNKNOWN_CHARACTER: &str = "E0101";
@@ -115,6 +116,20 @@ pub const CONCAT_MISMATCH: &str = "E0809";
 pub const BAD_PAD_WIDTHS: &str = "E0810";
 /// A `broadcast_to` target the operand does not broadcast to.
 pub const BAD_BROADCAST_TARGET: &str = "E0811";
+/// An integer or boolean operand meeting a float one (or a boolean meeting an integer)
+/// without an `as`.
+pub const MIXED_KINDS: &str = "E0901";
+/// An integer literal meeting an `i32` that does not fit in it.
+pub const INTEGER_LITERAL_RANGE: &str = "E0902";
+/// An operation its operand's dtype does not support (`/` or `exp` of an `i32`, arithmetic
+/// on `bool`, a logical operation on numbers).
+pub const DTYPE_NOT_SUPPORTED: &str = "E0903";
+/// A chained comparison such as `a < b < c`.
+pub const CHAINED_COMPARISON: &str = "E0904";
+/// A `where` condition that is not `bool`.
+pub const WHERE_CONDITION: &str = "E0905";
+/// `take` indices that are not an `i32` tensor.
+pub const TAKE_INDICES: &str = "E0906";
 
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
@@ -170,6 +185,12 @@ pub const ALL: &[(&str, &str)] = &[
     (CONCAT_MISMATCH, "concat parts do not match"),
     (BAD_PAD_WIDTHS, "bad pad widths"),
     (BAD_BROADCAST_TARGET, "bad broadcast_to target"),
+    (MIXED_KINDS, "integers or booleans mixed with floats"),
+    (INTEGER_LITERAL_RANGE, "integer literal outside i32"),
+    (DTYPE_NOT_SUPPORTED, "operation not defined for the dtype"),
+    (CHAINED_COMPARISON, "chained comparison"),
+    (WHERE_CONDITION, "where condition not bool"),
+    (TAKE_INDICES, "take indices not i32"),
 ];
 
 #[cfg(test)]

@@ -90,6 +90,8 @@ pub enum Token<'src> {
     #[token("f16", |_| Dtype::F16)]
     #[token("f8e4m3", |_| Dtype::F8E4M3)]
     #[token("f8e5m2", |_| Dtype::F8E5M2)]
+    #[token("i32", |_| Dtype::I32)]
+    #[token("bool", |_| Dtype::Bool)]
     Dtype(Dtype),
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice())]
     Ident(&'src str),
@@ -128,6 +130,14 @@ pub enum Token<'src> {
     Lt,
     #[token(">")]
     Gt,
+    #[token("<=")]
+    Le,
+    #[token(">=")]
+    Ge,
+    #[token("==")]
+    EqEq,
+    #[token("!=")]
+    Ne,
     #[token(",")]
     Comma,
     #[token(":")]
@@ -177,6 +187,10 @@ impl fmt::Display for Token<'_> {
             Token::RBrace => "}",
             Token::Lt => "<",
             Token::Gt => ">",
+            Token::Le => "<=",
+            Token::Ge => ">=",
+            Token::EqEq => "==",
+            Token::Ne => "!=",
             Token::Comma => ",",
             Token::Colon => ":",
             Token::Semi => ";",

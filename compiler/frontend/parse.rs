@@ -74,7 +74,12 @@ fn describe_expected(expected: &[String]) -> String {
     let expression_starts = ["NAME", "INT", "FLOAT", "\"inf\"", "\"(\"", "\"-\""];
     let operators = ["\"+\"", "\"-\"", "\"*\"", "\"/\"", "\"@\""];
     let fold_expression = expression_starts.iter().all(|t| has(t));
-    let fold_operators = operators.iter().all(|t| has(t));
+    // The comparisons are operators too; after an expression the parser may expect them
+    // without `+` (an LR state that has already reduced a sum), which still says "an
+    // operator".
+    let comparisons = ["\"<\"", "\">\"", "\"<=\"", "\">=\"", "\"==\"", "\"!=\""];
+    let fold_comparisons = comparisons.iter().all(|t| has(t));
+    let fold_operators = operators.iter().all(|t| has(t)) || fold_comparisons;
     if fold_expression {
         items.push("an expression".to_string());
     }
@@ -85,7 +90,8 @@ fn describe_expected(expected: &[String]) -> String {
         if fold_expression && expression_starts.contains(&e.as_str()) {
             continue;
         }
-        if fold_operators && operators.contains(&e.as_str()) {
+        if fold_operators && (operators.contains(&e.as_str()) || comparisons.contains(&e.as_str()))
+        {
             continue;
         }
         let text = match e.as_str() {
@@ -109,33 +115,9 @@ fn describe_expected(expected: &[String]) -> String {
     }
 }
 
-/// The note for syntax the language does not have, recognised from the unexpected token
-/// (ending at byte `r` of `src`) and what the parser expected there: it says what is not supported
-/// and what to write instead. `None` for an ordinary mistake.
-fn unsupported_syntax_note(
-    token: &Token<'_>,
-    r: usize,
-    expected: &[String],
-    src: &str,
-) -> Option<String> {
-    let has = |t: &str| expected.iter().any(|e| e == t);
-    // An operator would have been welcome: an expression has just ended.
-    let after_expression = has("\"+\"") && has("\"*\"");
-    match token {
-        Token::Gt | Token::Lt => after_expression.then(comparison_note),
-        Token::Eq if after_expression && src.get(r..).is_some_and(|t| t.starts_with('=')) => {
-            Some(comparison_note())
-        }
-        _ => None,
-    }
-}
-
-/// The note for a comparison operator.
-fn comparison_note() -> String {
-    "comparisons (`>`, `<`, `==`, `!=`) are not supported: the language has no boolean \
-     tensors; for a mask use `tril(x, fill=-inf)`, and to clamp use `relu(x)`, \
-     `maximum(a, b)` or `minimum(a, b)`"
-        .to_string()
+/// The note for a `!` that does not start `!=`.
+fn not_note() -> String {
+    "`!` is only part of `!=`: negate a `bool` tensor with `logical_not(x)`".to_string()
 }
 
 /// The note for a syntax error at byte `at` that follows a `//` comment written right after
@@ -180,8 +162,7 @@ fn syntax_diagnostic(
             token: (l, token, r),
             expected,
         } => {
-            let note = unsupported_syntax_note(token, *r, expected, src)
-                .or_else(|| floor_division_note(src, *l));
+            let note = floor_division_note(src, *l);
             let described = describe_expected(expected);
             let mut diag = Diagnostic::error(
                 codes::UNEXPECTED_TOKEN,
@@ -228,9 +209,9 @@ fn lex_diagnostic(error: &LexError) -> Diagnostic {
         LexError::UnknownCharacter { text, span } => {
             let diag = Diagnostic::error(codes::UNKNOWN_CHARACTER, error.to_string())
                 .with_primary(*span, "not part of the kernel language");
-            // `!=` lexes as an unknown `!` followed by `=`.
+            // `!=` is a token of its own, so a `!` here is a C-style negation.
             if text.starts_with('!') {
-                diag.with_note(comparison_note())
+                diag.with_note(not_note())
             } else {
                 diag
             }

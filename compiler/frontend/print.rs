@@ -46,6 +46,14 @@ impl CheckedKernel {
                     BinaryOp::Maximum => (false, "maximum"),
                     BinaryOp::Minimum => (false, "minimum"),
                     BinaryOp::Pow => (false, "pow"),
+                    BinaryOp::Lt => (true, "<"),
+                    BinaryOp::Le => (true, "<="),
+                    BinaryOp::Gt => (true, ">"),
+                    BinaryOp::Ge => (true, ">="),
+                    BinaryOp::Eq => (true, "=="),
+                    BinaryOp::Ne => (true, "!="),
+                    BinaryOp::And => (false, "logical_and"),
+                    BinaryOp::Or => (false, "logical_or"),
                 };
                 if infix {
                     out.write_str("(")?;
@@ -148,6 +156,23 @@ impl CheckedKernel {
                 out.write_str("broadcast_to(")?;
                 self.write_expr(out, a)?;
                 write!(out, ", {:?})", e.ty.shape)
+            }
+            TExprKind::Where(c, a, b) => {
+                out.write_str("where(")?;
+                self.write_expr(out, c)?;
+                out.write_str(", ")?;
+                self.write_expr(out, a)?;
+                out.write_str(", ")?;
+                self.write_expr(out, b)?;
+                out.write_str(")")
+            }
+            TExprKind::Arange => write!(out, "arange({})", e.ty.shape[0]),
+            TExprKind::Take { arg, idx, axis } => {
+                out.write_str("take(")?;
+                self.write_expr(out, arg)?;
+                out.write_str(", ")?;
+                self.write_expr(out, idx)?;
+                write!(out, ", axis={axis})")
             }
         }
     }

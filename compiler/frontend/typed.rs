@@ -33,6 +33,9 @@ impl Span {
 }
 
 /// A tensor type: dtype and concrete shape (rank 1 to 6; rank 0 only for weak scalars).
+/// A weak scalar's dtype says what kind of literal it is: `f32` for a number with a
+/// fraction, an exponent or `inf`, `i32` for an integer literal, `bool` for a converted
+/// truth value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
     pub dtype: Dtype,
@@ -96,8 +99,9 @@ pub struct CheckedLet {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TExpr {
     pub kind: TExprKind,
-    /// For `Scalar`, the shape is empty and the dtype is f32 (a weak scalar takes the
-    /// dtype of the tensor it meets).
+    /// For `Scalar`, the shape is empty and the dtype is its literal kind (`f32` for a
+    /// float literal, `i32` for an integer one, `bool` for a truth value); a weak scalar
+    /// takes the dtype of the tensor it meets.
     pub ty: TensorType,
     pub span: Span,
 }
@@ -127,6 +131,8 @@ pub enum UnaryFn {
     Round,
     Sign,
     Softplus,
+    /// `logical_not`: `bool` to `bool`.
+    Not,
 }
 
 /// Binary elementwise operations.
@@ -140,6 +146,26 @@ pub enum BinaryOp {
     Minimum,
     /// C's `powf(a, b)`.
     Pow,
+    /// Comparisons: the operands promote like `+`, the result is `bool`.
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    /// `logical_and` and `logical_or`: `bool` operands, `bool` result.
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    /// True for the six comparisons, whose result is `bool`.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne
+        )
+    }
 }
 
 /// Reductions.
@@ -198,6 +224,17 @@ pub enum TExprKind {
     },
     /// NumPy `broadcast_to` the expression's type's shape.
     BroadcastTo(Box<TExpr>),
+    /// `where(c, a, b)`: `c` is `bool`; at most one of `a` and `b` is a `Scalar` (two scalar
+    /// branches are given as a tensor of `c`'s shape by the checker); all three broadcast.
+    Where(Box<TExpr>, Box<TExpr>, Box<TExpr>),
+    /// `arange(n)`: the `i32[n]` vector `0, 1, .., n - 1` (the length is the type's).
+    Arange,
+    /// `take(x, idx, axis)`: NumPy's take with an `i32` index tensor (axis non-negative).
+    Take {
+        arg: Box<TExpr>,
+        idx: Box<TExpr>,
+        axis: usize,
+    },
 }
 
 /// What a slice does to one axis of its operand: it takes the elements

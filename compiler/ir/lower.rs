@@ -118,6 +118,23 @@ impl Lowering {
                 )
             }
             TExprKind::BroadcastTo(a) => (TOp::BroadcastTo, vec![arg(self, a)]),
+            TExprKind::Where(c, a, b) => {
+                // Scalar branches take the result's dtype; a scalar condition is `bool`.
+                let mut args = Vec::new();
+                for (x, d) in [(c, isa::Dtype::Bool), (a, e.ty.dtype), (b, e.ty.dtype)] {
+                    let v = match self.expr(x) {
+                        LetValue::Tensor(v) => v,
+                        LetValue::Scalar(s) => self.constant(s, d, x),
+                    };
+                    args.push(v);
+                }
+                (TOp::Where, args)
+            }
+            TExprKind::Arange => (TOp::Arange, Vec::new()),
+            TExprKind::Take { arg: a, idx, axis } => (
+                TOp::Take { axis: *axis },
+                vec![arg(self, a), arg(self, idx)],
+            ),
         };
         LetValue::Tensor(self.func.push(op, &args, e.ty.clone(), e.span))
     }
@@ -132,7 +149,12 @@ impl Lowering {
 
     /// A rank-0 constant of dtype `d`, the value rounded to it.
     fn constant(&mut self, x: f64, d: isa::Dtype, e: &TExpr) -> Value {
-        let rounded = numeric::round_f64(d, x) as f64;
+        let rounded = match d {
+            // Exact: the checker has made sure an integer literal meeting an `i32` fits.
+            isa::Dtype::I32 => f64::from(x as i32),
+            isa::Dtype::Bool => f64::from(u8::from(x != 0.0)),
+            _ => numeric::round_f64(d, x) as f64,
+        };
         let ty = TensorType {
             dtype: d,
             shape: Vec::new(),

@@ -90,6 +90,15 @@ pub enum TOp {
     },
     /// NumPy `broadcast_to` the result's shape.
     BroadcastTo,
+    /// `where(c, a, b)`: NumPy broadcasting of the three arguments; `c` is `bool`.
+    Where,
+    /// The `i32[n]` vector `0, 1, .., n - 1` (n is the result's length).
+    Arange,
+    /// NumPy `take(x, idx, axis)` with `i32` indices; an index outside `[-n, n)` is a
+    /// run-time error.
+    Take {
+        axis: usize,
+    },
 }
 
 impl TOp {
@@ -97,8 +106,9 @@ impl TOp {
     /// (`concat`).
     pub fn arity(&self) -> Option<usize> {
         match self {
-            TOp::Const(_) => Some(0),
-            TOp::Binary(_) | TOp::Matmul => Some(2),
+            TOp::Const(_) | TOp::Arange => Some(0),
+            TOp::Binary(_) | TOp::Matmul | TOp::Take { .. } => Some(2),
+            TOp::Where => Some(3),
             TOp::Concat(_) => None,
             _ => Some(1),
         }

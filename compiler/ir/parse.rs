@@ -363,6 +363,9 @@ impl Parser {
                 value: 0.0,
             },
             "broadcast_to" => TOp::BroadcastTo,
+            "where" => TOp::Where,
+            "arange" => TOp::Arange,
+            "take" => TOp::Take { axis: 0 },
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
@@ -468,6 +471,13 @@ impl Parser {
                     before,
                     after,
                     value,
+                }
+            }
+            TOp::Take { .. } => {
+                self.keyword("axis")?;
+                self.expect_punct('=')?;
+                TOp::Take {
+                    axis: self.uint()? as usize,
                 }
             }
             other => other,

@@ -104,6 +104,7 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             " before={before:?} after={after:?} value={}",
             fmt_f64(*value)
         ),
+        TOp::Take { axis } => write!(f, " axis={axis}"),
         _ => Ok(()),
     }
 }
@@ -135,11 +136,14 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::Concat(_) => "concat",
         TOp::Pad { .. } => "pad",
         TOp::BroadcastTo => "broadcast_to",
+        TOp::Where => "where",
+        TOp::Arange => "arange",
+        TOp::Take { .. } => "take",
     }
 }
 
 /// Every unary function with its text name (the language's builtin name; `neg` for `-`).
-pub const UNARY_NAMES: [(UnaryFn, &str); 22] = [
+pub const UNARY_NAMES: [(UnaryFn, &str); 23] = [
     (UnaryFn::Neg, "neg"),
     (UnaryFn::Exp, "exp"),
     (UnaryFn::Log, "log"),
@@ -162,10 +166,11 @@ pub const UNARY_NAMES: [(UnaryFn, &str); 22] = [
     (UnaryFn::Round, "round"),
     (UnaryFn::Sign, "sign"),
     (UnaryFn::Softplus, "softplus"),
+    (UnaryFn::Not, "logical_not"),
 ];
 
 /// Every binary operation with its text name.
-pub const BINARY_NAMES: [(BinaryOp, &str); 7] = [
+pub const BINARY_NAMES: [(BinaryOp, &str); 15] = [
     (BinaryOp::Add, "add"),
     (BinaryOp::Sub, "sub"),
     (BinaryOp::Mul, "mul"),
@@ -173,6 +178,14 @@ pub const BINARY_NAMES: [(BinaryOp, &str); 7] = [
     (BinaryOp::Maximum, "maximum"),
     (BinaryOp::Minimum, "minimum"),
     (BinaryOp::Pow, "pow"),
+    (BinaryOp::Lt, "lt"),
+    (BinaryOp::Le, "le"),
+    (BinaryOp::Gt, "gt"),
+    (BinaryOp::Ge, "ge"),
+    (BinaryOp::Eq, "eq"),
+    (BinaryOp::Ne, "ne"),
+    (BinaryOp::And, "logical_and"),
+    (BinaryOp::Or, "logical_or"),
 ];
 
 /// Every reduction with its text name.

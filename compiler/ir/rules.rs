@@ -2,7 +2,7 @@
 //! transposes. The verifier checks every instruction against them, and the reference
 //! evaluator relies on them holding.
 
-use super::{SliceAxis, TOp, TensorType};
+use super::{BinaryOp, ReduceFn, SliceAxis, TOp, TensorType, UnaryFn};
 use crate::frontend::check::MAX_RANK;
 use isa::Dtype;
 
@@ -37,6 +37,16 @@ pub fn promote(a: Dtype, b: Dtype) -> Dtype {
         a
     } else {
         Dtype::F32
+    }
+}
+
+/// The dtype two operands of a binary operation (or `where`'s branches) compute in: floats
+/// promote; an `i32` or `bool` operand only meets its own dtype.
+pub fn operand_dtype(a: Dtype, b: Dtype) -> Result<Dtype, String> {
+    if a.is_float() && b.is_float() || a == b {
+        Ok(promote(a, b))
+    } else {
+        Err(format!("{a} and {b} do not mix"))
     }
 }
 
@@ -112,18 +122,92 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
                 Err(format!("a constant has rank 0, not {result}"))
             }
         }
-        TOp::Unary(_) => expect(args[0].shape.clone(), args[0].dtype),
-        TOp::Binary(_) => {
+        TOp::Unary(u) => {
+            let d = args[0].dtype;
+            let ok = match u {
+                UnaryFn::Not => d == Dtype::Bool,
+                UnaryFn::Neg | UnaryFn::Abs => d != Dtype::Bool,
+                _ => d.is_float(),
+            };
+            if !ok {
+                return Err(format!("{u:?} does not take {}", args[0]));
+            }
+            expect(args[0].shape.clone(), d)
+        }
+        TOp::Binary(b) => {
             let shape = broadcast_shapes(&args[0].shape, &args[1].shape)
                 .ok_or_else(|| format!("{} and {} do not broadcast", args[0], args[1]))?;
-            expect(shape, promote(args[0].dtype, args[1].dtype))
+            let operand = operand_dtype(args[0].dtype, args[1].dtype)?;
+            let ok = match b {
+                BinaryOp::And | BinaryOp::Or => operand == Dtype::Bool,
+                BinaryOp::Eq | BinaryOp::Ne => true,
+                BinaryOp::Div => operand.is_float(),
+                _ => operand != Dtype::Bool,
+            };
+            if !ok {
+                return Err(format!("{b:?} does not take {} and {}", args[0], args[1]));
+            }
+            let dtype = if b.is_comparison() || matches!(b, BinaryOp::And | BinaryOp::Or) {
+                Dtype::Bool
+            } else {
+                operand
+            };
+            expect(shape, dtype)
         }
-        TOp::Matmul => expect(matmul_shape(&args[0].shape, &args[1].shape)?, Dtype::F32),
-        TOp::Reduce { axis, keepdims, .. } => {
+        TOp::Matmul => {
+            if !args[0].dtype.is_float() || !args[1].dtype.is_float() {
+                return Err("matmul operands must be floats".into());
+            }
+            expect(matmul_shape(&args[0].shape, &args[1].shape)?, Dtype::F32)
+        }
+        TOp::Where => {
+            if args[0].dtype != Dtype::Bool {
+                return Err(format!("a where condition must be bool, is {}", args[0]));
+            }
+            let shape = broadcast_shapes(&args[0].shape, &args[1].shape)
+                .and_then(|s| broadcast_shapes(&s, &args[2].shape))
+                .ok_or_else(|| {
+                    format!("{}, {} and {} do not broadcast", args[0], args[1], args[2])
+                })?;
+            expect(shape, operand_dtype(args[1].dtype, args[2].dtype)?)
+        }
+        TOp::Arange => {
+            if result.dtype != Dtype::I32 || result.shape.len() != 1 || result.shape[0] > 1 << 31 {
+                return Err(format!("arange gives i32[n] with n <= 2^31, not {result}"));
+            }
+            Ok(())
+        }
+        TOp::Take { axis } => {
+            if args[1].dtype != Dtype::I32 {
+                return Err(format!("take indices must be i32, are {}", args[1]));
+            }
+            if *axis >= args[0].shape.len() {
+                return Err(format!("axis {axis} out of range for {}", args[0]));
+            }
+            let mut shape = args[0].shape[..*axis].to_vec();
+            shape.extend_from_slice(&args[1].shape);
+            shape.extend_from_slice(&args[0].shape[axis + 1..]);
+            if !(1..=4).contains(&shape.len()) {
+                return Err(format!("take result of rank {}", shape.len()));
+            }
+            expect(shape, args[0].dtype)
+        }
+        TOp::Reduce {
+            func,
+            axis,
+            keepdims,
+        } => {
             let shape = reduce_shape(&args[0].shape, *axis, *keepdims)
                 .ok_or_else(|| format!("axis {axis} out of range for {}", args[0]))?;
             if shape.is_empty() {
                 return Err("a reduction must leave at least one axis".into());
+            }
+            let ok = match func {
+                ReduceFn::Sum | ReduceFn::Max | ReduceFn::Min => args[0].dtype != Dtype::Bool,
+                ReduceFn::Mean => args[0].dtype.is_float(),
+            };
+            if !ok {
+                return Err(format!("{func:?} does not take {}", args[0]));
             }
             expect(shape, args[0].dtype)
         }
@@ -143,6 +227,9 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
             expect(result.shape.clone(), args[0].dtype)
         }
         TOp::Tril { .. } => {
+            if !args[0].dtype.is_float() {
+                return Err(format!("tril takes floats, not {}", args[0]));
+            }
             if args[0].shape.len() < 2 {
                 return Err(format!("tril needs rank 2 or more, has {}", args[0]));
             }

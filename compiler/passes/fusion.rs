@@ -244,7 +244,7 @@ pub fn fit(shape: &[u64], space: &[u64]) -> Option<Fit> {
 fn is_row_op(func: &Function, inst: Inst) -> bool {
     let data = &func.insts[inst];
     match &data.op {
-        TOp::Unary(_) | TOp::Binary(_) | TOp::Cast | TOp::Tril { .. } => true,
+        TOp::Unary(_) | TOp::Binary(_) | TOp::Where | TOp::Cast | TOp::Tril { .. } => true,
         TOp::Reduce { axis, .. } => *axis + 1 == func.ty(data.args[0]).shape.len(),
         _ => false,
     }

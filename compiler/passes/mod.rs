@@ -16,6 +16,7 @@ pub mod layout;
 mod refold;
 mod schedule;
 mod simplify;
+pub mod support;
 pub mod sync;
 pub mod tiling;
 

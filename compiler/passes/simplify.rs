@@ -27,7 +27,10 @@ pub fn run(func: &mut Function) -> bool {
                 changed = true;
                 continue;
             }
-            TOp::Binary(BinaryOp::Mul) if data.args[0] == data.args[1] => {
+            // `square` is a float function; an `i32` product stays a (wrapping) product.
+            TOp::Binary(BinaryOp::Mul)
+                if data.args[0] == data.args[1] && func.values[result].ty.dtype.is_float() =>
+            {
                 data.op = TOp::Unary(UnaryFn::Square);
                 data.args.truncate(1);
                 changed = true;

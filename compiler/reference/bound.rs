@@ -22,7 +22,7 @@
 //! condition is unbounded (a division by an interval that holds zero, an FP8 value that
 //! saturates) the bound is infinite.
 
-use super::{broadcast_strides, for_each_index_in, par, HostTensor};
+use super::{broadcast_strides, for_each_index, for_each_index_in, par, HostTensor};
 use crate::ir::{BinaryOp, ReduceFn, TOp, UnaryFn};
 use isa::Dtype;
 use runtime::numeric;
@@ -51,6 +51,10 @@ fn format(d: Dtype) -> (i32, i32, f64) {
         Dtype::F16 => (10, -14, 65504.0),
         Dtype::F8E4M3 => (3, -6, 448.0),
         Dtype::F8E5M2 => (2, -14, 57344.0),
+        // Integers and booleans are exact (their bounds are computed apart, in `v2_bound`);
+        // as a "format" they have no fraction bits.
+        Dtype::I32 => (0, 0, f64::from(i32::MAX)),
+        Dtype::Bool => (0, 0, 1.0),
     }
 }
 
@@ -142,6 +146,15 @@ fn binary_prop(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> f64 {
         }
         BinaryOp::Maximum | BinaryOp::Minimum => ba.max(bb),
         BinaryOp::Pow => pow_prop(a, b, ba, bb),
+        // A truth value is uncertain (bound 1) where the operands' intervals touch.
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne => {
+            if (a - b).abs() <= ba + bb || a.is_nan() || b.is_nan() {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        BinaryOp::And | BinaryOp::Or => ba.max(bb),
     }
 }
 
@@ -230,6 +243,9 @@ pub fn op_bound(
     out: &HostTensor,
     relaxed: bool,
 ) -> Vec<f32> {
+    if let Some(b) = v2_bound(op, args, bounds, out) {
+        return b;
+    }
     let n = out.data.len();
     let shape = &out.shape;
     let mut prop = vec![0f64; n];
@@ -288,6 +304,7 @@ pub fn op_bound(
                 *p = b as f64;
             }
         }
+        TOp::Where | TOp::Arange | TOp::Take { .. } => unreachable!("v2_bound handles {op:?}"),
     }
     let from = args.first().map_or(out.dtype, |a| a.dtype);
     let d = out.dtype;
@@ -324,7 +341,126 @@ fn as_tensor(like: &HostTensor, bound: &[f32]) -> HostTensor {
         dtype: Dtype::F32,
         shape: like.shape.clone(),
         data: bound.to_vec(),
+        ints: Vec::new(),
     }
+}
+
+/// The bounds of an operation with an `i32` or `bool` operand or result, and of `where`,
+/// `arange` and `take`; `None` for the float operations above. No rounding is added: these
+/// results are exact, and uncertain only through their operands. A truth value's bound is
+/// 1 where compiled code could compute the other value (its operands' intervals touch), and
+/// an integer's is the width of the interval its operand could truncate to. Integer
+/// arithmetic on an uncertain value is unbounded (it wraps).
+fn v2_bound(
+    op: &TOp,
+    args: &[&HostTensor],
+    bounds: &[&[f32]],
+    out: &HostTensor,
+) -> Option<Vec<f32>> {
+    let special = matches!(op, TOp::Where | TOp::Arange | TOp::Take { .. })
+        || !out.dtype.is_float()
+        || args.iter().any(|a| !a.dtype.is_float());
+    if !special {
+        return None;
+    }
+    let n = out.elems();
+    let shape = &out.shape;
+    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
+    if exact {
+        return Some(vec![0.0; n]);
+    }
+    let mut prop = vec![0f64; n];
+    match op {
+        TOp::Binary(b) if b.is_comparison() || matches!(b, BinaryOp::And | BinaryOp::Or) => {
+            let sa = broadcast_strides(&args[0].shape, shape);
+            let sb = broadcast_strides(&args[1].shape, shape);
+            for_each_index(shape, [&sa, &sb], |i, [ia, ib]| {
+                prop[i] = binary_prop(
+                    *b,
+                    args[0].get(ia),
+                    args[1].get(ib),
+                    bounds[0][ia] as f64,
+                    bounds[1][ib] as f64,
+                );
+            });
+        }
+        TOp::Unary(UnaryFn::Not) => {
+            for (p, b) in prop.iter_mut().zip(bounds[0]) {
+                *p = *b as f64;
+            }
+        }
+        TOp::Cast => {
+            for (i, p) in prop.iter_mut().enumerate() {
+                let (x, b) = (args[0].get(i), bounds[0][i] as f64);
+                *p = match out.dtype {
+                    _ if b == 0.0 => 0.0,
+                    Dtype::Bool => f64::from(u8::from(x - b <= 0.0 && x + b >= 0.0)),
+                    Dtype::I32 => ((x + b).trunc() - (x - b).trunc()).abs(),
+                    // From `i32` or `bool` to a float: the operand's bound and one step of
+                    // the dtype's grid.
+                    d => b + ulp(d, x.abs() + b),
+                };
+            }
+        }
+        TOp::Where => {
+            let (c, a, bb) = (args[0], args[1], args[2]);
+            let sc = broadcast_strides(&c.shape, shape);
+            let sa = broadcast_strides(&a.shape, shape);
+            let sb = broadcast_strides(&bb.shape, shape);
+            for_each_index(shape, [&sc, &sa, &sb], |i, [ic, ia, ib]| {
+                let (ea, eb) = (bounds[1][ia] as f64, bounds[2][ib] as f64);
+                prop[i] = if bounds[0][ic] > 0.0 {
+                    (a.get(ia) - bb.get(ib)).abs() + ea.max(eb)
+                } else if c.get(ic) != 0.0 {
+                    ea
+                } else {
+                    eb
+                };
+            });
+        }
+        TOp::Take { axis } => {
+            if bounds[1].iter().any(|&e| e > 0.0) {
+                prop.fill(f64::INFINITY);
+            } else {
+                let moved = super::v2::take(
+                    &as_tensor(args[0], bounds[0]),
+                    args[1],
+                    *axis,
+                    Dtype::F32,
+                    shape,
+                );
+                if let Ok(t) = moved {
+                    for (p, b) in prop.iter_mut().zip(t.data) {
+                        *p = b as f64;
+                    }
+                }
+            }
+        }
+        TOp::Transpose(perm) => {
+            let moved = super::transpose(&as_tensor(args[0], bounds[0]), perm);
+            for (p, b) in prop.iter_mut().zip(moved) {
+                *p = b as f64;
+            }
+        }
+        TOp::Reshape => {
+            for (p, b) in prop.iter_mut().zip(bounds[0].iter()) {
+                *p = *b as f64;
+            }
+        }
+        TOp::Reduce {
+            func: ReduceFn::Max | ReduceFn::Min,
+            axis,
+            ..
+        } => reduce_prop(
+            ReduceFn::Max,
+            &as_tensor(args[0], bounds[0]),
+            bounds[0],
+            *axis,
+            &mut prop,
+        ),
+        _ => prop.fill(f64::INFINITY),
+    }
+    Some(prop.iter().map(|&p| up(p)).collect())
 }
 
 /// A sum or max/min along `axis`: the terms' bounds added (or their largest), plus the
@@ -370,6 +506,7 @@ fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64], prop: &mu
             None => t.data.iter().map(|x| x.abs()).collect(),
             Some(b) => t.data.iter().zip(b).map(|(x, e)| x.abs() + e).collect(),
         },
+        ints: Vec::new(),
     };
     let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
     let q = super::matmul(&magnitude(args[0], None), &magnitude(args[1], None), shape);

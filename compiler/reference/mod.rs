@@ -13,11 +13,14 @@
 //! - a reduction starts from the first element along the axis and combines the rest in
 //!   order in f32, then rounds once to the dtype (`mean` divides the f32 sum by the count
 //!   before that rounding); max and min propagate NaN.
+//! - `i32` values are held exactly as `i32` (`HostTensor::ints`), never as f32, and `bool`
+//!   values as 0.0 and 1.0 in `data` (exact); their operations are in `v2.rs`.
 
 pub mod bound;
 mod matmul;
 mod par;
 pub mod movement;
+mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
@@ -25,27 +28,58 @@ use isa::{ActFunc, AluOp, Dtype};
 use runtime::numeric;
 use std::borrow::Cow;
 
-/// A tensor on the host: row-major values, each exactly representable in `dtype`.
+/// A tensor on the host: row-major values, each exactly representable in `dtype`. Float
+/// and `bool` values (0.0 or 1.0) are in `data`; `i32` values are in `ints` (exactly), with
+/// `data` empty. The other vector is always empty.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
     pub dtype: Dtype,
     pub shape: Vec<u64>,
     pub data: Vec<f32>,
+    pub ints: Vec<i32>,
 }
 
 impl HostTensor {
     /// A tensor from f32 values, each rounded to `dtype` with the language's rules.
+    /// For `i32`, each value converts as the language's `as` does (toward zero, saturating).
     pub fn from_f32(dtype: Dtype, shape: &[u64], values: &[f32]) -> HostTensor {
+        if dtype == Dtype::I32 {
+            return HostTensor::from_i32(shape, values.iter().map(|&x| x as i32).collect());
+        }
         HostTensor {
             dtype,
             shape: shape.to_vec(),
             data: values.iter().map(|&x| numeric::round(dtype, x)).collect(),
+            ints: Vec::new(),
+        }
+    }
+
+    /// An `i32` tensor.
+    pub fn from_i32(shape: &[u64], values: Vec<i32>) -> HostTensor {
+        HostTensor {
+            dtype: Dtype::I32,
+            shape: shape.to_vec(),
+            data: Vec::new(),
+            ints: values,
         }
     }
 
     /// Number of elements.
     pub fn elems(&self) -> usize {
-        self.data.len()
+        if self.dtype == Dtype::I32 {
+            self.ints.len()
+        } else {
+            self.data.len()
+        }
+    }
+
+    /// Element `i` as an f64 (exact for every dtype).
+    pub fn get(&self, i: usize) -> f64 {
+        if self.dtype == Dtype::I32 {
+            f64::from(self.ints[i])
+        } else {
+            f64::from(self.data[i])
+        }
     }
 }
 
@@ -68,6 +102,14 @@ pub enum EvalError {
     Unverified(Value),
     #[error("the kernel would need {0} elements of memory in one tensor, more than the reference evaluator allows")]
     TooLarge(u64),
+    #[error("kernel `{kernel}`: {operand} holds the index {value}, outside [-{len}, {len}) for the axis `take` indexes")]
+    TakeIndex {
+        kernel: String,
+        /// The operand that holds the indices, as the user knows it.
+        operand: String,
+        value: i64,
+        len: u64,
+    },
 }
 
 /// The largest tensor the evaluator materialises (elements).
@@ -123,9 +165,15 @@ fn run(
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
     for ((name, v), input) in func.params.iter().zip(inputs) {
         let ty = func.ty(*v);
+        let stored_ok = if input.dtype == Dtype::I32 {
+            input.data.is_empty()
+        } else {
+            input.ints.is_empty()
+        };
         if ty.dtype != input.dtype
             || ty.shape != input.shape
-            || input.data.len() as u64 != ty.elems()
+            || input.elems() as u64 != ty.elems()
+            || !stored_ok
         {
             return Err(EvalError::InputType {
                 name: name.clone(),
@@ -134,13 +182,13 @@ fn run(
                     "{}{:?} with {} values",
                     input.dtype,
                     input.shape,
-                    input.data.len()
+                    input.elems()
                 ),
             });
         }
         env[*v] = Some(Cow::Borrowed(input));
         if bounded {
-            bounds[*v] = vec![0.0; input.data.len()];
+            bounds[*v] = vec![0.0; input.elems()];
         }
     }
     for (at, &inst) in func.layout.iter().enumerate() {
@@ -153,7 +201,17 @@ fn run(
         for a in &data.args {
             args.push(env[*a].as_deref().ok_or(EvalError::Unverified(*a))?);
         }
-        let out = eval_op(&data.op, &args, ty.dtype, &ty.shape);
+        let out =
+            match data.op {
+                TOp::Take { axis } => v2::take(args[0], args[1], axis, ty.dtype, &ty.shape)
+                    .map_err(|(value, len)| EvalError::TakeIndex {
+                        kernel: func.name.clone(),
+                        operand: v2::operand_name(func, data.args[1]),
+                        value,
+                        len,
+                    })?,
+                _ => eval_op(&data.op, &args, ty.dtype, &ty.shape),
+            };
         if bounded {
             let arg_bounds: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
@@ -179,8 +237,12 @@ fn run(
         .collect()
 }
 
-/// Evaluates one operation whose result has `dtype` and `shape`.
+/// Evaluates one operation whose result has `dtype` and `shape`. A `take` whose index is
+/// out of range gives index 0 here; [`evaluate`] reports it instead.
 pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> HostTensor {
+    if let Some(t) = v2::eval(op, args, dtype, shape) {
+        return t;
+    }
     let data = match op {
         TOp::Const(x) => vec![numeric::round(dtype, *x as f32)],
         TOp::Unary(u) => {
@@ -208,11 +270,15 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
                 .collect();
             movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
         }
+        TOp::Where | TOp::Arange | TOp::Take { .. } => {
+            unreachable!("v2::eval evaluates {op:?}")
+        }
     };
     HostTensor {
         dtype,
         shape: shape.to_vec(),
         data,
+        ints: Vec::new(),
     }
 }
 
@@ -220,6 +286,7 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
 pub fn unary(u: UnaryFn, x: f32) -> f32 {
     match act_func(u) {
         Some(a) => numeric::act(a, x),
+        None if u == UnaryFn::Not => f32::from(u8::from(x == 0.0)),
         None => -x,
     }
 }
@@ -249,10 +316,12 @@ pub fn act_func(u: UnaryFn) -> Option<ActFunc> {
         UnaryFn::Round => ActFunc::Round,
         UnaryFn::Sign => ActFunc::Sign,
         UnaryFn::Softplus => ActFunc::Softplus,
+        UnaryFn::Not => return None,
     })
 }
 
-/// The Vector engine operation of a binary operation.
+/// The Vector engine operation of a binary operation (on floats and booleans; `i32`
+/// operations are evaluated exactly by `v2.rs`).
 pub fn alu_op(b: BinaryOp) -> AluOp {
     match b {
         BinaryOp::Add => AluOp::Add,
@@ -262,6 +331,14 @@ pub fn alu_op(b: BinaryOp) -> AluOp {
         BinaryOp::Maximum => AluOp::Max,
         BinaryOp::Minimum => AluOp::Min,
         BinaryOp::Pow => AluOp::Pow,
+        BinaryOp::Lt => AluOp::IsLt,
+        BinaryOp::Le => AluOp::IsLe,
+        BinaryOp::Gt => AluOp::IsGt,
+        BinaryOp::Ge => AluOp::IsGe,
+        BinaryOp::Eq => AluOp::IsEq,
+        BinaryOp::Ne => AluOp::IsNe,
+        BinaryOp::And => AluOp::And,
+        BinaryOp::Or => AluOp::Or,
     }
 }
 

@@ -138,6 +138,8 @@ pub(crate) const EXAMPLES: &[&str] = &[
     "tensor_reduce op=max, out=sbuf.f32[0:128, 0; 4:1], src=sbuf.f32[0:128, 64; 4:256, 256:1]",
     "tensor_reduce_scalar op=max, out=sbuf.f32[0:128, 8; 1:1], src=psum.f32[0:128, 0; 512:1], \
      op0=mul, s0=-0.125, op1=min, s1=sbuf.f32[0:128, 12; 1:1]",
+    "select out=sbuf.f32[0:128, 0; 512:1], mask=sbuf.bool[0:128, 2048; 512:1], \
+     a=sbuf.f32[0:128, 4096; 512:1], b=psum.f32[0:128, 0; 512:1]",
     "tensor_copy out=sbuf.bf16[64:64, 0; 32:1, 16:32], src=sbuf.f32[64:64, 1024; 16:32, 32:1]",
     "memset out=sbuf.f32[0:32, 0; 128:1], value=-inf",
     "activate out=sbuf.bf16[0:128, 0; 512:1], src=psum.f32[0:128, 0; 512:1], func=exp, \
@@ -180,6 +182,14 @@ fn alu_meaning(op: AluOp) -> &'static str {
         AluOp::RDiv => "`b / a`",
         AluOp::Max => "maximum; NaN if either operand is NaN",
         AluOp::Min => "minimum; NaN if either operand is NaN",
+        AluOp::IsLt => "`1.0` if `a < b`, else `0.0` (false with NaN)",
+        AluOp::IsLe => "`1.0` if `a <= b`, else `0.0` (false with NaN)",
+        AluOp::IsGt => "`1.0` if `a > b`, else `0.0` (false with NaN)",
+        AluOp::IsGe => "`1.0` if `a >= b`, else `0.0` (false with NaN)",
+        AluOp::IsEq => "`1.0` if `a == b`, else `0.0` (`-0 == +0`; false with NaN)",
+        AluOp::IsNe => "`1.0` if `a != b`, else `0.0` (true with NaN)",
+        AluOp::And => "`1.0` if `a != 0` and `b != 0`, else `0.0`",
+        AluOp::Or => "`1.0` if `a != 0` or `b != 0`, else `0.0`",
         AluOp::Pow => "`powf(a, b)` with C99's special cases (`pow(x, ±0) = 1`, `pow(1, y) = 1` even for NaN `x`/`y`, `pow(-1, ±inf) = 1`, a negative base with a non-integer exponent is NaN); within 1 ulp",
         AluOp::RPow => "`powf(b, a)`",
     }

@@ -130,6 +130,19 @@ macro_rules! for_each_op {
             TensorReduceScalar = 0x35, "tensor_reduce_scalar", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
                 { op: ReduceOp, out: TileAp, src: TileAp, op0: AluOp, s0: ScalarArg, op1: AluOp, s1: ScalarArg };
 
+            /// Elementwise selection by a mask: `out = mask != 0 ? a : b`, all four tiles with
+            /// the same partition count and the same number of free elements per partition
+            /// (walked in row-major order). Language version 2's `where`, whose condition is
+            /// a `bool` tile of 0 and 1.
+            ///
+            /// Numerics: the chosen input is decoded to f32 and rounded to `out`'s dtype; the
+            /// other is read but unused. A NaN mask element counts as nonzero.
+            ///
+            /// Cost: `64 + 3N` cycles on Vector (`64 + 12N` on GpSimd), N free elements per
+            /// partition: the elementwise cost per input, for three inputs.
+            Select = 0x36, "select", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { out: TileAp, mask: TileAp, a: TileAp, b: TileAp };
+
             /// Copy with dtype conversion: `out = src` element by element in row-major order.
             ///
             /// Numerics: decode to f32, round to `out`'s dtype.

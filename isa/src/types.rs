@@ -24,11 +24,26 @@ pub enum Dtype {
     F16 = 2,
     F8E4M3 = 3,
     F8E5M2 = 4,
+    /// Two's-complement 32-bit integer (language version 2).
+    I32 = 5,
+    /// A boolean, one byte holding 0 or 1 (language version 2).
+    Bool = 6,
 }
 
 impl Dtype {
     /// Every dtype, in encoding order.
-    pub const ALL: [Dtype; 5] = [
+    pub const ALL: [Dtype; 7] = [
+        Dtype::F32,
+        Dtype::Bf16,
+        Dtype::F16,
+        Dtype::F8E4M3,
+        Dtype::F8E5M2,
+        Dtype::I32,
+        Dtype::Bool,
+    ];
+
+    /// The float dtypes, in encoding order.
+    pub const FLOATS: [Dtype; 5] = [
         Dtype::F32,
         Dtype::Bf16,
         Dtype::F16,
@@ -39,9 +54,9 @@ impl Dtype {
     /// Size of one element in bytes.
     pub fn size(self) -> u32 {
         match self {
-            Dtype::F32 => 4,
+            Dtype::F32 | Dtype::I32 => 4,
             Dtype::Bf16 | Dtype::F16 => 2,
-            Dtype::F8E4M3 | Dtype::F8E5M2 => 1,
+            Dtype::F8E4M3 | Dtype::F8E5M2 | Dtype::Bool => 1,
         }
     }
 
@@ -53,6 +68,8 @@ impl Dtype {
             Dtype::F16 => "f16",
             Dtype::F8E4M3 => "f8e4m3",
             Dtype::F8E5M2 => "f8e5m2",
+            Dtype::I32 => "i32",
+            Dtype::Bool => "bool",
         }
     }
 
@@ -64,6 +81,11 @@ impl Dtype {
     /// Decodes the one-byte encoding.
     pub fn from_code(code: u8) -> Option<Dtype> {
         Dtype::ALL.get(code as usize).copied()
+    }
+
+    /// True for the five float formats (not `i32`, not `bool`).
+    pub fn is_float(self) -> bool {
+        !matches!(self, Dtype::I32 | Dtype::Bool)
     }
 
     /// True for the two FP8 formats.
@@ -322,10 +344,27 @@ pub enum AluOp {
     Max = 7,
     /// IEEE 754-2019 `minimum`: NaN if either operand is NaN; `min(+0, -0) = -0`.
     Min = 8,
+    /// `1.0` if `a < b`, else `0.0` (false when either is NaN). Language version 2's
+    /// comparisons, whose `bool` results are 0 and 1.
+    IsLt = 9,
+    /// `1.0` if `a <= b`, else `0.0`.
+    IsLe = 10,
+    /// `1.0` if `a > b`, else `0.0`.
+    IsGt = 11,
+    /// `1.0` if `a >= b`, else `0.0`.
+    IsGe = 12,
+    /// `1.0` if `a == b`, else `0.0` (`-0 == +0`; NaN is unequal to everything).
+    IsEq = 13,
+    /// `1.0` if `a != b`, else `0.0` (true when either is NaN).
+    IsNe = 14,
+    /// `1.0` if `a != 0` and `b != 0`, else `0.0`: logical and of truth values.
+    And = 15,
+    /// `1.0` if `a != 0` or `b != 0`, else `0.0`: logical or of truth values.
+    Or = 16,
     /// C's `powf(a, b)`, with its special cases (runtime::numeric documents the numerics).
-    Pow = 9,
+    Pow = 17,
     /// `powf(b, a)`: `pow` with the operands swapped, for a scalar base.
-    RPow = 10,
+    RPow = 18,
 }
 
 /// Reductions along the innermost free dimension.
@@ -415,6 +454,14 @@ enum_names!(AluOp, "ALU op", {
     RDiv = "rdiv",
     Max = "max",
     Min = "min",
+    IsLt = "is_lt",
+    IsLe = "is_le",
+    IsGt = "is_gt",
+    IsGe = "is_ge",
+    IsEq = "is_eq",
+    IsNe = "is_ne",
+    And = "and",
+    Or = "or",
     Pow = "pow",
     RPow = "rpow",
 });

@@ -596,6 +596,12 @@ impl Verifier {
                 self.same_shape(("out", out), ("a", a));
                 self.same_shape(("out", out), ("b", b));
             }
+            Op::Select { out, mask, a, b } => {
+                tiles.extend([("out", out), ("mask", mask), ("a", a), ("b", b)]);
+                self.same_shape(("out", out), ("mask", mask));
+                self.same_shape(("out", out), ("a", a));
+                self.same_shape(("out", out), ("b", b));
+            }
             Op::TensorScalar {
                 out,
                 src,

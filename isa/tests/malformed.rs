@@ -483,7 +483,7 @@ fn assembly_errors_say_where_and_what() {
         ),
         (
             ".stream vector\nmemset out=sbuf.f31[0:1, 0; 1:1], value=1.0",
-            "2:17: unknown dtype `f31` (expected f32, bf16, f16, f8e4m3, f8e5m2)",
+            "2:17: unknown dtype `f31` (expected f32, bf16, f16, f8e4m3, f8e5m2, i32, bool)",
         ),
         (
             ".stream vector\nmemset out=dram.f32[0:1, 0; 1:1], value=1.0",

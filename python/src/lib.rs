@@ -243,6 +243,7 @@ fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
                             dtype: p.dtype,
                             shape: p.shape.clone(),
                             data: v,
+                            ints: Vec::new(),
                         },
                     });
                 }
@@ -283,6 +284,7 @@ fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
             dtype: p.dtype,
             shape: p.shape.clone(),
             data: values,
+            ints: Vec::new(),
         },
     })
 }
@@ -439,6 +441,7 @@ impl Kernel {
                     dtype: t.dtype,
                     shape: t.shape.clone(),
                     data,
+                    ints: Vec::new(),
                 });
             }
         }

@@ -139,6 +139,7 @@ impl Executor {
             Op::TensorTensor { op, out, a, b } => {
                 self.tensor_tensor(*op, out, a, b, at).map(|_| None)
             }
+            Op::Select { out, mask, a, b } => self.select(out, mask, a, b, at).map(|_| None),
             Op::TensorScalar {
                 out,
                 src,
@@ -503,6 +504,39 @@ impl Executor {
         self.rows[0] = x;
         self.rows[1] = y;
         result
+    }
+
+    /// `out = mask != 0 ? a : b`, row by row.
+    fn select(
+        &mut self,
+        out: &TileAp,
+        mask: &TileAp,
+        a: &TileAp,
+        b: &TileAp,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rm = self.tile(mask, at)?;
+        let ra = self.tile(a, at)?;
+        let rb = self.tile(b, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&ra, rm.parts, rm.free, "a", at)?;
+        Self::same_shape(&rb, rm.parts, rm.free, "b", at)?;
+        Self::same_shape(&ro, rm.parts, rm.free, "out", at)?;
+        let mut m = vec![0f32; rm.free];
+        let mut x = vec![0f32; rm.free];
+        let mut y = vec![0f32; rm.free];
+        for p in 0..rm.parts {
+            self.mem.read_row(&rm, p, &mut m, at)?;
+            self.mem.read_row(&ra, p, &mut x, at)?;
+            self.mem.read_row(&rb, p, &mut y, at)?;
+            for ((u, &c), &v) in x.iter_mut().zip(&m).zip(&y) {
+                if c == 0.0 {
+                    *u = v;
+                }
+            }
+            self.mem.write_row(&ro, p, &x, at)?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

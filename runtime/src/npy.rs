@@ -62,6 +62,8 @@ pub enum NpyData {
     /// Untyped 2-byte elements (`'<V2'`): the bits of a bfloat16 (or float16) value, as
     /// ml_dtypes writes them.
     Void2(Vec<u16>),
+    /// NumPy bools (`'|b1'`), one byte each; any nonzero byte is true.
+    Bool(Vec<u8>),
 }
 
 impl NpyArray {
@@ -71,7 +73,7 @@ impl NpyArray {
             NpyData::F16(v) | NpyData::Void2(v) => v.len(),
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
-            NpyData::Void1(v) => v.len(),
+            NpyData::Void1(v) | NpyData::Bool(v) => v.len(),
         }
     }
 
@@ -93,6 +95,7 @@ impl NpyArray {
             NpyData::F64(_) => Kind::F64,
             NpyData::Void1(_) => Kind::Void1,
             NpyData::Void2(_) => Kind::Void2,
+            NpyData::Bool(_) => Kind::Bool,
         }
     }
 
@@ -120,6 +123,10 @@ impl NpyArray {
             NpyData::F64(v) => v.iter().map(|&x| numeric::round_f64(dtype, x)).collect(),
             NpyData::Void1(v) => v.iter().map(|&c| bits(c.into())).collect(),
             NpyData::Void2(v) => v.iter().map(|&c| bits(c.into())).collect(),
+            NpyData::Bool(v) => v
+                .iter()
+                .map(|&c| numeric::round(dtype, f32::from(u8::from(c != 0))))
+                .collect(),
         })
     }
 }
@@ -136,6 +143,11 @@ pub enum NpyError {
     UnsupportedVersion { major: u8, minor: u8 },
     #[error("truncated .npy file: the header needs {needed} bytes but the file has only {found}")]
     TruncatedHeader { needed: u64, found: u64 },
+    #[error(
+        "the .npy dtype {descr} does not fit a {dtype} parameter: a bool parameter takes a \
+         bool .npy ('|b1'), and a bool .npy fills only a bool parameter"
+    )]
+    BoolMismatch { descr: String, dtype: Dtype },
     #[error("malformed .npy header: {reason}")]
     MalformedHeader { reason: String },
     #[error(
@@ -393,6 +405,13 @@ impl<R: Read> NpyReader<R> {
                 u16::from_be_bytes,
                 u16::from_le_bytes,
             )),
+            Kind::Bool => NpyData::Bool(decode(
+                &data_bytes,
+                big,
+                fortran,
+                u8::from_be_bytes,
+                u8::from_le_bytes,
+            )),
             Kind::Void1 => NpyData::Void1(decode(
                 &data_bytes,
                 big,
@@ -465,14 +484,32 @@ fn read_up_to(reader: &mut impl Read, buf: &mut Vec<u8>, n: u64) -> Result<(), N
 /// is written with the 1-d shape `(data.len(),)` so that it still holds every value and
 /// loads.
 pub fn write_npy(shape: &[u64], data: &[f32]) -> Vec<u8> {
+    write_npy_as(shape, data, NpyOut::F32)
+}
+
+/// The element type [`write_npy_as`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpyOut {
+    /// `'<f4'`.
+    F32,
+    /// `'|b1'`: 1 for every nonzero value (NaN too), else 0.
+    Bool,
+}
+
+/// [`write_npy`] with the element type `out`.
+pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     let one_d = [data.len() as u64];
     let shape = if shape_matches(shape, data.len()) {
         shape
     } else {
         &one_d[..]
     };
+    let descr = match out_kind {
+        NpyOut::F32 => "<f4",
+        NpyOut::Bool => "|b1",
+    };
     let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}",
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_repr(shape)
     );
     // Spare room so that the first axis can grow in place (numpy.lib.format's
@@ -507,8 +544,13 @@ pub fn write_npy(shape: &[u64], data: &[f32]) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     out.resize(out.len() + padlen, b' ');
     out.push(b'\n');
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
+    match out_kind {
+        NpyOut::F32 => {
+            for x in data {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        NpyOut::Bool => out.extend(data.iter().map(|&x| u8::from(x != 0.0))),
     }
     out
 }
@@ -517,6 +559,16 @@ pub fn write_npy(shape: &[u64], data: &[f32]) -> Vec<u8> {
 /// (or a new one) is replaced in one step, so that a reader never sees half a file. Fails
 /// with `InvalidInput` when the product of `shape` is not `data.len()`.
 pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io::Result<()> {
+    write_npy_file_as(path, shape, data, NpyOut::F32)
+}
+
+/// [`write_npy_file`] with the element type `out_kind`.
+pub fn write_npy_file_as(
+    path: impl AsRef<Path>,
+    shape: &[u64],
+    data: &[f32],
+    out_kind: NpyOut,
+) -> io::Result<()> {
     if !shape_matches(shape, data.len()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -527,7 +579,7 @@ pub fn write_npy_file(path: impl AsRef<Path>, shape: &[u64], data: &[f32]) -> io
             ),
         ));
     }
-    write_file_atomic(path.as_ref(), &write_npy(shape, data))
+    write_file_atomic(path.as_ref(), &write_npy_as(shape, data, out_kind))
 }
 
 /// Writes `bytes` to `path` the way a user expects of an output path, without ever leaving
@@ -648,12 +700,13 @@ enum Kind {
     F64,
     Void1,
     Void2,
+    Bool,
 }
 
 impl Kind {
     fn size(self) -> u64 {
         match self {
-            Kind::Void1 => 1,
+            Kind::Void1 | Kind::Bool => 1,
             Kind::F16 | Kind::Void2 => 2,
             Kind::F32 => 4,
             Kind::F64 => 8,
@@ -668,6 +721,7 @@ impl Kind {
             Kind::F64 => "float64",
             Kind::Void1 => "void8",
             Kind::Void2 => "void16",
+            Kind::Bool => "bool",
         }
     }
 }
@@ -675,6 +729,13 @@ impl Kind {
 /// Untyped elements are read as the bits of `dtype`, so they must have its width.
 /// `descr` is the file's dtype string, for the message.
 fn check_void_width_of(kind: Kind, descr: &str, dtype: Dtype) -> Result<(), NpyError> {
+    // A `bool` parameter takes bool files only, and bool files fill `bool` parameters only.
+    if (kind == Kind::Bool) != (dtype == Dtype::Bool) {
+        return Err(NpyError::BoolMismatch {
+            descr: descr.to_string(),
+            dtype,
+        });
+    }
     let width = kind.size();
     if matches!(kind, Kind::Void1 | Kind::Void2) && width != u64::from(dtype.size()) {
         return Err(NpyError::VoidWidth {
@@ -954,6 +1015,7 @@ fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
         // NumPy writes a void's byte order as `|`, ml_dtypes' types as the machine's (`<`
         // on every little-endian machine); only a 2-byte value has bytes to order.
         "|V1" | "<V1" | ">V1" | "=V1" => return Ok((Kind::Void1, false)),
+        "|b1" | "<b1" | ">b1" | "=b1" | "b1" | "?" => return Ok((Kind::Bool, false)),
         "|V2" | "<V2" => return Ok((Kind::Void2, false)),
         ">V2" => return Ok((Kind::Void2, true)),
         "=V2" => return Ok((Kind::Void2, native_big)),

@@ -19,6 +19,14 @@
 //!
 //! Every format has subnormals, and every value of every format is exact in f32.
 //!
+//! Language version 2 adds `i32` (two's complement, 4 bytes) and `bool` (one byte, 0 or 1).
+//! Through these f32 functions, `bool` decodes to 0.0 or 1.0 (exact) and encodes as
+//! `x != 0` (NaN gives 1); `i32` encodes as the language's `as` does (toward zero,
+//! saturating, NaN gives 0) but decodes to the nearest f32, which is exact only up to 2^24 in
+//! magnitude. Integer values must therefore never be computed through these functions: the
+//! compiler keeps them off the f32 datapath, and the reference evaluator holds them as
+//! `i32`.
+//!
 //! # Conversions
 //!
 //! - [`decode`] is exact. A NaN code decodes to an f32 NaN with the same sign whose top
@@ -41,7 +49,10 @@
 //! nearest even, with subnormals (no flush to zero). `bypass` returns `a`. `max` and `min` are
 //! IEEE 754-2019 `maximum` and `minimum`: NaN if either operand is NaN, and `-0.0 < +0.0`, so
 //! `max(-0.0, +0.0) = +0.0` and `min(-0.0, +0.0) = -0.0`. Every NaN result is the canonical
-//! f32 NaN `0x7fc00000`.
+//! f32 NaN `0x7fc00000`. The comparisons `is_lt`, `is_le`, `is_gt`, `is_ge`, `is_eq`,
+//! `is_ne` give `1.0` or `0.0` (IEEE: false with a NaN operand, but `is_ne` true; `-0 ==
+//! +0`), and `and`, `or` give `1.0` or `0.0` from `a != 0` and `b != 0` (a NaN is true):
+//! exact on the `bool` values 0 and 1.
 //!
 //! # Unary functions ([`act`])
 //!
@@ -109,6 +120,8 @@ pub fn decode(dtype: Dtype, bits: u32) -> f32 {
         Dtype::F16 => decode_small(F16, bits),
         Dtype::F8E4M3 => decode_small(E4M3, bits),
         Dtype::F8E5M2 => decode_small(E5M2, bits),
+        Dtype::I32 => bits as i32 as f32,
+        Dtype::Bool => f32::from(u8::from(bits & 0xff != 0)),
     }
 }
 
@@ -122,6 +135,10 @@ pub fn encode(dtype: Dtype, x: f32) -> u32 {
         Dtype::F16 => encode_small(F16, f64::from(x)),
         Dtype::F8E4M3 => encode_small(E4M3, f64::from(x)),
         Dtype::F8E5M2 => encode_small(E5M2, f64::from(x)),
+        // `as` rounds toward zero, saturates and gives 0 for NaN: the language's rule.
+        Dtype::I32 => x as i32 as u32,
+        // `x != 0`; NaN is not equal to 0, so it gives 1.
+        Dtype::Bool => u32::from(x != 0.0),
     }
 }
 
@@ -135,6 +152,8 @@ pub fn encode_f64(dtype: Dtype, x: f64) -> u32 {
         Dtype::F16 => encode_small(F16, x),
         Dtype::F8E4M3 => encode_small(E4M3, x),
         Dtype::F8E5M2 => encode_small(E5M2, x),
+        Dtype::I32 => x as i32 as u32,
+        Dtype::Bool => u32::from(x != 0.0),
     }
 }
 
@@ -157,6 +176,9 @@ pub fn canonical_nan(dtype: Dtype) -> u32 {
         Dtype::F16 => F16.nan,
         Dtype::F8E4M3 => E4M3.nan,
         Dtype::F8E5M2 => E5M2.nan,
+        // The integer formats have no NaN: this is what a NaN converts to.
+        Dtype::I32 => 0,
+        Dtype::Bool => 1,
     }
 }
 
@@ -168,6 +190,8 @@ pub fn max_finite(dtype: Dtype) -> f32 {
         Dtype::F16 => decode(dtype, F16.max_code),
         Dtype::F8E4M3 => decode(dtype, E4M3.max_code),
         Dtype::F8E5M2 => decode(dtype, E5M2.max_code),
+        Dtype::I32 => i32::MAX as f32,
+        Dtype::Bool => 1.0,
     }
 }
 
@@ -211,6 +235,17 @@ pub fn load(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> usize {
             }
             n
         }
+        Dtype::I32 | Dtype::Bool => {
+            let size = dtype.size() as usize;
+            let mut n = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(size)) {
+                let mut word = [0u8; 4];
+                word[..size].copy_from_slice(c);
+                *o = decode(dtype, u32::from_le_bytes(word));
+                n += 1;
+            }
+            n
+        }
     }
 }
 
@@ -226,6 +261,8 @@ pub fn store(dtype: Dtype, values: &[f32], out: &mut [u8]) -> usize {
         }),
         Dtype::F8E4M3 => store_with::<1>(values, out, |x| [encode_small(E4M3, f64::from(x)) as u8]),
         Dtype::F8E5M2 => store_with::<1>(values, out, |x| [encode_small(E5M2, f64::from(x)) as u8]),
+        Dtype::I32 => store_with::<4>(values, out, |x| encode(Dtype::I32, x).to_le_bytes()),
+        Dtype::Bool => store_with::<1>(values, out, |x| [encode(Dtype::Bool, x) as u8]),
     }
 }
 
@@ -243,6 +280,14 @@ pub fn alu(op: AluOp, a: f32, b: f32) -> f32 {
         AluOp::RDiv => b / a,
         AluOp::Max => maximum(a, b),
         AluOp::Min => minimum(a, b),
+        AluOp::IsLt => f32::from(u8::from(a < b)),
+        AluOp::IsLe => f32::from(u8::from(a <= b)),
+        AluOp::IsGt => f32::from(u8::from(a > b)),
+        AluOp::IsGe => f32::from(u8::from(a >= b)),
+        AluOp::IsEq => f32::from(u8::from(a == b)),
+        AluOp::IsNe => f32::from(u8::from(a != b)),
+        AluOp::And => f32::from(u8::from(a != 0.0 && b != 0.0)),
+        AluOp::Or => f32::from(u8::from(a != 0.0 || b != 0.0)),
         AluOp::Pow => pow(a, b),
         AluOp::RPow => pow(b, a),
     };

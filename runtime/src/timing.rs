@@ -66,6 +66,7 @@ pub fn compute_cost(op: &Op, engine: Engine, cfg: &MachineConfig) -> u64 {
             .cycles_for(src.partitions as u64)
             .max(t.matmul_min),
         Op::TensorTensor { a, .. } => elementwise(a.free_elems(), 2),
+        Op::Select { a, .. } => elementwise(a.free_elems(), 3),
         Op::TensorScalar { src, .. }
         | Op::TensorReduce { src, .. }
         | Op::TensorReduceScalar { src, .. }

@@ -736,6 +736,30 @@ fn a_read_error_is_an_error() {
     }
 }
 
+/// A bool `.npy` (`'|b1'`) is read as 0s and 1s, and only for a `bool` dtype.
+#[test]
+fn bool_files_read_as_truth_values() {
+    let bytes = fixture(
+        1,
+        "{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }",
+        118,
+        &[0, 1, 7],
+    );
+    let a = read_npy(&bytes).expect("a bool file reads");
+    assert_eq!(a.dtype_name(), "bool");
+    assert_eq!(a.round_to(Dtype::Bool).unwrap(), vec![0.0, 1.0, 1.0]);
+    assert!(matches!(
+        a.round_to(Dtype::F32),
+        Err(NpyError::BoolMismatch { .. })
+    ));
+    let reader = NpyReader::new(&bytes[..], Some(bytes.len() as u64)).expect("header");
+    assert!(matches!(
+        reader.check_dtype(Dtype::F32),
+        Err(NpyError::BoolMismatch { .. })
+    ));
+    assert!(reader.check_dtype(Dtype::Bool).is_ok());
+}
+
 #[test]
 fn error_unsupported_dtype() {
     for (descr, names) in [
@@ -747,7 +771,6 @@ fn error_unsupported_dtype() {
         ("'<V3'", &["'<V3'", "void"]),
         ("'V2'", &["'V2'", "byte order"]),
         ("'|u1'", &["'|u1'", "uint8"]),
-        ("'|b1'", &["bool"]),
         ("'<c8'", &["complex64"]),
         ("'|O'", &["object"]),
         ("'<U5'", &["str"]),

@@ -103,7 +103,7 @@ fn subnormals() {
 
 #[test]
 fn signed_zeros() {
-    for d in Dtype::ALL {
+    for d in Dtype::FLOATS {
         let size_bits = 8 * d.size();
         assert_eq!(enc(d, 0.0), 0, "{d}");
         assert_eq!(enc(d, -0.0), 1 << (size_bits - 1), "{d}");
@@ -202,7 +202,7 @@ fn nan_encodes_to_the_canonical_nan() {
     assert_eq!(canonical_nan(Dtype::F16), 0x7e00);
     assert_eq!(canonical_nan(Dtype::F8E4M3), 0x7f);
     assert_eq!(canonical_nan(Dtype::F8E5M2), 0x7e);
-    for d in Dtype::ALL {
+    for d in Dtype::FLOATS {
         for x in nans {
             assert_eq!(enc(d, x), canonical_nan(d), "{d} {:08x}", bits(x));
             assert_eq!(encode_f64(d, f64::from(x)), canonical_nan(d), "{d}");
@@ -510,4 +510,38 @@ fn act_on_hand_computed_values() {
         assert!(canon(f(func, f32::from_bits(0xffc0_0001))), "{func:?}");
         assert!(canon(f(func, f32::from_bits(0x7f80_0001))), "{func:?}");
     }
+}
+
+/// `i32` encodes as the language's `as` does (toward zero, saturating, NaN to 0) and
+/// `bool` as `x != 0` (NaN is true); both decode exactly within f32's integers.
+#[test]
+fn integer_and_boolean_conversions() {
+    let cases: [(f32, u32, u32); 9] = [
+        (2.9, 2, 1),
+        (-2.9, (-2i32) as u32, 1),
+        (0.0, 0, 0),
+        (-0.0, 0, 0),
+        (f32::NAN, 0, 1),
+        (3e9, i32::MAX as u32, 1),
+        (-3e9, i32::MIN as u32, 1),
+        (f32::INFINITY, i32::MAX as u32, 1),
+        (1e-30, 0, 1),
+    ];
+    for (x, i, b) in cases {
+        assert_eq!(enc(Dtype::I32, x), i, "i32 of {x}");
+        assert_eq!(encode_f64(Dtype::I32, f64::from(x)), i, "i32 of {x} (f64)");
+        assert_eq!(enc(Dtype::Bool, x), b, "bool of {x}");
+    }
+    assert_eq!(decode(Dtype::I32, (-5i32) as u32), -5.0);
+    assert_eq!(decode(Dtype::Bool, 1), 1.0);
+    assert_eq!(decode(Dtype::Bool, 0), 0.0);
+    assert_eq!(Dtype::I32.size(), 4);
+    assert_eq!(Dtype::Bool.size(), 1);
+    let mut bytes = [0u8; 8];
+    assert_eq!(store(Dtype::I32, &[-7.0, 1e10], &mut bytes), 2);
+    assert_eq!(bytes[..4], (-7i32).to_le_bytes());
+    assert_eq!(bytes[4..], i32::MAX.to_le_bytes());
+    let mut back = [0f32; 2];
+    assert_eq!(load(Dtype::I32, &bytes, &mut back), 2);
+    assert_eq!(back[0], -7.0);
 }

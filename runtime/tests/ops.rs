@@ -312,6 +312,66 @@ fn tensor_tensor_vector_and_gpsimd() {
     assert_bits_eq(&out.read("div").unwrap(), &div, "div");
 }
 
+/// Comparisons give 1 and 0 into a `bool` tile (NaN compares false but `is_ne`), and
+/// `select` picks `a` where the mask is nonzero, else `b`, with -0, infinities and NaN kept
+/// as they are; the mask and the result round-trip through `bool` HBM tensors.
+#[test]
+fn comparisons_and_select() {
+    let (p, f) = (64, 32);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    let b_off = a.tensor("b", "input", Dtype::F32, &[p, f]);
+    a.inst(
+        "dma1",
+        format!(
+            "dma dst=sbuf.f32[0:{p}, 1024; {f}:1], src=hbm.f32[{b_off}; {p}:{f}, {f}:1] signal(s0)"
+        ),
+    );
+    a.inst(
+        "vector",
+        "wait(s0>=2) tensor_tensor op=is_lt, out=sbuf.bool[0:64, 4096; 32:1], a=sbuf.f32[0:64, 0; 32:1], b=sbuf.f32[0:64, 1024; 32:1]",
+    );
+    a.inst(
+        "vector",
+        "tensor_tensor op=is_ne, out=sbuf.bool[0:64, 6144; 32:1], a=sbuf.f32[0:64, 0; 32:1], b=sbuf.f32[0:64, 1024; 32:1] signal(s1)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s1>=1) select out=sbuf.f32[0:64, 8192; 32:1], mask=sbuf.bool[0:64, 4096; 32:1], a=sbuf.f32[0:64, 0; 32:1], b=sbuf.f32[0:64, 1024; 32:1] signal(s2)",
+    );
+    with_output(&mut a, "lt", Dtype::Bool, p, f, 4096, 1, 2);
+    with_output(&mut a, "ne", Dtype::Bool, p, f, 6144, 1, 3);
+    with_output(&mut a, "sel", Dtype::F32, p, f, 8192, 2, 4);
+    let mut rng = Rng::new(5);
+    let mut xv = rng.values(Dtype::F32, p * f, 10.0);
+    let mut bv = rng.values(Dtype::F32, p * f, 10.0);
+    // Special values: NaN on either side, equal values, signed zeros, infinities.
+    xv[0] = f32::NAN;
+    bv[1] = f32::NAN;
+    xv[2] = 3.0;
+    bv[2] = 3.0;
+    xv[3] = -0.0;
+    bv[3] = 0.0;
+    xv[4] = f32::NEG_INFINITY;
+    bv[5] = -0.0;
+    xv[5] = 1.0;
+    let (report, out) = run(&a.text(), &[("x", &xv), ("b", &bv)]);
+    let lt: Vec<f32> = (0..p * f).map(|i| alu(AluOp::IsLt, xv[i], bv[i])).collect();
+    assert_eq!(lt[..6], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+    assert_bits_eq(&out.read("lt").unwrap(), &lt, "lt");
+    let ne: Vec<f32> = (0..p * f).map(|i| alu(AluOp::IsNe, xv[i], bv[i])).collect();
+    assert_eq!(ne[..4], [1.0, 1.0, 0.0, 0.0]);
+    assert_bits_eq(&out.read("ne").unwrap(), &ne, "ne");
+    let sel: Vec<f32> = (0..p * f)
+        .map(|i| if lt[i] != 0.0 { xv[i] } else { bv[i] })
+        .collect();
+    assert_bits_eq(&out.read("sel").unwrap(), &sel, "sel");
+    // -0 of `b` is kept where the mask is 0.
+    assert_eq!(out.read("sel").unwrap()[5].to_bits(), 0x8000_0000);
+    // Two bool outputs of one byte per element.
+    assert!(report.hbm_write_bytes >= (2 * p * f + 4 * p * f) as u64);
+}
+
 #[test]
 fn tensor_scalar_immediate_and_per_partition() {
     let (p, f) = (64, 48);

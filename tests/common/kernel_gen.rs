@@ -163,6 +163,8 @@ fn format_of(d: Dtype) -> (i32, i32) {
         Dtype::F16 => (11, -14),
         Dtype::F8E4M3 => (4, -6),
         Dtype::F8E5M2 => (3, -14),
+        // The generator draws float dtypes only; integers are exact.
+        Dtype::I32 | Dtype::Bool => (32, 0),
     }
 }
 
@@ -209,6 +211,7 @@ fn tolerance(d: Dtype) -> (f64, f64) {
         Dtype::F16 => (1e-3, 2e-3),
         Dtype::F8E4M3 => (1.6e-2, 1.25e-1),
         Dtype::F8E5M2 => (3.2e-2, 2.5e-1),
+        Dtype::I32 | Dtype::Bool => (0.0, 0.0),
     }
 }
 

@@ -25,6 +25,8 @@ use smallvec::smallvec;
 pub enum BOp {
     Unary(UnaryFn),
     Binary(BinaryOp),
+    /// `where(c, a, b)` with args `[c, a, b]`: the `select` instruction.
+    Where,
     Cast,
     Tril {
         k: i64,
@@ -687,6 +689,20 @@ impl Tiler<'_> {
                 let src = self.widen(src, parts, cols, node.dtype, span);
                 let out = self.out_tile(node.dtype, parts, cols, &[src]);
                 match reference::act_func(*u) {
+                    // `logical_not(m)` is `m == 0`, 1 or 0.
+                    None if *u == UnaryFn::Not => self.out.push(
+                        Op::TensorScalar {
+                            out: out.ap(),
+                            src: src.ap(),
+                            op0: AluOp::IsEq,
+                            s0: ScalarArg::imm(0.0),
+                            op1: AluOp::Bypass,
+                            s1: ScalarArg::imm(0.0),
+                        },
+                        VECTOR,
+                        &[out.buf, src.buf],
+                        span,
+                    ),
                     None => self.out.push(
                         Op::TensorScalar {
                             out: out.ap(),
@@ -759,6 +775,28 @@ impl Tiler<'_> {
                         self.tensor_scalar(out, x, op, c, span);
                     }
                 }
+                out
+            }
+            BOp::Where => {
+                // Every operand as a full tile: immediates and per-row columns widened.
+                let mut ins = Vec::new();
+                for (i, a) in node.args.iter().enumerate() {
+                    let o = self.operand(a, node.fit, block, tiles, span);
+                    let dtype = if i == 0 { Dtype::Bool } else { node.dtype };
+                    ins.push(self.widen(o, parts, cols, dtype, span));
+                }
+                let out = self.out_tile(node.dtype, parts, cols, &ins);
+                self.out.push(
+                    Op::Select {
+                        out: out.ap(),
+                        mask: ins[0].ap(),
+                        a: ins[1].ap(),
+                        b: ins[2].ap(),
+                    },
+                    VECTOR,
+                    &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
+                    span,
+                );
                 out
             }
             BOp::Tril { k, fill } => {
@@ -1067,6 +1105,11 @@ fn reversed(op: AluOp) -> AluOp {
         AluOp::RDiv => AluOp::Div,
         AluOp::Pow => AluOp::RPow,
         AluOp::RPow => AluOp::Pow,
+        // `s < y` is `y > s`.
+        AluOp::IsLt => AluOp::IsGt,
+        AluOp::IsGt => AluOp::IsLt,
+        AluOp::IsLe => AluOp::IsGe,
+        AluOp::IsGe => AluOp::IsLe,
         other => other,
     }
 }

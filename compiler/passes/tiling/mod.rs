@@ -422,6 +422,7 @@ impl<'a> Tiler<'a> {
             let op = match &data.op {
                 TOp::Unary(u) => BOp::Unary(*u),
                 TOp::Binary(b) => BOp::Binary(*b),
+                TOp::Where => BOp::Where,
                 TOp::Cast => BOp::Cast,
                 TOp::Tril { k, fill } => BOp::Tril {
                     k: *k,

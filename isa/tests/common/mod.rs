@@ -231,6 +231,16 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
             )
         })
         .prop_map(|(op, out, a, b)| Op::TensorTensor { op, out, a, b });
+    let sel = (partitions(), free_sizes(), any::<[bool; 4]>())
+        .prop_flat_map(move |(p, s, flat)| {
+            (
+                tile(engine, p, reshape(&s, flat[0])),
+                tile(engine, p, reshape(&s, flat[1])),
+                tile(engine, p, reshape(&s, flat[2])),
+                tile(engine, p, reshape(&s, flat[3])),
+            )
+        })
+        .prop_map(|(out, mask, a, b)| Op::Select { out, mask, a, b });
     let ts = (partitions(), free_sizes(), any::<bool>())
         .prop_flat_map(move |(p, s, flat)| {
             (
@@ -281,7 +291,7 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
     let memset = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| (tile(engine, p, s), imm()))
         .prop_map(|(out, value)| Op::Memset { out, value });
-    prop_oneof![tt, ts, reduce, copy, memset].boxed()
+    prop_oneof![tt, sel, ts, reduce, copy, memset].boxed()
 }
 
 fn affine(steps: usize) -> impl Strategy<Value = Affine> {

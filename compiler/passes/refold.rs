@@ -43,7 +43,7 @@ fn partitions(n: u64, rows: u64) -> Option<u64> {
     if n < MIN_ELEMENTS {
         return None;
     }
-    (rows + 1..=PARTITIONS).rev().find(|p| n % p == 0)
+    (rows + 1..=PARTITIONS).rev().find(|p| n.is_multiple_of(*p))
 }
 
 /// True for an elementwise instruction whose tensor operands all have its result's shape.

@@ -221,7 +221,7 @@ pub fn median(results: &RealResults) -> f64 {
     }
     e.sort_by(f64::total_cmp);
     let n = e.len();
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         e[n / 2]
     } else {
         (e[n / 2 - 1] + e[n / 2]) / 2.0

@@ -43,7 +43,7 @@ fn partitions(n: u64, rows: u64) -> Option<u64> {
     if n < MIN_ELEMENTS {
         return None;
     }
-    (rows + 1..=PARTITIONS).rev().find(|p| n % p == 0)
+    (rows + 1..=PARTITIONS).rev().find(|p| n.is_multiple_of(*p))
 }
 
 /// True for an elementwise instruction whose tensor operands all have its result's shape.
@@ -215,7 +215,8 @@ mod tests {
     #[test]
     fn the_partitions_are_the_largest_divisor_up_to_128_above_the_rows() {
         assert_eq!(partitions(98_432, 1), Some(128));
-        assert_eq!(partitions(16_000, 2), Some(125));
+        assert_eq!(partitions(16_000, 2), Some(128));
+        assert_eq!(partitions(12_000, 4), Some(125));
         assert_eq!(partitions(8 * 4096, 8), Some(128));
         // A prime count has no divisor but itself and 1.
         assert_eq!(partitions(65_537, 1), None);

@@ -21,8 +21,8 @@ use crate::frontend::typed::{
 use indexmap::IndexMap;
 use isa::Dtype;
 
-mod reduce_axes;
 mod index;
+mod reduce_axes;
 mod sizes;
 mod v2;
 

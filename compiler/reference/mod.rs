@@ -18,8 +18,8 @@
 
 pub mod bound;
 mod matmul;
-mod par;
 pub mod movement;
+mod par;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};

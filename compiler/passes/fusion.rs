@@ -344,7 +344,30 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
                 .collect();
             candidates.sort_unstable();
             candidates.dedup();
-            for &gi in candidates.iter().rev() {
+            candidates.reverse();
+            // Then sibling groups: row groups that read one of this instruction's kernel
+            // inputs, most recent first. Joining one shares the loads of that input
+            // (`where(x > 0, x, 0.1 * x)`, or a second reduction of the same rows); the
+            // instruction reads nothing those groups compute, so joining cannot close a
+            // cycle, and the checks below are the same as for an operand's group.
+            let params: Vec<Value> = data
+                .args
+                .iter()
+                .copied()
+                .filter(|a| matches!(func.values[*a].def, ValueDef::Param(_)))
+                .collect();
+            if !params.is_empty() {
+                for (gi, grp) in g.groups.iter().enumerate().rev() {
+                    let reads = grp
+                        .insts
+                        .iter()
+                        .any(|i| func.insts[*i].args.iter().any(|a| params.contains(a)));
+                    if matches!(grp.root, Root::Rows) && reads && !candidates.contains(&(gi as u32)) {
+                        candidates.push(gi as u32);
+                    }
+                }
+            }
+            for &gi in candidates.iter() {
                 let grp = &g.groups[gi as usize];
                 if matches!(grp.root, Root::Single(_)) {
                     continue;

@@ -362,7 +362,8 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
                         .insts
                         .iter()
                         .any(|i| func.insts[*i].args.iter().any(|a| params.contains(a)));
-                    if matches!(grp.root, Root::Rows) && reads && !candidates.contains(&(gi as u32)) {
+                    if matches!(grp.root, Root::Rows) && reads && !candidates.contains(&(gi as u32))
+                    {
                         candidates.push(gi as u32);
                     }
                 }

@@ -89,6 +89,36 @@ pub struct BGraph {
     pub stores: Vec<BStore>,
 }
 
+impl BGraph {
+    /// A graph of one node stored to `dest` (with its space strides): the standalone
+    /// copies, memsets and reductions of layout operations.
+    pub fn single(
+        op: BOp,
+        arg: BArg,
+        dtype: Dtype,
+        fit: Fit,
+        span: Span,
+        dest: HView,
+        strides: Vec<i64>,
+    ) -> BGraph {
+        BGraph {
+            nodes: vec![BNode {
+                op,
+                args: vec![arg],
+                dtype,
+                fit,
+                span,
+                accum: None,
+            }],
+            stores: vec![BStore {
+                node: 0,
+                dest,
+                strides,
+            }],
+        }
+    }
+}
+
 /// How a block uses one axis of the space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AxisUse {

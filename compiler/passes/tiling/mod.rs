@@ -536,21 +536,16 @@ impl<'a> Tiler<'a> {
                 let dest = self.home_of(data.result)?;
                 let rows: Vec<u64> = space[..rank - 1].to_vec();
                 let dest_rows = dest.reshape(&rows);
-                let graph = BGraph {
-                    nodes: vec![BNode {
-                        op: BOp::Reduce(*f),
-                        args: vec![BArg::Load(view.clone(), view.strides.clone())],
-                        dtype: res.dtype,
-                        fit: Fit::PerRow,
-                        span,
-                        accum: None,
-                    }],
-                    stores: vec![BStore {
-                        node: 0,
-                        strides: space_strides(&dest_rows, &rows, &space),
-                        dest: dest_rows,
-                    }],
-                };
+                let strides = space_strides(&dest_rows, &rows, &space);
+                let graph = BGraph::single(
+                    BOp::Reduce(*f),
+                    BArg::Load(view.clone(), view.strides.clone()),
+                    res.dtype,
+                    Fit::PerRow,
+                    span,
+                    dest_rows,
+                    strides,
+                );
                 for b in &row_blocks(&space, false, u64::MAX) {
                     self.eval_block(&graph, b);
                 }
@@ -709,21 +704,15 @@ impl<'a> Tiler<'a> {
         } else {
             dest.strides.clone()
         };
-        let graph = BGraph {
-            nodes: vec![BNode {
-                op: BOp::Copy,
-                args: vec![BArg::Load(src.clone(), src_strides)],
-                dtype: src.dtype,
-                fit: Fit::Full,
-                span,
-                accum: None,
-            }],
-            stores: vec![BStore {
-                node: 0,
-                dest: dest.clone(),
-                strides: dest_strides,
-            }],
-        };
+        let graph = BGraph::single(
+            BOp::Copy,
+            BArg::Load(src.clone(), src_strides),
+            src.dtype,
+            Fit::Full,
+            span,
+            dest.clone(),
+            dest_strides,
+        );
         // Rows longer than a block's budget are copied in column chunks (a whole row of
         // 70,000 f32 did not fit an SBUF partition).
         let col_chunk = (BLOCK_BUDGET / src.dtype.size() as u64).max(1);

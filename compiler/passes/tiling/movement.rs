@@ -5,7 +5,7 @@
 //! `Tiler::plan_concat_parts`); `pad` memsets the border of the result's home and copies the
 //! operand into the interior.
 
-use super::block::{BArg, BGraph, BNode, BOp, BStore};
+use super::block::{BArg, BGraph, BOp};
 use super::view::HView;
 use super::{row_blocks, Tiler, BLOCK_BUDGET};
 use crate::frontend::typed::SliceAxis;
@@ -263,21 +263,15 @@ impl Tiler<'_> {
     /// Writes `value` to every element of `dest`: a memset per block, stored.
     fn fill_view(&mut self, dest: &HView, value: f32, span: crate::ir::Span) {
         self.begin_group();
-        let graph = BGraph {
-            nodes: vec![BNode {
-                op: BOp::Copy,
-                args: vec![BArg::Imm(value)],
-                dtype: dest.dtype,
-                fit: Fit::Full,
-                span,
-                accum: None,
-            }],
-            stores: vec![BStore {
-                node: 0,
-                dest: dest.clone(),
-                strides: dest.strides.clone(),
-            }],
-        };
+        let graph = BGraph::single(
+            BOp::Copy,
+            BArg::Imm(value),
+            dest.dtype,
+            Fit::Full,
+            span,
+            dest.clone(),
+            dest.strides.clone(),
+        );
         let col_chunk = (BLOCK_BUDGET / dest.dtype.size() as u64).max(1);
         for b in &row_blocks(&dest.shape, false, col_chunk) {
             self.eval_block(&graph, b);

@@ -1630,47 +1630,7 @@ impl<'d> Checker<'d> {
                     None => 0,
                     Some(a) => self.int_keyword(name, "k", a)?,
                 };
-                let fill = match kw("fill") {
-                    None => 0.0,
-                    Some(ArgValue::Expr(e)) => {
-                        let f = self.expr(e)?;
-                        match f.kind {
-                            TExprKind::Scalar(x) => x,
-                            _ => {
-                                self.error(
-                                    Diagnostic::error(
-                                        codes::WRONG_ARGUMENT_KIND,
-                                        format!(
-                                            "`fill` must be a scalar constant, found `{}`",
-                                            f.ty
-                                        ),
-                                    )
-                                    .with_primary(
-                                        f.span,
-                                        "expected a number such as `0.0` or `-inf`",
-                                    ),
-                                );
-                                return None;
-                            }
-                        }
-                    }
-                    Some(other) => {
-                        self.error(
-                            Diagnostic::error(
-                                codes::WRONG_ARGUMENT_KIND,
-                                format!(
-                                    "`fill` must be a scalar constant, found {}",
-                                    arg_kind(other)
-                                ),
-                            )
-                            .with_primary(
-                                other.span(),
-                                "expected a number such as `0.0` or `-inf`",
-                            ),
-                        );
-                        return None;
-                    }
-                };
+                let fill = self.scalar_keyword(kw("fill"), "`fill`", "`0.0` or `-inf`")?;
                 if !self.need_tensor(name, &v) || !self.float_only("`tril`", &v, span) {
                     return None;
                 }
@@ -1698,6 +1658,49 @@ impl<'d> Checker<'d> {
         }
     }
 
+    /// The value of a keyword that takes a scalar constant (`tril`'s `fill`, `pad`'s
+    /// `value`), 0 when it is not given; `what` names it in messages and `example` gives
+    /// numbers it could be.
+    pub(super) fn scalar_keyword(
+        &mut self,
+        arg: Option<&ArgValue>,
+        what: &str,
+        example: &str,
+    ) -> Option<f64> {
+        let hint = format!("expected a number such as {example}");
+        match arg {
+            None => Some(0.0),
+            Some(ArgValue::Expr(e)) => {
+                let f = self.expr(e)?;
+                match f.kind {
+                    TExprKind::Scalar(x) => Some(x),
+                    _ => {
+                        self.error(
+                            Diagnostic::error(
+                                codes::WRONG_ARGUMENT_KIND,
+                                format!("{what} must be a scalar constant, found `{}`", f.ty),
+                            )
+                            .with_primary(f.span, hint),
+                        );
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                self.error(
+                    Diagnostic::error(
+                        codes::WRONG_ARGUMENT_KIND,
+                        format!(
+                            "{what} must be a scalar constant, found {}",
+                            arg_kind(other)
+                        ),
+                    )
+                    .with_primary(other.span(), hint),
+                );
+                None
+            }
+        }
+    }
     /// An integer keyword argument.
     fn int_keyword(&mut self, func: &str, kw: &str, value: &ArgValue) -> Option<i64> {
         let found = match value {

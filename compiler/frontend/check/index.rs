@@ -413,41 +413,7 @@ impl Checker<'_> {
         }
         let after = widths.pop()?;
         let before = widths.pop()?;
-        let fill = match value {
-            None => 0.0,
-            Some(ArgValue::Expr(e)) => {
-                let f = self.expr(e)?;
-                match f.kind {
-                    TExprKind::Scalar(x) => x,
-                    _ => {
-                        self.error(
-                            Diagnostic::error(
-                                codes::WRONG_ARGUMENT_KIND,
-                                format!(
-                                    "`value` of `pad` must be a scalar constant, found `{}`",
-                                    f.ty
-                                ),
-                            )
-                            .with_primary(f.span, "expected a number such as `0` or `-inf`"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            Some(other) => {
-                self.error(
-                    Diagnostic::error(
-                        codes::WRONG_ARGUMENT_KIND,
-                        format!(
-                            "`value` of `pad` must be a scalar constant, found {}",
-                            super::arg_kind(other)
-                        ),
-                    )
-                    .with_primary(other.span(), "expected a number such as `0` or `-inf`"),
-                );
-                return None;
-            }
-        };
+        let fill = self.scalar_keyword(value, "`value` of `pad`", "`0` or `-inf`")?;
         let mut shape = Vec::with_capacity(rank);
         for i in 0..rank {
             let d = v.ty.shape[i]

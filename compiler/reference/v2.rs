@@ -102,6 +102,19 @@ pub(super) fn eval(
     Some(out)
 }
 
+/// A comparison of two integers or two floats (`!=` for any other operation, which the
+/// checker never gives a `bool` result): false with NaN except `!=`, as IEEE says.
+fn compare<T: PartialOrd>(op: BinaryOp, p: T, q: T) -> bool {
+    match op {
+        BinaryOp::Lt => p < q,
+        BinaryOp::Le => p <= q,
+        BinaryOp::Gt => p > q,
+        BinaryOp::Ge => p >= q,
+        BinaryOp::Eq => p == q,
+        _ => p != q,
+    }
+}
+
 /// A binary operation with an `i32` or `bool` operand or result.
 fn binary(op: BinaryOp, a: &HostTensor, b: &HostTensor, out: &mut HostTensor) {
     let shape = out.shape.clone();
@@ -115,14 +128,7 @@ fn binary(op: BinaryOp, a: &HostTensor, b: &HostTensor, out: &mut HostTensor) {
             let mut data = vec![0f32; n];
             for_each_index(&shape, [&sa, &sb], |i, [ia, ib]| {
                 let (p, q) = (x[ia], y[ib]);
-                data[i] = truth(match op {
-                    BinaryOp::Lt => p < q,
-                    BinaryOp::Le => p <= q,
-                    BinaryOp::Gt => p > q,
-                    BinaryOp::Ge => p >= q,
-                    BinaryOp::Eq => p == q,
-                    _ => p != q,
-                });
+                data[i] = truth(compare(op, p, q));
             });
             out.data = data;
         } else {
@@ -148,14 +154,9 @@ fn binary(op: BinaryOp, a: &HostTensor, b: &HostTensor, out: &mut HostTensor) {
     for_each_index(&shape, [&sa, &sb], |i, [ia, ib]| {
         let (p, q) = (x[ia], y[ib]);
         data[i] = truth(match op {
-            BinaryOp::Lt => p < q,
-            BinaryOp::Le => p <= q,
-            BinaryOp::Gt => p > q,
-            BinaryOp::Ge => p >= q,
-            BinaryOp::Eq => p == q,
-            BinaryOp::Ne => p != q,
             BinaryOp::And => p != 0.0 && q != 0.0,
-            _ => p != 0.0 || q != 0.0,
+            BinaryOp::Or => p != 0.0 || q != 0.0,
+            _ => compare(op, p, q),
         });
     });
     out.data = data;

@@ -360,6 +360,14 @@ asm_enum!(AluOp, ReduceOp, ActFunc, CmpOp);
 impl AsmOperand for Imm {
     fn write_asm(&self, out: &mut String) {
         let v = self.value();
+        // The integer datapath's immediates: small integers (`|N| < 2^23`) are positive
+        // subnormals or negative NaN patterns as f32, unreadable that way; `i32:N` writes
+        // the same bits.
+        let int = self.0 as i32;
+        if int != 0 && int.unsigned_abs() < 1 << 23 {
+            let _ = write!(out, "i32:{int}");
+            return;
+        }
         if v.is_nan() {
             if self.0 == CANONICAL_NAN {
                 out.push_str("nan");
@@ -377,6 +385,27 @@ impl AsmOperand for Imm {
         let Tok::Word(w) = c.peek().clone() else {
             return Err(c.expected(what));
         };
+        if w == "i32" {
+            c.next();
+            let what = "an integer like `-7` after `i32:`";
+            if !c.eat(':') {
+                return Err(c.expected(what));
+            }
+            let Tok::Word(digits) = c.peek().clone() else {
+                return Err(c.expected(what));
+            };
+            let value = digits
+                .parse::<i64>()
+                .ok()
+                .and_then(|v| i32::try_from(v).ok());
+            return match value {
+                Some(v) => {
+                    c.next();
+                    Ok(Imm(v as u32))
+                }
+                None => Err(c.err(format!("`{digits}` is not an i32"))),
+            };
+        }
         if w == "nan" {
             c.next();
             if !c.eat(':') {

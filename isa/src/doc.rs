@@ -192,6 +192,9 @@ fn alu_meaning(op: AluOp) -> &'static str {
         AluOp::Or => "`1.0` if `a != 0` or `b != 0`, else `0.0`",
         AluOp::Pow => "`powf(a, b)` with C99's special cases (`pow(x, ±0) = 1`, `pow(1, y) = 1` even for NaN `x`/`y`, `pow(-1, ±inf) = 1`, a negative base with a non-integer exponent is NaN); within 1 ulp",
         AluOp::RPow => "`powf(b, a)`",
+        AluOp::BitAnd => "`a & b`, bitwise (integer datapath only)",
+        AluOp::BitOr => "`a | b`, bitwise (integer datapath only)",
+        AluOp::BitXor => "`a ^ b`, bitwise; `x ^ -1` is bitwise not (integer datapath only)",
     }
 }
 
@@ -574,6 +577,38 @@ byte, 0 for none or 1 for a tile. Any other tag is a decoding error.
 An f32 kept as its 32 bits (so NaN payloads survive), encoded as u32 LE. Text: Rust's
 shortest round-trip form (`1.0`, `-0.0`, `3.4028235e38`, `1e-45`), `inf` and `-inf`, `nan`
 for the canonical quiet NaN `0x7fc00000`, and `nan:0xXXXXXXXX` for any other NaN pattern.
+On the integer datapath (below) the same 32 bits are a two's-complement `i32`; the text
+`i32:N` (`i32:-1`, `i32:2147483647`) writes those bits, and the disassembler prints it for
+the integers `0 < |N| < 2^23` (positive subnormals and negative NaN patterns as f32); the
+other patterns print as floats. Either way the text parses back to the same bits.
+
+### The integer datapath
+
+Vector and GpSimd instructions choose their datapath by the dtypes of their operands; there
+are no integer opcodes. An instruction whose data inputs include an `i32` tile (`a`/`b` of
+`tensor_tensor` and `select`, `src` of `tensor_scalar`, `tensor_reduce`,
+`tensor_reduce_scalar`, `tensor_copy`, `affine_select`, `transpose` and
+`partition_transpose`, a DMA's source), and `memset` and `iota` into an `i32` tile, compute on
+32-bit two's-complement integers, never through f32 (which holds integers exactly only up to
+2^24):
+
+- inputs are read as integers: `i32` as is, `bool` as 0 or 1; a float input beside an `i32`
+  one is a verifier error (convert it first with `tensor_copy`). A per-partition scalar tile
+  is read the same way; an immediate's 32 bits are the integer (`i32:N`).
+- `add`, `sub`, `rsub`, `mul` wrap around; `max`, `min` exact; comparisons, `and`, `or` give 1
+  or 0; `bit_and`, `bit_or`, `bit_xor` are bitwise. `div`, `rdiv`, `pow`, `rpow` do not
+  exist on it (a verifier error). Reductions: `add` wraps, `max`/`min` exact.
+- the result is written to `out`'s dtype: `i32` exactly, `bool` as `x != 0`, a float rounded
+  once to nearest even from the exact integer (so `i32` to `bf16` rounds once).
+- `select`'s mask is read as a truth value (nonzero is true) whatever its dtype.
+- a float input converted to `i32` (a `tensor_copy` or DMA from a float tile into an `i32`
+  one, on the float datapath) rounds toward zero, saturates at the `i32` range, and gives 0
+  for NaN; a number converted to `bool` is `x != 0` (NaN gives 1).
+
+The bitwise operations exist only on the integer datapath; the Scalar engine (`activate`)
+and the Tensor engine's `matmul` take no `i32` tile (verifier errors). Costs do not depend
+on the datapath. DMA and `transpose`/`partition_transpose` of `i32` and `bool` tiles are
+exact bit copies.
 
 ### Affine expressions (`Affine`)
 

@@ -73,7 +73,9 @@ pub use encode::{
 };
 pub use program::*;
 pub use types::*;
-pub use verify::{byte_ranges, check_operands, extent, verify, VerifyError};
+pub use verify::{
+    byte_ranges, check_operands, data_inputs, extent, integer_datapath, verify, VerifyError,
+};
 pub use visit::{Access, ApMut, ApRef, VisitAps};
 
 /// Generates the [`Op`] enum and its table-driven metadata from `for_each_op!`.

@@ -365,6 +365,25 @@ pub enum AluOp {
     Pow = 17,
     /// `powf(b, a)`: `pow` with the operands swapped, for a scalar base.
     RPow = 18,
+    /// `a & b`, bitwise: integer datapath only.
+    BitAnd = 19,
+    /// `a | b`, bitwise: integer datapath only.
+    BitOr = 20,
+    /// `a ^ b`, bitwise (`x ^ -1` is bitwise not): integer datapath only.
+    BitXor = 21,
+}
+
+impl AluOp {
+    /// True for the operations the integer datapath computes (every one but `div`,
+    /// `rdiv`, `pow` and `rpow`).
+    pub fn is_integer(self) -> bool {
+        !matches!(self, AluOp::Div | AluOp::RDiv | AluOp::Pow | AluOp::RPow)
+    }
+
+    /// True for the operations only the integer datapath computes (the bitwise ones).
+    pub fn is_integer_only(self) -> bool {
+        matches!(self, AluOp::BitAnd | AluOp::BitOr | AluOp::BitXor)
+    }
 }
 
 /// Reductions along the innermost free dimension.
@@ -464,6 +483,9 @@ enum_names!(AluOp, "ALU op", {
     Or = "or",
     Pow = "pow",
     RPow = "rpow",
+    BitAnd = "bit_and",
+    BitOr = "bit_or",
+    BitXor = "bit_xor",
 });
 
 enum_names!(ReduceOp, "reduce op", { Add = "add", Max = "max", Min = "min" });

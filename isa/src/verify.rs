@@ -10,8 +10,8 @@
 use std::fmt;
 
 use crate::{
-    DmaAp, Engine, EngineClass, Geometry, HbmAp, Inst, Mem, Op, Opcode, Program, ScalarArg, TileAp,
-    MAX_HBM_DIMS, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
+    AluOp, DmaAp, Dtype, Engine, EngineClass, Geometry, HbmAp, Inst, Mem, Op, Opcode, Program,
+    ScalarArg, TileAp, MAX_HBM_DIMS, MAX_TILE_DIMS, MAX_WAITS, NUM_STREAMS,
 };
 
 /// One rule violation: where (stream and instruction, when it concerns one) and what.
@@ -502,8 +502,80 @@ impl Verifier {
         }
     }
 
+    /// The integer datapath's rules (`ISA.md`, "The integer datapath"): an integer
+    /// instruction reads no float tile and uses only integer ALU ops; a float one uses no
+    /// bitwise op; the Scalar engine and `matmul` take no `i32` tile.
+    fn datapath(&mut self, op: &Op) {
+        let i32_tile = |field: &str, ap: &TileAp, this: &mut Self, why: &str| {
+            if ap.dtype == Dtype::I32 {
+                this.error(format!("`{field}` is i32, but {why}"));
+            }
+        };
+        match op {
+            Op::Matmul {
+                out,
+                stationary,
+                moving,
+                ..
+            } => {
+                for (f, ap) in [("out", out), ("stationary", stationary), ("moving", moving)] {
+                    i32_tile(f, ap, self, "the Tensor engine multiplies floats only");
+                }
+                return;
+            }
+            Op::Activate {
+                out, src, accum, ..
+            } => {
+                let why = "the Scalar engine has no integer datapath";
+                i32_tile("out", out, self, why);
+                i32_tile("src", src, self, why);
+                if let Some(acc) = accum {
+                    i32_tile("accum", acc, self, why);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let ops: Vec<AluOp> = match op {
+            Op::TensorTensor { op, .. } => vec![*op],
+            Op::TensorScalar { op0, op1, .. } | Op::TensorReduceScalar { op0, op1, .. } => {
+                vec![*op0, *op1]
+            }
+            _ => Vec::new(),
+        };
+        if integer_datapath(op) {
+            for (field, ap) in data_inputs(op) {
+                if ap.dtype.is_float() {
+                    self.error(format!(
+                        "`{field}` is {} on the integer datapath (an i32 input): it reads \
+                         i32 and bool only; convert the float with `tensor_copy` first",
+                        ap.dtype
+                    ));
+                }
+            }
+            for o in ops {
+                if !o.is_integer() {
+                    self.error(format!(
+                        "`{}` does not exist on the integer datapath (an i32 input)",
+                        o.name()
+                    ));
+                }
+            }
+        } else {
+            for o in ops {
+                if o.is_integer_only() {
+                    self.error(format!(
+                        "`{}` exists only on the integer datapath (an i32 input)",
+                        o.name()
+                    ));
+                }
+            }
+        }
+    }
+
     /// Per-opcode operand rules (the table's descriptions).
     fn op(&mut self, engine: Engine, op: &Op) {
+        self.datapath(op);
         let mut tiles: Vec<(&str, &TileAp)> = Vec::new();
         match op {
             Op::Nop {} | Op::End {} => {}
@@ -757,4 +829,50 @@ mod tests {
             );
         }
     }
+}
+
+/// The data inputs of an instruction, which decide its datapath: the tiles it reads values
+/// from (not `select`'s mask, which is a truth value whatever its dtype), with their field
+/// names; for `memset` and `iota`, which read nothing, their output.
+pub fn data_inputs(op: &Op) -> Vec<(&'static str, &TileAp)> {
+    let mut v: Vec<(&'static str, &TileAp)> = Vec::new();
+    match op {
+        Op::Dma {
+            src: DmaAp::Tile(src),
+            ..
+        } => v.push(("src", src)),
+        Op::TensorTensor { a, b, .. } | Op::Select { a, b, .. } => {
+            v.push(("a", a));
+            v.push(("b", b));
+        }
+        Op::TensorScalar { src, s0, s1, .. } | Op::TensorReduceScalar { src, s0, s1, .. } => {
+            v.push(("src", src));
+            if let ScalarArg::Ap(t) = s0 {
+                v.push(("s0", t));
+            }
+            if let ScalarArg::Ap(t) = s1 {
+                v.push(("s1", t));
+            }
+        }
+        Op::TensorReduce { src, .. }
+        | Op::TensorCopy { src, .. }
+        | Op::AffineSelect { src, .. }
+        | Op::Transpose { src, .. }
+        | Op::PartitionTranspose { src, .. } => v.push(("src", src)),
+        Op::Memset { out, .. } | Op::Iota { out, .. } => v.push(("out", out)),
+        _ => {}
+    }
+    v
+}
+
+/// True when the instruction computes on the integer datapath: one of its data inputs
+/// ([`data_inputs`]) is an `i32` tile, or a DMA reads `i32` from HBM.
+pub fn integer_datapath(op: &Op) -> bool {
+    if let Op::Dma {
+        src: DmaAp::Hbm(h), ..
+    } = op
+    {
+        return h.dtype == Dtype::I32;
+    }
+    data_inputs(op).iter().any(|(_, t)| t.dtype == Dtype::I32)
 }

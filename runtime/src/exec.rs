@@ -43,6 +43,8 @@ pub(crate) struct Executor {
     pub mem: Memories,
     min_run: u64,
     rows: [Vec<f32>; 4],
+    /// Scratch rows of the integer datapath.
+    irows: [Vec<i32>; 3],
     bytes: Vec<u8>,
     /// The Tensor engine's packed operands and output, reused by every matmul.
     mm_job: Arc<kernels::Job>,
@@ -67,6 +69,7 @@ impl Executor {
             mem,
             min_run,
             rows: Default::default(),
+            irows: Default::default(),
             bytes: Vec::new(),
             mm_job: Arc::default(),
             pool: None,
@@ -120,6 +123,9 @@ impl Executor {
                 at,
                 format!("`{}` cannot run on {}", at.opcode.mnemonic(), at.engine),
             ));
+        }
+        if !matches!(inst.op, Op::Dma { .. }) && isa::integer_datapath(&inst.op) {
+            return self.execute_int(&inst.op, at).map(|_| None);
         }
         match &inst.op {
             Op::Nop {} | Op::End {} => Ok(None),
@@ -231,6 +237,31 @@ impl Executor {
                 }
             }
             self.bytes = buf;
+            result?;
+        } else if s.dtype == isa::Dtype::I32 {
+            // The integer datapath: an `i32` source converts exactly, never through f32.
+            let mut buf = std::mem::take(&mut self.irows[0]);
+            buf.clear();
+            buf.resize(s.elems(), 0);
+            let mut result = Ok(());
+            for p in 0..s.parts {
+                let row = &mut buf[p * s.free..(p + 1) * s.free];
+                result = self.mem.read_row_i32(&s, p, row, at);
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_ok() {
+                for p in 0..d.parts {
+                    result = self
+                        .mem
+                        .write_row_i32(&d, p, &buf[p * d.free..(p + 1) * d.free], at);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+            self.irows[0] = buf;
             result?;
         } else {
             let mut buf = std::mem::take(&mut self.rows[0]);
@@ -816,6 +847,271 @@ impl Executor {
         })();
         self.rows[0] = x;
         result
+    }
+}
+
+/// A per-partition scalar operand of the integer datapath after checking.
+enum IScalar {
+    Imm(i32),
+    Tile(Region),
+}
+
+impl Executor {
+    /// Executes an instruction on the integer datapath (`isa::integer_datapath`; ISA.md,
+    /// "The integer datapath"): every value is a 32-bit two's-complement integer from
+    /// read to write, never an f32.
+    fn execute_int(&mut self, op: &Op, at: At) -> Result<(), RuntimeError> {
+        let alu = |op: AluOp, a: i32, b: i32| {
+            numeric::alu_i32(op, a, b).ok_or_else(|| {
+                invalid(
+                    at,
+                    format!("`{}` does not exist on the integer datapath", op.name()),
+                )
+            })
+        };
+        let mut x = std::mem::take(&mut self.irows[0]);
+        let mut y = std::mem::take(&mut self.irows[1]);
+        let mut z = std::mem::take(&mut self.irows[2]);
+        let result = (|| -> Result<(), RuntimeError> {
+            match op {
+                Op::TensorTensor { op, out, a, b } => {
+                    let (ra, rb, ro) = (self.tile(a, at)?, self.tile(b, at)?, self.tile(out, at)?);
+                    Self::same_shape(&rb, ra.parts, ra.free, "b", at)?;
+                    Self::same_shape(&ro, ra.parts, ra.free, "out", at)?;
+                    x.resize(ra.free, 0);
+                    y.resize(ra.free, 0);
+                    for p in 0..ra.parts {
+                        self.mem.read_row_i32(&ra, p, &mut x, at)?;
+                        self.mem.read_row_i32(&rb, p, &mut y, at)?;
+                        for (u, &v) in x.iter_mut().zip(y.iter()) {
+                            *u = alu(*op, *u, v)?;
+                        }
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::Select { out, mask, a, b } => {
+                    let rm = self.tile(mask, at)?;
+                    let (ra, rb, ro) = (self.tile(a, at)?, self.tile(b, at)?, self.tile(out, at)?);
+                    Self::same_shape(&ra, rm.parts, rm.free, "a", at)?;
+                    Self::same_shape(&rb, rm.parts, rm.free, "b", at)?;
+                    Self::same_shape(&ro, rm.parts, rm.free, "out", at)?;
+                    let mut m = vec![0f32; rm.free];
+                    x.resize(rm.free, 0);
+                    y.resize(rm.free, 0);
+                    for p in 0..rm.parts {
+                        self.mem.read_row(&rm, p, &mut m, at)?;
+                        self.mem.read_row_i32(&ra, p, &mut x, at)?;
+                        self.mem.read_row_i32(&rb, p, &mut y, at)?;
+                        for ((u, &c), &v) in x.iter_mut().zip(&m).zip(&y) {
+                            if c == 0.0 {
+                                *u = v;
+                            }
+                        }
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::TensorScalar {
+                    out,
+                    src,
+                    op0,
+                    s0,
+                    op1,
+                    s1,
+                } => {
+                    let (rs, ro) = (self.tile(src, at)?, self.tile(out, at)?);
+                    Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+                    let a0 = self.iscalar(s0, rs.parts, at)?;
+                    let a1 = self.iscalar(s1, rs.parts, at)?;
+                    x.resize(rs.free, 0);
+                    for p in 0..rs.parts {
+                        let v0 = self.iscalar_value(&a0, p, at)?;
+                        let v1 = self.iscalar_value(&a1, p, at)?;
+                        self.mem.read_row_i32(&rs, p, &mut x, at)?;
+                        for u in x.iter_mut() {
+                            *u = alu(*op1, alu(*op0, *u, v0)?, v1)?;
+                        }
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::TensorReduce { op: red, out, src }
+                | Op::TensorReduceScalar {
+                    op: red, out, src, ..
+                } => {
+                    let (rs, ro) = (self.tile(src, at)?, self.tile(out, at)?);
+                    let inner = rs.dims.last().map(|d| d.0 as usize).unwrap_or(1).max(1);
+                    Self::same_shape(&ro, rs.parts, rs.free / inner, "out", at)?;
+                    let post = match op_post(op) {
+                        Some((op0, s0, op1, s1)) => Some((
+                            op0,
+                            self.iscalar(s0, rs.parts, at)?,
+                            op1,
+                            self.iscalar(s1, rs.parts, at)?,
+                        )),
+                        None => None,
+                    };
+                    let f = match red {
+                        ReduceOp::Add => AluOp::Add,
+                        ReduceOp::Max => AluOp::Max,
+                        ReduceOp::Min => AluOp::Min,
+                    };
+                    x.resize(rs.free, 0);
+                    y.resize(ro.free, 0);
+                    for p in 0..rs.parts {
+                        self.mem.read_row_i32(&rs, p, &mut x, at)?;
+                        for (r, group) in y.iter_mut().zip(x.chunks_exact(inner)) {
+                            let mut acc = group[0];
+                            for &v in &group[1..] {
+                                acc = alu(f, acc, v)?;
+                            }
+                            *r = acc;
+                        }
+                        if let Some((op0, a0, op1, a1)) = &post {
+                            let v0 = self.iscalar_value(a0, p, at)?;
+                            let v1 = self.iscalar_value(a1, p, at)?;
+                            for r in y.iter_mut() {
+                                *r = alu(*op1, alu(*op0, *r, v0)?, v1)?;
+                            }
+                        }
+                        self.mem.write_row_i32(&ro, p, &y, at)?;
+                    }
+                }
+                Op::TensorCopy { out, src } => {
+                    let (rs, ro) = (self.tile(src, at)?, self.tile(out, at)?);
+                    Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+                    x.resize(rs.free, 0);
+                    for p in 0..rs.parts {
+                        self.mem.read_row_i32(&rs, p, &mut x, at)?;
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::Memset { out, value } => {
+                    let ro = self.tile(out, at)?;
+                    x.clear();
+                    x.resize(ro.free, value.0 as i32);
+                    for p in 0..ro.parts {
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::Iota { out, expr } => {
+                    let ro = self.tile(out, at)?;
+                    let mut ints = Vec::with_capacity(ro.free);
+                    for p in 0..ro.parts {
+                        Self::affine_row(&ro, expr, p, &mut ints, at)?;
+                        x.clear();
+                        for &v in &ints {
+                            let v = i32::try_from(v).map_err(|_| {
+                                invalid(at, format!("iota value {v} is outside the i32 range"))
+                            })?;
+                            x.push(v);
+                        }
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::AffineSelect {
+                    out,
+                    src,
+                    cmp,
+                    expr,
+                    fill,
+                } => {
+                    let (rs, ro) = (self.tile(src, at)?, self.tile(out, at)?);
+                    Self::same_shape(&rs, ro.parts, ro.free, "src", at)?;
+                    let fill = fill.0 as i32;
+                    let mut ints = Vec::with_capacity(ro.free);
+                    x.resize(ro.free, 0);
+                    for p in 0..ro.parts {
+                        Self::affine_row(&ro, expr, p, &mut ints, at)?;
+                        self.mem.read_row_i32(&rs, p, &mut x, at)?;
+                        for (u, &e) in x.iter_mut().zip(ints.iter()) {
+                            if !cmp_holds(*cmp, e) {
+                                *u = fill;
+                            }
+                        }
+                        self.mem.write_row_i32(&ro, p, &x, at)?;
+                    }
+                }
+                Op::Transpose { out, src } | Op::PartitionTranspose { out, src } => {
+                    let psum = matches!(op, Op::Transpose { .. });
+                    let s = self.tile(src, at)?;
+                    let o = self.tile(out, at)?;
+                    let want = if psum { Space::Psum } else { Space::Sbuf };
+                    if s.space != Space::Sbuf || o.space != want {
+                        return Err(invalid(at, "transpose reads sbuf".into()));
+                    }
+                    let (np, f) = (s.parts, s.free);
+                    if f > 128 || o.parts != f || o.free != np {
+                        return Err(invalid(
+                            at,
+                            format!("out must be [{f}, {np}], is [{}, {}]", o.parts, o.free),
+                        ));
+                    }
+                    x.resize(np * f, 0);
+                    for p in 0..np {
+                        self.mem
+                            .read_row_i32(&s, p, &mut x[p * f..(p + 1) * f], at)?;
+                    }
+                    z.resize(np, 0);
+                    for fi in 0..f {
+                        for (pi, r) in z.iter_mut().enumerate() {
+                            *r = x[pi * f + fi];
+                        }
+                        self.mem.write_row_i32(&o, fi, &z, at)?;
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        at,
+                        format!("`{}` has no integer datapath", at.opcode.mnemonic()),
+                    ))
+                }
+            }
+            Ok(())
+        })();
+        self.irows = [x, y, z];
+        result
+    }
+
+    fn iscalar(&self, s: &ScalarArg, parts: usize, at: At) -> Result<IScalar, RuntimeError> {
+        match self.scalar(s, parts, at)? {
+            Scalar::Tile(r) => Ok(IScalar::Tile(r)),
+            Scalar::Imm(_) => match s {
+                ScalarArg::Imm(imm) => Ok(IScalar::Imm(imm.0 as i32)),
+                ScalarArg::Ap(_) => Err(invalid(at, "scalar operand".into())),
+            },
+        }
+    }
+
+    fn iscalar_value(&self, s: &IScalar, p: usize, at: At) -> Result<i32, RuntimeError> {
+        match s {
+            IScalar::Imm(v) => Ok(*v),
+            IScalar::Tile(r) => {
+                let mut v = [0i32];
+                self.mem.read_row_i32(r, p, &mut v, at)?;
+                Ok(v[0])
+            }
+        }
+    }
+}
+
+/// The post-operations of `tensor_reduce_scalar`.
+fn op_post(op: &Op) -> Option<(AluOp, &ScalarArg, AluOp, &ScalarArg)> {
+    match op {
+        Op::TensorReduceScalar {
+            op0, s0, op1, s1, ..
+        } => Some((*op0, s0, *op1, s1)),
+        _ => None,
+    }
+}
+
+/// `expr CMP 0`.
+fn cmp_holds(cmp: CmpOp, e: i64) -> bool {
+    match cmp {
+        CmpOp::Ge => e >= 0,
+        CmpOp::Gt => e > 0,
+        CmpOp::Le => e <= 0,
+        CmpOp::Lt => e < 0,
+        CmpOp::Eq => e == 0,
+        CmpOp::Ne => e != 0,
     }
 }
 

@@ -624,6 +624,46 @@ impl Memories {
         })
     }
 
+    /// Decodes partition `p` (tile-relative) of `r` into `row` (`r.free` values) as
+    /// integers, for the integer datapath ([`numeric::decode_i32`]).
+    pub fn read_row_i32(
+        &self,
+        r: &Region,
+        p: usize,
+        row: &mut [i32],
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let esz = r.dtype.size() as usize;
+        let dtype = r.dtype;
+        self.read_runs(r, p, at, |bytes, pos| {
+            let from = pos.min(row.len());
+            for (o, c) in row[from..].iter_mut().zip(bytes.chunks_exact(esz)) {
+                let mut word = [0u8; 4];
+                word[..esz].copy_from_slice(c);
+                *o = numeric::decode_i32(dtype, u32::from_le_bytes(word));
+            }
+        })
+    }
+
+    /// Encodes the integers of `row` (`r.free` values) into partition `p` (tile-relative)
+    /// of `r` ([`numeric::encode_i32`]).
+    pub fn write_row_i32(
+        &mut self,
+        r: &Region,
+        p: usize,
+        row: &[i32],
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let esz = r.dtype.size() as usize;
+        let dtype = r.dtype;
+        self.write_runs(r, p, at, |bytes, pos| {
+            for (c, &x) in bytes.chunks_exact_mut(esz).zip(&row[pos.min(row.len())..]) {
+                let word = numeric::encode_i32(dtype, x).to_le_bytes();
+                c.copy_from_slice(&word[..esz]);
+            }
+        })
+    }
+
     /// Writes raw bytes (`r.free` elements' worth) into partition `p` (tile-relative).
     pub fn write_row_bytes(
         &mut self,

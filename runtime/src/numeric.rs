@@ -290,8 +290,65 @@ pub fn alu(op: AluOp, a: f32, b: f32) -> f32 {
         AluOp::Or => f32::from(u8::from(a != 0.0 || b != 0.0)),
         AluOp::Pow => pow(a, b),
         AluOp::RPow => pow(b, a),
+        // Integer-only operations: the verifier refuses them on the f32 datapath.
+        AluOp::BitAnd | AluOp::BitOr | AluOp::BitXor => f32::NAN,
     };
     canonical(r)
+}
+
+/// Decodes one value of `dtype` as a 32-bit integer, for the integer datapath: `i32` as
+/// is, `bool` as 0 or 1, a float converted as the language's `as i32` does (toward zero,
+/// saturating at the `i32` range, NaN gives 0).
+#[inline]
+pub fn decode_i32(dtype: Dtype, bits: u32) -> i32 {
+    match dtype {
+        Dtype::I32 => bits as i32,
+        Dtype::Bool => i32::from(bits & 0xff != 0),
+        // `as` rounds toward zero, saturates and gives 0 for NaN.
+        _ => decode(dtype, bits) as i32,
+    }
+}
+
+/// Encodes the integer `x` in `dtype`, for the integer datapath: `i32` exactly, `bool` as
+/// `x != 0`, a float rounded once to nearest even from the exact integer (never through
+/// f32 first, so `i32` to `bf16` rounds once).
+#[inline]
+pub fn encode_i32(dtype: Dtype, x: i32) -> u32 {
+    match dtype {
+        Dtype::I32 => x as u32,
+        Dtype::Bool => u32::from(x != 0),
+        _ => encode_f64(dtype, f64::from(x)),
+    }
+}
+
+/// The integer datapath's binary operations: `add`, `sub`, `rsub`, `mul` wrap around in
+/// 32-bit two's complement; `max` and `min` are exact; the comparisons give 1 or 0; `and`
+/// and `or` are logical (1 or 0 from `a != 0` and `b != 0`); `bit_and`, `bit_or` and
+/// `bit_xor` are bitwise. `None` for the operations the integer datapath does not have
+/// (`div`, `rdiv`, `pow`, `rpow`).
+#[inline]
+pub fn alu_i32(op: AluOp, a: i32, b: i32) -> Option<i32> {
+    Some(match op {
+        AluOp::Bypass => a,
+        AluOp::Add => a.wrapping_add(b),
+        AluOp::Sub => a.wrapping_sub(b),
+        AluOp::RSub => b.wrapping_sub(a),
+        AluOp::Mul => a.wrapping_mul(b),
+        AluOp::Max => a.max(b),
+        AluOp::Min => a.min(b),
+        AluOp::IsLt => i32::from(a < b),
+        AluOp::IsLe => i32::from(a <= b),
+        AluOp::IsGt => i32::from(a > b),
+        AluOp::IsGe => i32::from(a >= b),
+        AluOp::IsEq => i32::from(a == b),
+        AluOp::IsNe => i32::from(a != b),
+        AluOp::And => i32::from(a != 0 && b != 0),
+        AluOp::Or => i32::from(a != 0 || b != 0),
+        AluOp::BitAnd => a & b,
+        AluOp::BitOr => a | b,
+        AluOp::BitXor => a ^ b,
+        AluOp::Div | AluOp::RDiv | AluOp::Pow | AluOp::RPow => return None,
+    })
 }
 
 /// One unary function of the Scalar engine and the language, computed in f64 with `libm`

@@ -437,7 +437,40 @@ pub fn op_for(engine: Engine) -> BoxedStrategy<Op> {
         Engine::GpSimd => gpsimd_op(),
         Engine::Dma(_) => dma_op(),
     };
-    prop_oneof![1 => Just(Op::Nop {}), 6 => main].boxed()
+    prop_oneof![1 => Just(Op::Nop {}), 6 => main.prop_map(legal_datapath)].boxed()
+}
+
+/// Makes a generated operation keep the integer datapath's rules (ISA.md): `i32` tiles
+/// become `f32` (the same size, so placements stay valid) where the Scalar or Tensor engine
+/// would read them or where they meet a float input; then the ALU ops are the ones the
+/// chosen datapath has.
+pub fn legal_datapath(mut op: Op) -> Op {
+    let mixed = isa::integer_datapath(&op)
+        && isa::data_inputs(&op)
+            .iter()
+            .any(|(_, t)| t.dtype.is_float());
+    if mixed || matches!(op, Op::Matmul { .. } | Op::Activate { .. }) {
+        op.visit_aps_mut(&mut |ap, _| match ap {
+            isa::ApMut::Tile(t) if t.dtype == Dtype::I32 => t.dtype = Dtype::F32,
+            isa::ApMut::Hbm(h) if h.dtype == Dtype::I32 => h.dtype = Dtype::F32,
+            _ => {}
+        });
+    }
+    let int = isa::integer_datapath(&op);
+    let fix = |o: &mut AluOp| {
+        if (int && !o.is_integer()) || (!int && o.is_integer_only()) {
+            *o = AluOp::Add;
+        }
+    };
+    match &mut op {
+        Op::TensorTensor { op, .. } => fix(op),
+        Op::TensorScalar { op0, op1, .. } | Op::TensorReduceScalar { op0, op1, .. } => {
+            fix(op0);
+            fix(op1);
+        }
+        _ => {}
+    }
+    op
 }
 
 /// A valid stream for an engine: up to `max` instructions, then `end`.

@@ -394,8 +394,8 @@ pub fn compile(
         let (line, col) = line_col(&src.text, span.start as usize);
         return Err(DriverError::Input(format!(
             "{}:{line}:{col}: {what} does not run on the machine in this version: its \
-             backend has no integer instructions yet (`tessera check` accepts the \
-             kernel, and the reference evaluator computes it)",
+             backend has no gather yet (`tessera check` accepts the kernel, and the \
+             reference evaluator computes it)",
             src.name
         )));
     }
@@ -932,15 +932,12 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
 /// Writes a tensor as a little-endian float32 `.npy` (a `bool` one as a bool `.npy`),
 /// atomically.
 pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
-    // `bool` values are written as a bool `.npy`; `i32` ones never reach here (the backend
-    // refuses them), and are refused rather than written through f32.
+    // `bool` values are written as a bool `.npy`, `i32` ones as int32, exactly.
     let kind = match t.dtype {
         Dtype::Bool => npy::NpyOut::Bool,
         Dtype::I32 => {
-            return Err(DriverError::Input(format!(
-                "cannot write {}: i32 results are not written in this version",
-                path.display()
-            )))
+            return npy::write_npy_i32_file(path, &t.shape, &t.ints)
+                .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
         }
         _ => npy::NpyOut::F32,
     };
@@ -1014,7 +1011,13 @@ pub fn check_outputs(
     Ok(outputs
         .iter()
         .zip(&want)
-        .map(|(got, (w, bound))| compare(&got.data, &w.data, bound))
+        .map(|(got, (w, bound))| {
+            if got.dtype == Dtype::I32 || w.dtype == Dtype::I32 {
+                compare_i32(&got.ints, &w.ints)
+            } else {
+                compare(&got.data, &w.data, bound)
+            }
+        })
         .collect())
 }
 
@@ -1144,6 +1147,35 @@ pub fn compare(got: &[f32], want: &[f32], bound: &[f32]) -> Comparison {
     c
 }
 
+/// Compares an `i32` output with the reference: integers must be equal, whatever the
+/// dtype policy (the integer datapath is exact). Errors are the integer differences.
+pub fn compare_i32(got: &[i32], want: &[i32]) -> Comparison {
+    let mut c = Comparison {
+        max_abs: 0.0,
+        max_rel: 0.0,
+        bad: 0,
+        first_bad: None,
+        worst: None,
+    };
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if g == w {
+            continue;
+        }
+        let abs = (i64::from(g) - i64::from(w)).abs() as f64;
+        c.max_abs = c.max_abs.max(abs);
+        if w != 0 {
+            c.max_rel = c.max_rel.max(abs / f64::from(w).abs());
+        }
+        if c.worst.is_none_or(|(_, e, _)| abs > e) {
+            c.worst = Some((i, abs, 0.0));
+        }
+        c.bad += 1;
+        c.first_bad.get_or_insert((i, g as f32, w as f32, 0.0));
+    }
+    c.bad += got.len().abs_diff(want.len());
+    c
+}
+
 /// The program a compilation produced.
 pub fn program_of(c: &Compilation) -> Result<&isa::Program, DriverError> {
     c.program.as_ref().ok_or_else(|| {
@@ -1231,15 +1263,31 @@ pub fn execute_with(
         .load_program(program.clone())
         .map_err(|e| DriverError::Input(e.to_string()))?;
     for (p, t) in params.iter().zip(inputs) {
-        loaded
-            .bind(&p.name, &t.data)
-            .map_err(|e| DriverError::Input(e.to_string()))?;
+        let bound = if t.dtype == Dtype::I32 {
+            // Integers are bound as their bytes: f32 holds them exactly only up to 2^24.
+            let bytes: Vec<u8> = t.ints.iter().flat_map(|x| x.to_le_bytes()).collect();
+            loaded.bind_bytes(&p.name, &bytes)
+        } else {
+            loaded.bind(&p.name, &t.data)
+        };
+        bound.map_err(|e| DriverError::Input(e.to_string()))?;
     }
     let report = loaded
         .run()
         .map_err(|e| DriverError::Input(e.to_string()))?;
     let mut outputs = Vec::new();
     for t in program.tensors_with_role(isa::Role::Output) {
+        if t.dtype == Dtype::I32 {
+            let bytes = loaded
+                .read_bytes(&t.name)
+                .map_err(|e| DriverError::Input(e.to_string()))?;
+            let ints = bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            outputs.push(HostTensor::from_i32(&t.shape, ints));
+            continue;
+        }
         let data = loaded
             .read(&t.name)
             .map_err(|e| DriverError::Input(e.to_string()))?;

@@ -154,7 +154,17 @@ fn is_column_work(inst: &TileInst) -> bool {
 /// The Scalar engine's exact form of a Vector instruction, with its buffers in
 /// `visit_aps` order, when it has one.
 pub fn scalar_form(inst: &TileInst) -> Option<(Op, SmallVec<[Buf; 4]>)> {
-    if inst.engine != Engine::Vector {
+    // The Scalar engine has no integer datapath.
+    if inst.engine != Engine::Vector || isa::integer_datapath(&inst.op) {
+        return None;
+    }
+    let mut int_out = false;
+    inst.op.visit_aps(&mut |ap, _| {
+        if let isa::ApRef::Tile(t) = ap {
+            int_out |= t.dtype == isa::Dtype::I32;
+        }
+    });
+    if int_out {
         return None;
     }
     let identity = |out, src, scale, bias, accum| Op::Activate {

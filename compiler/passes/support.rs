@@ -1,37 +1,25 @@
 //! What of the tensor IR the machine backend compiles, checked before the passes run.
 //!
 //! Language version 2's `bool` values, comparisons, logical operations and `where` run on
-//! the f32 datapath of the Vector engine, which holds the truth values 0 and 1 exactly
-//! (the `is_*`, `and`, `or` ALU ops and the `select` instruction). Its `i32` values,
-//! `arange` and `take` are checked, lowered and evaluated by the reference, but the tiling
-//! of this version has no integer datapath yet. A kernel that uses them is refused here
-//! with an error at its source line, rather than reaching a pass that would compute it
-//! through f32 (which holds integers exactly only up to 2^24) or fail with an internal
+//! the f32 datapath of the Vector engine, which holds the truth values 0 and 1 exactly;
+//! its `i32` values and `arange` run on the integer datapath of Vector and GpSimd
+//! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
+//! never through f32. `take` is checked, lowered and evaluated by the reference, but the
+//! tiling of this version has no gather yet: a kernel that uses it is refused here with an
+//! error at its source line, rather than reaching a pass that would fail with an internal
 //! error.
 
 use crate::ir::{Function, Span, TOp};
-use isa::Dtype;
 
-/// The first instruction (or parameter) the backend cannot compile: its span and what it
-/// is. `None` when the whole kernel compiles.
+/// The first instruction the backend cannot compile: its span and what it is. `None`
+/// when the whole kernel compiles.
 pub fn unsupported(func: &Function) -> Option<(Span, String)> {
-    for (i, (name, v)) in func.params.iter().enumerate() {
-        let ty = func.ty(*v);
-        if ty.dtype == Dtype::I32 {
-            let span = func.param_spans.get(i).copied().unwrap_or_default();
-            return Some((span, format!("the parameter `{name}` of type `{ty}`")));
-        }
-    }
     for &inst in &func.layout {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
-        let what = match data.op {
-            TOp::Arange => "`arange`",
-            TOp::Take { .. } => "`take`",
-            _ if ty.dtype == Dtype::I32 => "a value",
-            _ => continue,
-        };
-        return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+        if let TOp::Take { .. } = data.op {
+            return Some((func.spans[inst], format!("`take` of type `{ty}`")));
+        }
     }
     None
 }

@@ -496,7 +496,7 @@ pub enum NpyOut {
     Bool,
 }
 
-/// [`write_npy`] with the element type `out`.
+/// [`write_npy`] with the element type `out_kind`.
 pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     let one_d = [data.len() as u64];
     let shape = if shape_matches(shape, data.len()) {
@@ -508,6 +508,52 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
         NpyOut::F32 => "<f4",
         NpyOut::Bool => "|b1",
     };
+    let mut out = npy_header(shape, descr, 4 * data.len());
+    match out_kind {
+        NpyOut::F32 => {
+            for x in data {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        NpyOut::Bool => out.extend(data.iter().map(|&x| u8::from(x != 0.0))),
+    }
+    out
+}
+
+/// Serialises an int32 array (`'<i4'`) in C order as `numpy.save` does, exactly; the shape
+/// rule of [`write_npy`].
+pub fn write_npy_i32(shape: &[u64], data: &[i32]) -> Vec<u8> {
+    let one_d = [data.len() as u64];
+    let shape = if shape_matches(shape, data.len()) {
+        shape
+    } else {
+        &one_d[..]
+    };
+    let mut out = npy_header(shape, "<i4", 4 * data.len());
+    for x in data {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// [`write_npy_i32`]'s bytes written to `path` as [`write_npy_file`] writes.
+pub fn write_npy_i32_file(path: impl AsRef<Path>, shape: &[u64], data: &[i32]) -> io::Result<()> {
+    if !shape_matches(shape, data.len()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "shape {} does not hold {} elements",
+                shape_repr(shape),
+                data.len()
+            ),
+        ));
+    }
+    write_file_atomic(path.as_ref(), &write_npy_i32(shape, data))
+}
+
+/// The magic string, version, header length and header of a `.npy` file of `shape` and
+/// `descr`, with room reserved for `data_bytes` bytes of data.
+fn npy_header(shape: &[u64], descr: &str, data_bytes: usize) -> Vec<u8> {
     let mut header = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_repr(shape)
@@ -526,7 +572,7 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
         (padlen, hlen + padlen)
     };
     let (padlen, total) = wrap(2);
-    let mut out = Vec::with_capacity(12 + total + 4 * data.len());
+    let mut out = Vec::with_capacity(12 + total + data_bytes);
     out.extend_from_slice(MAGIC);
     let padlen = match u16::try_from(total) {
         Ok(len) => {
@@ -544,14 +590,6 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     out.resize(out.len() + padlen, b' ');
     out.push(b'\n');
-    match out_kind {
-        NpyOut::F32 => {
-            for x in data {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        NpyOut::Bool => out.extend(data.iter().map(|&x| u8::from(x != 0.0))),
-    }
     out
 }
 

@@ -30,8 +30,12 @@ pub enum BOp {
     Cast,
     Tril {
         k: i64,
-        fill: f32,
+        /// The fill value, of the node's dtype.
+        fill: f64,
     },
+    /// `arange`: each element is its index along the last axis of the space (the
+    /// GpSimd engine's `iota`, an `i32` tile).
+    Iota,
     /// Reduction of the last axis (per-row result).
     Reduce(ReduceFn),
     /// The operand as is (materialises a PSUM tile or a view).
@@ -718,6 +722,10 @@ impl Tiler<'_> {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
                 let src = self.widen(src, parts, cols, node.dtype, span);
                 let out = self.out_tile(node.dtype, parts, cols, &[src]);
+                if node.dtype == Dtype::I32 {
+                    self.int_unary(*u, out, src, span);
+                    return out;
+                }
                 match reference::act_func(*u) {
                     // `logical_not(m)` is `m == 0`, 1 or 0.
                     None if *u == UnaryFn::Not => self.out.push(
@@ -829,6 +837,24 @@ impl Tiler<'_> {
                 );
                 out
             }
+            BOp::Iota => {
+                let out = self.sbuf_tile(node.dtype, parts, cols);
+                let base = i32::try_from(block.col_start()).unwrap_or(i32::MAX);
+                self.out.push(
+                    Op::Iota {
+                        out: out.ap(),
+                        expr: Affine {
+                            base,
+                            partition_step: 0,
+                            steps: smallvec![1],
+                        },
+                    },
+                    Engine::GpSimd,
+                    &[out.buf],
+                    span,
+                );
+                out
+            }
             BOp::Tril { k, fill } => {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
                 let mut src = self.widen(src, parts, cols, node.dtype, span);
@@ -863,7 +889,7 @@ impl Tiler<'_> {
                             partition_step,
                             steps: smallvec![-1],
                         },
-                        fill: Imm::new(*fill),
+                        fill: Imm::new(imm_of(node.dtype, *fill)),
                     },
                     Engine::GpSimd,
                     &[out.buf, src.buf],
@@ -912,6 +938,32 @@ impl Tiler<'_> {
         }
     }
 
+    /// `-x` and `abs(x)` of an `i32` tile on the integer datapath: `x * -1` (wrapping),
+    /// and `max(x, x * -1)` (so `abs(-2^31)` is `-2^31`, as the reference's wrapping
+    /// `abs` gives).
+    fn int_unary(&mut self, u: UnaryFn, out: Tile, src: Tile, span: Span) {
+        let minus_one = f32::from_bits(-1i32 as u32);
+        let neg = if u == UnaryFn::Neg {
+            out
+        } else {
+            self.sbuf_tile(Dtype::I32, src.parts, src.cols)
+        };
+        self.tensor_scalar(neg, src, AluOp::Mul, Operand::Imm(minus_one), span);
+        if u != UnaryFn::Neg {
+            self.out.push(
+                Op::TensorTensor {
+                    op: AluOp::Max,
+                    out: out.ap(),
+                    a: src.ap(),
+                    b: neg.ap(),
+                },
+                VECTOR,
+                &[out.buf, src.buf, neg.buf],
+                span,
+            );
+        }
+    }
+
     /// `out = x OP s` with `s` a per-row column tile or an immediate.
     /// Subtracting a per-row column over whole rows is emitted as adding its negation
     /// (computed exactly in f32 on the column): `x + (-c)` is `x - c` bit for bit, and the
@@ -919,7 +971,7 @@ impl Tiler<'_> {
     /// engine's bias.
     fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
         let (op, s) = match s {
-            Operand::Tile(col) if op == AluOp::Sub && x.cols > 1 => {
+            Operand::Tile(col) if op == AluOp::Sub && x.cols > 1 && x.dtype != Dtype::I32 => {
                 let neg = self.sbuf_tile(Dtype::F32, col.parts, 1);
                 self.tensor_scalar(neg, col, AluOp::Mul, Operand::Imm(-1.0), span);
                 (AluOp::Add, Operand::Tile(neg))
@@ -1059,7 +1111,8 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
         let Some(func) = reference::act_func(u) else {
             continue;
         };
-        if graph.nodes[i].fit != Fit::Full {
+        // The Scalar engine has no integer datapath.
+        if graph.nodes[i].fit != Fit::Full || graph.nodes[i].dtype == Dtype::I32 {
             continue;
         }
         let BArg::Node(j) = graph.nodes[i].args[0] else {
@@ -1069,7 +1122,11 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
         let BOp::Binary(b) = inner.op else {
             continue;
         };
-        if uses[j] != 1 || inner.fit != Fit::Full || (strict && inner.dtype != Dtype::F32) {
+        if uses[j] != 1
+            || inner.fit != Fit::Full
+            || inner.dtype == Dtype::I32
+            || (strict && inner.dtype != Dtype::F32)
+        {
             continue;
         }
         let (x, y) = (inner.args[0].clone(), inner.args[1].clone());
@@ -1108,6 +1165,7 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             _ => false,
         };
         if is_act
+            && src.dtype != Dtype::I32
             && src.accum.is_none()
             && src.fit == Fit::Full
             && (!strict || src.dtype == Dtype::F32)
@@ -1116,6 +1174,17 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             graph.nodes[r].op = BOp::Accum(rf);
             graph.nodes[r].args.clear();
         }
+    }
+}
+
+/// The immediate of a constant `c` of `dtype`: on the integer datapath (`i32`) an
+/// immediate's 32 bits are the integer, carried here as the f32 of those bits, which every
+/// copy keeps; for the other dtypes the f32 value.
+pub fn imm_of(dtype: Dtype, c: f64) -> f32 {
+    if dtype == Dtype::I32 {
+        f32::from_bits(c as i32 as u32)
+    } else {
+        c as f32
     }
 }
 

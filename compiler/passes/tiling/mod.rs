@@ -328,7 +328,7 @@ impl<'a> Tiler<'a> {
     fn constant(&self, v: Value) -> Option<f32> {
         match self.func.values[v].def {
             ValueDef::Inst(i) => match self.func.insts[i].op {
-                TOp::Const(c) => Some(c as f32),
+                TOp::Const(c) => Some(block::imm_of(self.func.ty(v).dtype, c)),
                 _ => None,
             },
             ValueDef::Param(_) => None,
@@ -424,10 +424,8 @@ impl<'a> Tiler<'a> {
                 TOp::Binary(b) => BOp::Binary(*b),
                 TOp::Where => BOp::Where,
                 TOp::Cast => BOp::Cast,
-                TOp::Tril { k, fill } => BOp::Tril {
-                    k: *k,
-                    fill: *fill as f32,
-                },
+                TOp::Tril { k, fill } => BOp::Tril { k: *k, fill: *fill },
+                TOp::Arange => BOp::Iota,
                 TOp::Reduce { func: f, .. } => BOp::Reduce(*f),
                 other => {
                     return Err(format!(
@@ -603,6 +601,12 @@ impl<'a> Tiler<'a> {
         let src_strides = space_strides(&src, space, space);
         let dest_strides = space_strides(&dest_rows, &rows, space);
         let cols = space[rank - 1];
+        // Integers are reduced on the integer datapath (wrapping, exact); floats in f32.
+        let acc_dtype = if src.dtype == isa::Dtype::I32 {
+            isa::Dtype::I32
+        } else {
+            isa::Dtype::F32
+        };
         let chunk = (BLOCK_BUDGET / (2 * isa::Dtype::F32.size() as u64)).max(1);
         let op = match rf {
             ReduceFn::Sum | ReduceFn::Mean => isa::ReduceOp::Add,
@@ -619,7 +623,7 @@ impl<'a> Tiler<'a> {
             let parts = b.parts();
             let mut acc: Option<block::Tile> = None;
             for piece in &row_blocks_cols(b, cols, chunk) {
-                let x = self.load_as(piece, &src, &src_strides, isa::Dtype::F32, span);
+                let x = self.load_as(piece, &src, &src_strides, acc_dtype, span);
                 if let Some(a) = acc {
                     // x0 = acc OP x0: the reduction continues where the last chunk ended.
                     let first = x.slice(0, parts, 0, 1);
@@ -635,7 +639,7 @@ impl<'a> Tiler<'a> {
                         span,
                     );
                 }
-                let part = self.sbuf_tile(isa::Dtype::F32, parts, 1);
+                let part = self.sbuf_tile(acc_dtype, parts, 1);
                 self.out.push(
                     isa::Op::TensorReduce {
                         op,

@@ -251,7 +251,8 @@ impl Tiler<'_> {
             for (start, len) in [(0, before[axis]), (n - after[axis], after[axis])] {
                 if len > 0 {
                     let border = interior.narrow(axis, start, len);
-                    self.fill_view(&border, *value as f32, span);
+                    let value = super::block::imm_of(border.dtype, *value);
+                    self.fill_view(&border, value, span);
                 }
             }
             interior = interior.narrow(axis, before[axis], inner[axis]);

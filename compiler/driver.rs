@@ -856,6 +856,13 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
         ))
     })?;
     let array = reader.read_data().map_err(in_file)?;
+    if p.dtype == Dtype::I32 {
+        // Integers are read exactly; a value outside the i32 range is named.
+        let ints = array.to_i32().map_err(|e| {
+            DriverError::Input(format!("{}: input `{}`: {e}", path.display(), p.name))
+        })?;
+        return Ok(HostTensor::from_i32(&p.shape, ints));
+    }
     let data = array.round_to(p.dtype).map_err(in_file)?;
     Ok(HostTensor {
         dtype: p.dtype,

@@ -64,6 +64,23 @@ pub enum NpyData {
     Void2(Vec<u16>),
     /// NumPy bools (`'|b1'`), one byte each; any nonzero byte is true.
     Bool(Vec<u8>),
+    /// Integers (`'<i4'`, `'<i8'`, `'<i2'`, `'|i1'`, `'|u1'`, `'<u2'`, either byte order),
+    /// widened to i64 exactly; the file's element type is kept for messages.
+    Int {
+        kind: IntKind,
+        values: Vec<i64>,
+    },
+}
+
+/// The integer element types a `.npy` input may have (for `i32` parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntKind {
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
 }
 
 impl NpyArray {
@@ -74,6 +91,7 @@ impl NpyArray {
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
             NpyData::Void1(v) | NpyData::Bool(v) => v.len(),
+            NpyData::Int { values, .. } => values.len(),
         }
     }
 
@@ -96,6 +114,7 @@ impl NpyArray {
             NpyData::Void1(_) => Kind::Void1,
             NpyData::Void2(_) => Kind::Void2,
             NpyData::Bool(_) => Kind::Bool,
+            NpyData::Int { kind, .. } => Kind::Int(*kind),
         }
     }
 
@@ -127,7 +146,38 @@ impl NpyArray {
                 .iter()
                 .map(|&c| numeric::round(dtype, f32::from(u8::from(c != 0))))
                 .collect(),
+            // `check_void_width` lets integers fill only `i32` parameters, which read them
+            // with `to_i32`.
+            NpyData::Int { .. } => {
+                return Err(NpyError::IntMismatch {
+                    descr: self.kind().name().to_string(),
+                    dtype,
+                })
+            }
         })
+    }
+
+    /// Every element as an `i32`, for an `i32` parameter: integer elements whose values
+    /// fit, exactly. Fails with [`NpyError::IntRange`] naming the first value outside the
+    /// `i32` range, and with [`NpyError::IntMismatch`] for float, bool or void elements.
+    pub fn to_i32(&self) -> Result<Vec<i32>, NpyError> {
+        let NpyData::Int { values, .. } = &self.data else {
+            return Err(NpyError::IntMismatch {
+                descr: self.kind().name().to_string(),
+                dtype: Dtype::I32,
+            });
+        };
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                i32::try_from(v).map_err(|_| NpyError::IntRange {
+                    value: v,
+                    index: i as u64,
+                    dtype: self.kind().name(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -148,12 +198,29 @@ pub enum NpyError {
          bool .npy ('|b1'), and a bool .npy fills only a bool parameter"
     )]
     BoolMismatch { descr: String, dtype: Dtype },
+    #[error(
+        "the .npy dtype {descr} does not fit the {dtype} parameter: an i32 parameter takes an \
+         integer .npy (int32, or int64, int16, int8, uint8 or uint16 whose values fit in \
+         i32), and an integer .npy fills only an i32 parameter"
+    )]
+    IntMismatch { descr: String, dtype: Dtype },
+    #[error(
+        "the {dtype} value {value} (element {index} in C order) does not fit in i32 \
+         (-2147483648 to 2147483647)"
+    )]
+    IntRange {
+        value: i64,
+        index: u64,
+        dtype: &'static str,
+    },
     #[error("malformed .npy header: {reason}")]
     MalformedHeader { reason: String },
     #[error(
         "unsupported .npy dtype {found}; accepted are '<f2' (float16), '<f4' (float32) and \
          '<f8' (float64), also big-endian ('>f4') or in the native byte order ('=f4'), and \
-         the untyped '|V2' and '|V1' that ml_dtypes writes for bfloat16 and FP8"
+         the untyped '|V2' and '|V1' that ml_dtypes writes for bfloat16 and FP8; '|b1' (bool) \
+         for bool parameters; '<i4', '<i8', '<i2', '|i1', '|u1' and '<u2' (either byte order) \
+         for i32 parameters"
     )]
     UnsupportedDtype { found: String },
     #[error(
@@ -433,6 +500,10 @@ impl<R: Read> NpyReader<R> {
                 f32::from_be_bytes,
                 f32::from_le_bytes,
             )),
+            Kind::Int(kind) => NpyData::Int {
+                kind,
+                values: decode_int(kind, &data_bytes, big, fortran),
+            },
             Kind::F64 => NpyData::F64(decode(
                 &data_bytes,
                 big,
@@ -465,6 +536,33 @@ fn decode<T: Copy, const N: usize>(
     match fortran {
         Some(dims) => fortran_to_c(dims, &v),
         None => v,
+    }
+}
+
+/// Integer elements of `kind`, widened to i64 exactly, in C order.
+fn decode_int(kind: IntKind, bytes: &[u8], big: bool, fortran: Option<&[usize]>) -> Vec<i64> {
+    match kind {
+        IntKind::I8 => decode(bytes, big, fortran, i8::from_be_bytes, i8::from_le_bytes)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        IntKind::U8 => decode(bytes, big, fortran, u8::from_be_bytes, u8::from_le_bytes)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        IntKind::I16 => decode(bytes, big, fortran, i16::from_be_bytes, i16::from_le_bytes)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        IntKind::U16 => decode(bytes, big, fortran, u16::from_be_bytes, u16::from_le_bytes)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        IntKind::I32 => decode(bytes, big, fortran, i32::from_be_bytes, i32::from_le_bytes)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        IntKind::I64 => decode(bytes, big, fortran, i64::from_be_bytes, i64::from_le_bytes),
     }
 }
 
@@ -739,11 +837,16 @@ enum Kind {
     Void1,
     Void2,
     Bool,
+    Int(IntKind),
 }
 
 impl Kind {
     fn size(self) -> u64 {
         match self {
+            Kind::Int(IntKind::I8 | IntKind::U8) => 1,
+            Kind::Int(IntKind::I16 | IntKind::U16) => 2,
+            Kind::Int(IntKind::I32) => 4,
+            Kind::Int(IntKind::I64) => 8,
             Kind::Void1 | Kind::Bool => 1,
             Kind::F16 | Kind::Void2 => 2,
             Kind::F32 => 4,
@@ -760,6 +863,12 @@ impl Kind {
             Kind::Void1 => "void8",
             Kind::Void2 => "void16",
             Kind::Bool => "bool",
+            Kind::Int(IntKind::I8) => "int8",
+            Kind::Int(IntKind::I16) => "int16",
+            Kind::Int(IntKind::I32) => "int32",
+            Kind::Int(IntKind::I64) => "int64",
+            Kind::Int(IntKind::U8) => "uint8",
+            Kind::Int(IntKind::U16) => "uint16",
         }
     }
 }
@@ -770,6 +879,14 @@ fn check_void_width_of(kind: Kind, descr: &str, dtype: Dtype) -> Result<(), NpyE
     // A `bool` parameter takes bool files only, and bool files fill `bool` parameters only.
     if (kind == Kind::Bool) != (dtype == Dtype::Bool) {
         return Err(NpyError::BoolMismatch {
+            descr: descr.to_string(),
+            dtype,
+        });
+    }
+    // An `i32` parameter takes integer files only, and integer files fill `i32` parameters
+    // only: integers never pass through a float, nor floats through a silent truncation.
+    if matches!(kind, Kind::Int(_)) != (dtype == Dtype::I32) {
+        return Err(NpyError::IntMismatch {
             descr: descr.to_string(),
             dtype,
         });
@@ -1057,7 +1174,24 @@ fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
         "|V2" | "<V2" => return Ok((Kind::Void2, false)),
         ">V2" => return Ok((Kind::Void2, true)),
         "=V2" => return Ok((Kind::Void2, native_big)),
+        "|i1" | "<i1" | ">i1" | "=i1" | "i1" => return Ok((Kind::Int(IntKind::I8), false)),
+        "|u1" | "<u1" | ">u1" | "=u1" | "u1" => return Ok((Kind::Int(IntKind::U8), false)),
         _ => {}
+    }
+    let int = match s.get(1..) {
+        Some("i2") => Some(IntKind::I16),
+        Some("u2") => Some(IntKind::U16),
+        Some("i4") => Some(IntKind::I32),
+        Some("i8") => Some(IntKind::I64),
+        _ => None,
+    };
+    if let Some(kind) = int {
+        match s.as_bytes().first() {
+            Some(b'<') => return Ok((Kind::Int(kind), false)),
+            Some(b'>') => return Ok((Kind::Int(kind), true)),
+            Some(b'=') => return Ok((Kind::Int(kind), native_big)),
+            _ => {}
+        }
     }
     let (order, code) = match s.as_bytes().first() {
         Some(b'<' | b'>' | b'|' | b'=') => s.split_at(1),

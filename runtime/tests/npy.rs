@@ -763,20 +763,20 @@ fn bool_files_read_as_truth_values() {
 #[test]
 fn error_unsupported_dtype() {
     for (descr, names) in [
-        ("'<i8'", &["'<i8'", "int64"][..]),
-        ("'<i2'", &["'<i2'", "int16"]),
+        ("'<u8'", &["'<u8'", "uint64"][..]),
+        ("'<u4'", &["'<u4'", "uint32"]),
         ("'|f2'", &["'|f2'", "float16", "byte order"]),
         ("'f2'", &["byte order"]),
         ("'|V4'", &["'|V4'", "void", "1- and 2-byte"]),
         ("'<V3'", &["'<V3'", "void"]),
         ("'V2'", &["'V2'", "byte order"]),
-        ("'|u1'", &["'|u1'", "uint8"]),
+        ("'|i4'", &["'|i4'", "int32"]),
         ("'<c8'", &["complex64"]),
         ("'|O'", &["object"]),
         ("'<U5'", &["str"]),
-        ("'>i4'", &["'>i4'", "int32"]),
+        ("'i8'", &["'i8'", "int64"]),
         ("'|f4'", &["'|f4'", "byte order"]),
-        ("'=i4'", &["'=i4'", "int32"]),
+        ("'>u4'", &["'>u4'", "uint32"]),
         ("'f4'", &["byte order"]),
         ("'<q9'", &["'<q9'"]),
         ("[('x', '<f4'), ('y', '<f4')]", &["structured"]),
@@ -967,4 +967,114 @@ fn write_npy_file_is_atomic_and_checks_its_input() {
         .collect();
     assert_eq!(names, vec!["out0.npy".to_string()]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Integer `.npy` files of every accepted width and byte order are read exactly, as `i32`
+/// values when they fit; the first value outside the `i32` range is named with its
+/// position; integer files fill only `i32` parameters, and `i32` parameters take only
+/// integer files.
+#[test]
+fn integer_files_read_exactly_for_i32() {
+    let cases: Vec<(&str, Vec<u8>, Vec<i32>)> = vec![
+        (
+            "<i4",
+            [i32::MIN, -1, 0, i32::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            vec![i32::MIN, -1, 0, i32::MAX],
+        ),
+        (
+            ">i4",
+            [i32::MIN, -1, 0, i32::MAX]
+                .iter()
+                .flat_map(|v| v.to_be_bytes())
+                .collect(),
+            vec![i32::MIN, -1, 0, i32::MAX],
+        ),
+        (
+            "<i8",
+            [-2147483648i64, -5, 7, 2147483647]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            vec![i32::MIN, -5, 7, i32::MAX],
+        ),
+        (
+            "<i2",
+            [i16::MIN, -1, 0, i16::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            vec![-32768, -1, 0, 32767],
+        ),
+        ("|i1", vec![0x80, 0xff, 0, 0x7f], vec![-128, -1, 0, 127]),
+        ("|u1", vec![0x80, 0xff, 0, 0x7f], vec![128, 255, 0, 127]),
+        (
+            "<u2",
+            [0u16, 1, 40000, 65535]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            vec![0, 1, 40000, 65535],
+        ),
+    ];
+    for (descr, data, want) in cases {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (4,), }}");
+        let bytes = fixture(1, &dict, 118, &data);
+        let a = read_npy(&bytes).unwrap_or_else(|e| panic!("{descr}: {e}"));
+        assert_eq!(a.to_i32().unwrap(), want, "{descr}");
+        let reader = NpyReader::new(&bytes[..], Some(bytes.len() as u64)).expect("header");
+        assert!(reader.check_dtype(Dtype::I32).is_ok(), "{descr}");
+        assert!(
+            matches!(
+                reader.check_dtype(Dtype::F32),
+                Err(NpyError::IntMismatch { .. })
+            ),
+            "{descr}"
+        );
+    }
+    // int64 beyond i32: the first offending value and its position.
+    let data: Vec<u8> = [1i64, 2147483648, -3000000000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let bytes = fixture(
+        1,
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }",
+        118,
+        &data,
+    );
+    let e = read_npy(&bytes).unwrap().to_i32().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the int64 value 2147483648 (element 1 in C order) does not fit in i32 \
+         (-2147483648 to 2147483647)"
+    );
+    // A float file does not fill an i32 parameter.
+    let bytes = fixture(
+        1,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+        118,
+        &f32_bytes(&[1.0]),
+    );
+    let reader = NpyReader::new(&bytes[..], Some(bytes.len() as u64)).expect("header");
+    assert!(matches!(
+        reader.check_dtype(Dtype::I32),
+        Err(NpyError::IntMismatch { .. })
+    ));
+}
+
+/// `write_npy_i32` writes NumPy's int32 layout, which reads back exactly.
+#[test]
+fn int32_outputs_round_trip() {
+    let values = [i32::MIN, -7, 0, 9, i32::MAX, 3];
+    let bytes = runtime::npy::write_npy_i32(&[2, 3], &values);
+    assert_eq!(bytes.len() % 64, 24 % 64, "the header is 64-aligned");
+    assert!(std::str::from_utf8(&bytes[10..128])
+        .unwrap()
+        .contains("'descr': '<i4'"));
+    let a = read_npy(&bytes).unwrap();
+    assert_eq!(a.shape, vec![2, 3]);
+    assert_eq!(a.to_i32().unwrap(), values);
 }

@@ -727,3 +727,80 @@ fn check_allows_for_wider_intermediates_and_strict_is_exact() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `i32` parameter takes int32, int64, int16, int8, uint8 and uint16 `.npy` files (in
+/// either byte order), read exactly; an `i32` result is written as an int32 `.npy`, exact
+/// beyond 2^24; an int64 value outside the i32 range, a float file for an i32 parameter
+/// and an integer file for a float parameter are one error each, naming the file.
+#[test]
+fn integer_npy_inputs_and_int32_outputs() {
+    let dir = scratch("integers");
+    let kernel = "kernel wrap(n: i32[2, 3]) -> i32[2, 3] {\n    return n + 2147483647;\n}\n";
+    std::fs::write(dir.join("wrap.tsr"), kernel).unwrap();
+    std::fs::write(dir.join("one.tsr"), DOUBLE).unwrap();
+    let values: [i64; 6] = [-2147483648, -7, 0, 1, 16777217, 2147483647];
+    let want: Vec<i32> = values
+        .iter()
+        .map(|&v| (v as i32).wrapping_add(i32::MAX))
+        .collect();
+    let le = |w: usize| -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|&v| v.to_le_bytes()[..w].to_vec())
+            .collect()
+    };
+    let be4: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| (v as i32).to_be_bytes())
+        .collect();
+    for (descr, data) in [("<i4", le(4)), (">i4", be4), ("<i8", le(8))] {
+        std::fs::write(dir.join("n.npy"), npy_raw(descr, "(2, 3)", &data)).unwrap();
+        ok(&tessera(
+            &dir,
+            &["run", "wrap.tsr", "-i", "n=n.npy", "-o", "o", "--check"],
+        ));
+        let out = runtime::npy::read_npy(&std::fs::read(dir.join("o/out0.npy")).unwrap()).unwrap();
+        assert_eq!(out.dtype_name(), "int32", "{descr}");
+        assert_eq!(out.to_i32().unwrap(), want, "{descr}");
+    }
+    // Narrow integer files.
+    for (descr, data, first) in [
+        ("|u1", vec![255u8, 1, 2, 3, 4, 5], 255),
+        ("|i1", vec![0x80u8, 1, 2, 3, 4, 5], -128),
+        ("<u2", le16(&[65535, 1, 2, 3, 4, 5]), 65535),
+        ("<i2", le16(&[0x8000, 1, 2, 3, 4, 5]), -32768),
+    ] {
+        std::fs::write(dir.join("n.npy"), npy_raw(descr, "(2, 3)", &data)).unwrap();
+        ok(&tessera(
+            &dir,
+            &["run", "wrap.tsr", "-i", "n=n.npy", "-o", "o"],
+        ));
+        let out = runtime::npy::read_npy(&std::fs::read(dir.join("o/out0.npy")).unwrap()).unwrap();
+        assert_eq!(
+            out.to_i32().unwrap()[0],
+            (first as i32).wrapping_add(i32::MAX),
+            "{descr}"
+        );
+    }
+    let big: Vec<u8> = [1i64, 2, 3, -2147483649, 5, 6]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("big.npy"), npy_raw("<i8", "(2, 3)", &big)).unwrap();
+    fails(
+        &tessera(&dir, &["run", "wrap.tsr", "-i", "n=big.npy", "-o", "o"]),
+        1,
+        "big.npy: input `n`: the int64 value -2147483649 (element 3 in C order) does not fit in i32",
+    );
+    std::fs::write(dir.join("f.npy"), npy_raw("<f4", "(2, 3)", &[0u8; 24])).unwrap();
+    fails(
+        &tessera(&dir, &["run", "wrap.tsr", "-i", "n=f.npy", "-o", "o"]),
+        1,
+        "f.npy: input `n` (i32[2, 3]): the .npy dtype '<f4' does not fit the i32 parameter",
+    );
+    fails(
+        &tessera(&dir, &["run", "one.tsr", "-i", "x=big.npy", "-o", "o"]),
+        1,
+        "big.npy: input `x` (f32[2, 3]): the .npy dtype '<i8' does not fit the f32 parameter",
+    );
+}

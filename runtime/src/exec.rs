@@ -17,7 +17,8 @@ use crate::kernels::{self, PARALLEL_MIN_MACS};
 use crate::memory::{Memories, Region, Space};
 use crate::numeric;
 use isa::{
-    ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, Imm, Inst, Mem, Op, ReduceOp, ScalarArg, TileAp,
+    ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, HbmAp, Imm, Inst, Mem, Op, ReduceOp, ScalarArg,
+    TileAp,
 };
 use std::sync::Arc;
 
@@ -124,6 +125,12 @@ impl Executor {
         match &inst.op {
             Op::Nop {} | Op::End {} => Ok(None),
             Op::Dma { dst, src } => self.dma(dst, src, at).map(Some),
+            Op::DmaGather {
+                dst,
+                idx,
+                src,
+                wrap,
+            } => self.dma_gather(dst, idx, src, *wrap, at).map(Some),
             Op::Matmul {
                 out,
                 stationary,
@@ -273,6 +280,136 @@ impl Executor {
             (_, Space::Hbm) => e.hbm_write = d.bytes(),
             _ => e.sbuf_to_sbuf = d.bytes(),
         }
+        Ok(e)
+    }
+
+    /// The indirect DMA: partition `p` of `dst` gets row `idx[p]` of `src`. Every index is
+    /// read and checked, and every row's region made, before any row is read, so that a
+    /// fault (an index out of range) reads no row and writes nothing.
+    fn dma_gather(
+        &mut self,
+        dst: &TileAp,
+        idx: &TileAp,
+        src: &HbmAp,
+        wrap: bool,
+        at: At,
+    ) -> Result<DmaEffect, RuntimeError> {
+        let d = self.dma_side(&DmaAp::Tile(dst.clone()), at)?;
+        let ix = self.dma_side(&DmaAp::Tile(idx.clone()), at)?;
+        if ix.dtype != isa::Dtype::I32 || ix.parts != d.parts || ix.free != 1 {
+            return Err(invalid(
+                at,
+                format!(
+                    "idx must be i32 [{}, 1], is {} [{}, {}]",
+                    d.parts, ix.dtype, ix.parts, ix.free
+                ),
+            ));
+        }
+        let (Some(first), true) = (src.dims.first(), src.dims.len() >= 2) else {
+            return Err(invalid(
+                at,
+                "src needs the indexed dimension and a row pattern".into(),
+            ));
+        };
+        let rows = first.size;
+        let row_ap = |r: u64| -> Option<HbmAp> {
+            let esz = src.dtype.size() as i128;
+            let offset = src.offset as i128 + r as i128 * first.stride as i128 * esz;
+            Some(HbmAp {
+                dtype: src.dtype,
+                offset: u64::try_from(offset).ok()?,
+                dims: src.dims[1..].iter().copied().collect(),
+            })
+        };
+        let mut raw = std::mem::take(&mut self.bytes);
+        raw.clear();
+        let mut regions = Vec::with_capacity(d.parts);
+        let mut result = Ok(());
+        for p in 0..d.parts {
+            raw.clear();
+            if let Err(e) = self.mem.read_row_bytes(&ix, p, &mut raw, at) {
+                result = Err(e);
+                break;
+            }
+            let index = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            let r = i64::from(index) + if wrap && index < 0 { rows as i64 } else { 0 };
+            if r < 0 || r as u64 >= rows {
+                result = Err(RuntimeError::IndexFault {
+                    at,
+                    partition: p as u32,
+                    index,
+                    rows,
+                    wrap,
+                });
+                break;
+            }
+            let region = row_ap(r as u64)
+                .ok_or_else(|| invalid(at, format!("row {r} of src lies before HBM")))
+                .and_then(|ap| self.mem.hbm_region(&ap, at));
+            match region {
+                Ok(region) if region.elems() == d.free => regions.push(region),
+                Ok(region) => {
+                    result = Err(invalid(
+                        at,
+                        format!(
+                            "a row of src has {} elements, dst {} per partition",
+                            region.elems(),
+                            d.free
+                        ),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.bytes = raw;
+        result?;
+        let mut e = DmaEffect {
+            bytes: d.bytes(),
+            ..DmaEffect::default()
+        };
+        let mut src_effective = 0u64;
+        if regions.first().is_some_and(|r| r.dtype == d.dtype) {
+            // Same dtype: exact bit copies, row by row.
+            let mut buf = std::mem::take(&mut self.bytes);
+            let mut result = Ok(());
+            for (p, region) in regions.iter().enumerate() {
+                buf.clear();
+                result = self
+                    .mem
+                    .read_row_bytes(region, 0, &mut buf, at)
+                    .and_then(|_| self.mem.write_row_bytes(&d, p, &buf, at));
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.bytes = buf;
+            result?;
+        } else {
+            let mut buf = std::mem::take(&mut self.rows[0]);
+            buf.clear();
+            buf.resize(d.free, 0.0);
+            let mut result = Ok(());
+            for (p, region) in regions.iter().enumerate() {
+                result = self
+                    .mem
+                    .read_row(region, 0, &mut buf, at)
+                    .and_then(|_| self.mem.write_row(&d, p, &buf, at));
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.rows[0] = buf;
+            result?;
+        }
+        for region in &regions {
+            src_effective = src_effective.saturating_add(region.effective_bytes(self.min_run));
+            e.hbm_read = e.hbm_read.saturating_add(region.bytes());
+        }
+        e.effective_bytes = src_effective.max(d.effective_bytes(self.min_run));
         Ok(e)
     }
 

@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 
 use crate::{
-    for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, HbmAp, Imm, Inst, Mem, Opcode,
-    Preset, ReduceOp, Role, ScalarArg, TileAp, FORMAT_VERSION, MAGIC, MAX_HBM_DIMS,
+    for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, HbmAp, Imm, Inst, Mem,
+    Opcode, Preset, ReduceOp, Role, ScalarArg, TileAp, FORMAT_VERSION, MAGIC, MAX_HBM_DIMS,
     MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, MIN_FORMAT_VERSION, NUM_DMA_QUEUES, NUM_STREAMS,
     SOURCE_HASH_BYTES,
 };

@@ -542,7 +542,12 @@ impl Verifier {
             } => {
                 tiles.extend([("dst", dst), ("idx", idx)]);
                 self.mem("dst", dst, Mem::Sbuf, "DMA only reaches SBUF and HBM");
-                self.mem("idx", idx, Mem::Sbuf, "the gather reads its indices from SBUF");
+                self.mem(
+                    "idx",
+                    idx,
+                    Mem::Sbuf,
+                    "the gather reads its indices from SBUF",
+                );
                 self.hbm("src", src);
                 if idx.dtype != crate::Dtype::I32 {
                     self.error(format!("`idx` is {} but indices are i32", idx.dtype));

@@ -959,3 +959,140 @@ impl Executor {
 fn invalid(at: At, detail: String) -> RuntimeError {
     RuntimeError::Invalid { at, detail }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isa::Opcode;
+
+    /// An executor over 64 rows of 8 f32 in HBM, row `r` holding `r * 10 + column`.
+    fn executor() -> Executor {
+        let mut hbm = vec![0u8; 64 * 8 * 4];
+        for r in 0..64 {
+            for c in 0..8 {
+                let v = (r * 10 + c) as f32;
+                let at = (r * 8 + c) * 4;
+                hbm[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let geometry = isa::Preset::Default.geometry();
+        let mut mem = Memories::new(hbm, geometry, true, 1 << 24);
+        mem.mark_hbm_written("table", 0, 64 * 8 * 4);
+        Executor::new(mem, 64)
+    }
+
+    fn at() -> At {
+        At {
+            engine: Engine::Dma(0),
+            index: 7,
+            opcode: Opcode::DmaGather,
+        }
+    }
+
+    /// The operands of a `dma_gather` written in assembly: `dst`, `idx` and `src`.
+    fn gather(dst: &str, parts: usize) -> (TileAp, TileAp, HbmAp) {
+        let text = format!(
+            "dma_gather dst={dst}, idx=sbuf.i32[0:{parts}, 1024; 1:1], \
+             src=hbm.f32[0; 64:8, 8:1], wrap=true"
+        );
+        match text.parse::<Inst>().map(|i| i.op) {
+            Ok(Op::DmaGather { dst, idx, src, .. }) => (dst, idx, src),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// Writes the indices into partitions 0.. of the index tile.
+    fn set_indices(e: &mut Executor, idx: &TileAp, indices: &[i32]) {
+        let r = e.mem.tile(idx, at()).unwrap();
+        for (p, i) in indices.iter().enumerate() {
+            e.mem
+                .write_row_bytes(&r, p, &i.to_le_bytes(), at())
+                .unwrap();
+        }
+    }
+
+    fn rows(e: &Executor, dst: &TileAp) -> Vec<Vec<f32>> {
+        let r = e.mem.tile(dst, at()).unwrap();
+        (0..r.parts)
+            .map(|p| {
+                let mut row = vec![0.0; r.free];
+                e.mem.read_row(&r, p, &mut row, at()).unwrap();
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gather_reads_the_indexed_rows_duplicates_and_negatives_included() {
+        let mut e = executor();
+        let (dst, idx, table) = gather("sbuf.bf16[0:5, 0; 8:1]", 5);
+        set_indices(&mut e, &idx, &[5, 0, 5, -1, 63]);
+        let effect = e.dma_gather(&dst, &idx, &table, true, at()).unwrap();
+        let got = rows(&e, &dst);
+        for (p, r) in [5, 0, 5, 63, 63].into_iter().enumerate() {
+            // Converted to bf16 on the way, as `dma` converts.
+            let want: Vec<f32> = (0..8)
+                .map(|c| numeric::round(isa::Dtype::Bf16, (r * 10 + c) as f32))
+                .collect();
+            assert_eq!(got[p], want, "partition {p}");
+        }
+        // Five rows of 32 bytes, each its own run of at least 64 bytes.
+        assert_eq!(effect.effective_bytes, 5 * 64);
+        assert_eq!(effect.hbm_read, 5 * 32);
+        assert_eq!(effect.bytes, 5 * 16);
+    }
+
+    #[test]
+    fn an_index_out_of_range_faults_before_anything_is_written() {
+        for (indices, wrap, bad) in [
+            (vec![1, 2, 3, 64, 4], true, 64),
+            (vec![1, 2, -65], true, -65),
+            (vec![1, -1], false, -1),
+        ] {
+            let mut e = executor();
+            let n = indices.len();
+            let (dst, idx, table) = gather(&format!("sbuf.f32[0:{n}, 0; 8:1]"), n);
+            // The destination holds known values first; the fault must leave them.
+            let before: Vec<f32> = vec![-7.0; 8];
+            let r = e.mem.tile(&dst, at()).unwrap();
+            for p in 0..indices.len() {
+                e.mem.write_row(&r, p, &before, at()).unwrap();
+            }
+            set_indices(&mut e, &idx, &indices);
+            let err = e.dma_gather(&dst, &idx, &table, wrap, at()).unwrap_err();
+            match &err {
+                RuntimeError::IndexFault {
+                    index, rows, at: a, ..
+                } => {
+                    assert_eq!((*index, *rows, a.index), (bad, 64, 7));
+                }
+                other => panic!("not an index fault: {other}"),
+            }
+            assert!(
+                err.to_string().contains(&format!("holds {bad}, outside")),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("dma0 instruction 7 (dma_gather)"),
+                "{err}"
+            );
+            for (p, row) in rows(&e, &dst).iter().enumerate() {
+                assert_eq!(row, &before, "partition {p} was written");
+            }
+        }
+    }
+
+    #[test]
+    fn gather_indices_are_not_rounded_through_f32() {
+        // 2^24 + 1 is not an f32; read through f32 it would become 2^24.
+        let mut e = executor();
+        let (dst, idx, table) = gather("sbuf.f32[0:1, 0; 8:1]", 1);
+        set_indices(&mut e, &idx, &[(1 << 24) + 1]);
+        let err = e.dma_gather(&dst, &idx, &table, true, at()).unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::IndexFault { index, .. } if index == (1 << 24) + 1),
+            "{err}"
+        );
+    }
+}

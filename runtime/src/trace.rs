@@ -370,7 +370,9 @@ pub fn chrome_trace(program: &Program, report: &Report) -> String {
                 .and_then(|b| b.producer)
                 .and_then(|p| Some((p, events.get(p)?)));
             if let Some((_, p)) = producer {
-                let (p0, p1) = if matches!(p.engine, Engine::Dma(_)) && matches!(p.opcode, Opcode::Dma | Opcode::DmaGather) {
+                let (p0, p1) = if matches!(p.engine, Engine::Dma(_))
+                    && matches!(p.opcode, Opcode::Dma | Opcode::DmaGather)
+                {
                     (p.data_start, p.end)
                 } else {
                     (p.start, p.end)

@@ -856,6 +856,11 @@ fn load_input(p: &ParamSpec, path: &Path) -> Result<HostTensor, DriverError> {
         ))
     })?;
     let array = reader.read_data().map_err(in_file)?;
+    if p.dtype == Dtype::I32 {
+        // Integers exactly, never through f32.
+        let ints = array.to_i32().map_err(in_file)?;
+        return Ok(HostTensor::from_i32(&p.shape, ints));
+    }
     let data = array.round_to(p.dtype).map_err(in_file)?;
     Ok(HostTensor {
         dtype: p.dtype,
@@ -932,15 +937,12 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
 /// Writes a tensor as a little-endian float32 `.npy` (a `bool` one as a bool `.npy`),
 /// atomically.
 pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
-    // `bool` values are written as a bool `.npy`; `i32` ones never reach here (the backend
-    // refuses them), and are refused rather than written through f32.
+    // `bool` values are written as a bool `.npy`, `i32` ones as an int32 `.npy` (exactly).
     let kind = match t.dtype {
         Dtype::Bool => npy::NpyOut::Bool,
         Dtype::I32 => {
-            return Err(DriverError::Input(format!(
-                "cannot write {}: i32 results are not written in this version",
-                path.display()
-            )))
+            return npy::write_file_atomic(path, &npy::write_npy_i32(&t.shape, &t.ints))
+                .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
         }
         _ => npy::NpyOut::F32,
     };
@@ -1231,9 +1233,14 @@ pub fn execute_with(
         .load_program(program.clone())
         .map_err(|e| DriverError::Input(e.to_string()))?;
     for (p, t) in params.iter().zip(inputs) {
-        loaded
-            .bind(&p.name, &t.data)
-            .map_err(|e| DriverError::Input(e.to_string()))?;
+        let bound = if t.dtype == Dtype::I32 {
+            // Integers are bound as their bytes, never through f32.
+            let bytes: Vec<u8> = t.ints.iter().flat_map(|i| i.to_le_bytes()).collect();
+            loaded.bind_bytes(&p.name, &bytes)
+        } else {
+            loaded.bind(&p.name, &t.data)
+        };
+        bound.map_err(|e| DriverError::Input(e.to_string()))?;
     }
     let report = loaded
         .run()

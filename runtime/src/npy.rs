@@ -64,6 +64,8 @@ pub enum NpyData {
     Void2(Vec<u16>),
     /// NumPy bools (`'|b1'`), one byte each; any nonzero byte is true.
     Bool(Vec<u8>),
+    /// NumPy integers (`'<i4'`, `'<i8'`, `'<i2'`, `'|i1'`, `'|u1'`, `'<u2'`), exactly.
+    Int(Vec<i64>),
 }
 
 impl NpyArray {
@@ -74,6 +76,7 @@ impl NpyArray {
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
             NpyData::Void1(v) | NpyData::Bool(v) => v.len(),
+            NpyData::Int(v) => v.len(),
         }
     }
 
@@ -96,7 +99,23 @@ impl NpyArray {
             NpyData::Void1(_) => Kind::Void1,
             NpyData::Void2(_) => Kind::Void2,
             NpyData::Bool(_) => Kind::Bool,
+            // The width does not matter to the checks made from an array's kind.
+            NpyData::Int(_) => Kind::Int(4, true),
         }
+    }
+
+    /// The values of an integer array as `i32`, exactly; the error names the first value
+    /// that does not fit (or says the array holds no integers).
+    pub fn to_i32(&self) -> Result<Vec<i32>, NpyError> {
+        let NpyData::Int(v) = &self.data else {
+            return Err(NpyError::NotIntegers {
+                found: self.dtype_name(),
+            });
+        };
+        v.iter()
+            .enumerate()
+            .map(|(i, &x)| i32::try_from(x).map_err(|_| NpyError::IntRange { index: i, value: x }))
+            .collect()
     }
 
     /// The shape written as NumPy prints it, e.g. `(2, 3)`, `(5,)` or `()`.
@@ -127,6 +146,9 @@ impl NpyArray {
                 .iter()
                 .map(|&c| numeric::round(dtype, f32::from(u8::from(c != 0))))
                 .collect(),
+            // Integers fill only `i32` parameters (`check_void_width_of`), which take them
+            // through `to_i32`; as floats they are rounded like any value.
+            NpyData::Int(v) => v.iter().map(|&x| numeric::round(dtype, x as f32)).collect(),
         })
     }
 }
@@ -148,12 +170,19 @@ pub enum NpyError {
          bool .npy ('|b1'), and a bool .npy fills only a bool parameter"
     )]
     BoolMismatch { descr: String, dtype: Dtype },
+    #[error("the .npy dtype {descr} does not fit a {dtype} parameter: an i32 parameter takes an integer .npy (int32, or int64, int16, int8, uint8, uint16 whose values fit), and an integer .npy fills only an i32 parameter")]
+    IntMismatch { descr: String, dtype: Dtype },
+    #[error("the .npy holds {found} values, not integers")]
+    NotIntegers { found: &'static str },
+    #[error("element {index} of the .npy is {value}, which does not fit in i32")]
+    IntRange { index: usize, value: i64 },
     #[error("malformed .npy header: {reason}")]
     MalformedHeader { reason: String },
     #[error(
         "unsupported .npy dtype {found}; accepted are '<f2' (float16), '<f4' (float32) and \
          '<f8' (float64), also big-endian ('>f4') or in the native byte order ('=f4'), and \
-         the untyped '|V2' and '|V1' that ml_dtypes writes for bfloat16 and FP8"
+         the untyped '|V2' and '|V1' that ml_dtypes writes for bfloat16 and FP8, and for i32 \
+         parameters the integers '<i4', '<i8', '<i2', '|i1', '|u1' and '<u2'"
     )]
     UnsupportedDtype { found: String },
     #[error(
@@ -440,6 +469,31 @@ impl<R: Read> NpyReader<R> {
                 f64::from_be_bytes,
                 f64::from_le_bytes,
             )),
+            Kind::Int(width, signed) => {
+                let ints: Vec<i64> = data_bytes
+                    .chunks_exact(width as usize)
+                    .map(|c| {
+                        let mut b = [0u8; 8];
+                        if big {
+                            b[8 - c.len()..].copy_from_slice(c);
+                            b.reverse();
+                        } else {
+                            b[..c.len()].copy_from_slice(c);
+                        }
+                        let raw = i64::from_le_bytes(b);
+                        let shift = 64 - 8 * width as u32;
+                        if signed && shift > 0 {
+                            (raw << shift) >> shift
+                        } else {
+                            raw
+                        }
+                    })
+                    .collect();
+                NpyData::Int(match fortran {
+                    Some(dims) => fortran_to_c(dims, &ints),
+                    None => ints,
+                })
+            }
         };
         Ok(NpyArray {
             shape: header.shape,
@@ -496,6 +550,22 @@ pub enum NpyOut {
     Bool,
 }
 
+/// Serialises an int32 array in C order as `numpy.save` does (`'<i4'`), with the same
+/// header rules as [`write_npy_as`].
+pub fn write_npy_i32(shape: &[u64], data: &[i32]) -> Vec<u8> {
+    let one_d = [data.len() as u64];
+    let shape = if shape_matches(shape, data.len()) {
+        shape
+    } else {
+        &one_d[..]
+    };
+    let mut out = npy_header(shape, "<i4", 4 * data.len());
+    for x in data {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
 /// [`write_npy`] with the element type `out`.
 pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     let one_d = [data.len() as u64];
@@ -508,6 +578,21 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
         NpyOut::F32 => "<f4",
         NpyOut::Bool => "|b1",
     };
+    let mut out = npy_header(shape, descr, 4 * data.len());
+    match out_kind {
+        NpyOut::F32 => {
+            for x in data {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        NpyOut::Bool => out.extend(data.iter().map(|&x| u8::from(x != 0.0))),
+    }
+    out
+}
+
+/// The magic, version, header dict and padding of a `.npy` file of `shape` and `descr`,
+/// as `numpy.lib.format` writes them; `data_bytes` only sizes the allocation.
+fn npy_header(shape: &[u64], descr: &str, data_bytes: usize) -> Vec<u8> {
     let mut header = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_repr(shape)
@@ -526,7 +611,7 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
         (padlen, hlen + padlen)
     };
     let (padlen, total) = wrap(2);
-    let mut out = Vec::with_capacity(12 + total + 4 * data.len());
+    let mut out = Vec::with_capacity(12 + total + data_bytes);
     out.extend_from_slice(MAGIC);
     let padlen = match u16::try_from(total) {
         Ok(len) => {
@@ -544,14 +629,6 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     out.resize(out.len() + padlen, b' ');
     out.push(b'\n');
-    match out_kind {
-        NpyOut::F32 => {
-            for x in data {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        NpyOut::Bool => out.extend(data.iter().map(|&x| u8::from(x != 0.0))),
-    }
     out
 }
 
@@ -701,6 +778,8 @@ enum Kind {
     Void1,
     Void2,
     Bool,
+    /// An integer of this many bytes, signed or not.
+    Int(u8, bool),
 }
 
 impl Kind {
@@ -710,6 +789,7 @@ impl Kind {
             Kind::F16 | Kind::Void2 => 2,
             Kind::F32 => 4,
             Kind::F64 => 8,
+            Kind::Int(w, _) => w as u64,
         }
     }
 
@@ -722,6 +802,12 @@ impl Kind {
             Kind::Void1 => "void8",
             Kind::Void2 => "void16",
             Kind::Bool => "bool",
+            Kind::Int(1, true) => "int8",
+            Kind::Int(2, true) => "int16",
+            Kind::Int(4, true) => "int32",
+            Kind::Int(8, true) => "int64",
+            Kind::Int(1, false) => "uint8",
+            Kind::Int(_, _) => "uint16",
         }
     }
 }
@@ -732,6 +818,12 @@ fn check_void_width_of(kind: Kind, descr: &str, dtype: Dtype) -> Result<(), NpyE
     // A `bool` parameter takes bool files only, and bool files fill `bool` parameters only.
     if (kind == Kind::Bool) != (dtype == Dtype::Bool) {
         return Err(NpyError::BoolMismatch {
+            descr: descr.to_string(),
+            dtype,
+        });
+    }
+    if matches!(kind, Kind::Int(..)) != (dtype == Dtype::I32) {
+        return Err(NpyError::IntMismatch {
             descr: descr.to_string(),
             dtype,
         });
@@ -1019,6 +1111,20 @@ fn check_descr(descr: &Value) -> Result<(Kind, bool), NpyError> {
         "|V2" | "<V2" => return Ok((Kind::Void2, false)),
         ">V2" => return Ok((Kind::Void2, true)),
         "=V2" => return Ok((Kind::Void2, native_big)),
+        "|i1" | "<i1" | ">i1" | "=i1" | "i1" => return Ok((Kind::Int(1, true), false)),
+        "|u1" | "<u1" | ">u1" | "=u1" | "u1" => return Ok((Kind::Int(1, false), false)),
+        "<i2" => return Ok((Kind::Int(2, true), false)),
+        ">i2" => return Ok((Kind::Int(2, true), true)),
+        "=i2" => return Ok((Kind::Int(2, true), native_big)),
+        "<u2" => return Ok((Kind::Int(2, false), false)),
+        ">u2" => return Ok((Kind::Int(2, false), true)),
+        "=u2" => return Ok((Kind::Int(2, false), native_big)),
+        "<i4" => return Ok((Kind::Int(4, true), false)),
+        ">i4" => return Ok((Kind::Int(4, true), true)),
+        "=i4" => return Ok((Kind::Int(4, true), native_big)),
+        "<i8" => return Ok((Kind::Int(8, true), false)),
+        ">i8" => return Ok((Kind::Int(8, true), true)),
+        "=i8" => return Ok((Kind::Int(8, true), native_big)),
         _ => {}
     }
     let (order, code) = match s.as_bytes().first() {

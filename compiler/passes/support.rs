@@ -2,9 +2,11 @@
 //!
 //! Language version 2's `bool` values, comparisons, logical operations and `where` run on
 //! the f32 datapath of the Vector engine, which holds the truth values 0 and 1 exactly
-//! (the `is_*`, `and`, `or` ALU ops and the `select` instruction). Its `i32` values,
-//! `arange` and `take` are checked, lowered and evaluated by the reference, but the tiling
-//! of this version has no integer datapath yet. A kernel that uses them is refused here
+//! (the `is_*`, `and`, `or` ALU ops and the `select` instruction). A `take` whose indices
+//! are an `i32` parameter runs on the indirect DMA (`tiling/gather.rs`), which reads the
+//! indices as raw integers. Other `i32` values and `arange` are checked, lowered and
+//! evaluated by the reference, but the tiling of this version has no integer datapath
+//! for them yet. A kernel that uses them is refused here
 //! with an error at its source line, rather than reaching a pass that would compute it
 //! through f32 (which holds integers exactly only up to 2^24) or fail with an internal
 //! error.
@@ -17,7 +19,7 @@ use isa::Dtype;
 pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for (i, (name, v)) in func.params.iter().enumerate() {
         let ty = func.ty(*v);
-        if ty.dtype == Dtype::I32 {
+        if ty.dtype == Dtype::I32 && !only_take_indices(func, *v) {
             let span = func.param_spans.get(i).copied().unwrap_or_default();
             return Some((span, format!("the parameter `{name}` of type `{ty}`")));
         }
@@ -27,11 +29,27 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
         let ty = func.ty(data.result);
         let what = match data.op {
             TOp::Arange => "`arange`",
-            TOp::Take { .. } => "`take`",
+            TOp::Take { .. } if ty.dtype == Dtype::I32 => "`take`",
+            // A take of floats or booleans whose indices are a parameter: the indirect DMA.
+            TOp::Take { .. } if func.params.iter().any(|(_, p)| *p == data.args[1]) => continue,
+            TOp::Take { .. } => "`take` with computed indices",
             _ if ty.dtype == Dtype::I32 => "a value",
             _ => continue,
         };
         return Some((func.spans[inst], format!("{what} of type `{ty}`")));
     }
     None
+}
+
+/// True when every use of the parameter `v` is as the indices of a `take` (which the
+/// indirect DMA reads as raw `i32`), and it is not returned.
+fn only_take_indices(func: &Function, v: crate::ir::Value) -> bool {
+    !func.results.contains(&v)
+        && func.layout.iter().all(|&inst| {
+            let data = &func.insts[inst];
+            data.args
+                .iter()
+                .enumerate()
+                .all(|(i, &a)| a != v || (i == 1 && matches!(data.op, TOp::Take { .. })))
+        })
 }

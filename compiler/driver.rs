@@ -1258,12 +1258,103 @@ pub fn execute(
     execute_with(program, params, inputs, &RunOptions::default())
 }
 
-/// [`execute`] under `options`.
+/// [`execute`] under `options`. A `take` index out of range is reported as the reference
+/// reports it (kernel, operand, value), with the faulting instruction and its source line;
+/// the kernel is named when the program records its origin.
 pub fn execute_with(
     program: &isa::Program,
     params: &[ParamSpec],
     inputs: &[HostTensor],
     options: &RunOptions,
+) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
+    let kernel = program.origin.as_ref().map(|o| o.kernel.clone());
+    run_machine(program, params, inputs, options, kernel.as_deref())
+}
+
+/// [`execute_with`] for the program of a compilation, whose kernel names the faults.
+pub fn execute_compiled(
+    c: &Compilation,
+    params: &[ParamSpec],
+    inputs: &[HostTensor],
+    options: &RunOptions,
+) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
+    run_machine(
+        program_of(c)?,
+        params,
+        inputs,
+        options,
+        Some(&c.tensor.name),
+    )
+}
+
+/// The message of an index fault of the indirect DMA, in the reference's words: `kernel
+/// `k`: the operand `ids` holds the index 9, outside [-8, 8) for the axis `take` indexes`,
+/// then where the machine stopped. The operand is the `i32` input whose DMA filled the
+/// faulting gather's index tile (the only writer of that tile that reads an input).
+pub fn index_fault_message(
+    program: &isa::Program,
+    kernel: Option<&str>,
+    e: &runtime::RuntimeError,
+) -> Option<String> {
+    let runtime::RuntimeError::IndexFault {
+        at, index, rows, ..
+    } = e
+    else {
+        return None;
+    };
+    let gather = program.streams.get(at.engine.index())?.get(at.index)?;
+    let isa::Op::DmaGather { idx, .. } = &gather.op else {
+        return None;
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for inst in program.streams.iter().flatten() {
+        let isa::Op::Dma {
+            dst: isa::DmaAp::Tile(t),
+            src: isa::DmaAp::Hbm(h),
+        } = &inst.op
+        else {
+            continue;
+        };
+        if (t.partition, t.offset) != (idx.partition, idx.offset) || h.dtype != Dtype::I32 {
+            continue;
+        }
+        let input = program.tensors.iter().find(|d| {
+            d.role == isa::Role::Input && d.offset <= h.offset && h.offset < d.offset + d.bytes()
+        });
+        if let Some(d) = input {
+            if !names.contains(&d.name.as_str()) {
+                names.push(&d.name);
+            }
+        }
+    }
+    let operand = match names.as_slice() {
+        [one] => format!("the operand `{one}`"),
+        _ => "the indices".to_string(),
+    };
+    let kernel = kernel.map_or("the program".to_string(), |k| format!("kernel `{k}`"));
+    let loc = program
+        .locs
+        .get(at.engine.index())
+        .and_then(|s| s.get(at.index).copied().flatten());
+    let place = match (loc, &program.source) {
+        (Some(l), Some(f)) => format!(" at {f}:{}:{}", l.line, l.col),
+        (Some(l), None) => format!(" at line {}", l.line),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{kernel}: {operand} holds the index {index}, outside [-{rows}, {rows}) for the axis \
+         `take` indexes (the machine stopped at {at}{place}, an indirect DMA that faulted \
+         before reading or writing anything; no output was written)"
+    ))
+}
+
+/// Runs a program on the interpreter (see [`execute_with`]).
+fn run_machine(
+    program: &isa::Program,
+    params: &[ParamSpec],
+    inputs: &[HostTensor],
+    options: &RunOptions,
+    kernel: Option<&str>,
 ) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
     let machine = runtime::Machine::new(machine_config(program, options));
     let mut loaded = machine
@@ -1279,9 +1370,9 @@ pub fn execute_with(
         };
         bound.map_err(|e| DriverError::Input(e.to_string()))?;
     }
-    let report = loaded
-        .run()
-        .map_err(|e| DriverError::Input(e.to_string()))?;
+    let report = loaded.run().map_err(|e| {
+        DriverError::Input(index_fault_message(program, kernel, &e).unwrap_or(e.to_string()))
+    })?;
     let mut outputs = Vec::new();
     for t in program.tensors_with_role(isa::Role::Output) {
         if t.dtype == Dtype::I32 {

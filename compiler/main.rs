@@ -419,7 +419,7 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
     } else {
         let program = driver::program_of(&c)?;
         let (outputs, report) =
-            driver::execute_with(program, &params, &inputs, &args.run_options())?;
+            driver::execute_compiled(&c, &params, &inputs, &args.run_options())?;
         let timing = runtime::MachineConfig::new(program.preset).timing;
         let bound = tessera::roofline::bound(&c.tensor, &timing);
         emit_profile(args, program, &report, Some(bound))?;

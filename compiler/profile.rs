@@ -140,7 +140,7 @@ fn busy_of(e: &Event) -> (u64, u64) {
 }
 
 fn is_transfer(e: &Event) -> bool {
-    matches!(e.engine, Engine::Dma(_)) && e.opcode == Opcode::Dma
+    matches!(e.engine, Engine::Dma(_)) && matches!(e.opcode, Opcode::Dma | Opcode::DmaGather)
 }
 
 /// The engine kind of a stream, as the profile names engines.

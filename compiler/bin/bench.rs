@@ -138,6 +138,15 @@ fn cases() -> Vec<Case> {
             quick: &[("H", 2), ("S", 255), ("D", 128)],
             target: 0.80,
         },
+        Case {
+            name: "embedding lookup bf16[128256, 4096], 2048 ids",
+            file: "bench/movement.tsr",
+            text: MOVEMENT,
+            kernel: "embedding",
+            full: &[("V", 128256), ("D", 4096), ("T", 2048)],
+            quick: &[("V", 4096), ("D", 512), ("T", 256)],
+            target: 0.70,
+        },
     ]
 }
 

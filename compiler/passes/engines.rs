@@ -50,6 +50,8 @@ pub(crate) fn dma_bytes(op: &Op) -> u64 {
     };
     match op {
         Op::Dma { dst, src } => side(dst).max(side(src)),
+        // A gather moves one row of `src` per partition of `dst`: `dst`'s bytes.
+        Op::DmaGather { dst, .. } => dst.elems().saturating_mul(dst.dtype.size() as u64),
         _ => 0,
     }
 }

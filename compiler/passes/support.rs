@@ -4,10 +4,12 @@
 //! the f32 datapath of the Vector engine, which holds the truth values 0 and 1 exactly;
 //! its `i32` values and `arange` run on the integer datapath of Vector and GpSimd
 //! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
-//! never through f32. `take` is checked, lowered and evaluated by the reference, but the
-//! tiling of this version has no gather yet: a kernel that uses it is refused here with an
-//! error at its source line, rather than reaching a pass that would fail with an internal
-//! error.
+//! never through f32. A `take` of a float or `bool` tensor whose indices are an `i32`
+//! parameter runs on the indirect DMA (`tiling/gather.rs`), which reads the indices as raw
+//! integers. Other takes (an `i32` table, computed indices) are checked, lowered and
+//! evaluated by the reference, but not compiled yet: a kernel that uses them is refused
+//! here with an error at its source line, rather than reaching a pass that would fail with
+//! an internal error.
 
 use crate::ir::{Function, Span, TOp};
 
@@ -18,7 +20,15 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
         if let TOp::Take { .. } = data.op {
-            return Some((func.spans[inst], format!("`take` of type `{ty}`")));
+            let what = if ty.dtype == isa::Dtype::I32 {
+                "`take`"
+            } else if func.params.iter().any(|(_, p)| *p == data.args[1]) {
+                // A take of floats or booleans whose indices are a parameter: the indirect DMA.
+                continue;
+            } else {
+                "`take` with computed indices"
+            };
+            return Some((func.spans[inst], format!("{what} of type `{ty}`")));
         }
     }
     None

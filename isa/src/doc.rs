@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 
 use crate::{
-    for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, Imm, Inst, Mem, Opcode,
-    Preset, ReduceOp, Role, ScalarArg, TileAp, FORMAT_VERSION, MAGIC, MAX_HBM_DIMS,
+    for_each_op, ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, HbmAp, Imm, Inst, Mem,
+    Opcode, Preset, ReduceOp, Role, ScalarArg, TileAp, FORMAT_VERSION, MAGIC, MAX_HBM_DIMS,
     MAX_TENSOR_RANK, MAX_TILE_DIMS, MAX_WAITS, MIN_FORMAT_VERSION, NUM_DMA_QUEUES, NUM_STREAMS,
     SOURCE_HASH_BYTES,
 };
@@ -65,6 +65,12 @@ impl OperandDoc for TileAp {
     const TYPE: &'static str = "TileAp";
     const SYNTAX: &'static str = "`MEM.DTYPE[START:COUNT, OFFSET; SIZE:STRIDE, ...]`";
     const ENCODING: &'static str = "9 + 8n bytes (see Tile access pattern)";
+}
+
+impl OperandDoc for HbmAp {
+    const TYPE: &'static str = "HbmAp";
+    const SYNTAX: &'static str = "an HBM pattern `hbm.DTYPE[OFFSET; SIZE:STRIDE, ...]`";
+    const ENCODING: &'static str = "the HBM pattern (see HBM access pattern)";
 }
 
 impl OperandDoc for DmaAp {
@@ -128,6 +134,8 @@ pub(crate) const EXAMPLES: &[&str] = &[
     "wait(s0>=1) nop signal(s1)",
     "end",
     "dma dst=sbuf.bf16[0:128, 0; 64:1], src=hbm.f32[0; 128:64, 64:1]",
+    "dma_gather dst=sbuf.bf16[0:128, 0; 64:1], idx=sbuf.i32[0:128, 256; 1:1], \
+     src=hbm.bf16[0; 1000:64, 64:1], wrap=true",
     "matmul out=psum.f32[0:128, 0; 512:1], stationary=sbuf.bf16[0:128, 0; 128:1], \
      moving=sbuf.bf16[0:128, 256; 512:1], accumulate=false",
     "transpose out=psum.f32[0:64, 2048; 128:1], src=sbuf.bf16[0:128, 0; 64:1]",
@@ -526,6 +534,7 @@ The interpreter (`runtime`) runs the streams under this timing model; each instr
     }
     row::<TileAp>(&mut out);
     row::<DmaAp>(&mut out);
+    row::<HbmAp>(&mut out);
     row::<ScalarArg>(&mut out);
     row::<Option<TileAp>>(&mut out);
     row::<Imm>(&mut out);

@@ -49,6 +49,32 @@ macro_rules! for_each_op {
             /// data phases of one queue are serial.
             Dma = 0x10, "dma", $crate::EngineClass::DMA, { dst: DmaAp, src: DmaAp };
 
+            /// Indirect DMA (a gather of rows): for each partition `p` of `dst`, an SBUF tile of
+            /// up to 128 partitions, reads the row `r = idx[p]` of the HBM tensor `src` into that
+            /// partition. `idx` is an SBUF tile of `i32` with one element per partition of `dst`
+            /// (`[P, 1]`). `src`'s first dimension is the indexed one: its size is the row count
+            /// `rows` and its stride the row stride (in elements); its other dimensions (at least
+            /// one) walk one row, whose elements are as many as `dst` has free elements per
+            /// partition. With `wrap`, an index in `[-rows, 0)` counts from the end (`r + rows`),
+            /// as the language's negative indices do.
+            ///
+            /// An index outside `[0, rows)` (outside `[-rows, rows)` with `wrap`) is a fault of
+            /// the instruction: the run stops with an error naming the instruction, the
+            /// partition and the index as `idx` holds it. Every index is checked before anything
+            /// moves, so a faulting gather reads no row and writes nothing.
+            ///
+            /// Numerics: as `dma`: same-dtype rows are exact bit copies; otherwise each element is
+            /// decoded to f32 and rounded to `dst`'s dtype. `idx` is read as raw 32-bit two's
+            /// complement integers, never through f32.
+            ///
+            /// Cost: as a `dma` on the stream's queue: `latency + ceil(bytes / queue_rate)` where
+            /// `bytes` is the larger of the two sides' effective sizes; each gathered row is its
+            /// own run (or runs, by `src`'s row pattern) of at least 64 bytes, and the source side
+            /// counts the P rows read, not the whole tensor. The `idx` tile is read at issue and
+            /// adds no bytes.
+            DmaGather = 0x11, "dma_gather", $crate::EngineClass::DMA,
+                { dst: TileAp, idx: TileAp, src: HbmAp, wrap: bool };
+
             /// Tensor engine matrix multiply: `out[M, N] (+)= stationary[K, M]^T @ moving[K, N]`.
             /// `stationary` and `moving` are SBUF tiles on the same K partitions (K <= 128);
             /// `stationary` has M <= 128 free elements, `moving` N <= 512; `out` is an f32 PSUM

@@ -606,6 +606,50 @@ impl Verifier {
                     );
                 }
             }
+            Op::DmaGather {
+                dst,
+                idx,
+                src,
+                wrap: _,
+            } => {
+                tiles.extend([("dst", dst), ("idx", idx)]);
+                self.mem("dst", dst, Mem::Sbuf, "DMA only reaches SBUF and HBM");
+                self.mem(
+                    "idx",
+                    idx,
+                    Mem::Sbuf,
+                    "the gather reads its indices from SBUF",
+                );
+                self.hbm("src", src);
+                if idx.dtype != crate::Dtype::I32 {
+                    self.error(format!("`idx` is {} but indices are i32", idx.dtype));
+                }
+                if idx.partitions != dst.partitions || idx.free_elems() != 1 {
+                    self.error(format!(
+                        "`idx` is [{}, {}] but must be [{}, 1]: one index per partition of `dst`",
+                        idx.partitions,
+                        idx.free_elems(),
+                        dst.partitions
+                    ));
+                }
+                let row: u64 = src
+                    .dims
+                    .iter()
+                    .skip(1)
+                    .fold(1u64, |n, d| n.saturating_mul(d.size));
+                if src.dims.len() < 2 {
+                    self.error(
+                        "`src` has one dimension, but needs the indexed one and at least one \
+                         that walks a row"
+                            .into(),
+                    );
+                } else if row != dst.free_elems() {
+                    self.error(format!(
+                        "a row of `src` has {row} elements but `dst` has {} per partition",
+                        dst.free_elems()
+                    ));
+                }
+            }
             Op::Matmul {
                 out,
                 stationary,

@@ -55,6 +55,15 @@ impl VisitAps for TileAp {
     }
 }
 
+impl VisitAps for HbmAp {
+    fn visit<'a>(&'a self, access: Access, f: &mut dyn FnMut(ApRef<'a>, Access)) {
+        f(ApRef::Hbm(self), access)
+    }
+    fn visit_mut<'a>(&'a mut self, access: Access, f: &mut dyn FnMut(ApMut<'a>, Access)) {
+        f(ApMut::Hbm(self), access)
+    }
+}
+
 impl VisitAps for DmaAp {
     fn visit<'a>(&'a self, access: Access, f: &mut dyn FnMut(ApRef<'a>, Access)) {
         match self {

@@ -140,6 +140,19 @@ pub enum RuntimeError {
         earlier: At,
         earlier_access: &'static str,
     },
+    /// An indirect DMA (`dma_gather`) met an index outside the rows of its source: the
+    /// instruction faulted before reading or writing anything.
+    #[error("{at}: index fault: partition {partition} of `idx` holds {index}, outside [{}, {rows}) for a source of {rows} rows", if *.wrap { -(*.rows as i128) } else { 0 })]
+    IndexFault {
+        at: At,
+        partition: u32,
+        /// The index as `idx` holds it.
+        index: i32,
+        /// The source's row count.
+        rows: u64,
+        /// Whether negative indices counted from the end.
+        wrap: bool,
+    },
     /// A matmul breaks the PSUM accumulation-group rule (`MachineConfig::psum_groups`).
     #[error("{at}: psum accumulation group: {detail}")]
     PsumGroup { at: At, detail: String },

@@ -17,7 +17,8 @@ use crate::kernels::{self, PARALLEL_MIN_MACS};
 use crate::memory::{Memories, Region, Space};
 use crate::numeric;
 use isa::{
-    ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, Imm, Inst, Mem, Op, ReduceOp, ScalarArg, TileAp,
+    ActFunc, Affine, AluOp, CmpOp, DmaAp, Engine, HbmAp, Imm, Inst, Mem, Op, ReduceOp, ScalarArg,
+    TileAp,
 };
 use std::sync::Arc;
 
@@ -130,6 +131,12 @@ impl Executor {
         match &inst.op {
             Op::Nop {} | Op::End {} => Ok(None),
             Op::Dma { dst, src } => self.dma(dst, src, at).map(Some),
+            Op::DmaGather {
+                dst,
+                idx,
+                src,
+                wrap,
+            } => self.dma_gather(dst, idx, src, *wrap, at).map(Some),
             Op::Matmul {
                 out,
                 stationary,
@@ -304,6 +311,136 @@ impl Executor {
             (_, Space::Hbm) => e.hbm_write = d.bytes(),
             _ => e.sbuf_to_sbuf = d.bytes(),
         }
+        Ok(e)
+    }
+
+    /// The indirect DMA: partition `p` of `dst` gets row `idx[p]` of `src`. Every index is
+    /// read and checked, and every row's region made, before any row is read, so that a
+    /// fault (an index out of range) reads no row and writes nothing.
+    fn dma_gather(
+        &mut self,
+        dst: &TileAp,
+        idx: &TileAp,
+        src: &HbmAp,
+        wrap: bool,
+        at: At,
+    ) -> Result<DmaEffect, RuntimeError> {
+        let d = self.dma_side(&DmaAp::Tile(dst.clone()), at)?;
+        let ix = self.dma_side(&DmaAp::Tile(idx.clone()), at)?;
+        if ix.dtype != isa::Dtype::I32 || ix.parts != d.parts || ix.free != 1 {
+            return Err(invalid(
+                at,
+                format!(
+                    "idx must be i32 [{}, 1], is {} [{}, {}]",
+                    d.parts, ix.dtype, ix.parts, ix.free
+                ),
+            ));
+        }
+        let (Some(first), true) = (src.dims.first(), src.dims.len() >= 2) else {
+            return Err(invalid(
+                at,
+                "src needs the indexed dimension and a row pattern".into(),
+            ));
+        };
+        let rows = first.size;
+        let row_ap = |r: u64| -> Option<HbmAp> {
+            let esz = src.dtype.size() as i128;
+            let offset = src.offset as i128 + r as i128 * first.stride as i128 * esz;
+            Some(HbmAp {
+                dtype: src.dtype,
+                offset: u64::try_from(offset).ok()?,
+                dims: src.dims[1..].iter().copied().collect(),
+            })
+        };
+        let mut raw = std::mem::take(&mut self.bytes);
+        raw.clear();
+        let mut regions = Vec::with_capacity(d.parts);
+        let mut result = Ok(());
+        for p in 0..d.parts {
+            raw.clear();
+            if let Err(e) = self.mem.read_row_bytes(&ix, p, &mut raw, at) {
+                result = Err(e);
+                break;
+            }
+            let index = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            let r = i64::from(index) + if wrap && index < 0 { rows as i64 } else { 0 };
+            if r < 0 || r as u64 >= rows {
+                result = Err(RuntimeError::IndexFault {
+                    at,
+                    partition: p as u32,
+                    index,
+                    rows,
+                    wrap,
+                });
+                break;
+            }
+            let region = row_ap(r as u64)
+                .ok_or_else(|| invalid(at, format!("row {r} of src lies before HBM")))
+                .and_then(|ap| self.mem.hbm_region(&ap, at));
+            match region {
+                Ok(region) if region.elems() == d.free => regions.push(region),
+                Ok(region) => {
+                    result = Err(invalid(
+                        at,
+                        format!(
+                            "a row of src has {} elements, dst {} per partition",
+                            region.elems(),
+                            d.free
+                        ),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.bytes = raw;
+        result?;
+        let mut e = DmaEffect {
+            bytes: d.bytes(),
+            ..DmaEffect::default()
+        };
+        let mut src_effective = 0u64;
+        if regions.first().is_some_and(|r| r.dtype == d.dtype) {
+            // Same dtype: exact bit copies, row by row.
+            let mut buf = std::mem::take(&mut self.bytes);
+            let mut result = Ok(());
+            for (p, region) in regions.iter().enumerate() {
+                buf.clear();
+                result = self
+                    .mem
+                    .read_row_bytes(region, 0, &mut buf, at)
+                    .and_then(|_| self.mem.write_row_bytes(&d, p, &buf, at));
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.bytes = buf;
+            result?;
+        } else {
+            let mut buf = std::mem::take(&mut self.rows[0]);
+            buf.clear();
+            buf.resize(d.free, 0.0);
+            let mut result = Ok(());
+            for (p, region) in regions.iter().enumerate() {
+                result = self
+                    .mem
+                    .read_row(region, 0, &mut buf, at)
+                    .and_then(|_| self.mem.write_row(&d, p, &buf, at));
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.rows[0] = buf;
+            result?;
+        }
+        for region in &regions {
+            src_effective = src_effective.saturating_add(region.effective_bytes(self.min_run));
+            e.hbm_read = e.hbm_read.saturating_add(region.bytes());
+        }
+        e.effective_bytes = src_effective.max(d.effective_bytes(self.min_run));
         Ok(e)
     }
 
@@ -1117,4 +1254,141 @@ fn cmp_holds(cmp: CmpOp, e: i64) -> bool {
 
 fn invalid(at: At, detail: String) -> RuntimeError {
     RuntimeError::Invalid { at, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isa::Opcode;
+
+    /// An executor over 64 rows of 8 f32 in HBM, row `r` holding `r * 10 + column`.
+    fn executor() -> Executor {
+        let mut hbm = vec![0u8; 64 * 8 * 4];
+        for r in 0..64 {
+            for c in 0..8 {
+                let v = (r * 10 + c) as f32;
+                let at = (r * 8 + c) * 4;
+                hbm[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let geometry = isa::Preset::Default.geometry();
+        let mut mem = Memories::new(hbm, geometry, true, 1 << 24);
+        mem.mark_hbm_written("table", 0, 64 * 8 * 4);
+        Executor::new(mem, 64)
+    }
+
+    fn at() -> At {
+        At {
+            engine: Engine::Dma(0),
+            index: 7,
+            opcode: Opcode::DmaGather,
+        }
+    }
+
+    /// The operands of a `dma_gather` written in assembly: `dst`, `idx` and `src`.
+    fn gather(dst: &str, parts: usize) -> (TileAp, TileAp, HbmAp) {
+        let text = format!(
+            "dma_gather dst={dst}, idx=sbuf.i32[0:{parts}, 1024; 1:1], \
+             src=hbm.f32[0; 64:8, 8:1], wrap=true"
+        );
+        match text.parse::<Inst>().map(|i| i.op) {
+            Ok(Op::DmaGather { dst, idx, src, .. }) => (dst, idx, src),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// Writes the indices into partitions 0.. of the index tile.
+    fn set_indices(e: &mut Executor, idx: &TileAp, indices: &[i32]) {
+        let r = e.mem.tile(idx, at()).unwrap();
+        for (p, i) in indices.iter().enumerate() {
+            e.mem
+                .write_row_bytes(&r, p, &i.to_le_bytes(), at())
+                .unwrap();
+        }
+    }
+
+    fn rows(e: &Executor, dst: &TileAp) -> Vec<Vec<f32>> {
+        let r = e.mem.tile(dst, at()).unwrap();
+        (0..r.parts)
+            .map(|p| {
+                let mut row = vec![0.0; r.free];
+                e.mem.read_row(&r, p, &mut row, at()).unwrap();
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gather_reads_the_indexed_rows_duplicates_and_negatives_included() {
+        let mut e = executor();
+        let (dst, idx, table) = gather("sbuf.bf16[0:5, 0; 8:1]", 5);
+        set_indices(&mut e, &idx, &[5, 0, 5, -1, 63]);
+        let effect = e.dma_gather(&dst, &idx, &table, true, at()).unwrap();
+        let got = rows(&e, &dst);
+        for (p, r) in [5, 0, 5, 63, 63].into_iter().enumerate() {
+            // Converted to bf16 on the way, as `dma` converts.
+            let want: Vec<f32> = (0..8)
+                .map(|c| numeric::round(isa::Dtype::Bf16, (r * 10 + c) as f32))
+                .collect();
+            assert_eq!(got[p], want, "partition {p}");
+        }
+        // Five rows of 32 bytes, each its own run of at least 64 bytes.
+        assert_eq!(effect.effective_bytes, 5 * 64);
+        assert_eq!(effect.hbm_read, 5 * 32);
+        assert_eq!(effect.bytes, 5 * 16);
+    }
+
+    #[test]
+    fn an_index_out_of_range_faults_before_anything_is_written() {
+        for (indices, wrap, bad) in [
+            (vec![1, 2, 3, 64, 4], true, 64),
+            (vec![1, 2, -65], true, -65),
+            (vec![1, -1], false, -1),
+        ] {
+            let mut e = executor();
+            let n = indices.len();
+            let (dst, idx, table) = gather(&format!("sbuf.f32[0:{n}, 0; 8:1]"), n);
+            // The destination holds known values first; the fault must leave them.
+            let before: Vec<f32> = vec![-7.0; 8];
+            let r = e.mem.tile(&dst, at()).unwrap();
+            for p in 0..indices.len() {
+                e.mem.write_row(&r, p, &before, at()).unwrap();
+            }
+            set_indices(&mut e, &idx, &indices);
+            let err = e.dma_gather(&dst, &idx, &table, wrap, at()).unwrap_err();
+            match &err {
+                RuntimeError::IndexFault {
+                    index, rows, at: a, ..
+                } => {
+                    assert_eq!((*index, *rows, a.index), (bad, 64, 7));
+                }
+                other => panic!("not an index fault: {other}"),
+            }
+            assert!(
+                err.to_string().contains(&format!("holds {bad}, outside")),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("dma0 instruction 7 (dma_gather)"),
+                "{err}"
+            );
+            for (p, row) in rows(&e, &dst).iter().enumerate() {
+                assert_eq!(row, &before, "partition {p} was written");
+            }
+        }
+    }
+
+    #[test]
+    fn gather_indices_are_not_rounded_through_f32() {
+        // 2^24 + 1 is not an f32; read through f32 it would become 2^24.
+        let mut e = executor();
+        let (dst, idx, table) = gather("sbuf.f32[0:1, 0; 8:1]", 1);
+        set_indices(&mut e, &idx, &[(1 << 24) + 1]);
+        let err = e.dma_gather(&dst, &idx, &table, true, at()).unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::IndexFault { index, .. } if index == (1 << 24) + 1),
+            "{err}"
+        );
+    }
 }

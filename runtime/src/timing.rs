@@ -56,7 +56,7 @@ pub fn compute_cost(op: &Op, engine: Engine, cfg: &MachineConfig) -> u64 {
     };
     match op {
         Op::Nop {} => t.nop,
-        Op::End {} | Op::Dma { .. } => 0,
+        Op::End {} | Op::Dma { .. } | Op::DmaGather { .. } => 0,
         Op::Matmul { moving, .. } => t
             .pe_rate_of(moving.dtype)
             .cycles_for(moving.free_elems())

@@ -269,7 +269,7 @@ fn inst_args(program: &Program, e: &Event) -> String {
         e.end,
         e.end.saturating_sub(e.start)
     );
-    if matches!(e.engine, Engine::Dma(_)) && e.opcode == Opcode::Dma {
+    if matches!(e.engine, Engine::Dma(_)) && matches!(e.opcode, Opcode::Dma | Opcode::DmaGather) {
         let _ = write!(
             a,
             ",\"issue_cycle\":{},\"data_start_cycle\":{},\"bytes\":{}",
@@ -322,7 +322,7 @@ pub fn chrome_trace(program: &Program, report: &Report) -> String {
     let mut flow_id = 0usize;
     for (i, e) in events.iter().enumerate() {
         let is_dma_queue = matches!(e.engine, Engine::Dma(_));
-        let is_transfer = is_dma_queue && e.opcode == Opcode::Dma;
+        let is_transfer = is_dma_queue && matches!(e.opcode, Opcode::Dma | Opcode::DmaGather);
         let cat = match e.engine {
             Engine::Dma(_) => "dma".to_string(),
             other => other.name(),
@@ -370,7 +370,9 @@ pub fn chrome_trace(program: &Program, report: &Report) -> String {
                 .and_then(|b| b.producer)
                 .and_then(|p| Some((p, events.get(p)?)));
             if let Some((_, p)) = producer {
-                let (p0, p1) = if matches!(p.engine, Engine::Dma(_)) && p.opcode == Opcode::Dma {
+                let (p0, p1) = if matches!(p.engine, Engine::Dma(_))
+                    && matches!(p.opcode, Opcode::Dma | Opcode::DmaGather)
+                {
                     (p.data_start, p.end)
                 } else {
                     (p.start, p.end)

@@ -15,6 +15,7 @@
 
 mod attention;
 pub mod block;
+mod gather;
 mod matmul;
 mod movement;
 pub mod view;
@@ -561,6 +562,7 @@ impl<'a> Tiler<'a> {
                 self.set_or_copy(data.result, view, span);
                 Ok(())
             }
+            TOp::Take { .. } => self.lower_take(inst),
             TOp::Concat(_) => self.lower_concat(inst),
             TOp::Pad { .. } => self.lower_pad(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),

@@ -399,7 +399,7 @@ fn scalar_op() -> BoxedStrategy<Op> {
 }
 
 fn dma_op() -> BoxedStrategy<Op> {
-    (partitions(), free_sizes(), 0u8..3, any::<bool>())
+    (partitions(), free_sizes(), 0u8..4, any::<bool>())
         .prop_flat_map(|(p, s, kind, flat)| {
             (layout(), layout()).prop_map(move |(la, lb)| {
                 let tile = make_tile(Mem::Sbuf, la.dtype, p, &s, &la);
@@ -412,7 +412,17 @@ fn dma_op() -> BoxedStrategy<Op> {
                     0 | 1 => DmaAp::Hbm(make_hbm(lb.dtype, &hsizes, &lb)),
                     _ => DmaAp::Tile(make_tile(Mem::Sbuf, lb.dtype, p, &reshape(&s, flat), &lb)),
                 };
-                if kind == 0 {
+                if kind == 3 {
+                    // A gather: `p` rows of `s`'s elements, one index per partition.
+                    let mut rows: Vec<u64> = vec![p as u64 + 3];
+                    rows.extend(s.iter().map(|&x| x as u64));
+                    Op::DmaGather {
+                        dst: tile,
+                        idx: make_tile(Mem::Sbuf, Dtype::I32, p, &[1], &lb),
+                        src: make_hbm(lb.dtype, &rows, &lb),
+                        wrap: flat,
+                    }
+                } else if kind == 0 {
                     Op::Dma {
                         dst: DmaAp::Tile(tile),
                         src: other,

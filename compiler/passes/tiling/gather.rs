@@ -1,0 +1,189 @@
+//! `take` on the indirect DMA: the rows a kernel's run-time indices select are gathered
+//! from HBM into SBUF by `dma_gather`, one row per partition, and stored to the take's home.
+//!
+//! `take(x, idx, axis)` reads `x[o, idx[j], i]` for every outer index `o` (the axes before
+//! `axis`, merged), index position `j` (the flattened `idx`) and inner index `i` (the axes
+//! after `axis`, merged). The indices go into SBUF 128 at a time as raw `i32` (an exact DMA
+//! copy, never f32); each gather takes one such tile and moves, for each of its indices, a
+//! piece of the outer-by-inner elements of its row, at most `GATHER_PIECE_BYTES` a
+//! partition, so that the gathers and the stores of several pieces are in flight on the
+//! DMA queues at once. The language's negative indices are normalised by the gather itself
+//! (`wrap`), so an index out of range faults with the value the user gave, and nothing is
+//! read or written for it.
+
+use super::view::{dense_strides, HView};
+use super::Tiler;
+use crate::ir::{Inst, TOp};
+use isa::{DmaAp, Engine, HbmAp, HbmDim, Op, Role};
+use smallvec::SmallVec;
+
+/// The most bytes a partition receives from one gather. Rows longer than this are
+/// gathered in column pieces (a row of 4,096 bf16 in four), so that one index tile's
+/// stores start while its later pieces still arrive.
+const GATHER_PIECE_BYTES: u64 = 2048;
+
+/// The axes of `dims` (sizes and strides, outermost first) merged where they walk memory
+/// contiguously, without size-1 axes: `None` when they do not merge into at most one.
+fn merge_one(dims: &[(u64, i64)]) -> Option<(u64, i64)> {
+    let mut out: Option<(u64, i64)> = None;
+    for &(size, stride) in dims {
+        if size == 1 {
+            continue;
+        }
+        out = match out {
+            None => Some((size, stride)),
+            Some((s, t)) if t == stride * size as i64 => Some((s * size, stride)),
+            Some(_) => return None,
+        };
+    }
+    Some(out.unwrap_or((1, 1)))
+}
+
+impl<'a> Tiler<'a> {
+    /// Lowers a `take` instruction (see the module comment).
+    pub(super) fn lower_take(&mut self, inst: Inst) -> Result<(), String> {
+        let func = self.func;
+        let data = &func.insts[inst];
+        let span = func.spans[inst];
+        let TOp::Take { axis } = data.op else {
+            return Err(format!("{inst} is not a take"));
+        };
+        let res = func.ty(data.result).clone();
+        let mut x = self.home_of(data.args[0])?;
+        let idx = self.home_of(data.args[1])?;
+        if !idx.is_dense() || idx.dtype != isa::Dtype::I32 {
+            return Err(format!(
+                "{inst}: the indices of a take must be a dense i32 tensor in HBM"
+            ));
+        }
+        let nidx: u64 = idx.shape.iter().product();
+        let rank = x.shape.len();
+        let pair = |v: &HView, r: std::ops::Range<usize>| -> Vec<(u64, i64)> {
+            v.shape[r.clone()]
+                .iter()
+                .copied()
+                .zip(v.strides[r].iter().copied())
+                .collect()
+        };
+        // The outer and inner axes of `x` must each walk memory as one strided axis;
+        // otherwise `x` is copied to a dense scratch tensor first.
+        let merged = |v: &HView| {
+            Some((
+                merge_one(&pair(v, 0..axis))?,
+                merge_one(&pair(v, axis + 1..rank))?,
+            ))
+        };
+        let ((outer, so), (inner, si)) = match merged(&x) {
+            Some(m) => m,
+            None => {
+                let buf = self.out.hbm(
+                    &format!("t{}", data.args[0].as_u32()),
+                    Role::Scratch,
+                    x.dtype,
+                    &x.shape,
+                );
+                let dense = HView::dense(buf, x.dtype, &x.shape);
+                self.copy_view(&x, &dense, span);
+                x = dense;
+                merged(&x).ok_or("a dense view's axes merge")?
+            }
+        };
+        let (rows, sa) = (x.shape[axis], x.strides[axis]);
+        // The destination, seen as [outer, nidx, inner], dense.
+        let home = match self.home[data.result].clone() {
+            Some(h) if h.is_dense() => h,
+            Some(_) | None => {
+                let buf = self.out.hbm(
+                    &format!("t{}", data.result.as_u32()),
+                    Role::Scratch,
+                    res.dtype,
+                    &res.shape,
+                );
+                HView::dense(buf, res.dtype, &res.shape)
+            }
+        };
+        let dest = home.reshape(&[outer, nidx, inner]);
+        let ds = dense_strides(&dest.shape);
+        let esize = x.dtype.size() as u64;
+        // Pieces of the outer-by-inner elements of a row: whole inner runs, as many outer
+        // ones as fit, or column pieces of a long inner run.
+        let per_piece = (GATHER_PIECE_BYTES / esize).max(1);
+        let (oc, ic) = if inner <= per_piece {
+            ((per_piece / inner).clamp(1, outer), inner)
+        } else {
+            (1, inner.div_ceil(inner.div_ceil(per_piece)))
+        };
+        self.begin_group();
+        let mut j0 = 0u64;
+        while j0 < nidx {
+            let k = (nidx - j0).min(isa::PARTITIONS as u64);
+            // The indices j0..j0+k, one per partition, as raw i32.
+            let itile = self.sbuf_tile(isa::Dtype::I32, k as u32, 1);
+            let ihbm = super::view::hbm_ap(isa::Dtype::I32, idx.offset + j0 as i64, &[(k, 1)]);
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(itile.ap()),
+                    src: DmaAp::Hbm(ihbm),
+                },
+                Engine::Dma(0),
+                &[itile.buf, idx.buf],
+                span,
+            );
+            let mut o0 = 0u64;
+            while o0 < outer {
+                let on = oc.min(outer - o0);
+                let mut i0 = 0u64;
+                while i0 < inner {
+                    let inn = ic.min(inner - i0);
+                    let cols = (on * inn) as u32;
+                    let tile = self.sbuf_tile(x.dtype, k as u32, cols);
+                    let start = x.offset + o0 as i64 * so + i0 as i64 * si;
+                    let mut dims: SmallVec<[HbmDim; 5]> = SmallVec::new();
+                    dims.push(HbmDim {
+                        size: rows,
+                        stride: sa,
+                    });
+                    let row = super::view::hbm_ap(x.dtype, 0, &[(on, so), (inn, si)]);
+                    dims.extend(row.dims.iter().copied());
+                    let src = HbmAp {
+                        dtype: x.dtype,
+                        offset: start.max(0) as u64 * esize,
+                        dims,
+                    };
+                    self.out.push(
+                        Op::DmaGather {
+                            dst: tile.ap(),
+                            idx: itile.ap(),
+                            src,
+                            wrap: true,
+                        },
+                        Engine::Dma(0),
+                        &[tile.buf, itile.buf, x.buf],
+                        span,
+                    );
+                    let at = dest.offset + o0 as i64 * ds[0] + j0 as i64 * ds[1] + i0 as i64;
+                    let hbm =
+                        super::view::hbm_ap(res.dtype, at, &[(k, ds[1]), (on, ds[0]), (inn, 1)]);
+                    self.out.push(
+                        Op::Dma {
+                            dst: DmaAp::Hbm(hbm),
+                            src: DmaAp::Tile(tile.ap()),
+                        },
+                        Engine::Dma(0),
+                        &[dest.buf, tile.buf],
+                        span,
+                    );
+                    i0 += inn;
+                }
+                o0 += on;
+            }
+            j0 += k;
+        }
+        match self.home[data.result].clone() {
+            Some(h) if h != home => self.copy_view(&home, &h, span),
+            Some(_) => {}
+            None => self.home[data.result] = Some(home),
+        }
+        Ok(())
+    }
+}

@@ -69,6 +69,9 @@ pub struct Tiler<'a> {
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
+    /// The tile the node being evaluated writes its result into (its range of a concat's
+    /// tile), taken by `out_tile`.
+    pub target: Option<block::Tile>,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -119,6 +122,7 @@ pub fn lower(
         last_stores: false,
         last_group: false,
         concat_homes: Vec::new(),
+        target: None,
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -200,6 +204,8 @@ fn peak_block_bytes(func: &Function, g: &Group) -> u64 {
         let full = fusion::fit(&res.shape, &g.space) == Some(Fit::Full);
         let bytes = if full {
             cols * res.dtype.size() as u64
+        } else if fusion::is_narrow(&res.shape, &g.space) {
+            res.shape.last().copied().unwrap_or(1) * res.dtype.size() as u64
         } else {
             4
         };
@@ -365,6 +371,20 @@ impl<'a> Tiler<'a> {
                     col_chunk = (cols * BLOCK_BUDGET / peak.max(1)).max(1);
                 }
                 col_chunk = col_chunk.min(pipeline_chunk(self.func, g));
+                // Values of other widths than the space (slices, concats) need whole rows.
+                let func = self.func;
+                let columns = g.insts.iter().any(|&i| {
+                    fusion::is_narrow(&func.ty(func.insts[i].result).shape, &g.space)
+                        || matches!(func.insts[i].op, TOp::Slice(_) | TOp::Concat(_))
+                });
+                if columns {
+                    if col_chunk < cols {
+                        return Err(format!(
+                            "a row group with slices or concats of rows of {cols} elements does not fit SBUF"
+                        ));
+                    }
+                    col_chunk = u64::MAX;
+                }
                 let graph = self.graph_of(g, None, false)?;
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 for b in &blocks {
@@ -398,13 +418,35 @@ impl<'a> Tiler<'a> {
         let func = self.func;
         let mut graph = BGraph::default();
         let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
+        // Values that a column slice reads and that the group also reads whole are
+        // loaded whole once, and the slices are views of that tile.
+        let mut whole_reads: Vec<Value> = Vec::new();
+        for &inst in &g.insts {
+            if fusion::column_slice(func, inst).is_none() {
+                for &a in &func.insts[inst].args {
+                    whole_reads.push(a);
+                }
+            }
+        }
+        let width_of = |shape: &[u64]| -> Option<u32> {
+            fusion::is_narrow(shape, &g.space)
+                .then(|| shape.last().map(|&w| w as u32))
+                .flatten()
+        };
         for &inst in &g.insts {
             let data = &func.insts[inst];
             let res = func.ty(data.result);
             let span = func.spans[inst];
-            let fit = fusion::fit(&res.shape, &g.space).ok_or_else(|| {
-                format!("{inst} does not fit the space {:?} of its group", g.space)
-            })?;
+            let narrow = fusion::fit(&res.shape, &g.space).is_none()
+                && fusion::is_narrow(&res.shape, &g.space);
+            let fit = if narrow {
+                Fit::Full
+            } else {
+                fusion::fit(&res.shape, &g.space).ok_or_else(|| {
+                    format!("{inst} does not fit the space {:?} of its group", g.space)
+                })?
+            };
+            let width = if narrow { width_of(&res.shape) } else { None };
             if let Some((gi, tile)) = given {
                 if gi == inst {
                     node_of.insert(data.result, graph.nodes.len());
@@ -415,6 +457,7 @@ impl<'a> Tiler<'a> {
                         fit,
                         span,
                         accum: None,
+                        width,
                     });
                     continue;
                 }
@@ -429,6 +472,56 @@ impl<'a> Tiler<'a> {
                     fill: *fill as f32,
                 },
                 TOp::Reduce { func: f, .. } => BOp::Reduce(*f),
+                TOp::Slice(axes) => {
+                    let Some((src, start)) = fusion::column_slice(func, inst) else {
+                        return Err(format!("{inst}: only a slice of columns joins a row group"));
+                    };
+                    let src_shape = &func.ty(src).shape;
+                    if !node_of.contains_key(&src) {
+                        let view = self.home_of(src)?;
+                        if whole_reads.contains(&src) {
+                            // Loaded whole, once, as a node the slices and the other
+                            // readers share.
+                            node_of.insert(src, graph.nodes.len());
+                            graph.nodes.push(BNode {
+                                op: BOp::Copy,
+                                args: vec![BArg::Load(
+                                    view.clone(),
+                                    swap(space_strides(&view, src_shape, &g.space)),
+                                )],
+                                dtype: func.ty(src).dtype,
+                                fit: Fit::Full,
+                                span,
+                                accum: None,
+                                width: width_of(src_shape),
+                            });
+                        } else {
+                            // Only the columns the slice takes are loaded.
+                            let sliced = view.slice(axes, &res.shape);
+                            let strides = swap(space_strides(&sliced, &res.shape, &g.space));
+                            node_of.insert(data.result, graph.nodes.len());
+                            graph.nodes.push(BNode {
+                                op: BOp::Copy,
+                                args: vec![BArg::Load(sliced, strides)],
+                                dtype: res.dtype,
+                                fit,
+                                span,
+                                accum: None,
+                                width,
+                            });
+                            continue;
+                        }
+                    }
+                    BOp::Slice {
+                        start: start as u32,
+                    }
+                }
+                TOp::Concat(_) => BOp::Concat(
+                    data.args
+                        .iter()
+                        .map(|&a| func.ty(a).shape.last().copied().unwrap_or(1) as u32)
+                        .collect(),
+                ),
                 other => {
                     return Err(format!(
                         "{inst} ({other:?}) cannot be computed in a row group"
@@ -443,10 +536,13 @@ impl<'a> Tiler<'a> {
                     args.push(BArg::Imm(c));
                 } else {
                     let view = self.home_of(a)?;
-                    // Reductions read their operand over the whole space; other operations
-                    // read it broadcast to their result.
+                    // Reductions read their operand over the whole space, concats each
+                    // part in its own shape; other operations read it broadcast to their
+                    // result.
                     let logical = if matches!(data.op, TOp::Reduce { .. }) {
                         g.space.clone()
+                    } else if matches!(data.op, TOp::Concat(_)) {
+                        func.ty(a).shape.clone()
                     } else {
                         res.shape.clone()
                     };
@@ -464,6 +560,7 @@ impl<'a> Tiler<'a> {
                 fit,
                 span,
                 accum: None,
+                width,
             });
         }
         // Values with a home are stored.

@@ -443,6 +443,8 @@ impl Tiler<'_> {
     /// Forgets the operands loaded for the previous group (call before each group).
     pub fn begin_group(&mut self) {
         self.group_loads.clear();
+        self.group_load_bytes = 0;
+        self.reuse_space = None;
     }
 
     /// Evaluates `graph` on `block`: emits loads, computation and stores.
@@ -533,9 +535,10 @@ impl Tiler<'_> {
                         }
                     }
                     BArg::Load(v, st) => {
-                        let invariant = st[..st.len().saturating_sub(1)].iter().all(|&x| x == 0);
+                        // A tile kept for other blocks is never written over.
+                        let kept = reuse_of(st, self.reuse_space.as_deref()) != Reuse::No;
                         let last = load_last.iter().find(|(lv, ls, _)| lv == v && ls == st);
-                        if !invariant && last.is_some_and(|l| l.2 == i) {
+                        if !kept && last.is_some_and(|l| l.2 == i) {
                             self.dying_loads.push((v.clone(), st.clone()));
                         }
                     }
@@ -688,13 +691,16 @@ impl Tiler<'_> {
                 } else {
                     fit
                 };
-                // An operand that is the same for every row (a weight or bias vector) is
-                // loaded once per group, not once per block.
-                let invariant = strides[..strides.len().saturating_sub(1)]
-                    .iter()
-                    .all(|&s| s == 0);
-                let key = (block.parts(), block.col_start(), block.cols());
-                if invariant {
+                // An operand broadcast over some row axis (a weight or bias vector, a
+                // table shared by the heads) reads the same elements in several blocks:
+                // it is loaded once per group for each pattern, while the tiles kept fit
+                // `GROUP_CACHE_BUDGET`.
+                let reuse = reuse_of(strides, self.reuse_space.as_deref());
+                let reusable = reuse != Reuse::No;
+                let pattern = block.hbm_pattern(view, strides, f);
+                let cols = if f == Fit::Full { block.cols() } else { 1 };
+                let key = (block.parts(), cols, pattern);
+                if reusable {
                     if let Some(t) = self
                         .group_loads
                         .iter()
@@ -715,7 +721,12 @@ impl Tiler<'_> {
                     None => {
                         let t = self.load(block, view, strides, f, span);
                         self.block_loads.push((view.clone(), strides.clone(), f, t));
-                        if invariant {
+                        let bytes = cols as u64 * view.dtype.size() as u64;
+                        let fits = self.group_load_bytes + bytes <= super::GROUP_CACHE_BUDGET;
+                        if reuse == Reuse::Invariant || (reuse == Reuse::Broadcast && fits) {
+                            if reuse == Reuse::Broadcast {
+                                self.group_load_bytes += bytes;
+                            }
                             self.group_loads
                                 .push((view.clone(), strides.clone(), f, key, t));
                         }
@@ -1257,6 +1268,34 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             graph.nodes[r].op = BOp::Accum(rf);
             graph.nodes[r].args.clear();
         }
+    }
+}
+
+/// How a load may be kept for other blocks of its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reuse {
+    /// Every block reads other elements.
+    No,
+    /// The same for every row (a weight or bias vector): kept, whatever its size.
+    Invariant,
+    /// Broadcast over some row axis of more than one index (a table shared by heads): kept
+    /// while the kept tiles fit `GROUP_CACHE_BUDGET`.
+    Broadcast,
+}
+
+/// How a load read with `strides` over the rows of `space` (when known) may be kept.
+fn reuse_of(strides: &[i64], space: Option<&[u64]>) -> Reuse {
+    let rows = &strides[..strides.len().saturating_sub(1)];
+    if rows.iter().all(|&s| s == 0) {
+        return Reuse::Invariant;
+    }
+    match space {
+        Some(sp)
+            if sp.len() == strides.len() && rows.iter().zip(sp).any(|(&s, &n)| s == 0 && n > 1) =>
+        {
+            Reuse::Broadcast
+        }
+        _ => Reuse::No,
     }
 }
 

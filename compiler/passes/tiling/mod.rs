@@ -34,9 +34,14 @@ use view::HView;
 /// SBUF at once (multi-buffering).
 pub const BLOCK_BUDGET: u64 = 80 * 1024;
 
-/// A row-invariant operand loaded once for a group: view, strides, fit, the blocks it
-/// serves (partitions, first column, columns), and its tile.
-pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u64, u32), block::Tile);
+/// An operand broadcast over some row axis, loaded once for the blocks of a group that read
+/// the same elements: view, strides, fit, what it holds (partitions, columns and the HBM
+/// pattern it was loaded from), and its tile.
+pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u32, isa::HbmAp), block::Tile);
+
+/// Bytes per partition that the tiles a group keeps for reuse across blocks may take
+/// (`Tiler::group_loads`); beyond them a broadcast operand is loaded per block.
+pub const GROUP_CACHE_BUDGET: u64 = 48 * 1024;
 
 /// The lowering state.
 pub struct Tiler<'a> {
@@ -46,9 +51,13 @@ pub struct Tiler<'a> {
     pub home: SecondaryMap<Value, Option<HView>>,
     /// Operands loaded for the current block (the block evaluator's cache).
     pub block_loads: Vec<(HView, Vec<i64>, Fit, block::Tile)>,
-    /// Row-invariant operands loaded for the current group: view, strides, fit, (parts,
-    /// first column, columns) and the tile.
+    /// Broadcast operands loaded for the current group, for reuse by its later blocks.
     pub group_loads: Vec<GroupLoad>,
+    /// Bytes per partition of `group_loads`' tiles.
+    pub group_load_bytes: u64,
+    /// The space of the row group being lowered, whose operands broadcast over a row axis
+    /// may be kept for its later blocks (`None` elsewhere: only row-invariant ones are).
+    pub reuse_space: Option<Vec<u64>>,
     /// Tiles of node results whose last use is the node being evaluated.
     pub dying: Vec<crate::tile::Buf>,
     /// Loaded operands (view, strides) whose last use is the node being evaluated.
@@ -113,6 +122,8 @@ pub fn lower(
         home: SecondaryMap::new(),
         block_loads: Vec::new(),
         group_loads: Vec::new(),
+        group_load_bytes: 0,
+        reuse_space: None,
         dying: Vec::new(),
         dying_loads: Vec::new(),
         layout,
@@ -386,6 +397,7 @@ impl<'a> Tiler<'a> {
                     col_chunk = u64::MAX;
                 }
                 let graph = self.graph_of(g, None, false)?;
+                self.reuse_space = Some(g.space.clone());
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 for b in &blocks {
                     self.eval_block(&graph, b);

@@ -41,6 +41,12 @@ use smallvec::SmallVec;
 
 /// Instructions on each side of a movable one whose work counts towards the engines' load.
 const WINDOW: usize = 24;
+/// The same for work GpSimd may share with Vector: a wider window, since one of its
+/// instructions costs four of Vector's.
+const GPSIMD_WINDOW: usize = 96;
+/// The fewest shareable instructions in that window for GpSimd to take any: a long stream
+/// of independent blocks, not a chain of few.
+const GPSIMD_STREAM: usize = 48;
 
 /// The bytes a DMA moves: the larger of its two sides.
 pub(crate) fn dma_bytes(op: &Op) -> u64 {
@@ -293,11 +299,13 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
     }
     let order: Vec<_> = func.layout.clone();
     let n = order.len();
-    // Work that stays where it is, per position: [Vector, Scalar].
-    let mut fixed = vec![[0u64; 2]; n];
-    // Per position, the costs of movable work on [Vector, Scalar] (its Scalar form is
-    // rebuilt when placed: keeping every form here would hold a whole `Op` per position).
+    // Work that stays where it is, per position: [Vector, Scalar, GpSimd].
+    let mut fixed = vec![[0u64; 3]; n];
+    // Per position, the costs of movable work: on [Vector, Scalar] for work with a Scalar
+    // form (its Scalar form is rebuilt when placed: keeping every form here would hold a
+    // whole `Op` per position), on [Vector, GpSimd] for two-input elementwise work.
     let mut movable: Vec<Option<(u64, u64)>> = vec![None; n];
+    let mut shareable: Vec<Option<(u64, u64)>> = vec![None; n];
     for (pos, &i) in order.iter().enumerate() {
         let inst = &func.insts[i];
         match scalar_form(inst) {
@@ -306,30 +314,79 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
                 let s = compute_cost(&op, Engine::Scalar, cfg);
                 movable[pos] = Some((v, s));
             }
+            None if is_shareable(inst) => {
+                // Counted as Vector's until GpSimd takes it.
+                let v = compute_cost(&inst.op, Engine::Vector, cfg);
+                let g = compute_cost(&inst.op, Engine::GpSimd, cfg);
+                shareable[pos] = Some((v, g));
+                fixed[pos][0] = v;
+            }
             None => match inst.engine {
                 Engine::Vector => fixed[pos][0] = compute_cost(&inst.op, Engine::Vector, cfg),
                 Engine::Scalar => fixed[pos][1] = compute_cost(&inst.op, Engine::Scalar, cfg),
+                Engine::GpSimd => fixed[pos][2] = compute_cost(&inst.op, Engine::GpSimd, cfg),
                 _ => {}
             },
         }
     }
-    let prefix = |v: &[[u64; 2]]| {
-        let mut p = vec![[0u64; 2]; v.len() + 1];
+    let prefix = |v: &[[u64; 3]]| {
+        let mut p = vec![[0u64; 3]; v.len() + 1];
         for (k, x) in v.iter().enumerate() {
-            p[k + 1] = [p[k][0] + x[0], p[k][1] + x[1]];
+            p[k + 1] = [p[k][0] + x[0], p[k][1] + x[1], p[k][2] + x[2]];
         }
         p
     };
     let fixed_sum = prefix(&fixed);
-    // Movable work placed so far, per position, and its running prefix sums.
-    let mut placed_sum = vec![[0u64; 2]; n + 1];
+    // How many shareable instructions precede each position, and their Vector cost.
+    let mut shareable_before = vec![0usize; n + 1];
+    let mut shareable_cost = vec![0u64; n + 1];
     for pos in 0..n {
-        let mut here = [0u64; 2];
+        shareable_before[pos + 1] = shareable_before[pos] + usize::from(shareable[pos].is_some());
+        shareable_cost[pos + 1] = shareable_cost[pos] + shareable[pos].map_or(0, |(v, _)| v);
+    }
+    // Movable work placed so far, per position, and its running prefix sums; and the
+    // Vector work GpSimd took so far.
+    let mut placed_sum = vec![[0u64; 3]; n + 1];
+    let mut taken_sum = vec![0u64; n + 1];
+    for pos in 0..n {
+        let mut here = [0u64; 3];
+        let mut taken = 0;
+        if let Some((v, g)) = shareable[pos] {
+            // GpSimd takes two-input elementwise work of a long stream of it (many blocks
+            // in flight, so that its four times longer instructions delay no chain that
+            // Vector would wait for) where it would still finish it before Vector in a
+            // window of the stream: it shares about one part in five (RoPE's products
+            // and sums: 499,872 -> 400,672 cycles at [32, 2048, 128]).
+            let lo = pos.saturating_sub(GPSIMD_WINDOW);
+            let hi = (pos + GPSIMD_WINDOW + 1).min(n);
+            // Each engine's load: its fixed work in the window and the work placed on it
+            // before this instruction (the shareable work after it is not placed yet).
+            let vector =
+                fixed_sum[hi][0] - fixed_sum[lo][0] - (shareable_cost[hi] - shareable_cost[lo])
+                    + (shareable_cost[pos] - shareable_cost[lo])
+                    - (taken_sum[pos] - taken_sum[lo])
+                    + placed_sum[pos][0]
+                    - placed_sum[lo][0];
+            let gpsimd =
+                fixed_sum[hi][2] - fixed_sum[lo][2] + placed_sum[pos][2] - placed_sum[lo][2];
+            let stream = shareable_before[hi] - shareable_before[lo] >= GPSIMD_STREAM;
+            if stream && gpsimd + g < vector + v {
+                func.insts[order[pos]].engine = Engine::GpSimd;
+                here[2] = g;
+                taken = v;
+                changed = true;
+            }
+        }
         if let Some((v, s)) = movable[pos] {
             let lo = pos.saturating_sub(WINDOW);
             let hi = (pos + WINDOW + 1).min(n);
             let load = |e: usize| {
-                fixed_sum[hi][e] - fixed_sum[lo][e] + placed_sum[pos][e] - placed_sum[lo][e]
+                let taken = if e == 0 {
+                    taken_sum[pos] - taken_sum[lo]
+                } else {
+                    0
+                };
+                fixed_sum[hi][e] - fixed_sum[lo][e] + placed_sum[pos][e] - placed_sum[lo][e] - taken
             };
             // The second of two adjacent copies out of one PSUM buffer (a bank evacuated
             // in pieces) goes to the engine the first did not take, so the pieces run
@@ -362,9 +419,28 @@ pub fn assign_compute(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
                 here[0] = v;
             }
         }
-        placed_sum[pos + 1] = [placed_sum[pos][0] + here[0], placed_sum[pos][1] + here[1]];
+        placed_sum[pos + 1] = [
+            placed_sum[pos][0] + here[0],
+            placed_sum[pos][1] + here[1],
+            placed_sum[pos][2] + here[2],
+        ];
+        taken_sum[pos + 1] = taken_sum[pos] + taken;
     }
     changed
+}
+
+/// True for two-input elementwise work on Vector, all in SBUF (GpSimd has no PSUM port),
+/// that GpSimd may share.
+fn is_shareable(inst: &TileInst) -> bool {
+    if inst.engine != Engine::Vector || !matches!(inst.op, Op::TensorTensor { .. }) {
+        return false;
+    }
+    let mut sbuf = true;
+    inst.op.visit_aps(&mut |ap, _| match ap {
+        isa::ApRef::Tile(t) => sbuf &= t.mem == Mem::Sbuf,
+        isa::ApRef::Hbm(_) => sbuf = false,
+    });
+    sbuf
 }
 
 /// The pass: nothing to do before the tile pass has produced tile IR.

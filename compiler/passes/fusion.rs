@@ -279,6 +279,54 @@ fn fits_space(func: &Function, inst: Inst, space: &[u64]) -> bool {
     }
 }
 
+/// The operand and first column of a slice that takes a column range of its operand: every
+/// axis but the last whole (start 0, step 1, kept), the last one with step 1. Such a slice
+/// is a view of its operand's tile in a row group (a range of the free axis), so a group
+/// that loads or computes the operand reads the slice without moving it.
+pub fn column_slice(func: &Function, inst: Inst) -> Option<(Value, u64)> {
+    let data = &func.insts[inst];
+    let TOp::Slice(axes) = &data.op else {
+        return None;
+    };
+    let src = &func.ty(data.args[0]).shape;
+    let res = &func.ty(data.result).shape;
+    let rank = src.len();
+    if rank == 0 || axes.len() != rank || res.len() != rank || !axes.iter().all(|a| a.keep) {
+        return None;
+    }
+    let last = &axes[rank - 1];
+    let rows_whole =
+        (0..rank - 1).all(|i| axes[i].start == 0 && axes[i].step == 1 && res[i] == src[i]);
+    (rows_whole && last.step == 1 && res[rank - 1] > 0).then_some((data.args[0], last.start))
+}
+
+/// True for a `concat` along the last axis: a row group builds it in one tile, each part
+/// in its range of the free axis.
+pub fn is_column_concat(func: &Function, inst: Inst) -> bool {
+    let data = &func.insts[inst];
+    matches!(data.op, TOp::Concat(axis) if axis + 1 == func.ty(data.result).shape.len())
+}
+
+/// True when `shape` has the rows of `space` and a last axis of another length: a value of
+/// a row group that takes a column range of its own (a slice, a concat part), computed on
+/// whole rows.
+pub fn is_narrow(shape: &[u64], space: &[u64]) -> bool {
+    let n = space.len();
+    n >= 1 && shape.len() == n && shape[..n - 1] == space[..n - 1] && shape[n - 1] != space[n - 1]
+}
+
+/// True when a group may hold values narrower or wider than its space (whole rows of
+/// another length): a row group without reductions or masks, whose rows are then never cut
+/// into column chunks.
+fn takes_columns(func: &Function, grp: &Group) -> bool {
+    matches!(grp.root, Root::Rows)
+        && !grp.needs_plain_rows
+        && grp
+            .insts
+            .iter()
+            .all(|&i| !matches!(func.insts[i].op, TOp::Reduce { .. } | TOp::Tril { .. }))
+}
+
 /// Builds the grouping, in an order that respects every data dependency. With `fuse` false
 /// every instruction is its own group. With `strict` (`--dtype-policy strict`) no attention
 /// is given to the flash lowering: its online softmax rounds other values than the
@@ -324,6 +372,21 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
             g.groups[gi as usize].root = Root::Attention(Box::new(a));
         }
     }
+    // Column slices (`column_slice`) wait until their users are grouped: a slice joins the
+    // row group that uses it, as a view of its operand's tile, or else stays a view of
+    // its operand's HBM home. Until then an instruction that reads one is taken to read
+    // the operand (`resolve`), so that `x * c + concat([-x[.., h:], x[.., :h]]) * s` is
+    // one group that reads `x` once.
+    let mut deferred: SecondaryMap<Inst, bool> = SecondaryMap::new();
+    let resolve = |deferred: &SecondaryMap<Inst, bool>, mut v: Value| -> Value {
+        while let ValueDef::Inst(i) = func.values[v].def {
+            if !deferred[i] {
+                break;
+            }
+            v = func.insts[i].args[0];
+        }
+        v
+    };
     for &inst in &func.layout {
         let data = &func.insts[inst];
         if matches!(data.op, TOp::Const(_)) || g.group_of[inst].is_some() {
@@ -331,11 +394,16 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
             // grouped above.
             continue;
         }
+        if fuse && column_slice(func, inst).is_some() {
+            deferred[inst] = true;
+            continue;
+        }
+        let concat = fuse && is_column_concat(func, inst);
+        let args: Vec<Value> = data.args.iter().map(|&a| resolve(&deferred, a)).collect();
         let mut joined = None;
-        if fuse && is_row_op(func, inst) {
+        if fuse && (is_row_op(func, inst) || concat) {
             // Try the groups of the operands, most recent first.
-            let mut candidates: Vec<u32> = data
-                .args
+            let mut candidates: Vec<u32> = args
                 .iter()
                 .filter_map(|a| match func.values[*a].def {
                     ValueDef::Inst(i) => g.group_of[i],
@@ -350,39 +418,55 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
             // (`where(x > 0, x, 0.1 * x)`, or a second reduction of the same rows); the
             // instruction reads nothing those groups compute, so joining cannot close a
             // cycle, and the checks below are the same as for an operand's group.
-            let params: Vec<Value> = data
-                .args
+            let params: Vec<Value> = args
                 .iter()
                 .copied()
                 .filter(|a| matches!(func.values[*a].def, ValueDef::Param(_)))
                 .collect();
             if !params.is_empty() {
                 for (gi, grp) in g.groups.iter().enumerate().rev() {
-                    let reads = grp
-                        .insts
-                        .iter()
-                        .any(|i| func.insts[*i].args.iter().any(|a| params.contains(a)));
+                    let reads = grp.insts.iter().any(|i| {
+                        func.insts[*i]
+                            .args
+                            .iter()
+                            .any(|a| params.contains(&resolve(&deferred, *a)))
+                    });
                     if matches!(grp.root, Root::Rows) && reads && !candidates.contains(&(gi as u32))
                     {
                         candidates.push(gi as u32);
                     }
                 }
             }
+            let res_shape = &func.ty(data.result).shape;
             for &gi in candidates.iter() {
                 let grp = &g.groups[gi as usize];
                 if matches!(grp.root, Root::Single(_)) {
                     continue;
                 }
                 if matches!(grp.root, Root::Matmul(_) | Root::Attention(_))
-                    && matches!(data.op, TOp::Reduce { .. })
+                    && (matches!(data.op, TOp::Reduce { .. }) || concat)
                 {
                     continue;
                 }
-                if !fits_space(func, inst, &grp.space) {
+                // A value of other columns than the space (a concat, or elementwise work on
+                // a slice or a concat part) needs whole rows of a group that allows them.
+                let columns = takes_columns(func, grp);
+                let fits = if concat {
+                    (res_shape == &grp.space || is_narrow(res_shape, &grp.space)) && columns
+                } else {
+                    fits_space(func, inst, &grp.space)
+                        || (columns
+                            && is_narrow(res_shape, &grp.space)
+                            && matches!(
+                                data.op,
+                                TOp::Unary(_) | TOp::Binary(_) | TOp::Cast | TOp::Where
+                            ))
+                };
+                if !fits {
                     continue;
                 }
                 let first = pos[grp.insts[0]];
-                let operands_ok = data.args.iter().all(|a| {
+                let operands_ok = args.iter().all(|a| {
                     let in_group = match func.values[*a].def {
                         ValueDef::Inst(i) => g.group_of[i] == Some(gi),
                         ValueDef::Param(_) => false,
@@ -397,19 +481,22 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
                 // Operands computed in the group must broadcast the way their tiles
                 // are laid out: a full one only into a full result, a per-row one of
                 // rank `rows` only into a result of that same shape (NumPy would align
-                // it with the last axis otherwise).
-                let res_shape = &func.ty(data.result).shape;
-                let layout_ok = data.args.iter().all(|a| {
+                // it with the last axis otherwise), one of other columns only into a
+                // result of its own shape or into a concat.
+                let layout_ok = data.args.iter().zip(&args).all(|(a, r)| {
                     let in_group = matches!(
-                        func.values[*a].def,
+                        func.values[*r].def,
                         ValueDef::Inst(i) if g.group_of[i] == Some(gi)
                     );
                     if !in_group || matches!(data.op, TOp::Reduce { .. }) {
                         return true;
                     }
                     let shape = &func.ty(*a).shape;
+                    if is_narrow(shape, &grp.space) && fit(shape, &grp.space).is_none() {
+                        return concat || res_shape == shape;
+                    }
                     match fit(shape, &grp.space) {
-                        Some(Fit::Full) => res_shape == &grp.space,
+                        Some(Fit::Full) => concat || res_shape == &grp.space,
                         Some(Fit::PerRow) if shape.len() == grp.space.len() => true,
                         Some(Fit::PerRow) => res_shape == shape,
                         None => false,
@@ -428,11 +515,18 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
                 if matches!(data.op, TOp::Tril { .. }) {
                     grp.needs_plain_rows = true;
                 }
+                // A concat wider than the space widens it: the other values become
+                // narrower columns of the same rows.
+                let res_shape = &func.ty(data.result).shape;
+                if concat && res_shape.last() > grp.space.last() {
+                    grp.space = res_shape.clone();
+                }
                 gi
             }
             None => {
                 let (root, space) = match &data.op {
                     TOp::Matmul => (Root::Matmul(inst), func.ty(data.result).shape.clone()),
+                    _ if concat => (Root::Rows, func.ty(data.result).shape.clone()),
                     _ if is_row_op(func, inst)
                         && fits_space(func, inst, &own_space(func, inst)) =>
                     {
@@ -445,6 +539,49 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
                     space,
                     insts: vec![inst],
                     needs_plain_rows: matches!(data.op, TOp::Tril { .. }),
+                });
+                (g.groups.len() - 1) as u32
+            }
+        };
+        g.group_of[inst] = Some(gi);
+    }
+    // The deferred slices, last first (a slice of a slice follows its user): one whose
+    // users are all in one row group, of its rows, joins it; any other is a view of its
+    // operand's home, a group of its own.
+    let mut users: std::collections::HashMap<Value, Vec<Inst>> = Default::default();
+    for &inst in &func.layout {
+        for a in &func.insts[inst].args {
+            users.entry(*a).or_default().push(inst);
+        }
+    }
+    for &inst in func.layout.iter().rev() {
+        if !deferred[inst] {
+            continue;
+        }
+        let v = func.insts[inst].result;
+        let shape = &func.ty(v).shape;
+        let us = users.get(&v).map(Vec::as_slice).unwrap_or(&[]);
+        let target = us.first().and_then(|&u| g.group_of[u]).filter(|&gi| {
+            let grp = &g.groups[gi as usize];
+            matches!(grp.root, Root::Rows)
+                && us.iter().all(|&u| g.group_of[u] == Some(gi))
+                && !func.results.contains(&v)
+                && (shape == &grp.space
+                    || (is_narrow(shape, &grp.space) && takes_columns(func, grp)))
+        });
+        let gi = match target {
+            Some(gi) => {
+                let grp = &mut g.groups[gi as usize];
+                grp.insts.push(inst);
+                grp.insts.sort_by_key(|&i| pos[i]);
+                gi
+            }
+            None => {
+                g.groups.push(Group {
+                    root: Root::Single(inst),
+                    space: shape.clone(),
+                    insts: vec![inst],
+                    needs_plain_rows: false,
                 });
                 (g.groups.len() - 1) as u32
             }

@@ -51,6 +51,15 @@ pub enum BOp {
     Accum(ReduceFn),
     /// Folded into another node; computes nothing.
     Folded,
+    /// Columns `start..start + width` of the operand (a node): a view of its tile, no
+    /// instruction (`fusion::column_slice`).
+    Slice {
+        start: u32,
+    },
+    /// The operands side by side along the free axis, one range each of the given widths:
+    /// one tile, which an operand computed for it alone is written into directly (its
+    /// range is its output tile); any other operand is copied into its range.
+    Concat(Vec<u32>),
 }
 
 /// An operand of a node.
@@ -76,6 +85,9 @@ pub struct BNode {
     pub span: Span,
     /// For activations: the `Accum` node that receives the row sums.
     pub accum: Option<usize>,
+    /// For a full-row value of another length than the space's last axis (a column slice,
+    /// a concat, elementwise work on them): its columns. The block then holds whole rows.
+    pub width: Option<u32>,
 }
 
 /// A value that must leave the block: node index, destination view and its space strides.
@@ -113,6 +125,7 @@ impl BGraph {
                 fit,
                 span,
                 accum: None,
+                width: None,
             }],
             stores: vec![BStore {
                 node: 0,
@@ -161,6 +174,21 @@ impl Block {
                 _ => 1,
             })
             .product()
+    }
+
+    /// The block with `width` columns from its first (for a value of its own width in a
+    /// group of whole rows).
+    pub fn with_cols(&self, width: Option<u32>) -> Block {
+        let Some(w) = width else {
+            return self.clone();
+        };
+        let mut b = self.clone();
+        if let Some(last) = b.axes.last_mut() {
+            if let AxisUse::Col { size, .. } = last {
+                *size = w as u64;
+            }
+        }
+        b
     }
 
     /// The first index of the block along the last axis.
@@ -212,6 +240,15 @@ impl Tile {
     /// The access pattern of the whole tile (relative to its buffer).
     pub fn ap(&self) -> TileAp {
         self.slice(0, self.parts, 0, self.cols)
+    }
+
+    /// Columns `c0..c0 + cn` of the tile, as a tile of its own (a view of the same buffer).
+    pub fn cols_view(&self, c0: u32, cn: u32) -> Tile {
+        Tile {
+            cols: cn,
+            col_offset: self.col_offset + c0,
+            ..*self
+        }
     }
 
     /// The access pattern of partitions `p0..p0+pn` and columns `c0..c0+cn` of the tile.
@@ -410,6 +447,8 @@ impl Tiler<'_> {
     /// Forgets the operands loaded for the previous group (call before each group).
     pub fn begin_group(&mut self) {
         self.group_loads.clear();
+        self.group_load_bytes = 0;
+        self.reuse_space = None;
     }
 
     /// Evaluates `graph` on `block`: emits loads, computation and stores.
@@ -419,11 +458,15 @@ impl Tiler<'_> {
         // keeps a block's footprint small enough for several blocks to be in flight).
         let n = graph.nodes.len();
         let mut last_use = vec![usize::MAX; n];
+        let mut uses = vec![0usize; n];
         let mut load_last: Vec<(HView, Vec<i64>, usize)> = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             for a in &node.args {
                 match a {
-                    BArg::Node(k) => last_use[*k] = i,
+                    BArg::Node(k) => {
+                        last_use[*k] = i;
+                        uses[*k] += 1;
+                    }
                     BArg::Load(v, st) => {
                         match load_last.iter_mut().find(|(lv, ls, _)| lv == v && ls == st) {
                             Some(e) => e.2 = i,
@@ -436,32 +479,105 @@ impl Tiler<'_> {
         }
         for st in &graph.stores {
             last_use[st.node] = usize::MAX - 1;
+            uses[st.node] += 2;
         }
+        // A slice is a view of its operand's tile: the operand lives as long as the slice.
+        for i in (0..n).rev() {
+            if let (BOp::Slice { .. }, Some(BArg::Node(k))) =
+                (&graph.nodes[i].op, graph.nodes[i].args.first())
+            {
+                last_use[*k] = last_use[*k].max(last_use[i]);
+            }
+        }
+        let is_view = |k: usize| matches!(graph.nodes[k].op, BOp::Slice { .. });
+        // Concat operands computed for the concat alone, of its dtype, write their range
+        // of its tile: node -> (concat node, first column).
+        let mut target: Vec<Option<(usize, u32)>> = vec![None; n];
+        for (c, node) in graph.nodes.iter().enumerate() {
+            let BOp::Concat(widths) = &node.op else {
+                continue;
+            };
+            let mut off = 0;
+            for (a, &w) in node.args.iter().zip(widths) {
+                if let BArg::Node(k) = a {
+                    let part = &graph.nodes[*k];
+                    let computes = matches!(
+                        part.op,
+                        BOp::Unary(_)
+                            | BOp::Binary(_)
+                            | BOp::Where
+                            | BOp::Cast
+                            | BOp::Activate { .. }
+                    );
+                    if computes
+                        && uses[*k] == 1
+                        && part.dtype == node.dtype
+                        && part.fit == Fit::Full
+                        && part.accum.is_none()
+                        && target[*k].is_none()
+                    {
+                        target[*k] = Some((c, off));
+                    }
+                }
+                off += w;
+            }
+        }
+        let mut concat_tiles: Vec<Option<Tile>> = vec![None; n];
         let mut tiles: Vec<Option<Tile>> = vec![None; n];
         for (i, node) in graph.nodes.iter().enumerate() {
             match node.op {
                 BOp::Folded | BOp::Accum(_) => continue,
                 _ => {}
             }
+            let nb = block.with_cols(node.width);
             self.dying.clear();
             for a in &node.args {
                 match a {
-                    BArg::Node(k) if last_use[*k] == i => {
+                    BArg::Node(k) if last_use[*k] == i && !is_view(*k) => {
                         if let Some(t) = tiles[*k] {
                             self.dying.push(t.buf);
                         }
                     }
                     BArg::Load(v, st) => {
-                        let invariant = st[..st.len().saturating_sub(1)].iter().all(|&x| x == 0);
+                        // A tile kept for other blocks is never written over.
+                        let kept = reuse_of(st, self.reuse_space.as_deref()) != Reuse::No;
                         let last = load_last.iter().find(|(lv, ls, _)| lv == v && ls == st);
-                        if !invariant && last.is_some_and(|l| l.2 == i) {
+                        if !kept && last.is_some_and(|l| l.2 == i) {
                             self.dying_loads.push((v.clone(), st.clone()));
                         }
                     }
                     _ => {}
                 }
             }
-            let (t, acc) = self.eval_node(graph, node, block, &tiles);
+            let into = target[i].map(|(c, off)| {
+                let whole = self.concat_tile(&graph.nodes[c], block, &mut concat_tiles[c]);
+                whole.cols_view(off, nb.cols())
+            });
+            self.target = into;
+            let (mut t, acc) = match &node.op {
+                BOp::Concat(widths) => {
+                    let whole = self.concat_tile(node, block, &mut concat_tiles[i]);
+                    let mut off = 0;
+                    for (a, &w) in node.args.iter().zip(widths) {
+                        let written = matches!(a, BArg::Node(k) if target[*k] == Some((i, off)));
+                        if !written {
+                            let pb = block.with_cols(Some(w));
+                            let src = self.operand(a, Fit::Full, &pb, &tiles, node.span);
+                            self.write_from(whole.cols_view(off, w), src, node.span);
+                        }
+                        off += w;
+                    }
+                    (whole, None)
+                }
+                _ => self.eval_node(graph, node, &nb, &tiles),
+            };
+            self.target = None;
+            if let Some(dest) = into {
+                if t.buf != dest.buf || t.col_offset != dest.col_offset || t.mem != dest.mem {
+                    self.write_from(dest, Operand::Tile(t), node.span);
+                    t = dest;
+                }
+            }
             self.dying_loads.clear();
             tiles[i] = Some(t);
             if let (Some(r), Some(acc)) = (node.accum, acc) {
@@ -486,14 +602,33 @@ impl Tiler<'_> {
                 // DMA never reads PSUM; and a store converts nothing here.
                 tile = self.copy_to_sbuf(tile, st.dest.dtype, node.span);
             }
-            self.store(block, tile, &st.dest, &st.strides, node.fit, node.span);
+            let nb = block.with_cols(node.width);
+            self.store(&nb, tile, &st.dest, &st.strides, node.fit, node.span);
         }
+    }
+
+    /// The tile of a concat node for this block, made when first needed (by the first of
+    /// its operands written into it, or by the concat itself).
+    fn concat_tile(&mut self, node: &BNode, block: &Block, slot: &mut Option<Tile>) -> Tile {
+        if let Some(t) = *slot {
+            return t;
+        }
+        let cols = block.with_cols(node.width).cols();
+        let t = self.sbuf_tile(node.dtype, block.parts(), cols);
+        *slot = Some(t);
+        t
     }
 
     /// The tile a node writes: one of `candidates` (its operands) when that operand dies
     /// with this node and has the same shape and dtype — elementwise instructions may
     /// write over their input — else a new SBUF tile.
     fn out_tile(&mut self, dtype: Dtype, parts: u32, cols: u32, candidates: &[Tile]) -> Tile {
+        // A concat operand writes its range of the concat's tile.
+        if let Some(t) = self.target.take() {
+            if t.dtype == dtype && t.parts == parts && t.cols == cols {
+                return t;
+            }
+        }
         for c in candidates {
             let same = c.mem == Mem::Sbuf
                 && c.dtype == dtype
@@ -560,13 +695,16 @@ impl Tiler<'_> {
                 } else {
                     fit
                 };
-                // An operand that is the same for every row (a weight or bias vector) is
-                // loaded once per group, not once per block.
-                let invariant = strides[..strides.len().saturating_sub(1)]
-                    .iter()
-                    .all(|&s| s == 0);
-                let key = (block.parts(), block.col_start(), block.cols());
-                if invariant {
+                // An operand broadcast over some row axis (a weight or bias vector, a
+                // table shared by the heads) reads the same elements in several blocks:
+                // it is loaded once per group for each pattern, while the tiles kept fit
+                // `GROUP_CACHE_BUDGET`.
+                let reuse = reuse_of(strides, self.reuse_space.as_deref());
+                let reusable = reuse != Reuse::No;
+                let pattern = block.hbm_pattern(view, strides, f);
+                let cols = if f == Fit::Full { block.cols() } else { 1 };
+                let key = (block.parts(), cols, pattern);
+                if reusable {
                     if let Some(t) = self
                         .group_loads
                         .iter()
@@ -587,7 +725,12 @@ impl Tiler<'_> {
                     None => {
                         let t = self.load(block, view, strides, f, span);
                         self.block_loads.push((view.clone(), strides.clone(), f, t));
-                        if invariant {
+                        let bytes = cols as u64 * view.dtype.size() as u64;
+                        let fits = self.group_load_bytes + bytes <= super::GROUP_CACHE_BUDGET;
+                        if reuse == Reuse::Invariant || (reuse == Reuse::Broadcast && fits) {
+                            if reuse == Reuse::Broadcast {
+                                self.group_load_bytes += bytes;
+                            }
                             self.group_loads
                                 .push((view.clone(), strides.clone(), f, key, t));
                         }
@@ -692,6 +835,15 @@ impl Tiler<'_> {
         };
         let span = node.span;
         match &node.op {
+            BOp::Slice { start } => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                match src {
+                    Operand::Tile(t) => t.cols_view(*start, cols),
+                    other => self.widen(other, parts, cols, node.dtype, span),
+                }
+            }
+            // Evaluated by `eval_block`.
+            BOp::Concat(_) => self.sbuf_tile(node.dtype, parts, cols),
             BOp::Copy => {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
                 match src {
@@ -1185,6 +1337,34 @@ pub fn imm_of(dtype: Dtype, c: f64) -> f32 {
         f32::from_bits(c as i32 as u32)
     } else {
         c as f32
+    }
+}
+
+/// How a load may be kept for other blocks of its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reuse {
+    /// Every block reads other elements.
+    No,
+    /// The same for every row (a weight or bias vector): kept, whatever its size.
+    Invariant,
+    /// Broadcast over some row axis of more than one index (a table shared by heads): kept
+    /// while the kept tiles fit `GROUP_CACHE_BUDGET`.
+    Broadcast,
+}
+
+/// How a load read with `strides` over the rows of `space` (when known) may be kept.
+fn reuse_of(strides: &[i64], space: Option<&[u64]>) -> Reuse {
+    let rows = &strides[..strides.len().saturating_sub(1)];
+    if rows.iter().all(|&s| s == 0) {
+        return Reuse::Invariant;
+    }
+    match space {
+        Some(sp)
+            if sp.len() == strides.len() && rows.iter().zip(sp).any(|(&s, &n)| s == 0 && n > 1) =>
+        {
+            Reuse::Broadcast
+        }
+        _ => Reuse::No,
     }
 }
 

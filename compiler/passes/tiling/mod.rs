@@ -35,9 +35,14 @@ use view::HView;
 /// SBUF at once (multi-buffering).
 pub const BLOCK_BUDGET: u64 = 80 * 1024;
 
-/// A row-invariant operand loaded once for a group: view, strides, fit, the blocks it
-/// serves (partitions, first column, columns), and its tile.
-pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u64, u32), block::Tile);
+/// An operand broadcast over some row axis, loaded once for the blocks of a group that read
+/// the same elements: view, strides, fit, what it holds (partitions, columns and the HBM
+/// pattern it was loaded from), and its tile.
+pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u32, isa::HbmAp), block::Tile);
+
+/// Bytes per partition that the tiles a group keeps for reuse across blocks may take
+/// (`Tiler::group_loads`); beyond them a broadcast operand is loaded per block.
+pub const GROUP_CACHE_BUDGET: u64 = 48 * 1024;
 
 /// The lowering state.
 pub struct Tiler<'a> {
@@ -47,9 +52,13 @@ pub struct Tiler<'a> {
     pub home: SecondaryMap<Value, Option<HView>>,
     /// Operands loaded for the current block (the block evaluator's cache).
     pub block_loads: Vec<(HView, Vec<i64>, Fit, block::Tile)>,
-    /// Row-invariant operands loaded for the current group: view, strides, fit, (parts,
-    /// first column, columns) and the tile.
+    /// Broadcast operands loaded for the current group, for reuse by its later blocks.
     pub group_loads: Vec<GroupLoad>,
+    /// Bytes per partition of `group_loads`' tiles.
+    pub group_load_bytes: u64,
+    /// The space of the row group being lowered, whose operands broadcast over a row axis
+    /// may be kept for its later blocks (`None` elsewhere: only row-invariant ones are).
+    pub reuse_space: Option<Vec<u64>>,
     /// Tiles of node results whose last use is the node being evaluated.
     pub dying: Vec<crate::tile::Buf>,
     /// Loaded operands (view, strides) whose last use is the node being evaluated.
@@ -70,6 +79,9 @@ pub struct Tiler<'a> {
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
+    /// The tile the node being evaluated writes its result into (its range of a concat's
+    /// tile), taken by `out_tile`.
+    pub target: Option<block::Tile>,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -111,6 +123,8 @@ pub fn lower(
         home: SecondaryMap::new(),
         block_loads: Vec::new(),
         group_loads: Vec::new(),
+        group_load_bytes: 0,
+        reuse_space: None,
         dying: Vec::new(),
         dying_loads: Vec::new(),
         layout,
@@ -120,6 +134,7 @@ pub fn lower(
         last_stores: false,
         last_group: false,
         concat_homes: Vec::new(),
+        target: None,
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -201,6 +216,8 @@ fn peak_block_bytes(func: &Function, g: &Group) -> u64 {
         let full = fusion::fit(&res.shape, &g.space) == Some(Fit::Full);
         let bytes = if full {
             cols * res.dtype.size() as u64
+        } else if fusion::is_narrow(&res.shape, &g.space) {
+            res.shape.last().copied().unwrap_or(1) * res.dtype.size() as u64
         } else {
             4
         };
@@ -366,7 +383,22 @@ impl<'a> Tiler<'a> {
                     col_chunk = (cols * BLOCK_BUDGET / peak.max(1)).max(1);
                 }
                 col_chunk = col_chunk.min(pipeline_chunk(self.func, g));
+                // Values of other widths than the space (slices, concats) need whole rows.
+                let func = self.func;
+                let columns = g.insts.iter().any(|&i| {
+                    fusion::is_narrow(&func.ty(func.insts[i].result).shape, &g.space)
+                        || matches!(func.insts[i].op, TOp::Slice(_) | TOp::Concat(_))
+                });
+                if columns {
+                    if col_chunk < cols {
+                        return Err(format!(
+                            "a row group with slices or concats of rows of {cols} elements does not fit SBUF"
+                        ));
+                    }
+                    col_chunk = u64::MAX;
+                }
                 let graph = self.graph_of(g, None, false)?;
+                self.reuse_space = Some(g.space.clone());
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 for b in &blocks {
                     self.eval_block(&graph, b);
@@ -399,13 +431,35 @@ impl<'a> Tiler<'a> {
         let func = self.func;
         let mut graph = BGraph::default();
         let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
+        // Values that a column slice reads and that the group also reads whole are
+        // loaded whole once, and the slices are views of that tile.
+        let mut whole_reads: Vec<Value> = Vec::new();
+        for &inst in &g.insts {
+            if fusion::column_slice(func, inst).is_none() {
+                for &a in &func.insts[inst].args {
+                    whole_reads.push(a);
+                }
+            }
+        }
+        let width_of = |shape: &[u64]| -> Option<u32> {
+            fusion::is_narrow(shape, &g.space)
+                .then(|| shape.last().map(|&w| w as u32))
+                .flatten()
+        };
         for &inst in &g.insts {
             let data = &func.insts[inst];
             let res = func.ty(data.result);
             let span = func.spans[inst];
-            let fit = fusion::fit(&res.shape, &g.space).ok_or_else(|| {
-                format!("{inst} does not fit the space {:?} of its group", g.space)
-            })?;
+            let narrow = fusion::fit(&res.shape, &g.space).is_none()
+                && fusion::is_narrow(&res.shape, &g.space);
+            let fit = if narrow {
+                Fit::Full
+            } else {
+                fusion::fit(&res.shape, &g.space).ok_or_else(|| {
+                    format!("{inst} does not fit the space {:?} of its group", g.space)
+                })?
+            };
+            let width = if narrow { width_of(&res.shape) } else { None };
             if let Some((gi, tile)) = given {
                 if gi == inst {
                     node_of.insert(data.result, graph.nodes.len());
@@ -416,6 +470,7 @@ impl<'a> Tiler<'a> {
                         fit,
                         span,
                         accum: None,
+                        width,
                     });
                     continue;
                 }
@@ -428,6 +483,56 @@ impl<'a> Tiler<'a> {
                 TOp::Tril { k, fill } => BOp::Tril { k: *k, fill: *fill },
                 TOp::Arange => BOp::Iota,
                 TOp::Reduce { func: f, .. } => BOp::Reduce(*f),
+                TOp::Slice(axes) => {
+                    let Some((src, start)) = fusion::column_slice(func, inst) else {
+                        return Err(format!("{inst}: only a slice of columns joins a row group"));
+                    };
+                    let src_shape = &func.ty(src).shape;
+                    if !node_of.contains_key(&src) {
+                        let view = self.home_of(src)?;
+                        if whole_reads.contains(&src) {
+                            // Loaded whole, once, as a node the slices and the other
+                            // readers share.
+                            node_of.insert(src, graph.nodes.len());
+                            graph.nodes.push(BNode {
+                                op: BOp::Copy,
+                                args: vec![BArg::Load(
+                                    view.clone(),
+                                    swap(space_strides(&view, src_shape, &g.space)),
+                                )],
+                                dtype: func.ty(src).dtype,
+                                fit: Fit::Full,
+                                span,
+                                accum: None,
+                                width: width_of(src_shape),
+                            });
+                        } else {
+                            // Only the columns the slice takes are loaded.
+                            let sliced = view.slice(axes, &res.shape);
+                            let strides = swap(space_strides(&sliced, &res.shape, &g.space));
+                            node_of.insert(data.result, graph.nodes.len());
+                            graph.nodes.push(BNode {
+                                op: BOp::Copy,
+                                args: vec![BArg::Load(sliced, strides)],
+                                dtype: res.dtype,
+                                fit,
+                                span,
+                                accum: None,
+                                width,
+                            });
+                            continue;
+                        }
+                    }
+                    BOp::Slice {
+                        start: start as u32,
+                    }
+                }
+                TOp::Concat(_) => BOp::Concat(
+                    data.args
+                        .iter()
+                        .map(|&a| func.ty(a).shape.last().copied().unwrap_or(1) as u32)
+                        .collect(),
+                ),
                 other => {
                     return Err(format!(
                         "{inst} ({other:?}) cannot be computed in a row group"
@@ -442,10 +547,13 @@ impl<'a> Tiler<'a> {
                     args.push(BArg::Imm(c));
                 } else {
                     let view = self.home_of(a)?;
-                    // Reductions read their operand over the whole space; other operations
-                    // read it broadcast to their result.
+                    // Reductions read their operand over the whole space, concats each
+                    // part in its own shape; other operations read it broadcast to their
+                    // result.
                     let logical = if matches!(data.op, TOp::Reduce { .. }) {
                         g.space.clone()
+                    } else if matches!(data.op, TOp::Concat(_)) {
+                        func.ty(a).shape.clone()
                     } else {
                         res.shape.clone()
                     };
@@ -463,6 +571,7 @@ impl<'a> Tiler<'a> {
                 fit,
                 span,
                 accum: None,
+                width,
             });
         }
         // Values with a home are stored.

@@ -151,7 +151,12 @@ impl Tiler<'_> {
                 let rows = grouping.group_of[def]
                     .is_some_and(|g| matches!(grouping.groups[g as usize].root, Root::Rows));
                 let own = matches!(func.insts[def].op, TOp::Concat(_));
+                // A part computed in the concat's own group is written into the concat's
+                // tile there (`block.rs`), not stored.
+                let same_group = grouping.group_of[def].is_some()
+                    && grouping.group_of[def] == grouping.group_of[inst];
                 if (rows || own)
+                    && !same_group
                     && uses.get(&part) == Some(&1)
                     && !self.layout.transposed[part]
                     && out.iter().all(|(v, _)| *v != part)

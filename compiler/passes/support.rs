@@ -28,6 +28,9 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
         let what = match data.op {
             TOp::Arange => "`arange`",
             TOp::Take { .. } => "`take`",
+            TOp::Cumsum { .. } => "`cumsum`",
+            TOp::ArgReduce { max: true, .. } => "`argmax`",
+            TOp::ArgReduce { max: false, .. } => "`argmin`",
             _ if ty.dtype == Dtype::I32 => "a value",
             _ => continue,
         };

@@ -932,15 +932,14 @@ pub fn random_tensor(p: &ParamSpec, seed: u64, index: u64) -> HostTensor {
 /// Writes a tensor as a little-endian float32 `.npy` (a `bool` one as a bool `.npy`),
 /// atomically.
 pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
-    // `bool` values are written as a bool `.npy`; `i32` ones never reach here (the backend
-    // refuses them), and are refused rather than written through f32.
+    // `bool` values are written as a bool `.npy`, `i32` ones as an int32 `.npy` (exact).
     let kind = match t.dtype {
         Dtype::Bool => npy::NpyOut::Bool,
         Dtype::I32 => {
-            return Err(DriverError::Input(format!(
-                "cannot write {}: i32 results are not written in this version",
-                path.display()
-            )))
+            let bytes = npy::write_npy_i32(&t.shape, &t.ints);
+            return npy::write_file_atomic(path, &bytes).map_err(|e| {
+                DriverError::Input(format!("cannot write {}: {e}", path.display()))
+            });
         }
         _ => npy::NpyOut::F32,
     };
@@ -1240,6 +1239,18 @@ pub fn execute_with(
         .map_err(|e| DriverError::Input(e.to_string()))?;
     let mut outputs = Vec::new();
     for t in program.tensors_with_role(isa::Role::Output) {
+        if t.dtype == Dtype::I32 {
+            // `i32` results (the positions of `argmax`/`argmin`) are read exactly.
+            let bytes = loaded
+                .read_bytes(&t.name)
+                .map_err(|e| DriverError::Input(e.to_string()))?;
+            let ints = bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            outputs.push(HostTensor::from_i32(&t.shape, ints));
+            continue;
+        }
         let data = loaded
             .read(&t.name)
             .map_err(|e| DriverError::Input(e.to_string()))?;

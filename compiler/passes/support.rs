@@ -7,7 +7,8 @@
 //! of this version has no integer datapath yet. A kernel that uses them is refused here
 //! with an error at its source line, rather than reaching a pass that would compute it
 //! through f32 (which holds integers exactly only up to 2^24) or fail with an internal
-//! error.
+//! error. The exception is the positions of `argmax` and `argmin` over floats, which the
+//! backend computes exactly (`tiling/scan.rs`); they may be returned, not yet computed on.
 
 use crate::ir::{Function, Span, TOp};
 use isa::Dtype;
@@ -28,10 +29,20 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
         let what = match data.op {
             TOp::Arange => "`arange`",
             TOp::Take { .. } => "`take`",
-            TOp::Cumsum { .. } => "`cumsum`",
-            TOp::ArgReduce { max: true, .. } => "`argmax`",
-            TOp::ArgReduce { max: false, .. } => "`argmin`",
+            // The positions of `argmax` and `argmin` are the one `i32` value the backend
+            // computes (exactly, with `tensor_arg_reduce`); their offsets pass through
+            // f32, exact below 2^24.
+            TOp::ArgReduce { axis, .. }
+                if func.ty(data.args[0]).shape[axis]
+                    > crate::passes::tiling::scan::MAX_ARG_AXIS =>
+            {
+                "an `argmax`/`argmin` over an axis longer than 2^24"
+            }
+            TOp::ArgReduce { .. } if func.ty(data.args[0]).dtype.is_float() => continue,
             _ if ty.dtype == Dtype::I32 => "a value",
+            _ if data.args.iter().any(|a| func.ty(*a).dtype == Dtype::I32) => {
+                "an operation on an `i32` value"
+            }
             _ => continue,
         };
         return Some((func.spans[inst], format!("{what} of type `{ty}`")));

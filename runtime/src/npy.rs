@@ -496,6 +496,20 @@ pub enum NpyOut {
     Bool,
 }
 
+/// Serialises an int32 array (`'<i4'`) in C order as `numpy.save` does: the header of
+/// [`write_npy`] (the descr has the same length), then the integers exactly.
+pub fn write_npy_i32(shape: &[u64], ints: &[i32]) -> Vec<u8> {
+    let mut out = write_npy_as(shape, &vec![0.0; ints.len()], NpyOut::F32);
+    let start = out.len() - 4 * ints.len();
+    if let Some(at) = out[..start].windows(5).position(|w| w == b"'<f4'") {
+        out[at..at + 5].copy_from_slice(b"'<i4'");
+    }
+    for (dst, v) in out[start..].chunks_exact_mut(4).zip(ints) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// [`write_npy`] with the element type `out`.
 pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     let one_d = [data.len() as u64];

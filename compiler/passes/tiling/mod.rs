@@ -17,6 +17,7 @@ mod attention;
 pub mod block;
 mod matmul;
 mod movement;
+pub mod scan;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -564,6 +565,8 @@ impl<'a> Tiler<'a> {
                 Ok(())
             }
             TOp::Concat(_) => self.lower_concat(inst),
+            TOp::Cumsum { .. } => self.lower_cumsum(inst),
+            TOp::ArgReduce { .. } => self.lower_arg_reduce(inst),
             TOp::Pad { .. } => self.lower_pad(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
             _ => {

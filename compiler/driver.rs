@@ -937,9 +937,8 @@ pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
         Dtype::Bool => npy::NpyOut::Bool,
         Dtype::I32 => {
             let bytes = npy::write_npy_i32(&t.shape, &t.ints);
-            return npy::write_file_atomic(path, &bytes).map_err(|e| {
-                DriverError::Input(format!("cannot write {}: {e}", path.display()))
-            });
+            return npy::write_file_atomic(path, &bytes)
+                .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())));
         }
         _ => npy::NpyOut::F32,
     };

@@ -1688,7 +1688,11 @@ impl Gen {
             } else {
                 shape.remove(ax);
             }
-            let f = if self.rng.chance(0.5) { "argmax" } else { "argmin" };
+            let f = if self.rng.chance(0.5) {
+                "argmax"
+            } else {
+                "argmin"
+            };
             let kd = if keepdims { ", keepdims=true" } else { "" };
             returns.push(format!("{f}({}, axis={axis}{kd})", cur.text));
             types.push(self.type_text(Dtype::I32, &shape));

@@ -17,10 +17,11 @@
 //!   (0 x inf would be NaN, and -0.0 sums would become +0.0).
 //! - An arg-reduction along the last axis of few long lanes (the greedy-decoding
 //!   `argmax(logits, axis=-1)` of 8 rows) spreads each lane over `S` partitions (a
-//!   reshape of the dense input), reduces each segment, then combines the `S` winners
-//!   of each lane: a GpSimd `partition_transpose` brings the values and positions of all
-//!   segments onto one partition, the positions get their segment's offset, and one more
-//!   `tensor_arg_reduce` over lines of `S` picks the first winner, NaN first, as NumPy.
+//!   reshape of the dense input), reduces each segment chunk by chunk, then combines the
+//!   `S` winners of each lane: the PE array (values, into f32 PSUM) and GpSimd's
+//!   `partition_transpose` (positions, exact `i32`) bring all segments onto one partition,
+//!   and one more `tensor_arg_reduce` over lines of `S` picks the first winner, NaN
+//!   first, as NumPy (`lower_arg_spread`).
 //!
 //! Positions are `i32`, written exactly by `tensor_arg_reduce`; the offsets added to them
 //! go through the f32 datapath, exact below 2^24, so a longer axis is refused (`support.rs`).
@@ -320,13 +321,11 @@ impl Tiler<'_> {
                 };
             }
         }
-        // Chunks of the lane: the load of one overlaps the reduction of the previous; the
-        // spread case cuts its short lanes into 8 so the last chunk's reduction is short.
-        let chunk = if spread > 1 {
-            lanes.len.div_ceil(8)
-        } else {
-            lanes.chunk()
-        };
+        if spread > 1 {
+            return self.lower_arg_spread(inst, op, &src, &dest, lanes, spread);
+        }
+        // Chunks of the lane: the load of one overlaps the reduction of the previous.
+        let chunk = lanes.chunk();
         let w = lanes.w;
         let vdt = src.dtype;
         for b in lanes.blocks() {
@@ -434,90 +433,185 @@ impl Tiler<'_> {
                 best = Some((nv, np));
                 i0 += rows;
             }
-            let (bv, bp) = best.ok_or("an arg-reduction over an empty axis")?;
-            if spread == 1 {
-                // The result's element (o, g w + c) is at o inner + g w + c.
-                let res = Lanes {
-                    outer: lanes.outer,
-                    len: 1,
-                    inner: lanes.inner,
-                    w,
-                };
-                self.lane_dma(&res, b, &dest, (bp, Dtype::I32), 0, 1, false, span);
-                continue;
-            }
-            // Combine the segments of each lane on one partition.
-            let outer = lanes.outer / spread;
-            let r = parts;
-            let tv = self.out.sbuf(vdt, 1, r);
-            let tp = self.out.sbuf(Dtype::I32, 1, r);
-            for (t, d, from) in [(tv, vdt, bv), (tp, Dtype::I32, bp)] {
-                self.out.push(
-                    Op::PartitionTranspose {
-                        out: ap(d, 1, 0, &[(r as u64, 1)]),
-                        src: ap(d, r, 0, &[(1, 1)]),
-                    },
-                    Engine::GpSimd,
-                    &[t, from],
-                    span,
-                );
-            }
-            // Segment s of a lane starts at s * len.
-            let offs = self.out.sbuf(Dtype::F32, 1, r);
-            self.out.push(
-                Op::Iota {
-                    out: ap(Dtype::F32, 1, 0, &[(outer, spread as i64), (spread, 1)]),
-                    expr: Affine {
-                        base: 0,
-                        partition_step: 0,
-                        steps: smallvec![0, lanes.len as i32],
-                    },
+            let (_, bp) = best.ok_or("an arg-reduction over an empty axis")?;
+            // The result's element (o, g w + c) is at o inner + g w + c.
+            let res = Lanes {
+                outer: lanes.outer,
+                len: 1,
+                inner: lanes.inner,
+                w,
+            };
+            self.lane_dma(&res, b, &dest, (bp, Dtype::I32), 0, 1, false, span);
+        }
+        Ok(())
+    }
+
+    /// Few long lanes along the last axis, each spread over `spread` partitions
+    /// (`lanes` is already the spread layout: `outer * spread` lanes of `len / spread`).
+    /// Each partition's segment is loaded in `K` chunks; chunk `k`'s winner goes to column
+    /// `k` of a `[P, K]` pair of tiles, and the winners' flat positions (`p * len + k * C
+    /// + j`, one precomputed offset tile) pick the partition's winner in one more
+    /// `tensor_arg_reduce`. The values go across partitions on the PE array (exactly, into
+    /// f32 PSUM) while GpSimd moves the positions (exact `i32`), and a last
+    /// `tensor_arg_reduce` over lines of `spread` gives each lane's flat position, from
+    /// which the lane's start is subtracted.
+    #[allow(clippy::too_many_arguments)]
+    fn lower_arg_spread(
+        &mut self,
+        inst: Inst,
+        op: ReduceOp,
+        src: &HView,
+        dest: &HView,
+        lanes: Lanes,
+        spread: u64,
+    ) -> Result<(), String> {
+        let span = self.func.spans[inst];
+        let vdt = src.dtype;
+        let parts = lanes.outer as u32;
+        let outer = lanes.outer / spread;
+        let k_chunks = 16u64.min(lanes.len);
+        let chunk = lanes.len.div_ceil(k_chunks);
+        let k_chunks = lanes.len.div_ceil(chunk);
+        let b = (0, lanes.outer, 0, 1);
+        // Offsets of the chunk winners in the flattened input, and of each lane's start.
+        let offs = self.out.sbuf(Dtype::F32, parts, k_chunks as u32);
+        self.out.push(
+            Op::Iota {
+                out: ap(Dtype::F32, parts, 0, &[(k_chunks, 1)]),
+                expr: Affine {
+                    base: 0,
+                    partition_step: lanes.len as i32,
+                    steps: smallvec![chunk as i32],
                 },
-                Engine::GpSimd,
-                &[offs],
-                span,
-            );
-            let gp = self.out.sbuf(Dtype::I32, 1, r);
-            self.out.push(
-                Op::TensorTensor {
-                    op: AluOp::Add,
-                    out: ap(Dtype::I32, 1, 0, &[(r as u64, 1)]),
-                    a: ap(Dtype::I32, 1, 0, &[(r as u64, 1)]),
-                    b: ap(Dtype::F32, 1, 0, &[(r as u64, 1)]),
+            },
+            Engine::GpSimd,
+            &[offs],
+            span,
+        );
+        let starts = self.out.sbuf(Dtype::F32, 1, outer as u32);
+        self.out.push(
+            Op::Iota {
+                out: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+                expr: Affine {
+                    base: 0,
+                    partition_step: 0,
+                    steps: smallvec![(lanes.len * spread) as i32],
                 },
-                Engine::Vector,
-                &[gp, tp, offs],
-                span,
-            );
-            let fv = self.out.sbuf(vdt, 1, outer as u32);
-            let fp = self.out.sbuf(Dtype::I32, 1, outer as u32);
-            let lines = |d: Dtype| ap(d, 1, 0, &[(outer, spread as i64), (spread, 1)]);
+            },
+            Engine::GpSimd,
+            &[starts],
+            span,
+        );
+        let vals = self.out.sbuf(vdt, parts, k_chunks as u32);
+        let idx = self.out.sbuf(Dtype::I32, parts, k_chunks as u32);
+        for k in 0..k_chunks {
+            let i0 = k * chunk;
+            let rows = chunk.min(lanes.len - i0);
+            let x = self.out.sbuf(vdt, parts, rows as u32);
+            self.lane_dma(&lanes, b, src, (x, vdt), i0, rows, true, span);
             self.out.push(
                 Op::TensorArgReduce {
                     op,
-                    out: ap(vdt, 1, 0, &[(outer, 1)]),
-                    index: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
-                    src: lines(vdt),
-                    positions: Some(lines(Dtype::I32)),
+                    out: ap(vdt, parts, k, &[(1, 1)]),
+                    index: ap(Dtype::I32, parts, k, &[(1, 1)]),
+                    src: ap(vdt, parts, 0, &[(rows, 1)]),
+                    positions: None,
                 },
                 Engine::Vector,
-                &[fv, fp, tv, gp],
-                span,
-            );
-            let first = b.0 / spread;
-            let hbm = DmaAp::Hbm(hbm_ap(
-                Dtype::I32,
-                dest.offset + first as i64,
-                &[(outer, 1)],
-            ));
-            let t = DmaAp::Tile(ap(Dtype::I32, 1, 0, &[(outer, 1)]));
-            self.out.push(
-                Op::Dma { dst: hbm, src: t },
-                Engine::Dma(0),
-                &[dest.buf, fp],
+                &[vals, idx, x],
                 span,
             );
         }
+        // Flat positions of the chunk winners: exact in f32 below 2^24.
+        let flat = self.out.sbuf(Dtype::I32, parts, k_chunks as u32);
+        self.out.push(
+            Op::TensorTensor {
+                op: AluOp::Add,
+                out: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
+                a: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
+                b: ap(Dtype::F32, parts, 0, &[(k_chunks, 1)]),
+            },
+            Engine::Vector,
+            &[flat, idx, offs],
+            span,
+        );
+        let bv = self.out.sbuf(vdt, parts, 1);
+        let bp = self.out.sbuf(Dtype::I32, parts, 1);
+        self.out.push(
+            Op::TensorArgReduce {
+                op,
+                out: ap(vdt, parts, 0, &[(1, 1)]),
+                index: ap(Dtype::I32, parts, 0, &[(1, 1)]),
+                src: ap(vdt, parts, 0, &[(k_chunks, 1)]),
+                positions: Some(ap(Dtype::I32, parts, 0, &[(k_chunks, 1)])),
+            },
+            Engine::Vector,
+            &[bv, bp, vals, flat],
+            span,
+        );
+        // Across partitions: values on the PE array (into f32 PSUM, exact), positions on
+        // GpSimd (exact i32).
+        let tv = self.out.psum(Dtype::F32, 1, parts);
+        self.out.push(
+            Op::Transpose {
+                out: TileAp {
+                    mem: Mem::Psum,
+                    ..ap(Dtype::F32, 1, 0, &[(parts as u64, 1)])
+                },
+                src: ap(vdt, parts, 0, &[(1, 1)]),
+            },
+            Engine::Tensor,
+            &[tv, bv],
+            span,
+        );
+        let tp = self.out.sbuf(Dtype::I32, 1, parts);
+        self.out.push(
+            Op::PartitionTranspose {
+                out: ap(Dtype::I32, 1, 0, &[(parts as u64, 1)]),
+                src: ap(Dtype::I32, parts, 0, &[(1, 1)]),
+            },
+            Engine::GpSimd,
+            &[tp, bp],
+            span,
+        );
+        let lines = |d: Dtype| ap(d, 1, 0, &[(outer, spread as i64), (spread, 1)]);
+        let fv = self.out.sbuf(Dtype::F32, 1, outer as u32);
+        let fp = self.out.sbuf(Dtype::I32, 1, outer as u32);
+        self.out.push(
+            Op::TensorArgReduce {
+                op,
+                out: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+                index: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
+                src: TileAp {
+                    mem: Mem::Psum,
+                    ..lines(Dtype::F32)
+                },
+                positions: Some(lines(Dtype::I32)),
+            },
+            Engine::Vector,
+            &[fv, fp, tv, tp],
+            span,
+        );
+        let pos = self.out.sbuf(Dtype::I32, 1, outer as u32);
+        self.out.push(
+            Op::TensorTensor {
+                op: AluOp::Sub,
+                out: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
+                a: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
+                b: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+            },
+            Engine::Vector,
+            &[pos, fp, starts],
+            span,
+        );
+        let hbm = DmaAp::Hbm(hbm_ap(Dtype::I32, dest.offset, &[(outer, 1)]));
+        let t = DmaAp::Tile(ap(Dtype::I32, 1, 0, &[(outer, 1)]));
+        self.out.push(
+            Op::Dma { dst: hbm, src: t },
+            Engine::Dma(0),
+            &[dest.buf, pos],
+            span,
+        );
         Ok(())
     }
 }

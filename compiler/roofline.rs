@@ -174,6 +174,8 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::Binary(_)
             | TOp::Matmul
             | TOp::Reduce { .. }
+            | TOp::ArgReduce { .. }
+            | TOp::Cumsum { .. }
             | TOp::Transpose(_)
             | TOp::Reshape
             | TOp::Slice(_)

@@ -23,6 +23,7 @@ use isa::Dtype;
 
 mod index;
 mod reduce_axes;
+mod scan;
 mod sizes;
 mod v2;
 
@@ -166,6 +167,9 @@ enum Builtin {
     Unary(UnaryFn),
     Binary(BinaryOp),
     Reduce(ReduceFn),
+    /// `argmax` (true) or `argmin` (false).
+    ArgReduce(bool),
+    Cumsum,
     Transpose,
     Reshape,
     Tril,
@@ -210,6 +214,9 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("mean", Builtin::Reduce(ReduceFn::Mean)),
     ("max", Builtin::Reduce(ReduceFn::Max)),
     ("min", Builtin::Reduce(ReduceFn::Min)),
+    ("argmax", Builtin::ArgReduce(true)),
+    ("argmin", Builtin::ArgReduce(false)),
+    ("cumsum", Builtin::Cumsum),
     ("transpose", Builtin::Transpose),
     ("reshape", Builtin::Reshape),
     ("tril", Builtin::Tril),
@@ -247,7 +254,8 @@ impl Builtin {
     /// The keyword arguments: name and whether it is required.
     fn keywords(self) -> &'static [(&'static str, bool)] {
         match self {
-            Builtin::Reduce(_) => &[("axis", true), ("keepdims", false)],
+            Builtin::Reduce(_) | Builtin::ArgReduce(_) => &[("axis", true), ("keepdims", false)],
+            Builtin::Cumsum => &[("axis", true)],
             Builtin::Transpose => &[("perm", false)],
             Builtin::Tril => &[("k", false), ("fill", false)],
             Builtin::Concat => &[("axis", false)],
@@ -263,6 +271,8 @@ impl Builtin {
             Builtin::Unary(_) => format!("{name}(x)"),
             Builtin::Binary(_) => format!("{name}(a, b)"),
             Builtin::Reduce(_) => format!("{name}(x, axis=INT, keepdims=BOOL)"),
+            Builtin::ArgReduce(_) => format!("{name}(x, axis=INT, keepdims=false)"),
+            Builtin::Cumsum => "cumsum(x, axis=INT)".to_string(),
             Builtin::Transpose => "transpose(x) or transpose(x, perm=[...])".to_string(),
             Builtin::Reshape => "reshape(x, [d0, d1, ...])".to_string(),
             Builtin::Tril => "tril(x, k=0, fill=0.0)".to_string(),
@@ -1424,7 +1434,11 @@ impl<'d> Checker<'d> {
             )
             .with_primary(span, format!("{} positional given", positional.len()))
             .with_note(format!("usage: `{usage}`"));
-            if matches!(b, Builtin::Reduce(_)) && positional.len() == 2 {
+            if matches!(
+                b,
+                Builtin::Reduce(_) | Builtin::ArgReduce(_) | Builtin::Cumsum
+            ) && positional.len() == 2
+            {
                 diag = diag.with_note(format!(
                     "the axis is a keyword argument: `{name}(x, axis=1)`"
                 ));
@@ -1601,6 +1615,19 @@ impl<'d> Checker<'d> {
                     kw("axis").map_or(span, ArgValue::span),
                     span,
                 )
+            }
+            Builtin::ArgReduce(max) => {
+                let v = operands.pop()?;
+                let axis_arg = kw("axis")?;
+                let keepdims = match kw("keepdims") {
+                    None => false,
+                    Some(a) => self.bool_keyword(a)?,
+                };
+                self.arg_reduce(name, max, v, axis_arg, keepdims, span)
+            }
+            Builtin::Cumsum => {
+                let v = operands.pop()?;
+                self.cumsum(v, kw("axis")?, span)
             }
             Builtin::Transpose => {
                 let v = operands.pop()?;

@@ -130,6 +130,10 @@ pub const CHAINED_COMPARISON: &str = "E0904";
 pub const WHERE_CONDITION: &str = "E0905";
 /// `take` indices that are not an `i32` tensor.
 pub const TAKE_INDICES: &str = "E0906";
+/// `argmax`, `argmin` or `cumsum` given a list of axes: they take one axis.
+pub const SINGLE_AXIS_ONLY: &str = "E0940";
+/// `argmax`, `argmin` or `cumsum` of a `bool` tensor.
+pub const BOOL_SCAN_OPERAND: &str = "E0941";
 
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
@@ -191,6 +195,11 @@ pub const ALL: &[(&str, &str)] = &[
     (CHAINED_COMPARISON, "chained comparison"),
     (WHERE_CONDITION, "where condition not bool"),
     (TAKE_INDICES, "take indices not i32"),
+    (
+        SINGLE_AXIS_ONLY,
+        "argmax, argmin or cumsum over a list of axes",
+    ),
+    (BOOL_SCAN_OPERAND, "argmax, argmin or cumsum of bool"),
 ];
 
 #[cfg(test)]

@@ -86,6 +86,21 @@ impl CheckedKernel {
                 self.write_expr(out, arg)?;
                 write!(out, ", axis={axis}, keepdims={keepdims})")
             }
+            TExprKind::ArgReduce {
+                max,
+                arg,
+                axis,
+                keepdims,
+            } => {
+                out.write_str(if *max { "argmax(" } else { "argmin(" })?;
+                self.write_expr(out, arg)?;
+                write!(out, ", axis={axis}, keepdims={keepdims})")
+            }
+            TExprKind::Cumsum { arg, axis } => {
+                out.write_str("cumsum(")?;
+                self.write_expr(out, arg)?;
+                write!(out, ", axis={axis})")
+            }
             TExprKind::Transpose(a, perm) => {
                 out.write_str("transpose(")?;
                 self.write_expr(out, a)?;

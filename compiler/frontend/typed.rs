@@ -198,6 +198,20 @@ pub enum TExprKind {
         axis: usize,
         keepdims: bool,
     },
+    /// `argmax` (`max`) or `argmin` over `axis` (non-negative): the `i32` position of the
+    /// first largest (smallest) element, NaN counting as the largest (smallest).
+    ArgReduce {
+        max: bool,
+        arg: Box<TExpr>,
+        axis: usize,
+        keepdims: bool,
+    },
+    /// `cumsum` along `axis` (non-negative): the inclusive prefix sum, accumulated in f32
+    /// (wrapping `i32`) in index order, each element rounded to the operand's dtype.
+    Cumsum {
+        arg: Box<TExpr>,
+        axis: usize,
+    },
     /// `perm[i]` is the input axis that becomes output axis i (NumPy transpose).
     Transpose(Box<TExpr>, Vec<usize>),
     /// Row-major reshape to the expression's type's shape.

@@ -85,6 +85,20 @@ impl Lowering {
                 },
                 vec![arg(self, a)],
             ),
+            TExprKind::ArgReduce {
+                max,
+                arg: a,
+                axis,
+                keepdims,
+            } => (
+                TOp::ArgReduce {
+                    max: *max,
+                    axis: *axis,
+                    keepdims: *keepdims,
+                },
+                vec![arg(self, a)],
+            ),
+            TExprKind::Cumsum { arg: a, axis } => (TOp::Cumsum { axis: *axis }, vec![arg(self, a)]),
             TExprKind::Transpose(a, perm) => (TOp::Transpose(perm.clone()), vec![arg(self, a)]),
             TExprKind::Reshape(a) => (TOp::Reshape, vec![arg(self, a)]),
             TExprKind::Tril { arg: a, k, fill } => {

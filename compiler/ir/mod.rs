@@ -65,6 +65,18 @@ pub enum TOp {
         axis: usize,
         keepdims: bool,
     },
+    /// `argmax` (`max`) or `argmin` over `axis`: the `i32` position of the first largest
+    /// (smallest) element, NaN counting as the largest (smallest).
+    ArgReduce {
+        max: bool,
+        axis: usize,
+        keepdims: bool,
+    },
+    /// Inclusive prefix sum along `axis`, accumulated in f32 (wrapping for `i32`) in index
+    /// order, each element rounded to the dtype.
+    Cumsum {
+        axis: usize,
+    },
     /// Output axis i is input axis `perm[i]`.
     Transpose(Vec<usize>),
     /// Row-major reshape to the result's shape.

@@ -366,10 +366,31 @@ impl Parser {
             "where" => TOp::Where,
             "arange" => TOp::Arange,
             "take" => TOp::Take { axis: 0 },
+            "argmax" | "argmin" => TOp::ArgReduce {
+                max: name == "argmax",
+                axis: 0,
+                keepdims: false,
+            },
+            "cumsum" => TOp::Cumsum { axis: 0 },
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
         Ok((op, arity))
+    }
+
+    /// Reads `axis=N keepdims=BOOL`, the attributes of reductions.
+    fn axis_keepdims(&mut self) -> Result<(usize, bool), ParseError> {
+        self.keyword("axis")?;
+        self.expect_punct('=')?;
+        let axis = self.uint()? as usize;
+        self.keyword("keepdims")?;
+        self.expect_punct('=')?;
+        let keepdims = match self.word()?.as_str() {
+            "true" => true,
+            "false" => false,
+            w => return self.err(format!("expected true or false, found `{w}`")),
+        };
+        Ok((axis, keepdims))
     }
 
     /// Reads the attributes that follow the arguments of `op`.
@@ -377,20 +398,26 @@ impl Parser {
         Ok(match op {
             TOp::Const(_) => TOp::Const(self.float()?),
             TOp::Reduce { func, .. } => {
-                self.keyword("axis")?;
-                self.expect_punct('=')?;
-                let axis = self.uint()? as usize;
-                self.keyword("keepdims")?;
-                self.expect_punct('=')?;
-                let keepdims = match self.word()?.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    w => return self.err(format!("expected true or false, found `{w}`")),
-                };
+                let (axis, keepdims) = self.axis_keepdims()?;
                 TOp::Reduce {
                     func,
                     axis,
                     keepdims,
+                }
+            }
+            TOp::ArgReduce { max, .. } => {
+                let (axis, keepdims) = self.axis_keepdims()?;
+                TOp::ArgReduce {
+                    max,
+                    axis,
+                    keepdims,
+                }
+            }
+            TOp::Cumsum { .. } => {
+                self.keyword("axis")?;
+                self.expect_punct('=')?;
+                TOp::Cumsum {
+                    axis: self.uint()? as usize,
                 }
             }
             TOp::Transpose(_) => {

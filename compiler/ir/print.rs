@@ -71,7 +71,10 @@ fn write_span(f: &mut fmt::Formatter<'_>, span: Span) -> fmt::Result {
 fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
     match op {
         TOp::Const(c) => write!(f, " {}", fmt_f64(*c)),
-        TOp::Reduce { axis, keepdims, .. } => write!(f, " axis={axis} keepdims={keepdims}"),
+        TOp::Reduce { axis, keepdims, .. } | TOp::ArgReduce { axis, keepdims, .. } => {
+            write!(f, " axis={axis} keepdims={keepdims}")
+        }
+        TOp::Cumsum { axis } => write!(f, " axis={axis}"),
         TOp::Transpose(perm) => {
             f.write_str(" perm=[")?;
             for (i, p) in perm.iter().enumerate() {
@@ -139,6 +142,9 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::Where => "where",
         TOp::Arange => "arange",
         TOp::Take { .. } => "take",
+        TOp::ArgReduce { max: true, .. } => "argmax",
+        TOp::ArgReduce { max: false, .. } => "argmin",
+        TOp::Cumsum { .. } => "cumsum",
     }
 }
 

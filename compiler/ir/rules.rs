@@ -211,6 +211,26 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
             }
             expect(shape, args[0].dtype)
         }
+        TOp::ArgReduce { axis, keepdims, .. } => {
+            let shape = reduce_shape(&args[0].shape, *axis, *keepdims)
+                .ok_or_else(|| format!("axis {axis} out of range for {}", args[0]))?;
+            if shape.is_empty() {
+                return Err("a reduction must leave at least one axis".into());
+            }
+            if args[0].dtype == Dtype::Bool {
+                return Err(format!("argmax and argmin do not take {}", args[0]));
+            }
+            expect(shape, Dtype::I32)
+        }
+        TOp::Cumsum { axis } => {
+            if *axis >= args[0].shape.len() {
+                return Err(format!("axis {axis} out of range for {}", args[0]));
+            }
+            if args[0].dtype == Dtype::Bool {
+                return Err(format!("cumsum does not take {}", args[0]));
+            }
+            expect(args[0].shape.clone(), args[0].dtype)
+        }
         TOp::Transpose(perm) => {
             if !is_permutation(perm, args[0].shape.len()) {
                 return Err(format!("{perm:?} is not a permutation of {}", args[0]));

@@ -6,10 +6,12 @@
 //! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
 //! never through f32. A `take` of a float or `bool` tensor whose indices are an `i32`
 //! parameter runs on the indirect DMA (`tiling/gather.rs`), which reads the indices as raw
-//! integers. Other takes (an `i32` table, computed indices) are checked, lowered and
-//! evaluated by the reference, but not compiled yet: a kernel that uses them is refused
-//! here with an error at its source line, rather than reaching a pass that would fail with
-//! an internal error.
+//! integers. The positions of `argmax` and `argmin` come exactly from `tensor_arg_reduce`
+//! (`tiling/scan.rs`), whose offsets pass through f32, exact below 2^24. Other takes (an
+//! `i32` table, computed indices) and arg-reductions over longer axes are checked, lowered
+//! and evaluated by the reference, but not compiled yet: a kernel that uses them is
+//! refused here with an error at its source line, rather than reaching a pass that would
+//! fail with an internal error.
 
 use crate::ir::{Function, Span, TOp};
 
@@ -29,6 +31,14 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
                 "`take` with computed indices"
             };
             return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+        }
+        if let TOp::ArgReduce { axis, .. } = data.op {
+            // The positions of `argmax` and `argmin` are computed exactly by
+            // `tensor_arg_reduce`; their offsets pass through f32, exact below 2^24.
+            if func.ty(data.args[0]).shape[axis] > crate::passes::tiling::scan::MAX_ARG_AXIS {
+                let what = "an `argmax`/`argmin` over an axis longer than 2^24";
+                return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+            }
         }
     }
     None

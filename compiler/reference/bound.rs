@@ -28,7 +28,7 @@ use isa::Dtype;
 use runtime::numeric;
 
 /// The unit roundoff of f32.
-const U32: f64 = 1.0 / 16_777_216.0;
+pub(super) const U32: f64 = 1.0 / 16_777_216.0;
 
 /// Stores a bound in f32, never below the f64 value.
 fn up(x: f64) -> f32 {
@@ -225,7 +225,7 @@ fn rounding_of(op: &TOp, from: Dtype, to: Dtype, relaxed: bool) -> Rounding {
 }
 
 /// The allowance for an implicit rounding of a result of dtype `d` at magnitude `m`.
-fn implicit(d: Dtype, m: f64) -> f64 {
+pub(super) fn implicit(d: Dtype, m: f64) -> f64 {
     ulp(d, m)
         + if d == Dtype::F32 {
             0.0
@@ -243,6 +243,9 @@ pub fn op_bound(
     out: &HostTensor,
     relaxed: bool,
 ) -> Vec<f32> {
+    if let Some(b) = super::scan::bound(op, args, bounds, out) {
+        return b;
+    }
     if let Some(b) = v2_bound(op, args, bounds, out) {
         return b;
     }
@@ -304,7 +307,11 @@ pub fn op_bound(
                 *p = b as f64;
             }
         }
-        TOp::Where | TOp::Arange | TOp::Take { .. } => unreachable!("v2_bound handles {op:?}"),
+        TOp::Where
+        | TOp::Arange
+        | TOp::Take { .. }
+        | TOp::ArgReduce { .. }
+        | TOp::Cumsum { .. } => unreachable!("v2_bound and scan::bound handle {op:?}"),
     }
     let from = args.first().map_or(out.dtype, |a| a.dtype);
     let d = out.dtype;

@@ -20,6 +20,7 @@ pub mod bound;
 mod matmul;
 pub mod movement;
 mod par;
+mod scan;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
@@ -240,6 +241,9 @@ fn run(
 /// Evaluates one operation whose result has `dtype` and `shape`. A `take` whose index is
 /// out of range gives index 0 here; [`evaluate`] reports it instead.
 pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> HostTensor {
+    if let Some(t) = scan::eval(op, args, dtype, shape) {
+        return t;
+    }
     if let Some(t) = v2::eval(op, args, dtype, shape) {
         return t;
     }
@@ -270,8 +274,12 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
                 .collect();
             movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
         }
-        TOp::Where | TOp::Arange | TOp::Take { .. } => {
-            unreachable!("v2::eval evaluates {op:?}")
+        TOp::Where
+        | TOp::Arange
+        | TOp::Take { .. }
+        | TOp::ArgReduce { .. }
+        | TOp::Cumsum { .. } => {
+            unreachable!("v2::eval and scan::eval evaluate {op:?}")
         }
     };
     HostTensor {

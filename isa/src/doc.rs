@@ -148,6 +148,10 @@ pub(crate) const EXAMPLES: &[&str] = &[
      op0=mul, s0=-0.125, op1=min, s1=sbuf.f32[0:128, 12; 1:1]",
     "select out=sbuf.f32[0:128, 0; 512:1], mask=sbuf.bool[0:128, 2048; 512:1], \
      a=sbuf.f32[0:128, 4096; 512:1], b=psum.f32[0:128, 0; 512:1]",
+    "tensor_scan out=sbuf.f32[0:128, 0; 32:1, 128:32], src=sbuf.f32[0:128, 16384; 32:1, 128:32], \
+     carry=sbuf.f32[0:128, 32768; 32:1]",
+    "tensor_arg_reduce op=max, out=sbuf.f32[0:128, 0; 1:1], index=sbuf.i32[0:128, 4; 1:1], \
+     src=sbuf.f32[0:128, 64; 1024:1], positions=none",
     "tensor_copy out=sbuf.bf16[64:64, 0; 32:1, 16:32], src=sbuf.f32[64:64, 1024; 16:32, 32:1]",
     "memset out=sbuf.f32[0:32, 0; 128:1], value=-inf",
     "activate out=sbuf.bf16[0:128, 0; 512:1], src=psum.f32[0:128, 0; 512:1], func=exp, \

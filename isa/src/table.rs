@@ -169,6 +169,44 @@ macro_rules! for_each_op {
             Select = 0x36, "select", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
                 { out: TileAp, mask: TileAp, a: TileAp, b: TileAp };
 
+            /// Inclusive scan (running sum) along the innermost free dimension of `src`: each
+            /// line (one index of the other free dimensions, in row-major order) is scanned on
+            /// its own, `out[.., j] = carry + src[.., 0] + .. + src[.., j]`. `out` has `src`'s
+            /// shape. `carry`, when given, holds one value per line (`[P, lines]`, row-major):
+            /// the running value a previous chunk of the same line ended with, so that long
+            /// lines scan in chunks.
+            ///
+            /// Numerics: in order: the accumulator starts as the line's first element (or
+            /// `carry + first` with a carry), and each following element is added to it in
+            /// f32, each addition rounded to f32 (never reordered, so infinities, NaN and -0
+            /// behave as in the sequential sum); each running value is rounded to `out`'s
+            /// dtype as it is written, the accumulator staying f32. When `src` and `out` (and
+            /// `carry`) are `i32` the values are read as integers and added with 32-bit
+            /// wrapping, never through f32.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd), N free elements of `src`.
+            TensorScan = 0x37, "tensor_scan", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { out: TileAp, src: TileAp, carry: Option<TileAp> };
+
+            /// Maximum (`max`) or minimum (`min`) along the innermost free dimension of `src`,
+            /// with its first position: `out` gets the value and `index` (an `i32` tile) the
+            /// position within the line, or, with `positions` (an `i32` tile of `src`'s shape),
+            /// the element of `positions` at that place, so partial results of chunks combine
+            /// with their own positions. `out` and `index` are shaped as `tensor_reduce`'s
+            /// `out`. `add` is not allowed.
+            ///
+            /// Numerics: the line is walked from its first element; the first NaN wins
+            /// outright, otherwise an element replaces the current best only when strictly
+            /// greater (`max`) or smaller (`min`), so the first of equal values wins and -0
+            /// equals +0 (NumPy's `argmax`/`argmin`). The value is decoded to f32 and rounded
+            /// to `out`'s dtype; positions are written as exact `i32`, and `positions` is read
+            /// as exact `i32`, never through f32.
+            ///
+            /// Cost: `64 + N` cycles on Vector (`64 + 4N` on GpSimd), N free elements of `src`
+            /// (`64 + 2N` and `64 + 8N` with `positions`, a second input).
+            TensorArgReduce = 0x38, "tensor_arg_reduce", $crate::EngineClass::VECTOR.or($crate::EngineClass::GPSIMD),
+                { op: ReduceOp, out: TileAp, index: TileAp, src: TileAp, positions: Option<TileAp> };
+
             /// Copy with dtype conversion: `out = src` element by element in row-major order.
             ///
             /// Numerics: decode to f32, round to `out`'s dtype.

@@ -747,6 +747,49 @@ impl Verifier {
                 self.reduced(out, src);
                 self.scalars(engine, s0, s1, src.partitions);
             }
+            Op::TensorScan { out, src, carry } => {
+                tiles.extend([("out", out), ("src", src)]);
+                self.same_shape(("out", out), ("src", src));
+                let int = src.dtype == crate::Dtype::I32;
+                let mut dtypes = vec![("out", out.dtype)];
+                if let Some(c) = carry {
+                    tiles.push(("carry", c));
+                    self.reduced(c, src);
+                    dtypes.push(("carry", c.dtype));
+                }
+                for (field, d) in dtypes {
+                    if (d == crate::Dtype::I32) != int {
+                        self.error(format!(
+                            "`{field}` is {d} but `src` is {}; an i32 scan is i32 throughout",
+                            src.dtype
+                        ));
+                    }
+                }
+            }
+            Op::TensorArgReduce {
+                op,
+                out,
+                index,
+                src,
+                positions,
+            } => {
+                tiles.extend([("out", out), ("index", index), ("src", src)]);
+                if *op == crate::ReduceOp::Add {
+                    self.error("`tensor_arg_reduce` takes `max` or `min`, not `add`".into());
+                }
+                self.reduced(out, src);
+                self.reduced(index, src);
+                if index.dtype != crate::Dtype::I32 {
+                    self.error(format!("`index` is {} but must be i32", index.dtype));
+                }
+                if let Some(p) = positions {
+                    tiles.push(("positions", p));
+                    self.same_shape(("positions", p), ("src", src));
+                    if p.dtype != crate::Dtype::I32 {
+                        self.error(format!("`positions` is {} but must be i32", p.dtype));
+                    }
+                }
+            }
             Op::TensorCopy { out, src } => {
                 tiles.extend([("out", out), ("src", src)]);
                 self.same_shape(("out", out), ("src", src));

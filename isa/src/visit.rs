@@ -105,11 +105,12 @@ impl VisitAps for Option<TileAp> {
     }
 }
 
-/// The access of a field by its name: `out`, `dst` and `accum` are written, the rest read.
+/// The access of a field by its name: `out`, `dst`, `accum` and `index` are written, the
+/// rest read.
 /// A matmul with `accumulate` also reads `out`; callers that care check that flag.
 pub fn field_access(name: &str) -> Access {
     match name {
-        "out" | "dst" | "accum" => Access::Write,
+        "out" | "dst" | "accum" | "index" => Access::Write,
         _ => Access::Read,
     }
 }

@@ -177,6 +177,18 @@ impl Executor {
             } => self
                 .tensor_reduce(*op, out, src, Some((*op0, s0, *op1, s1)), at)
                 .map(|_| None),
+            Op::TensorScan { out, src, carry } => {
+                self.tensor_scan(out, src, carry.as_ref(), at).map(|_| None)
+            }
+            Op::TensorArgReduce {
+                op,
+                out,
+                index,
+                src,
+                positions,
+            } => self
+                .tensor_arg_reduce(*op, out, index, src, positions.as_ref(), at)
+                .map(|_| None),
             Op::TensorCopy { out, src } => self.tensor_copy(out, src, at).map(|_| None),
             Op::Memset { out, value } => self.memset(out, *value, at).map(|_| None),
             Op::Activate {
@@ -791,6 +803,232 @@ impl Executor {
                     }
                 }
                 self.mem.write_row(&ro, p, &y, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        self.rows[1] = y;
+        result
+    }
+
+    /// Partition `p` of an `i32` region as integers, read exactly from its bytes.
+    fn read_ints(
+        &self,
+        r: &Region,
+        p: usize,
+        out: &mut Vec<i32>,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let mut bytes = Vec::with_capacity(r.free * 4);
+        self.mem.read_row_bytes(r, p, &mut bytes, at)?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        Ok(())
+    }
+
+    /// Writes integers exactly into partition `p` of an `i32` region.
+    fn write_ints(
+        &mut self,
+        r: &Region,
+        p: usize,
+        vals: &[i32],
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.mem.write_row_bytes(r, p, &bytes, at)
+    }
+
+    /// `tensor_scan`: the in-order running sum of each line of the innermost dimension,
+    /// from the line's carry when given; f32 accumulation (wrapping `i32` for `i32`).
+    fn tensor_scan(
+        &mut self,
+        out: &TileAp,
+        src: &TileAp,
+        carry: Option<&TileAp>,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        Self::same_shape(&ro, rs.parts, rs.free, "out", at)?;
+        let inner = rs.dims.last().map(|d| d.0 as usize).unwrap_or(1).max(1);
+        let lines = rs.free / inner;
+        let rc = match carry {
+            Some(c) => {
+                let r = self.tile(c, at)?;
+                Self::same_shape(&r, rs.parts, lines, "carry", at)?;
+                Some(r)
+            }
+            None => None,
+        };
+        let int = src.dtype == isa::Dtype::I32;
+        if int {
+            let (mut x, mut c) = (Vec::new(), Vec::new());
+            for p in 0..rs.parts {
+                self.read_ints(&rs, p, &mut x, at)?;
+                if let Some(r) = &rc {
+                    self.read_ints(r, p, &mut c, at)?;
+                }
+                for (l, line) in x.chunks_exact_mut(inner).enumerate() {
+                    let mut acc = line[0];
+                    if let Some(&carry) = c.get(l).filter(|_| rc.is_some()) {
+                        acc = carry.wrapping_add(acc);
+                    }
+                    line[0] = acc;
+                    for v in &mut line[1..] {
+                        acc = acc.wrapping_add(*v);
+                        *v = acc;
+                    }
+                }
+                self.write_ints(&ro, p, &x, at)?;
+            }
+            return Ok(());
+        }
+        let mut x = std::mem::take(&mut self.rows[0]);
+        let mut c = std::mem::take(&mut self.rows[1]);
+        x.resize(rs.free, 0.0);
+        c.resize(lines, 0.0);
+        // The running values are kept in f32 and rounded to `out`'s dtype on write
+        // (`write_row` rounds each element), so the accumulator never sees that rounding.
+        let result = (|| {
+            for p in 0..rs.parts {
+                self.mem.read_row(&rs, p, &mut x, at)?;
+                if let Some(r) = &rc {
+                    self.mem.read_row(r, p, &mut c, at)?;
+                }
+                for (l, line) in x.chunks_exact_mut(inner).enumerate() {
+                    let mut acc = line[0];
+                    if rc.is_some() {
+                        acc = c[l] + acc;
+                    }
+                    line[0] = acc;
+                    for v in &mut line[1..] {
+                        acc += *v;
+                        *v = acc;
+                    }
+                }
+                self.mem.write_row(&ro, p, &x, at)?;
+            }
+            Ok(())
+        })();
+        self.rows[0] = x;
+        self.rows[1] = c;
+        result
+    }
+
+    /// `tensor_arg_reduce`: the first maximum (minimum) of each line and its position,
+    /// the first NaN winning outright.
+    #[allow(clippy::too_many_arguments)]
+    fn tensor_arg_reduce(
+        &mut self,
+        op: ReduceOp,
+        out: &TileAp,
+        index: &TileAp,
+        src: &TileAp,
+        positions: Option<&TileAp>,
+        at: At,
+    ) -> Result<(), RuntimeError> {
+        let max = match op {
+            ReduceOp::Max => true,
+            ReduceOp::Min => false,
+            ReduceOp::Add => {
+                return Err(invalid(at, "tensor_arg_reduce takes max or min".into()));
+            }
+        };
+        let rs = self.tile(src, at)?;
+        let ro = self.tile(out, at)?;
+        let ri = self.tile(index, at)?;
+        let inner = rs.dims.last().map(|d| d.0 as usize).unwrap_or(1).max(1);
+        let lines = rs.free / inner;
+        Self::same_shape(&ro, rs.parts, lines, "out", at)?;
+        Self::same_shape(&ri, rs.parts, lines, "index", at)?;
+        if index.dtype != isa::Dtype::I32 {
+            return Err(invalid(at, "index must be i32".into()));
+        }
+        let rp = match positions {
+            Some(t) => {
+                if t.dtype != isa::Dtype::I32 {
+                    return Err(invalid(at, "positions must be i32".into()));
+                }
+                let r = self.tile(t, at)?;
+                Self::same_shape(&r, rs.parts, rs.free, "positions", at)?;
+                Some(r)
+            }
+            None => None,
+        };
+        let int = src.dtype == isa::Dtype::I32;
+        let mut x = std::mem::take(&mut self.rows[0]);
+        let mut y = std::mem::take(&mut self.rows[1]);
+        x.resize(rs.free, 0.0);
+        y.resize(lines, 0.0);
+        let (mut xi, mut pos, mut idx) = (Vec::new(), Vec::new(), vec![0i32; lines]);
+        let result = (|| {
+            for p in 0..rs.parts {
+                if int {
+                    self.read_ints(&rs, p, &mut xi, at)?;
+                } else {
+                    self.mem.read_row(&rs, p, &mut x, at)?;
+                }
+                if let Some(r) = &rp {
+                    self.read_ints(r, p, &mut pos, at)?;
+                }
+                for l in 0..lines {
+                    let base = l * inner;
+                    let best = if int {
+                        let line = &xi[base..base + inner];
+                        let mut b = 0;
+                        for (j, &v) in line.iter().enumerate().skip(1) {
+                            if (max && v > line[b]) || (!max && v < line[b]) {
+                                b = j;
+                            }
+                        }
+                        y[l] = line[b] as f32;
+                        b
+                    } else {
+                        let line = &x[base..base + inner];
+                        let mut b = 0;
+                        if !line[0].is_nan() {
+                            for (j, &v) in line.iter().enumerate().skip(1) {
+                                if v.is_nan() {
+                                    b = j;
+                                    break;
+                                }
+                                if (max && v > line[b]) || (!max && v < line[b]) {
+                                    b = j;
+                                }
+                            }
+                        }
+                        y[l] = line[b];
+                        b
+                    };
+                    idx[l] = if rp.is_some() {
+                        pos[base + best]
+                    } else {
+                        best as i32
+                    };
+                }
+                if int && out.dtype == isa::Dtype::I32 {
+                    // The value of an i32 line, exact.
+                    let vals: Vec<i32> = (0..lines)
+                        .map(|l| {
+                            let base = l * inner;
+                            let line = &xi[base..base + inner];
+                            let pick = if max {
+                                line.iter().copied().max()
+                            } else {
+                                line.iter().copied().min()
+                            };
+                            pick.unwrap_or(0)
+                        })
+                        .collect();
+                    self.write_ints(&ro, p, &vals, at)?;
+                } else {
+                    self.mem.write_row(&ro, p, &y, at)?;
+                }
+                self.write_ints(&ri, p, &idx, at)?;
             }
             Ok(())
         })();

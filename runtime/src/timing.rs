@@ -67,6 +67,10 @@ pub fn compute_cost(op: &Op, engine: Engine, cfg: &MachineConfig) -> u64 {
             .max(t.matmul_min),
         Op::TensorTensor { a, .. } => elementwise(a.free_elems(), 2),
         Op::Select { a, .. } => elementwise(a.free_elems(), 3),
+        Op::TensorScan { src, .. } => elementwise(src.free_elems(), 1),
+        Op::TensorArgReduce { src, positions, .. } => {
+            elementwise(src.free_elems(), 1 + u64::from(positions.is_some()))
+        }
         Op::TensorScalar { src, .. }
         | Op::TensorReduce { src, .. }
         | Op::TensorReduceScalar { src, .. }

@@ -648,3 +648,150 @@ fn load_from_tbin_bytes() {
     let want: Vec<f32> = xv.iter().map(|x| x * x).collect();
     assert_bits_eq(&loaded.read("y").unwrap(), &want, "square");
 }
+
+/// `tensor_scan` over two chunks of 32 chained by `carry` (the second chunk starts from the
+/// first's last running values) gives the in-order f32 scan of whole rows, bit for bit,
+/// with infinities, NaN and -0 in the data; a column-wise scan (the innermost dimension
+/// walking down a 2-D pattern) scans each column on its own.
+#[test]
+fn tensor_scan_chunks_with_carry() {
+    let (p, f) = (64, 64);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_scan out=sbuf.f32[0:64, 4096; 32:1], src=sbuf.f32[0:64, 0; 32:1], carry=none",
+    );
+    a.inst(
+        "vector",
+        "tensor_scan out=sbuf.f32[0:64, 4224; 32:1], src=sbuf.f32[0:64, 128; 32:1], carry=sbuf.f32[0:64, 4220; 1:1] signal(s1)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s0>=1) tensor_scan out=sbuf.bf16[0:64, 8192; 8:1, 8:8], src=sbuf.f32[0:64, 0; 8:1, 8:8], carry=none signal(s2)",
+    );
+    with_output(&mut a, "rows", Dtype::F32, p, f, 4096, 1, 2);
+    with_output(&mut a, "cols", Dtype::Bf16, p, f, 8192, 2, 3);
+    let mut xv = Rng::new(9).values(Dtype::F32, p * f, 100.0);
+    xv[0] = -0.0;
+    xv[1] = -0.0;
+    xv[64 + 40] = f32::INFINITY;
+    xv[128 + 3] = f32::NAN;
+    xv[192 + 10] = f32::INFINITY;
+    xv[192 + 50] = f32::NEG_INFINITY;
+    let (report, out) = run(&a.text(), &[("x", &xv)]);
+    let mut rows = vec![0f32; p * f];
+    for r in 0..p {
+        let mut acc = xv[r * f];
+        rows[r * f] = acc;
+        for j in 1..f {
+            acc += xv[r * f + j];
+            rows[r * f + j] = acc;
+        }
+    }
+    assert_eq!(rows[1].to_bits(), (-0.0f32).to_bits(), "-0 + -0 stays -0");
+    assert!(rows[3 * 64 + 60].is_nan(), "inf + -inf is NaN");
+    // Every NaN reaches memory as the canonical NaN.
+    for v in rows.iter_mut().filter(|v| v.is_nan()) {
+        *v = f32::NAN;
+    }
+    assert_bits_eq(&out.read("rows").unwrap(), &rows, "rows");
+    // Columns: element (i, c) of each partition's 8 x 8 block is at i * 8 + c.
+    let mut cols = vec![0f32; p * f];
+    for r in 0..p {
+        for c in 0..8 {
+            let mut acc = xv[r * f + c];
+            cols[r * f + c] = round(Dtype::Bf16, acc);
+            for i in 1..8 {
+                acc += xv[r * f + i * 8 + c];
+                cols[r * f + i * 8 + c] = round(Dtype::Bf16, acc);
+            }
+        }
+    }
+    assert_bits_eq(&out.read("cols").unwrap(), &cols, "cols");
+    // One input each: 64 + N on Vector, 64 + 4N on GpSimd.
+    assert_eq!(
+        report.engine(isa::Engine::Vector).busy_cycles,
+        2 * (64 + 32)
+    );
+    assert_eq!(report.engine(isa::Engine::GpSimd).busy_cycles, 64 + 4 * 64);
+}
+
+/// `tensor_arg_reduce`: first position on ties, the first NaN wins, -0 equals +0; then
+/// the per-chunk winners combined through `positions` (exact i32) give the row's winner.
+#[test]
+fn tensor_arg_reduce_first_position_and_combine() {
+    let (p, f) = (8, 64);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::F32, p, f);
+    // Chunks of 16: value and position per chunk.
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_arg_reduce op=max, out=sbuf.f32[0:8, 4096; 4:1], index=sbuf.i32[0:8, 4352; 4:1], src=sbuf.f32[0:8, 0; 4:16, 16:1], positions=none",
+    );
+    // Positions of the chunk winners in the whole row: chunk c adds 16 c (exact in f32).
+    a.inst("gpsimd", "wait(s0>=1) iota out=sbuf.f32[0:8, 4608; 4:1], expr=affine(base=0, p=0, i=[16]) signal(s4)");
+    a.inst(
+        "vector",
+        "wait(s4>=1) tensor_tensor op=add, out=sbuf.i32[0:8, 4864; 4:1], a=sbuf.i32[0:8, 4352; 4:1], b=sbuf.f32[0:8, 4608; 4:1]",
+    );
+    a.inst(
+        "vector",
+        "tensor_arg_reduce op=max, out=sbuf.f32[0:8, 5120; 1:1], index=sbuf.i32[0:8, 5376; 1:1], src=sbuf.f32[0:8, 4096; 4:1], positions=sbuf.i32[0:8, 4864; 4:1] signal(s1)",
+    );
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_arg_reduce op=min, out=sbuf.bf16[0:8, 6144; 1:1], index=sbuf.i32[0:8, 6400; 1:1], src=sbuf.f32[0:8, 0; 64:1], positions=none signal(s2)",
+    );
+    with_output(&mut a, "imax", Dtype::I32, p, 1, 5376, 1, 2);
+    with_output(&mut a, "vmax", Dtype::F32, p, 1, 5120, 1, 3);
+    with_output(&mut a, "imin", Dtype::I32, p, 1, 6400, 2, 4);
+    let mut xv = Rng::new(3).values(Dtype::F32, p * f, 100.0);
+    // Row 0: a tie of the maximum in chunks 1 and 3 (the first wins).
+    xv[20] = 500.0;
+    xv[50] = 500.0;
+    // Row 1: NaN after the maximum, and a second NaN (the first wins, for min too).
+    xv[64 + 5] = 900.0;
+    xv[64 + 40] = f32::NAN;
+    xv[64 + 60] = f32::NAN;
+    // Row 2: -0 before +0 as the maximum (equal: the first wins).
+    for j in 0..64 {
+        xv[128 + j] = -1.0 - j as f32;
+    }
+    xv[128 + 30] = -0.0;
+    xv[128 + 31] = 0.0;
+    // Row 3: -inf is the minimum, twice.
+    xv[192 + 7] = f32::NEG_INFINITY;
+    xv[192 + 9] = f32::NEG_INFINITY;
+    let (_, out) = run(&a.text(), &[("x", &xv)]);
+    let ints = |name: &str| -> Vec<i32> {
+        out.read_bytes(name)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let best = |max: bool, r: usize| -> i32 {
+        let row = &xv[r * f..(r + 1) * f];
+        let mut b = 0;
+        for j in 0..f {
+            if row[j].is_nan() {
+                return j as i32;
+            }
+            if (max && row[j] > row[b]) || (!max && row[j] < row[b]) {
+                b = j;
+            }
+        }
+        b as i32
+    };
+    let imax = ints("imax");
+    assert_eq!(&imax[..4], &[20, 40, 30, imax[3]]);
+    assert_eq!(imax, (0..p).map(|r| best(true, r)).collect::<Vec<_>>());
+    let imin = ints("imin");
+    assert_eq!(imin[1], 40);
+    assert_eq!(imin[3], 7);
+    assert_eq!(imin, (0..p).map(|r| best(false, r)).collect::<Vec<_>>());
+    let vmax = out.read("vmax").unwrap();
+    assert_eq!(vmax[0], 500.0);
+    assert!(vmax[1].is_nan());
+}

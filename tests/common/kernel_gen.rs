@@ -1527,7 +1527,7 @@ impl Gen {
 
     /// One random operation on the current value.
     fn random_op(&mut self, a: &Val) -> Option<Val> {
-        match self.rng.weighted(&[25, 20, 6, 12, 12, 5, 5, 6, 8]) {
+        match self.rng.weighted(&[25, 20, 6, 12, 12, 5, 5, 6, 8, 4]) {
             0 => self.random_unary(a),
             1 => self.random_binary(a),
             2 => self.row_op(a),
@@ -1536,8 +1536,45 @@ impl Gen {
             5 => self.random_transpose(a),
             6 => self.random_reshape(a),
             7 => self.random_tril(a),
+            9 => self.random_cumsum(a),
             _ => self.random_cast(a),
         }
+    }
+
+    /// `cumsum(a, axis=..)`: each element a sum of its prefix, so it is bounded and
+    /// propagates error as a `sum` over the whole axis does (scaled first by a power of two
+    /// when the sum could leave the value range).
+    fn random_cumsum(&mut self, a: &Val) -> Option<Val> {
+        if a.is_scalar() {
+            return None;
+        }
+        let r = a.shape.len() as i64;
+        let axis = self.rng.range(0, 2 * r as u64 - 1) as i64 - r;
+        let ax = if axis < 0 { axis + r } else { axis } as usize;
+        let n = a.shape[ax] as f64;
+        if n * a.mag() > LIMIT {
+            if matches!(a.dtype, Dtype::F8E4M3 | Dtype::F8E5M2) {
+                return None;
+            }
+            let s = 2f64.powi(-((n * a.mag() / 16.0).log2().ceil() as i32));
+            let scaled = self.binary(Bin::Mul, a, &scalar(s))?;
+            return self.cumsum(&scaled, axis);
+        }
+        self.cumsum(a, axis)
+    }
+
+    fn cumsum(&mut self, a: &Val, axis: i64) -> Option<Val> {
+        // The numerics of a `sum` over the axis, keeping the shape.
+        let red = self.reduce(Red::Sum, a, axis, true)?;
+        let lo = red.lo.min(a.lo);
+        let hi = red.hi.max(a.hi);
+        Some(Val {
+            text: format!("cumsum({}, axis={axis})", a.text),
+            shape: a.shape.clone(),
+            lo,
+            hi,
+            ..red
+        })
     }
 
     /// Whether some output dtype (and policy) can absorb the value's error bound.
@@ -1637,6 +1674,29 @@ impl Gen {
             bounds.push((v.lo, v.hi));
             types.push(self.type_text(v.dtype, &v.shape));
             returns.push(text);
+        }
+        // Sometimes also the position of the largest or smallest element of the final value
+        // along an axis (`i32`, compared exactly when the value is exact).
+        if !cur.is_scalar() && cur.dtype.is_float() && self.rng.chance(0.15) {
+            let r = cur.shape.len() as i64;
+            let axis = self.rng.range(0, 2 * r as u64 - 1) as i64 - r;
+            let ax = if axis < 0 { axis + r } else { axis } as usize;
+            let keepdims = r == 1 || self.rng.chance(0.3);
+            let mut shape = cur.shape.clone();
+            if keepdims {
+                shape[ax] = 1;
+            } else {
+                shape.remove(ax);
+            }
+            let f = if self.rng.chance(0.5) {
+                "argmax"
+            } else {
+                "argmin"
+            };
+            let kd = if keepdims { ", keepdims=true" } else { "" };
+            returns.push(format!("{f}({}, axis={axis}{kd})", cur.text));
+            types.push(self.type_text(Dtype::I32, &shape));
+            bounds.push((0.0, (cur.shape[ax] - 1) as f64));
         }
         let mut params = Vec::new();
         for (name, dtype, shape) in self.params.clone() {

@@ -18,6 +18,7 @@ pub mod block;
 mod gather;
 mod matmul;
 mod movement;
+pub mod scan;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -673,6 +674,8 @@ impl<'a> Tiler<'a> {
             }
             TOp::Take { .. } => self.lower_take(inst),
             TOp::Concat(_) => self.lower_concat(inst),
+            TOp::Cumsum { .. } => self.lower_cumsum(inst),
+            TOp::ArgReduce { .. } => self.lower_arg_reduce(inst),
             TOp::Pad { .. } => self.lower_pad(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
             _ => {

@@ -291,7 +291,44 @@ fn vector_op(engine: Engine) -> BoxedStrategy<Op> {
     let memset = (partitions(), free_sizes())
         .prop_flat_map(move |(p, s)| (tile(engine, p, s), imm()))
         .prop_map(|(out, value)| Op::Memset { out, value });
-    prop_oneof![tt, sel, ts, reduce, copy, memset].boxed()
+    // A scan: i32 throughout or floats throughout, with an optional carry per line.
+    let scan = (partitions(), free_sizes(), any::<bool>(), any::<bool>()).prop_flat_map(
+        move |(p, s, int, carry)| {
+            let lines = reduced(&s);
+            (layout(), layout(), layout(), any::<bool>()).prop_map(move |(lo, ls, lc, psum)| {
+                let pick = |l: &Layout| {
+                    if int {
+                        Dtype::I32
+                    } else if l.dtype == Dtype::I32 {
+                        Dtype::F32
+                    } else {
+                        l.dtype
+                    }
+                };
+                Op::TensorScan {
+                    out: make_tile(mem_for(engine, psum), pick(&lo), p, &s, &lo),
+                    src: make_tile(Mem::Sbuf, pick(&ls), p, &s, &ls),
+                    carry: carry.then(|| make_tile(Mem::Sbuf, pick(&lc), p, &lines, &lc)),
+                }
+            })
+        },
+    );
+    // A max or min with its position, optionally through a positions tile.
+    let arg = (partitions(), free_sizes(), any::<bool>(), any::<bool>()).prop_flat_map(
+        move |(p, s, max, with_pos)| {
+            let kept = reduced(&s);
+            (layout(), layout(), layout(), layout()).prop_map(move |(lo, li, ls, lp)| {
+                Op::TensorArgReduce {
+                    op: if max { ReduceOp::Max } else { ReduceOp::Min },
+                    out: make_tile(Mem::Sbuf, lo.dtype, p, &kept, &lo),
+                    index: make_tile(Mem::Sbuf, Dtype::I32, p, &kept, &li),
+                    src: make_tile(Mem::Sbuf, ls.dtype, p, &s, &ls),
+                    positions: with_pos.then(|| make_tile(Mem::Sbuf, Dtype::I32, p, &s, &lp)),
+                }
+            })
+        },
+    );
+    prop_oneof![tt, sel, ts, reduce, copy, memset, scan, arg].boxed()
 }
 
 fn affine(steps: usize) -> impl Strategy<Value = Affine> {

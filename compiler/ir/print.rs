@@ -105,6 +105,11 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             fmt_f64(*value)
         ),
         TOp::Take { axis } => write!(f, " axis={axis}"),
+        TOp::Conv(a) => write!(
+            f,
+            " stride={:?} padding={:?} dilation={:?} groups={}",
+            a.stride, a.padding, a.dilation, a.groups
+        ),
         _ => Ok(()),
     }
 }
@@ -139,6 +144,7 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::Where => "where",
         TOp::Arange => "arange",
         TOp::Take { .. } => "take",
+        TOp::Conv(_) => "conv",
     }
 }
 

@@ -133,8 +133,15 @@ impl Checker<'_> {
                             list.len()
                         ),
                     )
-                    .with_primary(arg_span, format!("{} entries", list.len()))
-                    .with_secondary(x.span, format!("the input `{}` has {spatial} spatial axes", x.ty))
+                    .with_primary(arg_span, plural(list.len(), "entry", "entries"))
+                    .with_secondary(
+                        x.span,
+                        format!(
+                            "the input `{}` has {}",
+                            x.ty,
+                            plural(spatial, "spatial axis", "spatial axes")
+                        ),
+                    )
                     .with_note(format!(
                         "e.g. `{name}=[{}]`",
                         vec![default.to_string(); spatial].join(", ")
@@ -210,4 +217,9 @@ impl Checker<'_> {
             span,
         })
     }
+}
+
+/// `1 entry`, `2 entries`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

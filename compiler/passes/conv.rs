@@ -61,14 +61,168 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
 pub fn run(func: &mut Function) -> Result<bool, String> {
     let old = std::mem::take(&mut func.layout);
     let mut changed = false;
+    let mut reshapes = Vec::new();
     for inst in old {
         if let TOp::Conv(attrs) = func.insts[inst].op.clone() {
             expand(func, inst, &attrs)?;
             changed = true;
+            if func.insts[inst].op == TOp::Reshape {
+                reshapes.push(inst);
+            }
         }
         func.layout.push(inst);
     }
+    if !reshapes.is_empty() {
+        sink_reshapes(func, &reshapes);
+    }
     Ok(changed)
+}
+
+/// Moves the last `reshape` of a 2-D convolution's expansion (`[N, O, OH * OW]` to
+/// `[N, O, OH, OW]`) past the elementwise chain that reads it (bias, activation, residual
+/// add, cast), so that the chain runs on the matmul's own shape and `fusion` makes it the
+/// matmul's epilogue, computed on the PSUM tiles, instead of a second pass over an f32
+/// intermediate in HBM. Exact: a row-major reshape of a dense tensor moves no value, and
+/// an elementwise operation commutes with it. A chain member's other operand is a rank-0
+/// constant, a tensor of the full 4-D shape (reshaped too, a free view) or one that
+/// broadcasts along both spatial axes (`[.., O, 1, 1]`, reshaped to `[.., O, 1]`); the
+/// chain stops at a value with more than one use, a result of the kernel, or anything
+/// else, where the reshape is put back.
+fn sink_reshapes(func: &mut Function, reshapes: &[Inst]) {
+    let mut uses: cranelift_entity::SecondaryMap<Value, usize> =
+        cranelift_entity::SecondaryMap::new();
+    for &i in &func.layout {
+        for &a in &func.insts[i].args {
+            uses[a] += 1;
+        }
+    }
+    for &r in &func.results {
+        uses[r] += 2;
+    }
+    // Values whose 4-D form is not computed yet: value -> its 3-D form.
+    let mut pending: cranelift_entity::SecondaryMap<Value, Option<Value>> =
+        cranelift_entity::SecondaryMap::new();
+    let old = std::mem::take(&mut func.layout);
+    for inst in old {
+        if reshapes.contains(&inst) {
+            let data = &func.insts[inst];
+            if uses[data.result] == 1 {
+                pending[data.result] = Some(data.args[0]);
+                continue;
+            }
+        }
+        if let Some((a, m)) = sinkable(func, inst, &pending, &uses) {
+            let span = func.spans[inst];
+            let m_shape = func.ty(m).shape.clone();
+            let full = func.ty(a).shape.clone();
+            let args = func.insts[inst].args.clone();
+            let mut new_args = Vec::new();
+            for v in args {
+                let nv = if v == a {
+                    m
+                } else {
+                    let t = func.ty(v).clone();
+                    let target = if t.shape.is_empty() {
+                        None
+                    } else if t.shape == full {
+                        Some(m_shape.clone())
+                    } else {
+                        let mut s = t.shape[..t.shape.len() - 2].to_vec();
+                        s.push(1);
+                        Some(s)
+                    };
+                    match target {
+                        None => v,
+                        Some(shape) => {
+                            let ty = TensorType {
+                                dtype: t.dtype,
+                                shape,
+                            };
+                            emit(func, TOp::Reshape, &[v], ty, span)
+                        }
+                    }
+                };
+                new_args.push(nv);
+            }
+            let old_result = func.insts[inst].result;
+            let ty = TensorType {
+                dtype: func.ty(old_result).dtype,
+                shape: m_shape,
+            };
+            let new_result = func.values.push(crate::ir::ValueData {
+                ty,
+                def: crate::ir::ValueDef::Inst(inst),
+            });
+            let data = &mut func.insts[inst];
+            data.args = new_args.into_iter().collect();
+            data.result = new_result;
+            func.layout.push(inst);
+            pending[old_result] = Some(new_result);
+            continue;
+        }
+        // Anything else puts back the 4-D form of the pending values it reads.
+        let args = func.insts[inst].args.clone();
+        for a in args {
+            materialise(func, a, &mut pending, func.spans[inst]);
+        }
+        func.layout.push(inst);
+    }
+    let results = func.results.clone();
+    for r in results {
+        let span = func.spans.values().next().copied().unwrap_or_default();
+        materialise(func, r, &mut pending, span);
+    }
+}
+
+/// The pending operand of `inst` and its 3-D form, when `inst` is an elementwise operation
+/// the reshape may move past.
+fn sinkable(
+    func: &Function,
+    inst: Inst,
+    pending: &cranelift_entity::SecondaryMap<Value, Option<Value>>,
+    uses: &cranelift_entity::SecondaryMap<Value, usize>,
+) -> Option<(Value, Value)> {
+    let data = &func.insts[inst];
+    if !matches!(data.op, TOp::Unary(_) | TOp::Binary(_) | TOp::Cast) {
+        return None;
+    }
+    let (a, m) = data.args.iter().find_map(|&a| pending[a].map(|m| (a, m)))?;
+    let full = &func.ty(a).shape;
+    if uses[a] != 1 || &func.ty(data.result).shape != full || full.len() != 4 {
+        return None;
+    }
+    let ok = data.args.iter().all(|&v| {
+        let s = &func.ty(v).shape;
+        v == a
+            || s.is_empty()
+            || s == full
+            || (s.len() >= 2 && s[s.len() - 2..] == [1, 1] && pending[v].is_none())
+    });
+    (ok && data.args.iter().filter(|&&v| v == a).count() == 1).then_some((a, m))
+}
+
+/// Computes the 4-D form of `v` from its 3-D one, if it is pending: a `reshape` whose
+/// result is `v` itself, so every use of `v` stays valid.
+fn materialise(
+    func: &mut Function,
+    v: Value,
+    pending: &mut cranelift_entity::SecondaryMap<Value, Option<Value>>,
+    span: Span,
+) {
+    let Some(m) = pending[v].take() else { return };
+    let inst = func.insts.push(crate::ir::InstData {
+        op: TOp::Reshape,
+        args: [m].into_iter().collect(),
+        result: v,
+    });
+    func.values[v].def = crate::ir::ValueDef::Inst(inst);
+    func.spans[inst] = span;
+    func.layout.push(inst);
+}
+
+/// Appends a new instruction to the layout (as `Function::push`).
+fn emit(func: &mut Function, op: TOp, args: &[Value], ty: TensorType, span: Span) -> Value {
+    func.push(op, args, ty, span)
 }
 
 /// The shape and dtype of a new value.

@@ -292,7 +292,7 @@ impl ConvAttrs {
             return Err("conv attribute lists of the wrong length".into());
         }
         let g = self.groups;
-        if g == 0 || x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
+        if g == 0 || !x[1].is_multiple_of(g) || !w[0].is_multiple_of(g) || w[1] * g != x[1] {
             return Err(format!(
                 "conv channels: x has {}, w is {:?}, groups {g}",
                 x[1], w

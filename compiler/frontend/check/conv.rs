@@ -3,10 +3,11 @@
 //! result `f32[N, O, ..]`, accumulated in f32 like `@`).
 //!
 //! The checker resolves the keyword lists (integer size expressions allowed, as in any
-//! list of integers), applies PyTorch's defaults (stride 1, padding 0, dilation 1, groups
-//! 1) and reports each way a convolution can be malformed with its own code (E1000 to
-//! E1005), located at the operand or keyword at fault. As PyTorch does for `conv`, any
-//! non-negative padding is allowed (the "at most half the window" rule is the pools').
+//! list of integers), applies PyTorch's defaults (stride 1, padding 0, dilation 1, one
+//! group) and reports each way a convolution can be malformed with its own code (E1000
+//! through E1005), located at the operand or keyword at fault. As PyTorch does for
+//! `conv`, any non-negative padding is allowed (the "at most half the window" rule is the
+//! pools').
 
 use super::Checker;
 use crate::diagnostic::Diagnostic;
@@ -85,7 +86,7 @@ impl Checker<'_> {
         }
         let g = g as u64;
         for (what, dim, operand) in [("input channels", c, &x), ("output channels", o, &w)] {
-            if dim % g != 0 {
+            if !dim.is_multiple_of(g) {
                 self.error(
                     Diagnostic::error(
                         codes::CONV_GROUPS,

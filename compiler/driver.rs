@@ -399,6 +399,14 @@ pub fn compile(
             src.name
         )));
     }
+    if let Some((span, what)) = passes::conv::unsupported(&func) {
+        let (line, col) = line_col(&src.text, span.start as usize);
+        return Err(DriverError::Input(format!(
+            "{}:{line}:{col}: {what} does not run on the machine in this version (`tessera \
+             check` accepts the kernel, and the reference evaluator computes it)",
+            src.name
+        )));
+    }
     let wants = |name: &str| {
         options
             .dump_after

@@ -182,6 +182,9 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::BroadcastTo
             | TOp::Cast
             | TOp::Take { .. } => any,
+            // Without padding every window reads some input element; with it, a window may
+            // lie wholly in the padding (PyTorch allows any padding).
+            TOp::Conv(ref a) => any && a.padding.iter().all(|&p| p == 0),
             // A branch may be a constant, but the condition is read for every element.
             TOp::Where => full[data.args[0]] && any,
         };
@@ -325,6 +328,20 @@ pub fn bound(func: &Function, t: &Timing) -> Bound {
                     r.columns as f64 / r.cycles as f64
                 };
                 let columns_per_cycle = rate(a.dtype).max(rate(b.dtype));
+                tensor_cycles += macs as f64 / (128.0 * 128.0 * columns_per_cycle);
+                matmuls_wait &= full[data.result];
+            }
+            TOp::Conv(_) => {
+                // N x O x C/groups x kernel elements x output positions multiply-adds.
+                let x = func.ty(data.args[0]);
+                let w = func.ty(data.args[1]);
+                let macs = func.ty(data.result).elems() * w.shape[1..].iter().product::<u64>();
+                matmul_flops += 2 * macs;
+                let rate = |d| {
+                    let r = t.pe_rate_of(d);
+                    r.columns as f64 / r.cycles as f64
+                };
+                let columns_per_cycle = rate(x.dtype).max(rate(w.dtype));
                 tensor_cycles += macs as f64 / (128.0 * 128.0 * columns_per_cycle);
                 matmuls_wait &= full[data.result];
             }

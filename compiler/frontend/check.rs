@@ -21,6 +21,7 @@ use crate::frontend::typed::{
 use indexmap::IndexMap;
 use isa::Dtype;
 
+mod conv;
 mod index;
 mod reduce_axes;
 mod scan;
@@ -181,6 +182,7 @@ enum Builtin {
     Where,
     Arange,
     Take,
+    Conv,
 }
 
 /// Every builtin by name.
@@ -229,6 +231,7 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("where", Builtin::Where),
     ("arange", Builtin::Arange),
     ("take", Builtin::Take),
+    ("conv", Builtin::Conv),
 ];
 
 /// Finds a builtin by name.
@@ -245,7 +248,11 @@ impl Builtin {
     /// Number of positional arguments.
     fn positional(self) -> usize {
         match self {
-            Builtin::Binary(_) | Builtin::Reshape | Builtin::BroadcastTo | Builtin::Take => 2,
+            Builtin::Binary(_)
+            | Builtin::Reshape
+            | Builtin::BroadcastTo
+            | Builtin::Take
+            | Builtin::Conv => 2,
             Builtin::Clip | Builtin::Where => 3,
             _ => 1,
         }
@@ -261,6 +268,12 @@ impl Builtin {
             Builtin::Concat => &[("axis", false)],
             Builtin::Pad => &[("before", false), ("after", false), ("value", false)],
             Builtin::Take => &[("axis", false)],
+            Builtin::Conv => &[
+                ("stride", false),
+                ("padding", false),
+                ("dilation", false),
+                ("groups", false),
+            ],
             _ => &[],
         }
     }
@@ -283,6 +296,9 @@ impl Builtin {
             Builtin::Where => "where(c, a, b)".to_string(),
             Builtin::Arange => "arange(n)".to_string(),
             Builtin::Take => "take(x, idx, axis=0)".to_string(),
+            Builtin::Conv => {
+                "conv(x, w, stride=[..], padding=[..], dilation=[..], groups=1)".to_string()
+            }
         }
     }
 }
@@ -1522,6 +1538,12 @@ impl<'d> Checker<'d> {
                     Some(a) => self.int_keyword(name, "axis", a)?,
                 };
                 self.take_call(x, idx, axis, kw("axis").map_or(span, ArgValue::span), span)
+            }
+            Builtin::Conv => {
+                let w = operands.pop()?;
+                let x = operands.pop()?;
+                let lists = [kw("stride"), kw("padding"), kw("dilation")];
+                self.conv_call(x, w, lists, kw("groups"), span)
             }
             Builtin::Binary(op) => {
                 let rhs = operands.pop()?;

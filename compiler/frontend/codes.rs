@@ -5,7 +5,7 @@
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
 //! signature, `E07xx` the file and kernel selection, `E08xx` integer expressions of sizes,
 //! indexing and joining, `E09xx` the integer and boolean dtypes, comparisons, selection and
-//! gathers of language version 2.
+//! gathers of language version 2, `E10xx` convolutions.
 
 /// A character the lexer does not know.
 pub const UNKNOWN_CHARACTER: &str = "E0101";
@@ -135,6 +135,20 @@ pub const SINGLE_AXIS_ONLY: &str = "E0940";
 /// `argmax`, `argmin` or `cumsum` of a `bool` tensor.
 pub const BOOL_SCAN_OPERAND: &str = "E0941";
 
+/// A `conv` operand of the wrong rank: `x` not `[N, C, L]` or `[N, C, H, W]`, or `w` not of
+/// `x`'s rank.
+pub const CONV_RANK: &str = "E1000";
+/// A `conv` whose channels (`C` or `O`) do not divide by `groups`, or `groups` below 1.
+pub const CONV_GROUPS: &str = "E1001";
+/// A `conv` weight whose channel dim is not `C / groups`.
+pub const CONV_WEIGHT_CHANNELS: &str = "E1002";
+/// A `conv` list (`stride`, `padding`, `dilation`) without one entry per spatial axis.
+pub const CONV_LIST_LENGTH: &str = "E1003";
+/// A `conv` stride or dilation below 1, or a negative padding.
+pub const CONV_BAD_PARAMETER: &str = "E1004";
+/// A `conv` window (dilated) larger than the padded input.
+pub const CONV_WINDOW: &str = "E1005";
+
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_CHARACTER, "unknown character"),
@@ -200,6 +214,15 @@ pub const ALL: &[(&str, &str)] = &[
         "argmax, argmin or cumsum over a list of axes",
     ),
     (BOOL_SCAN_OPERAND, "argmax, argmin or cumsum of bool"),
+    (CONV_RANK, "conv operand of the wrong rank"),
+    (CONV_GROUPS, "conv channels not divisible by groups"),
+    (CONV_WEIGHT_CHANNELS, "conv weight channels not C / groups"),
+    (CONV_LIST_LENGTH, "conv list of the wrong length"),
+    (
+        CONV_BAD_PARAMETER,
+        "conv stride, dilation or padding out of range",
+    ),
+    (CONV_WINDOW, "conv window larger than the padded input"),
 ];
 
 #[cfg(test)]

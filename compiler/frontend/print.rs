@@ -189,6 +189,17 @@ impl CheckedKernel {
                 self.write_expr(out, idx)?;
                 write!(out, ", axis={axis})")
             }
+            TExprKind::Conv { x, w, attrs } => {
+                out.write_str("conv(")?;
+                self.write_expr(out, x)?;
+                out.write_str(", ")?;
+                self.write_expr(out, w)?;
+                write!(
+                    out,
+                    ", stride={:?}, padding={:?}, dilation={:?}, groups={})",
+                    attrs.stride, attrs.padding, attrs.dilation, attrs.groups
+                )
+            }
         }
     }
 }

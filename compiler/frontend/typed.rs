@@ -249,6 +249,12 @@ pub enum TExprKind {
         idx: Box<TExpr>,
         axis: usize,
     },
+    /// `conv(x, w, ...)`: PyTorch's convolution, f32 result (`ConvAttrs`).
+    Conv {
+        x: Box<TExpr>,
+        w: Box<TExpr>,
+        attrs: ConvAttrs,
+    },
 }
 
 /// What a slice does to one axis of its operand: it takes the elements
@@ -259,4 +265,63 @@ pub struct SliceAxis {
     pub start: u64,
     pub step: i64,
     pub keep: bool,
+}
+
+/// The attributes of a convolution, one list entry per spatial axis (1 or 2 of them):
+/// PyTorch's `stride`, symmetric zero `padding`, `dilation` and `groups`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvAttrs {
+    pub stride: Vec<u64>,
+    pub padding: Vec<u64>,
+    pub dilation: Vec<u64>,
+    pub groups: u64,
+}
+
+impl ConvAttrs {
+    /// The extent of spatial axis `i` of the result for an input extent `n` and a kernel
+    /// extent `k`: `(n + 2 p - d (k - 1) - 1) / s + 1`; `None` when the dilated window
+    /// is larger than the padded input (or an extent is zero).
+    pub fn out_len(&self, i: usize, n: u64, k: u64) -> Option<u64> {
+        let window = self.dilation[i]
+            .checked_mul(k.checked_sub(1)?)?
+            .checked_add(1)?;
+        let padded = n.checked_add(self.padding[i].checked_mul(2)?)?;
+        if window > padded || self.stride[i] == 0 {
+            return None;
+        }
+        Some((padded - window) / self.stride[i] + 1)
+    }
+
+    /// The result shape `[N, O, out..]` of `x [N, C, in..]` and `w [O, C / groups, k..]`,
+    /// or what is wrong.
+    pub fn result_shape(&self, x: &[u64], w: &[u64]) -> Result<Vec<u64>, String> {
+        let spatial = x.len().wrapping_sub(2);
+        if !(3..=4).contains(&x.len()) || w.len() != x.len() {
+            return Err(format!("conv of ranks {} and {}", x.len(), w.len()));
+        }
+        if self.stride.len() != spatial
+            || self.padding.len() != spatial
+            || self.dilation.len() != spatial
+        {
+            return Err("conv attribute lists of the wrong length".into());
+        }
+        let g = self.groups;
+        if g == 0 || !x[1].is_multiple_of(g) || !w[0].is_multiple_of(g) || w[1] * g != x[1] {
+            return Err(format!(
+                "conv channels: x has {}, w is {:?}, groups {g}",
+                x[1], w
+            ));
+        }
+        if self.dilation.contains(&0) {
+            return Err("conv dilation of 0".into());
+        }
+        let mut shape = vec![x[0], w[0]];
+        for i in 0..spatial {
+            shape.push(
+                self.out_len(i, x[2 + i], w[2 + i])
+                    .ok_or_else(|| format!("conv window larger than the padded axis {i}"))?,
+            );
+        }
+        Ok(shape)
+    }
 }

@@ -145,6 +145,9 @@ impl Lowering {
                 (TOp::Where, args)
             }
             TExprKind::Arange => (TOp::Arange, Vec::new()),
+            TExprKind::Conv { x, w, attrs } => {
+                (TOp::Conv(attrs.clone()), vec![arg(self, x), arg(self, w)])
+            }
             TExprKind::Take { arg: a, idx, axis } => (
                 TOp::Take { axis: *axis },
                 vec![arg(self, a), arg(self, idx)],

@@ -19,7 +19,9 @@ mod verify;
 use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
 use smallvec::SmallVec;
 
-pub use crate::frontend::typed::{BinaryOp, ReduceFn, SliceAxis, Span, TensorType, UnaryFn};
+pub use crate::frontend::typed::{
+    BinaryOp, ConvAttrs, ReduceFn, SliceAxis, Span, TensorType, UnaryFn,
+};
 pub use lower::lower;
 pub use parse::{parse, ParseError};
 pub use verify::{verify, InternalError, VerifierError};
@@ -111,6 +113,9 @@ pub enum TOp {
     Take {
         axis: usize,
     },
+    /// `conv(x, w)`: PyTorch's 1-D or 2-D convolution; f32 result, accumulated in f32 over
+    /// the taps in row-major order, then the channels of the group (docs/language.md).
+    Conv(ConvAttrs),
 }
 
 impl TOp {
@@ -119,7 +124,7 @@ impl TOp {
     pub fn arity(&self) -> Option<usize> {
         match self {
             TOp::Const(_) | TOp::Arange => Some(0),
-            TOp::Binary(_) | TOp::Matmul | TOp::Take { .. } => Some(2),
+            TOp::Binary(_) | TOp::Matmul | TOp::Take { .. } | TOp::Conv(_) => Some(2),
             TOp::Where => Some(3),
             TOp::Concat(_) => None,
             _ => Some(1),

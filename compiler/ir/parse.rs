@@ -3,7 +3,7 @@
 //! appearance; a compactly numbered text therefore parses to the same numbering.
 
 use super::print::{BINARY_NAMES, REDUCE_NAMES, UNARY_NAMES};
-use super::{Function, SliceAxis, Span, TOp, TensorType, Value};
+use super::{ConvAttrs, Function, SliceAxis, Span, TOp, TensorType, Value};
 use isa::Dtype;
 use std::collections::HashMap;
 
@@ -372,6 +372,12 @@ impl Parser {
                 keepdims: false,
             },
             "cumsum" => TOp::Cumsum { axis: 0 },
+            "conv" => TOp::Conv(ConvAttrs {
+                stride: Vec::new(),
+                padding: Vec::new(),
+                dilation: Vec::new(),
+                groups: 1,
+            }),
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
@@ -506,6 +512,32 @@ impl Parser {
                 TOp::Take {
                     axis: self.uint()? as usize,
                 }
+            }
+            TOp::Conv(_) => {
+                let mut lists = Vec::new();
+                for name in ["stride", "padding", "dilation"] {
+                    let l = self.int_list(name)?;
+                    let Ok(l) = l
+                        .into_iter()
+                        .map(u64::try_from)
+                        .collect::<Result<Vec<u64>, _>>()
+                    else {
+                        return self.err(format!("a negative conv {name}"));
+                    };
+                    lists.push(l);
+                }
+                self.keyword("groups")?;
+                self.expect_punct('=')?;
+                let groups = self.uint()?;
+                let dilation = lists.pop().unwrap_or_default();
+                let padding = lists.pop().unwrap_or_default();
+                let stride = lists.pop().unwrap_or_default();
+                TOp::Conv(ConvAttrs {
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                })
             }
             other => other,
         })

@@ -108,6 +108,11 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             fmt_f64(*value)
         ),
         TOp::Take { axis } => write!(f, " axis={axis}"),
+        TOp::Conv(a) => write!(
+            f,
+            " stride={:?} padding={:?} dilation={:?} groups={}",
+            a.stride, a.padding, a.dilation, a.groups
+        ),
         _ => Ok(()),
     }
 }
@@ -145,6 +150,7 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::ArgReduce { max: true, .. } => "argmax",
         TOp::ArgReduce { max: false, .. } => "argmin",
         TOp::Cumsum { .. } => "cumsum",
+        TOp::Conv(_) => "conv",
     }
 }
 

@@ -160,6 +160,15 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
             }
             expect(matmul_shape(&args[0].shape, &args[1].shape)?, Dtype::F32)
         }
+        TOp::Conv(attrs) => {
+            if !args[0].dtype.is_float() || !args[1].dtype.is_float() {
+                return Err("conv operands must be floats".into());
+            }
+            expect(
+                attrs.result_shape(&args[0].shape, &args[1].shape)?,
+                Dtype::F32,
+            )
+        }
         TOp::Where => {
             if args[0].dtype != Dtype::Bool {
                 return Err(format!("a where condition must be bool, is {}", args[0]));

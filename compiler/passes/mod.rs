@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod attention;
 pub mod canonicalize;
+pub mod conv;
 mod dce;
 pub mod engines;
 pub mod fusion;
@@ -158,6 +159,46 @@ fn canonicalize_pass(c: &mut Compilation) -> Result<bool, String> {
     }
 }
 
+/// Rewrites convolutions into matmuls over window matrices (`conv.rs`), exactly. The
+/// reference keeps evaluating the `conv` as written: the program before the rewrite
+/// becomes (or stays) `Compilation::original`, with the value map composed.
+fn conv_pass(c: &mut Compilation) -> Result<bool, String> {
+    let before = c.tensor.clone();
+    if !conv::run(&mut c.tensor)? {
+        return Ok(false);
+    }
+    let map = c
+        .tensor
+        .compact_mapped()
+        .ok_or("the conv rewrite left a value used before its definition")?;
+    let mut to_before: cranelift_entity::SecondaryMap<ir::Value, Option<ir::Value>> =
+        cranelift_entity::SecondaryMap::new();
+    for (old, new) in map.iter() {
+        if let Some(new) = new {
+            to_before[*new] = Some(old);
+        }
+    }
+    c.original = Some(match c.original.take() {
+        None => canonicalize::Original {
+            func: before,
+            to_original: to_before,
+            relaxed: Vec::new(),
+        },
+        Some(o) => {
+            let mut to_original = cranelift_entity::SecondaryMap::new();
+            for (new, old) in to_before.iter() {
+                to_original[new] = old.and_then(|v| o.to_original[v]);
+            }
+            canonicalize::Original {
+                func: o.func,
+                to_original,
+                relaxed: o.relaxed,
+            }
+        }
+    });
+    Ok(true)
+}
+
 fn fusion_pass(c: &mut Compilation) -> Result<bool, String> {
     c.groups = Some(fusion::group(&c.tensor, true, c.options.strict_dtypes)?);
     Ok(true)
@@ -212,6 +253,16 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tensor,
         run: canonicalize_pass,
+    },
+    // Convolutions as matmuls over window matrices (`conv.rs`): required (no tiling knows
+    // `conv`); after `canonicalize`, whose value map it composes, and before `fusion`,
+    // which fuses the matmul's epilogue.
+    Pass {
+        name: "conv",
+        summary: "rewrite convolutions into matmuls over window matrices (exact)",
+        optimising: false,
+        stage: Stage::Tensor,
+        run: conv_pass,
     },
     // Groups instructions that are computed together; reads the final tensor IR, so it
     // runs after every tensor-level pass. Disabled, every instruction is its own group.

@@ -277,6 +277,7 @@ pub fn op_bound(
             });
         }
         TOp::Matmul => matmul_prop(args, bounds, shape, &mut prop),
+        TOp::Conv(attrs) => conv_prop(attrs, args, bounds, shape, &mut prop),
         TOp::Reduce { func, axis, .. } => reduce_prop(*func, args[0], bounds[0], *axis, &mut prop),
         TOp::Transpose(perm) => {
             let moved = super::transpose(&as_tensor(args[0], bounds[0]), perm);
@@ -527,6 +528,43 @@ fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64], prop: &mu
         &magnitude(args[0], Some(bounds[0])),
         &magnitude(args[1], Some(bounds[1])),
         shape,
+    );
+    for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {
+        let (q, pm) = (q as f64, pm as f64);
+        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+    }
+}
+
+/// A convolution's bound: a matmul's (`matmul_prop`) over its `C_g x kernel elements`
+/// terms, with the magnitudes summed by the reference convolution itself.
+fn conv_prop(
+    attrs: &crate::ir::ConvAttrs,
+    args: &[&HostTensor],
+    bounds: &[&[f32]],
+    shape: &[u64],
+    prop: &mut [f64],
+) {
+    let k = super::conv::terms(&args[1].shape) as f64;
+    let q = super::conv::conv(args[0], args[1], attrs, shape, f32::abs);
+    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
+    if exact {
+        for (p, q) in prop.iter_mut().zip(q) {
+            *p = 3.0 * k * U32 * q as f64;
+        }
+        return;
+    }
+    let widened = |t: &HostTensor, b: &[f32]| HostTensor {
+        dtype: Dtype::F32,
+        shape: t.shape.clone(),
+        data: t.data.iter().zip(b).map(|(x, e)| x.abs() + e).collect(),
+        ints: Vec::new(),
+    };
+    let pm = super::conv::conv(
+        &widened(args[0], bounds[0]),
+        &widened(args[1], bounds[1]),
+        attrs,
+        shape,
+        |v| v,
     );
     for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {
         let (q, pm) = (q as f64, pm as f64);

@@ -17,6 +17,7 @@
 //!   values as 0.0 and 1.0 in `data` (exact); their operations are in `v2.rs`.
 
 pub mod bound;
+mod conv;
 mod matmul;
 pub mod movement;
 mod par;
@@ -255,6 +256,7 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
         }
         TOp::Binary(b) => binary(alu_op(*b), args[0], args[1], dtype, shape),
         TOp::Matmul => matmul(args[0], args[1], shape),
+        TOp::Conv(attrs) => conv::conv(args[0], args[1], attrs, shape, |v| v),
         TOp::Reduce { func, axis, .. } => reduce(*func, args[0], *axis, dtype),
         TOp::Transpose(perm) => transpose(args[0], perm),
         TOp::Reshape => args[0].data.clone(),

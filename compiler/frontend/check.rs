@@ -14,6 +14,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::frontend::ast::{self, ArgValue, BinOp, ExprKind, ListItem, StmtKind};
 use crate::frontend::codes;
+use crate::frontend::pool::PoolKind;
 use crate::frontend::typed::{
     BinaryOp, CheckedKernel, CheckedLet, CheckedParam, ReduceFn, Span, TExpr, TExprKind,
     TensorType, UnaryFn,
@@ -22,6 +23,7 @@ use indexmap::IndexMap;
 use isa::Dtype;
 
 mod index;
+mod pool;
 mod reduce_axes;
 mod sizes;
 mod v2;
@@ -177,6 +179,8 @@ enum Builtin {
     Where,
     Arange,
     Take,
+    /// `max_pool` and `avg_pool` (`check/pool.rs`).
+    Pool(crate::frontend::pool::PoolKind),
 }
 
 /// Every builtin by name.
@@ -222,6 +226,8 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("where", Builtin::Where),
     ("arange", Builtin::Arange),
     ("take", Builtin::Take),
+    ("max_pool", Builtin::Pool(PoolKind::Max)),
+    ("avg_pool", Builtin::Pool(PoolKind::Avg)),
 ];
 
 /// Finds a builtin by name.
@@ -253,6 +259,7 @@ impl Builtin {
             Builtin::Concat => &[("axis", false)],
             Builtin::Pad => &[("before", false), ("after", false), ("value", false)],
             Builtin::Take => &[("axis", false)],
+            Builtin::Pool(k) => pool::keywords(k),
             _ => &[],
         }
     }
@@ -273,6 +280,7 @@ impl Builtin {
             Builtin::Where => "where(c, a, b)".to_string(),
             Builtin::Arange => "arange(n)".to_string(),
             Builtin::Take => "take(x, idx, axis=0)".to_string(),
+            Builtin::Pool(k) => pool::usage(k).to_string(),
         }
     }
 }
@@ -1623,6 +1631,11 @@ impl<'d> Checker<'d> {
             Builtin::Pad => {
                 let v = operands.pop()?;
                 self.pad(v, kw("before"), kw("after"), kw("value"), span)
+            }
+            Builtin::Pool(k) => {
+                let v = operands.pop()?;
+                let args = pool::KEYWORDS.map(kw);
+                self.pool(k, v, args, span)
             }
             Builtin::Tril => {
                 let v = operands.pop()?;

@@ -174,6 +174,11 @@ impl CheckedKernel {
                 self.write_expr(out, idx)?;
                 write!(out, ", axis={axis})")
             }
+            TExprKind::Pool(arg, pool) => {
+                write!(out, "{}(", pool.name())?;
+                self.write_expr(out, arg)?;
+                write!(out, ", {})", crate::ir::pool_attrs(pool, ", "))
+            }
         }
     }
 }

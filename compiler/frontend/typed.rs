@@ -235,6 +235,8 @@ pub enum TExprKind {
         idx: Box<TExpr>,
         axis: usize,
     },
+    /// `max_pool` or `avg_pool` of a float `[N, C, L]` or `[N, C, H, W]` (`pool.rs`).
+    Pool(Box<TExpr>, super::pool::Pool),
 }
 
 /// What a slice does to one axis of its operand: it takes the elements

@@ -19,9 +19,11 @@ mod verify;
 use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
 use smallvec::SmallVec;
 
+pub use crate::frontend::pool::{Pool, PoolKind};
 pub use crate::frontend::typed::{BinaryOp, ReduceFn, SliceAxis, Span, TensorType, UnaryFn};
 pub use lower::lower;
 pub use parse::{parse, ParseError};
+pub use print::pool_attrs;
 pub use verify::{verify, InternalError, VerifierError};
 
 /// An SSA value: a kernel parameter or an instruction's result.
@@ -99,6 +101,9 @@ pub enum TOp {
     Take {
         axis: usize,
     },
+    /// `max_pool` or `avg_pool` over the spatial axes of `[N, C, L]` or `[N, C, H, W]`
+    /// (PyTorch's, `frontend/pool.rs`); the result keeps the argument's dtype.
+    Pool(Pool),
 }
 
 impl TOp {

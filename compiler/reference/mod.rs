@@ -20,6 +20,7 @@ pub mod bound;
 mod matmul;
 pub mod movement;
 mod par;
+mod pool;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
@@ -270,6 +271,7 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
                 .collect();
             movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
         }
+        TOp::Pool(p) => pool::eval(p, args[0], dtype, shape),
         TOp::Where | TOp::Arange | TOp::Take { .. } => {
             unreachable!("v2::eval evaluates {op:?}")
         }

@@ -17,6 +17,7 @@ mod attention;
 pub mod block;
 mod matmul;
 mod movement;
+mod pool;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -565,6 +566,7 @@ impl<'a> Tiler<'a> {
             }
             TOp::Concat(_) => self.lower_concat(inst),
             TOp::Pad { .. } => self.lower_pad(inst),
+            TOp::Pool(_) => self.lower_pool(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
             _ => {
                 // A row operation that fusion left alone: a group of one.

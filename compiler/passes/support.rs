@@ -12,14 +12,21 @@
 use crate::ir::{Function, Span, TOp};
 use isa::Dtype;
 
-/// The first instruction (or parameter) the backend cannot compile: its span and what it
-/// is. `None` when the whole kernel compiles.
+/// Why integer values are refused.
+const NO_INTEGERS: &str = " does not run on the machine in this version: its backend has no \
+     integer instructions yet";
+
+/// The first instruction (or parameter) the backend cannot compile: its span, and what it
+/// is and why it does not run. `None` when the whole kernel compiles.
 pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for (i, (name, v)) in func.params.iter().enumerate() {
         let ty = func.ty(*v);
         if ty.dtype == Dtype::I32 {
             let span = func.param_spans.get(i).copied().unwrap_or_default();
-            return Some((span, format!("the parameter `{name}` of type `{ty}`")));
+            return Some((
+                span,
+                format!("the parameter `{name}` of type `{ty}`{NO_INTEGERS}"),
+            ));
         }
     }
     for &inst in &func.layout {
@@ -28,10 +35,28 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
         let what = match data.op {
             TOp::Arange => "`arange`",
             TOp::Take { .. } => "`take`",
+            TOp::Pool(ref p) => {
+                let x = func.ty(data.args[0]);
+                let bytes = super::tiling::pool::row_band_bytes(p, &x.shape, &ty.shape, x.dtype);
+                if bytes <= super::tiling::pool::BAND_MAX {
+                    continue;
+                }
+                return Some((
+                    func.spans[inst],
+                    format!(
+                        "`{}` of `{x}` does not run on the machine in this version: one output row reads {bytes} bytes per partition, and at most {} fit an SBUF band (pool an operand with shorter rows)",
+                        p.name(),
+                        super::tiling::pool::BAND_MAX
+                    ),
+                ));
+            }
             _ if ty.dtype == Dtype::I32 => "a value",
             _ => continue,
         };
-        return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+        return Some((
+            func.spans[inst],
+            format!("{what} of type `{ty}`{NO_INTEGERS}"),
+        ));
     }
     None
 }

@@ -17,7 +17,7 @@ mod attention;
 pub mod block;
 mod matmul;
 mod movement;
-mod pool;
+pub mod pool;
 pub mod view;
 
 use crate::frontend::typed::Span;

@@ -36,8 +36,29 @@ use smallvec::SmallVec;
 
 /// Bytes per partition of a band's input tile (so that several bands are in flight).
 const BAND_BYTES: u64 = 24 * 1024;
+/// The most bytes per partition of one output row's input band (or of a global pool's
+/// row): beyond, the pool is refused before the passes run (`passes/support.rs`).
+pub const BAND_MAX: u64 = 64 * 1024;
 /// The fewest pieces (blocks times bands) a pool is cut into, for pipelining.
 const MIN_PIECES: u64 = 8;
+
+/// The bytes per partition of the input that one output row of `pool` reads (the whole
+/// row for a global pool), for an input of `shape` and `dtype`.
+pub fn row_band_bytes(pool: &Pool, shape: &[u64], out: &[u64], dtype: Dtype) -> u64 {
+    let esize = dtype.size() as u64;
+    if pool.is_global(shape) {
+        return shape[2..].iter().product::<u64>() * esize;
+    }
+    let (h, w) = if pool.axes() == 2 {
+        (
+            Axis::new(pool, 0, shape[2], out[2]),
+            Axis::new(pool, 1, shape[3], out[3]),
+        )
+    } else {
+        (Axis::unit(), Axis::new(pool, 0, shape[2], out[2]))
+    };
+    h.extent() * w.padded() * esize
+}
 
 /// One spatial axis of the pool (a 1-D pool gets a unit axis in front).
 struct Axis {
@@ -465,7 +486,7 @@ impl Tiler<'_> {
         // `MIN_PIECES` pieces in all.
         let in_rows = |b: u64| (b - 1) * h.s + h.extent();
         let fit = (1..=h.out)
-            .take_while(|&b| in_rows(b) * wp * esize * g <= BAND_BYTES)
+            .take_while(|&b| in_rows(b) * wp * esize * g <= BAND_BYTES.max(in_rows(1) * wp * esize))
             .last()
             .ok_or_else(|| {
                 format!(

@@ -397,7 +397,10 @@ impl Tiler<'_> {
         let g = (rows / (128 * MIN_PIECES)).clamp(1, fit);
         let mut loads = Loads::default();
         let (sh, sw) = (x.h, x.w);
-        for c in chunks(rows, g) {
+        let blocks = chunks(rows, g);
+        let mut marks = Vec::new();
+        for c in blocks.iter().copied() {
+            let load_at = self.out.layout.len();
             let tile = self.out.sbuf(x.dtype, c.parts, (c.g * elems) as u32);
             self.pool_transfer(
                 &Xfer {
@@ -414,6 +417,7 @@ impl Tiler<'_> {
                 true,
                 span,
             );
+            let work_at = self.out.layout.len();
             let out = self.out.sbuf(dest.dtype, c.parts, c.g as u32);
             let src = tile_ap(
                 x.dtype,
@@ -457,7 +461,48 @@ impl Tiler<'_> {
                 false,
                 span,
             );
+            marks.push((load_at, work_at));
         }
+        // Every load first when the whole input fits SBUF at once (a store holds its DMA
+        // queue until its data is ready, which would delay the loads queued behind it).
+        let total = blocks.iter().map(|c| c.g * elems * esize).sum::<u64>();
+        let ahead = if total <= 4 * BAND_BYTES {
+            blocks.len()
+        } else {
+            2
+        };
+        self.pool_pipeline(&marks, ahead);
+    }
+
+    /// Reorders the instructions of a pool's pieces so that each piece's loads (from its
+    /// first mark to its second) come `ahead` pieces before its work and stores (from its
+    /// second mark to the next piece's first), keeping every piece's own order.
+    fn pool_pipeline(&mut self, marks: &[(usize, usize)], ahead: usize) {
+        let Some(&(start, _)) = marks.first() else {
+            return;
+        };
+        let end = self.out.layout.len();
+        let tail: Vec<_> = self.out.layout[start..].to_vec();
+        let at = |i: usize| i - start;
+        let mut loads = Vec::new();
+        let mut works = Vec::new();
+        for (i, &(l, w)) in marks.iter().enumerate() {
+            let next = marks.get(i + 1).map_or(end, |m| m.0);
+            loads.push(tail[at(l)..at(w)].to_vec());
+            works.push(tail[at(w)..at(next)].to_vec());
+        }
+        let mut order = Vec::with_capacity(tail.len());
+        let n = marks.len();
+        for i in 0..n + ahead {
+            if i < n {
+                order.extend_from_slice(&loads[i]);
+            }
+            if i >= ahead && i - ahead < n {
+                order.extend_from_slice(&works[i - ahead]);
+            }
+        }
+        self.out.layout.truncate(start);
+        self.out.layout.extend(order);
     }
 
     /// A pool with windows smaller than the input: bands of output rows per block.
@@ -509,9 +554,11 @@ impl Tiler<'_> {
         } else {
             Divisor::Uniform(1)
         };
+        let mut marks = Vec::new();
         for c in &blocks {
             let mut o0 = 0;
             while o0 < h.out {
+                let load_at = self.out.layout.len();
                 let o1 = (o0 + per_band).min(h.out);
                 let ob = o1 - o0;
                 let t0 = o0 * h.s; // first padded row of the band
@@ -602,6 +649,8 @@ impl Tiler<'_> {
                         span,
                     );
                 }
+                let work_at = self.out.layout.len();
+                marks.push((load_at, work_at));
                 let out = self
                     .out
                     .sbuf(dest.dtype, c.parts, (c.g * ob * w.out) as u32);
@@ -805,6 +854,7 @@ impl Tiler<'_> {
                 o0 = o1;
             }
         }
+        self.pool_pipeline(&marks, 2);
         Ok(())
     }
 

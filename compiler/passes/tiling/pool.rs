@@ -654,182 +654,210 @@ impl Tiler<'_> {
                 let out = self
                     .out
                     .sbuf(dest.dtype, c.parts, (c.g * ob * w.out) as u32);
-                let out_ap = tile_ap(dest.dtype, 0, c.parts, 0, &[(c.g * ob * w.out, 1)], false);
                 let gs = (hb * wp) as i64;
-                match pool.kind {
-                    PoolKind::Max => {
-                        let (sh, sw) = ((h.s * wp) as i64, w.s as i64);
-                        if w.k > 1 && h.k > 1 {
-                            let tmp = self.out.sbuf(x.dtype, c.parts, (c.g * hb * w.out) as u32);
-                            let src = tile_ap(
-                                x.dtype,
-                                0,
-                                c.parts,
-                                0,
-                                &[(c.g, gs), (hb, wp as i64), (w.out, sw), (w.k, w.d as i64)],
-                                true,
-                            );
-                            let tmp_ap =
-                                tile_ap(x.dtype, 0, c.parts, 0, &[(c.g * hb * w.out, 1)], false);
-                            self.out.push(
-                                Op::TensorReduce {
-                                    op: ReduceOp::Max,
-                                    out: tmp_ap,
-                                    src,
-                                },
-                                engine,
-                                &[tmp, tile],
-                                span,
-                            );
-                            let ow = w.out as i64;
-                            let src = tile_ap(
-                                x.dtype,
-                                0,
-                                c.parts,
-                                0,
-                                &[
-                                    (c.g, hb as i64 * ow),
-                                    (ob, h.s as i64 * ow),
-                                    (w.out, 1),
-                                    (h.k, h.d as i64 * ow),
-                                ],
-                                true,
-                            );
-                            self.out.push(
-                                Op::TensorReduce {
-                                    op: ReduceOp::Max,
-                                    out: out_ap,
-                                    src,
-                                },
-                                engine,
-                                &[out, tmp],
-                                span,
-                            );
-                        } else if w.k > 1 || h.k > 1 {
-                            // One reduction over the window's only long axis.
-                            let (k, step) = if w.k > 1 {
-                                (w.k, w.d as i64)
-                            } else {
-                                (h.k, (h.d * wp) as i64)
-                            };
-                            let src = tile_ap(
-                                x.dtype,
-                                0,
-                                c.parts,
-                                0,
-                                &[(c.g, gs), (ob, sh), (w.out, sw), (k, step)],
-                                true,
-                            );
-                            self.out.push(
-                                Op::TensorReduce {
-                                    op: ReduceOp::Max,
-                                    out: out_ap,
-                                    src,
-                                },
-                                engine,
-                                &[out, tile],
-                                span,
-                            );
-                        } else {
-                            let src = tile_ap(
-                                x.dtype,
-                                0,
-                                c.parts,
-                                0,
-                                &[(c.g, gs), (ob, sh), (w.out, sw)],
-                                false,
-                            );
-                            self.out.push(
-                                Op::TensorCopy { out: out_ap, src },
-                                engine,
-                                &[out, tile],
-                                span,
-                            );
-                        }
-                    }
-                    PoolKind::Avg => {
-                        let acc = self
-                            .out
-                            .sbuf(Dtype::F32, c.parts, (c.g * ob * w.out) as u32);
-                        let acc_ap =
-                            tile_ap(Dtype::F32, 0, c.parts, 0, &[(c.g * ob * w.out, 1)], false);
-                        let tap = |i: u64, j: u64| {
-                            tile_ap(
-                                x.dtype,
-                                0,
-                                c.parts,
-                                i * h.d * wp + j * w.d,
-                                &[(c.g, gs), (ob, (h.s * wp) as i64), (w.out, w.s as i64)],
-                                false,
-                            )
-                        };
-                        self.out.push(
-                            Op::Activate {
-                                out: acc_ap.clone(),
-                                src: tap(0, 0),
-                                func: ActFunc::Identity,
-                                scale: ScalarArg::imm(1.0),
-                                bias: ScalarArg::imm(0.0),
-                                accum: None,
-                            },
-                            Engine::Scalar,
-                            &[acc, tile],
-                            span,
-                        );
-                        for i in 0..h.k {
-                            for j in 0..w.k {
-                                if i == 0 && j == 0 {
-                                    continue;
-                                }
-                                self.out.push(
-                                    Op::TensorTensor {
-                                        op: AluOp::Add,
-                                        out: acc_ap.clone(),
-                                        a: acc_ap.clone(),
-                                        b: tap(i, j),
-                                    },
-                                    engine,
-                                    &[acc, acc, tile],
-                                    span,
-                                );
-                            }
-                        }
-                        match divisor {
-                            Divisor::Uniform(n) => self.out.push(
-                                Op::TensorScalar {
-                                    out: out_ap,
-                                    src: acc_ap,
-                                    op0: AluOp::Div,
-                                    s0: ScalarArg::imm(n as f32),
-                                    op1: AluOp::Bypass,
-                                    s1: ScalarArg::imm(0.0),
-                                },
-                                engine,
-                                &[out, acc],
-                                span,
-                            ),
-                            Divisor::Tile(d) => {
-                                let d_ap = tile_ap(
-                                    Dtype::F32,
+                // With one row per partition, GpSimd takes a fifth of every band's output
+                // rows (its cost per element is four times Vector's), so both engines work
+                // on every band; otherwise the band's engine does all of it.
+                let og = if c.g == 1 && ob >= 5 { ob / 5 } else { 0 };
+                let split = if og > 0 {
+                    vec![(0, ob - og, Engine::Vector), (ob - og, ob, Engine::GpSimd)]
+                } else {
+                    vec![(0, ob, engine)]
+                };
+                for (a, b, engine) in split {
+                    let nb = b - a;
+                    let hbs = in_rows(nb);
+                    let tin = a * h.s * wp;
+                    let out_ap = tile_ap(
+                        dest.dtype,
+                        0,
+                        c.parts,
+                        a * w.out,
+                        &[(c.g * nb * w.out, 1)],
+                        false,
+                    );
+                    match pool.kind {
+                        PoolKind::Max => {
+                            let (sh, sw) = ((h.s * wp) as i64, w.s as i64);
+                            if w.k > 1 && h.k > 1 {
+                                let tmp =
+                                    self.out.sbuf(x.dtype, c.parts, (c.g * hbs * w.out) as u32);
+                                let src = tile_ap(
+                                    x.dtype,
                                     0,
                                     c.parts,
-                                    o0 * w.out,
-                                    &[(c.g, 0), (ob * w.out, 1)],
+                                    tin,
+                                    &[(c.g, gs), (hbs, wp as i64), (w.out, sw), (w.k, w.d as i64)],
+                                    true,
+                                );
+                                let tmp_ap = tile_ap(
+                                    x.dtype,
+                                    0,
+                                    c.parts,
+                                    0,
+                                    &[(c.g * hbs * w.out, 1)],
                                     false,
                                 );
                                 self.out.push(
-                                    Op::TensorTensor {
-                                        op: AluOp::Div,
-                                        out: out_ap,
-                                        a: acc_ap,
-                                        b: d_ap,
+                                    Op::TensorReduce {
+                                        op: ReduceOp::Max,
+                                        out: tmp_ap,
+                                        src,
                                     },
                                     engine,
-                                    &[out, acc, d],
+                                    &[tmp, tile],
                                     span,
-                                )
+                                );
+                                let ow = w.out as i64;
+                                let src = tile_ap(
+                                    x.dtype,
+                                    0,
+                                    c.parts,
+                                    0,
+                                    &[
+                                        (c.g, hbs as i64 * ow),
+                                        (nb, h.s as i64 * ow),
+                                        (w.out, 1),
+                                        (h.k, h.d as i64 * ow),
+                                    ],
+                                    true,
+                                );
+                                self.out.push(
+                                    Op::TensorReduce {
+                                        op: ReduceOp::Max,
+                                        out: out_ap,
+                                        src,
+                                    },
+                                    engine,
+                                    &[out, tmp],
+                                    span,
+                                );
+                            } else if w.k > 1 || h.k > 1 {
+                                // One reduction over the window's only long axis.
+                                let (k, step) = if w.k > 1 {
+                                    (w.k, w.d as i64)
+                                } else {
+                                    (h.k, (h.d * wp) as i64)
+                                };
+                                let src = tile_ap(
+                                    x.dtype,
+                                    0,
+                                    c.parts,
+                                    tin,
+                                    &[(c.g, gs), (nb, sh), (w.out, sw), (k, step)],
+                                    true,
+                                );
+                                self.out.push(
+                                    Op::TensorReduce {
+                                        op: ReduceOp::Max,
+                                        out: out_ap,
+                                        src,
+                                    },
+                                    engine,
+                                    &[out, tile],
+                                    span,
+                                );
+                            } else {
+                                let src = tile_ap(
+                                    x.dtype,
+                                    0,
+                                    c.parts,
+                                    tin,
+                                    &[(c.g, gs), (nb, sh), (w.out, sw)],
+                                    false,
+                                );
+                                self.out.push(
+                                    Op::TensorCopy { out: out_ap, src },
+                                    engine,
+                                    &[out, tile],
+                                    span,
+                                );
                             }
-                        };
+                        }
+                        PoolKind::Avg => {
+                            let acc = self
+                                .out
+                                .sbuf(Dtype::F32, c.parts, (c.g * nb * w.out) as u32);
+                            let acc_ap =
+                                tile_ap(Dtype::F32, 0, c.parts, 0, &[(c.g * nb * w.out, 1)], false);
+                            let tap = |i: u64, j: u64| {
+                                tile_ap(
+                                    x.dtype,
+                                    0,
+                                    c.parts,
+                                    tin + i * h.d * wp + j * w.d,
+                                    &[(c.g, gs), (nb, (h.s * wp) as i64), (w.out, w.s as i64)],
+                                    false,
+                                )
+                            };
+                            self.out.push(
+                                Op::Activate {
+                                    out: acc_ap.clone(),
+                                    src: tap(0, 0),
+                                    func: ActFunc::Identity,
+                                    scale: ScalarArg::imm(1.0),
+                                    bias: ScalarArg::imm(0.0),
+                                    accum: None,
+                                },
+                                Engine::Scalar,
+                                &[acc, tile],
+                                span,
+                            );
+                            for i in 0..h.k {
+                                for j in 0..w.k {
+                                    if i == 0 && j == 0 {
+                                        continue;
+                                    }
+                                    self.out.push(
+                                        Op::TensorTensor {
+                                            op: AluOp::Add,
+                                            out: acc_ap.clone(),
+                                            a: acc_ap.clone(),
+                                            b: tap(i, j),
+                                        },
+                                        engine,
+                                        &[acc, acc, tile],
+                                        span,
+                                    );
+                                }
+                            }
+                            match divisor {
+                                Divisor::Uniform(n) => self.out.push(
+                                    Op::TensorScalar {
+                                        out: out_ap,
+                                        src: acc_ap,
+                                        op0: AluOp::Div,
+                                        s0: ScalarArg::imm(n as f32),
+                                        op1: AluOp::Bypass,
+                                        s1: ScalarArg::imm(0.0),
+                                    },
+                                    engine,
+                                    &[out, acc],
+                                    span,
+                                ),
+                                Divisor::Tile(d) => {
+                                    let d_ap = tile_ap(
+                                        Dtype::F32,
+                                        0,
+                                        c.parts,
+                                        (o0 + a) * w.out,
+                                        &[(c.g, 0), (nb * w.out, 1)],
+                                        false,
+                                    );
+                                    self.out.push(
+                                        Op::TensorTensor {
+                                            op: AluOp::Div,
+                                            out: out_ap,
+                                            a: acc_ap,
+                                            b: d_ap,
+                                        },
+                                        engine,
+                                        &[out, acc, d],
+                                        span,
+                                    )
+                                }
+                            };
+                        }
                     }
                 }
                 self.pool_transfer(

@@ -130,3 +130,36 @@ fn compiled_programs_give_the_references_bits() {
         }
     }
 }
+
+/// The roofline counts the input positions some window covers: a stride longer than the
+/// window skips the others, and a pool reading everything counts everything.
+#[test]
+fn the_roofline_counts_the_positions_windows_cover() {
+    let bytes = |src: &str| {
+        let checked = frontend::check_file(src, &[], None).expect("checks");
+        let func = ir::lower(&checked[0]);
+        tessera::roofline::bound(&func, &runtime::Timing::default()).hbm_read_bytes
+    };
+    // Windows of 2 every 3 positions: 4 windows read 8 of the 12 columns, 3 of 5 rows.
+    let skip = "kernel k(x: f32[2, 3, 5, 12]) -> f32[2, 3, 3, 4] { return max_pool(x, window=[1, 2], stride=[2, 3]); }";
+    assert_eq!(bytes(skip), 2 * 3 * 3 * 8 * 4);
+    let all = "kernel k(x: f32[2, 3, 6, 6]) -> f32[2, 3, 3, 3] { return avg_pool(x, window=[2, 2]); }";
+    assert_eq!(bytes(all), 2 * 3 * 36 * 4);
+}
+
+/// A pool whose one output row reads more than an SBUF band is refused with a located
+/// error before the passes run (the reference still evaluates it).
+#[test]
+fn pools_of_rows_too_long_for_sbuf_are_refused_with_a_located_error() {
+    let source = Source {
+        name: "long.tsr".into(),
+        text: "kernel k(x: f32[2, 3, 40000]) -> f32[2, 3, 20000] {\n    return avg_pool(x, window=[2]);\n}\n"
+            .into(),
+    };
+    let err = driver::compile(&source, &CompileOptions::default(), &mut String::new())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("long.tsr:2:12"), "{err}");
+    assert!(err.contains("does not run on the machine"), "{err}");
+}

@@ -393,9 +393,8 @@ pub fn compile(
     if let Some((span, what)) = passes::support::unsupported(&func) {
         let (line, col) = line_col(&src.text, span.start as usize);
         return Err(DriverError::Input(format!(
-            "{}:{line}:{col}: {what} does not run on the machine in this version: its \
-             backend has no gather yet (`tessera check` accepts the kernel, and the \
-             reference evaluator computes it)",
+            "{}:{line}:{col}: {what} (`tessera check` accepts the kernel, and the reference \
+             evaluator computes it)",
             src.name
         )));
     }

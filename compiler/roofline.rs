@@ -181,7 +181,8 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
             | TOp::Slice(_)
             | TOp::BroadcastTo
             | TOp::Cast
-            | TOp::Take { .. } => any,
+            | TOp::Take { .. }
+            | TOp::Pool(_) => any,
             // Without padding every window reads some input element; with it, a window may
             // lie wholly in the padding (PyTorch allows any padding).
             TOp::Conv(ref a) => any && a.padding.iter().all(|&p| p == 0),
@@ -197,6 +198,9 @@ fn input_dependent(func: &Function) -> SecondaryMap<Value, bool> {
 /// to 2^24 elements; beyond, the largest slice's, which never overstates it).
 fn read_elems(func: &Function, v: Value) -> u64 {
     let all = func.ty(v).elems();
+    if let Some(n) = pooled_elems(func, v) {
+        return n;
+    }
     let mut slices = Vec::new();
     for &inst in &func.layout {
         let data = &func.insts[inst];
@@ -253,6 +257,42 @@ fn read_elems(func: &Function, v: Value) -> u64 {
         }
     }
     seen.iter().filter(|&&s| s).count() as u64
+}
+
+/// The elements of input `v` that a kernel reading it only through pools must read: along
+/// each spatial axis the positions some window covers (a stride longer than the dilated
+/// window skips some), the largest count over the pools. `None` when something else reads
+/// `v` or it is returned.
+fn pooled_elems(func: &Function, v: Value) -> Option<u64> {
+    if func.results.contains(&v) {
+        return None;
+    }
+    let mut most: Option<u64> = None;
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        if !data.args.contains(&v) {
+            continue;
+        }
+        let TOp::Pool(p) = &data.op else {
+            return None;
+        };
+        let shape = &func.ty(v).shape;
+        let out = &func.ty(data.result).shape;
+        let mut n = shape[0] * shape[1];
+        for a in 0..p.axes() {
+            let len = shape[2 + a];
+            let mut seen = vec![false; len as usize];
+            for o in 0..out[2 + a] {
+                let w = p.window_of(a, len, o);
+                for t in w.first..w.end {
+                    seen[(w.start + (t * p.dilation[a]) as i64) as usize] = true;
+                }
+            }
+            n *= seen.iter().filter(|&&s| s).count() as u64;
+        }
+        most = Some(most.map_or(n, |m| m.max(n)));
+    }
+    most
 }
 
 /// The compulsory HBM bytes read of the parameter `p`: all of it once, or, when the kernel

@@ -14,6 +14,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::frontend::ast::{self, ArgValue, BinOp, ExprKind, ListItem, StmtKind};
 use crate::frontend::codes;
+use crate::frontend::pool::PoolKind;
 use crate::frontend::typed::{
     BinaryOp, CheckedKernel, CheckedLet, CheckedParam, ReduceFn, Span, TExpr, TExprKind,
     TensorType, UnaryFn,
@@ -23,6 +24,7 @@ use isa::Dtype;
 
 mod conv;
 mod index;
+mod pool;
 mod reduce_axes;
 mod scan;
 mod sizes;
@@ -183,6 +185,8 @@ enum Builtin {
     Arange,
     Take,
     Conv,
+    /// `max_pool` and `avg_pool` (`check/pool.rs`).
+    Pool(crate::frontend::pool::PoolKind),
 }
 
 /// Every builtin by name.
@@ -232,6 +236,8 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("arange", Builtin::Arange),
     ("take", Builtin::Take),
     ("conv", Builtin::Conv),
+    ("max_pool", Builtin::Pool(PoolKind::Max)),
+    ("avg_pool", Builtin::Pool(PoolKind::Avg)),
 ];
 
 /// Finds a builtin by name.
@@ -274,6 +280,7 @@ impl Builtin {
                 ("dilation", false),
                 ("groups", false),
             ],
+            Builtin::Pool(k) => pool::keywords(k),
             _ => &[],
         }
     }
@@ -299,6 +306,7 @@ impl Builtin {
             Builtin::Conv => {
                 "conv(x, w, stride=[..], padding=[..], dilation=[..], groups=1)".to_string()
             }
+            Builtin::Pool(k) => pool::usage(k).to_string(),
         }
     }
 }
@@ -1672,6 +1680,11 @@ impl<'d> Checker<'d> {
             Builtin::Pad => {
                 let v = operands.pop()?;
                 self.pad(v, kw("before"), kw("after"), kw("value"), span)
+            }
+            Builtin::Pool(k) => {
+                let v = operands.pop()?;
+                let args = pool::KEYWORDS.map(kw);
+                self.pool(k, v, args, span)
             }
             Builtin::Tril => {
                 let v = operands.pop()?;

@@ -5,7 +5,7 @@
 //! arguments, `E04xx` shapes, `E05xx` types, sizes and dims, `E06xx` statements and the
 //! signature, `E07xx` the file and kernel selection, `E08xx` integer expressions of sizes,
 //! indexing and joining, `E09xx` the integer and boolean dtypes, comparisons, selection and
-//! gathers of language version 2, `E10xx` convolutions.
+//! gathers of language version 2, `E10xx` convolution and pooling.
 
 /// A character the lexer does not know.
 pub const UNKNOWN_CHARACTER: &str = "E0101";
@@ -149,6 +149,20 @@ pub const CONV_BAD_PARAMETER: &str = "E1004";
 /// A `conv` window (dilated) larger than the padded input.
 pub const CONV_WINDOW: &str = "E1005";
 
+/// A pool whose operand is not `[N, C, L]` or `[N, C, H, W]`.
+pub const POOL_RANK: &str = "E1020";
+/// A pool's `window`, `stride`, `padding` or `dilation` list without one entry per
+/// spatial axis.
+pub const POOL_LIST_LENGTH: &str = "E1021";
+/// A pool window, stride or dilation below 1, or a negative padding.
+pub const POOL_NOT_POSITIVE: &str = "E1022";
+/// A pool padding over half its window.
+pub const POOL_PADDING: &str = "E1023";
+/// A pool window (dilated) longer than the padded input.
+pub const POOL_WINDOW_TOO_LARGE: &str = "E1024";
+/// A pool of an `i32` or `bool` operand.
+pub const POOL_DTYPE: &str = "E1025";
+
 /// Every code with a one-line summary, in order (used by the documentation test).
 pub const ALL: &[(&str, &str)] = &[
     (UNKNOWN_CHARACTER, "unknown character"),
@@ -223,6 +237,18 @@ pub const ALL: &[(&str, &str)] = &[
         "conv stride, dilation or padding out of range",
     ),
     (CONV_WINDOW, "conv window larger than the padded input"),
+    (POOL_RANK, "pool operand not [N, C, L] or [N, C, H, W]"),
+    (
+        POOL_LIST_LENGTH,
+        "pool list without one entry per spatial axis",
+    ),
+    (POOL_NOT_POSITIVE, "pool window, stride or dilation below 1"),
+    (POOL_PADDING, "pool padding over half the window"),
+    (
+        POOL_WINDOW_TOO_LARGE,
+        "pool window larger than the padded input",
+    ),
+    (POOL_DTYPE, "pool of integers or booleans"),
 ];
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod check;
 pub mod codes;
 pub mod lexer;
 pub mod parse;
+pub mod pool;
 pub mod print;
 pub mod typed;
 

@@ -200,6 +200,11 @@ impl CheckedKernel {
                     attrs.stride, attrs.padding, attrs.dilation, attrs.groups
                 )
             }
+            TExprKind::Pool(arg, pool) => {
+                write!(out, "{}(", pool.name())?;
+                self.write_expr(out, arg)?;
+                write!(out, ", {})", crate::ir::pool_attrs(pool, ", "))
+            }
         }
     }
 }

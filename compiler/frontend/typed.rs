@@ -255,6 +255,8 @@ pub enum TExprKind {
         w: Box<TExpr>,
         attrs: ConvAttrs,
     },
+    /// `max_pool` or `avg_pool` of a float `[N, C, L]` or `[N, C, H, W]` (`pool.rs`).
+    Pool(Box<TExpr>, super::pool::Pool),
 }
 
 /// What a slice does to one axis of its operand: it takes the elements

@@ -152,6 +152,7 @@ impl Lowering {
                 TOp::Take { axis: *axis },
                 vec![arg(self, a), arg(self, idx)],
             ),
+            TExprKind::Pool(a, pool) => (TOp::Pool(pool.clone()), vec![arg(self, a)]),
         };
         LetValue::Tensor(self.func.push(op, &args, e.ty.clone(), e.span))
     }

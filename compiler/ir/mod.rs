@@ -19,11 +19,13 @@ mod verify;
 use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
 use smallvec::SmallVec;
 
+pub use crate::frontend::pool::{Pool, PoolKind};
 pub use crate::frontend::typed::{
     BinaryOp, ConvAttrs, ReduceFn, SliceAxis, Span, TensorType, UnaryFn,
 };
 pub use lower::lower;
 pub use parse::{parse, ParseError};
+pub use print::pool_attrs;
 pub use verify::{verify, InternalError, VerifierError};
 
 /// An SSA value: a kernel parameter or an instruction's result.
@@ -116,6 +118,9 @@ pub enum TOp {
     /// `conv(x, w)`: PyTorch's 1-D or 2-D convolution; f32 result, accumulated in f32 over
     /// the taps in row-major order, then the channels of the group (docs/language.md).
     Conv(ConvAttrs),
+    /// `max_pool` or `avg_pool` over the spatial axes of `[N, C, L]` or `[N, C, H, W]`
+    /// (PyTorch's, `frontend/pool.rs`); the result keeps the argument's dtype.
+    Pool(Pool),
 }
 
 impl TOp {

@@ -3,7 +3,7 @@
 //! appearance; a compactly numbered text therefore parses to the same numbering.
 
 use super::print::{BINARY_NAMES, REDUCE_NAMES, UNARY_NAMES};
-use super::{ConvAttrs, Function, SliceAxis, Span, TOp, TensorType, Value};
+use super::{ConvAttrs, Function, Pool, PoolKind, SliceAxis, Span, TOp, TensorType, Value};
 use isa::Dtype;
 use std::collections::HashMap;
 
@@ -378,6 +378,19 @@ impl Parser {
                 dilation: Vec::new(),
                 groups: 1,
             }),
+            "max_pool" | "avg_pool" => TOp::Pool(Pool {
+                kind: if name == "max_pool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                window: Vec::new(),
+                stride: Vec::new(),
+                padding: Vec::new(),
+                dilation: Vec::new(),
+                ceil_mode: false,
+                count_include_pad: false,
+            }),
             _ => return self.err(format!("unknown operation `{name}`")),
         };
         let arity = op.arity();
@@ -506,6 +519,39 @@ impl Parser {
                     value,
                 }
             }
+            TOp::Pool(p) => {
+                let list = |this: &mut Self, name: &str| -> Result<Vec<u64>, ParseError> {
+                    let l = this.int_list(name)?;
+                    match l.into_iter().map(u64::try_from).collect() {
+                        Ok(l) => Ok(l),
+                        Err(_) => this.err(format!("a negative entry in `{name}`")),
+                    }
+                };
+                let window = list(self, "window")?;
+                let stride = list(self, "stride")?;
+                let padding = list(self, "padding")?;
+                let dilation = if p.kind == PoolKind::Max {
+                    list(self, "dilation")?
+                } else {
+                    vec![1; window.len()]
+                };
+                let ceil_mode = self.bool_attr("ceil_mode")?;
+                let count_include_pad =
+                    p.kind == PoolKind::Avg && self.bool_attr("count_include_pad")?;
+                let pool = Pool {
+                    window,
+                    stride,
+                    padding,
+                    dilation,
+                    ceil_mode,
+                    count_include_pad,
+                    ..p
+                };
+                if let Err(e) = pool.validate() {
+                    return self.err(e);
+                }
+                TOp::Pool(pool)
+            }
             TOp::Take { .. } => {
                 self.keyword("axis")?;
                 self.expect_punct('=')?;
@@ -541,6 +587,17 @@ impl Parser {
             }
             other => other,
         })
+    }
+
+    /// Reads `name=true` or `name=false`.
+    fn bool_attr(&mut self, name: &str) -> Result<bool, ParseError> {
+        self.keyword(name)?;
+        self.expect_punct('=')?;
+        match self.word()?.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            w => self.err(format!("expected true or false, found `{w}`")),
+        }
     }
 
     /// Reads `name=[i, j, ...]` (signed integers).

@@ -10,7 +10,7 @@
 //! }
 //! ```
 
-use super::{BinaryOp, Function, ReduceFn, Span, TOp, UnaryFn};
+use super::{BinaryOp, Function, Pool, PoolKind, ReduceFn, Span, TOp, UnaryFn};
 use std::fmt::{self, Write};
 
 impl fmt::Display for Function {
@@ -113,8 +113,28 @@ fn write_attrs(f: &mut fmt::Formatter<'_>, op: &TOp) -> fmt::Result {
             " stride={:?} padding={:?} dilation={:?} groups={}",
             a.stride, a.padding, a.dilation, a.groups
         ),
+        TOp::Pool(p) => write!(f, " {}", pool_attrs(p, " ")),
         _ => Ok(()),
     }
+}
+
+/// A pool's attributes as the language writes them (`window=[3, 3] stride=[2, 2] ...`),
+/// separated by `sep` (a space in tensor IR, `", "` in the source listing): every one,
+/// defaults included, so the text says the whole operation.
+pub fn pool_attrs(p: &Pool, sep: &str) -> String {
+    let mut items = vec![
+        format!("window={:?}", p.window),
+        format!("stride={:?}", p.stride),
+        format!("padding={:?}", p.padding),
+    ];
+    if p.kind == PoolKind::Max {
+        items.push(format!("dilation={:?}", p.dilation));
+    }
+    items.push(format!("ceil_mode={}", p.ceil_mode));
+    if p.kind == PoolKind::Avg {
+        items.push(format!("count_include_pad={}", p.count_include_pad));
+    }
+    items.join(sep)
 }
 
 /// Formats a float so that parsing it gives the same bits (`inf`, `-inf`, `nan` spelled out).
@@ -151,6 +171,7 @@ pub fn op_name(op: &TOp) -> &'static str {
         TOp::ArgReduce { max: false, .. } => "argmin",
         TOp::Cumsum { .. } => "cumsum",
         TOp::Conv(_) => "conv",
+        TOp::Pool(p) => p.name(),
     }
 }
 

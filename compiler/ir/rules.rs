@@ -302,6 +302,12 @@ pub fn check(op: &TOp, args: &[&TensorType], result: &TensorType) -> Result<(), 
                 .collect();
             expect(shape, args[0].dtype)
         }
+        TOp::Pool(p) => {
+            if !args[0].dtype.is_float() {
+                return Err(format!("{} takes floats, not {}", p.name(), args[0]));
+            }
+            expect(p.out_shape(&args[0].shape)?, args[0].dtype)
+        }
         TOp::BroadcastTo => {
             if !rank_ok(result)
                 || broadcast_shapes(&args[0].shape, &result.shape).as_ref() != Some(&result.shape)

@@ -11,12 +11,16 @@
 //! `i32` table, computed indices) and arg-reductions over longer axes are checked, lowered
 //! and evaluated by the reference, but not compiled yet: a kernel that uses them is
 //! refused here with an error at its source line, rather than reaching a pass that would
-//! fail with an internal error.
+//! fail with an internal error. So is a pool whose output row reads more input than an
+//! SBUF band holds (`tiling/pool.rs`).
 
 use crate::ir::{Function, Span, TOp};
 
-/// The first instruction the backend cannot compile: its span and what it is. `None`
-/// when the whole kernel compiles.
+/// Why a value is refused.
+const NOT_YET: &str = " does not run on the machine in this version";
+
+/// The first instruction the backend cannot compile: its span, and what it is and why it
+/// does not run. `None` when the whole kernel compiles.
 pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for &inst in &func.layout {
         let data = &func.insts[inst];
@@ -30,14 +34,43 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
             } else {
                 "`take` with computed indices"
             };
-            return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+            return Some((
+                func.spans[inst],
+                format!("{what} of type `{ty}`{NOT_YET}: its gather takes `i32` parameters as indices and gathers float or `bool` rows"),
+            ));
+        }
+        if matches!(data.op, TOp::ArgReduce { .. } | TOp::Cumsum { .. })
+            && func.ty(data.args[0]).dtype == isa::Dtype::I32
+        {
+            // The scan and arg-reduce lowerings move values through f32 where they spread
+            // rows over partitions; they run for float operands only.
+            let what = if let TOp::Cumsum { .. } = data.op {
+                "`cumsum` of an `i32` tensor"
+            } else {
+                "an `argmax`/`argmin` of an `i32` tensor"
+            };
+            return Some((func.spans[inst], format!("{what}{NOT_YET}")));
         }
         if let TOp::ArgReduce { axis, .. } = data.op {
             // The positions of `argmax` and `argmin` are computed exactly by
             // `tensor_arg_reduce`; their offsets pass through f32, exact below 2^24.
             if func.ty(data.args[0]).shape[axis] > crate::passes::tiling::scan::MAX_ARG_AXIS {
                 let what = "an `argmax`/`argmin` over an axis longer than 2^24";
-                return Some((func.spans[inst], format!("{what} of type `{ty}`")));
+                return Some((func.spans[inst], format!("{what} of type `{ty}`{NOT_YET}")));
+            }
+        }
+        if let TOp::Pool(ref p) = data.op {
+            let x = func.ty(data.args[0]);
+            let bytes = super::tiling::pool::row_band_bytes(p, &x.shape, &ty.shape, x.dtype);
+            if bytes > super::tiling::pool::BAND_MAX {
+                return Some((
+                    func.spans[inst],
+                    format!(
+                        "`{}` of `{x}`{NOT_YET}: one output row reads {bytes} bytes per partition, and at most {} fit an SBUF band (pool an operand with shorter rows)",
+                        p.name(),
+                        super::tiling::pool::BAND_MAX
+                    ),
+                ));
             }
         }
     }

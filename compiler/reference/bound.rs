@@ -213,6 +213,7 @@ fn rounding_of(op: &TOp, from: Dtype, to: Dtype, relaxed: bool) -> Rounding {
             | UnaryFn::Sign,
         ) => Rounding::Exact,
         TOp::Binary(BinaryOp::Maximum | BinaryOp::Minimum) => Rounding::Exact,
+        TOp::Pool(p) if p.kind == crate::ir::PoolKind::Max => Rounding::Exact,
         TOp::Reduce {
             func: ReduceFn::Max | ReduceFn::Min,
             ..
@@ -308,6 +309,7 @@ pub fn op_bound(
                 *p = b as f64;
             }
         }
+        TOp::Pool(p) => prop.copy_from_slice(&super::pool::prop(p, args[0], bounds[0], shape)),
         TOp::Where
         | TOp::Arange
         | TOp::Take { .. }

@@ -22,6 +22,7 @@ mod matmul;
 pub mod movement;
 mod par;
 mod scan;
+mod pool;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
@@ -276,6 +277,7 @@ pub fn eval_op(op: &TOp, args: &[&HostTensor], dtype: Dtype, shape: &[u64]) -> H
                 .collect();
             movement::move_elems(op, &moved, shape, fill).unwrap_or_default()
         }
+        TOp::Pool(p) => pool::eval(p, args[0], dtype, shape),
         TOp::Where
         | TOp::Arange
         | TOp::Take { .. }

@@ -19,6 +19,7 @@ mod gather;
 mod matmul;
 mod movement;
 pub mod scan;
+pub mod pool;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -677,6 +678,7 @@ impl<'a> Tiler<'a> {
             TOp::Cumsum { .. } => self.lower_cumsum(inst),
             TOp::ArgReduce { .. } => self.lower_arg_reduce(inst),
             TOp::Pad { .. } => self.lower_pad(inst),
+            TOp::Pool(_) => self.lower_pool(inst),
             TOp::Matmul => Err(format!("{inst}: a matmul must root its own group")),
             _ => {
                 // A row operation that fusion left alone: a group of one.

@@ -27,10 +27,16 @@ pub fn fuzz_npy(data: &[u8]) {
     let _ = array.shape_string();
     let _ = array.dtype_name();
     let _ = array.round_to(isa::Dtype::Bf16);
-    // Untyped data is read as the bits of a dtype of its width; every other kind as f32.
+    // Untyped data is read as the bits of a dtype of its width, integers as i32; every
+    // other kind as f32.
     let dtype = match array.data {
         runtime::npy::NpyData::Void1(_) => isa::Dtype::F8E4M3,
         runtime::npy::NpyData::Void2(_) => isa::Dtype::Bf16,
+        // Integers fill `i32` parameters only, exactly when every value fits.
+        runtime::npy::NpyData::Int(_) => {
+            let _ = array.to_i32();
+            isa::Dtype::I32
+        }
         _ => isa::Dtype::F32,
     };
     let values = array

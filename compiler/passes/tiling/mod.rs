@@ -13,6 +13,7 @@
 //! Every tile gets a buffer of its own; the `alloc` pass places them from liveness, which
 //! is what lets the DMA of the next block overlap the compute of this one.
 
+pub mod affine;
 mod attention;
 pub mod block;
 mod matmul;
@@ -324,6 +325,17 @@ impl<'a> Tiler<'a> {
             .ok_or_else(|| format!("{v} is read from HBM but has no home"))
     }
 
+    /// The exact value of `v` if it is a `const`.
+    fn constant_f64(&self, v: Value) -> Option<f64> {
+        match self.func.values[v].def {
+            ValueDef::Inst(i) => match self.func.insts[i].op {
+                TOp::Const(c) => Some(c),
+                _ => None,
+            },
+            ValueDef::Param(_) => None,
+        }
+    }
+
     /// The constant value of `v` if it is a `const`.
     fn constant(&self, v: Value) -> Option<f32> {
         match self.func.values[v].def {
@@ -398,6 +410,32 @@ impl<'a> Tiler<'a> {
         let func = self.func;
         let mut graph = BGraph::default();
         let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
+        // Affine values are written by `iota` and masks of them are `affine_select`s
+        // (`affine.rs`) in plain row groups, whose blocks `block_affine` describes.
+        let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
+        let affine_over = |v: Value, logical: &[u64]| -> Option<affine::Form> {
+            if given.is_some() || swapped {
+                return None;
+            }
+            let f = affine::form_of(func, v)?.broadcast(&func.ty(v).shape, logical)?;
+            let f = affine::onto_space(&f, logical, &g.space)?;
+            sample
+                .first()
+                .is_some_and(|b| block::linear_partitions(&f, b))
+                .then_some(f)
+        };
+        let mask_over = |v: Value, logical: &[u64]| -> Option<(affine::Form, isa::CmpOp)> {
+            if given.is_some() || swapped {
+                return None;
+            }
+            let (f, cmp) = affine::predicate_of(func, v)?;
+            let f = f.broadcast(&func.ty(v).shape, logical)?;
+            let f = affine::onto_space(&f, logical, &g.space)?;
+            sample
+                .first()
+                .is_some_and(|b| block::linear_partitions(&f, b))
+                .then_some((f, cmp))
+        };
         for &inst in &g.insts {
             let data = &func.insts[inst];
             let res = func.ty(data.result);
@@ -412,6 +450,43 @@ impl<'a> Tiler<'a> {
                         op: BOp::Copy,
                         args: vec![BArg::Given(tile)],
                         dtype: tile.dtype,
+                        fit,
+                        span,
+                        accum: None,
+                    });
+                    continue;
+                }
+            }
+            // `where(mask, x, c)` and `where(mask, c, x)` with an affine mask: one
+            // `affine_select` of `x`.
+            if data.op == TOp::Where {
+                let consts = (
+                    self.constant_f64(data.args[1]),
+                    self.constant_f64(data.args[2]),
+                );
+                let pick = match consts {
+                    (None, Some(c)) => Some((data.args[1], c, false)),
+                    (Some(c), None) => Some((data.args[2], c, true)),
+                    _ => None,
+                };
+                let mask = mask_over(data.args[0], &res.shape);
+                if let (Some((x, fill, flip)), Some((form, cmp))) = (pick, mask) {
+                    let arg = match node_of.get(&x) {
+                        Some(&n) => BArg::Node(n),
+                        None => {
+                            let view = self.home_of(x)?;
+                            BArg::Load(
+                                view.clone(),
+                                swap(space_strides(&view, &res.shape, &g.space)),
+                            )
+                        }
+                    };
+                    let cmp = if flip { affine::negate(cmp) } else { cmp };
+                    node_of.insert(data.result, graph.nodes.len());
+                    graph.nodes.push(BNode {
+                        op: BOp::AffineSelect { form, cmp, fill },
+                        args: vec![arg],
+                        dtype: res.dtype,
                         fit,
                         span,
                         accum: None,
@@ -440,7 +515,6 @@ impl<'a> Tiler<'a> {
                 } else if let Some(c) = self.constant(a) {
                     args.push(BArg::Imm(c));
                 } else {
-                    let view = self.home_of(a)?;
                     // Reductions read their operand over the whole space; other operations
                     // read it broadcast to their result.
                     let logical = if matches!(data.op, TOp::Reduce { .. }) {
@@ -448,6 +522,11 @@ impl<'a> Tiler<'a> {
                     } else {
                         res.shape.clone()
                     };
+                    if let Some(form) = affine_over(a, &logical) {
+                        args.push(BArg::Affine(form));
+                        continue;
+                    }
+                    let view = self.home_of(a)?;
                     args.push(BArg::Load(
                         view.clone(),
                         swap(space_strides(&view, &logical, &g.space)),
@@ -474,6 +553,27 @@ impl<'a> Tiler<'a> {
                     dest,
                     strides,
                 });
+            }
+        }
+        // Nodes that nothing stored depends on (a mask an `affine_select` replaced)
+        // compute nothing.
+        let mut live = vec![given.is_some() || swapped; graph.nodes.len()];
+        for st in &graph.stores {
+            live[st.node] = true;
+        }
+        for i in (0..graph.nodes.len()).rev() {
+            if live[i] {
+                for a in &graph.nodes[i].args {
+                    if let BArg::Node(k) = a {
+                        live[*k] = true;
+                    }
+                }
+            }
+        }
+        for (node, live) in graph.nodes.iter_mut().zip(live) {
+            if !live {
+                node.op = BOp::Folded;
+                node.args.clear();
             }
         }
         // Folding looks at the stores: a stored value is never folded away.

@@ -162,8 +162,13 @@ pub fn lower(
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
+    let unneeded = unneeded_groups(func, &grouping);
+    let last = unneeded.iter().rposition(|u| !u).unwrap_or(0);
     for (gi, g) in grouping.groups.iter().enumerate() {
-        t.last_group = gi + 1 == grouping.groups.len();
+        if unneeded[gi] {
+            continue;
+        }
+        t.last_group = gi == last;
         t.lower_group(g)?;
     }
     t.last_stores = false;
@@ -412,30 +417,9 @@ impl<'a> Tiler<'a> {
         let mut node_of: std::collections::HashMap<Value, usize> = Default::default();
         // Affine values are written by `iota` and masks of them are `affine_select`s
         // (`affine.rs`) in plain row groups, whose blocks `block_affine` describes.
-        let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
-        let affine_over = |v: Value, logical: &[u64]| -> Option<affine::Form> {
-            if given.is_some() || swapped {
-                return None;
-            }
-            let f = affine::form_of(func, v)?.broadcast(&func.ty(v).shape, logical)?;
-            let f = affine::onto_space(&f, logical, &g.space)?;
-            sample
-                .first()
-                .is_some_and(|b| block::linear_partitions(&f, b))
-                .then_some(f)
-        };
-        let mask_over = |v: Value, logical: &[u64]| -> Option<(affine::Form, isa::CmpOp)> {
-            if given.is_some() || swapped {
-                return None;
-            }
-            let (f, cmp) = affine::predicate_of(func, v)?;
-            let f = f.broadcast(&func.ty(v).shape, logical)?;
-            let f = affine::onto_space(&f, logical, &g.space)?;
-            sample
-                .first()
-                .is_some_and(|b| block::linear_partitions(&f, b))
-                .then_some((f, cmp))
-        };
+        let plain = given.is_none() && !swapped;
+        let affine_over =
+            |v: Value, logical: &[u64]| plain.then(|| affine_arg(func, g, v, logical)).flatten();
         for &inst in &g.insts {
             let data = &func.insts[inst];
             let res = func.ty(data.result);
@@ -469,10 +453,16 @@ impl<'a> Tiler<'a> {
                     (Some(c), None) => Some((data.args[2], c, true)),
                     _ => None,
                 };
-                let mask = mask_over(data.args[0], &res.shape);
+                let mask = plain
+                    .then(|| affine_mask(func, g, data.args[0], &res.shape))
+                    .flatten();
                 if let (Some((x, fill, flip)), Some((form, cmp))) = (pick, mask) {
                     let arg = match node_of.get(&x) {
                         Some(&n) => BArg::Node(n),
+                        None if affine_over(x, &res.shape).is_some() => BArg::Affine(
+                            affine_over(x, &res.shape)
+                                .unwrap_or_else(|| unreachable!("checked just above")),
+                        ),
                         None => {
                             let view = self.home_of(x)?;
                             BArg::Load(
@@ -824,6 +814,108 @@ impl<'a> Tiler<'a> {
             self.eval_block(&graph, b);
         }
     }
+}
+
+/// The affine form (`affine.rs`) over `g`'s space of the `i32` value `v` read with the
+/// shape `logical` by an instruction of the row group `g`, when the group's blocks can
+/// compute it with `iota`.
+fn affine_arg(func: &Function, g: &Group, v: Value, logical: &[u64]) -> Option<affine::Form> {
+    let f = affine::form_of(func, v)?.broadcast(&func.ty(v).shape, logical)?;
+    let f = affine::onto_space(&f, logical, &g.space)?;
+    let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
+    sample
+        .first()
+        .is_some_and(|b| block::linear_partitions(&f, b))
+        .then_some(f)
+}
+
+/// The predicate `form CMP 0` over `g`'s space of the `bool` value `v` read with the shape
+/// `logical` by a `where` of the row group `g`, when it is a comparison of affine values
+/// the group's blocks can compute.
+fn affine_mask(
+    func: &Function,
+    g: &Group,
+    v: Value,
+    logical: &[u64],
+) -> Option<(affine::Form, isa::CmpOp)> {
+    let (f, cmp) = affine::predicate_of(func, v)?;
+    let f = f.broadcast(&func.ty(v).shape, logical)?;
+    let f = affine::onto_space(&f, logical, &g.space)?;
+    let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
+    sample
+        .first()
+        .is_some_and(|b| block::linear_partitions(&f, b))
+        .then_some((f, cmp))
+}
+
+/// The groups whose values nothing needs once affine values are computed where they are
+/// read: a group is needed when it computes a kernel result or a value that a needed
+/// group reads from HBM, and a row group does not read an affine value it writes with
+/// `iota`, nor the mask of a `where` it computes as an `affine_select` (`graph_of`). The
+/// others (the `arange` a mask was built from, the reshapes of it) are not lowered.
+fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
+    let n = grouping.groups.len();
+    let mut needed_value: SecondaryMap<Value, bool> = SecondaryMap::new();
+    for &r in &func.results {
+        needed_value[r] = true;
+    }
+    let mut unneeded = vec![false; n];
+    for gi in (0..n).rev() {
+        let g = &grouping.groups[gi];
+        if !g.insts.iter().any(|&i| needed_value[func.insts[i].result]) {
+            unneeded[gi] = true;
+            continue;
+        }
+        // The row group the block evaluator computes, if it is one.
+        let rows = match g.root {
+            Root::Rows => Some(g.clone()),
+            Root::Single(inst)
+                if matches!(
+                    func.insts[inst].op,
+                    TOp::Unary(_) | TOp::Binary(_) | TOp::Where | TOp::Cast
+                ) =>
+            {
+                Some(Group {
+                    root: Root::Rows,
+                    space: func.ty(func.insts[inst].result).shape.clone(),
+                    insts: vec![inst],
+                    needs_plain_rows: false,
+                })
+            }
+            _ => None,
+        };
+        for &inst in &g.insts {
+            let data = &func.insts[inst];
+            let res = &func.ty(data.result).shape;
+            for (k, &a) in data.args.iter().enumerate() {
+                let inside =
+                    matches!(func.values[a].def, ValueDef::Inst(d) if g.insts.contains(&d));
+                if inside {
+                    continue;
+                }
+                let spared = rows.as_ref().is_some_and(|rg| {
+                    let logical = if matches!(data.op, TOp::Reduce { .. }) {
+                        rg.space.clone()
+                    } else {
+                        res.clone()
+                    };
+                    let consts = data.args.iter().skip(1).filter(|&&b| {
+                        matches!(func.values[b].def, ValueDef::Inst(d)
+                            if matches!(func.insts[d].op, TOp::Const(_)))
+                    });
+                    let mask = k == 0
+                        && data.op == TOp::Where
+                        && consts.count() == 1
+                        && affine_mask(func, rg, a, res).is_some();
+                    mask || affine_arg(func, rg, a, &logical).is_some()
+                });
+                if !spared {
+                    needed_value[a] = true;
+                }
+            }
+        }
+    }
+    unneeded
 }
 
 /// The fewest blocks an elementwise row group is cut into, so that the loads of one block

@@ -448,8 +448,9 @@ impl<'a> Tiler<'a> {
                     self.constant_f64(data.args[1]),
                     self.constant_f64(data.args[2]),
                 );
+                // With two constant branches the first is a memset tile.
                 let pick = match consts {
-                    (None, Some(c)) => Some((data.args[1], c, false)),
+                    (_, Some(c)) => Some((data.args[1], c, false)),
                     (Some(c), None) => Some((data.args[2], c, true)),
                     _ => None,
                 };
@@ -459,6 +460,9 @@ impl<'a> Tiler<'a> {
                 if let (Some((x, fill, flip)), Some((form, cmp))) = (pick, mask) {
                     let arg = match node_of.get(&x) {
                         Some(&n) => BArg::Node(n),
+                        None if self.constant(x).is_some() => {
+                            BArg::Imm(self.constant(x).unwrap_or_default())
+                        }
                         None if affine_over(x, &res.shape).is_some() => BArg::Affine(
                             affine_over(x, &res.shape)
                                 .unwrap_or_else(|| unreachable!("checked just above")),
@@ -905,7 +909,7 @@ fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
                     });
                     let mask = k == 0
                         && data.op == TOp::Where
-                        && consts.count() == 1
+                        && consts.count() >= 1
                         && affine_mask(func, rg, a, res).is_some();
                     mask || affine_arg(func, rg, a, &logical).is_some()
                 });

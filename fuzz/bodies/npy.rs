@@ -1,7 +1,8 @@
 //! Body of the fuzz target `npy`: arbitrary bytes -> `runtime::npy::read_npy`. It must
 //! never panic or allocate more than the input's size; an array it returns must be
 //! consistent (its element count is the product of its shape, 0 when a dim is 0) and
-//! survive conversion to a dtype of its width, writing as float32 and reading back.
+//! survive conversion to a dtype of its width, writing as float32 and reading back
+//! (integers: conversion to i32 and writing as int32).
 
 /// Runs the target on one input.
 pub fn fuzz_npy(data: &[u8]) {
@@ -27,8 +28,23 @@ pub fn fuzz_npy(data: &[u8]) {
     let _ = array.shape_string();
     let _ = array.dtype_name();
     let _ = array.round_to(isa::Dtype::Bf16);
-    // Untyped data is read as the bits of a dtype of its width; every other kind as f32.
+    // Integers are read as `i32` (exactly, or an error naming a value that does not fit),
+    // and written back as int32.
+    if let runtime::npy::NpyData::Int { values, .. } = &array.data {
+        match array.to_i32() {
+            Ok(ints) => {
+                let bytes = runtime::npy::write_npy_i32(&array.shape, &ints);
+                let back = runtime::npy::read_npy(&bytes).expect("a written .npy reads back");
+                assert_eq!(back.to_i32().expect("int32 fits i32"), ints);
+            }
+            Err(_) => assert!(values.iter().any(|&v| i32::try_from(v).is_err())),
+        }
+        return;
+    }
+    // Untyped data is read as the bits of a dtype of its width; bools as bools; every
+    // other kind as f32.
     let dtype = match array.data {
+        runtime::npy::NpyData::Bool(_) => isa::Dtype::Bool,
         runtime::npy::NpyData::Void1(_) => isa::Dtype::F8E4M3,
         runtime::npy::NpyData::Void2(_) => isa::Dtype::Bf16,
         _ => isa::Dtype::F32,

@@ -870,9 +870,15 @@ fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
             unneeded[gi] = true;
             continue;
         }
-        // The row group the block evaluator computes, if it is one.
+        // The row group the block evaluator computes, if it is one (a reduction too long
+        // for SBUF reads its operand from HBM instead: `lower_long_reduce`).
+        let long_reduce = g
+            .insts
+            .iter()
+            .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }))
+            && peak_block_bytes(func, g) > BLOCK_BUDGET;
         let rows = match g.root {
-            Root::Rows => Some(g.clone()),
+            Root::Rows if !long_reduce => Some(g.clone()),
             Root::Single(inst)
                 if matches!(
                     func.insts[inst].op,

@@ -458,22 +458,18 @@ impl<'a> Tiler<'a> {
                     .then(|| affine_mask(func, g, data.args[0], &res.shape))
                     .flatten();
                 if let (Some((x, fill, flip)), Some((form, cmp))) = (pick, mask) {
-                    let arg = match node_of.get(&x) {
-                        Some(&n) => BArg::Node(n),
-                        None if self.constant(x).is_some() => {
-                            BArg::Imm(self.constant(x).unwrap_or_default())
-                        }
-                        None if affine_over(x, &res.shape).is_some() => BArg::Affine(
-                            affine_over(x, &res.shape)
-                                .unwrap_or_else(|| unreachable!("checked just above")),
-                        ),
-                        None => {
-                            let view = self.home_of(x)?;
-                            BArg::Load(
-                                view.clone(),
-                                swap(space_strides(&view, &res.shape, &g.space)),
-                            )
-                        }
+                    let arg = if let Some(&n) = node_of.get(&x) {
+                        BArg::Node(n)
+                    } else if let Some(c) = self.constant(x) {
+                        BArg::Imm(c)
+                    } else if let Some(f) = affine_over(x, &res.shape) {
+                        BArg::Affine(f)
+                    } else {
+                        let view = self.home_of(x)?;
+                        BArg::Load(
+                            view.clone(),
+                            swap(space_strides(&view, &res.shape, &g.space)),
+                        )
                     };
                     let cmp = if flip { affine::negate(cmp) } else { cmp };
                     node_of.insert(data.result, graph.nodes.len());

@@ -765,7 +765,7 @@ fn integer_npy_inputs_and_int32_outputs() {
     }
     // Narrow integer files.
     for (descr, data, first) in [
-        ("|u1", vec![255u8, 1, 2, 3, 4, 5], 255),
+        ("|u1", vec![255u8, 1, 2, 3, 4, 5], 255i32),
         ("|i1", vec![0x80u8, 1, 2, 3, 4, 5], -128),
         ("<u2", le16(&[65535, 1, 2, 3, 4, 5]), 65535),
         ("<i2", le16(&[0x8000, 1, 2, 3, 4, 5]), -32768),
@@ -778,7 +778,7 @@ fn integer_npy_inputs_and_int32_outputs() {
         let out = runtime::npy::read_npy(&std::fs::read(dir.join("o/out0.npy")).unwrap()).unwrap();
         assert_eq!(
             out.to_i32().unwrap()[0],
-            (first as i32).wrapping_add(i32::MAX),
+            first.wrapping_add(i32::MAX),
             "{descr}"
         );
     }

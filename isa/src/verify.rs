@@ -870,6 +870,52 @@ impl Verifier {
     }
 }
 
+/// The data inputs of an instruction, which decide its datapath: the tiles it reads values
+/// from (not `select`'s mask, which is a truth value whatever its dtype), with their field
+/// names; for `memset` and `iota`, which read nothing, their output.
+pub fn data_inputs(op: &Op) -> Vec<(&'static str, &TileAp)> {
+    let mut v: Vec<(&'static str, &TileAp)> = Vec::new();
+    match op {
+        Op::Dma {
+            src: DmaAp::Tile(src),
+            ..
+        } => v.push(("src", src)),
+        Op::TensorTensor { a, b, .. } | Op::Select { a, b, .. } => {
+            v.push(("a", a));
+            v.push(("b", b));
+        }
+        Op::TensorScalar { src, s0, s1, .. } | Op::TensorReduceScalar { src, s0, s1, .. } => {
+            v.push(("src", src));
+            if let ScalarArg::Ap(t) = s0 {
+                v.push(("s0", t));
+            }
+            if let ScalarArg::Ap(t) = s1 {
+                v.push(("s1", t));
+            }
+        }
+        Op::TensorReduce { src, .. }
+        | Op::TensorCopy { src, .. }
+        | Op::AffineSelect { src, .. }
+        | Op::Transpose { src, .. }
+        | Op::PartitionTranspose { src, .. } => v.push(("src", src)),
+        Op::Memset { out, .. } | Op::Iota { out, .. } => v.push(("out", out)),
+        _ => {}
+    }
+    v
+}
+
+/// True when the instruction computes on the integer datapath: one of its data inputs
+/// ([`data_inputs`]) is an `i32` tile, or a DMA reads `i32` from HBM.
+pub fn integer_datapath(op: &Op) -> bool {
+    if let Op::Dma {
+        src: DmaAp::Hbm(h), ..
+    } = op
+    {
+        return h.dtype == Dtype::I32;
+    }
+    data_inputs(op).iter().any(|(_, t)| t.dtype == Dtype::I32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::byte_ranges;
@@ -916,50 +962,4 @@ mod tests {
             );
         }
     }
-}
-
-/// The data inputs of an instruction, which decide its datapath: the tiles it reads values
-/// from (not `select`'s mask, which is a truth value whatever its dtype), with their field
-/// names; for `memset` and `iota`, which read nothing, their output.
-pub fn data_inputs(op: &Op) -> Vec<(&'static str, &TileAp)> {
-    let mut v: Vec<(&'static str, &TileAp)> = Vec::new();
-    match op {
-        Op::Dma {
-            src: DmaAp::Tile(src),
-            ..
-        } => v.push(("src", src)),
-        Op::TensorTensor { a, b, .. } | Op::Select { a, b, .. } => {
-            v.push(("a", a));
-            v.push(("b", b));
-        }
-        Op::TensorScalar { src, s0, s1, .. } | Op::TensorReduceScalar { src, s0, s1, .. } => {
-            v.push(("src", src));
-            if let ScalarArg::Ap(t) = s0 {
-                v.push(("s0", t));
-            }
-            if let ScalarArg::Ap(t) = s1 {
-                v.push(("s1", t));
-            }
-        }
-        Op::TensorReduce { src, .. }
-        | Op::TensorCopy { src, .. }
-        | Op::AffineSelect { src, .. }
-        | Op::Transpose { src, .. }
-        | Op::PartitionTranspose { src, .. } => v.push(("src", src)),
-        Op::Memset { out, .. } | Op::Iota { out, .. } => v.push(("out", out)),
-        _ => {}
-    }
-    v
-}
-
-/// True when the instruction computes on the integer datapath: one of its data inputs
-/// ([`data_inputs`]) is an `i32` tile, or a DMA reads `i32` from HBM.
-pub fn integer_datapath(op: &Op) -> bool {
-    if let Op::Dma {
-        src: DmaAp::Hbm(h), ..
-    } = op
-    {
-        return h.dtype == Dtype::I32;
-    }
-    data_inputs(op).iter().any(|(_, t)| t.dtype == Dtype::I32)
 }

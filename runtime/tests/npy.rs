@@ -1070,7 +1070,11 @@ fn integer_files_read_exactly_for_i32() {
 fn int32_outputs_round_trip() {
     let values = [i32::MIN, -7, 0, 9, i32::MAX, 3];
     let bytes = runtime::npy::write_npy_i32(&[2, 3], &values);
-    assert_eq!(bytes.len() % 64, 24 % 64, "the header is 64-aligned");
+    assert_eq!(
+        bytes.len() - 24,
+        128,
+        "a 128-byte header (64-aligned), then 24 data bytes"
+    );
     assert!(std::str::from_utf8(&bytes[10..128])
         .unwrap()
         .contains("'descr': '<i4'"));

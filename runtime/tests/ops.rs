@@ -729,11 +729,11 @@ fn tensor_arg_reduce_first_position_and_combine() {
         "vector",
         "wait(s0>=1) tensor_arg_reduce op=max, out=sbuf.f32[0:8, 4096; 4:1], index=sbuf.i32[0:8, 4352; 4:1], src=sbuf.f32[0:8, 0; 4:16, 16:1], positions=none",
     );
-    // Positions of the chunk winners in the whole row: chunk c adds 16 c (exact in f32).
-    a.inst("gpsimd", "wait(s0>=1) iota out=sbuf.f32[0:8, 4608; 4:1], expr=affine(base=0, p=0, i=[16]) signal(s4)");
+    // Positions of the chunk winners in the whole row: chunk c adds 16 c (integers).
+    a.inst("gpsimd", "wait(s0>=1) iota out=sbuf.i32[0:8, 4608; 4:1], expr=affine(base=0, p=0, i=[16]) signal(s4)");
     a.inst(
         "vector",
-        "wait(s4>=1) tensor_tensor op=add, out=sbuf.i32[0:8, 4864; 4:1], a=sbuf.i32[0:8, 4352; 4:1], b=sbuf.f32[0:8, 4608; 4:1]",
+        "wait(s4>=1) tensor_tensor op=add, out=sbuf.i32[0:8, 4864; 4:1], a=sbuf.i32[0:8, 4352; 4:1], b=sbuf.i32[0:8, 4608; 4:1]",
     );
     a.inst(
         "vector",
@@ -794,4 +794,158 @@ fn tensor_arg_reduce_first_position_and_combine() {
     let vmax = out.read("vmax").unwrap();
     assert_eq!(vmax[0], 500.0);
     assert!(vmax[1].is_nan());
+}
+
+/// The integer datapath (ISA.md): with an `i32` input, Vector and GpSimd compute in 32-bit
+/// two's complement, never through f32: wrapping `add`/`mul`, exact `max`, comparisons and
+/// the bitwise ops, `i32:N` immediates, a wrapping row sum with a scalar epilogue, an
+/// exact `partition_transpose`, `iota` into `i32`, and conversions of `i32` to bf16 by DMA
+/// and by `tensor_copy`, rounded once from the exact integer.
+#[test]
+fn integer_datapath_is_exact() {
+    let (p, f) = (4usize, 8usize);
+    let mut a = Asm::new();
+    let x = a.tensor("x", "input", Dtype::I32, &[p, f]);
+    let outs: Vec<(usize, &str, Dtype, [usize; 2])> = [
+        ("sum", Dtype::I32, [p, f]),
+        ("prod", Dtype::I32, [p, f]),
+        ("bits", Dtype::I32, [p, f]),
+        ("lt", Dtype::Bool, [p, f]),
+        ("rows", Dtype::I32, [p, 1]),
+        ("tr", Dtype::I32, [f, p]),
+        ("io", Dtype::I32, [p, f]),
+        ("bf", Dtype::Bf16, [p, f]),
+        ("bfd", Dtype::Bf16, [p, f]),
+    ]
+    .iter()
+    .map(|&(n, d, s)| (a.tensor(n, "output", d, &s), n, d, s))
+    .collect();
+    a.inst(
+        "dma0",
+        format!("dma dst=sbuf.i32[0:4, 0; 8:1], src=hbm.i32[{x}; 4:8, 8:1] signal(s0)"),
+    );
+    let v = |op: &str| format!("wait(s0>=1) {op} signal(s1)");
+    a.inst("vector", v("tensor_scalar out=sbuf.i32[0:4, 64; 8:1], src=sbuf.i32[0:4, 0; 8:1], op0=add, s0=i32:2147483647, op1=max, s1=i32:-5"));
+    a.inst("vector", v("tensor_tensor op=mul, out=sbuf.i32[0:4, 128; 8:1], a=sbuf.i32[0:4, 0; 8:1], b=sbuf.i32[0:4, 0; 8:1]"));
+    a.inst("vector", v("tensor_scalar out=sbuf.i32[0:4, 192; 8:1], src=sbuf.i32[0:4, 0; 8:1], op0=bit_and, s0=i32:255, op1=bit_xor, s1=i32:-1"));
+    a.inst("vector", v("tensor_tensor op=is_lt, out=sbuf.bool[0:4, 256; 8:1], a=sbuf.i32[0:4, 0; 8:1], b=sbuf.i32[0:4, 128; 8:1]"));
+    a.inst("vector", v("tensor_reduce_scalar op=add, out=sbuf.i32[0:4, 288; 1:1], src=sbuf.i32[0:4, 0; 8:1], op0=mul, s0=i32:3, op1=bypass, s1=0.0"));
+    a.inst(
+        "vector",
+        v("tensor_copy out=sbuf.bf16[0:4, 320; 8:1], src=sbuf.i32[0:4, 0; 8:1]"),
+    );
+    a.inst(
+        "gpsimd",
+        v("partition_transpose out=sbuf.i32[0:8, 384; 4:1], src=sbuf.i32[0:4, 0; 8:1]"),
+    );
+    a.inst(
+        "gpsimd",
+        "iota out=sbuf.i32[0:4, 448; 8:1], expr=affine(base=-2147483000, p=100, i=[7]) signal(s1)",
+    );
+    for (k, (off, name, d, [r, c])) in outs.iter().enumerate() {
+        let dn = d.name();
+        let sb = [64, 128, 192, 256, 288, 384, 448, 0, 320][k];
+        let (src_d, parts, free) = match *name {
+            "tr" => ("i32", 8, 4),
+            "bf" => ("i32", 4, 8),
+            _ => (dn, *r, *c),
+        };
+        let _ = (r, c);
+        a.inst(
+            &format!("dma{}", 1 + k),
+            format!("wait(s1>=8) dma dst=hbm.{dn}[{off}; {parts}:{free}, {free}:1], src=sbuf.{src_d}[0:{parts}, {sb}; {free}:1]"),
+        );
+    }
+    let xs: Vec<i32> = (0..(p * f) as i32)
+        .map(|i| {
+            [
+                i32::MAX,
+                i32::MIN,
+                16_777_217,
+                -16_777_217,
+                0x0101_0001,
+                -3,
+                0,
+                1_000_000_007,
+            ][i as usize % 8]
+                ^ ((i / 8) << 1)
+        })
+        .collect();
+    let program = asm(&a.text());
+    let mut loaded = runtime::Machine::new(config())
+        .load_program(program)
+        .unwrap();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    loaded.bind_bytes("x", &bytes).unwrap();
+    loaded.run().unwrap();
+    let ints = |name: &str| -> Vec<i32> {
+        loaded
+            .read_bytes(name)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let sum: Vec<i32> = xs
+        .iter()
+        .map(|&v| v.wrapping_add(i32::MAX).max(-5))
+        .collect();
+    assert_eq!(ints("sum"), sum);
+    let prod: Vec<i32> = xs.iter().map(|&v| v.wrapping_mul(v)).collect();
+    assert_eq!(ints("prod"), prod);
+    let bits: Vec<i32> = xs.iter().map(|&v| !(v & 255)).collect();
+    assert_eq!(ints("bits"), bits);
+    let lt: Vec<u8> = xs
+        .iter()
+        .map(|&v| u8::from(v < v.wrapping_mul(v)))
+        .collect();
+    assert_eq!(loaded.read_bytes("lt").unwrap(), lt.as_slice());
+    let rows: Vec<i32> = xs
+        .chunks(f)
+        .map(|r| {
+            r.iter()
+                .fold(0i32, |s, &v| s.wrapping_add(v))
+                .wrapping_mul(3)
+        })
+        .collect();
+    assert_eq!(ints("rows"), rows);
+    let tr: Vec<i32> = (0..f * p).map(|e| xs[(e % p) * f + e / p]).collect();
+    assert_eq!(ints("tr"), tr);
+    let io: Vec<i32> = (0..p * f)
+        .map(|e| -2147483000 + 100 * (e / f) as i32 + 7 * (e % f) as i32)
+        .collect();
+    assert_eq!(ints("io"), io);
+    let bf: Vec<f32> = xs
+        .iter()
+        .map(|&v| runtime::numeric::round_f64(Dtype::Bf16, f64::from(v)))
+        .collect();
+    assert_bits_eq(&loaded.read("bf").unwrap(), &bf, "bf (dma)");
+    assert_bits_eq(&loaded.read("bfd").unwrap(), &bf, "bfd (tensor_copy)");
+    // Rounded once: 2^24 + 2^16 + 1 is above the midpoint of two bf16 values, but through
+    // f32 it would become the midpoint 2^24 + 2^16 and round down to even.
+    assert_eq!(xs[4], 0x0101_0001);
+    assert_eq!(loaded.read("bf").unwrap()[4], 16_908_288.0);
+    assert_eq!(
+        runtime::numeric::round(Dtype::Bf16, xs[4] as f32),
+        16_777_216.0
+    );
+}
+
+/// The verifier keeps the datapaths apart: a float input beside an `i32` one, `div` on
+/// integers, a bitwise op on floats, and `i32` tiles on the Scalar and Tensor engines are
+/// errors.
+#[test]
+fn integer_datapath_rules_are_verified() {
+    for (stream, inst, needle) in [
+        ("vector", "tensor_tensor op=add, out=sbuf.i32[0:4, 0; 8:1], a=sbuf.i32[0:4, 0; 8:1], b=sbuf.f32[0:4, 64; 8:1]", "on the integer datapath"),
+        ("vector", "tensor_scalar out=sbuf.i32[0:4, 0; 8:1], src=sbuf.i32[0:4, 0; 8:1], op0=div, s0=i32:2, op1=bypass, s1=0.0", "`div` does not exist on the integer datapath"),
+        ("gpsimd", "tensor_tensor op=bit_or, out=sbuf.f32[0:4, 0; 8:1], a=sbuf.f32[0:4, 0; 8:1], b=sbuf.f32[0:4, 64; 8:1]", "`bit_or` exists only on the integer datapath"),
+        ("scalar", "activate out=sbuf.i32[0:4, 0; 8:1], src=sbuf.i32[0:4, 0; 8:1], func=identity, scale=1.0, bias=0.0, accum=none", "Scalar engine has no integer datapath"),
+    ] {
+        let text = format!(".preset default\n.hbm 1024\n\n.stream {stream}\n    {inst}\n    end\n");
+        let program = asm(&text);
+        let errors = isa::verify(&program).expect_err(inst);
+        let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(all.iter().any(|e| e.contains(needle)), "{inst}: {all:?}");
+    }
 }

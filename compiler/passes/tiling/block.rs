@@ -7,6 +7,7 @@
 //! exactly where the language rounds: row groups match the reference evaluator bit for
 //! bit (reductions run over whole rows, in order, as the reference does).
 
+use super::affine::Form;
 use super::view::{hbm_ap, HView};
 use super::Tiler;
 use crate::frontend::typed::Span;
@@ -36,6 +37,14 @@ pub enum BOp {
     /// `arange`: each element is its index along the last axis of the space (the
     /// GpSimd engine's `iota`, an `i32` tile).
     Iota,
+    /// `where(form CMP 0, x, fill)` with args `[x]`, `form` over the space: GpSimd's
+    /// `affine_select` (`affine.rs`).
+    AffineSelect {
+        form: Form,
+        cmp: CmpOp,
+        /// The fill value, of the node's dtype.
+        fill: f64,
+    },
     /// Reduction of the last axis (per-row result).
     Reduce(ReduceFn),
     /// The operand as is (materialises a PSUM tile or a view).
@@ -73,6 +82,9 @@ pub enum BArg {
     Imm(f32),
     /// A tile computed outside the evaluator for this block (a matmul's PSUM tile).
     Given(Tile),
+    /// An `i32` value that is an affine function of the space's indices (`affine.rs`),
+    /// written by GpSimd's `iota` instead of being loaded.
+    Affine(Form),
 }
 
 /// One node: an operation, its operands, and the type and fit of its result.
@@ -687,6 +699,25 @@ impl Tiler<'_> {
             },
             BArg::Given(t) => Operand::Tile(*t),
             BArg::Imm(x) => Operand::Imm(*x),
+            BArg::Affine(form) => {
+                // Constant along the row: a per-row column is enough.
+                let cols = if fit == Fit::Full && form.coefs.last() != Some(&0) {
+                    block.cols()
+                } else {
+                    1
+                };
+                let out = self.sbuf_tile(Dtype::I32, block.parts(), cols);
+                self.out.push(
+                    Op::Iota {
+                        out: out.ap(),
+                        expr: block_affine(form, block),
+                    },
+                    Engine::GpSimd,
+                    &[out.buf],
+                    span,
+                );
+                Operand::Tile(out)
+            }
             BArg::Load(view, strides) => {
                 // A load whose last-axis stride is zero is constant along the row: load
                 // it as a per-row column.
@@ -1007,6 +1038,28 @@ impl Tiler<'_> {
                 );
                 out
             }
+            BOp::AffineSelect { form, cmp, fill } => {
+                let src = self.operand(&node.args[0], node.fit, block, tiles, span);
+                let mut src = self.widen(src, parts, cols, node.dtype, span);
+                if src.mem == Mem::Psum {
+                    // GpSimd cannot read PSUM.
+                    src = self.copy_to_sbuf(src, src.dtype, span);
+                }
+                let out = self.out_tile(node.dtype, parts, cols, &[src]);
+                self.out.push(
+                    Op::AffineSelect {
+                        out: out.ap(),
+                        src: src.ap(),
+                        cmp: *cmp,
+                        expr: block_affine(form, block),
+                        fill: Imm::new(imm_of(node.dtype, *fill)),
+                    },
+                    Engine::GpSimd,
+                    &[out.buf, src.buf],
+                    span,
+                );
+                out
+            }
             BOp::Tril { k, fill } => {
                 let src = self.operand(&node.args[0], node.fit, block, tiles, span);
                 let mut src = self.widen(src, parts, cols, node.dtype, span);
@@ -1246,6 +1299,7 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
     }
     let per_row = |g: &BGraph, a: &BArg| match a {
         BArg::Imm(_) => true,
+        BArg::Affine(f) => f.coefs.last() == Some(&0),
         BArg::Node(k) => g.nodes[*k].fit == Fit::PerRow,
         BArg::Load(_, strides) => strides.last() == Some(&0),
         BArg::Given(_) => false,
@@ -1254,6 +1308,7 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
         BArg::Node(k) => g.nodes[*k].fit == Fit::Full,
         BArg::Load(_, strides) => strides.last() != Some(&0),
         BArg::Given(_) => true,
+        BArg::Affine(f) => f.coefs.last() != Some(&0),
         BArg::Imm(_) => false,
     };
     for i in 0..n {
@@ -1327,6 +1382,51 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             graph.nodes[r].args.clear();
         }
     }
+}
+
+/// The affine expression of a tile of `block` for `form` (over the block's space): the
+/// value at the tile's first element, the step between partitions (the innermost
+/// partition axis's coefficient; `affine::linear_partitions` checked that the others
+/// agree with it), and the step along the free axis.
+pub fn block_affine(form: &Form, block: &Block) -> Affine {
+    let mut base = form.base;
+    let mut partition_step = 0;
+    for (a, &c) in block.axes.iter().zip(&form.coefs) {
+        match *a {
+            AxisUse::Fixed(i) => base += c * i as i64,
+            AxisUse::Part { start, .. } => {
+                base += c * start as i64;
+                partition_step = c;
+            }
+            AxisUse::Col { start, .. } => base += c * start as i64,
+        }
+    }
+    let last = form.coefs.last().copied().unwrap_or(0);
+    // `affine::form_of` keeps every value and coefficient inside i32.
+    let small = |x: i64| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    Affine {
+        base: small(base),
+        partition_step: small(partition_step),
+        steps: smallvec![small(last)],
+    }
+}
+
+/// True when `form`'s value is linear in the flattened partition index of every block of
+/// the space (`blocks`): each outer partition axis's coefficient is the inner one's times
+/// the inner axis's size.
+pub fn linear_partitions(form: &Form, block: &Block) -> bool {
+    let parts: Vec<(i64, u64)> = block
+        .axes
+        .iter()
+        .zip(&form.coefs)
+        .filter_map(|(a, &c)| match a {
+            AxisUse::Part { size, .. } => Some((c, *size)),
+            _ => None,
+        })
+        .collect();
+    parts
+        .windows(2)
+        .all(|w| w[0].0 == w[1].0.saturating_mul(w[1].1 as i64))
 }
 
 /// The immediate of a constant `c` of `dtype`: on the integer datapath (`i32`) an

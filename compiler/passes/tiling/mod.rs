@@ -13,6 +13,7 @@
 //! Every tile gets a buffer of its own; the `alloc` pass places them from liveness, which
 //! is what lets the DMA of the next block overlap the compute of this one.
 
+pub mod affine;
 mod attention;
 pub mod block;
 mod gather;
@@ -179,8 +180,13 @@ pub fn lower(
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
+    let unneeded = unneeded_groups(func, &grouping);
+    let last = unneeded.iter().rposition(|u| !u).unwrap_or(0);
     for (gi, g) in grouping.groups.iter().enumerate() {
-        t.last_group = gi + 1 == grouping.groups.len();
+        if unneeded[gi] {
+            continue;
+        }
+        t.last_group = gi == last;
         t.lower_group(g)?;
     }
     t.last_stores = false;
@@ -344,6 +350,17 @@ impl<'a> Tiler<'a> {
             .ok_or_else(|| format!("{v} is read from HBM but has no home"))
     }
 
+    /// The exact value of `v` if it is a `const`.
+    fn constant_f64(&self, v: Value) -> Option<f64> {
+        match self.func.values[v].def {
+            ValueDef::Inst(i) => match self.func.insts[i].op {
+                TOp::Const(c) => Some(c),
+                _ => None,
+            },
+            ValueDef::Param(_) => None,
+        }
+    }
+
     /// The constant value of `v` if it is a `const`.
     fn constant(&self, v: Value) -> Option<f32> {
         match self.func.values[v].def {
@@ -448,6 +465,11 @@ impl<'a> Tiler<'a> {
                 .then(|| shape.last().map(|&w| w as u32))
                 .flatten()
         };
+        // Affine values are written by `iota` and masks of them are `affine_select`s
+        // (`affine.rs`) in plain row groups, whose blocks `block_affine` describes.
+        let plain = given.is_none() && !swapped;
+        let affine_over =
+            |v: Value, logical: &[u64]| plain.then(|| affine_arg(func, g, v, logical)).flatten();
         for &inst in &g.insts {
             let data = &func.insts[inst];
             let res = func.ty(data.result);
@@ -473,6 +495,49 @@ impl<'a> Tiler<'a> {
                         span,
                         accum: None,
                         width,
+                    });
+                    continue;
+                }
+            }
+            // `where(mask, x, c)` and `where(mask, c, x)` with an affine mask: one
+            // `affine_select` of `x`.
+            if data.op == TOp::Where {
+                let consts = (
+                    self.constant_f64(data.args[1]),
+                    self.constant_f64(data.args[2]),
+                );
+                // With two constant branches the first is a memset tile.
+                let pick = match consts {
+                    (_, Some(c)) => Some((data.args[1], c, false)),
+                    (Some(c), None) => Some((data.args[2], c, true)),
+                    _ => None,
+                };
+                let mask = plain
+                    .then(|| affine_mask(func, g, data.args[0], &res.shape))
+                    .flatten();
+                if let (Some((x, fill, flip)), Some((form, cmp))) = (pick, mask) {
+                    let arg = if let Some(&n) = node_of.get(&x) {
+                        BArg::Node(n)
+                    } else if let Some(c) = self.constant(x) {
+                        BArg::Imm(c)
+                    } else if let Some(f) = affine_over(x, &res.shape) {
+                        BArg::Affine(f)
+                    } else {
+                        let view = self.home_of(x)?;
+                        BArg::Load(
+                            view.clone(),
+                            swap(space_strides(&view, &res.shape, &g.space)),
+                        )
+                    };
+                    let cmp = if flip { affine::negate(cmp) } else { cmp };
+                    node_of.insert(data.result, graph.nodes.len());
+                    graph.nodes.push(BNode {
+                        op: BOp::AffineSelect { form, cmp, fill },
+                        args: vec![arg],
+                        dtype: res.dtype,
+                        fit,
+                        span,
+                        accum: None,
                     });
                     continue;
                 }
@@ -559,6 +624,11 @@ impl<'a> Tiler<'a> {
                     } else {
                         res.shape.clone()
                     };
+                    if let Some(form) = affine_over(a, &logical) {
+                        args.push(BArg::Affine(form));
+                        continue;
+                    }
+                    let view = self.home_of(a)?;
                     args.push(BArg::Load(
                         view.clone(),
                         swap(space_strides(&view, &logical, &g.space)),
@@ -586,6 +656,27 @@ impl<'a> Tiler<'a> {
                     dest,
                     strides,
                 });
+            }
+        }
+        // Nodes that nothing stored depends on (a mask an `affine_select` replaced)
+        // compute nothing.
+        let mut live = vec![given.is_some() || swapped; graph.nodes.len()];
+        for st in &graph.stores {
+            live[st.node] = true;
+        }
+        for i in (0..graph.nodes.len()).rev() {
+            if live[i] {
+                for a in &graph.nodes[i].args {
+                    if let BArg::Node(k) = a {
+                        live[*k] = true;
+                    }
+                }
+            }
+        }
+        for (node, live) in graph.nodes.iter_mut().zip(live) {
+            if !live {
+                node.op = BOp::Folded;
+                node.args.clear();
             }
         }
         // Folding looks at the stores: a stored value is never folded away.
@@ -840,6 +931,114 @@ impl<'a> Tiler<'a> {
             self.eval_block(&graph, b);
         }
     }
+}
+
+/// The affine form (`affine.rs`) over `g`'s space of the `i32` value `v` read with the
+/// shape `logical` by an instruction of the row group `g`, when the group's blocks can
+/// compute it with `iota`.
+fn affine_arg(func: &Function, g: &Group, v: Value, logical: &[u64]) -> Option<affine::Form> {
+    let f = affine::form_of(func, v)?.broadcast(&func.ty(v).shape, logical)?;
+    let f = affine::onto_space(&f, logical, &g.space)?;
+    let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
+    sample
+        .first()
+        .is_some_and(|b| block::linear_partitions(&f, b))
+        .then_some(f)
+}
+
+/// The predicate `form CMP 0` over `g`'s space of the `bool` value `v` read with the shape
+/// `logical` by a `where` of the row group `g`, when it is a comparison of affine values
+/// the group's blocks can compute.
+fn affine_mask(
+    func: &Function,
+    g: &Group,
+    v: Value,
+    logical: &[u64],
+) -> Option<(affine::Form, isa::CmpOp)> {
+    let (f, cmp) = affine::predicate_of(func, v)?;
+    let f = f.broadcast(&func.ty(v).shape, logical)?;
+    let f = affine::onto_space(&f, logical, &g.space)?;
+    let sample = row_blocks(&g.space, g.needs_plain_rows, u64::MAX);
+    sample
+        .first()
+        .is_some_and(|b| block::linear_partitions(&f, b))
+        .then_some((f, cmp))
+}
+
+/// The groups whose values nothing needs once affine values are computed where they are
+/// read: a group is needed when it computes a kernel result or a value that a needed
+/// group reads from HBM, and a row group does not read an affine value it writes with
+/// `iota`, nor the mask of a `where` it computes as an `affine_select` (`graph_of`). The
+/// others (the `arange` a mask was built from, the reshapes of it) are not lowered.
+fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
+    let n = grouping.groups.len();
+    let mut needed_value: SecondaryMap<Value, bool> = SecondaryMap::new();
+    for &r in &func.results {
+        needed_value[r] = true;
+    }
+    let mut unneeded = vec![false; n];
+    for gi in (0..n).rev() {
+        let g = &grouping.groups[gi];
+        if !g.insts.iter().any(|&i| needed_value[func.insts[i].result]) {
+            unneeded[gi] = true;
+            continue;
+        }
+        // The row group the block evaluator computes, if it is one (a reduction too long
+        // for SBUF reads its operand from HBM instead: `lower_long_reduce`).
+        let long_reduce = g
+            .insts
+            .iter()
+            .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }))
+            && peak_block_bytes(func, g) > BLOCK_BUDGET;
+        let rows = match g.root {
+            Root::Rows if !long_reduce => Some(g.clone()),
+            Root::Single(inst)
+                if matches!(
+                    func.insts[inst].op,
+                    TOp::Unary(_) | TOp::Binary(_) | TOp::Where | TOp::Cast
+                ) =>
+            {
+                Some(Group {
+                    root: Root::Rows,
+                    space: func.ty(func.insts[inst].result).shape.clone(),
+                    insts: vec![inst],
+                    needs_plain_rows: false,
+                })
+            }
+            _ => None,
+        };
+        for &inst in &g.insts {
+            let data = &func.insts[inst];
+            let res = &func.ty(data.result).shape;
+            for (k, &a) in data.args.iter().enumerate() {
+                let inside =
+                    matches!(func.values[a].def, ValueDef::Inst(d) if g.insts.contains(&d));
+                if inside {
+                    continue;
+                }
+                let spared = rows.as_ref().is_some_and(|rg| {
+                    let logical = if matches!(data.op, TOp::Reduce { .. }) {
+                        rg.space.clone()
+                    } else {
+                        res.clone()
+                    };
+                    let consts = data.args.iter().skip(1).filter(|&&b| {
+                        matches!(func.values[b].def, ValueDef::Inst(d)
+                            if matches!(func.insts[d].op, TOp::Const(_)))
+                    });
+                    let mask = k == 0
+                        && data.op == TOp::Where
+                        && consts.count() >= 1
+                        && affine_mask(func, rg, a, res).is_some();
+                    mask || affine_arg(func, rg, a, &logical).is_some()
+                });
+                if !spared {
+                    needed_value[a] = true;
+                }
+            }
+        }
+    }
+    unneeded
 }
 
 /// The fewest blocks an elementwise row group is cut into, so that the loads of one block

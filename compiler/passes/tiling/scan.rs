@@ -23,8 +23,9 @@
 //!   and one more `tensor_arg_reduce` over lines of `S` picks the first winner, NaN
 //!   first, as NumPy (`lower_arg_spread`).
 //!
-//! Positions are `i32`, written exactly by `tensor_arg_reduce`; the offsets added to them
-//! go through the f32 datapath, exact below 2^24, so a longer axis is refused (`support.rs`).
+//! Positions are `i32`, written exactly by `tensor_arg_reduce`, and the offsets added to
+//! them are additions on the integer datapath. An axis longer than 2^24 is still refused
+//! (`support.rs`): no test covers one.
 
 use super::view::{hbm_ap, HView};
 use super::Tiler;
@@ -37,7 +38,7 @@ use smallvec::smallvec;
 /// Bytes per partition of one chunk's f32 tile.
 const CHUNK_BYTES: u64 = 16 * 1024;
 
-/// The longest axis an arg-reduction takes: its positions pass through f32.
+/// The longest axis an arg-reduction takes (`support.rs` refuses longer ones, untested).
 pub const MAX_ARG_AXIS: u64 = 1 << 24;
 
 /// A tile AP over `parts` partitions of buffer `buf` from element `off`, with free `dims`
@@ -371,13 +372,14 @@ impl Tiler<'_> {
                             &[vals, pos, x],
                             span,
                         );
-                        // Positions in the lane: exact in f32 below 2^24.
+                        // Positions in the lane, on the integer datapath: the immediate's
+                        // 32 bits are the integer.
                         self.out.push(
                             Op::TensorScalar {
                                 out: slot(Dtype::I32, 1),
                                 src: slot(Dtype::I32, 1),
                                 op0: AluOp::Add,
-                                s0: ScalarArg::imm(i0 as f32),
+                                s0: ScalarArg::imm(super::block::imm_of(Dtype::I32, i0 as f64)),
                                 op1: AluOp::Bypass,
                                 s1: ScalarArg::imm(0.0),
                             },
@@ -474,10 +476,10 @@ impl Tiler<'_> {
         let k_chunks = lanes.len.div_ceil(chunk);
         let b = (0, lanes.outer, 0, 1);
         // Offsets of the chunk winners in the flattened input, and of each lane's start.
-        let offs = self.out.sbuf(Dtype::F32, parts, k_chunks as u32);
+        let offs = self.out.sbuf(Dtype::I32, parts, k_chunks as u32);
         self.out.push(
             Op::Iota {
-                out: ap(Dtype::F32, parts, 0, &[(k_chunks, 1)]),
+                out: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
                 expr: Affine {
                     base: 0,
                     partition_step: lanes.len as i32,
@@ -488,10 +490,10 @@ impl Tiler<'_> {
             &[offs],
             span,
         );
-        let starts = self.out.sbuf(Dtype::F32, 1, outer as u32);
+        let starts = self.out.sbuf(Dtype::I32, 1, outer as u32);
         self.out.push(
             Op::Iota {
-                out: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+                out: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
                 expr: Affine {
                     base: 0,
                     partition_step: 0,
@@ -522,14 +524,14 @@ impl Tiler<'_> {
                 span,
             );
         }
-        // Flat positions of the chunk winners: exact in f32 below 2^24.
+        // Flat positions of the chunk winners, on the integer datapath.
         let flat = self.out.sbuf(Dtype::I32, parts, k_chunks as u32);
         self.out.push(
             Op::TensorTensor {
                 op: AluOp::Add,
                 out: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
                 a: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
-                b: ap(Dtype::F32, parts, 0, &[(k_chunks, 1)]),
+                b: ap(Dtype::I32, parts, 0, &[(k_chunks, 1)]),
             },
             Engine::Vector,
             &[flat, idx, offs],
@@ -598,7 +600,7 @@ impl Tiler<'_> {
                 op: AluOp::Sub,
                 out: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
                 a: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
-                b: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+                b: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
             },
             Engine::Vector,
             &[pos, fp, starts],

@@ -100,7 +100,7 @@ fn setup(dir: &Path) {
     );
     w(
         "integers.tsr",
-        b"kernel k(x: f32[8, 4], i: i32[4]) -> f32[4, 4] {\n    return take(x, i);\n}\n",
+        b"kernel k(x: f32[8, 4], i: i32[4]) -> f32[4, 4] {\n    return take(x, i + 1);\n}\n",
     );
     w(
         "sized.tsr",
@@ -410,8 +410,9 @@ const CASES: &[Case] = &[
         &["run", "psum_group.tbin", "--debug-checks", "-o", "out"],
         1,
     ),
-    // `take` is checked and evaluated by the reference, but the backend does not compile
-    // it yet: a located error, no file written (not even the random inputs).
+    // A `take` with indices computed in the kernel is checked and evaluated by the
+    // reference, but the backend does not compile it yet: a located error, no file written
+    // (not even the random inputs).
     case(
         "integers_not_on_machine",
         &["run", "integers.tsr", "--random", "1", "-o", "out"],

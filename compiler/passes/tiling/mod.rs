@@ -467,7 +467,13 @@ impl<'a> Tiler<'a> {
         };
         // Affine values are written by `iota` and masks of them are `affine_select`s
         // (`affine.rs`) in plain row groups, whose blocks `block_affine` describes.
-        let plain = given.is_none() && !swapped;
+        // Groups with values of another width than the space (column views) keep whole
+        // rows, whose positions the affine forms do not describe: they take no affine path.
+        let has_narrow = g.insts.iter().any(|&i| {
+            let shape = &func.ty(func.insts[i].result).shape;
+            fusion::fit(shape, &g.space).is_none() && fusion::is_narrow(shape, &g.space)
+        });
+        let plain = given.is_none() && !swapped && !has_narrow;
         let affine_over =
             |v: Value, logical: &[u64]| plain.then(|| affine_arg(func, g, v, logical)).flatten();
         for &inst in &g.insts {
@@ -538,6 +544,7 @@ impl<'a> Tiler<'a> {
                         fit,
                         span,
                         accum: None,
+                        width,
                     });
                     continue;
                 }
@@ -613,7 +620,6 @@ impl<'a> Tiler<'a> {
                 } else if let Some(c) = self.constant(a) {
                     args.push(BArg::Imm(c));
                 } else {
-                    let view = self.home_of(a)?;
                     // Reductions read their operand over the whole space, concats each
                     // part in its own shape; other operations read it broadcast to their
                     // result.

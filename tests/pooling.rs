@@ -143,7 +143,8 @@ fn the_roofline_counts_the_positions_windows_cover() {
     // Windows of 2 every 3 positions: 4 windows read 8 of the 12 columns, 3 of 5 rows.
     let skip = "kernel k(x: f32[2, 3, 5, 12]) -> f32[2, 3, 3, 4] { return max_pool(x, window=[1, 2], stride=[2, 3]); }";
     assert_eq!(bytes(skip), 2 * 3 * 3 * 8 * 4);
-    let all = "kernel k(x: f32[2, 3, 6, 6]) -> f32[2, 3, 3, 3] { return avg_pool(x, window=[2, 2]); }";
+    let all =
+        "kernel k(x: f32[2, 3, 6, 6]) -> f32[2, 3, 3, 3] { return avg_pool(x, window=[2, 2]); }";
     assert_eq!(bytes(all), 2 * 3 * 36 * 4);
 }
 

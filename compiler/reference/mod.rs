@@ -21,8 +21,8 @@ mod conv;
 mod matmul;
 pub mod movement;
 mod par;
-mod scan;
 mod pool;
+mod scan;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};

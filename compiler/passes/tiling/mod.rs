@@ -19,8 +19,8 @@ pub mod block;
 mod gather;
 mod matmul;
 mod movement;
-pub mod scan;
 pub mod pool;
+pub mod scan;
 pub mod view;
 
 use crate::frontend::typed::Span;

@@ -902,7 +902,9 @@ impl Executor {
                 for (l, line) in x.chunks_exact_mut(inner).enumerate() {
                     let mut acc = line[0];
                     if rc.is_some() {
-                        acc = c[l] + acc;
+                        // The carry comes first in the scan's order; IEEE addition is
+                        // commutative, and NaNs reach memory canonical.
+                        acc += c[l];
                     }
                     line[0] = acc;
                     for v in &mut line[1..] {

@@ -195,10 +195,8 @@ impl Block {
             return self.clone();
         };
         let mut b = self.clone();
-        if let Some(last) = b.axes.last_mut() {
-            if let AxisUse::Col { size, .. } = last {
-                *size = w as u64;
-            }
+        if let Some(AxisUse::Col { size, .. }) = b.axes.last_mut() {
+            *size = w as u64;
         }
         b
     }

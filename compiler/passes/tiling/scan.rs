@@ -83,7 +83,7 @@ impl Lanes {
         let inner: u64 = shape[axis + 1..].iter().product();
         let w = (1..=32u64.min(inner))
             .rev()
-            .find(|w| inner % w == 0)
+            .find(|w| inner.is_multiple_of(*w))
             .unwrap_or(1);
         Lanes {
             outer,
@@ -312,7 +312,10 @@ impl Tiler<'_> {
         let mut spread = 1;
         if lanes.inner == 1 && lanes.outer < 64 && lanes.len >= 4096 && src.dtype.is_float() {
             let most = 128 / lanes.outer;
-            spread = (2..=most).rev().find(|s| lanes.len % s == 0).unwrap_or(1);
+            spread = (2..=most)
+                .rev()
+                .find(|s| lanes.len.is_multiple_of(*s))
+                .unwrap_or(1);
             if spread > 1 {
                 lanes = Lanes {
                     outer: lanes.outer * spread,
@@ -451,8 +454,8 @@ impl Tiler<'_> {
     /// Few long lanes along the last axis, each spread over `spread` partitions
     /// (`lanes` is already the spread layout: `outer * spread` lanes of `len / spread`).
     /// Each partition's segment is loaded in `K` chunks; chunk `k`'s winner goes to column
-    /// `k` of a `[P, K]` pair of tiles, and the winners' flat positions (`p * len + k * C
-    /// + j`, one precomputed offset tile) pick the partition's winner in one more
+    /// `k` of a `[P, K]` pair of tiles, and the winners' flat positions
+    /// (`p * len + k * C + j`, one precomputed offset tile) pick the partition's winner in one more
     /// `tensor_arg_reduce`. The values go across partitions on the PE array (exactly, into
     /// f32 PSUM) while GpSimd moves the positions (exact `i32`), and a last
     /// `tensor_arg_reduce` over lines of `spread` gives each lane's flat position, from

@@ -1788,6 +1788,44 @@ impl<'d> Checker<'d> {
         None
     }
 
+    /// The shape of a reduction of `v` over `axis` (`keepdims` keeps it as 1). A result of
+    /// rank 0 is an error at `span` that suggests `keepdims`; `name` is the reduction's.
+    pub(super) fn reduced_shape(
+        &mut self,
+        name: &str,
+        v: &TExpr,
+        axis: usize,
+        keepdims: bool,
+        span: Span,
+    ) -> Option<Vec<u64>> {
+        let mut shape = v.ty.shape.clone();
+        if keepdims {
+            shape[axis] = 1;
+        } else {
+            shape.remove(axis);
+        }
+        if shape.is_empty() {
+            self.error(
+                Diagnostic::error(
+                    codes::OPERATION_RANK,
+                    format!(
+                        "`{name}` over the only axis of `{}` would give a scalar",
+                        v.ty
+                    ),
+                )
+                .with_primary(
+                    span,
+                    format!("this would have rank 0; ranks 1 to {MAX_RANK} are supported"),
+                )
+                .with_note(format!(
+                    "keep the axis with `{name}(x, axis={axis}, keepdims=true)`"
+                )),
+            );
+            return None;
+        }
+        Some(shape)
+    }
+
     /// A reduction.
     #[allow(clippy::too_many_arguments)]
     fn reduce(
@@ -1816,31 +1854,7 @@ impl<'d> Checker<'d> {
             return None;
         }
         let axis = self.axis(axis, &v, axis_span)?;
-        let mut shape = v.ty.shape.clone();
-        if keepdims {
-            shape[axis] = 1;
-        } else {
-            shape.remove(axis);
-        }
-        if shape.is_empty() {
-            self.error(
-                Diagnostic::error(
-                    codes::OPERATION_RANK,
-                    format!(
-                        "`{name}` over the only axis of `{}` would give a scalar",
-                        v.ty
-                    ),
-                )
-                .with_primary(
-                    span,
-                    format!("this would have rank 0; ranks 1 to {MAX_RANK} are supported"),
-                )
-                .with_note(format!(
-                    "keep the axis with `{name}(x, axis={axis}, keepdims=true)`"
-                )),
-            );
-            return None;
-        }
+        let shape = self.reduced_shape(name, &v, axis, keepdims, span)?;
         Some(TExpr {
             ty: TensorType {
                 dtype: v.ty.dtype,

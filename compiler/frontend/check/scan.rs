@@ -7,7 +7,7 @@
 //! only: a list of axes is an error of its own (`E0940`), since NumPy's positions and scans
 //! are defined along one axis.
 
-use super::{arg_kind, Checker, MAX_RANK};
+use super::{arg_kind, Checker};
 use crate::diagnostic::Diagnostic;
 use crate::frontend::ast::ArgValue;
 use crate::frontend::codes;
@@ -94,31 +94,7 @@ impl Checker<'_> {
             return None;
         }
         let axis = self.single_axis(name, &v, axis_arg)?;
-        let mut shape = v.ty.shape.clone();
-        if keepdims {
-            shape[axis] = 1;
-        } else {
-            shape.remove(axis);
-        }
-        if shape.is_empty() {
-            self.error(
-                Diagnostic::error(
-                    codes::OPERATION_RANK,
-                    format!(
-                        "`{name}` over the only axis of `{}` would give a scalar",
-                        v.ty
-                    ),
-                )
-                .with_primary(
-                    span,
-                    format!("this would have rank 0; ranks 1 to {MAX_RANK} are supported"),
-                )
-                .with_note(format!(
-                    "keep the axis with `{name}(x, axis={axis}, keepdims=true)`"
-                )),
-            );
-            return None;
-        }
+        let shape = self.reduced_shape(name, &v, axis, keepdims, span)?;
         Some(TExpr {
             ty: TensorType {
                 dtype: Dtype::I32,

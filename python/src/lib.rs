@@ -197,7 +197,9 @@ struct Kernel {
 }
 
 /// One input as the Python side hands it over: its bytes and the tag of its dtype
-/// (`f32`, `f64`, `f16`, `bf16`, `f8e4m3`, `f8e5m2`, or `unsupported:NAME`) and shape.
+/// (`f32`, `f64`, `f16`, `bf16`, `f8e4m3`, `f8e5m2`, `i32`, `bool`, one of the other
+/// integer tags `i8`, `i16`, `i64`, `u8`, `u16`, `u32`, `u64`, or `unsupported:NAME`) and
+/// shape.
 struct Wire {
     bytes: Vec<u8>,
     tag: String,
@@ -211,8 +213,115 @@ struct BoundInput {
     tensor: HostTensor,
 }
 
+/// The integer tags the Python side sends: each one's NumPy name, width in bytes and
+/// signedness (little-endian).
+const INT_TAGS: [(&str, &str, usize, bool); 8] = [
+    ("i8", "int8", 1, true),
+    ("i16", "int16", 2, true),
+    ("i32", "int32", 4, true),
+    ("i64", "int64", 8, true),
+    ("u8", "uint8", 1, false),
+    ("u16", "uint16", 2, false),
+    ("u32", "uint32", 4, false),
+    ("u64", "uint64", 8, false),
+];
+
+/// The NumPy name of a tag, as messages print the array's dtype.
+fn numpy_name(tag: &str) -> &str {
+    if let Some((_, name, _, _)) = INT_TAGS.iter().find(|t| t.0 == tag) {
+        return name;
+    }
+    match tag {
+        "f32" => "float32",
+        "f64" => "float64",
+        "f16" => "float16",
+        "bf16" => "bfloat16",
+        "f8e4m3" => "float8_e4m3fn",
+        "f8e5m2" => "float8_e5m2",
+        other => other.strip_prefix("unsupported:").unwrap_or(other),
+    }
+}
+
+/// The bytes of a host tensor in its dtype, as HBM holds them (`i32` exactly, from its
+/// integers; `bool` as one byte 0 or 1).
+fn tensor_bytes(t: &HostTensor) -> Vec<u8> {
+    if t.dtype == isa::Dtype::I32 {
+        return t.ints.iter().flat_map(|x| x.to_le_bytes()).collect();
+    }
+    let mut bytes = vec![0u8; t.data.len() * t.dtype.size() as usize];
+    runtime::numeric::store(t.dtype, &t.data, &mut bytes);
+    bytes
+}
+
+/// A host tensor from the bytes of an output in HBM (`i32` read exactly into its integers).
+fn host_tensor(dtype: isa::Dtype, shape: &[u64], bytes: &[u8]) -> HostTensor {
+    if dtype == isa::Dtype::I32 {
+        let ints = bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        return HostTensor::from_i32(shape, ints);
+    }
+    let n = shape.iter().product::<u64>() as usize;
+    let mut data = vec![0f32; n];
+    runtime::numeric::load(dtype, bytes, &mut data);
+    HostTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data,
+        ints: Vec::new(),
+    }
+}
+
+/// Reads an integer input for an `i32` parameter exactly: each value must fit in i32,
+/// else the error names the parameter, the value and its position (as the CLI does).
+fn convert_ints(p: &ParamSpec, w: Wire, width: usize, signed: bool) -> Result<BoundInput, Failure> {
+    let n = p.shape.iter().product::<u64>() as usize;
+    if w.bytes.len() != n * width {
+        return Err(Failure::new(
+            "internal",
+            format!(
+                "input `{}`: {} bytes for {n} elements",
+                p.name,
+                w.bytes.len()
+            ),
+        ));
+    }
+    let mut ints = Vec::with_capacity(n);
+    for (i, c) in w.bytes.chunks_exact(width).enumerate() {
+        let mut b = [0u8; 8];
+        b[..width].copy_from_slice(c);
+        // Sign-extend a signed value from its width; an unsigned one stays as it is.
+        let v: i128 = if signed {
+            let shift = 64 - 8 * width as u32;
+            i128::from((i64::from_le_bytes(b) << shift) >> shift)
+        } else {
+            i128::from(u64::from_le_bytes(b))
+        };
+        let Ok(x) = i32::try_from(v) else {
+            return Err(Failure::new(
+                "input",
+                format!(
+                    "input `{}`: the {} value {v} (element {i} in C order) does not fit in i32 \
+                     (-2147483648 to 2147483647)",
+                    p.name,
+                    numpy_name(&w.tag)
+                ),
+            ));
+        };
+        ints.push(x);
+    }
+    let tensor = HostTensor::from_i32(&p.shape, ints);
+    Ok(BoundInput {
+        bytes: tensor_bytes(&tensor),
+        tensor,
+    })
+}
+
 /// Converts one input to its parameter's dtype: bit for bit when the tags match, else
-/// through f32 (f64 directly) with the language's rounding (`runtime::numeric`).
+/// through f32 (f64 directly) with the language's rounding (`runtime::numeric`). An `i32`
+/// parameter takes integer arrays only (read exactly) and a `bool` one bool arrays only;
+/// neither kind of array fills a float parameter, as the CLI's `.npy` inputs.
 fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
     let ty = driver::type_text(p.dtype, &p.shape);
     if w.shape != p.shape {
@@ -220,6 +329,37 @@ fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
             "input",
             driver::shape_message(p, &driver::shape_repr(&w.shape)),
         ));
+    }
+    let int = INT_TAGS.iter().find(|t| t.0 == w.tag.as_str());
+    let is_bool = w.tag == "bool";
+    if !w.tag.starts_with("unsupported:") {
+        if (p.dtype == isa::Dtype::I32) != int.is_some() {
+            return Err(Failure::new(
+                "input",
+                format!(
+                    "input `{}` ({ty}): the array's dtype {} does not fit the parameter: an i32 \
+                     parameter takes an integer array (int32, or int64, int16, int8, uint8 or \
+                     uint16 whose values fit in i32), and an integer array fills only an i32 \
+                     parameter",
+                    p.name,
+                    numpy_name(&w.tag)
+                ),
+            ));
+        }
+        if (p.dtype == isa::Dtype::Bool) != is_bool {
+            return Err(Failure::new(
+                "input",
+                format!(
+                    "input `{}` ({ty}): the array's dtype {} does not fit the parameter: a bool \
+                     parameter takes a bool array, and a bool array fills only a bool parameter",
+                    p.name,
+                    numpy_name(&w.tag)
+                ),
+            ));
+        }
+    }
+    if let Some(&(_, _, width, signed)) = int {
+        return convert_ints(p, w, width, signed);
     }
     let n = p.shape.iter().product::<u64>() as usize;
     let values: Vec<f32> = match w.tag.as_str() {
@@ -236,7 +376,8 @@ fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
             Some(from) => {
                 let mut v = vec![0f32; n];
                 runtime::numeric::load(from, &w.bytes, &mut v);
-                if from == p.dtype {
+                // A bool array's bytes are normalised to 0 and 1 below, whatever it holds.
+                if from == p.dtype && from != isa::Dtype::Bool {
                     return Ok(BoundInput {
                         bytes: w.bytes,
                         tensor: HostTensor {
@@ -258,8 +399,9 @@ fn convert(p: &ParamSpec, w: Wire) -> Result<BoundInput, Failure> {
                     "input",
                     format!(
                         "input `{}` ({ty}): unsupported dtype {name}; accepted are float16, \
-                         float32 and float64, and ml_dtypes' bfloat16, float8_e4m3fn and \
-                         float8_e5m2",
+                         float32 and float64, ml_dtypes' bfloat16, float8_e4m3fn and \
+                         float8_e5m2 (for float parameters), integer arrays (for i32 ones) \
+                         and bool arrays (for bool ones)",
                         p.name
                     ),
                 ));
@@ -328,9 +470,10 @@ fn bind_inputs(
             (Some(w), _) => convert(p, w)?,
             (None, Some(seed)) => {
                 let tensor = driver::random_tensor(p, seed, index as u64);
-                let mut bytes = vec![0u8; tensor.data.len() * p.dtype.size() as usize];
-                runtime::numeric::store(p.dtype, &tensor.data, &mut bytes);
-                BoundInput { bytes, tensor }
+                BoundInput {
+                    bytes: tensor_bytes(&tensor),
+                    tensor,
+                }
             }
             (None, None) => {
                 return Err(usage(format!(
@@ -409,11 +552,7 @@ impl Kernel {
                 .map_err(|e| Failure::new("run", e.to_string()))?;
             let outputs = outs
                 .into_iter()
-                .map(|t| {
-                    let mut bytes = vec![0u8; t.data.len() * t.dtype.size() as usize];
-                    runtime::numeric::store(t.dtype, &t.data, &mut bytes);
-                    (bytes, t.dtype.name(), t.shape)
-                })
+                .map(|t| (tensor_bytes(&t), t.dtype.name(), t.shape))
                 .collect();
             return Ok(RunOutcome {
                 outputs,
@@ -435,14 +574,7 @@ impl Kernel {
         for t in program.tensors_with_role(isa::Role::Output) {
             let bytes = loaded.read_bytes(&t.name).map_err(run_error)?;
             if call.check {
-                let mut data = vec![0f32; t.elems() as usize];
-                runtime::numeric::load(t.dtype, bytes, &mut data);
-                host.push(HostTensor {
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    data,
-                    ints: Vec::new(),
-                });
+                host.push(host_tensor(t.dtype, &t.shape, bytes));
             }
         }
         let timing = runtime::MachineConfig::new(program.preset).timing;

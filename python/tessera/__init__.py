@@ -39,20 +39,34 @@ __all__ = [
     "DTYPES",
 ]
 
-#: The NumPy dtype of each of the language's dtypes: outputs come back in these, and an
-#: input in its parameter's dtype is read bit for bit.
+#: The NumPy dtype of each of the language's dtypes (i32 and bool too): outputs come back
+#: in these, and an input in its parameter's dtype is read bit for bit.
 DTYPES: Dict[str, _np.dtype] = {
     "f32": _np.dtype(_np.float32),
     "bf16": _np.dtype(_ml.bfloat16),
     "f16": _np.dtype(_np.float16),
     "f8e4m3": _np.dtype(_ml.float8_e4m3fn),
     "f8e5m2": _np.dtype(_ml.float8_e5m2),
+    "i32": _np.dtype(_np.int32),
+    "bool": _np.dtype(_np.bool_),
 }
 
 # The tag the native module reads each accepted input dtype as; float64 is rounded once,
 # directly to the parameter's dtype.
 _TAGS: Dict[_np.dtype, str] = {dt: name for name, dt in DTYPES.items()}
 _TAGS[_np.dtype(_np.float64)] = "f64"
+# The other integer dtypes fill `i32` parameters when their values fit in i32 (the native
+# module checks each value and names the first that does not).
+for _tag, _dt in (
+    ("i8", _np.int8),
+    ("i16", _np.int16),
+    ("i64", _np.int64),
+    ("u8", _np.uint8),
+    ("u16", _np.uint16),
+    ("u32", _np.uint32),
+    ("u64", _np.uint64),
+):
+    _TAGS[_np.dtype(_dt)] = _tag
 
 # The run options: keyword-only, never taken as inputs (an input of that name goes in
 # `inputs={...}`).

@@ -8,6 +8,9 @@ import numpy as np
 _Path = Union[str, os.PathLike[str]]
 _Spec = Tuple[str, str, Tuple[int, ...]]
 
+# The NumPy dtype of each of the language's dtypes, in which outputs come back: f32, bf16,
+# f16, f8e4m3, f8e5m2, and i32 (numpy.int32) and bool (numpy.bool_). An i32 parameter takes
+# any NumPy integer array whose values fit in i32, a bool parameter a bool array only.
 DTYPES: Dict[str, np.dtype]
 
 class Error(Exception): ...

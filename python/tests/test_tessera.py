@@ -136,7 +136,7 @@ def test_wrong_shape_and_dtype(add):
         match=r"input `y` has shape \(3,\), the parameter is f32\[64, 32\]",
     ):
         add(x, np.zeros(3, np.float32))
-    with pytest.raises(tessera.InputError, match="input `y` \\(f32\\[64, 32\\]\\): unsupported dtype int32"):
+    with pytest.raises(tessera.InputError, match="input `y` \\(f32\\[64, 32\\]\\): the array.s dtype int32 does not fit the parameter"):
         add(x, np.zeros((64, 32), np.int32))
 
 
@@ -380,3 +380,152 @@ def test_stub_and_docstrings_ship():
             assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
     for member in ("run", "reference", "ir", "save", "params", "results", "asm", "passes"):
         assert getattr(tessera.Kernel, member).__doc__, member
+
+
+# i32 and bool inputs and results (issue 18): integer arrays fill i32 parameters exactly,
+# bool arrays fill bool ones, and i32 and bool results come back as int32 and bool arrays.
+
+EMBED = """
+kernel embed(table: f32[50, 16], ids: i32[12]) -> f32[12, 16] {
+    return take(table, ids, axis=0);
+}
+"""
+
+ARGMAX = """
+kernel am(x: f32[16, 40]) -> i32[16] {
+    return argmax(x, axis=1);
+}
+"""
+
+IADD = """
+kernel iadd(a: i32[4, 8], b: i32[4, 8]) -> i32[4, 8] {
+    return a + b;
+}
+"""
+
+SELECT = """
+kernel sel(m: bool[4, 8], x: f32[4, 8], y: f32[4, 8]) -> (f32[4, 8], bool[4, 8]) {
+    return (where(m, x, y), logical_not(m));
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def embed():
+    return tessera.compile(EMBED)
+
+
+@pytest.fixture(scope="module")
+def iadd():
+    return tessera.compile(IADD)
+
+
+@pytest.mark.parametrize("np_dtype", [np.int32, np.int64, np.int16, np.int8, np.uint8, np.uint16])
+def test_embedding_take_with_integer_indices(embed, np_dtype):
+    assert embed.params[1] == ("ids", "i32", (12,))
+    table = np.arange(50 * 16, dtype=np.float32).reshape(50, 16) * 0.5 - 7.0
+    ids = np.array([0, 49, 3, 3, 17, 1, 48, 25, 0, 2, 30, 11], dtype=np_dtype)
+    r = embed.run(table, ids, check=True)
+    np.testing.assert_array_equal(r.outputs[0], np.take(table, ids.astype(np.int64), axis=0))
+    assert r.max_error == 0.0
+
+
+def test_embedding_take_negative_and_big_endian_indices(embed):
+    table = np.random.default_rng(5).standard_normal((50, 16)).astype(np.float32)
+    ids = np.array([-1, -50, 7, -2, 0, 1, 2, 3, 4, 5, 6, 49], dtype=">i4")
+    got = embed(table, ids)
+    np.testing.assert_array_equal(got, np.take(table, ids.astype(np.int64), axis=0))
+    # The reference evaluator reads the same integers.
+    np.testing.assert_array_equal(embed.reference(table, ids), got)
+
+
+def test_take_index_out_of_range_is_a_run_error(embed):
+    table = np.zeros((50, 16), np.float32)
+    ids = np.zeros(12, np.int32)
+    ids[4] = 50
+    with pytest.raises(tessera.RunError, match="50"):
+        embed(table, ids)
+
+
+def test_argmax_returns_int32():
+    k = tessera.compile(ARGMAX)
+    assert k.results[0][1:] == ("i32", (16,))
+    x = np.random.default_rng(7).standard_normal((16, 40)).astype(np.float32)
+    x[3, 5] = x[3, 30] = 100.0  # A tie: the first position wins, as in NumPy.
+    got = k(x)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(x, axis=1).astype(np.int32))
+    ref = k.reference(x)
+    assert ref.dtype == np.int32
+    np.testing.assert_array_equal(ref, got)
+
+
+def test_i32_add_wraps_exactly(iadd):
+    a = np.full((4, 8), 2**31 - 3, np.int32)
+    a[1] = -(2**31)
+    a[2] = 16777217  # Not exact in f32: integers never pass through a float.
+    b = np.arange(32, dtype=np.int32).reshape(4, 8) - 16
+    got = iadd(a, b)
+    assert got.dtype == np.int32
+    want = (a.astype(np.int64) + b.astype(np.int64) + 2**31) % 2**32 - 2**31
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+    r = iadd.run(a, b, check=True)
+    np.testing.assert_array_equal(r.outputs[0], got)
+    np.testing.assert_array_equal(iadd.reference(a, b), got)
+
+
+def test_i32_random_inputs_match_the_reference(iadd):
+    r = iadd.run(random=3, check=True)
+    assert r.outputs[0].dtype == np.int32
+    assert r.max_error == 0.0
+    np.testing.assert_array_equal(iadd.reference(random=3), r.outputs[0])
+
+
+def test_bool_where_and_bool_result():
+    k = tessera.compile(SELECT)
+    rng = np.random.default_rng(9)
+    m = rng.random((4, 8)) < 0.5
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    y = rng.standard_normal((4, 8)).astype(np.float32)
+    r = k.run(m, x, y, check=True)
+    sel, inv = r.outputs
+    np.testing.assert_array_equal(sel, np.where(m, x, y))
+    assert inv.dtype == np.bool_
+    np.testing.assert_array_equal(inv, ~m)
+    ref_sel, ref_inv = k.reference(m, x, y)
+    np.testing.assert_array_equal(ref_sel, sel)
+    np.testing.assert_array_equal(ref_inv, inv)
+    with pytest.raises(tessera.InputError, match=r"input `m` \(bool\[4, 8\]\): the array's dtype float32"):
+        k(m.astype(np.float32), x, y)
+    with pytest.raises(tessera.InputError, match=r"input `m` \(bool\[4, 8\]\): the array's dtype int32"):
+        k(m.astype(np.int32), x, y)
+    with pytest.raises(tessera.InputError, match=r"input `x` \(f32\[4, 8\]\): the array's dtype bool"):
+        k(m, m, y)
+
+
+def test_integer_input_errors(embed, iadd):
+    table = np.zeros((50, 16), np.float32)
+    with pytest.raises(tessera.InputError, match=r"input `ids` \(i32\[12\]\): the array's dtype float32 does not fit"):
+        embed(table, np.zeros(12, np.float32))
+    with pytest.raises(tessera.InputError, match=r"input `ids` \(i32\[12\]\): the array's dtype float64"):
+        embed(table, np.zeros(12))
+    with pytest.raises(tessera.InputError, match=r"input `table` \(f32\[50, 16\]\): the array's dtype int64"):
+        embed(np.zeros((50, 16), np.int64), np.zeros(12, np.int32))
+    big = np.zeros((4, 8), np.int64)
+    big[2, 3] = 2**31
+    with pytest.raises(
+        tessera.InputError,
+        match=r"input `b`: the int64 value 2147483648 \(element 19 in C order\) does not fit in i32",
+    ):
+        iadd(np.zeros((4, 8), np.int32), big)
+    small = np.zeros((4, 8), np.int64)
+    small[0, 1] = -(2**31) - 1
+    with pytest.raises(tessera.InputError, match=r"input `a`: the int64 value -2147483649 \(element 1 "):
+        iadd(small, np.zeros((4, 8), np.int32))
+    huge = np.zeros((4, 8), np.uint64)
+    huge[3, 7] = 2**64 - 1
+    with pytest.raises(tessera.InputError, match=r"the uint64 value 18446744073709551615 \(element 31 "):
+        iadd(huge, huge)
+    # Values that fit are read exactly, whatever the integer dtype.
+    fits = np.full((4, 8), 2**31 - 1, np.int64)
+    np.testing.assert_array_equal(iadd(fits, np.zeros((4, 8), np.uint32)), fits.astype(np.int32))

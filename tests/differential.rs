@@ -17,6 +17,7 @@ mod common;
 use common::attention_gen;
 use common::bisect::{self, Verdict};
 use common::kernel_gen::{self, Config};
+use common::v2_gen;
 use common::{run_case, Outcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -249,6 +250,106 @@ fn attention_compositions_match_the_reference() {
         failures.len(),
         failures[..failures.len().min(5)].join("\n----------------------------------------\n")
     );
+}
+
+/// The number of version-2 kernels when `TESSERA_V2_CASES` is not set: about 40 s in a
+/// debug build on two cores.
+const DEFAULT_V2_CASES: u64 = 150;
+
+/// The version-2 mode: kernels from `common::v2_gen` (slices with steps, negative steps
+/// and integer indices, `concat`, `pad`, `broadcast_to`, comparisons, `where`, the logical
+/// calls, `arange`, wrapping `i32` arithmetic and `take` with `i32` parameter indices,
+/// composed and feeding matmuls and reductions), each under the default policy and under
+/// strict. Its own seed stream (`TESSERA_V2_SEED`, `TESSERA_V2_CASES`), so the chains'
+/// seeds generate what they did. Every construct must show up in the default cases.
+#[test]
+fn version_2_kernels_match_the_reference() {
+    let cases = env_u64("TESSERA_V2_CASES", DEFAULT_V2_CASES);
+    let first = env_u64("TESSERA_V2_SEED", DEFAULT_SEED);
+    let start = Instant::now();
+    let failures = Mutex::new(Vec::new());
+    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = v2_gen::generate_v2(seed);
+        {
+            let mut c = coverage.lock().unwrap();
+            for f in &k.features {
+                *c.entry(f.clone()).or_default() += 1;
+            }
+        }
+        for strict in [false, true] {
+            let options = PassOptions {
+                strict_dtypes: strict,
+                ..PassOptions::default()
+            };
+            let outcome = run_case(&k.source, &options, seed);
+            if !outcome.is_match() {
+                let policy = if strict { "strict" } else { "wide" };
+                failures.lock().unwrap().push(format!(
+                    "seed {seed} (replay: TESSERA_V2_SEED={seed} TESSERA_V2_CASES=1), {policy}: {}\n{}",
+                    truncate(&outcome.describe(), 30),
+                    k.source
+                ));
+            }
+        }
+    });
+    let coverage = coverage.into_inner().unwrap();
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "version 2: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
+        start.elapsed().as_secs_f64(),
+        failures.len(),
+        coverage
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
+    );
+    if first == DEFAULT_SEED && cases >= DEFAULT_V2_CASES {
+        let needles = [
+            "slice",
+            "slice:step",
+            "slice:neg_step",
+            "slice:neg_bound",
+            "index",
+            "concat",
+            "pad",
+            "broadcast_to",
+            "where",
+            "cmp:<",
+            "cmp:<=",
+            "cmp:>",
+            "cmp:>=",
+            "cmp:==",
+            "cmp:!=",
+            "logical_and",
+            "logical_or",
+            "logical_not",
+            "arange",
+            "i32",
+            "take",
+            "matmul<-slice",
+            "matmul<-concat",
+            "matmul<-take",
+            "matmul<-pad",
+            "reduce<-slice",
+            "reduce<-concat",
+            "reduce<-take",
+        ];
+        let missing: Vec<&str> = needles
+            .iter()
+            .filter(|n| !coverage.contains_key(**n))
+            .copied()
+            .collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
+    }
 }
 
 /// The generator's side on its own: every kernel checks, lowers, verifies and evaluates on

@@ -194,8 +194,8 @@ pub fn compare_outputs(
         }
         // `i32` values live in `ints` and must be equal bit for bit.
         if w.dtype == isa::Dtype::I32 {
-            if let Some(at) = (0..w.ints.len().max(g.ints.len()))
-                .find(|&j| g.ints.get(j) != w.ints.get(j))
+            if let Some(at) =
+                (0..w.ints.len().max(g.ints.len())).find(|&j| g.ints.get(j) != w.ints.get(j))
             {
                 failed = true;
                 let _ = writeln!(

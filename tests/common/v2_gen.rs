@@ -215,7 +215,11 @@ impl Gen {
                 // An integer index drops an axis; a broadcast_to (or broadcasting against
                 // the base) brings a 2-D value back.
                 let i = self.rng.below(r) as i64;
-                let i = if self.rng.chance(0.4) { i - r as i64 } else { i };
+                let i = if self.rng.chance(0.4) {
+                    i - r as i64
+                } else {
+                    i
+                };
                 self.feature("index");
                 let rows = self.rng.range(1, 130);
                 if self.rng.chance(0.5) {
@@ -300,7 +304,11 @@ impl Gen {
                     "exp(" => format!("exp({b})"),
                     s => s.to_string(),
                 };
-                self.push(format!("where({b} {cmp} {t}, {b}, {other})"), [r, c], "where");
+                self.push(
+                    format!("where({b} {cmp} {t}, {b}, {other})"),
+                    [r, c],
+                    "where",
+                );
             }
             6 => {
                 let (f, inner) = match self.rng.below(3) {
@@ -309,10 +317,7 @@ impl Gen {
                         "logical_or",
                         format!("logical_or({b} <= -0.75, {b} >= 0.75)"),
                     ),
-                    _ => (
-                        "logical_not",
-                        format!("logical_not({b} != {b}[::-1, :])"),
-                    ),
+                    _ => ("logical_not", format!("logical_not({b} != {b}[::-1, :])")),
                 };
                 self.feature(f);
                 self.feature("where");
@@ -356,13 +361,21 @@ impl Gen {
                 let n = self.rng.pick(&DIMS[1..]);
                 let w = self.fresh("w");
                 self.params.push(format!("{w}: f32[{c}, {n}]"));
-                (format!("{} @ {w}", v.name), format!("f32[{r}, {n}]"), "matmul")
+                (
+                    format!("{} @ {w}", v.name),
+                    format!("f32[{r}, {n}]"),
+                    "matmul",
+                )
             }
             2 => {
                 let m = self.rng.pick(&DIMS[1..]);
                 let w = self.fresh("w");
                 self.params.push(format!("{w}: f32[{m}, {r}]"));
-                (format!("{w} @ {}", v.name), format!("f32[{m}, {c}]"), "matmul")
+                (
+                    format!("{w} @ {}", v.name),
+                    format!("f32[{m}, {c}]"),
+                    "matmul",
+                )
             }
             3 => {
                 let red = self.rng.pick(&["sum", "max", "min", "mean"]);
@@ -393,7 +406,9 @@ impl Gen {
         self.params.push(format!("{n}: i32[{r}, {c}]"));
         self.feature("i32");
         self.feature("arange");
-        let k = self.rng.pick(&["2147483647", "1000003", "-2147483648", "65537"]);
+        let k = self
+            .rng
+            .pick(&["2147483647", "1000003", "-2147483648", "65537"]);
         let body = match self.rng.below(3) {
             0 => format!("{n} * {k} + arange({c}) * 44000000"),
             1 => format!("where({n} > arange({c}), {n} - {k}, -{n} * 3)"),

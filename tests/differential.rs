@@ -11,6 +11,10 @@
 //! so a failure is replayed with `TESSERA_DIFF_SEED=<its seed> TESSERA_DIFF_CASES=1`. A
 //! mismatch fails the test with the kernel's source, the seed, the largest error, the
 //! first element outside its bound and the pass bisection of `common::bisect`.
+//!
+//! Two more modes draw on their own generators and seed streams: attention compositions
+//! (`common::attention_gen`, `TESSERA_ATTN_*`) and version-2 kernels (`common::v2_gen`,
+//! `TESSERA_V2_*`: slices, `concat`, `pad`, `broadcast_to`, `where`, `take`, `i32`).
 
 mod common;
 
@@ -565,4 +569,17 @@ fn comparison_flags_differences_and_matches_nans() {
     }
     let nan = [t(vec![1.0, 3.0, -2.0, 0.0])];
     assert!(!common::compare_outputs(&nan, &want, &bounds).is_match());
+    // `i32` results are compared bit for bit, through their integers.
+    let ints = |v: Vec<i32>| [reference::HostTensor::from_i32(&[2, 2], v)];
+    let zero = [vec![0.0; 4]];
+    let wrapped = ints(vec![1, -2147483648, 7, 0]);
+    assert!(common::compare_outputs(&wrapped, &wrapped, &zero).is_match());
+    match common::compare_outputs(&ints(vec![1, 2147483647, 7, 0]), &wrapped, &zero) {
+        Outcome::Mismatch { details, .. } => assert!(
+            details
+                .contains("index [0, 1]): observed Some(2147483647), expected Some(-2147483648)"),
+            "{details}"
+        ),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
 }

@@ -11,12 +11,17 @@
 //! so a failure is replayed with `TESSERA_DIFF_SEED=<its seed> TESSERA_DIFF_CASES=1`. A
 //! mismatch fails the test with the kernel's source, the seed, the largest error, the
 //! first element outside its bound and the pass bisection of `common::bisect`.
+//!
+//! Two more modes draw on their own generators and seed streams: attention compositions
+//! (`common::attention_gen`, `TESSERA_ATTN_*`) and version-2 kernels (`common::v2_gen`,
+//! `TESSERA_V2_*`: slices, `concat`, `pad`, `broadcast_to`, `where`, `take`, `i32`).
 
 mod common;
 
 use common::attention_gen;
 use common::bisect::{self, Verdict};
 use common::kernel_gen::{self, Config};
+use common::v2_gen;
 use common::{run_case, Outcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -251,6 +256,106 @@ fn attention_compositions_match_the_reference() {
     );
 }
 
+/// The number of version-2 kernels when `TESSERA_V2_CASES` is not set: about 25 s in the
+/// test profile on two cores.
+const DEFAULT_V2_CASES: u64 = 600;
+
+/// The version-2 mode: kernels from `common::v2_gen` (slices with steps, negative steps
+/// and integer indices, `concat`, `pad`, `broadcast_to`, comparisons, `where`, the logical
+/// calls, `arange`, wrapping `i32` arithmetic and `take` with `i32` parameter indices,
+/// composed and feeding matmuls and reductions), each under the default policy and under
+/// strict. Its own seed stream (`TESSERA_V2_SEED`, `TESSERA_V2_CASES`), so the chains'
+/// seeds generate what they did. Every construct must show up in the default cases.
+#[test]
+fn version_2_kernels_match_the_reference() {
+    let cases = env_u64("TESSERA_V2_CASES", DEFAULT_V2_CASES);
+    let first = env_u64("TESSERA_V2_SEED", DEFAULT_SEED);
+    let start = Instant::now();
+    let failures = Mutex::new(Vec::new());
+    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = v2_gen::generate_v2(seed);
+        {
+            let mut c = coverage.lock().unwrap();
+            for f in &k.features {
+                *c.entry(f.clone()).or_default() += 1;
+            }
+        }
+        for strict in [false, true] {
+            let options = PassOptions {
+                strict_dtypes: strict,
+                ..PassOptions::default()
+            };
+            let outcome = run_case(&k.source, &options, seed);
+            if !outcome.is_match() {
+                let policy = if strict { "strict" } else { "wide" };
+                failures.lock().unwrap().push(format!(
+                    "seed {seed} (replay: TESSERA_V2_SEED={seed} TESSERA_V2_CASES=1), {policy}: {}\n{}",
+                    truncate(&outcome.describe(), 30),
+                    k.source
+                ));
+            }
+        }
+    });
+    let coverage = coverage.into_inner().unwrap();
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "version 2: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
+        start.elapsed().as_secs_f64(),
+        failures.len(),
+        coverage
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
+    );
+    if first == DEFAULT_SEED && cases >= DEFAULT_V2_CASES {
+        let needles = [
+            "slice",
+            "slice:step",
+            "slice:neg_step",
+            "slice:neg_bound",
+            "index",
+            "concat",
+            "pad",
+            "broadcast_to",
+            "where",
+            "cmp:<",
+            "cmp:<=",
+            "cmp:>",
+            "cmp:>=",
+            "cmp:==",
+            "cmp:!=",
+            "logical_and",
+            "logical_or",
+            "logical_not",
+            "arange",
+            "i32",
+            "take",
+            "matmul<-slice",
+            "matmul<-concat",
+            "matmul<-take",
+            "matmul<-pad",
+            "reduce<-slice",
+            "reduce<-concat",
+            "reduce<-take",
+        ];
+        let missing: Vec<&str> = needles
+            .iter()
+            .filter(|n| !coverage.contains_key(**n))
+            .copied()
+            .collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
+    }
+}
+
 /// The generator's side on its own: every kernel checks, lowers, verifies and evaluates on
 /// the reference, and every result lies within the bounds the generator predicted (which
 /// is what keeps the comparison meaningful), with no NaN.
@@ -464,4 +569,17 @@ fn comparison_flags_differences_and_matches_nans() {
     }
     let nan = [t(vec![1.0, 3.0, -2.0, 0.0])];
     assert!(!common::compare_outputs(&nan, &want, &bounds).is_match());
+    // `i32` results are compared bit for bit, through their integers.
+    let ints = |v: Vec<i32>| [reference::HostTensor::from_i32(&[2, 2], v)];
+    let zero = [vec![0.0; 4]];
+    let wrapped = ints(vec![1, -2147483648, 7, 0]);
+    assert!(common::compare_outputs(&wrapped, &wrapped, &zero).is_match());
+    match common::compare_outputs(&ints(vec![1, 2147483647, 7, 0]), &wrapped, &zero) {
+        Outcome::Mismatch { details, .. } => assert!(
+            details
+                .contains("index [0, 1]): observed Some(2147483647), expected Some(-2147483648)"),
+            "{details}"
+        ),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
 }

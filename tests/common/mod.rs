@@ -10,6 +10,7 @@
 pub mod attention_gen;
 pub mod bisect;
 pub mod kernel_gen;
+pub mod v2_gen;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,22 @@ pub fn compare_outputs(
                 driver::type_text(g.dtype, &g.shape),
                 driver::type_text(w.dtype, &w.shape)
             );
+            continue;
+        }
+        // `i32` values live in `ints` and must be equal bit for bit.
+        if w.dtype == isa::Dtype::I32 {
+            if let Some(at) =
+                (0..w.ints.len().max(g.ints.len())).find(|&j| g.ints.get(j) != w.ints.get(j))
+            {
+                failed = true;
+                let _ = writeln!(
+                    details,
+                    "out{i} (i32): first difference at flat index {at} (index {:?}): observed {:?}, expected {:?}",
+                    unflatten(at, &w.shape),
+                    g.ints.get(at),
+                    w.ints.get(at)
+                );
+            }
             continue;
         }
         let c = driver::compare(&g.data, &w.data, &bounds[i]);

@@ -7,42 +7,14 @@
 
 mod common;
 
-use common::compare_outputs;
+use common::{compare_outputs, DataCase};
 use isa::Dtype;
 use tessera::driver::{self, CompileOptions, Source};
 use tessera::reference::{self, HostTensor};
 use tessera::{frontend, ir};
 
-struct Case {
-    name: String,
-    src: String,
-    outs: Vec<(Vec<u64>, Vec<f32>)>,
-}
-
-fn cases() -> Vec<Case> {
-    let text = include_str!("data/pooling_pytorch.txt");
-    let mut out: Vec<Case> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("case ") {
-            out.push(Case {
-                name: name.to_string(),
-                src: String::new(),
-                outs: Vec::new(),
-            });
-        } else if let Some(src) = line.strip_prefix("src ") {
-            out.last_mut().expect("a case").src = src.to_string();
-        } else if let Some(rest) = line.strip_prefix("out ") {
-            let mut words = rest.split(' ');
-            let shape = words
-                .next()
-                .expect("a shape")
-                .split(',')
-                .map(|d| d.parse().expect("a dim"))
-                .collect();
-            let values = words.map(|v| v.parse().expect("a value")).collect();
-            out.last_mut().expect("a case").outs.push((shape, values));
-        }
-    }
+fn cases() -> Vec<DataCase> {
+    let out = common::data_cases(include_str!("data/pooling_pytorch.txt"));
     assert!(out.len() >= 15, "the data file holds {} cases", out.len());
     out
 }

@@ -264,3 +264,39 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
         ..base
     }
 }
+
+/// One case of a data file written by a NumPy script (`tests/data/*.txt`): its name, its
+/// kernel source, and each output's shape and values.
+pub struct DataCase {
+    pub name: String,
+    pub src: String,
+    pub outs: Vec<(Vec<u64>, Vec<f32>)>,
+}
+
+/// The cases of such a data file: `case NAME`, then `src SOURCE` and one
+/// `out DIM,DIM,.. VALUE ..` line per output.
+pub fn data_cases(text: &str) -> Vec<DataCase> {
+    let mut out: Vec<DataCase> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("case ") {
+            out.push(DataCase {
+                name: name.to_string(),
+                src: String::new(),
+                outs: Vec::new(),
+            });
+        } else if let Some(src) = line.strip_prefix("src ") {
+            out.last_mut().expect("a case").src = src.to_string();
+        } else if let Some(rest) = line.strip_prefix("out ") {
+            let mut words = rest.split(' ');
+            let shape = words
+                .next()
+                .expect("a shape")
+                .split(',')
+                .map(|d| d.parse().expect("a dim"))
+                .collect();
+            let values = words.map(|v| v.parse().expect("a value")).collect();
+            out.last_mut().expect("a case").outs.push((shape, values));
+        }
+    }
+    out
+}

@@ -16,6 +16,7 @@
 pub mod affine;
 mod attention;
 pub mod block;
+mod casts;
 mod gather;
 mod matmul;
 mod movement;
@@ -688,6 +689,7 @@ impl<'a> Tiler<'a> {
         // Folding looks at the stores: a stored value is never folded away.
         if self.fold {
             block::fold(&mut graph, self.strict);
+            casts::rewrite(&mut graph);
         }
         Ok(graph)
     }

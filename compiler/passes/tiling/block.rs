@@ -463,6 +463,30 @@ impl Tiler<'_> {
 
     /// Evaluates `graph` on `block`: emits loads, computation and stores.
     pub fn eval_block(&mut self, graph: &BGraph, block: &Block) {
+        let tiles = self.eval_nodes(graph, block);
+        for st in &graph.stores {
+            let node = &graph.nodes[st.node];
+            let Some(mut tile) = tiles[st.node] else {
+                continue;
+            };
+            if tile.mem == Mem::Psum || tile.dtype != st.dest.dtype {
+                // DMA never reads PSUM; and a store converts nothing here.
+                tile = self.copy_to_sbuf(tile, st.dest.dtype, node.span);
+            }
+            let nb = block.with_cols(node.width);
+            self.store(&nb, tile, &st.dest, &st.strides, node.fit, node.span);
+        }
+    }
+
+    /// Evaluates `graph` on `block` without its stores and returns the tile of `node`
+    /// (which must be one of the graph's stored nodes, so that no other node writes over
+    /// it): a matmul operand computed on its way into SBUF (`matmul::Prologue`).
+    pub fn eval_block_value(&mut self, graph: &BGraph, block: &Block, node: usize) -> Option<Tile> {
+        self.eval_nodes(graph, block)[node]
+    }
+
+    /// Emits the loads and the computation of `graph` on `block`; returns each node's tile.
+    fn eval_nodes(&mut self, graph: &BGraph, block: &Block) -> Vec<Option<Tile>> {
         self.block_loads.clear();
         // Last uses, so that a result can overwrite an operand that dies with it (which
         // keeps a block's footprint small enough for several blocks to be in flight).
@@ -603,18 +627,7 @@ impl Tiler<'_> {
                 });
             }
         }
-        for st in &graph.stores {
-            let node = &graph.nodes[st.node];
-            let Some(mut tile) = tiles[st.node] else {
-                continue;
-            };
-            if tile.mem == Mem::Psum || tile.dtype != st.dest.dtype {
-                // DMA never reads PSUM; and a store converts nothing here.
-                tile = self.copy_to_sbuf(tile, st.dest.dtype, node.span);
-            }
-            let nb = block.with_cols(node.width);
-            self.store(&nb, tile, &st.dest, &st.strides, node.fit, node.span);
-        }
+        tiles
     }
 
     /// The tile of a concat node for this block, made when first needed (by the first of

@@ -16,15 +16,17 @@
 //! streams past them (when they fit; else they are loaded per tile). The rest of the group
 //! is evaluated on each PSUM tile by the block evaluator.
 
-use super::block::{AxisUse, Block, Tile};
+use super::block::{AxisUse, BArg, BGraph, BNode, BOp, Block, Tile};
 use super::view::{hbm_ap, HView};
 use super::Tiler;
 use crate::frontend::typed::Span;
-use crate::ir::Inst;
-use crate::passes::fusion::Group;
-use crate::passes::layout::Load;
+use crate::ir::{BinaryOp, Function, Inst, TOp, Value, ValueDef};
+use crate::passes::fusion::{Group, Grouping, Root};
+use crate::passes::layout::{Layout, Load};
+use cranelift_entity::SecondaryMap;
 use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
 use smallvec::smallvec;
+use std::rc::Rc;
 
 /// Bytes per partition the transposed A of one M block may take.
 const A_BUDGET: u64 = 64 * 1024;
@@ -52,6 +54,23 @@ pub(super) struct Operand2d {
     /// False when the layout pass chose a direct load; then no transposes are made even
     /// when K is contiguous.
     pub pe: bool,
+    /// The elementwise group that computes this operand on its way into SBUF, if any
+    /// (then `view` is a home that nothing writes, used only for its strides).
+    pub prologue: Option<Rc<Prologue>>,
+}
+
+/// An elementwise row group (a cast, a dequantisation `(w as f32 * scale) as bf16`) whose
+/// value only one matmul operand reads: instead of storing the value to HBM and loading it
+/// back, the operand's loads evaluate the group on the block of rows and columns they need
+/// (`Tiler::prologue_tile`), so only the group's inputs cross the DMA queues. The group's
+/// space is the value's shape, rank 2 and row-major, so operand element `(x, k)` is the
+/// space's row `x` and column `k` when K is contiguous, else row `k` and column `x`.
+#[derive(Debug)]
+pub(super) struct Prologue {
+    /// The group's block graph; its one store is the value's (never emitted).
+    pub graph: BGraph,
+    /// The node of the value.
+    pub node: usize,
 }
 
 impl Operand2d {
@@ -69,6 +88,7 @@ impl Operand2d {
             k_stride,
             x_stride,
             pe: planned != Some(Load::Direct),
+            prologue: None,
         }
     }
 
@@ -164,6 +184,16 @@ impl Tiler<'_> {
                 b_str[rank - 1],
                 plan.map(|p| p.moving),
             );
+            let (mut ao, mut bo) = (ao, bo);
+            let (a_arg, b_arg) = if swapped {
+                (data.args[1], data.args[0])
+            } else {
+                (data.args[0], data.args[1])
+            };
+            ao.prologue = self.prologue_for(a_arg, &ao)?;
+            bo.prologue = self.prologue_for(b_arg, &bo)?;
+            ao.pe |= ao.prologue.is_some();
+            bo.pe |= bo.prologue.is_some();
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
             if b_tile_fits {
                 let mut mb0 = 0;
@@ -659,6 +689,46 @@ impl Tiler<'_> {
         if let Some(tile) = tiles[t as usize] {
             return tile;
         }
+        if let (Some(p), false) = (&bo.prologue, bo.direct()) {
+            // Computed on the way in: each 128-column chunk's rows over all of K at once,
+            // so that each instruction of the prologue covers a whole row (its fixed cost
+            // once per chunk, not once per K step), then transposed K step by K step.
+            let p = p.clone();
+            let dtype = bo.view.dtype;
+            let mut rows = Vec::new();
+            let mut c = 0;
+            while c < nsz {
+                let csz = 128.min(nsz - c);
+                rows.push((
+                    c,
+                    self.prologue_tile(&p, dtype, (n0 + c, csz), (0, k), span),
+                ));
+                c += csz;
+            }
+            for (s, slot) in tiles.iter_mut().enumerate() {
+                let k0 = s as u64 * 128;
+                let ksz = 128.min(k - k0);
+                let bank = self.psum_tile(dtype, ksz, nsz);
+                for &(c, r) in &rows {
+                    self.out.push(
+                        Op::Transpose {
+                            out: bank.slice(0, ksz as u32, c as u32, r.parts),
+                            src: r.slice(0, r.parts, k0 as u32, ksz as u32),
+                        },
+                        Engine::Tensor,
+                        &[bank.buf, r.buf],
+                        span,
+                    );
+                }
+                let out = self.sbuf_tile(dtype, ksz as u32, nsz as u32);
+                let split = if nsz >= 256 { nsz / 2 / 128 * 128 } else { 0 };
+                self.copy_bank(out, 0, bank, ksz, nsz, split, span);
+                *slot = Some(out);
+            }
+            if let Some(tile) = tiles[t as usize] {
+                return tile;
+            }
+        }
         let k0 = t * 128;
         let tile = self.load_kmajor(bo, k0, 128.min(k - k0), n0, nsz, span);
         tiles[t as usize] = Some(tile);
@@ -805,6 +875,10 @@ impl Tiler<'_> {
         (k0, ksz): (u64, u64),
         span: Span,
     ) -> Tile {
+        if let Some(p) = &op.prologue {
+            // K is contiguous: the space's rows are the operand's other axis.
+            return self.prologue_tile(p, op.view.dtype, (x0, xsz), (k0, ksz), span);
+        }
         let rows = self.sbuf_tile(op.view.dtype, xsz as u32, ksz as u32);
         let base = op.offset + x0 as i64 * op.x_stride + k0 as i64 * op.k_stride;
         self.dma_2d(
@@ -829,9 +903,13 @@ impl Tiler<'_> {
         span: Span,
     ) -> Tile {
         let dtype = op.view.dtype;
+        if let (Some(p), true) = (&op.prologue, op.direct()) {
+            // The other axis is contiguous: the space's rows are K.
+            return self.prologue_tile(p, dtype, (k0, ksz), (x0, xsz), span);
+        }
         let out = self.sbuf_tile(dtype, ksz as u32, xsz as u32);
         let base = op.offset + k0 as i64 * op.k_stride + x0 as i64 * op.x_stride;
-        if op.direct() || ksz == 1 {
+        if op.direct() || (ksz == 1 && op.prologue.is_none()) {
             self.dma_2d(
                 out,
                 &op.view,
@@ -882,6 +960,252 @@ impl Tiler<'_> {
         }
         out
     }
+}
+
+impl Tiler<'_> {
+    /// The prologue of a matmul operand read from `arg` (`operand_prologues`), with its
+    /// block graph, when the operand's view is the group's value as the prologue expects:
+    /// rank 2, row-major, from its first element.
+    fn prologue_for(&self, arg: Value, op: &Operand2d) -> Result<Option<Rc<Prologue>>, String> {
+        let Some((_, g)) = self.prologues.iter().find(|(v, _)| *v == arg) else {
+            return Ok(None);
+        };
+        let cols = g.space[1] as i64;
+        let row_major =
+            (op.k_stride == 1 && op.x_stride == cols) || (op.x_stride == 1 && op.k_stride == cols);
+        if op.offset != 0 || !row_major {
+            return Err(format!(
+                "the matmul operand {arg}, computed on its way into SBUF, is not read row-major"
+            ));
+        }
+        let mut graph = self.graph_of(g, None, false)?;
+        graph.stores.retain(|st| st.dest.buf == op.view.buf);
+        let [st] = graph.stores.as_slice() else {
+            return Err(format!("the prologue of {arg} does not store one value"));
+        };
+        let node = st.node;
+        fold_exact_casts(&mut graph);
+        if matches!(graph.nodes[node].op, BOp::Folded | BOp::Accum(_)) {
+            return Err(format!("the prologue of {arg} computes nothing"));
+        }
+        Ok(Some(Rc::new(Prologue { graph, node })))
+    }
+
+    /// Evaluates a prologue's group on rows `r0..r0 + rn` (on partitions) and columns
+    /// `c0..c0 + cn` of its space; returns the value's SBUF tile in `dtype`.
+    fn prologue_tile(
+        &mut self,
+        p: &Prologue,
+        dtype: Dtype,
+        (r0, rn): (u64, u64),
+        (c0, cn): (u64, u64),
+        span: Span,
+    ) -> Tile {
+        let block = Block {
+            axes: vec![
+                AxisUse::Part {
+                    start: r0,
+                    size: rn,
+                },
+                AxisUse::Col {
+                    start: c0,
+                    size: cn,
+                },
+            ],
+        };
+        self.begin_group();
+        // `prologue_for` checked that the node computes a tile.
+        let tile = self.eval_block_value(&p.graph, &block, p.node);
+        match tile {
+            Some(t) if t.mem == Mem::Sbuf && t.dtype == dtype => t,
+            Some(t) => self.copy_to_sbuf(t, dtype, span),
+            None => unreachable!("a prologue's value node computes a tile"),
+        }
+    }
+}
+
+/// Removes the casts of a prologue graph that an instruction does for free, exactly:
+/// a cast of a float to f32 (exact) read by a computing node, which reads the narrower
+/// tile itself (engines decode every input to f32); and a cast of a computing node's f32
+/// result used nowhere else, which that node does by writing the cast's dtype (engines
+/// compute in f32 and round once to their output's dtype, as the cast rounds the f32
+/// value). `(w as f32 * scale) as bf16` becomes one multiply from the FP8 tile into bf16.
+fn fold_exact_casts(graph: &mut BGraph) {
+    let n = graph.nodes.len();
+    let computes = |op: &BOp| matches!(op, BOp::Unary(_) | BOp::Binary(_) | BOp::Activate { .. });
+    let float = |d: Dtype| d != Dtype::I32 && d.is_float();
+    let mut uses = vec![0usize; n];
+    for node in &graph.nodes {
+        for a in &node.args {
+            if let BArg::Node(j) = a {
+                uses[*j] += 1;
+            }
+        }
+    }
+    for st in &graph.stores {
+        uses[st.node] += 2;
+    }
+    // Widening casts read through.
+    for i in 0..n {
+        if !computes(&graph.nodes[i].op) {
+            continue;
+        }
+        for ai in 0..graph.nodes[i].args.len() {
+            let BArg::Node(j) = graph.nodes[i].args[ai] else {
+                continue;
+            };
+            let cast = &graph.nodes[j];
+            let BOp::Cast = cast.op else {
+                continue;
+            };
+            let src_dtype = match &cast.args[0] {
+                BArg::Load(v, _) => v.dtype,
+                BArg::Node(k) => graph.nodes[*k].dtype,
+                _ => continue,
+            };
+            if cast.dtype != Dtype::F32 || !float(src_dtype) || cast.fit != graph.nodes[i].fit {
+                continue;
+            }
+            let src = cast.args[0].clone();
+            if let BArg::Node(k) = src {
+                uses[k] += 1;
+            }
+            graph.nodes[i].args[ai] = src;
+            uses[j] -= 1;
+            if uses[j] == 0 {
+                graph.nodes[j].op = BOp::Folded;
+                graph.nodes[j].args.clear();
+            }
+        }
+    }
+    // Narrowing casts written by their operand.
+    for i in 0..n {
+        let BOp::Cast = graph.nodes[i].op else {
+            continue;
+        };
+        let Some(BArg::Node(j)) = graph.nodes[i].args.first().cloned() else {
+            continue;
+        };
+        let inner = &graph.nodes[j];
+        // One instruction each (a function the Scalar engine computes in several steps
+        // would round its intermediate steps to the new dtype).
+        let single = matches!(
+            inner.op,
+            BOp::Activate { .. }
+                | BOp::Binary(
+                    BinaryOp::Add
+                        | BinaryOp::Sub
+                        | BinaryOp::Mul
+                        | BinaryOp::Maximum
+                        | BinaryOp::Minimum
+                )
+        );
+        if !single
+            || uses[j] != 1
+            || inner.dtype != Dtype::F32
+            || !float(graph.nodes[i].dtype)
+            || inner.fit != graph.nodes[i].fit
+            || inner.accum.is_some()
+            || inner.width != graph.nodes[i].width
+        {
+            continue;
+        }
+        let folded = BNode {
+            op: BOp::Folded,
+            args: Vec::new(),
+            ..inner.clone()
+        };
+        let mut moved = std::mem::replace(&mut graph.nodes[j], folded);
+        moved.dtype = graph.nodes[i].dtype;
+        moved.span = graph.nodes[i].span;
+        graph.nodes[i] = moved;
+    }
+}
+
+/// The elementwise row groups computed as matmul operands on their way into SBUF
+/// (`Prologue`), each with the matmul argument it feeds: a row group of unary, binary,
+/// `where` and cast instructions over a rank-2 space, whose only value used outside it is
+/// its last one, read only by one rank-2 matmul, directly or through a `transpose`, and
+/// kept in HBM row-major (not as its transpose). Exact: the group computes the same values
+/// in the same dtypes, only on other blocks. The tile pass does not lower these groups.
+pub(super) fn operand_prologues(
+    func: &Function,
+    grouping: &Grouping,
+    layout: &Layout,
+) -> Vec<(Value, usize)> {
+    let mut users: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for &inst in &func.layout {
+        for &a in &func.insts[inst].args {
+            users[a] += 1;
+        }
+    }
+    for &r in &func.results {
+        users[r] += 2;
+    }
+    let def = |v: Value| match func.values[v].def {
+        ValueDef::Inst(i) => Some(i),
+        ValueDef::Param(_) => None,
+    };
+    let mut out = Vec::new();
+    for g in &grouping.groups {
+        let Root::Matmul(m) = g.root else {
+            continue;
+        };
+        let args = &func.insts[m].args;
+        if func.ty(func.insts[m].result).shape.len() != 2 || args[0] == args[1] {
+            continue;
+        }
+        for &arg in args.iter() {
+            if users[arg] != 1 {
+                continue;
+            }
+            let mut r = arg;
+            if let Some(t) = def(arg) {
+                if let TOp::Transpose(perm) = &func.insts[t].op {
+                    if perm.as_slice() != [1, 0] {
+                        continue;
+                    }
+                    r = func.insts[t].args[0];
+                    if users[r] != 1 {
+                        continue;
+                    }
+                }
+            }
+            let Some(p) = def(r) else {
+                continue;
+            };
+            let Some(pg) = grouping.group_of[p] else {
+                continue;
+            };
+            let pgroup = &grouping.groups[pg as usize];
+            let shape = &func.ty(r).shape;
+            let elementwise = pgroup.insts.iter().all(|&i| {
+                matches!(
+                    func.insts[i].op,
+                    TOp::Unary(_) | TOp::Binary(_) | TOp::Where | TOp::Cast
+                )
+            });
+            // Every other value of the group stays inside it.
+            let private = pgroup.insts.iter().all(|&i| {
+                let v = func.insts[i].result;
+                v == r
+                    || (!func.results.contains(&v)
+                        && func.layout.iter().all(|&u| {
+                            !func.insts[u].args.contains(&v) || pgroup.insts.contains(&u)
+                        }))
+            });
+            if pgroup.root == Root::Rows
+                && shape.len() == 2
+                && pgroup.space == *shape
+                && elementwise
+                && private
+                && !layout.transposed[r]
+            {
+                out.push((arg, pg as usize));
+            }
+        }
+    }
+    out
 }
 
 /// How many M chunks run together while an N block of `nsz` columns streams its `kt` B

@@ -22,6 +22,7 @@ mod matmul;
 mod movement;
 pub mod pool;
 pub mod scan;
+mod transpose;
 pub mod view;
 
 use crate::frontend::typed::Span;
@@ -83,6 +84,9 @@ pub struct Tiler<'a> {
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
+    /// Elementwise groups computed as matmul operands on their way into SBUF, by the
+    /// matmul argument they feed (`matmul::operand_prologues`); they are not lowered.
+    pub prologues: Vec<(Value, Group)>,
     /// The tile the node being evaluated writes its result into (its range of a concat's
     /// tile), taken by `out_tile`.
     pub target: Option<block::Tile>,
@@ -139,6 +143,7 @@ pub fn lower(
         last_group: false,
         concat_homes: Vec::new(),
         target: None,
+        prologues: Vec::new(),
     };
     for (name, v) in &func.params {
         let ty = func.ty(*v);
@@ -181,7 +186,15 @@ pub fn lower(
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
-    let unneeded = unneeded_groups(func, &grouping);
+    let mut unneeded = unneeded_groups(func, &grouping);
+    if t.fold {
+        for (arg, gi) in matmul::operand_prologues(func, &grouping, &t.layout) {
+            if !unneeded[gi] {
+                unneeded[gi] = true;
+                t.prologues.push((arg, grouping.groups[gi].clone()));
+            }
+        }
+    }
     let last = unneeded.iter().rposition(|u| !u).unwrap_or(0);
     for (gi, g) in grouping.groups.iter().enumerate() {
         if unneeded[gi] {
@@ -908,6 +921,10 @@ impl<'a> Tiler<'a> {
         let (src, dest) = movement::copy_shape(src, dest);
         let (src, dest) = (&src, &dest);
         self.begin_group();
+        // A copy that exchanges the contiguous axis goes through the PE array.
+        if self.copy_transposed(src, dest, span) {
+            return;
+        }
         let space = if src.shape.is_empty() {
             vec![1]
         } else {

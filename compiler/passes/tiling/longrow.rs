@@ -72,6 +72,17 @@ pub fn phased_ok(func: &Function, g: &Group, strict: bool) -> bool {
     reduces
 }
 
+/// True when the tiler evaluates `g` as one group: its whole rows fit a block's budget,
+/// or it has no reduction (its rows are cut into column chunks), or it can be evaluated
+/// in phases.
+pub fn fits_or_phases(func: &Function, g: &Group, strict: bool) -> bool {
+    let reduces = g
+        .insts
+        .iter()
+        .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
+    !reduces || super::peak_block_bytes(func, g) <= BLOCK_BUDGET || phased_ok(func, g, strict)
+}
+
 /// What a node of the phased graph is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

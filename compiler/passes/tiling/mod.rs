@@ -16,8 +16,9 @@
 pub mod affine;
 mod attention;
 pub mod block;
+mod colsum;
 mod gather;
-mod longrow;
+pub(crate) mod longrow;
 mod matmul;
 mod movement;
 pub mod pool;
@@ -740,7 +741,11 @@ impl<'a> Tiler<'a> {
                 axis,
                 keepdims: _,
             } => {
-                // Move the reduced axis last and reduce rows of that view.
+                // Column sums of a matrix on the PE array (`colsum.rs`); others: move
+                // the reduced axis last and reduce rows of that view.
+                if self.is_column_sum(inst) {
+                    return self.lower_column_sum(inst);
+                }
                 let src = self.home_of(data.args[0])?;
                 let rank = src.shape.len();
                 let mut perm: Vec<usize> = (0..rank).filter(|&a| a != *axis).collect();

@@ -333,6 +333,9 @@ fn takes_columns(func: &Function, grp: &Group) -> bool {
 /// language does (docs/numerics.md), and strict promises the reference's bits.
 pub fn group(func: &Function, fuse: bool, strict: bool) -> Result<Grouping, String> {
     let mut g = collect(func, fuse, strict);
+    if fuse {
+        super::row_merge::merge(func, &mut g, strict);
+    }
     g.order(func)?;
     Ok(g)
 }

@@ -15,6 +15,7 @@ pub mod engines;
 pub mod fusion;
 pub mod layout;
 mod refold;
+mod row_merge;
 mod schedule;
 mod simplify;
 pub mod support;

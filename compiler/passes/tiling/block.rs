@@ -115,6 +115,9 @@ pub struct BStore {
 pub struct BGraph {
     pub nodes: Vec<BNode>,
     pub stores: Vec<BStore>,
+    /// Nodes whose tiles outlive the block (a long row's values kept for a later phase,
+    /// `longrow.rs`): never written over by a node they feed.
+    pub keep: Vec<usize>,
 }
 
 impl BGraph {
@@ -144,6 +147,7 @@ impl BGraph {
                 dest,
                 strides,
             }],
+            keep: Vec::new(),
         }
     }
 }
@@ -461,8 +465,9 @@ impl Tiler<'_> {
         self.reuse_space = None;
     }
 
-    /// Evaluates `graph` on `block`: emits loads, computation and stores.
-    pub fn eval_block(&mut self, graph: &BGraph, block: &Block) {
+    /// Evaluates `graph` on `block`: emits loads, computation and stores; returns each
+    /// node's tile (for an `Accum` node, its row sums).
+    pub fn eval_block(&mut self, graph: &BGraph, block: &Block) -> Vec<Option<Tile>> {
         let tiles = self.eval_nodes(graph, block);
         for st in &graph.stores {
             let node = &graph.nodes[st.node];
@@ -476,6 +481,7 @@ impl Tiler<'_> {
             let nb = block.with_cols(node.width);
             self.store(&nb, tile, &st.dest, &st.strides, node.fit, node.span);
         }
+        tiles
     }
 
     /// Evaluates `graph` on `block` without its stores and returns the tile of `node`
@@ -514,6 +520,10 @@ impl Tiler<'_> {
         for st in &graph.stores {
             last_use[st.node] = usize::MAX - 1;
             uses[st.node] += 2;
+        }
+        for &k in &graph.keep {
+            last_use[k] = usize::MAX - 1;
+            uses[k] += 2;
         }
         // A slice is a view of its operand's tile: the operand lives as long as the slice.
         for i in (0..n).rev() {
@@ -1131,6 +1141,42 @@ impl Tiler<'_> {
                     node.dtype
                 };
                 let acc = self.sbuf_tile(acc_dtype, parts, 1);
+                // A second operand is the running result of the columns before this
+                // block's (`longrow.rs`): it goes into the first column (`x0 = run OP x0`)
+                // for the reduction, which so continues in the reference's order, and the
+                // column is put back afterwards for the operand's other readers.
+                let running = match node.args.get(1) {
+                    Some(BArg::Given(run)) => {
+                        let saved = self.sbuf_tile(src.dtype, parts, 1);
+                        let first = src.slice(0, parts, 0, 1);
+                        self.out.push(
+                            Op::TensorCopy {
+                                out: saved.ap(),
+                                src: first.clone(),
+                            },
+                            VECTOR,
+                            &[saved.buf, src.buf],
+                            span,
+                        );
+                        self.out.push(
+                            Op::TensorTensor {
+                                op: match op {
+                                    ReduceOp::Add => AluOp::Add,
+                                    ReduceOp::Max => AluOp::Max,
+                                    ReduceOp::Min => AluOp::Min,
+                                },
+                                out: first.clone(),
+                                a: run.ap(),
+                                b: first,
+                            },
+                            VECTOR,
+                            &[src.buf, run.buf, src.buf],
+                            span,
+                        );
+                        Some(saved)
+                    }
+                    _ => None,
+                };
                 // Row sums may move to the Scalar engine's accumulating activation
                 // (the `engines` pass).
                 self.out.push(
@@ -1143,6 +1189,17 @@ impl Tiler<'_> {
                     &[acc.buf, src.buf],
                     span,
                 );
+                if let Some(saved) = running {
+                    self.out.push(
+                        Op::TensorCopy {
+                            out: src.slice(0, parts, 0, 1),
+                            src: saved.ap(),
+                        },
+                        VECTOR,
+                        &[src.buf, saved.buf],
+                        span,
+                    );
+                }
                 if *func != ReduceFn::Mean {
                     return acc;
                 }
@@ -1185,7 +1242,7 @@ impl Tiler<'_> {
     /// (computed exactly in f32 on the column): `x + (-c)` is `x - c` bit for bit, and the
     /// `engines` pass can move an addition, not a subtraction of a column, to the Scalar
     /// engine's bias.
-    fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
+    pub(super) fn tensor_scalar(&mut self, out: Tile, x: Tile, op: AluOp, s: Operand, span: Span) {
         let (op, s) = match s {
             Operand::Tile(col) if op == AluOp::Sub && x.cols > 1 && x.dtype != Dtype::I32 => {
                 let neg = self.sbuf_tile(Dtype::F32, col.parts, 1);
@@ -1453,7 +1510,7 @@ pub fn imm_of(dtype: Dtype, c: f64) -> f32 {
 
 /// How a load may be kept for other blocks of its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reuse {
+pub(super) enum Reuse {
     /// Every block reads other elements.
     No,
     /// The same for every row (a weight or bias vector): kept, whatever its size.
@@ -1464,7 +1521,7 @@ enum Reuse {
 }
 
 /// How a load read with `strides` over the rows of `space` (when known) may be kept.
-fn reuse_of(strides: &[i64], space: Option<&[u64]>) -> Reuse {
+pub(super) fn reuse_of(strides: &[i64], space: Option<&[u64]>) -> Reuse {
     let rows = &strides[..strides.len().saturating_sub(1)];
     if rows.iter().all(|&s| s == 0) {
         return Reuse::Invariant;
@@ -1481,7 +1538,7 @@ fn reuse_of(strides: &[i64], space: Option<&[u64]>) -> Reuse {
 
 /// An evaluated operand.
 #[derive(Clone, Copy, Debug)]
-enum Operand {
+pub(super) enum Operand {
     Tile(Tile),
     Imm(f32),
 }

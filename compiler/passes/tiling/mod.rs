@@ -17,7 +17,9 @@ pub mod affine;
 mod attention;
 pub mod block;
 mod casts;
+mod colsum;
 mod gather;
+pub(crate) mod longrow;
 mod matmul;
 mod movement;
 pub mod pool;
@@ -114,7 +116,7 @@ pub fn lower(
         Some(l) => l.clone(),
         None => layout::plan(func, grouping, false),
     };
-    let mut grouping = split_oversized(func, grouping)?;
+    let mut grouping = split_oversized(func, grouping, options.strict_dtypes)?;
     if options.mutation == Some(super::Mutation::AttentionFirst) {
         grouping
             .groups
@@ -271,18 +273,23 @@ fn peak_block_bytes(func: &Function, g: &Group) -> u64 {
         .unwrap_or(0)
 }
 
-/// Splits groups whose blocks would not fit the budget into single instructions.
-/// The result keeps the groups in an order that respects every data dependency.
+/// Splits groups whose blocks would not fit the budget into single instructions, except
+/// the row groups with reductions that `longrow.rs` evaluates in phases over column
+/// chunks. The result keeps the groups in an order that respects every data dependency.
 fn split_oversized(
     func: &Function,
     grouping: &fusion::Grouping,
+    strict: bool,
 ) -> Result<fusion::Grouping, String> {
     let mut out = fusion::Grouping::default();
     for g in &grouping.groups {
         let bytes = peak_block_bytes(func, g);
         // Matmul and attention groups work on tiles of at most 512 columns whatever the
         // rows' length, so only row groups are split.
-        let keep = g.insts.len() == 1 || bytes <= BLOCK_BUDGET || !matches!(g.root, Root::Rows);
+        let keep = g.insts.len() == 1
+            || bytes <= BLOCK_BUDGET
+            || !matches!(g.root, Root::Rows)
+            || longrow::phased_ok(func, g, strict);
         if keep {
             let gi = out.groups.len() as u32;
             for &i in &g.insts {
@@ -401,13 +408,17 @@ impl<'a> Tiler<'a> {
                         .iter()
                         .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
                     if reduces {
-                        // Only a lone reduction gets here (bigger groups were split): its
-                        // rows are summed chunk by chunk.
+                        // A lone reduction's rows are summed chunk by chunk; a bigger
+                        // group (one `split_oversized` kept) is evaluated in phases.
                         let &[inst] = g.insts.as_slice() else {
-                            return Err(format!(
-                                "a group of {} instructions with a reduction does not fit SBUF",
-                                g.insts.len()
-                            ));
+                            if !longrow::phased_ok(func, g, self.strict) {
+                                return Err(format!(
+                                    "a group of {} instructions with a reduction does not fit SBUF",
+                                    g.insts.len()
+                                ));
+                            }
+                            let graph = self.graph_of(g, None, false)?;
+                            return self.lower_phased(g, graph);
                         };
                         let src = self.home_of(self.func.insts[inst].args[0])?;
                         return self.lower_long_reduce(inst, src, &g.space);
@@ -745,7 +756,11 @@ impl<'a> Tiler<'a> {
                 axis,
                 keepdims: _,
             } => {
-                // Move the reduced axis last and reduce rows of that view.
+                // Column sums of a matrix on the PE array (`colsum.rs`); others: move
+                // the reduced axis last and reduce rows of that view.
+                if self.is_column_sum(inst) {
+                    return self.lower_column_sum(inst);
+                }
                 let src = self.home_of(data.args[0])?;
                 let rank = src.shape.len();
                 let mut perm: Vec<usize> = (0..rank).filter(|&a| a != *axis).collect();
@@ -1014,6 +1029,7 @@ fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
             .insts
             .iter()
             .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }))
+            && g.insts.len() == 1
             && peak_block_bytes(func, g) > BLOCK_BUDGET;
         let rows = match g.root {
             Root::Rows if !long_reduce => Some(g.clone()),

@@ -57,14 +57,35 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     None
 }
 
+/// A convolution with one group, rewritten into the matmul whose result is `matmul`: the
+/// tile pass may compute that matmul by implicit GEMM straight from `x` and `w`
+/// (`tiling/conv.rs`) instead of through the window matrix, whose instructions are then
+/// never lowered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Implicit {
+    /// The matmul's result, `[N, O, OH x OW]` (`[N, O, L]` in 1-D).
+    pub matmul: Value,
+    /// The convolution's input `[N, C, spatial..]` and weights `[O, C, window..]`.
+    pub x: Value,
+    pub w: Value,
+    pub attrs: ConvAttrs,
+}
+
 /// Rewrites every `conv`; returns whether there was one.
 pub fn run(func: &mut Function) -> Result<bool, String> {
+    run_recording(func, &mut Vec::new())
+}
+
+/// [`run`], also recording each convolution of one group and its matmul in `implicit`.
+pub fn run_recording(func: &mut Function, implicit: &mut Vec<Implicit>) -> Result<bool, String> {
     let old = std::mem::take(&mut func.layout);
     let mut changed = false;
     let mut reshapes = Vec::new();
     for inst in old {
         if let TOp::Conv(attrs) = func.insts[inst].op.clone() {
-            expand(func, inst, &attrs)?;
+            if let Some(rec) = expand(func, inst, &attrs)? {
+                implicit.push(rec);
+            }
             changed = true;
             if func.insts[inst].op == TOp::Reshape {
                 reshapes.push(inst);
@@ -245,8 +266,8 @@ fn slice(func: &mut Function, v: Value, axes: &[(u64, i64)], shape: Vec<u64>, sp
 }
 
 /// Turns `inst` (a conv) into the last instruction of its expansion, the ones before it
-/// appended to the layout.
-fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<(), String> {
+/// appended to the layout; returns the matmul of a convolution of one group.
+fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Implicit>, String> {
     let span = func.spans[inst];
     let (x, w) = (func.insts[inst].args[0], func.insts[inst].args[1]);
     let xs = func.ty(x).shape.clone();
@@ -256,7 +277,8 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<(), String> 
     let (c, o) = (xs[1], ws[0]);
     let (cg, og) = (c / g, o / g);
     if g > 1 && cg == 1 && og == 1 {
-        return depthwise(func, inst, a, x, w, &out, span);
+        depthwise(func, inst, a, x, w, &out, span)?;
+        return Ok(None);
     }
     if g > MAX_GEMM_GROUPS {
         return Err(format!(
@@ -318,10 +340,16 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<(), String> 
     }
     let mshape = vec![out[0], o, positions];
     let last_is_matmul = spatial == 1 && g == 1;
+    let record = |matmul| Implicit {
+        matmul,
+        x,
+        w,
+        attrs: a.clone(),
+    };
     if last_is_matmul {
         let (w2, cols) = parts[0];
         set(func, inst, TOp::Matmul, &[w2, cols]);
-        return Ok(());
+        return Ok(Some(record(func.insts[inst].result)));
     }
     let mut results = Vec::new();
     for (w2, cols) in parts {
@@ -330,7 +358,7 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<(), String> 
     }
     if spatial == 1 {
         set(func, inst, TOp::Concat(1), &results);
-        return Ok(());
+        return Ok(None);
     }
     let m = if results.len() == 1 {
         results[0]
@@ -338,7 +366,7 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<(), String> 
         func.push(TOp::Concat(1), &results, ty(Dtype::F32, mshape), span)
     };
     set(func, inst, TOp::Reshape, &[m]);
-    Ok(())
+    Ok((g == 1).then(|| record(m)))
 }
 
 /// Replaces the operation and arguments of `inst`, keeping its result.

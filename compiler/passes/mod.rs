@@ -41,6 +41,9 @@ pub struct Compilation {
     pub tile: Option<TileFunc>,
     /// The program, once `emit` has run.
     pub program: Option<isa::Program>,
+    /// The convolutions of one group the `conv` pass rewrote, each with its matmul, for
+    /// the tile pass's implicit GEMM (`tiling/conv.rs`).
+    pub convs: Vec<conv::Implicit>,
     /// The options that passes read.
     pub options: PassOptions,
     /// The source file's name and text, so emission can turn spans into line:col.
@@ -165,13 +168,27 @@ fn canonicalize_pass(c: &mut Compilation) -> Result<bool, String> {
 /// becomes (or stays) `Compilation::original`, with the value map composed.
 fn conv_pass(c: &mut Compilation) -> Result<bool, String> {
     let before = c.tensor.clone();
-    if !conv::run(&mut c.tensor)? {
+    let mut convs = Vec::new();
+    if !conv::run_recording(&mut c.tensor, &mut convs)? {
         return Ok(false);
     }
     let map = c
         .tensor
         .compact_mapped()
         .ok_or("the conv rewrite left a value used before its definition")?;
+    // The recorded values, renumbered; a convolution whose matmul did not survive (none
+    // does not today) is simply computed through its window matrix.
+    c.convs = convs
+        .into_iter()
+        .filter_map(|r| {
+            Some(conv::Implicit {
+                matmul: map[r.matmul]?,
+                x: map[r.x]?,
+                w: map[r.w]?,
+                attrs: r.attrs,
+            })
+        })
+        .collect();
     let mut to_before: cranelift_entity::SecondaryMap<ir::Value, Option<ir::Value>> =
         cranelift_entity::SecondaryMap::new();
     for (old, new) in map.iter() {
@@ -211,6 +228,7 @@ fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
         c.groups.as_ref(),
         c.layout.as_ref(),
         &c.options,
+        &c.convs,
     )?);
     Ok(true)
 }
@@ -375,6 +393,7 @@ impl Compilation {
             layout: None,
             tile: None,
             program: None,
+            convs: Vec::new(),
             options,
             source: None,
         }

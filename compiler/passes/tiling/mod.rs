@@ -18,6 +18,7 @@ mod attention;
 pub mod block;
 mod casts;
 mod colsum;
+pub mod conv;
 mod gather;
 pub(crate) mod longrow;
 mod matmul;
@@ -92,6 +93,8 @@ pub struct Tiler<'a> {
     /// The tile the node being evaluated writes its result into (its range of a concat's
     /// tile), taken by `out_tile`.
     pub target: Option<block::Tile>,
+    /// The convolutions' matmuls computed by implicit GEMM (`conv.rs`).
+    pub convs: Vec<conv::ConvPlan>,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -100,6 +103,7 @@ pub fn lower(
     grouping: Option<&fusion::Grouping>,
     layout: Option<&Layout>,
     options: &PassOptions,
+    convs: &[crate::passes::conv::Implicit],
 ) -> Result<TileFunc, String> {
     let grouping_given = grouping.is_some();
     let singles;
@@ -146,7 +150,14 @@ pub fn lower(
         concat_homes: Vec::new(),
         target: None,
         prologues: Vec::new(),
+        convs: Vec::new(),
     };
+    // Convolutions computed by implicit GEMM read their input and weights; the window
+    // matrix their matmul was written over is then never computed.
+    t.convs = convs
+        .iter()
+        .filter_map(|rec| conv::plan(func, &grouping, &t.layout, rec))
+        .collect();
     for (name, v) in &func.params {
         let ty = func.ty(*v);
         let buf = t.out.hbm(name, Role::Input, ty.dtype, &ty.shape);
@@ -188,7 +199,7 @@ pub fn lower(
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
-    let mut unneeded = unneeded_groups(func, &grouping);
+    let mut unneeded = unneeded_groups(func, &grouping, &t.convs);
     if t.fold {
         for (arg, gi) in matmul::operand_prologues(func, &grouping, &t.layout) {
             if !unneeded[gi] {
@@ -449,7 +460,10 @@ impl<'a> Tiler<'a> {
                 }
                 Ok(())
             }
-            Root::Matmul(inst) => self.lower_matmul(g, inst),
+            Root::Matmul(inst) => match self.convs.iter().find(|p| p.matmul == inst).cloned() {
+                Some(plan) => self.lower_conv(g, &plan),
+                None => self.lower_matmul(g, inst),
+            },
             Root::Attention(ref a) => self.lower_attention(g, a),
         }
     }
@@ -1010,7 +1024,11 @@ fn affine_mask(
 /// group reads from HBM, and a row group does not read an affine value it writes with
 /// `iota`, nor the mask of a `where` it computes as an `affine_select` (`graph_of`). The
 /// others (the `arange` a mask was built from, the reshapes of it) are not lowered.
-fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
+fn unneeded_groups(
+    func: &Function,
+    grouping: &fusion::Grouping,
+    convs: &[conv::ConvPlan],
+) -> Vec<bool> {
     let n = grouping.groups.len();
     let mut needed_value: SecondaryMap<Value, bool> = SecondaryMap::new();
     for &r in &func.results {
@@ -1050,6 +1068,11 @@ fn unneeded_groups(func: &Function, grouping: &fusion::Grouping) -> Vec<bool> {
         };
         for &inst in &g.insts {
             let data = &func.insts[inst];
+            if let Some(p) = convs.iter().find(|p| p.matmul == inst) {
+                needed_value[p.x] = true;
+                needed_value[p.w] = true;
+                continue;
+            }
             let res = &func.ty(data.result).shape;
             for (k, &a) in data.args.iter().enumerate() {
                 let inside =

@@ -159,7 +159,7 @@ fn rows_of(view: &HView) -> Option<Rows> {
 
 /// A tile access pattern over `buf` from element `offset`, dims `(size, stride)`
 /// outermost first; size-1 dims are dropped unless `keep_last` (a reduction's dimension).
-fn tile_ap(
+pub(super) fn tile_ap(
     buf_dtype: Dtype,
     p0: u32,
     pn: u32,
@@ -232,16 +232,16 @@ fn chunks(rows: u64, g: u64) -> Vec<Chunk> {
 
 /// A transfer between a tile region and HBM: partitions `p0..p0 + pn` (HBM stride
 /// `part_stride` between them), free dims `(size, tile stride, HBM stride)`.
-struct Xfer {
-    tile: Buf,
-    hbm: Buf,
-    dtype: Dtype,
-    p0: u32,
-    pn: u32,
-    tile_off: u64,
-    hbm_off: i64,
-    part_stride: i64,
-    dims: Vec<(u64, i64, i64)>,
+pub(super) struct Xfer {
+    pub tile: Buf,
+    pub hbm: Buf,
+    pub dtype: Dtype,
+    pub p0: u32,
+    pub pn: u32,
+    pub tile_off: u64,
+    pub hbm_off: i64,
+    pub part_stride: i64,
+    pub dims: Vec<(u64, i64, i64)>,
 }
 
 /// The Vector and GpSimd time (cycles) planned so far, to give each band to the engine
@@ -333,7 +333,7 @@ impl Tiler<'_> {
 
     /// DMAs of a transfer, split into partition quarters and pieces of the outermost free
     /// dim (up to 16 pieces of at least 16 KiB) for the queues.
-    fn pool_transfer(&mut self, x: &Xfer, load: bool, span: Span) {
+    pub(super) fn pool_transfer(&mut self, x: &Xfer, load: bool, span: Span) {
         let esize = x.dtype.size() as u64;
         let per_part: u64 = x.dims.iter().map(|d| d.0).product();
         let bytes = per_part * x.pn as u64 * esize;

@@ -49,16 +49,23 @@ pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 pub enum Path {
     /// Plain Rust, any host.
     Portable,
-    /// AVX intrinsics (8-lane f32 multiply and add, never fused); x86 hosts with AVX.
+    /// AVX intrinsics (8-lane f32 multiply and add, fused only where that is exact: see
+    /// [`Job::exact_products`]); x86 hosts with AVX (the fused form needs FMA too).
     Avx,
+    /// AVX-512 intrinsics (16-lane, the same rule for fusing); x86 hosts with AVX-512F.
+    Avx512,
 }
 
 impl Path {
     /// The fastest path this host supports, unless the environment variable
-    /// `TESSERA_SIMD=scalar` forces the portable one (the determinism tests compare them).
+    /// `TESSERA_SIMD` limits it: `scalar` forces the portable path (the determinism tests
+    /// compare them), `avx2` the AVX one on an AVX-512 host.
     pub fn best() -> Path {
-        if std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "scalar") {
-            return Path::Portable;
+        match std::env::var("TESSERA_SIMD").as_deref() {
+            Ok("scalar") => return Path::Portable,
+            Ok("avx2") | Ok("avx") => {}
+            _ if Path::Avx512.is_available() => return Path::Avx512,
+            _ => {}
         }
         if Path::Avx.is_available() {
             Path::Avx
@@ -75,8 +82,89 @@ impl Path {
             Path::Avx => std::is_x86_feature_detected!("avx"),
             #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
             Path::Avx => false,
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Path::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+            Path::Avx512 => false,
         }
     }
+
+    /// Whether this path fuses multiply and add where the products are exact: the AVX path
+    /// on hosts with FMA, and AVX-512 (whose base set has it); never when the environment
+    /// variable `TESSERA_SIMD=nofma` says so (to measure and test the unfused kernels).
+    pub fn fuses(self) -> bool {
+        static NO_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *NO_FMA.get_or_init(|| std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "nofma")) {
+            return false;
+        }
+        match self {
+            Path::Portable => false,
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Path::Avx => std::is_x86_feature_detected!("fma"),
+            #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+            Path::Avx => false,
+            Path::Avx512 => true,
+        }
+    }
+}
+
+/// What the exactness of products depends on, gathered over one operand's values as they
+/// are packed: whether every value has at most 8 significant bits (its low 16 bits are
+/// zero: a bf16 or FP8 value), and the smallest and largest biased exponents of its
+/// nonzero finite values (subnormals count as 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stats {
+    low_bits: u32,
+    min_exp: u32,
+    max_exp: u32,
+}
+
+impl Stats {
+    const EMPTY: Stats = Stats {
+        low_bits: 0,
+        min_exp: 255,
+        max_exp: 0,
+    };
+
+    /// Adds the values of `row`. Branch-free, so that the compiler vectorises it.
+    fn scan(&mut self, row: &[f32]) {
+        let (mut low, mut lo, mut hi) = (self.low_bits, self.min_exp, self.max_exp);
+        for &v in row {
+            let b = v.to_bits();
+            low |= b & 0xFFFF;
+            let e = (b >> 23) & 0xFF;
+            let counts = (b & 0x7FFF_FFFF) != 0 && e != 255;
+            lo = lo.min(if counts { e.max(1) } else { 255 });
+            hi = hi.max(if counts { e.max(1) } else { 0 });
+        }
+        *self = Stats {
+            low_bits: low,
+            min_exp: lo,
+            max_exp: hi,
+        };
+    }
+}
+
+/// Whether every product `s * v` of a value of the first operand and one of the second is
+/// exact in f32 (neither rounded, nor out of range), so that a fused multiply-add rounds
+/// exactly once where a multiply and then an add would round the same sum, and gives the
+/// same bits. Both operands' values have at most 8 significant bits (their low 16 bits are
+/// zero), so a product has at most 16; with biased exponents `E` (subnormals 1) its lowest
+/// bit weighs at least `2^(Es + Ev - 268)`, which f32 holds from `2^-149` up, so
+/// `Es + Ev >= 119` rules out underflow; a product is below `2^(Es + Ev - 252)`, under
+/// `2^128` when `Es + Ev <= 379`. Zeros, infinities and NaNs take no part: their products
+/// are the same fused or not (a NaN's payload aside, which the store to memory makes
+/// canonical).
+fn exact(s: &Stats, v: &Stats) -> bool {
+    if s.low_bits != 0 || v.low_bits != 0 {
+        return false;
+    }
+    if s.max_exp == 0 || v.max_exp == 0 {
+        // One operand has no nonzero finite value: every product is a zero, an infinity
+        // or a NaN.
+        return true;
+    }
+    s.min_exp + v.min_exp >= 119 && s.max_exp + v.max_exp <= 379
 }
 
 /// One matmul's operands, packed for the micro-kernel, and its output in column panels.
@@ -97,6 +185,9 @@ pub struct Job {
     out: Vec<Mutex<Vec<f32>>>,
     /// The next panel to claim.
     next: AtomicUsize,
+    /// The operands' values, for [`Job::exact_products`].
+    st_stats: Stats,
+    mv_stats: Stats,
 }
 
 impl Default for Job {
@@ -123,7 +214,16 @@ impl Job {
             mv: Vec::new(),
             out: Vec::new(),
             next: AtomicUsize::new(0),
+            st_stats: Stats::EMPTY,
+            mv_stats: Stats::EMPTY,
         }
+    }
+
+    /// Whether every product of the operands set so far is exact in f32, so that the
+    /// kernel may fuse multiply and add without changing a bit (see [`exact`]): true for
+    /// bf16 and FP8 operands of ordinary magnitudes.
+    pub fn exact_products(&self) -> bool {
+        exact(&self.st_stats, &self.mv_stats)
     }
 
     /// Prepares for a `[m, n]` output over `k` steps. Every operand row and every output
@@ -145,6 +245,8 @@ impl Job {
                 .resize(panel, 0.0);
         }
         *self.next.get_mut() = 0;
+        self.st_stats = Stats::EMPTY;
+        self.mv_stats = Stats::EMPTY;
     }
 
     /// The padded number of multiply-adds, a measure of the work.
@@ -155,6 +257,7 @@ impl Job {
     /// Sets row `ki` of the stationary matrix (`m` values, one per output row).
     pub fn set_stationary_row(&mut self, ki: usize, row: &[f32]) {
         let k = self.k;
+        self.st_stats.scan(&row[..self.m]);
         let st = &mut self.st;
         scatter::<MR>(&row[..self.m], |mb, g| {
             st[(mb * k + ki) * MR..][..MR].copy_from_slice(&g)
@@ -164,6 +267,7 @@ impl Job {
     /// Sets row `ki` of the moving matrix (`n` values, one per output column).
     pub fn set_moving_row(&mut self, ki: usize, row: &[f32]) {
         let k = self.k;
+        self.mv_stats.scan(&row[..self.n]);
         let mv = &mut self.mv;
         scatter::<NR>(&row[..self.n], |nb, g| {
             mv[(nb * k + ki) * NR..][..NR].copy_from_slice(&g)
@@ -221,6 +325,7 @@ impl Job {
     /// Claims and computes panels until none is left; safe to call from several threads
     /// at once, each panel being computed by exactly one of them.
     fn claim_panels(&self) {
+        let fused = self.path.fuses() && self.exact_products();
         loop {
             let p = self.next.fetch_add(1, Ordering::Relaxed);
             if p >= self.n_panels {
@@ -228,7 +333,15 @@ impl Job {
             }
             let mut out = lock(&self.out[p]);
             let mv = &self.mv[p * self.k * NR..][..self.k * NR];
-            panel(self.path, self.k, self.m_blocks, &self.st, mv, &mut out);
+            panel(
+                self.path,
+                fused,
+                self.k,
+                self.m_blocks,
+                &self.st,
+                mv,
+                &mut out,
+            );
         }
     }
 }
@@ -259,17 +372,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Computes one output panel: `out[mb * MR + r][j] += sum_k st[mb][k][r] * mv[k][j]`, for
-/// every block `mb`, `k` in order.
-fn panel(path: Path, k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut [f32]) {
+/// every block `mb`, `k` in order. `fused`: the products are exact (the caller checked
+/// [`Job::exact_products`] and [`Path::fuses`]), so the SIMD paths may use fused
+/// multiply-adds.
+fn panel(
+    path: Path,
+    fused: bool,
+    k: usize,
+    m_blocks: usize,
+    st: &[f32],
+    mv: &[f32],
+    out: &mut [f32],
+) {
     assert!(st.len() >= m_blocks * k * MR && mv.len() >= k * NR);
     assert!(out.len() >= m_blocks * MR * NR);
-    match path {
+    // SAFETY (every arm): `Job::new` checked that the host has the path's instruction set,
+    // `fused` implies `Path::fuses` (FMA for the AVX path), and the asserts above are the
+    // bounds the kernels require.
+    match (path, fused) {
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        Path::Avx => {
-            // SAFETY: `Job::new` checked that the host has AVX, and the asserts above are
-            // the bounds `panel_avx` requires.
-            unsafe { panel_avx(k, m_blocks, st, mv, out) }
-        }
+        (Path::Avx, false) => unsafe { panel_avx(k, m_blocks, st, mv, out) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        (Path::Avx, true) => unsafe { panel_fma(k, m_blocks, st, mv, out) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        (Path::Avx512, false) => unsafe { panel_avx512(k, m_blocks, st, mv, out) },
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        (Path::Avx512, true) => unsafe { panel_avx512_fma(k, m_blocks, st, mv, out) },
         _ => {
             for mb in 0..m_blocks {
                 block_portable(
@@ -302,56 +430,166 @@ fn block_portable(a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
-/// The AVX micro-kernel over every block of one panel: for each `MR x NR` block, the
-/// accumulators stay in eight registers while `k` streams; each step broadcasts the `MR`
-/// stationary values and multiplies, then adds, two vectors of the moving row.
-///
-/// # Safety
-///
-/// The host must have AVX, and `st.len() >= m_blocks * k * MR`, `mv.len() >= k * NR`,
-/// `out.len() >= m_blocks * MR * NR`.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx")]
-unsafe fn panel_avx(k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86")]
-    use std::arch::x86::*;
-    #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::*;
+/// Defines an AVX micro-kernel over every block of one panel: for each `MR x NR` block,
+/// the accumulators stay in eight registers while `k` streams; each step broadcasts the
+/// `MR` stationary values and multiply-adds two vectors of the moving row with `$madd`
+/// (a multiply then an add, or a fused multiply-add where the products are exact).
+macro_rules! avx_panel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $madd:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The host must have the function's target features, and
+        /// `st.len() >= m_blocks * k * MR`, `mv.len() >= k * NR`,
+        /// `out.len() >= m_blocks * MR * NR`.
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut [f32]) {
+            #[cfg(target_arch = "x86")]
+            use std::arch::x86::*;
+            #[cfg(target_arch = "x86_64")]
+            use std::arch::x86_64::*;
 
-    const V: usize = NR / 8;
-    let b = mv.as_ptr();
-    for mb in 0..m_blocks {
-        // Every pointer below stays inside the slices by the function's bounds contract:
-        // `a + kk * MR + r < st.len()`, `b + kk * NR + 8 * v + 8 <= mv.len()` and
-        // `c + r * NR + 8 * v + 8 <= out.len()`.
-        let a = st.as_ptr().add(mb * k * MR);
-        let c = out.as_mut_ptr().add(mb * MR * NR);
-        let mut acc = [[_mm256_setzero_ps(); V]; MR];
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (v, x) in row.iter_mut().enumerate() {
-                *x = _mm256_loadu_ps(c.add(r * NR + 8 * v));
-            }
-        }
-        for kk in 0..k {
-            let bk = b.add(kk * NR);
-            let mut bv = [_mm256_setzero_ps(); V];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm256_loadu_ps(bk.add(8 * v));
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let s = _mm256_broadcast_ss(&*a.add(kk * MR + r));
-                for (x, &y) in row.iter_mut().zip(&bv) {
-                    *x = _mm256_add_ps(*x, _mm256_mul_ps(s, y));
+            const V: usize = NR / 8;
+            let b = mv.as_ptr();
+            for mb in 0..m_blocks {
+                // Every pointer below stays inside the slices by the function's bounds
+                // contract: `a + kk * MR + r < st.len()`, `b + kk * NR + 8 * v + 8 <=
+                // mv.len()` and `c + r * NR + 8 * v + 8 <= out.len()`.
+                let a = st.as_ptr().add(mb * k * MR);
+                let c = out.as_mut_ptr().add(mb * MR * NR);
+                let mut acc = [[_mm256_setzero_ps(); V]; MR];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    for (v, x) in row.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(c.add(r * NR + 8 * v));
+                    }
+                }
+                for kk in 0..k {
+                    let bk = b.add(kk * NR);
+                    let mut bv = [_mm256_setzero_ps(); V];
+                    for (v, x) in bv.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(bk.add(8 * v));
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let s = _mm256_broadcast_ss(&*a.add(kk * MR + r));
+                        for (x, &y) in row.iter_mut().zip(&bv) {
+                            *x = $madd(*x, s, y);
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    for (v, x) in row.iter().enumerate() {
+                        _mm256_storeu_ps(c.add(r * NR + 8 * v), *x);
+                    }
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, x) in row.iter().enumerate() {
-                _mm256_storeu_ps(c.add(r * NR + 8 * v), *x);
+    };
+}
+
+avx_panel!(
+    /// The AVX micro-kernel with a multiply, then an add (never fused).
+    panel_avx,
+    "avx",
+    |x, s, y| _mm256_add_ps(x, _mm256_mul_ps(s, y))
+);
+
+avx_panel!(
+    /// The AVX micro-kernel with fused multiply-adds, for exact products only.
+    panel_fma,
+    "avx,fma",
+    |x, s, y| _mm256_fmadd_ps(s, y, x)
+);
+
+/// Defines an AVX-512 micro-kernel over every block of one panel: a panel row of `NR`
+/// values is one 16-lane vector, and [`G512`] blocks (`G512 * MR` output rows) are
+/// computed together so that enough independent sums are in flight; each step loads the
+/// moving row once, broadcasts each row's stationary value and multiply-adds with `$madd`.
+macro_rules! avx512_panel {
+    ($(#[$doc:meta])* $name:ident, $madd:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The host must have AVX-512F, and `st.len() >= m_blocks * k * MR`,
+        /// `mv.len() >= k * NR`, `out.len() >= m_blocks * MR * NR`.
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $name(k: usize, m_blocks: usize, st: &[f32], mv: &[f32], out: &mut [f32]) {
+            #[cfg(target_arch = "x86")]
+            use std::arch::x86::*;
+            #[cfg(target_arch = "x86_64")]
+            use std::arch::x86_64::*;
+
+            /// `G` consecutive blocks from block `mb`: `G * MR` accumulators.
+            #[inline(always)]
+            unsafe fn blocks<const G: usize>(
+                k: usize,
+                mb: usize,
+                st: *const f32,
+                b: *const f32,
+                out: *mut f32,
+            ) {
+                // In bounds by the caller's contract: `mb + G <= m_blocks`, so
+                // `a[g] + kk * MR + r < st.len()`, `b + kk * NR + NR <= mv.len()` and
+                // `c + (g * MR + r) * NR + NR <= out.len()`.
+                let c = out.add(mb * MR * NR);
+                let mut a = [st; G];
+                for (g, p) in a.iter_mut().enumerate() {
+                    *p = st.add((mb + g) * k * MR);
+                }
+                let mut acc = [[_mm512_setzero_ps(); MR]; G];
+                for (g, rows) in acc.iter_mut().enumerate() {
+                    for (r, x) in rows.iter_mut().enumerate() {
+                        *x = _mm512_loadu_ps(c.add((g * MR + r) * NR));
+                    }
+                }
+                for kk in 0..k {
+                    let y = _mm512_loadu_ps(b.add(kk * NR));
+                    for (g, rows) in acc.iter_mut().enumerate() {
+                        for (r, x) in rows.iter_mut().enumerate() {
+                            let s = _mm512_set1_ps(*a[g].add(kk * MR + r));
+                            *x = $madd(*x, s, y);
+                        }
+                    }
+                }
+                for (g, rows) in acc.iter().enumerate() {
+                    for (r, x) in rows.iter().enumerate() {
+                        _mm512_storeu_ps(c.add((g * MR + r) * NR), *x);
+                    }
+                }
+            }
+
+            const _: () = assert!(NR == 16, "one AVX-512 vector per panel row");
+            let (st, b, out) = (st.as_ptr(), mv.as_ptr(), out.as_mut_ptr());
+            let mut mb = 0;
+            while mb + G512 <= m_blocks {
+                blocks::<G512>(k, mb, st, b, out);
+                mb += G512;
+            }
+            while mb < m_blocks {
+                blocks::<1>(k, mb, st, b, out);
+                mb += 1;
             }
         }
-    }
+    };
 }
+
+/// Blocks the AVX-512 kernels compute together: twelve accumulators of 16 lanes.
+const G512: usize = 3;
+
+avx512_panel!(
+    /// The AVX-512 micro-kernel with a multiply, then an add (never fused).
+    panel_avx512,
+    |x, s, y| _mm512_add_ps(x, _mm512_mul_ps(s, y))
+);
+
+avx512_panel!(
+    /// The AVX-512 micro-kernel with fused multiply-adds, for exact products only.
+    panel_avx512_fma,
+    |x, s, y| _mm512_fmadd_ps(s, y, x)
+);
 
 /// The most helper threads a [`Pool`] starts on its own: an instruction's matmul has at
 /// most 512 / NR panels, and more threads than that share out nothing.

@@ -41,7 +41,7 @@ fn same(got: &[f32], want: &[f32], what: &str) {
 }
 
 fn paths() -> Vec<Path> {
-    [Path::Portable, Path::Avx]
+    [Path::Portable, Path::Avx, Path::Avx512]
         .into_iter()
         .filter(|p| p.is_available())
         .collect()
@@ -94,6 +94,100 @@ proptest! {
             same(&got, &want, &format!("{path:?} k={k} m={m} n={n}"));
         }
     }
+}
+
+/// A bf16 value from its 16 bits.
+fn bf16(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// Whether a job of the two single values says their product is exact.
+fn claims_exact(s: f32, v: f32) -> bool {
+    let mut job = Job::new(Path::Portable);
+    job.reset(1, 1, 1);
+    job.set_stationary_row(0, &[s]);
+    job.set_moving_row(0, &[v]);
+    job.exact_products()
+}
+
+proptest! {
+    #![proptest_config(proptest_config(2000))]
+
+    /// The condition under which the kernels fuse multiply and add is sound: whenever a
+    /// job says its products are exact, the f32 product of two bf16 values (any bits:
+    /// subnormals, the largest exponents) equals the exact product, computed in f64.
+    #[test]
+    fn claimed_exact_products_are_exact(a: u16, b: u16) {
+        let (s, v) = (bf16(a), bf16(b));
+        if claims_exact(s, v) && s.is_finite() && v.is_finite() {
+            let exact = f64::from(s) * f64::from(v);
+            assert_eq!(f64::from(s * v), exact, "{s:e} * {v:e}");
+        }
+    }
+}
+
+/// The condition is tight where it matters: bf16 products down to f32's last subnormal bit
+/// are fused, one exponent lower they are not, nor are f32 operands or products that may
+/// overflow.
+#[test]
+fn exactness_boundaries() {
+    // 1 + 2^-7 at biased exponents 60 and 59: the product's lowest bit is 2^-149.
+    let m = 1.0 + 2f32.powi(-7);
+    let (s, v) = (m * 2f32.powi(60 - 127), m * 2f32.powi(59 - 127));
+    assert!(claims_exact(s, v));
+    assert_eq!(f64::from(s * v), f64::from(s) * f64::from(v));
+    // One exponent lower the lowest bit is 2^-150: rounded, so not fused.
+    let v_low = v / 2.0;
+    assert!(!claims_exact(s, v_low));
+    assert_ne!(f64::from(s * v_low), f64::from(s) * f64::from(v_low));
+    // A zero, an infinity or a NaN never stops fusing; an f32 value does.
+    assert!(claims_exact(0.0, f32::INFINITY));
+    assert!(claims_exact(f32::NAN, 3.0));
+    assert!(!claims_exact(1.1, 1.0));
+    // Products that might overflow are not fused.
+    assert!(claims_exact(2f32.powi(125), 1.5));
+    assert!(!claims_exact(2f32.powi(127), 2.0));
+}
+
+/// bf16 operands of every magnitude, down to where the fused kernels must give up, match
+/// the unfused reference bit for bit on every path; ordinary bf16 operands are fused.
+#[test]
+fn bf16_operands_match_with_and_without_fusing() {
+    let mut rng = Rng::new(11);
+    let (k, m, n) = (64, 12, 48);
+    for scale_exp in [0, -60, -64, -70, 60] {
+        let scale = 2f32.powi(scale_exp);
+        let s: Vec<f32> = rng
+            .values(Dtype::Bf16, k * m, 3.0)
+            .into_iter()
+            .map(|x| x * scale)
+            .collect();
+        let v: Vec<f32> = rng
+            .values(Dtype::Bf16, k * n, 3.0)
+            .into_iter()
+            .map(|x| x * scale)
+            .collect();
+        let init: Vec<f32> = rng
+            .values(Dtype::F32, m * n, 1.0)
+            .into_iter()
+            .map(|x| x * scale * scale)
+            .collect();
+        let mut want = init.clone();
+        reference(k, m, n, &s, &v, &mut want);
+        for path in paths() {
+            let mut got = init.clone();
+            kernels::matmul(path, k, m, n, &s, &v, &mut got);
+            same(&got, &want, &format!("{path:?} scale 2^{scale_exp}"));
+        }
+    }
+    let s = rng.values(Dtype::Bf16, k * m, 3.0);
+    let mut job = Job::new(Path::Portable);
+    job.reset(k, m, m);
+    for ki in 0..k {
+        job.set_stationary_row(ki, &s[ki * m..][..m]);
+        job.set_moving_row(ki, &s[ki * m..][..m]);
+    }
+    assert!(job.exact_products(), "ordinary bf16 values are fused");
 }
 
 /// Full and ragged instruction shapes, including the largest (128 x 512, K = 128), with

@@ -77,8 +77,9 @@ fn variance_trick_layernorm_reads_x_once() {
             .collect();
         assert_eq!(rows.len(), 1, "{}", groups.describe());
         let (read, written) = run(&c, strict);
-        // x once (its rows kept in SBUF between the two phases), gamma and beta once.
-        assert_eq!(read, 4 * (256 * 8192 + 2 * 8192));
+        // x once (its rows kept in SBUF between the two phases), gamma and beta once for
+        // the group (each broadcast to the 128 partitions of a block).
+        assert_eq!(read, 4 * (256 * 8192 + 2 * 128 * 8192));
         assert_eq!(written, 4 * 256 * 8192);
     }
 }

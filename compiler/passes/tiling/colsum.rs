@@ -170,7 +170,7 @@ impl Tiler<'_> {
             _ => return Err("a column sum's block has no rows on partitions".into()),
         };
         let c0 = b.col_start();
-        if c0 % 128 != 0 || x.dtype != sum.ones.dtype || x.mem != isa::Mem::Sbuf {
+        if !c0.is_multiple_of(128) || x.dtype != sum.ones.dtype || x.mem != isa::Mem::Sbuf {
             return Err("a column sum's block is not aligned to 128 columns".into());
         }
         let mut c = 0u32;

@@ -1365,6 +1365,9 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
     for st in &graph.stores {
         uses[st.node] += 2;
     }
+    for &k in &graph.keep {
+        uses[k] += 2;
+    }
     let per_row = |g: &BGraph, a: &BArg| match a {
         BArg::Imm(_) => true,
         BArg::Affine(f) => f.coefs.last() == Some(&0),

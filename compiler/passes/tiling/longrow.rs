@@ -103,6 +103,9 @@ impl Tiler<'_> {
         let strict = self.strict;
         let cols = *g.space.last().unwrap_or(&1);
         let mut graph = with_load_nodes(graph, &g.space);
+        // Column sums of the group's values, summed from their chunk tiles.
+        let sums = self.group_sums(g);
+        let sums = self.begin_sums(&graph, &sums)?;
         // Row sums taken by activations: kept under the default policy where the
         // activation sums in f32; else the reduction is done on its own.
         let n = graph.nodes.len();
@@ -177,7 +180,11 @@ impl Tiler<'_> {
         let peak = super::peak_block_bytes(self.func, g).max(1);
         let chunk = (cols * work / peak).clamp(1, cols);
         let pieces = cols.div_ceil(chunk);
-        let chunk = cols.div_ceil(pieces);
+        let mut chunk = cols.div_ceil(pieces);
+        if !sums.is_empty() && chunk < cols {
+            // Column sums take 128-column pieces of each chunk.
+            chunk = (chunk / 128).max(1) * 128;
+        }
         self.reuse_space = Some(g.space.clone());
         for b in &row_blocks(&g.space, false, u64::MAX) {
             let chunks = row_blocks_cols(b, cols, chunk);
@@ -239,6 +246,14 @@ impl Tiler<'_> {
                             kept[i].push(t);
                         }
                     }
+                    for (k, sum) in &sums {
+                        if phase[*k] == p {
+                            let at = nodes.iter().position(|x| x == k);
+                            let t = at.and_then(|at| tiles[local[at]]);
+                            let t = t.ok_or("a summed value has no tile")?;
+                            self.column_sum_block(sum, piece, t)?;
+                        }
+                    }
                     for &r in &reduces {
                         let l = local[nodes.iter().position(|&x| x == r).unwrap_or(0)];
                         let part = tiles[l].ok_or("a reduction has no tile")?;
@@ -259,6 +274,9 @@ impl Tiler<'_> {
                     }
                 }
             }
+        }
+        for (_, sum) in &sums {
+            self.column_sum_finish(sum)?;
         }
         Ok(())
     }
@@ -351,7 +369,7 @@ impl Tiler<'_> {
             });
         }
         for &i in nodes {
-            if phase[i] == p && keep[i] {
+            if (phase[i] == p && keep[i]) || graph.keep.contains(&i) {
                 sub.keep.push(local[i]);
             }
         }

@@ -95,6 +95,12 @@ pub struct Tiler<'a> {
     pub target: Option<block::Tile>,
     /// The convolutions' matmuls computed by implicit GEMM (`conv.rs`).
     pub convs: Vec<conv::ConvPlan>,
+    /// Column sums computed by the row group that computes their operand (`colsum.rs`):
+    /// (column sum, operand), for every such sum of the kernel.
+    pub attached_sums: Vec<(Inst, Value)>,
+    /// The operands of the attached column sums of the group being lowered: values its
+    /// block graph keeps (`graph_of`).
+    pub sum_operands: Vec<Value>,
 }
 
 /// Runs the pass: `grouping` from the fusion pass, or one group per instruction.
@@ -151,6 +157,8 @@ pub fn lower(
         target: None,
         prologues: Vec::new(),
         convs: Vec::new(),
+        attached_sums: Vec::new(),
+        sum_operands: Vec::new(),
     };
     // Convolutions computed by implicit GEMM read their input and weights; the window
     // matrix their matmul was written over is then never computed.
@@ -197,6 +205,7 @@ pub fn lower(
         }
     }
     t.concat_homes = t.concat_parts_in_place(&grouping);
+    t.attached_sums = t.attach_column_sums(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
     let mut unneeded = unneeded_groups(func, &grouping, &t.convs);
@@ -331,6 +340,10 @@ impl<'a> Tiler<'a> {
         let func = self.func;
         for &inst in &func.layout {
             let data = &func.insts[inst];
+            if self.attached_sums.iter().any(|(i, _)| *i == inst) {
+                // Its row group sums the operand's tiles.
+                continue;
+            }
             for a in &data.args {
                 let ValueDef::Inst(def) = func.values[*a].def else {
                     continue;
@@ -428,14 +441,20 @@ impl<'a> Tiler<'a> {
                                     g.insts.len()
                                 ));
                             }
+                            self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
                             let graph = self.graph_of(g, None, false)?;
+                            self.sum_operands.clear();
                             return self.lower_phased(g, graph);
                         };
                         let src = self.home_of(self.func.insts[inst].args[0])?;
                         return self.lower_long_reduce(inst, src, &g.space);
                     }
-                    // Elementwise work splits along the row.
+                    // Elementwise work splits along the row (at multiples of 128 columns
+                    // when column sums read its tiles).
                     col_chunk = (cols * BLOCK_BUDGET / peak.max(1)).max(1);
+                    if !self.group_sums(g).is_empty() {
+                        col_chunk = (col_chunk / 128).max(1) * 128;
+                    }
                 }
                 col_chunk = col_chunk.min(pipeline_chunk(self.func, g));
                 // Values of other widths than the space (slices, concats) need whole rows.
@@ -452,11 +471,22 @@ impl<'a> Tiler<'a> {
                     }
                     col_chunk = u64::MAX;
                 }
+                let sums = self.group_sums(g);
+                self.sum_operands = sums.iter().map(|s| s.1).collect();
                 let graph = self.graph_of(g, None, false)?;
+                self.sum_operands.clear();
                 self.reuse_space = Some(g.space.clone());
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
+                let sums = self.begin_sums(&graph, &sums)?;
                 for b in &blocks {
-                    self.eval_block(&graph, b);
+                    let tiles = self.eval_block(&graph, b);
+                    for (node, sum) in &sums {
+                        let t = tiles[*node].ok_or("a summed value has no tile")?;
+                        self.column_sum_block(sum, b, t)?;
+                    }
+                }
+                for (_, sum) in &sums {
+                    self.column_sum_finish(sum)?;
                 }
                 Ok(())
             }
@@ -709,6 +739,13 @@ impl<'a> Tiler<'a> {
         for st in &graph.stores {
             live[st.node] = true;
         }
+        // Values that attached column sums read from the block's tiles.
+        for v in &self.sum_operands {
+            if let Some(&node) = node_of.get(v) {
+                live[node] = true;
+                graph.keep.push(node);
+            }
+        }
         for i in (0..graph.nodes.len()).rev() {
             if live[i] {
                 for a in &graph.nodes[i].args {
@@ -772,6 +809,10 @@ impl<'a> Tiler<'a> {
             } => {
                 // Column sums of a matrix on the PE array (`colsum.rs`); others: move
                 // the reduced axis last and reduce rows of that view.
+                if self.attached_sums.iter().any(|(i, _)| *i == inst) {
+                    // Computed with the row group of its operand.
+                    return Ok(());
+                }
                 if self.is_column_sum(inst) {
                     return self.lower_column_sum(inst);
                 }

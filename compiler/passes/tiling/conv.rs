@@ -22,10 +22,12 @@
 //! matrix's reduced index `k = tap x C + c`, the language's order (docs/language.md), so
 //! the result has the reference's bits under every policy.
 //!
-//! Which lowering a convolution gets is a cost estimate ([`plan`]): the larger of the
-//! Tensor engine's and the DMA's cycles of each lowering, by docs/machine.md's costs; the
-//! window matrix's costs three passes over `taps x` the input in HBM (a copy per tap, its
-//! read as the matmul's operand), each run of a strided slice charged 64 bytes. Implicit
+//! Which lowering a convolution gets is a cost estimate ([`estimates`], [`plan`]): the
+//! larger of the Tensor engine's and the DMA's cycles of each lowering, by
+//! docs/machine.md's costs; the window matrix's costs three passes over `taps x` the input
+//! in HBM (a copy per tap, its read as the matmul's operand), each run of a strided slice
+//! charged 64 bytes, plus a DMA latency per round trip through HBM (the padded copy, the
+//! window matrix). Implicit
 //! GEMM costs one matmul per tap and channel chunk, which loses where few channels fill
 //! few PE rows (the 7x7 stem, C = 3: 49 matmuls with K = 3 per block). It also needs the
 //! image's padded input and all the weights to fit SBUF (`INPUT_BUDGET`,
@@ -46,6 +48,8 @@ use isa::{Dtype, Engine, Op};
 const INPUT_BUDGET: u64 = 48 * 1024;
 /// Bytes per partition the transposed weights may take (all taps and output channels).
 const WEIGHT_BUDGET: u64 = 72 * 1024;
+/// A DMA's fixed latency in cycles (docs/machine.md).
+const DMA_LATENCY: u64 = 2000;
 /// Most positions of one PSUM tile (a bank of f32).
 const BANK_COLS: u64 = 512;
 
@@ -224,7 +228,14 @@ pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
         };
         slice_runs + 2.0 * matrix + pad + w_bytes + out_bytes
     };
-    let im2col = tensor_c.max(dma_c / 256.0);
+    // Each round trip through HBM before the matmul (the padded copy, the window matrix)
+    // adds a DMA latency that nothing overlaps.
+    let trips = if plain {
+        0
+    } else {
+        1 + u64::from(g.ph > 0 || g.pw > 0)
+    };
+    let im2col = tensor_c.max(dma_c / 256.0) + (trips * DMA_LATENCY) as f64;
     (implicit, im2col)
 }
 

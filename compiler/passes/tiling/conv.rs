@@ -377,6 +377,10 @@ impl Tiler<'_> {
             }
         }
         let blocks = g.blocks();
+        // Epilogue operands broadcast over the images (a bias `[1, O, 1]`) are loaded once
+        // per block of output channels and kept for the later images, instead of a load
+        // (and its DMA latency) before every tile's epilogue.
+        self.reuse_space = Some(grp.space.clone());
         let mut next = Some(first);
         for n in 0..g.n {
             let cur = next.take().ok_or("an image's input not loaded")?;
@@ -445,6 +449,7 @@ impl Tiler<'_> {
             }
         }
         self.last_stores = false;
+        self.reuse_space = None;
         Ok(())
     }
 

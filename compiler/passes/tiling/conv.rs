@@ -431,9 +431,10 @@ impl Tiler<'_> {
                     // image has few tiles (one store on one queue would hold it for a
                     // whole tile at 16 B/cycle). Not for many tiles: 16 pieces each then
                     // crowd the queues ahead of the next image's loads (ResNet-50's 1x1
-                    // 256 -> 1024, eight tiles an image: 0.50 of the bound with the
-                    // last image's split, 0.30 with every tile's; the 3x3 layers, two
-                    // tiles an image, 0.72 and 0.63 against 0.74 and 0.68).
+                    // 256 -> 1024, eight tiles an image: 0.611 of the bound with the
+                    // last image's split, 0.608 with every tile's, and 0.50 against 0.30
+                    // before the bias was kept across images; the 3x3 layers, two tiles
+                    // an image, 0.72 and 0.63 against 0.74 and 0.68).
                     self.last_stores =
                         (self.last_group && n + 1 == g.n) || och.len() * blocks.len() <= 4;
                     self.epilogue(

@@ -96,7 +96,37 @@ pub fn run_recording(func: &mut Function, implicit: &mut Vec<Implicit>) -> Resul
     if !reshapes.is_empty() {
         sink_reshapes(func, &reshapes);
     }
+    if changed {
+        hoist_parameter_reshapes(func);
+    }
     Ok(changed)
+}
+
+/// Moves every `reshape` of a kernel parameter (and reshapes of those) to the start of the
+/// layout. A convolution's epilogue operand is usually written after the call
+/// (`conv(x, w) + reshape(b, [1, O, 1, 1])`), so its reshapes come after the matmul the
+/// convolution became, and `fusion` lets an instruction join a group only when its
+/// operands are defined before the group's first instruction: the bias would keep the
+/// epilogue out of the matmul's group, a second pass over an f32 intermediate in HBM.
+/// Moving a reshape of a parameter earlier changes no value.
+fn hoist_parameter_reshapes(func: &mut Function) {
+    let mut hoisted: cranelift_entity::SecondaryMap<Value, bool> =
+        cranelift_entity::SecondaryMap::new();
+    for (_, v) in &func.params {
+        hoisted[*v] = true;
+    }
+    let (mut front, mut rest) = (Vec::new(), Vec::new());
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        if data.op == TOp::Reshape && hoisted[data.args[0]] {
+            hoisted[data.result] = true;
+            front.push(inst);
+        } else {
+            rest.push(inst);
+        }
+    }
+    front.extend(rest);
+    func.layout = front;
 }
 
 /// Moves the last `reshape` of a 2-D convolution's expansion (`[N, O, OH * OW]` to

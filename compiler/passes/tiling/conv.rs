@@ -22,10 +22,12 @@
 //! matrix's reduced index `k = tap x C + c`, the language's order (docs/language.md), so
 //! the result has the reference's bits under every policy.
 //!
-//! Which lowering a convolution gets is a cost estimate ([`plan`]): the larger of the
-//! Tensor engine's and the DMA's cycles of each lowering, by docs/machine.md's costs; the
-//! window matrix's costs three passes over `taps x` the input in HBM (a copy per tap, its
-//! read as the matmul's operand), each run of a strided slice charged 64 bytes. Implicit
+//! Which lowering a convolution gets is a cost estimate ([`estimates`], [`plan`]): the
+//! larger of the Tensor engine's and the DMA's cycles of each lowering, by
+//! docs/machine.md's costs; the window matrix's costs three passes over `taps x` the input
+//! in HBM (a copy per tap, its read as the matmul's operand), each run of a strided slice
+//! charged 64 bytes, plus a DMA latency per round trip through HBM (the padded copy, the
+//! window matrix). Implicit
 //! GEMM costs one matmul per tap and channel chunk, which loses where few channels fill
 //! few PE rows (the 7x7 stem, C = 3: 49 matmuls with K = 3 per block). It also needs the
 //! image's padded input and all the weights to fit SBUF (`INPUT_BUDGET`,
@@ -46,6 +48,8 @@ use isa::{Dtype, Engine, Op};
 const INPUT_BUDGET: u64 = 48 * 1024;
 /// Bytes per partition the transposed weights may take (all taps and output channels).
 const WEIGHT_BUDGET: u64 = 72 * 1024;
+/// A DMA's fixed latency in cycles (docs/machine.md).
+const DMA_LATENCY: u64 = 2000;
 /// Most positions of one PSUM tile (a bank of f32).
 const BANK_COLS: u64 = 512;
 
@@ -224,7 +228,14 @@ pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
         };
         slice_runs + 2.0 * matrix + pad + w_bytes + out_bytes
     };
-    let im2col = tensor_c.max(dma_c / 256.0);
+    // Each round trip through HBM before the matmul (the padded copy, the window matrix)
+    // adds a DMA latency that nothing overlaps.
+    let trips = if plain {
+        0
+    } else {
+        1 + u64::from(g.ph > 0 || g.pw > 0)
+    };
+    let im2col = tensor_c.max(dma_c / 256.0) + (trips * DMA_LATENCY) as f64;
     (implicit, im2col)
 }
 
@@ -300,7 +311,7 @@ impl Tiler<'_> {
         let dt = xv.dtype;
         let es = dt.size() as u64;
         let taps = g.taps();
-        let spatial = xv.shape.len() - 2;
+        let wp = g.wp();
         // The weights' rows `[O, C x taps]` must be contiguous in HBM.
         let ws = &wv.strides;
         let dense_rows = ws[ws.len() - 1] == 1
@@ -313,6 +324,7 @@ impl Tiler<'_> {
         }
         let cch = chunks128(g.c);
         let och = chunks128(g.o);
+        let first = self.load_image(&p.geom, &xv, &cch, 0, span);
         // Transposed weights: per channel chunk one tile, the stationary operand of output
         // block `(o0, osz)` and tap `t` at column `o0 x taps + t x osz`.
         let wt: Vec<Tile> = cch
@@ -364,69 +376,19 @@ impl Tiler<'_> {
                 }
             }
         }
-        // One image's padded input, a tile per channel chunk.
-        let xs = &xv.strides;
-        let (s_n, s_c) = (xs[0], xs[1]);
-        let (s_h, s_w) = if spatial == 2 {
-            (xs[2], xs[3])
-        } else {
-            (0, xs[2])
-        };
-        let (hp, wp) = (g.hp(), g.wp());
-        let load = |this: &mut Self, n: u64| -> Vec<Tile> {
-            cch.iter()
-                .map(|&(c0, csz)| {
-                    let tile = this.sbuf_tile(dt, csz as u32, (hp * wp) as u32);
-                    let mut sets: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
-                    if g.ph > 0 {
-                        sets.push((0, vec![(g.ph * wp, 1)]));
-                        sets.push(((g.ph + g.h) * wp, vec![(g.ph * wp, 1)]));
-                    }
-                    if g.pw > 0 {
-                        let rows = vec![(g.h, wp as i64), (g.pw, 1)];
-                        sets.push((g.ph * wp, rows.clone()));
-                        sets.push((g.ph * wp + g.pw + g.w, rows));
-                    }
-                    for (off, dims) in sets {
-                        let ap = tile_ap(dt, 0, csz as u32, off, &dims, false);
-                        this.out.push(
-                            Op::Memset {
-                                out: ap,
-                                value: isa::Imm::new(0.0),
-                            },
-                            Engine::Vector,
-                            &[tile.buf],
-                            span,
-                        );
-                    }
-                    this.pool_transfer(
-                        &Xfer {
-                            tile: tile.buf,
-                            hbm: xv.buf,
-                            dtype: dt,
-                            p0: 0,
-                            pn: csz as u32,
-                            tile_off: g.ph * wp + g.pw,
-                            hbm_off: xv.offset + n as i64 * s_n + c0 as i64 * s_c,
-                            part_stride: s_c,
-                            dims: vec![(g.h, wp as i64, s_h), (g.w, 1, s_w)],
-                        },
-                        true,
-                        span,
-                    );
-                    tile
-                })
-                .collect()
-        };
         let blocks = g.blocks();
-        let mut next = Some(load(self, 0));
+        // Epilogue operands broadcast over the images (a bias `[1, O, 1]`) are loaded once
+        // per block of output channels and kept for the later images, instead of a load
+        // (and its DMA latency) before every tile's epilogue.
+        self.reuse_space = Some(grp.space.clone());
+        let mut next = Some(first);
         for n in 0..g.n {
             let cur = next.take().ok_or("an image's input not loaded")?;
             if n + 1 < g.n {
-                next = Some(load(self, n + 1));
+                next = Some(self.load_image(&g, &xv, &cch, n + 1, span));
             }
-            for (oi, &(o0, osz)) in och.iter().enumerate() {
-                for (bi, &(oh0, ohs, ow0, ows)) in blocks.iter().enumerate() {
+            for &(o0, osz) in &och {
+                for &(oh0, ohs, ow0, ows) in &blocks {
                     let cols = ohs * ows;
                     let psum = self.psum_tile(Dtype::F32, osz, cols);
                     let mut first = true;
@@ -464,10 +426,17 @@ impl Tiler<'_> {
                             }
                         }
                     }
-                    self.last_stores = self.last_group
-                        && n + 1 == g.n
-                        && oi + 1 == och.len()
-                        && bi + 1 == blocks.len();
+                    // Stores split over all the queues, as a kernel's last ones are, for
+                    // the last image (nothing is left to overlap them) and wherever an
+                    // image has few tiles (one store on one queue would hold it for a
+                    // whole tile at 16 B/cycle). Not for many tiles: 16 pieces each then
+                    // crowd the queues ahead of the next image's loads (ResNet-50's 1x1
+                    // 256 -> 1024, eight tiles an image: 0.611 of the bound with the
+                    // last image's split, 0.608 with every tile's, and 0.50 against 0.30
+                    // before the bias was kept across images; the 3x3 layers, two tiles
+                    // an image, 0.72 and 0.63 against 0.74 and 0.68).
+                    self.last_stores =
+                        (self.last_group && n + 1 == g.n) || och.len() * blocks.len() <= 4;
                     self.epilogue(
                         grp,
                         p.matmul,
@@ -481,6 +450,72 @@ impl Tiler<'_> {
             }
         }
         self.last_stores = false;
+        self.reuse_space = None;
         Ok(())
+    }
+
+    /// Image `n`'s padded input, one tile per channel chunk: the border memset to zero on
+    /// GpSimd (idle otherwise here, so the load never waits behind Vector's epilogue
+    /// work), the interior loaded by DMA.
+    fn load_image(
+        &mut self,
+        g: &Geom,
+        xv: &super::view::HView,
+        cch: &[(u64, u64)],
+        n: u64,
+        span: crate::ir::Span,
+    ) -> Vec<Tile> {
+        let dt = xv.dtype;
+        let xs = &xv.strides;
+        let (s_n, s_c) = (xs[0], xs[1]);
+        let (s_h, s_w) = if xs.len() == 4 {
+            (xs[2], xs[3])
+        } else {
+            (0, xs[2])
+        };
+        let (hp, wp) = (g.hp(), g.wp());
+        cch.iter()
+            .map(|&(c0, csz)| {
+                let tile = self.sbuf_tile(dt, csz as u32, (hp * wp) as u32);
+                let mut sets: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
+                if g.ph > 0 {
+                    sets.push((0, vec![(g.ph * wp, 1)]));
+                    sets.push(((g.ph + g.h) * wp, vec![(g.ph * wp, 1)]));
+                }
+                if g.pw > 0 {
+                    let rows = vec![(g.h, wp as i64), (g.pw, 1)];
+                    sets.push((g.ph * wp, rows.clone()));
+                    sets.push((g.ph * wp + g.pw + g.w, rows));
+                }
+                for (off, dims) in sets {
+                    let ap = tile_ap(dt, 0, csz as u32, off, &dims, false);
+                    self.out.push(
+                        Op::Memset {
+                            out: ap,
+                            value: isa::Imm::new(0.0),
+                        },
+                        Engine::GpSimd,
+                        &[tile.buf],
+                        span,
+                    );
+                }
+                self.pool_transfer(
+                    &Xfer {
+                        tile: tile.buf,
+                        hbm: xv.buf,
+                        dtype: dt,
+                        p0: 0,
+                        pn: csz as u32,
+                        tile_off: g.ph * wp + g.pw,
+                        hbm_off: xv.offset + n as i64 * s_n + c0 as i64 * s_c,
+                        part_stride: s_c,
+                        dims: vec![(g.h, wp as i64, s_h), (g.w, 1, s_w)],
+                    },
+                    true,
+                    span,
+                );
+                tile
+            })
+            .collect()
     }
 }

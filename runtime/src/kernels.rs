@@ -145,6 +145,17 @@ impl Stats {
     }
 }
 
+/// Whether every product of a value of `a` and a value of `b` is exact in f32 ([`exact`]),
+/// so that a fused multiply-add gives the bits of a multiply and then an add: for other
+/// matmul kernels that keep the ISA's (or the language's) order, like the reference
+/// evaluator's.
+pub fn products_exact(a: &[f32], b: &[f32]) -> bool {
+    let (mut sa, mut sb) = (Stats::EMPTY, Stats::EMPTY);
+    sa.scan(a);
+    sb.scan(b);
+    exact(&sa, &sb)
+}
+
 /// Whether every product `s * v` of a value of the first operand and one of the second is
 /// exact in f32 (neither rounded, nor out of range), so that a fused multiply-add rounds
 /// exactly once where a multiply and then an add would round the same sum, and gives the

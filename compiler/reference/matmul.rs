@@ -16,7 +16,11 @@
 //!
 //! The kernel is plain Rust; [`Simd`] picks at run time which instruction set the compiler
 //! may use for the same source (`target_feature` on a wrapper; AVX2 or the x86-64
-//! baseline), so the arithmetic per element is the same on every path.
+//! baseline), so the arithmetic per element is the same on every path. Where every product
+//! of the operands is exact in f32 (bf16 and FP8 values of ordinary magnitude:
+//! `runtime::kernels::products_exact`), whole tiles use fused multiply-adds, which round
+//! each sum once, as the unfused add does: the same bits, at half the issue slots on hosts
+//! whose multiply and add share the FMA ports.
 
 /// Rows of a register tile (the broadcast values of `a`).
 const MR: usize = 6;

@@ -2,7 +2,9 @@
 //! whatever the thread count and instruction set: each kernel runs through the `tessera`
 //! binary with one thread, with two, and with two and the scalar fallback forced
 //! (`TESSERA_THREADS`, `TESSERA_SIMD=scalar`), and the outputs, the timing report and the
-//! `--check` lines (the reference's comparison) must be identical byte for byte.
+//! `--check` lines (the reference's comparison) must be identical byte for byte. On a host
+//! with FMA the default path fuses the bf16 matmuls' multiply-adds (their products are
+//! exact), so the comparison with the scalar path also proves that fusing changes no bit.
 //!
 //! The kernels are large enough that their matmul instructions exceed the interpreter's
 //! threshold for sharing panels between threads, and that the reference's matmuls and
@@ -111,4 +113,32 @@ fn matmul_and_attention_are_deterministic() {
         "matmul",
     );
     same_everywhere("bench/attention.tsr", &["-D", "S=512"], "attention");
+}
+
+/// A softmax, a convolution (a matmul over its window matrix), and integer work (an
+/// argmax over long rows, an embedding gather with `i32` indices, an in-order running sum):
+/// the instructions besides the matmul, on every path.
+#[test]
+fn softmax_conv_and_integer_kernels_are_deterministic() {
+    same_everywhere(
+        "bench/real/softmax_bf16.tsr",
+        &["-D", "N=256", "-D", "D=1024"],
+        "softmax",
+    );
+    same_everywhere(
+        "bench/real/resnet50_conv3_3x3.tsr",
+        &["-D", "B=2", "-D", "H=14"],
+        "conv",
+    );
+    same_everywhere(
+        "bench/real/argmax_greedy_decode.tsr",
+        &["-D", "V=20000"],
+        "argmax",
+    );
+    same_everywhere(
+        "bench/real/embedding_lookup.tsr",
+        &["-D", "V=1000", "-D", "D=256", "-D", "T=256"],
+        "embedding",
+    );
+    same_everywhere("bench/real/cumsum_rows.tsr", &["-D", "N=256"], "cumsum");
 }

@@ -251,6 +251,21 @@ pub fn op_bound(
         return b;
     }
     let n = out.data.len();
+    // Moving exact values gives exact values: no copies of the operand and its bound (a
+    // transposed weight would otherwise cost five times its f32 size in transient memory).
+    let moves = matches!(
+        op,
+        TOp::Transpose(_)
+            | TOp::Reshape
+            | TOp::Tril { .. }
+            | TOp::Slice(_)
+            | TOp::Concat(_)
+            | TOp::Pad { .. }
+            | TOp::BroadcastTo
+    );
+    if moves && bounds.iter().all(|b| b.iter().all(|&e| e == 0.0)) {
+        return vec![0.0; n];
+    }
     let shape = &out.shape;
     let mut prop = vec![0f64; n];
     match op {

@@ -16,7 +16,11 @@
 //!
 //! The kernel is plain Rust; [`Simd`] picks at run time which instruction set the compiler
 //! may use for the same source (`target_feature` on a wrapper; AVX2 or the x86-64
-//! baseline), so the arithmetic per element is the same on every path.
+//! baseline), so the arithmetic per element is the same on every path. Where every product
+//! of the operands is exact in f32 (bf16 and FP8 values of ordinary magnitude:
+//! `runtime::kernels::products_exact`), whole tiles use fused multiply-adds, which round
+//! each sum once, as the unfused add does: the same bits, at half the issue slots on hosts
+//! whose multiply and add share the FMA ports.
 
 /// Rows of a register tile (the broadcast values of `a`).
 const MR: usize = 6;
@@ -88,13 +92,16 @@ pub fn matmul(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
+    // Fused multiply-adds give the same bits where every product is exact (bf16 and FP8
+    // operands of ordinary magnitude: `runtime::kernels::products_exact`).
+    let fused = simd == Simd::Avx2 && fma() && runtime::kernels::products_exact(a, b);
     let threads = if m * n * k < PARALLEL_MIN_MACS {
         1
     } else {
         threads.clamp(1, m.div_ceil(MR))
     };
     if threads == 1 {
-        rows(simd, m, k, n, a, b, out);
+        rows(simd, fused, m, k, n, a, b, out);
         return;
     }
     // Whole register tiles of rows per thread, as even as they come.
@@ -104,24 +111,63 @@ pub fn matmul(
         let first = chunks.next();
         for (o, a) in chunks {
             let rows_here = o.len() / n;
-            s.spawn(move || rows(simd, rows_here, k, n, a, b, o));
+            s.spawn(move || rows(simd, fused, rows_here, k, n, a, b, o));
         }
         if let Some((o, a)) = first {
-            rows(simd, o.len() / n, k, n, a, b, o);
+            rows(simd, fused, o.len() / n, k, n, a, b, o);
         }
     });
 }
 
+/// Whether the host has FMA (and the environment does not forbid fusing with
+/// `TESSERA_SIMD=nofma`).
+fn fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+            && !std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "nofma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The blocked product for `m` rows on the calling thread (`out` starts at +0.0).
-fn rows(simd: Simd, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+/// `fused`: every product is exact and the host has FMA.
+#[allow(clippy::too_many_arguments)]
+fn rows(
+    simd: Simd,
+    fused: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
     match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if fused && std::is_x86_feature_detected!("fma") => {
+            // SAFETY: the host has AVX2 (`Simd::best`) and FMA (checked just above).
+            unsafe { rows_fma(m, k, n, a, b, out) }
+        }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 if std::is_x86_feature_detected!("avx2") => {
             // SAFETY: the host has AVX2 (checked just above).
             unsafe { rows_avx2(m, k, n, a, b, out) }
         }
-        _ => rows_generic(false, m, k, n, a, b, out),
+        _ => rows_generic(Kernel::Plain, m, k, n, a, b, out),
     }
+}
+
+/// Which micro-kernel whole register tiles use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// The plain loop of [`tile`] (any host).
+    Plain,
+    /// [`tile_full_avx`]: multiply, then add.
+    Avx,
+    /// [`tile_full_fma`]: fused multiply-adds, for exact products only.
+    Fma,
 }
 
 /// [`rows_generic`] compiled with AVX2.
@@ -132,15 +178,34 @@ fn rows(simd: Simd, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    rows_generic(true, m, k, n, a, b, out)
+    rows_generic(Kernel::Avx, m, k, n, a, b, out)
+}
+
+/// [`rows_generic`] compiled with AVX2 and FMA, whole tiles fused.
+///
+/// # Safety
+///
+/// The host must have AVX2 and FMA, and every product of `a` and `b` must be exact.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_fma(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    rows_generic(Kernel::Fma, m, k, n, a, b, out)
 }
 
 /// The loop nest: column blocks of [`NC`], `k` blocks of [`KC`] in increasing order (the
 /// panel of `b` packed once per block), then register tiles over the rows (their `a`
-/// values packed as `[kk][MR]`) and the panels. `avx`: whole tiles may use the AVX
-/// micro-kernel (the caller checked that the host has it).
+/// values packed as `[kk][MR]`) and the panels. `kernel`: what whole tiles use (the caller
+/// checked that the host has it).
 #[inline(always)]
-fn rows_generic(avx: bool, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+fn rows_generic(
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
     let mut packed = vec![0.0f32; KC * NC];
     let mut apack = [0.0f32; KC * MR];
     for jc in (0..n).step_by(NC) {
@@ -179,12 +244,12 @@ fn rows_generic(avx: bool, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], o
                     let panel = &packed[p * KC * NR..][..kc * NR];
                     let o = &mut out[i * n + j0..];
                     match r {
-                        6 => tile::<6>(avx, n, kc, w, ap, panel, o),
-                        5 => tile::<5>(avx, n, kc, w, ap, panel, o),
-                        4 => tile::<4>(avx, n, kc, w, ap, panel, o),
-                        3 => tile::<3>(avx, n, kc, w, ap, panel, o),
-                        2 => tile::<2>(avx, n, kc, w, ap, panel, o),
-                        _ => tile::<1>(avx, n, kc, w, ap, panel, o),
+                        6 => tile::<6>(kernel, n, kc, w, ap, panel, o),
+                        5 => tile::<5>(kernel, n, kc, w, ap, panel, o),
+                        4 => tile::<4>(kernel, n, kc, w, ap, panel, o),
+                        3 => tile::<3>(kernel, n, kc, w, ap, panel, o),
+                        2 => tile::<2>(kernel, n, kc, w, ap, panel, o),
+                        _ => tile::<1>(kernel, n, kc, w, ap, panel, o),
                     }
                 }
                 i += r;
@@ -197,10 +262,11 @@ fn rows_generic(avx: bool, m: usize, k: usize, n: usize, a: &[f32], b: &[f32], o
 /// the tile's first element), over `kc` steps of `k` with the rows' `a` values packed in
 /// `ap` (`[kk][MR]`) and `b`'s in `panel` (`[kk][NR]`). The partial sums are loaded from
 /// `out`, advanced step by step in order, and stored back; padding lanes (columns `w ..`)
-/// are computed and dropped. `avx`: a whole tile runs on [`tile_full_avx`].
+/// are computed and dropped. A whole tile runs on the SIMD `kernel`; ragged ones on the
+/// plain loop, which never fuses (their products give the same bits either way).
 #[inline(always)]
 fn tile<const R: usize>(
-    avx: bool,
+    kernel: Kernel,
     n: usize,
     kc: usize,
     w: usize,
@@ -209,12 +275,16 @@ fn tile<const R: usize>(
     out: &mut [f32],
 ) {
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = avx;
+    let _ = kernel;
     #[cfg(target_arch = "x86_64")]
-    if avx && R == MR && w == NR {
-        // SAFETY: `avx` says the host has AVX; the bounds are asserted inside.
-        unsafe { tile_full_avx(n, kc, ap, panel, out) };
-        return;
+    if R == MR && w == NR {
+        match kernel {
+            // SAFETY: `kernel` says the host has AVX (and FMA, with exact products); the
+            // bounds are asserted inside.
+            Kernel::Avx => return unsafe { tile_full_avx(n, kc, ap, panel, out) },
+            Kernel::Fma => return unsafe { tile_full_fma(n, kc, ap, panel, out) },
+            Kernel::Plain => {}
+        }
     }
     let mut acc = [[0.0f32; NR]; R];
     for (r, row) in acc.iter_mut().enumerate() {
@@ -234,16 +304,20 @@ fn tile<const R: usize>(
     }
 }
 
-/// A whole `MR x NR` tile with its twelve accumulators in AVX registers: each step
-/// broadcasts the six `a` values and multiplies, then adds (never fused), the two vectors
-/// of `b`'s row. The same operations as [`tile`]'s loop, lane for lane.
+/// Defines a micro-kernel for a whole `MR x NR` tile with its twelve accumulators in AVX
+/// registers: each step broadcasts the six `a` values and multiply-adds them with the two
+/// vectors of `b`'s row by `$madd`. The same operations as [`tile`]'s loop, lane for lane
+/// (fused only where the products are exact, which gives the same bits).
+macro_rules! tile_full {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $madd:expr) => {
+$(#[$doc])*
 ///
 /// # Safety
 ///
-/// The host must have AVX.
+/// The host must have the function's target features.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn tile_full_avx(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32]) {
+#[target_feature(enable = $features)]
+unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     assert!(ap.len() >= kc * MR && panel.len() >= kc * NR);
     assert!(out.len() >= (MR - 1) * n + NR);
@@ -272,8 +346,8 @@ unsafe fn tile_full_avx(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mu
         macro_rules! step {
             ($r:expr, $x0:ident, $x1:ident) => {
                 let s = _mm256_broadcast_ss(&*ak.add($r));
-                $x0 = _mm256_add_ps($x0, _mm256_mul_ps(s, b0));
-                $x1 = _mm256_add_ps($x1, _mm256_mul_ps(s, b1));
+                $x0 = $madd($x0, s, b0);
+                $x1 = $madd($x1, s, b1);
             };
         }
         step!(0, c00, c01);
@@ -296,6 +370,22 @@ unsafe fn tile_full_avx(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mu
     store!(4, c40, c41);
     store!(5, c50, c51);
 }
+    };
+}
+
+tile_full!(
+    /// Multiply, then add (never fused): the language's rounding on any operands.
+    tile_full_avx,
+    "avx",
+    |x, s, y| _mm256_add_ps(x, _mm256_mul_ps(s, y))
+);
+
+tile_full!(
+    /// Fused multiply-adds, for exact products only.
+    tile_full_fma,
+    "avx,fma",
+    |x, s, y| _mm256_fmadd_ps(s, y, x)
+);
 
 /// The plain triple loop the blocked kernel must match bit for bit: each output row starts
 /// at +0.0 and adds `a[i, k] * b[k, :]` for `k` in order (the evaluator's kernel before the
@@ -366,6 +456,34 @@ mod tests {
                         .all(|(x, y)| x.to_bits() == y.to_bits());
                     assert!(same, "{m}x{k}x{n} on {simd:?} with {threads} threads");
                 }
+            }
+        }
+    }
+
+    /// bf16 operands (every product exact) take the fused kernel on hosts with FMA, and
+    /// still match the unfused triple loop bit for bit, over sums that round at every step.
+    #[test]
+    fn fused_bf16_matches_the_triple_loop() {
+        let bf16 = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| f32::from_bits(x.to_bits() & 0xFFFF_0000))
+                .collect()
+        };
+        for (m, k, n) in [(12, 256, 32), (13, 300, 33), (131, 600, 97)] {
+            let a = bf16(values(m * k, (m + k) as u64));
+            let b = bf16(values(k * n, (n * 3 + k) as u64));
+            assert!(runtime::kernels::products_exact(&a, &b));
+            let mut want = vec![0.0; m * n];
+            matmul_scalar(m, k, n, &a, &b, &mut want);
+            for threads in [1, 2] {
+                let mut got = vec![f32::NAN; m * n];
+                matmul(Simd::best(), threads, m, k, n, &a, &b, &mut got);
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n} with {threads} threads"
+                );
             }
         }
     }

@@ -9,7 +9,8 @@
 //! output element's summation order `k = 0, 1, .., K-1`; an accumulating matmul onto the
 //! output the previous matmul left, with PSUM untouched since, starts from the kernel's
 //! own copy of it instead of reading PSUM back.
-//! All arithmetic goes through `crate::numeric` or plain f32 `+`/`*` (never fused), so
+//! All arithmetic goes through `crate::numeric` or plain f32 `+`/`*` (never fused, but in
+//! the matmul kernel where every product is exact and fusing changes no bit), so
 //! results are bit-identical on every run and host.
 
 use crate::error::{At, RuntimeError};

@@ -6,7 +6,8 @@
 //! one place that is tuned for the host. The contract it keeps is the ISA's: every output
 //! element starts from its initial value (+0.0, or the PSUM value when accumulating) and
 //! adds `stationary[k, m] * moving[k, n]` for `k = 0, 1, .., K - 1` in order, each product
-//! and each sum rounded to f32, never fused. The kernel therefore vectorises across `n`
+//! and each sum rounded to f32 as unfused arithmetic rounds them. The kernel therefore
+//! vectorises across `n`
 //! only (each SIMD lane is one output element with its own sequential sum) and blocks over
 //! `m` and `n` for register and cache reuse; the `k` loop is never split or reordered.
 //!
@@ -16,11 +17,15 @@
 //! (`[n_panel][m_block * MR][NR]`), zero-padded to whole blocks. Padding lanes compute
 //! values that are never read back, and no output element depends on another's lanes.
 //!
-//! Paths. [`Path::Avx`] is a hand-written AVX micro-kernel (`_mm256_mul_ps` then
-//! `_mm256_add_ps`, never an FMA), chosen at run time when the host has AVX; the portable
-//! path is plain Rust with the same blocking, for every other host. Both compute IEEE
-//! binary32 products and sums of the same operands in the same order, so they agree bit
-//! for bit (NaN payloads aside, which the store to memory makes canonical).
+//! Paths. [`Path::Avx512`] and [`Path::Avx`] are hand-written micro-kernels (16 and 8
+//! lanes), chosen at run time from what the host has; the portable path is plain Rust with
+//! the same blocking, for every other host. All compute IEEE binary32 products and sums of
+//! the same operands in the same order, so they agree bit for bit (NaN payloads aside,
+//! which the store to memory makes canonical). The SIMD paths multiply and then add, except
+//! when every product of the instruction's operands is exact in f32 ([`exact`]: bf16 or
+//! FP8 values of ordinary magnitude, noted while packing): then a fused multiply-add rounds
+//! the same sum once, as the unfused add does, and the FMA kernels run, at half the issue
+//! slots on hosts whose multiply and add share the FMA ports.
 //!
 //! Threads. Every output panel is computed by exactly one thread, start to finish, so the
 //! result does not depend on how panels are shared out. A [`Pool`] keeps its helper threads
@@ -143,6 +148,17 @@ impl Stats {
             max_exp: hi,
         };
     }
+}
+
+/// Whether every product of a value of `a` and a value of `b` is exact in f32 ([`exact`]),
+/// so that a fused multiply-add gives the bits of a multiply and then an add: for other
+/// matmul kernels that keep the ISA's (or the language's) order, like the reference
+/// evaluator's.
+pub fn products_exact(a: &[f32], b: &[f32]) -> bool {
+    let (mut sa, mut sb) = (Stats::EMPTY, Stats::EMPTY);
+    sa.scan(a);
+    sb.scan(b);
+    exact(&sa, &sb)
 }
 
 /// Whether every product `s * v` of a value of the first operand and one of the second is

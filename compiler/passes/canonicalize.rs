@@ -2,7 +2,17 @@
 //! equivalent ways to one form, so that the passes after it (the attention matcher of
 //! `attention.rs` above all) recognise one form instead of every spelling.
 //!
-//! The rewrite made today:
+//! The rewrites made today:
+//!
+//! **A causal mask built from positions becomes `tril`.** `where(c, s, -inf)` (or
+//! `where(c, -inf, s)`) whose condition `c` compares two affine functions of `arange`
+//! (`tiling/affine.rs`'s forms) and holds exactly where `j <= i + k` over the last two axes
+//! `(i, j)` of `s` (the same on every leading index) is `tril(s, k, fill=-inf)`: both keep
+//! the same elements and put `-inf` in the same places, so the rewrite is exact. The
+//! attention matcher then sees one mask form, whichever way the user built it
+//! (`rows >= cols`, `cols <= rows + k`, `rows - cols > -1`, ...). A mask added to the
+//! scores (`s + where(c, 0, -inf)`) is left alone: `+inf + -inf` is NaN where `tril` gives
+//! `-inf`.
 //!
 //! **A softmax's normalisation moved across the matmul it feeds.** With `e = exp(x - m)`,
 //! `m = max(x, axis=-1, keepdims=true)` and `l = sum(e, axis=-1, keepdims=true)`,
@@ -28,10 +38,12 @@
 //! where `round(e / l)` does not. FP8 is left alone: there `e / l`, about `1/Sk`, is deep in
 //! the subnormal range, and rounding it or rounding `e` are different computations.
 
+use super::dce;
+use super::tiling::affine::{self, Form};
 use crate::ir::rules::broadcast_shapes;
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
 use cranelift_entity::SecondaryMap;
-use isa::Dtype;
+use isa::{CmpOp, Dtype};
 use std::collections::HashMap;
 
 /// The program as written, kept when canonicalisation changed rounding: `run --check`
@@ -50,6 +62,22 @@ pub struct Original {
 /// Canonicalises `func` in place; returns what it changed (none: nothing).
 pub fn run(func: &mut Function) -> Option<Original> {
     let before = func.clone();
+    // Exact rewrites first: the mask's form is what the normalisation's matcher reads.
+    let mut masks = false;
+    for inst in func.layout.clone() {
+        if let Some((s, k)) = causal_where(func, inst) {
+            func.insts[inst].op = TOp::Tril {
+                k,
+                fill: f64::NEG_INFINITY,
+            };
+            func.insts[inst].args = [s].into_iter().collect();
+            masks = true;
+        }
+    }
+    if masks {
+        // The positions and the comparison are dead now.
+        dce::run(func);
+    }
     let mut relaxed = Vec::new();
     let mut rewritten: Vec<Value> = Vec::new();
     loop {
@@ -66,7 +94,7 @@ pub fn run(func: &mut Function) -> Option<Original> {
         }
         rewritten.extend(move_normalisation(func, &site));
     }
-    if relaxed.is_empty() && rewritten.is_empty() {
+    if !masks && relaxed.is_empty() && rewritten.is_empty() {
         return None;
     }
     // The values of `before` keep their numbers until the compaction below, so the map
@@ -100,6 +128,61 @@ fn use_counts(func: &Function) -> HashMap<Value, usize> {
         *uses.entry(*r).or_default() += 1;
     }
     uses
+}
+
+/// The constant value of `v`, if it is one.
+fn constant(func: &Function, v: Value) -> Option<f64> {
+    match func.insts[def(func, v)?].op {
+        TOp::Const(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// When `inst` is a `where` that keeps its float operand `s` exactly where `j <= i + k`
+/// over `s`'s last two axes and puts `-inf` elsewhere, `s` and `k`: the `tril` it equals.
+fn causal_where(func: &Function, inst: Inst) -> Option<(Value, i64)> {
+    let data = &func.insts[inst];
+    if data.op != TOp::Where {
+        return None;
+    }
+    let (c, a, b) = (data.args[0], data.args[1], data.args[2]);
+    let neg_inf = |v: Value| constant(func, v) == Some(f64::NEG_INFINITY);
+    // Which operand is kept, and whether it is kept where `c` holds.
+    let (s, kept_where_true) = match (neg_inf(a), neg_inf(b)) {
+        (false, true) => (a, true),
+        (true, false) => (b, false),
+        _ => return None,
+    };
+    let out = func.ty(data.result);
+    let rank = out.shape.len();
+    // `s` must not be broadcast by the `where`, nor converted.
+    if rank < 2 || func.ty(s) != out || !out.dtype.is_float() {
+        return None;
+    }
+    let (form, cmp) = affine::predicate_of(func, c)?;
+    let form = form.broadcast(&func.ty(c).shape, &out.shape)?;
+    let cmp = if kept_where_true {
+        cmp
+    } else {
+        affine::negate(cmp)
+    };
+    // Kept where `form' >= 0`, with `form'` the form or its negation, shifted for a strict
+    // comparison (integers: `x > 0` is `x - 1 >= 0`).
+    let (sign, shift) = match cmp {
+        CmpOp::Ge => (1, 0),
+        CmpOp::Gt => (1, -1),
+        CmpOp::Le => (-1, 0),
+        CmpOp::Lt => (-1, -1),
+        CmpOp::Eq | CmpOp::Ne => return None,
+    };
+    let Form { base, coefs } = form;
+    let coefs: Vec<i64> = coefs.iter().map(|c| sign * c).collect();
+    // `i - j + k >= 0` is `j <= i + k`.
+    let lead_free = coefs[..rank - 2].iter().all(|&c| c == 0);
+    if !lead_free || coefs[rank - 2] != 1 || coefs[rank - 1] != -1 {
+        return None;
+    }
+    Some((s, sign * base + shift))
 }
 
 /// The instruction defining `v`, if any.

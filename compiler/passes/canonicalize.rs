@@ -14,6 +14,14 @@
 //! scores (`s + where(c, 0, -inf)`) is left alone: `+inf + -inf` is NaN where `tril` gives
 //! `-inf`.
 //!
+//! **A multiplication by the reciprocal of a softmax's row sum becomes a division.** With
+//! `l` the row sum of shifted exponentials (below), `x * reciprocal(l)` and `x * (1 / l)`
+//! become `x / l` (f32 operands and result): one rounding instead of two, which the bound of
+//! docs/numerics.md allows (the reciprocal's implicit f32 rounding is item 1's allowance).
+//! It is applied only where `l >= 1` is certain, so `1 / l` lies in `(0, 1]` and nothing
+//! overflows or underflows either way. Triton's `acc * (1 / l_i)` and a softmax written
+//! `e * reciprocal(sum(e))` then reach the normalisation's rewrite and the flash lowering.
+//!
 //! **A softmax's normalisation moved across the matmul it feeds.** With `e = exp(x - m)`,
 //! `m = max(x, axis=-1, keepdims=true)` and `l = sum(e, axis=-1, keepdims=true)`,
 //!
@@ -80,6 +88,18 @@ pub fn run(func: &mut Function) -> Option<Original> {
     }
     let mut relaxed = Vec::new();
     let mut rewritten: Vec<Value> = Vec::new();
+    let uses = use_counts(func);
+    for inst in func.layout.clone() {
+        if let Some((x, l)) = reciprocal_product(func, &uses, inst) {
+            func.insts[inst].op = TOp::Binary(BinaryOp::Div);
+            func.insts[inst].args = [x, l].into_iter().collect();
+            rewritten.push(func.insts[inst].result);
+        }
+    }
+    if !rewritten.is_empty() {
+        // The reciprocals are dead now.
+        dce::run(func);
+    }
     loop {
         let uses = use_counts(func);
         let Some(site) = func
@@ -218,6 +238,47 @@ fn is_shifted_exp(func: &Function, e: Value) -> bool {
     let (x, m) = (func.insts[sub].args[0], func.insts[sub].args[1]);
     def(func, m).is_some_and(|max| is_row_reduce(func, max, ReduceFn::Max, x))
         && func.ty(x).shape == func.ty(e).shape
+}
+
+/// When `inst` is `x * r` (either order) with `r`, read only there, `reciprocal(l)` or
+/// `1 / l` and `l` a row sum of shifted exponentials, every value f32 and the product of
+/// `x`'s type: `x` and `l`, the division it becomes.
+fn reciprocal_product(
+    func: &Function,
+    uses: &HashMap<Value, usize>,
+    inst: Inst,
+) -> Option<(Value, Value)> {
+    let data = &func.insts[inst];
+    if data.op != TOp::Binary(BinaryOp::Mul) {
+        return None;
+    }
+    let of_sum = |r: Value| -> Option<Value> {
+        if uses.get(&r).copied() != Some(1) || func.ty(r).dtype != Dtype::F32 {
+            return None;
+        }
+        let i = def(func, r)?;
+        let d = &func.insts[i];
+        let l = match d.op {
+            TOp::Unary(UnaryFn::Reciprocal) => d.args[0],
+            TOp::Binary(BinaryOp::Div) if constant(func, d.args[0]) == Some(1.0) => d.args[1],
+            _ => return None,
+        };
+        let sum = def(func, l)?;
+        let e = func.insts[sum].args.first().copied()?;
+        (func.ty(l).dtype == Dtype::F32
+            && func.ty(r).shape == func.ty(l).shape
+            && is_row_reduce(func, sum, ReduceFn::Sum, e)
+            && func.ty(e).dtype == Dtype::F32
+            && is_shifted_exp(func, e))
+        .then_some(l)
+    };
+    let (a, b) = (data.args[0], data.args[1]);
+    let (x, l) = match (of_sum(b), of_sum(a)) {
+        (Some(l), _) => (a, l),
+        (None, Some(l)) => (b, l),
+        _ => return None,
+    };
+    (func.ty(data.result) == func.ty(x) && func.ty(x).dtype == Dtype::F32).then_some((x, l))
 }
 
 /// One `((e / l) [as d]) @ v` to rewrite.

@@ -11,7 +11,9 @@
 //! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
 //! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
 //! -inf) skips key blocks that lie entirely above the diagonal and masks the blocks that
-//! cross it.
+//! cross it. With several heads that read different K, each K^T is prepared once: the
+//! first on the PE array, and under a causal mask the next ones by GpSimd, a few chunks a
+//! block during the heads before them (`prefetch_kt`).
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four

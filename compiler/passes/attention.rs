@@ -1,7 +1,9 @@
 //! Recognises attention in tensor IR, so that fusion can give it to the flash-attention
 //! lowering (`tiling/attention.rs`), where the S x S scores never leave the chip. It
 //! matches the canonical form that `canonicalize.rs` leaves (a normalisation written
-//! before the second matmul has been moved after it):
+//! before the second matmul has been moved after it, a multiplication by the reciprocal of
+//! the row sum is a division, and a causal mask built from positions with `where` is a
+//! `tril`):
 //!
 //! ```text
 //! s  = q @ kt                       q: [.., Sq, D], kt: [.., D, Sk]

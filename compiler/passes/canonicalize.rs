@@ -2,7 +2,25 @@
 //! equivalent ways to one form, so that the passes after it (the attention matcher of
 //! `attention.rs` above all) recognise one form instead of every spelling.
 //!
-//! The rewrite made today:
+//! The rewrites made today:
+//!
+//! **A causal mask built from positions becomes `tril`.** `where(c, s, -inf)` (or
+//! `where(c, -inf, s)`) whose condition `c` compares two affine functions of `arange`
+//! (`tiling/affine.rs`'s forms) and holds exactly where `j <= i + k` over the last two axes
+//! `(i, j)` of `s` (the same on every leading index) is `tril(s, k, fill=-inf)`: both keep
+//! the same elements and put `-inf` in the same places, so the rewrite is exact. The
+//! attention matcher then sees one mask form, whichever way the user built it
+//! (`rows >= cols`, `cols <= rows + k`, `rows - cols > -1`, ...). A mask added to the
+//! scores (`s + where(c, 0, -inf)`) is left alone: `+inf + -inf` is NaN where `tril` gives
+//! `-inf`.
+//!
+//! **A multiplication by the reciprocal of a softmax's row sum becomes a division.** With
+//! `l` the row sum of shifted exponentials (below), `x * reciprocal(l)` and `x * (1 / l)`
+//! become `x / l` (f32 operands and result): one rounding instead of two, which the bound of
+//! docs/numerics.md allows (the reciprocal's implicit f32 rounding is item 1's allowance).
+//! It is applied only where `l >= 1` is certain, so `1 / l` lies in `(0, 1]` and nothing
+//! overflows or underflows either way. Triton's `acc * (1 / l_i)` and a softmax written
+//! `e * reciprocal(sum(e))` then reach the normalisation's rewrite and the flash lowering.
 //!
 //! **A softmax's normalisation moved across the matmul it feeds.** With `e = exp(x - m)`,
 //! `m = max(x, axis=-1, keepdims=true)` and `l = sum(e, axis=-1, keepdims=true)`,
@@ -28,10 +46,12 @@
 //! where `round(e / l)` does not. FP8 is left alone: there `e / l`, about `1/Sk`, is deep in
 //! the subnormal range, and rounding it or rounding `e` are different computations.
 
+use super::dce;
+use super::tiling::affine::{self, Form};
 use crate::ir::rules::broadcast_shapes;
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
 use cranelift_entity::SecondaryMap;
-use isa::Dtype;
+use isa::{CmpOp, Dtype};
 use std::collections::HashMap;
 
 /// The program as written, kept when canonicalisation changed rounding: `run --check`
@@ -50,8 +70,36 @@ pub struct Original {
 /// Canonicalises `func` in place; returns what it changed (none: nothing).
 pub fn run(func: &mut Function) -> Option<Original> {
     let before = func.clone();
+    // Exact rewrites first: the mask's form is what the normalisation's matcher reads.
+    let mut masks = false;
+    for inst in func.layout.clone() {
+        if let Some((s, k)) = causal_where(func, inst) {
+            func.insts[inst].op = TOp::Tril {
+                k,
+                fill: f64::NEG_INFINITY,
+            };
+            func.insts[inst].args = [s].into_iter().collect();
+            masks = true;
+        }
+    }
+    if masks {
+        // The positions and the comparison are dead now.
+        dce::run(func);
+    }
     let mut relaxed = Vec::new();
     let mut rewritten: Vec<Value> = Vec::new();
+    let uses = use_counts(func);
+    for inst in func.layout.clone() {
+        if let Some((x, l)) = reciprocal_product(func, &uses, inst) {
+            func.insts[inst].op = TOp::Binary(BinaryOp::Div);
+            func.insts[inst].args = [x, l].into_iter().collect();
+            rewritten.push(func.insts[inst].result);
+        }
+    }
+    if !rewritten.is_empty() {
+        // The reciprocals are dead now.
+        dce::run(func);
+    }
     loop {
         let uses = use_counts(func);
         let Some(site) = func
@@ -66,7 +114,7 @@ pub fn run(func: &mut Function) -> Option<Original> {
         }
         rewritten.extend(move_normalisation(func, &site));
     }
-    if relaxed.is_empty() && rewritten.is_empty() {
+    if !masks && relaxed.is_empty() && rewritten.is_empty() {
         return None;
     }
     // The values of `before` keep their numbers until the compaction below, so the map
@@ -102,6 +150,61 @@ fn use_counts(func: &Function) -> HashMap<Value, usize> {
     uses
 }
 
+/// The constant value of `v`, if it is one.
+fn constant(func: &Function, v: Value) -> Option<f64> {
+    match func.insts[def(func, v)?].op {
+        TOp::Const(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// When `inst` is a `where` that keeps its float operand `s` exactly where `j <= i + k`
+/// over `s`'s last two axes and puts `-inf` elsewhere, `s` and `k`: the `tril` it equals.
+fn causal_where(func: &Function, inst: Inst) -> Option<(Value, i64)> {
+    let data = &func.insts[inst];
+    if data.op != TOp::Where {
+        return None;
+    }
+    let (c, a, b) = (data.args[0], data.args[1], data.args[2]);
+    let neg_inf = |v: Value| constant(func, v) == Some(f64::NEG_INFINITY);
+    // Which operand is kept, and whether it is kept where `c` holds.
+    let (s, kept_where_true) = match (neg_inf(a), neg_inf(b)) {
+        (false, true) => (a, true),
+        (true, false) => (b, false),
+        _ => return None,
+    };
+    let out = func.ty(data.result);
+    let rank = out.shape.len();
+    // `s` must not be broadcast by the `where`, nor converted.
+    if rank < 2 || func.ty(s) != out || !out.dtype.is_float() {
+        return None;
+    }
+    let (form, cmp) = affine::predicate_of(func, c)?;
+    let form = form.broadcast(&func.ty(c).shape, &out.shape)?;
+    let cmp = if kept_where_true {
+        cmp
+    } else {
+        affine::negate(cmp)
+    };
+    // Kept where `form' >= 0`, with `form'` the form or its negation, shifted for a strict
+    // comparison (integers: `x > 0` is `x - 1 >= 0`).
+    let (sign, shift) = match cmp {
+        CmpOp::Ge => (1, 0),
+        CmpOp::Gt => (1, -1),
+        CmpOp::Le => (-1, 0),
+        CmpOp::Lt => (-1, -1),
+        CmpOp::Eq | CmpOp::Ne => return None,
+    };
+    let Form { base, coefs } = form;
+    let coefs: Vec<i64> = coefs.iter().map(|c| sign * c).collect();
+    // `i - j + k >= 0` is `j <= i + k`.
+    let lead_free = coefs[..rank - 2].iter().all(|&c| c == 0);
+    if !lead_free || coefs[rank - 2] != 1 || coefs[rank - 1] != -1 {
+        return None;
+    }
+    Some((s, sign * base + shift))
+}
+
 /// The instruction defining `v`, if any.
 fn def(func: &Function, v: Value) -> Option<Inst> {
     match func.values[v].def {
@@ -135,6 +238,47 @@ fn is_shifted_exp(func: &Function, e: Value) -> bool {
     let (x, m) = (func.insts[sub].args[0], func.insts[sub].args[1]);
     def(func, m).is_some_and(|max| is_row_reduce(func, max, ReduceFn::Max, x))
         && func.ty(x).shape == func.ty(e).shape
+}
+
+/// When `inst` is `x * r` (either order) with `r`, read only there, `reciprocal(l)` or
+/// `1 / l` and `l` a row sum of shifted exponentials, every value f32 and the product of
+/// `x`'s type: `x` and `l`, the division it becomes.
+fn reciprocal_product(
+    func: &Function,
+    uses: &HashMap<Value, usize>,
+    inst: Inst,
+) -> Option<(Value, Value)> {
+    let data = &func.insts[inst];
+    if data.op != TOp::Binary(BinaryOp::Mul) {
+        return None;
+    }
+    let of_sum = |r: Value| -> Option<Value> {
+        if uses.get(&r).copied() != Some(1) || func.ty(r).dtype != Dtype::F32 {
+            return None;
+        }
+        let i = def(func, r)?;
+        let d = &func.insts[i];
+        let l = match d.op {
+            TOp::Unary(UnaryFn::Reciprocal) => d.args[0],
+            TOp::Binary(BinaryOp::Div) if constant(func, d.args[0]) == Some(1.0) => d.args[1],
+            _ => return None,
+        };
+        let sum = def(func, l)?;
+        let e = func.insts[sum].args.first().copied()?;
+        (func.ty(l).dtype == Dtype::F32
+            && func.ty(r).shape == func.ty(l).shape
+            && is_row_reduce(func, sum, ReduceFn::Sum, e)
+            && func.ty(e).dtype == Dtype::F32
+            && is_shifted_exp(func, e))
+        .then_some(l)
+    };
+    let (a, b) = (data.args[0], data.args[1]);
+    let (x, l) = match (of_sum(b), of_sum(a)) {
+        (Some(l), _) => (a, l),
+        (None, Some(l)) => (b, l),
+        _ => return None,
+    };
+    (func.ty(data.result) == func.ty(x) && func.ty(x).dtype == Dtype::F32).then_some((x, l))
 }
 
 /// One `((e / l) [as d]) @ v` to rewrite.

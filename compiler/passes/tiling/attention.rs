@@ -11,7 +11,9 @@
 //! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
 //! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
 //! -inf) skips key blocks that lie entirely above the diagonal and masks the blocks that
-//! cross it.
+//! cross it. With several heads that read different K, each K^T is prepared once: the
+//! first on the PE array, and under a causal mask the next ones by GpSimd, a few chunks a
+//! block during the heads before them (`prefetch_kt`).
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
@@ -54,6 +56,7 @@ const QUERY_GROUP: usize = 4;
 
 /// The K^T and V tiles of the heads that read one K and one V.
 struct KvTiles {
+    /// Per chunk of 128 keys, K^T as one tile per chunk of D (empty: not prepared yet).
     kt: Vec<Vec<Tile>>,
     v: Vec<Option<Tile>>,
 }
@@ -244,7 +247,7 @@ impl Tiler<'_> {
         let mut kvs: Vec<KvTiles> = keys
             .iter()
             .map(|_| KvTiles {
-                kt: Vec::new(),
+                kt: vec![Vec::new(); chunks],
                 v: vec![None; chunks],
             })
             .collect();
@@ -258,16 +261,24 @@ impl Tiler<'_> {
                 }
             }
         };
-        let ensure_kt = |this: &mut Self, kvs: &mut [KvTiles], h: usize| {
-            let tiles = &mut kvs[kv_of[h]].kt;
-            if tiles.is_empty() {
-                *tiles = (0..chunks as u64)
-                    .map(|c| {
-                        let k0 = c * 128;
-                        this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), 0, span)
-                    })
+        // The chunks of K^T not prepared yet (at most `limit`), transposed on the PE array
+        // or, `on_gpsimd`, by GpSimd's `partition_transpose`.
+        let prepare_kt =
+            |this: &mut Self, kvs: &mut [KvTiles], h: usize, limit: usize, on_gpsimd: bool| {
+                let gpsimd = if on_gpsimd { d.div_ceil(128) } else { 0 };
+                let tiles = &mut kvs[kv_of[h]].kt;
+                let missing: Vec<usize> = (0..chunks)
+                    .filter(|&c| tiles[c].is_empty())
+                    .take(limit)
                     .collect();
-            }
+                for c in missing {
+                    let k0 = c as u64 * 128;
+                    tiles[c] =
+                        this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), gpsimd, span);
+                }
+            };
+        let ensure_kt = |this: &mut Self, kvs: &mut [KvTiles], h: usize| {
+            prepare_kt(this, kvs, h, chunks, false);
         };
         // The rest of the group after the division (casts), evaluated on the output.
         let pos = g.insts.iter().position(|&i| i == a.out).unwrap_or(0);
@@ -364,6 +375,38 @@ impl Tiler<'_> {
         let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
             .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
             .collect();
+        // The blocks up to the last that any tile of a group sees (causal: the later ones
+        // lie above every diagonal), so that the next group's work joins its last live
+        // block.
+        let live_of = |group: &[(u64, u64)]| match a.tril {
+            Some(k) => {
+                let last_row = group.iter().map(|&(m0, msz)| m0 + msz - 1).max();
+                let reach = last_row.map_or(0, |r| (r as i64).saturating_add(k));
+                blocks
+                    .iter()
+                    .take_while(|&&(j0, _)| j0 as i64 <= reach)
+                    .count()
+                    .max(1)
+            }
+            None => blocks.len(),
+        };
+        // For each item, the first head after it that reads another K and V, and the
+        // blocks from the item's first to that head's first. Under a causal mask that
+        // head's K^T is prepared by GpSimd during those blocks, a few chunks a block,
+        // instead of all at once on the PE array with copies out of PSUM for Vector and
+        // Scalar (causal, 8 heads, S = 2048: 493,226 -> 468,362 cycles). Without a mask
+        // GpSimd has less time to spare (its share of p's transposes) and the prefetch
+        // made it the bottleneck (8 heads: 493,701 -> 500,709 cycles; the same spread on
+        // the PE array, 612,093, as its copies then hold PSUM banks the scores need).
+        let prefetch_kt = a.tril.is_some();
+        let live_counts: Vec<usize> = items.iter().map(|&(_, grp)| live_of(grp)).collect();
+        let next_kv: Vec<Option<(usize, usize)>> = (0..items.len())
+            .map(|gn| {
+                let kv = kv_of[items[gn].0];
+                let j = (gn + 1..items.len()).find(|&j| kv_of[items[j].0] != kv)?;
+                Some((items[j].0, live_counts[gn..j].iter().sum()))
+            })
+            .collect();
         // The next group's states and first scores, made during this group's last block.
         let mut carried: Option<(Vec<QueryTile>, Vec<Option<Tile>>)> = None;
         let mut finishing: Vec<QueryTile> = Vec::new();
@@ -395,22 +438,7 @@ impl Tiler<'_> {
             let mut upcoming = items.get(gn + 1).map(|&(uh, ug)| new_states(self, uh, ug));
             let mut upcoming_scores: Vec<Option<Tile>> = Vec::new();
             let mut prev_nb_all: Option<Tile> = None;
-            // The group's blocks up to the last that any of its tiles sees (causal: the
-            // later ones lie above every diagonal), so that the next group's work joins
-            // its last live block.
-            let live_blocks = match a.tril {
-                Some(k) => {
-                    let last_row = states.iter().map(|st| st.m0 + st.msz - 1).max();
-                    let reach = last_row.map_or(0, |r| (r as i64).saturating_add(k));
-                    blocks
-                        .iter()
-                        .take_while(|&&(j0, _)| j0 as i64 <= reach)
-                        .count()
-                        .max(1)
-                }
-                None => blocks.len(),
-            };
-            let blocks = &blocks[..live_blocks];
+            let blocks = &blocks[..live_counts[gn]];
             for (bi, &(j0, kb)) in blocks.iter().enumerate() {
                 let scores = std::mem::take(&mut next_scores);
                 let n = states.len();
@@ -629,6 +657,16 @@ impl Tiler<'_> {
                         let fresh = alpha.is_none();
                         let v_tiles = &kvs[kv_of[h]].v;
                         self.attention_pv(&states[i], &pts[i], v_tiles, fresh, span)?;
+                    }
+                }
+                // The next K's K^T, spread over the blocks before the one that prepares
+                // whatever is left on the PE array (`ensure_kt`, two blocks before the
+                // end of the item before its first use).
+                if let Some((nh, before)) = next_kv[gn] {
+                    let remaining = before - bi;
+                    let missing = kvs[kv_of[nh]].kt.iter().filter(|t| t.is_empty()).count();
+                    if prefetch_kt && missing > 0 && remaining > 2 {
+                        prepare_kt(self, &mut kvs, nh, missing.div_ceil(remaining - 2), true);
                     }
                 }
             }

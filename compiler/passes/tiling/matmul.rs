@@ -61,13 +61,16 @@ pub(super) struct Operand2d {
 
 /// One chunk of 128 rows in this many of a prologue operand is computed on GpSimd
 /// (`Tiler::prologue_rows`).
-const PROLOGUE_GPSIMD_EVERY: u64 = 5;
+const PROLOGUE_GPSIMD_EVERY: u64 = 4;
+
+/// A prologue operand's row tiles for an N block, each with its first column in the block.
+type Rows = Vec<(u64, Tile)>;
 
 /// A prologue operand's work done ahead of its N blocks (`Tiler::b_tile`): the rows of
 /// one block (each with its first column in the block), and the K-step tiles of another.
 #[derive(Default)]
 struct Ahead {
-    rows: Option<((u64, u64), Vec<(u64, Tile)>)>,
+    rows: Option<((u64, u64), Rows)>,
     tiles: Option<((u64, u64), Vec<Tile>)>,
 }
 
@@ -733,12 +736,15 @@ impl Tiler<'_> {
             for (slot, tile) in tiles.iter_mut().zip(cur) {
                 *slot = Some(tile);
             }
+            // The next block's copies out of PSUM before the prologue of the one after it:
+            // the copies run beside the next block's transposes, the prologue beside this
+            // block's matmuls (which the epilogue, next on those engines, waits for).
             if let Some(&next) = nblocks.get(si + 1) {
                 let rows = self.rows_ahead(&p, dtype, ahead, next, k, span);
+                ahead.tiles = Some((next, self.transpose_rows(dtype, &rows, next, k, span)));
                 if let Some(&after) = nblocks.get(si + 2) {
                     ahead.rows = Some((after, self.prologue_rows(&p, dtype, after, k, span)));
                 }
-                ahead.tiles = Some((next, self.transpose_rows(dtype, &rows, next, k, span)));
             }
             if let Some(tile) = tiles[t as usize] {
                 return tile;
@@ -1079,7 +1085,7 @@ impl Tiler<'_> {
             // about what the prologue does, so the three engines share the work
             // (FP8 dequantisation 8 x 4096 x 14336: 713,672 cycles without it).
             if (n0 + c) / 128 % PROLOGUE_GPSIMD_EVERY == PROLOGUE_GPSIMD_EVERY - 1 {
-                self.to_gpsimd(start);
+                self.move_to_gpsimd(start);
             }
             c += csz;
         }
@@ -1088,7 +1094,7 @@ impl Tiler<'_> {
 
     /// Moves the Vector instructions from layout position `start` on that GpSimd can run
     /// (elementwise work and copies in SBUF) to GpSimd, which computes them alike.
-    fn to_gpsimd(&mut self, start: usize) {
+    fn move_to_gpsimd(&mut self, start: usize) {
         for &i in &self.out.layout[start..] {
             let inst = &mut self.out.insts[i];
             let mut sbuf_only = true;

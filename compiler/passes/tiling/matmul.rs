@@ -59,6 +59,21 @@ pub(super) struct Operand2d {
     pub prologue: Option<Rc<Prologue>>,
 }
 
+/// One chunk of 128 rows in this many of a prologue operand is computed on GpSimd
+/// (`Tiler::prologue_rows`).
+const PROLOGUE_GPSIMD_EVERY: u64 = 4;
+
+/// A prologue operand's row tiles for an N block, each with its first column in the block.
+type Rows = Vec<(u64, Tile)>;
+
+/// A prologue operand's work done ahead of its N blocks (`Tiler::b_tile`): the rows of
+/// one block (each with its first column in the block), and the K-step tiles of another.
+#[derive(Default)]
+struct Ahead {
+    rows: Option<((u64, u64), Rows)>,
+    tiles: Option<((u64, u64), Vec<Tile>)>,
+}
+
 /// An elementwise row group (a cast, a dequantisation `(w as f32 * scale) as bf16`) whose
 /// value only one matmul operand reads: instead of storing the value to HBM and loading it
 /// back, the operand's loads evaluate the group on the block of rows and columns they need
@@ -219,6 +234,8 @@ impl Tiler<'_> {
                         first_group(kt, nblocks[0].1, rate, asize, bsize).min(chunks.len());
                     let gpsimd =
                         gpsimd_share(kt, &costs, group0 as u64, (chunks.len() - group0) as u64);
+                    // A prologue operand's rows for the next N block, computed ahead.
+                    let mut ahead = Ahead::default();
                     for (si, &nb) in nblocks.iter().enumerate() {
                         // B tiles per K chunk, loaded at first use.
                         let mut bk: Vec<Option<Tile>> = vec![None; kt as usize];
@@ -313,7 +330,14 @@ impl Tiler<'_> {
                                         t + 1,
                                         span,
                                     );
-                                    let b = self.b_tile(&bo, &mut bk, t, k, nb, span);
+                                    let b = self.b_tile(
+                                        &bo,
+                                        (&mut bk, &mut ahead),
+                                        t,
+                                        k,
+                                        (&nblocks, si),
+                                        span,
+                                    );
                                     let mv = Tile {
                                         cols: piece.1 as u32,
                                         col_offset: b.col_offset + (piece.0 - nb.0) as u32,
@@ -676,54 +700,51 @@ impl Tiler<'_> {
         tiles
     }
 
-    /// B's tile for K chunk `t` of N block `(n0, nsz)`, loaded at its first use.
+    /// B's tile for K chunk `t` of N block `si` of `nblocks`, loaded at its first use.
+    ///
+    /// For a prologue operand (`Prologue`) whose K is contiguous, the prologue is
+    /// evaluated on the block's rows over all of K (each instruction covers whole rows: its
+    /// fixed cost once per 128 columns, not once per K step), and the rows are transposed
+    /// K step by K step. The work runs ahead of the matmuls in a pipeline (`Ahead`): with
+    /// block `j`'s tiles the first use also emits block `j + 2`'s prologue and block
+    /// `j + 1`'s transposes and copies, so the engines that compute the prologue and copy
+    /// PSUM out are not held behind block `j`'s epilogue (which waits for its last matmul)
+    /// while the Tensor engine waits for them.
     fn b_tile(
         &mut self,
         bo: &Operand2d,
-        tiles: &mut [Option<Tile>],
+        (tiles, ahead): (&mut [Option<Tile>], &mut Ahead),
         t: u64,
         k: u64,
-        (n0, nsz): (u64, u64),
+        (nblocks, si): (&[(u64, u64)], usize),
         span: Span,
     ) -> Tile {
         if let Some(tile) = tiles[t as usize] {
             return tile;
         }
+        let (n0, nsz) = nblocks[si];
         if let (Some(p), false) = (&bo.prologue, bo.direct()) {
-            // Computed on the way in: each 128-column chunk's rows over all of K at once,
-            // so that each instruction of the prologue covers a whole row (its fixed cost
-            // once per chunk, not once per K step), then transposed K step by K step.
             let p = p.clone();
             let dtype = bo.view.dtype;
-            let mut rows = Vec::new();
-            let mut c = 0;
-            while c < nsz {
-                let csz = 128.min(nsz - c);
-                rows.push((
-                    c,
-                    self.prologue_tile(&p, dtype, (n0 + c, csz), (0, k), span),
-                ));
-                c += csz;
-            }
-            for (s, slot) in tiles.iter_mut().enumerate() {
-                let k0 = s as u64 * 128;
-                let ksz = 128.min(k - k0);
-                let bank = self.psum_tile(dtype, ksz, nsz);
-                for &(c, r) in &rows {
-                    self.out.push(
-                        Op::Transpose {
-                            out: bank.slice(0, ksz as u32, c as u32, r.parts),
-                            src: r.slice(0, r.parts, k0 as u32, ksz as u32),
-                        },
-                        Engine::Tensor,
-                        &[bank.buf, r.buf],
-                        span,
-                    );
+            let cur = match ahead.tiles.take() {
+                Some((at, v)) if at == (n0, nsz) => v,
+                _ => {
+                    let rows = self.rows_ahead(&p, dtype, ahead, (n0, nsz), k, span);
+                    self.transpose_rows(dtype, &rows, (n0, nsz), k, span)
                 }
-                let out = self.sbuf_tile(dtype, ksz as u32, nsz as u32);
-                let split = if nsz >= 256 { nsz / 2 / 128 * 128 } else { 0 };
-                self.copy_bank(out, 0, bank, ksz, nsz, split, span);
-                *slot = Some(out);
+            };
+            for (slot, tile) in tiles.iter_mut().zip(cur) {
+                *slot = Some(tile);
+            }
+            // The next block's copies out of PSUM before the prologue of the one after it:
+            // the copies run beside the next block's transposes, the prologue beside this
+            // block's matmuls (which the epilogue, next on those engines, waits for).
+            if let Some(&next) = nblocks.get(si + 1) {
+                let rows = self.rows_ahead(&p, dtype, ahead, next, k, span);
+                ahead.tiles = Some((next, self.transpose_rows(dtype, &rows, next, k, span)));
+                if let Some(&after) = nblocks.get(si + 2) {
+                    ahead.rows = Some((after, self.prologue_rows(&p, dtype, after, k, span)));
+                }
             }
             if let Some(tile) = tiles[t as usize] {
                 return tile;
@@ -989,6 +1010,107 @@ impl Tiler<'_> {
             return Err(format!("the prologue of {arg} computes nothing"));
         }
         Ok(Some(Rc::new(Prologue { graph, node })))
+    }
+
+    /// A prologue's rows for N block `nb`: computed ahead, or now.
+    fn rows_ahead(
+        &mut self,
+        p: &Prologue,
+        dtype: Dtype,
+        ahead: &mut Ahead,
+        nb: (u64, u64),
+        k: u64,
+        span: Span,
+    ) -> Vec<(u64, Tile)> {
+        match ahead.rows.take() {
+            Some((at, rows)) if at == nb => rows,
+            _ => self.prologue_rows(p, dtype, nb, k, span),
+        }
+    }
+
+    /// B's tiles of N block `(n0, nsz)`, one per K step, from its rows (each with its first
+    /// column in the block, all of K along the free axis): the rows of a step transposed
+    /// side by side into one PSUM bank and copied out in two halves.
+    fn transpose_rows(
+        &mut self,
+        dtype: Dtype,
+        rows: &[(u64, Tile)],
+        (_, nsz): (u64, u64),
+        k: u64,
+        span: Span,
+    ) -> Vec<Tile> {
+        let mut out_tiles = Vec::new();
+        let mut k0 = 0;
+        while k0 < k {
+            let ksz = 128.min(k - k0);
+            let bank = self.psum_tile(dtype, ksz, nsz);
+            for &(c, r) in rows {
+                self.out.push(
+                    Op::Transpose {
+                        out: bank.slice(0, ksz as u32, c as u32, r.parts),
+                        src: r.slice(0, r.parts, k0 as u32, ksz as u32),
+                    },
+                    Engine::Tensor,
+                    &[bank.buf, r.buf],
+                    span,
+                );
+            }
+            let out = self.sbuf_tile(dtype, ksz as u32, nsz as u32);
+            let split = if nsz >= 256 { nsz / 2 / 128 * 128 } else { 0 };
+            self.copy_bank(out, 0, bank, ksz, nsz, split, span);
+            out_tiles.push(out);
+            k0 += ksz;
+        }
+        out_tiles
+    }
+
+    /// A prologue's rows `n0..n0 + nsz` over all of K, in tiles of 128 rows (each with its
+    /// first row's offset in the block).
+    fn prologue_rows(
+        &mut self,
+        p: &Prologue,
+        dtype: Dtype,
+        (n0, nsz): (u64, u64),
+        k: u64,
+        span: Span,
+    ) -> Vec<(u64, Tile)> {
+        let mut rows = Vec::new();
+        let mut c = 0;
+        while c < nsz {
+            let csz = 128.min(nsz - c);
+            let start = self.out.layout.len();
+            rows.push((c, self.prologue_tile(p, dtype, (n0 + c, csz), (0, k), span)));
+            // GpSimd, otherwise idle, computes one chunk in PROLOGUE_GPSIMD_EVERY: Vector
+            // and Scalar also copy every transposed step out of PSUM, which costs them
+            // about what the prologue does, so the three engines share the work
+            // (FP8 dequantisation 8 x 4096 x 14336: 713,672 cycles without it).
+            if (n0 + c) / 128 % PROLOGUE_GPSIMD_EVERY == PROLOGUE_GPSIMD_EVERY - 1 {
+                self.move_to_gpsimd(start);
+            }
+            c += csz;
+        }
+        rows
+    }
+
+    /// Moves the Vector instructions from layout position `start` on that GpSimd can run
+    /// (elementwise work and copies in SBUF) to GpSimd, which computes them alike.
+    fn move_to_gpsimd(&mut self, start: usize) {
+        for &i in &self.out.layout[start..] {
+            let inst = &mut self.out.insts[i];
+            let mut sbuf_only = true;
+            inst.op.visit_aps(&mut |ap, _| match ap {
+                isa::ApRef::Tile(t) => sbuf_only &= t.mem == Mem::Sbuf,
+                isa::ApRef::Hbm(_) => sbuf_only = false,
+            });
+            let movable = inst
+                .op
+                .opcode()
+                .engines()
+                .contains(isa::EngineClass::GPSIMD);
+            if inst.engine == Engine::Vector && movable && sbuf_only {
+                inst.engine = Engine::GpSimd;
+            }
+        }
     }
 
     /// Evaluates a prologue's group on rows `r0..r0 + rn` (on partitions) and columns

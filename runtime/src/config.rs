@@ -101,8 +101,15 @@ impl Default for Timing {
 
 impl Timing {
     /// The Tensor engine rate for a moving operand of `dtype`.
+    /// `i32` and `bool` tiles (moved exactly by transposes; `matmul` takes no `i32`) cost
+    /// what the float of their width costs: f32's rate and FP8's.
     pub fn pe_rate_of(&self, dtype: Dtype) -> PeRate {
-        self.pe_rate[dtype as usize]
+        let row = match dtype {
+            Dtype::I32 => Dtype::F32,
+            Dtype::Bool => Dtype::F8E4M3,
+            d => d,
+        };
+        self.pe_rate[row as usize]
     }
 }
 

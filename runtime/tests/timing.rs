@@ -125,6 +125,24 @@ fn tensor_costs_and_stationary_loads() {
     assert_eq!(r.total_cycles, 1167);
 }
 
+/// `i32` and `bool` transposes (exact moves on the integer datapath) cost what the float of
+/// their width costs: `i32` as f32 (P / 0.5 columns a cycle), `bool` as FP8 (P / 4, at least
+/// 32). The timing table once had no row for them, and such a program panicked.
+#[test]
+fn integer_transposes_cost_as_their_width() {
+    let mut a = Asm::new();
+    a.inst(
+        "tensor",
+        "transpose out=psum.i32[0:100, 0; 128:1], src=sbuf.i32[0:128, 0; 100:1]",
+    ); // 128 / 0.5 = 256
+    a.inst(
+        "tensor",
+        "transpose out=psum.bool[0:100, 4096; 128:1], src=sbuf.bool[0:128, 8192; 100:1]",
+    ); // 128 / 4 = 32
+    let r = run_timed(timing_config(), &a.text());
+    assert_eq!(durations(&r, Engine::Tensor), vec![256, 32]);
+}
+
 #[test]
 fn dma_costs_count_runs_of_at_least_64_bytes() {
     let mut a = Asm::new();

@@ -420,8 +420,13 @@ impl<'a> Tiler<'a> {
                 let graph = self.graph_of(g, None, false)?;
                 self.reuse_space = Some(g.space.clone());
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
+                let first = self.out.insts.len();
                 for b in &blocks {
                     self.eval_block(&graph, b);
+                }
+                // The `pipeline` pass may interleave the blocks' instructions.
+                for k in first..self.out.insts.len() {
+                    self.out.row_group[<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
                 }
                 Ok(())
             }

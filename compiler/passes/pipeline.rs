@@ -26,8 +26,8 @@
 
 use super::engines::dma_bytes;
 use super::Compilation;
-use crate::tile::{Buf, TInst, TileFunc};
-use isa::{Access, Engine};
+use crate::tile::{Buf, TInst, TileFunc, TileInst};
+use isa::{Access, Engine, Mem, Op, TileAp};
 use runtime::{compute_cost, MachineConfig};
 use std::collections::HashMap;
 
@@ -37,36 +37,233 @@ const WINDOW: usize = 48;
 const DMA_LATENCY: u64 = 2000;
 const DMA_BYTES_PER_CYCLE: u64 = 16;
 
-/// Reorders every maximal run of row-group instructions of `func.layout`; returns whether
-/// anything moved.
-pub fn interleave(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
-    let old = func.layout.clone();
-    let mut out = Vec::with_capacity(old.len());
+/// True for the instructions whose runs this pass reorders and splits: loads, stores and
+/// the elementwise, reduction and activation work of row blocks. A run with anything else
+/// (scans chained by their carries, arg-reductions) is left as the tiler emitted it: the
+/// estimate does not model what its tiling planned (measured: `run/scans` took 1,147,553
+/// cycles instead of 647,763 when its chunks were reordered).
+fn plain_block_work(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Dma { .. }
+            | Op::TensorTensor { .. }
+            | Op::TensorScalar { .. }
+            | Op::TensorReduce { .. }
+            | Op::TensorReduceScalar { .. }
+            | Op::TensorCopy { .. }
+            | Op::Activate { .. }
+            | Op::Memset { .. }
+            | Op::Select { .. }
+            | Op::Iota { .. }
+            | Op::AffineSelect { .. }
+            | Op::Nop {}
+    )
+}
+
+/// The runs of row-group instructions in `layout` (ranges of positions), without those
+/// holding anything but plain block work.
+fn runs(func: &TileFunc, layout: &[TInst]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
     let mut k = 0;
-    while k < old.len() {
-        if !func.row_group[old[k]] {
-            out.push(old[k]);
+    while k < layout.len() {
+        if !func.row_group[layout[k]] {
             k += 1;
             continue;
         }
         let mut e = k;
-        while e < old.len() && func.row_group[old[e]] {
+        while e < layout.len() && func.row_group[layout[e]] {
             e += 1;
         }
-        let seg = &old[k..e];
-        match schedule_segment(func, seg, cfg) {
-            Some(order) => out.extend(order),
-            None => out.extend_from_slice(seg),
+        if layout[k..e]
+            .iter()
+            .all(|&t| plain_block_work(&func.insts[t].op))
+        {
+            out.push(k..e);
         }
         k = e;
     }
+    out
+}
+
+/// The fewest columns of either piece of an instruction split between Vector and GpSimd.
+const MIN_SPLIT_COLS: u32 = 64;
+
+/// Columns `c0..c0 + cn` of a one-dimensional tile pattern.
+fn cols_of(ap: &TileAp, c0: u32, cn: u32) -> TileAp {
+    let mut out = ap.clone();
+    let stride = ap.dims[0].stride as i64;
+    let bytes = c0 as i64 * stride * ap.dtype.size() as i64;
+    out.offset = (ap.offset as i64 + bytes) as u32;
+    out.dims[0].size = cn;
+    out
+}
+
+/// The Vector elementwise instruction `op` with its whole-row operands narrowed to columns
+/// `c0..c0 + cn`, when it is one that GpSimd can share: `tensor_tensor`, `tensor_scalar`
+/// and `tensor_copy` on float SBUF tiles of one free dimension of `cols` elements.
+fn split_op(op: &Op, c0: u32, cn: u32) -> Option<Op> {
+    let plain = |ap: &TileAp| {
+        ap.mem == Mem::Sbuf && ap.dims.len() == 1 && ap.dtype.is_float() && ap.dims[0].stride > 0
+    };
+    match op {
+        Op::TensorTensor { op, out, a, b } if plain(out) && plain(a) && plain(b) => {
+            Some(Op::TensorTensor {
+                op: *op,
+                out: cols_of(out, c0, cn),
+                a: cols_of(a, c0, cn),
+                b: cols_of(b, c0, cn),
+            })
+        }
+        Op::TensorScalar {
+            out,
+            src,
+            op0,
+            s0,
+            op1,
+            s1,
+        } if plain(out) && plain(src) => Some(Op::TensorScalar {
+            out: cols_of(out, c0, cn),
+            src: cols_of(src, c0, cn),
+            op0: *op0,
+            s0: s0.clone(),
+            op1: *op1,
+            s1: s1.clone(),
+        }),
+        Op::TensorCopy { out, src } if plain(out) && plain(src) => Some(Op::TensorCopy {
+            out: cols_of(out, c0, cn),
+            src: cols_of(src, c0, cn),
+        }),
+        _ => None,
+    }
+}
+
+/// The columns of a splittable instruction (its output's free elements).
+fn split_cols(op: &Op) -> Option<u32> {
+    let out = match op {
+        Op::TensorTensor { out, .. }
+        | Op::TensorScalar { out, .. }
+        | Op::TensorCopy { out, .. } => out,
+        _ => return None,
+    };
+    split_op(op, 0, 1)?;
+    (out.dims.len() == 1).then_some(out.dims[0].size)
+}
+
+/// Gives GpSimd a share of the columns of Vector's elementwise work in each run of
+/// row-group instructions where Vector has more work than Scalar and GpSimd: the share
+/// that would make Vector's and GpSimd's loads equal (GpSimd costs four times Vector's per
+/// element), no larger than what brings Vector down to Scalar's load. Each instruction is
+/// cut in two column ranges, the second on GpSimd right after it; elementwise work gives
+/// the same bits on either engine.
+pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
+    let mut changed = false;
+    let old = func.layout.clone();
+    let mut out = Vec::with_capacity(old.len());
+    let mut k = 0;
+    for r in runs(func, &old) {
+        out.extend_from_slice(&old[k..r.start]);
+        let (e, seg) = (r.end, &old[r.clone()]);
+        // Each engine's load in the run, and Vector's work that GpSimd could share.
+        let (mut v, mut sc, mut g, mut shareable) = (0u64, 0u64, 0u64, 0u64);
+        for &t in seg {
+            let inst = &func.insts[t];
+            let c = compute_cost(&inst.op, inst.engine, cfg);
+            match inst.engine {
+                Engine::Vector => {
+                    v += c;
+                    if split_cols(&inst.op).is_some_and(|n| n >= 2 * MIN_SPLIT_COLS) {
+                        shareable += c;
+                    }
+                }
+                Engine::Scalar => sc += c,
+                Engine::GpSimd => g += c,
+                _ => {}
+            }
+        }
+        // Vector work x moved costs GpSimd 4x; only where Vector is clearly the busiest
+        // engine (layernorm f32[4096, 4096], with Vector 5% above Scalar, took 587,050
+        // cycles instead of 579,532 with a share).
+        if v * 10 < sc * 12 {
+            k = r.end;
+            out.extend_from_slice(seg);
+            continue;
+        }
+        let x = (v.saturating_sub(g) / 5)
+            .min(v.saturating_sub(sc))
+            .min(shareable);
+        let frac = if shareable == 0 {
+            0.0
+        } else {
+            x as f64 / shareable as f64
+        };
+        for &t in seg {
+            out.push(t);
+            let inst = &func.insts[t];
+            if inst.engine != Engine::Vector || frac < 0.02 {
+                continue;
+            }
+            let Some(n) = split_cols(&inst.op) else {
+                continue;
+            };
+            let gn = (n as f64 * frac).round() as u32;
+            if gn < MIN_SPLIT_COLS || n - gn < MIN_SPLIT_COLS {
+                continue;
+            }
+            let (Some(head), Some(tail)) = (
+                split_op(&inst.op, 0, n - gn),
+                split_op(&inst.op, n - gn, gn),
+            ) else {
+                continue;
+            };
+            let bufs = inst.bufs.clone();
+            let span = func.spans[t];
+            func.insts[t].op = head;
+            let new = func.insts.push(TileInst {
+                op: tail,
+                engine: Engine::GpSimd,
+                bufs,
+            });
+            func.spans[new] = span;
+            func.row_group[new] = true;
+            out.push(new);
+            changed = true;
+        }
+        k = e;
+    }
+    out.extend_from_slice(&old[k..]);
+    func.layout = out;
+    changed
+}
+
+/// Reorders every maximal run of row-group instructions of `func.layout`; returns whether
+/// anything moved.
+pub fn interleave(func: &mut TileFunc, cfg: &MachineConfig, geometry: &isa::Geometry) -> bool {
+    let sbuf_budget = geometry.sbuf_partition_bytes as i64 * 3 / 4;
+    let old = func.layout.clone();
+    let mut out = Vec::with_capacity(old.len());
+    let mut k = 0;
+    for r in runs(func, &old) {
+        out.extend_from_slice(&old[k..r.start]);
+        let seg = &old[r.clone()];
+        match schedule_segment(func, seg, cfg, sbuf_budget) {
+            Some(order) => out.extend(order),
+            None => out.extend_from_slice(seg),
+        }
+        k = r.end;
+    }
+    out.extend_from_slice(&old[k..]);
     let changed = out != old;
     func.layout = out;
     changed
 }
 
 /// The new order of one run of instructions, or `None` to keep it.
-fn schedule_segment(func: &TileFunc, seg: &[TInst], cfg: &MachineConfig) -> Option<Vec<TInst>> {
+fn schedule_segment(
+    func: &TileFunc,
+    seg: &[TInst],
+    cfg: &MachineConfig,
+    sbuf_budget: i64,
+) -> Option<Vec<TInst>> {
     let n = seg.len();
     if n < 3 {
         return None;
@@ -155,7 +352,11 @@ fn schedule_segment(func: &TileFunc, seg: &[TInst], cfg: &MachineConfig) -> Opti
     let mut queue_issue: HashMap<Engine, u64> = HashMap::new();
     let mut queue_data: HashMap<Engine, u64> = HashMap::new();
     // Compute instructions whose dependencies are all scheduled.
-    let mut ready: Vec<usize> = computes.iter().copied().filter(|&i| unmet[i] == 0).collect();
+    let mut ready: Vec<usize> = computes
+        .iter()
+        .copied()
+        .filter(|&i| unmet[i] == 0)
+        .collect();
     let mut next_dma = 0;
     let mut first_compute = 0; // rank of the first unscheduled compute instruction
     let mut compute_order = Vec::with_capacity(computes.len());
@@ -181,7 +382,8 @@ fn schedule_segment(func: &TileFunc, seg: &[TInst], cfg: &MachineConfig) -> Opti
         if let Some(&d) = dmas.get(next_dma) {
             if unmet[d] == 0 {
                 let q = func.insts[seg[d]].engine;
-                let start = ready_at(d, &finish, &begin).max(queue_issue.get(&q).copied().unwrap_or(0));
+                let start =
+                    ready_at(d, &finish, &begin).max(queue_issue.get(&q).copied().unwrap_or(0));
                 if best.is_none_or(|b| better((start, d), b)) {
                     best = Some((start, d));
                 }
@@ -209,9 +411,6 @@ fn schedule_segment(func: &TileFunc, seg: &[TInst], cfg: &MachineConfig) -> Opti
             }
         }
         done[i] = true;
-        if std::env::var("TESSERA_PIPELINE_DEBUG").is_ok() {
-            eprintln!("{} {:?} {} {} {}", seg[i], inst.engine, start, finish[i], format!("{:?}", inst.op.opcode()));
-        }
         if !is_dma(i) {
             while first_compute < computes.len() && done[computes[first_compute]] {
                 first_compute += 1;
@@ -251,16 +450,84 @@ fn schedule_segment(func: &TileFunc, seg: &[TInst], cfg: &MachineConfig) -> Opti
             ci += 1;
         }
         emitted[pick] = true;
-        order.push(seg[pick]);
+        order.push(pick);
     }
-    Some(order)
+    // Kept only where the estimate of the streams in the new order ends sooner than in
+    // the old one (each engine and queue in order, every instruction after its inputs).
+    let makespan = |order: &[usize]| {
+        let mut end = vec![0u64; n];
+        let mut begin = vec![0u64; n];
+        let mut free: HashMap<Engine, u64> = HashMap::new();
+        let mut data: HashMap<Engine, u64> = HashMap::new();
+        for &i in order {
+            let e = func.insts[seg[i]].engine;
+            let start = ready_at(i, &end, &begin).max(free.get(&e).copied().unwrap_or(0));
+            begin[i] = start;
+            if is_dma(i) {
+                free.insert(e, start);
+                let d = (start + DMA_LATENCY).max(data.get(&e).copied().unwrap_or(0));
+                end[i] = d + cost[i] - DMA_LATENCY;
+                data.insert(e, end[i]);
+            } else {
+                end[i] = start + cost[i];
+                free.insert(e, end[i]);
+            }
+        }
+        end.iter().copied().max().unwrap_or(0)
+    };
+    // And only where it keeps no more SBUF bytes live at once than the old order (tiles of
+    // the run, live from their first access in it to their last), or at most three
+    // quarters of a partition: more would make `alloc` spill (measured: `run/scans`' long
+    // rows, 647,763 -> 1,147,553 cycles).
+    let peak = |order: &[usize]| {
+        let mut first: HashMap<Buf, usize> = HashMap::new();
+        let mut last: HashMap<Buf, usize> = HashMap::new();
+        for (pos, &i) in order.iter().enumerate() {
+            for &(b, _) in &func.insts[seg[i]].buf_accesses() {
+                if matches!(func.bufs[b].kind, crate::tile::BufKind::Sbuf) {
+                    first.entry(b).or_insert(pos);
+                    last.insert(b, pos);
+                }
+            }
+        }
+        let mut delta = vec![0i64; n + 1];
+        for (b, &f) in &first {
+            delta[f] += func.bufs[*b].bytes as i64;
+            delta[last[b] + 1] -= func.bufs[*b].bytes as i64;
+        }
+        let (mut live, mut most) = (0i64, 0i64);
+        for d in delta {
+            live += d;
+            most = most.max(live);
+        }
+        most
+    };
+    let old: Vec<usize> = (0..n).collect();
+    let new_peak = peak(&order);
+    if makespan(&order) >= makespan(&old) || (new_peak > peak(&old) && new_peak > sbuf_budget) {
+        return None;
+    }
+    Some(order.into_iter().map(|i| seg[i]).collect())
 }
 
 /// The pass: nothing to do before the tile pass has produced tile IR.
 pub fn run(c: &mut Compilation) -> Result<bool, String> {
     let cfg = MachineConfig::new(c.options.preset);
     match c.tile.as_mut() {
-        Some(func) => Ok(interleave(func, &cfg)),
+        Some(func) => {
+            // GpSimd's share lengthens each block's chain; it pays only where the blocks
+            // are then interleaved, so it is undone where none are (measured: `run/scans`,
+            // 647,763 -> 787,935 cycles with the share alone).
+            let geometry = c.options.preset.geometry();
+            let before = func.clone();
+            let shared = share_with_gpsimd(func, &cfg);
+            let moved = interleave(func, &cfg, &geometry);
+            if shared && !moved {
+                *func = before;
+                return Ok(interleave(func, &cfg, &geometry));
+            }
+            Ok(moved || shared)
+        }
         None => Ok(false),
     }
 }

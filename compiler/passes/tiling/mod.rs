@@ -426,7 +426,8 @@ impl<'a> Tiler<'a> {
                 }
                 // The `pipeline` pass may interleave the blocks' instructions.
                 for k in first..self.out.insts.len() {
-                    self.out.row_group[<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
+                    self.out.row_group
+                        [<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
                 }
                 Ok(())
             }

@@ -14,6 +14,7 @@ mod dce;
 pub mod engines;
 pub mod fusion;
 pub mod layout;
+mod pipeline;
 mod refold;
 mod row_merge;
 mod schedule;
@@ -328,6 +329,16 @@ pub const PIPELINE: &[Pass] = &[
         optimising: true,
         stage: Stage::Tile,
         run: engines::run,
+    },
+    // Interleaves the blocks of row groups (`pipeline.rs`); after `engines`, whose engine
+    // choice its estimate needs, and before `alloc` (liveness) and `sync` (semaphore
+    // counts name stream positions).
+    Pass {
+        name: "pipeline",
+        summary: "interleave row-group blocks so each engine works ahead (list scheduling)",
+        optimising: true,
+        stage: Stage::Tile,
+        run: pipeline::run,
     },
     // Runs after every pass that adds instructions or changes which buffers they use (it
     // places buffers from liveness in the final layout), and before `sync`, which needs

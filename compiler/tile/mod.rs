@@ -122,6 +122,9 @@ pub struct TileFunc {
     pub sync: SecondaryMap<TInst, isa::Sync>,
     /// Whether synchronisation has run (the verifier then checks races are covered).
     pub synced: bool,
+    /// Instructions of row groups (`tiling/block.rs`), whose blocks the `pipeline` pass
+    /// may interleave: a hint, not part of the printed IR (parsed IR has none).
+    pub row_group: SecondaryMap<TInst, bool>,
 }
 
 impl TileFunc {

@@ -75,15 +75,14 @@ pub fn rewrite(graph: &mut BGraph) {
 
 /// Readers of an exact widening cast read its operand.
 fn widen(g: &mut BGraph) {
-    let n = g.nodes.len();
     let (_, stored) = readers(g);
-    for i in 0..n {
+    for (i, &is_stored) in stored.iter().enumerate() {
         let node = &g.nodes[i];
         if !matches!(node.op, BOp::Cast)
             || node.dtype != Dtype::F32
             || node.fit != Fit::Full
             || node.width.is_some()
-            || stored[i]
+            || is_stored
         {
             continue;
         }

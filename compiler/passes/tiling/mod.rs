@@ -478,6 +478,7 @@ impl<'a> Tiler<'a> {
                 self.reuse_space = Some(g.space.clone());
                 let blocks = row_blocks(&g.space, g.needs_plain_rows, col_chunk);
                 let sums = self.begin_sums(&graph, &sums)?;
+                let first = self.out.insts.len();
                 for b in &blocks {
                     let tiles = self.eval_block(&graph, b);
                     for (node, sum) in &sums {
@@ -487,6 +488,11 @@ impl<'a> Tiler<'a> {
                 }
                 for (_, sum) in &sums {
                     self.column_sum_finish(sum)?;
+                }
+                // The `pipeline` pass may interleave the blocks' instructions.
+                for k in first..self.out.insts.len() {
+                    self.out.row_group
+                        [<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
                 }
                 Ok(())
             }

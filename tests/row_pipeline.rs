@@ -1,0 +1,148 @@
+//! Row groups that use the whole machine: casts that cost no engine pass
+//! (`passes/tiling/casts.rs`) and blocks interleaved across engines
+//! (`passes/pipeline.rs`). Both are exact, so every case here must match the reference
+//! bit for bit under both dtype policies; and each mechanism must actually take effect
+//! (no widening copy left, fewer cycles with the pipeline than without).
+
+mod common;
+
+use common::run_case;
+use isa::{ActFunc, Dtype, Op};
+use tessera::driver::{self, CompileOptions, Source};
+use tessera::passes::PassOptions;
+
+/// Llama's RMS norm as its authors write it: the statistics on `x as f32`.
+fn rmsnorm(s: u64, d: u64) -> String {
+    format!(
+        "kernel k(x: bf16[{s}, {d}], weight: bf16[{d}]) -> bf16[{s}, {d}] {{\n\
+         \x20   let xf = x as f32;\n\
+         \x20   let normed = (xf * rsqrt(mean(square(xf), axis=-1, keepdims=true) + 1e-5)) as bf16;\n\
+         \x20   return normed * weight;\n\
+         }}\n"
+    )
+}
+
+/// Triton's fused softmax on bf16 rows, computed in f32.
+fn softmax(n: u64, d: u64) -> String {
+    format!(
+        "kernel k(x: bf16[{n}, {d}]) -> bf16[{n}, {d}] {{\n\
+         \x20   let xf = x as f32;\n\
+         \x20   let num = exp(xf - max(xf, axis=-1, keepdims=true));\n\
+         \x20   return (num / sum(num, axis=-1, keepdims=true)) as bf16;\n\
+         }}\n"
+    )
+}
+
+fn compile(text: &str, options: PassOptions) -> tessera::passes::Compilation {
+    let source = Source {
+        name: "k.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let options = CompileOptions {
+        passes: options,
+        verify_ir: true,
+        ..CompileOptions::default()
+    };
+    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn policies() -> [PassOptions; 2] {
+    [
+        PassOptions::default(),
+        PassOptions {
+            strict_dtypes: true,
+            ..PassOptions::default()
+        },
+    ]
+}
+
+/// The cycles of `text` compiled with `options`, on seed-1 inputs.
+fn cycles(text: &str, options: PassOptions) -> u64 {
+    let c = compile(text, options);
+    let program = driver::program_of(&c).unwrap();
+    let params = driver::params_of(&c.tensor);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
+        .collect();
+    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
+    let cmp = driver::check_outputs(&c, &inputs, &outputs).unwrap();
+    assert!(cmp.iter().all(|x| x.bad == 0 && x.max_abs == 0.0));
+    report.total_cycles
+}
+
+#[test]
+fn widening_casts_cost_no_instruction() {
+    for options in policies() {
+        for text in [rmsnorm(256, 512), softmax(256, 1024)] {
+            let c = compile(&text, options.clone());
+            let tile = c.tile.as_ref().expect("tile IR");
+            let widening = tile.insts.values().any(|inst| match &inst.op {
+                Op::TensorCopy { out, src } => out.dtype == Dtype::F32 && src.dtype == Dtype::Bf16,
+                Op::Activate {
+                    out,
+                    src,
+                    func: ActFunc::Identity,
+                    ..
+                } => out.dtype == Dtype::F32 && src.dtype == Dtype::Bf16,
+                _ => false,
+            });
+            assert!(!widening, "{text}: a bf16 -> f32 copy is left");
+        }
+    }
+}
+
+#[test]
+fn pipelined_blocks_are_faster() {
+    let no_pipeline = PassOptions {
+        disabled: vec!["pipeline".to_string()],
+        ..PassOptions::default()
+    };
+    let text = softmax(1024, 2048);
+    let with = cycles(&text, PassOptions::default());
+    let without = cycles(&text, no_pipeline);
+    // Eight blocks whose max -> exp -> divide chain crosses engines: interleaved, Vector's
+    // next maximum runs while Scalar computes this block's exponentials.
+    assert!(with * 10 < without * 9, "{with} vs {without} cycles");
+}
+
+#[test]
+fn rewritten_casts_match_the_reference_bit_for_bit() {
+    let cases = [
+        rmsnorm(300, 96),
+        softmax(200, 160),
+        // A widening cast of a value that is also stored keeps its copy; the residual sum
+        // is read through it.
+        "kernel k(x: bf16[130, 64], a: bf16[130, 64], w: bf16[64]) -> (bf16[130, 64], bf16[130, 64]) {\n\
+         \x20   let h = x + a;\n\
+         \x20   let hf = h as f32;\n\
+         \x20   let n = (hf * rsqrt(mean(square(hf), axis=-1, keepdims=true) + 1e-5)) as bf16;\n\
+         \x20   return (h, n * w);\n\
+         }\n"
+        .to_string(),
+        // Narrowing to FP8 and f16 from f32 results used once, and one used twice (it keeps
+        // its f32 tile); an f32 cast read by a reduction and by elementwise work.
+        "kernel k(x: f16[140, 72], g: bf16[72]) -> (f8e4m3[140, 72], f16[140, 72], f32[140, 1]) {\n\
+         \x20   let xf = x as f32;\n\
+         \x20   let y = xf * (g as f32);\n\
+         \x20   let s = max(abs(y), axis=-1, keepdims=true) / 448.0;\n\
+         \x20   let z = exp(xf) - 1.0;\n\
+         \x20   return ((y / s) as f8e4m3, (z * z + z) as f16, s);\n\
+         }\n"
+        .to_string(),
+        // A cast to f32 that is a kernel result, and a widened value written over by a
+        // narrower one.
+        "kernel k(x: f8e4m3[64, 48]) -> (f32[64, 48], bf16[64, 48]) {\n\
+         \x20   let xf = x as f32;\n\
+         \x20   return (xf, (xf * 3.0 + sum(xf, axis=-1, keepdims=true)) as bf16);\n\
+         }\n"
+        .to_string(),
+    ];
+    for text in &cases {
+        for options in policies() {
+            let outcome = run_case(text, &options, 7);
+            assert!(outcome.is_match(), "{text}\n{}", outcome.describe());
+        }
+    }
+}

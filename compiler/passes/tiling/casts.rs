@@ -49,7 +49,7 @@ fn is_full(g: &BGraph, a: &BArg) -> bool {
     }
 }
 
-/// How many nodes read each node, and which nodes are stored.
+/// How many nodes read each node, and which nodes are stored (or kept).
 fn readers(g: &BGraph) -> (Vec<usize>, Vec<bool>) {
     let mut uses = vec![0usize; g.nodes.len()];
     let mut stored = vec![false; g.nodes.len()];
@@ -62,6 +62,12 @@ fn readers(g: &BGraph) -> (Vec<usize>, Vec<bool>) {
     }
     for st in &g.stores {
         stored[st.node] = true;
+    }
+    // A kept node's tile is read outside the graph's nodes (a column sum attached to the
+    // group, a later phase of a long row): it counts as stored, so no rewrite folds it
+    // away or changes its dtype.
+    for &k in &g.keep {
+        stored[k] = true;
     }
     (uses, stored)
 }
@@ -154,6 +160,7 @@ fn narrow(g: &mut BGraph) {
             || p.width != width
             || uses[j] != 1
             || stored[j]
+            || g.keep.contains(&i)
         {
             continue;
         }

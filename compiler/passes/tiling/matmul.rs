@@ -1322,6 +1322,11 @@ pub(super) fn operand_prologues(
                 && elementwise
                 && private
                 && !layout.transposed[r]
+                // An axis of one element may carry any stride in the operand's view, so
+                // `prologue_for` could not tell that it is read row-major (the differential
+                // tests found `[1, 230]` and `[1, 4]` operands refused there, an internal
+                // error); such operands are a few bytes and load as they are.
+                && shape.iter().all(|&d| d > 1)
             {
                 out.push((arg, pg as usize));
             }

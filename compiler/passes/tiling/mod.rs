@@ -442,7 +442,7 @@ impl<'a> Tiler<'a> {
                                 ));
                             }
                             self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
-                            let graph = self.graph_of(g, None, false)?;
+                            let graph = self.graph_unrewritten(g, None, false)?;
                             self.sum_operands.clear();
                             return self.lower_phased(g, graph);
                         };
@@ -510,6 +510,24 @@ impl<'a> Tiler<'a> {
     /// computed as `C^T`, see `layout.rs`): every load and store reads its view with the
     /// last two axes exchanged.
     fn graph_of(
+        &self,
+        g: &Group,
+        given: Option<(Inst, block::Tile)>,
+        swapped: bool,
+    ) -> Result<BGraph, String> {
+        let mut graph = self.graph_unrewritten(g, given, swapped)?;
+        if self.fold {
+            casts::rewrite(&mut graph);
+        }
+        Ok(graph)
+    }
+
+    /// `graph_of` without `casts::rewrite`: the graph of a group lowered in phases
+    /// (`longrow.rs`). Phases may turn an activation's row sum back into a reduction of
+    /// its output, and `casts` narrows an output that only the row sum reads to FP8, so the
+    /// two together would sum rounded values (a differential test found strict kernels
+    /// off by a quarter that way).
+    fn graph_unrewritten(
         &self,
         g: &Group,
         given: Option<(Inst, block::Tile)>,
@@ -770,7 +788,6 @@ impl<'a> Tiler<'a> {
         // Folding looks at the stores: a stored value is never folded away.
         if self.fold {
             block::fold(&mut graph, self.strict);
-            casts::rewrite(&mut graph);
         }
         Ok(graph)
     }

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::run_case;
-use tessera::driver::{self, CompileOptions, Source};
+use common::{both_policies as policies, compile_verified as compile, run_case};
+use tessera::driver;
 use tessera::passes::fusion::Root;
 use tessera::passes::PassOptions;
 
@@ -20,31 +20,6 @@ fn rope(b: u64, s: u64, d: u64) -> String {
          }}\n",
         h = d / 2
     )
-}
-
-/// Compiles `text` with `options`.
-fn compile(text: &str, options: PassOptions) -> tessera::passes::Compilation {
-    let source = Source {
-        name: "k.tsr".to_string(),
-        text: text.to_string(),
-    };
-    let options = CompileOptions {
-        passes: options,
-        verify_ir: true,
-        ..CompileOptions::default()
-    };
-    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The default pipeline and the strict one.
-fn policies() -> [PassOptions; 2] {
-    [
-        PassOptions::default(),
-        PassOptions {
-            strict_dtypes: true,
-            ..PassOptions::default()
-        },
-    ]
 }
 
 #[test]

@@ -5,22 +5,10 @@
 
 mod common;
 
-use tessera::driver::{self, CompileOptions, Source};
-use tessera::passes::PassOptions;
+use common::compile_verified as compile;
 
-/// Compiles `text` with `options`, verifying the IR after every pass.
-fn compile(text: &str, options: PassOptions) -> tessera::passes::Compilation {
-    let source = Source {
-        name: "k.tsr".to_string(),
-        text: text.to_string(),
-    };
-    let options = CompileOptions {
-        passes: options,
-        verify_ir: true,
-        ..CompileOptions::default()
-    };
-    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
-}
+use tessera::driver;
+use tessera::passes::PassOptions;
 
 /// Runs `text` on random inputs under both policies; requires every output element to be
 /// the reference's, and returns the bytes written to HBM and the outputs' bytes.

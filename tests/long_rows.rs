@@ -6,34 +6,11 @@
 //! Every such kernel matches the reference bit for bit under strict, and within
 //! docs/numerics.md's bound under the default policy (sums in column chunks).
 
-use tessera::driver::{self, CompileOptions, Source};
+mod common;
+
+use common::{both_policies as policies, compile_verified as compile};
+use tessera::driver;
 use tessera::passes::fusion::Root;
-use tessera::passes::PassOptions;
-
-/// Compiles `text` with `options`.
-fn compile(text: &str, options: PassOptions) -> tessera::passes::Compilation {
-    let source = Source {
-        name: "k.tsr".to_string(),
-        text: text.to_string(),
-    };
-    let options = CompileOptions {
-        passes: options,
-        verify_ir: true,
-        ..CompileOptions::default()
-    };
-    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The default pipeline and the strict one.
-fn policies() -> [PassOptions; 2] {
-    [
-        PassOptions::default(),
-        PassOptions {
-            strict_dtypes: true,
-            ..PassOptions::default()
-        },
-    ]
-}
 
 /// Runs `c` on seed-1 inputs; returns (HBM bytes read, written), after checking every
 /// output against the reference (exact under strict).

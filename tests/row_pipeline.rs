@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::run_case;
+use common::{both_policies as policies, compile_verified as compile, run_case};
 use isa::{ActFunc, Dtype, Op};
-use tessera::driver::{self, CompileOptions, Source};
+use tessera::driver;
 use tessera::passes::PassOptions;
 
 /// Llama's RMS norm as its authors write it: the statistics on `x as f32`.
@@ -31,29 +31,6 @@ fn softmax(n: u64, d: u64) -> String {
          \x20   return (num / sum(num, axis=-1, keepdims=true)) as bf16;\n\
          }}\n"
     )
-}
-
-fn compile(text: &str, options: PassOptions) -> tessera::passes::Compilation {
-    let source = Source {
-        name: "k.tsr".to_string(),
-        text: text.to_string(),
-    };
-    let options = CompileOptions {
-        passes: options,
-        verify_ir: true,
-        ..CompileOptions::default()
-    };
-    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn policies() -> [PassOptions; 2] {
-    [
-        PassOptions::default(),
-        PassOptions {
-            strict_dtypes: true,
-            ..PassOptions::default()
-        },
-    ]
 }
 
 /// The cycles of `text` compiled with `options`, on seed-1 inputs.

@@ -18,6 +18,32 @@ use tessera::driver::{self, CompileOptions, Source};
 use tessera::passes::PassOptions;
 use tessera::{frontend, ir, reference};
 
+/// Compiles `text` (named `k.tsr`) through the whole pipeline with `passes`, verifying the
+/// IR after every pass; panics with the diagnostic on any error.
+pub fn compile_verified(text: &str, passes: PassOptions) -> tessera::passes::Compilation {
+    let source = Source {
+        name: "k.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let options = CompileOptions {
+        passes,
+        verify_ir: true,
+        ..CompileOptions::default()
+    };
+    driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The default pipeline's options and the strict dtype policy's.
+pub fn both_policies() -> [PassOptions; 2] {
+    [
+        PassOptions::default(),
+        PassOptions {
+            strict_dtypes: true,
+            ..PassOptions::default()
+        },
+    ]
+}
+
 /// A folder under the system's temporary folder, removed (with its contents) on drop.
 pub struct TempDir(PathBuf);
 

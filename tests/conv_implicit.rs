@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::compile_verified as compile;
+use common::{compile_verified as compile, run_seed1};
 
-use tessera::driver;
 use tessera::passes::PassOptions;
 
 /// Runs `text` on random inputs under both policies; requires every output element to be
@@ -22,15 +21,7 @@ fn run_exact(text: &str) -> Vec<(u64, u64)> {
                 ..PassOptions::default()
             },
         );
-        let program = driver::program_of(&c).unwrap();
-        let params = driver::params_of(&c.tensor);
-        let inputs: Vec<_> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-            .collect();
-        let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
-        let cmp = driver::check_outputs(&c, &inputs, &outputs).unwrap();
+        let (report, cmp) = run_seed1(&c);
         for x in &cmp {
             assert!(x.bad == 0 && x.max_abs == 0.0, "strict={strict}: {text}");
         }

@@ -8,22 +8,13 @@
 
 mod common;
 
-use common::{both_policies as policies, compile_verified as compile};
-use tessera::driver;
+use common::{both_policies as policies, compile_verified as compile, run_seed1};
 use tessera::passes::fusion::Root;
 
 /// Runs `c` on seed-1 inputs; returns (HBM bytes read, written), after checking every
 /// output against the reference (exact under strict).
 fn run(c: &tessera::passes::Compilation, strict: bool) -> (u64, u64) {
-    let program = driver::program_of(c).unwrap();
-    let params = driver::params_of(&c.tensor);
-    let inputs: Vec<_> = params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-        .collect();
-    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
-    let cmp = driver::check_outputs(c, &inputs, &outputs).unwrap();
+    let (report, cmp) = run_seed1(c);
     for (i, x) in cmp.iter().enumerate() {
         assert_eq!(x.bad, 0, "output {i} outside the bound");
         if strict {
@@ -130,15 +121,7 @@ fn column_sums_are_exact_and_read_nothing_twice() {
 ";
     for options in policies() {
         let c = compile(text, options);
-        let program = driver::program_of(&c).unwrap();
-        let params = driver::params_of(&c.tensor);
-        let inputs: Vec<_> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-            .collect();
-        let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
-        let cmp = driver::check_outputs(&c, &inputs, &outputs).unwrap();
+        let (report, cmp) = run_seed1(&c);
         for (i, x) in cmp.iter().take(2).enumerate() {
             assert_eq!(x.max_abs, 0.0, "column sum {i} differs");
         }

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{both_policies as policies, compile_verified as compile, run_case};
+use common::{both_policies as policies, compile_verified as compile, run_case, run_seed1};
 use isa::{ActFunc, Dtype, Op};
-use tessera::driver;
 use tessera::passes::PassOptions;
 
 /// Llama's RMS norm as its authors write it: the statistics on `x as f32`.
@@ -36,15 +35,7 @@ fn softmax(n: u64, d: u64) -> String {
 /// The cycles of `text` compiled with `options`, on seed-1 inputs.
 fn cycles(text: &str, options: PassOptions) -> u64 {
     let c = compile(text, options);
-    let program = driver::program_of(&c).unwrap();
-    let params = driver::params_of(&c.tensor);
-    let inputs: Vec<_> = params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-        .collect();
-    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
-    let cmp = driver::check_outputs(&c, &inputs, &outputs).unwrap();
+    let (report, cmp) = run_seed1(&c);
     assert!(cmp.iter().all(|x| x.bad == 0 && x.max_abs == 0.0));
     report.total_cycles
 }

@@ -33,6 +33,20 @@ pub fn compile_verified(text: &str, passes: PassOptions) -> tessera::passes::Com
     driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `c` on seed-1 random inputs (input `i` from stream `i`); returns the interpreter's
+/// report and each output compared with the reference evaluator's.
+pub fn run_seed1(c: &tessera::passes::Compilation) -> (runtime::Report, Vec<driver::Comparison>) {
+    let program = driver::program_of(c).unwrap();
+    let params = driver::params_of(&c.tensor);
+    let inputs: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
+        .collect();
+    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
+    (report, driver::check_outputs(c, &inputs, &outputs).unwrap())
+}
+
 /// The default pipeline's options and the strict dtype policy's.
 pub fn both_policies() -> [PassOptions; 2] {
     [

@@ -1022,6 +1022,20 @@ pub fn check_outputs(
             want.len()
         )));
     }
+    for (i, (got, (w, _))) in outputs.iter().zip(&want).enumerate() {
+        // A length difference is never a numeric error: it is a bug on one side, and an
+        // element-wise comparison would pass over the missing elements.
+        let elems = w.shape.iter().product::<u64>() as usize;
+        if got.elems() != elems || w.elems() != elems || got.dtype != w.dtype {
+            return Err(DriverError::Internal(format!(
+                "output {i} is `{}` with {} elements on the machine, but the reference gives `{}` with {} elements",
+                got.dtype,
+                got.elems(),
+                w.dtype,
+                w.elems()
+            )));
+        }
+    }
     Ok(outputs
         .iter()
         .zip(&want)

@@ -346,6 +346,37 @@ fn integers_are_exact_and_wrap() {
     assert_eq!(out[3].ints, vec![16777216, i32::MIN, -6]);
 }
 
+/// Slices, pads, joins and broadcasts of `i32` tensors move the integers themselves, bit for
+/// bit (they once moved the empty f32 vector, and `--check` compared nothing).
+#[test]
+fn integer_moves_keep_every_bit() {
+    let src = "kernel k(v0 x: i32[2, 3] @0..0, v1 y: i32[2, 1] @0..0) -> (i32[3, 5], i32[2, 2], i32[2, 4], i32[2, 2, 3]) {
+        v2 = pad v0 before=[1, 1] after=[0, 1] value=-2147483648.0 : i32[3, 5] @0..0
+        v3 = slice v0 start=[0, 2] step=[1, -2] keep=[true, true] : i32[2, 2] @0..0
+        v4 = concat v0, v1 axis=1 : i32[2, 4] @0..0
+        v5 = broadcast_to v0 : i32[2, 2, 3] @0..0
+        return v2, v3, v4, v5
+    }";
+    let f = &ir::parse(src).expect("parses")[0];
+    ir::verify(f, "test").expect("verifies");
+    let big = 16_777_217;
+    let x = HostTensor::from_i32(&[2, 3], vec![big, -1, i32::MAX, 4, i32::MIN, 6]);
+    let y = HostTensor::from_i32(&[2, 1], vec![-9, 2_000_000_001]);
+    let out = evaluate(f, &[x, y]).expect("evaluates");
+    let m = i32::MIN;
+    assert_eq!(
+        out[0].ints,
+        vec![m, m, m, m, m, m, big, -1, i32::MAX, m, m, 4, m, 6, m]
+    );
+    assert_eq!(out[1].ints, vec![i32::MAX, big, 6, 4]);
+    assert_eq!(
+        out[2].ints,
+        vec![big, -1, i32::MAX, -9, 4, m, 6, 2_000_000_001]
+    );
+    assert_eq!(out[3].ints[6..], [big, -1, i32::MAX, 4, m, 6]);
+    assert!(out.iter().all(|t| t.data.is_empty()));
+}
+
 /// Comparisons with NaN are false but `!=`; `where` selects per element with broadcasting.
 #[test]
 fn comparisons_and_where() {

@@ -1,6 +1,7 @@
 //! The data-movement operations of the reference evaluator: slices, `concat`, `pad` and
 //! `broadcast_to`. Each result element is one argument element (or the pad value), so the
-//! same functions move values and, in `bound.rs`, their error bounds.
+//! same functions move float and boolean values, `i32` values (`v2.rs`) and, in `bound.rs`,
+//! error bounds.
 
 use crate::ir::TOp;
 
@@ -39,12 +40,12 @@ fn walk(shape: &[u64], strides: &[i64], base: i64, mut f: impl FnMut(i64)) {
 /// The result of a data-movement operation `op` (see [`TOp::is_data_movement`], transpose
 /// and reshape aside) over arguments `(shape, values)`, of result shape `shape`; `fill` is
 /// what `pad` writes (its value, or 0 for bounds). `None` for any other operation.
-pub fn move_elems(
+pub fn move_elems<T: Copy>(
     op: &TOp,
-    args: &[(&[u64], &[f32])],
+    args: &[(&[u64], &[T])],
     shape: &[u64],
-    fill: f32,
-) -> Option<Vec<f32>> {
+    fill: T,
+) -> Option<Vec<T>> {
     let total = shape.iter().product::<u64>() as usize;
     let (arg_shape, data) = *args.first()?;
     Some(match op {

@@ -184,6 +184,7 @@ pub fn run_case_scaled(text: &str, passes: &PassOptions, seed: u64, scale: f32) 
     };
     for (i, ((opt, _), unopt)) in expected.iter().zip(&want).enumerate() {
         let same = opt.data.len() == unopt.data.len()
+            && opt.ints == unopt.ints
             && opt
                 .data
                 .iter()

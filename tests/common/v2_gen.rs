@@ -398,7 +398,8 @@ impl Gen {
     }
 
     /// An `i32` result: wrapping arithmetic of an `i32` parameter, `arange` and literals
-    /// near the ends of the range, with a comparison and `where`.
+    /// near the ends of the range, with a comparison and `where`, or moved by a slice, a
+    /// concat, a pad or a broadcast.
     fn int_result(&mut self) {
         let r = self.rng.pick(&DIMS[2..]);
         let c = self.rng.pick(&DIMS[2..]);
@@ -409,10 +410,24 @@ impl Gen {
         let k = self
             .rng
             .pick(&["2147483647", "1000003", "-2147483648", "65537"]);
-        let body = match self.rng.below(3) {
+        let body = match self.rng.below(6) {
             0 => format!("{n} * {k} + arange({c}) * 44000000"),
             1 => format!("where({n} > arange({c}), {n} - {k}, -{n} * 3)"),
-            _ => format!("maximum({n}, reshape(arange({r}), [{r}, 1])) * {k} - 7"),
+            2 => format!("maximum({n}, reshape(arange({r}), [{r}, 1])) * {k} - 7"),
+            // `i32` values moved by slices, joins, pads and broadcasts, which must move the
+            // integers bit for bit on both sides.
+            3 => {
+                self.feature("i32:concat");
+                format!("concat([{n}[:, :1], {n}[:, 1:] * {k}], axis=1)")
+            }
+            4 => {
+                self.feature("i32:pad");
+                format!("pad({n}[1:, ::-1], before=[1, 0], after=[0, 0], value={k})")
+            }
+            _ => {
+                self.feature("i32:broadcast_to");
+                format!("broadcast_to(sum({n}, axis=0, keepdims=true) * {k}, [{r}, {c}])")
+            }
         };
         self.results.push((body, format!("i32[{r}, {c}]")));
     }

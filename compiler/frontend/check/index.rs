@@ -413,7 +413,7 @@ impl Checker<'_> {
         }
         let after = widths.pop()?;
         let before = widths.pop()?;
-        let fill = self.scalar_keyword(value, "`value` of `pad`", "`0` or `-inf`")?;
+        let fill = self.pad_value(value, &v)?;
         let mut shape = Vec::with_capacity(rank);
         for i in 0..rank {
             let d = v.ty.shape[i]

@@ -191,6 +191,81 @@ impl Checker<'_> {
         );
     }
 
+    /// `pad`'s `value` for a tensor `x`: a scalar of `x`'s kind, 0 (or `false`) when it is
+    /// not given. A `bool` tensor pads with `true` or `false`; an `i32` tensor with an
+    /// integer literal that fits in it (a fraction, an exponent or `inf` is an error, as
+    /// wherever a float literal meets an `i32`); a float tensor with any number.
+    pub(super) fn pad_value(&mut self, arg: Option<&ArgValue>, x: &TExpr) -> Option<f64> {
+        let k = kind(x.ty.dtype);
+        if let Some(&ArgValue::Bool(b, span)) = arg {
+            if k == Kind::Bool {
+                return Some(if b { 1.0 } else { 0.0 });
+            }
+            self.error(
+                Diagnostic::error(
+                    codes::MIXED_KINDS,
+                    format!(
+                        "`value` of `pad` is a boolean, but the padded tensor is {}",
+                        describe(x)
+                    ),
+                )
+                .with_primary(span, "a boolean value pads only a `bool` tensor")
+                .with_secondary(x.span, format!("this is {}", describe(x)))
+                .with_note("pad with a number of the tensor's kind, e.g. `value=0`"),
+            );
+            return None;
+        }
+        if k == Kind::Bool {
+            if let Some(a) = arg {
+                self.error(
+                    Diagnostic::error(
+                        codes::MIXED_KINDS,
+                        format!(
+                            "`value` of `pad` must be `true` or `false` for {}",
+                            describe(x)
+                        ),
+                    )
+                    .with_primary(a.span(), "expected `true` or `false`")
+                    .with_secondary(x.span, format!("this is {}", describe(x)))
+                    .with_note(
+                        "booleans never mix with numbers: write `value=false` or `value=true`",
+                    ),
+                );
+                return None;
+            }
+        }
+        if k != Kind::Int {
+            return self.scalar_keyword(arg, "`value` of `pad`", "`0` or `-inf`");
+        }
+        let Some(ArgValue::Expr(e)) = arg else {
+            return self.scalar_keyword(arg, "`value` of `pad`", "`0` or `-1`");
+        };
+        let f = self.expr(e)?;
+        let TExprKind::Scalar(value) = f.kind else {
+            return self.scalar_keyword(arg, "`value` of `pad`", "`0` or `-1`");
+        };
+        if kind(f.ty.dtype) != Kind::Int {
+            self.error(
+                Diagnostic::error(
+                    codes::MIXED_KINDS,
+                    format!(
+                        "`value` of `pad` is a float literal, but the padded tensor is {}: a literal with a fraction, an exponent or `inf` cannot be an integer",
+                        describe(x)
+                    ),
+                )
+                .with_primary(f.span, "expected an integer literal")
+                .with_secondary(x.span, format!("this is {}", describe(x)))
+                .with_note("pad an `i32` tensor with an integer, e.g. `value=0`"),
+            );
+            return None;
+        }
+        if !fits_i32(value) {
+            self.literal_range(value, f.span);
+            return None;
+        }
+        Some(value)
+    }
+
     /// Reports an integer literal that does not fit in `i32`.
     fn literal_range(&mut self, x: f64, span: Span) {
         self.error(

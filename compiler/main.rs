@@ -415,7 +415,7 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
             ));
         }
         reference::evaluate(c.reference().0, &inputs)
-            .map_err(|e| DriverError::Input(e.to_string()))?
+            .map_err(|e| driver::reference_error(&c, e))?
     } else {
         let program = driver::program_of(&c)?;
         let (outputs, report) =

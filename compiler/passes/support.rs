@@ -25,20 +25,6 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for &inst in &func.layout {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
-        if let TOp::Take { .. } = data.op {
-            let what = if ty.dtype == isa::Dtype::I32 {
-                "`take`"
-            } else if func.params.iter().any(|(_, p)| *p == data.args[1]) {
-                // A take of floats or booleans whose indices are a parameter: the indirect DMA.
-                continue;
-            } else {
-                "`take` with computed indices"
-            };
-            return Some((
-                func.spans[inst],
-                format!("{what} of type `{ty}`{NOT_YET}: its gather takes `i32` parameters as indices and gathers float or `bool` rows"),
-            ));
-        }
         if matches!(data.op, TOp::ArgReduce { .. } | TOp::Cumsum { .. })
             && func.ty(data.args[0]).dtype == isa::Dtype::I32
         {

@@ -39,12 +39,12 @@ fn walk(shape: &[u64], strides: &[i64], base: i64, mut f: impl FnMut(i64)) {
 /// The result of a data-movement operation `op` (see [`TOp::is_data_movement`], transpose
 /// and reshape aside) over arguments `(shape, values)`, of result shape `shape`; `fill` is
 /// what `pad` writes (its value, or 0 for bounds). `None` for any other operation.
-pub fn move_elems(
+pub fn move_elems<T: Copy>(
     op: &TOp,
-    args: &[(&[u64], &[f32])],
+    args: &[(&[u64], &[T])],
     shape: &[u64],
-    fill: f32,
-) -> Option<Vec<f32>> {
+    fill: T,
+) -> Option<Vec<T>> {
     let total = shape.iter().product::<u64>() as usize;
     let (arg_shape, data) = *args.first()?;
     Some(match op {

@@ -62,11 +62,22 @@ impl<'a> Tiler<'a> {
         };
         let res = func.ty(data.result).clone();
         let mut x = self.home_of(data.args[0])?;
-        let idx = self.home_of(data.args[1])?;
-        if !idx.is_dense() || idx.dtype != isa::Dtype::I32 {
-            return Err(format!(
-                "{inst}: the indices of a take must be a dense i32 tensor in HBM"
-            ));
+        let mut idx = self.home_of(data.args[1])?;
+        if idx.dtype != isa::Dtype::I32 {
+            return Err(format!("{inst}: the indices of a take must be i32"));
+        }
+        if !idx.is_dense() {
+            // A view of indices (a slice, a transpose, a broadcast) is copied to a dense
+            // scratch tensor first, so that each index tile is one contiguous run.
+            let buf = self.out.hbm(
+                &format!("t{}", data.args[1].as_u32()),
+                Role::Scratch,
+                idx.dtype,
+                &idx.shape,
+            );
+            let dense = HView::dense(buf, idx.dtype, &idx.shape);
+            self.copy_view(&idx, &dense, span);
+            idx = dense;
         }
         let nidx: u64 = idx.shape.iter().product();
         let rank = x.shape.len();

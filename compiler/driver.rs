@@ -1366,12 +1366,11 @@ pub fn index_fault_message(
     };
     let gather_loc = loc_of(at.engine.index(), at.index);
     let mut names: Vec<&str> = Vec::new();
-    let located = program.streams.iter().enumerate().flat_map(|(e, stream)| {
-        stream
-            .iter()
-            .enumerate()
-            .map(move |(i, inst)| (e, i, inst))
-    });
+    let located = program
+        .streams
+        .iter()
+        .enumerate()
+        .flat_map(|(e, stream)| stream.iter().enumerate().map(move |(i, inst)| (e, i, inst)));
     for (e, i, inst) in located {
         if gather_loc.is_some() && loc_of(e, i) != gather_loc {
             continue;
@@ -1409,7 +1408,10 @@ pub fn index_fault_message(
             let at = format!("line {}", l.line);
             (format!(" at {at}"), computed_indices_at(&at))
         }
-        _ => (String::new(), crate::reference::COMPUTED_INDICES.to_string()),
+        _ => (
+            String::new(),
+            crate::reference::COMPUTED_INDICES.to_string(),
+        ),
     };
     // Indices loaded from one input are that operand; any others are computed by the
     // kernel (an instruction wrote them, or a copy of a view of an input into scratch).

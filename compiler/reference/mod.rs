@@ -26,11 +26,11 @@ mod scan;
 mod v2;
 
 use crate::ir::{BinaryOp, Function, ReduceFn, Span, TOp, UnaryFn, Value};
-pub use v2::COMPUTED_INDICES;
 use cranelift_entity::SecondaryMap;
 use isa::{ActFunc, AluOp, Dtype};
 use runtime::numeric;
 use std::borrow::Cow;
+pub use v2::COMPUTED_INDICES;
 
 /// A tensor on the host: row-major values, each exactly representable in `dtype`. Float
 /// and `bool` values (0.0 or 1.0) are in `data`; `i32` values are in `ints` (exactly), with

@@ -3,11 +3,15 @@
 //!
 //! `take(x, idx, axis)` reads `x[o, idx[j], i]` for every outer index `o` (the axes before
 //! `axis`, merged), index position `j` (the flattened `idx`) and inner index `i` (the axes
-//! after `axis`, merged). The indices go into SBUF 128 at a time as raw `i32` (an exact DMA
-//! copy, never f32); each gather takes one such tile and moves, for each of its indices, a
-//! piece of the outer-by-inner elements of its row, at most `GATHER_PIECE_BYTES` a
-//! partition, so that the gathers and the stores of several pieces are in flight on the
-//! DMA queues at once. The language's negative indices are normalised by the gather itself
+//! after `axis`, merged). `x` may have any dtype: a gather moves bytes, so an `i32` table
+//! is rows of 4-byte elements like any other. The indices are read from their HBM home: a
+//! parameter's, or the scratch tensor the group that computes them stores to (an `argmax`,
+//! arithmetic, a `where`); a view of indices that is not dense (a strided slice, a
+//! transpose, a broadcast) is first copied to a dense scratch tensor. They go into SBUF 128
+//! at a time as raw `i32` (an exact DMA copy, never f32); each gather takes one such tile
+//! and moves, for each of its indices, a piece of the outer-by-inner elements of its row,
+//! at most `GATHER_PIECE_BYTES` a partition, so that the gathers and the stores of several
+//! pieces are in flight on the DMA queues at once. The language's negative indices are normalised by the gather itself
 //! (`wrap`), so an index out of range faults with the value the user gave, and nothing is
 //! read or written for it.
 

@@ -959,20 +959,38 @@ pub fn write_output(path: &Path, t: &HostTensor) -> Result<(), DriverError> {
         .map_err(|e| DriverError::Input(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The length of the shortest axis that a `take` indexes with the parameter `v`, if any.
+/// The length of the shortest axis that a `take` indexes with the parameter `v`, if any:
+/// directly, or through instructions that only move its elements (slices, transposes,
+/// reshapes, broadcasts, `concat`, `pad` and `take` of it), so that `--random` draws the
+/// indices of `take(t, ids[::2])` in range too.
 fn index_bound(func: &Function, v: ir::Value) -> Option<u64> {
-    func.layout
-        .iter()
-        .filter_map(|&inst| {
-            let data = &func.insts[inst];
-            match data.op {
-                ir::TOp::Take { axis } if data.args[1] == v => {
-                    func.ty(data.args[0]).shape.get(axis).copied()
+    let mut moved = vec![v];
+    let mut bound: Option<u64> = None;
+    for &inst in &func.layout {
+        let data = &func.insts[inst];
+        match data.op {
+            ir::TOp::Take { axis } if moved.contains(&data.args[1]) => {
+                if let Some(&n) = func.ty(data.args[0]).shape.get(axis) {
+                    bound = Some(bound.map_or(n, |b| b.min(n)));
                 }
-                _ => None,
             }
-        })
-        .min()
+            ir::TOp::Slice(_)
+            | ir::TOp::Transpose(_)
+            | ir::TOp::Reshape
+            | ir::TOp::BroadcastTo
+            | ir::TOp::Concat(_)
+            | ir::TOp::Pad { .. }
+            | ir::TOp::Take { .. }
+                if moved.contains(&data.args[0])
+                    || matches!(data.op, ir::TOp::Concat(_))
+                        && data.args.iter().any(|a| moved.contains(a)) =>
+            {
+                moved.push(data.result);
+            }
+            _ => {}
+        }
+    }
+    bound
 }
 
 /// The parameters of a tensor-IR function.
@@ -998,13 +1016,38 @@ pub fn expected(
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, DriverError> {
     let (func, relaxed) = c.reference();
     let mut want = crate::reference::evaluate_bounded(func, inputs, &relaxed)
-        .map_err(|e| DriverError::Input(e.to_string()))?;
+        .map_err(|e| reference_error(c, e))?;
     if c.options.strict_dtypes {
         for (_, b) in &mut want {
             b.fill(0.0);
         }
     }
     Ok(want)
+}
+
+/// A reference evaluator's error as the driver reports it: an index out of range of
+/// computed indices names the `take`'s source location, as the machine's message does.
+pub fn reference_error(c: &Compilation, e: crate::reference::EvalError) -> DriverError {
+    if let crate::reference::EvalError::TakeIndex {
+        computed_at: Some(span),
+        ref operand,
+        ..
+    } = e
+    {
+        if let Some((name, text)) = &c.source {
+            let (line, col) = line_col(text, span.start as usize);
+            let located = computed_indices_at(&format!("{name}:{line}:{col}"));
+            let message = e.to_string().replacen(operand.as_str(), &located, 1);
+            return DriverError::Input(message);
+        }
+    }
+    DriverError::Input(e.to_string())
+}
+
+/// How the run-time errors name the indices of the `take` at `place` when the kernel
+/// computes them.
+fn computed_indices_at(place: &str) -> String {
+    crate::reference::COMPUTED_INDICES.replacen("`take`", &format!("`take` at {place}"), 1)
 }
 
 /// Compares every output of the compiled kernel with the reference (`expected`) and
@@ -1311,7 +1354,9 @@ pub fn execute_compiled(
 /// The message of an index fault of the indirect DMA, in the reference's words: `kernel
 /// `k`: the operand `ids` holds the index 9, outside [-8, 8) for the axis `take` indexes`,
 /// then where the machine stopped. The operand is the `i32` input whose DMA filled the
-/// faulting gather's index tile (the only writer of that tile that reads an input).
+/// faulting gather's index tile (the only writer of that tile that reads an input, among
+/// the DMAs of the same source location when the program has them); indices that no input
+/// DMA filled are the take's computed indices, named by its location.
 pub fn index_fault_message(
     program: &isa::Program,
     kernel: Option<&str>,
@@ -1327,8 +1372,23 @@ pub fn index_fault_message(
     let isa::Op::DmaGather { idx, .. } = &gather.op else {
         return None;
     };
+    let loc_of = |engine: usize, index: usize| {
+        program
+            .locs
+            .get(engine)
+            .and_then(|s| s.get(index).copied().flatten())
+    };
+    let gather_loc = loc_of(at.engine.index(), at.index);
     let mut names: Vec<&str> = Vec::new();
-    for inst in program.streams.iter().flatten() {
+    let located = program
+        .streams
+        .iter()
+        .enumerate()
+        .flat_map(|(e, stream)| stream.iter().enumerate().map(move |(i, inst)| (e, i, inst)));
+    for (e, i, inst) in located {
+        if gather_loc.is_some() && loc_of(e, i) != gather_loc {
+            continue;
+        }
         let isa::Op::Dma {
             dst: isa::DmaAp::Tile(t),
             src: isa::DmaAp::Hbm(h),
@@ -1348,19 +1408,30 @@ pub fn index_fault_message(
             }
         }
     }
-    let operand = match names.as_slice() {
-        [one] => format!("the operand `{one}`"),
-        _ => "the indices".to_string(),
-    };
     let kernel = kernel.map_or("the program".to_string(), |k| format!("kernel `{k}`"));
     let loc = program
         .locs
         .get(at.engine.index())
         .and_then(|s| s.get(at.index).copied().flatten());
-    let place = match (loc, &program.source) {
-        (Some(l), Some(f)) => format!(" at {f}:{}:{}", l.line, l.col),
-        (Some(l), None) => format!(" at line {}", l.line),
-        _ => String::new(),
+    let (place, operand) = match (loc, &program.source) {
+        (Some(l), Some(f)) => {
+            let at = format!("{f}:{}:{}", l.line, l.col);
+            (format!(" at {at}"), computed_indices_at(&at))
+        }
+        (Some(l), None) => {
+            let at = format!("line {}", l.line);
+            (format!(" at {at}"), computed_indices_at(&at))
+        }
+        _ => (
+            String::new(),
+            crate::reference::COMPUTED_INDICES.to_string(),
+        ),
+    };
+    // Indices loaded from one input are that operand; any others are computed by the
+    // kernel (an instruction wrote them, or a copy of a view of an input into scratch).
+    let operand = match names.as_slice() {
+        [one] => format!("the operand `{one}`"),
+        _ => operand,
     };
     Some(format!(
         "{kernel}: {operand} holds the index {index}, outside [-{rows}, {rows}) for the axis \

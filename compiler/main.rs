@@ -414,8 +414,7 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
                 "--trace, --report and --report-json need the interpreter; --reference has no timing".into(),
             ));
         }
-        reference::evaluate(c.reference().0, &inputs)
-            .map_err(|e| DriverError::Input(e.to_string()))?
+        reference::evaluate(c.reference().0, &inputs).map_err(|e| driver::reference_error(&c, e))?
     } else {
         let program = driver::program_of(&c)?;
         let (outputs, report) =

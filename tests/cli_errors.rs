@@ -100,7 +100,7 @@ fn setup(dir: &Path) {
     );
     w(
         "integers.tsr",
-        b"kernel k(x: f32[8, 4], i: i32[4]) -> f32[4, 4] {\n    return take(x, i + 1);\n}\n",
+        b"kernel k(x: f32[2, 3]) -> f32[4, 3] {\n    return take(x, arange(4) * 2);\n}\n",
     );
     w(
         "sized.tsr",
@@ -410,12 +410,12 @@ const CASES: &[Case] = &[
         &["run", "psum_group.tbin", "--debug-checks", "-o", "out"],
         1,
     ),
-    // A `take` with indices computed in the kernel is checked and evaluated by the
-    // reference, but the backend does not compile it yet: a located error, no file written
-    // (not even the random inputs).
+    // A `take` with indices computed in the kernel runs on the machine; `arange(4) * 2`
+    // leaves [-2, 2): the run faults at the gather, naming the kernel, the take's location
+    // and the value, and writes no output.
     case(
-        "integers_not_on_machine",
-        &["run", "integers.tsr", "--random", "1", "-o", "out"],
+        "computed_index_out_of_range",
+        &["run", "integers.tsr", "-i", "x=x_ok.npy", "-o", "out"],
         1,
     ),
     case(

@@ -1,7 +1,8 @@
 //! `take` through the command line, on the machine: integer index files are read exactly,
 //! negative indices count from the end, repeated indices repeat rows, and an index out of
 //! range stops the run with exit 1, a message naming the kernel, the operand and the value
-//! the user gave (as the reference's does), and no output file.
+//! the user gave (as the reference's does), and no output file; for indices the kernel
+//! computes, the message names the `take` by its source location.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -202,4 +203,77 @@ fn random_indices_are_in_range_and_written_as_int32() {
         read_f32(&dir.join("out/out0.npy")),
         read_f32(&dir.join("again/out0.npy"))
     );
+}
+
+/// A greedy-decoding lookup: the indices are the positions of the row maxima of `logits`,
+/// shifted by `off` (an `i32` input), so the kernel computes them.
+const COMPUTED: &[u8] =
+    b"kernel greedy(table: f32[40, 8], logits: f32[200, 40], off: i32[200]) -> f32[200, 8] {\n    \
+    return take(table, argmax(logits, axis=1) + off);\n}\n";
+
+#[test]
+fn a_computed_index_out_of_range_names_the_take_and_the_value() {
+    let dir = scratch("computed");
+    std::fs::write(dir.join("g.tsr"), COMPUTED).expect("writing");
+    let table: Vec<u8> = (0..320).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    std::fs::write(dir.join("table.npy"), npy("<f4", "(40, 8)", &table)).expect("writing");
+    // Row `j`'s maximum is at column `j % 40`.
+    let logits: Vec<u8> = (0..200 * 40)
+        .flat_map(|i| f32::from(u8::from(i % 40 == (i / 40) % 40)).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("logits.npy"), npy("<f4", "(200, 40)", &logits)).expect("writing");
+    let write_off = |off: &[i32]| {
+        let bytes: Vec<u8> = off.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join("off.npy"), npy("<i4", "(200,)", &bytes)).expect("writing");
+    };
+    let args = |out: &'static str, reference: bool| {
+        let mut a = vec![
+            "run",
+            "g.tsr",
+            "-i",
+            "table=table.npy",
+            "-i",
+            "logits=logits.npy",
+            "-i",
+            "off=off.npy",
+            "-o",
+            out,
+        ];
+        if reference {
+            a.push("--reference");
+        }
+        a
+    };
+    // In range, negative ones included: row `j` is `(j % 40 + off[j]) mod 40`.
+    let off: Vec<i32> = (0..200).map(|j| [0, -40, -1, -39][j % 4]).collect();
+    write_off(&off);
+    let out = tessera(&dir, &args("ok", false));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_f32(&dir.join("ok/out0.npy"));
+    for j in 0..200 {
+        let r = (j as i32 % 40 + off[j]).rem_euclid(40);
+        assert_eq!(got[j * 8 + 3], (r * 8 + 3) as f32, "row {j}");
+    }
+    // One index out of range: row 130's maximum is at 10, and 10 + 35 = 45.
+    let mut bad = off.clone();
+    bad[130] = 35;
+    write_off(&bad);
+    let out = tessera(&dir, &args("bad", false));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let message = "kernel `greedy`: the index operand of the `take` at g.tsr:2:12 (computed in \
+                   the kernel) holds the index 45, outside [-40, 40) for the axis `take` indexes";
+    assert!(stderr.contains(message), "{stderr}");
+    assert!(stderr.contains("(dma_gather) at g.tsr:2:12"), "{stderr}");
+    assert!(!dir.join("bad/out0.npy").exists(), "an output was written");
+    // The reference says the same.
+    let reference = tessera(&dir, &args("ref", true));
+    let ref_err = String::from_utf8_lossy(&reference.stderr);
+    assert_eq!(reference.status.code(), Some(1), "{ref_err}");
+    assert!(ref_err.contains(message), "{ref_err}");
+    assert!(!dir.join("ref/out0.npy").exists());
 }

@@ -263,7 +263,8 @@ const DEFAULT_V2_CASES: u64 = 600;
 /// The version-2 mode: kernels from `common::v2_gen` (slices with steps, negative steps
 /// and integer indices, `concat`, `pad`, `broadcast_to`, comparisons, `where`, the logical
 /// calls, `arange`, wrapping `i32` arithmetic and `take` with `i32` parameter indices,
-/// composed and feeding matmuls and reductions), each under the default policy and under
+/// with indices the kernel computes and of `i32` tables, composed and feeding matmuls and
+/// reductions), each under the default policy and under
 /// strict. Its own seed stream (`TESSERA_V2_SEED`, `TESSERA_V2_CASES`), so the chains'
 /// seeds generate what they did. Every construct must show up in the default cases.
 #[test]
@@ -342,6 +343,13 @@ fn version_2_kernels_match_the_reference() {
             "i32:pad",
             "i32:broadcast_to",
             "take",
+            "take_computed",
+            "take_i32",
+            "take:argmax",
+            "take:arith",
+            "take:where",
+            "take:arange",
+            "take:computed_i32",
             "matmul<-slice",
             "matmul<-concat",
             "matmul<-take",
@@ -349,6 +357,10 @@ fn version_2_kernels_match_the_reference() {
             "reduce<-slice",
             "reduce<-concat",
             "reduce<-take",
+            "matmul<-take_computed",
+            "reduce<-take_computed",
+            "matmul<-take_i32",
+            "reduce<-take_i32",
         ];
         let missing: Vec<&str> = needles
             .iter()

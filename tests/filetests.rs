@@ -9,8 +9,10 @@
 //! ```
 //!
 //! `test` (required, first) names the mode; `define` gives size overrides; `kernel` picks
-//! one kernel. The header ends at the first line that is not `// word: value`; an unknown
-//! directive or mode fails the test. Each file's output is compared with exactly one insta
+//! one kernel; `expect: fault` says that a `run` test's run stops with a run-time error (a
+//! `take` index out of range), whose messages are then the snapshot. The header ends at
+//! the first line that is not `// word: value`; an unknown directive or mode fails the
+//! test. Each file's output is compared with exactly one insta
 //! snapshot, `tests/snapshots/<path with / as __>.snap` (e.g. `check__errors__zero_dim`).
 //! Accept new or changed output with `INSTA_UPDATE=always cargo test --test filetests`,
 //! then read the `.snap` files.
@@ -27,6 +29,9 @@ struct TestFile {
     mode: String,
     defines: Vec<(String, i64)>,
     kernel: Option<String>,
+    /// `// expect: fault`: a `run` test whose run stops with a run-time error; the
+    /// snapshot holds the machine's and the reference's messages.
+    fault: bool,
     source: String,
 }
 
@@ -183,8 +188,23 @@ fn mode_run(test: &TestFile) -> Result<String, String> {
         .enumerate()
         .map(|(i, p)| tessera::driver::random_tensor(p, 1, i as u64))
         .collect();
-    let (outputs, report) =
-        tessera::driver::execute(program, &params, &inputs).map_err(|e| e.to_string())?;
+    let run = tessera::driver::execute_compiled(
+        &c,
+        &params,
+        &inputs,
+        &tessera::driver::RunOptions::default(),
+    );
+    if test.fault {
+        // Both the machine and the reference must stop, each with its message.
+        let machine = run
+            .err()
+            .ok_or("the run was expected to fault and did not")?;
+        let reference = tessera::driver::expected(&c, &inputs)
+            .err()
+            .ok_or("the reference was expected to fail and did not")?;
+        return Ok(format!("machine: {machine}\nreference: {reference}\n"));
+    }
+    let (outputs, report) = run.map_err(|e| e.to_string())?;
     let comparisons =
         tessera::driver::check_outputs(&c, &inputs, &outputs).map_err(|e| e.to_string())?;
     let mut out = format!("total cycles: {}\n", report.total_cycles);
@@ -282,6 +302,7 @@ fn parse_test(rel_path: String, source: String) -> Result<TestFile, String> {
     let mut mode = None;
     let mut defines = Vec::new();
     let mut kernel = None;
+    let mut fault = false;
     for (i, line) in source.lines().enumerate() {
         let Some(rest) = line.strip_prefix("// ") else {
             break;
@@ -298,6 +319,8 @@ fn parse_test(rel_path: String, source: String) -> Result<TestFile, String> {
             "test" => return Err("`// test:` must be the first line".to_string()),
             "define" => defines.extend(parse_defines(value)?),
             "kernel" => kernel = Some(value.to_string()),
+            "expect" if value == "fault" => fault = true,
+            "expect" => return Err(format!("unknown expectation `{value}` (`fault`)")),
             other => return Err(format!("unknown directive `{other}`")),
         }
     }
@@ -307,6 +330,7 @@ fn parse_test(rel_path: String, source: String) -> Result<TestFile, String> {
         mode,
         defines,
         kernel,
+        fault,
         source,
     })
 }

@@ -4,15 +4,15 @@
 //! the f32 datapath of the Vector engine, which holds the truth values 0 and 1 exactly;
 //! its `i32` values and `arange` run on the integer datapath of Vector and GpSimd
 //! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
-//! never through f32. A `take` of a float or `bool` tensor whose indices are an `i32`
-//! parameter runs on the indirect DMA (`tiling/gather.rs`), which reads the indices as raw
-//! integers. The positions of `argmax` and `argmin` come exactly from `tensor_arg_reduce`
-//! (`tiling/scan.rs`), whose offsets pass through f32, exact below 2^24. Other takes (an
-//! `i32` table, computed indices) and arg-reductions over longer axes are checked, lowered
-//! and evaluated by the reference, but not compiled yet: a kernel that uses them is
-//! refused here with an error at its source line, rather than reaching a pass that would
-//! fail with an internal error. So is a pool whose output row reads more input than an
-//! SBUF band holds (`tiling/pool.rs`).
+//! never through f32. Every `take` runs on the indirect DMA (`tiling/gather.rs`), which
+//! moves rows of bytes (any table dtype) and reads its indices, a parameter or values the
+//! kernel computes, as raw integers: nothing about a take is refused. The positions of
+//! `argmax` and `argmin` come exactly from `tensor_arg_reduce` (`tiling/scan.rs`), whose
+//! offsets pass through f32, exact below 2^24. Arg-reductions over longer axes are
+//! checked, lowered and evaluated by the reference, but not compiled yet: a kernel that
+//! uses them is refused here with an error at its source line, rather than reaching a pass
+//! that would fail with an internal error. So is a pool whose output row reads more input
+//! than an SBUF band holds (`tiling/pool.rs`).
 
 use crate::ir::{Function, Span, TOp};
 
@@ -25,20 +25,6 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for &inst in &func.layout {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
-        if let TOp::Take { .. } = data.op {
-            let what = if ty.dtype == isa::Dtype::I32 {
-                "`take`"
-            } else if func.params.iter().any(|(_, p)| *p == data.args[1]) {
-                // A take of floats or booleans whose indices are a parameter: the indirect DMA.
-                continue;
-            } else {
-                "`take` with computed indices"
-            };
-            return Some((
-                func.spans[inst],
-                format!("{what} of type `{ty}`{NOT_YET}: its gather takes `i32` parameters as indices and gathers float or `bool` rows"),
-            ));
-        }
         if matches!(data.op, TOp::ArgReduce { .. } | TOp::Cumsum { .. })
             && func.ty(data.args[0]).dtype == isa::Dtype::I32
         {

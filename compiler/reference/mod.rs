@@ -25,11 +25,12 @@ mod pool;
 mod scan;
 mod v2;
 
-use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value};
+use crate::ir::{BinaryOp, Function, ReduceFn, Span, TOp, UnaryFn, Value};
 use cranelift_entity::SecondaryMap;
 use isa::{ActFunc, AluOp, Dtype};
 use runtime::numeric;
 use std::borrow::Cow;
+pub use v2::COMPUTED_INDICES;
 
 /// A tensor on the host: row-major values, each exactly representable in `dtype`. Float
 /// and `bool` values (0.0 or 1.0) are in `data`; `i32` values are in `ints` (exactly), with
@@ -112,6 +113,9 @@ pub enum EvalError {
         operand: String,
         value: i64,
         len: u64,
+        /// The span of the `take`, when its indices are computed in the kernel (the
+        /// driver then names the take's source location).
+        computed_at: Option<Span>,
     },
 }
 
@@ -212,6 +216,10 @@ fn run(
                         operand: v2::operand_name(func, data.args[1]),
                         value,
                         len,
+                        computed_at: match func.values[data.args[1]].def {
+                            crate::ir::ValueDef::Param(_) => None,
+                            crate::ir::ValueDef::Inst(_) => Some(func.spans[inst]),
+                        },
                     })?,
                 _ => eval_op(&data.op, &args, ty.dtype, &ty.shape),
             };

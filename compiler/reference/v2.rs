@@ -57,6 +57,20 @@ pub(super) fn eval(
             out.ints = ints;
         }
         TOp::Reshape if int_in => out.ints = args[0].ints.clone(),
+        TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo
+            if dtype == Dtype::I32 =>
+        {
+            // The elements move as integers, never through f32.
+            let fill = match op {
+                TOp::Pad { value, .. } => *value as i32,
+                _ => 0,
+            };
+            let moved: Vec<(&[u64], &[i32])> = args
+                .iter()
+                .map(|a| (a.shape.as_slice(), a.ints.as_slice()))
+                .collect();
+            out.ints = super::movement::move_elems(op, &moved, shape, fill).unwrap_or_default();
+        }
         TOp::Cast if int_in || dtype == Dtype::I32 => cast(args[0], &mut out),
         TOp::Where => {
             let (c, a, b) = (args[0], args[1], args[2]);
@@ -286,10 +300,14 @@ pub(super) fn take(
 }
 
 /// The name of the operand that holds `v`, for run-time errors: the parameter's name, or
-/// the instruction that computes it.
+/// for indices computed in the kernel the `take` they index with (the machine's message,
+/// `driver::index_fault_message`, says the same words).
+/// How a run-time error names indices computed in the kernel.
+pub const COMPUTED_INDICES: &str = "the index operand of the `take` (computed in the kernel)";
+
 pub(super) fn operand_name(func: &Function, v: Value) -> String {
     match func.values[v].def {
         ValueDef::Param(i) => format!("the operand `{}`", func.params[i].0),
-        ValueDef::Inst(inst) => format!("the indices computed by {inst}"),
+        ValueDef::Inst(_) => COMPUTED_INDICES.to_string(),
     }
 }

@@ -1,8 +1,9 @@
 //! A random generator of kernels in the language's version 2, for the differential test's
 //! third mode: slices (steps, negative steps, integer indices), `concat`, `pad`,
 //! `broadcast_to`, comparisons with `where` and `logical_and/or/not`, `arange` and `i32`
-//! values with wrapping arithmetic, and `take` with `i32` parameter indices, composed
-//! with each other and feeding matmuls, reductions and elementwise work.
+//! values with wrapping arithmetic, and `take` with `i32` parameter indices, with indices
+//! the kernel computes and of `i32` tables, composed with each other and feeding matmuls,
+//! reductions and elementwise work.
 //!
 //! It is separate from `kernel_gen` (its own function and seed stream) so that the chains'
 //! seeds keep generating exactly what they did. Its numerics are tame on purpose: every
@@ -323,15 +324,7 @@ impl Gen {
                 self.feature("where");
                 self.push(format!("where({inner}, {b}, 0.0)"), [r, c], "logical");
             }
-            7 => {
-                // Rows gathered by an i32 parameter; an index into a computed value works
-                // the same, the indices stay a parameter.
-                let t = self.rng.pick(&DIMS);
-                let t = if self.rng.chance(0.3) { t + 150 } else { t };
-                let ids = self.fresh("ids");
-                self.params.push(format!("{ids}: i32[{t}]"));
-                self.push(format!("take({b}, {ids})"), [t, c], "take");
-            }
+            7 => self.take(b, r, c),
             _ => {
                 // Positions as floats: a ramp along the columns or the rows.
                 if self.rng.chance(0.5) {
@@ -347,6 +340,81 @@ impl Gen {
                         "arange",
                     );
                 }
+            }
+        }
+    }
+
+    /// Rows of `b` (`[r, c]`) gathered by an `i32` parameter or by indices the kernel
+    /// computes (always inside `[-r, r)`: `argmax`/`argmin` positions, arithmetic on them,
+    /// a `where` of two of them, an `arange` expression), or `b` plus rows of an `i32` table
+    /// gathered (by a parameter or by computed positions) and converted.
+    fn take(&mut self, b: &str, r: u64, c: u64) {
+        let t = self.rng.pick(&DIMS);
+        let t = if self.rng.chance(0.3) { t + 150 } else { t };
+        // Positions in [0, n) of `t` rows of scores, from a new parameter.
+        let positions = |g: &mut Gen, t: u64, n: u64| {
+            let s = g.fresh("s");
+            g.params.push(format!("{s}: f32[{t}, {n}]"));
+            let f = g.rng.pick(&["argmax", "argmin"]);
+            (s.clone(), format!("{f}({s}, axis=1)"))
+        };
+        match self.rng.weighted(&[2, 3, 2]) {
+            0 => {
+                // An index into a computed value works the same, the indices a parameter.
+                let ids = self.fresh("ids");
+                self.params.push(format!("{ids}: i32[{t}]"));
+                self.push(format!("take({b}, {ids})"), [t, c], "take");
+            }
+            1 => {
+                let (kind, idx, rows) = match self.rng.below(4) {
+                    0 => {
+                        let (_, p) = positions(self, t, r);
+                        ("argmax", p, t)
+                    }
+                    1 => {
+                        let (_, p) = positions(self, t, r);
+                        let e = if self.rng.chance(0.5) {
+                            format!("{} - {p}", r - 1)
+                        } else {
+                            // Negative: counted from the end.
+                            format!("{p} - {r}")
+                        };
+                        ("arith", e, t)
+                    }
+                    2 => {
+                        let (s, p) = positions(self, t, r);
+                        let e = format!("where({s}[:, 0] > 0.0, {p}, {} - {p})", r - 1);
+                        ("where", e, t)
+                    }
+                    _ => {
+                        let m = t.min(r);
+                        let e = if self.rng.chance(0.5) {
+                            format!("{} - arange({m})", r - 1)
+                        } else {
+                            format!("arange({m}) - {r}")
+                        };
+                        ("arange", e, m)
+                    }
+                };
+                self.feature(format!("take:{kind}"));
+                self.push(format!("take({b}, {idx})"), [rows, c], "take_computed");
+            }
+            _ => {
+                let tab = self.fresh("tab");
+                self.params.push(format!("{tab}: i32[{t}, {c}]"));
+                let idx = if self.rng.chance(0.5) {
+                    let ids = self.fresh("ids");
+                    self.params.push(format!("{ids}: i32[{r}]"));
+                    ids
+                } else {
+                    self.feature("take:computed_i32");
+                    positions(self, r, t).1
+                };
+                self.push(
+                    format!("{b} + (take({tab}, {idx}) as f32) * 0.01"),
+                    [r, c],
+                    "take_i32",
+                );
             }
         }
     }

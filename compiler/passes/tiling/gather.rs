@@ -3,11 +3,15 @@
 //!
 //! `take(x, idx, axis)` reads `x[o, idx[j], i]` for every outer index `o` (the axes before
 //! `axis`, merged), index position `j` (the flattened `idx`) and inner index `i` (the axes
-//! after `axis`, merged). The indices go into SBUF 128 at a time as raw `i32` (an exact DMA
-//! copy, never f32); each gather takes one such tile and moves, for each of its indices, a
-//! piece of the outer-by-inner elements of its row, at most `GATHER_PIECE_BYTES` a
-//! partition, so that the gathers and the stores of several pieces are in flight on the
-//! DMA queues at once. The language's negative indices are normalised by the gather itself
+//! after `axis`, merged). `x` may have any dtype: a gather moves bytes, so an `i32` table
+//! is rows of 4-byte elements like any other. The indices are read from their HBM home: a
+//! parameter's, or the scratch tensor the group that computes them stores to (an `argmax`,
+//! arithmetic, a `where`); a view of indices that is not dense (a strided slice, a
+//! transpose, a broadcast) is first copied to a dense scratch tensor. They go into SBUF 128
+//! at a time as raw `i32` (an exact DMA copy, never f32); each gather takes one such tile
+//! and moves, for each of its indices, a piece of the outer-by-inner elements of its row,
+//! at most `GATHER_PIECE_BYTES` a partition, so that the gathers and the stores of several
+//! pieces are in flight on the DMA queues at once. The language's negative indices are normalised by the gather itself
 //! (`wrap`), so an index out of range faults with the value the user gave, and nothing is
 //! read or written for it.
 
@@ -62,11 +66,22 @@ impl<'a> Tiler<'a> {
         };
         let res = func.ty(data.result).clone();
         let mut x = self.home_of(data.args[0])?;
-        let idx = self.home_of(data.args[1])?;
-        if !idx.is_dense() || idx.dtype != isa::Dtype::I32 {
-            return Err(format!(
-                "{inst}: the indices of a take must be a dense i32 tensor in HBM"
-            ));
+        let mut idx = self.home_of(data.args[1])?;
+        if idx.dtype != isa::Dtype::I32 {
+            return Err(format!("{inst}: the indices of a take must be i32"));
+        }
+        if !idx.is_dense() {
+            // A view of indices (a slice, a transpose, a broadcast) is copied to a dense
+            // scratch tensor first, so that each index tile is one contiguous run.
+            let buf = self.out.hbm(
+                &format!("t{}", data.args[1].as_u32()),
+                Role::Scratch,
+                idx.dtype,
+                &idx.shape,
+            );
+            let dense = HView::dense(buf, idx.dtype, &idx.shape);
+            self.copy_view(&idx, &dense, span);
+            idx = dense;
         }
         let nidx: u64 = idx.shape.iter().product();
         let rank = x.shape.len();

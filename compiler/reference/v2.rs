@@ -101,21 +101,6 @@ pub(super) fn eval(
                 out.data = data;
             }
         }
-        // `i32` slices, joins, pads and broadcasts move the integers themselves; the float
-        // evaluator would move the (empty) f32 vectors.
-        TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo
-            if dtype == Dtype::I32 =>
-        {
-            let fill = match op {
-                TOp::Pad { value, .. } => *value as i32,
-                _ => 0,
-            };
-            let moved: Vec<(&[u64], &[i32])> = args
-                .iter()
-                .map(|a| (a.shape.as_slice(), a.ints.as_slice()))
-                .collect();
-            out.ints = super::movement::move_elems(op, &moved, shape, fill).unwrap_or_default();
-        }
         TOp::Arange => out.ints = (0..shape[0]).map(|i| i as i32).collect(),
         TOp::Take { axis } => {
             // Out-of-range indices are reported by `evaluate`; here they read row 0.

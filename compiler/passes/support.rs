@@ -6,8 +6,10 @@
 //! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
 //! never through f32. A `take` of a float or `bool` tensor whose indices are an `i32`
 //! parameter runs on the indirect DMA (`tiling/gather.rs`), which reads the indices as raw
-//! integers. The positions of `argmax` and `argmin` come exactly from `tensor_arg_reduce`
-//! (`tiling/scan.rs`), whose offsets pass through f32, exact below 2^24. Other takes (an
+//! integers. `cumsum`, `argmax` and `argmin` (`tiling/scan.rs`) run for float and `i32`
+//! operands: `tensor_scan` and `tensor_arg_reduce` read `i32` tiles as integers, and the
+//! partial winners of a spread lane cross partitions as exact bit copies. The positions of
+//! `argmax` and `argmin` are exact `i32` below 2^24 (no test covers a longer axis). Other takes (an
 //! `i32` table, computed indices) and arg-reductions over longer axes are checked, lowered
 //! and evaluated by the reference, but not compiled yet: a kernel that uses them is
 //! refused here with an error at its source line, rather than reaching a pass that would
@@ -38,18 +40,6 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
                 func.spans[inst],
                 format!("{what} of type `{ty}`{NOT_YET}: its gather takes `i32` parameters as indices and gathers float or `bool` rows"),
             ));
-        }
-        if matches!(data.op, TOp::ArgReduce { .. } | TOp::Cumsum { .. })
-            && func.ty(data.args[0]).dtype == isa::Dtype::I32
-        {
-            // The scan and arg-reduce lowerings move values through f32 where they spread
-            // rows over partitions; they run for float operands only.
-            let what = if let TOp::Cumsum { .. } = data.op {
-                "`cumsum` of an `i32` tensor"
-            } else {
-                "an `argmax`/`argmin` of an `i32` tensor"
-            };
-            return Some((func.spans[inst], format!("{what}{NOT_YET}")));
         }
         if let TOp::ArgReduce { axis, .. } = data.op {
             // The positions of `argmax` and `argmin` are computed exactly by

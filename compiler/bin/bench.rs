@@ -249,27 +249,13 @@ fn execute(
     params: &[ParamSpec],
     inputs: &[HostTensor],
 ) -> Result<(runtime::Report, Vec<HostTensor>, f64), String> {
-    let program = driver::program_of(c).map_err(|e| e.to_string())?;
+    // The driver's run binds `i32` inputs and reads `i32` outputs as integers (through
+    // f32 they would be empty or rounded), as `tessera run` does.
     let start = Instant::now();
-    let config = runtime::MachineConfig::new(program.preset);
-    let mut loaded = runtime::Machine::new(config)
-        .load_program(program.clone())
-        .map_err(|e| e.to_string())?;
-    for (p, t) in params.iter().zip(inputs) {
-        loaded.bind(&p.name, &t.data).map_err(|e| e.to_string())?;
-    }
-    let report = loaded.run().map_err(|e| e.to_string())?;
+    let (outputs, report) =
+        driver::execute_compiled(c, params, inputs, &driver::RunOptions::default())
+            .map_err(|e| e.to_string())?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut outputs = Vec::new();
-    for t in program.tensors_with_role(isa::Role::Output) {
-        let data = loaded.read(&t.name).map_err(|e| e.to_string())?;
-        outputs.push(HostTensor {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data,
-            ints: Vec::new(),
-        });
-    }
     Ok((report, outputs, seconds))
 }
 

@@ -1200,8 +1200,12 @@ impl<'d> Checker<'d> {
         // Comparisons and logical operations give `bool`; the rest their operands' dtype.
         let dtype = if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
             Dtype::Bool
-        } else if op == BinaryOp::Div {
-            // Only literals reach here as integers; their quotient is a float.
+        } else if op == BinaryOp::Div
+            || matches!((op, &a.kind, &b.kind), (BinaryOp::Pow, TExprKind::Scalar(x), TExprKind::Scalar(y))
+                if fold_binary(op, *x, *y).fract() != 0.0)
+        {
+            // Only literals reach here as integers; their quotient is a float, and so is a
+            // power that is not an integer (`pow(2, -1)` is 0.5).
             if operand == Dtype::I32 {
                 Dtype::F32
             } else {
@@ -1634,6 +1638,9 @@ impl<'d> Checker<'d> {
                     }
                 };
                 if let Some(list) = axes.filter(|l| l.len() > 1) {
+                    if !self.reduce_takes(name, f, &v, span) {
+                        return None;
+                    }
                     return self.reduce_axes(name, f, v, &list, keepdims, span);
                 }
                 self.reduce(
@@ -1827,6 +1834,22 @@ impl<'d> Checker<'d> {
     }
 
     /// A reduction.
+    /// Whether reduction `f` takes `v`'s dtype (for one axis and for a list alike);
+    /// `false` after reporting. `sum`, `max` and `min` take integers (the sum wraps); `mean`
+    /// takes floats only, and nothing reduces booleans.
+    fn reduce_takes(&mut self, name: &str, f: ReduceFn, v: &TExpr, span: Span) -> bool {
+        let takes = match v2::kind(v.ty.dtype) {
+            v2::Kind::Float => true,
+            v2::Kind::Int => f != ReduceFn::Mean,
+            v2::Kind::Bool => false,
+        };
+        if !takes {
+            let what = format!("`{name}`");
+            self.float_only(&what, v, span);
+        }
+        takes
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn reduce(
         &mut self,
@@ -1838,19 +1861,7 @@ impl<'d> Checker<'d> {
         axis_span: Span,
         span: Span,
     ) -> Option<TExpr> {
-        if !self.need_tensor(name, &v) {
-            return None;
-        }
-        // `sum`, `max` and `min` take integers (the sum wraps); `mean` takes floats only,
-        // and nothing reduces booleans.
-        let takes = match v2::kind(v.ty.dtype) {
-            v2::Kind::Float => true,
-            v2::Kind::Int => f != ReduceFn::Mean,
-            v2::Kind::Bool => false,
-        };
-        if !takes {
-            let what = format!("`{name}`");
-            self.float_only(&what, &v, span);
+        if !self.need_tensor(name, &v) || !self.reduce_takes(name, f, &v, span) {
             return None;
         }
         let axis = self.axis(axis, &v, axis_span)?;

@@ -6,13 +6,15 @@
 //! (`isa/ISA.md`, "The integer datapath"), which computes in 32-bit two's complement and
 //! never through f32. Every `take` runs on the indirect DMA (`tiling/gather.rs`), which
 //! moves rows of bytes (any table dtype) and reads its indices, a parameter or values the
-//! kernel computes, as raw integers: nothing about a take is refused. The positions of
-//! `argmax` and `argmin` come exactly from `tensor_arg_reduce` (`tiling/scan.rs`), whose
-//! offsets pass through f32, exact below 2^24. Arg-reductions over longer axes are
-//! checked, lowered and evaluated by the reference, but not compiled yet: a kernel that
-//! uses them is refused here with an error at its source line, rather than reaching a pass
-//! that would fail with an internal error. So is a pool whose output row reads more input
-//! than an SBUF band holds (`tiling/pool.rs`).
+//! kernel computes, as raw integers: nothing about a take is refused. `cumsum`, `argmax`
+//! and `argmin` (`tiling/scan.rs`) run for float and `i32` operands: `tensor_scan` and
+//! `tensor_arg_reduce` read `i32` tiles as integers, and the partial winners of a spread
+//! lane cross partitions as exact bit copies. The positions of `argmax` and `argmin` are
+//! exact `i32` below 2^24. Arg-reductions over longer axes are checked, lowered and
+//! evaluated by the reference, but not compiled yet: a kernel that uses them is refused
+//! here with an error at its source line, rather than reaching a pass that would fail with
+//! an internal error. So is a pool whose output row reads more input than an SBUF band
+//! holds (`tiling/pool.rs`).
 
 use crate::ir::{Function, Span, TOp};
 
@@ -25,18 +27,6 @@ pub fn unsupported(func: &Function) -> Option<(Span, String)> {
     for &inst in &func.layout {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
-        if matches!(data.op, TOp::ArgReduce { .. } | TOp::Cumsum { .. })
-            && func.ty(data.args[0]).dtype == isa::Dtype::I32
-        {
-            // The scan and arg-reduce lowerings move values through f32 where they spread
-            // rows over partitions; they run for float operands only.
-            let what = if let TOp::Cumsum { .. } = data.op {
-                "`cumsum` of an `i32` tensor"
-            } else {
-                "an `argmax`/`argmin` of an `i32` tensor"
-            };
-            return Some((func.spans[inst], format!("{what}{NOT_YET}")));
-        }
         if let TOp::ArgReduce { axis, .. } = data.op {
             // The positions of `argmax` and `argmin` are computed exactly by
             // `tensor_arg_reduce`; their offsets pass through f32, exact below 2^24.

@@ -931,6 +931,111 @@ fn integer_datapath_is_exact() {
     );
 }
 
+/// `tensor_scan` and `tensor_arg_reduce` of `i32` tiles on the integer datapath: a scan in
+/// two chunks chained by an `i32` carry wraps around exactly, and the arg-reductions (per
+/// chunk, combined through `positions`, and over whole rows on GpSimd) compare integers that
+/// f32 could not tell apart (near 2^31 and -2^31, differing by 1), the first of equal values
+/// winning, with the winning values written as exact `i32`.
+#[test]
+fn integer_scan_and_arg_reduce_are_exact() {
+    let (p, f) = (4usize, 64usize);
+    let mut a = Asm::new();
+    with_input(&mut a, Dtype::I32, p, f);
+    a.inst(
+        "vector",
+        "wait(s0>=1) tensor_scan out=sbuf.i32[0:4, 1024; 32:1], src=sbuf.i32[0:4, 0; 32:1], carry=none",
+    );
+    a.inst(
+        "vector",
+        "tensor_scan out=sbuf.i32[0:4, 1152; 32:1], src=sbuf.i32[0:4, 128; 32:1], carry=sbuf.i32[0:4, 1148; 1:1] signal(s1)",
+    );
+    a.inst(
+        "vector",
+        "tensor_arg_reduce op=max, out=sbuf.i32[0:4, 2048; 4:1], index=sbuf.i32[0:4, 2304; 4:1], src=sbuf.i32[0:4, 0; 4:16, 16:1], positions=none",
+    );
+    a.inst(
+        "gpsimd",
+        "iota out=sbuf.i32[0:4, 2560; 4:1], expr=affine(base=0, p=0, i=[16]) signal(s4)",
+    );
+    a.inst(
+        "vector",
+        "wait(s4>=1) tensor_tensor op=add, out=sbuf.i32[0:4, 2816; 4:1], a=sbuf.i32[0:4, 2304; 4:1], b=sbuf.i32[0:4, 2560; 4:1]",
+    );
+    a.inst(
+        "vector",
+        "tensor_arg_reduce op=max, out=sbuf.i32[0:4, 3072; 1:1], index=sbuf.i32[0:4, 3328; 1:1], src=sbuf.i32[0:4, 2048; 4:1], positions=sbuf.i32[0:4, 2816; 4:1] signal(s2)",
+    );
+    a.inst(
+        "gpsimd",
+        "wait(s0>=1) tensor_arg_reduce op=min, out=sbuf.i32[0:4, 3584; 1:1], index=sbuf.i32[0:4, 3840; 1:1], src=sbuf.i32[0:4, 0; 64:1], positions=none signal(s3)",
+    );
+    with_output(&mut a, "scan", Dtype::I32, p, f, 1024, 1, 1);
+    with_output(&mut a, "imax", Dtype::I32, p, 1, 3328, 2, 2);
+    with_output(&mut a, "vmax", Dtype::I32, p, 1, 3072, 2, 3);
+    with_output(&mut a, "imin", Dtype::I32, p, 1, 3840, 3, 4);
+    with_output(&mut a, "vmin", Dtype::I32, p, 1, 3584, 3, 5);
+    // Rows 0-2 just below 2^31 (ties every 13 elements), row 3 just above -2^31.
+    let xs: Vec<i32> = (0..p * f)
+        .map(|e| {
+            let (r, j) = (e / f, e % f);
+            let d = ((j * 7 + r) % 13) as i32;
+            if r < 3 {
+                i32::MAX - d
+            } else {
+                i32::MIN + d
+            }
+        })
+        .collect();
+    let program = asm(&a.text());
+    let mut loaded = runtime::Machine::new(config())
+        .load_program(program)
+        .unwrap();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    loaded.bind_bytes("x", &bytes).unwrap();
+    loaded.run().unwrap();
+    let ints = |name: &str| -> Vec<i32> {
+        loaded
+            .read_bytes(name)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut scan = xs.clone();
+    for row in scan.chunks_exact_mut(f) {
+        for j in 1..f {
+            row[j] = row[j - 1].wrapping_add(row[j]);
+        }
+    }
+    assert_eq!(ints("scan"), scan);
+    let best = |max: bool, r: usize| -> usize {
+        let row = &xs[r * f..(r + 1) * f];
+        let mut b = 0;
+        for j in 1..f {
+            if (max && row[j] > row[b]) || (!max && row[j] < row[b]) {
+                b = j;
+            }
+        }
+        b
+    };
+    let imax: Vec<i32> = (0..p).map(|r| best(true, r) as i32).collect();
+    let imin: Vec<i32> = (0..p).map(|r| best(false, r) as i32).collect();
+    // Row 0's maximum is at j = 0 and again at 13 (the first wins), its minimum first at
+    // 7 j = 12 (mod 13), j = 11; f32 would see every element of rows 0-2 as 2^31 and
+    // pick 0 for both reductions.
+    assert_eq!((imax[0], imin[0]), (0, 11));
+    assert_eq!(ints("imax"), imax);
+    assert_eq!(ints("imin"), imin);
+    let vals = |pick: &[i32]| -> Vec<i32> {
+        pick.iter()
+            .enumerate()
+            .map(|(r, &j)| xs[r * f + j as usize])
+            .collect()
+    };
+    assert_eq!(ints("vmax"), vals(&imax));
+    assert_eq!(ints("vmin"), vals(&imin));
+}
+
 /// The verifier keeps the datapaths apart: a float input beside an `i32` one, `div` on
 /// integers, a bitwise op on floats, and `i32` tiles on the Scalar and Tensor engines are
 /// errors.

@@ -17,7 +17,8 @@
 //! applies a version-2 producer to a value of the pool and adds the result; then one to
 //! three values of the pool (always the last) go through a consumer (returned as they are,
 //! a matmul on either side, a reduction, `exp`) into the results. Optionally an `i32`
-//! result mixes an `i32` parameter, `arange` and wrapping `+ - *`.
+//! result mixes an `i32` parameter, `arange` and wrapping `+ - *`, sometimes scanned by
+//! `cumsum` or reduced by `argmax`/`argmin`.
 
 use super::kernel_gen::Rng;
 use std::collections::BTreeSet;
@@ -497,6 +498,33 @@ impl Gen {
                 format!("broadcast_to(sum({n}, axis=0, keepdims=true) * {k}, [{r}, {c}])")
             }
         };
-        self.results.push((body, format!("i32[{r}, {c}]")));
+        // Half the time the values (beyond 2^24, negative, with ties where `n` repeats)
+        // feed a wrapping `cumsum` or an `argmax`/`argmin` along either axis, which must
+        // stay exact on the integer datapath.
+        let axis = self.rng.below(2);
+        let (body, ty) = match self.rng.below(6) {
+            0 => {
+                self.feature("i32:cumsum");
+                (
+                    format!("cumsum({body}, axis={axis})"),
+                    format!("i32[{r}, {c}]"),
+                )
+            }
+            1 | 2 => {
+                let call = if self.rng.chance(0.5) {
+                    "argmax"
+                } else {
+                    "argmin"
+                };
+                self.feature(format!("i32:{call}"));
+                let kept = if axis == 0 { c } else { r };
+                (
+                    format!("{call}({body}, axis={axis})"),
+                    format!("i32[{kept}]"),
+                )
+            }
+            _ => (body, format!("i32[{r}, {c}]")),
+        };
+        self.results.push((body, ty));
     }
 }

@@ -135,6 +135,8 @@ impl Checker<'_> {
             BinaryOp::Eq | BinaryOp::Ne => true,
             // Two integer literals divide as numbers (`1 / 2` is 0.5, folded).
             BinaryOp::Div => k == Kind::Float || (sa && sb && k == Kind::Int),
+            // `pow` is C's `powf`, a float function; two integer literals fold as numbers.
+            BinaryOp::Pow => k == Kind::Float || (sa && sb && k == Kind::Int),
             _ => k != Kind::Bool,
         };
         if !allowed {
@@ -144,6 +146,9 @@ impl Checker<'_> {
                 }
                 (BinaryOp::Div, Kind::Int) => {
                     "`i32` has no `/`: convert with `as f32` first, e.g. `(i as f32) / 2.0`"
+                }
+                (BinaryOp::Pow, Kind::Int) => {
+                    "`pow` is a float function (C's `powf`): convert first, e.g. `pow(i as f32, 2.0)`"
                 }
                 _ => "`bool` has no arithmetic and no ordering: convert with `as i32` or `as f32` first",
             };

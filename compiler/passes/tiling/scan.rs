@@ -18,14 +18,18 @@
 //! - An arg-reduction along the last axis of few long lanes (the greedy-decoding
 //!   `argmax(logits, axis=-1)` of 8 rows) spreads each lane over `S` partitions (a
 //!   reshape of the dense input), reduces each segment chunk by chunk, then combines the
-//!   `S` winners of each lane: the PE array (values, into f32 PSUM) and GpSimd's
-//!   `partition_transpose` (positions, exact `i32`) bring all segments onto one partition,
-//!   and one more `tensor_arg_reduce` over lines of `S` picks the first winner, NaN
-//!   first, as NumPy (`lower_arg_spread`).
+//!   `S` winners of each lane: the PE array (float values, into f32 PSUM) and GpSimd's
+//!   `partition_transpose` (positions, and `i32` values, exact bit copies) bring all
+//!   segments onto one partition, and one more `tensor_arg_reduce` over lines of `S` picks
+//!   the first winner, NaN first, as NumPy (`lower_arg_spread`).
 //!
-//! Positions are `i32`, written exactly by `tensor_arg_reduce`, and the offsets added to
-//! them are additions on the integer datapath. An axis longer than 2^24 is still refused
-//! (`support.rs`): no test covers one.
+//! `i32` operands never pass through f32 (which holds integers exactly only below 2^24):
+//! `tensor_scan` adds them with 32-bit wrapping and chains its chunks by an `i32` carry,
+//! `tensor_arg_reduce` compares them as integers, the running winners are copied on the
+//! integer datapath, and a spread lane's winners cross partitions on GpSimd, never on the
+//! PE array. Positions are `i32`, written exactly by `tensor_arg_reduce`, and the offsets
+//! added to them are additions on the integer datapath. An axis longer than 2^24 is still
+//! refused (`support.rs`): no test covers one.
 
 use super::view::{hbm_ap, HView};
 use super::Tiler;
@@ -310,7 +314,7 @@ impl Tiler<'_> {
         let mut lanes = Lanes::new(&shape, axis);
         // Few long lanes along the last axis: each spread over `s` partitions.
         let mut spread = 1;
-        if lanes.inner == 1 && lanes.outer < 64 && lanes.len >= 4096 && src.dtype.is_float() {
+        if lanes.inner == 1 && lanes.outer < 64 && lanes.len >= 4096 {
             let most = 128 / lanes.outer;
             spread = (2..=most)
                 .rev()
@@ -554,21 +558,37 @@ impl Tiler<'_> {
             &[bv, bp, vals, flat],
             span,
         );
-        // Across partitions: values on the PE array (into f32 PSUM, exact), positions on
-        // GpSimd (exact i32).
-        let tv = self.out.psum(Dtype::F32, 1, parts);
-        self.out.push(
-            Op::Transpose {
-                out: TileAp {
-                    mem: Mem::Psum,
-                    ..ap(Dtype::F32, 1, 0, &[(parts as u64, 1)])
+        // Across partitions: float values on the PE array (into f32 PSUM, exact), `i32`
+        // values and the positions on GpSimd (exact bit copies: f32 holds integers exactly
+        // only below 2^24).
+        let (tv, lane_dt, lane_mem) = if vdt == Dtype::I32 {
+            let tv = self.out.sbuf(Dtype::I32, 1, parts);
+            self.out.push(
+                Op::PartitionTranspose {
+                    out: ap(Dtype::I32, 1, 0, &[(parts as u64, 1)]),
+                    src: ap(Dtype::I32, parts, 0, &[(1, 1)]),
                 },
-                src: ap(vdt, parts, 0, &[(1, 1)]),
-            },
-            Engine::Tensor,
-            &[tv, bv],
-            span,
-        );
+                Engine::GpSimd,
+                &[tv, bv],
+                span,
+            );
+            (tv, Dtype::I32, Mem::Sbuf)
+        } else {
+            let tv = self.out.psum(Dtype::F32, 1, parts);
+            self.out.push(
+                Op::Transpose {
+                    out: TileAp {
+                        mem: Mem::Psum,
+                        ..ap(Dtype::F32, 1, 0, &[(parts as u64, 1)])
+                    },
+                    src: ap(vdt, parts, 0, &[(1, 1)]),
+                },
+                Engine::Tensor,
+                &[tv, bv],
+                span,
+            );
+            (tv, Dtype::F32, Mem::Psum)
+        };
         let tp = self.out.sbuf(Dtype::I32, 1, parts);
         self.out.push(
             Op::PartitionTranspose {
@@ -580,16 +600,16 @@ impl Tiler<'_> {
             span,
         );
         let lines = |d: Dtype| ap(d, 1, 0, &[(outer, spread as i64), (spread, 1)]);
-        let fv = self.out.sbuf(Dtype::F32, 1, outer as u32);
+        let fv = self.out.sbuf(lane_dt, 1, outer as u32);
         let fp = self.out.sbuf(Dtype::I32, 1, outer as u32);
         self.out.push(
             Op::TensorArgReduce {
                 op,
-                out: ap(Dtype::F32, 1, 0, &[(outer, 1)]),
+                out: ap(lane_dt, 1, 0, &[(outer, 1)]),
                 index: ap(Dtype::I32, 1, 0, &[(outer, 1)]),
                 src: TileAp {
-                    mem: Mem::Psum,
-                    ..lines(Dtype::F32)
+                    mem: lane_mem,
+                    ..lines(lane_dt)
                 },
                 positions: Some(lines(Dtype::I32)),
             },

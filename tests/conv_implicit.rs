@@ -101,3 +101,28 @@ fn cost_estimate_keeps_the_window_matrix_for_few_channels() {
         assert!(written > results, "the window matrix goes through HBM");
     }
 }
+
+#[test]
+fn output_blocks_outermost_with_weights_transposed_on_gpsimd() {
+    // Tensor-bound with two blocks of output channels: every image resident, the first
+    // block's weights transposed on the PE array and the second's by GpSimd's
+    // `partition_transpose` (six images give GpSimd time for it), the last tile in pieces.
+    implicit(
+        "kernel k(x: bf16[6, 128, 14, 14], w: bf16[256, 128, 3, 3], b: f32[256]) -> bf16[6, 256, 14, 14] {\n\
+         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, 256, 1, 1]);\n\
+         \x20   return relu(y) as bf16;\n}\n",
+    );
+    let c = compile(
+        "kernel k(x: bf16[6, 128, 14, 14], w: bf16[256, 128, 3, 3]) -> f32[6, 256, 14, 14] {\n\
+         \x20   return conv(x, w, padding=[1, 1]);\n}\n",
+        PassOptions::default(),
+    );
+    let program = tessera::driver::program_of(&c).unwrap();
+    let on_gpsimd = program
+        .streams
+        .iter()
+        .flatten()
+        .filter(|i| matches!(i.op, isa::Op::PartitionTranspose { .. }))
+        .count();
+    assert_eq!(on_gpsimd, 9, "one per tap of the second block");
+}

@@ -15,6 +15,23 @@
 //!   the matmul's group (bias, relu, residual add, cast) is its epilogue, evaluated on the
 //!   PSUM tile as `matmul.rs` does (`Tiler::epilogue`).
 //! - The next image's input is loaded while this one's matmuls run.
+//! - The start is what the first matmul waits for: the first block's weights go first on
+//!   the DMA queues, ahead of the first image (whose load waits for its border's memsets,
+//!   and goes in pieces for every queue), and the first transpose of each channel chunk
+//!   is alone in its PSUM bank (banks of 1, 1, 2, 4, 8 transposes), so that the first
+//!   matmuls wait for short copies out of PSUM.
+//! - Where the Tensor engine is the bottleneck (by [`implicit_parts`]) and there are
+//!   several blocks of output channels, the blocks go outermost instead: every image
+//!   resident in one tile per channel chunk (four memsets for all the borders, on
+//!   Vector), the first block's pass over every image needs only its own weights, and
+//!   GpSimd transposes the later blocks' weights (`partition_transpose`, no PSUM bank)
+//!   while the PE array works, as far as it finishes each before its pass; the others are
+//!   transposed on the PE array before their pass. DMA-bound layers keep the image
+//!   order, whose loads and stores interleave (every image resident and loaded ahead of
+//!   the stores measured slower: ResNet-50's 1x1 layers 0.683 and 0.625 against 0.771 and
+//!   0.658).
+//! - The kernel's last tile goes in up to four pieces of whole rows (of at least 64
+//!   positions), so that only the last piece's epilogue and store follow the last matmul.
 //!
 //! Exactness: the matmuls run taps in row-major order outermost and channels inner, each
 //! adding its products in channel order to the PSUM accumulator, which starts from the
@@ -48,6 +65,9 @@ use isa::{Dtype, Engine, Op};
 const INPUT_BUDGET: u64 = 48 * 1024;
 /// Bytes per partition the transposed weights may take (all taps and output channels).
 const WEIGHT_BUDGET: u64 = 72 * 1024;
+/// Bytes per partition every image's padded input may take together, for the order with
+/// output channel blocks outermost (every image resident).
+const RESIDENT_BUDGET: u64 = 32 * 1024;
 /// A DMA's fixed latency in cycles (docs/machine.md).
 const DMA_LATENCY: u64 = 2000;
 /// Most positions of one PSUM tile (a bank of f32).
@@ -181,27 +201,40 @@ fn run_bytes(runs: u64, len: u64) -> f64 {
     (runs * len.max(64)) as f64
 }
 
-/// The estimated cycles (the larger of Tensor and DMA) of implicit GEMM and of the window
-/// matrix, for a convolution of `g` with operands of `dtype`.
-pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
+/// The estimated Tensor and DMA cycles of implicit GEMM for a convolution of `g` with
+/// operands of `dtype`: one matmul per tap and channel chunk for each PSUM tile and a
+/// transpose per tap and channel chunk of the weights; the input once (a padded image is
+/// DMA'd row by row), the weights once, the output once.
+fn implicit_parts(g: &Geom, dtype: Dtype) -> (f64, f64) {
     let es = dtype.size() as u64;
     let r = rate(dtype);
     let taps = g.taps();
     let (cch, och) = (g.c.div_ceil(128), g.o.div_ceil(128));
-    let positions = g.oh * g.ow;
-    let out_bytes = (g.n * g.o * positions * 2) as f64;
+    let out_bytes = (g.n * g.o * g.oh * g.ow * 2) as f64;
     let w_bytes = (g.o * g.c * taps * es) as f64;
-    // Implicit GEMM: one matmul per tap and channel chunk for each PSUM tile; the input
-    // once (a padded image is DMA'd row by row), the weights once.
     let per_image: f64 = g.blocks().iter().map(|b| matmul_cycles(b.1 * b.3, r)).sum();
-    let tensor_i = (g.n * och) as f64 * (taps * cch) as f64 * per_image
+    let tensor = (g.n * och) as f64 * (taps * cch) as f64 * per_image
         + (taps * cch * och) as f64 * matmul_cycles(128, r);
     let x_bytes = if g.ph == 0 && g.pw == 0 {
         run_bytes(g.n * g.c, g.h * g.w * es)
     } else {
         run_bytes(g.n * g.c * g.h, g.w * es)
     };
-    let implicit = tensor_i.max((x_bytes + w_bytes + out_bytes) / 256.0);
+    (tensor, (x_bytes + w_bytes + out_bytes) / 256.0)
+}
+
+/// The estimated cycles (the larger of Tensor and DMA) of implicit GEMM and of the window
+/// matrix, for a convolution of `g` with operands of `dtype`.
+pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
+    let es = dtype.size() as u64;
+    let r = rate(dtype);
+    let taps = g.taps();
+    let och = g.o.div_ceil(128);
+    let positions = g.oh * g.ow;
+    let out_bytes = (g.n * g.o * positions * 2) as f64;
+    let w_bytes = (g.o * g.c * taps * es) as f64;
+    let (tensor_i, dma_i) = implicit_parts(g, dtype);
+    let implicit = tensor_i.max(dma_i);
     // The window matrix: K = taps x C in chunks of 128, N in blocks of 512 positions.
     let k = taps * g.c;
     let blocks = positions.div_ceil(BANK_COLS);
@@ -311,7 +344,6 @@ impl Tiler<'_> {
         let dt = xv.dtype;
         let es = dt.size() as u64;
         let taps = g.taps();
-        let wp = g.wp();
         // The weights' rows `[O, C x taps]` must be contiguous in HBM.
         let ws = &wv.strides;
         let dense_rows = ws[ws.len() - 1] == 1
@@ -324,128 +356,99 @@ impl Tiler<'_> {
         }
         let cch = chunks128(g.c);
         let och = chunks128(g.o);
-        let first = self.load_image(&p.geom, &xv, &cch, 0, span);
+        let blocks = g.blocks();
+        // Output channel blocks outermost (every image resident) where the Tensor engine is
+        // the bottleneck and there are several blocks: the first block's matmuls then need
+        // only the first block's weights, and the other blocks' weights are transposed by
+        // GpSimd while the PE array works (see the module comment).
+        let (tensor, dma) = implicit_parts(&g, dt);
+        let image_bytes = cch.len() as u64 * g.hp() * g.wp() * es;
+        let och_outer = och.len() > 1 && tensor > dma && g.n * image_bytes <= RESIDENT_BUDGET;
         // Transposed weights: per channel chunk one tile, the stationary operand of output
         // block `(o0, osz)` and tap `t` at column `o0 x taps + t x osz`.
         let wt: Vec<Tile> = cch
             .iter()
             .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (taps * g.o) as u32))
             .collect();
-        for &(o0, osz) in &och {
-            let rows = self.sbuf_tile(dt, osz as u32, (g.c * taps) as u32);
-            self.dma_2d(
-                rows,
-                &wv,
-                wv.offset + o0 as i64 * ws[0],
-                (osz, ws[0]),
-                (g.c * taps, 1),
-                span,
-            );
-            let per_bank = (2048 / (osz * es)).clamp(1, 8);
-            for (ci, &(c0, csz)) in cch.iter().enumerate() {
-                let mut t = 0;
-                while t < taps {
-                    let group = per_bank.min(taps - t);
-                    let bank = self.psum_tile(dt, csz, group * osz);
-                    for j in 0..group {
-                        let src = tile_ap(
-                            dt,
-                            0,
-                            osz as u32,
-                            c0 * taps + t + j,
-                            &[(csz, taps as i64)],
-                            false,
-                        );
-                        let dst = bank.slice(0, csz as u32, (j * osz) as u32, osz as u32);
-                        self.out.push(
-                            Op::Transpose { out: dst, src },
-                            Engine::Tensor,
-                            &[bank.buf, rows.buf],
-                            span,
-                        );
-                    }
-                    let dst = wt[ci].slice(
-                        0,
-                        csz as u32,
-                        (o0 * taps + t * osz) as u32,
-                        (group * osz) as u32,
-                    );
-                    let src = bank.slice(0, csz as u32, 0, (group * osz) as u32);
-                    self.copy_out(dst, src, &[wt[ci].buf, bank.buf], span);
-                    t += group;
-                }
-            }
-        }
-        let blocks = g.blocks();
         // Epilogue operands broadcast over the images (a bias `[1, O, 1]`) are loaded once
         // per block of output channels and kept for the later images, instead of a load
         // (and its DMA latency) before every tile's epilogue.
         self.reuse_space = Some(grp.space.clone());
-        let mut next = Some(first);
-        for n in 0..g.n {
-            let cur = next.take().ok_or("an image's input not loaded")?;
-            if n + 1 < g.n {
-                next = Some(self.load_image(&g, &xv, &cch, n + 1, span));
+        let tiles = och.len() * blocks.len();
+        // The first block's weights go first on the DMA queues, ahead of the first image
+        // (whose load waits for its border's memsets): the first matmuls need both.
+        let images: Vec<Tile> = if och_outer {
+            cch.iter()
+                .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (g.n * g.hp() * g.wp()) as u32))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if och_outer {
+            // Every image in one tile per channel chunk, side by side: four memsets a
+            // chunk for all the borders, on Vector (idle until the epilogues; ahead of the
+            // weights' copies out of PSUM, which wait for the weights), since GpSimd
+            // transposes weights here.
+            self.image_borders(&g, &images, g.n, Engine::Vector, span);
+        }
+        self.conv_weights(&g, &wv, &cch, och[0], &wt, false, span);
+        if och_outer {
+            // The first four images go ahead of the later blocks' weights on the DMA
+            // queues, the other images after them.
+            let early = g.n.min(4);
+            for n in 0..early {
+                self.image_dma(&g, &xv, &cch, &images, n, n, true, span);
             }
-            for &(o0, osz) in &och {
-                for &(oh0, ohs, ow0, ows) in &blocks {
-                    let cols = ohs * ows;
-                    let psum = self.psum_tile(Dtype::F32, osz, cols);
-                    let mut first = true;
-                    for i in 0..g.kh {
-                        for j in 0..g.kw {
-                            let tap = i * g.kw + j;
-                            for (ci, &(_, csz)) in cch.iter().enumerate() {
-                                let stationary = wt[ci].slice(
-                                    0,
-                                    csz as u32,
-                                    (o0 * taps + tap * osz) as u32,
-                                    osz as u32,
-                                );
-                                let off = (oh0 * g.sh + i * g.dh) * wp + ow0 * g.sw + j * g.dw;
-                                let moving = tile_ap(
-                                    dt,
-                                    0,
-                                    csz as u32,
-                                    off,
-                                    &[(ohs, (g.sh * wp) as i64), (ows, g.sw as i64)],
-                                    false,
-                                );
-                                self.out.push(
-                                    Op::Matmul {
-                                        out: psum.ap(),
-                                        stationary,
-                                        moving,
-                                        accumulate: !first,
-                                    },
-                                    Engine::Tensor,
-                                    &[psum.buf, wt[ci].buf, cur[ci].buf],
-                                    span,
-                                );
-                                first = false;
-                            }
-                        }
+            // GpSimd transposes the later blocks' weights while it finishes each before
+            // the PE array needs it (one block's pass over every image later per block);
+            // the rest are transposed on the PE array right before their pass.
+            let pass = tensor / och.len() as f64;
+            let mut gpsimd = 0.0;
+            let mut on_pe = vec![false; och.len()];
+            for (j, &ob) in och.iter().enumerate().skip(1) {
+                let cost: f64 = cch
+                    .iter()
+                    .map(|&(_, csz)| (taps * (64 + 4 * ob.1.max(csz))) as f64)
+                    .sum();
+                if gpsimd + cost <= j as f64 * pass {
+                    gpsimd += cost;
+                    self.conv_weights(&g, &wv, &cch, ob, &wt, true, span);
+                } else {
+                    on_pe[j] = true;
+                }
+            }
+            for n in early..g.n {
+                self.image_dma(&g, &xv, &cch, &images, n, n, true, span);
+            }
+            for (j, &ob) in och.iter().enumerate() {
+                if on_pe[j] {
+                    self.conv_weights(&g, &wv, &cch, ob, &wt, false, span);
+                }
+                for n in 0..g.n {
+                    let last = j + 1 == och.len() && n + 1 == g.n;
+                    let at = n * g.hp() * g.wp();
+                    for (bi, &b) in blocks.iter().enumerate() {
+                        let end = last && bi + 1 == blocks.len();
+                        self.conv_tile(grp, p, n, ob, b, (&images, at), &wt, end, tiles)?;
                     }
-                    // Stores split over all the queues, as a kernel's last ones are, for
-                    // the last image (nothing is left to overlap them) and wherever an
-                    // image has few tiles (one store on one queue would hold it for a
-                    // whole tile at 16 B/cycle). Not for many tiles: 16 pieces each then
-                    // crowd the queues ahead of the next image's loads (ResNet-50's 1x1
-                    // 256 -> 1024, eight tiles an image: 0.611 of the bound with the
-                    // last image's split, 0.608 with every tile's, and 0.50 against 0.30
-                    // before the bias was kept across images; the 3x3 layers, two tiles
-                    // an image, 0.72 and 0.63 against 0.74 and 0.68).
-                    self.last_stores =
-                        (self.last_group && n + 1 == g.n) || och.len() * blocks.len() <= 4;
-                    self.epilogue(
-                        grp,
-                        p.matmul,
-                        psum,
-                        &[AxisUse::Fixed(n)],
-                        (o0, osz),
-                        (oh0 * g.ow + ow0, cols),
-                        false,
-                    )?;
+                }
+            }
+        } else {
+            let first = self.load_image(&g, &xv, &cch, 0, true, span);
+            for &ob in &och[1..] {
+                self.conv_weights(&g, &wv, &cch, ob, &wt, false, span);
+            }
+            let mut next = Some(first);
+            for n in 0..g.n {
+                let cur = next.take().ok_or("an image's input not loaded")?;
+                if n + 1 < g.n {
+                    next = Some(self.load_image(&g, &xv, &cch, n + 1, false, span));
+                }
+                for (j, &ob) in och.iter().enumerate() {
+                    for (bi, &b) in blocks.iter().enumerate() {
+                        let end = n + 1 == g.n && j + 1 == och.len() && bi + 1 == blocks.len();
+                        self.conv_tile(grp, p, n, ob, b, (&cur, 0), &wt, end, tiles)?;
+                    }
                 }
             }
         }
@@ -454,17 +457,260 @@ impl Tiler<'_> {
         Ok(())
     }
 
+    /// Loads the weight rows of output block `(o0, osz)` and transposes them into `wt`,
+    /// one `[C chunk, osz]` tile per tap: on the PE array (up to eight transposes a PSUM
+    /// bank, one copy out; the first of each channel chunk alone in its bank, so that the
+    /// first matmuls wait for one transpose and a short copy), or with `gpsimd` by GpSimd's
+    /// `partition_transpose` (no PSUM bank, no copy, the PE array left to the matmuls).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_weights(
+        &mut self,
+        g: &Geom,
+        wv: &super::view::HView,
+        cch: &[(u64, u64)],
+        (o0, osz): (u64, u64),
+        wt: &[Tile],
+        gpsimd: bool,
+        span: crate::ir::Span,
+    ) {
+        let dt = wv.dtype;
+        let es = dt.size() as u64;
+        let taps = g.taps();
+        let ws = &wv.strides;
+        let rows = self.sbuf_tile(dt, osz as u32, (g.c * taps) as u32);
+        self.dma_2d(
+            rows,
+            wv,
+            wv.offset + o0 as i64 * ws[0],
+            (osz, ws[0]),
+            (g.c * taps, 1),
+            span,
+        );
+        let per_bank = (2048 / (osz * es)).clamp(1, 8);
+        for (ci, &(c0, csz)) in cch.iter().enumerate() {
+            let src = |t: u64| {
+                tile_ap(
+                    dt,
+                    0,
+                    osz as u32,
+                    c0 * taps + t,
+                    &[(csz, taps as i64)],
+                    false,
+                )
+            };
+            if gpsimd {
+                for t in 0..taps {
+                    let dst = wt[ci].slice(0, csz as u32, (o0 * taps + t * osz) as u32, osz as u32);
+                    self.out.push(
+                        Op::PartitionTranspose {
+                            out: dst,
+                            src: src(t),
+                        },
+                        Engine::GpSimd,
+                        &[wt[ci].buf, rows.buf],
+                        span,
+                    );
+                }
+                continue;
+            }
+            // Banks of 1, 1, 2, 4, 8 .. transposes: the first matmuls wait for short copies.
+            let mut t = 0;
+            while t < taps {
+                let group = t.max(1).min(per_bank).min(taps - t);
+                let bank = self.psum_tile(dt, csz, group * osz);
+                for j in 0..group {
+                    let dst = bank.slice(0, csz as u32, (j * osz) as u32, osz as u32);
+                    self.out.push(
+                        Op::Transpose {
+                            out: dst,
+                            src: src(t + j),
+                        },
+                        Engine::Tensor,
+                        &[bank.buf, rows.buf],
+                        span,
+                    );
+                }
+                // Banks of four or more transposes are copied in two halves, which the
+                // `engines` pass may put on Vector and Scalar side by side.
+                let halves = if group >= 4 { 2 } else { 1 };
+                let mut done = 0;
+                for h in 0..halves {
+                    let cnt = (group - done) / (halves - h);
+                    let (c0, cn) = ((done * osz) as u32, (cnt * osz) as u32);
+                    let dst = wt[ci].slice(0, csz as u32, (o0 * taps + t * osz) as u32 + c0, cn);
+                    let src = bank.slice(0, csz as u32, c0, cn);
+                    self.copy_out(dst, src, &[wt[ci].buf, bank.buf], span);
+                    done += cnt;
+                }
+                t += group;
+            }
+        }
+    }
+
+    /// The PSUM tile of image `n`, output block `(o0, osz)` and positions `block`: one
+    /// matmul per tap and channel chunk, then the group's epilogue. The kernel's very last
+    /// tile (`end`) goes in up to four pieces of whole rows, so that only the last piece's
+    /// epilogue and store follow the last matmul.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_tile(
+        &mut self,
+        grp: &crate::passes::fusion::Group,
+        p: &ConvPlan,
+        n: u64,
+        (o0, osz): (u64, u64),
+        (oh0, ohs, ow0, ows): (u64, u64, u64, u64),
+        (cur, at): (&[Tile], u64),
+        wt: &[Tile],
+        end: bool,
+        tiles: usize,
+    ) -> Result<(), String> {
+        let g = p.geom;
+        // Pieces of at least 64 positions, so that each matmul still costs more than the
+        // Tensor engine's 32-cycle minimum.
+        let pieces = ohs.min(4).min(ohs * ows / 64);
+        if end && pieces > 1 {
+            let mut r = 0;
+            for i in 0..pieces {
+                let rows = (ohs - r) / (pieces - i);
+                let b = (oh0 + r, rows, ow0, ows);
+                self.conv_tile(grp, p, n, (o0, osz), b, (cur, at), wt, false, tiles)?;
+                r += rows;
+            }
+            return Ok(());
+        }
+        let span = self.func.spans[p.matmul];
+        let dt = cur[0].dtype;
+        let taps = g.taps();
+        let wp = g.wp();
+        let cols = ohs * ows;
+        let psum = self.psum_tile(Dtype::F32, osz, cols);
+        let mut first = true;
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let tap = i * g.kw + j;
+                for (ci, x) in cur.iter().enumerate() {
+                    let csz = x.parts;
+                    let stationary =
+                        wt[ci].slice(0, csz, (o0 * taps + tap * osz) as u32, osz as u32);
+                    let off = at + (oh0 * g.sh + i * g.dh) * wp + ow0 * g.sw + j * g.dw;
+                    let moving = tile_ap(
+                        dt,
+                        0,
+                        csz,
+                        off,
+                        &[(ohs, (g.sh * wp) as i64), (ows, g.sw as i64)],
+                        false,
+                    );
+                    self.out.push(
+                        Op::Matmul {
+                            out: psum.ap(),
+                            stationary,
+                            moving,
+                            accumulate: !first,
+                        },
+                        Engine::Tensor,
+                        &[psum.buf, wt[ci].buf, x.buf],
+                        span,
+                    );
+                    first = false;
+                }
+            }
+        }
+        // Stores split over all the queues, as a kernel's last ones are, for the last
+        // image (little is left to overlap them) and wherever an image has few tiles (one
+        // store on one queue would hold it for a whole tile at 16 B/cycle). Not for many
+        // tiles: 16 pieces each then crowd the queues ahead of the next image's loads
+        // (ResNet-50's 1x1 256 -> 1024, eight tiles an image: 0.611 of the bound with the
+        // last image's split, 0.608 with every tile's, and 0.50 against 0.30 before the
+        // bias was kept across images; the 3x3 layers, two tiles an image, 0.72 and 0.63
+        // against 0.74 and 0.68).
+        self.last_stores = n + 1 == g.n || tiles <= 4;
+        self.epilogue(
+            grp,
+            p.matmul,
+            psum,
+            &[AxisUse::Fixed(n)],
+            (o0, osz),
+            (oh0 * g.ow + ow0, cols),
+            false,
+        )
+    }
+
     /// Image `n`'s padded input, one tile per channel chunk: the border memset to zero on
     /// GpSimd (idle otherwise here, so the load never waits behind Vector's epilogue
-    /// work), the interior loaded by DMA.
+    /// work), the interior loaded by DMA (`first`: in pieces for every queue, since the
+    /// first matmuls wait for it).
     fn load_image(
         &mut self,
         g: &Geom,
         xv: &super::view::HView,
         cch: &[(u64, u64)],
         n: u64,
+        first: bool,
         span: crate::ir::Span,
     ) -> Vec<Tile> {
+        let dt = xv.dtype;
+        let tiles: Vec<Tile> = cch
+            .iter()
+            .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (g.hp() * g.wp()) as u32))
+            .collect();
+        self.image_borders(g, &tiles, 1, Engine::GpSimd, span);
+        self.image_dma(g, xv, cch, &tiles, 0, n, first, span);
+        tiles
+    }
+
+    /// Memsets to zero the padding border of `count` padded images side by side in each
+    /// of `tiles`: four instructions a tile whatever the count.
+    fn image_borders(
+        &mut self,
+        g: &Geom,
+        tiles: &[Tile],
+        count: u64,
+        engine: Engine,
+        span: crate::ir::Span,
+    ) {
+        let (hp, wp) = (g.hp(), g.wp());
+        let image = (count, (hp * wp) as i64);
+        let mut sets: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
+        if g.ph > 0 {
+            sets.push((0, vec![image, (g.ph * wp, 1)]));
+            sets.push(((g.ph + g.h) * wp, vec![image, (g.ph * wp, 1)]));
+        }
+        if g.pw > 0 {
+            let rows = vec![image, (g.h, wp as i64), (g.pw, 1)];
+            sets.push((g.ph * wp, rows.clone()));
+            sets.push((g.ph * wp + g.pw + g.w, rows));
+        }
+        for tile in tiles {
+            for (off, dims) in &sets {
+                let ap = tile_ap(tile.dtype, 0, tile.parts, *off, dims, false);
+                self.out.push(
+                    Op::Memset {
+                        out: ap,
+                        value: isa::Imm::new(0.0),
+                    },
+                    engine,
+                    &[tile.buf],
+                    span,
+                );
+            }
+        }
+    }
+
+    /// Loads image `n`'s interior into slot `slot` of `tiles` (one per channel chunk).
+    /// With `first`, in pieces of row bands and partition quarters for every queue.
+    #[allow(clippy::too_many_arguments)]
+    fn image_dma(
+        &mut self,
+        g: &Geom,
+        xv: &super::view::HView,
+        cch: &[(u64, u64)],
+        tiles: &[Tile],
+        slot: u64,
+        n: u64,
+        first: bool,
+        span: crate::ir::Span,
+    ) {
         let dt = xv.dtype;
         let xs = &xv.strides;
         let (s_n, s_c) = (xs[0], xs[1]);
@@ -473,49 +719,44 @@ impl Tiler<'_> {
         } else {
             (0, xs[2])
         };
-        let (hp, wp) = (g.hp(), g.wp());
-        cch.iter()
-            .map(|&(c0, csz)| {
-                let tile = self.sbuf_tile(dt, csz as u32, (hp * wp) as u32);
-                let mut sets: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
-                if g.ph > 0 {
-                    sets.push((0, vec![(g.ph * wp, 1)]));
-                    sets.push(((g.ph + g.h) * wp, vec![(g.ph * wp, 1)]));
-                }
-                if g.pw > 0 {
-                    let rows = vec![(g.h, wp as i64), (g.pw, 1)];
-                    sets.push((g.ph * wp, rows.clone()));
-                    sets.push((g.ph * wp + g.pw + g.w, rows));
-                }
-                for (off, dims) in sets {
-                    let ap = tile_ap(dt, 0, csz as u32, off, &dims, false);
-                    self.out.push(
-                        Op::Memset {
-                            out: ap,
-                            value: isa::Imm::new(0.0),
+        let wp = g.wp();
+        let base = slot * g.hp() * wp + g.ph * wp + g.pw;
+        for (&(c0, csz), tile) in cch.iter().zip(tiles) {
+            // Partition quarters and bands of rows, about 16 pieces over all the chunks.
+            let (quarters, bands) = if first && csz > 32 {
+                let q = csz.div_ceil(32);
+                (q, (16 / (q * cch.len() as u64)).clamp(1, g.h))
+            } else {
+                (1, 1)
+            };
+            let qsize = if quarters > 1 { 32 } else { csz };
+            for q in 0..quarters {
+                let p0 = q * qsize;
+                let pn = qsize.min(csz - p0);
+                let mut r = 0;
+                for b in 0..bands {
+                    let rows = (g.h - r) / (bands - b);
+                    self.pool_transfer(
+                        &Xfer {
+                            tile: tile.buf,
+                            hbm: xv.buf,
+                            dtype: dt,
+                            p0: p0 as u32,
+                            pn: pn as u32,
+                            tile_off: base + r * wp,
+                            hbm_off: xv.offset
+                                + n as i64 * s_n
+                                + (c0 + p0) as i64 * s_c
+                                + r as i64 * s_h,
+                            part_stride: s_c,
+                            dims: vec![(rows, wp as i64, s_h), (g.w, 1, s_w)],
                         },
-                        Engine::GpSimd,
-                        &[tile.buf],
+                        true,
                         span,
                     );
+                    r += rows;
                 }
-                self.pool_transfer(
-                    &Xfer {
-                        tile: tile.buf,
-                        hbm: xv.buf,
-                        dtype: dt,
-                        p0: 0,
-                        pn: csz as u32,
-                        tile_off: g.ph * wp + g.pw,
-                        hbm_off: xv.offset + n as i64 * s_n + c0 as i64 * s_c,
-                        part_stride: s_c,
-                        dims: vec![(g.h, wp as i64, s_h), (g.w, 1, s_w)],
-                    },
-                    true,
-                    span,
-                );
-                tile
-            })
-            .collect()
+            }
+        }
     }
 }

@@ -430,3 +430,40 @@ fn take_wraps_negative_indices_and_rejects_out_of_range() {
         assert!(err.contains(&format!("index {bad}")), "{err}");
     }
 }
+
+/// Slices, `concat`, `pad` and `broadcast_to` of `i32` values move the integers
+/// themselves (values f32 cannot hold, 2^24 + 1 and the ends of the range, stay exact),
+/// and a `take` whose indices are such a view reads them.
+#[test]
+fn i32_movement_keeps_every_integer() {
+    let src =
+        "kernel k(a: i32[2, 3], t: f32[4, 2]) -> (i32[2, 2], i32[3, 6], i32[2, 2, 3], f32[2, 2]) {
+        let p = pad(concat([a, a[:, ::-1]], axis=1), before=[1, 0], after=[0, 0], value=-7);
+        return (a[:, 1:], p, broadcast_to(a, [2, 2, 3]), take(t, a[0, 1:] - 16777217, axis=0));
+    }";
+    let kernels = tessera::frontend::check_file(src, &[], None).expect("the kernel checks");
+    let f = ir::lower(&kernels[0]);
+    ir::verify(&f, "lower").expect("the IR verifies");
+    let big = 16_777_217;
+    let a = HostTensor::from_i32(&[2, 3], vec![i32::MAX, big + 1, big + 2, i32::MIN, 5, -1]);
+    let t = t(
+        Dtype::F32,
+        &[4, 2],
+        &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+    );
+    let out = evaluate(&f, &[a, t]).expect("evaluation succeeds");
+    assert_eq!(out[0].ints, vec![big + 1, big + 2, 5, -1]);
+    #[rustfmt::skip]
+    let padded = vec![
+        -7, -7, -7, -7, -7, -7,
+        i32::MAX, big + 1, big + 2, big + 2, big + 1, i32::MAX,
+        i32::MIN, 5, -1, -1, 5, i32::MIN,
+    ];
+    assert_eq!(out[1].ints, padded);
+    let row0 = [i32::MAX, big + 1, big + 2];
+    let row1 = [i32::MIN, 5, -1];
+    let twice: Vec<i32> = [row0, row1, row0, row1].concat();
+    assert_eq!(out[2].ints, twice);
+    // Indices 1 and 2 select rows 1 and 2 of `t`.
+    assert_eq!(out[3].data, vec![2.0, 3.0, 4.0, 5.0]);
+}

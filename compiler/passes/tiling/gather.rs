@@ -14,6 +14,10 @@
 //! pieces are in flight on the DMA queues at once. The language's negative indices are normalised by the gather itself
 //! (`wrap`), so an index out of range faults with the value the user gave, and nothing is
 //! read or written for it.
+//!
+//! Not yet: computed indices handed over in SBUF. A row group's per-row result (an
+//! `argmax` of 128 rows) is already one index per partition, the index tile's layout; it
+//! goes to HBM and back instead, two DMA latencies before the first gather.
 
 use super::view::{dense_strides, HView};
 use super::Tiler;

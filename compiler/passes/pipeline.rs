@@ -162,7 +162,11 @@ fn split_cols(op: &Op) -> Option<(u32, u32)> {
         _ => return None,
     };
     split_op(op, 0, 1)?;
-    let reps = if out.dims.len() == 2 { out.dims[0].size } else { 1 };
+    let reps = if out.dims.len() == 2 {
+        out.dims[0].size
+    } else {
+        1
+    };
     Some((out.dims.last()?.size, reps))
 }
 

@@ -1244,11 +1244,26 @@ fn pack_blocks(blocks: Vec<Block>, space: &[u64], peak: u64) -> Vec<Block> {
     let Some(first) = blocks.first() else {
         return blocks;
     };
-    let whole_rows = matches!(first.axes.last(), Some(AxisUse::Col { start: 0, size }) if *size == cols);
-    if rank < 2 || cols > PACK_MAX_COLS || !whole_rows || blocks.iter().any(|b| b.pack.is_some()) {
+    let whole_rows =
+        matches!(first.axes.last(), Some(AxisUse::Col { start: 0, size }) if *size == cols);
+    // The HBM side of a transfer has up to five dimensions: the partition axes, the
+    // packed rows and the columns.
+    let part_axes = first
+        .axes
+        .iter()
+        .filter(|a| matches!(a, AxisUse::Part { .. }))
+        .count();
+    if rank < 2
+        || cols > PACK_MAX_COLS
+        || !whole_rows
+        || part_axes > 3
+        || blocks.iter().any(|b| b.pack.is_some())
+    {
         return blocks;
     }
-    let k = (PACK_FREE / cols.max(1)).min(BLOCK_BUDGET / peak.max(1));
+    let k = (PACK_FREE / cols.max(1))
+        .min(BLOCK_BUDGET / peak.max(1))
+        .min((blocks.len() / PACK_MIN_BLOCKS) as u64);
     if k < 2 {
         return blocks;
     }
@@ -1256,11 +1271,12 @@ fn pack_blocks(blocks: Vec<Block>, space: &[u64], peak: u64) -> Vec<Block> {
     // partition) per block, else a partition axis cut into several blocks.
     let one_index = |a: usize| {
         space[a] > 1
-            && matches!(first.axes[a], AxisUse::Fixed(_) | AxisUse::Part { size: 1, .. })
+            && matches!(
+                first.axes[a],
+                AxisUse::Fixed(_) | AxisUse::Part { size: 1, .. }
+            )
     };
-    let cut = |a: usize| {
-        matches!(first.axes[a], AxisUse::Part { size, .. } if size > 1 && space[a] >= 2 * size)
-    };
+    let cut = |a: usize| matches!(first.axes[a], AxisUse::Part { size, .. } if size > 1 && space[a] >= 2 * size);
     let Some(axis) = (0..rank - 1)
         .rev()
         .find(|&a| one_index(a))

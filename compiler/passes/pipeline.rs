@@ -88,25 +88,38 @@ fn runs(func: &TileFunc, layout: &[TInst]) -> Vec<std::ops::Range<usize>> {
 /// The fewest columns of either piece of an instruction split between Vector and GpSimd.
 const MIN_SPLIT_COLS: u32 = 64;
 
-/// Columns `c0..c0 + cn` of a one-dimensional tile pattern.
+/// Columns `c0..c0 + cn` of the last dimension of a tile pattern of one or two
+/// dimensions (the second: packed rows, `tiling::block::Pack`, each narrowed alike).
 fn cols_of(ap: &TileAp, c0: u32, cn: u32) -> TileAp {
     let mut out = ap.clone();
-    let stride = ap.dims[0].stride as i64;
+    let last = ap.dims.len() - 1;
+    let stride = ap.dims[last].stride as i64;
     let bytes = c0 as i64 * stride * ap.dtype.size() as i64;
     out.offset = (ap.offset as i64 + bytes) as u32;
-    out.dims[0].size = cn;
+    out.dims[last].size = cn;
     out
 }
 
 /// The Vector elementwise instruction `op` with its whole-row operands narrowed to columns
-/// `c0..c0 + cn`, when it is one that GpSimd can share: `tensor_tensor`, `tensor_scalar`
-/// and `tensor_copy` on float SBUF tiles of one free dimension of `cols` elements.
+/// `c0..c0 + cn` of their last dimension, when it is one that GpSimd can share:
+/// `tensor_tensor`, `tensor_scalar` and `tensor_copy` on float SBUF tiles of one free
+/// dimension, or of two whose first (packed rows) is the same size in every operand.
 fn split_op(op: &Op, c0: u32, cn: u32) -> Option<Op> {
+    let shape = |ap: &TileAp| (ap.dims.len(), ap.dims.first().map(|d| d.size));
     let plain = |ap: &TileAp| {
-        ap.mem == Mem::Sbuf && ap.dims.len() == 1 && ap.dtype.is_float() && ap.dims[0].stride > 0
+        ap.mem == Mem::Sbuf
+            && (1..=2).contains(&ap.dims.len())
+            && ap.dtype.is_float()
+            && ap.dims.last().is_some_and(|d| d.stride > 0)
     };
     match op {
-        Op::TensorTensor { op, out, a, b } if plain(out) && plain(a) && plain(b) => {
+        Op::TensorTensor { op, out, a, b }
+            if plain(out)
+                && plain(a)
+                && plain(b)
+                && shape(a) == shape(out)
+                && shape(b) == shape(out) =>
+        {
             Some(Op::TensorTensor {
                 op: *op,
                 out: cols_of(out, c0, cn),
@@ -121,7 +134,7 @@ fn split_op(op: &Op, c0: u32, cn: u32) -> Option<Op> {
             s0,
             op1,
             s1,
-        } if plain(out) && plain(src) => Some(Op::TensorScalar {
+        } if plain(out) && plain(src) && shape(src) == shape(out) => Some(Op::TensorScalar {
             out: cols_of(out, c0, cn),
             src: cols_of(src, c0, cn),
             op0: *op0,
@@ -129,16 +142,19 @@ fn split_op(op: &Op, c0: u32, cn: u32) -> Option<Op> {
             op1: *op1,
             s1: s1.clone(),
         }),
-        Op::TensorCopy { out, src } if plain(out) && plain(src) => Some(Op::TensorCopy {
-            out: cols_of(out, c0, cn),
-            src: cols_of(src, c0, cn),
-        }),
+        Op::TensorCopy { out, src } if plain(out) && plain(src) && shape(src) == shape(out) => {
+            Some(Op::TensorCopy {
+                out: cols_of(out, c0, cn),
+                src: cols_of(src, c0, cn),
+            })
+        }
         _ => None,
     }
 }
 
-/// The columns of a splittable instruction (its output's free elements).
-fn split_cols(op: &Op) -> Option<u32> {
+/// The columns of a splittable instruction (its output's last dimension) and the packed
+/// rows they repeat over (1 for a pattern of one dimension).
+fn split_cols(op: &Op) -> Option<(u32, u32)> {
     let out = match op {
         Op::TensorTensor { out, .. }
         | Op::TensorScalar { out, .. }
@@ -146,7 +162,12 @@ fn split_cols(op: &Op) -> Option<u32> {
         _ => return None,
     };
     split_op(op, 0, 1)?;
-    (out.dims.len() == 1).then_some(out.dims[0].size)
+    let reps = if out.dims.len() == 2 {
+        out.dims[0].size
+    } else {
+        1
+    };
+    Some((out.dims.last()?.size, reps))
 }
 
 /// Gives GpSimd a share of the columns of Vector's elementwise work in each run of
@@ -171,7 +192,7 @@ pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
             match inst.engine {
                 Engine::Vector => {
                     v += c;
-                    if split_cols(&inst.op).is_some_and(|n| n >= 2 * MIN_SPLIT_COLS) {
+                    if split_cols(&inst.op).is_some_and(|(n, r)| n * r >= 2 * MIN_SPLIT_COLS) {
                         shareable += c;
                     }
                 }
@@ -202,11 +223,11 @@ pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
             if inst.engine != Engine::Vector || frac < 0.02 {
                 continue;
             }
-            let Some(n) = split_cols(&inst.op) else {
+            let Some((n, reps)) = split_cols(&inst.op) else {
                 continue;
             };
             let gn = (n as f64 * frac).round() as u32;
-            if gn < MIN_SPLIT_COLS || n - gn < MIN_SPLIT_COLS {
+            if gn == 0 || gn * reps < MIN_SPLIT_COLS || (n - gn) * reps < MIN_SPLIT_COLS {
                 continue;
             }
             let (Some(head), Some(tail)) = (

@@ -163,10 +163,24 @@ pub enum AxisUse {
     Col { start: u64, size: u64 },
 }
 
+/// Several rows of an outer axis side by side on the free axis of a block's tiles (*packed
+/// rows*): rep `r` of the block adds `r * step` to the index of `axis` (an axis the block
+/// holds at one index, or its partition axis, then `step` is the partitions' range). The
+/// free axis of a packed tile is `reps` rows of the block's columns each, so that one
+/// instruction does the work of `reps` blocks and pays its fixed cost once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pack {
+    pub axis: usize,
+    pub reps: u64,
+    pub step: u64,
+}
+
 /// One block: a use for every axis of the space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     pub axes: Vec<AxisUse>,
+    /// Rows packed on the free axis (`Tiler::pack_blocks`), if any.
+    pub pack: Option<Pack>,
 }
 
 impl Block {
@@ -181,7 +195,20 @@ impl Block {
             .product()
     }
 
-    /// Free elements of a full tile.
+    /// Packed rows per tile (1 unless `pack`).
+    pub fn reps(&self) -> u32 {
+        self.pack.map_or(1, |p| p.reps as u32)
+    }
+
+    /// The block without its packed rows: rep 0 alone.
+    pub fn unpacked(&self) -> Block {
+        Block {
+            axes: self.axes.clone(),
+            pack: None,
+        }
+    }
+
+    /// Free elements of a full tile per packed row (of the whole tile when not packed).
     pub fn cols(&self) -> u32 {
         self.axes
             .iter()
@@ -219,6 +246,7 @@ impl Block {
     pub fn hbm_pattern(&self, view: &HView, strides: &[i64], fit: Fit) -> isa::HbmAp {
         let mut offset = view.offset;
         let mut dims = Vec::new();
+        let mut col = None;
         for (a, &s) in self.axes.iter().zip(strides) {
             match *a {
                 AxisUse::Fixed(i) => offset += i as i64 * s,
@@ -229,11 +257,17 @@ impl Block {
                 AxisUse::Col { start, size } => {
                     offset += start as i64 * s;
                     if fit == Fit::Full {
-                        dims.push((size, s));
+                        col = Some((size, s));
                     }
                 }
             }
         }
+        // Packed rows lie between the partitions and the columns on the tile's free axis.
+        if let Some(p) = self.pack {
+            let s = strides.get(p.axis).copied().unwrap_or(0);
+            dims.push((p.reps, p.step as i64 * s));
+        }
+        dims.extend(col);
         hbm_ap(view.dtype, offset, &dims)
     }
 }
@@ -248,12 +282,36 @@ pub struct Tile {
     pub cols: u32,
     /// Element offset inside the buffer (for tiles that are slices of a larger buffer).
     pub col_offset: u32,
+    /// Packed rows (`Pack`): the tile holds `reps` rows of `cols` elements, `pitch`
+    /// elements apart; a pitch of 0 repeats one row (an operand broadcast over the packed
+    /// axis, loaded once), which is only ever read.
+    pub reps: u32,
+    pub pitch: u32,
 }
 
 impl Tile {
     /// The access pattern of the whole tile (relative to its buffer).
     pub fn ap(&self) -> TileAp {
         self.slice(0, self.parts, 0, self.cols)
+    }
+
+    /// A tile of one row per partition, `reps` 1.
+    pub fn plain(buf: Buf, mem: Mem, dtype: Dtype, parts: u32, cols: u32, col_offset: u32) -> Tile {
+        Tile {
+            buf,
+            mem,
+            dtype,
+            parts,
+            cols,
+            col_offset,
+            reps: 1,
+            pitch: 0,
+        }
+    }
+
+    /// True for a tile that may be written: not a packed row repeated (`pitch` 0).
+    pub fn writable(&self) -> bool {
+        self.reps == 1 || self.pitch != 0
     }
 
     /// Columns `c0..c0 + cn` of the tile, as a tile of its own (a view of the same buffer).
@@ -266,19 +324,64 @@ impl Tile {
     }
 
     /// The access pattern of partitions `p0..p0+pn` and columns `c0..c0+cn` of the tile.
+    /// Each packed row's columns `c0..c0+cn` when the tile holds several.
     pub fn slice(&self, p0: u32, pn: u32, c0: u32, cn: u32) -> TileAp {
+        let dims = if self.reps > 1 {
+            smallvec![
+                Dim {
+                    size: self.reps,
+                    stride: self.pitch as i32
+                },
+                Dim {
+                    size: cn,
+                    stride: 1
+                }
+            ]
+        } else {
+            smallvec![Dim {
+                size: cn,
+                stride: 1
+            }]
+        };
         TileAp {
             mem: self.mem,
             dtype: self.dtype,
             partition: p0 as u8,
             partitions: pn as u8,
             offset: (self.col_offset + c0) * self.dtype.size(),
-            dims: smallvec![Dim {
-                size: cn,
-                stride: 1
-            }],
+            dims,
         }
     }
+}
+
+/// True when a block graph may be evaluated on packed rows (`Pack`): elementwise work,
+/// casts, copies, column slices and concats on full rows only, from loads of full rows,
+/// immediates and each other (no reductions or per-row values, which would need one
+/// value per packed row, no masks or index values, which are functions of the row, and no
+/// tiles given from outside or kept for other blocks).
+pub fn packable(graph: &BGraph) -> bool {
+    graph.keep.is_empty()
+        && graph.nodes.iter().all(|n| {
+            let op = matches!(
+                n.op,
+                BOp::Unary(_)
+                    | BOp::Binary(_)
+                    | BOp::Where
+                    | BOp::Cast
+                    | BOp::Copy
+                    | BOp::Activate { .. }
+                    | BOp::Folded
+                    | BOp::Slice { .. }
+                    | BOp::Concat(_)
+            );
+            let args = n.args.iter().all(|a| match a {
+                BArg::Node(k) => graph.nodes[*k].fit == Fit::Full,
+                BArg::Imm(_) => true,
+                BArg::Load(_, st) => st.last() != Some(&0),
+                BArg::Given(_) | BArg::Affine(_) => false,
+            });
+            matches!(n.op, BOp::Folded) || (op && args && n.fit == Fit::Full && n.accum.is_none())
+        })
 }
 
 /// Bytes of one DMA piece below which a transfer is not split further.
@@ -308,7 +411,7 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype, last: bool) -> Vec<(Blo
     } else {
         1
     };
-    let bytes = parts * cols * dtype.size() as u64;
+    let bytes = parts * cols * block.reps() as u64 * dtype.size() as u64;
     let want = if last {
         16
     } else {
@@ -363,7 +466,8 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype, last: bool) -> Vec<(Blo
                     }
                 }
             }
-            out.push((Block { axes }, p0 as u32, c0 as u32));
+            let pack = block.pack;
+            out.push((Block { axes, pack }, p0 as u32, c0 as u32));
             c0 += cn;
         }
     }
@@ -375,15 +479,14 @@ const VECTOR: Engine = Engine::Vector;
 
 impl Tiler<'_> {
     /// A fresh SBUF tile of `parts` x `cols` elements.
+    /// In a block of packed rows (`pack_reps` above 1), `pack_reps` rows of `cols` each.
     pub fn sbuf_tile(&mut self, dtype: Dtype, parts: u32, cols: u32) -> Tile {
-        let buf = self.out.sbuf(dtype, parts, cols.max(1));
+        let reps = self.pack_reps.max(1);
+        let buf = self.out.sbuf(dtype, parts, (cols * reps).max(1));
         Tile {
-            buf,
-            mem: Mem::Sbuf,
-            dtype,
-            parts,
-            cols,
-            col_offset: 0,
+            reps,
+            pitch: cols,
+            ..Tile::plain(buf, Mem::Sbuf, dtype, parts, cols, 0)
         }
     }
 
@@ -664,6 +767,8 @@ impl Tiler<'_> {
         }
         for c in candidates {
             let same = c.mem == Mem::Sbuf
+                && c.writable()
+                && c.reps == self.pack_reps.max(1)
                 && c.dtype == dtype
                 && c.parts == parts
                 && c.cols == cols
@@ -751,6 +856,23 @@ impl Tiler<'_> {
                 // table shared by the heads) reads the same elements in several blocks:
                 // it is loaded once per group for each pattern, while the tiles kept fit
                 // `GROUP_CACHE_BUDGET`.
+                // Packed rows that all read the same elements (a stride of 0 along the
+                // packed axis) read one row's load, repeated (`pitch` 0).
+                if let Some(p) = block.pack {
+                    if strides.get(p.axis) == Some(&0) {
+                        let reps = std::mem::replace(&mut self.pack_reps, 1);
+                        let t = self.operand(arg, fit, &block.unpacked(), tiles, span);
+                        self.pack_reps = reps;
+                        return match t {
+                            Operand::Tile(t) => Operand::Tile(Tile {
+                                reps,
+                                pitch: 0,
+                                ..t
+                            }),
+                            imm => imm,
+                        };
+                    }
+                }
                 let reuse = reuse_of(strides, self.reuse_space.as_deref());
                 let reusable = reuse != Reuse::No;
                 let pattern = block.hbm_pattern(view, strides, f);

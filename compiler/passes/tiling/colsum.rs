@@ -244,6 +244,7 @@ impl Tiler<'_> {
                         size: cols as u64,
                     },
                 ],
+                pack: None,
             };
             self.store(&block, out, &dest, &[1, 128], Fit::Full, span);
         }

@@ -496,14 +496,7 @@ impl Tiler<'_> {
     /// A new PSUM tile of `parts` x `cols` elements of `dtype`.
     pub(super) fn psum_tile(&mut self, dtype: Dtype, parts: u64, cols: u64) -> Tile {
         let buf = self.out.psum(dtype, parts as u32, cols as u32);
-        Tile {
-            buf,
-            mem: Mem::Psum,
-            dtype,
-            parts: parts as u32,
-            cols: cols as u32,
-            col_offset: 0,
-        }
+        Tile::plain(buf, Mem::Psum, dtype, parts as u32, cols as u32, 0)
     }
 
     pub(super) fn matmul(
@@ -550,7 +543,7 @@ impl Tiler<'_> {
             start: n0,
             size: nsz,
         });
-        self.eval_block(&graph, &Block { axes });
+        self.eval_block(&graph, &Block { axes, pack: None });
         Ok(())
     }
 
@@ -1134,6 +1127,7 @@ impl Tiler<'_> {
                     size: cn,
                 },
             ],
+            pack: None,
         };
         self.begin_group();
         // `prologue_for` checked that the node computes a tile.

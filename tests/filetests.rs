@@ -178,8 +178,7 @@ fn mode_asm(test: &TestFile) -> Result<String, String> {
 /// total cycles (bit-exact kernels print 0).
 fn mode_run(test: &TestFile) -> Result<String, String> {
     let c = compile(test)?;
-    let program = c
-        .program
+    c.program
         .as_ref()
         .ok_or("the pipeline produced no program")?;
     let params = tessera::driver::params_of(&c.tensor);

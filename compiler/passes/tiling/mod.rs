@@ -18,6 +18,7 @@ mod attention;
 pub mod block;
 mod casts;
 mod colsum;
+mod concat_view;
 pub mod conv;
 mod gather;
 pub(crate) mod longrow;
@@ -87,6 +88,10 @@ pub struct Tiler<'a> {
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
+    /// Concats whose value will be a view of their parts (`concat_view.rs`).
+    pub parts_planned: Vec<Inst>,
+    /// The concats read in place, by their placeholder buffers (`concat_view.rs`).
+    pub parts_views: Vec<concat_view::PartsView>,
     /// Elementwise groups computed as matmul operands on their way into SBUF, by the
     /// matmul argument they feed (`matmul::operand_prologues`); they are not lowered.
     pub prologues: Vec<(Value, Group)>,
@@ -154,6 +159,8 @@ pub fn lower(
         last_stores: false,
         last_group: false,
         concat_homes: Vec::new(),
+        parts_planned: Vec::new(),
+        parts_views: Vec::new(),
         target: None,
         prologues: Vec::new(),
         convs: Vec::new(),
@@ -204,6 +211,7 @@ pub fn lower(
             result_home.push(Some(view));
         }
     }
+    t.parts_planned = concat_view::plan_parts_views(func, &grouping, &t.layout);
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.attached_sums = t.attach_column_sums(&grouping);
     t.plan_scratch(&grouping);
@@ -235,6 +243,8 @@ pub fn lower(
             t.copy_view(&src, dest, Span::default());
         }
     }
+    // DMAs that read a concat in place read its parts.
+    t.resolve_parts_views()?;
     Ok(t.out)
 }
 
@@ -359,7 +369,9 @@ impl<'a> Tiler<'a> {
                     );
                 let view_op = movement::is_view_op(&func.insts[def].op);
                 let in_place = self.concat_homes.iter().any(|(v, _)| v == a);
-                if !same_group && !view_op && !in_place && self.home[*a].is_none() {
+                // A concat read in place gets its home when it is lowered.
+                let parts_view = self.parts_planned.contains(&def);
+                if !same_group && !view_op && !in_place && !parts_view && self.home[*a].is_none() {
                     let ty = func.ty(*a);
                     let rank = ty.shape.len();
                     if self.layout.transposed[*a] && rank >= 2 {

@@ -235,8 +235,10 @@ impl PartsView {
         if let Some(w) = window_of(&self.parts, lo, hi) {
             return whole(w).unwrap_or(full);
         }
-        if let Some(pieces) = self.split(&start, &u, &on_a, tile) {
-            return Plan::Split(pieces);
+        match self.split(&start, &u, &on_a, tile) {
+            Ok(pieces) => return Plan::Split(pieces),
+            Err(Some((s, n))) if self.seams.len() < MAX_SEAMS => return Plan::Seam(s, n),
+            Err(_) => {}
         }
         if let Some(w) = window_of(&self.seams, lo, hi) {
             return whole(w).unwrap_or(full);
@@ -248,24 +250,31 @@ impl PartsView {
     }
 
     /// One DMA per part (and per index of the dims outside the crossing one), when the tile
-    /// side can be cut along the same elements.
+    /// side can be cut along the same elements. When the crossing dim walks partitions, a
+    /// group of 32 partitions (where a tile may start) that holds a boundary at another
+    /// partition reads a seam instead: `Err(Some(window))` asks for that seam when it does
+    /// not exist yet; `Err(None)`: the read cannot be split.
     fn split(
         &self,
         start: &[u64],
         u: &[UDim],
         on_a: &[usize],
         tile: &TileAp,
-    ) -> Option<Vec<(HbmAp, Buf, TileAp)>> {
+    ) -> Result<Vec<(HbmAp, Buf, TileAp)>, Option<(u64, u64)>> {
         let a = self.axis;
         let &[d] = on_a else {
-            return None;
+            return Err(None);
         };
         let outer: u64 = u[..d].iter().map(|x| x.n).product();
         if outer > MAX_OUTER {
-            return None;
+            return Err(None);
         }
         let inner: u64 = u[d + 1..].iter().map(|x| x.n).product();
         let (nd, k) = (u[d].n, u[d].k);
+        let f = tile.free_elems();
+        // Whether each step of the crossing dim covers whole partitions.
+        let on_parts = inner.is_multiple_of(f);
+        let part_at = |x: u64| self.parts.iter().position(|(p0, pn, _)| *p0 <= x && x < p0 + pn);
         let mut out = Vec::new();
         for o in 0..outer {
             // The start of this outer iteration (the outer dims never move along `a`).
@@ -278,27 +287,86 @@ impl PartsView {
                     at[ax] += i * x.k;
                 }
             }
-            for (p0, pn, view) in &self.parts {
-                let (p0, p1) = (*p0, p0 + pn);
-                let j0 = p0.saturating_sub(at[a]).div_ceil(k);
-                let j1 = p1.saturating_sub(at[a]).div_ceil(k).min(nd);
-                if j0 >= j1 {
-                    continue;
+            let base = o * nd * inner;
+            let quad = |j: u64| (tile.partition as u64 + (base + j * inner) / f) / 32;
+            // Cuts at part boundaries and, on partitions, at groups of 32 partitions.
+            let mut cuts: Vec<u64> = vec![0, nd];
+            for (p0, _, _) in &self.parts {
+                let j = p0.saturating_sub(at[a]).div_ceil(k);
+                if j > 0 && j < nd {
+                    cuts.push(j);
                 }
+            }
+            if on_parts {
+                cuts.extend((1..nd).filter(|&j| quad(j) != quad(j - 1)));
+            }
+            cuts.sort_unstable();
+            cuts.dedup();
+            // Segments (first step, end, part), then runs of one part or one seam.
+            let segs: Vec<(u64, u64, usize)> = cuts
+                .windows(2)
+                .map(|w| (w[0], w[1], part_at(at[a] + w[0] * k).unwrap_or(0)))
+                .collect();
+            // (first step, end, Some(part) or None for a seam).
+            let mut runs: Vec<(u64, u64, Option<usize>)> = Vec::new();
+            let mut i = 0;
+            while i < segs.len() {
+                let q = quad(segs[i].0);
+                let mut e = i + 1;
+                while on_parts && e < segs.len() && quad(segs[e].0) == q {
+                    e += 1;
+                }
+                let mixed = segs[i..e].iter().any(|s| s.2 != segs[i].2);
+                let cut_ok = segs[i..e]
+                    .iter()
+                    .all(|s| carve(tile, base + s.0 * inner, (s.1 - s.0) * inner).is_some());
+                if mixed && !cut_ok {
+                    if !on_parts {
+                        return Err(None);
+                    }
+                    runs.push((segs[i].0, segs[e - 1].1, None));
+                } else {
+                    for s in &segs[i..e] {
+                        runs.push((s.0, s.1, Some(s.2)));
+                    }
+                }
+                i = e;
+            }
+            // Merge neighbouring runs of one part where the tile allows it.
+            let mut merged: Vec<(u64, u64, Option<usize>)> = Vec::new();
+            for r in runs {
+                if let Some(last) = merged.last_mut() {
+                    if last.2.is_some()
+                        && last.2 == r.2
+                        && carve(tile, base + last.0 * inner, (r.1 - last.0) * inner).is_some()
+                    {
+                        last.1 = r.1;
+                        continue;
+                    }
+                }
+                merged.push(r);
+            }
+            for (j0, j1, part) in merged {
+                let (first, len) = (at[a] + j0 * k, (j1 - j0 - 1) * k + 1);
+                let window = match part {
+                    Some(p) => &self.parts[p],
+                    None => window_of(&self.seams, first, first + len - 1)
+                        .ok_or(Some((first, len)))?,
+                };
                 let mut from = at.clone();
-                from[a] += j0 * k;
+                from[a] = first;
                 let mut dims = vec![UDim {
                     n: j1 - j0,
                     axis: Some(a),
                     k,
                 }];
                 dims.extend_from_slice(&u[d + 1..]);
-                let ap = map_to(view, a, p0, &from, &dims)?;
-                let t = carve(tile, o * nd * inner + j0 * inner, (j1 - j0) * inner)?;
-                out.push((ap, view.buf, t));
+                let ap = map_to(&window.2, a, window.0, &from, &dims).ok_or(None)?;
+                let t = carve(tile, base + j0 * inner, (j1 - j0) * inner).ok_or(None)?;
+                out.push((ap, window.2.buf, t));
             }
         }
-        Some(out)
+        Ok(out)
     }
 }
 

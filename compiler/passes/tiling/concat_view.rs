@@ -266,9 +266,6 @@ impl PartsView {
             return Err(None);
         };
         let outer: u64 = u[..d].iter().map(|x| x.n).product();
-        if outer > MAX_OUTER {
-            return Err(None);
-        }
         let inner: u64 = u[d + 1..].iter().map(|x| x.n).product();
         let (nd, k) = (u[d].n, u[d].k);
         let f = tile.free_elems();
@@ -276,6 +273,36 @@ impl PartsView {
         let on_parts = inner.is_multiple_of(f);
         let part_at = |x: u64| self.parts.iter().position(|(p0, pn, _)| *p0 <= x && x < p0 + pn);
         let mut out = Vec::new();
+        if outer > 1 && outer == tile.partitions as u64 && nd * inner == f {
+            // The outer dims are the partitions and the crossing dim walks each partition's
+            // free axis (a transposed read): one DMA per part over every partition.
+            for (p0, pn, view) in &self.parts {
+                let j0 = p0.saturating_sub(start[a]).div_ceil(k);
+                let j1 = (p0 + pn).saturating_sub(start[a]).div_ceil(k).min(nd);
+                if j0 >= j1 {
+                    continue;
+                }
+                let mut from = start.to_vec();
+                from[a] += j0 * k;
+                let mut dims = u[..d].to_vec();
+                dims.push(UDim {
+                    n: j1 - j0,
+                    axis: Some(a),
+                    k,
+                });
+                dims.extend_from_slice(&u[d + 1..]);
+                let ap = map_to(view, a, *p0, &from, &dims).ok_or(None)?;
+                let (off, fd) = carve_free(&tile.dims, j0 * inner, (j1 - j0) * inner).ok_or(None)?;
+                let mut t = tile.clone();
+                t.offset = (t.offset as i64 + off * t.dtype.size() as i64) as u32;
+                t.dims = fd.into_iter().collect();
+                out.push((ap, view.buf, t));
+            }
+            return Ok(out);
+        }
+        if outer > MAX_OUTER {
+            return Err(None);
+        }
         for o in 0..outer {
             // The start of this outer iteration (the outer dims never move along `a`).
             let mut at = start.to_vec();

@@ -271,7 +271,11 @@ impl PartsView {
         let f = tile.free_elems();
         // Whether each step of the crossing dim covers whole partitions.
         let on_parts = inner.is_multiple_of(f);
-        let part_at = |x: u64| self.parts.iter().position(|(p0, pn, _)| *p0 <= x && x < p0 + pn);
+        let part_at = |x: u64| {
+            self.parts
+                .iter()
+                .position(|(p0, pn, _)| *p0 <= x && x < p0 + pn)
+        };
         let mut out = Vec::new();
         if outer > 1 && outer == tile.partitions as u64 && nd * inner == f {
             // The outer dims are the partitions and the crossing dim walks each partition's
@@ -292,7 +296,8 @@ impl PartsView {
                 });
                 dims.extend_from_slice(&u[d + 1..]);
                 let ap = map_to(view, a, *p0, &from, &dims).ok_or(None)?;
-                let (off, fd) = carve_free(&tile.dims, j0 * inner, (j1 - j0) * inner).ok_or(None)?;
+                let (off, fd) =
+                    carve_free(&tile.dims, j0 * inner, (j1 - j0) * inner).ok_or(None)?;
                 let mut t = tile.clone();
                 t.offset = (t.offset as i64 + off * t.dtype.size() as i64) as u32;
                 t.dims = fd.into_iter().collect();
@@ -377,8 +382,9 @@ impl PartsView {
                 let (first, len) = (at[a] + j0 * k, (j1 - j0 - 1) * k + 1);
                 let window = match part {
                     Some(p) => &self.parts[p],
-                    None => window_of(&self.seams, first, first + len - 1)
-                        .ok_or(Some((first, len)))?,
+                    None => {
+                        window_of(&self.seams, first, first + len - 1).ok_or(Some((first, len)))?
+                    }
                 };
                 let mut from = at.clone();
                 from[a] = first;

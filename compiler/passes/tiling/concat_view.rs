@@ -500,8 +500,17 @@ impl Tiler<'_> {
     }
 }
 
+/// The axis of a concat.
+fn axis_of(op: &crate::ir::TOp) -> usize {
+    match op {
+        crate::ir::TOp::Concat(a) => *a,
+        _ => 0,
+    }
+}
+
 /// The concats that become parts views: each a group of its own whose value is not a
-/// result, not a part of another concat and not kept transposed by the layout pass.
+/// result, not a part of another concat, not kept transposed by the layout pass, and
+/// long enough along its axis for its seams.
 pub(super) fn plan_parts_views(
     func: &crate::ir::Function,
     grouping: &crate::passes::fusion::Grouping,
@@ -522,7 +531,14 @@ pub(super) fn plan_parts_views(
         let nested = func.layout.iter().any(|&i| {
             matches!(func.insts[i].op, TOp::Concat(_)) && func.insts[i].args.contains(&v)
         });
-        if alone && !returned && !nested && !layout.transposed[v] {
+        // A read crossing a boundary at a partition no tile may start at takes up to 32
+        // positions from a seam: with many short parts (a convolution's window matrix of
+        // 4-channel taps) the seams would be most of the concat, copied late, one at a
+        // time; such a concat is copied whole where it is computed.
+        let len = func.ty(v).shape[axis_of(&data.op)];
+        let seams = (data.args.len() as u64 - 1) * 32;
+        let few_seams = 2 * seams <= len;
+        if alone && !returned && !nested && !layout.transposed[v] && few_seams {
             out.push(inst);
         }
     }

@@ -212,6 +212,10 @@ pub fn lower(
         }
     }
     t.parts_planned = concat_view::plan_parts_views(func, &grouping, &t.layout);
+    // A concat whose home is an output already (a reshape of it is returned) is stored
+    // there, its parts in place.
+    t.parts_planned
+        .retain(|&i| t.home[func.insts[i].result].is_none());
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.attached_sums = t.attach_column_sums(&grouping);
     t.plan_scratch(&grouping);

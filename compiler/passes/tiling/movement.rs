@@ -2,7 +2,8 @@
 //! HBM home (a strided or negative-step slice is a DMA access pattern, a broadcast a stride
 //! of zero); `concat` writes each part into its range of the result's home (a part computed
 //! for the concat alone is stored there directly by its own group, see
-//! `Tiler::plan_concat_parts`); `pad` memsets the border of the result's home and copies the
+//! `Tiler::plan_concat_parts`), unless only other groups read the concat: then it is a view
+//! of its parts and nothing is copied (`concat_view.rs`); `pad` memsets the border of the result's home and copies the
 //! operand into the interior.
 
 use super::block::{BArg, BGraph, BOp};

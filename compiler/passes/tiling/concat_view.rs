@@ -207,10 +207,13 @@ fn window_of(windows: &[(u64, u64, HView)], lo: u64, hi: u64) -> Option<&(u64, u
     windows.iter().find(|(s, n, _)| *s <= lo && hi < s + n)
 }
 
+/// DMAs that replace one read: HBM pattern, its buffer, the tile pattern.
+type Pieces = Vec<(HbmAp, Buf, TileAp)>;
+
 /// How a DMA reading a parts view is rewritten.
 enum Plan {
-    /// These DMAs (HBM pattern, its buffer, the tile pattern) instead.
-    Split(Vec<(HbmAp, Buf, TileAp)>),
+    /// These DMAs instead.
+    Split(Pieces),
     /// A copy of indices `lo..lo + n` of the axis is needed first (then plan again).
     Seam(u64, u64),
 }
@@ -260,7 +263,7 @@ impl PartsView {
         u: &[UDim],
         on_a: &[usize],
         tile: &TileAp,
-    ) -> Result<Vec<(HbmAp, Buf, TileAp)>, Option<(u64, u64)>> {
+    ) -> Result<Pieces, Option<(u64, u64)>> {
         let a = self.axis;
         let &[d] = on_a else {
             return Err(None);

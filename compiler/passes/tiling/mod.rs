@@ -18,6 +18,7 @@ mod attention;
 pub mod block;
 mod casts;
 mod colsum;
+mod concat_view;
 pub mod conv;
 mod gather;
 pub(crate) mod longrow;
@@ -87,6 +88,10 @@ pub struct Tiler<'a> {
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
+    /// Concats whose value will be a view of their parts (`concat_view.rs`).
+    pub parts_planned: Vec<Inst>,
+    /// The concats read in place, by their placeholder buffers (`concat_view.rs`).
+    pub parts_views: Vec<concat_view::PartsView>,
     /// Elementwise groups computed as matmul operands on their way into SBUF, by the
     /// matmul argument they feed (`matmul::operand_prologues`); they are not lowered.
     pub prologues: Vec<(Value, Group)>,
@@ -157,6 +162,8 @@ pub fn lower(
         last_stores: false,
         last_group: false,
         concat_homes: Vec::new(),
+        parts_planned: Vec::new(),
+        parts_views: Vec::new(),
         target: None,
         pack_reps: 1,
         prologues: Vec::new(),
@@ -208,6 +215,11 @@ pub fn lower(
             result_home.push(Some(view));
         }
     }
+    t.parts_planned = concat_view::plan_parts_views(func, &grouping, &t.layout);
+    // A concat whose home is an output already (a reshape of it is returned) is stored
+    // there, its parts in place.
+    t.parts_planned
+        .retain(|&i| t.home[func.insts[i].result].is_none());
     t.concat_homes = t.concat_parts_in_place(&grouping);
     t.attached_sums = t.attach_column_sums(&grouping);
     t.plan_scratch(&grouping);
@@ -239,6 +251,8 @@ pub fn lower(
             t.copy_view(&src, dest, Span::default());
         }
     }
+    // DMAs that read a concat in place read its parts.
+    t.resolve_parts_views()?;
     Ok(t.out)
 }
 
@@ -363,7 +377,9 @@ impl<'a> Tiler<'a> {
                     );
                 let view_op = movement::is_view_op(&func.insts[def].op);
                 let in_place = self.concat_homes.iter().any(|(v, _)| v == a);
-                if !same_group && !view_op && !in_place && self.home[*a].is_none() {
+                // A concat read in place gets its home when it is lowered.
+                let parts_view = self.parts_planned.contains(&def);
+                if !same_group && !view_op && !in_place && !parts_view && self.home[*a].is_none() {
                     let ty = func.ty(*a);
                     let rank = ty.shape.len();
                     if self.layout.transposed[*a] && rank >= 2 {

@@ -2,7 +2,8 @@
 //! HBM home (a strided or negative-step slice is a DMA access pattern, a broadcast a stride
 //! of zero); `concat` writes each part into its range of the result's home (a part computed
 //! for the concat alone is stored there directly by its own group, see
-//! `Tiler::plan_concat_parts`); `pad` memsets the border of the result's home and copies the
+//! `Tiler::plan_concat_parts`), unless only other groups read the concat: then it is a view
+//! of its parts and nothing is copied (`concat_view.rs`); `pad` memsets the border of the result's home and copies the
 //! operand into the interior.
 
 use super::block::{BArg, BGraph, BOp};
@@ -141,7 +142,8 @@ impl Tiler<'_> {
         }
         let mut out: Vec<(Value, Inst)> = Vec::new();
         for &inst in &func.layout {
-            if !matches!(func.insts[inst].op, TOp::Concat(_)) {
+            if !matches!(func.insts[inst].op, TOp::Concat(_)) || self.parts_planned.contains(&inst)
+            {
                 continue;
             }
             for &part in &func.insts[inst].args {
@@ -214,6 +216,20 @@ impl Tiler<'_> {
             return Err(format!("{inst} is not a concat"));
         };
         let span = func.spans[inst];
+        if self.parts_planned.contains(&inst) && self.home[data.result].is_none() {
+            if self.parts_view(inst) {
+                return Ok(());
+            }
+            // Not readable in place: a scratch home the parts are copied into.
+            let ty = func.ty(data.result);
+            let buf = self.out.hbm(
+                &format!("t{}", data.result.as_u32()),
+                Role::Scratch,
+                ty.dtype,
+                &ty.shape,
+            );
+            self.home[data.result] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+        }
         let dest = self.home_of(data.result)?;
         let mut start = 0;
         for &part in &data.args {
@@ -230,6 +246,46 @@ impl Tiler<'_> {
             start += len;
         }
         Ok(())
+    }
+
+    /// Makes the planned concat `inst` a parts view (`concat_view.rs`): its home is a
+    /// placeholder that DMAs name until `resolve_parts_views` points them at the parts.
+    /// False when a part has no home or is itself read in place.
+    fn parts_view(&mut self, inst: Inst) -> bool {
+        let func = self.func;
+        let data = &func.insts[inst];
+        let TOp::Concat(axis) = data.op else {
+            return false;
+        };
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for &part in &data.args {
+            let Some(view) = self.home[part].clone() else {
+                return false;
+            };
+            if self.parts_views.iter().any(|pv| pv.buf == view.buf) {
+                return false;
+            }
+            let len = func.ty(part).shape[axis];
+            parts.push((start, len, view));
+            start += len;
+        }
+        let ty = func.ty(data.result);
+        let buf = self.out.hbm(
+            &format!("t{}_parts", data.result.as_u32()),
+            Role::Scratch,
+            ty.dtype,
+            &[1],
+        );
+        self.home[data.result] = Some(HView::dense(buf, ty.dtype, &ty.shape));
+        self.parts_views.push(super::concat_view::PartsView {
+            buf,
+            shape: ty.shape.clone(),
+            axis,
+            parts,
+            seams: Vec::new(),
+        });
+        true
     }
 
     /// `pad`: the border of the result's home is filled with the value box by box (for each

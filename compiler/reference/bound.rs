@@ -523,27 +523,29 @@ fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop:
 /// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
 /// more keeps the result an upper bound. With exact operands only `Q` is needed.
 fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64], prop: &mut [f64]) {
+    use super::matmul::Operand;
     let k = args[0].shape[args[0].shape.len() - 1] as f64;
-    let magnitude = |t: &HostTensor, b: Option<&[f32]>| HostTensor {
-        dtype: Dtype::F32,
-        shape: t.shape.clone(),
-        data: match b {
-            None => t.data.iter().map(|x| x.abs()).collect(),
-            Some(b) => t.data.iter().zip(b).map(|(x, e)| x.abs() + e).collect(),
-        },
-        ints: Vec::new(),
-    };
+    // The magnitudes are made as the kernel packs its operands, never stored whole.
+    let (a, b) = (args[0], args[1]);
+    let q = super::matmul_of(
+        &a.shape,
+        Operand::Abs(&a.data),
+        &b.shape,
+        Operand::Abs(&b.data),
+        shape,
+    );
     let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
-    let q = super::matmul(&magnitude(args[0], None), &magnitude(args[1], None), shape);
     if exact {
         for (p, q) in prop.iter_mut().zip(q) {
             *p = 3.0 * k * U32 * q as f64;
         }
         return;
     }
-    let pm = super::matmul(
-        &magnitude(args[0], Some(bounds[0])),
-        &magnitude(args[1], Some(bounds[1])),
+    let pm = super::matmul_of(
+        &a.shape,
+        Operand::AbsPlus(&a.data, bounds[0]),
+        &b.shape,
+        Operand::AbsPlus(&b.data, bounds[1]),
         shape,
     );
     for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {

@@ -444,22 +444,36 @@ fn binary(op: AluOp, a: &HostTensor, b: &HostTensor, dtype: Dtype, shape: &[u64]
 }
 
 fn matmul(a: &HostTensor, b: &HostTensor, shape: &[u64]) -> Vec<f32> {
+    use matmul::Operand::Values;
+    matmul_of(&a.shape, Values(&a.data), &b.shape, Values(&b.data), shape)
+}
+
+/// The matmul of operands of shapes `a_shape` and `b_shape` whose values `a` and `b` may
+/// be derived from stored ones as they are packed (`matmul::Operand`), with NumPy's
+/// broadcasting of the batch axes to the result's `shape`.
+fn matmul_of(
+    a_shape: &[u64],
+    a: matmul::Operand,
+    b_shape: &[u64],
+    b: matmul::Operand,
+    shape: &[u64],
+) -> Vec<f32> {
     let rank = shape.len();
     let (m, n) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
-    let k = a.shape[a.shape.len() - 1] as usize;
+    let k = a_shape[a_shape.len() - 1] as usize;
     let batch = &shape[..rank - 2];
     // Batch offsets (in matrices) of each operand, broadcast to the output's batch axes.
-    let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
-    let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
+    let sa = broadcast_strides(&a_shape[..a_shape.len() - 2], batch);
+    let sb = broadcast_strides(&b_shape[..b_shape.len() - 2], batch);
     let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
     // The blocked kernel (`matmul.rs`) keeps the language's order (the module comment)
     // exactly, whatever the instruction set and thread count.
     let (simd, threads) = (matmul::Simd::best(), matmul::threads());
     for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
-        let am = &a.data[ia * m * k..(ia + 1) * m * k];
-        let bm = &b.data[ib * k * n..(ib + 1) * k * n];
+        let am = a.slice(ia * m * k..(ia + 1) * m * k);
+        let bm = b.slice(ib * k * n..(ib + 1) * k * n);
         let om = &mut out[bi * m * n..(bi + 1) * m * n];
-        matmul::matmul(simd, threads, m, k, n, am, bm, om);
+        matmul::matmul_of(simd, threads, m, k, n, am, bm, om);
     });
     out
 }

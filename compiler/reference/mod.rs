@@ -120,7 +120,7 @@ const MAX_ELEMS: u64 = 1 << 32;
 
 /// Evaluates `func` on `inputs` (in parameter order) and returns its results.
 pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, EvalError> {
-    Ok(run(func, inputs, None)?
+    Ok(run(func, Inputs::Given(inputs), None)?
         .into_iter()
         .map(|(t, _)| t)
         .collect())
@@ -135,26 +135,74 @@ pub fn evaluate_bounded(
     inputs: &[HostTensor],
     relaxed: &[Value],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
-    run(func, inputs, Some(relaxed))
+    run(func, Inputs::Given(inputs), Some(relaxed))
+}
+
+/// [`evaluate_bounded`] with each input made by `input(index)` (in parameter order) where
+/// the kernel first uses it, and dropped after its last use, so that the evaluator never
+/// holds an input longer than it needs it.
+pub fn evaluate_bounded_lazy(
+    func: &Function,
+    input: &mut dyn FnMut(usize) -> HostTensor,
+    relaxed: &[Value],
+) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
+    run(func, Inputs::Lazy(input), Some(relaxed))
+}
+
+/// Where the evaluation loop gets its inputs.
+enum Inputs<'a> {
+    /// Borrowed, all given at once.
+    Given(&'a [HostTensor]),
+    /// Made one by one at their first use, owned (and so dropped after their last).
+    Lazy(&'a mut dyn FnMut(usize) -> HostTensor),
+}
+
+/// Checks that `input` is a value of parameter `name`'s type.
+fn check_input(func: &Function, name: &str, v: Value, input: &HostTensor) -> Result<(), EvalError> {
+    let ty = func.ty(v);
+    let stored_ok = if input.dtype == Dtype::I32 {
+        input.data.is_empty()
+    } else {
+        input.ints.is_empty()
+    };
+    if ty.dtype != input.dtype
+        || ty.shape != input.shape
+        || input.elems() as u64 != ty.elems()
+        || !stored_ok
+    {
+        return Err(EvalError::InputType {
+            name: name.to_string(),
+            expected: ty.to_string(),
+            found: format!(
+                "{}{:?} with {} values",
+                input.dtype,
+                input.shape,
+                input.elems()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The evaluation loop, with bounds when `relaxed` is given (else every bound is left
 /// empty).
 fn run(
     func: &Function,
-    inputs: &[HostTensor],
+    mut inputs: Inputs,
     relaxed: Option<&[Value]>,
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
     let bounded = relaxed.is_some();
-    if inputs.len() != func.params.len() {
-        return Err(EvalError::InputCount {
-            kernel: func.name.clone(),
-            expected: func.params.len(),
-            found: inputs.len(),
-        });
+    if let Inputs::Given(given) = inputs {
+        if given.len() != func.params.len() {
+            return Err(EvalError::InputCount {
+                kernel: func.name.clone(),
+                expected: func.params.len(),
+                found: given.len(),
+            });
+        }
     }
-    // Inputs are borrowed, not copied; a value is dropped (with its bound) after its last
-    // use, so the evaluator holds only the live tensors of the kernel at any time.
+    // Given inputs are borrowed, not copied; a value is dropped (with its bound) after its
+    // last use, so the evaluator holds only the live tensors of the kernel at any time.
     let mut env: SecondaryMap<Value, Option<Cow<HostTensor>>> = SecondaryMap::new();
     let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
     for (at, &inst) in func.layout.iter().enumerate() {
@@ -166,39 +214,46 @@ fn run(
         last_use[*r] = usize::MAX;
     }
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
-    for ((name, v), input) in func.params.iter().zip(inputs) {
-        let ty = func.ty(*v);
-        let stored_ok = if input.dtype == Dtype::I32 {
-            input.data.is_empty()
-        } else {
-            input.ints.is_empty()
-        };
-        if ty.dtype != input.dtype
-            || ty.shape != input.shape
-            || input.elems() as u64 != ty.elems()
-            || !stored_ok
-        {
-            return Err(EvalError::InputType {
-                name: name.clone(),
-                expected: ty.to_string(),
-                found: format!(
-                    "{}{:?} with {} values",
-                    input.dtype,
-                    input.shape,
-                    input.elems()
-                ),
-            });
-        }
-        env[*v] = Some(Cow::Borrowed(input));
-        if bounded {
-            bounds[*v] = vec![0.0; input.elems()];
+    // Lazy inputs not made yet: parameter index per value.
+    let mut pending: SecondaryMap<Value, Option<usize>> = SecondaryMap::new();
+    for (index, (name, v)) in func.params.iter().enumerate() {
+        match &inputs {
+            Inputs::Given(given) => {
+                let input = &given[index];
+                check_input(func, name, *v, input)?;
+                env[*v] = Some(Cow::Borrowed(input));
+                if bounded {
+                    bounds[*v] = vec![0.0; input.elems()];
+                }
+            }
+            Inputs::Lazy(_) => pending[*v] = Some(index),
         }
     }
+    // Makes a lazy input the first time it is needed.
+    let mut make = |v: Value,
+                    env: &mut SecondaryMap<Value, Option<Cow<HostTensor>>>,
+                    bounds: &mut SecondaryMap<Value, Vec<f32>>,
+                    pending: &mut SecondaryMap<Value, Option<usize>>|
+     -> Result<(), EvalError> {
+        let (Some(index), Inputs::Lazy(input)) = (pending[v].take(), &mut inputs) else {
+            return Ok(());
+        };
+        let t = input(index);
+        check_input(func, &func.params[index].0, v, &t)?;
+        if bounded {
+            bounds[v] = vec![0.0; t.elems()];
+        }
+        env[v] = Some(Cow::Owned(t));
+        Ok(())
+    };
     for (at, &inst) in func.layout.iter().enumerate() {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
         if ty.elems() > MAX_ELEMS {
             return Err(EvalError::TooLarge(ty.elems()));
+        }
+        for a in &data.args {
+            make(*a, &mut env, &mut bounds, &mut pending)?;
         }
         let mut args = Vec::with_capacity(data.args.len());
         for a in &data.args {
@@ -227,6 +282,9 @@ fn run(
                 bounds[*a] = Vec::new();
             }
         }
+    }
+    for r in &func.results {
+        make(*r, &mut env, &mut bounds, &mut pending)?;
     }
     func.results
         .iter()

@@ -353,6 +353,20 @@ impl Loaded {
             .ok_or_else(|| RuntimeError::UnknownTensor(name.to_string()))
     }
 
+    /// The bytes bound to an input, as the next run will start from them (after a run
+    /// too, even when the program wrote over them).
+    pub fn input_bytes(&self, name: &str) -> Result<&[u8], RuntimeError> {
+        let (i, t) = self.input(name)?;
+        if !self.bound[i] {
+            return Err(RuntimeError::Unbound(name.to_string()));
+        }
+        if let Some(saved) = &self.saved[i] {
+            return Ok(saved);
+        }
+        let start = t.offset as usize;
+        Ok(&self.hbm[start..start + t.bytes() as usize])
+    }
+
     /// The values of a tensor (usually an output) after the last run, decoded to f32.
     pub fn read(&self, name: &str) -> Result<Vec<f32>, RuntimeError> {
         let (_, t) = self.find(name)?;

@@ -423,6 +423,11 @@ fn repeated_runs_start_from_the_bound_inputs() {
         for _ in 0..3 {
             loaded.run().unwrap();
             assert_bits_eq(&loaded.read("y").unwrap(), &[2.0, 3.0, 4.0, 5.0], "x + 1");
+            let bound: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            assert_eq!(loaded.input_bytes("x").unwrap(), &bound[..]);
         }
         // A new binding replaces the input for the next run and hides the last outputs.
         loaded.bind("x", &[0.5; 4]).unwrap();

@@ -1479,57 +1479,69 @@ pub fn run_loaded(
     Ok((outputs, report))
 }
 
-/// The inputs of a run held once, compactly: each parameter's bytes in its dtype, as the
-/// machine's HBM held them. `--check` takes them from the machine after the run, so that
-/// the f32 copies the reference evaluator works on exist only while it needs them.
+/// The inputs of a run held once, compactly: the machine's HBM image after the run, where
+/// each input's bytes are in its dtype. `--check` takes it from the machine (no copy), so
+/// that the f32 copies the reference evaluator works on exist only while it needs them; the
+/// image is let go once every input has been taken.
 #[derive(Clone, Debug)]
 pub struct PackedInputs {
     params: Vec<ParamSpec>,
-    bytes: Vec<Option<Vec<u8>>>,
+    image: Vec<u8>,
+    /// Each parameter's byte range in `image`; `None` once taken.
+    ranges: Vec<Option<std::ops::Range<usize>>>,
 }
 
 impl PackedInputs {
-    /// The bound inputs of `loaded`, one per parameter of `params`.
+    /// The bound inputs of `loaded`, one per parameter of `params`; consumes the machine.
     pub fn from_machine(
-        loaded: &runtime::Loaded,
+        loaded: runtime::Loaded,
         params: &[ParamSpec],
     ) -> Result<PackedInputs, DriverError> {
-        let bytes = params
+        let ranges = params
             .iter()
             .map(|p| {
-                loaded
-                    .input_bytes(&p.name)
-                    .map(|b| Some(b.to_vec()))
-                    .map_err(|e| DriverError::Input(e.to_string()))
+                let t = loaded
+                    .tensor(&p.name)
+                    .map_err(|e| DriverError::Internal(e.to_string()))?;
+                Ok(Some(t.offset as usize..(t.offset + t.bytes()) as usize))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, DriverError>>()?;
         Ok(PackedInputs {
             params: params.to_vec(),
-            bytes,
+            image: loaded.into_input_image(),
+            ranges,
         })
     }
 
     /// Input `index` as the host tensor it was made from (every value exact in its dtype,
-    /// so decoding gives it back), its bytes let go. Taking an input twice is an internal
-    /// error, reported as an empty tensor the evaluator refuses.
+    /// so decoding gives it back). Taking an input twice is an internal error, reported as
+    /// an empty tensor the evaluator refuses.
     pub fn take(&mut self, index: usize) -> HostTensor {
         let p = &self.params[index];
-        let bytes = self.bytes[index].take().unwrap_or_default();
-        if p.dtype == Dtype::I32 {
+        let bytes = match self.ranges[index].take() {
+            Some(r) => self.image.get(r).unwrap_or_default(),
+            None => &[],
+        };
+        let t = if p.dtype == Dtype::I32 {
             let ints = bytes
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            return HostTensor::from_i32(&p.shape, ints);
+            HostTensor::from_i32(&p.shape, ints)
+        } else {
+            let mut data = vec![0f32; bytes.len() / p.dtype.size() as usize];
+            numeric::load(p.dtype, bytes, &mut data);
+            HostTensor {
+                dtype: p.dtype,
+                shape: p.shape.clone(),
+                data,
+                ints: Vec::new(),
+            }
+        };
+        if self.ranges.iter().all(|r| r.is_none()) {
+            self.image = Vec::new();
         }
-        let mut data = vec![0f32; bytes.len() / p.dtype.size() as usize];
-        numeric::load(p.dtype, &bytes, &mut data);
-        HostTensor {
-            dtype: p.dtype,
-            shape: p.shape.clone(),
-            data,
-            ints: Vec::new(),
-        }
+        t
     }
 }
 

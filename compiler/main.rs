@@ -473,8 +473,7 @@ fn run_interpreter(
         driver::write_output(&driver::output_path(out_dir, i), t)?;
     }
     if args.check {
-        let mut inputs = driver::PackedInputs::from_machine(&loaded, params)?;
-        drop(loaded);
+        let mut inputs = driver::PackedInputs::from_machine(loaded, params)?;
         let comparisons = driver::check_outputs_packed(c, &mut inputs, &outputs)?;
         print_comparisons(&comparisons)?;
     }

@@ -583,9 +583,9 @@ fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop:
 /// f32 matmuls of magnitudes, `P = (|A| + Ba) @ (|B| + Bb)` and `Q = |A| @ |B|`, as
 /// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
 /// more keeps the result an upper bound. With exact operands only `Q` is needed.
-fn matmul_prop(
-    args: &[&HostTensor],
-    bounds: &[&[f32]],
+fn matmul_prop<'a>(
+    args: &[&'a HostTensor],
+    bounds: &[&'a [f32]],
     shape: &[u64],
 ) -> (f64, Vec<f32>, Option<Vec<f32>>) {
     use super::matmul::Operand;
@@ -603,11 +603,16 @@ fn matmul_prop(
     if exact {
         return (k, q, None);
     }
+    // An empty bound is all zero (an input's): `|x| + 0` is `|x|`.
+    let widened = |x: &'a [f32], e: &'a [f32]| match e.len() < x.len() {
+        true => Operand::Abs(x),
+        false => Operand::AbsPlus(x, e),
+    };
     let pm = super::matmul_of(
         &a.shape,
-        Operand::AbsPlus(&a.data, bounds[0]),
+        widened(&a.data, bounds[0]),
         &b.shape,
-        Operand::AbsPlus(&b.data, bounds[1]),
+        widened(&b.data, bounds[1]),
         shape,
     );
     (k, q, Some(pm))

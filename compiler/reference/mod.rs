@@ -214,6 +214,7 @@ fn run(
         last_use[*r] = usize::MAX;
     }
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
+    let mut zeros: Vec<f32> = Vec::new();
     // Lazy inputs not made yet: parameter index per value.
     let mut pending: SecondaryMap<Value, Option<usize>> = SecondaryMap::new();
     for (index, (name, v)) in func.params.iter().enumerate() {
@@ -222,8 +223,9 @@ fn run(
                 let input = &given[index];
                 check_input(func, name, *v, input)?;
                 env[*v] = Some(Cow::Borrowed(input));
+                // An input is exact: its bound is left empty (all zero, see below).
                 if bounded {
-                    bounds[*v] = vec![0.0; input.elems()];
+                    bounds[*v] = Vec::new();
                 }
             }
             Inputs::Lazy(_) => pending[*v] = Some(index),
@@ -241,7 +243,7 @@ fn run(
         let t = input(index);
         check_input(func, &func.params[index].0, v, &t)?;
         if bounded {
-            bounds[v] = vec![0.0; t.elems()];
+            bounds[v] = Vec::new();
         }
         env[v] = Some(Cow::Owned(t));
         Ok(())
@@ -271,7 +273,25 @@ fn run(
                 _ => eval_op(&data.op, &args, ty.dtype, &ty.shape),
             };
         if bounded {
-            let arg_bounds: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
+            // An input's bound is empty: all zero. A matmul takes it so (its bound then
+            // multiplies `|w|` instead of `|w| + 0`, the same values, and no zero copy of
+            // a weight is made); other operations get a slice of one shared zero vector.
+            let matmul = matches!(data.op, TOp::Matmul);
+            let short = |a: &Value, t: &HostTensor| bounds[*a].len() < t.elems();
+            let need = data.args.iter().zip(&args).filter(|(a, t)| short(a, t));
+            let need = need.map(|(_, t)| t.elems()).max().unwrap_or(0);
+            if !matmul && zeros.len() < need {
+                zeros = vec![0.0; need];
+            }
+            let arg_bounds: Vec<&[f32]> = data
+                .args
+                .iter()
+                .zip(&args)
+                .map(|(a, t)| match short(a, t) && !matmul {
+                    true => &zeros[..t.elems()],
+                    false => &bounds[*a][..],
+                })
+                .collect();
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
             bounds[data.result] = bound::op_bound(&data.op, &args, &arg_bounds, &out, relax);
         }

@@ -367,6 +367,19 @@ impl Loaded {
         Ok(&self.hbm[start..start + t.bytes() as usize])
     }
 
+    /// Consumes the machine and returns its HBM image with every bound input's bytes at
+    /// its offset (restored where the program wrote over one), so that a caller done with
+    /// the outputs can keep the inputs without copying them.
+    pub fn into_input_image(mut self) -> Vec<u8> {
+        for (t, saved) in self.program.tensors.iter().zip(&self.saved) {
+            if let Some(bytes) = saved {
+                let start = t.offset as usize;
+                self.hbm[start..start + bytes.len()].copy_from_slice(bytes);
+            }
+        }
+        self.hbm
+    }
+
     /// The values of a tensor (usually an output) after the last run, decoded to f32.
     pub fn read(&self, name: &str) -> Result<Vec<f32>, RuntimeError> {
         let (_, t) = self.find(name)?;

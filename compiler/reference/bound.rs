@@ -72,11 +72,36 @@ pub fn ulp(d: Dtype, m: f64) -> f64 {
     }
     let m = m.min(max);
     let e = if m > 0.0 {
-        (m.log2().floor() as i32).max(emin)
+        (floor_log2(m) as i32).max(emin)
     } else {
         emin
     };
-    2f64.powi(e - mant)
+    pow2(e - mant)
+}
+
+/// `m.log2().floor()` for `m > 0`, the same value, from the exponent bits where that value
+/// is certain: for `m` in `[2^e, 2^(e+1))`, `log2` (faithfully rounded, monotonic) returns
+/// `e` or more and less than `e + 1` unless `m` lies within `2^-36` of `2^(e+1)`, relatively;
+/// there, at exact powers of two, and outside the normal range, `log2` itself decides.
+#[inline]
+fn floor_log2(m: f64) -> f64 {
+    let bits = m.to_bits();
+    let biased = (bits >> 52) & 0x7FF;
+    let frac = bits & ((1u64 << 52) - 1);
+    if biased == 0 || biased == 0x7FF || frac == 0 || frac >= (1u64 << 52) - (1u64 << 16) {
+        return m.log2().floor();
+    }
+    (biased as i64 - 1023) as f64
+}
+
+/// `2f64.powi(n)`, exact, from the bits when `2^n` is a normal f64.
+#[inline]
+fn pow2(n: i32) -> f64 {
+    if (-1022..=1023).contains(&n) {
+        f64::from_bits(((n + 1023) as u64) << 52)
+    } else {
+        2f64.powi(n)
+    }
 }
 
 /// Whether every value of `from` is exact in `to`.
@@ -646,4 +671,33 @@ fn conv_prop(
         |v| v,
     );
     (k, q, Some(pm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exponent-bit shortcuts give the bits of `log2().floor()` and `powi`, at random
+    /// magnitudes, next to powers of two on both sides, and at the ends of the range.
+    #[test]
+    fn floor_log2_and_pow2_match_libm() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut values = vec![f64::MIN_POSITIVE, 5e-324, f64::MAX, 1.0, 3.0];
+        for e in -1074..1024 {
+            let p = 2f64.powi(e);
+            values.extend([p, p.next_up(), p.next_down(), p * (1.0 - 1e-12), p * 1.5]);
+        }
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x >> 2));
+        }
+        for m in values.into_iter().filter(|m| *m > 0.0 && m.is_finite()) {
+            assert_eq!(floor_log2(m).to_bits(), m.log2().floor().to_bits(), "{m:e}");
+        }
+        for n in -1100..1100 {
+            assert_eq!(pow2(n).to_bits(), 2f64.powi(n).to_bits(), "{n}");
+        }
+    }
 }

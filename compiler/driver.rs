@@ -757,6 +757,21 @@ pub fn gather_inputs(
     results: usize,
     notes: &mut Vec<String>,
 ) -> Result<Vec<HostTensor>, DriverError> {
+    check_input_names(params, given)?;
+    let mut inputs = Vec::with_capacity(params.len());
+    for index in 0..params.len() {
+        inputs.push(gather_input(
+            params, index, given, random, out_dir, results, notes,
+        )?);
+    }
+    Ok(inputs)
+}
+
+/// Checks that every `-i` input names a parameter, before any input is read or made.
+pub fn check_input_names(
+    params: &[ParamSpec],
+    given: &[(String, PathBuf)],
+) -> Result<(), DriverError> {
     for (name, _) in given {
         if !params.iter().any(|p| &p.name == name) {
             return Err(DriverError::Input(format!(
@@ -765,38 +780,49 @@ pub fn gather_inputs(
             )));
         }
     }
-    let mut inputs = Vec::with_capacity(params.len());
-    for (index, p) in params.iter().enumerate() {
-        let tensor = match given.iter().find(|(n, _)| n == &p.name) {
-            Some((_, path)) => load_input(p, path)?,
-            None => match random {
-                Some(seed) => {
-                    let t = random_tensor(p, seed, index as u64);
-                    let path = out_dir.join(format!("{}.npy", p.name));
-                    match (0..results).find(|&i| output_path(out_dir, i) == path) {
-                        Some(i) => notes.push(format!(
-                            "note: the random input `{}` is not written to {}: result {i} is \
-                             written there",
-                            p.name,
-                            path.display()
-                        )),
-                        None => write_output(&path, &t)?,
-                    }
-                    t
-                }
-                None => {
-                    return Err(DriverError::Input(format!(
-                        "no input for parameter `{}` ({}); give it with -i {}=PATH.npy or use --random SEED",
+    Ok(())
+}
+
+/// The input of parameter `index`, as [`gather_inputs`] reads or makes each (the caller
+/// checked the `-i` names with [`check_input_names`]); one at a time, so that a run can
+/// bind each into the machine and let it go before the next is made.
+pub fn gather_input(
+    params: &[ParamSpec],
+    index: usize,
+    given: &[(String, PathBuf)],
+    random: Option<u64>,
+    out_dir: &Path,
+    results: usize,
+    notes: &mut Vec<String>,
+) -> Result<HostTensor, DriverError> {
+    let p = &params[index];
+    Ok(match given.iter().find(|(n, _)| n == &p.name) {
+        Some((_, path)) => load_input(p, path)?,
+        None => match random {
+            Some(seed) => {
+                let t = random_tensor(p, seed, index as u64);
+                let path = out_dir.join(format!("{}.npy", p.name));
+                match (0..results).find(|&i| output_path(out_dir, i) == path) {
+                    Some(i) => notes.push(format!(
+                        "note: the random input `{}` is not written to {}: result {i} is \
+                         written there",
                         p.name,
-                        type_text(p.dtype, &p.shape),
-                        p.name
-                    )))
+                        path.display()
+                    )),
+                    None => write_output(&path, &t)?,
                 }
-            },
-        };
-        inputs.push(tensor);
-    }
-    Ok(inputs)
+                t
+            }
+            None => {
+                return Err(DriverError::Input(format!(
+                    "no input for parameter `{}` ({}); give it with -i {}=PATH.npy or use --random SEED",
+                    p.name,
+                    type_text(p.dtype, &p.shape),
+                    p.name
+                )))
+            }
+        },
+    })
 }
 
 /// The message for an input given for a parameter the kernel does not have: `the kernel
@@ -1057,7 +1083,21 @@ pub fn check_outputs(
     inputs: &[HostTensor],
     outputs: &[HostTensor],
 ) -> Result<Vec<Comparison>, DriverError> {
-    let want = expected(c, inputs)?;
+    let mut want = expected(c, inputs)?;
+    compare_outputs(c, &mut want, outputs)
+}
+
+/// Compares each output with the reference's value and bound (zero under strict).
+fn compare_outputs(
+    c: &Compilation,
+    want: &mut [(HostTensor, Vec<f32>)],
+    outputs: &[HostTensor],
+) -> Result<Vec<Comparison>, DriverError> {
+    if c.options.strict_dtypes {
+        for (_, b) in want.iter_mut() {
+            b.fill(0.0);
+        }
+    }
     if want.len() != outputs.len() {
         return Err(DriverError::Internal(format!(
             "the program has {} outputs, the kernel {}",
@@ -1081,7 +1121,7 @@ pub fn check_outputs(
     }
     Ok(outputs
         .iter()
-        .zip(&want)
+        .zip(want.iter())
         .map(|(got, (w, bound))| {
             if got.dtype == Dtype::I32 || w.dtype == Dtype::I32 {
                 compare_i32(&got.ints, &w.ints)
@@ -1448,25 +1488,58 @@ fn run_machine(
     options: &RunOptions,
     kernel: Option<&str>,
 ) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
-    let machine = runtime::Machine::new(machine_config(program, options));
-    let mut loaded = machine
-        .load_program(program.clone())
-        .map_err(|e| DriverError::Input(e.to_string()))?;
+    let mut loaded = load_machine(program, options)?;
     for (p, t) in params.iter().zip(inputs) {
-        let bound = if t.dtype == Dtype::I32 {
-            // Integers are bound as their bytes: f32 holds them exactly only up to 2^24.
-            let bytes: Vec<u8> = t.ints.iter().flat_map(|x| x.to_le_bytes()).collect();
-            loaded.bind_bytes(&p.name, &bytes)
-        } else {
-            loaded.bind(&p.name, &t.data)
-        };
-        bound.map_err(|e| DriverError::Input(e.to_string()))?;
+        bind_input(&mut loaded, p, t)?;
     }
+    run_loaded(&mut loaded, kernel)
+}
+
+/// Loads a program on the interpreter under `options`, for [`bind_input`] and
+/// [`run_loaded`].
+pub fn load_machine(
+    program: &isa::Program,
+    options: &RunOptions,
+) -> Result<runtime::Loaded, DriverError> {
+    runtime::Machine::new(machine_config(program, options))
+        .load_program(program.clone())
+        .map_err(|e| DriverError::Input(e.to_string()))
+}
+
+/// Binds one input into the machine's HBM (the machine holds its own bytes afterwards).
+pub fn bind_input(
+    loaded: &mut runtime::Loaded,
+    p: &ParamSpec,
+    t: &HostTensor,
+) -> Result<(), DriverError> {
+    let bound = if t.dtype == Dtype::I32 {
+        // Integers are bound as their bytes: f32 holds them exactly only up to 2^24.
+        let bytes: Vec<u8> = t.ints.iter().flat_map(|x| x.to_le_bytes()).collect();
+        loaded.bind_bytes(&p.name, &bytes)
+    } else {
+        loaded.bind(&p.name, &t.data)
+    };
+    bound.map_err(|e| DriverError::Input(e.to_string()))
+}
+
+/// Runs a loaded program whose inputs are bound; returns the outputs in result order and
+/// the timing report. `kernel` names an index fault.
+pub fn run_loaded(
+    loaded: &mut runtime::Loaded,
+    kernel: Option<&str>,
+) -> Result<(Vec<HostTensor>, runtime::Report), DriverError> {
     let report = loaded.run().map_err(|e| {
-        DriverError::Input(index_fault_message(program, kernel, &e).unwrap_or(e.to_string()))
+        DriverError::Input(
+            index_fault_message(loaded.program(), kernel, &e).unwrap_or(e.to_string()),
+        )
     })?;
     let mut outputs = Vec::new();
-    for t in program.tensors_with_role(isa::Role::Output) {
+    let tensors: Vec<isa::TensorDecl> = loaded
+        .program()
+        .tensors_with_role(isa::Role::Output)
+        .cloned()
+        .collect();
+    for t in &tensors {
         if t.dtype == Dtype::I32 {
             let bytes = loaded
                 .read_bytes(&t.name)
@@ -1489,6 +1562,85 @@ fn run_machine(
         });
     }
     Ok((outputs, report))
+}
+
+/// The inputs of a run held once, compactly: the machine's HBM image after the run, where
+/// each input's bytes are in its dtype. `--check` takes it from the machine (no copy), so
+/// that the f32 copies the reference evaluator works on exist only while it needs them; the
+/// image is let go once every input has been taken.
+#[derive(Clone, Debug)]
+pub struct PackedInputs {
+    params: Vec<ParamSpec>,
+    image: Vec<u8>,
+    /// Each parameter's byte range in `image`; `None` once taken.
+    ranges: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl PackedInputs {
+    /// The bound inputs of `loaded`, one per parameter of `params`; consumes the machine.
+    pub fn from_machine(
+        loaded: runtime::Loaded,
+        params: &[ParamSpec],
+    ) -> Result<PackedInputs, DriverError> {
+        let ranges = params
+            .iter()
+            .map(|p| {
+                let t = loaded
+                    .tensor(&p.name)
+                    .map_err(|e| DriverError::Internal(e.to_string()))?;
+                Ok(Some(t.offset as usize..(t.offset + t.bytes()) as usize))
+            })
+            .collect::<Result<_, DriverError>>()?;
+        Ok(PackedInputs {
+            params: params.to_vec(),
+            image: loaded.into_input_image(),
+            ranges,
+        })
+    }
+
+    /// Input `index` as the host tensor it was made from (every value exact in its dtype,
+    /// so decoding gives it back). Taking an input twice is an internal error, reported as
+    /// an empty tensor the evaluator refuses.
+    pub fn take(&mut self, index: usize) -> HostTensor {
+        let p = &self.params[index];
+        let bytes = match self.ranges[index].take() {
+            Some(r) => self.image.get(r).unwrap_or_default(),
+            None => &[],
+        };
+        let t = if p.dtype == Dtype::I32 {
+            let ints = bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            HostTensor::from_i32(&p.shape, ints)
+        } else {
+            let mut data = vec![0f32; bytes.len() / p.dtype.size() as usize];
+            numeric::load(p.dtype, bytes, &mut data);
+            HostTensor {
+                dtype: p.dtype,
+                shape: p.shape.clone(),
+                data,
+                ints: Vec::new(),
+            }
+        };
+        if self.ranges.iter().all(|r| r.is_none()) {
+            self.image = Vec::new();
+        }
+        t
+    }
+}
+
+/// [`check_outputs`] with the inputs taken one by one from `inputs` where the reference
+/// first needs each, and dropped after its last use.
+pub fn check_outputs_packed(
+    c: &Compilation,
+    inputs: &mut PackedInputs,
+    outputs: &[HostTensor],
+) -> Result<Vec<Comparison>, DriverError> {
+    let (func, relaxed) = c.reference();
+    let mut want = crate::reference::evaluate_bounded_lazy(func, &mut |i| inputs.take(i), &relaxed)
+        .map_err(|e| reference_error(c, e))?;
+    compare_outputs(c, &mut want, outputs)
 }
 
 /// The input parameters of a program, from its tensor table.

@@ -397,6 +397,9 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
         }
     };
     let params = driver::params_of(&c.tensor);
+    if !args.reference {
+        return run_interpreter(args, &c, &params, &given, &out_dir);
+    }
     let mut notes = Vec::new();
     let inputs = driver::gather_inputs(
         &params,
@@ -408,41 +411,90 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
     );
     print_notes(&notes);
     let inputs = inputs?;
-    let outputs = if args.reference {
-        if args.trace.is_some() || args.report || args.report_json.is_some() {
-            return Err(DriverError::Usage(
-                "--trace, --report and --report-json need the interpreter; --reference has no timing".into(),
-            ));
-        }
-        reference::evaluate(c.reference().0, &inputs).map_err(|e| driver::reference_error(&c, e))?
-    } else {
-        let program = driver::program_of(&c)?;
-        let (outputs, report) =
-            driver::execute_compiled(&c, &params, &inputs, &args.run_options())?;
-        let timing = runtime::MachineConfig::new(program.preset).timing;
-        let bound = tessera::roofline::bound(&c.tensor, &timing);
-        emit_profile(args, program, &report, Some(bound))?;
-        outputs
-    };
+    if args.trace.is_some() || args.report || args.report_json.is_some() {
+        return Err(DriverError::Usage(
+            "--trace, --report and --report-json need the interpreter; --reference has no timing"
+                .into(),
+        ));
+    }
+    let outputs = reference::evaluate(c.reference().0, &inputs)
+        .map_err(|e| driver::reference_error(&c, e))?;
     for (i, t) in outputs.iter().enumerate() {
         driver::write_output(&driver::output_path(&out_dir, i), t)?;
     }
     if args.check {
         let comparisons = driver::check_outputs(&c, &inputs, &outputs)?;
-        let mut report = String::new();
-        let mut bad = Vec::new();
-        for (i, cmp) in comparisons.iter().enumerate() {
-            report.push_str(&cmp.line(i));
-            report.push('\n');
-            bad.extend(cmp.mismatch(i));
-        }
-        write_stdout(report.as_bytes())?;
-        if !bad.is_empty() {
-            return Err(DriverError::Mismatch(format!(
-                "outputs differ from the reference beyond their allowed error: {}",
-                bad.join("; ")
-            )));
-        }
+        print_comparisons(&comparisons)?;
+    }
+    Ok(())
+}
+
+/// `run` on the interpreter. Inputs are held once: each is read or made, bound into the
+/// machine's HBM and let go before the next; after the run `--check` takes them back from
+/// the machine in their dtype's bytes (the machine is then dropped), and the reference
+/// evaluator decodes each to f32 only while it needs it.
+fn run_interpreter(
+    args: &RunArgs,
+    c: &tessera::passes::Compilation,
+    params: &[driver::ParamSpec],
+    given: &[(String, PathBuf)],
+    out_dir: &Path,
+) -> Result<(), DriverError> {
+    driver::check_input_names(params, given)?;
+    let program = driver::program_of(c)?;
+    let mut loaded = driver::load_machine(program, &args.run_options())?;
+    let mut notes = Vec::new();
+    for (index, p) in params.iter().enumerate() {
+        let results = c.tensor.results.len();
+        let input = driver::gather_input(
+            params,
+            index,
+            given,
+            args.random,
+            out_dir,
+            results,
+            &mut notes,
+        );
+        let input = match input {
+            Ok(t) => t,
+            Err(e) => {
+                print_notes(&notes);
+                return Err(e);
+            }
+        };
+        driver::bind_input(&mut loaded, p, &input)?;
+    }
+    print_notes(&notes);
+    let (outputs, report) = driver::run_loaded(&mut loaded, Some(&c.tensor.name))?;
+    let timing = runtime::MachineConfig::new(program.preset).timing;
+    let bound = tessera::roofline::bound(&c.tensor, &timing);
+    emit_profile(args, program, &report, Some(bound))?;
+    for (i, t) in outputs.iter().enumerate() {
+        driver::write_output(&driver::output_path(out_dir, i), t)?;
+    }
+    if args.check {
+        let mut inputs = driver::PackedInputs::from_machine(loaded, params)?;
+        let comparisons = driver::check_outputs_packed(c, &mut inputs, &outputs)?;
+        print_comparisons(&comparisons)?;
+    }
+    Ok(())
+}
+
+/// Prints `--check`'s line per output; a mismatch is an error (exit 3).
+fn print_comparisons(comparisons: &[driver::Comparison]) -> Result<(), DriverError> {
+    let mut report = String::new();
+    let mut bad = Vec::new();
+    for (i, cmp) in comparisons.iter().enumerate() {
+        report.push_str(&cmp.line(i));
+        report.push('\n');
+        bad.extend(cmp.mismatch(i));
+    }
+    write_stdout(report.as_bytes())?;
+    if !bad.is_empty() {
+        return Err(DriverError::Mismatch(format!(
+            "outputs differ from the reference beyond their allowed error: {}",
+            bad.join("; ")
+        )));
     }
     Ok(())
 }

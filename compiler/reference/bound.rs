@@ -72,11 +72,36 @@ pub fn ulp(d: Dtype, m: f64) -> f64 {
     }
     let m = m.min(max);
     let e = if m > 0.0 {
-        (m.log2().floor() as i32).max(emin)
+        (floor_log2(m) as i32).max(emin)
     } else {
         emin
     };
-    2f64.powi(e - mant)
+    pow2(e - mant)
+}
+
+/// `m.log2().floor()` for `m > 0`, the same value, from the exponent bits where that value
+/// is certain: for `m` in `[2^e, 2^(e+1))`, `log2` (faithfully rounded, monotonic) returns
+/// `e` or more and less than `e + 1` unless `m` lies within `2^-36` of `2^(e+1)`, relatively;
+/// there, at exact powers of two, and outside the normal range, `log2` itself decides.
+#[inline]
+fn floor_log2(m: f64) -> f64 {
+    let bits = m.to_bits();
+    let biased = (bits >> 52) & 0x7FF;
+    let frac = bits & ((1u64 << 52) - 1);
+    if biased == 0 || biased == 0x7FF || frac == 0 || frac >= (1u64 << 52) - (1u64 << 16) {
+        return m.log2().floor();
+    }
+    (biased as i64 - 1023) as f64
+}
+
+/// `2f64.powi(n)`, exact, from the bits when `2^n` is a normal f64.
+#[inline]
+fn pow2(n: i32) -> f64 {
+    if (-1022..=1023).contains(&n) {
+        f64::from_bits(((n + 1023) as u64) << 52)
+    } else {
+        2f64.powi(n)
+    }
 }
 
 /// Whether every value of `from` is exact in `to`.
@@ -267,51 +292,44 @@ pub fn op_bound(
         return vec![0.0; n];
     }
     let shape = &out.shape;
-    let mut prop = vec![0f64; n];
-    match op {
-        TOp::Const(_) => {}
-        TOp::Unary(u) => {
-            par::fill(&mut prop, |i| {
-                unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64)
-            });
+    // What each element's propagated bound comes from; `fill` computes it for a range of
+    // elements at a time, so that no f64 vector of the whole result is ever made.
+    enum Source {
+        Zero,
+        /// Computed from the operands element by element (unary, cast, binary).
+        Direct,
+        /// A matmul's or convolution's magnitudes `Q` and, with inexact operands, `P`.
+        Products {
+            k: f64,
+            q: Vec<f32>,
+            pm: Option<Vec<f32>>,
+        },
+        /// Moved operand bounds (layout operations, masks), exact in f32.
+        Moved(Vec<f32>),
+        /// Computed whole (reductions and pools, whose results are small or few).
+        Whole(Vec<f64>),
+    }
+    let source = match op {
+        TOp::Const(_) => Source::Zero,
+        TOp::Unary(_) | TOp::Cast | TOp::Binary(_) => Source::Direct,
+        TOp::Matmul => {
+            let (k, q, pm) = matmul_prop(args, bounds, shape);
+            Source::Products { k, q, pm }
         }
-        TOp::Cast => par::fill(&mut prop, |i| bounds[0][i] as f64),
-        TOp::Binary(b) => {
-            let sa = broadcast_strides(&args[0].shape, shape);
-            let sb = broadcast_strides(&args[1].shape, shape);
-            par::chunks(&mut prop, |start, part| {
-                let range = start..start + part.len();
-                for_each_index_in(shape, [&sa, &sb], range, |i, [ia, ib]| {
-                    part[i - start] = binary_prop(
-                        *b,
-                        args[0].data[ia] as f64,
-                        args[1].data[ib] as f64,
-                        bounds[0][ia] as f64,
-                        bounds[1][ib] as f64,
-                    );
-                });
-            });
+        TOp::Conv(attrs) => {
+            let (k, q, pm) = conv_prop(attrs, args, bounds, shape);
+            Source::Products { k, q, pm }
         }
-        TOp::Matmul => matmul_prop(args, bounds, shape, &mut prop),
-        TOp::Conv(attrs) => conv_prop(attrs, args, bounds, shape, &mut prop),
-        TOp::Reduce { func, axis, .. } => reduce_prop(*func, args[0], bounds[0], *axis, &mut prop),
+        TOp::Reduce { func, axis, .. } => {
+            let mut prop = vec![0f64; n];
+            reduce_prop(*func, args[0], bounds[0], *axis, &mut prop);
+            Source::Whole(prop)
+        }
         TOp::Transpose(perm) => {
-            let moved = super::transpose(&as_tensor(args[0], bounds[0]), perm);
-            for (p, b) in prop.iter_mut().zip(moved) {
-                *p = b as f64;
-            }
+            Source::Moved(super::transpose(&as_tensor(args[0], bounds[0]), perm))
         }
-        TOp::Reshape => {
-            for (p, b) in prop.iter_mut().zip(bounds[0].iter()) {
-                *p = *b as f64;
-            }
-        }
-        TOp::Tril { k, .. } => {
-            let kept = super::tril(&as_tensor(args[0], bounds[0]), *k, 0.0);
-            for (p, b) in prop.iter_mut().zip(kept) {
-                *p = b as f64;
-            }
-        }
+        TOp::Reshape => Source::Moved(bounds[0].to_vec()),
+        TOp::Tril { k, .. } => Source::Moved(super::tril(&as_tensor(args[0], bounds[0]), *k, 0.0)),
         // Data moves with its bound; the pad value is exact.
         TOp::Slice(_) | TOp::Concat(_) | TOp::Pad { .. } | TOp::BroadcastTo => {
             let moved: Vec<(&[u64], &[f32])> = args
@@ -319,45 +337,113 @@ pub fn op_bound(
                 .zip(bounds)
                 .map(|(a, b)| (a.shape.as_slice(), *b))
                 .collect();
-            let moved = super::movement::move_elems(op, &moved, shape, 0.0).unwrap_or_default();
-            for (p, b) in prop.iter_mut().zip(moved) {
-                *p = b as f64;
-            }
+            Source::Moved(
+                super::movement::move_elems(op, &moved, shape, 0.0).unwrap_or_else(|| vec![0.0; n]),
+            )
         }
-        TOp::Pool(p) => prop.copy_from_slice(&super::pool::prop(p, args[0], bounds[0], shape)),
+        TOp::Pool(p) => Source::Whole(super::pool::prop(p, args[0], bounds[0], shape)),
         TOp::Where
         | TOp::Arange
         | TOp::Take { .. }
         | TOp::ArgReduce { .. }
         | TOp::Cumsum { .. } => unreachable!("v2_bound and scan::bound handle {op:?}"),
-    }
+    };
+    let binary_strides = match op {
+        TOp::Binary(_) => Some((
+            broadcast_strides(&args[0].shape, shape),
+            broadcast_strides(&args[1].shape, shape),
+        )),
+        _ => None,
+    };
+    // The propagated bounds of the elements `start..start + buf.len()`.
+    let fill = |start: usize, buf: &mut [f64]| {
+        let range = start..start + buf.len();
+        match (&source, op) {
+            (Source::Zero, _) => buf.fill(0.0),
+            (Source::Direct, TOp::Unary(u)) => {
+                for (p, i) in buf.iter_mut().zip(range) {
+                    *p = unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64);
+                }
+            }
+            (Source::Direct, TOp::Cast) => {
+                for (p, i) in buf.iter_mut().zip(range) {
+                    *p = bounds[0][i] as f64;
+                }
+            }
+            (Source::Direct, TOp::Binary(b)) => {
+                let (sa, sb) = binary_strides
+                    .as_ref()
+                    .expect("strides of a binary operation");
+                for_each_index_in(shape, [sa, sb], range, |i, [ia, ib]| {
+                    buf[i - start] = binary_prop(
+                        *b,
+                        args[0].data[ia] as f64,
+                        args[1].data[ib] as f64,
+                        bounds[0][ia] as f64,
+                        bounds[1][ib] as f64,
+                    );
+                });
+            }
+            (Source::Direct, _) => unreachable!("only unary, cast and binary are direct"),
+            (Source::Products { k, q, pm }, _) => match pm {
+                None => {
+                    for (p, q) in buf.iter_mut().zip(&q[range]) {
+                        *p = 3.0 * k * U32 * *q as f64;
+                    }
+                }
+                Some(pm) => {
+                    for ((p, q), pm) in buf.iter_mut().zip(&q[range.clone()]).zip(&pm[range]) {
+                        let (q, pm) = (*q as f64, *pm as f64);
+                        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+                    }
+                }
+            },
+            (Source::Moved(b), _) => {
+                for (p, b) in buf.iter_mut().zip(&b[range]) {
+                    *p = *b as f64;
+                }
+            }
+            (Source::Whole(w), _) => buf.copy_from_slice(&w[range]),
+        }
+    };
     let from = args.first().map_or(out.dtype, |a| a.dtype);
     let d = out.dtype;
-    match rounding_of(op, from, d, relaxed) {
-        // Each element's bound depends on that element alone: computed in parallel chunks.
-        Rounding::Exact => par::collect(n, |i| up(prop[i])),
-        Rounding::Implicit => par::collect(n, |i| {
-            let (p, v) = (prop[i], out.data[i]);
-            up(p + implicit(d, v.abs() as f64 + p))
-        }),
-        Rounding::RelaxedCast => par::collect(n, |i| {
-            let (p, v) = (prop[i], out.data[i]);
-            up(p + 1.5 * ulp(d, v.abs() as f64 + p))
-        }),
-        Rounding::Cast => par::collect(n, |i| {
-            let (p, v, x) = (prop[i], out.data[i], args[0].data[i]);
-            let (x, vv) = (x as f64, v as f64);
-            let same = |y: f64| {
-                let r = numeric::round_f64(d, y) as f64;
-                r == vv || (r.is_nan() && vv.is_nan())
-            };
-            if p == 0.0 || (same(x - p) && same(x + p)) {
-                0.0
-            } else {
-                up(p + ulp(d, v.abs() as f64 + p))
+    let rounding = rounding_of(op, from, d, relaxed);
+    // Each element's bound depends on that element alone: computed in parallel chunks, a
+    // piece of the propagated bounds at a time.
+    let finish = |i: usize, p: f64| -> f32 {
+        match rounding {
+            Rounding::Exact => up(p),
+            Rounding::Implicit => up(p + implicit(d, out.data[i].abs() as f64 + p)),
+            Rounding::RelaxedCast => up(p + 1.5 * ulp(d, out.data[i].abs() as f64 + p)),
+            Rounding::Cast => {
+                let (v, x) = (out.data[i], args[0].data[i]);
+                let (x, vv) = (x as f64, v as f64);
+                let same = |y: f64| {
+                    let r = numeric::round_f64(d, y) as f64;
+                    r == vv || (r.is_nan() && vv.is_nan())
+                };
+                if p == 0.0 || (same(x - p) && same(x + p)) {
+                    0.0
+                } else {
+                    up(p + ulp(d, v.abs() as f64 + p))
+                }
             }
-        }),
-    }
+        }
+    };
+    let mut result = vec![0f32; n];
+    par::chunks(&mut result, |start, part| {
+        let mut buf = [0f64; 1024];
+        for (c, piece) in part.chunks_mut(buf.len()).enumerate() {
+            let first = start + c * buf.len();
+            let props = &mut buf[..piece.len()];
+            fill(first, props);
+            for (j, (r, &p)) in piece.iter_mut().zip(props.iter()).enumerate() {
+                *r = finish(first + j, p);
+            }
+        }
+    });
+    result
 }
 
 /// A bound tensor in the shape of `like`, so layout operations can move it.
@@ -522,34 +608,39 @@ fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop:
 /// f32 matmuls of magnitudes, `P = (|A| + Ba) @ (|B| + Bb)` and `Q = |A| @ |B|`, as
 /// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
 /// more keeps the result an upper bound. With exact operands only `Q` is needed.
-fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64], prop: &mut [f64]) {
+fn matmul_prop<'a>(
+    args: &[&'a HostTensor],
+    bounds: &[&'a [f32]],
+    shape: &[u64],
+) -> (f64, Vec<f32>, Option<Vec<f32>>) {
+    use super::matmul::Operand;
     let k = args[0].shape[args[0].shape.len() - 1] as f64;
-    let magnitude = |t: &HostTensor, b: Option<&[f32]>| HostTensor {
-        dtype: Dtype::F32,
-        shape: t.shape.clone(),
-        data: match b {
-            None => t.data.iter().map(|x| x.abs()).collect(),
-            Some(b) => t.data.iter().zip(b).map(|(x, e)| x.abs() + e).collect(),
-        },
-        ints: Vec::new(),
-    };
-    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
-    let q = super::matmul(&magnitude(args[0], None), &magnitude(args[1], None), shape);
-    if exact {
-        for (p, q) in prop.iter_mut().zip(q) {
-            *p = 3.0 * k * U32 * q as f64;
-        }
-        return;
-    }
-    let pm = super::matmul(
-        &magnitude(args[0], Some(bounds[0])),
-        &magnitude(args[1], Some(bounds[1])),
+    // The magnitudes are made as the kernel packs its operands, never stored whole.
+    let (a, b) = (args[0], args[1]);
+    let q = super::matmul_of(
+        &a.shape,
+        Operand::Abs(&a.data),
+        &b.shape,
+        Operand::Abs(&b.data),
         shape,
     );
-    for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {
-        let (q, pm) = (q as f64, pm as f64);
-        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
+    if exact {
+        return (k, q, None);
     }
+    // An empty bound is all zero (an input's): `|x| + 0` is `|x|`.
+    let widened = |x: &'a [f32], e: &'a [f32]| match e.len() < x.len() {
+        true => Operand::Abs(x),
+        false => Operand::AbsPlus(x, e),
+    };
+    let pm = super::matmul_of(
+        &a.shape,
+        widened(&a.data, bounds[0]),
+        &b.shape,
+        widened(&b.data, bounds[1]),
+        shape,
+    );
+    (k, q, Some(pm))
 }
 
 /// A convolution's bound: a matmul's (`matmul_prop`) over its `C_g x kernel elements`
@@ -559,16 +650,12 @@ fn conv_prop(
     args: &[&HostTensor],
     bounds: &[&[f32]],
     shape: &[u64],
-    prop: &mut [f64],
-) {
+) -> (f64, Vec<f32>, Option<Vec<f32>>) {
     let k = super::conv::terms(&args[1].shape) as f64;
     let q = super::conv::conv(args[0], args[1], attrs, shape, f32::abs);
     let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
     if exact {
-        for (p, q) in prop.iter_mut().zip(q) {
-            *p = 3.0 * k * U32 * q as f64;
-        }
-        return;
+        return (k, q, None);
     }
     let widened = |t: &HostTensor, b: &[f32]| HostTensor {
         dtype: Dtype::F32,
@@ -583,8 +670,34 @@ fn conv_prop(
         shape,
         |v| v,
     );
-    for ((p, q), pm) in prop.iter_mut().zip(q).zip(pm) {
-        let (q, pm) = (q as f64, pm as f64);
-        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+    (k, q, Some(pm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exponent-bit shortcuts give the bits of `log2().floor()` and `powi`, at random
+    /// magnitudes, next to powers of two on both sides, and at the ends of the range.
+    #[test]
+    fn floor_log2_and_pow2_match_libm() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut values = vec![f64::MIN_POSITIVE, 5e-324, f64::MAX, 1.0, 3.0];
+        for e in -1074..1024 {
+            let p = 2f64.powi(e);
+            values.extend([p, p.next_up(), p.next_down(), p * (1.0 - 1e-12), p * 1.5]);
+        }
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x >> 2));
+        }
+        for m in values.into_iter().filter(|m| *m > 0.0 && m.is_finite()) {
+            assert_eq!(floor_log2(m).to_bits(), m.log2().floor().to_bits(), "{m:e}");
+        }
+        for n in -1100..1100 {
+            assert_eq!(pow2(n).to_bits(), 2f64.powi(n).to_bits(), "{n}");
+        }
     }
 }

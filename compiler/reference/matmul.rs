@@ -22,6 +22,84 @@
 //! each sum once, as the unfused add does: the same bits, at half the issue slots on hosts
 //! whose multiply and add share the FMA ports.
 
+/// An operand of [`matmul`]: its values, or values derived from them element by element
+/// as they are packed (the error bounds multiply magnitudes, `|x|` or `|x| + e`, which are
+/// then never stored whole). Derived values are computed in f32 exactly as a stored copy
+/// would hold them.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    /// The values as they are.
+    Values(&'a [f32]),
+    /// `|x|`.
+    Abs(&'a [f32]),
+    /// `|x| + e`, with `e` from the second slice at the same index.
+    AbsPlus(&'a [f32], &'a [f32]),
+}
+
+impl<'a> Operand<'a> {
+    /// The elements `range` of the operand.
+    pub fn slice(self, range: std::ops::Range<usize>) -> Operand<'a> {
+        match self {
+            Operand::Values(x) => Operand::Values(&x[range]),
+            Operand::Abs(x) => Operand::Abs(&x[range]),
+            Operand::AbsPlus(x, e) => Operand::AbsPlus(&x[range.clone()], &e[range]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Operand::Values(x) | Operand::Abs(x) | Operand::AbsPlus(x, _) => x.len(),
+        }
+    }
+
+    /// Element `i`.
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        match self {
+            Operand::Values(x) => x[i],
+            Operand::Abs(x) => x[i].abs(),
+            Operand::AbsPlus(x, e) => x[i].abs() + e[i],
+        }
+    }
+
+    /// `dst[j] = self[start + j]`.
+    #[inline(always)]
+    fn copy_to(&self, start: usize, dst: &mut [f32]) {
+        let range = start..start + dst.len();
+        match self {
+            Operand::Values(x) => dst.copy_from_slice(&x[range]),
+            Operand::Abs(x) => {
+                for (d, v) in dst.iter_mut().zip(&x[range]) {
+                    *d = v.abs();
+                }
+            }
+            Operand::AbsPlus(x, e) => {
+                for ((d, v), b) in dst.iter_mut().zip(&x[range.clone()]).zip(&e[range]) {
+                    *d = v.abs() + b;
+                }
+            }
+        }
+    }
+
+    /// The exactness statistics of its values (`runtime::kernels::ExactScan`).
+    fn scan(&self) -> runtime::kernels::ExactScan {
+        let mut s = runtime::kernels::ExactScan::default();
+        match self {
+            Operand::Values(x) | Operand::Abs(x) => s.scan(x),
+            Operand::AbsPlus(..) => {
+                let mut buf = [0f32; 1024];
+                let n = self.len();
+                for start in (0..n).step_by(buf.len()) {
+                    let piece = &mut buf[..(n - start).min(1024)];
+                    self.copy_to(start, piece);
+                    s.scan(piece);
+                }
+            }
+        }
+        s
+    }
+}
+
 /// Rows of a register tile (the broadcast values of `a`).
 const MR: usize = 6;
 
@@ -75,7 +153,9 @@ pub fn threads() -> usize {
 }
 
 /// `out[i, j] = sum_k a[i, k] * b[k, j]` for `a: [m, k]`, `b: [k, n]` and `out: [m, n]`, all
-/// row-major, in the language's order, on `simd` with up to `threads` threads.
+/// row-major, in the language's order, on `simd` with up to `threads` threads (the tests'
+/// entry; the evaluator calls [`matmul_of`]).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     simd: Simd,
@@ -87,14 +167,38 @@ pub fn matmul(
     b: &[f32],
     out: &mut [f32],
 ) {
-    let (a, b, out) = (&a[..m * k], &b[..k * n], &mut out[..m * n]);
+    matmul_of(
+        simd,
+        threads,
+        m,
+        k,
+        n,
+        Operand::Values(a),
+        Operand::Values(b),
+        out,
+    )
+}
+
+/// [`matmul`] of operands that may be derived from stored values ([`Operand`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_of(
+    simd: Simd,
+    threads: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand,
+    b: Operand,
+    out: &mut [f32],
+) {
+    let (a, b, out) = (a.slice(0..m * k), b.slice(0..k * n), &mut out[..m * n]);
     out.fill(0.0);
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     // Fused multiply-adds give the same bits where every product is exact (bf16 and FP8
     // operands of ordinary magnitude: `runtime::kernels::products_exact`).
-    let fused = simd == Simd::Avx2 && fma() && runtime::kernels::products_exact(a, b);
+    let fused = simd == Simd::Avx2 && fma() && a.scan().products_exact(&b.scan());
     let threads = if m * n * k < PARALLEL_MIN_MACS {
         1
     } else {
@@ -107,7 +211,10 @@ pub fn matmul(
     // Whole register tiles of rows per thread, as even as they come.
     let per = m.div_ceil(MR).div_ceil(threads) * MR;
     std::thread::scope(|s| {
-        let mut chunks = out.chunks_mut(per * n).zip(a.chunks(per * k));
+        let a_rows = (0..m)
+            .step_by(per)
+            .map(|r| a.slice(r * k..(r + per).min(m) * k));
+        let mut chunks = out.chunks_mut(per * n).zip(a_rows);
         let first = chunks.next();
         for (o, a) in chunks {
             let rows_here = o.len() / n;
@@ -140,8 +247,8 @@ fn rows(
     m: usize,
     k: usize,
     n: usize,
-    a: &[f32],
-    b: &[f32],
+    a: Operand,
+    b: Operand,
     out: &mut [f32],
 ) {
     match simd {
@@ -177,7 +284,7 @@ enum Kernel {
 /// The host must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32]) {
     rows_generic(Kernel::Avx, m, k, n, a, b, out)
 }
 
@@ -188,7 +295,7 @@ unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mu
 /// The host must have AVX2 and FMA, and every product of `a` and `b` must be exact.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_fma(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+unsafe fn rows_fma(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32]) {
     rows_generic(Kernel::Fma, m, k, n, a, b, out)
 }
 
@@ -202,8 +309,8 @@ fn rows_generic(
     m: usize,
     k: usize,
     n: usize,
-    a: &[f32],
-    b: &[f32],
+    a: Operand,
+    b: Operand,
     out: &mut [f32],
 ) {
     let mut packed = vec![0.0f32; KC * NC];
@@ -219,8 +326,7 @@ fn rows_generic(
                 let w = NR.min(jc + nc - j0);
                 let dst = &mut packed[p * KC * NR..][..kc * NR];
                 for (kk, d) in dst.chunks_exact_mut(NR).enumerate() {
-                    let src = &b[(pc + kk) * n + j0..][..w];
-                    d[..w].copy_from_slice(src);
+                    b.copy_to((pc + kk) * n + j0, &mut d[..w]);
                     d[w..].fill(0.0);
                 }
             }
@@ -231,7 +337,7 @@ fn rows_generic(
                 for (kk, g) in apack.chunks_exact_mut(MR).take(kc).enumerate() {
                     for (rr, x) in g.iter_mut().enumerate() {
                         *x = if rr < r {
-                            a[(i + rr) * k + pc + kk]
+                            a.at((i + rr) * k + pc + kk)
                         } else {
                             0.0
                         };
@@ -504,6 +610,47 @@ mod tests {
                 .iter()
                 .zip(&got)
                 .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    /// Magnitudes made while packing (`Operand::Abs`, `Operand::AbsPlus`) give the bits of
+    /// the matmul of stored magnitudes, with threads and on every instruction set.
+    #[test]
+    fn derived_operands_match_stored_copies() {
+        let (m, k, n) = (131, 600, 97);
+        let a = values(m * k, 7);
+        let b = values(k * n, 8);
+        let ea: Vec<f32> = values(m * k, 9).iter().map(|x| x.abs() * 1e-3).collect();
+        let eb: Vec<f32> = values(k * n, 10).iter().map(|x| x.abs() * 1e-3).collect();
+        let abs = |x: &[f32]| x.iter().map(|v| v.abs()).collect::<Vec<_>>();
+        let plus = |x: &[f32], e: &[f32]| {
+            x.iter()
+                .zip(e)
+                .map(|(v, e)| v.abs() + e)
+                .collect::<Vec<_>>()
+        };
+        let cases = [
+            (abs(&a), abs(&b), Operand::Abs(&a), Operand::Abs(&b)),
+            (
+                plus(&a, &ea),
+                plus(&b, &eb),
+                Operand::AbsPlus(&a, &ea),
+                Operand::AbsPlus(&b, &eb),
+            ),
+        ];
+        for (sa, sb, oa, ob) in cases {
+            let mut want = vec![0.0; m * n];
+            matmul_scalar(m, k, n, &sa, &sb, &mut want);
+            for simd in [Simd::Baseline, Simd::best()] {
+                for threads in [1, 2] {
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul_of(simd, threads, m, k, n, oa, ob, &mut got);
+                    assert!(want
+                        .iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()));
+                }
+            }
         }
     }
 }

@@ -124,7 +124,7 @@ const MAX_ELEMS: u64 = 1 << 32;
 
 /// Evaluates `func` on `inputs` (in parameter order) and returns its results.
 pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, EvalError> {
-    Ok(run(func, inputs, None)?
+    Ok(run(func, Inputs::Given(inputs), None)?
         .into_iter()
         .map(|(t, _)| t)
         .collect())
@@ -139,26 +139,74 @@ pub fn evaluate_bounded(
     inputs: &[HostTensor],
     relaxed: &[Value],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
-    run(func, inputs, Some(relaxed))
+    run(func, Inputs::Given(inputs), Some(relaxed))
+}
+
+/// [`evaluate_bounded`] with each input made by `input(index)` (in parameter order) where
+/// the kernel first uses it, and dropped after its last use, so that the evaluator never
+/// holds an input longer than it needs it.
+pub fn evaluate_bounded_lazy(
+    func: &Function,
+    input: &mut dyn FnMut(usize) -> HostTensor,
+    relaxed: &[Value],
+) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
+    run(func, Inputs::Lazy(input), Some(relaxed))
+}
+
+/// Where the evaluation loop gets its inputs.
+enum Inputs<'a> {
+    /// Borrowed, all given at once.
+    Given(&'a [HostTensor]),
+    /// Made one by one at their first use, owned (and so dropped after their last).
+    Lazy(&'a mut dyn FnMut(usize) -> HostTensor),
+}
+
+/// Checks that `input` is a value of parameter `name`'s type.
+fn check_input(func: &Function, name: &str, v: Value, input: &HostTensor) -> Result<(), EvalError> {
+    let ty = func.ty(v);
+    let stored_ok = if input.dtype == Dtype::I32 {
+        input.data.is_empty()
+    } else {
+        input.ints.is_empty()
+    };
+    if ty.dtype != input.dtype
+        || ty.shape != input.shape
+        || input.elems() as u64 != ty.elems()
+        || !stored_ok
+    {
+        return Err(EvalError::InputType {
+            name: name.to_string(),
+            expected: ty.to_string(),
+            found: format!(
+                "{}{:?} with {} values",
+                input.dtype,
+                input.shape,
+                input.elems()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The evaluation loop, with bounds when `relaxed` is given (else every bound is left
 /// empty).
 fn run(
     func: &Function,
-    inputs: &[HostTensor],
+    mut inputs: Inputs,
     relaxed: Option<&[Value]>,
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
     let bounded = relaxed.is_some();
-    if inputs.len() != func.params.len() {
-        return Err(EvalError::InputCount {
-            kernel: func.name.clone(),
-            expected: func.params.len(),
-            found: inputs.len(),
-        });
+    if let Inputs::Given(given) = inputs {
+        if given.len() != func.params.len() {
+            return Err(EvalError::InputCount {
+                kernel: func.name.clone(),
+                expected: func.params.len(),
+                found: given.len(),
+            });
+        }
     }
-    // Inputs are borrowed, not copied; a value is dropped (with its bound) after its last
-    // use, so the evaluator holds only the live tensors of the kernel at any time.
+    // Given inputs are borrowed, not copied; a value is dropped (with its bound) after its
+    // last use, so the evaluator holds only the live tensors of the kernel at any time.
     let mut env: SecondaryMap<Value, Option<Cow<HostTensor>>> = SecondaryMap::new();
     let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
     for (at, &inst) in func.layout.iter().enumerate() {
@@ -170,39 +218,48 @@ fn run(
         last_use[*r] = usize::MAX;
     }
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
-    for ((name, v), input) in func.params.iter().zip(inputs) {
-        let ty = func.ty(*v);
-        let stored_ok = if input.dtype == Dtype::I32 {
-            input.data.is_empty()
-        } else {
-            input.ints.is_empty()
-        };
-        if ty.dtype != input.dtype
-            || ty.shape != input.shape
-            || input.elems() as u64 != ty.elems()
-            || !stored_ok
-        {
-            return Err(EvalError::InputType {
-                name: name.clone(),
-                expected: ty.to_string(),
-                found: format!(
-                    "{}{:?} with {} values",
-                    input.dtype,
-                    input.shape,
-                    input.elems()
-                ),
-            });
-        }
-        env[*v] = Some(Cow::Borrowed(input));
-        if bounded {
-            bounds[*v] = vec![0.0; input.elems()];
+    let mut zeros: Vec<f32> = Vec::new();
+    // Lazy inputs not made yet: parameter index per value.
+    let mut pending: SecondaryMap<Value, Option<usize>> = SecondaryMap::new();
+    for (index, (name, v)) in func.params.iter().enumerate() {
+        match &inputs {
+            Inputs::Given(given) => {
+                let input = &given[index];
+                check_input(func, name, *v, input)?;
+                env[*v] = Some(Cow::Borrowed(input));
+                // An input is exact: its bound is left empty (all zero, see below).
+                if bounded {
+                    bounds[*v] = Vec::new();
+                }
+            }
+            Inputs::Lazy(_) => pending[*v] = Some(index),
         }
     }
+    // Makes a lazy input the first time it is needed.
+    let mut make = |v: Value,
+                    env: &mut SecondaryMap<Value, Option<Cow<HostTensor>>>,
+                    bounds: &mut SecondaryMap<Value, Vec<f32>>,
+                    pending: &mut SecondaryMap<Value, Option<usize>>|
+     -> Result<(), EvalError> {
+        let (Some(index), Inputs::Lazy(input)) = (pending[v].take(), &mut inputs) else {
+            return Ok(());
+        };
+        let t = input(index);
+        check_input(func, &func.params[index].0, v, &t)?;
+        if bounded {
+            bounds[v] = Vec::new();
+        }
+        env[v] = Some(Cow::Owned(t));
+        Ok(())
+    };
     for (at, &inst) in func.layout.iter().enumerate() {
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
         if ty.elems() > MAX_ELEMS {
             return Err(EvalError::TooLarge(ty.elems()));
+        }
+        for a in &data.args {
+            make(*a, &mut env, &mut bounds, &mut pending)?;
         }
         let mut args = Vec::with_capacity(data.args.len());
         for a in &data.args {
@@ -224,7 +281,25 @@ fn run(
                 _ => eval_op(&data.op, &args, ty.dtype, &ty.shape),
             };
         if bounded {
-            let arg_bounds: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
+            // An input's bound is empty: all zero. A matmul takes it so (its bound then
+            // multiplies `|w|` instead of `|w| + 0`, the same values, and no zero copy of
+            // a weight is made); other operations get a slice of one shared zero vector.
+            let matmul = matches!(data.op, TOp::Matmul);
+            let short = |a: &Value, t: &HostTensor| bounds[*a].len() < t.elems();
+            let need = data.args.iter().zip(&args).filter(|(a, t)| short(a, t));
+            let need = need.map(|(_, t)| t.elems()).max().unwrap_or(0);
+            if !matmul && zeros.len() < need {
+                zeros = vec![0.0; need];
+            }
+            let arg_bounds: Vec<&[f32]> = data
+                .args
+                .iter()
+                .zip(&args)
+                .map(|(a, t)| match short(a, t) && !matmul {
+                    true => &zeros[..t.elems()],
+                    false => &bounds[*a][..],
+                })
+                .collect();
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
             bounds[data.result] = bound::op_bound(&data.op, &args, &arg_bounds, &out, relax);
         }
@@ -235,6 +310,9 @@ fn run(
                 bounds[*a] = Vec::new();
             }
         }
+    }
+    for r in &func.results {
+        make(*r, &mut env, &mut bounds, &mut pending)?;
     }
     func.results
         .iter()
@@ -452,22 +530,36 @@ fn binary(op: AluOp, a: &HostTensor, b: &HostTensor, dtype: Dtype, shape: &[u64]
 }
 
 fn matmul(a: &HostTensor, b: &HostTensor, shape: &[u64]) -> Vec<f32> {
+    use matmul::Operand::Values;
+    matmul_of(&a.shape, Values(&a.data), &b.shape, Values(&b.data), shape)
+}
+
+/// The matmul of operands of shapes `a_shape` and `b_shape` whose values `a` and `b` may
+/// be derived from stored ones as they are packed (`matmul::Operand`), with NumPy's
+/// broadcasting of the batch axes to the result's `shape`.
+fn matmul_of(
+    a_shape: &[u64],
+    a: matmul::Operand,
+    b_shape: &[u64],
+    b: matmul::Operand,
+    shape: &[u64],
+) -> Vec<f32> {
     let rank = shape.len();
     let (m, n) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
-    let k = a.shape[a.shape.len() - 1] as usize;
+    let k = a_shape[a_shape.len() - 1] as usize;
     let batch = &shape[..rank - 2];
     // Batch offsets (in matrices) of each operand, broadcast to the output's batch axes.
-    let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
-    let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
+    let sa = broadcast_strides(&a_shape[..a_shape.len() - 2], batch);
+    let sb = broadcast_strides(&b_shape[..b_shape.len() - 2], batch);
     let mut out = vec![0f32; shape.iter().product::<u64>() as usize];
     // The blocked kernel (`matmul.rs`) keeps the language's order (the module comment)
     // exactly, whatever the instruction set and thread count.
     let (simd, threads) = (matmul::Simd::best(), matmul::threads());
     for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
-        let am = &a.data[ia * m * k..(ia + 1) * m * k];
-        let bm = &b.data[ib * k * n..(ib + 1) * k * n];
+        let am = a.slice(ia * m * k..(ia + 1) * m * k);
+        let bm = b.slice(ib * k * n..(ib + 1) * k * n);
         let om = &mut out[bi * m * n..(bi + 1) * m * n];
-        matmul::matmul(simd, threads, m, k, n, am, bm, om);
+        matmul::matmul_of(simd, threads, m, k, n, am, bm, om);
     });
     out
 }

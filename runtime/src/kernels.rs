@@ -161,6 +161,31 @@ pub fn products_exact(a: &[f32], b: &[f32]) -> bool {
     exact(&sa, &sb)
 }
 
+/// What [`products_exact`] gathers over one operand, for callers that produce an operand's
+/// values piece by piece (the reference evaluator's bound matmuls of magnitudes, which are
+/// never stored whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExactScan(Stats);
+
+impl Default for ExactScan {
+    fn default() -> ExactScan {
+        ExactScan(Stats::EMPTY)
+    }
+}
+
+impl ExactScan {
+    /// Adds the values of `piece`.
+    pub fn scan(&mut self, piece: &[f32]) {
+        self.0.scan(piece);
+    }
+
+    /// Whether every product of a value scanned by `self` and one scanned by `other` is
+    /// exact in f32, as [`products_exact`] says of whole operands.
+    pub fn products_exact(&self, other: &ExactScan) -> bool {
+        exact(&self.0, &other.0)
+    }
+}
+
 /// Whether every product `s * v` of a value of the first operand and one of the second is
 /// exact in f32 (neither rounded, nor out of range), so that a fused multiply-add rounds
 /// exactly once where a multiply and then an add would round the same sum, and gives the

@@ -15,8 +15,15 @@
 //!
 //! Loading decodes, verifies (unless the configuration turns it off) and checks the HBM
 //! size against the limit before anything is allocated. Each run starts from fresh
-//! memories: HBM zeroed with the bound inputs copied in, SBUF and PSUM zeroed (or
+//! memories: HBM zeroed (or poisoned) but for the bound inputs, SBUF and PSUM zeroed (or
 //! poisoned), so repeated runs are identical.
+//!
+//! HBM is held once: binding writes an input straight into the HBM image the run will use
+//! (the first bind allocates it, zeroed by the allocator, so pages nothing touches cost no
+//! memory), the run executes in that image, and the outputs are read from it afterwards. A
+//! later run resets everything but the inputs; a program that may write into an input's
+//! bytes (no compiled kernel does) keeps a copy of its bound inputs so that a later run
+//! still starts from them.
 
 use crate::config::MachineConfig;
 use crate::error::RuntimeError;
@@ -38,10 +45,20 @@ pub struct Machine {
 pub struct Loaded {
     program: Program,
     config: MachineConfig,
-    /// Bound bytes per tensor (inputs only).
-    inputs: Vec<Option<Vec<u8>>>,
-    /// HBM as the last successful run left it.
-    hbm: Option<Vec<u8>>,
+    /// Whether each tensor (inputs only) is bound.
+    bound: Vec<bool>,
+    /// The HBM image: the bound inputs at their offsets, and after a run everything that
+    /// run wrote. Empty until the first bind or run.
+    hbm: Vec<u8>,
+    /// Whether a run has written `hbm` since it was allocated (its bytes outside the inputs
+    /// must be reset before the next run).
+    dirty: bool,
+    /// Whether `hbm` holds the result of a successful run (outputs may be read).
+    ran: bool,
+    /// Whether some instruction may write into an input's bytes (`writes_inputs`).
+    writes_inputs: bool,
+    /// The bound bytes per tensor, kept only when `writes_inputs`.
+    saved: Vec<Option<Vec<u8>>>,
 }
 
 /// Outputs and report of [`run_program`].
@@ -122,10 +139,14 @@ impl Machine {
             })?;
         }
         Ok(Loaded {
-            inputs: vec![None; program.tensors.len()],
+            bound: vec![false; program.tensors.len()],
+            saved: vec![None; program.tensors.len()],
+            writes_inputs: writes_inputs(&program),
             program,
             config: self.config.clone(),
-            hbm: None,
+            hbm: Vec::new(),
+            dirty: false,
+            ran: false,
         })
     }
 }
@@ -187,9 +208,11 @@ impl Loaded {
                 found: values.len() as u64,
             });
         }
-        let mut bytes = vec![0u8; t.bytes() as usize];
-        numeric::store(t.dtype, values, &mut bytes);
-        self.inputs[i] = Some(bytes);
+        let (start, len) = (t.offset as usize, t.bytes() as usize);
+        let dtype = t.dtype;
+        let hbm = self.hbm_image()?;
+        numeric::store(dtype, values, &mut hbm[start..start + len]);
+        self.bound_input(i);
         Ok(())
     }
 
@@ -203,18 +226,49 @@ impl Loaded {
                 found: bytes.len() as u64,
             });
         }
-        self.inputs[i] = Some(bytes.to_vec());
+        let start = t.offset as usize;
+        let hbm = self.hbm_image()?;
+        hbm[start..start + bytes.len()].copy_from_slice(bytes);
+        self.bound_input(i);
         Ok(())
+    }
+
+    /// The HBM image, allocated (zeroed) on first use. A bind after a run invalidates the
+    /// run's outputs.
+    fn hbm_image(&mut self) -> Result<&mut [u8], RuntimeError> {
+        if self.hbm.is_empty() && self.program.hbm_size > 0 {
+            let size =
+                usize::try_from(self.program.hbm_size).map_err(|_| RuntimeError::HbmLimit {
+                    needed: self.program.hbm_size,
+                    limit: usize::MAX as u64,
+                })?;
+            self.hbm = vec![0; size];
+        }
+        self.ran = false;
+        Ok(&mut self.hbm)
+    }
+
+    /// Records that input `i` is bound (its bytes are in the HBM image), keeping a copy of
+    /// them when the program may write over them.
+    fn bound_input(&mut self, i: usize) {
+        self.bound[i] = true;
+        if self.writes_inputs {
+            let t = &self.program.tensors[i];
+            let start = t.offset as usize;
+            self.saved[i] = Some(self.hbm[start..start + t.bytes() as usize].to_vec());
+        }
     }
 
     /// Runs the program: fresh memories, the bound inputs in HBM, every stream to its
     /// `end` under the timing model. Every input must be bound.
     pub fn run(&mut self) -> Result<Report, RuntimeError> {
-        self.hbm = None;
-        let size = usize::try_from(self.program.hbm_size).map_err(|_| RuntimeError::HbmLimit {
-            needed: self.program.hbm_size,
-            limit: usize::MAX as u64,
-        })?;
+        self.ran = false;
+        for (t, &bound) in self.program.tensors.iter().zip(&self.bound) {
+            if t.role == Role::Input && !bound {
+                return Err(RuntimeError::Unbound(t.name.clone()));
+            }
+        }
+        self.hbm_image()?;
         // Under poison tracking, outputs and scratch start as NaN bytes, so that even a
         // read the bitmap could not see would show.
         let fill = if self.config.poison {
@@ -222,21 +276,12 @@ impl Loaded {
         } else {
             0
         };
-        let mut hbm = vec![fill; size];
-        for (t, bound) in self.program.tensors.iter().zip(&self.inputs) {
-            if t.role != Role::Input {
-                continue;
-            }
-            let Some(bytes) = bound else {
-                return Err(RuntimeError::Unbound(t.name.clone()));
-            };
-            let start = t.offset as usize;
-            if let Some(dst) = hbm.get_mut(start..start + bytes.len()) {
-                dst.copy_from_slice(bytes);
-            }
+        if self.dirty || fill != 0 {
+            self.reset_hbm(fill);
         }
         let cfg = &self.config;
         let max_elems = cfg.limits.max_elements_per_instruction;
+        let hbm = std::mem::take(&mut self.hbm);
         let mut mem = Memories::new(hbm, cfg.geometry, cfg.poison, max_elems);
         for t in &self.program.tensors {
             let (start, len) = (t.offset as usize, t.bytes() as usize);
@@ -246,33 +291,93 @@ impl Loaded {
             }
         }
         let mut exec = Executor::new(mem, cfg.timing.dma_min_run);
-        let report = timing::simulate(&self.program, cfg, &mut exec)?;
+        let result = timing::simulate(&self.program, cfg, &mut exec);
         // Under poison tracking, every output byte must have been written by the program.
-        for t in self.program.tensors_with_role(Role::Output) {
-            if let Some(byte) = exec
-                .mem
+        let unwritten = self.program.tensors_with_role(Role::Output).find_map(|t| {
+            exec.mem
                 .first_unwritten_hbm(t.offset as usize, t.bytes() as usize)
-            {
-                return Err(RuntimeError::OutputNotWritten {
+                .map(|byte| RuntimeError::OutputNotWritten {
                     name: t.name.clone(),
                     byte: byte as u64,
-                });
+                })
+        });
+        self.hbm = std::mem::take(&mut exec.mem.hbm);
+        self.dirty = true;
+        let report = result?;
+        if let Some(e) = unwritten {
+            return Err(e);
+        }
+        self.ran = true;
+        Ok(report)
+    }
+
+    /// Sets every HBM byte outside the inputs to `fill` and restores inputs the program
+    /// may have written over, so that a run starts as on a fresh image.
+    fn reset_hbm(&mut self, fill: u8) {
+        let mut inputs: Vec<(usize, usize)> = self
+            .program
+            .tensors
+            .iter()
+            .filter(|t| t.role == Role::Input)
+            .map(|t| (t.offset as usize, t.offset as usize + t.bytes() as usize))
+            .collect();
+        inputs.sort_unstable();
+        let mut at = 0;
+        for (start, end) in inputs {
+            if start > at {
+                self.hbm[at..start].fill(fill);
+            }
+            at = at.max(end);
+        }
+        let len = self.hbm.len();
+        if at < len {
+            self.hbm[at..].fill(fill);
+        }
+        for (t, saved) in self.program.tensors.iter().zip(&self.saved) {
+            if let Some(bytes) = saved {
+                let start = t.offset as usize;
+                self.hbm[start..start + bytes.len()].copy_from_slice(bytes);
             }
         }
-        self.hbm = Some(exec.mem.hbm);
-        Ok(report)
     }
 
     /// The bytes of a tensor after the last run.
     pub fn read_bytes(&self, name: &str) -> Result<&[u8], RuntimeError> {
         let (_, t) = self.find(name)?;
-        let hbm = self
-            .hbm
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NotRun(name.to_string()))?;
+        if !self.ran {
+            return Err(RuntimeError::NotRun(name.to_string()));
+        }
         let start = t.offset as usize;
-        hbm.get(start..start + t.bytes() as usize)
+        self.hbm
+            .get(start..start + t.bytes() as usize)
             .ok_or_else(|| RuntimeError::UnknownTensor(name.to_string()))
+    }
+
+    /// The bytes bound to an input, as the next run will start from them (after a run
+    /// too, even when the program wrote over them).
+    pub fn input_bytes(&self, name: &str) -> Result<&[u8], RuntimeError> {
+        let (i, t) = self.input(name)?;
+        if !self.bound[i] {
+            return Err(RuntimeError::Unbound(name.to_string()));
+        }
+        if let Some(saved) = &self.saved[i] {
+            return Ok(saved);
+        }
+        let start = t.offset as usize;
+        Ok(&self.hbm[start..start + t.bytes() as usize])
+    }
+
+    /// Consumes the machine and returns its HBM image with every bound input's bytes at
+    /// its offset (restored where the program wrote over one), so that a caller done with
+    /// the outputs can keep the inputs without copying them.
+    pub fn into_input_image(mut self) -> Vec<u8> {
+        for (t, saved) in self.program.tensors.iter().zip(&self.saved) {
+            if let Some(bytes) = saved {
+                let start = t.offset as usize;
+                self.hbm[start..start + bytes.len()].copy_from_slice(bytes);
+            }
+        }
+        self.hbm
     }
 
     /// The values of a tensor (usually an output) after the last run, decoded to f32.
@@ -283,6 +388,42 @@ impl Loaded {
         numeric::load(t.dtype, bytes, &mut out);
         Ok(out)
     }
+}
+
+/// Whether some instruction of `program` may write into the bytes of an input: an HBM
+/// operand it writes whose address range (from its pattern's extreme offsets) overlaps one.
+fn writes_inputs(program: &Program) -> bool {
+    let inputs: Vec<(i128, i128)> = program
+        .tensors_with_role(Role::Input)
+        .map(|t| (t.offset as i128, t.offset as i128 + t.bytes() as i128))
+        .collect();
+    if inputs.is_empty() {
+        return false;
+    }
+    let mut hit = false;
+    for inst in program.streams.iter().flatten() {
+        inst.op.visit_aps(&mut |ap, access| {
+            let isa::ApRef::Hbm(h) = ap else { return };
+            if access != isa::Access::Write || hit {
+                return;
+            }
+            let esz = h.dtype.size() as i128;
+            let (mut lo, mut hi) = (h.offset as i128, h.offset as i128 + esz);
+            for d in &h.dims {
+                let span = (d.size.max(1) as i128 - 1) * d.stride as i128 * esz;
+                if span < 0 {
+                    lo += span;
+                } else {
+                    hi += span;
+                }
+            }
+            hit = inputs.iter().any(|&(s, e)| lo < e && s < hi);
+        });
+        if hit {
+            return true;
+        }
+    }
+    false
 }
 
 /// Loads `program` on a machine of `config`, binds `inputs` (name, values), runs it and

@@ -715,7 +715,36 @@ pub fn write_npy_file_as(
             ),
         ));
     }
-    write_file_atomic(path.as_ref(), &write_npy_as(shape, data, out_kind))
+    // Streamed: the header, then the data a piece at a time (a large input's f32 file is
+    // never built in memory).
+    let one_d = [data.len() as u64];
+    let shape = if shape_matches(shape, data.len()) {
+        shape
+    } else {
+        &one_d[..]
+    };
+    let descr = match out_kind {
+        NpyOut::F32 => "<f4",
+        NpyOut::Bool => "|b1",
+    };
+    let header = npy_header(shape, descr, 0);
+    write_file_atomic_with(path.as_ref(), &mut |w| {
+        w.write_all(&header)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for piece in data.chunks(1 << 14) {
+            buf.clear();
+            match out_kind {
+                NpyOut::F32 => {
+                    for x in piece {
+                        buf.extend_from_slice(&x.to_le_bytes());
+                    }
+                }
+                NpyOut::Bool => buf.extend(piece.iter().map(|&x| u8::from(x != 0.0))),
+            }
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes `bytes` to `path` the way a user expects of an output path, without ever leaving
@@ -732,6 +761,16 @@ pub fn write_npy_file_as(
 /// The command line writes every output file (`-o`, `--trace`, `--report-json`, the
 /// `.npy` files of `run`) through this function.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file_atomic_with(path, &mut |w| w.write_all(bytes))
+}
+
+/// [`write_file_atomic`] of the bytes `write` produces into a writer, piece by piece, so
+/// that a large file is never held whole in memory.
+pub fn write_file_atomic_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let bytes = write;
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(io::Error::other("it is a folder, not a file")),
         Ok(meta) if meta.is_file() => {
@@ -745,8 +784,9 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Ok(_) => {
             // A device or a FIFO: replacing it would break it (and, for `/dev/stdout`,
             // replace a system symlink), so it is written in place.
-            let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-            file.write_all(bytes)?;
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            let mut file = io::BufWriter::with_capacity(1 << 16, file);
+            bytes(&mut file)?;
             file.flush()
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -778,7 +818,10 @@ fn final_link_target(path: &Path) -> io::Result<std::path::PathBuf> {
 
 /// Replaces (or creates) the regular file `path` through a synced temporary file in the
 /// same folder and a rename.
-fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn replace_file(
+    path: &Path,
+    bytes: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -794,11 +837,13 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     );
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = io::BufWriter::with_capacity(1 << 16, file);
+        bytes(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)

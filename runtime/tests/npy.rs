@@ -1082,3 +1082,26 @@ fn int32_outputs_round_trip() {
     assert_eq!(a.shape, vec![2, 3]);
     assert_eq!(a.to_i32().unwrap(), values);
 }
+
+/// The files are written streamed, a piece at a time; their bytes are those of the
+/// in-memory serialisation, across many pieces and for both kinds.
+#[test]
+fn streamed_files_hold_the_serialised_bytes() {
+    let dir = std::env::temp_dir().join(format!("tessera-npy-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Vec<f32> = (0..40_000).map(|i| (i % 7) as f32 * 0.5 - 1.0).collect();
+    for (kind, name) in [
+        (runtime::npy::NpyOut::F32, "f.npy"),
+        (runtime::npy::NpyOut::Bool, "b.npy"),
+    ] {
+        let path = dir.join(name);
+        runtime::npy::write_npy_file_as(&path, &[200, 200], &data, kind).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            bytes,
+            runtime::npy::write_npy_as(&[200, 200], &data, kind),
+            "{name}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

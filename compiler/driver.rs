@@ -1105,7 +1105,7 @@ fn compare_outputs(
             want.len()
         )));
     }
-    for (i, (got, (w, _))) in outputs.iter().zip(&want).enumerate() {
+    for (i, (got, (w, _))) in outputs.iter().zip(want.iter()).enumerate() {
         // A length difference is never a numeric error: it is a bug on one side, and an
         // element-wise comparison would pass over the missing elements.
         let elems = w.shape.iter().product::<u64>() as usize;

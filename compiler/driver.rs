@@ -1148,6 +1148,11 @@ pub struct Comparison {
     /// The element whose error is the largest fraction of its allowed error: index, error,
     /// allowed error. None when every element matches exactly.
     pub worst: Option<(usize, f64, f32)>,
+    /// Elements whose reference value is finite but whose allowed error is not: the error
+    /// analysis of the default policy cannot bound them (an ill-conditioned step, such as a
+    /// softmax of scores whose own bounds are large), so any value passes there. `line`
+    /// says so, rather than let such a comparison look like a check.
+    pub unbounded: usize,
 }
 
 impl Comparison {
@@ -1170,6 +1175,12 @@ impl Comparison {
             line.push_str(&format!(
                 ", {} elements outside the allowed error",
                 self.bad
+            ));
+        }
+        if self.unbounded > 0 {
+            line.push_str(&format!(
+                "; note: {} of its elements have no finite error bound under this dtype policy, so they are not checked (`--dtype-policy strict` compares every element bit for bit)",
+                self.unbounded
             ));
         }
         line
@@ -1215,10 +1226,14 @@ pub fn compare(got: &[f32], want: &[f32], bound: &[f32]) -> Comparison {
         bad: 0,
         first_bad: None,
         worst: None,
+        unbounded: 0,
     };
     let mut worst_ratio = -1.0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let allowed = bound.get(i).copied().unwrap_or(0.0);
+        if w.is_finite() && !allowed.is_finite() {
+            c.unbounded += 1;
+        }
         let (abs, rel, ok) = if w.is_nan() || g.is_nan() || w.is_infinite() || g.is_infinite() {
             if (w.is_nan() && g.is_nan()) || g == w {
                 (0.0, 0.0, true)
@@ -1267,6 +1282,7 @@ pub fn compare_i32(got: &[i32], want: &[i32]) -> Comparison {
         bad: 0,
         first_bad: None,
         worst: None,
+        unbounded: 0,
     };
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         if g == w {

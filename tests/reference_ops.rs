@@ -467,3 +467,46 @@ fn i32_movement_keeps_every_integer() {
     // Indices 1 and 2 select rows 1 and 2 of `t`.
     assert_eq!(out[3].data, vec![2.0, 3.0, 4.0, 5.0]);
 }
+
+/// A masked score is an exact `-inf`: subtracting the row maximum leaves it `-inf` whatever
+/// the maximum's error, and its `exp` is an exact 0. Its bound is 0, so the probabilities
+/// of a causal softmax keep finite bounds (the rounding term of an infinite result was
+/// infinite, and it made every bound of the row, and of everything after it, infinite:
+/// `--check` then allowed any value there).
+#[test]
+fn masked_scores_keep_finite_bounds() {
+    let src = "kernel k(v0 s: f32[4, 4] @0..0) -> (f32[4, 4], f32[4, 4]) {
+        v1 = tril v0 k=0 fill=-inf : f32[4, 4] @0..0
+        v2 = max v1 axis=1 keepdims=true : f32[4, 1] @0..0
+        v3 = sub v1, v2 : f32[4, 4] @0..0
+        v4 = exp v3 : f32[4, 4] @0..0
+        v5 = sum v4 axis=1 keepdims=true : f32[4, 1] @0..0
+        v6 = div v4, v5 : f32[4, 4] @0..0
+        return v3, v6
+    }";
+    let f = &ir::parse(src).expect("parses")[0];
+    ir::verify(f, "test").expect("verifies");
+    let values: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let out = tessera::reference::evaluate_bounded(f, &[t(Dtype::F32, &[4, 4], &values)], &[])
+        .expect("evaluates");
+    let (shifted, shifted_bound) = &out[0];
+    let (probs, probs_bound) = &out[1];
+    for r in 0..4 {
+        for c in 0..4 {
+            let i = r * 4 + c;
+            if c > r {
+                assert_eq!(shifted.data[i], f32::NEG_INFINITY);
+                assert_eq!(shifted_bound[i], 0.0, "masked element {i} is exact");
+                assert_eq!(probs.data[i], 0.0);
+                // 0 / sum keeps only the smallest rounding step of a zero result.
+                assert!(probs_bound[i] < f32::MIN_POSITIVE, "masked probability {i}");
+            } else {
+                assert!(
+                    probs_bound[i].is_finite() && probs_bound[i] < 1e-5,
+                    "{i}: {}",
+                    probs_bound[i]
+                );
+            }
+        }
+    }
+}

@@ -154,6 +154,39 @@ fn unary_prop(u: UnaryFn, x: f64, b: f64) -> f64 {
     }
 }
 
+/// The propagated bound that says an element is an infinity for every operand value within
+/// the operands' bounds: an exact infinity (a `-inf` fill, an infinite input) that a finite
+/// value cannot cancel. Compiled code computes the same infinity, so the result is exact
+/// whatever its dtype's rounding; `op_bound` finishes it as 0. Without it, the rounding
+/// term of an infinite result was infinite, and so was every bound it reached (a masked
+/// score's `exp` gave every probability of its row, and every output after attention, an
+/// infinite allowed error: `--check` would have passed any value there).
+const EXACT_INFINITY: f64 = -1.0;
+
+/// Whether `a op b` is the same infinity for all operands within `ba`, `bb`.
+fn exact_infinity(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> bool {
+    let inf = |x: f64, bx: f64| x.is_infinite() && bx == 0.0;
+    let finite = |x: f64, bx: f64| (x.abs() + bx).is_finite();
+    let nonzero = |x: f64, bx: f64| finite(x, bx) && x.abs() > bx;
+    match op {
+        BinaryOp::Add => {
+            (inf(a, ba) && (finite(b, bb) || (inf(b, bb) && a == b)))
+                || (inf(b, bb) && finite(a, ba))
+        }
+        BinaryOp::Sub => {
+            (inf(a, ba) && (finite(b, bb) || (inf(b, bb) && a == -b)))
+                || (inf(b, bb) && finite(a, ba))
+        }
+        BinaryOp::Mul => (inf(a, ba) && nonzero(b, bb)) || (inf(b, bb) && nonzero(a, ba)),
+        BinaryOp::Div => inf(a, ba) && nonzero(b, bb),
+        BinaryOp::Maximum => (a == f64::INFINITY && ba == 0.0) || (b == f64::INFINITY && bb == 0.0),
+        BinaryOp::Minimum => {
+            (a == f64::NEG_INFINITY && ba == 0.0) || (b == f64::NEG_INFINITY && bb == 0.0)
+        }
+        _ => false,
+    }
+}
+
 /// How far `a op b` may be from the reference's for operands within `ba`, `bb`.
 fn binary_prop(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> f64 {
     if ba == 0.0 && bb == 0.0 {
@@ -362,7 +395,13 @@ pub fn op_bound(
             (Source::Zero, _) => buf.fill(0.0),
             (Source::Direct, TOp::Unary(u)) => {
                 for (p, i) in buf.iter_mut().zip(range) {
-                    *p = unary_prop(*u, args[0].data[i] as f64, bounds[0][i] as f64);
+                    let (x, b) = (args[0].data[i] as f64, bounds[0][i] as f64);
+                    // A function of an exact infinity is computed the same way everywhere.
+                    *p = if x.is_infinite() && b == 0.0 && out.data[i].is_infinite() {
+                        EXACT_INFINITY
+                    } else {
+                        unary_prop(*u, x, b)
+                    };
                 }
             }
             (Source::Direct, TOp::Cast) => {
@@ -375,13 +414,13 @@ pub fn op_bound(
                     .as_ref()
                     .expect("strides of a binary operation");
                 for_each_index_in(shape, [sa, sb], range, |i, [ia, ib]| {
-                    buf[i - start] = binary_prop(
-                        *b,
-                        args[0].data[ia] as f64,
-                        args[1].data[ib] as f64,
-                        bounds[0][ia] as f64,
-                        bounds[1][ib] as f64,
-                    );
+                    let (x, y) = (args[0].data[ia] as f64, args[1].data[ib] as f64);
+                    let (bx, by) = (bounds[0][ia] as f64, bounds[1][ib] as f64);
+                    buf[i - start] = if exact_infinity(*b, x, y, bx, by) {
+                        EXACT_INFINITY
+                    } else {
+                        binary_prop(*b, x, y, bx, by)
+                    };
                 });
             }
             (Source::Direct, _) => unreachable!("only unary, cast and binary are direct"),
@@ -412,6 +451,9 @@ pub fn op_bound(
     // Each element's bound depends on that element alone: computed in parallel chunks, a
     // piece of the propagated bounds at a time.
     let finish = |i: usize, p: f64| -> f32 {
+        if p == EXACT_INFINITY {
+            return 0.0;
+        }
         match rounding {
             Rounding::Exact => up(p),
             Rounding::Implicit => up(p + implicit(d, out.data[i].abs() as f64 + p)),

@@ -6,21 +6,10 @@
 
 mod common;
 
-use common::{both_policies as policies, compile_verified as compile, run_case};
+use common::{both_policies as policies, compile_verified as compile, rope, run_case};
 use tessera::driver;
 use tessera::passes::fusion::Root;
 use tessera::passes::PassOptions;
-
-/// Llama's rotary embedding on `q[B, S, D]` with `cos` and `sin` of `[S, D]`.
-fn rope(b: u64, s: u64, d: u64) -> String {
-    format!(
-        "kernel rope(q: bf16[{b}, {s}, {d}], cos: bf16[{s}, {d}], sin: bf16[{s}, {d}]) -> bf16[{b}, {s}, {d}] {{\n\
-         \x20   let rot = concat([-q[..., {h}:], q[..., :{h}]], axis=-1);\n\
-         \x20   return (q * cos + rot * sin) as bf16;\n\
-         }}\n",
-        h = d / 2
-    )
-}
 
 #[test]
 fn rope_is_one_row_group() {

@@ -801,6 +801,27 @@ fn tensor_arg_reduce_first_position_and_combine() {
 /// the bitwise ops, `i32:N` immediates, a wrapping row sum with a scalar epilogue, an
 /// exact `partition_transpose`, `iota` into `i32`, and conversions of `i32` to bf16 by DMA
 /// and by `tensor_copy`, rounded once from the exact integer.
+/// Assembles `a`, binds `xs` as the `i32` input `x` and runs it.
+fn run_ints(a: &Asm, xs: &[i32]) -> runtime::Loaded {
+    let mut loaded = runtime::Machine::new(config())
+        .load_program(asm(&a.text()))
+        .unwrap();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    loaded.bind_bytes("x", &bytes).unwrap();
+    loaded.run().unwrap();
+    loaded
+}
+
+/// The `i32` output `name` of a run.
+fn read_ints(loaded: &runtime::Loaded, name: &str) -> Vec<i32> {
+    loaded
+        .read_bytes(name)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 #[test]
 fn integer_datapath_is_exact() {
     let (p, f) = (4usize, 8usize);
@@ -871,21 +892,8 @@ fn integer_datapath_is_exact() {
                 ^ ((i / 8) << 1)
         })
         .collect();
-    let program = asm(&a.text());
-    let mut loaded = runtime::Machine::new(config())
-        .load_program(program)
-        .unwrap();
-    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
-    loaded.bind_bytes("x", &bytes).unwrap();
-    loaded.run().unwrap();
-    let ints = |name: &str| -> Vec<i32> {
-        loaded
-            .read_bytes(name)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
+    let loaded = run_ints(&a, &xs);
+    let ints = |name: &str| read_ints(&loaded, name);
     let sum: Vec<i32> = xs
         .iter()
         .map(|&v| v.wrapping_add(i32::MAX).max(-5))
@@ -986,21 +994,8 @@ fn integer_scan_and_arg_reduce_are_exact() {
             }
         })
         .collect();
-    let program = asm(&a.text());
-    let mut loaded = runtime::Machine::new(config())
-        .load_program(program)
-        .unwrap();
-    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
-    loaded.bind_bytes("x", &bytes).unwrap();
-    loaded.run().unwrap();
-    let ints = |name: &str| -> Vec<i32> {
-        loaded
-            .read_bytes(name)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
+    let loaded = run_ints(&a, &xs);
+    let ints = |name: &str| read_ints(&loaded, name);
     let mut scan = xs.clone();
     for row in scan.chunks_exact_mut(f) {
         for j in 1..f {

@@ -33,6 +33,17 @@ pub fn compile_verified(text: &str, passes: PassOptions) -> tessera::passes::Com
     driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The RoPE kernel of the column-view and packed-row tests: Llama's rotary embedding on `q[B, S, D]` with `cos` and `sin` of `[S, D]`.
+pub fn rope(b: u64, s: u64, d: u64) -> String {
+    format!(
+        "kernel rope(q: bf16[{b}, {s}, {d}], cos: bf16[{s}, {d}], sin: bf16[{s}, {d}]) -> bf16[{b}, {s}, {d}] {{\n\
+         \x20   let rot = concat([-q[..., {h}:], q[..., :{h}]], axis=-1);\n\
+         \x20   return (q * cos + rot * sin) as bf16;\n\
+         }}\n",
+        h = d / 2
+    )
+}
+
 /// Runs `c` on seed-1 random inputs (input `i` from stream `i`); returns the interpreter's
 /// report and each output compared with the reference evaluator's.
 pub fn run_seed1(c: &tessera::passes::Compilation) -> (runtime::Report, Vec<driver::Comparison>) {

@@ -122,7 +122,7 @@ pub struct RealRow {
     /// The latency-aware ceiling's cycles (what a perfect schedule could reach at best).
     pub ceiling: Option<u64>,
     pub bottleneck: String,
-    pub check: Result<(), String>,
+    pub check: Result<String, String>,
     pub interp_s: f64,
 }
 
@@ -243,7 +243,7 @@ pub fn table(results: &RealResults) -> String {
         match outcome {
             Ok(r) => {
                 let check = match &r.check {
-                    Ok(()) => "ok".to_string(),
+                    Ok(ok) => ok.clone(),
                     Err(e) => format!("MISMATCH: {}", first_line(e).replace('|', "/")),
                 };
                 // The latency-aware ceiling as an efficiency: the most a perfect schedule

@@ -594,6 +594,16 @@ pub enum NpyOut {
     Bool,
 }
 
+impl NpyOut {
+    /// The header's `descr` of this element type.
+    fn descr(self) -> &'static str {
+        match self {
+            NpyOut::F32 => "<f4",
+            NpyOut::Bool => "|b1",
+        }
+    }
+}
+
 /// [`write_npy`] with the element type `out_kind`.
 pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     let one_d = [data.len() as u64];
@@ -602,11 +612,7 @@ pub fn write_npy_as(shape: &[u64], data: &[f32], out_kind: NpyOut) -> Vec<u8> {
     } else {
         &one_d[..]
     };
-    let descr = match out_kind {
-        NpyOut::F32 => "<f4",
-        NpyOut::Bool => "|b1",
-    };
-    let mut out = npy_header(shape, descr, 4 * data.len());
+    let mut out = npy_header(shape, out_kind.descr(), 4 * data.len());
     match out_kind {
         NpyOut::F32 => {
             for x in data {
@@ -717,17 +723,7 @@ pub fn write_npy_file_as(
     }
     // Streamed: the header, then the data a piece at a time (a large input's f32 file is
     // never built in memory).
-    let one_d = [data.len() as u64];
-    let shape = if shape_matches(shape, data.len()) {
-        shape
-    } else {
-        &one_d[..]
-    };
-    let descr = match out_kind {
-        NpyOut::F32 => "<f4",
-        NpyOut::Bool => "|b1",
-    };
-    let header = npy_header(shape, descr, 0);
+    let header = npy_header(shape, out_kind.descr(), 0);
     write_file_atomic_with(path.as_ref(), &mut |w| {
         w.write_all(&header)?;
         let mut buf = Vec::with_capacity(1 << 16);

@@ -15,11 +15,13 @@
 //! Two more modes draw on their own generators and seed streams: attention compositions
 //! (`common::attention_gen`, `TESSERA_ATTN_*`) and version-2 kernels (`common::v2_gen`,
 //! `TESSERA_V2_*`: slices, `concat`, `pad`, `broadcast_to`, `where`, `take`, `i32`).
+//! A fourth draws convolutions and pools (`common::conv_gen`, `TESSERA_CONV_*`).
 
 mod common;
 
 use common::attention_gen;
 use common::bisect::{self, Verdict};
+use common::conv_gen;
 use common::kernel_gen::{self, Config};
 use common::v2_gen;
 use common::{run_case, Outcome};
@@ -364,6 +366,149 @@ fn version_2_kernels_match_the_reference() {
             "reduce<-take_computed",
             "matmul<-take_i32",
             "reduce<-take_i32",
+        ];
+        let missing: Vec<&str> = needles
+            .iter()
+            .filter(|n| !coverage.contains_key(**n))
+            .copied()
+            .collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
+    }
+}
+
+/// The number of convolution and pooling kernels when `TESSERA_CONV_CASES` is not set.
+const DEFAULT_CONV_CASES: u64 = 160;
+
+/// The lowering the default pipeline gives each convolution of one group in `text`:
+/// `lower:implicit` (implicit GEMM) or `lower:window` (the window matrix's matmul), by the
+/// tile pass's own choice (`tiling::conv::plan`); nothing when it does not compile.
+fn conv_lowerings(text: &str) -> Vec<String> {
+    let source = driver::Source {
+        name: "conv.tsr".to_string(),
+        text: text.to_string(),
+    };
+    let Ok(c) = driver::compile(
+        &source,
+        &driver::CompileOptions::default(),
+        &mut String::new(),
+    ) else {
+        return Vec::new();
+    };
+    let (Some(groups), Some(layout)) = (c.groups.as_ref(), c.layout.as_ref()) else {
+        return Vec::new();
+    };
+    c.convs
+        .iter()
+        .map(|rec| {
+            let planned = tessera::passes::tiling::conv::plan(&c.tensor, groups, layout, rec);
+            if planned.is_some() {
+                "lower:implicit".to_string()
+            } else {
+                "lower:window".to_string()
+            }
+        })
+        .collect()
+}
+
+/// The convolution and pooling mode: kernels from `common::conv_gen` (1-D and 2-D `conv`
+/// with stride, padding, dilation, groups and depthwise, f32, bf16 and mixed operands and
+/// bias, residual, relu and cast epilogues; `max_pool` with dilation and `ceil_mode`;
+/// `avg_pool` with `ceil_mode` and `count_include_pad`; fed by elementwise chains and by
+/// each other, feeding matmuls and reductions), each under the default policy and under
+/// strict. Its own seed stream (`TESSERA_CONV_SEED`, `TESSERA_CONV_CASES`). Every
+/// construct, and both lowerings of a convolution of one group, must show up in the
+/// default cases.
+#[test]
+fn convolutions_and_pools_match_the_reference() {
+    let cases = env_u64("TESSERA_CONV_CASES", DEFAULT_CONV_CASES);
+    let first = env_u64("TESSERA_CONV_SEED", DEFAULT_SEED);
+    let start = Instant::now();
+    let failures = Mutex::new(Vec::new());
+    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    parallel(cases, |i| {
+        let seed = first.wrapping_add(i);
+        let k = conv_gen::generate_conv(seed);
+        let lowerings = conv_lowerings(&k.source);
+        {
+            let mut c = coverage.lock().unwrap();
+            for f in k.features.iter().chain(&lowerings) {
+                *c.entry(f.clone()).or_default() += 1;
+            }
+        }
+        for strict in [false, true] {
+            let options = PassOptions {
+                strict_dtypes: strict,
+                ..PassOptions::default()
+            };
+            let outcome = run_case(&k.source, &options, seed);
+            if !outcome.is_match() {
+                let policy = if strict { "strict" } else { "wide" };
+                failures.lock().unwrap().push(format!(
+                    "seed {seed} (replay: TESSERA_CONV_SEED={seed} TESSERA_CONV_CASES=1), {policy}: {}\n{}",
+                    truncate(&outcome.describe(), 30),
+                    k.source
+                ));
+            }
+        }
+    });
+    let coverage = coverage.into_inner().unwrap();
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "convolutions and pools: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
+        start.elapsed().as_secs_f64(),
+        failures.len(),
+        coverage
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
+    );
+    if first == DEFAULT_SEED && cases >= DEFAULT_CONV_CASES {
+        let needles = [
+            "conv1d",
+            "conv2d",
+            "conv:f32",
+            "conv:bf16",
+            "conv:mixed_dtypes",
+            "conv:stride",
+            "conv:padding",
+            "conv:dilation",
+            "conv:groups",
+            "conv:depthwise",
+            "conv:bias",
+            "conv:residual",
+            "conv:relu",
+            "conv:cast",
+            "channels>=128",
+            "long_row",
+            "pool1d",
+            "pool2d",
+            "pool:padding",
+            "max_pool:dilation",
+            "max_pool:ceil_mode",
+            "avg_pool:ceil_mode",
+            "avg_pool:count_include_pad=false",
+            "chain",
+            "conv<-param",
+            "conv<-chain",
+            "conv<-pool",
+            "conv<-conv",
+            "max_pool<-chain",
+            "max_pool<-conv",
+            "avg_pool<-chain",
+            "avg_pool<-conv",
+            "matmul<-conv",
+            "matmul<-pool",
+            "reduce<-conv",
+            "reduce<-pool",
+            "lower:implicit",
+            "lower:window",
         ];
         let missing: Vec<&str> = needles
             .iter()

@@ -9,6 +9,7 @@
 
 pub mod attention_gen;
 pub mod bisect;
+pub mod conv_gen;
 pub mod kernel_gen;
 pub mod v2_gen;
 

@@ -161,7 +161,13 @@ impl Gen {
     }
 
     /// Binds `expr` to a fresh `let` and returns the value.
-    fn bind(&mut self, expr: String, dtype: &'static str, shape: Vec<u64>, origin: &'static str) -> Val {
+    fn bind(
+        &mut self,
+        expr: String,
+        dtype: &'static str,
+        shape: Vec<u64>,
+        origin: &'static str,
+    ) -> Val {
         let name = self.fresh("v");
         self.lets.push(format!("let {name} = {expr};"));
         Val {
@@ -422,13 +428,15 @@ impl Gen {
             1 => {
                 let m = self.rng.pick(&[1u64, 7, 32, 129]);
                 let w = self.fresh("m");
-                self.params.push(format!("{w}: {}", ty(v.dtype, &[cols, m])));
+                self.params
+                    .push(format!("{w}: {}", ty(v.dtype, &[cols, m])));
                 (format!("{flat} @ {w}"), ty("f32", &[rows, m]), "matmul")
             }
             2 => {
                 let m = self.rng.pick(&[1u64, 5, 64, 130]);
                 let w = self.fresh("m");
-                self.params.push(format!("{w}: {}", ty(v.dtype, &[m, rows])));
+                self.params
+                    .push(format!("{w}: {}", ty(v.dtype, &[m, rows])));
                 (format!("{w} @ {flat}"), ty("f32", &[m, cols]), "matmul")
             }
             3 => {

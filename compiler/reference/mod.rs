@@ -181,6 +181,21 @@ pub fn evaluate_bounded_lazy(
     )
 }
 
+/// [`evaluate`] with each input made by `input(index)` where the kernel first uses it and
+/// dropped after its last use, as [`evaluate_bounded_lazy`] does, without bounds (for
+/// `--check --dtype-policy strict`, which compares every bit and needs none).
+pub fn evaluate_lazy(
+    func: &Function,
+    input: &mut dyn FnMut(usize) -> HostTensor,
+) -> Result<Vec<HostTensor>, EvalError> {
+    Ok(
+        run(func, Inputs::Lazy(input), None, Some(rows::Blocks::DEFAULT))?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
+    )
+}
+
 /// Where the evaluation loop gets its inputs.
 enum Inputs<'a> {
     /// Borrowed, all given at once.

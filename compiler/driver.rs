@@ -1621,7 +1621,10 @@ impl PackedInputs {
         let mut kept: Vec<_> = ranges.iter().flatten().cloned().collect();
         kept.sort_by_key(|r| r.start);
         let mut from = 0;
-        for r in kept.iter().chain(std::iter::once(&(image.len()..image.len()))) {
+        for r in kept
+            .iter()
+            .chain(std::iter::once(&(image.len()..image.len())))
+        {
             if let Some(gap) = image.get_mut(from..r.start.max(from)) {
                 release(gap);
             }
@@ -1679,7 +1682,10 @@ fn release(bytes: &mut [u8]) {
     {
         const PAGE: usize = 4096;
         let start = bytes.as_mut_ptr() as usize;
-        let (lo, hi) = ((start + PAGE - 1) / PAGE * PAGE, (start + bytes.len()) / PAGE * PAGE);
+        let (lo, hi) = (
+            start.div_ceil(PAGE) * PAGE,
+            (start + bytes.len()) / PAGE * PAGE,
+        );
         if hi > lo {
             // SAFETY: `lo..hi` lies within `bytes`, memory of a live allocation that the
             // caller will not read again (its range is marked taken); MADV_DONTNEED keeps

@@ -218,9 +218,8 @@ fn view<'a>(
         .map(|d| if d < pad { 1 } else { t.shape[d - pad] })
         .collect();
     let mut matrix = 0u64;
-    for d in 0..rank - 2 {
-        let i = if a[d] == 1 { 0 } else { block.batch[d] };
-        matrix = matrix * a[d] + i;
+    for (&size, &at) in a[..rank - 2].iter().zip(&block.batch) {
+        matrix = matrix * size + if size == 1 { 0 } else { at };
     }
     let (rows, cols) = (a[rank - 2], a[rank - 1]);
     let (lo, hi) = if all_rows || rows == 1 {

@@ -1041,14 +1041,22 @@ pub fn expected(
     inputs: &[HostTensor],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, DriverError> {
     let (func, relaxed) = c.reference();
-    let mut want = crate::reference::evaluate_bounded(func, inputs, &relaxed)
-        .map_err(|e| reference_error(c, e))?;
     if c.options.strict_dtypes {
-        for (_, b) in &mut want {
-            b.fill(0.0);
-        }
+        let want = crate::reference::evaluate(func, inputs).map_err(|e| reference_error(c, e))?;
+        return Ok(exact(want));
     }
-    Ok(want)
+    crate::reference::evaluate_bounded(func, inputs, &relaxed).map_err(|e| reference_error(c, e))
+}
+
+/// Reference results with a zero bound for every element: under `--dtype-policy strict`
+/// the bounds are not computed at all (the values are the same bits either way).
+fn exact(want: Vec<HostTensor>) -> Vec<(HostTensor, Vec<f32>)> {
+    want.into_iter()
+        .map(|t| {
+            let n = t.elems();
+            (t, vec![0.0; n])
+        })
+        .collect()
 }
 
 /// A reference evaluator's error as the driver reports it: an index out of range of
@@ -1594,11 +1602,13 @@ pub struct PackedInputs {
 
 impl PackedInputs {
     /// The bound inputs of `loaded`, one per parameter of `params`; consumes the machine.
+    /// The rest of the image (outputs, already read, and scratch) is given back to the
+    /// operating system at once.
     pub fn from_machine(
         loaded: runtime::Loaded,
         params: &[ParamSpec],
     ) -> Result<PackedInputs, DriverError> {
-        let ranges = params
+        let ranges: Vec<Option<std::ops::Range<usize>>> = params
             .iter()
             .map(|p| {
                 let t = loaded
@@ -1607,9 +1617,22 @@ impl PackedInputs {
                 Ok(Some(t.offset as usize..(t.offset + t.bytes()) as usize))
             })
             .collect::<Result<_, DriverError>>()?;
+        let mut image = loaded.into_input_image();
+        let mut kept: Vec<_> = ranges.iter().flatten().cloned().collect();
+        kept.sort_by_key(|r| r.start);
+        let mut from = 0;
+        for r in kept
+            .iter()
+            .chain(std::iter::once(&(image.len()..image.len())))
+        {
+            if let Some(gap) = image.get_mut(from..r.start.max(from)) {
+                release(gap);
+            }
+            from = from.max(r.end);
+        }
         Ok(PackedInputs {
             params: params.to_vec(),
-            image: loaded.into_input_image(),
+            image,
             ranges,
         })
     }
@@ -1619,7 +1642,8 @@ impl PackedInputs {
     /// an empty tensor the evaluator refuses.
     pub fn take(&mut self, index: usize) -> HostTensor {
         let p = &self.params[index];
-        let bytes = match self.ranges[index].take() {
+        let range = self.ranges[index].take();
+        let bytes = match range.clone() {
             Some(r) => self.image.get(r).unwrap_or_default(),
             None => &[],
         };
@@ -1639,11 +1663,41 @@ impl PackedInputs {
                 ints: Vec::new(),
             }
         };
+        if let Some(taken) = range.and_then(|r| self.image.get_mut(r)) {
+            release(taken);
+        }
         if self.ranges.iter().all(|r| r.is_none()) {
             self.image = Vec::new();
         }
         t
     }
+}
+
+/// Gives the operating system back the whole pages of `bytes`, an input's range of the
+/// HBM image that has been taken and is never read again, so that a run does not hold an
+/// input twice (its bytes in the image and its f32 copy in the reference) while the
+/// reference works. The pages stay mapped and read as zeros afterwards.
+fn release(bytes: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = bytes.as_mut_ptr() as usize;
+        let (lo, hi) = (
+            start.div_ceil(PAGE) * PAGE,
+            (start + bytes.len()) / PAGE * PAGE,
+        );
+        if hi > lo {
+            // SAFETY: `lo..hi` lies within `bytes`, memory of a live allocation that the
+            // caller will not read again (its range is marked taken); MADV_DONTNEED keeps
+            // the mapping valid, and the allocator may reuse it (it then reads zeros). The
+            // advice is only a saving, so its result is not needed.
+            unsafe {
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
 }
 
 /// [`check_outputs`] with the inputs taken one by one from `inputs` where the reference
@@ -1654,8 +1708,15 @@ pub fn check_outputs_packed(
     outputs: &[HostTensor],
 ) -> Result<Vec<Comparison>, DriverError> {
     let (func, relaxed) = c.reference();
-    let mut want = crate::reference::evaluate_bounded_lazy(func, &mut |i| inputs.take(i), &relaxed)
-        .map_err(|e| reference_error(c, e))?;
+    let mut want = if c.options.strict_dtypes {
+        exact(
+            crate::reference::evaluate_lazy(func, &mut |i| inputs.take(i))
+                .map_err(|e| reference_error(c, e))?,
+        )
+    } else {
+        crate::reference::evaluate_bounded_lazy(func, &mut |i| inputs.take(i), &relaxed)
+            .map_err(|e| reference_error(c, e))?
+    };
     compare_outputs(c, &mut want, outputs)
 }
 

@@ -331,11 +331,13 @@ pub fn op_bound(
         Zero,
         /// Computed from the operands element by element (unary, cast, binary).
         Direct,
-        /// A matmul's or convolution's magnitudes `Q` and, with inexact operands, `P`.
+        /// A matmul's or convolution's magnitudes `Q` and, with inexact operands, `P`;
+        /// `exact` marks the output rows (of `n` elements) whose operands are exact.
         Products {
             k: f64,
             q: Vec<f32>,
             pm: Option<Vec<f32>>,
+            exact: Option<(usize, Vec<bool>)>,
         },
         /// Moved operand bounds (layout operations, masks), exact in f32.
         Moved(Vec<f32>),
@@ -346,12 +348,17 @@ pub fn op_bound(
         TOp::Const(_) => Source::Zero,
         TOp::Unary(_) | TOp::Cast | TOp::Binary(_) => Source::Direct,
         TOp::Matmul => {
-            let (k, q, pm) = matmul_prop(args, bounds, shape);
-            Source::Products { k, q, pm }
+            let (k, q, pm, exact) = matmul_prop(args, bounds, shape);
+            Source::Products { k, q, pm, exact }
         }
         TOp::Conv(attrs) => {
             let (k, q, pm) = conv_prop(attrs, args, bounds, shape);
-            Source::Products { k, q, pm }
+            Source::Products {
+                k,
+                q,
+                pm,
+                exact: None,
+            }
         }
         TOp::Reduce { func, axis, .. } => {
             let mut prop = vec![0f64; n];
@@ -424,16 +431,23 @@ pub fn op_bound(
                 });
             }
             (Source::Direct, _) => unreachable!("only unary, cast and binary are direct"),
-            (Source::Products { k, q, pm }, _) => match pm {
+            (Source::Products { k, q, pm, exact }, _) => match pm {
                 None => {
                     for (p, q) in buf.iter_mut().zip(&q[range]) {
                         *p = 3.0 * k * U32 * *q as f64;
                     }
                 }
                 Some(pm) => {
-                    for ((p, q), pm) in buf.iter_mut().zip(&q[range.clone()]).zip(&pm[range]) {
+                    let zipped = buf
+                        .iter_mut()
+                        .zip(&q[range.clone()])
+                        .zip(&pm[range.clone()]);
+                    for (((p, q), pm), i) in zipped.zip(range) {
                         let (q, pm) = (*q as f64, *pm as f64);
-                        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
+                        *p = match exact {
+                            Some((n, rows)) if rows[i / n] => 3.0 * k * U32 * q,
+                            _ => (pm - q).max(0.0) + 6.0 * k * U32 * pm,
+                        };
                     }
                 }
             },
@@ -649,12 +663,17 @@ fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop:
 /// A matmul: `sum_k (|a| bb + ba |b| + ba bb) + 2 K u sum_k |a| |b|` per output, from two
 /// f32 matmuls of magnitudes, `P = (|A| + Ba) @ (|B| + Bb)` and `Q = |A| @ |B|`, as
 /// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
-/// more keeps the result an upper bound. With exact operands only `Q` is needed.
+/// more keeps the result an upper bound. With exact operands only `Q` is needed: with
+/// none inexact `P` is not computed, and an output row whose row of `A` and matrix of `B`
+/// are exact gets `3 K u Q` (the last value, the rows of the exact ones; each output row
+/// is decided from its own operands only, so a row block evaluation, `rows.rs`, gives the
+/// same bits).
+#[allow(clippy::type_complexity)]
 fn matmul_prop<'a>(
     args: &[&'a HostTensor],
     bounds: &[&'a [f32]],
     shape: &[u64],
-) -> (f64, Vec<f32>, Option<Vec<f32>>) {
+) -> (f64, Vec<f32>, Option<Vec<f32>>, Option<(usize, Vec<bool>)>) {
     use super::matmul::Operand;
     let k = args[0].shape[args[0].shape.len() - 1] as f64;
     // The magnitudes are made as the kernel packs its operands, never stored whole.
@@ -668,7 +687,7 @@ fn matmul_prop<'a>(
     );
     let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
     if exact {
-        return (k, q, None);
+        return (k, q, None, None);
     }
     // An empty bound is all zero (an input's): `|x| + 0` is `|x|`.
     let widened = |x: &'a [f32], e: &'a [f32]| match e.len() < x.len() {
@@ -682,7 +701,43 @@ fn matmul_prop<'a>(
         widened(&b.data, bounds[1]),
         shape,
     );
-    (k, q, Some(pm))
+    (k, q, Some(pm), exact_rows(args, bounds, shape))
+}
+
+/// The output rows of a matmul whose row of `A` and matrix of `B` (the batch index's, with
+/// broadcasting) have zero bounds, as `(row length, flags)`; `None` when there are none.
+#[allow(clippy::type_complexity)]
+fn exact_rows(
+    args: &[&HostTensor],
+    bounds: &[&[f32]],
+    shape: &[u64],
+) -> Option<(usize, Vec<bool>)> {
+    let (a, b) = (args[0], args[1]);
+    let rank = shape.len();
+    let (m, n) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
+    let k = a.shape[a.shape.len() - 1] as usize;
+    let zero = |e: &[f32], range: std::ops::Range<usize>| {
+        e.len() < range.end || e[range].iter().all(|&x| x == 0.0)
+    };
+    // An empty bound is all zero; a bound shorter than its tensor is one.
+    let whole = |e: &[f32], t: &HostTensor| e.len() < t.data.len();
+    let batch = &shape[..rank - 2];
+    let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
+    let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
+    let mut rows = vec![false; shape[..rank - 1].iter().product::<u64>() as usize];
+    let mut any = false;
+    for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
+        if !(whole(bounds[1], b) || zero(bounds[1], ib * k * n..(ib + 1) * k * n)) {
+            return;
+        }
+        for i in 0..m {
+            let r = ia * m + i;
+            let e = whole(bounds[0], a) || zero(bounds[0], r * k..(r + 1) * k);
+            rows[bi * m + i] = e;
+            any |= e;
+        }
+    });
+    any.then_some((n, rows))
 }
 
 /// A convolution's bound: a matmul's (`matmul_prop`) over its `C_g x kernel elements`

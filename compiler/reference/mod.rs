@@ -22,6 +22,7 @@ mod matmul;
 pub mod movement;
 mod par;
 mod pool;
+pub mod rows;
 mod scan;
 mod v2;
 
@@ -124,10 +125,15 @@ const MAX_ELEMS: u64 = 1 << 32;
 
 /// Evaluates `func` on `inputs` (in parameter order) and returns its results.
 pub fn evaluate(func: &Function, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, EvalError> {
-    Ok(run(func, Inputs::Given(inputs), None)?
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect())
+    Ok(run(
+        func,
+        Inputs::Given(inputs),
+        None,
+        Some(rows::Blocks::DEFAULT),
+    )?
+    .into_iter()
+    .map(|(t, _)| t)
+    .collect())
 }
 
 /// Evaluates `func` on `inputs` and returns each result with its error bound per element
@@ -139,7 +145,24 @@ pub fn evaluate_bounded(
     inputs: &[HostTensor],
     relaxed: &[Value],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
-    run(func, Inputs::Given(inputs), Some(relaxed))
+    run(
+        func,
+        Inputs::Given(inputs),
+        Some(relaxed),
+        Some(rows::Blocks::DEFAULT),
+    )
+}
+
+/// [`evaluate_bounded`] with the runs of row-independent operations evaluated by row
+/// blocks (`rows.rs`), or every operation on whole tensors when `None`. The results and bounds are the same bits either way; the tests
+/// compare the two.
+pub fn evaluate_bounded_blocks(
+    func: &Function,
+    inputs: &[HostTensor],
+    relaxed: &[Value],
+    blocks: Option<rows::Blocks>,
+) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
+    run(func, Inputs::Given(inputs), Some(relaxed), blocks)
 }
 
 /// [`evaluate_bounded`] with each input made by `input(index)` (in parameter order) where
@@ -150,7 +173,27 @@ pub fn evaluate_bounded_lazy(
     input: &mut dyn FnMut(usize) -> HostTensor,
     relaxed: &[Value],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
-    run(func, Inputs::Lazy(input), Some(relaxed))
+    run(
+        func,
+        Inputs::Lazy(input),
+        Some(relaxed),
+        Some(rows::Blocks::DEFAULT),
+    )
+}
+
+/// [`evaluate`] with each input made by `input(index)` where the kernel first uses it and
+/// dropped after its last use, as [`evaluate_bounded_lazy`] does, without bounds (for
+/// `--check --dtype-policy strict`, which compares every bit and needs none).
+pub fn evaluate_lazy(
+    func: &Function,
+    input: &mut dyn FnMut(usize) -> HostTensor,
+) -> Result<Vec<HostTensor>, EvalError> {
+    Ok(
+        run(func, Inputs::Lazy(input), None, Some(rows::Blocks::DEFAULT))?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
+    )
 }
 
 /// Where the evaluation loop gets its inputs.
@@ -189,11 +232,13 @@ fn check_input(func: &Function, name: &str, v: Value, input: &HostTensor) -> Res
 }
 
 /// The evaluation loop, with bounds when `relaxed` is given (else every bound is left
-/// empty).
+/// empty), and the runs `rows::plan` finds evaluated by row blocks of `blocks` when
+/// given.
 fn run(
     func: &Function,
     mut inputs: Inputs,
     relaxed: Option<&[Value]>,
+    blocks: Option<rows::Blocks>,
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
     let bounded = relaxed.is_some();
     if let Inputs::Given(given) = inputs {
@@ -252,11 +297,55 @@ fn run(
         env[v] = Some(Cow::Owned(t));
         Ok(())
     };
+    let regions = blocks.map_or_else(Vec::new, |n| rows::plan(func, n));
+    let mut next_region = regions.iter().peekable();
+    let mut skip_to = 0;
     for (at, &inst) in func.layout.iter().enumerate() {
+        if at < skip_to {
+            continue;
+        }
         let data = &func.insts[inst];
         let ty = func.ty(data.result);
         if ty.elems() > MAX_ELEMS {
             return Err(EvalError::TooLarge(ty.elems()));
+        }
+        if let Some(region) = next_region.next_if(|r| r.start == at) {
+            let here = &func.layout[region.start..region.end];
+            for &i in here {
+                let t = func.ty(func.insts[i].result);
+                if t.elems() > MAX_ELEMS {
+                    return Err(EvalError::TooLarge(t.elems()));
+                }
+                for a in &func.insts[i].args {
+                    make(*a, &mut env, &mut bounds, &mut pending)?;
+                }
+            }
+            let outside = |v: Value| -> Result<(&HostTensor, &[f32]), EvalError> {
+                let t = env[v].as_deref().ok_or(EvalError::Unverified(v))?;
+                Ok((t, &bounds[v][..]))
+            };
+            let kept = rows::eval_region(
+                func,
+                region,
+                blocks.unwrap_or(rows::Blocks::DEFAULT),
+                &last_use,
+                &outside,
+                relaxed,
+            )?;
+            for (v, t, b) in kept {
+                env[v] = Some(Cow::Owned(t));
+                bounds[v] = b;
+            }
+            for &i in here {
+                for a in &func.insts[i].args {
+                    if (region.start..region.end).contains(&last_use[*a]) {
+                        env[*a] = None;
+                        bounds[*a] = Vec::new();
+                    }
+                }
+            }
+            skip_to = region.end;
+            continue;
         }
         for a in &data.args {
             make(*a, &mut env, &mut bounds, &mut pending)?;
@@ -281,27 +370,9 @@ fn run(
                 _ => eval_op(&data.op, &args, ty.dtype, &ty.shape),
             };
         if bounded {
-            // An input's bound is empty: all zero. A matmul takes it so (its bound then
-            // multiplies `|w|` instead of `|w| + 0`, the same values, and no zero copy of
-            // a weight is made); other operations get a slice of one shared zero vector.
-            let matmul = matches!(data.op, TOp::Matmul);
-            let short = |a: &Value, t: &HostTensor| bounds[*a].len() < t.elems();
-            let need = data.args.iter().zip(&args).filter(|(a, t)| short(a, t));
-            let need = need.map(|(_, t)| t.elems()).max().unwrap_or(0);
-            if !matmul && zeros.len() < need {
-                zeros = vec![0.0; need];
-            }
-            let arg_bounds: Vec<&[f32]> = data
-                .args
-                .iter()
-                .zip(&args)
-                .map(|(a, t)| match short(a, t) && !matmul {
-                    true => &zeros[..t.elems()],
-                    false => &bounds[*a][..],
-                })
-                .collect();
+            let raw: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
-            bounds[data.result] = bound::op_bound(&data.op, &args, &arg_bounds, &out, relax);
+            bounds[data.result] = bound_step(&data.op, &args, &raw, &out, relax, &mut zeros);
         }
         env[data.result] = Some(Cow::Owned(out));
         for a in &data.args {
@@ -324,6 +395,36 @@ fn run(
             Ok((t, bounds[*r].clone()))
         })
         .collect()
+}
+
+/// The bound of `out = op(args)` from the operands' bounds `raw`, where an empty bound (an
+/// input's) is all zero. A matmul takes it so (its bound then multiplies `|w|` instead of
+/// `|w| + 0`, the same values, and no zero copy of a weight is made); other operations get
+/// a slice of `zeros`, one shared zero vector grown as needed.
+fn bound_step(
+    op: &TOp,
+    args: &[&HostTensor],
+    raw: &[&[f32]],
+    out: &HostTensor,
+    relax: bool,
+    zeros: &mut Vec<f32>,
+) -> Vec<f32> {
+    let matmul = matches!(op, TOp::Matmul);
+    let short = |b: &[f32], t: &HostTensor| b.len() < t.elems();
+    let need = raw.iter().zip(args).filter(|(b, t)| short(b, t));
+    let need = need.map(|(_, t)| t.elems()).max().unwrap_or(0);
+    if !matmul && zeros.len() < need {
+        *zeros = vec![0.0; need];
+    }
+    let arg_bounds: Vec<&[f32]> = raw
+        .iter()
+        .zip(args)
+        .map(|(b, t)| match short(b, t) && !matmul {
+            true => &zeros[..t.elems()],
+            false => *b,
+        })
+        .collect();
+    bound::op_bound(op, args, &arg_bounds, out, relax)
 }
 
 /// Evaluates one operation whose result has `dtype` and `shape`. A `take` whose index is

@@ -71,20 +71,40 @@ pub struct Implicit {
     pub attrs: ConvAttrs,
 }
 
-/// Rewrites every `conv`; returns whether there was one.
-pub fn run(func: &mut Function) -> Result<bool, String> {
-    run_recording(func, &mut Vec::new())
+/// A depthwise convolution rewritten into its multiply-add chain, whose result `out`
+/// (`[N, C, OH x OW]`, `[N, C, L]` in 1-D) is a `reshape` of the chain's last sum: the tile
+/// pass may compute `out` straight from `x` and `w` on Vector, GpSimd and Scalar
+/// (`tiling/depthwise.rs`) instead, and the chain is then never lowered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Depthwise {
+    pub out: Value,
+    /// The convolution's input `[N, C, spatial..]` and weights `[C, 1, window..]`.
+    pub x: Value,
+    pub w: Value,
+    pub attrs: ConvAttrs,
 }
 
-/// [`run`], also recording each convolution of one group and its matmul in `implicit`.
-pub fn run_recording(func: &mut Function, implicit: &mut Vec<Implicit>) -> Result<bool, String> {
+/// Rewrites every `conv`; returns whether there was one.
+pub fn run(func: &mut Function) -> Result<bool, String> {
+    run_recording(func, &mut Vec::new(), &mut Vec::new())
+}
+
+/// [`run`], also recording each convolution of one group and its matmul in `implicit`,
+/// and each depthwise convolution in `depthwise`.
+pub fn run_recording(
+    func: &mut Function,
+    implicit: &mut Vec<Implicit>,
+    depthwise: &mut Vec<Depthwise>,
+) -> Result<bool, String> {
     let old = std::mem::take(&mut func.layout);
     let mut changed = false;
     let mut reshapes = Vec::new();
     for inst in old {
         if let TOp::Conv(attrs) = func.insts[inst].op.clone() {
-            if let Some(rec) = expand(func, inst, &attrs)? {
-                implicit.push(rec);
+            match expand(func, inst, &attrs)? {
+                Some(Expanded::Implicit(rec)) => implicit.push(rec),
+                Some(Expanded::Depthwise(rec)) => depthwise.push(rec),
+                None => {}
             }
             changed = true;
             if func.insts[inst].op == TOp::Reshape {
@@ -295,9 +315,16 @@ fn slice(func: &mut Function, v: Value, axes: &[(u64, i64)], shape: Vec<u64>, sp
     func.push(TOp::Slice(axes), &[v], ty(d, shape), span)
 }
 
+/// What `expand` records of a convolution.
+enum Expanded {
+    Implicit(Implicit),
+    Depthwise(Depthwise),
+}
+
 /// Turns `inst` (a conv) into the last instruction of its expansion, the ones before it
-/// appended to the layout; returns the matmul of a convolution of one group.
-fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Implicit>, String> {
+/// appended to the layout; returns the matmul of a convolution of one group, or the
+/// depthwise convolution's record.
+fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Expanded>, String> {
     let span = func.spans[inst];
     let (x, w) = (func.insts[inst].args[0], func.insts[inst].args[1]);
     let xs = func.ty(x).shape.clone();
@@ -307,8 +334,13 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Impli
     let (c, o) = (xs[1], ws[0]);
     let (cg, og) = (c / g, o / g);
     if g > 1 && cg == 1 && og == 1 {
-        depthwise(func, inst, a, x, w, &out, span)?;
-        return Ok(None);
+        let out = depthwise(func, inst, a, x, w, &out, span)?;
+        return Ok(Some(Expanded::Depthwise(Depthwise {
+            out,
+            x,
+            w,
+            attrs: a.clone(),
+        })));
     }
     if g > MAX_GEMM_GROUPS {
         return Err(format!(
@@ -379,7 +411,7 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Impli
     if last_is_matmul {
         let (w2, cols) = parts[0];
         set(func, inst, TOp::Matmul, &[w2, cols]);
-        return Ok(Some(record(func.insts[inst].result)));
+        return Ok(Some(Expanded::Implicit(record(func.insts[inst].result))));
     }
     let mut results = Vec::new();
     for (w2, cols) in parts {
@@ -396,7 +428,7 @@ fn expand(func: &mut Function, inst: Inst, a: &ConvAttrs) -> Result<Option<Impli
         func.push(TOp::Concat(1), &results, ty(Dtype::F32, mshape), span)
     };
     set(func, inst, TOp::Reshape, &[m]);
-    Ok((g == 1).then(|| record(m)))
+    Ok((g == 1).then(|| Expanded::Implicit(record(m))))
 }
 
 /// Replaces the operation and arguments of `inst`, keeping its result.
@@ -466,7 +498,11 @@ fn windows(
 
 /// A depthwise convolution (`groups = C = O`) as a multiply-add chain over the taps in f32:
 /// `acc = (x_0 w_0 + 0) + x_1 w_1 + ..`, where `x_t` is the tap's window slice and `w_t`
-/// its weight per channel, broadcast over the batch and the positions.
+/// its weight per channel, broadcast over the batch and the positions. The last sum is
+/// reshaped to `[N, C, positions]` (a free view) and the convolution's own instruction
+/// reshapes that back, so that the elementwise chain after it runs on `[N, C, positions]`
+/// once `sink_reshapes` has moved that reshape past it (in 1-D the conv's instruction is
+/// the one reshape, to the same shape); returns the `[N, C, positions]` value.
 fn depthwise(
     func: &mut Function,
     inst: Inst,
@@ -475,7 +511,7 @@ fn depthwise(
     w: Value,
     out: &[u64],
     span: Span,
-) -> Result<(), String> {
+) -> Result<Value, String> {
     let ws = func.ty(w).shape.clone();
     let spatial = ws.len() - 2;
     let c = ws[0];
@@ -495,7 +531,6 @@ fn depthwise(
     wshape.extend(std::iter::repeat_n(1, spatial));
     let mut acc = None;
     let zero = func.push(TOp::Const(0.0), &[], f32(&[]), span);
-    let n = taps.len();
     for (t, xt) in taps.into_iter().enumerate() {
         let wt = slice(func, w2, &[(0, 1), (t as u64, 1)], vec![c, 1], span);
         let wt = func.push(TOp::Reshape, &[wt], f32(&wshape), span);
@@ -511,22 +546,22 @@ fn depthwise(
             span,
         );
         let prev = acc.unwrap_or(zero);
-        if t + 1 == n {
-            // The conv's own instruction computes the last sum, so its uses stay.
-            set(
-                func,
-                inst,
-                TOp::Binary(crate::ir::BinaryOp::Add),
-                &[prev, p],
-            );
-        } else {
-            acc = Some(func.push(
-                TOp::Binary(crate::ir::BinaryOp::Add),
-                &[prev, p],
-                f32(out),
-                span,
-            ));
-        }
+        acc = Some(func.push(
+            TOp::Binary(crate::ir::BinaryOp::Add),
+            &[prev, p],
+            f32(out),
+            span,
+        ));
     }
-    Ok(())
+    let acc = acc.ok_or("a depthwise convolution without taps")?;
+    if spatial == 1 {
+        // Already `[N, C, L]`: the conv's own instruction is that reshape.
+        set(func, inst, TOp::Reshape, &[acc]);
+        return Ok(func.insts[inst].result);
+    }
+    let positions: u64 = out[2..].iter().product();
+    let flat = func.push(TOp::Reshape, &[acc], f32(&[out[0], c, positions]), span);
+    // The conv's own instruction gives the result, so its uses stay.
+    set(func, inst, TOp::Reshape, &[flat]);
+    Ok(flat)
 }

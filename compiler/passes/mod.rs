@@ -45,6 +45,9 @@ pub struct Compilation {
     /// The convolutions of one group the `conv` pass rewrote, each with its matmul, for
     /// the tile pass's implicit GEMM (`tiling/conv.rs`).
     pub convs: Vec<conv::Implicit>,
+    /// The depthwise convolutions the `conv` pass rewrote, for the tile pass's lowering
+    /// on Vector, GpSimd and Scalar (`tiling/depthwise.rs`).
+    pub depthwise: Vec<conv::Depthwise>,
     /// The options that passes read.
     pub options: PassOptions,
     /// The source file's name and text, so emission can turn spans into line:col.
@@ -170,7 +173,8 @@ fn canonicalize_pass(c: &mut Compilation) -> Result<bool, String> {
 fn conv_pass(c: &mut Compilation) -> Result<bool, String> {
     let before = c.tensor.clone();
     let mut convs = Vec::new();
-    if !conv::run_recording(&mut c.tensor, &mut convs)? {
+    let mut depthwise = Vec::new();
+    if !conv::run_recording(&mut c.tensor, &mut convs, &mut depthwise)? {
         return Ok(false);
     }
     let map = c
@@ -184,6 +188,17 @@ fn conv_pass(c: &mut Compilation) -> Result<bool, String> {
         .filter_map(|r| {
             Some(conv::Implicit {
                 matmul: map[r.matmul]?,
+                x: map[r.x]?,
+                w: map[r.w]?,
+                attrs: r.attrs,
+            })
+        })
+        .collect();
+    c.depthwise = depthwise
+        .into_iter()
+        .filter_map(|r| {
+            Some(conv::Depthwise {
+                out: map[r.out]?,
                 x: map[r.x]?,
                 w: map[r.w]?,
                 attrs: r.attrs,
@@ -230,6 +245,7 @@ fn tile_pass(c: &mut Compilation) -> Result<bool, String> {
         c.layout.as_ref(),
         &c.options,
         &c.convs,
+        &c.depthwise,
     )?);
     Ok(true)
 }
@@ -405,6 +421,7 @@ impl Compilation {
             tile: None,
             program: None,
             convs: Vec::new(),
+            depthwise: Vec::new(),
             options,
             source: None,
         }

@@ -20,6 +20,7 @@ mod casts;
 mod colsum;
 mod concat_view;
 pub mod conv;
+mod depthwise;
 mod gather;
 pub(crate) mod longrow;
 mod matmul;
@@ -103,6 +104,9 @@ pub struct Tiler<'a> {
     pub pack_reps: u32,
     /// The convolutions' matmuls computed by implicit GEMM (`conv.rs`).
     pub convs: Vec<conv::ConvPlan>,
+    /// The depthwise convolutions computed on Vector, GpSimd and Scalar
+    /// (`depthwise.rs`), each with the row group that reads it.
+    pub dws: Vec<depthwise::DwPlan>,
     /// Column sums computed by the row group that computes their operand (`colsum.rs`):
     /// (column sum, operand), for every such sum of the kernel.
     pub attached_sums: Vec<(Inst, Value)>,
@@ -118,6 +122,7 @@ pub fn lower(
     layout: Option<&Layout>,
     options: &PassOptions,
     convs: &[crate::passes::conv::Implicit],
+    dws: &[crate::passes::conv::Depthwise],
 ) -> Result<TileFunc, String> {
     let grouping_given = grouping.is_some();
     let singles;
@@ -134,7 +139,13 @@ pub fn lower(
         Some(l) => l.clone(),
         None => layout::plan(func, grouping, false),
     };
-    let mut grouping = split_oversized(func, grouping, options.strict_dtypes)?;
+    // Depthwise convolutions computed from their input and weights: their multiply-add
+    // chain is then never computed.
+    let dw_plans: Vec<depthwise::DwPlan> = dws
+        .iter()
+        .filter_map(|rec| depthwise::plan(func, grouping, rec))
+        .collect();
+    let mut grouping = split_oversized(func, grouping, options.strict_dtypes, &dw_plans)?;
     if options.mutation == Some(super::Mutation::AttentionFirst) {
         grouping
             .groups
@@ -168,6 +179,7 @@ pub fn lower(
         pack_reps: 1,
         prologues: Vec::new(),
         convs: Vec::new(),
+        dws: Vec::new(),
         attached_sums: Vec::new(),
         sum_operands: Vec::new(),
     };
@@ -177,6 +189,7 @@ pub fn lower(
         .iter()
         .filter_map(|rec| conv::plan(func, &grouping, &t.layout, rec))
         .collect();
+    t.dws = dw_plans;
     for (name, v) in &func.params {
         let ty = func.ty(*v);
         let buf = t.out.hbm(name, Role::Input, ty.dtype, &ty.shape);
@@ -224,7 +237,7 @@ pub fn lower(
     t.attached_sums = t.attach_column_sums(&grouping);
     t.plan_scratch(&grouping);
     t.place_concat_parts();
-    let mut unneeded = unneeded_groups(func, &grouping, &t.convs);
+    let mut unneeded = unneeded_groups(func, &grouping, &t.convs, &t.dws);
     if t.fold {
         for (arg, gi) in matmul::operand_prologues(func, &grouping, &t.layout) {
             if !unneeded[gi] {
@@ -318,13 +331,16 @@ fn split_oversized(
     func: &Function,
     grouping: &fusion::Grouping,
     strict: bool,
+    dws: &[depthwise::DwPlan],
 ) -> Result<fusion::Grouping, String> {
     let mut out = fusion::Grouping::default();
     for g in &grouping.groups {
         let bytes = peak_block_bytes(func, g);
         // Matmul and attention groups work on tiles of at most 512 columns whatever the
-        // rows' length, so only row groups are split.
+        // rows' length, so only row groups are split; a depthwise convolution's group is
+        // evaluated on bands of its own size (`depthwise.rs`).
         let keep = g.insts.len() == 1
+            || dws.iter().any(|p| p.insts == g.insts)
             || bytes <= BLOCK_BUDGET
             || !matches!(g.root, Root::Rows)
             || longrow::phased_ok(func, g, strict);
@@ -439,6 +455,9 @@ impl<'a> Tiler<'a> {
 
     fn lower_group(&mut self, g: &Group) -> Result<(), String> {
         self.begin_group();
+        if let Some(p) = self.dws.iter().find(|p| p.insts == g.insts).cloned() {
+            return self.lower_depthwise(&p);
+        }
         match g.root {
             Root::Single(inst) => self.lower_single(inst),
             Root::Rows => {
@@ -1117,6 +1136,7 @@ fn unneeded_groups(
     func: &Function,
     grouping: &fusion::Grouping,
     convs: &[conv::ConvPlan],
+    dws: &[depthwise::DwPlan],
 ) -> Vec<bool> {
     let n = grouping.groups.len();
     let mut needed_value: SecondaryMap<Value, bool> = SecondaryMap::new();
@@ -1164,6 +1184,12 @@ fn unneeded_groups(
             }
             let res = &func.ty(data.result).shape;
             for (k, &a) in data.args.iter().enumerate() {
+                // A depthwise convolution's result, computed from its input and weights.
+                if let Some(p) = dws.iter().find(|p| p.out == a && p.insts.contains(&inst)) {
+                    needed_value[p.x] = true;
+                    needed_value[p.w] = true;
+                    continue;
+                }
                 let inside =
                     matches!(func.values[a].def, ValueDef::Inst(d) if g.insts.contains(&d));
                 if inside {

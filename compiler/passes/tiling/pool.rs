@@ -477,7 +477,7 @@ impl Tiler<'_> {
     /// Reorders the instructions of a pool's pieces so that each piece's loads (from its
     /// first mark to its second) come `ahead` pieces before its work and stores (from its
     /// second mark to the next piece's first), keeping every piece's own order.
-    fn pool_pipeline(&mut self, marks: &[(usize, usize)], ahead: usize) {
+    pub(super) fn pool_pipeline(&mut self, marks: &[(usize, usize)], ahead: usize) {
         let Some(&(start, _)) = marks.first() else {
             return;
         };

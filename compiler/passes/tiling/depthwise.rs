@@ -1,0 +1,617 @@
+//! Depthwise convolutions (`groups = C = O`) on the Vector, GpSimd and Scalar engines,
+//! straight from the input and the weights, with the group's epilogue fused.
+//!
+//! The `conv` pass rewrites a depthwise convolution into a multiply-add chain over the
+//! window's taps whose last sum is reshaped to `[N, C, positions]` (`passes/conv.rs`,
+//! `Depthwise`). Lowered as written, that chain is one elementwise row group over a
+//! padded copy of the input and nine strided slices of it, a partition per output row:
+//! MobileNetV2's layers ran at 0.012 to 0.07 of their bound. Here instead:
+//!
+//! - Rows `(n, c)` go on partitions (channel chunks of up to 128; when a chunk has fewer
+//!   channels, several images side by side, so a block uses up to 128 partitions), and
+//!   each block is cut into bands of output rows (output columns in 1-D). A band's input
+//!   rows with the window's halo are loaded once into SBUF (a padded tile: its border
+//!   memset to zero), as `pool.rs` does for pools, and every tap reads it through an
+//!   access pattern (stride and dilation are pattern strides).
+//! - Each tap's products `x * w[c, tap]` are one instruction with a per-partition scalar
+//!   (the weights loaded once per block shape as an f32 `[P, taps]` tile): `tensor_scalar`
+//!   on Vector or GpSimd, or the Scalar engine's identity activation `x * w + 0`. They are
+//!   written interleaved, taps innermost, into an f32 tile `[P, positions x taps]`.
+//! - One `tensor_reduce_scalar` per band sums each position's taps in tap order and adds
+//!   `+0`. The language's order is `((0 + p_0) + p_1) + ..`, each sum rounded to f32; the
+//!   reduction's `(p_0 + p_1) + ..` differs from it only while every partial sum is a zero
+//!   (`0 + -0` is `+0`), and the final `+ 0` turns the only possible difference, a `-0`
+//!   result, into the reference's `+0`. The activation's `+ 0` on a product (the same
+//!   `-0` to `+0`) likewise changes no sum. So the result has the reference's bits under
+//!   every dtype policy.
+//! - The sums arrive as the given tile of the group's epilogue (bias, activation, cast;
+//!   a column slice of a 1-D convolution, Mamba's causal `[..., :L]`, is computed directly:
+//!   only the columns it keeps), evaluated by the block evaluator (`block.rs`).
+//!
+//! Each instruction goes to whichever engine would finish it first by docs/machine.md's
+//! costs (`64 + N` on Vector and Scalar, `64 + 4N` on GpSimd; the reduction only on Vector
+//! or GpSimd), so the products spread over all three engines. Work per output position
+//! and partition: `taps` products and a `taps`-element reduction, about `2 taps` element
+//! passes, against the DMA bound's 2 (bf16 in and out, stride 1): 3x3 layers are compute
+//! bound near `2 / (19 / 2.25) = 0.24` of the bound; stride-2 layers (4 input elements per
+//! output) near 0.6.
+
+use super::block::{AxisUse, Block, Tile};
+use super::pool::{tile_ap, Xfer};
+use super::view::hbm_ap;
+use super::Tiler;
+use crate::ir::{ConvAttrs, Function, Inst, TOp, Value, ValueDef};
+use crate::passes::conv::Depthwise;
+use crate::passes::fusion::{self, Group, Grouping, Root};
+use isa::{ActFunc, AluOp, DmaAp, Dtype, Engine, Mem, Op, ReduceOp, ScalarArg};
+
+/// Bytes per partition of a band's product tile (f32, positions x taps).
+const PROD_BYTES: u64 = 16 * 1024;
+/// Bytes per partition of a band's input tile at most.
+const BAND_BYTES: u64 = 32 * 1024;
+/// The fewest bands a convolution is cut into, for pipelining.
+const MIN_PIECES: u64 = 8;
+
+/// The geometry of a depthwise convolution, 1-D as 2-D of height 1.
+#[derive(Clone, Copy, Debug)]
+pub struct Geom {
+    n: u64,
+    c: u64,
+    h: u64,
+    w: u64,
+    kh: u64,
+    kw: u64,
+    sh: u64,
+    sw: u64,
+    ph: u64,
+    pw: u64,
+    dh: u64,
+    dw: u64,
+    oh: u64,
+    ow: u64,
+}
+
+impl Geom {
+    fn new(x: &[u64], attrs: &ConvAttrs, w: &[u64]) -> Option<Geom> {
+        let at = |v: &[u64], i: usize, d: u64| v.get(i).copied().unwrap_or(d);
+        let (h, wd, kh, kw, s, p, d) = match x.len() {
+            3 => (
+                1,
+                x[2],
+                1,
+                w[2],
+                (1, at(&attrs.stride, 0, 1)),
+                (0, at(&attrs.padding, 0, 0)),
+                (1, at(&attrs.dilation, 0, 1)),
+            ),
+            4 => (
+                x[2],
+                x[3],
+                w[2],
+                w[3],
+                (at(&attrs.stride, 0, 1), at(&attrs.stride, 1, 1)),
+                (at(&attrs.padding, 0, 0), at(&attrs.padding, 1, 0)),
+                (at(&attrs.dilation, 0, 1), at(&attrs.dilation, 1, 1)),
+            ),
+            _ => return None,
+        };
+        let out = |n: u64, k: u64, s: u64, p: u64, d: u64| {
+            (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|e| e / s + 1)
+        };
+        Some(Geom {
+            n: x[0],
+            c: x[1],
+            h,
+            w: wd,
+            kh,
+            kw,
+            sh: s.0,
+            sw: s.1,
+            ph: p.0,
+            pw: p.1,
+            dh: d.0,
+            dw: d.1,
+            oh: out(h, kh, s.0, p.0, d.0)?,
+            ow: out(wd, kw, s.1, p.1, d.1)?,
+        })
+    }
+
+    fn taps(&self) -> u64 {
+        self.kh * self.kw
+    }
+}
+
+/// A depthwise convolution the tile pass computes here: the row group `insts` reads its
+/// result `out` (through `given`, the instruction whose value arrives as the computed
+/// tile: `out`'s reshape, or a column slice of it), and nothing else does.
+#[derive(Clone, Debug)]
+pub struct DwPlan {
+    pub x: Value,
+    pub w: Value,
+    pub out: Value,
+    pub given: Inst,
+    /// The group's instructions, which identify it.
+    pub insts: Vec<Inst>,
+    /// The group evaluated on each band: `given` first, then the group's instructions.
+    pub sub: Group,
+    geom: Geom,
+    /// The convolution's output column that the space's column 0 is (a 1-D slice's start).
+    col0: u64,
+    /// Output columns of the space (per output row in 2-D: `ow`).
+    cols: u64,
+    /// Whether `given`'s value is read outside the group (or returned), so stored.
+    store_given: bool,
+}
+
+/// The plan of a depthwise convolution, or `None` to compute its chain as written.
+pub fn plan(func: &Function, grouping: &Grouping, rec: &Depthwise) -> Option<DwPlan> {
+    let ValueDef::Inst(def) = func.values[rec.out].def else {
+        return None;
+    };
+    if func.insts[def].op != TOp::Reshape || func.results.contains(&rec.out) {
+        return None;
+    }
+    // The input and weights are kernel parameters (dense HBM tensors), of float dtypes.
+    let is_param = |v: Value| matches!(func.values[v].def, ValueDef::Param(_));
+    if !is_param(rec.x) || !is_param(rec.w) {
+        return None;
+    }
+    let (xt, wt) = (func.ty(rec.x), func.ty(rec.w));
+    if !xt.dtype.is_float() || !wt.dtype.is_float() {
+        return None;
+    }
+    let geom = Geom::new(&xt.shape, &rec.attrs, &wt.shape)?;
+    let users: Vec<Inst> = func
+        .layout
+        .iter()
+        .copied()
+        .filter(|&i| func.insts[i].args.contains(&rec.out))
+        .collect();
+    let gi = grouping.group_of[*users.first()?]?;
+    if users.iter().any(|&u| grouping.group_of[u] != Some(gi)) {
+        return None;
+    }
+    let g = &grouping.groups[gi as usize];
+    if g.root != Root::Rows || g.space.len() != 3 {
+        return None;
+    }
+    let (given, col0) = match users.as_slice() {
+        &[u] if matches!(func.insts[u].op, TOp::Slice(_)) => {
+            let (src, start) = fusion::column_slice(func, u)?;
+            // Column slices only in 1-D, where a column is an output position.
+            (src == rec.out && geom.oh == 1).then_some((u, start))?
+        }
+        _ if users
+            .iter()
+            .all(|&u| !matches!(func.insts[u].op, TOp::Slice(_) | TOp::Concat(_))) =>
+        {
+            (def, 0)
+        }
+        _ => return None,
+    };
+    let shape = &func.ty(func.insts[given].result).shape;
+    if shape != &g.space || shape[0] != geom.n || shape[1] != geom.c {
+        return None;
+    }
+    let cols = if geom.oh == 1 {
+        shape[2]
+    } else {
+        if shape[2] != geom.oh * geom.ow {
+            return None;
+        }
+        geom.ow
+    };
+    // Every other value of the group keeps the space's width (no concats, no narrow
+    // values), so the epilogue evaluates on any band of columns.
+    let plain = g.insts.iter().all(|&i| {
+        i == given
+            || (!matches!(
+                func.insts[i].op,
+                TOp::Slice(_) | TOp::Concat(_) | TOp::Reduce { .. }
+            ) && fusion::fit(&func.ty(func.insts[i].result).shape, &g.space).is_some())
+    });
+    if !plain {
+        return None;
+    }
+    // One output row (2-D) or one column (1-D) of one band must fit.
+    let es = xt.dtype.size() as u64;
+    let wp = (cols - 1) * geom.sw + (geom.kw - 1) * geom.dw + 1;
+    let rows = (geom.kh - 1) * geom.dh + 1;
+    if geom.oh > 1 && rows * wp * es > BAND_BYTES || geom.taps() * 4 > PROD_BYTES {
+        return None;
+    }
+    let given_v = func.insts[given].result;
+    let store_given = func.results.contains(&given_v)
+        || func
+            .layout
+            .iter()
+            .any(|&i| func.insts[i].args.contains(&given_v) && grouping.group_of[i] != Some(gi));
+    let mut insts = vec![given];
+    insts.extend(g.insts.iter().copied().filter(|&i| i != given));
+    Some(DwPlan {
+        x: rec.x,
+        w: rec.w,
+        out: rec.out,
+        given,
+        insts: g.insts.clone(),
+        sub: Group {
+            root: Root::Rows,
+            space: g.space.clone(),
+            insts,
+            needs_plain_rows: g.needs_plain_rows,
+        },
+        geom,
+        col0,
+        cols,
+        store_given,
+    })
+}
+
+/// The Vector, GpSimd and Scalar time (cycles) planned so far.
+#[derive(Default)]
+struct Loads {
+    vector: f64,
+    gpsimd: f64,
+    scalar: f64,
+}
+
+impl Loads {
+    /// Picks the engine that would finish `n` element passes first (Scalar only where
+    /// `scalar`) and books it.
+    fn pick(&mut self, n: f64, scalar: bool) -> Engine {
+        let v = self.vector + 64.0 + n;
+        let g = self.gpsimd + 64.0 + 4.0 * n;
+        let s = self.scalar + 64.0 + n;
+        if scalar && s <= v && s <= g {
+            self.scalar = s;
+            Engine::Scalar
+        } else if v <= g {
+            self.vector = v;
+            Engine::Vector
+        } else {
+            self.gpsimd = g;
+            Engine::GpSimd
+        }
+    }
+}
+
+impl Tiler<'_> {
+    /// Lowers the group of a depthwise convolution's epilogue, computing the convolution
+    /// itself first (see the module comment).
+    pub(super) fn lower_depthwise(&mut self, p: &DwPlan) -> Result<(), String> {
+        let g = p.geom;
+        let span = self.func.spans[p.given];
+        let xv = self.home_of(p.x)?;
+        let wv = self.home_of(p.w)?;
+        let xdt = xv.dtype;
+        let es = xdt.size() as u64;
+        let taps = g.taps();
+        let rank = xv.shape.len();
+        let (sn, sc) = (xv.strides[0], xv.strides[1]);
+        let (sy, sx) = if rank == 4 {
+            (xv.strides[2], xv.strides[3])
+        } else {
+            (0, xv.strides[2])
+        };
+        let (wc, wy, wx) = if rank == 4 {
+            (wv.strides[0], wv.strides[2], wv.strides[3])
+        } else {
+            (wv.strides[0], 0, wv.strides[2])
+        };
+        // Blocks: channels in equal chunks of up to 128 partitions; when all of them fit
+        // one chunk and the rows `(n, c)` are evenly spaced in HBM, several images side by
+        // side (one DMA covers them: partitions start only at multiples of 32).
+        let chunks = g.c.div_ceil(128);
+        let per_chunk = g.c.div_ceil(chunks);
+        let per = if chunks == 1 && sn == g.c as i64 * sc {
+            (128 / g.c).max(1)
+        } else {
+            1
+        };
+        let mut blocks = Vec::new();
+        let mut c0 = 0;
+        while c0 < g.c {
+            let cn = per_chunk.min(g.c - c0);
+            let mut n0 = 0;
+            while n0 < g.n {
+                let nn = per.min(g.n - n0);
+                blocks.push((n0, nn, c0, cn));
+                n0 += nn;
+            }
+            c0 += cn;
+        }
+        // The weights of each block shape, as f32 `[P, taps]` (repeated for each image
+        // of the block), loaded first.
+        let mut weights: Vec<((u64, u64, u64), crate::tile::Buf)> = Vec::new();
+        for &(_, nn, c0, cn) in &blocks {
+            if weights.iter().any(|(k, _)| *k == (nn, c0, cn)) {
+                continue;
+            }
+            let buf = self.out.sbuf(Dtype::F32, (nn * cn) as u32, taps as u32);
+            let dst = tile_ap(
+                Dtype::F32,
+                0,
+                (nn * cn) as u32,
+                0,
+                &[(g.kh, g.kw as i64), (g.kw, 1)],
+                false,
+            );
+            let src = hbm_ap(
+                wv.dtype,
+                wv.offset + c0 as i64 * wc,
+                &[(nn, 0), (cn, wc), (g.kh, wy), (g.kw, wx)],
+            );
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(dst),
+                    src: DmaAp::Hbm(src),
+                },
+                Engine::Dma(0),
+                &[buf, wv.buf],
+                span,
+            );
+            weights.push(((nn, c0, cn), buf));
+        }
+        // Bands: output rows (2-D) or output columns (1-D), enough for pipelining.
+        let npos_max = (PROD_BYTES / (taps * 4)).max(1);
+        let want = MIN_PIECES.div_ceil(blocks.len() as u64).max(1);
+        let bands: Vec<(u64, u64, u64, u64)> = if g.oh > 1 {
+            let rows_in = |r: u64| ((r - 1) * g.sh + (g.kh - 1) * g.dh + 1) * p.wp(&g) * es;
+            let mut nr = (npos_max / g.ow).max(1).min(g.oh.div_ceil(want));
+            while nr > 1 && rows_in(nr) > BAND_BYTES {
+                nr -= 1;
+            }
+            (0..g.oh)
+                .step_by(nr as usize)
+                .map(|r0| (r0, nr.min(g.oh - r0), 0, g.ow))
+                .collect()
+        } else {
+            let cols_in = |q: u64| ((q - 1) * g.sw + (g.kw - 1) * g.dw + 1) * es;
+            let mut nq = npos_max.min(p.cols.div_ceil(want)).max(1);
+            while nq > 1 && cols_in(nq) > BAND_BYTES {
+                nq /= 2;
+            }
+            (0..p.cols)
+                .step_by(nq as usize)
+                .map(|q| (0, 1, p.col0 + q, nq.min(p.cols - q)))
+                .collect()
+        };
+        // The computed sums are stored only if something outside the group reads them.
+        if !p.store_given {
+            self.home[self.func.insts[p.given].result] = None;
+        }
+        let mut loads = Loads::default();
+        let mut marks = Vec::new();
+        let mut pending: Option<Band> = None;
+        for &(n0, nn, c0, cn) in &blocks {
+            let pn = (nn * cn) as u32;
+            let wbuf = weights
+                .iter()
+                .find(|(k, _)| *k == (nn, c0, cn))
+                .map(|(_, b)| *b)
+                .ok_or("a depthwise block without weights")?;
+            for &(r0, nr, q0, nq) in &bands {
+                let load_at = self.out.layout.len();
+                // The band's padded input: rows `pr0..pr0 + prn`, columns `pq0..pq0 + pqn`
+                // of the padded input.
+                let (pr0, prn) = (r0 * g.sh, (nr - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+                let (pq0, pqn) = (q0 * g.sw, (nq - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+                let tile = self.out.sbuf(xdt, pn, (prn * pqn) as u32);
+                // Inside the input: tile rows `y0..y1` and columns `x0..x1`.
+                let clip = |lo: u64, n: u64, pad: u64, len: u64| {
+                    let a = pad.saturating_sub(lo).min(n);
+                    let b = (pad + len).saturating_sub(lo).min(n);
+                    (a, b.max(a))
+                };
+                let (y0, y1) = clip(pr0, prn, g.ph, g.h);
+                let (x0, x1) = clip(pq0, pqn, g.pw, g.w);
+                let mut sets: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
+                if y0 > 0 {
+                    sets.push((0, vec![(y0 * pqn, 1)]));
+                }
+                if y1 < prn {
+                    sets.push((y1 * pqn, vec![((prn - y1) * pqn, 1)]));
+                }
+                if y1 > y0 && x0 > 0 {
+                    sets.push((y0 * pqn, vec![(y1 - y0, pqn as i64), (x0, 1)]));
+                }
+                if y1 > y0 && x1 < pqn {
+                    sets.push((y0 * pqn + x1, vec![(y1 - y0, pqn as i64), (pqn - x1, 1)]));
+                }
+                for (off, dims) in sets {
+                    let n: u64 = dims.iter().map(|d| d.0).product();
+                    let engine = loads.pick(n as f64, false);
+                    let ap = tile_ap(xdt, 0, pn, off, &dims, false);
+                    self.out.push(
+                        Op::Memset {
+                            out: ap,
+                            value: isa::Imm::new(0.0),
+                        },
+                        engine,
+                        &[tile],
+                        span,
+                    );
+                }
+                if y1 > y0 && x1 > x0 {
+                    let (iy, ix) = (pr0 + y0 - g.ph, pq0 + x0 - g.pw);
+                    // Rows `(n, c)` of the block are `sc` apart (`sn = C sc` when it
+                    // holds several images).
+                    self.pool_transfer(
+                        &Xfer {
+                            tile,
+                            hbm: xv.buf,
+                            dtype: xdt,
+                            p0: 0,
+                            pn,
+                            tile_off: y0 * pqn + x0,
+                            hbm_off: xv.offset
+                                + n0 as i64 * sn
+                                + c0 as i64 * sc
+                                + iy as i64 * sy
+                                + ix as i64 * sx,
+                            part_stride: sc,
+                            dims: vec![(y1 - y0, pqn as i64, sy), (x1 - x0, 1, sx)],
+                        },
+                        true,
+                        span,
+                    );
+                }
+                let work_at = self.out.layout.len();
+                marks.push((load_at, work_at));
+                // The products, taps innermost.
+                let npos = nr * nq;
+                let prod = self.out.sbuf(Dtype::F32, pn, (npos * taps) as u32);
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let t = i * g.kw + j;
+                        let out = tile_ap(
+                            Dtype::F32,
+                            0,
+                            pn,
+                            t,
+                            &[(nr, (nq * taps) as i64), (nq, taps as i64)],
+                            false,
+                        );
+                        let src = tile_ap(
+                            xdt,
+                            0,
+                            pn,
+                            i * g.dh * pqn + j * g.dw,
+                            &[(nr, (g.sh * pqn) as i64), (nq, g.sw as i64)],
+                            false,
+                        );
+                        let scale = ScalarArg::Ap(tile_ap(Dtype::F32, 0, pn, t, &[(1, 1)], false));
+                        let engine = loads.pick(npos as f64, true);
+                        let op = if engine == Engine::Scalar {
+                            Op::Activate {
+                                out,
+                                src,
+                                func: ActFunc::Identity,
+                                scale,
+                                bias: ScalarArg::imm(0.0),
+                                accum: None,
+                            }
+                        } else {
+                            Op::TensorScalar {
+                                out,
+                                src,
+                                op0: AluOp::Mul,
+                                s0: scale,
+                                op1: AluOp::Bypass,
+                                s1: ScalarArg::imm(0.0),
+                            }
+                        };
+                        self.out.push(op, engine, &[prod, tile, wbuf], span);
+                    }
+                }
+                // The sums and the epilogue of the band before: each engine's stream then
+                // holds this band's products ahead of the work that waits for the last
+                // band's, so no engine idles behind a reduction.
+                let col = r0 * g.ow + q0 - p.col0;
+                let band = Band {
+                    prod,
+                    pn,
+                    npos,
+                    axes: vec![
+                        AxisUse::Part {
+                            start: n0,
+                            size: nn,
+                        },
+                        AxisUse::Part {
+                            start: c0,
+                            size: cn,
+                        },
+                        AxisUse::Col {
+                            start: col,
+                            size: npos,
+                        },
+                    ],
+                };
+                if let Some(prev) = pending.replace(band) {
+                    self.dw_finish(p, prev, &mut loads)?;
+                }
+            }
+        }
+        if let Some(prev) = pending.take() {
+            self.dw_finish(p, prev, &mut loads)?;
+        }
+        self.pool_pipeline(&marks, 4);
+        Ok(())
+    }
+
+    /// A band's sums (from its products) and the group's epilogue on them.
+    fn dw_finish(&mut self, p: &DwPlan, b: Band, loads: &mut Loads) -> Result<(), String> {
+        let span = self.func.spans[p.given];
+        let taps = p.geom.taps();
+        let (prod, pn, npos) = (b.prod, b.pn, b.npos);
+        // Each position's taps summed in tap order, `+ 0`: positions split between
+        // Vector and GpSimd so that both would finish together (GpSimd's pass costs
+        // four of Vector's).
+        let acc = self.out.sbuf(Dtype::F32, pn, npos as u32);
+        let nf = (npos * taps) as f64;
+        let f = ((loads.vector - loads.gpsimd + nf) / (5.0 * nf)).clamp(0.0, 1.0);
+        let on_gpsimd = ((npos as f64 * f) as u64).min(npos);
+        let parts = [
+            (0, npos - on_gpsimd, Engine::Vector),
+            (npos - on_gpsimd, on_gpsimd, Engine::GpSimd),
+        ];
+        for (k0, kn, engine) in parts {
+            if kn == 0 {
+                continue;
+            }
+            let n = (kn * taps) as f64;
+            match engine {
+                Engine::Vector => loads.vector += 64.0 + n,
+                _ => loads.gpsimd += 64.0 + 4.0 * n,
+            }
+            self.out.push(
+                Op::TensorReduceScalar {
+                    op: ReduceOp::Add,
+                    out: tile_ap(Dtype::F32, 0, pn, k0, &[(kn, 1)], false),
+                    src: tile_ap(
+                        Dtype::F32,
+                        0,
+                        pn,
+                        k0 * taps,
+                        &[(kn, taps as i64), (taps, 1)],
+                        true,
+                    ),
+                    op0: AluOp::Add,
+                    s0: ScalarArg::imm(0.0),
+                    op1: AluOp::Bypass,
+                    s1: ScalarArg::imm(0.0),
+                },
+                engine,
+                &[acc, prod],
+                span,
+            );
+        }
+        // The epilogue (about two passes on Vector, booked so).
+        loads.vector += 2.0 * (64.0 + npos as f64);
+        let given = Tile::plain(acc, Mem::Sbuf, Dtype::F32, pn, npos as u32, 0);
+        let graph = self.graph_of(&p.sub, Some((p.given, given)), false)?;
+        self.eval_block(
+            &graph,
+            &Block {
+                axes: b.axes,
+                pack: None,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// A band whose products are computed and whose sums and epilogue are not yet emitted.
+struct Band {
+    prod: crate::tile::Buf,
+    pn: u32,
+    npos: u64,
+    axes: Vec<AxisUse>,
+}
+
+impl DwPlan {
+    /// The padded input columns one band of whole output rows reads.
+    fn wp(&self, g: &Geom) -> u64 {
+        (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    }
+}

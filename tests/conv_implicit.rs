@@ -149,7 +149,7 @@ fn packed(text: &str, per_tile: &[u8]) {
     implicit(text);
     let ks = matmul_ks(text);
     assert!(
-        !ks.is_empty() && ks.len() % per_tile.len() == 0,
+        !ks.is_empty() && ks.len().is_multiple_of(per_tile.len()),
         "{ks:?}: {text}"
     );
     for tile in ks.chunks(per_tile.len()) {

@@ -157,16 +157,21 @@ fn packed(text: &str, per_tile: &[u8]) {
     }
 }
 
+/// A 3x3 convolution with padding 1 of `x: bf16[n, c, h, w]` into `o` channels, with a
+/// bias, relu and a cast to bf16 fused (ResNet-50's form).
+fn biased_3x3(n: u64, c: u64, o: u64, h: u64, w: u64) -> String {
+    format!(
+        "kernel k(x: bf16[{n}, {c}, {h}, {w}], w: bf16[{o}, {c}, 3, 3], b: f32[{o}]) -> bf16[{n}, {o}, {h}, {w}] {{\n\
+         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, {o}, 1, 1]);\n\
+         \x20   return relu(y) as bf16;\n}}\n"
+    )
+}
+
 #[test]
 fn taps_packed_for_64_channels_with_epilogue() {
     // Two taps a matmul (K = 128): 5 matmuls a PSUM tile instead of 9, the last tap alone;
     // odd H and W, and fewer output channels than input channels.
-    packed(
-        "kernel k(x: bf16[2, 64, 9, 7], w: bf16[40, 64, 3, 3], b: f32[40]) -> bf16[2, 40, 9, 7] {\n\
-         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, 40, 1, 1]);\n\
-         \x20   return relu(y) as bf16;\n}\n",
-        &[128, 128, 128, 128, 64],
-    );
+    packed(&biased_3x3(2, 64, 40, 9, 7), &[128, 128, 128, 128, 64]);
 }
 
 #[test]
@@ -195,12 +200,7 @@ fn taps_packed_with_stride_dilation_and_two_output_blocks() {
          \x20   return conv(x, w, padding=[1, 1], dilation=[2, 2]);\n}\n",
         &[64, 64, 64, 64, 32],
     );
-    packed(
-        "kernel k(x: bf16[2, 64, 28, 27], w: bf16[200, 64, 3, 3], b: f32[200]) -> bf16[2, 200, 28, 27] {\n\
-         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, 200, 1, 1]);\n\
-         \x20   return relu(y) as bf16;\n}\n",
-        &[128, 128, 128, 128, 64],
-    );
+    packed(&biased_3x3(2, 64, 200, 28, 27), &[128, 128, 128, 128, 64]);
 }
 
 #[test]

@@ -697,6 +697,23 @@ impl Tiler<'_> {
         }
     }
 
+    /// The weight rows `[osz, C x taps]` of output block `(o0, osz)`, loaded into a new
+    /// SBUF tile (contiguous rows in HBM, one run each).
+    fn weight_rows(
+        &mut self,
+        g: &Geom,
+        wv: &super::view::HView,
+        (o0, osz): (u64, u64),
+        span: crate::ir::Span,
+    ) -> Tile {
+        let ws = &wv.strides;
+        let cols = g.c * g.taps();
+        let rows = self.sbuf_tile(wv.dtype, osz as u32, cols as u32);
+        let at = wv.offset + o0 as i64 * ws[0];
+        self.dma_2d(rows, wv, at, (osz, ws[0]), (cols, 1), span);
+        rows
+    }
+
     /// Loads the weight rows of output block `(o0, osz)` and transposes them into `wt`
     /// packed as `pack` groups the taps: per group a PSUM tile `[K, osz]` (`K` = C, or 2C
     /// with the second tap's transpose on partitions `C..2C`), copied out at column
@@ -713,16 +730,7 @@ impl Tiler<'_> {
     ) {
         let dt = wv.dtype;
         let taps = g.taps();
-        let ws = &wv.strides;
-        let rows = self.sbuf_tile(dt, osz as u32, (g.c * taps) as u32);
-        self.dma_2d(
-            rows,
-            wv,
-            wv.offset + o0 as i64 * ws[0],
-            (osz, ws[0]),
-            (g.c * taps, 1),
-            span,
-        );
+        let rows = self.weight_rows(g, wv, (o0, osz), span);
         let ng = pack.groups.len() as u64;
         for (gi, &(t, pair)) in pack.groups.iter().enumerate() {
             let members = if pair { 2 } else { 1 };
@@ -816,16 +824,7 @@ impl Tiler<'_> {
         let dt = wv.dtype;
         let es = dt.size() as u64;
         let taps = g.taps();
-        let ws = &wv.strides;
-        let rows = self.sbuf_tile(dt, osz as u32, (g.c * taps) as u32);
-        self.dma_2d(
-            rows,
-            wv,
-            wv.offset + o0 as i64 * ws[0],
-            (osz, ws[0]),
-            (g.c * taps, 1),
-            span,
-        );
+        let rows = self.weight_rows(g, wv, (o0, osz), span);
         let per_bank = (2048 / (osz * es)).clamp(1, 8);
         for (ci, &(c0, csz)) in cch.iter().enumerate() {
             let src = |t: u64| {

@@ -126,3 +126,105 @@ fn output_blocks_outermost_with_weights_transposed_on_gpsimd() {
         .count();
     assert_eq!(on_gpsimd, 9, "one per tap of the second block");
 }
+
+/// The partition counts (`K`) of the matmuls of `text`'s program, in program order.
+fn matmul_ks(text: &str) -> Vec<u8> {
+    let c = compile(text, PassOptions::default());
+    let program = tessera::driver::program_of(&c).unwrap();
+    program
+        .streams
+        .iter()
+        .flatten()
+        .filter_map(|i| match &i.op {
+            isa::Op::Matmul { stationary, .. } => Some(stationary.partitions),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that `text` runs exactly under both policies, writes only its outputs, and
+/// computes each PSUM tile with the matmuls `per_tile` (their K, taps packed two to a
+/// matmul where K is twice the channels).
+fn packed(text: &str, per_tile: &[u8]) {
+    implicit(text);
+    let ks = matmul_ks(text);
+    assert!(
+        !ks.is_empty() && ks.len().is_multiple_of(per_tile.len()),
+        "{ks:?}: {text}"
+    );
+    for tile in ks.chunks(per_tile.len()) {
+        assert_eq!(tile, per_tile, "{text}");
+    }
+}
+
+/// A 3x3 convolution with padding 1 of `x: bf16[n, c, h, w]` into `o` channels, with a
+/// bias, relu and a cast to bf16 fused (ResNet-50's form).
+fn biased_3x3(n: u64, c: u64, o: u64, h: u64, w: u64) -> String {
+    format!(
+        "kernel k(x: bf16[{n}, {c}, {h}, {w}], w: bf16[{o}, {c}, 3, 3], b: f32[{o}]) -> bf16[{n}, {o}, {h}, {w}] {{\n\
+         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, {o}, 1, 1]);\n\
+         \x20   return relu(y) as bf16;\n}}\n"
+    )
+}
+
+#[test]
+fn taps_packed_for_64_channels_with_epilogue() {
+    // Two taps a matmul (K = 128): 5 matmuls a PSUM tile instead of 9, the last tap alone;
+    // odd H and W, and fewer output channels than input channels.
+    packed(&biased_3x3(2, 64, 40, 9, 7), &[128, 128, 128, 128, 64]);
+}
+
+#[test]
+fn taps_packed_for_32_channels_without_padding() {
+    // C = 32: the second tap's channels on partitions 32..64 (K = 64); more output
+    // channels than input channels; three images.
+    packed(
+        "kernel k(x: bf16[3, 32, 11, 10], w: bf16[70, 32, 3, 3]) -> f32[3, 70, 9, 8] {\n\
+         \x20   return conv(x, w);\n}\n",
+        &[64, 64, 64, 64, 32],
+    );
+}
+
+#[test]
+fn taps_packed_with_stride_dilation_and_two_output_blocks() {
+    // Stride 2 on a small image: a second shifted copy (the pair of taps 2 and 3, across
+    // window rows) would cost Vector more than the one matmul a tile it saves, so only
+    // taps of one window row are paired (one copy): 6 matmuls a tile.
+    packed(
+        "kernel k(x: bf16[2, 64, 31, 29], w: bf16[64, 64, 3, 3]) -> bf16[2, 64, 16, 15] {\n\
+         \x20   return conv(x, w, stride=[2, 2], padding=[1, 1]) as bf16;\n}\n",
+        &[128, 64, 128, 64, 128, 64],
+    );
+    packed(
+        "kernel k(x: f32[2, 32, 13, 11], w: f32[24, 32, 3, 3]) -> f32[2, 24, 11, 9] {\n\
+         \x20   return conv(x, w, padding=[1, 1], dilation=[2, 2]);\n}\n",
+        &[64, 64, 64, 64, 32],
+    );
+    packed(&biased_3x3(2, 64, 200, 28, 27), &[128, 128, 128, 128, 64]);
+}
+
+#[test]
+fn taps_packed_in_one_d_and_in_tall_windows() {
+    // A 1-D window of 5 taps: pairs (0, 1), (2, 3) and tap 4 alone, one shifted copy.
+    packed(
+        "kernel k(x: bf16[2, 64, 300], w: bf16[96, 64, 5]) -> bf16[2, 96, 298] {\n\
+         \x20   return conv(x, w, padding=[1]) as bf16;\n}\n",
+        &[128, 128, 64],
+    );
+    // A 5x2 window: every pair within one window row.
+    packed(
+        "kernel k(x: bf16[1, 32, 20, 19], w: bf16[32, 32, 5, 2]) -> f32[1, 32, 16, 18] {\n\
+         \x20   return conv(x, w);\n}\n",
+        &[64, 64, 64, 64, 64],
+    );
+}
+
+#[test]
+fn no_packing_where_the_second_half_cannot_start_at_partition_c() {
+    // C = 48: a tile of 48 partitions may start at partition 0 or 64 only, so each tap
+    // keeps a matmul of its own.
+    let text = "kernel k(x: bf16[2, 48, 9, 9], w: bf16[48, 48, 3, 3]) -> bf16[2, 48, 9, 9] {\n\
+                \x20   return conv(x, w, padding=[1, 1]) as bf16;\n}\n";
+    implicit(text);
+    assert!(matmul_ks(text).iter().all(|&k| k == 48));
+}

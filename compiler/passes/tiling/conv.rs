@@ -32,12 +32,31 @@
 //!   0.658).
 //! - The kernel's last tile goes in up to four pieces of whole rows (of at least 64
 //!   positions), so that only the last piece's epilogue and store follow the last matmul.
+//! - Taps packed on partitions ([`Pack`]): a matmul costs `N / 2` cycles whatever K is,
+//!   so with 32 or 64 channels two consecutive taps share one matmul (`K = 2C`): tap `t`'s
+//!   channels on partitions `0..C`, tap `t + 1`'s on `C..2C`. One tile holds the padded
+//!   image on partitions `0..C` and, on `C..2C`, the same image starting earlier by the
+//!   distance between the two taps (the shift), so that one address reads both taps. A
+//!   2-D window's consecutive pairs have two shifts (the step along a window row, and
+//!   from one row's last tap to the next row's first), so the tile has a region per
+//!   shift: the first loaded by DMA (each half with its border memsets), the second
+//!   copied from the first partition for partition on Vector and Scalar, in pieces
+//!   between the previous image's tiles (images are loaded two ahead). The weights are
+//!   transposed per group into `[K, O]` tiles. `C` must be 32 or 64 so that the upper
+//!   half may start at partition `C` (docs/machine.md's rule for a tile's first
+//!   partition). The cost estimate picks every consecutive pair (ResNet-50's 3x3 64->64:
+//!   5 matmuls a tile instead of 9), or only pairs within a window row (one region, no
+//!   copies), or no packing.
 //!
 //! Exactness: the matmuls run taps in row-major order outermost and channels inner, each
 //! adding its products in channel order to the PSUM accumulator, which starts from the
 //! first product's `0 + p` as a matmul's sum does. That is the order of the window
 //! matrix's reduced index `k = tap x C + c`, the language's order (docs/language.md), so
-//! the result has the reference's bits under every policy.
+//! the result has the reference's bits under every policy. A packed matmul adds its
+//! `2C` products in partition order (docs/machine.md: `k = 0, 1, .., K-1`, each addition
+//! rounded to f32), tap `t`'s channels then tap `t + 1`'s: the same sequence of additions
+//! as two matmuls of `C`, so packing changes no bit either. The copies between regions
+//! are exact (a value passes through f32 unchanged).
 //!
 //! Which lowering a convolution gets is a cost estimate ([`estimates`], [`plan`]): the
 //! larger of the Tensor engine's and the DMA's cycles of each lowering, by
@@ -175,6 +194,23 @@ impl Geom {
     }
 }
 
+/// Where a padded image goes: a tile, its first partition and partition count, and the
+/// element where the image starts in each partition.
+type Spot = (Tile, u32, u32, u64);
+
+/// Every partition of each of `tiles`, from its start.
+fn whole(tiles: &[Tile]) -> Vec<Spot> {
+    tiles.iter().map(|&t| (t, 0, t.parts, 0)).collect()
+}
+
+/// Image slot `slot` of each of `tiles` (padded images side by side), from partition 0.
+fn at_slot(tiles: &[Tile], slot: u64, g: &Geom) -> Vec<(Tile, u32, u64)> {
+    tiles
+        .iter()
+        .map(|&t| (t, 0, slot * g.hp() * g.wp()))
+        .collect()
+}
+
 /// Chunks of up to 128 of `n`: `(start, size)`.
 fn chunks128(n: u64) -> Vec<(u64, u64)> {
     (0..n.div_ceil(128))
@@ -223,6 +259,125 @@ fn implicit_parts(g: &Geom, dtype: Dtype) -> (f64, f64) {
     (tensor, (x_bytes + w_bytes + out_bytes) / 256.0)
 }
 
+/// Window taps packed two to a matmul (see the module comment): the matmuls of one PSUM
+/// tile in tap order, each one tap (`K = C`) or two consecutive ones (`K = 2C`, the second
+/// tap's channels on partitions `C..2C`, read from a copy of the input shifted by the
+/// distance between the two taps).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pack {
+    /// Per matmul: its first tap, and whether the next tap is paired with it.
+    groups: Vec<(u64, bool)>,
+    /// Per matmul, the copy of the input its second tap reads (0 for a single tap).
+    copy: Vec<usize>,
+    /// Per copy, its shift in elements of the padded image.
+    shifts: Vec<u64>,
+}
+
+impl Pack {
+    /// Elements of each copy's region in a partition: the padded image after room for
+    /// the largest shift (the upper partitions' copy starts that much earlier).
+    fn region(&self, g: &Geom) -> u64 {
+        self.lead() + g.hp() * g.wp()
+    }
+
+    /// Where the padded image starts in each copy's region (the largest shift).
+    fn lead(&self) -> u64 {
+        self.shifts.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// Where tap `t`'s window starts in the padded image, in elements (row-major taps).
+fn tap_offset(g: &Geom, t: u64) -> u64 {
+    (t / g.kw) * g.dh * g.wp() + (t % g.kw) * g.dw
+}
+
+/// The ways of packing `g`'s taps two to a matmul, or none. Two taps share a matmul's
+/// partitions only where the second half can start at partition `C` by docs/machine.md's
+/// rule for a tile's first partition (`C` 32 or 64), so `2C <= 128`. Two packings are
+/// offered: every two consecutive taps (up to two shifted copies for a 2-D window, a row's
+/// step and the step from one row's last tap to the next row's first), and only taps
+/// next to each other in one window row (one copy).
+fn packings(g: &Geom) -> Vec<Pack> {
+    if !(g.c == 32 || g.c == 64) || g.taps() < 2 {
+        return Vec::new();
+    }
+    let make = |pair: &dyn Fn(u64) -> bool| {
+        let mut pack = Pack {
+            groups: Vec::new(),
+            copy: Vec::new(),
+            shifts: Vec::new(),
+        };
+        let mut t = 0;
+        while t < g.taps() {
+            if t + 1 < g.taps() && pair(t) {
+                let shift = tap_offset(g, t + 1) - tap_offset(g, t);
+                let copy = match pack.shifts.iter().position(|&s| s == shift) {
+                    Some(i) => i,
+                    None => {
+                        pack.shifts.push(shift);
+                        pack.shifts.len() - 1
+                    }
+                };
+                pack.groups.push((t, true));
+                pack.copy.push(copy);
+                t += 2;
+            } else {
+                pack.groups.push((t, false));
+                pack.copy.push(0);
+                t += 1;
+            }
+        }
+        pack
+    };
+    let mut out = vec![make(&|_| true)];
+    let rows = make(&|t| t % g.kw + 1 < g.kw);
+    if !rows.shifts.is_empty() && rows != out[0] {
+        out.push(rows);
+    }
+    out
+}
+
+/// The estimated Tensor and DMA cycles of implicit GEMM with taps packed by `pack`: one
+/// matmul per group for each PSUM tile, the weights' transposes as before, and the input
+/// loaded twice (the image on partitions `0..C` and the first copy's shifted one on
+/// `C..2C`); each later copy is two copies on Vector (`64 + N` a half), counted in the
+/// DMA's column where they take longer.
+fn packed_parts(g: &Geom, dtype: Dtype, pack: &Pack) -> (f64, f64) {
+    let es = dtype.size() as u64;
+    let r = rate(dtype);
+    let och = g.o.div_ceil(128);
+    let out_bytes = (g.n * g.o * g.oh * g.ow * 2) as f64;
+    let w_bytes = (g.o * g.c * g.taps() * es) as f64;
+    let per_image: f64 = g.blocks().iter().map(|b| matmul_cycles(b.1 * b.3, r)).sum();
+    let tensor = (g.n * och) as f64 * pack.groups.len() as f64 * per_image
+        + (g.taps() * och) as f64 * matmul_cycles(128, r);
+    let x_bytes = run_bytes(g.n * g.c * g.h, g.w * es);
+    let dma = (2.0 * x_bytes + w_bytes + out_bytes) / 256.0;
+    let later = pack.shifts.len().saturating_sub(1) as u64;
+    let vector = (g.n * later * 2 * (64 + g.hp() * g.wp())) as f64;
+    (tensor, dma.max(vector))
+}
+
+/// The cheapest packing of `g`'s taps that fits the SBUF budgets and beats one matmul per
+/// tap by the cost estimate, with its estimated cycles.
+fn best_packing(g: &Geom, dtype: Dtype) -> Option<(Pack, f64)> {
+    let es = dtype.size() as u64;
+    let (t, d) = implicit_parts(g, dtype);
+    let plain = t.max(d);
+    packings(g)
+        .into_iter()
+        .filter(|p| {
+            p.shifts.len() as u64 * p.region(g) * es <= INPUT_BUDGET
+                && p.groups.len() as u64 * g.o * es <= WEIGHT_BUDGET
+        })
+        .map(|p| {
+            let (t, d) = packed_parts(g, dtype, &p);
+            (p, t.max(d))
+        })
+        .filter(|(_, cost)| *cost < plain)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 /// The estimated cycles (the larger of Tensor and DMA) of implicit GEMM and of the window
 /// matrix, for a convolution of `g` with operands of `dtype`.
 pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
@@ -234,7 +389,10 @@ pub fn estimates(g: &Geom, dtype: Dtype) -> (f64, f64) {
     let out_bytes = (g.n * g.o * positions * 2) as f64;
     let w_bytes = (g.o * g.c * taps * es) as f64;
     let (tensor_i, dma_i) = implicit_parts(g, dtype);
-    let implicit = tensor_i.max(dma_i);
+    let implicit = match best_packing(g, dtype) {
+        Some((_, packed)) => packed,
+        None => tensor_i.max(dma_i),
+    };
     // The window matrix: K = taps x C in chunks of 128, N in blocks of 512 positions.
     let k = taps * g.c;
     let blocks = positions.div_ceil(BANK_COLS);
@@ -280,6 +438,8 @@ pub struct ConvPlan {
     pub x: Value,
     pub w: Value,
     geom: Geom,
+    /// Taps packed two to a matmul, when that is cheaper.
+    pack: Option<Pack>,
 }
 
 /// The implicit-GEMM plan of a recorded convolution, when it applies and the cost estimate
@@ -326,6 +486,7 @@ pub fn plan(
         x: rec.x,
         w: rec.w,
         geom,
+        pack: best_packing(&geom, dtype).map(|p| p.0),
     })
 }
 
@@ -363,13 +524,24 @@ impl Tiler<'_> {
         // GpSimd while the PE array works (see the module comment).
         let (tensor, dma) = implicit_parts(&g, dt);
         let image_bytes = cch.len() as u64 * g.hp() * g.wp() * es;
-        let och_outer = och.len() > 1 && tensor > dma && g.n * image_bytes <= RESIDENT_BUDGET;
+        let och_outer = p.pack.is_none()
+            && och.len() > 1
+            && tensor > dma
+            && g.n * image_bytes <= RESIDENT_BUDGET;
         // Transposed weights: per channel chunk one tile, the stationary operand of output
         // block `(o0, osz)` and tap `t` at column `o0 x taps + t x osz`.
-        let wt: Vec<Tile> = cch
-            .iter()
-            .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (taps * g.o) as u32))
-            .collect();
+        // With taps packed, one tile `[2C, groups x O]`: the stationary operand of output
+        // block `(o0, osz)` and matmul group `i` at column `o0 x groups + i x osz`.
+        let wt: Vec<Tile> = match &p.pack {
+            Some(pack) => {
+                let cols = pack.groups.len() as u64 * g.o;
+                vec![self.sbuf_tile(dt, (2 * g.c) as u32, cols as u32)]
+            }
+            None => cch
+                .iter()
+                .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (taps * g.o) as u32))
+                .collect(),
+        };
         // Epilogue operands broadcast over the images (a bias `[1, O, 1]`) are loaded once
         // per block of output channels and kept for the later images, instead of a load
         // (and its DMA latency) before every tile's epilogue.
@@ -389,15 +561,15 @@ impl Tiler<'_> {
             // chunk for all the borders, on Vector (idle until the epilogues; ahead of the
             // weights' copies out of PSUM, which wait for the weights), since GpSimd
             // transposes weights here.
-            self.image_borders(&g, &images, g.n, Engine::Vector, span);
+            self.image_borders(&g, &whole(&images), g.n, Engine::Vector, span);
         }
-        self.conv_weights(&g, &wv, &cch, och[0], &wt, false, span);
+        self.block_weights(&g, p, &wv, &cch, och[0], &wt, span);
         if och_outer {
             // The first four images go ahead of the later blocks' weights on the DMA
             // queues, the other images after them.
             let early = g.n.min(4);
             for n in 0..early {
-                self.image_dma(&g, &xv, &cch, &images, n, n, true, span);
+                self.image_dma(&g, &xv, &cch, &at_slot(&images, n, &g), n, true, span);
             }
             // GpSimd transposes the later blocks' weights while it finishes each before
             // the PE array needs it (one block's pass over every image later per block);
@@ -418,7 +590,7 @@ impl Tiler<'_> {
                 }
             }
             for n in early..g.n {
-                self.image_dma(&g, &xv, &cch, &images, n, n, true, span);
+                self.image_dma(&g, &xv, &cch, &at_slot(&images, n, &g), n, true, span);
             }
             for (j, &ob) in och.iter().enumerate() {
                 if on_pe[j] {
@@ -434,20 +606,50 @@ impl Tiler<'_> {
                 }
             }
         } else {
-            let first = self.load_image(&g, &xv, &cch, 0, true, span);
+            // With taps packed, images are loaded two ahead, and the next image's later
+            // copies (Vector, [`Self::packed_copies`]) go in pieces between this image's
+            // tiles, so that no epilogue waits behind a copy that waits for a load; the
+            // first image's go ahead of its first tile, in two halves that the `engines`
+            // pass may put on Vector and Scalar side by side (pieces ahead of each tile
+            // measured slower: 81,355 cycles against 72,907 for ResNet-50's conv2_x).
+            let image = g.hp() * g.wp();
+            let mut copied = 0;
+            let ahead = if p.pack.is_some() { 2 } else { 1 };
+            let mut loaded = std::collections::VecDeque::new();
+            loaded.push_back(self.conv_input(&g, p, &xv, &cch, 0, true, span));
             for &ob in &och[1..] {
-                self.conv_weights(&g, &wv, &cch, ob, &wt, false, span);
+                self.block_weights(&g, p, &wv, &cch, ob, &wt, span);
             }
-            let mut next = Some(first);
+            for m in 1..ahead.min(g.n) {
+                loaded.push_back(self.conv_input(&g, p, &xv, &cch, m, false, span));
+            }
             for n in 0..g.n {
-                let cur = next.take().ok_or("an image's input not loaded")?;
-                if n + 1 < g.n {
-                    next = Some(self.load_image(&g, &xv, &cch, n + 1, false, span));
+                let cur = loaded.pop_front().ok_or("an image's input not loaded")?;
+                if n + ahead < g.n {
+                    let next = self.conv_input(&g, p, &xv, &cch, n + ahead, false, span);
+                    loaded.push_back(next);
                 }
                 for (j, &ob) in och.iter().enumerate() {
                     for (bi, &b) in blocks.iter().enumerate() {
                         let end = n + 1 == g.n && j + 1 == och.len() && bi + 1 == blocks.len();
+                        if let (Some(pack), 0, 0) = (&p.pack, n, copied) {
+                            let half = image / 2;
+                            self.packed_copies(&g, pack, cur[0], (0, half), span);
+                            self.packed_copies(&g, pack, cur[0], (half, image), span);
+                            copied = image;
+                        }
                         self.conv_tile(grp, p, n, ob, b, (&cur, 0), &wt, end, tiles)?;
+                        // The second image's load runs beside the first's, so its copies
+                        // go in the first image's second half.
+                        let from = if n == 0 { tiles as u64 / 2 } else { 0 };
+                        let idx = (j * blocks.len() + bi) as u64;
+                        if let (Some(pack), Some(next), true) =
+                            (&p.pack, loaded.front(), idx >= from)
+                        {
+                            let (piece, pieces) = (idx - from, tiles as u64 - from);
+                            let range = (image * piece / pieces, image * (piece + 1) / pieces);
+                            self.packed_copies(&g, pack, next[0], range, span);
+                        }
                     }
                 }
             }
@@ -455,6 +657,152 @@ impl Tiler<'_> {
         self.last_stores = false;
         self.reuse_space = None;
         Ok(())
+    }
+
+    /// The stationary weights of output block `ob` into `wt`: one tile per tap and channel
+    /// chunk on the PE array ([`Self::conv_weights`]), or packed ([`Self::packed_weights`]).
+    #[allow(clippy::too_many_arguments)]
+    fn block_weights(
+        &mut self,
+        g: &Geom,
+        p: &ConvPlan,
+        wv: &super::view::HView,
+        cch: &[(u64, u64)],
+        ob: (u64, u64),
+        wt: &[Tile],
+        span: crate::ir::Span,
+    ) {
+        match &p.pack {
+            Some(pack) => self.packed_weights(g, wv, pack, ob, wt[0], span),
+            None => self.conv_weights(g, wv, cch, ob, wt, false, span),
+        }
+    }
+
+    /// Image `n`'s input: [`Self::load_image`], or with taps packed
+    /// [`Self::load_packed`] (one tile).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_input(
+        &mut self,
+        g: &Geom,
+        p: &ConvPlan,
+        xv: &super::view::HView,
+        cch: &[(u64, u64)],
+        n: u64,
+        first: bool,
+        span: crate::ir::Span,
+    ) -> Vec<Tile> {
+        match &p.pack {
+            Some(pack) => vec![self.load_packed(g, xv, pack, n, first, span)],
+            None => self.load_image(g, xv, cch, n, first, span),
+        }
+    }
+
+    /// The weight rows `[osz, C x taps]` of output block `(o0, osz)`, loaded into a new
+    /// SBUF tile (contiguous rows in HBM, one run each).
+    fn weight_rows(
+        &mut self,
+        g: &Geom,
+        wv: &super::view::HView,
+        (o0, osz): (u64, u64),
+        span: crate::ir::Span,
+    ) -> Tile {
+        let ws = &wv.strides;
+        let cols = g.c * g.taps();
+        let rows = self.sbuf_tile(wv.dtype, osz as u32, cols as u32);
+        let at = wv.offset + o0 as i64 * ws[0];
+        self.dma_2d(rows, wv, at, (osz, ws[0]), (cols, 1), span);
+        rows
+    }
+
+    /// Loads the weight rows of output block `(o0, osz)` and transposes them into `wt`
+    /// packed as `pack` groups the taps: per group a PSUM tile `[K, osz]` (`K` = C, or 2C
+    /// with the second tap's transpose on partitions `C..2C`), copied out at column
+    /// `o0 x groups + group x osz`. The partition index of a pair is `tap x C + c` over
+    /// its two taps, the reduction's order.
+    fn packed_weights(
+        &mut self,
+        g: &Geom,
+        wv: &super::view::HView,
+        pack: &Pack,
+        (o0, osz): (u64, u64),
+        wt: Tile,
+        span: crate::ir::Span,
+    ) {
+        let dt = wv.dtype;
+        let taps = g.taps();
+        let rows = self.weight_rows(g, wv, (o0, osz), span);
+        let ng = pack.groups.len() as u64;
+        for (gi, &(t, pair)) in pack.groups.iter().enumerate() {
+            let members = if pair { 2 } else { 1 };
+            let k = members * g.c;
+            let bank = self.psum_tile(dt, k, osz);
+            for h in 0..members {
+                let dst = bank.slice((h * g.c) as u32, g.c as u32, 0, osz as u32);
+                let src = tile_ap(dt, 0, osz as u32, t + h, &[(g.c, taps as i64)], false);
+                self.out.push(
+                    Op::Transpose { out: dst, src },
+                    Engine::Tensor,
+                    &[bank.buf, rows.buf],
+                    span,
+                );
+            }
+            let dst = wt.slice(0, k as u32, (o0 * ng + gi as u64 * osz) as u32, osz as u32);
+            self.copy_out(dst, bank.ap(), &[wt.buf, bank.buf], span);
+        }
+    }
+
+    /// Image `n`'s input with taps packed by `pack`: one tile of `2C` partitions holding,
+    /// per shifted copy, a region of [`Pack::region`] elements: the padded image on
+    /// partitions `0..C` from [`Pack::lead`] and the same image on partitions `C..2C`
+    /// starting the copy's shift earlier, so that one address reads tap `t` below and tap
+    /// `t + 1` above. Each half gets its border memsets (GpSimd) and its interior by DMA.
+    fn load_packed(
+        &mut self,
+        g: &Geom,
+        xv: &super::view::HView,
+        pack: &Pack,
+        n: u64,
+        first: bool,
+        span: crate::ir::Span,
+    ) -> Tile {
+        let c = g.c;
+        let region = pack.region(g);
+        let lead = pack.lead();
+        let cols = pack.shifts.len() as u64 * region;
+        let tile = self.sbuf_tile(xv.dtype, (2 * c) as u32, cols as u32);
+        for (p0, at) in [(0, lead), (c as u32, lead - pack.shifts[0])] {
+            self.image_borders(g, &[(tile, p0, c as u32, at)], 1, Engine::GpSimd, span);
+            self.image_dma(g, xv, &[(0, c)], &[(tile, p0, at)], n, first, span);
+        }
+        tile
+    }
+
+    /// Elements `e0..e1` of each partition's image in the later shifted copies of a packed image `tile`
+    /// ([`Self::load_packed`] loads only the first): each half of each later region is
+    /// copied from the first region's same half, partition for partition (borders
+    /// included), on Vector, instead of loading the image again by DMA. An exact copy:
+    /// the values pass through f32 unchanged.
+    fn packed_copies(
+        &mut self,
+        g: &Geom,
+        pack: &Pack,
+        tile: Tile,
+        (e0, e1): (u64, u64),
+        span: crate::ir::Span,
+    ) {
+        let (c, region, lead) = (g.c as u32, pack.region(g), pack.lead());
+        if e1 == e0 {
+            return;
+        }
+        for (r, &shift) in pack.shifts.iter().enumerate().skip(1) {
+            let base = r as u64 * region + lead;
+            for (p0, at, from) in [(0, base, lead), (c, base - shift, lead - pack.shifts[0])] {
+                let dims = [(e1 - e0, 1)];
+                let dst = tile_ap(tile.dtype, p0, c, at + e0, &dims, false);
+                let src = tile_ap(tile.dtype, p0, c, from + e0, &dims, false);
+                self.copy_out(dst, src, &[tile.buf, tile.buf], span);
+            }
+        }
     }
 
     /// Loads the weight rows of output block `(o0, osz)` and transposes them into `wt`,
@@ -476,16 +824,7 @@ impl Tiler<'_> {
         let dt = wv.dtype;
         let es = dt.size() as u64;
         let taps = g.taps();
-        let ws = &wv.strides;
-        let rows = self.sbuf_tile(dt, osz as u32, (g.c * taps) as u32);
-        self.dma_2d(
-            rows,
-            wv,
-            wv.offset + o0 as i64 * ws[0],
-            (osz, ws[0]),
-            (g.c * taps, 1),
-            span,
-        );
+        let rows = self.weight_rows(g, wv, (o0, osz), span);
         let per_bank = (2048 / (osz * es)).clamp(1, 8);
         for (ci, &(c0, csz)) in cch.iter().enumerate() {
             let src = |t: u64| {
@@ -585,7 +924,41 @@ impl Tiler<'_> {
         let cols = ohs * ows;
         let psum = self.psum_tile(Dtype::F32, osz, cols);
         let mut first = true;
+        let dims = [(ohs, (g.sh * wp) as i64), (ows, g.sw as i64)];
+        if let Some(pack) = &p.pack {
+            // One matmul per group of taps: a pair reads the image below and its shifted
+            // copy above at one address, so its K = 2C products come in tap x C + c order.
+            let x = cur[0];
+            let ng = pack.groups.len() as u64;
+            let (region, lead) = (pack.region(&g), pack.lead());
+            for (gi, &(t, pair)) in pack.groups.iter().enumerate() {
+                let k = if pair { 2 * g.c } else { g.c } as u32;
+                let col = o0 * ng + gi as u64 * osz;
+                let stationary = wt[0].slice(0, k, col as u32, osz as u32);
+                let off = at
+                    + pack.copy[gi] as u64 * region
+                    + lead
+                    + oh0 * g.sh * wp
+                    + ow0 * g.sw
+                    + tap_offset(&g, t);
+                let moving = tile_ap(dt, 0, k, off, &dims, false);
+                self.out.push(
+                    Op::Matmul {
+                        out: psum.ap(),
+                        stationary,
+                        moving,
+                        accumulate: gi > 0,
+                    },
+                    Engine::Tensor,
+                    &[psum.buf, wt[0].buf, x.buf],
+                    span,
+                );
+            }
+        }
         for i in 0..g.kh {
+            if p.pack.is_some() {
+                break;
+            }
             for j in 0..g.kw {
                 let tap = i * g.kw + j;
                 for (ci, x) in cur.iter().enumerate() {
@@ -593,14 +966,7 @@ impl Tiler<'_> {
                     let stationary =
                         wt[ci].slice(0, csz, (o0 * taps + tap * osz) as u32, osz as u32);
                     let off = at + (oh0 * g.sh + i * g.dh) * wp + ow0 * g.sw + j * g.dw;
-                    let moving = tile_ap(
-                        dt,
-                        0,
-                        csz,
-                        off,
-                        &[(ohs, (g.sh * wp) as i64), (ows, g.sw as i64)],
-                        false,
-                    );
+                    let moving = tile_ap(dt, 0, csz, off, &dims, false);
                     self.out.push(
                         Op::Matmul {
                             out: psum.ap(),
@@ -654,17 +1020,17 @@ impl Tiler<'_> {
             .iter()
             .map(|&(_, csz)| self.sbuf_tile(dt, csz as u32, (g.hp() * g.wp()) as u32))
             .collect();
-        self.image_borders(g, &tiles, 1, Engine::GpSimd, span);
-        self.image_dma(g, xv, cch, &tiles, 0, n, first, span);
+        self.image_borders(g, &whole(&tiles), 1, Engine::GpSimd, span);
+        self.image_dma(g, xv, cch, &at_slot(&tiles, 0, g), n, first, span);
         tiles
     }
 
     /// Memsets to zero the padding border of `count` padded images side by side in each
-    /// of `tiles`: four instructions a tile whatever the count.
+    /// of `spots`: four instructions a spot whatever the count.
     fn image_borders(
         &mut self,
         g: &Geom,
-        tiles: &[Tile],
+        spots: &[Spot],
         count: u64,
         engine: Engine,
         span: crate::ir::Span,
@@ -681,9 +1047,9 @@ impl Tiler<'_> {
             sets.push((g.ph * wp, rows.clone()));
             sets.push((g.ph * wp + g.pw + g.w, rows));
         }
-        for tile in tiles {
+        for &(tile, p0, pn, at) in spots {
             for (off, dims) in &sets {
-                let ap = tile_ap(tile.dtype, 0, tile.parts, *off, dims, false);
+                let ap = tile_ap(tile.dtype, p0, pn, at + *off, dims, false);
                 self.out.push(
                     Op::Memset {
                         out: ap,
@@ -697,16 +1063,16 @@ impl Tiler<'_> {
         }
     }
 
-    /// Loads image `n`'s interior into slot `slot` of `tiles` (one per channel chunk).
-    /// With `first`, in pieces of row bands and partition quarters for every queue.
+    /// Loads image `n`'s interior into `dst` (per channel chunk a tile, its first
+    /// partition and where its padded image starts). With `first`, in pieces of row bands
+    /// and partition quarters for every queue.
     #[allow(clippy::too_many_arguments)]
     fn image_dma(
         &mut self,
         g: &Geom,
         xv: &super::view::HView,
         cch: &[(u64, u64)],
-        tiles: &[Tile],
-        slot: u64,
+        dst: &[(Tile, u32, u64)],
         n: u64,
         first: bool,
         span: crate::ir::Span,
@@ -720,8 +1086,8 @@ impl Tiler<'_> {
             (0, xs[2])
         };
         let wp = g.wp();
-        let base = slot * g.hp() * wp + g.ph * wp + g.pw;
-        for (&(c0, csz), tile) in cch.iter().zip(tiles) {
+        for (&(c0, csz), &(tile, pbase, at)) in cch.iter().zip(dst) {
+            let base = at + g.ph * wp + g.pw;
             // Partition quarters and bands of rows, about 16 pieces over all the chunks.
             let (quarters, bands) = if first && csz > 32 {
                 let q = csz.div_ceil(32);
@@ -741,7 +1107,7 @@ impl Tiler<'_> {
                             tile: tile.buf,
                             hbm: xv.buf,
                             dtype: dt,
-                            p0: p0 as u32,
+                            p0: pbase + p0 as u32,
                             pn: pn as u32,
                             tile_off: base + r * wp,
                             hbm_off: xv.offset

@@ -86,7 +86,7 @@ fn ty(dtype: &str, shape: &[u64]) -> String {
 /// Generates the convolution or pooling kernel of `seed`.
 pub fn generate_conv(seed: u64) -> ConvKernel {
     let mut g = Gen {
-        rng: Rng::new(seed ^ 0x636F_6E76_6765_6E),
+        rng: Rng::new(seed ^ 0x0063_6F6E_7667_656E),
         params: Vec::new(),
         lets: Vec::new(),
         features: BTreeSet::new(),
@@ -235,7 +235,7 @@ impl Gen {
         // Groups: one, a few (at most 16, which the machine lowers), or depthwise.
         let (groups, o) = match self.rng.weighted(&[6, 2, 2]) {
             1 => {
-                let divisors: Vec<u64> = (2..=16.min(c)).filter(|g| c % g == 0).collect();
+                let divisors: Vec<u64> = (2..=16.min(c)).filter(|g| c.is_multiple_of(*g)).collect();
                 if divisors.is_empty() {
                     (1, self.out_channels(1))
                 } else {

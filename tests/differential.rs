@@ -199,26 +199,30 @@ fn flash_lowered(text: &str) -> bool {
     })
 }
 
-/// The attention mode: kernels from `common::attention_gen` (producers of q, k and v,
-/// transposed and reshaped operands, every dtype for the probabilities and the output,
-/// head and batch axes, masks, results used twice), each under the default policy and
-/// under strict. `TESSERA_ATTN_CASES` (default 300) and `TESSERA_ATTN_SEED` as for the
-/// chains; the coverage of each composition is printed.
-#[test]
-fn attention_compositions_match_the_reference() {
-    let cases = env_u64("TESSERA_ATTN_CASES", DEFAULT_CASES);
-    let first = env_u64("TESSERA_ATTN_SEED", DEFAULT_SEED);
+/// Runs one mode of generated kernels: `TESSERA_{env}_CASES` kernels (default
+/// `default_cases`) from seed `TESSERA_{env}_SEED` (default [`DEFAULT_SEED`]), each from
+/// `generate(seed)` (its source and the features it exercises), under the default policy
+/// and under strict; prints the coverage of each feature, fails on any run that differs
+/// from the reference, and over the default cases requires every one of `needles`.
+fn run_mode(
+    label: &str,
+    env: &str,
+    default_cases: u64,
+    needles: &[&str],
+    generate: impl Fn(u64) -> (String, Vec<String>) + Sync,
+) {
+    let cases = env_u64(&format!("TESSERA_{env}_CASES"), default_cases);
+    let first = env_u64(&format!("TESSERA_{env}_SEED"), DEFAULT_SEED);
     let start = Instant::now();
     let failures = Mutex::new(Vec::new());
     let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
     parallel(cases, |i| {
         let seed = first.wrapping_add(i);
-        let k = attention_gen::generate_attention(seed);
-        let flash = flash_lowered(&k.source);
+        let (source, features) = generate(seed);
         {
             let mut c = coverage.lock().unwrap();
-            for f in k.features.iter().chain([&format!("flash:{flash}")]) {
-                *c.entry(f.clone()).or_default() += 1;
+            for f in features {
+                *c.entry(f).or_default() += 1;
             }
         }
         for strict in [false, true] {
@@ -226,29 +230,27 @@ fn attention_compositions_match_the_reference() {
                 strict_dtypes: strict,
                 ..PassOptions::default()
             };
-            let outcome = run_case(&k.source, &options, seed);
+            let outcome = run_case(&source, &options, seed);
             if !outcome.is_match() {
                 let policy = if strict { "strict" } else { "wide" };
                 failures.lock().unwrap().push(format!(
-                    "seed {seed} (replay: TESSERA_ATTN_SEED={seed} TESSERA_ATTN_CASES=1), {policy}: {}\n{}",
+                    "seed {seed} (replay: TESSERA_{env}_SEED={seed} TESSERA_{env}_CASES=1), {policy}: {}\n{source}",
                     truncate(&outcome.describe(), 30),
-                    k.source
                 ));
             }
         }
     });
-    let coverage: Vec<String> = coverage
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|(f, n)| format!("{f} {n}"))
-        .collect();
+    let coverage = coverage.into_inner().unwrap();
     let failures = failures.into_inner().unwrap();
     eprintln!(
-        "attention: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
+        "{label}: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
         start.elapsed().as_secs_f64(),
         failures.len(),
-        coverage.join(", ")
+        coverage
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     assert!(
         failures.is_empty(),
@@ -256,6 +258,30 @@ fn attention_compositions_match_the_reference() {
         failures.len(),
         failures[..failures.len().min(5)].join("\n----------------------------------------\n")
     );
+    if first == DEFAULT_SEED && cases >= default_cases {
+        let missing: Vec<&str> = needles
+            .iter()
+            .filter(|n| !coverage.contains_key(**n))
+            .copied()
+            .collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
+    }
+}
+
+/// The attention mode: kernels from `common::attention_gen` (producers of q, k and v,
+/// transposed and reshaped operands, every dtype for the probabilities and the output,
+/// head and batch axes, masks, results used twice), each under the default policy and
+/// under strict. `TESSERA_ATTN_CASES` (default 300) and `TESSERA_ATTN_SEED` as for the
+/// chains; the coverage of each composition is printed.
+#[test]
+fn attention_compositions_match_the_reference() {
+    run_mode("attention", "ATTN", DEFAULT_CASES, &[], |seed| {
+        let k = attention_gen::generate_attention(seed);
+        let flash = format!("flash:{}", flash_lowered(&k.source));
+        let mut features = k.features;
+        features.push(flash);
+        (k.source, features)
+    });
 }
 
 /// The number of version-2 kernels when `TESSERA_V2_CASES` is not set: about 25 s in the
@@ -271,110 +297,60 @@ const DEFAULT_V2_CASES: u64 = 600;
 /// seeds generate what they did. Every construct must show up in the default cases.
 #[test]
 fn version_2_kernels_match_the_reference() {
-    let cases = env_u64("TESSERA_V2_CASES", DEFAULT_V2_CASES);
-    let first = env_u64("TESSERA_V2_SEED", DEFAULT_SEED);
-    let start = Instant::now();
-    let failures = Mutex::new(Vec::new());
-    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
-    parallel(cases, |i| {
-        let seed = first.wrapping_add(i);
+    run_mode("version 2", "V2", DEFAULT_V2_CASES, V2_NEEDLES, |seed| {
         let k = v2_gen::generate_v2(seed);
-        {
-            let mut c = coverage.lock().unwrap();
-            for f in &k.features {
-                *c.entry(f.clone()).or_default() += 1;
-            }
-        }
-        for strict in [false, true] {
-            let options = PassOptions {
-                strict_dtypes: strict,
-                ..PassOptions::default()
-            };
-            let outcome = run_case(&k.source, &options, seed);
-            if !outcome.is_match() {
-                let policy = if strict { "strict" } else { "wide" };
-                failures.lock().unwrap().push(format!(
-                    "seed {seed} (replay: TESSERA_V2_SEED={seed} TESSERA_V2_CASES=1), {policy}: {}\n{}",
-                    truncate(&outcome.describe(), 30),
-                    k.source
-                ));
-            }
-        }
+        (k.source, k.features)
     });
-    let coverage = coverage.into_inner().unwrap();
-    let failures = failures.into_inner().unwrap();
-    eprintln!(
-        "version 2: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
-        start.elapsed().as_secs_f64(),
-        failures.len(),
-        coverage
-            .iter()
-            .map(|(f, n)| format!("{f} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failing runs:\n{}",
-        failures.len(),
-        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
-    );
-    if first == DEFAULT_SEED && cases >= DEFAULT_V2_CASES {
-        let needles = [
-            "slice",
-            "slice:step",
-            "slice:neg_step",
-            "slice:neg_bound",
-            "index",
-            "concat",
-            "pad",
-            "broadcast_to",
-            "where",
-            "cmp:<",
-            "cmp:<=",
-            "cmp:>",
-            "cmp:>=",
-            "cmp:==",
-            "cmp:!=",
-            "logical_and",
-            "logical_or",
-            "logical_not",
-            "arange",
-            "i32",
-            "i32:concat",
-            "i32:pad",
-            "i32:broadcast_to",
-            "i32:cumsum",
-            "i32:argmax",
-            "i32:argmin",
-            "take",
-            "take_computed",
-            "take_i32",
-            "take:argmax",
-            "take:arith",
-            "take:where",
-            "take:arange",
-            "take:computed_i32",
-            "matmul<-slice",
-            "matmul<-concat",
-            "matmul<-take",
-            "matmul<-pad",
-            "reduce<-slice",
-            "reduce<-concat",
-            "reduce<-take",
-            "matmul<-take_computed",
-            "reduce<-take_computed",
-            "matmul<-take_i32",
-            "reduce<-take_i32",
-        ];
-        let missing: Vec<&str> = needles
-            .iter()
-            .filter(|n| !coverage.contains_key(**n))
-            .copied()
-            .collect();
-        assert!(missing.is_empty(), "never generated: {missing:?}");
-    }
 }
+
+/// The constructs and compositions the version-2 mode must draw.
+const V2_NEEDLES: &[&str] = &[
+    "slice",
+    "slice:step",
+    "slice:neg_step",
+    "slice:neg_bound",
+    "index",
+    "concat",
+    "pad",
+    "broadcast_to",
+    "where",
+    "cmp:<",
+    "cmp:<=",
+    "cmp:>",
+    "cmp:>=",
+    "cmp:==",
+    "cmp:!=",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "arange",
+    "i32",
+    "i32:concat",
+    "i32:pad",
+    "i32:broadcast_to",
+    "i32:cumsum",
+    "i32:argmax",
+    "i32:argmin",
+    "take",
+    "take_computed",
+    "take_i32",
+    "take:argmax",
+    "take:arith",
+    "take:where",
+    "take:arange",
+    "take:computed_i32",
+    "matmul<-slice",
+    "matmul<-concat",
+    "matmul<-take",
+    "matmul<-pad",
+    "reduce<-slice",
+    "reduce<-concat",
+    "reduce<-take",
+    "matmul<-take_computed",
+    "reduce<-take_computed",
+    "matmul<-take_i32",
+    "reduce<-take_i32",
+];
 
 /// The number of convolution and pooling kernels when `TESSERA_CONV_CASES` is not set.
 const DEFAULT_CONV_CASES: u64 = 160;
@@ -420,104 +396,61 @@ fn conv_lowerings(text: &str) -> Vec<String> {
 /// default cases.
 #[test]
 fn convolutions_and_pools_match_the_reference() {
-    let cases = env_u64("TESSERA_CONV_CASES", DEFAULT_CONV_CASES);
-    let first = env_u64("TESSERA_CONV_SEED", DEFAULT_SEED);
-    let start = Instant::now();
-    let failures = Mutex::new(Vec::new());
-    let coverage = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
-    parallel(cases, |i| {
-        let seed = first.wrapping_add(i);
-        let k = conv_gen::generate_conv(seed);
-        let lowerings = conv_lowerings(&k.source);
-        {
-            let mut c = coverage.lock().unwrap();
-            for f in k.features.iter().chain(&lowerings) {
-                *c.entry(f.clone()).or_default() += 1;
-            }
-        }
-        for strict in [false, true] {
-            let options = PassOptions {
-                strict_dtypes: strict,
-                ..PassOptions::default()
-            };
-            let outcome = run_case(&k.source, &options, seed);
-            if !outcome.is_match() {
-                let policy = if strict { "strict" } else { "wide" };
-                failures.lock().unwrap().push(format!(
-                    "seed {seed} (replay: TESSERA_CONV_SEED={seed} TESSERA_CONV_CASES=1), {policy}: {}\n{}",
-                    truncate(&outcome.describe(), 30),
-                    k.source
-                ));
-            }
-        }
-    });
-    let coverage = coverage.into_inner().unwrap();
-    let failures = failures.into_inner().unwrap();
-    eprintln!(
-        "convolutions and pools: {cases} kernels from seed {first} in {:.1} s, {} failing runs\ncoverage: {}",
-        start.elapsed().as_secs_f64(),
-        failures.len(),
-        coverage
-            .iter()
-            .map(|(f, n)| format!("{f} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    run_mode(
+        "convolutions and pools",
+        "CONV",
+        DEFAULT_CONV_CASES,
+        CONV_NEEDLES,
+        |seed| {
+            let k = conv_gen::generate_conv(seed);
+            let mut features = k.features;
+            features.extend(conv_lowerings(&k.source));
+            (k.source, features)
+        },
     );
-    assert!(
-        failures.is_empty(),
-        "{} failing runs:\n{}",
-        failures.len(),
-        failures[..failures.len().min(5)].join("\n----------------------------------------\n")
-    );
-    if first == DEFAULT_SEED && cases >= DEFAULT_CONV_CASES {
-        let needles = [
-            "conv1d",
-            "conv2d",
-            "conv:f32",
-            "conv:bf16",
-            "conv:mixed_dtypes",
-            "conv:stride",
-            "conv:padding",
-            "conv:dilation",
-            "conv:groups",
-            "conv:depthwise",
-            "conv:bias",
-            "conv:residual",
-            "conv:relu",
-            "conv:cast",
-            "channels>=128",
-            "long_row",
-            "pool1d",
-            "pool2d",
-            "pool:padding",
-            "max_pool:dilation",
-            "max_pool:ceil_mode",
-            "avg_pool:ceil_mode",
-            "avg_pool:count_include_pad=false",
-            "chain",
-            "conv<-param",
-            "conv<-chain",
-            "conv<-pool",
-            "conv<-conv",
-            "max_pool<-chain",
-            "max_pool<-conv",
-            "avg_pool<-chain",
-            "avg_pool<-conv",
-            "matmul<-conv",
-            "matmul<-pool",
-            "reduce<-conv",
-            "reduce<-pool",
-            "lower:implicit",
-            "lower:window",
-        ];
-        let missing: Vec<&str> = needles
-            .iter()
-            .filter(|n| !coverage.contains_key(**n))
-            .copied()
-            .collect();
-        assert!(missing.is_empty(), "never generated: {missing:?}");
-    }
 }
+
+/// The constructs, compositions and lowerings the convolution mode must draw.
+const CONV_NEEDLES: &[&str] = &[
+    "conv1d",
+    "conv2d",
+    "conv:f32",
+    "conv:bf16",
+    "conv:mixed_dtypes",
+    "conv:stride",
+    "conv:padding",
+    "conv:dilation",
+    "conv:groups",
+    "conv:depthwise",
+    "conv:bias",
+    "conv:residual",
+    "conv:relu",
+    "conv:cast",
+    "channels>=128",
+    "long_row",
+    "pool1d",
+    "pool2d",
+    "pool:padding",
+    "max_pool:dilation",
+    "max_pool:ceil_mode",
+    "avg_pool:ceil_mode",
+    "avg_pool:count_include_pad=false",
+    "chain",
+    "conv<-param",
+    "conv<-chain",
+    "conv<-pool",
+    "conv<-conv",
+    "max_pool<-chain",
+    "max_pool<-conv",
+    "avg_pool<-chain",
+    "avg_pool<-conv",
+    "matmul<-conv",
+    "matmul<-pool",
+    "reduce<-conv",
+    "reduce<-pool",
+    "lower:implicit",
+    "lower:window",
+];
 
 /// The generator's side on its own: every kernel checks, lowers, verifies and evaluates on
 /// the reference, and every result lies within the bounds the generator predicted (which

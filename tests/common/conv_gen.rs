@@ -20,6 +20,7 @@
 //! `driver::expected` propagates the bounds each output is compared within.
 
 use super::kernel_gen::Rng;
+use super::v2_gen::kernel_text;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -86,7 +87,7 @@ fn ty(dtype: &str, shape: &[u64]) -> String {
 /// Generates the convolution or pooling kernel of `seed`.
 pub fn generate_conv(seed: u64) -> ConvKernel {
     let mut g = Gen {
-        rng: Rng::new(seed ^ 0x636F_6E76_6765_6E),
+        rng: Rng::new(seed ^ 0x0063_6F6E_7667_656E),
         params: Vec::new(),
         lets: Vec::new(),
         features: BTreeSet::new(),
@@ -128,22 +129,17 @@ pub fn generate_conv(seed: u64) -> ConvKernel {
     for _ in 0..stages {
         v = match g.rng.weighted(&[5, 2, 2]) {
             0 => g.conv(&v),
-            1 => g.max_pool(&v),
-            _ => g.avg_pool(&v),
+            1 => g.pool(&v, true),
+            _ => g.pool(&v, false),
         };
     }
     let (expr, ret) = g.consume(&v);
-    let mut src = String::new();
-    let _ = writeln!(
-        src,
-        "// Generated convolution and pooling kernel, seed {seed} (TESSERA_CONV_SEED)."
+    let src = kernel_text(
+        &format!("Generated convolution and pooling kernel, seed {seed} (TESSERA_CONV_SEED)."),
+        &g.params,
+        &g.lets,
+        &[(expr, ret)],
     );
-    let _ = writeln!(src, "kernel k({}) -> {ret} {{", g.params.join(", "));
-    for l in &g.lets {
-        let _ = writeln!(src, "    {l}");
-    }
-    let _ = writeln!(src, "    return {expr};");
-    src.push_str("}\n");
     ConvKernel {
         source: src,
         features: g.features.into_iter().collect(),
@@ -235,7 +231,7 @@ impl Gen {
         // Groups: one, a few (at most 16, which the machine lowers), or depthwise.
         let (groups, o) = match self.rng.weighted(&[6, 2, 2]) {
             1 => {
-                let divisors: Vec<u64> = (2..=16.min(c)).filter(|g| c % g == 0).collect();
+                let divisors: Vec<u64> = (2..=16.min(c)).filter(|g| c.is_multiple_of(*g)).collect();
                 if divisors.is_empty() {
                     (1, self.out_channels(1))
                 } else {
@@ -360,12 +356,15 @@ impl Gen {
         }
     }
 
-    fn max_pool(&mut self, v: &Val) -> Val {
+    /// A `max_pool` (with a dilation now and then) or an `avg_pool` (with
+    /// `count_include_pad=false` now and then) of `v`, with `ceil_mode` now and then.
+    fn pool(&mut self, v: &Val, max: bool) -> Val {
+        let f = if max { "max_pool" } else { "avg_pool" };
         let axes = v.shape.len() - 2;
-        let dilated = self.rng.chance(0.4);
+        let dilated = max && self.rng.chance(0.4);
         let ceil = self.rng.chance(0.35);
         let (k, s, p, d, out) = self.pool_window(&v.shape[2..], dilated, ceil);
-        let mut call = format!("max_pool({}, window={}", v.name, list(&k));
+        let mut call = format!("{f}({}, window={}", v.name, list(&k));
         if s != k || self.rng.chance(0.3) {
             let _ = write!(call, ", stride={}", list(&s));
         }
@@ -374,44 +373,20 @@ impl Gen {
             let _ = write!(call, ", padding={}", list(&p));
         }
         if d.iter().any(|&x| x != 1) {
-            self.feature("max_pool:dilation");
+            self.feature(format!("{f}:dilation"));
             let _ = write!(call, ", dilation={}", list(&d));
         }
         if ceil {
-            self.feature("max_pool:ceil_mode");
+            self.feature(format!("{f}:ceil_mode"));
             call.push_str(", ceil_mode=true");
         }
-        call.push(')');
-        self.feature(format!("pool{axes}d"));
-        self.feature(format!("max_pool<-{}", v.origin));
-        let mut shape = v.shape[..2].to_vec();
-        shape.extend(&out);
-        self.bind(call, v.dtype, shape, "pool")
-    }
-
-    fn avg_pool(&mut self, v: &Val) -> Val {
-        let axes = v.shape.len() - 2;
-        let ceil = self.rng.chance(0.35);
-        let (k, s, p, _, out) = self.pool_window(&v.shape[2..], false, ceil);
-        let mut call = format!("avg_pool({}, window={}", v.name, list(&k));
-        if s != k || self.rng.chance(0.3) {
-            let _ = write!(call, ", stride={}", list(&s));
-        }
-        if p.iter().any(|&x| x != 0) {
-            self.feature("pool:padding");
-            let _ = write!(call, ", padding={}", list(&p));
-        }
-        if ceil {
-            self.feature("avg_pool:ceil_mode");
-            call.push_str(", ceil_mode=true");
-        }
-        if self.rng.chance(0.4) {
+        if !max && self.rng.chance(0.4) {
             self.feature("avg_pool:count_include_pad=false");
             call.push_str(", count_include_pad=false");
         }
         call.push(')');
         self.feature(format!("pool{axes}d"));
-        self.feature(format!("avg_pool<-{}", v.origin));
+        self.feature(format!("{f}<-{}", v.origin));
         let mut shape = v.shape[..2].to_vec();
         shape.extend(&out);
         self.bind(call, v.dtype, shape, "pool")

@@ -113,32 +113,46 @@ pub fn generate_v2(seed: u64) -> V2Kernel {
     if g.rng.chance(0.35) {
         g.int_result();
     }
-    let mut src = String::new();
-    let _ = writeln!(
-        src,
-        "// Generated version-2 kernel, seed {seed} (TESSERA_V2_SEED)."
+    let src = kernel_text(
+        &format!("Generated version-2 kernel, seed {seed} (TESSERA_V2_SEED)."),
+        &g.params,
+        &g.lets,
+        &g.results,
     );
-    let types: Vec<&str> = g.results.iter().map(|(_, t)| t.as_str()).collect();
+    V2Kernel {
+        source: src,
+        features: g.features.into_iter().collect(),
+    }
+}
+
+/// The text of kernel `k`: a comment line, the parameters, one `let` a line, and the
+/// results (each an expression and its type; two or more make a tuple).
+pub fn kernel_text(
+    comment: &str,
+    params: &[String],
+    lets: &[String],
+    results: &[(String, String)],
+) -> String {
+    let mut src = String::new();
+    let _ = writeln!(src, "// {comment}");
+    let types: Vec<&str> = results.iter().map(|(_, t)| t.as_str()).collect();
     let ret = if types.len() == 1 {
         types[0].to_string()
     } else {
         format!("({})", types.join(", "))
     };
-    let _ = writeln!(src, "kernel k({}) -> {ret} {{", g.params.join(", "));
-    for l in &g.lets {
+    let _ = writeln!(src, "kernel k({}) -> {ret} {{", params.join(", "));
+    for l in lets {
         let _ = writeln!(src, "    {l}");
     }
-    let exprs: Vec<&str> = g.results.iter().map(|(e, _)| e.as_str()).collect();
+    let exprs: Vec<&str> = results.iter().map(|(e, _)| e.as_str()).collect();
     if exprs.len() == 1 {
         let _ = writeln!(src, "    return {};", exprs[0]);
     } else {
         let _ = writeln!(src, "    return ({});", exprs.join(", "));
     }
     src.push_str("}\n");
-    V2Kernel {
-        source: src,
-        features: g.features.into_iter().collect(),
-    }
+    src
 }
 
 impl Gen {

@@ -44,6 +44,38 @@ fn rope_moves_only_its_compulsory_bytes() {
 }
 
 #[test]
+fn rope_of_a_computed_value_is_one_row_group() {
+    // `q` is a matmul's result seen through a reshape (a group of its own, as in the Llama
+    // decode step): `q * cos` joins the group of the rotated half, which reads the same `q`,
+    // rather than going through HBM scratch. The same for another combination of a
+    // computed value's full rows and its column views.
+    let cases = [
+        "kernel k(x: bf16[64, 256], w: bf16[256, 256], cos: bf16[1, 128], sin: bf16[1, 128]) -> bf16[2, 64, 128] {\n\
+         \x20   let q = reshape(transpose(reshape((x @ w) as bf16, [64, 2, 128]), perm=[1, 0, 2]), [2, 64, 128]);\n\
+         \x20   return q * cos + concat([-q[..., 64:], q[..., :64]], axis=-1) * sin;\n\
+         }\n",
+        "kernel k(x: f32[96, 64], w: f32[64, 64]) -> f32[96, 64] {\n\
+         \x20   let h = reshape(x @ w, [96, 64]);\n\
+         \x20   return exp(h) + concat([h[..., 32:], h[..., :32] * 2.0], axis=-1);\n\
+         }\n",
+    ];
+    for text in cases {
+        for options in policies() {
+            let c = compile(text, options.clone());
+            let groups = c.groups.as_ref().expect("fusion ran");
+            let rows = groups
+                .groups
+                .iter()
+                .filter(|g| matches!(g.root, Root::Rows))
+                .count();
+            assert_eq!(rows, 1, "{text}\n{}", groups.describe());
+            let outcome = run_case(text, &options, 3);
+            assert!(outcome.is_match(), "{text}\n{}", outcome.describe());
+        }
+    }
+}
+
+#[test]
 fn column_views_match_the_reference_bit_for_bit() {
     let cases = [
         rope(2, 128, 64),

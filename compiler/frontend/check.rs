@@ -1148,8 +1148,10 @@ impl<'d> Checker<'d> {
             return None;
         };
         match &entry.binding {
-            // A size used as a value is a weak scalar with the size's value.
-            Binding::Size(v) => v.map(|v| scalar(v as f64, name.span)),
+            // A size used as a value is a weak scalar with the size's value, an integer
+            // as a NumPy user's size is: it takes a float tensor's dtype (`x / N`), and
+            // meeting an `i32` it is an `i32` (`arange(T) == T - 1`).
+            Binding::Size(v) => v.map(|v| scalar_of(v as f64, Dtype::I32, name.span)),
             Binding::Param(i, ty) => ty.clone().map(|ty| TExpr {
                 kind: TExprKind::Param(*i),
                 ty,

@@ -73,6 +73,8 @@ pub fn balance(func: &mut TileFunc) -> bool {
     // up on the few lightest queues and lengthen its tail).
     let mut burst = [false; NUM_DMA_QUEUES];
     let mut burst_bufs: SmallVec<[Buf; 4]> = SmallVec::new();
+    // The queue, buffer and tile of the last DMA that wrote a tile.
+    let mut last_write: Option<(usize, Buf, isa::TileAp)> = None;
     for &i in &func.layout {
         let Some(inst) = func.insts.get_mut(i) else {
             continue;
@@ -86,14 +88,37 @@ pub fn balance(func: &mut TileFunc) -> bool {
             burst = [false; NUM_DMA_QUEUES];
             burst_bufs = key;
         }
-        // The least loaded queue not yet in the burst; `min_by_key` keeps the first
-        // (lowest) of equal keys.
-        let (q, _) = load
-            .iter()
-            .enumerate()
-            .filter(|&(q, _)| !burst[q])
-            .min_by_key(|&(_, &bytes)| bytes)
-            .unwrap_or((0, &0));
+        let writes = match (&inst.op, inst.bufs.first()) {
+            (
+                Op::Dma {
+                    dst: DmaAp::Tile(t),
+                    ..
+                },
+                Some(&b),
+            ) => Some((b, t.clone())),
+            _ => None,
+        };
+        // A DMA that overwrites bytes the DMA just before it wrote (the overlaid pieces of
+        // a concat read in place, `tiling/concat_view.rs`) goes to that DMA's queue: the
+        // two are ordered anyway, and on one queue the second needs no semaphore and its
+        // latency overlaps the first's data phase (a queue's data phases are serial), where
+        // on another queue it would issue only when the first had ended.
+        let follow = match (&last_write, &writes) {
+            (Some((q, b0, t0)), Some((b, t))) if b0 == b && tiles_overlap(t0, t) => Some(*q),
+            _ => None,
+        };
+        // Otherwise the least loaded queue not yet in the burst; `min_by_key` keeps the
+        // first (lowest) of equal keys.
+        let (q, _) = follow.map(|q| (q, &load[q])).unwrap_or_else(|| {
+            load.iter()
+                .enumerate()
+                .filter(|&(q, _)| !burst[q])
+                .min_by_key(|&(_, &bytes)| bytes)
+                .unwrap_or((0, &0))
+        });
+        if let Some((b, t)) = writes {
+            last_write = Some((q, b, t));
+        }
         burst[q] = true;
         load[q] = load[q].saturating_add(dma_bytes(&inst.op));
         let engine = Engine::Dma(q as u8);
@@ -101,6 +126,30 @@ pub fn balance(func: &mut TileFunc) -> bool {
         inst.engine = engine;
     }
     changed
+}
+
+/// Whether two tile patterns may share a byte: their memories, partition ranges and the
+/// byte spans of their free patterns all meet.
+fn tiles_overlap(a: &isa::TileAp, b: &isa::TileAp) -> bool {
+    let span = |t: &isa::TileAp| {
+        let e = t.dtype.size() as i64;
+        let (mut lo, mut hi) = (t.offset as i64, t.offset as i64 + e);
+        for d in &t.dims {
+            let reach = (d.size as i64 - 1).max(0) * d.stride as i64 * e;
+            if reach < 0 {
+                lo += reach;
+            } else {
+                hi += reach;
+            }
+        }
+        (lo, hi)
+    };
+    let (pa, pb) = (
+        (a.partition as u32, a.partition as u32 + a.partitions as u32),
+        (b.partition as u32, b.partition as u32 + b.partitions as u32),
+    );
+    let ((la, ha), (lb, hb)) = (span(a), span(b));
+    a.mem == b.mem && pa.0 < pb.1 && pb.0 < pa.1 && la < hb && lb < ha
 }
 
 /// What makes consecutive DMAs one burst: for a store, the HBM tensor it writes (the

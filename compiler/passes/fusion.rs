@@ -417,23 +417,39 @@ fn collect(func: &Function, fuse: bool, strict: bool) -> Grouping {
             candidates.dedup();
             candidates.reverse();
             // Then sibling groups: row groups that read one of this instruction's kernel
-            // inputs, most recent first. Joining one shares the loads of that input
-            // (`where(x > 0, x, 0.1 * x)`, or a second reduction of the same rows); the
-            // instruction reads nothing those groups compute, so joining cannot close a
-            // cycle, and the checks below are the same as for an operand's group.
+            // inputs, or every value it reads, most recent first. Joining one shares the
+            // loads of that input (`where(x > 0, x, 0.1 * x)`, or a second reduction of
+            // the same rows; RoPE's `q * cos + concat([-q[.., h:], q[.., :h]]) * sin` on a
+            // computed `q`, whose `q * cos` would otherwise go through HBM scratch). The
+            // instruction then reads nothing those groups compute and nothing they do not
+            // already depend on, so joining cannot close a cycle, and the checks below are
+            // the same as for an operand's group.
             let params: Vec<Value> = args
                 .iter()
                 .copied()
                 .filter(|a| matches!(func.values[*a].def, ValueDef::Param(_)))
                 .collect();
-            if !params.is_empty() {
+            let is_const = |v: Value| {
+                matches!(func.values[v].def,
+                    ValueDef::Inst(i) if matches!(func.insts[i].op, TOp::Const(_)))
+            };
+            let outside: Vec<Value> = args
+                .iter()
+                .copied()
+                .filter(|&a| !is_const(a) && def_pos(a).is_some())
+                .collect();
+            if !params.is_empty() || !outside.is_empty() {
                 for (gi, grp) in g.groups.iter().enumerate().rev() {
-                    let reads = grp.insts.iter().any(|i| {
-                        func.insts[*i]
-                            .args
-                            .iter()
-                            .any(|a| params.contains(&resolve(&deferred, *a)))
-                    });
+                    let read = |v: Value| {
+                        grp.insts.iter().any(|i| {
+                            func.insts[*i]
+                                .args
+                                .iter()
+                                .any(|a| resolve(&deferred, *a) == v)
+                        })
+                    };
+                    let reads = params.iter().any(|&p| read(p))
+                        || (!outside.is_empty() && args.iter().all(|&a| is_const(a) || read(a)));
                     if matches!(grp.root, Root::Rows) && reads && !candidates.contains(&(gi as u32))
                     {
                         candidates.push(gi as u32);

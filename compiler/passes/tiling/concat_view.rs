@@ -9,7 +9,9 @@
 //! boundary becomes one DMA per part when the SBUF side can be cut along the same elements
 //! (whole partitions at the starts the machine allows, or a range of one partition's free
 //! axis). A crossing read that cannot be cut so (a 128-key tile whose boundary falls on its
-//! last partition: a tile of one partition must start at 0, 32, 64 or 96) reads a *seam*:
+//! last partition: a tile of one partition must start at 0, 32, 64 or 96) is read by
+//! overlaid DMAs from the parts when the later parts hold few of its rows
+//! (`PartsView::overlay`), or else reads a *seam*:
 //! the positions it spans along the concat axis, copied from the parts into a small HBM
 //! buffer once, just before the first read that needs them. A read the rewrite cannot
 //! follow at all (an indirect gather of the concat, a pattern whose steps carry across the
@@ -27,6 +29,9 @@ const MAX_SEAMS: usize = 4;
 /// Iterations over the dims outside the one that crosses a boundary, above which a read is
 /// not split (it reads a seam or the full copy).
 const MAX_OUTER: u64 = 64;
+/// Steps of the later parts of a group of partitions, above which the group reads a seam
+/// rather than overlaid DMAs (`PartsView::overlay`).
+const MAX_OVERLAY_ROWS: u64 = 4;
 
 /// A concat read in place.
 #[derive(Clone, Debug)]
@@ -207,8 +212,21 @@ fn window_of(windows: &[(u64, u64, HView)], lo: u64, hi: u64) -> Option<&(u64, u
     windows.iter().find(|(s, n, _)| *s <= lo && hi < s + n)
 }
 
-/// DMAs that replace one read: HBM pattern, its buffer, the tile pattern.
+/// DMAs that replace one read: HBM pattern, its buffer, the tile pattern. Pieces are
+/// issued in order on the read's own queue; a later piece may overwrite partitions an
+/// earlier one wrote (see [`PartsView::overlay`]).
 type Pieces = Vec<(HbmAp, Buf, TileAp)>;
+
+/// Where a run of steps of a crossing read comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Run {
+    /// One part, read where it lies.
+    Part(usize),
+    /// A seam (a copy of the window in an HBM buffer of its own).
+    Seam,
+    /// Overlaid DMAs from the parts (an index into the iteration's overlays).
+    Overlay(usize),
+}
 
 /// How a DMA reading a parts view is rewritten.
 enum Plan {
@@ -250,6 +268,76 @@ impl PartsView {
             return full;
         }
         Plan::Seam(lo, hi + 1 - lo)
+    }
+
+    /// A group of partitions (32 or fewer, starting where a tile may start) that holds
+    /// several parts, the later ones starting at partitions no tile may start at, read by
+    /// overlaid DMAs instead of a seam. Each DMA starts at the group's first partition, so
+    /// the machine allows it; the DMAs are issued in order on one queue, so a later one
+    /// overwrites what an earlier one wrote. Working back from the group's last step, step
+    /// `j` of a part that cannot be cut out on its own is its row broadcast (a stride of
+    /// zero) over the group's partitions up to and including its own; the partitions before
+    /// it get their right values from the DMAs that follow, and the group's first part is
+    /// one DMA of its own, last. Every byte is read from where it lies: no seam is copied,
+    /// and no latency of a copy is waited for. The DMAs move `(n + 1) * 32` rows or fewer
+    /// for `n` rows of later parts, so only groups whose later parts hold at most
+    /// `MAX_OVERLAY_ROWS` steps (a KV-cache append of a token or a few speculative ones)
+    /// are read so; others read a seam, which later reads share. Needs one partition per
+    /// step.
+    #[allow(clippy::too_many_arguments)]
+    fn overlay(
+        &self,
+        at: &[u64],
+        u: &[UDim],
+        d: usize,
+        base: u64,
+        inner: u64,
+        segs: &[(u64, u64, usize)],
+        tile: &TileAp,
+    ) -> Option<Pieces> {
+        let a = self.axis;
+        let k = u[d].k;
+        let (g, first_part) = (segs.first()?.0, segs.first()?.2);
+        if inner != tile.free_elems() {
+            return None;
+        }
+        let later: u64 = segs
+            .iter()
+            .skip_while(|s| s.2 == first_part)
+            .map(|s| s.1 - s.0)
+            .sum();
+        if later > MAX_OVERLAY_ROWS {
+            return None;
+        }
+        let mut out = Vec::new();
+        for &(j0, j1, p) in segs.iter().rev() {
+            let (p0, _, view) = &self.parts[p];
+            if let Some(t) = carve(tile, base + j0 * inner, (j1 - j0) * inner) {
+                let mut from = at.to_vec();
+                from[a] += j0 * k;
+                let mut dims = vec![UDim {
+                    n: j1 - j0,
+                    axis: Some(a),
+                    k,
+                }];
+                dims.extend_from_slice(&u[d + 1..]);
+                out.push((map_to(view, a, *p0, &from, &dims)?, view.buf, t));
+                continue;
+            }
+            for j in (j0..j1).rev() {
+                let t = carve(tile, base + g * inner, (j + 1 - g) * inner)?;
+                let mut from = at.to_vec();
+                from[a] += j * k;
+                let mut dims = vec![UDim {
+                    n: j + 1 - g,
+                    axis: None,
+                    k: 0,
+                }];
+                dims.extend_from_slice(&u[d + 1..]);
+                out.push((map_to(view, a, *p0, &from, &dims)?, view.buf, t));
+            }
+        }
+        Some(out)
     }
 
     /// One DMA per part (and per index of the dims outside the crossing one), when the tile
@@ -342,8 +430,9 @@ impl PartsView {
                 .windows(2)
                 .map(|w| (w[0], w[1], part_at(at[a] + w[0] * k).unwrap_or(0)))
                 .collect();
-            // (first step, end, Some(part) or None for a seam).
-            let mut runs: Vec<(u64, u64, Option<usize>)> = Vec::new();
+            // (first step, end, source).
+            let mut runs: Vec<(u64, u64, Run)> = Vec::new();
+            let mut overlays: Vec<Pieces> = Vec::new();
             let mut i = 0;
             while i < segs.len() {
                 let q = quad(segs[i].0);
@@ -359,19 +448,26 @@ impl PartsView {
                     if !on_parts {
                         return Err(None);
                     }
-                    runs.push((segs[i].0, segs[e - 1].1, None));
+                    let (j0, j1) = (segs[i].0, segs[e - 1].1);
+                    match self.overlay(&at, u, d, base, inner, &segs[i..e], tile) {
+                        Some(pieces) => {
+                            runs.push((j0, j1, Run::Overlay(overlays.len())));
+                            overlays.push(pieces);
+                        }
+                        None => runs.push((j0, j1, Run::Seam)),
+                    }
                 } else {
                     for s in &segs[i..e] {
-                        runs.push((s.0, s.1, Some(s.2)));
+                        runs.push((s.0, s.1, Run::Part(s.2)));
                     }
                 }
                 i = e;
             }
             // Merge neighbouring runs of one part where the tile allows it.
-            let mut merged: Vec<(u64, u64, Option<usize>)> = Vec::new();
+            let mut merged: Vec<(u64, u64, Run)> = Vec::new();
             for r in runs {
                 if let Some(last) = merged.last_mut() {
-                    if last.2.is_some()
+                    if matches!(last.2, Run::Part(_))
                         && last.2 == r.2
                         && carve(tile, base + last.0 * inner, (r.1 - last.0) * inner).is_some()
                     {
@@ -381,12 +477,16 @@ impl PartsView {
                 }
                 merged.push(r);
             }
-            for (j0, j1, part) in merged {
+            for (j0, j1, run) in merged {
                 let (first, len) = (at[a] + j0 * k, (j1 - j0 - 1) * k + 1);
-                let window = match part {
-                    Some(p) => &self.parts[p],
-                    None => {
+                let window = match run {
+                    Run::Part(p) => &self.parts[p],
+                    Run::Seam => {
                         window_of(&self.seams, first, first + len - 1).ok_or(Some((first, len)))?
+                    }
+                    Run::Overlay(o) => {
+                        out.append(&mut overlays[o]);
+                        continue;
                     }
                 };
                 let mut from = at.clone();

@@ -8,33 +8,23 @@
 
 mod common;
 
-use common::{compile_verified as compile, run_seed1};
-
-use tessera::passes::PassOptions;
+use common::{both_policies, compile_verified as compile, run_seed1};
 
 /// Runs `text` on random inputs under both policies; requires every output element to be
 /// the reference's and the bytes written to HBM to be the outputs' bytes.
 fn depthwise(text: &str) {
-    for strict in [false, true] {
-        let c = compile(
-            text,
-            PassOptions {
-                strict_dtypes: strict,
-                ..PassOptions::default()
-            },
-        );
+    for options in both_policies() {
+        let strict = options.strict_dtypes;
+        let c = compile(text, options);
         let (report, cmp) = run_seed1(&c);
-        for x in &cmp {
-            assert!(x.bad == 0 && x.max_abs == 0.0, "strict={strict}: {text}");
-        }
-        let result_bytes: u64 = c
-            .tensor
-            .results
-            .iter()
-            .map(|&r| {
-                let t = c.tensor.ty(r);
-                t.shape.iter().product::<u64>() * t.dtype.size() as u64
-            })
+        assert!(
+            cmp.iter().all(|x| x.bad == 0 && x.max_abs == 0.0),
+            "strict={strict}: {text}"
+        );
+        let f = &c.tensor;
+        let outputs = f.results.iter().map(|&r| f.ty(r));
+        let result_bytes: u64 = outputs
+            .map(|t| t.shape.iter().product::<u64>() * t.dtype.size() as u64)
             .sum();
         assert_eq!(
             report.hbm_write_bytes, result_bytes,

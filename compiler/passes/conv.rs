@@ -554,8 +554,10 @@ fn depthwise(
         ));
     }
     let acc = acc.ok_or("a depthwise convolution without taps")?;
-    if spatial == 1 {
-        // Already `[N, C, L]`: the conv's own instruction is that reshape.
+    if spatial == 1 || func.results.contains(&func.insts[inst].result) {
+        // Already `[N, C, L]`: the conv's own instruction is that reshape. A result of the
+        // kernel keeps its shape (no epilogue to run on `[N, C, positions]`), so the chain
+        // writes the output directly.
         set(func, inst, TOp::Reshape, &[acc]);
         return Ok(func.insts[inst].result);
     }

@@ -250,8 +250,7 @@ pub fn plan(func: &Function, grouping: &Grouping, rec: &Depthwise) -> Option<DwP
 /// The Vector, GpSimd and Scalar time (cycles) planned so far.
 #[derive(Default)]
 struct Loads {
-    vector: f64,
-    gpsimd: f64,
+    vg: super::pool::Loads,
     scalar: f64,
 }
 
@@ -259,18 +258,13 @@ impl Loads {
     /// Picks the engine that would finish `n` element passes first (Scalar only where
     /// `scalar`) and books it.
     fn pick(&mut self, n: f64, scalar: bool) -> Engine {
-        let v = self.vector + 64.0 + n;
-        let g = self.gpsimd + 64.0 + 4.0 * n;
         let s = self.scalar + 64.0 + n;
-        if scalar && s <= v && s <= g {
+        let vg = (self.vg.vector + 64.0 + n).min(self.vg.gpsimd + 64.0 + 4.0 * n);
+        if scalar && s <= vg {
             self.scalar = s;
             Engine::Scalar
-        } else if v <= g {
-            self.vector = v;
-            Engine::Vector
         } else {
-            self.gpsimd = g;
-            Engine::GpSimd
+            self.vg.pick(n, 1.0)
         }
     }
 }
@@ -549,7 +543,7 @@ impl Tiler<'_> {
         // four of Vector's).
         let acc = self.out.sbuf(Dtype::F32, pn, npos as u32);
         let nf = (npos * taps) as f64;
-        let f = ((loads.vector - loads.gpsimd + nf) / (5.0 * nf)).clamp(0.0, 1.0);
+        let f = ((loads.vg.vector - loads.vg.gpsimd + nf) / (5.0 * nf)).clamp(0.0, 1.0);
         let on_gpsimd = ((npos as f64 * f) as u64).min(npos);
         let parts = [
             (0, npos - on_gpsimd, Engine::Vector),
@@ -561,8 +555,8 @@ impl Tiler<'_> {
             }
             let n = (kn * taps) as f64;
             match engine {
-                Engine::Vector => loads.vector += 64.0 + n,
-                _ => loads.gpsimd += 64.0 + 4.0 * n,
+                Engine::Vector => loads.vg.vector += 64.0 + n,
+                _ => loads.vg.gpsimd += 64.0 + 4.0 * n,
             }
             self.out.push(
                 Op::TensorReduceScalar {
@@ -587,7 +581,7 @@ impl Tiler<'_> {
             );
         }
         // The epilogue (about two passes on Vector, booked so).
-        loads.vector += 2.0 * (64.0 + npos as f64);
+        loads.vg.vector += 2.0 * (64.0 + npos as f64);
         let given = Tile::plain(acc, Mem::Sbuf, Dtype::F32, pn, npos as u32, 0);
         let graph = self.graph_of(&p.sub, Some((p.given, given)), false)?;
         self.eval_block(

@@ -247,15 +247,15 @@ pub(super) struct Xfer {
 /// The Vector and GpSimd time (cycles) planned so far, to give each band to the engine
 /// that finishes it first.
 #[derive(Default)]
-struct Loads {
-    vector: f64,
-    gpsimd: f64,
+pub(super) struct Loads {
+    pub(super) vector: f64,
+    pub(super) gpsimd: f64,
 }
 
 impl Loads {
     /// Picks an engine for work of `elems` element-passes in `insts` instructions (Vector's
     /// cycles; GpSimd's are four times the elements) and books it.
-    fn pick(&mut self, elems: f64, insts: f64) -> Engine {
+    pub(super) fn pick(&mut self, elems: f64, insts: f64) -> Engine {
         let v = self.vector + 64.0 * insts + elems;
         let g = self.gpsimd + 64.0 * insts + 4.0 * elems;
         if v <= g {

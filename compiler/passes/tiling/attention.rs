@@ -314,53 +314,13 @@ impl Tiler<'_> {
         let tiles: Vec<(u64, u64)> = (0..sq.div_ceil(128))
             .map(|t| (t * 128, 128.min(sq - t * 128)))
             .collect();
-        // Under a causal mask, the constant tiles with which Vector masks a diagonal in
-        // place (`DiagonalMask`), made once: GpSimd's `affine_select` reads SBUF only, so
-        // the scores of every block crossing the diagonal went through a copy out of PSUM
-        // first.
-        let tri = a.tril.is_some().then(|| {
-            let keep = self.sbuf_tile(Dtype::Bf16, 128, 128);
-            let fill = self.sbuf_tile(Dtype::Bf16, 128, 128);
-            self.out.push(
-                Op::Memset {
-                    out: fill.ap(),
-                    value: Imm::new(f32::NEG_INFINITY),
-                },
-                Engine::Vector,
-                &[fill.buf],
-                span,
-            );
-            self.out.push(
-                Op::Memset {
-                    out: keep.ap(),
-                    value: Imm::new(1.0),
-                },
-                Engine::GpSimd,
-                &[keep.buf],
-                span,
-            );
-            // keep = (p - 1 - c >= 0) ? 1 : 0.
-            self.out.push(
-                Op::AffineSelect {
-                    out: keep.ap(),
-                    src: keep.ap(),
-                    cmp: CmpOp::Ge,
-                    expr: Affine {
-                        base: -1,
-                        partition_step: 1,
-                        steps: smallvec![-1],
-                    },
-                    fill: Imm::new(0.0),
-                },
-                Engine::GpSimd,
-                &[keep.buf, keep.buf],
-                span,
-            );
-            DiagonalMask { keep, fill }
-        });
+        // The constant tiles with which Vector masks a diagonal in place, made at their
+        // first use (`DiagonalMask`).
+        let mut tri: Option<DiagonalMask> = None;
         // Every tile's scores of one block, where live (causal: a block whose first key
         // is past every query's diagonal is skipped).
         let block_scores = |this: &mut Self,
+                            tri: &mut Option<DiagonalMask>,
                             kt_tiles: &[Vec<Tile>],
                             states: &[QueryTile],
                             (j0, kb): (u64, u64)| {
@@ -373,7 +333,7 @@ impl Tiler<'_> {
                     };
                     live.then(|| {
                         let kb = keys_seen(a, st, j0, kb);
-                        this.attention_scores(a, st, kt_tiles, j0, kb, tri.as_ref(), span)
+                        this.attention_scores(a, st, kt_tiles, j0, kb, tri, span)
                     })
                 })
                 .collect::<Vec<Option<Tile>>>()
@@ -492,13 +452,18 @@ impl Tiler<'_> {
                 Some(c) => c,
                 None => {
                     let mut states = new_states(self, h, group);
+                    // The diagonal mask, while Vector waits for the first scores.
+                    if a.tril.is_some() && tri.is_none() {
+                        tri = Some(self.diagonal_mask(span));
+                    }
                     for st in &mut states {
                         prepare_qt(self, st);
                     }
                     // All of K^T, behind the first group's query tiles.
                     ensure_kt(self, &mut kvs, h);
                     ensure_v(self, &mut kvs, h, orders[gn][0]);
-                    let scores = block_scores(self, &kvs[kv_of[h]].kt, &states, orders[gn][0]);
+                    let scores =
+                        block_scores(self, &mut tri, &kvs[kv_of[h]].kt, &states, orders[gn][0]);
                     (states, scores)
                 }
             };
@@ -655,7 +620,8 @@ impl Tiler<'_> {
                     }
                     if let Some(nx) = next {
                         let kt_tiles = &kvs[kv_of[h]].kt;
-                        next_scores[i] = block_scores(self, kt_tiles, &states[i..i + 1], nx)[0];
+                        next_scores[i] =
+                            block_scores(self, &mut tri, kt_tiles, &states[i..i + 1], nx)[0];
                     } else if let Some(up) = upcoming.as_mut() {
                         // The next group has at most as many tiles; the last current
                         // tile brings in any it has left.
@@ -667,7 +633,7 @@ impl Tiler<'_> {
                         for u in range {
                             let kt_tiles = &kvs[kv_of[up[u].head]].kt;
                             let first = up_first.unwrap_or(blocks[0]);
-                            let sc = block_scores(self, kt_tiles, &up[u..u + 1], first);
+                            let sc = block_scores(self, &mut tri, kt_tiles, &up[u..u + 1], first);
                             upcoming_scores.push(sc[0]);
                         }
                     }
@@ -802,6 +768,49 @@ impl Tiler<'_> {
         self.epilogue(tail, a.out, o, fixed, (st.m0, st.msz), (0, dv), false)
     }
 
+    /// The constant tiles of `DiagonalMask`: the -inf fill by Vector, the triangle by
+    /// GpSimd (`affine_select` on a tile of ones, which Vector sets).
+    fn diagonal_mask(&mut self, span: crate::frontend::typed::Span) -> DiagonalMask {
+        let keep = self.sbuf_tile(Dtype::Bf16, 128, 128);
+        let fill = self.sbuf_tile(Dtype::Bf16, 128, 128);
+        self.out.push(
+            Op::Memset {
+                out: fill.ap(),
+                value: Imm::new(f32::NEG_INFINITY),
+            },
+            Engine::Vector,
+            &[fill.buf],
+            span,
+        );
+        self.out.push(
+            Op::Memset {
+                out: keep.ap(),
+                value: Imm::new(1.0),
+            },
+            Engine::Vector,
+            &[keep.buf],
+            span,
+        );
+        // keep = (p - 1 - c >= 0) ? 1 : 0.
+        self.out.push(
+            Op::AffineSelect {
+                out: keep.ap(),
+                src: keep.ap(),
+                cmp: CmpOp::Ge,
+                expr: Affine {
+                    base: -1,
+                    partition_step: 1,
+                    steps: smallvec![-1],
+                },
+                fill: Imm::new(0.0),
+            },
+            Engine::GpSimd,
+            &[keep.buf, keep.buf],
+            span,
+        );
+        DiagonalMask { keep, fill }
+    }
+
     /// The scores of one key block of one query tile (in PSUM, or masked in SBUF).
     #[allow(clippy::too_many_arguments)]
     fn attention_scores(
@@ -811,7 +820,7 @@ impl Tiler<'_> {
         kt_tiles: &[Vec<Tile>],
         j0: u64,
         kb: u64,
-        tri: Option<&DiagonalMask>,
+        tri: &mut Option<DiagonalMask>,
         span: crate::frontend::typed::Span,
     ) -> Tile {
         let (m0, msz) = (st.m0, st.msz);
@@ -853,13 +862,13 @@ impl Tiler<'_> {
             // S = 2048, 8 heads: 468,362 -> 454,974 cycles (every diagonal masked by
             // Vector: 494,014, as Vector then does more than it saves).
             let first = (m0 as i64).saturating_add(k).saturating_add(1) - j0 as i64;
-            if let Some(tri) = tri.filter(|_| {
-                (j0 + kb - 1) as i64 > (m0 as i64).saturating_add(k)
-                    && first >= 0
-                    && (first as u64) < kb
-                    && kb - first as u64 <= 128
-                    && 3 * (kb - first as u64) <= kb
-            }) {
+            if (j0 + kb - 1) as i64 > (m0 as i64).saturating_add(k)
+                && first >= 0
+                && (first as u64) < kb
+                && kb - first as u64 <= 128
+                && 3 * (kb - first as u64) <= kb
+            {
+                let tri = *tri.get_or_insert_with(|| self.diagonal_mask(span));
                 let (f, w) = (first as u32, (kb - first as u64) as u32);
                 let win = s.slice(0, msz as u32, f, w);
                 self.out.push(

@@ -23,6 +23,7 @@ use crate::frontend::typed::Span;
 use crate::ir::{BinaryOp, Function, Inst, TOp, Value, ValueDef};
 use crate::passes::fusion::{Group, Grouping, Root};
 use crate::passes::layout::{Layout, Load};
+use crate::tile::{Buf, TInst};
 use cranelift_entity::SecondaryMap;
 use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
 use smallvec::smallvec;
@@ -1446,6 +1447,10 @@ pub(super) struct KSegment {
     pub run: u64,
 }
 
+/// Bytes per partition of weight tiles that an interleaved matmul loads ahead, among the
+/// instructions since the previous one (`Tiler::hoist_loads`).
+const HOIST_BUDGET: u64 = 96 * 1024;
+
 /// Bytes of the shortest DMA run that costs no more than its bytes (machine.md: every
 /// contiguous run costs at least 64).
 const MIN_RUN_BYTES: u64 = 64;
@@ -1457,7 +1462,11 @@ pub(super) fn k_segments(k: u64, run: u64) -> Vec<KSegment> {
     let mut segs = Vec::new();
     let mut k0 = 0;
     while k - k0 >= 128 * run {
-        segs.push(KSegment { k0, parts: 128, run });
+        segs.push(KSegment {
+            k0,
+            parts: 128,
+            run,
+        });
         k0 += 128 * run;
     }
     let parts = (k - k0) / run;
@@ -1535,6 +1544,11 @@ impl Tiler<'_> {
             .collect();
         // A's tiles, one per segment: `[parts, m * run]`, in (m, j) order when K is A's
         // contiguous axis (runs of `run` elements), else in (j, m) order (runs along M).
+        // Weight loads that may move back among the instructions since the previous
+        // interleaved matmul (`hoist_loads`), and the bytes per partition they take.
+        let window = self.weight_hoist.take().map(|w| w..self.out.layout.len());
+        let mut hoisted: Vec<TInst> = Vec::new();
+        let mut hoisted_bytes = 0u64;
         let a_kmajor = ao.k_stride == 1;
         let mut a_tiles = Vec::with_capacity(segs.len());
         for s in segs {
@@ -1560,6 +1574,7 @@ impl Tiler<'_> {
                 // B's tile: `[parts, nsz * run]` in (n, j) order, K contiguous in HBM.
                 let b = self.sbuf_tile(bo.view.dtype, s.parts as u32, (nsz * s.run) as u32);
                 let base = bo.offset + s.k0 as i64 * bo.k_stride + n0 as i64 * bo.x_stride;
+                let first = self.out.layout.len();
                 self.dma_3d(
                     b,
                     &bo.view,
@@ -1569,6 +1584,11 @@ impl Tiler<'_> {
                     (s.run, bo.k_stride),
                     span,
                 );
+                let bytes = nsz * s.run * bo.view.dtype.size() as u64;
+                if window.is_some() && hoisted_bytes + bytes <= HOIST_BUDGET {
+                    hoisted_bytes += bytes;
+                    hoisted.extend_from_slice(&self.out.layout[first..]);
+                }
                 for j in 0..s.run {
                     let moving = strided(&b, s.parts, j, nsz, s.run);
                     for (&(m0, msz), &psum) in chunks.iter().zip(&psums) {
@@ -1596,7 +1616,47 @@ impl Tiler<'_> {
             }
             n0 += nsz;
         }
+        if let Some(window) = window {
+            self.hoist_loads(window, &hoisted, bo.view.buf);
+        }
+        self.weight_hoist = Some(self.out.layout.len());
         Ok(())
+    }
+
+    /// Moves the weight loads `loads` (emitted last) back into the layout positions
+    /// `window`, spread evenly over it, so they move while the instructions there (the
+    /// attention between two projections of a decode step, say) leave DMA bandwidth
+    /// unused; each DMA queue issues in program order, so a load placed after the window
+    /// would wait behind all of it. Only when nothing in the window touches the weight's
+    /// HBM buffer `weight` (a kernel input, or a value written before the window).
+    fn hoist_loads(&mut self, window: std::ops::Range<usize>, loads: &[TInst], weight: Buf) {
+        let len = window.end - window.start;
+        let touched = self.out.layout[window.clone()]
+            .iter()
+            .any(|&i| self.out.insts[i].bufs.contains(&weight));
+        if loads.is_empty() || len == 0 || touched {
+            return;
+        }
+        let moved: std::collections::HashSet<TInst> = loads.iter().copied().collect();
+        let tail: Vec<TInst> = self
+            .out
+            .layout
+            .split_off(window.end)
+            .into_iter()
+            .filter(|i| !moved.contains(i))
+            .collect();
+        let inside = self.out.layout.split_off(window.start);
+        // Load `j` goes after `(j + 1) * len / (loads + 1)` of the window's instructions.
+        let mut next = 0;
+        for (pos, &inst) in inside.iter().enumerate() {
+            while next < loads.len() && (next + 1) * len / (loads.len() + 1) <= pos {
+                self.out.layout.push(loads[next]);
+                next += 1;
+            }
+            self.out.layout.push(inst);
+        }
+        self.out.layout.extend_from_slice(&loads[next..]);
+        self.out.layout.extend(tail);
     }
 
     /// Loads the HBM pattern `part x outer x inner` (each `(size, stride)` in elements,

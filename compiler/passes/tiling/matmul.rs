@@ -455,10 +455,7 @@ impl Tiler<'_> {
                     let mut n0 = 0;
                     while n0 < n {
                         let nsz = 512.min(n - n0);
-                        let psums: Vec<Tile> = chunks
-                            .iter()
-                            .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
-                            .collect();
+                        let psums = self.psum_tiles(&chunks, nsz);
                         let gp = long_k_gpsimd(chunks.len() as u64, nsz, rate);
                         let step = |this: &mut Self, t: u64| {
                             let k0 = t * 128;
@@ -496,6 +493,14 @@ impl Tiler<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One new f32 PSUM tile of `nsz` columns for each M chunk `(m0, msz)`.
+    fn psum_tiles(&mut self, chunks: &[(u64, u64)], nsz: u64) -> Vec<Tile> {
+        chunks
+            .iter()
+            .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
+            .collect()
     }
 
     /// A new PSUM tile of `parts` x `cols` elements of `dtype`.
@@ -587,29 +592,14 @@ impl Tiler<'_> {
         let chunk = cols.0.div_ceil(csplit);
         // Column chunk outermost: the partition quarters of the first columns (what the
         // first transposes need) go to different queues and arrive first.
-        let mut c0 = 0;
-        while c0 < cols.0 {
-            let cn = chunk.min(cols.0 - c0);
-            for pi in 0..psplit {
-                let p0 = pi * pn;
-                let pn = pn.min(rows.0 - p0);
-                let src = hbm_ap(
-                    view.dtype,
-                    base + p0 as i64 * rows.1 + c0 as i64 * cols.1,
-                    &[(pn, rows.1), (cn, cols.1)],
-                );
-                self.out.push(
-                    Op::Dma {
-                        dst: DmaAp::Tile(tile.slice(p0 as u32, pn as u32, c0 as u32, cn as u32)),
-                        src: DmaAp::Hbm(src),
-                    },
-                    Engine::Dma(0),
-                    &[tile.buf, view.buf],
-                    span,
-                );
-            }
-            c0 += cn;
-        }
+        self.dma_pieces(
+            tile,
+            view,
+            base,
+            (rows, cols, (1, 1)),
+            (psplit, pn, chunk),
+            span,
+        );
     }
 
     /// Loads `op[0..k, x0..x0+xsz]` (`xsz` <= 128) as one SBUF tile per K chunk of 128,
@@ -1566,10 +1556,7 @@ impl Tiler<'_> {
         let mut n0 = 0;
         while n0 < n {
             let nsz = 512.min(n - n0);
-            let psums: Vec<Tile> = chunks
-                .iter()
-                .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
-                .collect();
+            let psums = self.psum_tiles(&chunks, nsz);
             for (si, (s, a)) in segs.iter().zip(&a_tiles).enumerate() {
                 // B's tile: `[parts, nsz * run]` in (n, j) order, K contiguous in HBM.
                 let b = self.sbuf_tile(bo.view.dtype, s.parts as u32, (nsz * s.run) as u32);
@@ -1683,6 +1670,27 @@ impl Tiler<'_> {
         };
         let pn = if pgroups > 1 { 32 } else { part.0 };
         let ochunk = outer.0.div_ceil((want / pgroups).clamp(1, outer.0));
+        self.dma_pieces(
+            tile,
+            view,
+            base,
+            (part, outer, inner),
+            (pgroups, pn, ochunk),
+            span,
+        );
+    }
+
+    /// Loads the HBM pattern `part x outer x inner` into `tile` in pieces: chunks of
+    /// `ochunk` of `outer` (outermost), each in `pgroups` groups of `pn` partitions.
+    fn dma_pieces(
+        &mut self,
+        tile: Tile,
+        view: &HView,
+        base: i64,
+        (part, outer, inner): ((u64, i64), (u64, i64), (u64, i64)),
+        (pgroups, pn, ochunk): (u64, u64, u64),
+        span: Span,
+    ) {
         let mut o0 = 0;
         while o0 < outer.0 {
             let on = ochunk.min(outer.0 - o0);

@@ -1614,14 +1614,21 @@ impl Tiler<'_> {
     /// `window`, spread evenly over it, so they move while the instructions there (the
     /// attention between two projections of a decode step, say) leave DMA bandwidth
     /// unused; each DMA queue issues in program order, so a load placed after the window
-    /// would wait behind all of it. Only when nothing in the window touches the weight's
-    /// HBM buffer `weight` (a kernel input, or a value written before the window).
+    /// would wait behind all of it. Only for a weight that is a kernel input (`weight`,
+    /// its HBM buffer, which nothing writes) and that nothing in the window touches.
     fn hoist_loads(&mut self, window: std::ops::Range<usize>, loads: &[TInst], weight: Buf) {
         let len = window.end - window.start;
+        let input = matches!(
+            self.out.bufs[weight].kind,
+            crate::tile::BufKind::Hbm {
+                role: isa::Role::Input,
+                ..
+            }
+        );
         let touched = self.out.layout[window.clone()]
             .iter()
             .any(|&i| self.out.insts[i].bufs.contains(&weight));
-        if loads.is_empty() || len == 0 || touched {
+        if loads.is_empty() || len == 0 || !input || touched {
             return;
         }
         let moved: std::collections::HashSet<TInst> = loads.iter().copied().collect();

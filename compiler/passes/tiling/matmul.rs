@@ -23,6 +23,7 @@ use crate::frontend::typed::Span;
 use crate::ir::{BinaryOp, Function, Inst, TOp, Value, ValueDef};
 use crate::passes::fusion::{Group, Grouping, Root};
 use crate::passes::layout::{Layout, Load};
+use crate::tile::{Buf, TInst};
 use cranelift_entity::SecondaryMap;
 use isa::{Dim, DmaAp, Dtype, Engine, Mem, Op, TileAp};
 use smallvec::smallvec;
@@ -210,6 +211,10 @@ impl Tiler<'_> {
             ao.pe |= ao.prologue.is_some();
             bo.pe |= bo.prologue.is_some();
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
+            if let Some(segs) = self.interleave_segments(&ao, &bo, m, k) {
+                self.interleaved_matmul(g, inst, (&ao, &bo), (m, k, n), &segs, &fixed, swapped)?;
+                continue;
+            }
             if b_tile_fits {
                 let mut mb0 = 0;
                 while mb0 < m {
@@ -450,10 +455,7 @@ impl Tiler<'_> {
                     let mut n0 = 0;
                     while n0 < n {
                         let nsz = 512.min(n - n0);
-                        let psums: Vec<Tile> = chunks
-                            .iter()
-                            .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
-                            .collect();
+                        let psums = self.psum_tiles(&chunks, nsz);
                         let gp = long_k_gpsimd(chunks.len() as u64, nsz, rate);
                         let step = |this: &mut Self, t: u64| {
                             let k0 = t * 128;
@@ -491,6 +493,14 @@ impl Tiler<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One new f32 PSUM tile of `nsz` columns for each M chunk `(m0, msz)`.
+    fn psum_tiles(&mut self, chunks: &[(u64, u64)], nsz: u64) -> Vec<Tile> {
+        chunks
+            .iter()
+            .map(|&(_, msz)| self.psum_tile(Dtype::F32, msz, nsz))
+            .collect()
     }
 
     /// A new PSUM tile of `parts` x `cols` elements of `dtype`.
@@ -582,29 +592,14 @@ impl Tiler<'_> {
         let chunk = cols.0.div_ceil(csplit);
         // Column chunk outermost: the partition quarters of the first columns (what the
         // first transposes need) go to different queues and arrive first.
-        let mut c0 = 0;
-        while c0 < cols.0 {
-            let cn = chunk.min(cols.0 - c0);
-            for pi in 0..psplit {
-                let p0 = pi * pn;
-                let pn = pn.min(rows.0 - p0);
-                let src = hbm_ap(
-                    view.dtype,
-                    base + p0 as i64 * rows.1 + c0 as i64 * cols.1,
-                    &[(pn, rows.1), (cn, cols.1)],
-                );
-                self.out.push(
-                    Op::Dma {
-                        dst: DmaAp::Tile(tile.slice(p0 as u32, pn as u32, c0 as u32, cn as u32)),
-                        src: DmaAp::Hbm(src),
-                    },
-                    Engine::Dma(0),
-                    &[tile.buf, view.buf],
-                    span,
-                );
-            }
-            c0 += cn;
-        }
+        self.dma_pieces(
+            tile,
+            view,
+            base,
+            (rows, cols, (1, 1)),
+            (psplit, pn, chunk),
+            span,
+        );
     }
 
     /// Loads `op[0..k, x0..x0+xsz]` (`xsz` <= 128) as one SBUF tile per K chunk of 128,
@@ -1430,4 +1425,323 @@ fn swap_last(view: &HView) -> HView {
         perm.swap(rank - 2, rank - 1);
     }
     view.permute(&perm)
+}
+
+/// One K segment of an interleaved matmul (`Tiler::interleaved_matmul`): K indices
+/// `k0..k0 + parts * run`, partition `p` holding the `run` consecutive indices from
+/// `k0 + p * run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct KSegment {
+    pub k0: u64,
+    pub parts: u64,
+    pub run: u64,
+}
+
+/// Bytes per partition of weight tiles that an interleaved matmul loads ahead, among the
+/// instructions since the previous one (`Tiler::hoist_loads`).
+const HOIST_BUDGET: u64 = 96 * 1024;
+
+/// Bytes of the shortest DMA run that costs no more than its bytes (machine.md: every
+/// contiguous run costs at least 64).
+const MIN_RUN_BYTES: u64 = 64;
+
+/// The K segments of an interleaved matmul over `k` with runs of `run` elements: as many
+/// full segments of 128 partitions as fit, then the rest in whole runs on fewer
+/// partitions, then what is left (fewer than `run` indices) one index per partition.
+pub(super) fn k_segments(k: u64, run: u64) -> Vec<KSegment> {
+    let mut segs = Vec::new();
+    let mut k0 = 0;
+    while k - k0 >= 128 * run {
+        segs.push(KSegment {
+            k0,
+            parts: 128,
+            run,
+        });
+        k0 += 128 * run;
+    }
+    let parts = (k - k0) / run;
+    if parts > 0 {
+        segs.push(KSegment { k0, parts, run });
+        k0 += parts * run;
+    }
+    if k0 < k {
+        segs.push(KSegment {
+            k0,
+            parts: k - k0,
+            run: 1,
+        });
+    }
+    segs
+}
+
+impl Tiler<'_> {
+    /// The K segments of the interleaved schedule when it applies to this matmul, else
+    /// `None`. It applies under the default dtype policy only (it sums K in another
+    /// order, which docs/numerics.md allows there and strict does not), to a B whose K
+    /// axis is contiguous in HBM (which the other schedules transpose on the PE array and
+    /// copy out of PSUM block by block), when neither operand is computed on its way in,
+    /// K holds at least one full segment (so most matmuls use all 128 partitions), M is
+    /// at most four chunks (one PSUM bank each) and all of A fits its SBUF budget.
+    fn interleave_segments(
+        &self,
+        ao: &Operand2d,
+        bo: &Operand2d,
+        m: u64,
+        k: u64,
+    ) -> Option<Vec<KSegment>> {
+        let bsize = bo.view.dtype.size() as u64;
+        let run = (MIN_RUN_BYTES / bsize).max(1);
+        let a_bytes = m * k * ao.view.dtype.size() as u64 / 128;
+        let applies = !self.strict
+            && ao.prologue.is_none()
+            && bo.prologue.is_none()
+            && !bo.direct()
+            && k >= 128 * run
+            && m <= LONG_K_GROUP * 128
+            && a_bytes <= A_BUDGET;
+        applies.then(|| k_segments(k, run))
+    }
+
+    /// `C = A @ B` with K *interleaved* over partitions: in each K segment partition `p`
+    /// holds `run` consecutive K indices, so both operands load straight from HBM in runs
+    /// of at least 64 bytes (a DMA's least cost) even where K is their contiguous axis,
+    /// and no operand is transposed on the PE array or copied out of PSUM. The matmul for
+    /// step `j` of a segment contracts index `p * run + j` over the partitions: A's and
+    /// B's tiles read with a stride of `run` elements. Each B tile (one segment, one N
+    /// block) is read once and feeds every M chunk; A stays in SBUF. For a decode-size
+    /// M this streams the weight at the DMA's rate with the Tensor engine half idle.
+    ///
+    /// The sum over K runs in another order than the language's (all of step 0's
+    /// partitions, then step 1's, ...): allowed under the default policy only
+    /// (`interleave_segments`).
+    #[allow(clippy::too_many_arguments)]
+    fn interleaved_matmul(
+        &mut self,
+        g: &Group,
+        inst: Inst,
+        (ao, bo): (&Operand2d, &Operand2d),
+        (m, k, n): (u64, u64, u64),
+        segs: &[KSegment],
+        fixed: &[AxisUse],
+        swapped: bool,
+    ) -> Result<(), String> {
+        let span = self.func.spans[inst];
+        if k == 0 || segs.is_empty() {
+            return Err("a matmul with K = 0".into());
+        }
+        let chunks: Vec<(u64, u64)> = (0..m.div_ceil(128))
+            .map(|i| (i * 128, 128.min(m - i * 128)))
+            .collect();
+        // A's tiles, one per segment: `[parts, m * run]`, in (m, j) order when K is A's
+        // contiguous axis (runs of `run` elements), else in (j, m) order (runs along M).
+        // Weight loads that may move back among the instructions since the previous
+        // interleaved matmul (`hoist_loads`), and the bytes per partition they take.
+        let window = self.weight_hoist.take().map(|w| w..self.out.layout.len());
+        let mut hoisted: Vec<TInst> = Vec::new();
+        let mut hoisted_bytes = 0u64;
+        let a_kmajor = ao.k_stride == 1;
+        let mut a_tiles = Vec::with_capacity(segs.len());
+        for s in segs {
+            let tile = self.sbuf_tile(ao.view.dtype, s.parts as u32, (m * s.run) as u32);
+            let base = ao.offset + s.k0 as i64 * ao.k_stride;
+            let part = (s.parts, s.run as i64 * ao.k_stride);
+            let (outer, inner) = if a_kmajor {
+                ((m, ao.x_stride), (s.run, ao.k_stride))
+            } else {
+                ((s.run, ao.k_stride), (m, ao.x_stride))
+            };
+            self.dma_3d(tile, &ao.view, base, part, outer, inner, span);
+            a_tiles.push(tile);
+        }
+        let mut n0 = 0;
+        while n0 < n {
+            let nsz = 512.min(n - n0);
+            let psums = self.psum_tiles(&chunks, nsz);
+            for (si, (s, a)) in segs.iter().zip(&a_tiles).enumerate() {
+                // B's tile: `[parts, nsz * run]` in (n, j) order, K contiguous in HBM.
+                let b = self.sbuf_tile(bo.view.dtype, s.parts as u32, (nsz * s.run) as u32);
+                let base = bo.offset + s.k0 as i64 * bo.k_stride + n0 as i64 * bo.x_stride;
+                let first = self.out.layout.len();
+                self.dma_3d(
+                    b,
+                    &bo.view,
+                    base,
+                    (s.parts, s.run as i64 * bo.k_stride),
+                    (nsz, bo.x_stride),
+                    (s.run, bo.k_stride),
+                    span,
+                );
+                let bytes = nsz * s.run * bo.view.dtype.size() as u64;
+                if window.is_some() && hoisted_bytes + bytes <= HOIST_BUDGET {
+                    hoisted_bytes += bytes;
+                    hoisted.extend_from_slice(&self.out.layout[first..]);
+                }
+                for j in 0..s.run {
+                    let moving = strided(&b, s.parts, j, nsz, s.run);
+                    for (&(m0, msz), &psum) in chunks.iter().zip(&psums) {
+                        let stationary = if a_kmajor {
+                            strided(a, s.parts, m0 * s.run + j, msz, s.run)
+                        } else {
+                            strided(a, s.parts, j * m + m0, msz, 1)
+                        };
+                        self.out.push(
+                            Op::Matmul {
+                                out: psum.ap(),
+                                stationary,
+                                moving: moving.clone(),
+                                accumulate: si > 0 || j > 0,
+                            },
+                            Engine::Tensor,
+                            &[psum.buf, a.buf, b.buf],
+                            span,
+                        );
+                    }
+                }
+            }
+            for (&chunk, &psum) in chunks.iter().zip(&psums) {
+                self.epilogue(g, inst, psum, fixed, chunk, (n0, nsz), swapped)?;
+            }
+            n0 += nsz;
+        }
+        if let Some(window) = window {
+            self.hoist_loads(window, &hoisted, bo.view.buf);
+        }
+        self.weight_hoist = Some(self.out.layout.len());
+        Ok(())
+    }
+
+    /// Moves the weight loads `loads` (emitted last) back into the layout positions
+    /// `window`, spread evenly over it, so they move while the instructions there (the
+    /// attention between two projections of a decode step, say) leave DMA bandwidth
+    /// unused; each DMA queue issues in program order, so a load placed after the window
+    /// would wait behind all of it. Only for a weight that is a kernel input (`weight`,
+    /// its HBM buffer, which nothing writes) and that nothing in the window touches.
+    fn hoist_loads(&mut self, window: std::ops::Range<usize>, loads: &[TInst], weight: Buf) {
+        let len = window.end - window.start;
+        let input = matches!(
+            self.out.bufs[weight].kind,
+            crate::tile::BufKind::Hbm {
+                role: isa::Role::Input,
+                ..
+            }
+        );
+        let touched = self.out.layout[window.clone()]
+            .iter()
+            .any(|&i| self.out.insts[i].bufs.contains(&weight));
+        if loads.is_empty() || len == 0 || !input || touched {
+            return;
+        }
+        let moved: std::collections::HashSet<TInst> = loads.iter().copied().collect();
+        let tail: Vec<TInst> = self
+            .out
+            .layout
+            .split_off(window.end)
+            .into_iter()
+            .filter(|i| !moved.contains(i))
+            .collect();
+        let inside = self.out.layout.split_off(window.start);
+        // Load `j` goes after `(j + 1) * len / (loads + 1)` of the window's instructions.
+        let mut next = 0;
+        for (pos, &inst) in inside.iter().enumerate() {
+            while next < loads.len() && (next + 1) * len / (loads.len() + 1) <= pos {
+                self.out.layout.push(loads[next]);
+                next += 1;
+            }
+            self.out.layout.push(inst);
+        }
+        self.out.layout.extend_from_slice(&loads[next..]);
+        self.out.layout.extend(tail);
+    }
+
+    /// Loads the HBM pattern `part x outer x inner` (each `(size, stride)` in elements,
+    /// from element `base`) into `tile` (`part` on partitions, `outer * inner` columns), in
+    /// pieces spread over the DMA queues: groups of 32 partitions (where a tile of at most
+    /// 32 may start) and chunks of `outer`, about 8 KiB or more each, at most 64 pieces.
+    #[allow(clippy::too_many_arguments)]
+    fn dma_3d(
+        &mut self,
+        tile: Tile,
+        view: &HView,
+        base: i64,
+        part: (u64, i64),
+        outer: (u64, i64),
+        inner: (u64, i64),
+        span: Span,
+    ) {
+        let bytes = part.0 * outer.0 * inner.0 * view.dtype.size() as u64;
+        let want = (bytes / (8 * 1024)).clamp(1, 64);
+        let pgroups = if want >= 4 && part.0 > 32 {
+            part.0.div_ceil(32)
+        } else {
+            1
+        };
+        let pn = if pgroups > 1 { 32 } else { part.0 };
+        let ochunk = outer.0.div_ceil((want / pgroups).clamp(1, outer.0));
+        self.dma_pieces(
+            tile,
+            view,
+            base,
+            (part, outer, inner),
+            (pgroups, pn, ochunk),
+            span,
+        );
+    }
+
+    /// Loads the HBM pattern `part x outer x inner` into `tile` in pieces: chunks of
+    /// `ochunk` of `outer` (outermost), each in `pgroups` groups of `pn` partitions.
+    fn dma_pieces(
+        &mut self,
+        tile: Tile,
+        view: &HView,
+        base: i64,
+        (part, outer, inner): ((u64, i64), (u64, i64), (u64, i64)),
+        (pgroups, pn, ochunk): (u64, u64, u64),
+        span: Span,
+    ) {
+        let mut o0 = 0;
+        while o0 < outer.0 {
+            let on = ochunk.min(outer.0 - o0);
+            for gi in 0..pgroups {
+                let p0 = gi * pn;
+                let pn = pn.min(part.0 - p0);
+                let src = hbm_ap(
+                    view.dtype,
+                    base + p0 as i64 * part.1 + o0 as i64 * outer.1,
+                    &[(pn, part.1), (on, outer.1), (inner.0, inner.1)],
+                );
+                let dst = tile.slice(
+                    p0 as u32,
+                    pn as u32,
+                    (o0 * inner.0) as u32,
+                    (on * inner.0) as u32,
+                );
+                self.out.push(
+                    Op::Dma {
+                        dst: DmaAp::Tile(dst),
+                        src: DmaAp::Hbm(src),
+                    },
+                    Engine::Dma(0),
+                    &[tile.buf, view.buf],
+                    span,
+                );
+            }
+            o0 += on;
+        }
+    }
+}
+
+/// Partitions `0..parts` of `tile` read as `size` elements `stride` apart from element
+/// `first`: one step's operand of an interleaved matmul.
+fn strided(tile: &Tile, parts: u64, first: u64, size: u64, stride: u64) -> TileAp {
+    TileAp {
+        mem: tile.mem,
+        dtype: tile.dtype,
+        partition: 0,
+        partitions: parts as u8,
+        offset: (tile.col_offset + first as u32) * tile.dtype.size(),
+        dims: smallvec![Dim {
+            size: size as u32,
+            stride: stride as i32,
+        }],
+    }
 }

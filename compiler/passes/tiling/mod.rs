@@ -86,6 +86,9 @@ pub struct Tiler<'a> {
     pub last_stores: bool,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
+    /// The layout position after the last interleaved matmul (`matmul.rs`): the next one
+    /// may move its first weight loads into the instructions since (`hoist_loads`).
+    pub weight_hoist: Option<usize>,
     /// Concat parts stored straight into their range of the concat's home, with the
     /// concat (`movement.rs`).
     pub concat_homes: Vec<(Value, Inst)>,
@@ -172,6 +175,7 @@ pub fn lower(
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
         last_group: false,
+        weight_hoist: None,
         concat_homes: Vec::new(),
         parts_planned: Vec::new(),
         parts_views: Vec::new(),

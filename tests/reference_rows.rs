@@ -123,11 +123,11 @@ fn gated_mlp_with_exact_and_inexact_operands() {
 
 #[test]
 fn matmul_of_partly_exact_rows() {
-    // `tril(.., k=-3)` zeroes the first three rows whole (exact, bound 0) and leaves the
-    // others inexact: the matmul's bound is decided per row, so blocks of exact rows and
-    // blocks of mixed rows give the whole evaluation's bits.
-    let text = "kernel k(x: f32[20, 12], w: bf16[12, 9], y: f32[20, 9]) -> f32[20, 9] {
-        let a = tril(exp(x), k=-3);
+    // The rows where `r > 0` are `x` itself (exact, bound 0, not zero), the others
+    // `exp(x)` (inexact): the matmul's bound is decided per row, so blocks of exact rows
+    // and blocks of mixed rows give the whole evaluation's bits.
+    let text = "kernel k(x: f32[20, 12], r: f32[20, 1], w: bf16[12, 9], y: f32[20, 9]) -> f32[20, 9] {
+        let a = where(r > 0.0, x, exp(x));
         return (a @ w) + exp(y);
     }";
     assert!(same_bits_both_ways(text, 5) > 0);

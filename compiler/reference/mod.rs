@@ -145,17 +145,12 @@ pub fn evaluate_bounded(
     inputs: &[HostTensor],
     relaxed: &[Value],
 ) -> Result<Vec<(HostTensor, Vec<f32>)>, EvalError> {
-    run(
-        func,
-        Inputs::Given(inputs),
-        Some(relaxed),
-        Some(rows::Blocks::DEFAULT),
-    )
+    evaluate_bounded_blocks(func, inputs, relaxed, Some(rows::Blocks::DEFAULT))
 }
 
 /// [`evaluate_bounded`] with the runs of row-independent operations evaluated by row
-/// blocks (`rows.rs`), or every operation on whole tensors when `None`. The results and bounds are the same bits either way; the tests
-/// compare the two.
+/// blocks (`rows.rs`), or every operation on whole tensors when `None`. The results and
+/// bounds are the same bits either way; the tests compare the two.
 pub fn evaluate_bounded_blocks(
     func: &Function,
     inputs: &[HostTensor],
@@ -253,15 +248,7 @@ fn run(
     // Given inputs are borrowed, not copied; a value is dropped (with its bound) after its
     // last use, so the evaluator holds only the live tensors of the kernel at any time.
     let mut env: SecondaryMap<Value, Option<Cow<HostTensor>>> = SecondaryMap::new();
-    let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
-    for (at, &inst) in func.layout.iter().enumerate() {
-        for a in &func.insts[inst].args {
-            last_use[*a] = at;
-        }
-    }
-    for r in &func.results {
-        last_use[*r] = usize::MAX;
-    }
+    let last_use = last_uses(func);
     let mut bounds: SecondaryMap<Value, Vec<f32>> = SecondaryMap::new();
     let mut zeros: Vec<f32> = Vec::new();
     // Lazy inputs not made yet: parameter index per value.
@@ -395,6 +382,20 @@ fn run(
             Ok((t, bounds[*r].clone()))
         })
         .collect()
+}
+
+/// The layout position of each value's last use (`usize::MAX` for the results).
+fn last_uses(func: &Function) -> SecondaryMap<Value, usize> {
+    let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
+    for (at, &inst) in func.layout.iter().enumerate() {
+        for a in &func.insts[inst].args {
+            last_use[*a] = at;
+        }
+    }
+    for r in &func.results {
+        last_use[*r] = usize::MAX;
+    }
+    last_use
 }
 
 /// The bound of `out = op(args)` from the operands' bounds `raw`, where an empty bound (an

@@ -138,15 +138,7 @@ pub fn plan(func: &Function, blocks: Blocks) -> Vec<Region> {
     for (at, &inst) in func.layout.iter().enumerate() {
         pos[inst] = at;
     }
-    let mut last_use: SecondaryMap<Value, usize> = SecondaryMap::new();
-    for (at, &inst) in func.layout.iter().enumerate() {
-        for a in &func.insts[inst].args {
-            last_use[*a] = at;
-        }
-    }
-    for r in &func.results {
-        last_use[*r] = usize::MAX;
-    }
+    let last_use = super::last_uses(func);
     let mut regions = Vec::new();
     let mut open: Option<Region> = None;
     let close = |r: Region, regions: &mut Vec<Region>| {

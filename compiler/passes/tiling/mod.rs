@@ -84,6 +84,9 @@ pub struct Tiler<'a> {
     /// Set while the tiler emits a kernel's last block: its stores are split finely
     /// (`block::dma_pieces`).
     pub last_stores: bool,
+    /// The deferred tail of the previous convolution tile's epilogue (`conv.rs`,
+    /// `Tiler::overlap_epilogue`), at the end of the layout when set.
+    pub epilogue_tail: Vec<crate::tile::TInst>,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
     /// Concat parts stored straight into their range of the concat's home, with the
@@ -171,6 +174,7 @@ pub fn lower(
         strict: options.strict_dtypes,
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
+        epilogue_tail: Vec::new(),
         last_group: false,
         concat_homes: Vec::new(),
         parts_planned: Vec::new(),

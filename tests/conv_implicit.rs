@@ -228,3 +228,50 @@ fn no_packing_where_the_second_half_cannot_start_at_partition_c() {
     implicit(text);
     assert!(matmul_ks(text).iter().all(|&k| k == 48));
 }
+
+/// The layout positions of the tile IR's matmuls that start an accumulation and of its
+/// `relu` activations.
+fn starts_and_relus(c: &tessera::passes::Compilation) -> (Vec<usize>, Vec<usize>) {
+    let tile = c.tile.as_ref().expect("tile IR");
+    let (mut starts, mut relus) = (Vec::new(), Vec::new());
+    for (k, &t) in tile.layout.iter().enumerate() {
+        match &tile.insts[t].op {
+            isa::Op::Matmul {
+                accumulate: false, ..
+            } => starts.push(k),
+            isa::Op::Activate {
+                func: isa::ActFunc::Relu,
+                ..
+            } => relus.push(k),
+            _ => {}
+        }
+    }
+    (starts, relus)
+}
+
+#[test]
+fn residual_epilogues_of_successive_tiles_overlap() {
+    // Bias, residual add and relu with the cast: the epilogue crosses engines, so each
+    // tile's last step (the relu) is placed after the next tile's matmuls and first
+    // steps, and the results keep the reference's bits under both policies. A 1x1 and a
+    // padded 3x3 form, each with several PSUM tiles.
+    for text in [
+        "kernel k(x: bf16[2, 64, 8, 8], w: bf16[256, 64, 1, 1], b: f32[256], r: bf16[2, 256, 8, 8]) -> bf16[2, 256, 8, 8] {\n\
+         \x20   let y = conv(x, w) + reshape(b, [1, 256, 1, 1]);\n\
+         \x20   return relu(y + r) as bf16;\n}\n",
+        "kernel k(x: f32[3, 16, 6, 5], w: f32[40, 16, 3, 3], b: f32[40], r: f32[3, 40, 6, 5]) -> bf16[3, 40, 6, 5] {\n\
+         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, 40, 1, 1]);\n\
+         \x20   return relu(y + r) as bf16;\n}\n",
+    ] {
+        run_exact(text);
+        let c = compile(text, PassOptions::default());
+        let (starts, relus) = starts_and_relus(&c);
+        assert!(starts.len() >= 2 && !relus.is_empty(), "{text}");
+        assert!(
+            relus[0] > starts[1],
+            "the first tile's relu at {} is not after the second tile's first matmul at {}: {text}",
+            relus[0],
+            starts[1]
+        );
+    }
+}

@@ -77,7 +77,8 @@ use crate::ir::{ConvAttrs, Function, Inst, TOp, Value, ValueDef};
 use crate::passes::conv::Implicit;
 use crate::passes::fusion::{Grouping, Root};
 use crate::passes::layout::Layout;
-use isa::{Dtype, Engine, Op};
+use crate::tile::TInst;
+use isa::{Access, Dtype, Engine, Op};
 
 /// Bytes per partition one image's padded input may take (all its channel chunks), so
 /// that the next image's loads fit beside it.
@@ -499,6 +500,7 @@ impl Tiler<'_> {
         p: &ConvPlan,
     ) -> Result<(), String> {
         let g = p.geom;
+        self.epilogue_tail.clear();
         let span = self.func.spans[p.matmul];
         let xv = self.home_of(p.x)?;
         let wv = self.home_of(p.w)?;
@@ -656,6 +658,8 @@ impl Tiler<'_> {
         }
         self.last_stores = false;
         self.reuse_space = None;
+        // The last tile's tail stays at the end of the layout.
+        self.epilogue_tail.clear();
         Ok(())
     }
 
@@ -991,6 +995,7 @@ impl Tiler<'_> {
         // bias was kept across images; the 3x3 layers, two tiles an image, 0.72 and 0.63
         // against 0.74 and 0.68).
         self.last_stores = n + 1 == g.n || tiles <= 4;
+        let start = self.out.layout.len();
         self.epilogue(
             grp,
             p.matmul,
@@ -999,7 +1004,79 @@ impl Tiler<'_> {
             (o0, osz),
             (oh0 * g.ow + ow0, cols),
             false,
-        )
+        )?;
+        self.overlap_epilogue(start);
+        Ok(())
+    }
+
+    /// Lets successive tiles' epilogues overlap (the epilogue emitted from layout position
+    /// `start` on). An epilogue that comes back to an engine after a step on another (the
+    /// bias on Scalar, the residual add on Vector, then the relu and the cast on Scalar
+    /// again) would hold that engine, whose stream runs in order, until the other's step
+    /// ends, and the next tile's first step would wait behind it: the steps of successive
+    /// tiles would not overlap. So the epilogue's tail (from its first return to an engine
+    /// on) is deferred, and the previous tile's tail moves after this tile's head (its
+    /// matmuls and first steps), where the engines' streams interleave the two tiles.
+    /// The move is made only where nothing it jumps over writes a buffer the tail reads or
+    /// writes, or reads a buffer the tail writes, so every instruction stays after what
+    /// it depends on: the same instructions on the same engines, the same bits.
+    fn overlap_epilogue(&mut self, start: usize) {
+        let layout = &self.out.layout;
+        let epi = &layout[start..];
+        // The tail: from the last compute instruction whose engine differs from the
+        // previous compute instruction's. (The `engines` pass may later move a step
+        // between Vector and Scalar, so that the head ends on the tail's engine: then the
+        // next tile's head goes ahead of this tile's tail on that engine too.)
+        let mut last: Option<Engine> = None;
+        let mut split = None;
+        for (k, &t) in epi.iter().enumerate() {
+            let e = self.out.insts[t].engine;
+            if matches!(e, Engine::Dma(_)) {
+                continue;
+            }
+            if last.is_some_and(|l| l != e) {
+                split = Some(start + k);
+            }
+            last = Some(e);
+        }
+        let head_end = split.unwrap_or(layout.len());
+        let prev = std::mem::take(&mut self.epilogue_tail);
+        if let Some(a) = prev
+            .first()
+            .and_then(|&t0| layout[..start].iter().rposition(|&t| t == t0))
+        {
+            let b = a + prev.len();
+            if layout[a..b] == prev[..] && !self.conflicts(&prev, &layout[b..head_end]) {
+                let mut moved = layout[..a].to_vec();
+                moved.extend_from_slice(&layout[b..head_end]);
+                moved.extend_from_slice(&prev);
+                moved.extend_from_slice(&layout[head_end..]);
+                self.out.layout = moved;
+            }
+        }
+        if let Some(k) = split {
+            self.epilogue_tail = self.out.layout[k..].to_vec();
+        }
+    }
+
+    /// True when an instruction of `over` writes a buffer that `tail` reads or writes, or
+    /// reads one that `tail` writes: `tail` may not move after `over`.
+    fn conflicts(&self, tail: &[TInst], over: &[TInst]) -> bool {
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        for &t in tail {
+            for (b, a) in self.out.insts[t].buf_accesses() {
+                match a {
+                    Access::Read => reads.push(b),
+                    Access::Write => writes.push(b),
+                }
+            }
+        }
+        over.iter().any(|&t| {
+            self.out.insts[t]
+                .buf_accesses()
+                .iter()
+                .any(|&(b, a)| writes.contains(&b) || (a == Access::Write && reads.contains(&b)))
+        })
     }
 
     /// Image `n`'s padded input, one tile per channel chunk: the border memset to zero on

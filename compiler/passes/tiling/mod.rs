@@ -84,6 +84,9 @@ pub struct Tiler<'a> {
     /// Set while the tiler emits a kernel's last block: its stores are split finely
     /// (`block::dma_pieces`).
     pub last_stores: bool,
+    /// The deferred tail of the previous convolution tile's epilogue (`conv.rs`,
+    /// `Tiler::overlap_epilogue`), at the end of the layout when set.
+    pub epilogue_tail: Vec<crate::tile::TInst>,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
     /// The layout position after the last interleaved matmul (`matmul.rs`): the next one
@@ -174,6 +177,7 @@ pub fn lower(
         strict: options.strict_dtypes,
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
+        epilogue_tail: Vec::new(),
         last_group: false,
         weight_hoist: None,
         concat_homes: Vec::new(),

@@ -1142,23 +1142,37 @@ impl Tiler<'_> {
                 out
             }
             BOp::Where => {
-                // Every operand as a full tile: immediates and per-row columns widened.
-                let mut ins = Vec::new();
+                // Full tiles are read as they are; an immediate or a per-row column is read
+                // through a pattern that repeats one column over the row (step 0), so it is
+                // never widened into a tile of its own: widening cost a `memset` (and a
+                // `tensor_scalar` for a column) of the whole row per block, as much Vector
+                // time again as half the select (`where(mask, scores, -inf)`).
+                let mut full = Vec::new();
+                let mut aps = Vec::new();
+                let mut bufs = Vec::new();
                 for (i, a) in node.args.iter().enumerate() {
                     let o = self.operand(a, node.fit, block, tiles, span);
                     let dtype = if i == 0 { Dtype::Bool } else { node.dtype };
-                    ins.push(self.widen(o, parts, cols, dtype, span));
+                    let (ap, buf) = match o {
+                        Operand::Tile(t) if t.cols == cols => {
+                            full.push(t);
+                            (t.ap(), t.buf)
+                        }
+                        other => self.repeated_column(other, parts, cols, dtype, span),
+                    };
+                    aps.push(ap);
+                    bufs.push(buf);
                 }
-                let out = self.out_tile(node.dtype, parts, cols, &ins);
+                let out = self.out_tile(node.dtype, parts, cols, &full);
                 self.out.push(
                     Op::Select {
                         out: out.ap(),
-                        mask: ins[0].ap(),
-                        a: ins[1].ap(),
-                        b: ins[2].ap(),
+                        mask: aps[0].clone(),
+                        a: aps[1].clone(),
+                        b: aps[2].clone(),
                     },
                     VECTOR,
-                    &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
+                    &[out.buf, bufs[0], bufs[1], bufs[2]],
                     span,
                 );
                 out
@@ -1446,6 +1460,48 @@ impl Tiler<'_> {
                 );
             }
         }
+    }
+
+    /// An immediate or a per-row column (`[parts, 1]`) as an access pattern of `cols`
+    /// columns (of each packed row) that repeats its one column with step 0, for an
+    /// instruction that reads it beside full tiles. An immediate is written once into a
+    /// one-column tile (`memset` of one element per partition); a column is read in place.
+    fn repeated_column(
+        &mut self,
+        src: Operand,
+        parts: u32,
+        cols: u32,
+        dtype: Dtype,
+        span: Span,
+    ) -> (TileAp, Buf) {
+        let column = match src {
+            Operand::Tile(t) if t.cols == 1 && t.reps == 1 => t,
+            Operand::Tile(t) => {
+                // Not a column: widen it as before.
+                let w = self.widen(Operand::Tile(t), parts, cols, dtype, span);
+                return (w.ap(), w.buf);
+            }
+            Operand::Imm(v) => {
+                let buf = self.out.sbuf(dtype, parts, 1);
+                let t = Tile::plain(buf, Mem::Sbuf, dtype, parts, 1, 0);
+                self.out.push(
+                    Op::Memset {
+                        out: t.ap(),
+                        value: Imm::new(v),
+                    },
+                    VECTOR,
+                    &[buf],
+                    span,
+                );
+                t
+            }
+        };
+        let mut ap = column.slice(0, parts, 0, 1);
+        ap.dims = smallvec![Dim {
+            size: cols * self.pack_reps.max(1),
+            stride: 0
+        }];
+        (ap, column.buf)
     }
 
     /// An operand as a tile of the node's shape (immediates and stretched columns become

@@ -20,8 +20,7 @@
 //! `driver::expected` propagates the bounds each output is compared within.
 
 use super::kernel_gen::Rng;
-use super::v2_gen::kernel_text;
-use std::collections::BTreeSet;
+use super::v2_gen::{kernel_text, Names};
 use std::fmt::Write as _;
 
 /// A generated convolution or pooling kernel.
@@ -46,8 +45,7 @@ struct Gen {
     rng: Rng,
     params: Vec<String>,
     lets: Vec<String>,
-    features: BTreeSet<String>,
-    next: usize,
+    names: Names,
 }
 
 /// The positions of a convolution along an axis of `n` elements.
@@ -90,14 +88,13 @@ pub fn generate_conv(seed: u64) -> ConvKernel {
         rng: Rng::new(seed ^ 0x0063_6F6E_7667_656E),
         params: Vec::new(),
         lets: Vec::new(),
-        features: BTreeSet::new(),
-        next: 0,
+        names: Names::default(),
     };
     let two_d = g.rng.chance(0.6);
     let n = g.rng.range(1, 3);
     let wide = g.rng.chance(0.25);
     let c = if wide {
-        g.feature("channels>=128");
+        g.names.feature("channels>=128");
         g.rng.pick(&[128u64, 129, 130, 144, 160])
     } else {
         g.rng.pick(&[1u64, 2, 3, 4, 6, 8, 12, 16, 32, 64])
@@ -107,7 +104,7 @@ pub fn generate_conv(seed: u64) -> ConvKernel {
         vec![g.rng.range(3, top), g.rng.range(3, top)]
     } else if !wide && g.rng.chance(0.15) {
         // Longer than a PSUM bank of positions.
-        g.feature("long_row");
+        g.names.feature("long_row");
         vec![g.rng.range(520, 640)]
     } else {
         vec![g.rng.range(4, if wide { 40 } else { 90 })]
@@ -142,20 +139,11 @@ pub fn generate_conv(seed: u64) -> ConvKernel {
     );
     ConvKernel {
         source: src,
-        features: g.features.into_iter().collect(),
+        features: g.names.features.into_iter().collect(),
     }
 }
 
 impl Gen {
-    fn fresh(&mut self, prefix: &str) -> String {
-        self.next += 1;
-        format!("{prefix}{}", self.next)
-    }
-
-    fn feature(&mut self, f: impl Into<String>) {
-        self.features.insert(f.into());
-    }
-
     /// Binds `expr` to a fresh `let` and returns the value.
     fn bind(
         &mut self,
@@ -164,7 +152,7 @@ impl Gen {
         shape: Vec<u64>,
         origin: &'static str,
     ) -> Val {
-        let name = self.fresh("v");
+        let name = self.names.fresh("v");
         self.lets.push(format!("let {name} = {expr};"));
         Val {
             name,
@@ -196,7 +184,7 @@ impl Gen {
                 }
             };
         }
-        self.feature("chain");
+        self.names.feature("chain");
         self.bind(e, dtype, v.shape.clone(), "chain")
     }
 
@@ -236,18 +224,18 @@ impl Gen {
                     (1, self.out_channels(1))
                 } else {
                     let g = self.rng.pick(&divisors);
-                    self.feature("conv:groups");
+                    self.names.feature("conv:groups");
                     (g, g * self.rng.range(1, 4))
                 }
             }
             2 if c > 1 => {
-                self.feature("conv:depthwise");
+                self.names.feature("conv:depthwise");
                 (c, c)
             }
             _ => (1, self.out_channels(c)),
         };
         let w_dtype = if self.rng.chance(0.2) {
-            self.feature("conv:mixed_dtypes");
+            self.names.feature("conv:mixed_dtypes");
             if v.dtype == "f32" {
                 "bf16"
             } else {
@@ -256,23 +244,23 @@ impl Gen {
         } else {
             v.dtype
         };
-        self.feature(format!("conv:{}", v.dtype));
-        self.feature(format!("conv{axes}d"));
-        let w = self.fresh("w");
+        self.names.feature(format!("conv:{}", v.dtype));
+        self.names.feature(format!("conv{axes}d"));
+        let w = self.names.fresh("w");
         let mut ws = vec![o, c / groups];
         ws.extend(&k);
         self.params.push(format!("{w}: {}", ty(w_dtype, &ws)));
         let mut call = format!("conv({}, {w}", v.name);
         if s.iter().any(|&x| x != 1) || self.rng.chance(0.2) {
-            self.feature("conv:stride");
+            self.names.feature("conv:stride");
             let _ = write!(call, ", stride={}", list(&s));
         }
         if p.iter().any(|&x| x != 0) || self.rng.chance(0.2) {
-            self.feature("conv:padding");
+            self.names.feature("conv:padding");
             let _ = write!(call, ", padding={}", list(&p));
         }
         if d.iter().any(|&x| x != 1) || self.rng.chance(0.2) {
-            self.feature("conv:dilation");
+            self.names.feature("conv:dilation");
             let _ = write!(call, ", dilation={}", list(&d));
         }
         if groups != 1 || self.rng.chance(0.1) {
@@ -283,31 +271,31 @@ impl Gen {
         shape.extend(&out);
         let mut e = call;
         if self.rng.chance(0.6) {
-            self.feature("conv:bias");
-            let b = self.fresh("b");
+            self.names.feature("conv:bias");
+            let b = self.names.fresh("b");
             self.params.push(format!("{b}: f32[{o}]"));
             let ones = vec!["1"; axes].join(", ");
             e = format!("{e} + reshape({b}, [1, {o}, {ones}])");
         }
         if self.rng.chance(0.25) {
-            self.feature("conv:residual");
-            let r = self.fresh("r");
+            self.names.feature("conv:residual");
+            let r = self.names.fresh("r");
             let rd = self.rng.pick(&["f32", "bf16"]);
             self.params.push(format!("{r}: {}", ty(rd, &shape)));
             e = format!("{e} + {r}");
         }
         if self.rng.chance(0.5) {
-            self.feature("conv:relu");
+            self.names.feature("conv:relu");
             e = format!("relu({e})");
         }
         let dtype = if self.rng.chance(0.5) {
-            self.feature("conv:cast");
+            self.names.feature("conv:cast");
             e = format!("({e}) as bf16");
             "bf16"
         } else {
             "f32"
         };
-        self.feature(format!("conv<-{}", v.origin));
+        self.names.feature(format!("conv<-{}", v.origin));
         self.bind(e, dtype, shape, "conv")
     }
 
@@ -369,24 +357,24 @@ impl Gen {
             let _ = write!(call, ", stride={}", list(&s));
         }
         if p.iter().any(|&x| x != 0) {
-            self.feature("pool:padding");
+            self.names.feature("pool:padding");
             let _ = write!(call, ", padding={}", list(&p));
         }
         if d.iter().any(|&x| x != 1) {
-            self.feature(format!("{f}:dilation"));
+            self.names.feature(format!("{f}:dilation"));
             let _ = write!(call, ", dilation={}", list(&d));
         }
         if ceil {
-            self.feature(format!("{f}:ceil_mode"));
+            self.names.feature(format!("{f}:ceil_mode"));
             call.push_str(", ceil_mode=true");
         }
         if !max && self.rng.chance(0.4) {
-            self.feature("avg_pool:count_include_pad=false");
+            self.names.feature("avg_pool:count_include_pad=false");
             call.push_str(", count_include_pad=false");
         }
         call.push(')');
-        self.feature(format!("pool{axes}d"));
-        self.feature(format!("{f}<-{}", v.origin));
+        self.names.feature(format!("pool{axes}d"));
+        self.names.feature(format!("{f}<-{}", v.origin));
         let mut shape = v.shape[..2].to_vec();
         shape.extend(&out);
         self.bind(call, v.dtype, shape, "pool")
@@ -402,14 +390,14 @@ impl Gen {
             0 => (v.name.clone(), ty(v.dtype, &v.shape), "out"),
             1 => {
                 let m = self.rng.pick(&[1u64, 7, 32, 129]);
-                let w = self.fresh("m");
+                let w = self.names.fresh("m");
                 self.params
                     .push(format!("{w}: {}", ty(v.dtype, &[cols, m])));
                 (format!("{flat} @ {w}"), ty("f32", &[rows, m]), "matmul")
             }
             2 => {
                 let m = self.rng.pick(&[1u64, 5, 64, 130]);
-                let w = self.fresh("m");
+                let w = self.names.fresh("m");
                 self.params
                     .push(format!("{w}: {}", ty(v.dtype, &[m, rows])));
                 (format!("{w} @ {flat}"), ty("f32", &[m, cols]), "matmul")
@@ -431,7 +419,7 @@ impl Gen {
                 "out",
             ),
         };
-        self.feature(format!("{how}<-{}", v.origin));
+        self.names.feature(format!("{how}<-{}", v.origin));
         (expr, ret)
     }
 }

@@ -46,14 +46,34 @@ struct Val {
     origin: &'static str,
 }
 
+/// The fresh names and the coverage features a generator has used so far (shared by the
+/// version-2 and convolution generators).
+#[derive(Default)]
+pub struct Names {
+    next: usize,
+    pub features: BTreeSet<String>,
+}
+
+impl Names {
+    /// A name not used before: `prefix` and a counter.
+    pub fn fresh(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}{}", self.next)
+    }
+
+    /// Records that the kernel being drawn exercises `f`.
+    pub fn feature(&mut self, f: impl Into<String>) {
+        self.features.insert(f.into());
+    }
+}
+
 struct Gen {
     rng: Rng,
     params: Vec<String>,
     lets: Vec<String>,
     pool: Vec<Val>,
     results: Vec<(String, String)>,
-    features: BTreeSet<String>,
-    next: usize,
+    names: Names,
 }
 
 /// NumPy's length of `start:stop:step` over `n` elements, with the parts given.
@@ -89,8 +109,7 @@ pub fn generate_v2(seed: u64) -> V2Kernel {
         lets: Vec::new(),
         pool: Vec::new(),
         results: Vec::new(),
-        features: BTreeSet::new(),
-        next: 0,
+        names: Names::default(),
     };
     let r = g.rng.pick(&DIMS[2..]);
     let c = g.rng.pick(&DIMS[2..]);
@@ -121,7 +140,7 @@ pub fn generate_v2(seed: u64) -> V2Kernel {
     );
     V2Kernel {
         source: src,
-        features: g.features.into_iter().collect(),
+        features: g.names.features.into_iter().collect(),
     }
 }
 
@@ -156,15 +175,6 @@ pub fn kernel_text(
 }
 
 impl Gen {
-    fn fresh(&mut self, prefix: &str) -> String {
-        self.next += 1;
-        format!("{prefix}{}", self.next)
-    }
-
-    fn feature(&mut self, f: impl Into<String>) {
-        self.features.insert(f.into());
-    }
-
     /// A random slice of an axis of `n` elements: its text and length (at least 1).
     fn slice(&mut self, n: u64) -> (String, u64) {
         let n = n as i64;
@@ -193,12 +203,12 @@ impl Gen {
                 format!("{}:{}:{step}", part(start), part(stop))
             };
             if step < 0 {
-                self.feature("slice:neg_step");
+                self.names.feature("slice:neg_step");
             } else if step > 1 {
-                self.feature("slice:step");
+                self.names.feature("slice:step");
             }
             if start.is_some_and(|s| s < 0) || stop.is_some_and(|s| s < 0) {
-                self.feature("slice:neg_bound");
+                self.names.feature("slice:neg_bound");
             }
             return (text, len as u64);
         }
@@ -206,9 +216,9 @@ impl Gen {
 
     /// Adds a `let` of a 2-D `f32` value to the pool.
     fn push(&mut self, expr: String, shape: [u64; 2], origin: &'static str) {
-        let name = self.fresh("v");
+        let name = self.names.fresh("v");
         self.lets.push(format!("let {name} = {expr};"));
-        self.feature(origin);
+        self.names.feature(origin);
         self.pool.push(Val {
             name,
             shape,
@@ -236,10 +246,10 @@ impl Gen {
                 } else {
                     i
                 };
-                self.feature("index");
+                self.names.feature("index");
                 let rows = self.rng.range(1, 130);
                 if self.rng.chance(0.5) {
-                    self.feature("broadcast_to");
+                    self.names.feature("broadcast_to");
                     self.push(
                         format!("broadcast_to({b}[{i}], [{rows}, {c}])"),
                         [rows, c],
@@ -302,7 +312,7 @@ impl Gen {
             4 => {
                 // A broadcast along a new leading axis, reduced away again.
                 let n = self.rng.range(2, 4);
-                self.feature("broadcast_to");
+                self.names.feature("broadcast_to");
                 let red = self.rng.pick(&["sum", "max", "min"]);
                 self.push(
                     format!("{red}(broadcast_to({b}, [{n}, {r}, {c}]), axis=0)"),
@@ -312,7 +322,7 @@ impl Gen {
             }
             5 => {
                 let cmp = self.rng.pick(&["<", "<=", ">", ">=", "==", "!="]);
-                self.feature(format!("cmp:{cmp}"));
+                self.names.feature(format!("cmp:{cmp}"));
                 let t = self.rng.pick(&["0.0", "0.25", "-0.5"]);
                 let other = self.rng.pick(&["0.0", "-1.0", "0.5 * ", "exp("]);
                 let other = match other {
@@ -335,8 +345,8 @@ impl Gen {
                     ),
                     _ => ("logical_not", format!("logical_not({b} != {b}[::-1, :])")),
                 };
-                self.feature(f);
-                self.feature("where");
+                self.names.feature(f);
+                self.names.feature("where");
                 self.push(format!("where({inner}, {b}, 0.0)"), [r, c], "logical");
             }
             7 => self.take(b, r, c),
@@ -368,7 +378,7 @@ impl Gen {
         let t = if self.rng.chance(0.3) { t + 150 } else { t };
         // Positions in [0, n) of `t` rows of scores, from a new parameter.
         let positions = |g: &mut Gen, t: u64, n: u64| {
-            let s = g.fresh("s");
+            let s = g.names.fresh("s");
             g.params.push(format!("{s}: f32[{t}, {n}]"));
             let f = g.rng.pick(&["argmax", "argmin"]);
             (s.clone(), format!("{f}({s}, axis=1)"))
@@ -376,7 +386,7 @@ impl Gen {
         match self.rng.weighted(&[2, 3, 2]) {
             0 => {
                 // An index into a computed value works the same, the indices a parameter.
-                let ids = self.fresh("ids");
+                let ids = self.names.fresh("ids");
                 self.params.push(format!("{ids}: i32[{t}]"));
                 self.push(format!("take({b}, {ids})"), [t, c], "take");
             }
@@ -411,18 +421,18 @@ impl Gen {
                         ("arange", e, m)
                     }
                 };
-                self.feature(format!("take:{kind}"));
+                self.names.feature(format!("take:{kind}"));
                 self.push(format!("take({b}, {idx})"), [rows, c], "take_computed");
             }
             _ => {
-                let tab = self.fresh("tab");
+                let tab = self.names.fresh("tab");
                 self.params.push(format!("{tab}: i32[{t}, {c}]"));
                 let idx = if self.rng.chance(0.5) {
-                    let ids = self.fresh("ids");
+                    let ids = self.names.fresh("ids");
                     self.params.push(format!("{ids}: i32[{r}]"));
                     ids
                 } else {
-                    self.feature("take:computed_i32");
+                    self.names.feature("take:computed_i32");
                     positions(self, r, t).1
                 };
                 self.push(
@@ -442,7 +452,7 @@ impl Gen {
             0 => (v.name.clone(), format!("f32[{r}, {c}]"), "out"),
             1 => {
                 let n = self.rng.pick(&DIMS[1..]);
-                let w = self.fresh("w");
+                let w = self.names.fresh("w");
                 self.params.push(format!("{w}: f32[{c}, {n}]"));
                 (
                     format!("{} @ {w}", v.name),
@@ -452,7 +462,7 @@ impl Gen {
             }
             2 => {
                 let m = self.rng.pick(&DIMS[1..]);
-                let w = self.fresh("w");
+                let w = self.names.fresh("w");
                 self.params.push(format!("{w}: f32[{m}, {r}]"));
                 (
                     format!("{w} @ {}", v.name),
@@ -476,7 +486,7 @@ impl Gen {
                 "out",
             ),
         };
-        self.feature(format!("{how}<-{}", v.origin));
+        self.names.feature(format!("{how}<-{}", v.origin));
         self.results.push((expr, ty));
     }
 
@@ -486,10 +496,10 @@ impl Gen {
     fn int_result(&mut self) {
         let r = self.rng.pick(&DIMS[2..]);
         let c = self.rng.pick(&DIMS[2..]);
-        let n = self.fresh("n");
+        let n = self.names.fresh("n");
         self.params.push(format!("{n}: i32[{r}, {c}]"));
-        self.feature("i32");
-        self.feature("arange");
+        self.names.feature("i32");
+        self.names.feature("arange");
         let k = self
             .rng
             .pick(&["2147483647", "1000003", "-2147483648", "65537"]);
@@ -500,15 +510,15 @@ impl Gen {
             // `i32` values moved by slices, joins, pads and broadcasts, which must move the
             // integers bit for bit on both sides.
             3 => {
-                self.feature("i32:concat");
+                self.names.feature("i32:concat");
                 format!("concat([{n}[:, :1], {n}[:, 1:] * {k}], axis=1)")
             }
             4 => {
-                self.feature("i32:pad");
+                self.names.feature("i32:pad");
                 format!("pad({n}[1:, ::-1], before=[1, 0], after=[0, 0], value={k})")
             }
             _ => {
-                self.feature("i32:broadcast_to");
+                self.names.feature("i32:broadcast_to");
                 format!("broadcast_to(sum({n}, axis=0, keepdims=true) * {k}, [{r}, {c}])")
             }
         };
@@ -518,7 +528,7 @@ impl Gen {
         let axis = self.rng.below(2);
         let (body, ty) = match self.rng.below(6) {
             0 => {
-                self.feature("i32:cumsum");
+                self.names.feature("i32:cumsum");
                 (
                     format!("cumsum({body}, axis={axis})"),
                     format!("i32[{r}, {c}]"),
@@ -530,7 +540,7 @@ impl Gen {
                 } else {
                     "argmin"
                 };
-                self.feature(format!("i32:{call}"));
+                self.names.feature(format!("i32:{call}"));
                 let kept = if axis == 0 { c } else { r };
                 (
                     format!("{call}({body}, axis={axis})"),

@@ -35,14 +35,14 @@
 
 use super::block::{AxisUse, Tile};
 use super::matmul::Operand2d;
-use super::view::HView;
+use super::view::{hbm_ap, HView};
 use super::Tiler;
 use crate::ir::TOp;
 use crate::passes::attention::Attention;
 use crate::passes::engines::scalar_form;
 use crate::passes::fusion::{Group, Root};
 use crate::tile::{Buf, TileInst};
-use isa::{ActFunc, Affine, AluOp, CmpOp, Dtype, Engine, Imm, Op, ReduceOp, ScalarArg};
+use isa::{ActFunc, Affine, AluOp, CmpOp, DmaAp, Dtype, Engine, Imm, Op, ReduceOp, ScalarArg};
 use smallvec::smallvec;
 
 /// Keys per block: one PSUM bank of f32 scores.
@@ -79,12 +79,21 @@ struct Head {
 
 /// The running state of one block of 128 queries.
 struct QueryTile {
-    /// The head (`Head`) the tile belongs to.
+    /// The head (`Head`) the tile belongs to (its first lane's when `lanes` is not empty).
     head: usize,
+    /// The heads whose few query rows share the tile (`Stacking`): lane `i` holds its
+    /// head's rows on partitions from `i * slot`, the rest of its slot padding. Empty for
+    /// a tile of one head's rows `m0..m0 + msz` (then `msz` is the tile's partitions; for
+    /// lanes it is every slot's).
+    lanes: Vec<usize>,
     m0: u64,
     msz: u64,
     /// q^T, one tile per chunk of D.
     qt: Vec<Tile>,
+    /// A stacked tile's query rows (`Stacking`), its padding set to zero when the tile is
+    /// made, a group before its q^T is prepared: a DMA queue issues in order, so a load
+    /// that waited there for GpSimd's `memset` would hold up the K and V loads behind it.
+    q_rows: Option<Tile>,
     /// The running row maximum as the exponentials' bias, `-c * m` (c > 0, so the
     /// running maximum is the running minimum of this), and the running sum; `None`
     /// before the first key block, which writes them (and the output accumulator)
@@ -93,6 +102,49 @@ struct QueryTile {
     l_run: Option<Tile>,
     /// The output accumulator, in PSUM.
     o: Tile,
+}
+
+/// Several heads' few query rows stacked on the partitions of one query tile, one head a
+/// slot of 32 (or 64) partitions, where a tile of that many partitions may start: decode
+/// attention has a handful of query rows a head, and every Vector and Scalar instruction
+/// of the softmax costs by its columns whatever its partitions, so four heads in one tile
+/// cost those engines what one does (grouped-query decode, B = 8, 8 KV heads of 4 query
+/// rows, 2,048 cached positions: Vector 297,600 busy cycles before). A lane's padding
+/// rows have zero queries, so their scores are 0 (or NaN when a key is infinite): they
+/// are never read into a real row, as every softmax instruction works row by row and the
+/// second matmul of a lane reads only its own columns of p^T.
+#[derive(Clone, Copy)]
+struct Stacking {
+    /// Partitions per lane.
+    slot: u64,
+    /// Lanes per tile.
+    lanes: usize,
+}
+
+impl Stacking {
+    /// The stacking for `sq` query rows a head, `nheads` heads, if worth it.
+    fn of(sq: u64, nheads: usize) -> Option<Stacking> {
+        let slot = if sq <= 32 { 32 } else { 64 };
+        (sq <= 64 && nheads > 1).then_some(Stacking {
+            slot,
+            lanes: (128 / slot) as usize,
+        })
+    }
+}
+
+/// SBUF bytes a partition for the K^T and V of one group of stacked tiles (`Stacking`):
+/// two groups' are live at once, and the rest of SBUF holds the scores' and the
+/// probabilities' tiles.
+const STACKED_KV_BYTES: u64 = 32 * 1024;
+
+/// One query tile of a group: `(head, m0, msz)` of one head's rows, or the heads of a
+/// stacked tile's lanes (then `m0` is 0 and `msz` the tile's partitions).
+#[derive(Clone, Debug)]
+struct TileSpec {
+    head: usize,
+    m0: u64,
+    msz: u64,
+    lanes: Vec<usize>,
 }
 
 /// Query tiles in flight together for a value width of `dv`: at most QUERY_GROUP, and
@@ -308,6 +360,37 @@ impl Tiler<'_> {
             }
             _ => Dtype::F32,
         };
+        // Heads of few query rows share tiles (`Stacking`) when nothing but a store
+        // follows the division (no mask: its diagonal is per tile): the output of the
+        // tail, in HBM in the dtype the division writes, with each head's element offset.
+        let last = tail.insts.last().map(|&i| func.insts[i].result);
+        let stack_out = last
+            .and_then(|v| self.home[v].clone())
+            .filter(|view| {
+                let simple = tail.insts.len() == 1 || o_dtype != Dtype::F32;
+                simple && view.dtype == o_dtype && view.shape.len() == out_shape.len()
+            })
+            .map(|view| {
+                let offsets: Vec<i64> = heads
+                    .iter()
+                    .map(|hd| {
+                        let idx: Vec<u64> = hd
+                            .fixed
+                            .iter()
+                            .map(|f| match f {
+                                AxisUse::Fixed(i) => *i,
+                                _ => 0,
+                            })
+                            .collect();
+                        offset(&view, &idx)
+                    })
+                    .collect();
+                (view, offsets)
+            });
+        let stacking = match (a.tril, &stack_out) {
+            (None, Some(_)) => Stacking::of(sq, nheads),
+            _ => None,
+        };
         // Query tiles are processed `query_group` at a time, block by block in turn, so the
         // engines always have a second, independent chain of work: while one tile's
         // softmax runs on Vector and Scalar, the other's matmuls run on the PE array.
@@ -321,7 +404,7 @@ impl Tiler<'_> {
         // is past every query's diagonal is skipped).
         let block_scores = |this: &mut Self,
                             tri: &mut Option<DiagonalMask>,
-                            kt_tiles: &[Vec<Tile>],
+                            kvs: &[KvTiles],
                             states: &[QueryTile],
                             (j0, kb): (u64, u64)| {
             states
@@ -333,26 +416,79 @@ impl Tiler<'_> {
                     };
                     live.then(|| {
                         let kb = keys_seen(a, st, j0, kb);
-                        this.attention_scores(a, st, kt_tiles, j0, kb, tri, span)
+                        this.attention_scores(a, st, (kvs, &kv_of), j0, kb, tri, span)
                     })
                 })
                 .collect::<Vec<Option<Tile>>>()
         };
-        let groups: Vec<&[(u64, u64)]> = tiles.chunks(query_group(dv)).collect();
-        // Every head's groups in turn, one stream.
-        let items: Vec<(usize, &[(u64, u64)])> = (0..nheads)
-            .flat_map(|h| groups.iter().map(move |&grp| (h, grp)))
-            .collect();
+        // Every head's groups in turn, one stream; with `stacking`, groups of tiles that
+        // each hold several heads.
+        let items: Vec<(usize, Vec<TileSpec>)> = match stacking {
+            Some(stk) => {
+                let all: Vec<usize> = (0..nheads).collect();
+                let specs: Vec<TileSpec> = all
+                    .chunks(stk.lanes)
+                    .map(|hs| TileSpec {
+                        head: hs[0],
+                        m0: 0,
+                        msz: hs.len() as u64 * stk.slot,
+                        lanes: hs.to_vec(),
+                    })
+                    .collect();
+                // K^T and V stay in SBUF for every head of a group and the next: as many
+                // stacked tiles as keep them within `STACKED_KV_BYTES` a partition.
+                let esize = kt.dtype.size() as u64;
+                let per_head = sk.div_ceil(128) * (d.div_ceil(128) * 128 + dv) * esize;
+                let fit = STACKED_KV_BYTES / (per_head * stk.lanes as u64).max(1);
+                let tiles_per_group = fit.clamp(1, query_group(dv) as u64) as usize;
+                specs
+                    .chunks(tiles_per_group)
+                    .map(|grp| (grp[0].head, grp.to_vec()))
+                    .collect()
+            }
+            None => (0..nheads)
+                .flat_map(|h| {
+                    tiles.chunks(query_group(dv)).map(move |grp| {
+                        let specs = grp.iter().map(|&(m0, msz)| TileSpec {
+                            head: h,
+                            m0,
+                            msz,
+                            lanes: Vec::new(),
+                        });
+                        (h, specs.collect())
+                    })
+                })
+                .collect(),
+        };
+        // The distinct heads of an item's tiles, in order.
+        let heads_in = |grp: &[TileSpec]| {
+            let mut hs: Vec<usize> = Vec::new();
+            for t in grp {
+                let lanes = if t.lanes.is_empty() {
+                    vec![t.head]
+                } else {
+                    t.lanes.clone()
+                };
+                for h in lanes {
+                    if !hs.contains(&h) {
+                        hs.push(h);
+                    }
+                }
+            }
+            hs
+        };
         // A group's running states, q^T not yet prepared (`prepare_qt`).
-        let new_states = |this: &mut Self, head: usize, group: &[(u64, u64)]| {
+        let new_states = |this: &mut Self, group: &[TileSpec]| {
             // The group's output accumulators share one PSUM bank when they fit (PSUM's
             // eight banks are what limits how many blocks of scores are in flight).
+            let parts = group.iter().map(|t| t.msz).max().unwrap_or(1);
             let packed = (group.len() as u64 * dv * 4 <= 2048)
-                .then(|| this.psum_tile(Dtype::F32, 128.min(sq), group.len() as u64 * dv));
+                .then(|| this.psum_tile(Dtype::F32, parts, group.len() as u64 * dv));
             group
                 .iter()
                 .enumerate()
-                .map(|(gi, &(m0, msz))| {
+                .map(|(gi, t)| {
+                    let (m0, msz) = (t.m0, t.msz);
                     // The output accumulates in PSUM across key blocks: each later block
                     // rescales it in place and its p @ v matmuls add to it.
                     let o = match packed {
@@ -365,10 +501,17 @@ impl Tiler<'_> {
                         None => this.psum_tile(Dtype::F32, msz, dv),
                     };
                     QueryTile {
-                        head,
+                        head: t.head,
+                        lanes: t.lanes.clone(),
                         m0,
                         msz,
                         qt: Vec::new(),
+                        q_rows: match stacking {
+                            Some(stk) if !t.lanes.is_empty() => {
+                                Some(this.stacked_rows(q.dtype, msz as u32, d, sq < stk.slot, span))
+                            }
+                            _ => None,
+                        },
                         nb_run: None,
                         l_run: None,
                         o,
@@ -382,7 +525,15 @@ impl Tiler<'_> {
         // 4096: 268,505 -> 264,122 cycles; every chunk of D = 192 on GpSimd made
         // run/attention_wide_v slower).
         let prepare_qt = |this: &mut Self, st: &mut QueryTile| {
-            st.qt = this.prepare_kmajor(&heads[st.head].qo, d, st.m0, st.msz, 1, span);
+            st.qt = Ok::<Vec<Tile>, String>(match stacking {
+                Some(stk) if !st.lanes.is_empty() => {
+                    let qos: Vec<&Operand2d> = st.lanes.iter().map(|&h| &heads[h].qo).collect();
+                    let rows = st.q_rows.ok_or("attention: stacked query rows missing");
+                    this.stacked_qt(rows?, &qos, d, sq, stk.slot, span)
+                }
+                _ => this.prepare_kmajor(&heads[st.head].qo, d, st.m0, st.msz, 1, span),
+            })?;
+            Ok::<(), String>(())
         };
         let blocks: Vec<(u64, u64)> = (0..sk.div_ceil(KEY_BLOCK))
             .map(|b| (b * KEY_BLOCK, KEY_BLOCK.min(sk - b * KEY_BLOCK)))
@@ -390,9 +541,9 @@ impl Tiler<'_> {
         // The blocks up to the last that any tile of a group sees (causal: the later ones
         // lie above every diagonal), so that the next group's work joins its last live
         // block.
-        let live_of = |group: &[(u64, u64)]| match a.tril {
+        let live_of = |group: &[TileSpec]| match a.tril {
             Some(k) => {
-                let last_row = group.iter().map(|&(m0, msz)| m0 + msz - 1).max();
+                let last_row = group.iter().map(|t| t.m0 + t.msz - 1).max();
                 let reach = last_row.map_or(0, |r| (r as i64).saturating_add(k));
                 blocks
                     .iter()
@@ -411,7 +562,7 @@ impl Tiler<'_> {
         // made it the bottleneck (8 heads: 493,701 -> 500,709 cycles; the same spread on
         // the PE array, 612,093, as its copies then hold PSUM banks the scores need).
         let prefetch_kt = a.tril.is_some();
-        let live_counts: Vec<usize> = items.iter().map(|&(_, grp)| live_of(grp)).collect();
+        let live_counts: Vec<usize> = items.iter().map(|(_, grp)| live_of(grp)).collect();
         let next_kv: Vec<Option<(usize, usize)>> = (0..items.len())
             .map(|gn| {
                 let kv = kv_of[items[gn].0];
@@ -430,10 +581,11 @@ impl Tiler<'_> {
         let orders: Vec<Vec<(u64, u64)>> = items
             .iter()
             .zip(&live_counts)
-            .map(|(&(_, grp), &n)| {
+            .map(|((_, grp), &n)| {
                 let mut o = blocks[..n].to_vec();
                 let j0 = o[n - 1].0 as i64;
-                let sees_first = |&(m0, msz): &(u64, u64)| {
+                let sees_first = |t: &TileSpec| {
+                    let (m0, msz) = (t.m0, t.msz);
                     let k = a.tril.unwrap_or(0);
                     let last = ((m0 + msz - 1) as i64).saturating_add(k);
                     last < j0 || (m0 as i64).saturating_add(k) >= j0
@@ -447,23 +599,25 @@ impl Tiler<'_> {
         // The next group's states and first scores, made during this group's last block.
         let mut carried: Option<(Vec<QueryTile>, Vec<Option<Tile>>)> = None;
         let mut finishing: Vec<QueryTile> = Vec::new();
-        for (gn, &(h, group)) in items.iter().enumerate() {
+        for (gn, (_, group)) in items.iter().enumerate() {
+            let item_heads = heads_in(group);
             let (mut states, first_scores) = match carried.take() {
                 Some(c) => c,
                 None => {
-                    let mut states = new_states(self, h, group);
+                    let mut states = new_states(self, group);
                     // The diagonal mask, while Vector waits for the first scores.
                     if a.tril.is_some() && tri.is_none() {
                         tri = Some(self.diagonal_mask(span));
                     }
                     for st in &mut states {
-                        prepare_qt(self, st);
+                        prepare_qt(self, st)?;
                     }
                     // All of K^T, behind the first group's query tiles.
-                    ensure_kt(self, &mut kvs, h);
-                    ensure_v(self, &mut kvs, h, orders[gn][0]);
-                    let scores =
-                        block_scores(self, &mut tri, &kvs[kv_of[h]].kt, &states, orders[gn][0]);
+                    for &ih in &item_heads {
+                        ensure_kt(self, &mut kvs, ih);
+                        ensure_v(self, &mut kvs, ih, orders[gn][0]);
+                    }
+                    let scores = block_scores(self, &mut tri, &kvs, &states, orders[gn][0]);
                     (states, scores)
                 }
             };
@@ -476,8 +630,8 @@ impl Tiler<'_> {
             // end of the group instead, 261,507, as Vector's divisions then wait for the
             // last p @ v ahead of the next maxima).
             let mut next_scores = first_scores;
-            let up_head = items.get(gn + 1).map(|&(uh, _)| uh);
-            let mut upcoming = items.get(gn + 1).map(|&(uh, ug)| new_states(self, uh, ug));
+            let up_heads = items.get(gn + 1).map(|(_, ug)| heads_in(ug));
+            let mut upcoming = items.get(gn + 1).map(|(_, ug)| new_states(self, ug));
             let mut upcoming_scores: Vec<Option<Tile>> = Vec::new();
             let mut prev_nb_all: Option<Tile> = None;
             let blocks = &orders[gn][..];
@@ -487,7 +641,9 @@ impl Tiler<'_> {
                 let n = states.len();
                 let next = blocks.get(bi + 1).copied();
                 if let Some(next) = next {
-                    ensure_v(self, &mut kvs, h, next);
+                    for &ih in &item_heads {
+                        ensure_v(self, &mut kvs, ih, next);
+                    }
                 }
                 // The next group's q^T, a block before the last computes its first scores:
                 // emitted tile by tile there, GpSimd's transposes of it held the PE array
@@ -497,11 +653,11 @@ impl Tiler<'_> {
                 if bi + 2 == blocks.len().max(2) {
                     if let Some(up) = upcoming.as_mut() {
                         for st in up.iter_mut() {
-                            prepare_qt(self, st);
+                            prepare_qt(self, st)?;
                         }
                     }
                     // A new head's K^T and first V chunks, unless it shares this head's.
-                    if let Some(uh) = up_head {
+                    for &uh in up_heads.iter().flatten() {
                         ensure_kt(self, &mut kvs, uh);
                         ensure_v(self, &mut kvs, uh, up_first.unwrap_or(blocks[0]));
                     }
@@ -598,7 +754,8 @@ impl Tiler<'_> {
                         let last = if i + 1 == n { finishing.len() } else { i + 1 };
                         for st in &finishing[i.min(finishing.len())..last.min(finishing.len())] {
                             let fixed = &heads[st.head].fixed;
-                            self.attention_finish(a, st, &tail, o_dtype, dv, fixed, span)?;
+                            let store = stacking.zip(stack_out.as_ref());
+                            self.attention_finish(a, st, &tail, o_dtype, dv, fixed, store, span)?;
                         }
                     }
                     if let Some((p, _)) = soft[i] {
@@ -619,9 +776,8 @@ impl Tiler<'_> {
                         }
                     }
                     if let Some(nx) = next {
-                        let kt_tiles = &kvs[kv_of[h]].kt;
                         next_scores[i] =
-                            block_scores(self, &mut tri, kt_tiles, &states[i..i + 1], nx)[0];
+                            block_scores(self, &mut tri, &kvs, &states[i..i + 1], nx)[0];
                     } else if let Some(up) = upcoming.as_mut() {
                         // The next group has at most as many tiles; the last current
                         // tile brings in any it has left.
@@ -631,9 +787,8 @@ impl Tiler<'_> {
                             i..(i + 1).min(up.len())
                         };
                         for u in range {
-                            let kt_tiles = &kvs[kv_of[up[u].head]].kt;
                             let first = up_first.unwrap_or(blocks[0]);
-                            let sc = block_scores(self, &mut tri, kt_tiles, &up[u..u + 1], first);
+                            let sc = block_scores(self, &mut tri, &kvs, &up[u..u + 1], first);
                             upcoming_scores.push(sc[0]);
                         }
                     }
@@ -700,8 +855,8 @@ impl Tiler<'_> {
                     if let Some((_, alpha)) = soft[i] {
                         // The first block's first matmul starts the accumulation.
                         let fresh = alpha.is_none();
-                        let v_tiles = &kvs[kv_of[h]].v;
-                        self.attention_pv(&states[i], &pts[i], v_tiles, fresh, span)?;
+                        let v_of = |h: usize| &kvs[kv_of[h]].v[..];
+                        self.attention_pv(&states[i], &pts[i], v_of, stacking, fresh, span)?;
                     }
                 }
                 // The next K's K^T, spread over the blocks before the one that prepares
@@ -728,7 +883,8 @@ impl Tiler<'_> {
                 self.last_stores = self.last_group;
                 for st in &states {
                     let fixed = &heads[st.head].fixed;
-                    self.attention_finish(a, st, &tail, o_dtype, dv, fixed, span)?;
+                    let store = stacking.zip(stack_out.as_ref());
+                    self.attention_finish(a, st, &tail, o_dtype, dv, fixed, store, span)?;
                 }
                 self.last_stores = false;
             }
@@ -747,6 +903,7 @@ impl Tiler<'_> {
         o_dtype: Dtype,
         dv: u64,
         fixed: &[AxisUse],
+        store: Option<(Stacking, &(HView, Vec<i64>))>,
         span: crate::frontend::typed::Span,
     ) -> Result<(), String> {
         let parts = st.msz as u32;
@@ -765,7 +922,104 @@ impl Tiler<'_> {
             &[o.buf, st.o.buf, l_run.buf],
             span,
         );
-        self.epilogue(tail, a.out, o, fixed, (st.m0, st.msz), (0, dv), false)
+        match store {
+            Some((stk, (view, offsets))) if !st.lanes.is_empty() => {
+                // Each lane's rows go straight to its head's rows of the output (the
+                // division wrote the output's dtype, `stack_out`).
+                let r = view.shape.len();
+                let rows = view.shape[r - 2];
+                for (li, &h) in st.lanes.iter().enumerate() {
+                    let p0 = (li as u64 * stk.slot) as u32;
+                    let dst = hbm_ap(
+                        view.dtype,
+                        offsets[h],
+                        &[(rows, view.strides[r - 2]), (dv, view.strides[r - 1])],
+                    );
+                    self.out.push(
+                        Op::Dma {
+                            dst: DmaAp::Hbm(dst),
+                            src: DmaAp::Tile(o.slice(p0, rows as u32, 0, dv as u32)),
+                        },
+                        Engine::Dma(0),
+                        &[view.buf, o.buf],
+                        span,
+                    );
+                }
+                Ok(())
+            }
+            _ => self.epilogue(tail, a.out, o, fixed, (st.m0, st.msz), (0, dv), false),
+        }
+    }
+
+    /// The query rows' tile of a stacked tile of `parts` partitions (`QueryTile::q_rows`),
+    /// zero where `pad`.
+    fn stacked_rows(
+        &mut self,
+        dtype: Dtype,
+        parts: u32,
+        d: u64,
+        pad: bool,
+        span: crate::frontend::typed::Span,
+    ) -> Tile {
+        let rows = self.sbuf_tile(dtype, parts, d as u32);
+        if pad {
+            self.out.push(
+                Op::Memset {
+                    out: rows.ap(),
+                    value: Imm::new(0.0),
+                },
+                Engine::GpSimd,
+                &[rows.buf],
+                span,
+            );
+        }
+        rows
+    }
+
+    /// q^T of a stacked tile (`Stacking`): every lane's `sq` query rows loaded on the
+    /// partitions of its slot of one tile whose padding rows are zero, then transposed by
+    /// GpSimd (no PSUM bank, no copy for Vector and Scalar), one tile per chunk of D, with
+    /// lane `i`'s queries in the columns from `i * slot`.
+    fn stacked_qt(
+        &mut self,
+        rows: Tile,
+        qos: &[&Operand2d],
+        d: u64,
+        sq: u64,
+        slot: u64,
+        span: crate::frontend::typed::Span,
+    ) -> Vec<Tile> {
+        let parts = rows.parts;
+        let dtype = rows.dtype;
+        for (li, qo) in qos.iter().enumerate() {
+            let p0 = (li as u64 * slot) as u32;
+            let src = hbm_ap(dtype, qo.offset, &[(sq, qo.x_stride), (d, qo.k_stride)]);
+            self.out.push(
+                Op::Dma {
+                    dst: DmaAp::Tile(rows.slice(p0, sq as u32, 0, d as u32)),
+                    src: DmaAp::Hbm(src),
+                },
+                Engine::Dma(0),
+                &[rows.buf, qo.view.buf],
+                span,
+            );
+        }
+        (0..d.div_ceil(128))
+            .map(|c| {
+                let (k0, ksz) = (c * 128, 128.min(d - c * 128));
+                let out = self.sbuf_tile(dtype, ksz as u32, parts);
+                self.out.push(
+                    Op::PartitionTranspose {
+                        out: out.ap(),
+                        src: rows.slice(0, parts, k0 as u32, ksz as u32),
+                    },
+                    Engine::GpSimd,
+                    &[out.buf, rows.buf],
+                    span,
+                );
+                out
+            })
+            .collect()
     }
 
     /// The constant tiles of `DiagonalMask`: the -inf fill by Vector, the triangle by
@@ -817,7 +1071,7 @@ impl Tiler<'_> {
         &mut self,
         a: &Attention,
         st: &QueryTile,
-        kt_tiles: &[Vec<Tile>],
+        (kvs, kv_of): (&[KvTiles], &[usize]),
         j0: u64,
         kb: u64,
         tri: &mut Option<DiagonalMask>,
@@ -826,6 +1080,36 @@ impl Tiler<'_> {
         let (m0, msz) = (st.m0, st.msz);
         // Scores s = q k^T for this block, 128 keys per matmul.
         let s = self.psum_tile(Dtype::F32, msz, kb);
+        if !st.lanes.is_empty() {
+            // A stacked tile: each lane's scores on its slot's partitions, from its
+            // head's K^T and its columns of q^T (no mask: `stacking`).
+            let slot = msz / st.lanes.len() as u64;
+            let mut c0 = 0;
+            while c0 < kb {
+                let cs = 128.min(kb - c0);
+                let chunk = ((j0 + c0) / 128) as usize;
+                for (li, &h) in st.lanes.iter().enumerate() {
+                    let p0 = (li as u64 * slot) as u32;
+                    for (di, q) in st.qt.iter().enumerate() {
+                        let kt = kvs[kv_of[h]].kt[chunk][di];
+                        self.out.push(
+                            Op::Matmul {
+                                out: s.slice(p0, slot as u32, c0 as u32, cs as u32),
+                                stationary: q.slice(0, q.parts, p0, slot as u32),
+                                moving: kt.slice(0, kt.parts, 0, cs as u32),
+                                accumulate: di > 0,
+                            },
+                            Engine::Tensor,
+                            &[s.buf, q.buf, kt.buf],
+                            span,
+                        );
+                    }
+                }
+                c0 += cs;
+            }
+            return s;
+        }
+        let kt_tiles = &kvs[kv_of[st.head]].kt;
         let mut c0 = 0;
         while c0 < kb {
             let cs = 128.min(kb - c0);
@@ -1190,27 +1474,61 @@ impl Tiler<'_> {
         if self.drop_rescale {
             return;
         }
-        let rescale = Op::TensorScalar {
-            out: st.o.ap(),
-            src: st.o.ap(),
-            op0: AluOp::Mul,
-            s0: ScalarArg::Ap(alpha.ap()),
-            op1: AluOp::Bypass,
-            s1: ScalarArg::imm(0.0),
-        };
-        let bufs = [st.o.buf, st.o.buf, alpha.buf];
-        self.push_vector_work(rescale, &bufs, on_scalar, span);
+        // A stacked tile's lanes accumulate apart (each lane's p @ v is a PSUM
+        // accumulation group of its own slot), so each is rescaled apart.
+        let lanes = st.lanes.len().max(1) as u32;
+        let slot = st.o.parts / lanes;
+        for li in 0..lanes {
+            let p0 = li * slot;
+            let o = st.o.slice(p0, slot, 0, st.o.cols);
+            let rescale = Op::TensorScalar {
+                out: o.clone(),
+                src: o,
+                op0: AluOp::Mul,
+                s0: ScalarArg::Ap(alpha.slice(p0, slot, 0, 1)),
+                op1: AluOp::Bypass,
+                s1: ScalarArg::imm(0.0),
+            };
+            let bufs = [st.o.buf, st.o.buf, alpha.buf];
+            self.push_vector_work(rescale, &bufs, on_scalar, span);
+        }
     }
 
     /// o += p @ v for chunks of p^T, each with its first key.
-    fn attention_pv(
+    fn attention_pv<'v>(
         &mut self,
         st: &QueryTile,
         pt: &[(u64, Tile)],
-        v_tiles: &[Option<Tile>],
+        v_of: impl Fn(usize) -> &'v [Option<Tile>],
+        stacking: Option<Stacking>,
         fresh: bool,
         span: crate::frontend::typed::Span,
     ) -> Result<(), String> {
+        if let (Some(stk), false) = (stacking, st.lanes.is_empty()) {
+            // A stacked tile: each lane multiplies its columns of p^T with its head's V
+            // into its slot's rows of the accumulator.
+            for (li, &h) in st.lanes.iter().enumerate() {
+                let p0 = (li as u64 * stk.slot) as u32;
+                let v_tiles = v_of(h);
+                for (n, &(key0, pt)) in pt.iter().enumerate() {
+                    let v =
+                        v_tiles[(key0 / 128) as usize].ok_or("attention: V chunk not loaded")?;
+                    self.out.push(
+                        Op::Matmul {
+                            out: st.o.slice(p0, stk.slot as u32, 0, st.o.cols),
+                            stationary: pt.slice(0, pt.parts, p0, stk.slot as u32),
+                            moving: v.slice(0, pt.parts, 0, v.cols),
+                            accumulate: !(fresh && n == 0),
+                        },
+                        Engine::Tensor,
+                        &[st.o.buf, pt.buf, v.buf],
+                        span,
+                    );
+                }
+            }
+            return Ok(());
+        }
+        let v_tiles = v_of(st.head);
         for (n, &(key0, stationary)) in pt.iter().enumerate() {
             let v = v_tiles[(key0 / 128) as usize].ok_or("attention: V chunk not loaded")?;
             // The keys of this chunk of p^T (fewer than V's tile holds where `keys_seen`

@@ -493,20 +493,9 @@ impl<'a> Tiler<'a> {
                     && reduces
                     && longrow::phased_ok(func, g, self.strict)
                 {
-                    self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
-                    let graph = self.graph_phased(g)?;
-                    self.sum_operands.clear();
-                    let first = self.out.insts.len();
-                    self.lower_phased(g, graph)?;
-                    self.mark_row_group(first);
-                    return Ok(());
+                    return self.lower_group_phased(g);
                 }
                 if peak > BLOCK_BUDGET {
-                    let func = self.func;
-                    let reduces = g
-                        .insts
-                        .iter()
-                        .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
                     if reduces {
                         // A lone reduction's rows are summed chunk by chunk; a bigger
                         // group (one `split_oversized` kept) is evaluated in phases.
@@ -517,13 +506,7 @@ impl<'a> Tiler<'a> {
                                     g.insts.len()
                                 ));
                             }
-                            self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
-                            let graph = self.graph_phased(g)?;
-                            self.sum_operands.clear();
-                            let first = self.out.insts.len();
-                            self.lower_phased(g, graph)?;
-                            self.mark_row_group(first);
-                            return Ok(());
+                            return self.lower_group_phased(g);
                         };
                         let src = self.home_of(self.func.insts[inst].args[0])?;
                         return self.lower_long_reduce(inst, src, &g.space);
@@ -582,6 +565,18 @@ impl<'a> Tiler<'a> {
             },
             Root::Attention(ref a) => self.lower_attention(g, a),
         }
+    }
+
+    /// Lowers the row group `g` in phases over column chunks (`longrow.rs`), as a row
+    /// group whose blocks the `pipeline` pass may interleave.
+    fn lower_group_phased(&mut self, g: &Group) -> Result<(), String> {
+        self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
+        let graph = self.graph_phased(g)?;
+        self.sum_operands.clear();
+        let first = self.out.insts.len();
+        self.lower_phased(g, graph)?;
+        self.mark_row_group(first);
+        Ok(())
     }
 
     /// Marks the instructions emitted since `first` as a row group's, whose blocks the

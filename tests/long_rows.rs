@@ -152,3 +152,51 @@ fn a_phased_row_sum_adds_unrounded_values() {
         run(&c, strict);
     }
 }
+
+/// A layernorm on f16 rows written as Triton's tutorial does (`x as f32`, the mean, the
+/// centred variance, the result cast back), on rows that only just fit a block: it is
+/// evaluated in phases (sums in chunks: within the bound, strict bit for bit), its casts
+/// cost no pass and keep no f32 copy, so `x` is read once, and the `f16` result is
+/// written once. Odd columns and rows not a multiple of 128.
+#[test]
+fn f16_layernorm_in_phases_reads_x_once() {
+    let text = "kernel ln(x: f16[130, 8190], w: f16[8190], b: f16[8190]) -> (f16[130, 8190], f32[130, 1]) {
+    let xf = x as f32;
+    let m = mean(xf, axis=1, keepdims=true);
+    let xc = xf - m;
+    let rstd = 1.0 / sqrt(mean(xc * xc, axis=1, keepdims=true) + 1e-5);
+    return ((xc * rstd * w + b) as f16, rstd);
+}
+";
+    for options in policies() {
+        let strict = options.strict_dtypes;
+        let c = compile(text, options);
+        // In phases: the row sums and activations work on column chunks, not whole rows;
+        // and the default policy spends no copy on widening `x` to f32.
+        let tile = c.tile.as_ref().expect("tile IR");
+        let mut widest = 0;
+        let mut widening_copies = 0;
+        for (_, inst) in tile.insts.iter() {
+            match &inst.op {
+                isa::Op::Activate { src, .. } | isa::Op::TensorReduce { src, .. } => {
+                    widest = widest.max(src.dims.last().map_or(0, |d| d.size));
+                }
+                isa::Op::TensorCopy { out, src }
+                    if src.dtype == isa::Dtype::F16 && out.dtype == isa::Dtype::F32 =>
+                {
+                    widening_copies += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(widest > 0 && widest < 8190, "widest row work {widest}");
+        if !strict {
+            assert_eq!(widening_copies, 0);
+        }
+        let (read, written) = run(&c, strict);
+        // x once; w and b once for the group's blocks of 128 rows and once for its last
+        // block of 2, each broadcast to the block's partitions.
+        assert_eq!(read, 2 * (130 * 8190 + 2 * (128 + 2) * 8190));
+        assert_eq!(written, 2 * 130 * 8190 + 4 * 130);
+    }
+}

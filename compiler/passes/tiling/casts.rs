@@ -75,8 +75,22 @@ fn readers(g: &BGraph) -> (Vec<usize>, Vec<bool>) {
 /// Rewrites the casts of `graph` (see the module comment); run after `block::fold`.
 pub fn rewrite(graph: &mut BGraph) {
     widen(graph);
-    narrow(graph);
+    narrow(graph, false);
     narrow_dead_activations(graph);
+}
+
+/// The rewrites that stay exact when the graph is evaluated in phases (`longrow.rs`),
+/// where an activation's row sum may become a reduction of its output again: the
+/// widening casts are read through, and a narrowing cast is folded into its producer
+/// unless that producer also takes row sums (whose terms would then be the rounded
+/// values). No output is narrowed to FP8 for its row sum alone. Under `strict` the
+/// widening casts stay: a strict running sum is written into the chunk's first column,
+/// which must then be an f32 tile.
+pub fn rewrite_phased(graph: &mut BGraph, strict: bool) {
+    if !strict {
+        widen(graph);
+    }
+    narrow(graph, true);
 }
 
 /// Readers of an exact widening cast read its operand.
@@ -132,8 +146,8 @@ fn widen(g: &mut BGraph) {
 }
 
 /// A cast to a narrower float dtype of an f32 result nothing else reads: the producer
-/// writes that dtype.
-fn narrow(g: &mut BGraph) {
+/// writes that dtype (`phased`: not a producer that takes row sums).
+fn narrow(g: &mut BGraph, phased: bool) {
     let n = g.nodes.len();
     let (uses, stored) = readers(g);
     for i in 0..n {
@@ -160,6 +174,7 @@ fn narrow(g: &mut BGraph) {
             || p.width != width
             || uses[j] != 1
             || stored[j]
+            || (phased && p.accum.is_some())
             || g.keep.contains(&i)
         {
             continue;

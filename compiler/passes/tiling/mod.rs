@@ -44,6 +44,14 @@ use view::HView;
 /// Bytes per partition that one block's tiles may take, so that several blocks fit in
 /// SBUF at once (multi-buffering).
 pub const BLOCK_BUDGET: u64 = 80 * 1024;
+/// A row group with reductions whose whole rows take more than this a partition (but fit
+/// `BLOCK_BUDGET`) is evaluated in phases over column chunks all the same (`longrow.rs`):
+/// two such blocks fill most of SBUF, so the `pipeline` pass cannot interleave them, and
+/// each engine waits for the others' whole-row instructions. Measured (release build,
+/// `--random 1 --report`): the Triton layernorm forward f16[4096, 8192] (80 KiB a block)
+/// 2,127,640 -> 1,459,500 cycles; a softmax of bf16 rows of 8,192 (64 KiB a block, whole
+/// rows interleaved already) 544,569 -> 636,155 if it were phased, so it is not.
+const PHASE_PEAK: u64 = 72 * 1024;
 
 /// An operand broadcast over some row axis, loaded once for the blocks of a group that read
 /// the same elements: view, strides, fit, what it holds (partitions, columns and the HBM
@@ -472,12 +480,22 @@ impl<'a> Tiler<'a> {
                 let cols = *g.space.last().unwrap_or(&1);
                 let peak = peak_block_bytes(self.func, g);
                 let mut col_chunk = u64::MAX;
+                // Whole rows that only just fit leave SBUF room for about two blocks, and
+                // the `pipeline` pass cannot interleave them; in phases over column chunks
+                // the blocks' chunks interleave (`longrow.rs`).
+                let func = self.func;
+                let reduces = g
+                    .insts
+                    .iter()
+                    .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
+                if peak > PHASE_PEAK
+                    && peak <= BLOCK_BUDGET
+                    && reduces
+                    && longrow::phased_ok(func, g, self.strict)
+                {
+                    return self.lower_group_phased(g);
+                }
                 if peak > BLOCK_BUDGET {
-                    let func = self.func;
-                    let reduces = g
-                        .insts
-                        .iter()
-                        .any(|&i| matches!(func.insts[i].op, TOp::Reduce { .. }));
                     if reduces {
                         // A lone reduction's rows are summed chunk by chunk; a bigger
                         // group (one `split_oversized` kept) is evaluated in phases.
@@ -488,10 +506,7 @@ impl<'a> Tiler<'a> {
                                     g.insts.len()
                                 ));
                             }
-                            self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
-                            let graph = self.graph_unrewritten(g, None, false)?;
-                            self.sum_operands.clear();
-                            return self.lower_phased(g, graph);
+                            return self.lower_group_phased(g);
                         };
                         let src = self.home_of(self.func.insts[inst].args[0])?;
                         return self.lower_long_reduce(inst, src, &g.space);
@@ -541,11 +556,7 @@ impl<'a> Tiler<'a> {
                 for (_, sum) in &sums {
                     self.column_sum_finish(sum)?;
                 }
-                // The `pipeline` pass may interleave the blocks' instructions.
-                for k in first..self.out.insts.len() {
-                    self.out.row_group
-                        [<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
-                }
+                self.mark_row_group(first);
                 Ok(())
             }
             Root::Matmul(inst) => match self.convs.iter().find(|p| p.matmul == inst).cloned() {
@@ -553,6 +564,26 @@ impl<'a> Tiler<'a> {
                 None => self.lower_matmul(g, inst),
             },
             Root::Attention(ref a) => self.lower_attention(g, a),
+        }
+    }
+
+    /// Lowers the row group `g` in phases over column chunks (`longrow.rs`), as a row
+    /// group whose blocks the `pipeline` pass may interleave.
+    fn lower_group_phased(&mut self, g: &Group) -> Result<(), String> {
+        self.sum_operands = self.group_sums(g).iter().map(|s| s.1).collect();
+        let graph = self.graph_phased(g)?;
+        self.sum_operands.clear();
+        let first = self.out.insts.len();
+        self.lower_phased(g, graph)?;
+        self.mark_row_group(first);
+        Ok(())
+    }
+
+    /// Marks the instructions emitted since `first` as a row group's, whose blocks the
+    /// `pipeline` pass may interleave.
+    fn mark_row_group(&mut self, first: usize) {
+        for k in first..self.out.insts.len() {
+            self.out.row_group[<crate::tile::TInst as cranelift_entity::EntityRef>::new(k)] = true;
         }
     }
 
@@ -574,11 +605,20 @@ impl<'a> Tiler<'a> {
         Ok(graph)
     }
 
-    /// `graph_of` without `casts::rewrite`: the graph of a group lowered in phases
-    /// (`longrow.rs`). Phases may turn an activation's row sum back into a reduction of
-    /// its output, and `casts` narrows an output that only the row sum reads to FP8, so the
-    /// two together would sum rounded values (a differential test found strict kernels
-    /// off by a quarter that way).
+    /// The graph of a group lowered in phases (`longrow.rs`), with only the cast rewrites
+    /// that phases keep exact (`casts::rewrite_phased`). Phases may turn an activation's
+    /// row sum back into a reduction of its output, and `casts::rewrite` narrows an output
+    /// that only the row sum reads to FP8, so the two together would sum rounded values (a
+    /// differential test found strict kernels off by a quarter that way).
+    fn graph_phased(&self, g: &Group) -> Result<BGraph, String> {
+        let mut graph = self.graph_unrewritten(g, None, false)?;
+        if self.fold {
+            casts::rewrite_phased(&mut graph, self.strict);
+        }
+        Ok(graph)
+    }
+
+    /// `graph_of` without `casts::rewrite`.
     fn graph_unrewritten(
         &self,
         g: &Group,

@@ -87,6 +87,9 @@ pub struct Tiler<'a> {
     /// The deferred tail of the previous convolution tile's epilogue (`conv.rs`,
     /// `Tiler::overlap_epilogue`), at the end of the layout when set.
     pub epilogue_tail: Vec<crate::tile::TInst>,
+    /// The first matmul of each tile of the convolution being lowered (`conv.rs`,
+    /// `Tiler::prefetch_epilogue_loads`): where a later tile's epilogue loads may move.
+    pub conv_anchors: Vec<crate::tile::TInst>,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
     /// The layout position after the last interleaved matmul (`matmul.rs`): the next one
@@ -178,6 +181,7 @@ pub fn lower(
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
         epilogue_tail: Vec::new(),
+        conv_anchors: Vec::new(),
         last_group: false,
         weight_hoist: None,
         concat_homes: Vec::new(),

@@ -249,6 +249,23 @@ fn starts_and_relus(c: &tessera::passes::Compilation) -> (Vec<usize>, Vec<usize>
     (starts, relus)
 }
 
+/// A square `k x k` convolution of `x: dt[n, c, h, w]` into `o` channels (`attrs` after
+/// the weights, e.g. `, padding=[1, 1]`, giving `out` positions) with a bias, a residual
+/// `r` added, the relu and the cast to bf16: a residual epilogue.
+fn residual_conv(
+    dt: &str,
+    [n, c, h, w]: [u64; 4],
+    (o, k): (u64, u64),
+    attrs: &str,
+    [oh, ow]: [u64; 2],
+) -> String {
+    format!(
+        "kernel k(x: {dt}[{n}, {c}, {h}, {w}], w: {dt}[{o}, {c}, {k}, {k}], b: f32[{o}], r: {dt}[{n}, {o}, {oh}, {ow}]) -> bf16[{n}, {o}, {oh}, {ow}] {{\n\
+         \x20   let y = conv(x, w{attrs}) + reshape(b, [1, {o}, 1, 1]);\n\
+         \x20   return relu(y + r) as bf16;\n}}\n"
+    )
+}
+
 #[test]
 fn residual_epilogues_of_successive_tiles_overlap() {
     // Bias, residual add and relu with the cast: the epilogue crosses engines, so each
@@ -256,13 +273,10 @@ fn residual_epilogues_of_successive_tiles_overlap() {
     // steps, and the results keep the reference's bits under both policies. A 1x1 and a
     // padded 3x3 form, each with several PSUM tiles.
     for text in [
-        "kernel k(x: bf16[2, 64, 8, 8], w: bf16[256, 64, 1, 1], b: f32[256], r: bf16[2, 256, 8, 8]) -> bf16[2, 256, 8, 8] {\n\
-         \x20   let y = conv(x, w) + reshape(b, [1, 256, 1, 1]);\n\
-         \x20   return relu(y + r) as bf16;\n}\n",
-        "kernel k(x: f32[3, 16, 6, 5], w: f32[40, 16, 3, 3], b: f32[40], r: f32[3, 40, 6, 5]) -> bf16[3, 40, 6, 5] {\n\
-         \x20   let y = conv(x, w, padding=[1, 1]) + reshape(b, [1, 40, 1, 1]);\n\
-         \x20   return relu(y + r) as bf16;\n}\n",
+        residual_conv("bf16", [2, 64, 8, 8], (256, 1), "", [8, 8]),
+        residual_conv("f32", [3, 16, 6, 5], (40, 3), ", padding=[1, 1]", [6, 5]),
     ] {
+        let text = text.as_str();
         run_exact(text);
         let c = compile(text, PassOptions::default());
         let (starts, relus) = starts_and_relus(&c);
@@ -284,13 +298,16 @@ fn residual_loads_are_issued_tiles_ahead() {
     // results keep the reference's bits under both policies. A 1x1 form with two output
     // blocks and a padded 3x3 f32 form with a stride, eight and six PSUM tiles.
     for text in [
-        "kernel k(x: bf16[4, 64, 8, 8], w: bf16[256, 64, 1, 1], b: f32[256], r: bf16[4, 256, 8, 8]) -> bf16[4, 256, 8, 8] {\n\
-         \x20   let y = conv(x, w) + reshape(b, [1, 256, 1, 1]);\n\
-         \x20   return relu(y + r) as bf16;\n}\n",
-        "kernel k(x: f32[6, 16, 9, 7], w: f32[40, 16, 3, 3], b: f32[40], r: f32[6, 40, 5, 4]) -> bf16[6, 40, 5, 4] {\n\
-         \x20   let y = conv(x, w, stride=[2, 2], padding=[1, 1]) + reshape(b, [1, 40, 1, 1]);\n\
-         \x20   return relu(y + r) as bf16;\n}\n",
+        residual_conv("bf16", [4, 64, 8, 8], (256, 1), "", [8, 8]),
+        residual_conv(
+            "f32",
+            [6, 16, 9, 7],
+            (40, 3),
+            ", stride=[2, 2], padding=[1, 1]",
+            [5, 4],
+        ),
     ] {
+        let text = text.as_str();
         run_exact(text);
         let c = compile(text, PassOptions::default());
         let tile = c.tile.as_ref().expect("tile IR");

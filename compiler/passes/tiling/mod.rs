@@ -62,6 +62,20 @@ pub type GroupLoad = (HView, Vec<i64>, Fit, (u32, u32, isa::HbmAp), block::Tile)
 /// (`Tiler::group_loads`); beyond them a broadcast operand is loaded per block.
 pub const GROUP_CACHE_BUDGET: u64 = 48 * 1024;
 
+/// A convolution lowered in the image order (`conv.rs`, `Tiler::chain_convs`).
+#[derive(Clone, Debug)]
+pub struct ConvChain {
+    /// The first instruction of its layout region (with the convolutions it was chained
+    /// behind).
+    pub start: crate::tile::TInst,
+    /// The first instruction of each image after the first.
+    pub images: Vec<crate::tile::TInst>,
+    /// The instructions of its group.
+    pub insts: Vec<crate::ir::Inst>,
+    /// The layout's length when it was lowered.
+    pub end: usize,
+}
+
 /// The lowering state.
 pub struct Tiler<'a> {
     pub func: &'a Function,
@@ -95,6 +109,12 @@ pub struct Tiler<'a> {
     /// The deferred tail of the previous convolution tile's epilogue (`conv.rs`,
     /// `Tiler::overlap_epilogue`), at the end of the layout when set.
     pub epilogue_tail: Vec<crate::tile::TInst>,
+    /// The first matmul of each tile of the convolution being lowered (`conv.rs`,
+    /// `Tiler::prefetch_epilogue_loads`): where a later tile's epilogue loads may move.
+    pub conv_anchors: Vec<crate::tile::TInst>,
+    /// The convolution lowered last in the image order (`conv.rs`, `Tiler::chain_convs`):
+    /// a convolution right after it that reads its output may run image by image behind it.
+    pub conv_chain: Option<ConvChain>,
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
     /// The layout position after the last interleaved matmul (`matmul.rs`): the next one
@@ -186,6 +206,8 @@ pub fn lower(
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
         epilogue_tail: Vec::new(),
+        conv_anchors: Vec::new(),
+        conv_chain: None,
         last_group: false,
         weight_hoist: None,
         concat_homes: Vec::new(),

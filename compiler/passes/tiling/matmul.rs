@@ -224,7 +224,8 @@ impl Tiler<'_> {
                         swapped,
                     )?;
                 } else {
-                    self.interleaved_tiles(g, inst, (&ao, &bo), (m, k, n), &segs, &fixed, swapped)?;
+                    let epilogue = (g, inst, fixed.as_slice(), swapped);
+                    self.interleaved_tiles(epilogue, (&ao, &bo), (m, k, n), &segs)?;
                 }
                 continue;
             }
@@ -1675,20 +1676,19 @@ impl Tiler<'_> {
     ///
     /// Each chunk's PSUM bank adds the segments in order and, within one, steps `j` in
     /// order: the same order as `interleaved_matmul`, allowed under the default policy only.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// `epilogue` is what the group's rest needs: the group, the matmul, the batch index
+    /// and whether the matmul runs swapped.
     fn interleaved_tiles(
         &mut self,
-        g: &Group,
-        inst: Inst,
+        (g, inst, fixed, swapped): (&Group, Inst, &[AxisUse], bool),
         (ao, bo): (&Operand2d, &Operand2d),
         (m, k, n): (u64, u64, u64),
         segs: &[KSegment],
-        fixed: &[AxisUse],
-        swapped: bool,
     ) -> Result<(), String> {
         let span = self.func.spans[inst];
-        if k == 0 || segs.is_empty() {
-            return Err("a matmul with K = 0".into());
+        if segs.is_empty() {
+            return Err("an interleaved matmul without K segments".into());
         }
         // A later interleaved matmul hoists no loads back across this one.
         self.weight_hoist = None;

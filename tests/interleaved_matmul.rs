@@ -9,6 +9,13 @@
 //! indices after it), odd N, f32 as well as bf16, a left operand stored K-major, and two
 //! interleaved projections with independent work between them (the second one's weight
 //! loads move back among that work).
+//!
+//! Past four M chunks, or with more A than its SBUF budget, the schedule is
+//! `interleaved_tiles` (output tiles of up to eight chunks, A kept over the N blocks when it
+//! fits, else streamed per N block): the shapes below give it M off a multiple of 128 above
+//! 512, a second chunk group, K not a multiple of 128 (a partial segment spread over all
+//! partitions with a shorter run, and one that is not), f32, a K-major left operand and the
+//! SwiGLU FFN with its swapped projections.
 
 mod common;
 
@@ -112,5 +119,58 @@ fn two_projections_with_work_between() {
          \x20   let e = exp(z - max(z, axis=1, keepdims=true));\n\
          \x20   return (h @ transpose(w2), e / sum(e, axis=1, keepdims=true));\n}\n",
         true,
+    );
+}
+
+#[test]
+fn large_m_off_a_multiple_of_128() {
+    // 600 x 4160 bf16 is 39 KB a partition, kept; K = 4096 + 64 ends in a segment of two
+    // partitions x 32 (64 indices: not spread).
+    check(&linear(600, 4160, 45, "bf16"), true);
+}
+
+#[test]
+fn two_chunk_groups_over_column_blocks() {
+    // Nine chunks: a group of eight (1024 x 4096 bf16, 64 KB: kept over two N blocks),
+    // then one of six rows.
+    check(&linear(1030, 4096, 530, "bf16"), true);
+}
+
+#[test]
+fn long_k_streams_a_and_spreads_the_last_segment() {
+    // K = 6144: one segment of 128 x 32, then 2,048 indices as 128 x 16; A (520 x 6144
+    // bf16, 50 KB a partition) kept. 9,000 makes A 73 KB: streamed per N block.
+    check(&linear(520, 6144, 33, "bf16"), true);
+    check(&linear(520, 9000, 520, "bf16"), true);
+}
+
+#[test]
+fn large_m_in_f32() {
+    // f32 runs of 16: K = 2100 is a segment of 128 x 16, then 52 indices on 3 partitions
+    // and 4 single ones.
+    check(&linear(530, 2100, 40, "f32"), true);
+}
+
+#[test]
+fn large_m_left_operand_stored_k_major() {
+    check(
+        "kernel k(xt: bf16[4100, 530], w: bf16[33, 4100]) -> f32[530, 33] {\n\
+         \x20   return transpose(xt) @ transpose(w);\n}\n",
+        true,
+    );
+}
+
+#[test]
+fn swiglu_ffn_with_swapped_projections() {
+    // The layout pass swaps the two up projections (the weight is the stationary side,
+    // M = F = 600) and stores their results transposed, so the down projection's left
+    // operand is K-major. Those two are interleaved (M = 600: `interleaved_tiles`); the
+    // down projection (K = 600, less than a segment) keeps its transposes.
+    check(
+        "kernel k(x: bf16[130, 4096], w1: bf16[600, 4096], w2: bf16[4096, 600], w3: bf16[600, 4096]) -> bf16[130, 4096] {\n\
+         \x20   let gate = silu(x @ transpose(w1)) as bf16;\n\
+         \x20   let up = (x @ transpose(w3)) as bf16;\n\
+         \x20   return ((gate * up) @ transpose(w2)) as bf16;\n}\n",
+        false,
     );
 }

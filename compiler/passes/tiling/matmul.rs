@@ -212,7 +212,21 @@ impl Tiler<'_> {
             bo.pe |= bo.prologue.is_some();
             let fixed: Vec<AxisUse> = idx.iter().map(|&i| AxisUse::Fixed(i)).collect();
             if let Some(segs) = self.interleave_segments(&ao, &bo, m, k) {
-                self.interleaved_matmul(g, inst, (&ao, &bo), (m, k, n), &segs, &fixed, swapped)?;
+                let a_bytes = m * k * asize / 128;
+                if m <= LONG_K_GROUP * 128 && a_bytes <= A_BUDGET {
+                    self.interleaved_matmul(
+                        g,
+                        inst,
+                        (&ao, &bo),
+                        (m, k, n),
+                        &segs,
+                        &fixed,
+                        swapped,
+                    )?;
+                } else {
+                    let epilogue = (g, inst, fixed.as_slice(), swapped);
+                    self.interleaved_tiles(epilogue, (&ao, &bo), (m, k, n), &segs)?;
+                }
                 continue;
             }
             if b_tile_fits {
@@ -1437,6 +1451,21 @@ pub(super) struct KSegment {
     pub run: u64,
 }
 
+/// M chunks (one PSUM bank each) of an `interleaved_tiles` output tile: every bank, so
+/// each streamed B tile feeds as many chunks as PSUM holds.
+const TILE_CHUNKS: usize = 8;
+
+/// Bytes per partition that `interleaved_tiles` loads ahead of the matmuls at hand.
+const LOAD_AHEAD: u64 = 48 * 1024;
+
+/// One load of `interleaved_tiles`: a segment's B tile for an N block, or a chunk's A
+/// slice of a segment.
+#[derive(Clone, Copy, Debug)]
+enum Load2 {
+    B { ni: usize, si: usize },
+    A { gi: usize, ci: usize, si: usize },
+}
+
 /// Bytes per partition of weight tiles that an interleaved matmul loads ahead, among the
 /// instructions since the previous one (`Tiler::hoist_loads`).
 const HOIST_BUDGET: u64 = 96 * 1024;
@@ -1474,14 +1503,37 @@ pub(super) fn k_segments(k: u64, run: u64) -> Vec<KSegment> {
     segs
 }
 
+/// The segments `segs` with a partial one (fewer than 128 partitions) whose indices
+/// fill all 128 partitions in whole runs spread over them with a shorter run: a matmul
+/// costs its moving columns whatever the partitions it uses, so 2,048 indices as 128 x 16
+/// take half the matmuls of 64 x 32, for runs of 32 bytes that the DMA charges as 64 (a
+/// fair trade where the Tensor engine, not the DMA, is the bottleneck).
+fn spread_partial(segs: &[KSegment]) -> Vec<KSegment> {
+    segs.iter()
+        .map(|&s| {
+            let idx = s.parts * s.run;
+            if s.parts < 128 && s.run > 1 && idx.is_multiple_of(128) {
+                KSegment {
+                    k0: s.k0,
+                    parts: 128,
+                    run: idx / 128,
+                }
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
 impl Tiler<'_> {
     /// The K segments of the interleaved schedule when it applies to this matmul, else
     /// `None`. It applies under the default dtype policy only (it sums K in another
     /// order, which docs/numerics.md allows there and strict does not), to a B whose K
     /// axis is contiguous in HBM (which the other schedules transpose on the PE array and
     /// copy out of PSUM block by block), when neither operand is computed on its way in,
-    /// K holds at least one full segment (so most matmuls use all 128 partitions), M is
-    /// at most four chunks (one PSUM bank each) and all of A fits its SBUF budget.
+    /// K holds at least one full segment (so most matmuls use all 128 partitions) and M is
+    /// not empty. A small M whose A fits its SBUF budget runs `interleaved_matmul`, any
+    /// other `interleaved_tiles`.
     fn interleave_segments(
         &self,
         ao: &Operand2d,
@@ -1491,14 +1543,12 @@ impl Tiler<'_> {
     ) -> Option<Vec<KSegment>> {
         let bsize = bo.view.dtype.size() as u64;
         let run = (MIN_RUN_BYTES / bsize).max(1);
-        let a_bytes = m * k * ao.view.dtype.size() as u64 / 128;
         let applies = !self.strict
             && ao.prologue.is_none()
             && bo.prologue.is_none()
             && !bo.direct()
             && k >= 128 * run
-            && m <= LONG_K_GROUP * 128
-            && a_bytes <= A_BUDGET;
+            && m > 0;
         applies.then(|| k_segments(k, run))
     }
 
@@ -1607,6 +1657,165 @@ impl Tiler<'_> {
             self.hoist_loads(window, &hoisted, bo.view.buf);
         }
         self.weight_hoist = Some(self.out.layout.len());
+        Ok(())
+    }
+
+    /// `C = A @ B` with K interleaved over partitions (as `interleaved_matmul`) for any M:
+    /// the output in tiles of up to `TILE_CHUNKS` M chunks by one N block of 512 columns
+    /// (one PSUM bank per chunk), each tile accumulating over every K segment. A step (one
+    /// tile, one segment) needs the segment's B tile (`[parts, nsz * run]`) and one A slice
+    /// per chunk (`[parts, msz * run]`), used by that chunk's `run` matmuls only. When a
+    /// group of chunks' A over all of K fits `A_BUDGET`, its slices are loaded once and
+    /// stay while every N block streams past; otherwise they are loaded again for each N
+    /// block. B streams once per group either way.
+    ///
+    /// The loads run `LOAD_AHEAD` bytes a partition ahead of the matmuls that read them, and
+    /// a chunk's epilogue follows its last matmul; its stores are held back until the
+    /// following chunk's loads are emitted, so no load queues behind a store that waits
+    /// for an epilogue.
+    ///
+    /// Each chunk's PSUM bank adds the segments in order and, within one, steps `j` in
+    /// order: the same order as `interleaved_matmul`, allowed under the default policy only.
+    ///
+    /// `epilogue` is what the group's rest needs: the group, the matmul, the batch index
+    /// and whether the matmul runs swapped.
+    fn interleaved_tiles(
+        &mut self,
+        (g, inst, fixed, swapped): (&Group, Inst, &[AxisUse], bool),
+        (ao, bo): (&Operand2d, &Operand2d),
+        (m, k, n): (u64, u64, u64),
+        segs: &[KSegment],
+    ) -> Result<(), String> {
+        let span = self.func.spans[inst];
+        if segs.is_empty() {
+            return Err("an interleaved matmul without K segments".into());
+        }
+        // A later interleaved matmul hoists no loads back across this one.
+        self.weight_hoist = None;
+        let segs = &spread_partial(segs);
+        let (asize, bsize) = (ao.view.dtype.size() as u64, bo.view.dtype.size() as u64);
+        let chunks: Vec<(u64, u64)> = (0..m.div_ceil(128))
+            .map(|i| (i * 128, 128.min(m - i * 128)))
+            .collect();
+        let groups: Vec<&[(u64, u64)]> = chunks.chunks(TILE_CHUNKS).collect();
+        let nblocks: Vec<(u64, u64)> = (0..n.div_ceil(512))
+            .map(|j| (j * 512, 512.min(n - j * 512)))
+            .collect();
+        // The loads in the order the matmuls need them, each with the bytes per partition
+        // before it: per step (group, N block, segment) the B tile, then each chunk's A
+        // slice (a kept group's only at its first N block). `units` lists the matmul work,
+        // one per step and chunk: (group, N block, segment, chunk, its B and A loads).
+        let mut loads: Vec<(Load2, u64)> = Vec::new();
+        let mut units = Vec::new();
+        let mut total = 0u64;
+        for (gi, group) in groups.iter().enumerate() {
+            let rows: u64 = group.iter().map(|c| c.1).sum();
+            let kept = rows * k * asize / 128 <= A_BUDGET;
+            let mut kept_at: Vec<usize> = Vec::new();
+            for (ni, &(_, nsz)) in nblocks.iter().enumerate() {
+                for (si, s) in segs.iter().enumerate() {
+                    let bi = loads.len();
+                    loads.push((Load2::B { ni, si }, total));
+                    total += nsz * s.run * bsize;
+                    for (ci, &(_, msz)) in group.iter().enumerate() {
+                        let ai = if kept && ni > 0 {
+                            kept_at[si * group.len() + ci]
+                        } else {
+                            loads.push((Load2::A { gi, ci, si }, total));
+                            total += msz * s.run * asize;
+                            loads.len() - 1
+                        };
+                        if kept && ni == 0 {
+                            kept_at.push(ai);
+                        }
+                        units.push((gi, ni, si, ci, bi, ai));
+                    }
+                }
+            }
+        }
+        let a_kmajor = ao.k_stride == 1;
+        let mut tiles: Vec<Option<Tile>> = vec![None; loads.len()];
+        let mut issued = 0usize;
+        let mut psums: Vec<Tile> = Vec::new();
+        let mut held: Vec<TInst> = Vec::new();
+        for &(gi, ni, si, ci, bi, ai) in &units {
+            // Loads up to LOAD_AHEAD bytes past the end of this unit's own.
+            let need = loads[bi.max(ai)].1 + LOAD_AHEAD;
+            while issued < loads.len() && (issued <= bi.max(ai) || loads[issued].1 <= need) {
+                let tile = match loads[issued].0 {
+                    Load2::B { ni, si } => {
+                        let (s, (n0, nsz)) = (segs[si], nblocks[ni]);
+                        let b = self.sbuf_tile(bo.view.dtype, s.parts as u32, (nsz * s.run) as u32);
+                        let base = bo.offset + s.k0 as i64 * bo.k_stride + n0 as i64 * bo.x_stride;
+                        let part = (s.parts, s.run as i64 * bo.k_stride);
+                        self.dma_3d(
+                            b,
+                            &bo.view,
+                            base,
+                            part,
+                            (nsz, bo.x_stride),
+                            (s.run, bo.k_stride),
+                            span,
+                        );
+                        b
+                    }
+                    Load2::A { gi, ci, si } => {
+                        let (s, (m0, msz)) = (segs[si], groups[gi][ci]);
+                        let a = self.sbuf_tile(ao.view.dtype, s.parts as u32, (msz * s.run) as u32);
+                        let base = ao.offset + s.k0 as i64 * ao.k_stride + m0 as i64 * ao.x_stride;
+                        let (outer, inner) = if a_kmajor {
+                            ((msz, ao.x_stride), (s.run, ao.k_stride))
+                        } else {
+                            ((s.run, ao.k_stride), (msz, ao.x_stride))
+                        };
+                        let part = (s.parts, s.run as i64 * ao.k_stride);
+                        self.dma_3d(a, &ao.view, base, part, outer, inner, span);
+                        a
+                    }
+                };
+                tiles[issued] = Some(tile);
+                issued += 1;
+            }
+            // The stores held back from the previous chunk's epilogue.
+            self.out.layout.append(&mut held);
+            let (s, (n0, nsz), (m0, msz)) = (segs[si], nblocks[ni], groups[gi][ci]);
+            if si == 0 && ci == 0 {
+                psums = self.psum_tiles(groups[gi], nsz);
+            }
+            let (Some(a), Some(b)) = (tiles[ai], tiles[bi]) else {
+                return Err("an interleaved matmul step not loaded".into());
+            };
+            let psum = psums[ci];
+            for j in 0..s.run {
+                let stationary = if a_kmajor {
+                    strided(&a, s.parts, j, msz, s.run)
+                } else {
+                    strided(&a, s.parts, j * msz, msz, 1)
+                };
+                self.out.push(
+                    Op::Matmul {
+                        out: psum.ap(),
+                        stationary,
+                        moving: strided(&b, s.parts, j, nsz, s.run),
+                        accumulate: si > 0 || j > 0,
+                    },
+                    Engine::Tensor,
+                    &[psum.buf, a.buf, b.buf],
+                    span,
+                );
+            }
+            if si + 1 == segs.len() {
+                let start = self.out.layout.len();
+                self.epilogue(g, inst, psum, fixed, (m0, msz), (n0, nsz), swapped)?;
+                let tail = self.out.layout.split_off(start);
+                let (stores, rest): (Vec<_>, Vec<_>) = tail
+                    .into_iter()
+                    .partition(|&i| crate::passes::schedule::is_store(&self.out.insts[i].op));
+                self.out.layout.extend(rest);
+                held = stores;
+            }
+        }
+        self.out.layout.append(&mut held);
         Ok(())
     }
 

@@ -1005,6 +1005,9 @@ impl Tiler<'_> {
             (oh0 * g.ow + ow0, cols),
             false,
         )?;
+        // Two `tensor_scalar` steps in a row (ReLU6's max and min) become one
+        // (`conv_epilogue.rs`).
+        self.fuse_tensor_scalars(start);
         self.overlap_epilogue(start);
         Ok(())
     }

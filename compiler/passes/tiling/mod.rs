@@ -20,6 +20,7 @@ mod casts;
 mod colsum;
 mod concat_view;
 pub mod conv;
+mod conv_epilogue;
 mod depthwise;
 mod gather;
 pub(crate) mod longrow;

@@ -441,6 +441,8 @@ pub struct ConvPlan {
     geom: Geom,
     /// Taps packed two to a matmul, when that is cheaper.
     pack: Option<Pack>,
+    /// The window tile built in SBUF instead (few input channels, `conv_im2col.rs`).
+    window: Option<super::conv_im2col::WindowPlan>,
 }
 
 /// The implicit-GEMM plan of a recorded convolution, when it applies and the cost estimate
@@ -478,16 +480,25 @@ pub fn plan(
     let input = geom.c.div_ceil(128) * geom.hp() * geom.wp() * es;
     let weights = geom.c.div_ceil(128) * geom.taps() * geom.o * es;
     let rows = geom.c * geom.taps() * es;
-    if input > INPUT_BUDGET || weights > WEIGHT_BUDGET || rows > INPUT_BUDGET {
+    let fits = input <= INPUT_BUDGET && weights <= WEIGHT_BUDGET && rows <= INPUT_BUDGET;
+    let (implicit, im2col) = estimates(&geom, dtype);
+    // Few input channels: a window tile built in SBUF (`conv_im2col.rs`), where its
+    // estimate beats the others.
+    let best = if fits { implicit.min(im2col) } else { im2col };
+    let window = super::conv_im2col::plan(&xt.shape, &wt.shape, &rec.attrs, dtype)
+        .filter(|p| p.cycles < best);
+    if !fits && window.is_none() {
         return None;
     }
-    let (implicit, im2col) = estimates(&geom, dtype);
-    (implicit <= im2col).then_some(ConvPlan {
+    (window.is_some() || implicit <= im2col).then(|| ConvPlan {
         matmul: mm,
         x: rec.x,
         w: rec.w,
         geom,
-        pack: best_packing(&geom, dtype).map(|p| p.0),
+        pack: best_packing(&geom, dtype)
+            .map(|p| p.0)
+            .filter(|_| window.is_none()),
+        window,
     })
 }
 
@@ -499,6 +510,9 @@ impl Tiler<'_> {
         grp: &crate::passes::fusion::Group,
         p: &ConvPlan,
     ) -> Result<(), String> {
+        if let Some(win) = &p.window {
+            return self.lower_window(grp, p.matmul, (p.x, p.w), win);
+        }
         let g = p.geom;
         self.epilogue_tail.clear();
         let span = self.func.spans[p.matmul];

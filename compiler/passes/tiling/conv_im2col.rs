@@ -62,21 +62,10 @@ const BANK_COLS: u64 = 512;
 /// How a convolution is computed from a window tile in SBUF (see the module comment).
 #[derive(Clone, Debug)]
 pub struct WindowPlan {
-    n: u64,
-    c: u64,
-    h: u64,
-    w: u64,
-    o: u64,
-    kh: u64,
-    kw: u64,
-    oh: u64,
-    ow: u64,
-    sh: u64,
-    sw: u64,
-    ph: u64,
-    pw: u64,
-    dh: u64,
-    dw: u64,
+    /// The shape, as `[N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW]` (input,
+    /// weights, output positions, stride, padding, dilation; `WindowPlan::n` and the
+    /// other accessors name them).
+    dims: [u64; 15],
     /// Output rows per band and per PSUM tile.
     band: u64,
     tile_rows: u64,
@@ -88,29 +77,74 @@ pub struct WindowPlan {
 }
 
 impl WindowPlan {
+    fn n(&self) -> u64 {
+        self.dims[0]
+    }
+    fn c(&self) -> u64 {
+        self.dims[1]
+    }
+    fn h(&self) -> u64 {
+        self.dims[2]
+    }
+    fn w(&self) -> u64 {
+        self.dims[3]
+    }
+    fn o(&self) -> u64 {
+        self.dims[4]
+    }
+    fn kh(&self) -> u64 {
+        self.dims[5]
+    }
+    fn kw(&self) -> u64 {
+        self.dims[6]
+    }
+    fn oh(&self) -> u64 {
+        self.dims[7]
+    }
+    fn ow(&self) -> u64 {
+        self.dims[8]
+    }
+    fn sh(&self) -> u64 {
+        self.dims[9]
+    }
+    fn sw(&self) -> u64 {
+        self.dims[10]
+    }
+    fn ph(&self) -> u64 {
+        self.dims[11]
+    }
+    fn pw(&self) -> u64 {
+        self.dims[12]
+    }
+    fn dh(&self) -> u64 {
+        self.dims[13]
+    }
+    fn dw(&self) -> u64 {
+        self.dims[14]
+    }
     fn wp(&self) -> u64 {
-        self.w + 2 * self.pw
+        self.w() + 2 * self.pw()
     }
     /// Elements of one window row of a partition: every column the tap reads, and those
     /// between.
     fn t(&self) -> u64 {
-        (self.ow - 1) * self.sw + 1
+        (self.ow() - 1) * self.sw() + 1
     }
     fn groups(&self) -> u64 {
-        self.kh.div_ceil(4)
+        self.kh().div_ceil(4)
     }
     /// Tap rows of group `g`.
     fn rows_of(&self, g: u64) -> u64 {
-        4.min(self.kh - 4 * g)
+        4.min(self.kh() - 4 * g)
     }
     /// Partitions of group `g`'s matmuls.
     fn k_of(&self, g: u64) -> u64 {
-        32 * (self.rows_of(g) - 1) + self.kw * self.c
+        32 * (self.rows_of(g) - 1) + self.kw() * self.c()
     }
     /// Window rows group `g` is shifted by when it reads the first group's quarters.
     fn shift(&self, g: u64) -> u64 {
         if self.reuse {
-            4 * g * self.dh / self.sh
+            4 * g * self.dh() / self.sh()
         } else {
             0
         }
@@ -122,11 +156,11 @@ impl WindowPlan {
     /// Padded input rows a band's staging holds.
     fn stage_rows(&self) -> u64 {
         let last_tap = if self.reuse {
-            3.min(self.kh - 1)
+            3.min(self.kh() - 1)
         } else {
-            self.kh - 1
+            self.kh() - 1
         };
-        (self.window_rows() - 1) * self.sh + last_tap * self.dh + 1
+        (self.window_rows() - 1) * self.sh() + last_tap * self.dh() + 1
     }
     /// Window tiles per band: one shared by every group, or one per group.
     fn window_tiles(&self) -> u64 {
@@ -159,22 +193,9 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Windo
     let reuse = kh > 4 && (4 * dh) % sh == 0;
     let es = dtype.size() as u64;
     let tile_rows = (BANK_COLS / ow).min(oh);
+    let (ph, pw) = (a.padding[0], a.padding[1]);
     let mut p = WindowPlan {
-        n,
-        c,
-        h,
-        w,
-        o,
-        kh,
-        kw,
-        oh,
-        ow,
-        sh,
-        sw,
-        ph: a.padding[0],
-        pw: a.padding[1],
-        dh,
-        dw,
+        dims: [n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw],
         band: tile_rows,
         tile_rows,
         reuse,
@@ -182,7 +203,7 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Windo
     };
     // The band: as many PSUM tiles of rows as the buffers allow.
     let fits = |p: &WindowPlan| {
-        p.c * p.stage_rows() * p.wp() * es <= STAGE_BUDGET
+        p.c() * p.stage_rows() * p.wp() * es <= STAGE_BUDGET
             && p.window_rows() * p.t() * es <= WINDOW_BUDGET
     };
     if !fits(&p) {
@@ -204,16 +225,17 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Windo
 /// at 256 a cycle (each run at least 64), the Tensor engine's matmuls and one epilogue
 /// instruction a tile, plus a load's and a store's latency.
 fn estimate(p: &WindowPlan, es: u64) -> f64 {
-    let bands = p.oh.div_ceil(p.band) as f64;
+    let bands = p.oh().div_ceil(p.band) as f64;
     let run = |len: u64| (len * es).max(64) as f64;
-    let stage = p.n as f64 * bands * (p.c * p.stage_rows()) as f64 * run(p.w);
+    let stage = p.n() as f64 * bands * (p.c() * p.stage_rows()) as f64 * run(p.w());
     let quarters: u64 = (0..p.window_tiles()).map(|g| p.rows_of(g)).sum();
-    let window = p.n as f64 * bands * (quarters * p.kw * p.c * p.window_rows()) as f64 * run(p.t());
-    let weights = (p.o * p.c * p.kh * p.kw * 64) as f64;
-    let out = (p.n * p.o * p.oh * p.ow * 2) as f64;
+    let window =
+        p.n() as f64 * bands * (quarters * p.kw() * p.c() * p.window_rows()) as f64 * run(p.t());
+    let weights = (p.o() * p.c() * p.kh() * p.kw() * 64) as f64;
+    let out = (p.n() * p.o() * p.oh() * p.ow() * 2) as f64;
     let dma = (stage + window + weights + out) / 256.0;
-    let tiles = (p.n * p.oh.div_ceil(p.tile_rows) * p.o.div_ceil(128)) as f64;
-    let cols = (p.tile_rows * p.ow) as f64;
+    let tiles = (p.n() * p.oh().div_ceil(p.tile_rows) * p.o().div_ceil(128)) as f64;
+    let cols = (p.tile_rows * p.ow()) as f64;
     let tensor = tiles * p.groups() as f64 * (cols / 2.0).max(32.0);
     let epilogue = tiles * (64.0 + cols);
     dma.max(tensor).max(epilogue) + 4000.0
@@ -235,7 +257,7 @@ impl Tiler<'_> {
         let dt = xv.dtype;
         let (xs, ws) = (xv.strides.clone(), wv.strides.clone());
         let (wp, t) = (p.wp(), p.t());
-        let kwc = (p.kw * p.c) as u32;
+        let kwc = (p.kw() * p.c()) as u32;
         self.epilogue_tail.clear();
         self.reuse_space = Some(grp.space.clone());
         // The stationary weights: per group of tap rows a tile `[K, O]`, zero where no tap
@@ -243,18 +265,18 @@ impl Tiler<'_> {
         let mut wt = Vec::new();
         for g in 0..p.groups() {
             let k = p.k_of(g) as u32;
-            let tile = self.sbuf_tile(dt, k, p.o as u32);
+            let tile = self.sbuf_tile(dt, k, p.o() as u32);
             if p.rows_of(g) > 1 && kwc < 32 {
-                self.memset_zero(tile, k, p.o, Engine::Vector, span);
+                self.memset_zero(tile, k, p.o(), Engine::Vector, span);
             }
             for q in 0..p.rows_of(g) {
                 let i = 4 * g + q;
-                let dst = DmaAp::Tile(tile_ap(dt, 32 * q as u32, kwc, 0, &[(p.o, 1)], false));
+                let dst = DmaAp::Tile(tile_ap(dt, 32 * q as u32, kwc, 0, &[(p.o(), 1)], false));
                 let off = wv.offset + i as i64 * ws[2];
                 let src = DmaAp::Hbm(super::view::hbm_ap(
                     dt,
                     off,
-                    &[(p.kw, ws[3]), (p.c, ws[1]), (p.o, ws[0])],
+                    &[(p.kw(), ws[3]), (p.c(), ws[1]), (p.o(), ws[0])],
                 ));
                 self.out.push(
                     Op::Dma { dst, src },
@@ -272,15 +294,15 @@ impl Tiler<'_> {
         let mut stages = Vec::new();
         let mut windows = Vec::new();
         for _ in 0..STAGES {
-            let st = self.sbuf_tile(dt, 1, (p.c * srows * wp) as u32);
-            if p.pw > 0 {
-                for left in [0, p.pw + p.w] {
+            let st = self.sbuf_tile(dt, 1, (p.c() * srows * wp) as u32);
+            if p.pw() > 0 {
+                for left in [0, p.pw() + p.w()] {
                     let ap = tile_ap(
                         dt,
                         0,
                         1,
                         left,
-                        &[(p.c * srows, wp as i64), (p.pw, 1)],
+                        &[(p.c() * srows, wp as i64), (p.pw(), 1)],
                         false,
                     );
                     self.push_memset(ap, st, Engine::Vector, span);
@@ -302,20 +324,20 @@ impl Tiler<'_> {
             windows.push(tiles);
         }
         let mut band_index = 0;
-        let ochunks: Vec<(u64, u64)> = (0..p.o.div_ceil(128))
-            .map(|b| (b * 128, 128.min(p.o - b * 128)))
+        let ochunks: Vec<(u64, u64)> = (0..p.o().div_ceil(128))
+            .map(|b| (b * 128, 128.min(p.o() - b * 128)))
             .collect();
-        for n in 0..p.n {
+        for n in 0..p.n() {
             let mut oh0 = 0;
-            while oh0 < p.oh {
-                let band = p.band.min(p.oh - oh0);
+            while oh0 < p.oh() {
+                let band = p.band.min(p.oh() - oh0);
                 let st = stages[band_index % STAGES];
                 let win = windows[band_index % WINDOWS].clone();
                 band_index += 1;
                 // Staging: padded rows `r0 ..` of every channel; the image's rows by DMA,
                 // the others zero.
-                let r0 = oh0 * p.sh;
-                let (a, b) = (r0.max(p.ph), (r0 + srows).min(p.ph + p.h));
+                let r0 = oh0 * p.sh();
+                let (a, b) = (r0.max(p.ph()), (r0 + srows).min(p.ph() + p.h()));
                 let zero_rows = |from: u64, to: u64| (from < to).then_some((from, to));
                 for (z0, z1) in [
                     zero_rows(r0, a.min(r0 + srows)),
@@ -329,7 +351,7 @@ impl Tiler<'_> {
                         0,
                         1,
                         (z0 - r0) * wp,
-                        &[(p.c, (srows * wp) as i64), ((z1 - z0) * wp, 1)],
+                        &[(p.c(), (srows * wp) as i64), ((z1 - z0) * wp, 1)],
                         false,
                     );
                     self.push_memset(ap, st, Engine::Vector, span);
@@ -342,13 +364,13 @@ impl Tiler<'_> {
                             dtype: dt,
                             p0: 0,
                             pn: 1,
-                            tile_off: (a - r0) * wp + p.pw,
-                            hbm_off: xv.offset + n as i64 * xs[0] + (a - p.ph) as i64 * xs[2],
+                            tile_off: (a - r0) * wp + p.pw(),
+                            hbm_off: xv.offset + n as i64 * xs[0] + (a - p.ph()) as i64 * xs[2],
                             part_stride: 0,
                             dims: vec![
-                                (p.c, (srows * wp) as i64, xs[1]),
+                                (p.c(), (srows * wp) as i64, xs[1]),
                                 (b - a, wp as i64, xs[2]),
-                                (p.w, 1, xs[3]),
+                                (p.w(), 1, xs[3]),
                             ],
                         },
                         true,
@@ -370,11 +392,11 @@ impl Tiler<'_> {
                                 dt,
                                 0,
                                 1,
-                                (i * p.dh + j0 * p.sh) * wp,
+                                (i * p.dh() + j0 * p.sh()) * wp,
                                 &[
-                                    (p.kw, p.dw as i64),
-                                    (p.c, (srows * wp) as i64),
-                                    (jn, (p.sh * wp) as i64),
+                                    (p.kw(), p.dw() as i64),
+                                    (p.c(), (srows * wp) as i64),
+                                    (jn, (p.sh() * wp) as i64),
                                     (t, 1),
                                 ],
                                 false,
@@ -398,7 +420,7 @@ impl Tiler<'_> {
                 let mut r = 0;
                 while r < band {
                     let tr = p.tile_rows.min(band - r);
-                    let cols = tr * p.ow;
+                    let cols = tr * p.ow();
                     for &(o0, osz) in &ochunks {
                         let psum = self.psum_tile(Dtype::F32, osz, cols);
                         for g in 0..p.groups() {
@@ -414,7 +436,7 @@ impl Tiler<'_> {
                                 0,
                                 k,
                                 (r + shift) * t,
-                                &[(tr, t as i64), (p.ow, p.sw as i64)],
+                                &[(tr, t as i64), (p.ow(), p.sw() as i64)],
                                 false,
                             );
                             self.out.push(
@@ -429,7 +451,7 @@ impl Tiler<'_> {
                                 span,
                             );
                         }
-                        self.last_stores = n + 1 == p.n;
+                        self.last_stores = n + 1 == p.n();
                         let at = self.out.layout.len();
                         self.epilogue(
                             grp,
@@ -437,7 +459,7 @@ impl Tiler<'_> {
                             psum,
                             &[AxisUse::Fixed(n)],
                             (o0, osz),
-                            ((oh0 + r) * p.ow, cols),
+                            ((oh0 + r) * p.ow(), cols),
                             false,
                         )?;
                         self.fuse_tensor_scalars(at);

@@ -482,6 +482,8 @@ pub struct ConvPlan {
     geom: Geom,
     /// Taps packed two to a matmul, when that is cheaper.
     pack: Option<Pack>,
+    /// The window tile built in SBUF instead (few input channels, `conv_im2col.rs`).
+    window: Option<super::conv_im2col::WindowPlan>,
 }
 
 /// The implicit-GEMM plan of a recorded convolution, when it applies and the cost estimate
@@ -519,16 +521,25 @@ pub fn plan(
     let input = geom.c.div_ceil(128) * geom.hp() * geom.wp() * es;
     let weights = geom.c.div_ceil(128) * geom.taps() * geom.o * es;
     let rows = geom.c * geom.taps() * es;
-    if input > INPUT_BUDGET || weights > WEIGHT_BUDGET || rows > INPUT_BUDGET {
+    let fits = input <= INPUT_BUDGET && weights <= WEIGHT_BUDGET && rows <= INPUT_BUDGET;
+    let (implicit, im2col) = estimates(&geom, dtype);
+    // Few input channels: a window tile built in SBUF (`conv_im2col.rs`), where its
+    // estimate beats the others.
+    let best = if fits { implicit.min(im2col) } else { im2col };
+    let window = super::conv_im2col::plan(&xt.shape, &wt.shape, &rec.attrs, dtype)
+        .filter(|p| p.cycles < best);
+    if !fits && window.is_none() {
         return None;
     }
-    let (implicit, im2col) = estimates(&geom, dtype);
-    (implicit <= im2col).then_some(ConvPlan {
+    (window.is_some() || implicit <= im2col).then(|| ConvPlan {
         matmul: mm,
         x: rec.x,
         w: rec.w,
         geom,
-        pack: best_packing(&geom, dtype).map(|p| p.0),
+        pack: best_packing(&geom, dtype)
+            .map(|p| p.0)
+            .filter(|_| window.is_none()),
+        window,
     })
 }
 
@@ -540,6 +551,9 @@ impl Tiler<'_> {
         grp: &crate::passes::fusion::Group,
         p: &ConvPlan,
     ) -> Result<(), String> {
+        if let Some(win) = &p.window {
+            return self.lower_window(grp, p.matmul, (p.x, p.w), win);
+        }
         let g = p.geom;
         self.epilogue_tail.clear();
         self.conv_anchors.clear();
@@ -1186,6 +1200,9 @@ impl Tiler<'_> {
         if let Some(&anchor) = self.out.layout.get(matmuls) {
             self.conv_anchors.push(anchor);
         }
+        // Two `tensor_scalar` steps in a row (ReLU6's max and min) become one
+        // (`conv_epilogue.rs`).
+        self.fuse_tensor_scalars(start);
         let epilogue = self.out.layout[start..].to_vec();
         self.overlap_epilogue(start);
         self.prefetch_epilogue_loads(&epilogue);

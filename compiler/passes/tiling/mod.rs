@@ -20,6 +20,8 @@ mod casts;
 mod colsum;
 mod concat_view;
 pub mod conv;
+mod conv_epilogue;
+mod conv_im2col;
 mod depthwise;
 mod gather;
 pub(crate) mod longrow;

@@ -174,7 +174,10 @@ fn infinities_nan_and_negative_zero_keep_the_reference_semantics() {
         let out = &outputs[0].data;
         let at = |n: usize, ch: usize, y: usize, x: usize| out[((n * 40 + ch) * 6 + y) * 6 + x];
         // Channel 9's first row and column read the padding through the infinite tap.
-        assert!(at(0, 9, 0, 3).is_nan() && at(1, 9, 3, 0).is_nan(), "strict={strict}");
+        assert!(
+            at(0, 9, 0, 3).is_nan() && at(1, 9, 3, 0).is_nan(),
+            "strict={strict}"
+        );
         assert!(at(0, 8, 0, 3).is_finite() && at(1, 10, 3, 0).is_finite());
         // The infinity and the NaN stay in their channels; -0 inputs give +0.
         assert!(at(0, 3, 2, 2).is_infinite() && at(0, 2, 2, 2).is_finite());

@@ -7,18 +7,24 @@
 //! padded copy of the input and nine strided slices of it, a partition per output row:
 //! MobileNetV2's layers ran at 0.012 to 0.07 of their bound. Here instead:
 //!
-//! - Rows `(n, c)` go on partitions (channel chunks of up to 128; when a chunk has fewer
-//!   channels, several images side by side, so a block uses up to 128 partitions), and
-//!   each block is cut into bands of output rows (output columns in 1-D). A band's input
-//!   rows with the window's halo are loaded once into SBUF (a padded tile: its border
-//!   memset to zero), as `pool.rs` does for pools, and every tap reads it through an
-//!   access pattern (stride and dilation are pattern strides).
+//! - Rows `(n, c)` go on partitions in blocks that fill all 128 where the shape allows
+//!   (`channel_chunks`: chunks of 128 channels, the rest cut into powers of two when
+//!   that needs fewer blocks, each with as many images as fit), and small layers put
+//!   several blocks' images side by side on the free axis (`dw_blocks`), so that one
+//!   instruction pays its fixed cost for all of them. Larger layers are cut into bands of
+//!   output rows (output columns in 1-D). A band's input rows with the window's halo are
+//!   loaded once into SBUF (a padded tile: its border memset to zero; rows of under 64
+//!   bytes loaded densely and copied in, since every DMA run costs at least 64 bytes), as
+//!   `pool.rs` does for pools, and every tap reads it through an access pattern (stride
+//!   and dilation are pattern strides).
 //! - Each tap's products `x * w[c, tap]` are one instruction with a per-partition scalar
 //!   (the weights loaded once per block shape as an f32 `[P, taps]` tile): `tensor_scalar`
-//!   on Vector or GpSimd, or the Scalar engine's identity activation `x * w + 0`. They are
-//!   written interleaved, taps innermost, into an f32 tile `[P, positions x taps]`.
-//! - One `tensor_reduce_scalar` per band sums each position's taps in tap order and adds
-//!   `+0`. The language's order is `((0 + p_0) + p_1) + ..`, each sum rounded to f32; the
+//!   on Vector or GpSimd, or the Scalar engine's identity activation `x * w + 0`. Each
+//!   tap's products are a range of their own in an f32 tile: the `sync` pass orders
+//!   instructions by the bounding boxes of the bytes they touch, so taps interleaved in
+//!   one range and written by different engines would wait for each other.
+//! - One `tensor_reduce_scalar` per band (taps innermost through a strided pattern) sums
+//!   each position's taps in tap order and adds `+0`. The language's order is `((0 + p_0) + p_1) + ..`, each sum rounded to f32; the
 //!   reduction's `(p_0 + p_1) + ..` differs from it only while every partial sum is a zero
 //!   (`0 + -0` is `+0`), and the final `+ 0` turns the only possible difference, a `-0`
 //!   result, into the reference's `+0`. The activation's `+ 0` on a product (the same
@@ -26,15 +32,18 @@
 //!   every dtype policy.
 //! - The sums arrive as the given tile of the group's epilogue (bias, activation, cast;
 //!   a column slice of a 1-D convolution, Mamba's causal `[..., :L]`, is computed directly:
-//!   only the columns it keeps), evaluated by the block evaluator (`block.rs`).
+//!   only the columns it keeps), evaluated by the block evaluator (`block.rs`) on each
+//!   block of images.
 //!
 //! Each instruction goes to whichever engine would finish it first by docs/machine.md's
 //! costs (`64 + N` on Vector and Scalar, `64 + 4N` on GpSimd; the reduction only on Vector
-//! or GpSimd), so the products spread over all three engines. Work per output position
-//! and partition: `taps` products and a `taps`-element reduction, about `2 taps` element
-//! passes, against the DMA bound's 2 (bf16 in and out, stride 1): 3x3 layers are compute
-//! bound near `2 / (19 / 2.25) = 0.24` of the bound; stride-2 layers (4 input elements per
-//! output) near 0.6.
+//! or GpSimd; the epilogue booked on the engines the block evaluator gives it), so the
+//! products spread over all three engines. Work per output position and partition: `taps`
+//! products and a `taps`-element reduction, about `2 taps` element passes, against the DMA
+//! bound's 2 (bf16 in and out, stride 1): 3x3 layers are compute bound near
+//! `2 / (20 / 2.25) = 0.225` of the bound; stride-2 layers (4 input elements per output)
+//! near 0.56 (BENCHMARKS.md, "Depthwise and pointwise layers", argues why no lowering on
+//! these engines passes 0.26 at stride 1).
 
 use super::block::{AxisUse, Block, Tile};
 use super::pool::tile_ap;
@@ -413,10 +422,7 @@ impl Tiler<'_> {
                     sets.push((y0 * pqn, vec![r, (y1 - y0, pqn as i64), (x0, 1)]));
                 }
                 if y1 > y0 && x1 < pqn {
-                    sets.push((
-                        y0 * pqn + x1,
-                        vec![r, (y1 - y0, pqn as i64), (pqn - x1, 1)],
-                    ));
+                    sets.push((y0 * pqn + x1, vec![r, (y1 - y0, pqn as i64), (pqn - x1, 1)]));
                 }
                 for (off, dims) in sets {
                     let n: u64 = dims.iter().map(|d| d.0).product();
@@ -602,14 +608,7 @@ impl Tiler<'_> {
                 Op::TensorReduceScalar {
                     op: ReduceOp::Add,
                     out: tile_ap(Dtype::F32, 0, pn, k0, &[(kn, 1)], false),
-                    src: tile_ap(
-                        Dtype::F32,
-                        0,
-                        pn,
-                        k0,
-                        &[(kn, 1), (taps, all as i64)],
-                        true,
-                    ),
+                    src: tile_ap(Dtype::F32, 0, pn, k0, &[(kn, 1), (taps, all as i64)], true),
                     op0: AluOp::Add,
                     s0: ScalarArg::imm(0.0),
                     op1: AluOp::Bypass,
@@ -680,7 +679,7 @@ impl Tiler<'_> {
         let per_part: u64 = x.dims.iter().map(|d| d.0).product();
         let want = (per_part * x.pn as u64 * esize / (16 * 1024)).clamp(1, 16);
         let [(m, sn), (cn, sc)] = x.parts;
-        let quarters = want >= 4 && x.pn > 32 && (m == 1 || cn % 32 == 0);
+        let quarters = want >= 4 && x.pn > 32 && (m == 1 || cn.is_multiple_of(32));
         let qsize = if quarters { 32 } else { x.pn };
         let si = x.dims.iter().position(|d| d.0 > 1).unwrap_or(0);
         let outer = x.dims.get(si).map_or(1, |d| d.0);
@@ -719,7 +718,10 @@ impl Tiler<'_> {
                 hdims.extend(dims.iter().map(|d| (d.0, d.2)));
                 let hbm = DmaAp::Hbm(hbm_ap(x.dtype, hbm_off, &hdims));
                 self.out.push(
-                    Op::Dma { dst: tile, src: hbm },
+                    Op::Dma {
+                        dst: tile,
+                        src: hbm,
+                    },
                     Engine::Dma(0),
                     &[x.tile, x.hbm],
                     span,
@@ -792,7 +794,11 @@ fn channel_chunks(c: u64, n: u64) -> Vec<(u64, u64, u64)> {
         let mut split = Vec::new();
         let mut r = rem;
         while r > 0 {
-            let k = if r >= 8 { 1 << (63 - r.leading_zeros()) } else { r };
+            let k = if r >= 8 {
+                1 << (63 - r.leading_zeros())
+            } else {
+                r
+            };
             split.push(k);
             r -= k;
         }
@@ -820,7 +826,7 @@ fn dw_blocks(n: u64, c: u64, fits: impl Fn(u64) -> bool) -> Vec<DwBlock> {
     let pieces = |reps: u64| -> u64 {
         chunks
             .iter()
-            .map(|&(_, _, m)| full(m).div_ceil(reps) + u64::from(n % m != 0))
+            .map(|&(_, _, m)| full(m).div_ceil(reps) + u64::from(!n.is_multiple_of(m)))
             .sum()
     };
     let most = chunks.iter().map(|&(_, _, m)| full(m)).max().unwrap_or(1);
@@ -848,7 +854,7 @@ fn dw_blocks(n: u64, c: u64, fits: impl Fn(u64) -> bool) -> Vec<DwBlock> {
             });
             done += k;
         }
-        if n % m != 0 {
+        if !n.is_multiple_of(m) {
             out.push(DwBlock {
                 n0: f * m,
                 m: n % m,
@@ -865,5 +871,55 @@ impl DwPlan {
     /// The padded input columns one band of whole output rows reads.
     fn wp(&self, g: &Geom) -> u64 {
         (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_chunks_fill_the_partitions() {
+        // 144 channels of 8 images: 128, then 16 channels with all 8 images.
+        assert_eq!(channel_chunks(144, 8), vec![(0, 128, 1), (128, 16, 8)]);
+        // 96 of 8: 64 + 32 (6 blocks of 128 partitions), not 96 alone (8 blocks of 96).
+        assert_eq!(channel_chunks(96, 8), vec![(0, 64, 2), (64, 32, 4)]);
+        // 7 channels of 3 images: one block of 21 partitions, not 4 + 2 + 1.
+        assert_eq!(channel_chunks(7, 3), vec![(0, 7, 3)]);
+        // 129 of 1: a chunk of 128 and one of a single channel.
+        assert_eq!(channel_chunks(129, 1), vec![(0, 128, 1), (128, 1, 1)]);
+        let c = channel_chunks(960, 8);
+        assert_eq!(c.len(), 8);
+        assert_eq!(c[7], (896, 64, 2));
+    }
+
+    #[test]
+    fn blocks_cover_every_image_and_channel_once() {
+        for (n, c, most) in [
+            (8, 960, 9),
+            (3, 960, 9),
+            (8, 144, 2),
+            (5, 40, 1),
+            (1, 4096, 4),
+        ] {
+            let blocks = dw_blocks(n, c, |r| r <= most);
+            let mut seen = vec![0u32; (n * c) as usize];
+            for b in &blocks {
+                assert!(b.parts() <= 128 && b.reps >= 1 && b.reps <= most.max(1));
+                for r in 0..b.reps {
+                    for i in 0..b.m {
+                        for ch in 0..b.cn {
+                            seen[((b.n0 + r * b.m + i) * c + b.c0 + ch) as usize] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&k| k == 1), "n={n} c={c}: {blocks:?}");
+        }
+        // The 7x7 layer: each chunk's 8 images in one block of 8 reps.
+        let b = dw_blocks(8, 960, |r| r <= 9);
+        assert_eq!(b.len(), 8);
+        assert!(b[..7].iter().all(|b| b.reps == 8 && b.m == 1));
+        assert_eq!((b[7].m, b[7].reps), (2, 4));
     }
 }

@@ -46,7 +46,7 @@
 //! these engines passes 0.26 at stride 1).
 
 use super::block::{AxisUse, Block, Tile};
-use super::pool::tile_ap;
+use super::pool::{piece, tile_ap};
 use super::view::hbm_ap;
 use super::Tiler;
 use crate::ir::{ConvAttrs, Function, Inst, Span, TOp, Value, ValueDef};
@@ -704,14 +704,7 @@ impl Tiler<'_> {
             let mut o0 = 0;
             while o0 < outer {
                 let on = per.min(outer - o0);
-                let mut dims = x.dims.clone();
-                let (tile_off, hbm_off) = match dims.get_mut(si) {
-                    Some(d) => {
-                        d.0 = on;
-                        (x.tile_off + o0 * d.1 as u64, base + o0 as i64 * d.2)
-                    }
-                    None => (x.tile_off, base),
-                };
+                let (dims, tile_off, hbm_off) = piece(&x.dims, si, o0, on, x.tile_off, base);
                 let tdims: Vec<(u64, i64)> = dims.iter().map(|d| (d.0, d.1)).collect();
                 let tile = DmaAp::Tile(tile_ap(x.dtype, p0, pn, tile_off, &tdims, false));
                 let mut hdims = parts.clone();

@@ -244,6 +244,27 @@ pub(super) struct Xfer {
     pub dims: Vec<(u64, i64, i64)>,
 }
 
+/// Elements `o0..o0 + on` of free dim `si` of a transfer's dims `(size, tile stride, HBM
+/// stride)`: the piece's dims and its tile and HBM offsets (elements).
+pub(super) fn piece(
+    dims: &[(u64, i64, i64)],
+    si: usize,
+    o0: u64,
+    on: u64,
+    tile_off: u64,
+    hbm_off: i64,
+) -> (Vec<(u64, i64, i64)>, u64, i64) {
+    let mut dims = dims.to_vec();
+    match dims.get_mut(si) {
+        Some(d) => {
+            d.0 = on;
+            let offs = (tile_off + o0 * d.1 as u64, hbm_off + o0 as i64 * d.2);
+            (dims, offs.0, offs.1)
+        }
+        None => (dims, tile_off, hbm_off),
+    }
+}
+
 /// The Vector and GpSimd time (cycles) planned so far, to give each band to the engine
 /// that finishes it first.
 #[derive(Default)]
@@ -355,14 +376,7 @@ impl Tiler<'_> {
             let mut o0 = 0;
             while o0 < outer {
                 let on = per.min(outer - o0);
-                let mut dims = x.dims.clone();
-                let (tile_off, hbm_off) = match dims.get_mut(si) {
-                    Some(d) => {
-                        d.0 = on;
-                        (x.tile_off + o0 * d.1 as u64, x.hbm_off + o0 as i64 * d.2)
-                    }
-                    None => (x.tile_off, x.hbm_off),
-                };
+                let (dims, tile_off, hbm_off) = piece(&x.dims, si, o0, on, x.tile_off, x.hbm_off);
                 let tdims: Vec<(u64, i64)> = dims.iter().map(|d| (d.0, d.1)).collect();
                 let tile = DmaAp::Tile(tile_ap(x.dtype, p0, pn, tile_off, &tdims, false));
                 let mut hdims = vec![(pn as u64, x.part_stride)];

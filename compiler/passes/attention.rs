@@ -8,6 +8,7 @@
 //! ```text
 //! s  = q @ kt                       q: [.., Sq, D], kt: [.., D, Sk]
 //! s1 = s * c  (c > 0, optional)     s1 = tril(.., k, fill=-inf) (optional, either order)
+//!                                   or s1 = s * c + mask (a run-time f32 mask, instead)
 //! m  = max(s1, axis=-1, keepdims=true)
 //! e  = exp(s1 - m)
 //! l  = sum(e, axis=-1, keepdims=true)
@@ -25,8 +26,17 @@
 //! rounded at another scale), within docs/numerics.md's bound for every dtype of the
 //! exponentials and of the output; a mask below the diagonal (`k < 0`, whole rows of
 //! -inf) is not fused, and under `--dtype-policy strict` nothing is (`fusion::group`).
+//!
+//! A run-time additive mask (any f32 operand that broadcasts to the scores: per key, per
+//! query and key, with or without batch and head axes) is added to each block of scaled
+//! scores in the reference's order. It may mask whole rows and whole blocks with -inf: the
+//! running maximum is then kept at -f32::MAX instead of -inf (so a first block that masks
+//! a row entirely gives exponentials of 0, not exp(-inf + inf) = NaN), which changes no
+//! exponential of a row that has a finite score; a row masked entirely ends with a sum
+//! and an output of 0, and 0 / 0 is the NaN the reference has there.
 
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
+use isa::Dtype;
 use std::collections::HashMap;
 
 /// One recognised attention.
@@ -39,6 +49,9 @@ pub struct Attention {
     pub scale: f32,
     /// `tril`'s diagonal offset, when the scores are masked (fill is -inf).
     pub tril: Option<i64>,
+    /// A run-time additive mask, `s * c + mask` (f32, broadcast to the scores' shape as
+    /// `+` broadcasts it): added to each block of scaled scores.
+    pub mask: Option<Value>,
     /// The second matmul, `p @ v` of the unnormalised probabilities.
     pub pv: Inst,
     /// The division of the second matmul's result by the row sums: the attention's output.
@@ -172,6 +185,7 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
     let mut cur = s1;
     let mut scale = 1.0f32;
     let mut tril = None;
+    let mut mask = None;
     let mut first = true;
     loop {
         let i = def(func, cur)?;
@@ -186,12 +200,23 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                 if rank(q) < 2 || rank(kt) < 2 || rank(v) < 2 {
                     return None;
                 }
+                // Under a run-time mask, heads of few query rows (at most 64, which the
+                // lowering would stack on one tile's partitions, `Stacking`) are left to
+                // the unfused path: stacked tiles do not take the mask, and one head's few
+                // rows a tile is slower than the unfused path (the masked Llama-3 decode
+                // step with its additive mask: 2,357,501 -> 2,711,446 cycles).
+                let out_shape = &func.ty(func.insts[out].result).shape;
+                let heads: u64 = out_shape[..out_shape.len() - 2].iter().product();
+                if mask.is_some() && func.ty(q).shape[rank(q) - 2] <= 64 && heads > 1 {
+                    return None;
+                }
                 return Some(Attention {
                     q,
                     kt,
                     v,
                     scale,
                     tril,
+                    mask,
                     pv,
                     out,
                     insts,
@@ -214,7 +239,38 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
             // A negative diagonal masks the first rows entirely: their softmax is NaN
             // (the reference's exp(-inf - -inf)), which the generic lowering reproduces
             // and the flash lowering, with no key to start from, does not.
-            TOp::Tril { k, fill } if tril.is_none() && *fill == f64::NEG_INFINITY && *k >= 0 => {
+            // An additive mask outside the scaling (`s * c + mask`, the order the lowering
+            // rounds in), f32 like the scores, of a shape that broadcasts to theirs.
+            TOp::Binary(BinaryOp::Add) if mask.is_none() && tril.is_none() && scale == 1.0 => {
+                let (a, b) = (func.insts[i].args[0], func.insts[i].args[1]);
+                let shape = &func.ty(cur).shape;
+                let fits = |x: Value, m: Value| {
+                    let (ms, xs) = (&func.ty(m).shape, &func.ty(x).shape);
+                    xs == shape
+                        && func.ty(m).dtype == Dtype::F32
+                        && func.ty(x).dtype == Dtype::F32
+                        && constant(func, m).is_none()
+                        && ms.len() <= shape.len()
+                        && ms
+                            .iter()
+                            .rev()
+                            .zip(shape.iter().rev())
+                            .all(|(&m, &s)| m == s || m == 1)
+                };
+                let (x, m) = if fits(a, b) && def(func, a).is_some() {
+                    (a, b)
+                } else if fits(b, a) && def(func, b).is_some() {
+                    (b, a)
+                } else {
+                    return None;
+                };
+                mask = Some(m);
+                insts.push(i);
+                cur = x;
+            }
+            TOp::Tril { k, fill }
+                if tril.is_none() && mask.is_none() && *fill == f64::NEG_INFINITY && *k >= 0 =>
+            {
                 tril = Some(*k);
                 insts.push(i);
                 cur = func.insts[i].args[0];

@@ -77,6 +77,16 @@ struct Head {
     fixed: Vec<AxisUse>,
 }
 
+/// A run-time additive mask (`Attention::mask`) as the lowering reads it: its home and,
+/// per head, the element offset of its (query 0, key 0), with its query and key strides (0
+/// along an axis it is broadcast over).
+struct MaskOperand {
+    view: HView,
+    offsets: Vec<i64>,
+    row_stride: i64,
+    key_stride: i64,
+}
+
 /// The running state of one block of 128 queries.
 struct QueryTile {
     /// The head (`Head`) the tile belongs to (its first lane's when `lanes` is not empty).
@@ -284,6 +294,44 @@ impl Tiler<'_> {
                 }
             })
             .collect();
+        // The run-time mask's offsets: its axes align with the scores' last ones, and an
+        // axis of 1 (or one it lacks) is broadcast.
+        let mask = match a.mask {
+            Some(m) => {
+                let view = self.home_of(m)?;
+                let r = view.shape.len();
+                let stride = |j: usize| {
+                    if view.shape[j] == 1 {
+                        0
+                    } else {
+                        view.strides[j]
+                    }
+                };
+                let key_stride = stride(r - 1);
+                let row_stride = if r >= 2 { stride(r - 2) } else { 0 };
+                let lead = r.saturating_sub(2);
+                let offsets = heads
+                    .iter()
+                    .map(|hd| {
+                        let skip = hd.fixed.len() - lead;
+                        view.offset
+                            + (0..lead)
+                                .map(|j| match hd.fixed[skip + j] {
+                                    AxisUse::Fixed(i) => i as i64 * stride(j),
+                                    _ => 0,
+                                })
+                                .sum::<i64>()
+                    })
+                    .collect();
+                Some(MaskOperand {
+                    view,
+                    offsets,
+                    row_stride,
+                    key_stride,
+                })
+            }
+            None => None,
+        };
         // K^T and V stay in SBUF: per chunk of 128 keys, K^T as one tile per chunk of D,
         // one set per distinct (K, V) of the heads (`kv_of`).
         // K^T is prepared whole after the first query tiles (whose loads then lead the
@@ -387,8 +435,8 @@ impl Tiler<'_> {
                     .collect();
                 (view, offsets)
             });
-        let stacking = match (a.tril, &stack_out) {
-            (None, Some(_)) => Stacking::of(sq, nheads),
+        let stacking = match (a.tril, a.mask, &stack_out) {
+            (None, None, Some(_)) => Stacking::of(sq, nheads),
             _ => None,
         };
         // Query tiles are processed `query_group` at a time, block by block in turn, so the
@@ -416,7 +464,8 @@ impl Tiler<'_> {
                     };
                     live.then(|| {
                         let kb = keys_seen(a, st, j0, kb);
-                        this.attention_scores(a, st, (kvs, &kv_of), j0, kb, tri, span)
+                        let kvs = (kvs, &kv_of[..]);
+                        this.attention_scores(a, st, kvs, (j0, kb), tri, mask.as_ref(), span)
                     })
                 })
                 .collect::<Vec<Option<Tile>>>()
@@ -1072,9 +1121,9 @@ impl Tiler<'_> {
         a: &Attention,
         st: &QueryTile,
         (kvs, kv_of): (&[KvTiles], &[usize]),
-        j0: u64,
-        kb: u64,
+        (j0, kb): (u64, u64),
         tri: &mut Option<DiagonalMask>,
+        mask: Option<&MaskOperand>,
         span: crate::frontend::typed::Span,
     ) -> Tile {
         let (m0, msz) = (st.m0, st.msz);
@@ -1129,6 +1178,41 @@ impl Tiler<'_> {
                 self.matmul(slice, *q, kt, di > 0, span);
             }
             c0 += cs;
+        }
+        // The run-time mask: the scaled scores plus the mask's block, rounded as the
+        // reference rounds `s * c + mask` (two f32 operations), into SBUF.
+        if let Some(mk) = mask {
+            let parts = msz as u32;
+            let mt = self.sbuf_tile(Dtype::F32, parts, kb as u32);
+            let base = mk.offsets[st.head] + m0 as i64 * mk.row_stride + j0 as i64 * mk.key_stride;
+            let (rows, cols) = ((msz, mk.row_stride), (kb, mk.key_stride));
+            self.dma_2d(mt, &mk.view, base, rows, cols, span);
+            let scaled = self.sbuf_tile(Dtype::F32, parts, kb as u32);
+            self.out.push(
+                Op::TensorScalar {
+                    out: scaled.ap(),
+                    src: s.ap(),
+                    op0: AluOp::Mul,
+                    s0: ScalarArg::imm(a.scale),
+                    op1: AluOp::Bypass,
+                    s1: ScalarArg::imm(0.0),
+                },
+                Engine::Vector,
+                &[scaled.buf, s.buf],
+                span,
+            );
+            self.out.push(
+                Op::TensorTensor {
+                    op: AluOp::Add,
+                    out: scaled.ap(),
+                    a: scaled.ap(),
+                    b: mt.ap(),
+                },
+                Engine::Vector,
+                &[scaled.buf, scaled.buf, mt.buf],
+                span,
+            );
+            return scaled;
         }
         // The mask, where the block crosses the diagonal (GpSimd reads SBUF only), on the
         // columns from the first that some row of the tile masks: the ones before it are
@@ -1215,7 +1299,8 @@ impl Tiler<'_> {
         shared: Option<(Tile, Option<Tile>)>,
         span: crate::frontend::typed::Span,
     ) -> (Tile, Option<Tile>, Tile) {
-        let c = a.scale;
+        // Under a run-time mask the scores come scaled (`attention_scores`).
+        let c = if a.mask.is_some() { 1.0 } else { a.scale };
         let parts = st.msz as u32;
         // The block's maximum and nb_new = min(nb, -c * max(s)) = -c * max(m, max(s))
         // exactly (x -> -c * x, rounded, never increases) in one Vector instruction
@@ -1230,7 +1315,15 @@ impl Tiler<'_> {
         };
         // The first block: nb = -c * max(s), which is what the minimum with +inf (the
         // empty running maximum) gives.
+        // Under a run-time mask, which may mask a row's every key so far, the minimum with
+        // f32::MAX keeps the bias finite (`attention.rs`): later blocks take the minimum
+        // with it, so it stays finite.
         let (op1, s1, bufs) = match st.nb_run {
+            None if a.mask.is_some() => (
+                AluOp::Min,
+                ScalarArg::imm(f32::MAX),
+                vec![bias.buf, src.buf],
+            ),
             None => (AluOp::Bypass, ScalarArg::imm(0.0), vec![bias.buf, src.buf]),
             Some(nb) => (
                 AluOp::Min,

@@ -1481,7 +1481,12 @@ impl Tiler<'_> {
     /// axis is contiguous in HBM (which the other schedules transpose on the PE array and
     /// copy out of PSUM block by block), when neither operand is computed on its way in,
     /// K holds at least one full segment (so most matmuls use all 128 partitions), M is
-    /// at most four chunks (one PSUM bank each) and all of A fits its SBUF budget.
+    /// at most four chunks (one PSUM bank each) and all of A fits its SBUF budget. For
+    /// one M chunk half a segment is enough (an FP8 weight with K = 4,096: 64 partitions
+    /// of 64-byte runs): each matmul then contracts 64 partitions, so the Tensor engine
+    /// takes twice the steps, which for one chunk is still no longer than the weight's
+    /// DMA (a moving column per 128 bytes of B either way), while a K-contiguous B
+    /// otherwise goes through PE transposes and copies out of PSUM.
     fn interleave_segments(
         &self,
         ao: &Operand2d,
@@ -1496,7 +1501,7 @@ impl Tiler<'_> {
             && ao.prologue.is_none()
             && bo.prologue.is_none()
             && !bo.direct()
-            && k >= 128 * run
+            && (k >= 128 * run || (k >= 64 * run && m <= 128))
             && m <= LONG_K_GROUP * 128
             && a_bytes <= A_BUDGET;
         applies.then(|| k_segments(k, run))

@@ -45,6 +45,27 @@
 //! `exp(0) = 1`): with any divisor, `round(e) / l` could overflow, underflow or meet a zero
 //! where `round(e / l)` does not. FP8 is left alone: there `e / l`, about `1/Sk`, is deep in
 //! the subnormal range, and rounding it or rounding `e` are different computations.
+//!
+//! **A scale moved from a matmul operand to its output.** With `s` constant along the
+//! operand's K axis (after the transposes between the product and the matmul),
+//!
+//! ```text
+//! x @ transpose((w as f32 * s) as bf16)    becomes    (x @ transpose(w as f32)) * s'
+//! ```
+//!
+//! with `s'` the scale reshaped and transposed to the operand's axis order, so that it
+//! broadcasts over the output's rows (a left operand's scale) or columns (a right
+//! operand's). The scale then multiplies `M x N` outputs on the PSUM read-out instead of
+//! `K x N` weight elements on Vector. The rounding of `w * s` (and of its cast) is no
+//! longer done: default policy only, with the cast declared `relaxed` and the bound of
+//! docs/numerics.md, item 6, which also says where the rewrite is refused (a scale along
+//! K, a skipped rounding to f16 or FP8, a `w` that the operand's dtype does not hold).
+//!
+//! **An exact widening cast on a matmul operand is dropped.** `x @ (w as bf16)` of an
+//! FP8 `w` (possibly transposed) reads `w` itself: the PE array decodes both dtypes to
+//! the same f32 values, so no bit changes, the operand's load moves half the bytes, and
+//! no engine converts. After the scale's move this is what leaves an FP8 weight-only GEMM
+//! streaming its FP8 weight straight into the matmul.
 
 use super::dce;
 use super::tiling::affine::{self, Form};

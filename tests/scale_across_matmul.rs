@@ -112,6 +112,30 @@ fn other_scaled_forms_move() {
          }\n",
         true,
     );
+    // A constant scale, and a scale of the queries before the scores' matmul.
+    check(
+        "constant",
+        "kernel k(x: bf16[8, 256], w: bf16[256, 77]) -> bf16[8, 77] {\n\
+         \x20   return (x @ (w * 0.3)) as bf16;\n\
+         }\n",
+        true,
+    );
+    check(
+        "queries",
+        "kernel k(q: bf16[130, 64], k: bf16[130, 64]) -> f32[130, 130] {\n\
+         \x20   return (q * 0.125) @ transpose(k);\n\
+         }\n",
+        true,
+    );
+    // A weight [N, B, K] read as [B, K, N]: the scale [N, B, 1] is transposed to
+    // [B, 1, N] (its non-unit axes change order).
+    check(
+        "three axes",
+        "kernel k(x: bf16[2, 8, 64], w: bf16[33, 2, 64], s: f32[33, 2, 1]) -> f32[2, 8, 33] {\n\
+         \x20   return x @ transpose((w as f32 * s) as bf16, perm=[1, 2, 0]);\n\
+         }\n",
+        true,
+    );
     // A batch axis, an FP8 E5M2 weight scaled per batch and output column.
     check(
         "batched",

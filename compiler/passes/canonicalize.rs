@@ -633,28 +633,36 @@ fn move_scale(func: &mut Function, site: &ScaleSite) -> Vec<Value> {
         operand = r;
     }
     // The scale in the operand's axis order.
+    // The scale in the operand's axis order: as it is when no axis moves (broadcasting
+    // aligns the ranks), a reshape when only unit axes move, else a transpose of it with
+    // the product's rank.
     let s_ty = func.ty(site.s).clone();
     let mut s = site.s;
     let mut added = Vec::new();
-    let full: Vec<u64> = {
-        let mut f = vec![1u64; site.s_shape.len() - s_ty.shape.len()];
-        f.extend_from_slice(&s_ty.shape);
-        f
-    };
-    if full != s_ty.shape {
-        let ty = crate::ir::TensorType {
-            dtype: s_ty.dtype,
-            shape: full.clone(),
-        };
-        s = func.push(TOp::Reshape, &[s], ty, mul_span);
-        added.push(s);
-    }
     if let Some(perm) = &site.s_perm {
+        let rank = site.s_shape.len();
+        let mut full = vec![1u64; rank - s_ty.shape.len()];
+        full.extend_from_slice(&s_ty.shape);
+        let kept: Vec<usize> = perm.iter().copied().filter(|&a| full[a] != 1).collect();
+        let in_order = kept.windows(2).all(|w| w[0] < w[1]);
+        if !in_order && full != s_ty.shape {
+            let ty = crate::ir::TensorType {
+                dtype: s_ty.dtype,
+                shape: full,
+            };
+            s = func.push(TOp::Reshape, &[s], ty, mul_span);
+            added.push(s);
+        }
         let ty = crate::ir::TensorType {
             dtype: s_ty.dtype,
             shape: site.s_shape.clone(),
         };
-        s = func.push(TOp::Transpose(perm.clone()), &[s], ty, mul_span);
+        let op = if in_order {
+            TOp::Reshape
+        } else {
+            TOp::Transpose(perm.clone())
+        };
+        s = func.push(op, &[s], ty, mul_span);
         added.push(s);
     }
     let mut args = func.insts[site.matmul].args.clone();

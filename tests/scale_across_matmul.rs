@@ -136,6 +136,14 @@ fn other_scaled_forms_move() {
          }\n",
         true,
     );
+    // The widened weight has another reader: the matmul still reads the FP8 weight.
+    let text = "kernel k(x: bf16[8, 256], w: f8e4m3[77, 256], s: f32[77, 1]) -> (bf16[8, 77], f32[77, 256]) {\n\
+                \x20   let wf = w as f32;\n\
+                \x20   return ((x @ transpose((wf * s) as bf16)) as bf16, wf + 1.0);\n\
+                }\n";
+    check("widened twice", text, true);
+    let c = compile_verified(text, Default::default());
+    assert!(fp8_operand(&c.tensor), "widened twice: {}", c.tensor);
     // A batch axis, an FP8 E5M2 weight scaled per batch and output column.
     check(
         "batched",

@@ -435,14 +435,19 @@ fn move_normalisation(func: &mut Function, s: &Site) -> Vec<Value> {
     func.insts[s.matmul].op = TOp::Binary(BinaryOp::Div);
     func.insts[s.matmul].args = [pv, s.l].into_iter().collect();
     // The new instructions go right before the old matmul's place, where v is defined.
-    func.layout.retain(|i| !new_order.contains(i));
-    let at = func
+    place_before(func, new_order, s.matmul);
+    changed
+}
+
+/// Moves the instructions `new` (in this order) to right before `at` in the layout.
+fn place_before(func: &mut Function, new: Vec<Inst>, at: Inst) {
+    func.layout.retain(|i| !new.contains(i));
+    let pos = func
         .layout
         .iter()
-        .position(|&i| i == s.matmul)
+        .position(|&i| i == at)
         .unwrap_or(func.layout.len());
-    func.layout.splice(at..at, new_order);
-    changed
+    func.layout.splice(pos..pos, new);
 }
 
 /// True when every value of `from` is a value of `to` (so converting is exact and the PE
@@ -620,19 +625,30 @@ fn move_scale(func: &mut Function, site: &ScaleSite) -> Vec<Value> {
     let out = func.insts[site.matmul].result;
     let out_ty = func.ty(out).clone();
     let mut changed = vec![out];
-    // The operand: the chain's transposes over `w` (the cast left out).
-    let mut operand = site.w;
+    // The operand: the chain's transposes (the cast left out) over `w`, or over what `w`
+    // widens exactly (the matmul reads those values as they are, even when the widened
+    // `w` has other readers).
+    let base = match def(func, site.w) {
+        Some(c)
+            if func.insts[c].op == TOp::Cast
+                && root_dtype(func, site.w) != func.ty(site.w).dtype =>
+        {
+            func.insts[c].args[0]
+        }
+        _ => site.w,
+    };
+    let dtype = func.ty(base).dtype;
+    let mut operand = base;
     for &i in site.chain.iter().rev() {
         if func.insts[i].op == TOp::Cast {
             continue;
         }
         func.insts[i].args = [operand].into_iter().collect();
         let r = func.insts[i].result;
-        func.values[r].ty.dtype = func.ty(site.w).dtype;
+        func.values[r].ty.dtype = dtype;
         changed.push(r);
         operand = r;
     }
-    // The scale in the operand's axis order.
     // The scale in the operand's axis order: as it is when no axis moves (broadcasting
     // aligns the ranks), a reshape when only unit axes move, else a transpose of it with
     // the product's rank.
@@ -674,13 +690,7 @@ fn move_scale(func: &mut Function, site: &ScaleSite) -> Vec<Value> {
     func.spans[site.matmul] = mul_span;
     // The new instructions go right before the old matmul's place.
     let new: Vec<Inst> = added.iter().filter_map(|&v| def(func, v)).collect();
-    func.layout.retain(|i| !new.contains(i));
-    let at = func
-        .layout
-        .iter()
-        .position(|&i| i == site.matmul)
-        .unwrap_or(func.layout.len());
-    func.layout.splice(at..at, new);
+    place_before(func, new, site.matmul);
     changed.extend(added);
     changed
 }

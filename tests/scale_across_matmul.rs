@@ -127,6 +127,19 @@ fn other_scaled_forms_move() {
          }\n",
         true,
     );
+    // Keys scaled by a constant inside a causal attention (the differential test's seed
+    // 20240601): the constant is used as it is, not reshaped (a reshaped constant has
+    // no home in HBM, an internal error of the `tile` pass before).
+    check(
+        "scaled keys",
+        "kernel k(q: bf16[51, 64], k: bf16[194, 64], v32: f32[194, 64]) -> f16[51, 64] {\n\
+         \x20   let s = tril((q @ transpose(((k * 2.0) as bf16))), k=0, fill=-inf);\n\
+         \x20   let e = exp(s - max(s, axis=-1, keepdims=true));\n\
+         \x20   let l = sum(e, axis=-1, keepdims=true);\n\
+         \x20   return ((((e as f16) @ (silu(v32) as bf16)) / l) as f16);\n\
+         }\n",
+        true,
+    );
     // A weight [N, B, K] read as [B, K, N]: the scale [N, B, 1] is transposed to
     // [B, 1, N] (its non-unit axes change order).
     check(

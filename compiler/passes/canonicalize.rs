@@ -649,13 +649,15 @@ fn move_scale(func: &mut Function, site: &ScaleSite) -> Vec<Value> {
         changed.push(r);
         operand = r;
     }
-    // The scale in the operand's axis order: as it is when no axis moves (broadcasting
-    // aligns the ranks), a reshape when only unit axes move, else a transpose of it with
+    // The scale in the operand's axis order: as it is when no axis moves or all its
+    // extents are 1 (broadcasting aligns the ranks), a reshape when only unit axes move, else a transpose of it with
     // the product's rank.
     let s_ty = func.ty(site.s).clone();
     let mut s = site.s;
     let mut added = Vec::new();
-    if let Some(perm) = &site.s_perm {
+    // A scale of unit extents (a constant) broadcasts as it is.
+    let unit = s_ty.shape.iter().all(|&d| d == 1);
+    if let Some(perm) = site.s_perm.as_ref().filter(|_| !unit) {
         let rank = site.s_shape.len();
         let mut full = vec![1u64; rank - s_ty.shape.len()];
         full.extend_from_slice(&s_ty.shape);

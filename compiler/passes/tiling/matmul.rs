@@ -1533,7 +1533,12 @@ impl Tiler<'_> {
     /// copy out of PSUM block by block), when neither operand is computed on its way in,
     /// K holds at least one full segment (so most matmuls use all 128 partitions) and M is
     /// not empty. A small M whose A fits its SBUF budget runs `interleaved_matmul`, any
-    /// other `interleaved_tiles`.
+    /// other `interleaved_tiles`. For one M chunk whose A fits its budget half a segment
+    /// is enough (an FP8 weight with K = 4,096: 64 partitions of 64-byte runs): each
+    /// matmul then contracts 64 partitions, so the Tensor engine takes twice the steps,
+    /// which for one chunk is still no longer than the weight's DMA (a moving column per
+    /// 128 bytes of B either way), while a K-contiguous B otherwise goes through PE
+    /// transposes and copies out of PSUM; such a matmul always runs `interleaved_matmul`.
     fn interleave_segments(
         &self,
         ao: &Operand2d,
@@ -1543,11 +1548,12 @@ impl Tiler<'_> {
     ) -> Option<Vec<KSegment>> {
         let bsize = bo.view.dtype.size() as u64;
         let run = (MIN_RUN_BYTES / bsize).max(1);
+        let a_bytes = m * k * ao.view.dtype.size() as u64 / 128;
         let applies = !self.strict
             && ao.prologue.is_none()
             && bo.prologue.is_none()
             && !bo.direct()
-            && k >= 128 * run
+            && (k >= 128 * run || (k >= 64 * run && m <= 128 && a_bytes <= A_BUDGET))
             && m > 0;
         applies.then(|| k_segments(k, run))
     }

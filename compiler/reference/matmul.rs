@@ -34,6 +34,9 @@ pub enum Operand<'a> {
     Abs(&'a [f32]),
     /// `|x| + e`, with `e` from the second slice at the same index.
     AbsPlus(&'a [f32], &'a [f32]),
+    /// `|x| + scaled_up(s, e)`, with `e` from the second slice at the same index: the
+    /// bound of a matmul by an exact operand (`bound::matmul_prop`).
+    AbsPlusScaled(&'a [f32], &'a [f32], f32),
 }
 
 impl<'a> Operand<'a> {
@@ -43,12 +46,18 @@ impl<'a> Operand<'a> {
             Operand::Values(x) => Operand::Values(&x[range]),
             Operand::Abs(x) => Operand::Abs(&x[range]),
             Operand::AbsPlus(x, e) => Operand::AbsPlus(&x[range.clone()], &e[range]),
+            Operand::AbsPlusScaled(x, e, s) => {
+                Operand::AbsPlusScaled(&x[range.clone()], &e[range], s)
+            }
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Operand::Values(x) | Operand::Abs(x) | Operand::AbsPlus(x, _) => x.len(),
+            Operand::Values(x)
+            | Operand::Abs(x)
+            | Operand::AbsPlus(x, _)
+            | Operand::AbsPlusScaled(x, _, _) => x.len(),
         }
     }
 
@@ -59,6 +68,7 @@ impl<'a> Operand<'a> {
             Operand::Values(x) => x[i],
             Operand::Abs(x) => x[i].abs(),
             Operand::AbsPlus(x, e) => x[i].abs() + e[i],
+            Operand::AbsPlusScaled(x, e, s) => x[i].abs() + scaled_up(*s, e[i]),
         }
     }
 
@@ -78,6 +88,11 @@ impl<'a> Operand<'a> {
                     *d = v.abs() + b;
                 }
             }
+            Operand::AbsPlusScaled(x, e, s) => {
+                for ((d, v), b) in dst.iter_mut().zip(&x[range.clone()]).zip(&e[range]) {
+                    *d = v.abs() + scaled_up(*s, *b);
+                }
+            }
         }
     }
 
@@ -86,7 +101,7 @@ impl<'a> Operand<'a> {
         let mut s = runtime::kernels::ExactScan::default();
         match self {
             Operand::Values(x) | Operand::Abs(x) => s.scan(x),
-            Operand::AbsPlus(..) => {
+            Operand::AbsPlus(..) | Operand::AbsPlusScaled(..) => {
                 let mut buf = [0f32; 1024];
                 let n = self.len();
                 for start in (0..n).step_by(buf.len()) {
@@ -97,6 +112,19 @@ impl<'a> Operand<'a> {
             }
         }
         s
+    }
+}
+
+/// `s e` for `s, e >= 0`, rounded to f32 and then moved one step up, so never below the
+/// real product (whose f32 rounding may lose up to half a step, below the normal range
+/// too); an exact zero and infinity stay as they are.
+#[inline(always)]
+pub fn scaled_up(s: f32, e: f32) -> f32 {
+    let t = s * e;
+    if t > 0.0 && t < f32::INFINITY {
+        t.next_up()
+    } else {
+        t
     }
 }
 

@@ -907,7 +907,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 13 == 0 {
+                if x.is_multiple_of(13) {
                     return 0.0;
                 }
                 let mant = 1.0 + (x >> 40) as f64 / (1u64 << 24) as f64;

@@ -374,81 +374,50 @@ enum Kernel {
     Avx512Fma,
 }
 
-/// [`rows_generic`] compiled with AVX2.
+/// Defines [`rows_generic`] compiled with `$features` for whole tiles on `$kernel`.
+macro_rules! rows_on {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $kernel:expr) => {
+$(#[$doc])*
 ///
 /// # Safety
 ///
-/// The host must have AVX2.
+/// The host must have the function's target features, and for a fused kernel every
+/// product of `a` and `b` must be exact.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rows_avx2(
-    m: usize,
-    k: usize,
-    n: usize,
-    cols: Cols,
-    a: Operand,
-    b: Operand,
-    out: &mut [f32],
-) {
-    rows_generic(Kernel::Avx, m, k, n, cols, a, b, out)
+#[target_feature(enable = $features)]
+unsafe fn $name(m: usize, k: usize, n: usize, cols: Cols, a: Operand, b: Operand, out: &mut [f32]) {
+    rows_generic($kernel, m, k, n, cols, a, b, out)
+}
+    };
 }
 
-/// [`rows_generic`] compiled with AVX-512F (and AVX2).
-///
-/// # Safety
-///
-/// The host must have AVX-512F and AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn rows_avx512(
-    m: usize,
-    k: usize,
-    n: usize,
-    cols: Cols,
-    a: Operand,
-    b: Operand,
-    out: &mut [f32],
-) {
-    rows_generic(Kernel::Avx512, m, k, n, cols, a, b, out)
-}
+rows_on!(
+    /// [`rows_generic`] compiled with AVX2.
+    rows_avx2,
+    "avx2",
+    Kernel::Avx
+);
 
-/// [`rows_generic`] compiled with AVX-512F, whole tiles fused.
-///
-/// # Safety
-///
-/// The host must have AVX-512F and AVX2, and every product of `a` and `b` must be exact.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn rows_avx512_fma(
-    m: usize,
-    k: usize,
-    n: usize,
-    cols: Cols,
-    a: Operand,
-    b: Operand,
-    out: &mut [f32],
-) {
-    rows_generic(Kernel::Avx512Fma, m, k, n, cols, a, b, out)
-}
+rows_on!(
+    /// [`rows_generic`] compiled with AVX2 and FMA, whole tiles fused.
+    rows_fma,
+    "avx2,fma",
+    Kernel::Fma
+);
 
-/// [`rows_generic`] compiled with AVX2 and FMA, whole tiles fused.
-///
-/// # Safety
-///
-/// The host must have AVX2 and FMA, and every product of `a` and `b` must be exact.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_fma(
-    m: usize,
-    k: usize,
-    n: usize,
-    cols: Cols,
-    a: Operand,
-    b: Operand,
-    out: &mut [f32],
-) {
-    rows_generic(Kernel::Fma, m, k, n, cols, a, b, out)
-}
+rows_on!(
+    /// [`rows_generic`] compiled with AVX-512F (and AVX2).
+    rows_avx512,
+    "avx2,fma,avx512f",
+    Kernel::Avx512
+);
+
+rows_on!(
+    /// [`rows_generic`] compiled with AVX-512F, whole tiles fused.
+    rows_avx512_fma,
+    "avx2,fma,avx512f",
+    Kernel::Avx512Fma
+);
 
 /// The loop nest: column blocks of [`NC`], `k` blocks of [`KC`] in increasing order (the
 /// panel of `b` packed once per block), then register tiles over the rows (their `a`
@@ -589,12 +558,16 @@ fn tile<const R: usize>(
     }
 }
 
-/// Defines a micro-kernel for a whole `MR x NR` tile with its twelve accumulators in AVX
-/// registers: each step broadcasts the six `a` values and multiply-adds them with the two
-/// vectors of `b`'s row by `$madd`. The same operations as [`tile`]'s loop, lane for lane
-/// (fused only where the products are exact, which gives the same bits).
-macro_rules! tile_full {
-    ($(#[$doc:meta])* $name:ident, $features:literal, $madd:expr) => {
+/// Defines a micro-kernel for whole `MR x NR` tiles with twelve accumulators in SIMD
+/// registers of `$lanes` lanes: each step broadcasts the six `a` values and multiply-adds
+/// them with two vectors of `b`'s packed rows, `$b1` values apart, by `$madd`; the second
+/// vector's outputs are `$c1` columns after the first's. The same operations as
+/// [`tile`]'s loop, lane for lane (fused only where the products are exact, which gives
+/// the same bits). With AVX, the two vectors are one tile's 16 columns; with AVX-512, two
+/// tiles side by side from two adjacent packed panels (`KC * NR` values apart).
+macro_rules! tile_simd {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:expr, $b1:expr, $c1:expr,
+     $load:ident, $store:ident, $set1:expr, $madd:expr) => {
 $(#[$doc])*
 ///
 /// # Safety
@@ -604,18 +577,16 @@ $(#[$doc])*
 #[target_feature(enable = $features)]
 unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(ap.len() >= kc * MR && panel.len() >= kc * NR);
-    assert!(out.len() >= (MR - 1) * n + NR);
+    assert!((1..=KC).contains(&kc) && ap.len() >= kc * MR);
+    assert!(panel.len() >= (kc - 1) * NR + $b1 + $lanes);
+    assert!(out.len() >= (MR - 1) * n + $c1 + $lanes);
     let c = out.as_mut_ptr();
     let (a, b) = (ap.as_ptr(), panel.as_ptr());
     // Every pointer stays in bounds by the asserts: `a + kk * MR + r < ap.len()`,
-    // `b + kk * NR + 16 <= panel.len()`, `c + r * n + 16 <= out.len()`.
+    // `b + kk * NR + $b1 + $lanes <= panel.len()`, `c + r * n + $c1 + $lanes <= out.len()`.
     macro_rules! row {
         ($r:expr) => {
-            (
-                _mm256_loadu_ps(c.add($r * n)),
-                _mm256_loadu_ps(c.add($r * n + 8)),
-            )
+            ($load(c.add($r * n)), $load(c.add($r * n + $c1)))
         };
     }
     let (mut c00, mut c01) = row!(0);
@@ -625,12 +596,12 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     let (mut c40, mut c41) = row!(4);
     let (mut c50, mut c51) = row!(5);
     for kk in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(kk * NR));
-        let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+        let b0 = $load(b.add(kk * NR));
+        let b1 = $load(b.add(kk * NR + $b1));
         let ak = a.add(kk * MR);
         macro_rules! step {
             ($r:expr, $x0:ident, $x1:ident) => {
-                let s = _mm256_broadcast_ss(&*ak.add($r));
+                let s = $set1(*ak.add($r));
                 $x0 = $madd($x0, s, b0);
                 $x1 = $madd($x1, s, b1);
             };
@@ -644,8 +615,8 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     }
     macro_rules! store {
         ($r:expr, $x0:ident, $x1:ident) => {
-            _mm256_storeu_ps(c.add($r * n), $x0);
-            _mm256_storeu_ps(c.add($r * n + 8), $x1);
+            $store(c.add($r * n), $x0);
+            $store(c.add($r * n + $c1), $x1);
         };
     }
     store!(0, c00, c01);
@@ -658,100 +629,30 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     };
 }
 
-tile_full!(
-    /// Multiply, then add (never fused): the language's rounding on any operands.
-    tile_full_avx,
-    "avx",
+tile_simd!(
+    /// One whole tile in AVX registers; multiply, then add (never fused): the language's
+    /// rounding on any operands.
+    tile_full_avx, "avx", 8, 8, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
     |x, s, y| _mm256_add_ps(x, _mm256_mul_ps(s, y))
 );
 
-tile_full!(
-    /// Fused multiply-adds, for exact products only.
-    tile_full_fma,
-    "avx,fma",
+tile_simd!(
+    /// One whole tile in AVX registers; fused multiply-adds, for exact products only.
+    tile_full_fma, "avx,fma", 8, 8, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
     |x, s, y| _mm256_fmadd_ps(s, y, x)
 );
 
-/// Defines a micro-kernel for two whole `MR x NR` tiles side by side (`2 NR` consecutive
-/// columns, from two adjacent packed panels `KC * NR` values apart) with its twelve
-/// accumulators in AVX-512 registers: each step broadcasts the six `a` values and
-/// multiply-adds them with the two panels' rows by `$madd`. Each lane does what
-/// [`tile`]'s loop does for its element, in the same order.
-macro_rules! tile_pair {
-    ($(#[$doc:meta])* $name:ident, $madd:expr) => {
-$(#[$doc])*
-///
-/// # Safety
-///
-/// The host must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn $name(n: usize, kc: usize, ap: &[f32], pair: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(kc <= KC && ap.len() >= kc * MR && pair.len() >= KC * NR + kc * NR);
-    assert!(out.len() >= (MR - 1) * n + 2 * NR);
-    let c = out.as_mut_ptr();
-    let (a, b) = (ap.as_ptr(), pair.as_ptr());
-    // Every pointer stays in bounds by the asserts: `a + kk * MR + r < ap.len()`,
-    // `b + KC * NR + kk * NR + 16 <= pair.len()`, `c + r * n + 32 <= out.len()`.
-    macro_rules! row {
-        ($r:expr) => {
-            (
-                _mm512_loadu_ps(c.add($r * n)),
-                _mm512_loadu_ps(c.add($r * n + NR)),
-            )
-        };
-    }
-    let (mut c00, mut c01) = row!(0);
-    let (mut c10, mut c11) = row!(1);
-    let (mut c20, mut c21) = row!(2);
-    let (mut c30, mut c31) = row!(3);
-    let (mut c40, mut c41) = row!(4);
-    let (mut c50, mut c51) = row!(5);
-    for kk in 0..kc {
-        let b0 = _mm512_loadu_ps(b.add(kk * NR));
-        let b1 = _mm512_loadu_ps(b.add(KC * NR + kk * NR));
-        let ak = a.add(kk * MR);
-        macro_rules! step {
-            ($r:expr, $x0:ident, $x1:ident) => {
-                let s = _mm512_set1_ps(*ak.add($r));
-                $x0 = $madd($x0, s, b0);
-                $x1 = $madd($x1, s, b1);
-            };
-        }
-        step!(0, c00, c01);
-        step!(1, c10, c11);
-        step!(2, c20, c21);
-        step!(3, c30, c31);
-        step!(4, c40, c41);
-        step!(5, c50, c51);
-    }
-    macro_rules! store {
-        ($r:expr, $x0:ident, $x1:ident) => {
-            _mm512_storeu_ps(c.add($r * n), $x0);
-            _mm512_storeu_ps(c.add($r * n + NR), $x1);
-        };
-    }
-    store!(0, c00, c01);
-    store!(1, c10, c11);
-    store!(2, c20, c21);
-    store!(3, c30, c31);
-    store!(4, c40, c41);
-    store!(5, c50, c51);
-}
-    };
-}
-
-tile_pair!(
-    /// Multiply, then add (never fused): the language's rounding on any operands.
-    tile_pair_avx512,
-    |x, s, y| _mm512_add_ps(x, _mm512_mul_ps(s, y))
+tile_simd!(
+    /// Two whole tiles side by side in AVX-512 registers; multiply, then add (never fused).
+    tile_pair_avx512, "avx512f", 16, KC * NR, NR, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_set1_ps, |x, s, y| _mm512_add_ps(x, _mm512_mul_ps(s, y))
 );
 
-tile_pair!(
-    /// Fused multiply-adds, for exact products only.
-    tile_pair_avx512_fma,
-    |x, s, y| _mm512_fmadd_ps(s, y, x)
+tile_simd!(
+    /// Two whole tiles side by side in AVX-512 registers; fused multiply-adds, for exact
+    /// products only.
+    tile_pair_avx512_fma, "avx512f", 16, KC * NR, NR, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_set1_ps, |x, s, y| _mm512_fmadd_ps(s, y, x)
 );
 
 /// The plain triple loop the blocked kernel must match bit for bit: each output row starts

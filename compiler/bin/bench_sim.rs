@@ -41,7 +41,7 @@ pub fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
-            return "AVX-512 (the kernels use AVX2 and AVX)";
+            return "AVX-512 (the interpreter's and the reference's matmul kernels use it)";
         }
         if std::is_x86_feature_detected!("avx2") {
             return "AVX2";

@@ -331,14 +331,15 @@ pub fn op_bound(
         Zero,
         /// Computed from the operands element by element (unary, cast, binary).
         Direct,
-        /// A matmul's or convolution's magnitudes `Q` and, with inexact operands, `P`;
-        /// `exact` marks the output rows (of `n` elements) whose operands are exact.
+        /// A convolution's magnitudes `Q` and, with inexact operands, `P`.
         Products {
             k: f64,
             q: Vec<f32>,
             pm: Option<Vec<f32>>,
-            exact: Option<(usize, Vec<bool>)>,
         },
+        /// A matmul's magnitudes, chosen per output row by which operands are exact
+        /// ([`MatmulMags`]).
+        Matmul(MatmulMags),
         /// Moved operand bounds (layout operations, masks), exact in f32.
         Moved(Vec<f32>),
         /// Computed whole (reductions and pools, whose results are small or few).
@@ -347,18 +348,10 @@ pub fn op_bound(
     let source = match op {
         TOp::Const(_) => Source::Zero,
         TOp::Unary(_) | TOp::Cast | TOp::Binary(_) => Source::Direct,
-        TOp::Matmul => {
-            let (k, q, pm, exact) = matmul_prop(args, bounds, shape);
-            Source::Products { k, q, pm, exact }
-        }
+        TOp::Matmul => Source::Matmul(matmul_prop(args, bounds, shape)),
         TOp::Conv(attrs) => {
             let (k, q, pm) = conv_prop(attrs, args, bounds, shape);
-            Source::Products {
-                k,
-                q,
-                pm,
-                exact: None,
-            }
+            Source::Products { k, q, pm }
         }
         TOp::Reduce { func, axis, .. } => {
             let mut prop = vec![0f64; n];
@@ -431,26 +424,24 @@ pub fn op_bound(
                 });
             }
             (Source::Direct, _) => unreachable!("only unary, cast and binary are direct"),
-            (Source::Products { k, q, pm, exact }, _) => match pm {
+            (Source::Products { k, q, pm }, _) => match pm {
                 None => {
                     for (p, q) in buf.iter_mut().zip(&q[range]) {
                         *p = 3.0 * k * U32 * *q as f64;
                     }
                 }
                 Some(pm) => {
-                    let zipped = buf
-                        .iter_mut()
-                        .zip(&q[range.clone()])
-                        .zip(&pm[range.clone()]);
-                    for (((p, q), pm), i) in zipped.zip(range) {
+                    for ((p, q), pm) in buf.iter_mut().zip(&q[range.clone()]).zip(&pm[range]) {
                         let (q, pm) = (*q as f64, *pm as f64);
-                        *p = match exact {
-                            Some((n, rows)) if rows[i / n] => 3.0 * k * U32 * q,
-                            _ => (pm - q).max(0.0) + 6.0 * k * U32 * pm,
-                        };
+                        *p = (pm - q).max(0.0) + 6.0 * k * U32 * pm;
                     }
                 }
             },
+            (Source::Matmul(m), _) => {
+                for (p, i) in buf.iter_mut().zip(range) {
+                    *p = m.prop(i);
+                }
+            }
             (Source::Moved(b), _) => {
                 for (p, b) in buf.iter_mut().zip(&b[range]) {
                     *p = *b as f64;
@@ -660,84 +651,193 @@ fn reduce_prop(func: ReduceFn, a: &HostTensor, bound: &[f32], axis: usize, prop:
     }
 }
 
-/// A matmul: `sum_k (|a| bb + ba |b| + ba bb) + 2 K u sum_k |a| |b|` per output, from two
-/// f32 matmuls of magnitudes, `P = (|A| + Ba) @ (|B| + Bb)` and `Q = |A| @ |B|`, as
-/// `P - Q + 2 K u P`. Each is computed in f32 with an error below `K u P`, so `4 K u P`
-/// more keeps the result an upper bound. With exact operands only `Q` is needed: with
-/// none inexact `P` is not computed, and an output row whose row of `A` and matrix of `B`
-/// are exact gets `3 K u Q` (the last value, the rows of the exact ones; each output row
-/// is decided from its own operands only, so a row block evaluation, `rows.rs`, gives the
-/// same bits).
-#[allow(clippy::type_complexity)]
-fn matmul_prop<'a>(
-    args: &[&'a HostTensor],
-    bounds: &[&'a [f32]],
-    shape: &[u64],
-) -> (f64, Vec<f32>, Option<Vec<f32>>, Option<(usize, Vec<bool>)>) {
-    use super::matmul::Operand;
-    let k = args[0].shape[args[0].shape.len() - 1] as f64;
-    // The magnitudes are made as the kernel packs its operands, never stored whole.
-    let (a, b) = (args[0], args[1]);
-    let q = super::matmul_of(
-        &a.shape,
-        Operand::Abs(&a.data),
-        &b.shape,
-        Operand::Abs(&b.data),
-        shape,
-    );
-    let exact = bounds.iter().all(|b| b.iter().all(|&e| e == 0.0));
-    if exact {
-        return (k, q, None, None);
-    }
-    // An empty bound is all zero (an input's): `|x| + 0` is `|x|`.
-    let widened = |x: &'a [f32], e: &'a [f32]| match e.len() < x.len() {
-        true => Operand::Abs(x),
-        false => Operand::AbsPlus(x, e),
-    };
-    let pm = super::matmul_of(
-        &a.shape,
-        widened(&a.data, bounds[0]),
-        &b.shape,
-        widened(&b.data, bounds[1]),
-        shape,
-    );
-    (k, q, Some(pm), exact_rows(args, bounds, shape))
+/// Which operands of a matmul's output row are exact (have a zero bound): its row of `A`,
+/// and the matrix of `B` its batch index reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exact {
+    Both,
+    /// The matrix of `B` is exact, the row of `A` is not.
+    Right,
+    /// The row of `A` is exact, the matrix of `B` is not.
+    Left,
+    Neither,
 }
 
-/// The output rows of a matmul whose row of `A` and matrix of `B` (the batch index's, with
-/// broadcasting) have zero bounds, as `(row length, flags)`; `None` when there are none.
-#[allow(clippy::type_complexity)]
-fn exact_rows(
-    args: &[&HostTensor],
-    bounds: &[&[f32]],
-    shape: &[u64],
-) -> Option<(usize, Vec<bool>)> {
+/// A matmul's magnitude matmuls for its bound ([`matmul_prop`]), each computed only if
+/// some output row needs it. On a row whose operands are both exact, `q`, `right` and
+/// `left` hold the same bits (`|a| + s 0` is `|a|`), so whichever was computed serves.
+struct MatmulMags {
+    /// The contraction length `K`.
+    k: f64,
+    /// The length of an output row.
+    n: usize,
+    /// Each output row's [`Exact`]; empty when every row is [`Exact::Both`].
+    rows: Vec<Exact>,
+    /// `Q = |A| @ |B|`.
+    q: Option<Vec<f32>>,
+    /// `P = (|A| + Ba) @ (|B| + Bb)`, for rows with neither operand exact.
+    p: Option<Vec<f32>>,
+    /// `(|A| + s Ba) @ |B|`, for rows whose `B` is exact ([`one_sided_scale`]).
+    right: Option<Vec<f32>>,
+    /// `|A| @ (|B| + s Bb)`, for rows whose row of `A` is exact.
+    left: Option<Vec<f32>>,
+}
+
+impl MatmulMags {
+    /// The propagated bound of output element `i`.
+    fn prop(&self, i: usize) -> f64 {
+        let kind = self.rows.get(i / self.n).copied().unwrap_or(Exact::Both);
+        let at = |v: &Option<Vec<f32>>| v.as_ref().map(|v| v[i] as f64);
+        let need = "matmul_prop computes the magnitudes every kind of row present needs";
+        let ku = self.k * U32;
+        match kind {
+            Exact::Both => {
+                3.0 * ku
+                    * at(&self.q)
+                        .or(at(&self.right))
+                        .or(at(&self.left))
+                        .expect(need)
+            }
+            Exact::Right => one_sided(self.k, at(&self.right).expect(need)),
+            Exact::Left => one_sided(self.k, at(&self.left).expect(need)),
+            Exact::Neither => {
+                let (q, p) = (at(&self.q).expect(need), at(&self.p).expect(need));
+                (p - q).max(0.0) + 6.0 * ku * p
+            }
+        }
+    }
+}
+
+/// The f32 `s >= max(1, 1 / (2 K u))` by which a one-sided bound scales the inexact
+/// operand's bound ([`matmul_prop`]): `1 / (2 K u)` rounded up to f32 (after a relative
+/// `2^-50` more, which covers the f64 division's rounding).
+fn one_sided_scale(k: f64) -> f32 {
+    let c = 2.0 * k * U32;
+    if c <= 0.0 || c >= 1.0 {
+        return 1.0;
+    }
+    up(1.0 / c * (1.0 + pow2(-50))).max(1.0)
+}
+
+/// The bound of an output element with one exact operand from its f32 magnitude matmul
+/// `r` ([`matmul_prop`]): `2 K u (r + K 2^-150) / (1 - (K + 3) u)`.
+fn one_sided(k: f64, r: f64) -> f64 {
+    let steps = (k + 3.0) * U32;
+    if steps >= 0.5 {
+        return f64::INFINITY;
+    }
+    2.0 * k * U32 * (r + k * pow2(-150)) / (1.0 - steps)
+}
+
+/// A matmul's bound per output, `T = sum_k (|a| bb + ba |b| + ba bb) + 2 K u sum_k |a| |b|`
+/// (`ba`, `bb` the operands' bounds), from f32 matmuls of magnitudes chosen per output row
+/// by which of its operands are exact ([`Exact`]); each output row is decided from its own
+/// row of `A` and matrix of `B` only, so a row block evaluation (`rows.rs`) gives the same
+/// bits.
+///
+/// - Both exact: `T = 2 K u sum |a| |b|`, bounded by `3 K u Q` with `Q = |A| @ |B|` in f32
+///   (whose error is below `K u Q`).
+/// - Neither exact: `P - Q + 2 K u P` with `P = (|A| + Ba) @ (|B| + Bb)`; each of `P` and
+///   `Q` is computed in f32 with an error below `K u P`, so `4 K u P` more keeps the
+///   result an upper bound.
+/// - `B` exact (`bb = 0`): `T = sum_k (ba + 2 K u |a|) |b|`, linear in the left operand:
+///   with an f32 `s >= 1 / (2 K u)` ([`one_sided_scale`], within a relative `2^-23` of
+///   it), `T <= 2 K u R` for the real `R = sum_k (|a| + s ba) |b|`, one matmul instead of
+///   two. Its f32 value `r` rounds only sums and products of non-negative numbers: `s ba`
+///   is rounded and moved a step up (`matmul::scaled_up`), so never below the real `s ba`;
+///   the operand `|a| + s ba` and each product lose at most a factor `(1 - u)` (a product
+///   below the normal range at most `2^-150` absolutely), and the `K` sums another factor
+///   `(1 - u)` each, so `R <= (r + K 2^-150) / (1 - u)^(K + 2)` and
+///   `T <= 2 K u (r + K 2^-150) / (1 - (K + 2) u)`; [`one_sided`] uses `K + 3`, which
+///   covers the few f64 roundings of its own evaluation. An infinite or NaN `r` gives an
+///   infinite bound, as before.
+/// - The row of `A` exact: the mirror, `R = sum_k |a| (|b| + s bb)`.
+///
+/// The one-sided bound lies between `T` and the two-matmul bound: it drops the `4 K u P`
+/// allowance for rounding `P - Q`, which it has no subtraction to need.
+fn matmul_prop(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64]) -> MatmulMags {
+    use super::matmul::Operand;
+    let (a, b) = (args[0], args[1]);
+    let k = a.shape[a.shape.len() - 1] as f64;
+    let n = shape[shape.len() - 1] as usize;
+    let rows = exactness(args, bounds, shape);
+    let has = |e: Exact| rows.contains(&e);
+    // The magnitudes are made as the kernel packs its operands, never stored whole. An
+    // empty bound is all zero (an input's): `|x| + 0` is `|x|`.
+    fn widened<'a>(x: &'a HostTensor, e: &'a [f32], s: f32) -> Operand<'a> {
+        if e.len() < x.data.len() {
+            Operand::Abs(&x.data)
+        } else if s == 1.0 {
+            Operand::AbsPlus(&x.data, e)
+        } else {
+            Operand::AbsPlusScaled(&x.data, e, s)
+        }
+    }
+    let mags = |x: Operand, y: Operand| Some(super::matmul_of(&a.shape, x, &b.shape, y, shape));
+    let s = one_sided_scale(k);
+    let (abs_a, abs_b) = (Operand::Abs(&a.data), Operand::Abs(&b.data));
+    let right = match has(Exact::Right) {
+        true => mags(widened(a, bounds[0], s), abs_b),
+        false => None,
+    };
+    let left = match has(Exact::Left) {
+        true => mags(abs_a, widened(b, bounds[1], s)),
+        false => None,
+    };
+    let neither = has(Exact::Neither);
+    let q = match neither || (right.is_none() && left.is_none()) {
+        true => mags(abs_a, abs_b),
+        false => None,
+    };
+    let p = match neither {
+        true => mags(widened(a, bounds[0], 1.0), widened(b, bounds[1], 1.0)),
+        false => None,
+    };
+    MatmulMags {
+        k,
+        n,
+        rows,
+        q,
+        p,
+        right,
+        left,
+    }
+}
+
+/// Each output row's [`Exact`]: whether its row of `A` and the matrix of `B` its batch
+/// index reads (with broadcasting) have zero bounds. Empty when both operands are exact
+/// everywhere.
+fn exactness(args: &[&HostTensor], bounds: &[&[f32]], shape: &[u64]) -> Vec<Exact> {
     let (a, b) = (args[0], args[1]);
     let rank = shape.len();
     let (m, n) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
     let k = a.shape[a.shape.len() - 1] as usize;
-    let zero = |e: &[f32], range: std::ops::Range<usize>| {
-        e.len() < range.end || e[range].iter().all(|&x| x == 0.0)
-    };
-    // An empty bound is all zero; a bound shorter than its tensor is one.
-    let whole = |e: &[f32], t: &HostTensor| e.len() < t.data.len();
+    // An empty bound (an input's) is all zero.
+    let all_zero =
+        |e: &[f32], t: &HostTensor| e.len() < t.data.len() || e.iter().all(|&x| x == 0.0);
+    let (a_exact, b_exact) = (all_zero(bounds[0], a), all_zero(bounds[1], b));
+    if a_exact && b_exact {
+        return Vec::new();
+    }
+    let zero = |e: &[f32], range: std::ops::Range<usize>| e[range].iter().all(|&x| x == 0.0);
     let batch = &shape[..rank - 2];
     let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch);
     let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch);
-    let mut rows = vec![false; shape[..rank - 1].iter().product::<u64>() as usize];
-    let mut any = false;
+    let mut rows = vec![Exact::Neither; shape[..rank - 1].iter().product::<u64>() as usize];
     for_each_index(batch, [&sa, &sb], |bi, [ia, ib]| {
-        if !(whole(bounds[1], b) || zero(bounds[1], ib * k * n..(ib + 1) * k * n)) {
-            return;
-        }
+        let right = b_exact || zero(bounds[1], ib * k * n..(ib + 1) * k * n);
         for i in 0..m {
             let r = ia * m + i;
-            let e = whole(bounds[0], a) || zero(bounds[0], r * k..(r + 1) * k);
-            rows[bi * m + i] = e;
-            any |= e;
+            let left = a_exact || zero(bounds[0], r * k..(r + 1) * k);
+            rows[bi * m + i] = match (left, right) {
+                (true, true) => Exact::Both,
+                (false, true) => Exact::Right,
+                (true, false) => Exact::Left,
+                (false, false) => Exact::Neither,
+            };
         }
     });
-    any.then_some((n, rows))
+    rows
 }
 
 /// A convolution's bound: a matmul's (`matmul_prop`) over its `C_g x kernel elements`
@@ -796,5 +896,115 @@ mod tests {
         for n in -1100..1100 {
             assert_eq!(pow2(n).to_bits(), 2f64.powi(n).to_bits(), "{n}");
         }
+    }
+
+    /// Mixed signs and magnitudes (down to the subnormal range, where products underflow),
+    /// some zeros.
+    fn values(len: usize, seed: u64, spread: i32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(13) {
+                    return 0.0;
+                }
+                let mant = 1.0 + (x >> 40) as f64 / (1u64 << 24) as f64;
+                let e = ((x >> 8) % (2 * spread as u64 + 1)) as i32 - spread;
+                let sign = if x & 1 == 0 { 1.0 } else { -1.0 };
+                (sign * mant * 2f64.powi(e)) as f32
+            })
+            .collect()
+    }
+
+    /// The one-sided matmul bounds are never below the bound's real-number value
+    /// `sum_k (|a| bb + ba |b| + ba bb) + 2 K u sum_k |a| |b|` (computed in f64, whose
+    /// products of f32 values are exact, with its summation error allowed for), on batched
+    /// operands whose output rows take every kind of [`Exact`], at several lengths `K` and
+    /// magnitudes reaching below f32's normal range.
+    #[test]
+    fn matmul_bounds_are_never_below_their_real_value() {
+        let mut kinds_seen = std::collections::HashSet::new();
+        for (case, (m, k, n, spread)) in [
+            (3, 1, 5, 4),
+            (7, 7, 9, 30),
+            (6, 300, 17, 20),
+            (5, 1000, 33, 8),
+            (4, 64, 8, 120),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = case as u64 * 100;
+            let tensor = |shape: Vec<u64>, data: Vec<f32>| HostTensor {
+                dtype: Dtype::F32,
+                shape,
+                data,
+                ints: Vec::new(),
+            };
+            let a = tensor(
+                vec![2, m as u64, k as u64],
+                values(2 * m * k, seed + 1, spread),
+            );
+            let b = tensor(
+                vec![2, k as u64, n as u64],
+                values(2 * k * n, seed + 2, spread),
+            );
+            // Bounds: relative ones of several sizes; A's row 1 of each batch exact, and
+            // B's first batch matrix exact.
+            let rel = |t: &HostTensor, s: u64, scale: f64| -> Vec<f32> {
+                let r = values(t.data.len(), s, 6);
+                t.data
+                    .iter()
+                    .zip(r)
+                    .map(|(x, r)| up(x.abs() as f64 * r.abs() as f64 * scale))
+                    .collect()
+            };
+            let mut ba = rel(&a, seed + 3, 1e-3);
+            for bi in 0..2 {
+                ba[(bi * m + 1) * k..(bi * m + 2) * k].fill(0.0);
+            }
+            let mut bb = rel(&b, seed + 4, 1e-2);
+            bb[..k * n].fill(0.0);
+            let shape = [2, m as u64, n as u64];
+            let mags = matmul_prop(&[&a, &b], &[&ba, &bb], &shape);
+            for (bi, row, j) in
+                (0..2).flat_map(|bi| (0..m).flat_map(move |row| (0..n).map(move |j| (bi, row, j))))
+            {
+                let mut t = 0f64;
+                let mut mag = 0f64;
+                for kk in 0..k {
+                    let (x, ex) = (
+                        a.data[(bi * m + row) * k + kk] as f64,
+                        ba[(bi * m + row) * k + kk] as f64,
+                    );
+                    let (y, ey) = (
+                        b.data[(bi * k + kk) * n + j] as f64,
+                        bb[(bi * k + kk) * n + j] as f64,
+                    );
+                    t += x.abs() * ey + ex * y.abs() + ex * ey;
+                    mag += x.abs() * y.abs();
+                }
+                let real = (t + 2.0 * k as f64 * U32 * mag) * (1.0 + k as f64 * pow2(-52));
+                let i = (bi * m + row) * n + j;
+                // A NaN (an infinite magnitude times a zero) is stored as an infinite bound.
+                let got = match mags.prop(i) {
+                    p if p.is_nan() => f64::INFINITY,
+                    p => p,
+                };
+                kinds_seen.insert(format!("{:?}", mags.rows[bi * m + row]));
+                assert!(
+                    got >= real,
+                    "{m}x{k}x{n} element {i} ({:?}): bound {got:e} < real {real:e}",
+                    mags.rows[bi * m + row]
+                );
+            }
+        }
+        assert_eq!(
+            kinds_seen.len(),
+            4,
+            "every kind of row is tested: {kinds_seen:?}"
+        );
     }
 }

@@ -11,12 +11,15 @@
 //! - `k` is cut into blocks of [`KC`] steps for the cache; between blocks an element's
 //!   partial sum is stored to the output row and loaded again, which is exact in f32, and
 //!   the blocks run in increasing `k`;
-//! - threads split the output rows: every element is computed start to finish by one
-//!   thread, so the result does not depend on the thread count.
+//! - threads split the output rows, or the columns where the rows are few and the columns
+//!   many (then each thread packs only its part of `b`): every element is computed start
+//!   to finish by one thread, so the result does not depend on the thread count.
 //!
 //! The kernel is plain Rust; [`Simd`] picks at run time which instruction set the compiler
-//! may use for the same source (`target_feature` on a wrapper; AVX2 or the x86-64
-//! baseline), so the arithmetic per element is the same on every path. Where every product
+//! may use for the same source (`target_feature` on a wrapper; AVX-512F, AVX2 or the
+//! x86-64 baseline), so the arithmetic per element is the same on every path; on AVX-512
+//! hosts two whole register tiles side by side run in 16-lane registers, one lane per
+//! output column as on AVX2 (`tile_pair_avx512`). Where every product
 //! of the operands is exact in f32 (bf16 and FP8 values of ordinary magnitude:
 //! `runtime::kernels::products_exact`), whole tiles use fused multiply-adds, which round
 //! each sum once, as the unfused add does: the same bits, at half the issue slots on hosts
@@ -34,6 +37,9 @@ pub enum Operand<'a> {
     Abs(&'a [f32]),
     /// `|x| + e`, with `e` from the second slice at the same index.
     AbsPlus(&'a [f32], &'a [f32]),
+    /// `|x| + scaled_up(s, e)`, with `e` from the second slice at the same index: the
+    /// bound of a matmul by an exact operand (`bound::matmul_prop`).
+    AbsPlusScaled(&'a [f32], &'a [f32], f32),
 }
 
 impl<'a> Operand<'a> {
@@ -43,12 +49,18 @@ impl<'a> Operand<'a> {
             Operand::Values(x) => Operand::Values(&x[range]),
             Operand::Abs(x) => Operand::Abs(&x[range]),
             Operand::AbsPlus(x, e) => Operand::AbsPlus(&x[range.clone()], &e[range]),
+            Operand::AbsPlusScaled(x, e, s) => {
+                Operand::AbsPlusScaled(&x[range.clone()], &e[range], s)
+            }
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Operand::Values(x) | Operand::Abs(x) | Operand::AbsPlus(x, _) => x.len(),
+            Operand::Values(x)
+            | Operand::Abs(x)
+            | Operand::AbsPlus(x, _)
+            | Operand::AbsPlusScaled(x, _, _) => x.len(),
         }
     }
 
@@ -59,6 +71,7 @@ impl<'a> Operand<'a> {
             Operand::Values(x) => x[i],
             Operand::Abs(x) => x[i].abs(),
             Operand::AbsPlus(x, e) => x[i].abs() + e[i],
+            Operand::AbsPlusScaled(x, e, s) => x[i].abs() + scaled_up(*s, e[i]),
         }
     }
 
@@ -78,6 +91,11 @@ impl<'a> Operand<'a> {
                     *d = v.abs() + b;
                 }
             }
+            Operand::AbsPlusScaled(x, e, s) => {
+                for ((d, v), b) in dst.iter_mut().zip(&x[range.clone()]).zip(&e[range]) {
+                    *d = v.abs() + scaled_up(*s, *b);
+                }
+            }
         }
     }
 
@@ -86,7 +104,7 @@ impl<'a> Operand<'a> {
         let mut s = runtime::kernels::ExactScan::default();
         match self {
             Operand::Values(x) | Operand::Abs(x) => s.scan(x),
-            Operand::AbsPlus(..) => {
+            Operand::AbsPlus(..) | Operand::AbsPlusScaled(..) => {
                 let mut buf = [0f32; 1024];
                 let n = self.len();
                 for start in (0..n).step_by(buf.len()) {
@@ -97,6 +115,19 @@ impl<'a> Operand<'a> {
             }
         }
         s
+    }
+}
+
+/// `s e` for `s, e >= 0`, rounded to f32 and then moved one step up, so never below the
+/// real product (whose f32 rounding may lose up to half a step, below the normal range
+/// too); an exact zero and infinity stay as they are.
+#[inline(always)]
+pub fn scaled_up(s: f32, e: f32) -> f32 {
+    let t = s * e;
+    if t > 0.0 && t < f32::INFINITY {
+        t.next_up()
+    } else {
+        t
     }
 }
 
@@ -112,6 +143,13 @@ const KC: usize = 256;
 /// Columns of `b` packed at once (`KC x NC` values, 256 KiB: within a core's L2).
 const NC: usize = 256;
 
+/// A range of output columns.
+type Cols = std::ops::Range<usize>;
+
+/// Below this many rows per thread the threads of a matmul with many columns split the
+/// columns rather than the rows (`matmul_of`).
+const COLUMN_SPLIT_ROWS: usize = 512;
+
 /// Below this many multiply-adds a matmul runs on the calling thread alone.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
 
@@ -122,18 +160,33 @@ pub enum Simd {
     Baseline,
     /// AVX2, on x86 hosts that have it.
     Avx2,
+    /// AVX-512F, on x86 hosts that have it: whole pairs of register tiles side by side
+    /// in 16-lane registers, the rest as on AVX2.
+    Avx512,
 }
 
 impl Simd {
     /// The widest instruction set this host has, unless the environment variable
-    /// `TESSERA_SIMD=scalar` asks for the baseline (the determinism tests use it).
+    /// `TESSERA_SIMD` limits it (as it does the interpreter's, `runtime::kernels::Path`):
+    /// `scalar` asks for the baseline (the determinism tests use it), `avx2` or `avx` for
+    /// AVX2 on an AVX-512 host.
     pub fn best() -> Simd {
-        if std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "scalar") {
+        let limit = std::env::var("TESSERA_SIMD").ok();
+        if limit.as_deref() == Some("scalar") {
             return Simd::Baseline;
         }
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            return Simd::Avx2;
+        {
+            let avx2_only = matches!(limit.as_deref(), Some("avx2" | "avx"));
+            if !avx2_only
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx2")
+            {
+                return Simd::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
         }
         Simd::Baseline
     }
@@ -198,17 +251,44 @@ pub fn matmul_of(
     }
     // Fused multiply-adds give the same bits where every product is exact (bf16 and FP8
     // operands of ordinary magnitude: `runtime::kernels::products_exact`).
-    let fused = simd == Simd::Avx2 && fma() && a.scan().products_exact(&b.scan());
+    let fused = simd != Simd::Baseline && fma() && a.scan().products_exact(&b.scan());
     let threads = if m * n * k < PARALLEL_MIN_MACS {
         1
     } else {
-        threads.clamp(1, m.div_ceil(MR))
+        threads.max(1)
     };
     if threads == 1 {
-        rows(simd, fused, m, k, n, a, b, out);
+        rows(simd, fused, m, k, n, 0..n, a, b, out);
+        return;
+    }
+    // Few rows beside many columns (a row block times a weight): the threads split the
+    // columns, so that each packs only its part of `b` (split by rows, each would pack
+    // all of it); each computes into its own `[m, columns]` buffer, copied into `out`.
+    let col_tiles = n.div_ceil(NR);
+    if m < threads * COLUMN_SPLIT_ROWS && col_tiles >= threads * (NC / NR) {
+        let per = col_tiles.div_ceil(threads) * NR;
+        let parts: Vec<std::ops::Range<usize>> =
+            (0..n).step_by(per).map(|j| j..(j + per).min(n)).collect();
+        let mut bufs: Vec<Vec<f32>> = parts.iter().map(|c| vec![0.0; m * c.len()]).collect();
+        std::thread::scope(|s| {
+            let mut work = parts.iter().cloned().zip(bufs.iter_mut());
+            let first = work.next();
+            for (c, o) in work {
+                s.spawn(move || rows(simd, fused, m, k, n, c, a, b, o));
+            }
+            if let Some((c, o)) = first {
+                rows(simd, fused, m, k, n, c, a, b, o);
+            }
+        });
+        for (c, buf) in parts.iter().zip(&bufs) {
+            for (row, part) in out.chunks_exact_mut(n).zip(buf.chunks_exact(c.len())) {
+                row[c.clone()].copy_from_slice(part);
+            }
+        }
         return;
     }
     // Whole register tiles of rows per thread, as even as they come.
+    let threads = threads.min(m.div_ceil(MR));
     let per = m.div_ceil(MR).div_ceil(threads) * MR;
     std::thread::scope(|s| {
         let a_rows = (0..m)
@@ -218,10 +298,10 @@ pub fn matmul_of(
         let first = chunks.next();
         for (o, a) in chunks {
             let rows_here = o.len() / n;
-            s.spawn(move || rows(simd, fused, rows_here, k, n, a, b, o));
+            s.spawn(move || rows(simd, fused, rows_here, k, n, 0..n, a, b, o));
         }
         if let Some((o, a)) = first {
-            rows(simd, fused, o.len() / n, k, n, a, b, o);
+            rows(simd, fused, o.len() / n, k, n, 0..n, a, b, o);
         }
     });
 }
@@ -238,8 +318,9 @@ fn fma() -> bool {
     false
 }
 
-/// The blocked product for `m` rows on the calling thread (`out` starts at +0.0).
-/// `fused`: every product is exact and the host has FMA.
+/// The blocked product for `m` rows and the columns `cols` on the calling thread: `out`
+/// is `[m, cols.len()]` (starting at +0.0), `b` has `n` columns. `fused`: every product
+/// is exact and the host has FMA.
 #[allow(clippy::too_many_arguments)]
 fn rows(
     simd: Simd,
@@ -247,22 +328,34 @@ fn rows(
     m: usize,
     k: usize,
     n: usize,
+    cols: Cols,
     a: Operand,
     b: Operand,
     out: &mut [f32],
 ) {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 if fused && std::is_x86_feature_detected!("fma") => {
-            // SAFETY: the host has AVX2 (`Simd::best`) and FMA (checked just above).
-            unsafe { rows_fma(m, k, n, a, b, out) }
+        Simd::Avx512 if fused && std::is_x86_feature_detected!("avx512f") => {
+            // SAFETY: the host has AVX-512F (checked just above) and AVX2 (`Simd::best`);
+            // AVX-512F implies FMA.
+            unsafe { rows_avx512_fma(m, k, n, cols, a, b, out) }
         }
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 if std::is_x86_feature_detected!("avx2") => {
-            // SAFETY: the host has AVX2 (checked just above).
-            unsafe { rows_avx2(m, k, n, a, b, out) }
+        Simd::Avx512 if std::is_x86_feature_detected!("avx512f") => {
+            // SAFETY: the host has AVX-512F (checked just above) and AVX2 (`Simd::best`).
+            unsafe { rows_avx512(m, k, n, cols, a, b, out) }
         }
-        _ => rows_generic(Kernel::Plain, m, k, n, a, b, out),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx512 if fused && std::is_x86_feature_detected!("fma") => {
+            // SAFETY: the host has AVX2 (`Simd::best`) and FMA (checked just above).
+            unsafe { rows_fma(m, k, n, cols, a, b, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx512 if std::is_x86_feature_detected!("avx2") => {
+            // SAFETY: the host has AVX2 (checked just above).
+            unsafe { rows_avx2(m, k, n, cols, a, b, out) }
+        }
+        _ => rows_generic(Kernel::Plain, m, k, n, cols, a, b, out),
     }
 }
 
@@ -275,48 +368,79 @@ enum Kernel {
     Avx,
     /// [`tile_full_fma`]: fused multiply-adds, for exact products only.
     Fma,
+    /// [`tile_pair_avx512`] for two whole tiles side by side, else [`Kernel::Avx`].
+    Avx512,
+    /// [`tile_pair_avx512_fma`] for two whole tiles side by side, else [`Kernel::Fma`].
+    Avx512Fma,
 }
 
-/// [`rows_generic`] compiled with AVX2.
+/// Defines [`rows_generic`] compiled with `$features` for whole tiles on `$kernel`.
+macro_rules! rows_on {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $kernel:expr) => {
+$(#[$doc])*
 ///
 /// # Safety
 ///
-/// The host must have AVX2.
+/// The host must have the function's target features, and for a fused kernel every
+/// product of `a` and `b` must be exact.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rows_avx2(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32]) {
-    rows_generic(Kernel::Avx, m, k, n, a, b, out)
+#[target_feature(enable = $features)]
+unsafe fn $name(m: usize, k: usize, n: usize, cols: Cols, a: Operand, b: Operand, out: &mut [f32]) {
+    rows_generic($kernel, m, k, n, cols, a, b, out)
+}
+    };
 }
 
-/// [`rows_generic`] compiled with AVX2 and FMA, whole tiles fused.
-///
-/// # Safety
-///
-/// The host must have AVX2 and FMA, and every product of `a` and `b` must be exact.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_fma(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: &mut [f32]) {
-    rows_generic(Kernel::Fma, m, k, n, a, b, out)
-}
+rows_on!(
+    /// [`rows_generic`] compiled with AVX2.
+    rows_avx2,
+    "avx2",
+    Kernel::Avx
+);
+
+rows_on!(
+    /// [`rows_generic`] compiled with AVX2 and FMA, whole tiles fused.
+    rows_fma,
+    "avx2,fma",
+    Kernel::Fma
+);
+
+rows_on!(
+    /// [`rows_generic`] compiled with AVX-512F (and AVX2).
+    rows_avx512,
+    "avx2,fma,avx512f",
+    Kernel::Avx512
+);
+
+rows_on!(
+    /// [`rows_generic`] compiled with AVX-512F, whole tiles fused.
+    rows_avx512_fma,
+    "avx2,fma,avx512f",
+    Kernel::Avx512Fma
+);
 
 /// The loop nest: column blocks of [`NC`], `k` blocks of [`KC`] in increasing order (the
 /// panel of `b` packed once per block), then register tiles over the rows (their `a`
 /// values packed as `[kk][MR]`) and the panels. `kernel`: what whole tiles use (the caller
 /// checked that the host has it).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rows_generic(
     kernel: Kernel,
     m: usize,
     k: usize,
     n: usize,
+    cols: Cols,
     a: Operand,
     b: Operand,
     out: &mut [f32],
 ) {
+    // The row stride of `out`.
+    let ld = cols.len();
     let mut packed = vec![0.0f32; KC * NC];
     let mut apack = [0.0f32; KC * MR];
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    for jc in cols.clone().step_by(NC) {
+        let nc = NC.min(cols.end - jc);
         let panels = nc.div_ceil(NR);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
@@ -344,19 +468,41 @@ fn rows_generic(
                     }
                 }
                 let ap = &apack[..kc * MR];
-                for p in 0..panels {
+                let mut p = 0;
+                while p < panels {
                     let j0 = jc + p * NR;
                     let w = NR.min(jc + nc - j0);
-                    let panel = &packed[p * KC * NR..][..kc * NR];
-                    let o = &mut out[i * n + j0..];
-                    match r {
-                        6 => tile::<6>(kernel, n, kc, w, ap, panel, o),
-                        5 => tile::<5>(kernel, n, kc, w, ap, panel, o),
-                        4 => tile::<4>(kernel, n, kc, w, ap, panel, o),
-                        3 => tile::<3>(kernel, n, kc, w, ap, panel, o),
-                        2 => tile::<2>(kernel, n, kc, w, ap, panel, o),
-                        _ => tile::<1>(kernel, n, kc, w, ap, panel, o),
+                    // Two whole tiles side by side in 16-lane registers, where the kernel
+                    // has them: the same operations per element as two single tiles.
+                    #[cfg(target_arch = "x86_64")]
+                    if matches!(kernel, Kernel::Avx512 | Kernel::Avx512Fma)
+                        && r == MR
+                        && j0 + 2 * NR <= jc + nc
+                    {
+                        let pair = &packed[p * KC * NR..][..KC * NR + kc * NR];
+                        let o = &mut out[i * ld + j0 - cols.start..];
+                        // SAFETY: `kernel` says the host has AVX-512F (and that products
+                        // are exact, for the fused one); the bounds are asserted inside.
+                        unsafe {
+                            match kernel {
+                                Kernel::Avx512Fma => tile_pair_avx512_fma(ld, kc, ap, pair, o),
+                                _ => tile_pair_avx512(ld, kc, ap, pair, o),
+                            }
+                        }
+                        p += 2;
+                        continue;
                     }
+                    let panel = &packed[p * KC * NR..][..kc * NR];
+                    let o = &mut out[i * ld + j0 - cols.start..];
+                    match r {
+                        6 => tile::<6>(kernel, ld, kc, w, ap, panel, o),
+                        5 => tile::<5>(kernel, ld, kc, w, ap, panel, o),
+                        4 => tile::<4>(kernel, ld, kc, w, ap, panel, o),
+                        3 => tile::<3>(kernel, ld, kc, w, ap, panel, o),
+                        2 => tile::<2>(kernel, ld, kc, w, ap, panel, o),
+                        _ => tile::<1>(kernel, ld, kc, w, ap, panel, o),
+                    }
+                    p += 1;
                 }
                 i += r;
             }
@@ -387,8 +533,10 @@ fn tile<const R: usize>(
         match kernel {
             // SAFETY: `kernel` says the host has AVX (and FMA, with exact products); the
             // bounds are asserted inside.
-            Kernel::Avx => return unsafe { tile_full_avx(n, kc, ap, panel, out) },
-            Kernel::Fma => return unsafe { tile_full_fma(n, kc, ap, panel, out) },
+            Kernel::Avx | Kernel::Avx512 => return unsafe { tile_full_avx(n, kc, ap, panel, out) },
+            Kernel::Fma | Kernel::Avx512Fma => {
+                return unsafe { tile_full_fma(n, kc, ap, panel, out) }
+            }
             Kernel::Plain => {}
         }
     }
@@ -410,12 +558,16 @@ fn tile<const R: usize>(
     }
 }
 
-/// Defines a micro-kernel for a whole `MR x NR` tile with its twelve accumulators in AVX
-/// registers: each step broadcasts the six `a` values and multiply-adds them with the two
-/// vectors of `b`'s row by `$madd`. The same operations as [`tile`]'s loop, lane for lane
-/// (fused only where the products are exact, which gives the same bits).
-macro_rules! tile_full {
-    ($(#[$doc:meta])* $name:ident, $features:literal, $madd:expr) => {
+/// Defines a micro-kernel for whole `MR x NR` tiles with twelve accumulators in SIMD
+/// registers of `$lanes` lanes: each step broadcasts the six `a` values and multiply-adds
+/// them with two vectors of `b`'s packed rows, `$b1` values apart, by `$madd`; the second
+/// vector's outputs are `$c1` columns after the first's. The same operations as
+/// [`tile`]'s loop, lane for lane (fused only where the products are exact, which gives
+/// the same bits). With AVX, the two vectors are one tile's 16 columns; with AVX-512, two
+/// tiles side by side from two adjacent packed panels (`KC * NR` values apart).
+macro_rules! tile_simd {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:expr, $b1:expr, $c1:expr,
+     $load:ident, $store:ident, $set1:expr, $madd:expr) => {
 $(#[$doc])*
 ///
 /// # Safety
@@ -425,18 +577,16 @@ $(#[$doc])*
 #[target_feature(enable = $features)]
 unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(ap.len() >= kc * MR && panel.len() >= kc * NR);
-    assert!(out.len() >= (MR - 1) * n + NR);
+    assert!((1..=KC).contains(&kc) && ap.len() >= kc * MR);
+    assert!(panel.len() >= (kc - 1) * NR + $b1 + $lanes);
+    assert!(out.len() >= (MR - 1) * n + $c1 + $lanes);
     let c = out.as_mut_ptr();
     let (a, b) = (ap.as_ptr(), panel.as_ptr());
     // Every pointer stays in bounds by the asserts: `a + kk * MR + r < ap.len()`,
-    // `b + kk * NR + 16 <= panel.len()`, `c + r * n + 16 <= out.len()`.
+    // `b + kk * NR + $b1 + $lanes <= panel.len()`, `c + r * n + $c1 + $lanes <= out.len()`.
     macro_rules! row {
         ($r:expr) => {
-            (
-                _mm256_loadu_ps(c.add($r * n)),
-                _mm256_loadu_ps(c.add($r * n + 8)),
-            )
+            ($load(c.add($r * n)), $load(c.add($r * n + $c1)))
         };
     }
     let (mut c00, mut c01) = row!(0);
@@ -446,12 +596,12 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     let (mut c40, mut c41) = row!(4);
     let (mut c50, mut c51) = row!(5);
     for kk in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(kk * NR));
-        let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+        let b0 = $load(b.add(kk * NR));
+        let b1 = $load(b.add(kk * NR + $b1));
         let ak = a.add(kk * MR);
         macro_rules! step {
             ($r:expr, $x0:ident, $x1:ident) => {
-                let s = _mm256_broadcast_ss(&*ak.add($r));
+                let s = $set1(*ak.add($r));
                 $x0 = $madd($x0, s, b0);
                 $x1 = $madd($x1, s, b1);
             };
@@ -465,8 +615,8 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     }
     macro_rules! store {
         ($r:expr, $x0:ident, $x1:ident) => {
-            _mm256_storeu_ps(c.add($r * n), $x0);
-            _mm256_storeu_ps(c.add($r * n + 8), $x1);
+            $store(c.add($r * n), $x0);
+            $store(c.add($r * n + $c1), $x1);
         };
     }
     store!(0, c00, c01);
@@ -479,18 +629,30 @@ unsafe fn $name(n: usize, kc: usize, ap: &[f32], panel: &[f32], out: &mut [f32])
     };
 }
 
-tile_full!(
-    /// Multiply, then add (never fused): the language's rounding on any operands.
-    tile_full_avx,
-    "avx",
+tile_simd!(
+    /// One whole tile in AVX registers; multiply, then add (never fused): the language's
+    /// rounding on any operands.
+    tile_full_avx, "avx", 8, 8, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
     |x, s, y| _mm256_add_ps(x, _mm256_mul_ps(s, y))
 );
 
-tile_full!(
-    /// Fused multiply-adds, for exact products only.
-    tile_full_fma,
-    "avx,fma",
+tile_simd!(
+    /// One whole tile in AVX registers; fused multiply-adds, for exact products only.
+    tile_full_fma, "avx,fma", 8, 8, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
     |x, s, y| _mm256_fmadd_ps(s, y, x)
+);
+
+tile_simd!(
+    /// Two whole tiles side by side in AVX-512 registers; multiply, then add (never fused).
+    tile_pair_avx512, "avx512f", 16, KC * NR, NR, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_set1_ps, |x, s, y| _mm512_add_ps(x, _mm512_mul_ps(s, y))
+);
+
+tile_simd!(
+    /// Two whole tiles side by side in AVX-512 registers; fused multiply-adds, for exact
+    /// products only.
+    tile_pair_avx512_fma, "avx512f", 16, KC * NR, NR, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_set1_ps, |x, s, y| _mm512_fmadd_ps(s, y, x)
 );
 
 /// The plain triple loop the blocked kernel must match bit for bit: each output row starts
@@ -552,7 +714,7 @@ mod tests {
             let b = values(k * n, (n * 17 + k) as u64);
             let mut want = vec![1.0; m * n];
             matmul_scalar(m, k, n, &a, &b, &mut want);
-            for simd in [Simd::Baseline, Simd::best()] {
+            for simd in [Simd::Baseline, Simd::Avx2, Simd::best()] {
                 for threads in [1, 2, 3] {
                     let mut got = vec![f32::NAN; m * n];
                     matmul(simd, threads, m, k, n, &a, &b, &mut got);
@@ -613,6 +775,34 @@ mod tests {
         }
     }
 
+    /// Few rows beside many columns: the threads split the columns (ragged last part,
+    /// column blocks cut in the middle of a pair of tiles), with the same bits as the
+    /// triple loop on every instruction set.
+    #[test]
+    fn column_split_matches_the_triple_loop() {
+        for (m, k, n, threads) in [(30, 300, 601, 2), (31, 300, 1100, 3), (13, 700, 1100, 4)] {
+            assert!(m * n * k >= PARALLEL_MIN_MACS && m < threads * COLUMN_SPLIT_ROWS);
+            assert!(
+                n.div_ceil(NR) >= threads * (NC / NR),
+                "the columns are split"
+            );
+            let a = values(m * k, (m + 3 * k) as u64);
+            let b = values(k * n, (n + 5 * k) as u64);
+            let mut want = vec![0.0; m * n];
+            matmul_scalar(m, k, n, &a, &b, &mut want);
+            for simd in [Simd::Baseline, Simd::Avx2, Simd::best()] {
+                let mut got = vec![f32::NAN; m * n];
+                matmul(simd, threads, m, k, n, &a, &b, &mut got);
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n} on {simd:?} with {threads} threads"
+                );
+            }
+        }
+    }
+
     /// Magnitudes made while packing (`Operand::Abs`, `Operand::AbsPlus`) give the bits of
     /// the matmul of stored magnitudes, with threads and on every instruction set.
     #[test]
@@ -641,7 +831,7 @@ mod tests {
         for (sa, sb, oa, ob) in cases {
             let mut want = vec![0.0; m * n];
             matmul_scalar(m, k, n, &sa, &sb, &mut want);
-            for simd in [Simd::Baseline, Simd::best()] {
+            for simd in [Simd::Baseline, Simd::Avx2, Simd::best()] {
                 for threads in [1, 2] {
                     let mut got = vec![f32::NAN; m * n];
                     matmul_of(simd, threads, m, k, n, oa, ob, &mut got);

@@ -285,7 +285,7 @@ pub const PIPELINE: &[Pass] = &[
     // to the program as written (`Compilation::original`) must stay valid.
     Pass {
         name: "canonicalize",
-        summary: "move softmax normalisation after the matmul it feeds (default policy only)",
+        summary: "bring equivalent forms to one: position masks to tril, softmax normalisation after its matmul and scales across a matmul (default policy only), exact widening casts of matmul operands dropped",
         optimising: true,
         stage: Stage::Tensor,
         run: canonicalize_pass,

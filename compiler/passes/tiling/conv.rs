@@ -1385,15 +1385,7 @@ impl Tiler<'_> {
         for &(tile, p0, pn, at) in spots {
             for (off, dims) in &sets {
                 let ap = tile_ap(tile.dtype, p0, pn, at + *off, dims, false);
-                self.out.push(
-                    Op::Memset {
-                        out: ap,
-                        value: isa::Imm::new(0.0),
-                    },
-                    engine,
-                    &[tile.buf],
-                    span,
-                );
+                self.push_memset(ap, tile, engine, span);
             }
         }
     }

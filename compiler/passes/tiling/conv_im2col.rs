@@ -489,7 +489,14 @@ impl Tiler<'_> {
         self.push_memset(ap, tile, engine, span);
     }
 
-    fn push_memset(&mut self, ap: isa::TileAp, tile: Tile, engine: Engine, span: crate::ir::Span) {
+    /// Zeroes the elements `ap` of `tile` on `engine`.
+    pub(super) fn push_memset(
+        &mut self,
+        ap: isa::TileAp,
+        tile: Tile,
+        engine: Engine,
+        span: crate::ir::Span,
+    ) {
         self.out.push(
             Op::Memset {
                 out: ap,

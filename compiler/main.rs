@@ -488,6 +488,14 @@ fn print_comparisons(comparisons: &[driver::Comparison]) -> Result<(), DriverErr
         report.push_str(&cmp.line(i));
         report.push('\n');
         bad.extend(cmp.mismatch(i));
+        // A check that compares nothing must not look like a pass: the line notes it, and
+        // stderr says it plainly (docs/numerics.md, "Bounds through a softmax").
+        if cmp.unbounded > 0 {
+            write_stderr(&format!(
+                "warning: out{i}: {} elements have no finite error bound under the default dtype policy, so --check did not compare them and a wrong value there would pass; run with `--dtype-policy strict` to compare every element bit for bit\n",
+                cmp.unbounded
+            ));
+        }
     }
     write_stdout(report.as_bytes())?;
     if !bad.is_empty() {

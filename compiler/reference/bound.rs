@@ -23,7 +23,7 @@
 //! saturates) the bound is infinite.
 
 use super::{broadcast_strides, for_each_index, for_each_index_in, par, HostTensor};
-use crate::ir::{BinaryOp, ReduceFn, TOp, UnaryFn};
+use crate::ir::{BinaryOp, Function, ReduceFn, TOp, UnaryFn, Value, ValueDef};
 use isa::Dtype;
 use runtime::numeric;
 
@@ -216,6 +216,21 @@ fn binary_prop(op: BinaryOp, a: f64, b: f64, ba: f64, bb: f64) -> f64 {
     }
 }
 
+/// How far `a' / b'` may be from `a / b` for operands within `ba`, `bb` when every allowed
+/// `b'` (and `b`) is at least `lo > 0`: `abs(a' b - a b') / (abs(b) abs(b'))` with
+/// `abs(b') >= max(abs(b) - bb, lo)`, never larger than [`binary_prop`]'s and finite
+/// wherever the operands' bounds are.
+fn divide_prop(a: f64, b: f64, ba: f64, bb: f64, lo: f64) -> f64 {
+    if ba == 0.0 && bb == 0.0 {
+        return 0.0;
+    }
+    if b.abs() < lo {
+        // Not a value the facts allow: nothing is assumed.
+        return binary_prop(BinaryOp::Div, a, b, ba, bb);
+    }
+    (ba * b.abs() + a.abs() * bb) / (b.abs() * (b.abs() - bb).max(lo))
+}
+
 /// How far `pow(a', b')` may be from `pow(a, b)` for `|a' - a| <= ba`, `|b' - b| <= bb`.
 /// For a positive base `pow = exp(b ln a)` and `b ln a` is bilinear in `(ln a, b)`, so
 /// over the box it takes its extremes at the corners, and so does the power: the bound is
@@ -293,14 +308,149 @@ pub(super) fn implicit(d: Dtype, m: f64) -> f64 {
         }
 }
 
+/// What every allowed computation of a value gives, known from the program's structure
+/// ([`facts`]): an interval that holds the reference's value and every value compiled code
+/// may compute in its place, whatever the operands' bounds.
+///
+/// A softmax is the case that needs it: with `d = s - max(s)` along an axis, every allowed
+/// computation has `d <= 0` (it subtracts its own maximum of its own scores, and rounding
+/// is monotone) with an exact 0 in each row, so `exp(d)` lies in `[0, 1]` with an exact 1
+/// in each row, its sum along that axis is at least 1, and their quotient lies in
+/// `[0, 1]`. Propagation alone cannot see this: where the scores' bound is large, the
+/// bound of `exp(d)` overflows, the sum's bound exceeds the sum, and the division's bound
+/// is infinite (docs/numerics.md, "Bounds through a softmax").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Range {
+    pub lo: f64,
+    pub hi: f64,
+    /// Each row along this axis holds an element that is exactly 0 in every allowed
+    /// computation (the position may differ).
+    pub zero_along: Option<usize>,
+    /// Each row along this axis holds an element that is exactly 1.
+    pub one_along: Option<usize>,
+}
+
+/// What the bound of one operation's result may use beside its operands' bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The result's [`Range`]: its bound is at most `max(v - lo, hi - v)`.
+    pub range: Option<Range>,
+    /// For a division, a positive lower bound of the divisor in every allowed computation:
+    /// `abs(b') >= max(abs(b) - bb, lo)`.
+    pub divisor_lo: Option<f64>,
+}
+
+/// The [`Facts`] of the result `v` of an instruction of `func`; `relaxed` lists the casts
+/// whose rounding the compilation does not reproduce (their results get no range: the
+/// value they stand for may lie a step and a half outside it).
+pub fn facts(func: &Function, v: Value, relaxed: &[Value]) -> Facts {
+    let range = range_of(func, v, relaxed, 0);
+    let divisor_lo = match func.values[v].def {
+        ValueDef::Inst(i) if func.insts[i].op == TOp::Binary(BinaryOp::Div) => {
+            range_of(func, func.insts[i].args[1], relaxed, 0)
+                .map(|r| r.lo)
+                .filter(|lo| *lo > 0.0)
+        }
+        _ => None,
+    };
+    Facts { range, divisor_lo }
+}
+
+/// The [`Range`] of `v`, from the instructions that define it (at most a few levels up).
+fn range_of(func: &Function, v: Value, relaxed: &[Value], depth: usize) -> Option<Range> {
+    let ValueDef::Inst(inst) = func.values[v].def else {
+        return None;
+    };
+    let ty = func.ty(v);
+    if depth > 16 || !ty.dtype.is_float() || relaxed.contains(&v) {
+        return None;
+    }
+    let data = &func.insts[inst];
+    let arg = |i: usize| range_of(func, data.args[i], relaxed, depth + 1);
+    let plain = |lo: f64, hi: f64| Range {
+        lo,
+        hi,
+        zero_along: None,
+        one_along: None,
+    };
+    match &data.op {
+        // `s - max(s, axis, keepdims=true)`: every allowed computation subtracts the largest
+        // of its own `s` from each, so it is at most 0, and exactly 0 at that element.
+        TOp::Binary(BinaryOp::Sub) => {
+            let ValueDef::Inst(m) = func.values[data.args[1]].def else {
+                return None;
+            };
+            let m = &func.insts[m];
+            match m.op {
+                TOp::Reduce {
+                    func: ReduceFn::Max,
+                    axis,
+                    keepdims: true,
+                } if m.args[0] == data.args[0] => Some(Range {
+                    lo: f64::NEG_INFINITY,
+                    hi: 0.0,
+                    zero_along: Some(axis),
+                    one_along: None,
+                }),
+                _ => None,
+            }
+        }
+        // `exp` is increasing and `exp(0) = 1` exactly; rounding to any float dtype keeps
+        // `[0, 1]` (both ends are values of every dtype).
+        TOp::Unary(UnaryFn::Exp) => {
+            let r = arg(0)?;
+            (r.hi <= 0.0).then_some(Range {
+                lo: 0.0,
+                hi: 1.0,
+                zero_along: None,
+                one_along: r.zero_along,
+            })
+        }
+        // Rounding is monotone: a cast keeps a range whose ends are values of the dtype
+        // (and so an exact 0 or 1).
+        TOp::Cast => {
+            let r = arg(0)?;
+            let keeps = |x: f64| !x.is_finite() || numeric::round_f64(ty.dtype, x) as f64 == x;
+            (keeps(r.lo) && keeps(r.hi)).then_some(r)
+        }
+        // A sum of non-negative terms, one of them exactly 1 in each row, is at least 1:
+        // every partial sum, rounded in any order, is at least the largest term added so far.
+        TOp::Reduce {
+            func: ReduceFn::Sum,
+            axis,
+            ..
+        } => {
+            let r = arg(0)?;
+            if r.lo < 0.0 {
+                return None;
+            }
+            let lo = if r.one_along == Some(*axis) { 1.0 } else { 0.0 };
+            Some(plain(lo, f64::INFINITY))
+        }
+        // A non-negative value over one at least `lo > 0` lies in `[0, hi / lo]` (and the
+        // rounded quotient too, when `hi / lo` is a value of the dtype).
+        TOp::Binary(BinaryOp::Div) => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            if a.lo < 0.0 || b.lo <= 0.0 || !a.hi.is_finite() {
+                return None;
+            }
+            let hi = a.hi / b.lo;
+            (numeric::round_f64(ty.dtype, hi) as f64 == hi).then_some(plain(0.0, hi))
+        }
+        _ => None,
+    }
+}
+
 /// The bound of the result `out` of `op`, from its arguments and their bounds. `relaxed`:
-/// the compilation does not reproduce this cast's rounding (see [`Rounding::RelaxedCast`]).
+/// the compilation does not reproduce this cast's rounding (see [`Rounding::RelaxedCast`]);
+/// `facts`: what the program's structure says of the result ([`facts`]).
 pub fn op_bound(
     op: &TOp,
     args: &[&HostTensor],
     bounds: &[&[f32]],
     out: &HostTensor,
     relaxed: bool,
+    facts: Facts,
 ) -> Vec<f32> {
     if let Some(b) = super::scan::bound(op, args, bounds, out) {
         return b;
@@ -418,6 +568,8 @@ pub fn op_bound(
                     let (bx, by) = (bounds[0][ia] as f64, bounds[1][ib] as f64);
                     buf[i - start] = if exact_infinity(*b, x, y, bx, by) {
                         EXACT_INFINITY
+                    } else if let (BinaryOp::Div, Some(lo)) = (b, facts.divisor_lo) {
+                        divide_prop(x, y, bx, by, lo)
                     } else {
                         binary_prop(*b, x, y, bx, by)
                     };
@@ -459,9 +611,10 @@ pub fn op_bound(
         if p == EXACT_INFINITY {
             return 0.0;
         }
-        match rounding {
+        let v = out.data[i] as f64;
+        let b = match rounding {
             Rounding::Exact => up(p),
-            Rounding::Implicit => up(p + implicit(d, out.data[i].abs() as f64 + p)),
+            Rounding::Implicit => up(p + implicit(d, v.abs() + p)),
             Rounding::RelaxedCast => up(p + 1.5 * ulp(d, out.data[i].abs() as f64 + p)),
             Rounding::Cast => {
                 let (v, x) = (out.data[i], args[0].data[i]);
@@ -476,6 +629,13 @@ pub fn op_bound(
                     up(p + ulp(d, v.abs() as f64 + p))
                 }
             }
+        };
+        // Every allowed computation lies in the range, and so does the reference's value.
+        match facts.range {
+            Some(r) if r.lo.is_finite() && r.hi.is_finite() && (r.lo..=r.hi).contains(&v) => {
+                b.min(up((v - r.lo).max(r.hi - v)))
+            }
+            _ => b,
         }
     };
     let mut result = vec![0f32; n];
@@ -896,6 +1056,104 @@ mod tests {
         for n in -1100..1100 {
             assert_eq!(pow2(n).to_bits(), 2f64.powi(n).to_bits(), "{n}");
         }
+    }
+
+    /// A division whose divisor is known to be at least `lo` in every allowed computation
+    /// (a softmax's row sum, `lo = 1`) is bounded by the largest change over the operands'
+    /// intervals (sampled at their ends and inside, divisor clipped to `lo`), is never
+    /// above the bound without the fact, and is finite where the divisor's interval reaches
+    /// zero.
+    #[test]
+    fn a_divisor_lower_bound_keeps_division_bounds_true_and_finite() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..20_000 {
+            let lo = [1.0, 0.5, 1e-3][case % 3];
+            let a = (next() - 0.5) * 8.0;
+            let b = lo + next() * 10.0;
+            let ba = next() * 2.0;
+            let bb = next() * [0.1, 3.0, 30.0][case % 3];
+            let got = divide_prop(a, b, ba, bb, lo);
+            assert!(
+                got.is_finite(),
+                "{a} / {b} (+-{ba}, +-{bb}, >= {lo}): {got}"
+            );
+            let without = binary_prop(BinaryOp::Div, a, b, ba, bb);
+            assert!(got <= without, "{got} above {without}");
+            for i in 0..=4 {
+                for j in 0..=4 {
+                    let a2 = a - ba + 2.0 * ba * i as f64 / 4.0;
+                    let b2 = (b - bb + 2.0 * bb * j as f64 / 4.0).max(lo);
+                    let change = (a2 / b2 - a / b).abs();
+                    assert!(
+                        change <= got * (1.0 + 1e-12),
+                        "{a2} / {b2} moves {change} beyond {got}"
+                    );
+                }
+            }
+        }
+        // Exact operands are exact, and a divisor below the fact assumes nothing.
+        assert_eq!(divide_prop(3.0, 2.0, 0.0, 0.0, 1.0), 0.0);
+        assert_eq!(
+            divide_prop(1.0, 0.5, 0.1, 0.6, 1.0),
+            binary_prop(BinaryOp::Div, 1.0, 0.5, 0.1, 0.6)
+        );
+    }
+
+    /// A result with a range is bounded by its distance to the range's far end, and never
+    /// more loosely than without it; a value outside the range (not one the facts allow)
+    /// keeps its propagated bound.
+    #[test]
+    fn a_range_caps_a_bound_at_the_far_end() {
+        let t = |data: Vec<f32>| HostTensor {
+            dtype: Dtype::F32,
+            shape: vec![1, data.len() as u64],
+            data,
+            ints: Vec::new(),
+        };
+        let (e, l) = (t(vec![0.0, 0.25, 1.0, 0.5]), t(vec![1.5]));
+        let out = t(vec![0.0, 0.25 / 1.5, 1.0 / 1.5, 0.5 / 1.5]);
+        let be = [1e-3, 0.5, 2.0, 1e-6];
+        let bl = [40.0];
+        let op = TOp::Binary(BinaryOp::Div);
+        let plain = op_bound(&op, &[&e, &l], &[&be, &bl], &out, false, Facts::default());
+        assert!(plain.iter().all(|b| b.is_infinite()), "{plain:?}");
+        let facts = Facts {
+            range: Some(Range {
+                lo: 0.0,
+                hi: 1.0,
+                zero_along: None,
+                one_along: None,
+            }),
+            divisor_lo: Some(1.0),
+        };
+        let with = op_bound(&op, &[&e, &l], &[&be, &bl], &out, false, facts);
+        for (j, (&b, &v)) in with.iter().zip(&out.data).enumerate() {
+            let far = (v as f64).max(1.0 - v as f64);
+            assert!(
+                b.is_finite() && b as f64 <= far * (1.0 + 1e-7),
+                "{j}: {b} {v}"
+            );
+        }
+        // Element 0 (a zero numerator) is tight: its own propagated bound, with the divisor
+        // at least 1, is its numerator's bound, far below the range's far end.
+        assert!(with[0] < 2e-3, "{with:?}");
+        // Outside the range nothing is capped.
+        let outside = t(vec![2.0]);
+        let b = op_bound(
+            &TOp::Unary(UnaryFn::Abs),
+            &[&outside],
+            &[&[5.0]],
+            &outside,
+            false,
+            facts,
+        );
+        assert_eq!(b, vec![5.0]);
     }
 
     /// Mixed signs and magnitudes (down to the subnormal range, where products underflow),

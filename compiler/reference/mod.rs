@@ -359,7 +359,8 @@ fn run(
         if bounded {
             let raw: Vec<&[f32]> = data.args.iter().map(|a| &bounds[*a][..]).collect();
             let relax = relaxed.is_some_and(|r| r.contains(&data.result));
-            bounds[data.result] = bound_step(&data.op, &args, &raw, &out, relax, &mut zeros);
+            let facts = bound::facts(func, data.result, relaxed.unwrap_or_default());
+            bounds[data.result] = bound_step(&data.op, &args, &raw, &out, relax, facts, &mut zeros);
         }
         env[data.result] = Some(Cow::Owned(out));
         for a in &data.args {
@@ -408,6 +409,7 @@ fn bound_step(
     raw: &[&[f32]],
     out: &HostTensor,
     relax: bool,
+    facts: bound::Facts,
     zeros: &mut Vec<f32>,
 ) -> Vec<f32> {
     let matmul = matches!(op, TOp::Matmul);
@@ -425,7 +427,7 @@ fn bound_step(
             false => *b,
         })
         .collect();
-    bound::op_bound(op, args, &arg_bounds, out, relax)
+    bound::op_bound(op, args, &arg_bounds, out, relax, facts)
 }
 
 /// Evaluates one operation whose result has `dtype` and `shape`. A `take` whose index is

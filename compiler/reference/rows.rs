@@ -355,7 +355,8 @@ pub fn eval_region<'a>(
                 let bound = if bounded {
                     let raw: Vec<&[f32]> = held.iter().map(|(_, b)| &**b).collect();
                     let relax = relaxed.is_some_and(|r| r.contains(&data.result));
-                    bound_step(&op, &args, &raw, &out, relax, &mut zeros)
+                    let facts = super::bound::facts(func, data.result, relaxed.unwrap_or_default());
+                    bound_step(&op, &args, &raw, &out, relax, facts, &mut zeros)
                 } else {
                     Vec::new()
                 };

@@ -7,8 +7,10 @@
 //! past the sum), so `--check` compared nothing there. A check that still compares nothing
 //! says so on stderr.
 
+mod common;
+
 use std::process::Command;
-use tessera::driver::{self, CompileOptions, Source};
+use tessera::driver;
 use tessera::ir::{BinaryOp, TOp, UnaryFn};
 use tessera::passes::{Compilation, PassOptions};
 use tessera::reference::{bound, HostTensor};
@@ -35,34 +37,16 @@ const COLUMNS: &str =
 ";
 
 fn compile(text: &str, strict: bool) -> Compilation {
-    let source = Source {
-        name: "k.tsr".to_string(),
-        text: text.to_string(),
+    let passes = PassOptions {
+        strict_dtypes: strict,
+        ..PassOptions::default()
     };
-    let options = CompileOptions {
-        passes: PassOptions {
-            strict_dtypes: strict,
-            ..PassOptions::default()
-        },
-        verify_ir: true,
-        ..CompileOptions::default()
-    };
-    driver::compile(&source, &options, &mut String::new()).expect("compiles")
+    common::compile_verified(text, passes)
 }
 
 /// The inputs of `--random 1`, scaled by 4, so that the scores' bounds are several units.
 fn inputs(c: &Compilation) -> Vec<HostTensor> {
-    driver::params_of(&c.tensor)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut t = driver::random_tensor(p, 1, i as u64);
-            for x in &mut t.data {
-                *x = runtime::numeric::round(t.dtype, *x * 4.0);
-            }
-            t
-        })
-        .collect()
+    common::scaled_random_inputs(c, 4.0)
 }
 
 /// The compiled kernel's outputs on `inputs`.

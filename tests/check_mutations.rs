@@ -39,17 +39,7 @@ fn compile(text: &str, mutation: Option<Mutation>) -> Result<Compilation, driver
 
 /// Inputs of `--random 1`, scaled by 3 (wider scores, so the maximum moves between blocks).
 fn inputs(c: &Compilation) -> Vec<HostTensor> {
-    driver::params_of(&c.tensor)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut t = driver::random_tensor(p, 1, i as u64);
-            for x in &mut t.data {
-                *x = runtime::numeric::round(t.dtype, *x * 3.0);
-            }
-            t
-        })
-        .collect()
+    common::scaled_random_inputs(c, 3.0)
 }
 
 /// Runs `program` (of `c`'s kernel) without the interpreter's debug checks, so that only

@@ -34,6 +34,25 @@ pub fn compile_verified(text: &str, passes: PassOptions) -> tessera::passes::Com
     driver::compile(&source, &options, &mut String::new()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The inputs `--random 1` gives `c`'s kernel, each multiplied by `scale` and rounded to
+/// its dtype (wider scores and larger errors than the unit range gives).
+pub fn scaled_random_inputs(
+    c: &tessera::passes::Compilation,
+    scale: f32,
+) -> Vec<reference::HostTensor> {
+    driver::params_of(&c.tensor)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut t = driver::random_tensor(p, 1, i as u64);
+            for x in &mut t.data {
+                *x = runtime::numeric::round(t.dtype, *x * scale);
+            }
+            t
+        })
+        .collect()
+}
+
 /// The RoPE kernel of the column-view and packed-row tests: Llama's rotary embedding on `q[B, S, D]` with `cos` and `sin` of `[S, D]`.
 pub fn rope(b: u64, s: u64, d: u64) -> String {
     format!(

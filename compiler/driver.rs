@@ -1720,6 +1720,140 @@ pub fn check_outputs_packed(
     compare_outputs(c, &mut want, outputs)
 }
 
+/// Where `run --check`'s reference evaluator makes its own inputs when it runs at the same
+/// time as the interpreter ([`concurrent_check`]): each parameter again from its `-i` file or
+/// from `--random`'s generator, the same values the interpreter's run binds (the generator
+/// depends only on the seed and the parameter's position; a file is read again). Made only
+/// where that is sure to give the same values: every `-i` file a regular file that the run
+/// does not write.
+#[derive(Clone, Debug)]
+pub struct InputSource {
+    params: Vec<ParamSpec>,
+    given: Vec<(String, PathBuf)>,
+    random: Option<u64>,
+}
+
+impl InputSource {
+    /// The source of a run's inputs, or `None` when one of them cannot be made twice: an
+    /// `-i` input that is not a regular file (a named pipe is read once), or whose path is
+    /// one of the `results` result files in `out_dir` (the run overwrites it).
+    pub fn remakable(
+        params: &[ParamSpec],
+        given: &[(String, PathBuf)],
+        random: Option<u64>,
+        out_dir: &Path,
+        results: usize,
+    ) -> Option<InputSource> {
+        let outputs: Vec<PathBuf> = (0..results)
+            .map(|i| {
+                let path = output_path(out_dir, i);
+                path.canonicalize().unwrap_or(path)
+            })
+            .collect();
+        for (_, path) in given {
+            let meta = std::fs::metadata(path).ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            let real = path.canonicalize().ok()?;
+            if outputs.contains(&real) {
+                return None;
+            }
+        }
+        Some(InputSource {
+            params: params.to_vec(),
+            given: given.to_vec(),
+            random,
+        })
+    }
+
+    /// Input `index`, made as [`gather_input`] makes it (without writing `--random`'s file,
+    /// which the interpreter's side writes).
+    pub fn make(&self, index: usize) -> Result<HostTensor, DriverError> {
+        let p = &self.params[index];
+        match (self.given.iter().find(|(n, _)| n == &p.name), self.random) {
+            (Some((_, path)), _) => load_input(p, path),
+            (None, Some(seed)) => Ok(random_tensor(p, seed, index as u64)),
+            (None, None) => Err(DriverError::Input(format!(
+                "no input for parameter `{}`",
+                p.name
+            ))),
+        }
+    }
+}
+
+/// Whether `run --check` may run the reference evaluator at the same time as the
+/// interpreter: the reference's live tensors at their peak (`reference::estimate`), beside
+/// the machine's memories (the HBM image, SBUF and PSUM), must leave the run under twice
+/// the program's HBM, the memory target of docs/architecture.md. Where they would not,
+/// the reference runs after the interpreter, on the machine's own copy of the inputs. The
+/// environment variable `TESSERA_CHECK=sequential` asks for that order always, so that
+/// tests and measurements can compare the two (`tests/sim_determinism.rs`).
+pub fn concurrent_check_fits(c: &Compilation, program: &isa::Program) -> bool {
+    if std::env::var("TESSERA_CHECK").is_ok_and(|v| v == "sequential") {
+        return false;
+    }
+    let (func, _) = c.reference();
+    let reference = crate::reference::estimate::peak_bytes(func, !c.options.strict_dtypes);
+    let geometry = program.preset.geometry();
+    let on_chip = u64::from(geometry.partitions)
+        * (u64::from(geometry.sbuf_partition_bytes) + u64::from(geometry.psum_partition_bytes));
+    let hbm = program.hbm_size;
+    hbm.saturating_add(on_chip).saturating_add(reference) < hbm.saturating_mul(2)
+}
+
+/// The reference's results (with their bounds, zero under strict) on inputs made by
+/// `source`: [`concurrent_check`]'s other thread.
+pub fn expected_from(
+    c: &Compilation,
+    source: &InputSource,
+) -> Result<Vec<(HostTensor, Vec<f32>)>, DriverError> {
+    let (func, relaxed) = c.reference();
+    let mut failed: Option<DriverError> = None;
+    let mut input = |i: usize| match source.make(i) {
+        Ok(t) => t,
+        Err(e) => {
+            // The evaluator refuses the empty tensor; the error reported is this one.
+            failed.get_or_insert(e);
+            HostTensor::from_i32(&[], Vec::new())
+        }
+    };
+    let want = if c.options.strict_dtypes {
+        crate::reference::evaluate_lazy(func, &mut input).map(exact)
+    } else {
+        crate::reference::evaluate_bounded_lazy(func, &mut input, &relaxed)
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    want.map_err(|e| reference_error(c, e))
+}
+
+/// `run --check` with the reference evaluator on a thread of its own, at the same time as
+/// `interpret` (which reads or makes the inputs, binds them, runs the interpreter and
+/// returns its outputs): the two share the host's cores, and the comparison waits for
+/// both. The values compared are the same as in the sequential check, so the verdict is
+/// too. An error of the interpreter's side is reported first.
+pub fn concurrent_check(
+    c: &Compilation,
+    source: &InputSource,
+    interpret: impl FnOnce() -> Result<Vec<HostTensor>, DriverError>,
+) -> Result<Vec<Comparison>, DriverError> {
+    std::thread::scope(|s| {
+        let reference = std::thread::Builder::new()
+            .name("tessera-reference".into())
+            .spawn_scoped(s, || expected_from(c, source))
+            .map_err(|e| DriverError::Internal(format!("cannot start a thread: {e}")))?;
+        let ran = interpret();
+        let want = reference
+            .join()
+            .map_err(|_| DriverError::Internal("the reference evaluator panicked".into()));
+        let outputs = ran?;
+        let mut want = want??;
+        compare_outputs(c, &mut want, &outputs)
+    })
+}
+
 /// The input parameters of a program, from its tensor table.
 pub fn program_params(program: &isa::Program) -> Vec<ParamSpec> {
     program

@@ -430,9 +430,11 @@ fn cmd_run(args: &RunArgs) -> Result<(), DriverError> {
 }
 
 /// `run` on the interpreter. Inputs are held once: each is read or made, bound into the
-/// machine's HBM and let go before the next; after the run `--check` takes them back from
-/// the machine in their dtype's bytes (the machine is then dropped), and the reference
-/// evaluator decodes each to f32 only while it needs it.
+/// machine's HBM and let go before the next. `--check` runs the reference evaluator on a
+/// thread of its own at the same time, making its own inputs, where the inputs can be made
+/// again and the memory estimate allows (`driver::concurrent_check_fits`); otherwise after
+/// the run, taking the inputs back from the machine in their dtype's bytes (the machine is
+/// then dropped) and decoding each to f32 only while it needs it.
 fn run_interpreter(
     args: &RunArgs,
     c: &tessera::passes::Compilation,
@@ -442,36 +444,51 @@ fn run_interpreter(
 ) -> Result<(), DriverError> {
     driver::check_input_names(params, given)?;
     let program = driver::program_of(c)?;
-    let mut loaded = driver::load_machine(program, &args.run_options())?;
-    let mut notes = Vec::new();
-    for (index, p) in params.iter().enumerate() {
-        let results = c.tensor.results.len();
-        let input = driver::gather_input(
-            params,
-            index,
-            given,
-            args.random,
-            out_dir,
-            results,
-            &mut notes,
-        );
-        let input = match input {
-            Ok(t) => t,
-            Err(e) => {
-                print_notes(&notes);
-                return Err(e);
-            }
-        };
-        driver::bind_input(&mut loaded, p, &input)?;
+    let results = c.tensor.results.len();
+    let source = match args.check && driver::concurrent_check_fits(c, program) {
+        true => driver::InputSource::remakable(params, given, args.random, out_dir, results),
+        false => None,
+    };
+    let interpret = || -> Result<(runtime::Loaded, Vec<reference::HostTensor>), DriverError> {
+        let mut loaded = driver::load_machine(program, &args.run_options())?;
+        let mut notes = Vec::new();
+        for (index, p) in params.iter().enumerate() {
+            let input = driver::gather_input(
+                params,
+                index,
+                given,
+                args.random,
+                out_dir,
+                results,
+                &mut notes,
+            );
+            let input = match input {
+                Ok(t) => t,
+                Err(e) => {
+                    print_notes(&notes);
+                    return Err(e);
+                }
+            };
+            driver::bind_input(&mut loaded, p, &input)?;
+        }
+        print_notes(&notes);
+        let (outputs, report) = driver::run_loaded(&mut loaded, Some(&c.tensor.name))?;
+        let timing = runtime::MachineConfig::new(program.preset).timing;
+        let bound = tessera::roofline::bound(&c.tensor, &timing);
+        emit_profile(args, program, &report, Some(bound))?;
+        for (i, t) in outputs.iter().enumerate() {
+            driver::write_output(&driver::output_path(out_dir, i), t)?;
+        }
+        Ok((loaded, outputs))
+    };
+    if let Some(source) = source {
+        // The machine goes as soon as its outputs are read: the reference makes its own
+        // inputs.
+        let comparisons =
+            driver::concurrent_check(c, &source, || interpret().map(|(_, outputs)| outputs))?;
+        return print_comparisons(&comparisons);
     }
-    print_notes(&notes);
-    let (outputs, report) = driver::run_loaded(&mut loaded, Some(&c.tensor.name))?;
-    let timing = runtime::MachineConfig::new(program.preset).timing;
-    let bound = tessera::roofline::bound(&c.tensor, &timing);
-    emit_profile(args, program, &report, Some(bound))?;
-    for (i, t) in outputs.iter().enumerate() {
-        driver::write_output(&driver::output_path(out_dir, i), t)?;
-    }
+    let (loaded, outputs) = interpret()?;
     if args.check {
         let mut inputs = driver::PackedInputs::from_machine(loaded, params)?;
         let comparisons = driver::check_outputs_packed(c, &mut inputs, &outputs)?;

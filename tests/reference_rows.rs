@@ -177,3 +177,35 @@ fn generated_kernels_same_bits_by_blocks() {
         "the planner found only {runs} runs in 12 kernels"
     );
 }
+
+/// The reference's estimate of its live tensors at their peak (`reference::estimate`,
+/// which `run --check` uses to decide whether the reference may run beside the
+/// interpreter), on kernels small enough to count by hand: it must follow the evaluator's
+/// lifetimes (an input from its first use, a value until its last), the matmul's packed
+/// copy of its right operand, and the row blocks.
+#[test]
+fn peak_estimate_follows_lifetimes_and_row_blocks() {
+    use tessera::reference::estimate::peak_bytes;
+    let strict = |text: &str, bounded: bool| {
+        let c = common::compile_verified(text, common::both_policies()[1].clone());
+        peak_bytes(c.reference().0, bounded)
+    };
+    // `exp(x)` holds x and a (16 KiB each), then x goes; `a * a` holds a and the result.
+    let chain = "kernel k(x: f32[64, 64]) -> f32[64, 64] {
+        let a = exp(x);
+        return a * a;
+    }";
+    assert_eq!(strict(chain, false), 2 * 16384);
+    assert_eq!(strict(chain, true), 2 * 2 * 16384);
+    // x (8 KiB), w (2 KiB), the result (4 KiB) and w packed again (2 KiB).
+    let matmul = "kernel k(x: f32[64, 32], w: f32[32, 16]) -> f32[64, 16] {
+        return x @ w;
+    }";
+    assert_eq!(strict(matmul, false), 8192 + 2048 + 4096 + 2048);
+    // `exp(x)` (8 MiB) is used only by the sum: one block of 1024 rows of it at a time
+    // beside x (8 MiB) and the sum kept whole (8 KiB).
+    let blocked = "kernel k(x: f32[2048, 1024]) -> f32[2048, 1] {
+        return sum(exp(x), axis=-1, keepdims=true);
+    }";
+    assert_eq!(strict(blocked, false), 8 * 1048576 + 8192 + 4 * 1048576);
+}

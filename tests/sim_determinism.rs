@@ -1,8 +1,9 @@
 //! The interpreter and the reference evaluator give the same bits and the same cycles
 //! whatever the thread count and instruction set: each kernel runs through the `tessera`
 //! binary with one thread, with two, with two and the scalar fallback forced, and with two
-//! and AVX2 on an AVX-512 host (`TESSERA_THREADS`, `TESSERA_SIMD=scalar`, `avx2`), and the
-//! outputs, the timing report and the
+//! and AVX2 on an AVX-512 host (`TESSERA_THREADS`, `TESSERA_SIMD=scalar`, `avx2`), and with
+//! `run --check`'s reference after the interpreter instead of beside it
+//! (`TESSERA_CHECK=sequential`), and the outputs, the timing report and the
 //! `--check` lines (the reference's comparison) must be identical byte for byte. On a host
 //! with FMA the default path fuses the bf16 matmuls' multiply-adds (their products are
 //! exact), so the comparison with the scalar path also proves that fusing changes no bit.
@@ -37,7 +38,8 @@ fn run(file: &str, args: &[&str], env: &[(&str, &str)], tag: &str) -> (String, V
         .args(["--random", "1", "--check", "--report", "-o"])
         .arg(&dir)
         .env_remove("TESSERA_THREADS")
-        .env_remove("TESSERA_SIMD");
+        .env_remove("TESSERA_SIMD")
+        .env_remove("TESSERA_CHECK");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -68,9 +70,12 @@ fn run(file: &str, args: &[&str], env: &[(&str, &str)], tag: &str) -> (String, V
 }
 
 fn same_everywhere(file: &str, args: &[&str], tag: &str) {
-    let settings: [&[(&str, &str)]; 4] = [
+    let settings: [&[(&str, &str)]; 5] = [
         &[("TESSERA_THREADS", "1")],
         &[("TESSERA_THREADS", "2")],
+        // The reference after the interpreter, on the machine's copy of the inputs, where
+        // the default runs them at once when the memory estimate allows.
+        &[("TESSERA_THREADS", "2"), ("TESSERA_CHECK", "sequential")],
         &[("TESSERA_THREADS", "2"), ("TESSERA_SIMD", "scalar")],
         // On an AVX-512 host the default path uses it; this one the AVX2 kernels.
         &[("TESSERA_THREADS", "2"), ("TESSERA_SIMD", "avx2")],

@@ -18,6 +18,7 @@
 
 pub mod bound;
 mod conv;
+pub mod estimate;
 mod matmul;
 pub mod movement;
 mod par;

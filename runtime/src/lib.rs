@@ -20,6 +20,7 @@ pub mod machine;
 mod memory;
 pub mod npy;
 pub mod numeric;
+mod prefault;
 mod race;
 pub mod report;
 mod timing;

@@ -47,6 +47,9 @@ pub struct Loaded {
     config: MachineConfig,
     /// Whether each tensor (inputs only) is bound.
     bound: Vec<bool>,
+    /// The thread making a fresh image's pages present (`prefault.rs`); declared before
+    /// `hbm` so that it is stopped and joined before the image is freed.
+    prefault: crate::prefault::Slot,
     /// The HBM image: the bound inputs at their offsets, and after a run everything that
     /// run wrote. Empty until the first bind or run.
     hbm: Vec<u8>,
@@ -144,6 +147,7 @@ impl Machine {
             writes_inputs: writes_inputs(&program),
             program,
             config: self.config.clone(),
+            prefault: crate::prefault::Slot::default(),
             hbm: Vec::new(),
             dirty: false,
             ran: false,
@@ -243,6 +247,7 @@ impl Loaded {
                     limit: usize::MAX as u64,
                 })?;
             self.hbm = vec![0; size];
+            self.prefault.0 = crate::prefault::Prefault::start(&mut self.hbm);
         }
         self.ran = false;
         Ok(&mut self.hbm)
@@ -291,6 +296,9 @@ impl Loaded {
             }
         }
         let mut exec = Executor::new(mem, cfg.timing.dma_min_run);
+        // Held here, after `exec`, while `exec` holds the image: should the run unwind,
+        // the prefault thread is stopped before the image is freed.
+        let prefault = std::mem::take(&mut self.prefault);
         let result = timing::simulate(&self.program, cfg, &mut exec);
         // Under poison tracking, every output byte must have been written by the program.
         let unwritten = self.program.tensors_with_role(Role::Output).find_map(|t| {
@@ -302,6 +310,7 @@ impl Loaded {
                 })
         });
         self.hbm = std::mem::take(&mut exec.mem.hbm);
+        self.prefault = prefault;
         self.dirty = true;
         let report = result?;
         if let Some(e) = unwritten {
@@ -371,6 +380,7 @@ impl Loaded {
     /// its offset (restored where the program wrote over one), so that a caller done with
     /// the outputs can keep the inputs without copying them.
     pub fn into_input_image(mut self) -> Vec<u8> {
+        self.prefault.0 = None;
         for (t, saved) in self.program.tensors.iter().zip(&self.saved) {
             if let Some(bytes) = saved {
                 let start = t.offset as usize;

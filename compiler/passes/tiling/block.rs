@@ -974,9 +974,14 @@ impl Tiler<'_> {
         tiles: &[Option<Tile>],
     ) -> (Tile, Option<Tile>) {
         let parts = block.parts();
-        let cols = block.cols();
+        // A per-row activation (`split_rows::fold_rows`) works on one column.
+        let cols = if node.fit == Fit::Full {
+            block.cols()
+        } else {
+            1
+        };
         let span = node.span;
-        let x = self.operand(&node.args[0], Fit::Full, block, tiles, span);
+        let x = self.operand(&node.args[0], node.fit, block, tiles, span);
         let x = self.widen(x, parts, cols, node.dtype, span);
         let mut bufs = Vec::new();
         let mut scalar = |t: &mut Self, arg: Option<&BArg>, default: f32, negate: bool| match arg {

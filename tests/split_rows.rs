@@ -95,7 +95,7 @@ fn range_scale(r: u64, d: u64) -> String {
 fn split_parts(r: u64, d: u64) -> u64 {
     (2..=128 / r)
         .rev()
-        .find(|&p| d % p == 0 && d / p >= 32)
+        .find(|&p| d.is_multiple_of(p) && d / p >= 32)
         .map_or(r, |p| r * p)
 }
 
@@ -175,7 +175,7 @@ fn combining_keeps_infinities_and_nans_in_their_own_rows() {
     set(&mut inputs[1], 2 * 4096 + 17, 0.0);
     set(&mut inputs[0], 5 * 4096 + 3000, 0.0);
     set(&mut inputs[1], 5 * 4096 + 3000, 0.0);
-    let (outputs, _) = tessera::driver::execute(&program, &params, &inputs).unwrap();
+    let (outputs, _) = tessera::driver::execute(program, &params, &inputs).unwrap();
     let cmp = tessera::driver::check_outputs(&c, &inputs, &outputs).unwrap();
     assert_eq!(cmp[0].bad, 0, "{:?}", cmp[0].first_bad);
 }

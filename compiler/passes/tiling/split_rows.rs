@@ -434,7 +434,6 @@ impl Tiler<'_> {
             span,
         );
         // Read where it lies: the elementwise work after it takes PSUM operands.
-        let out = Tile::plain(back, Mem::Psum, node.dtype, q, 1, 0);
-        out
+        Tile::plain(back, Mem::Psum, node.dtype, q, 1, 0)
     }
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{both_policies as policies, compile_verified as compile, run_seed1};
+use common::{both_policies as policies, compile_verified as compile, run_seed1, seed1_inputs};
 use tessera::passes::Compilation;
 
 /// Runs `c` on seed-1 inputs and checks every output against the reference (exact under
@@ -166,11 +166,7 @@ fn combining_keeps_infinities_and_nans_in_their_own_rows() {
     assert!(transposes, "not split");
     let program = tessera::driver::program_of(&c).unwrap();
     let params = tessera::driver::params_of(&c.tensor);
-    let mut inputs: Vec<_> = params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| tessera::driver::random_tensor(p, 1, i as u64))
-        .collect();
+    let mut inputs = seed1_inputs(&c);
     // Row 2 divides by zero somewhere (an infinity), row 5 computes 0 / 0 (a NaN).
     set(&mut inputs[1], 2 * 4096 + 17, 0.0);
     set(&mut inputs[0], 5 * 4096 + 3000, 0.0);

@@ -1565,20 +1565,7 @@ impl Tiler<'_> {
 /// the intermediate is f32 anyway, so results are unchanged.
 pub fn fold(graph: &mut BGraph, strict: bool) {
     let n = graph.nodes.len();
-    let mut uses = vec![0usize; n];
-    for node in &graph.nodes {
-        for a in &node.args {
-            if let BArg::Node(j) = a {
-                uses[*j] += 1;
-            }
-        }
-    }
-    for st in &graph.stores {
-        uses[st.node] += 2;
-    }
-    for &k in &graph.keep {
-        uses[k] += 2;
-    }
+    let uses = uses_of(graph);
     let per_row = |g: &BGraph, a: &BArg| match a {
         BArg::Imm(_) => true,
         BArg::Affine(f) => f.coefs.last() == Some(&0),
@@ -1664,6 +1651,26 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             graph.nodes[r].args.clear();
         }
     }
+}
+
+/// How many times each node is read: once per operand that names it, twice more when it
+/// is stored or kept (so that folding never removes it).
+pub fn uses_of(graph: &BGraph) -> Vec<usize> {
+    let mut uses = vec![0usize; graph.nodes.len()];
+    for node in &graph.nodes {
+        for a in &node.args {
+            if let BArg::Node(j) = a {
+                uses[*j] += 1;
+            }
+        }
+    }
+    for st in &graph.stores {
+        uses[st.node] += 2;
+    }
+    for &k in &graph.keep {
+        uses[k] += 2;
+    }
+    uses
 }
 
 /// The affine expression of a tile of `block` for `form` (over the block's space): the

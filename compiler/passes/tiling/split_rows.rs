@@ -226,20 +226,7 @@ pub fn split_graph(graph: BGraph, parts: u64, cols: u64) -> Option<BGraph> {
 /// default policy a narrower intermediate is not rounded, as in `block::fold`.
 pub fn fold_rows(graph: &mut BGraph, strict: bool) {
     let n = graph.nodes.len();
-    let mut uses = vec![0usize; n];
-    for node in &graph.nodes {
-        for a in &node.args {
-            if let BArg::Node(j) = a {
-                uses[*j] += 1;
-            }
-        }
-    }
-    for st in &graph.stores {
-        uses[st.node] += 2;
-    }
-    for &k in &graph.keep {
-        uses[k] += 2;
-    }
+    let uses = super::block::uses_of(graph);
     for i in 0..n {
         let node = &graph.nodes[i];
         let BOp::Unary(u) = node.op else {

@@ -63,9 +63,12 @@ fn softmax_of_long_rows_reads_once_per_phase() {
         let strict = options.strict_dtypes;
         let c = compile(text, options);
         let (read, written) = run(&c, strict);
-        // The maximum, then the exponentials and their sum, then the quotients (the
-        // exponentials computed again: 128 KB a row does not fit the kept rows' budget).
-        assert_eq!(read, 3 * 4 * 4 * 32000);
+        // Under strict: the maximum, then the exponentials and their sum, then the
+        // quotients (the exponentials computed again: 128 KB a row does not fit the kept
+        // rows' budget). Under the default policy each row is split over 32 partitions
+        // (`split_rows.rs`) and its 4 KB a partition stay in SBUF: read once.
+        let times = if strict { 3 } else { 1 };
+        assert_eq!(read, times * 4 * 4 * 32000);
         assert_eq!(written, 4 * 4 * 32000);
     }
 }

@@ -69,13 +69,18 @@ pub fn rope(b: u64, s: u64, d: u64) -> String {
 pub fn run_seed1(c: &tessera::passes::Compilation) -> (runtime::Report, Vec<driver::Comparison>) {
     let program = driver::program_of(c).unwrap();
     let params = driver::params_of(&c.tensor);
-    let inputs: Vec<_> = params
+    let inputs = seed1_inputs(c);
+    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
+    (report, driver::check_outputs(c, &inputs, &outputs).unwrap())
+}
+
+/// The seed-1 random inputs of `c`'s kernel (input `i` from stream `i`).
+pub fn seed1_inputs(c: &tessera::passes::Compilation) -> Vec<reference::HostTensor> {
+    driver::params_of(&c.tensor)
         .iter()
         .enumerate()
         .map(|(i, p)| driver::random_tensor(p, 1, i as u64))
-        .collect();
-    let (outputs, report) = driver::execute(program, &params, &inputs).unwrap();
-    (report, driver::check_outputs(c, &inputs, &outputs).unwrap())
+        .collect()
 }
 
 /// The default pipeline's options and the strict dtype policy's.

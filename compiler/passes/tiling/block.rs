@@ -69,6 +69,15 @@ pub enum BOp {
     /// one tile, which an operand computed for it alone is written into directly (its
     /// range is its output tile); any other operand is copied into its range.
     Concat(Vec<u32>),
+    /// The combining step of a reduction whose rows are split over partitions
+    /// (`split_rows.rs`): the operand holds per-partition partials, `parts` consecutive
+    /// partitions to a row of `cols` columns; the result is the row's reduction (a mean
+    /// divided by `cols`) on every partition of the row.
+    Combine {
+        func: ReduceFn,
+        parts: u32,
+        cols: u64,
+    },
 }
 
 /// An operand of a node.
@@ -430,8 +439,17 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype, last: bool) -> Vec<(Blo
         .map(|(i, _)| i)
         .collect();
     // Partition quarters of 32 (a tile of at most 32 partitions must start at a multiple
-    // of 32): four for 128 rows, the last one shorter when the rows are fewer.
-    let psplit = if want >= 4 && parts > 32 && part_axes.len() == 1 {
+    // of 32): four for 128 rows, the last one shorter when the rows are fewer. With several
+    // partition axes, the outermost is cut when the inner ones' partitions divide 32.
+    let inner: u64 = part_axes
+        .iter()
+        .skip(1)
+        .map(|&a| match block.axes[a] {
+            AxisUse::Part { size, .. } => size,
+            _ => 1,
+        })
+        .product();
+    let psplit = if want >= 4 && parts > 32 && 32 % inner == 0 {
         parts.div_ceil(32)
     } else {
         1
@@ -451,8 +469,8 @@ pub fn dma_pieces(block: &Block, fit: Fit, dtype: Dtype, last: bool) -> Vec<(Blo
             if psplit > 1 {
                 if let AxisUse::Part { start, .. } = axes[part_axes[0]] {
                     axes[part_axes[0]] = AxisUse::Part {
-                        start: start + p0,
-                        size: pn,
+                        start: start + p0 / inner,
+                        size: pn / inner,
                     };
                 }
             }
@@ -546,7 +564,11 @@ impl Tiler<'_> {
         load: bool,
         span: Span,
     ) {
-        let last = !load && self.last_stores;
+        let last = if load {
+            self.wide_loads
+        } else {
+            self.last_stores
+        };
         for (piece, p0, c0) in dma_pieces(block, fit, view.dtype, last) {
             let hbm = DmaAp::Hbm(piece.hbm_pattern(view, strides, fit));
             let cols = if fit == Fit::Full { piece.cols() } else { 1 };
@@ -810,7 +832,7 @@ impl Tiler<'_> {
     }
 
     /// The tile or immediate of an operand in this block.
-    fn operand(
+    pub(super) fn operand(
         &mut self,
         arg: &BArg,
         fit: Fit,
@@ -927,6 +949,12 @@ impl Tiler<'_> {
         if let BOp::Activate { func, negate_bias } = node.op {
             return self.eval_activate(graph, node, func, negate_bias, block, tiles);
         }
+        if let BOp::Combine { func, parts, cols } = node.op {
+            return (
+                self.eval_combine(node, func, parts, cols, block, tiles),
+                None,
+            );
+        }
         if let BOp::Unary(u) = node.op {
             if let (Some(func), Some(_)) = (reference::act_func(u), node.accum) {
                 return self.eval_activate(graph, node, func, false, block, tiles);
@@ -946,9 +974,14 @@ impl Tiler<'_> {
         tiles: &[Option<Tile>],
     ) -> (Tile, Option<Tile>) {
         let parts = block.parts();
-        let cols = block.cols();
+        // A per-row activation (`split_rows::fold_rows`) works on one column.
+        let cols = if node.fit == Fit::Full {
+            block.cols()
+        } else {
+            1
+        };
         let span = node.span;
-        let x = self.operand(&node.args[0], Fit::Full, block, tiles, span);
+        let x = self.operand(&node.args[0], node.fit, block, tiles, span);
         let x = self.widen(x, parts, cols, node.dtype, span);
         let mut bufs = Vec::new();
         let mut scalar = |t: &mut Self, arg: Option<&BArg>, default: f32, negate: bool| match arg {
@@ -1260,7 +1293,7 @@ impl Tiler<'_> {
                 out
             }
             // Emitted by `eval_node` and `eval_activate`, or nothing to emit.
-            BOp::Activate { .. } | BOp::Accum(_) | BOp::Folded => {
+            BOp::Activate { .. } | BOp::Accum(_) | BOp::Folded | BOp::Combine { .. } => {
                 self.sbuf_tile(node.dtype, parts, cols)
             }
             BOp::Reduce(func) => {
@@ -1532,20 +1565,7 @@ impl Tiler<'_> {
 /// the intermediate is f32 anyway, so results are unchanged.
 pub fn fold(graph: &mut BGraph, strict: bool) {
     let n = graph.nodes.len();
-    let mut uses = vec![0usize; n];
-    for node in &graph.nodes {
-        for a in &node.args {
-            if let BArg::Node(j) = a {
-                uses[*j] += 1;
-            }
-        }
-    }
-    for st in &graph.stores {
-        uses[st.node] += 2;
-    }
-    for &k in &graph.keep {
-        uses[k] += 2;
-    }
+    let uses = uses_of(graph);
     let per_row = |g: &BGraph, a: &BArg| match a {
         BArg::Imm(_) => true,
         BArg::Affine(f) => f.coefs.last() == Some(&0),
@@ -1631,6 +1651,26 @@ pub fn fold(graph: &mut BGraph, strict: bool) {
             graph.nodes[r].args.clear();
         }
     }
+}
+
+/// How many times each node is read: once per operand that names it, twice more when it
+/// is stored or kept (so that folding never removes it).
+pub fn uses_of(graph: &BGraph) -> Vec<usize> {
+    let mut uses = vec![0usize; graph.nodes.len()];
+    for node in &graph.nodes {
+        for a in &node.args {
+            if let BArg::Node(j) = a {
+                uses[*j] += 1;
+            }
+        }
+    }
+    for st in &graph.stores {
+        uses[st.node] += 2;
+    }
+    for &k in &graph.keep {
+        uses[k] += 2;
+    }
+    uses
 }
 
 /// The affine expression of a tile of `block` for `form` (over the block's space): the

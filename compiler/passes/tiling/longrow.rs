@@ -33,7 +33,7 @@ use crate::passes::fusion::{self, Fit, Group, Root};
 use isa::{AluOp, Dtype, Op};
 
 /// Bytes per partition that the full-row values kept for a later phase may take.
-const KEEP_BUDGET: u64 = 48 * 1024;
+pub(super) const KEEP_BUDGET: u64 = 48 * 1024;
 /// The fewest bytes per partition a chunk's working tiles get, kept rows or not.
 const MIN_WORK: u64 = 24 * 1024;
 
@@ -98,8 +98,17 @@ enum Kind {
 
 impl Tiler<'_> {
     /// Lowers the row group `g`, whose block graph is `graph`, in phases over column
-    /// chunks (module comment).
-    pub(super) fn lower_phased(&mut self, g: &Group, graph: BGraph) -> Result<(), String> {
+    /// chunks (module comment). `peak` is the most bytes a partition of one block holds
+    /// over whole rows, `keep_budget` the bytes a partition may keep for later phases, and
+    /// `min_pieces` the fewest chunks a row is walked in.
+    pub(super) fn lower_phased(
+        &mut self,
+        g: &Group,
+        graph: BGraph,
+        peak: u64,
+        keep_budget: u64,
+        min_pieces: u64,
+    ) -> Result<(), String> {
         let strict = self.strict;
         let cols = *g.space.last().unwrap_or(&1);
         let mut graph = with_load_nodes(graph, &g.space);
@@ -171,15 +180,15 @@ impl Tiler<'_> {
                         .iter()
                         .any(|a| matches!(a, BArg::Node(j) if *j == k))
             });
-            if later && kept_bytes + row_bytes(k) <= KEEP_BUDGET {
+            if later && kept_bytes + row_bytes(k) <= keep_budget {
                 keep[k] = true;
                 kept_bytes += row_bytes(k);
             }
         }
         let work = BLOCK_BUDGET.saturating_sub(kept_bytes).max(MIN_WORK);
-        let peak = super::peak_block_bytes(self.func, g).max(1);
+        let peak = peak.max(1);
         let chunk = (cols * work / peak).clamp(1, cols);
-        let pieces = cols.div_ceil(chunk);
+        let pieces = cols.div_ceil(chunk).max(min_pieces).min(cols);
         let mut chunk = cols.div_ceil(pieces);
         if !sums.is_empty() && chunk < cols {
             // Column sums take 128-column pieces of each chunk.

@@ -29,6 +29,7 @@ mod matmul;
 mod movement;
 pub mod pool;
 pub mod scan;
+mod split_rows;
 mod transpose;
 pub mod view;
 
@@ -108,6 +109,10 @@ pub struct Tiler<'a> {
     /// Set while the tiler emits a kernel's last block: its stores are split finely
     /// (`block::dma_pieces`).
     pub last_stores: bool,
+    /// Set while the tiler emits a group that is one block of rows split over partitions
+    /// (`split_rows.rs`): its loads come before any work, so they are split as finely as
+    /// a kernel's last stores.
+    pub wide_loads: bool,
     /// The deferred tail of the previous convolution tile's epilogue (`conv.rs`,
     /// `Tiler::overlap_epilogue`), at the end of the layout when set.
     pub epilogue_tail: Vec<crate::tile::TInst>,
@@ -207,6 +212,7 @@ pub fn lower(
         strict: options.strict_dtypes,
         drop_rescale: options.mutation == Some(super::Mutation::DropRescale),
         last_stores: false,
+        wide_loads: false,
         epilogue_tail: Vec::new(),
         conv_anchors: Vec::new(),
         conv_chain: None,
@@ -501,6 +507,12 @@ impl<'a> Tiler<'a> {
         match g.root {
             Root::Single(inst) => self.lower_single(inst),
             Root::Rows => {
+                // Few long rows: each row over several partitions (`split_rows.rs`).
+                if let Some(parts) = split_rows::plan(self.func, g, self.strict) {
+                    if self.lower_split(g, parts)? {
+                        return Ok(());
+                    }
+                }
                 let cols = *g.space.last().unwrap_or(&1);
                 let peak = peak_block_bytes(self.func, g);
                 let mut col_chunk = u64::MAX;
@@ -598,7 +610,8 @@ impl<'a> Tiler<'a> {
         let graph = self.graph_phased(g)?;
         self.sum_operands.clear();
         let first = self.out.insts.len();
-        self.lower_phased(g, graph)?;
+        let peak = peak_block_bytes(self.func, g);
+        self.lower_phased(g, graph, peak, longrow::KEEP_BUDGET, 1)?;
         self.mark_row_group(first);
         Ok(())
     }

@@ -11,10 +11,10 @@
 //! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
 //! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
 //! -inf) skips key blocks that lie entirely above the diagonal and masks the chunks that
-//! cross it on the PE array (one more matmul into their scores, `mask_chunk`). With
-//! several heads that read different K, each K^T is prepared once: the first on the PE
-//! array, and under a causal mask the next ones by GpSimd, a few chunks a block during the
-//! heads before them (`prefetch_kt`).
+//! cross it on the PE array (one more matmul into their scores, `mask_chunk`), and visits
+//! a head's query groups alternately from the longest and the shortest
+//! (`causal_group_order`). With several heads that read different K, each K^T is prepared
+//! once, on the PE array.
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
@@ -220,6 +220,28 @@ fn keys_seen(a: &Attention, st: &QueryTile, j0: u64, kb: u64) -> u64 {
     }
 }
 
+/// The order in which a head's `n` query groups are visited under a causal mask: the
+/// longest (the last, with the most key blocks), the shortest (the first), the next
+/// longest, and so on. A short group's chain (its diagonal block and little else) then
+/// runs between long groups whose full blocks keep Vector and Scalar busy, where in order
+/// the short groups came together at each head's start (causal, S = 2048: 8 heads
+/// 328,959 -> 322,848 cycles, one head D = 128 46,075 -> 45,592, grouped-query 2 x 4
+/// heads 311,463 -> 309,024). The online softmax of each tile is unchanged, so the
+/// results are the same bits in any order.
+fn causal_group_order(n: usize) -> Vec<usize> {
+    let (mut lo, mut hi) = (0, n);
+    let mut order = Vec::with_capacity(n);
+    while lo < hi {
+        hi -= 1;
+        order.push(hi);
+        if lo < hi {
+            order.push(lo);
+            lo += 1;
+        }
+    }
+    order
+}
+
 /// The chunks of a key block of `kb` keys that the PE array transposes: all but the last
 /// `gpsimd` (never the only one).
 fn pe_chunks(kb: u64, gpsimd: usize) -> Vec<(u64, u64)> {
@@ -379,24 +401,15 @@ impl Tiler<'_> {
                 }
             }
         };
-        // The chunks of K^T not prepared yet (at most `limit`), transposed on the PE array
-        // or, `on_gpsimd`, by GpSimd's `partition_transpose`.
-        let prepare_kt =
-            |this: &mut Self, kvs: &mut [KvTiles], h: usize, limit: usize, on_gpsimd: bool| {
-                let gpsimd = if on_gpsimd { d.div_ceil(128) } else { 0 };
-                let tiles = &mut kvs[kv_of[h]].kt;
-                let missing: Vec<usize> = (0..chunks)
-                    .filter(|&c| tiles[c].is_empty())
-                    .take(limit)
-                    .collect();
-                for c in missing {
-                    let k0 = c as u64 * 128;
-                    tiles[c] =
-                        this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), gpsimd, span);
-                }
-            };
+        // The chunks of K^T not prepared yet, transposed on the PE array.
         let ensure_kt = |this: &mut Self, kvs: &mut [KvTiles], h: usize| {
-            prepare_kt(this, kvs, h, chunks, false);
+            let tiles = &mut kvs[kv_of[h]].kt;
+            for (c, tile) in tiles.iter_mut().enumerate() {
+                if tile.is_empty() {
+                    let k0 = c as u64 * 128;
+                    *tile = this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), 0, span);
+                }
+            }
         };
         // The rest of the group after the division (casts), evaluated on the output.
         let pos = g.insts.iter().position(|&i| i == a.out).unwrap_or(0);
@@ -507,8 +520,13 @@ impl Tiler<'_> {
             }
             None => (0..nheads)
                 .flat_map(|h| {
-                    tiles.chunks(query_group(dv)).map(move |grp| {
-                        let specs = grp.iter().map(|&(m0, msz)| TileSpec {
+                    let groups: Vec<&[(u64, u64)]> = tiles.chunks(query_group(dv)).collect();
+                    let order = match a.tril {
+                        Some(_) => causal_group_order(groups.len()),
+                        None => (0..groups.len()).collect(),
+                    };
+                    order.into_iter().map(move |gi| {
+                        let specs = groups[gi].iter().map(|&(m0, msz)| TileSpec {
                             head: h,
                             m0,
                             msz,
@@ -612,28 +630,12 @@ impl Tiler<'_> {
             }
             None => blocks.len(),
         };
-        // For each item, the first head after it that reads another K and V, and the
-        // blocks from the item's first to that head's first. Under a causal mask that
-        // head's K^T is prepared by GpSimd during those blocks, a few chunks a block,
-        // instead of all at once on the PE array with copies out of PSUM for Vector and
-        // Scalar (causal, 8 heads, S = 2048: 493,226 -> 468,362 cycles). Without a mask
-        // GpSimd has less time to spare (its share of p's transposes) and the prefetch
-        // made it the bottleneck (8 heads: 493,701 -> 500,709 cycles; the same spread on
-        // the PE array, 612,093, as its copies then hold PSUM banks the scores need).
-        let prefetch_kt = a.tril.is_some();
         let live_counts: Vec<usize> = items.iter().map(|(_, grp)| live_of(grp)).collect();
-        let next_kv: Vec<Option<(usize, usize)>> = (0..items.len())
-            .map(|gn| {
-                let kv = kv_of[items[gn].0];
-                let j = (gn + 1..items.len()).find(|&j| kv_of[items[j].0] != kv)?;
-                Some((items[j].0, live_counts[gn..j].iter().sum()))
-            })
-            .collect();
         // Each item's blocks in the order it visits them. Under a causal mask the last
-        // live block, the one that crosses the diagonal, comes first: its longer chain
-        // (the mask before the maximum) then runs while the previous group's full blocks
-        // keep Vector and Scalar busy, instead of at the end of the group with nothing
-        // after it (causal, S = 2048, 8 heads: 454,974 -> 437,649 cycles). The online
+        // live block, the one that crosses the diagonal, comes first: its chain (longer
+        // while the mask ran on Vector and GpSimd) then runs while the previous group's
+        // full blocks keep Vector and Scalar busy, instead of at the end of the group with
+        // nothing after it (causal, S = 2048, 8 heads: 454,974 -> 437,649 cycles). The online
         // softmax may visit the blocks in any order, but a row's first block must hold a
         // key it sees (else its maximum is -inf and exp(-inf + inf) is NaN): so only when
         // the first row of every tile that sees the block sees its first key.
@@ -726,16 +728,16 @@ impl Tiler<'_> {
                 // the Scalar engine, which also rescale their tiles' accumulators.
                 let live: Vec<usize> = (0..n).filter(|&i| scores[i].is_some()).collect();
                 // In a block that crosses a live tile's diagonal each tile takes only the
-                // keys some of its rows see (`keys_seen`), in a bank of its own.
+                // keys some of its rows see (`keys_seen`), in a bank of its own. GpSimd,
+                // which no longer masks the diagonals (`mask_chunk`), transposes a chunk of
+                // p there too (causal, S = 2048, one head: 49,339 -> 46,075 cycles).
                 let crosses = |i: usize| {
                     a.tril.is_some_and(|k| {
                         (j0 + kb - 1) as i64 > (states[i].m0 as i64).saturating_add(k)
                     })
                 };
                 let crossing = live.iter().any(|&i| crosses(i));
-                // There the PE array transposes every chunk of p (causal, S = 2048, one
-                // head: 68,010 -> 66,350 cycles when GpSimd also masked the diagonals).
-                let gpsimd = if crossing { 0 } else { GPSIMD_CHUNKS };
+                let gpsimd = GPSIMD_CHUNKS;
                 let pair_size = if !crossing && self.pair_fits(&states, kb, p_dtype, gpsimd) {
                     2
                 } else {
@@ -912,16 +914,6 @@ impl Tiler<'_> {
                         let fresh = alpha.is_none();
                         let v_of = |h: usize| &kvs[kv_of[h]].v[..];
                         self.attention_pv(&states[i], &pts[i], v_of, stacking, fresh, span)?;
-                    }
-                }
-                // The next K's K^T, spread over the blocks before the one that prepares
-                // whatever is left on the PE array (`ensure_kt`, two blocks before the
-                // end of the item before its first use).
-                if let Some((nh, before)) = next_kv[gn] {
-                    let remaining = before - bi;
-                    let missing = kvs[kv_of[nh]].kt.iter().filter(|t| t.is_empty()).count();
-                    if prefetch_kt && missing > 0 && remaining > 2 {
-                        prepare_kt(self, &mut kvs, nh, missing.div_ceil(remaining - 2), true);
                     }
                 }
             }

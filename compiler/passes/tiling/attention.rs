@@ -10,10 +10,11 @@
 //! c*m_new)`, the probabilities are transposed on the Tensor engine and multiplied with V
 //! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
 //! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
-//! -inf) skips key blocks that lie entirely above the diagonal and masks the blocks that
-//! cross it. With several heads that read different K, each K^T is prepared once: the
-//! first on the PE array, and under a causal mask the next ones by GpSimd, a few chunks a
-//! block during the heads before them (`prefetch_kt`).
+//! -inf) skips key blocks that lie entirely above the diagonal and masks the chunks that
+//! cross it on the PE array (one more matmul into their scores, `mask_chunk`), and visits
+//! a head's query groups alternately from the longest and the shortest
+//! (`causal_group_order`). With several heads that read different K, each K^T is prepared
+//! once, on the PE array.
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
@@ -54,13 +55,22 @@ const GPSIMD_CHUNKS: usize = 1;
 /// 326,912, before the pairs; five would need more PSUM banks than there are).
 const QUERY_GROUP: usize = 4;
 
-/// The constant tiles with which Vector masks the diagonal of a block of scores in place
-/// in PSUM (`select`): `keep[p, c]` is 1 where `c < p` and 0 elsewhere, `fill` is -inf.
+/// The constant tiles with which the PE array masks a causal diagonal: one more matmul
+/// accumulates `eye2^T @ neg` into a chunk of scores that crosses the diagonal, adding
+/// `2 * neg[r, c]` to each score. `eye2` is twice the identity and `neg[p, c]` is the
+/// largest finite bf16 negated where `c > p + 128` and 0 elsewhere, so the product
+/// overflows to -inf exactly where a row masks the key and is 0 elsewhere: a finite score
+/// becomes -inf (as `tril` fills it) or stays as it was, with no Vector, Scalar or GpSimd
+/// work on the scores (`mask_chunk`).
 #[derive(Clone, Copy)]
 struct DiagonalMask {
-    keep: Tile,
-    fill: Tile,
+    eye2: Tile,
+    neg: Tile,
 }
+
+/// The columns of `DiagonalMask::neg`: a chunk of up to 128 keys at any diagonal offset in
+/// `[-127, 126]` reads 128 of them from `128 - offset`.
+const NEG_COLS: u32 = 384;
 
 /// The K^T and V tiles of the heads that read one K and one V.
 struct KvTiles {
@@ -208,6 +218,28 @@ fn keys_seen(a: &Attention, st: &QueryTile, j0: u64, kb: u64) -> u64 {
         }
         None => kb,
     }
+}
+
+/// The order in which a head's `n` query groups are visited under a causal mask: the
+/// longest (the last, with the most key blocks), the shortest (the first), the next
+/// longest, and so on. A short group's chain (its diagonal block and little else) then
+/// runs between long groups whose full blocks keep Vector and Scalar busy, where in order
+/// the short groups came together at each head's start (causal, S = 2048: 8 heads
+/// 328,959 -> 322,848 cycles, one head D = 128 46,075 -> 45,592, grouped-query 2 x 4
+/// heads 311,463 -> 309,024). The online softmax of each tile is unchanged, so the
+/// results are the same bits in any order.
+fn causal_group_order(n: usize) -> Vec<usize> {
+    let (mut lo, mut hi) = (0, n);
+    let mut order = Vec::with_capacity(n);
+    while lo < hi {
+        hi -= 1;
+        order.push(hi);
+        if lo < hi {
+            order.push(lo);
+            lo += 1;
+        }
+    }
+    order
 }
 
 /// The chunks of a key block of `kb` keys that the PE array transposes: all but the last
@@ -369,24 +401,15 @@ impl Tiler<'_> {
                 }
             }
         };
-        // The chunks of K^T not prepared yet (at most `limit`), transposed on the PE array
-        // or, `on_gpsimd`, by GpSimd's `partition_transpose`.
-        let prepare_kt =
-            |this: &mut Self, kvs: &mut [KvTiles], h: usize, limit: usize, on_gpsimd: bool| {
-                let gpsimd = if on_gpsimd { d.div_ceil(128) } else { 0 };
-                let tiles = &mut kvs[kv_of[h]].kt;
-                let missing: Vec<usize> = (0..chunks)
-                    .filter(|&c| tiles[c].is_empty())
-                    .take(limit)
-                    .collect();
-                for c in missing {
-                    let k0 = c as u64 * 128;
-                    tiles[c] =
-                        this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), gpsimd, span);
-                }
-            };
+        // The chunks of K^T not prepared yet, transposed on the PE array.
         let ensure_kt = |this: &mut Self, kvs: &mut [KvTiles], h: usize| {
-            prepare_kt(this, kvs, h, chunks, false);
+            let tiles = &mut kvs[kv_of[h]].kt;
+            for (c, tile) in tiles.iter_mut().enumerate() {
+                if tile.is_empty() {
+                    let k0 = c as u64 * 128;
+                    *tile = this.prepare_kmajor(&heads[h].ko, d, k0, 128.min(sk - k0), 0, span);
+                }
+            }
         };
         // The rest of the group after the division (casts), evaluated on the output.
         let pos = g.insts.iter().position(|&i| i == a.out).unwrap_or(0);
@@ -445,8 +468,8 @@ impl Tiler<'_> {
         let tiles: Vec<(u64, u64)> = (0..sq.div_ceil(128))
             .map(|t| (t * 128, 128.min(sq - t * 128)))
             .collect();
-        // The constant tiles with which Vector masks a diagonal in place, made at their
-        // first use (`DiagonalMask`).
+        // The constant tiles with which the PE array masks a diagonal, made at their first
+        // use (`DiagonalMask`).
         let mut tri: Option<DiagonalMask> = None;
         // Every tile's scores of one block, where live (causal: a block whose first key
         // is past every query's diagonal is skipped).
@@ -497,8 +520,13 @@ impl Tiler<'_> {
             }
             None => (0..nheads)
                 .flat_map(|h| {
-                    tiles.chunks(query_group(dv)).map(move |grp| {
-                        let specs = grp.iter().map(|&(m0, msz)| TileSpec {
+                    let groups: Vec<&[(u64, u64)]> = tiles.chunks(query_group(dv)).collect();
+                    let order = match a.tril {
+                        Some(_) => causal_group_order(groups.len()),
+                        None => (0..groups.len()).collect(),
+                    };
+                    order.into_iter().map(move |gi| {
+                        let specs = groups[gi].iter().map(|&(m0, msz)| TileSpec {
                             head: h,
                             m0,
                             msz,
@@ -602,28 +630,12 @@ impl Tiler<'_> {
             }
             None => blocks.len(),
         };
-        // For each item, the first head after it that reads another K and V, and the
-        // blocks from the item's first to that head's first. Under a causal mask that
-        // head's K^T is prepared by GpSimd during those blocks, a few chunks a block,
-        // instead of all at once on the PE array with copies out of PSUM for Vector and
-        // Scalar (causal, 8 heads, S = 2048: 493,226 -> 468,362 cycles). Without a mask
-        // GpSimd has less time to spare (its share of p's transposes) and the prefetch
-        // made it the bottleneck (8 heads: 493,701 -> 500,709 cycles; the same spread on
-        // the PE array, 612,093, as its copies then hold PSUM banks the scores need).
-        let prefetch_kt = a.tril.is_some();
         let live_counts: Vec<usize> = items.iter().map(|(_, grp)| live_of(grp)).collect();
-        let next_kv: Vec<Option<(usize, usize)>> = (0..items.len())
-            .map(|gn| {
-                let kv = kv_of[items[gn].0];
-                let j = (gn + 1..items.len()).find(|&j| kv_of[items[j].0] != kv)?;
-                Some((items[j].0, live_counts[gn..j].iter().sum()))
-            })
-            .collect();
         // Each item's blocks in the order it visits them. Under a causal mask the last
-        // live block, the one that crosses the diagonal, comes first: its longer chain
-        // (the mask before the maximum) then runs while the previous group's full blocks
-        // keep Vector and Scalar busy, instead of at the end of the group with nothing
-        // after it (causal, S = 2048, 8 heads: 454,974 -> 437,649 cycles). The online
+        // live block, the one that crosses the diagonal, comes first: its chain (longer
+        // while the mask ran on Vector and GpSimd) then runs while the previous group's
+        // full blocks keep Vector and Scalar busy, instead of at the end of the group with
+        // nothing after it (causal, S = 2048, 8 heads: 454,974 -> 437,649 cycles). The online
         // softmax may visit the blocks in any order, but a row's first block must hold a
         // key it sees (else its maximum is -inf and exp(-inf + inf) is NaN): so only when
         // the first row of every tile that sees the block sees its first key.
@@ -715,22 +727,18 @@ impl Tiler<'_> {
                 // copied out by one instruction; the pairs alternate between the Vector and
                 // the Scalar engine, which also rescale their tiles' accumulators.
                 let live: Vec<usize> = (0..n).filter(|&i| scores[i].is_some()).collect();
-                // In a block that crosses a live tile's diagonal, GpSimd has the mask's
-                // selects to do: the PE array transposes every chunk of p there (causal,
-                // S = 2048, one head: 68,010 -> 66,350 cycles, GpSimd was the bottleneck).
+                // In a block that crosses a live tile's diagonal each tile takes only the
+                // keys some of its rows see (`keys_seen`), in a bank of its own. GpSimd,
+                // which no longer masks the diagonals (`mask_chunk`), transposes a chunk of
+                // p there too (causal, S = 2048, one head: 49,339 -> 46,075 cycles).
                 let crosses = |i: usize| {
                     a.tril.is_some_and(|k| {
                         (j0 + kb - 1) as i64 > (states[i].m0 as i64).saturating_add(k)
                     })
                 };
-                let gpsimd = if live.iter().any(|&i| crosses(i)) {
-                    0
-                } else {
-                    GPSIMD_CHUNKS
-                };
-                // There each tile takes only the keys some of its rows see (`keys_seen`),
-                // in a bank of its own.
-                let pair_size = if gpsimd > 0 && self.pair_fits(&states, kb, p_dtype, gpsimd) {
+                let crossing = live.iter().any(|&i| crosses(i));
+                let gpsimd = GPSIMD_CHUNKS;
+                let pair_size = if !crossing && self.pair_fits(&states, kb, p_dtype, gpsimd) {
                     2
                 } else {
                     1
@@ -908,16 +916,6 @@ impl Tiler<'_> {
                         self.attention_pv(&states[i], &pts[i], v_of, stacking, fresh, span)?;
                     }
                 }
-                // The next K's K^T, spread over the blocks before the one that prepares
-                // whatever is left on the PE array (`ensure_kt`, two blocks before the
-                // end of the item before its first use).
-                if let Some((nh, before)) = next_kv[gn] {
-                    let remaining = before - bi;
-                    let missing = kvs[kv_of[nh]].kt.iter().filter(|t| t.is_empty()).count();
-                    if prefetch_kt && missing > 0 && remaining > 2 {
-                        prepare_kt(self, &mut kvs, nh, missing.div_ceil(remaining - 2), true);
-                    }
-                }
             }
             carried = upcoming.map(|up| (up, upcoming_scores));
             // A group's outputs are finished in the next group's first block, tile by
@@ -1071,50 +1069,94 @@ impl Tiler<'_> {
             .collect()
     }
 
-    /// The constant tiles of `DiagonalMask`: the -inf fill by Vector, the triangle by
-    /// GpSimd (`affine_select` on a tile of ones, which Vector sets).
+    /// The constant tiles of `DiagonalMask`, zeros set by Vector, their non-zero entries by
+    /// GpSimd's `affine_select` (once a kernel).
     fn diagonal_mask(&mut self, span: crate::frontend::typed::Span) -> DiagonalMask {
-        let keep = self.sbuf_tile(Dtype::Bf16, 128, 128);
-        let fill = self.sbuf_tile(Dtype::Bf16, 128, 128);
-        self.out.push(
-            Op::Memset {
-                out: fill.ap(),
-                value: Imm::new(f32::NEG_INFINITY),
-            },
-            Engine::Vector,
-            &[fill.buf],
-            span,
-        );
-        self.out.push(
-            Op::Memset {
-                out: keep.ap(),
-                value: Imm::new(1.0),
-            },
-            Engine::Vector,
-            &[keep.buf],
-            span,
-        );
-        // keep = (p - 1 - c >= 0) ? 1 : 0.
+        let eye2 = self.sbuf_tile(Dtype::Bf16, 128, 128);
+        let neg = self.sbuf_tile(Dtype::Bf16, 128, NEG_COLS);
+        for t in [eye2, neg] {
+            self.out.push(
+                Op::Memset {
+                    out: t.ap(),
+                    value: Imm::new(0.0),
+                },
+                Engine::Vector,
+                &[t.buf],
+                span,
+            );
+        }
+        // eye2 = (p - c != 0) ? 0 : 2.
         self.out.push(
             Op::AffineSelect {
-                out: keep.ap(),
-                src: keep.ap(),
-                cmp: CmpOp::Ge,
+                out: eye2.ap(),
+                src: eye2.ap(),
+                cmp: CmpOp::Ne,
                 expr: Affine {
-                    base: -1,
+                    base: 0,
                     partition_step: 1,
                     steps: smallvec![-1],
                 },
-                fill: Imm::new(0.0),
+                fill: Imm::new(2.0),
             },
             Engine::GpSimd,
-            &[keep.buf, keep.buf],
+            &[eye2.buf, eye2.buf],
             span,
         );
-        DiagonalMask { keep, fill }
+        // neg = (p + 128 - c >= 0) ? 0 : -max_bf16. Twice the largest finite bf16 overflows
+        // f32 (3.39e38 * 2 > 3.40e38), whatever the score it is added to.
+        let max_bf16 = f32::from_bits(0x7f7f_0000);
+        self.out.push(
+            Op::AffineSelect {
+                out: neg.ap(),
+                src: neg.ap(),
+                cmp: CmpOp::Ge,
+                expr: Affine {
+                    base: 128,
+                    partition_step: 1,
+                    steps: smallvec![-1],
+                },
+                fill: Imm::new(-max_bf16),
+            },
+            Engine::GpSimd,
+            &[neg.buf, neg.buf],
+            span,
+        );
+        DiagonalMask { eye2, neg }
     }
 
-    /// The scores of one key block of one query tile (in PSUM, or masked in SBUF).
+    /// Masks the chunk `out` of scores (`parts` query rows, row `r` masking the chunk's
+    /// columns `c > r + offset`) on the PE array: `out += eye2^T @ neg[.., 128 - offset..]`,
+    /// which adds -inf where a row masks the key and 0 elsewhere (`DiagonalMask`). The
+    /// matmul extends the chunk's accumulation group (same bytes), so the scores come out
+    /// of PSUM masked: the maximum and the exponentials read them in place, as they read an
+    /// unmasked block (causal, S = 2048, 8 heads: the copies out of PSUM, Vector's selects
+    /// and GpSimd's `affine_select`s of the diagonal blocks were 5,600 Vector and Scalar
+    /// and 4,600 GpSimd cycles a head, all on the softmax's chain).
+    fn mask_chunk(
+        &mut self,
+        tri: DiagonalMask,
+        out: Tile,
+        offset: i64,
+        span: crate::frontend::typed::Span,
+    ) {
+        let (parts, cols) = (out.parts, out.cols);
+        let first = 128 - offset;
+        debug_assert!(first >= 0 && first as u64 + cols as u64 <= NEG_COLS as u64);
+        self.out.push(
+            Op::Matmul {
+                out: out.ap(),
+                stationary: tri.eye2.slice(0, parts, 0, parts),
+                moving: tri.neg.slice(0, parts, first as u32, cols),
+                accumulate: true,
+            },
+            Engine::Tensor,
+            &[out.buf, tri.eye2.buf, tri.neg.buf],
+            span,
+        );
+    }
+
+    /// The scores of one key block of one query tile: in PSUM (a causal diagonal masked
+    /// there, `mask_chunk`), or scaled and masked in SBUF under a run-time mask.
     #[allow(clippy::too_many_arguments)]
     fn attention_scores(
         &mut self,
@@ -1177,6 +1219,15 @@ impl Tiler<'_> {
                 };
                 self.matmul(slice, *q, kt, di > 0, span);
             }
+            // Under a causal mask, row `r` masks the chunk's columns `c > r + offset`: a
+            // chunk that crosses the diagonal is masked on the PE array (`mask_chunk`).
+            if let (Some(k), None) = (a.tril, mask) {
+                let offset = (m0 as i64).saturating_add(k) - (j0 + c0) as i64;
+                if offset < cs as i64 - 1 {
+                    let tri = *tri.get_or_insert_with(|| self.diagonal_mask(span));
+                    self.mask_chunk(tri, slice, offset, span);
+                }
+            }
             c0 += cs;
         }
         // The run-time mask: the scaled scores plus the mask's block, rounded as the
@@ -1214,76 +1265,7 @@ impl Tiler<'_> {
             );
             return scaled;
         }
-        // The mask, where the block crosses the diagonal (GpSimd reads SBUF only), on the
-        // columns from the first that some row of the tile masks: the ones before it are
-        // seen by every row. GpSimd's selects, at 4 cycles a column, were the bottleneck
-        // of causal attention (S = 2048, 8 heads: 612,888 -> 504,502 cycles with this and
-        // the heads in one stream together).
-        let mut src = s;
-        if let Some(k) = a.tril {
-            // The first column that some row masks: when it lies in the block, row p keeps
-            // column `first + c` iff c < p, whatever the tile and block, so one constant
-            // mask serves every diagonal (`DiagonalMask`). Vector then masks the window in
-            // place in PSUM (`select`, 64 + 3w cycles for a window of w columns) where that
-            // costs it no more than the copy out of PSUM that GpSimd's `affine_select`
-            // needs (64 + kb cycles on Vector or Scalar, and 64 + 4w on GpSimd). Causal,
-            // S = 2048, 8 heads: 468,362 -> 454,974 cycles (every diagonal masked by
-            // Vector: 494,014, as Vector then does more than it saves).
-            let first = (m0 as i64).saturating_add(k).saturating_add(1) - j0 as i64;
-            if (j0 + kb - 1) as i64 > (m0 as i64).saturating_add(k)
-                && first >= 0
-                && (first as u64) < kb
-                && kb - first as u64 <= 128
-                && 3 * (kb - first as u64) <= kb
-            {
-                let tri = *tri.get_or_insert_with(|| self.diagonal_mask(span));
-                let (f, w) = (first as u32, (kb - first as u64) as u32);
-                let win = s.slice(0, msz as u32, f, w);
-                self.out.push(
-                    Op::Select {
-                        out: win.clone(),
-                        mask: tri.keep.slice(0, msz as u32, 0, w),
-                        a: win,
-                        b: tri.fill.slice(0, msz as u32, 0, w),
-                    },
-                    Engine::Vector,
-                    &[s.buf, tri.keep.buf, s.buf, tri.fill.buf],
-                    span,
-                );
-                return s;
-            }
-            if (j0 + kb - 1) as i64 > (m0 as i64).saturating_add(k) {
-                let copy = self.copy_to_sbuf(s, Dtype::F32, span);
-                let first = (m0 as i64)
-                    .saturating_add(k)
-                    .saturating_add(1)
-                    .saturating_sub(j0 as i64)
-                    .clamp(0, kb as i64 - 1) as u32;
-                let base = (m0 as i64)
-                    .saturating_add(k)
-                    .saturating_sub(j0 as i64)
-                    .saturating_sub(first as i64);
-                let part = copy.slice(0, copy.parts, first, kb as u32 - first);
-                self.out.push(
-                    Op::AffineSelect {
-                        out: part.clone(),
-                        src: part,
-                        cmp: CmpOp::Ge,
-                        expr: Affine {
-                            base: base.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-                            partition_step: 1,
-                            steps: smallvec![-1],
-                        },
-                        fill: Imm::new(f32::NEG_INFINITY),
-                    },
-                    Engine::GpSimd,
-                    &[copy.buf, copy.buf],
-                    span,
-                );
-                src = copy;
-            }
-        }
-        src
+        s
     }
 
     /// The softmax part of one key block of one query tile, given its scores `src`:

@@ -37,8 +37,12 @@ const WINDOW: usize = 48;
 const DMA_LATENCY: u64 = 2000;
 const DMA_BYTES_PER_CYCLE: u64 = 16;
 
-/// True for the instructions whose runs this pass reorders and splits: loads, stores and
-/// the elementwise, reduction and activation work of row blocks. A run with anything else
+/// True for the instructions whose runs this pass reorders and splits: loads, stores, the
+/// elementwise, reduction and activation work of row blocks, and the matmuls of column sums
+/// a row group accumulates in PSUM (`tiling/colsum.rs`: every one writes the same PSUM
+/// tile, so the dependencies keep them in their order on the Tensor engine, and the blocks'
+/// other work moves around them; the layernorm backward's blocks took turns without this).
+/// A run with anything else
 /// (scans chained by their carries, arg-reductions) is left as the tiler emitted it: the
 /// estimate does not model what its tiling planned (measured: `run/scans` took 1,147,553
 /// cycles instead of 647,763 when its chunks were reordered).
@@ -56,6 +60,7 @@ fn plain_block_work(op: &Op) -> bool {
             | Op::Select { .. }
             | Op::Iota { .. }
             | Op::AffineSelect { .. }
+            | Op::Matmul { .. }
             | Op::Nop {}
     )
 }

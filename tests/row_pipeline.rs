@@ -113,6 +113,65 @@ fn blocks_with_column_sums_are_interleaved() {
 }
 
 #[test]
+fn scalar_chains_are_one_instruction() {
+    // `x * a + b` (per-row a, b) and a clamp: each two `tensor_scalar`s from the tiler,
+    // one instruction after `engines`, under both policies (the intermediate is f32).
+    let text = "kernel k(x: f32[256, 192], a: f32[256, 1], b: f32[256, 1], y: bf16[256, 192]) -> (f32[256, 192], bf16[256, 192]) {\n\
+                \x20   return (x * a + b, minimum(maximum(y as f32, -0.5), 0.5) as bf16);\n\
+                }\n";
+    for options in policies() {
+        let c = compile(text, options.clone());
+        let tile = c.tile.as_ref().expect("tile IR");
+        let ops: Vec<&Op> = tile.layout.iter().map(|&i| &tile.insts[i].op).collect();
+        let affine = ops
+            .iter()
+            .filter(|op| match op {
+                Op::Activate { scale, bias, .. } => {
+                    matches!(scale, isa::ScalarArg::Ap(_)) && matches!(bias, isa::ScalarArg::Ap(_))
+                }
+                Op::TensorScalar {
+                    op0: isa::AluOp::Mul,
+                    op1: isa::AluOp::Add,
+                    ..
+                } => true,
+                _ => false,
+            })
+            .count();
+        let clamps = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::TensorScalar {
+                        op0: isa::AluOp::Max,
+                        op1: isa::AluOp::Min,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let singles = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::TensorScalar {
+                        op1: isa::AluOp::Bypass,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(
+            affine >= 1 && clamps >= 1,
+            "{affine} affine, {clamps} clamps"
+        );
+        assert_eq!(singles, 0, "a single-operation tensor_scalar is left");
+        assert!(run_case(text, &options, 3).is_match());
+    }
+}
+
+#[test]
 fn rewritten_casts_match_the_reference_bit_for_bit() {
     let cases = [
         rmsnorm(300, 96),

@@ -32,6 +32,23 @@ fn softmax(n: u64, d: u64) -> String {
     )
 }
 
+/// Triton's layernorm backward: per-row statistics, the input gradient, and the weight
+/// and bias gradients as column sums of values the row group computes (`tiling/colsum.rs`:
+/// matmuls against a column of ones inside the group's blocks).
+fn layernorm_bwd(m: u64, n: u64) -> String {
+    format!(
+        "kernel k(x: f16[{m}, {n}], dy: f16[{m}, {n}], w: f16[{n}], mu: f32[{m}, 1], rstd: f32[{m}, 1]) -> (f16[{m}, {n}], f32[{n}], f32[{n}]) {{\n\
+         \x20   let xhat = (x as f32 - mu) * rstd;\n\
+         \x20   let dyf = dy as f32;\n\
+         \x20   let wdy = w * dyf;\n\
+         \x20   let c1 = mean(xhat * wdy, axis=1, keepdims=true);\n\
+         \x20   let c2 = mean(wdy, axis=1, keepdims=true);\n\
+         \x20   let dx = (wdy - (xhat * c1 + c2)) * rstd;\n\
+         \x20   return (dx as f16, sum(dyf * xhat, axis=0), sum(dyf, axis=0));\n\
+         }}\n"
+    )
+}
+
 /// The cycles of `text` compiled with `options`, on seed-1 inputs.
 fn cycles(text: &str, options: PassOptions) -> u64 {
     let c = compile(text, options);
@@ -73,6 +90,85 @@ fn pipelined_blocks_are_faster() {
     // Eight blocks whose max -> exp -> divide chain crosses engines: interleaved, Vector's
     // next maximum runs while Scalar computes this block's exponentials.
     assert!(with * 10 < without * 9, "{with} vs {without} cycles");
+}
+
+#[test]
+fn blocks_with_column_sums_are_interleaved() {
+    let no_pipeline = PassOptions {
+        disabled: vec!["pipeline".to_string()],
+        ..PassOptions::default()
+    };
+    // Four blocks of whole rows; the column sums' matmuls sit in every block's chain, and
+    // the pass moves the other blocks' Vector and Scalar work around them.
+    for options in policies() {
+        let text = layernorm_bwd(512, 1024);
+        let with = cycles(&text, options.clone());
+        let off = PassOptions {
+            strict_dtypes: options.strict_dtypes,
+            ..no_pipeline.clone()
+        };
+        let without = cycles(&text, off);
+        assert!(with * 10 < without * 8, "{with} vs {without} cycles");
+    }
+}
+
+#[test]
+fn scalar_chains_are_one_instruction() {
+    // `x * a + b` (per-row a, b) and a clamp: each two `tensor_scalar`s from the tiler,
+    // one instruction after `engines`, under both policies (the intermediate is f32).
+    let text = "kernel k(x: f32[256, 192], a: f32[256, 1], b: f32[256, 1], y: bf16[256, 192]) -> (f32[256, 192], bf16[256, 192]) {\n\
+                \x20   return (x * a + b, minimum(maximum(y as f32, -0.5), 0.5) as bf16);\n\
+                }\n";
+    for options in policies() {
+        let c = compile(text, options.clone());
+        let tile = c.tile.as_ref().expect("tile IR");
+        let ops: Vec<&Op> = tile.layout.iter().map(|&i| &tile.insts[i].op).collect();
+        let affine = ops
+            .iter()
+            .filter(|op| match op {
+                Op::Activate { scale, bias, .. } => {
+                    matches!(scale, isa::ScalarArg::Ap(_)) && matches!(bias, isa::ScalarArg::Ap(_))
+                }
+                Op::TensorScalar {
+                    op0: isa::AluOp::Mul,
+                    op1: isa::AluOp::Add,
+                    ..
+                } => true,
+                _ => false,
+            })
+            .count();
+        let clamps = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::TensorScalar {
+                        op0: isa::AluOp::Max,
+                        op1: isa::AluOp::Min,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let singles = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::TensorScalar {
+                        op1: isa::AluOp::Bypass,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(
+            affine >= 1 && clamps >= 1,
+            "{affine} affine, {clamps} clamps"
+        );
+        assert_eq!(singles, 0, "a single-operation tensor_scalar is left");
+        assert!(run_case(text, &options, 3).is_match());
+    }
 }
 
 #[test]

@@ -37,8 +37,12 @@ const WINDOW: usize = 48;
 const DMA_LATENCY: u64 = 2000;
 const DMA_BYTES_PER_CYCLE: u64 = 16;
 
-/// True for the instructions whose runs this pass reorders and splits: loads, stores and
-/// the elementwise, reduction and activation work of row blocks. A run with anything else
+/// True for the instructions whose runs this pass reorders and splits: loads, stores, the
+/// elementwise, reduction and activation work of row blocks, and the matmuls of column sums
+/// a row group accumulates in PSUM (`tiling/colsum.rs`: every one writes the same PSUM
+/// tile, so the dependencies keep them in their order on the Tensor engine, and the blocks'
+/// other work moves around them; the layernorm backward's blocks took turns without this).
+/// A run with anything else
 /// (scans chained by their carries, arg-reductions) is left as the tiler emitted it: the
 /// estimate does not model what its tiling planned (measured: `run/scans` took 1,147,553
 /// cycles instead of 647,763 when its chunks were reordered).
@@ -56,6 +60,7 @@ fn plain_block_work(op: &Op) -> bool {
             | Op::Select { .. }
             | Op::Iota { .. }
             | Op::AffineSelect { .. }
+            | Op::Matmul { .. }
             | Op::Nop {}
     )
 }
@@ -84,6 +89,12 @@ fn runs(func: &TileFunc, layout: &[TInst]) -> Vec<std::ops::Range<usize>> {
     }
     out
 }
+
+/// The largest fraction of an instruction's columns given to GpSimd (see
+/// `share_with_gpsimd`): the pieces then end together.
+const MAX_SHARE: f64 = 0.2;
+/// The splittable instructions of a run from which the cap `MAX_SHARE` does not apply.
+const LONG_STREAM: usize = 48;
 
 /// The fewest columns of either piece of an instruction split between Vector and GpSimd.
 const MIN_SPLIT_COLS: u32 = 64;
@@ -186,6 +197,7 @@ pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
         let (e, seg) = (r.end, &old[r.clone()]);
         // Each engine's load in the run, and Vector's work that GpSimd could share.
         let (mut v, mut sc, mut g, mut shareable) = (0u64, 0u64, 0u64, 0u64);
+        let mut pieces = 0usize;
         for &t in seg {
             let inst = &func.insts[t];
             let c = compute_cost(&inst.op, inst.engine, cfg);
@@ -194,6 +206,7 @@ pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
                     v += c;
                     if split_cols(&inst.op).is_some_and(|(n, r)| n * r >= 2 * MIN_SPLIT_COLS) {
                         shareable += c;
+                        pieces += 1;
                     }
                 }
                 Engine::Scalar => sc += c,
@@ -212,10 +225,26 @@ pub fn share_with_gpsimd(func: &mut TileFunc, cfg: &MachineConfig) -> bool {
         let x = (v.saturating_sub(g) / 5)
             .min(v.saturating_sub(sc))
             .min(shareable);
+        // Unless the run is a long stream of splittable work (`LONG_STREAM` instructions,
+        // many blocks whose chains overlap), no more than a fifth of an instruction's
+        // columns: GpSimd's piece then takes no longer than Vector's (four times the cost
+        // per element), so a chain through the split instructions gets shorter, never
+        // longer. With a larger share where little of Vector's work can be split
+        // (`run/scans`' `where` operands: 3,654 of 5,000 columns on GpSimd), GpSimd's
+        // pieces took three times as long as the instruction had on Vector and the scans
+        // after them started later (624,619 cycles without the pass, 741,337 with it);
+        // rmsnorm + FP8 quantisation's 16 blocks also ran faster capped (307,158 ->
+        // 260,991), the Triton layernorm forward's 64 split instructions slower (1,459,500
+        // -> 1,484,011).
+        let cap = if pieces >= LONG_STREAM {
+            1.0
+        } else {
+            MAX_SHARE
+        };
         let frac = if shareable == 0 {
             0.0
         } else {
-            x as f64 / shareable as f64
+            (x as f64 / shareable as f64).min(cap)
         };
         for &t in seg {
             out.push(t);

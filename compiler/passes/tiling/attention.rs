@@ -11,7 +11,9 @@
 //! into PSUM, and added to the accumulator. At the end the accumulator is divided by the
 //! running sum and the rest of the group (a cast) runs on it. A causal mask (`tril`, fill
 //! -inf) skips key blocks that lie entirely above the diagonal and masks the blocks that
-//! cross it. With several heads that read different K, each K^T is prepared once: the
+//! cross it. A run-time mask (an additive operand, or a `bool` condition selected with
+//! its fill, `attention_mask`) is loaded per key block and applied to the scores in PSUM.
+//! With several heads that read different K, each K^T is prepared once: the
 //! first on the PE array, and under a causal mask the next ones by GpSimd, a few chunks a
 //! block during the heads before them (`prefetch_kt`).
 //!

@@ -185,6 +185,17 @@ fn constant(func: &Function, v: Value) -> Option<f64> {
     }
 }
 
+/// Whether an operand of shape `ms` broadcasts to `shape` (NumPy's rule, without growing
+/// `shape`): its axes align with the last ones, each equal or 1.
+fn broadcasts(ms: &[u64], shape: &[u64]) -> bool {
+    ms.len() <= shape.len()
+        && ms
+            .iter()
+            .rev()
+            .zip(shape.iter().rev())
+            .all(|(&m, &s)| m == s || m == 1)
+}
+
 fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<Attention> {
     let used_once = |v: Value| uses.get(&v).copied() == Some(1);
     // o = pv / l, the canonical form (`canonicalize.rs` moves a normalisation before the
@@ -323,17 +334,11 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                 let (a, b) = (func.insts[i].args[0], func.insts[i].args[1]);
                 let shape = &func.ty(cur).shape;
                 let fits = |x: Value, m: Value| {
-                    let (ms, xs) = (&func.ty(m).shape, &func.ty(x).shape);
-                    xs == shape
+                    func.ty(x).shape == *shape
                         && func.ty(m).dtype == Dtype::F32
                         && func.ty(x).dtype == Dtype::F32
                         && constant(func, m).is_none()
-                        && ms.len() <= shape.len()
-                        && ms
-                            .iter()
-                            .rev()
-                            .zip(shape.iter().rev())
-                            .all(|(&m, &s)| m == s || m == 1)
+                        && broadcasts(&func.ty(m).shape, shape)
                 };
                 let (x, m) = if fits(a, b) && def(func, a).is_some() {
                     (a, b)
@@ -369,18 +374,12 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                     _ => return None,
                 };
                 let shape = &func.ty(cur).shape;
-                let cs = &func.ty(c).shape;
                 let fits = func.ty(c).dtype == Dtype::Bool
                     && constant(func, c).is_none()
                     && func.ty(x).shape == *shape
                     && func.ty(x).dtype == Dtype::F32
                     && def(func, x).is_some()
-                    && cs.len() <= shape.len()
-                    && cs
-                        .iter()
-                        .rev()
-                        .zip(shape.iter().rev())
-                        .all(|(&m, &s)| m == s || m == 1);
+                    && broadcasts(&func.ty(c).shape, shape);
                 if !fits || !(fill.is_finite() || fill == f64::NEG_INFINITY) {
                     return None;
                 }

@@ -34,6 +34,17 @@
 //! a row entirely gives exponentials of 0, not exp(-inf + inf) = NaN), which changes no
 //! exponential of a row that has a finite score; a row masked entirely ends with a sum
 //! and an output of 0, and 0 / 0 is the NaN the reference has there.
+//!
+//! A run-time boolean mask, `where(cond, s1, fill)` or `where(cond, fill, s1)` with `cond`
+//! a `bool` operand that broadcasts to the scores (a kernel input, or computed from
+//! `arange` and run-time values by a group before the attention) and `fill` a constant
+//! (-inf or a finite value such as -30000), either inside or outside the scaling, is a
+//! `select` per block: not an addition of `where(cond, 0, -inf)`, which gives NaN where a
+//! masked score is +inf or NaN and the reference gives the fill. The select keeps every
+//! score's bits and puts exactly the reference's value at the masked ones (`SelectMask`),
+//! so the rows see the values the reference's softmax sees; with -inf as the fill the
+//! running maximum is kept finite as for an additive mask, and a row masked entirely
+//! gives NaN as the reference does (with a finite fill it is an ordinary row).
 
 use crate::ir::{BinaryOp, Function, Inst, ReduceFn, TOp, UnaryFn, Value, ValueDef};
 use isa::Dtype;
@@ -52,12 +63,82 @@ pub struct Attention {
     /// A run-time additive mask, `s * c + mask` (f32, broadcast to the scores' shape as
     /// `+` broadcasts it): added to each block of scaled scores.
     pub mask: Option<Value>,
+    /// A run-time boolean mask, `where(cond, s, fill)` (or with the branches swapped):
+    /// selected on each block of scores.
+    pub select: Option<SelectMask>,
     /// The second matmul, `p @ v` of the unnormalised probabilities.
     pub pv: Inst,
     /// The division of the second matmul's result by the row sums: the attention's output.
     pub out: Inst,
     /// Every instruction of the pattern, in program order.
     pub insts: Vec<Inst>,
+}
+
+/// A `where` mask of the scores (`Attention::select`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectMask {
+    /// The `bool` condition, of a shape that broadcasts to the scores'.
+    pub cond: Value,
+    /// True for `where(cond, s, fill)` (a true condition keeps the score), false for
+    /// `where(cond, fill, s)`.
+    pub keep_if: bool,
+    /// The value the reference gives a masked score after the scaling: the constant when
+    /// the `where` is inside the scaling, the constant times the scale rounded to f32 (as
+    /// the reference's multiplication rounds it) when it is outside.
+    pub fill: f32,
+    /// A value `u` with `u * scale` rounding to exactly `fill` in f32, when there is one:
+    /// the lowering may then select on the unscaled scores and let the exponentials'
+    /// activation apply the scale, which rounds `u * scale` to `fill` before adding the
+    /// bias, exactly as for a score of that value (-inf for -inf).
+    pub unscaled_fill: Option<f32>,
+}
+
+impl Attention {
+    /// True when the scores are masked by a run-time operand (`mask` or `select`): a row
+    /// may then be masked entirely, in a block or everywhere.
+    pub fn run_time_mask(&self) -> bool {
+        self.mask.is_some() || self.select.is_some()
+    }
+
+    /// True when the lowering scales the scores before the softmax (an additive mask is
+    /// added to the scaled scores, and a finite fill with no unscaled equivalent is
+    /// selected into them), so the exponentials take a scale of 1.
+    pub fn prescaled(&self) -> bool {
+        self.mask.is_some()
+            || self
+                .select
+                .as_ref()
+                .is_some_and(|s| s.unscaled_fill.is_none())
+    }
+}
+
+/// A value `u` with `u * scale` rounding to exactly `fill` in f32 (`SelectMask::
+/// unscaled_fill`): `fill / scale` or one of its nearest neighbours, checked.
+fn unscaled_fill(fill: f32, scale: f32) -> Option<f32> {
+    if scale == 1.0 || fill == f32::NEG_INFINITY {
+        return Some(fill);
+    }
+    let q = fill / scale;
+    if !q.is_finite() {
+        return None;
+    }
+    let step = |x: f32, up: bool| {
+        let b = x.to_bits() as i64;
+        // Toward +inf for `up` (the bits of a negative value shrink).
+        let d = if (x >= 0.0) == up { 1 } else { -1 };
+        f32::from_bits((b + d) as u32)
+    };
+    let mut cands = vec![q];
+    let (mut lo, mut hi) = (q, q);
+    for _ in 0..2 {
+        lo = step(lo, false);
+        hi = step(hi, true);
+        cands.push(lo);
+        cands.push(hi);
+    }
+    cands
+        .into_iter()
+        .find(|&u| u.is_finite() && (u * scale).to_bits() == fill.to_bits())
 }
 
 /// Finds every attention pattern of `func`.
@@ -102,6 +183,17 @@ fn constant(func: &Function, v: Value) -> Option<f64> {
         TOp::Const(c) => Some(c),
         _ => None,
     }
+}
+
+/// Whether an operand of shape `ms` broadcasts to `shape` (NumPy's rule, without growing
+/// `shape`): its axes align with the last ones, each equal or 1.
+fn broadcasts(ms: &[u64], shape: &[u64]) -> bool {
+    ms.len() <= shape.len()
+        && ms
+            .iter()
+            .rev()
+            .zip(shape.iter().rev())
+            .all(|(&m, &s)| m == s || m == 1)
 }
 
 fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<Attention> {
@@ -186,6 +278,7 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
     let mut scale = 1.0f32;
     let mut tril = None;
     let mut mask = None;
+    let mut select: Option<SelectMask> = None;
     let mut first = true;
     loop {
         let i = def(func, cur)?;
@@ -200,16 +293,6 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                 if rank(q) < 2 || rank(kt) < 2 || rank(v) < 2 {
                     return None;
                 }
-                // Under a run-time mask, heads of few query rows (at most 64, which the
-                // lowering would stack on one tile's partitions, `Stacking`) are left to
-                // the unfused path: stacked tiles do not take the mask, and one head's few
-                // rows a tile is slower than the unfused path (the masked Llama-3 decode
-                // step with its additive mask: 2,357,501 -> 2,711,446 cycles).
-                let out_shape = &func.ty(func.insts[out].result).shape;
-                let heads: u64 = out_shape[..out_shape.len() - 2].iter().product();
-                if mask.is_some() && func.ty(q).shape[rank(q) - 2] <= 64 && heads > 1 {
-                    return None;
-                }
                 return Some(Attention {
                     q,
                     kt,
@@ -217,6 +300,10 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                     scale,
                     tril,
                     mask,
+                    select: select.map(|sm| SelectMask {
+                        unscaled_fill: unscaled_fill(sm.fill, scale),
+                        ..sm
+                    }),
                     pv,
                     out,
                     insts,
@@ -241,21 +328,17 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
             // and the flash lowering, with no key to start from, does not.
             // An additive mask outside the scaling (`s * c + mask`, the order the lowering
             // rounds in), f32 like the scores, of a shape that broadcasts to theirs.
-            TOp::Binary(BinaryOp::Add) if mask.is_none() && tril.is_none() && scale == 1.0 => {
+            TOp::Binary(BinaryOp::Add)
+                if mask.is_none() && select.is_none() && tril.is_none() && scale == 1.0 =>
+            {
                 let (a, b) = (func.insts[i].args[0], func.insts[i].args[1]);
                 let shape = &func.ty(cur).shape;
                 let fits = |x: Value, m: Value| {
-                    let (ms, xs) = (&func.ty(m).shape, &func.ty(x).shape);
-                    xs == shape
+                    func.ty(x).shape == *shape
                         && func.ty(m).dtype == Dtype::F32
                         && func.ty(x).dtype == Dtype::F32
                         && constant(func, m).is_none()
-                        && ms.len() <= shape.len()
-                        && ms
-                            .iter()
-                            .rev()
-                            .zip(shape.iter().rev())
-                            .all(|(&m, &s)| m == s || m == 1)
+                        && broadcasts(&func.ty(m).shape, shape)
                 };
                 let (x, m) = if fits(a, b) && def(func, a).is_some() {
                     (a, b)
@@ -269,11 +352,48 @@ fn match_at(func: &Function, uses: &HashMap<Value, usize>, out: Inst) -> Option<
                 cur = x;
             }
             TOp::Tril { k, fill }
-                if tril.is_none() && mask.is_none() && *fill == f64::NEG_INFINITY && *k >= 0 =>
+                if tril.is_none()
+                    && mask.is_none()
+                    && select.is_none()
+                    && *fill == f64::NEG_INFINITY
+                    && *k >= 0 =>
             {
                 tril = Some(*k);
                 insts.push(i);
                 cur = func.insts[i].args[0];
+            }
+            // A boolean mask, `where(cond, x, fill)` or `where(cond, fill, x)`, inside or
+            // outside the scaling: a constant fill of -inf or a finite value, the scores'
+            // branch f32 of the scores' shape, the condition `bool` of a shape that
+            // broadcasts to it.
+            TOp::Where if mask.is_none() && select.is_none() && tril.is_none() => {
+                let [c, x, y] = [0, 1, 2].map(|k| func.insts[i].args[k]);
+                let (x, fill, keep_if) = match (constant(func, x), constant(func, y)) {
+                    (None, Some(f)) => (x, f, true),
+                    (Some(f), None) => (y, f, false),
+                    _ => return None,
+                };
+                let shape = &func.ty(cur).shape;
+                let fits = func.ty(c).dtype == Dtype::Bool
+                    && constant(func, c).is_none()
+                    && func.ty(x).shape == *shape
+                    && func.ty(x).dtype == Dtype::F32
+                    && def(func, x).is_some()
+                    && broadcasts(&func.ty(c).shape, shape);
+                if !fits || !(fill.is_finite() || fill == f64::NEG_INFINITY) {
+                    return None;
+                }
+                // Outside the scaling (seen after it), the reference multiplies the fill
+                // by the scale too.
+                let fill = fill as f32 * scale;
+                select = Some(SelectMask {
+                    cond: c,
+                    keep_if,
+                    fill,
+                    unscaled_fill: None,
+                });
+                insts.push(i);
+                cur = x;
             }
             _ => return None,
         }

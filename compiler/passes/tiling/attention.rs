@@ -13,8 +13,10 @@
 //! -inf) skips key blocks that lie entirely above the diagonal and masks the chunks that
 //! cross it on the PE array (one more matmul into their scores, `mask_chunk`), and visits
 //! a head's query groups alternately from the longest and the shortest
-//! (`causal_group_order`). With several heads that read different K, each K^T is prepared
-//! once, on the PE array.
+//! (`causal_group_order`). A run-time mask (an additive operand, or a `bool` condition
+//! selected with its fill, `attention_mask`) is loaded per key block and applied to the
+//! scores in PSUM. With several heads that read different K, each K^T is prepared once,
+//! on the PE array.
 //!
 //! Vector and Scalar are the bottleneck (the maximum, the exponentials and the copy of
 //! p^T out of PSUM each pass over every score), so the schedule keeps them fed: four
@@ -87,14 +89,48 @@ struct Head {
     fixed: Vec<AxisUse>,
 }
 
-/// A run-time additive mask (`Attention::mask`) as the lowering reads it: its home and,
-/// per head, the element offset of its (query 0, key 0), with its query and key strides (0
-/// along an axis it is broadcast over).
+/// A run-time mask (`Attention::mask`, additive, or `Attention::select`, a `bool`
+/// condition) as the lowering reads it: its home and, per head, the element offset of its
+/// (query 0, key 0), with its query and key strides (0 along an axis it is broadcast over).
 struct MaskOperand {
     view: HView,
     offsets: Vec<i64>,
     row_stride: i64,
     key_stride: i64,
+    /// Query rows a head (what a stacked tile's lane loads).
+    rows: u64,
+    /// For a `where` mask: a column holding the value the select puts at a masked score
+    /// (read with step 0 across the block), and whether a true condition keeps the score.
+    select: Option<(Tile, bool)>,
+    /// Stacked tiles with padding rows (`Stacking`): the tiles their mask blocks are
+    /// loaded into, used in turn, whose padding rows were written once (`MaskRing`); else
+    /// each block has a new one.
+    ring: Option<MaskRing>,
+}
+
+/// The tiles stacked tiles' mask blocks are loaded into, used in turn: one buffer of
+/// `slots` tiles of `width` columns whose every row was set once, so the padding rows of
+/// each lane's slot, which no load writes, hold defined values when a block's `select` or
+/// addition reads the whole tile (a padding row's result is never read into a real row).
+/// Setting them before each block's loads would make the loads, and the K and V loads
+/// queued behind them, wait for that `memset`.
+struct MaskRing {
+    tile: Tile,
+    slots: usize,
+    width: u32,
+    next: std::cell::Cell<usize>,
+}
+
+impl MaskRing {
+    /// The next tile of the ring, `parts` partitions by `cols` columns.
+    fn take(&self, parts: u32, cols: u32) -> Tile {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.slots);
+        Tile {
+            parts,
+            ..self.tile.cols_view(i as u32 * self.width, cols)
+        }
+    }
 }
 
 /// The running state of one block of 128 queries.
@@ -328,7 +364,7 @@ impl Tiler<'_> {
             .collect();
         // The run-time mask's offsets: its axes align with the scores' last ones, and an
         // axis of 1 (or one it lacks) is broadcast.
-        let mask = match a.mask {
+        let mut mask = match a.mask.or(a.select.as_ref().map(|sm| sm.cond)) {
             Some(m) => {
                 let view = self.home_of(m)?;
                 let r = view.shape.len();
@@ -355,11 +391,36 @@ impl Tiler<'_> {
                                 .sum::<i64>()
                     })
                     .collect();
+                // A `where` mask's fill: the reference's value at a masked score, or the
+                // unscaled value whose scaling rounds to it (`SelectMask`).
+                let select = match &a.select {
+                    Some(sm) => {
+                        let fill = match (a.prescaled(), sm.unscaled_fill) {
+                            (false, Some(u)) => u,
+                            _ => sm.fill,
+                        };
+                        let col = self.sbuf_tile(Dtype::F32, 128, 1);
+                        self.out.push(
+                            Op::Memset {
+                                out: col.ap(),
+                                value: Imm::new(fill),
+                            },
+                            Engine::Vector,
+                            &[col.buf],
+                            span,
+                        );
+                        Some((col, sm.keep_if))
+                    }
+                    None => None,
+                };
                 Some(MaskOperand {
                     view,
                     offsets,
                     row_stride,
                     key_stride,
+                    rows: sq,
+                    select,
+                    ring: None,
                 })
             }
             None => None,
@@ -432,7 +493,8 @@ impl Tiler<'_> {
             _ => Dtype::F32,
         };
         // Heads of few query rows share tiles (`Stacking`) when nothing but a store
-        // follows the division (no mask: its diagonal is per tile): the output of the
+        // follows the division (and no causal mask: its diagonal is per tile; a run-time
+        // mask is loaded per lane, `attention_mask`): the output of the
         // tail, in HBM in the dtype the division writes, with each head's element offset.
         let last = tail.insts.last().map(|&i| func.insts[i].result);
         let stack_out = last
@@ -458,10 +520,27 @@ impl Tiler<'_> {
                     .collect();
                 (view, offsets)
             });
-        let stacking = match (a.tril, a.mask, &stack_out) {
-            (None, None, Some(_)) => Stacking::of(sq, nheads),
+        let stacking = match (a.tril, &stack_out) {
+            (None, Some(_)) => Stacking::of(sq, nheads),
             _ => None,
         };
+        // K^T and V stay in SBUF for every head of a group of stacked tiles and the next:
+        // as many stacked tiles as keep them within `STACKED_KV_BYTES` a partition.
+        let tiles_per_group = stacking.map_or(1, |stk| {
+            let esize = kt.dtype.size() as u64;
+            let per_head = sk.div_ceil(128) * (d.div_ceil(128) * 128 + dv) * esize;
+            let fit = STACKED_KV_BYTES / (per_head * stk.lanes as u64).max(1);
+            fit.clamp(1, query_group(dv) as u64) as usize
+        });
+        // A stacked tile's mask blocks go to the tiles of a ring when its lanes have
+        // padding rows: two blocks for every tile of a group (its scores run a block
+        // ahead) and two more, so that a load never waits for the select before it.
+        if let (Some(stk), Some(mk)) = (stacking, mask.as_mut()) {
+            if sq < stk.slot {
+                let (slots, width) = (2 * tiles_per_group + 2, KEY_BLOCK.min(sk) as u32);
+                mk.ring = Some(self.mask_ring(&mk.view, slots, width, span));
+            }
+        }
         // Query tiles are processed `query_group` at a time, block by block in turn, so the
         // engines always have a second, independent chain of work: while one tile's
         // softmax runs on Vector and Scalar, the other's matmuls run on the PE array.
@@ -507,12 +586,6 @@ impl Tiler<'_> {
                         lanes: hs.to_vec(),
                     })
                     .collect();
-                // K^T and V stay in SBUF for every head of a group and the next: as many
-                // stacked tiles as keep them within `STACKED_KV_BYTES` a partition.
-                let esize = kt.dtype.size() as u64;
-                let per_head = sk.div_ceil(128) * (d.div_ceil(128) * 128 + dv) * esize;
-                let fit = STACKED_KV_BYTES / (per_head * stk.lanes as u64).max(1);
-                let tiles_per_group = fit.clamp(1, query_group(dv) as u64) as usize;
                 specs
                     .chunks(tiles_per_group)
                     .map(|grp| (grp[0].head, grp.to_vec()))
@@ -630,6 +703,14 @@ impl Tiler<'_> {
             }
             None => blocks.len(),
         };
+        // Stacked tiles under a run-time mask compute a tile's next scores (and mask them)
+        // right after its softmax, before the transposes of its probabilities, in a PSUM
+        // bank of their own: the mask's `select` then runs on Vector while Scalar computes
+        // the exponentials, instead of on the path from one block's scores to the next
+        // block's maximum (a group of one or two stacked tiles has the banks for it).
+        // Grouped-query decode with a position mask (B = 8, 8 KV heads of 4 query rows,
+        // 2,048 positions): 401,622 -> 336,933 cycles.
+        let early_scores = stacking.is_some() && mask.is_some() && tiles_per_group <= 2;
         let live_counts: Vec<usize> = items.iter().map(|(_, grp)| live_of(grp)).collect();
         // Each item's blocks in the order it visits them. Under a causal mask the last
         // live block, the one that crosses the diagonal, comes first: its chain (longer
@@ -782,6 +863,29 @@ impl Tiler<'_> {
                     ..t
                 };
                 let mut sums: Vec<Option<Tile>> = vec![None; n];
+                // Tile `i`'s scores of the next block (or the next group's first scores).
+                macro_rules! next_block_scores {
+                    ($i:expr) => {
+                        let i = $i;
+                        if let Some(nx) = next {
+                            next_scores[i] =
+                                block_scores(self, &mut tri, &kvs, &states[i..i + 1], nx)[0];
+                        } else if let Some(up) = upcoming.as_mut() {
+                            // The next group has at most as many tiles; the last current
+                            // tile brings in any it has left.
+                            let range = if i + 1 == n {
+                                i..up.len()
+                            } else {
+                                i..(i + 1).min(up.len())
+                            };
+                            for u in range {
+                                let first = up_first.unwrap_or(blocks[0]);
+                                let sc = block_scores(self, &mut tri, &kvs, &up[u..u + 1], first);
+                                upcoming_scores.push(sc[0]);
+                            }
+                        }
+                    };
+                }
                 for i in 0..n {
                     // Each stage for every tile in turn, so no engine's in-order stream
                     // holds one tile's work behind another tile's wait: the softmax, the
@@ -804,6 +908,9 @@ impl Tiler<'_> {
                             self.attention_running_sum(&mut states[i], alpha, lb, span);
                         }
                         soft[i] = Some((p, alpha));
+                    }
+                    if early_scores {
+                        next_block_scores!(i);
                     }
                     if bi == 0 && !finishing.is_empty() {
                         // The previous group has at least as many tiles: the last tile here
@@ -832,22 +939,8 @@ impl Tiler<'_> {
                             self.copy_pt_bank(&banks[b], span);
                         }
                     }
-                    if let Some(nx) = next {
-                        next_scores[i] =
-                            block_scores(self, &mut tri, &kvs, &states[i..i + 1], nx)[0];
-                    } else if let Some(up) = upcoming.as_mut() {
-                        // The next group has at most as many tiles; the last current
-                        // tile brings in any it has left.
-                        let range = if i + 1 == n {
-                            i..up.len()
-                        } else {
-                            i..(i + 1).min(up.len())
-                        };
-                        for u in range {
-                            let first = up_first.unwrap_or(blocks[0]);
-                            let sc = block_scores(self, &mut tri, &kvs, &up[u..u + 1], first);
-                            upcoming_scores.push(sc[0]);
-                        }
+                    if !early_scores {
+                        next_block_scores!(i);
                     }
                 }
                 finishing.clear();
@@ -1173,7 +1266,7 @@ impl Tiler<'_> {
         let s = self.psum_tile(Dtype::F32, msz, kb);
         if !st.lanes.is_empty() {
             // A stacked tile: each lane's scores on its slot's partitions, from its
-            // head's K^T and its columns of q^T (no mask: `stacking`).
+            // head's K^T and its columns of q^T, then the run-time mask.
             let slot = msz / st.lanes.len() as u64;
             let mut c0 = 0;
             while c0 < kb {
@@ -1198,7 +1291,10 @@ impl Tiler<'_> {
                 }
                 c0 += cs;
             }
-            return s;
+            return match mask {
+                Some(mk) => self.attention_mask(a, st, s, (j0, kb), mk, span),
+                None => s,
+            };
         }
         let kt_tiles = &kvs[kv_of[st.head]].kt;
         let mut c0 = 0;
@@ -1230,42 +1326,155 @@ impl Tiler<'_> {
             }
             c0 += cs;
         }
-        // The run-time mask: the scaled scores plus the mask's block, rounded as the
-        // reference rounds `s * c + mask` (two f32 operations), into SBUF.
         if let Some(mk) = mask {
-            let parts = msz as u32;
-            let mt = self.sbuf_tile(Dtype::F32, parts, kb as u32);
-            let base = mk.offsets[st.head] + m0 as i64 * mk.row_stride + j0 as i64 * mk.key_stride;
-            let (rows, cols) = ((msz, mk.row_stride), (kb, mk.key_stride));
-            self.dma_2d(mt, &mk.view, base, rows, cols, span);
-            let scaled = self.sbuf_tile(Dtype::F32, parts, kb as u32);
+            return self.attention_mask(a, st, s, (j0, kb), mk, span);
+        }
+        s
+    }
+
+    /// The ring of mask tiles of stacked tiles with padding rows (`MaskRing`), all set to
+    /// zero once.
+    fn mask_ring(
+        &mut self,
+        view: &HView,
+        slots: usize,
+        width: u32,
+        span: crate::frontend::typed::Span,
+    ) -> MaskRing {
+        let tile = self.sbuf_tile(view.dtype, 128, slots as u32 * width);
+        self.out.push(
+            Op::Memset {
+                out: tile.ap(),
+                value: Imm::new(0.0),
+            },
+            Engine::Vector,
+            &[tile.buf],
+            span,
+        );
+        MaskRing {
+            tile,
+            slots,
+            width,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A stacked tile's mask for keys `j0..j0 + kb`: each lane loads its head's rows into
+    /// its slot, in a tile of the ring when there is one (padding rows).
+    fn stacked_mask(
+        &mut self,
+        mk: &MaskOperand,
+        st: &QueryTile,
+        (j0, kb): (u64, u64),
+        span: crate::frontend::typed::Span,
+    ) -> Tile {
+        let parts = st.msz as u32;
+        let mt = match &mk.ring {
+            Some(r) => r.take(parts, kb as u32),
+            None => self.sbuf_tile(mk.view.dtype, parts, kb as u32),
+        };
+        let slot = st.msz / st.lanes.len().max(1) as u64;
+        for (li, &h) in st.lanes.iter().enumerate() {
+            let p0 = (li as u64 * slot) as u32;
+            let base = mk.offsets[h] + j0 as i64 * mk.key_stride;
+            let dims = [(mk.rows, mk.row_stride), (kb, mk.key_stride)];
+            let src = hbm_ap(mk.view.dtype, base, &dims);
             self.out.push(
-                Op::TensorScalar {
-                    out: scaled.ap(),
-                    src: s.ap(),
-                    op0: AluOp::Mul,
-                    s0: ScalarArg::imm(a.scale),
-                    op1: AluOp::Bypass,
-                    s1: ScalarArg::imm(0.0),
+                Op::Dma {
+                    dst: DmaAp::Tile(mt.slice(p0, mk.rows as u32, 0, kb as u32)),
+                    src: DmaAp::Hbm(src),
                 },
-                Engine::Vector,
-                &[scaled.buf, s.buf],
+                Engine::Dma(0),
+                &[mt.buf, mk.view.buf],
                 span,
             );
+        }
+        mt
+    }
+
+    /// Applies the run-time mask to one block of scores `s` (in PSUM) of one query tile
+    /// and returns the masked scores. The mask's block is loaded (each lane of a stacked
+    /// tile loads its head's rows into its slot); an additive mask is added to the scaled scores, rounded as the reference rounds
+    /// `s * c + mask` (two f32 operations); a `where` mask selects, on the unscaled scores
+    /// when its fill has an unscaled equivalent (`SelectMask::unscaled_fill`: the
+    /// exponentials then scale), else on the scaled ones. Everything is done in place in
+    /// PSUM. The select copies each kept score's bits and writes the fill's at each masked
+    /// one: exact for every score, +inf and NaN included (an addition of -inf would give
+    /// NaN there).
+    fn attention_mask(
+        &mut self,
+        a: &Attention,
+        st: &QueryTile,
+        s: Tile,
+        (j0, kb): (u64, u64),
+        mk: &MaskOperand,
+        span: crate::frontend::typed::Span,
+    ) -> Tile {
+        let parts = st.msz as u32;
+        let mt = if !st.lanes.is_empty() {
+            self.stacked_mask(mk, st, (j0, kb), span)
+        } else {
+            let mt = self.sbuf_tile(mk.view.dtype, parts, kb as u32);
+            let base = mk.offsets[st.head] + st.m0 as i64 * mk.row_stride;
+            let base = base + j0 as i64 * mk.key_stride;
+            let (rows, cols) = ((st.msz, mk.row_stride), (kb, mk.key_stride));
+            self.dma_2d(mt, &mk.view, base, rows, cols, span);
+            mt
+        };
+        // The scaled scores, in place in PSUM (an SBUF tile for them made the Llama-3
+        // decode step spill), on the Scalar engine (`identity(s * c + -0)`, the same
+        // bits): Vector, the busier engine here, has the mask's addition or select.
+        let scaled = |this: &mut Self| {
+            let op = Op::TensorScalar {
+                out: s.ap(),
+                src: s.ap(),
+                op0: AluOp::Mul,
+                s0: ScalarArg::imm(a.scale),
+                op1: AluOp::Bypass,
+                s1: ScalarArg::imm(0.0),
+            };
+            this.push_vector_work(op, &[s.buf, s.buf], true, span);
+            s
+        };
+        let Some((fill, keep_if)) = mk.select else {
+            let out = scaled(self);
             self.out.push(
                 Op::TensorTensor {
                     op: AluOp::Add,
-                    out: scaled.ap(),
-                    a: scaled.ap(),
+                    out: out.ap(),
+                    a: out.ap(),
                     b: mt.ap(),
                 },
                 Engine::Vector,
-                &[scaled.buf, scaled.buf, mt.buf],
+                &[out.buf, out.buf, mt.buf],
                 span,
             );
-            return scaled;
-        }
-        s
+            return out;
+        };
+        let out = if a.prescaled() { scaled(self) } else { s };
+        let mut fill_ap = fill.slice(0, parts, 0, 1);
+        fill_ap.dims = smallvec![isa::Dim {
+            size: kb as u32,
+            stride: 0
+        }];
+        // The operands' buffers go in the instruction's operand order.
+        let ((x, xb), (y, yb)) = if keep_if {
+            ((out.ap(), out.buf), (fill_ap, fill.buf))
+        } else {
+            ((fill_ap, fill.buf), (out.ap(), out.buf))
+        };
+        self.out.push(
+            Op::Select {
+                out: out.ap(),
+                mask: mt.ap(),
+                a: x,
+                b: y,
+            },
+            Engine::Vector,
+            &[out.buf, mt.buf, xb, yb],
+            span,
+        );
+        out
     }
 
     /// The softmax part of one key block of one query tile, given its scores `src`:
@@ -1281,8 +1490,8 @@ impl Tiler<'_> {
         shared: Option<(Tile, Option<Tile>)>,
         span: crate::frontend::typed::Span,
     ) -> (Tile, Option<Tile>, Tile) {
-        // Under a run-time mask the scores come scaled (`attention_scores`).
-        let c = if a.mask.is_some() { 1.0 } else { a.scale };
+        // The scores may come scaled (`attention_mask`).
+        let c = if a.prescaled() { 1.0 } else { a.scale };
         let parts = st.msz as u32;
         // The block's maximum and nb_new = min(nb, -c * max(s)) = -c * max(m, max(s))
         // exactly (x -> -c * x, rounded, never increases) in one Vector instruction
@@ -1301,7 +1510,7 @@ impl Tiler<'_> {
         // f32::MAX keeps the bias finite (`attention.rs`): later blocks take the minimum
         // with it, so it stays finite.
         let (op1, s1, bufs) = match st.nb_run {
-            None if a.mask.is_some() => (
+            None if a.run_time_mask() => (
                 AluOp::Min,
                 ScalarArg::imm(f32::MAX),
                 vec![bias.buf, src.buf],

@@ -185,7 +185,7 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Scrat
         return None;
     }
     let es = dtype.size() as u64;
-    let rows = (1..=h).find(|r| h % r == 0 && c * (h / r) <= 128)?;
+    let rows = (1..=h).find(|&r| h.is_multiple_of(r) && c * (h / r) <= 128)?;
     let wp = w + 2 * s.pw;
     if rows * (wp + kw * ow) * es > PREP_BUDGET {
         return None;
@@ -198,7 +198,7 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Scrat
             s,
             rows,
             l,
-            reuse: groups > 1 && (l * s.dh) % s.sh == 0,
+            reuse: groups > 1 && (l * s.dh).is_multiple_of(s.sh),
             band: tile_rows,
             tile_rows,
             cycles: 0.0,

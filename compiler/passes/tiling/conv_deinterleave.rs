@@ -36,7 +36,7 @@
 //! and once per loaded tap row back in, the output once; Vector and GpSimd copy the
 //! deinterleaved copy once; the Tensor engine does one matmul per group of `L` tap rows.
 
-use super::block::{AxisUse, Tile};
+use super::block::Tile;
 use super::pool::tile_ap;
 use super::view::hbm_ap;
 use super::Tiler;
@@ -595,12 +595,10 @@ impl Tiler<'_> {
             while r < band {
                 let tr = p.tile_rows.min(band - r);
                 let cols = tr * s.ow;
-                for &(o0, osz) in &ochunks {
-                    let psum = self.psum_tile(Dtype::F32, osz, cols);
-                    for g in 0..p.groups() {
+                let mm: Vec<_> = (0..p.groups())
+                    .map(|g| {
                         let k = (p.rows_of(g) * kwc) as u32;
                         let tile = if p.reuse { win[0] } else { win[g as usize] };
-                        let stationary = wt[g as usize].slice(0, k, o0 as u32, osz as u32);
                         let moving = tile_ap(
                             dt,
                             0,
@@ -609,31 +607,11 @@ impl Tiler<'_> {
                             &[(tr, s.ow as i64), (s.ow, 1)],
                             false,
                         );
-                        self.out.push(
-                            Op::Matmul {
-                                out: psum.ap(),
-                                stationary,
-                                moving,
-                                accumulate: g > 0,
-                            },
-                            Engine::Tensor,
-                            &[psum.buf, wt[g as usize].buf, tile.buf],
-                            span,
-                        );
-                    }
-                    self.last_stores = n + 1 == s.n;
-                    let at = self.out.layout.len();
-                    self.epilogue(
-                        grp,
-                        matmul,
-                        psum,
-                        &[AxisUse::Fixed(n)],
-                        (o0, osz),
-                        ((oh0 + r) * s.ow, cols),
-                        false,
-                    )?;
-                    self.fuse_tensor_scalars(at);
-                }
+                        (wt[g as usize], tile, k, moving)
+                    })
+                    .collect();
+                let at = ((oh0 + r) * s.ow, cols);
+                self.window_tiles(grp, matmul, (n, n + 1 == s.n), &ochunks, &mm, at)?;
                 r += tr;
             }
         }

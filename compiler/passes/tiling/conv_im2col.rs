@@ -486,16 +486,14 @@ impl Tiler<'_> {
                 while r < band {
                     let tr = p.tile_rows.min(band - r);
                     let cols = tr * p.ow();
-                    for &(o0, osz) in &ochunks {
-                        let psum = self.psum_tile(Dtype::F32, osz, cols);
-                        for g in 0..p.groups() {
+                    let mm: Vec<_> = (0..p.groups())
+                        .map(|g| {
                             let k = p.k_of(g) as u32;
                             let (tile, shift) = if p.reuse {
                                 (win[0], p.shift(g))
                             } else {
                                 (win[g as usize], 0)
                             };
-                            let stationary = wt[g as usize].slice(0, k, o0 as u32, osz as u32);
                             let moving = tile_ap(
                                 dt,
                                 0,
@@ -504,31 +502,11 @@ impl Tiler<'_> {
                                 &[(tr, t as i64), (p.ow(), p.sw() as i64)],
                                 false,
                             );
-                            self.out.push(
-                                Op::Matmul {
-                                    out: psum.ap(),
-                                    stationary,
-                                    moving,
-                                    accumulate: g > 0,
-                                },
-                                Engine::Tensor,
-                                &[psum.buf, wt[g as usize].buf, tile.buf],
-                                span,
-                            );
-                        }
-                        self.last_stores = n + 1 == p.n();
-                        let at = self.out.layout.len();
-                        self.epilogue(
-                            grp,
-                            matmul,
-                            psum,
-                            &[AxisUse::Fixed(n)],
-                            (o0, osz),
-                            ((oh0 + r) * p.ow(), cols),
-                            false,
-                        )?;
-                        self.fuse_tensor_scalars(at);
-                    }
+                            (wt[g as usize], tile, k, moving)
+                        })
+                        .collect();
+                    let at = ((oh0 + r) * p.ow(), cols);
+                    self.window_tiles(grp, matmul, (n, n + 1 == p.n()), &ochunks, &mm, at)?;
                     r += tr;
                 }
                 oh0 += band;
@@ -537,6 +515,51 @@ impl Tiler<'_> {
         self.last_stores = false;
         self.reuse_space = None;
         self.epilogue_tail.clear();
+        Ok(())
+    }
+
+    /// The PSUM tiles of `cols` positions from `pos0` of image `n`, one per block of output
+    /// channels: a matmul per group of tap rows (`(weights, window, K, moving pattern)`),
+    /// accumulated in tap-row order, then the matmul group's epilogue (stores split finely
+    /// when `last`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn window_tiles(
+        &mut self,
+        grp: &crate::passes::fusion::Group,
+        matmul: Inst,
+        (n, last): (u64, bool),
+        ochunks: &[(u64, u64)],
+        groups: &[(Tile, Tile, u32, isa::TileAp)],
+        (pos0, cols): (u64, u64),
+    ) -> Result<(), String> {
+        for &(o0, osz) in ochunks {
+            let psum = self.psum_tile(Dtype::F32, osz, cols);
+            for (g, (weights, tile, k, moving)) in groups.iter().enumerate() {
+                self.out.push(
+                    Op::Matmul {
+                        out: psum.ap(),
+                        stationary: weights.slice(0, *k, o0 as u32, osz as u32),
+                        moving: moving.clone(),
+                        accumulate: g > 0,
+                    },
+                    Engine::Tensor,
+                    &[psum.buf, weights.buf, tile.buf],
+                    self.func.spans[matmul],
+                );
+            }
+            self.last_stores = last;
+            let at = self.out.layout.len();
+            self.epilogue(
+                grp,
+                matmul,
+                psum,
+                &[AxisUse::Fixed(n)],
+                (o0, osz),
+                (pos0, cols),
+                false,
+            )?;
+            self.fuse_tensor_scalars(at);
+        }
         Ok(())
     }
 

@@ -40,6 +40,7 @@
 //! output once; the Tensor engine one matmul per group of four tap rows per tile.
 
 use super::block::{AxisUse, Tile};
+use super::conv_deinterleave::ScratchPlan;
 use super::pool::{tile_ap, Xfer};
 use super::Tiler;
 use crate::ir::{ConvAttrs, Inst, Value};
@@ -59,9 +60,56 @@ const PIECES: u64 = 4;
 /// Most positions of one PSUM tile (a bank of f32).
 const BANK_COLS: u64 = 512;
 
-/// How a convolution is computed from a window tile in SBUF (see the module comment).
+/// How a convolution with few input channels is computed: from window tiles built in SBUF
+/// (this module) or read from a deinterleaved copy in HBM (`conv_deinterleave.rs`),
+/// whichever the estimate favours.
 #[derive(Clone, Debug)]
 pub struct WindowPlan {
+    /// The estimated cycles.
+    pub cycles: f64,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Staged(StagedPlan),
+    Deinterleaved(ScratchPlan),
+}
+
+/// The window tile in SBUF's plan of a convolution and its estimate, and that of the
+/// deinterleaved copy in HBM: the cheaper of those that apply.
+pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<WindowPlan> {
+    let staged = staged_plan(xs, ws, a, dtype).map(|p| WindowPlan {
+        cycles: p.cycles,
+        kind: Kind::Staged(p),
+    });
+    let scratch = super::conv_deinterleave::plan(xs, ws, a, dtype).map(|p| WindowPlan {
+        cycles: p.cycles,
+        kind: Kind::Deinterleaved(p),
+    });
+    // The staged estimate counts the DMA's bytes at the full bandwidth, but its runs wait
+    // for each band's staging load: measured (release build, `--random 1 --report`,
+    // 2026-12-08) they took 1.5 to 2.7 times their estimate (the stem 390,647 cycles
+    // against 215,215; four other shapes of 1 to 4 channels, kernels 3 to 7, stride 2:
+    // 81,931 / 32,460, 39,414 / 11,196, 54,519 / 14,992, 52,243 / 11,952), while the
+    // deinterleaved copy took 1.05 to 1.5 times its own (186,212 / 177,442 for the stem).
+    // So the staged plan's work (not its latencies, which small convolutions are made of)
+    // counts twice in the comparison.
+    match (staged, scratch) {
+        (Some(a), Some(b)) => {
+            let staged = match &a.kind {
+                Kind::Staged(p) => 2.0 * p.work + (p.cycles - p.work),
+                Kind::Deinterleaved(_) => a.cycles,
+            };
+            Some(if b.cycles < staged { b } else { a })
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// How a convolution is computed from a window tile in SBUF (see the module comment).
+#[derive(Clone, Debug)]
+struct StagedPlan {
     /// The shape, as `[N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW]` (input,
     /// weights, output positions, stride, padding, dilation; `WindowPlan::n` and the
     /// other accessors name them).
@@ -72,11 +120,12 @@ pub struct WindowPlan {
     /// Whether later groups of tap rows read the first group's quarters, and the window
     /// rows each group is shifted by then.
     reuse: bool,
-    /// The estimated cycles.
-    pub cycles: f64,
+    /// The estimated cycles, and those of the work alone (no latencies).
+    cycles: f64,
+    work: f64,
 }
 
-impl WindowPlan {
+impl StagedPlan {
     fn n(&self) -> u64 {
         self.dims[0]
     }
@@ -176,7 +225,7 @@ impl WindowPlan {
 /// `[O, C, KH, KW]` of `dtype`, when it applies (2-D, one group, `KW x C <= 32`,
 /// `C x KH x KW <= 512`, output rows within a PSUM bank, the buffers within their
 /// budgets), with its estimated cycles.
-pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<WindowPlan> {
+fn staged_plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<StagedPlan> {
     if xs.len() != 4 || a.groups != 1 || !dtype.is_float() {
         return None;
     }
@@ -194,15 +243,16 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Windo
     let es = dtype.size() as u64;
     let tile_rows = (BANK_COLS / ow).min(oh);
     let (ph, pw) = (a.padding[0], a.padding[1]);
-    let mut p = WindowPlan {
+    let mut p = StagedPlan {
         dims: [n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw],
         band: tile_rows,
         tile_rows,
         reuse,
         cycles: 0.0,
+        work: 0.0,
     };
     // The band: as many PSUM tiles of rows as the buffers allow.
-    let fits = |p: &WindowPlan| {
+    let fits = |p: &StagedPlan| {
         p.c() * p.stage_rows() * p.wp() * es <= STAGE_BUDGET
             && p.window_rows() * p.t() * es <= WINDOW_BUDGET
     };
@@ -217,14 +267,15 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Windo
         }
         p = q;
     }
-    p.cycles = estimate(&p, es);
+    p.work = estimate(&p, es);
+    p.cycles = p.work + 4000.0;
     Some(p)
 }
 
-/// The estimated cycles of `p` by docs/machine.md's costs: the larger of the DMA's bytes
-/// at 256 a cycle (each run at least 64), the Tensor engine's matmuls and one epilogue
-/// instruction a tile, plus a load's and a store's latency.
-fn estimate(p: &WindowPlan, es: u64) -> f64 {
+/// The estimated cycles of `p`'s work by docs/machine.md's costs: the larger of the DMA's
+/// bytes at 256 a cycle (each run at least 64), the Tensor engine's matmuls and one
+/// epilogue instruction a tile (a load's and a store's latency come on top).
+fn estimate(p: &StagedPlan, es: u64) -> f64 {
     let bands = p.oh().div_ceil(p.band) as f64;
     let run = |len: u64| (len * es).max(64) as f64;
     let stage = p.n() as f64 * bands * (p.c() * p.stage_rows()) as f64 * run(p.w());
@@ -238,7 +289,7 @@ fn estimate(p: &WindowPlan, es: u64) -> f64 {
     let cols = (p.tile_rows * p.ow()) as f64;
     let tensor = tiles * p.groups() as f64 * (cols / 2.0).max(32.0);
     let epilogue = tiles * (64.0 + cols);
-    dma.max(tensor).max(epilogue) + 4000.0
+    dma.max(tensor).max(epilogue)
 }
 
 impl Tiler<'_> {
@@ -248,8 +299,22 @@ impl Tiler<'_> {
         &mut self,
         grp: &crate::passes::fusion::Group,
         matmul: Inst,
-        (x, w): (Value, Value),
+        xw: (Value, Value),
         p: &WindowPlan,
+    ) -> Result<(), String> {
+        match &p.kind {
+            Kind::Staged(p) => self.lower_staged(grp, matmul, xw, p),
+            Kind::Deinterleaved(p) => self.lower_deinterleaved(grp, matmul, xw, p),
+        }
+    }
+
+    /// The window tile built in SBUF (see the module comment).
+    fn lower_staged(
+        &mut self,
+        grp: &crate::passes::fusion::Group,
+        matmul: Inst,
+        (x, w): (Value, Value),
+        p: &StagedPlan,
     ) -> Result<(), String> {
         let span = self.func.spans[matmul];
         let xv = self.home_of(x)?;
@@ -421,16 +486,14 @@ impl Tiler<'_> {
                 while r < band {
                     let tr = p.tile_rows.min(band - r);
                     let cols = tr * p.ow();
-                    for &(o0, osz) in &ochunks {
-                        let psum = self.psum_tile(Dtype::F32, osz, cols);
-                        for g in 0..p.groups() {
+                    let mm: Vec<_> = (0..p.groups())
+                        .map(|g| {
                             let k = p.k_of(g) as u32;
                             let (tile, shift) = if p.reuse {
                                 (win[0], p.shift(g))
                             } else {
                                 (win[g as usize], 0)
                             };
-                            let stationary = wt[g as usize].slice(0, k, o0 as u32, osz as u32);
                             let moving = tile_ap(
                                 dt,
                                 0,
@@ -439,31 +502,11 @@ impl Tiler<'_> {
                                 &[(tr, t as i64), (p.ow(), p.sw() as i64)],
                                 false,
                             );
-                            self.out.push(
-                                Op::Matmul {
-                                    out: psum.ap(),
-                                    stationary,
-                                    moving,
-                                    accumulate: g > 0,
-                                },
-                                Engine::Tensor,
-                                &[psum.buf, wt[g as usize].buf, tile.buf],
-                                span,
-                            );
-                        }
-                        self.last_stores = n + 1 == p.n();
-                        let at = self.out.layout.len();
-                        self.epilogue(
-                            grp,
-                            matmul,
-                            psum,
-                            &[AxisUse::Fixed(n)],
-                            (o0, osz),
-                            ((oh0 + r) * p.ow(), cols),
-                            false,
-                        )?;
-                        self.fuse_tensor_scalars(at);
-                    }
+                            (wt[g as usize], tile, k, moving)
+                        })
+                        .collect();
+                    let at = ((oh0 + r) * p.ow(), cols);
+                    self.window_tiles(grp, matmul, (n, n + 1 == p.n()), &ochunks, &mm, at)?;
                     r += tr;
                 }
                 oh0 += band;
@@ -472,6 +515,51 @@ impl Tiler<'_> {
         self.last_stores = false;
         self.reuse_space = None;
         self.epilogue_tail.clear();
+        Ok(())
+    }
+
+    /// The PSUM tiles of `cols` positions from `pos0` of image `n`, one per block of output
+    /// channels: a matmul per group of tap rows (`(weights, window, K, moving pattern)`),
+    /// accumulated in tap-row order, then the matmul group's epilogue (stores split finely
+    /// when `last`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn window_tiles(
+        &mut self,
+        grp: &crate::passes::fusion::Group,
+        matmul: Inst,
+        (n, last): (u64, bool),
+        ochunks: &[(u64, u64)],
+        groups: &[(Tile, Tile, u32, isa::TileAp)],
+        (pos0, cols): (u64, u64),
+    ) -> Result<(), String> {
+        for &(o0, osz) in ochunks {
+            let psum = self.psum_tile(Dtype::F32, osz, cols);
+            for (g, (weights, tile, k, moving)) in groups.iter().enumerate() {
+                self.out.push(
+                    Op::Matmul {
+                        out: psum.ap(),
+                        stationary: weights.slice(0, *k, o0 as u32, osz as u32),
+                        moving: moving.clone(),
+                        accumulate: g > 0,
+                    },
+                    Engine::Tensor,
+                    &[psum.buf, weights.buf, tile.buf],
+                    self.func.spans[matmul],
+                );
+            }
+            self.last_stores = last;
+            let at = self.out.layout.len();
+            self.epilogue(
+                grp,
+                matmul,
+                psum,
+                &[AxisUse::Fixed(n)],
+                (o0, osz),
+                (pos0, cols),
+                false,
+            )?;
+            self.fuse_tensor_scalars(at);
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ mod casts;
 mod colsum;
 mod concat_view;
 pub mod conv;
+mod conv_deinterleave;
 mod conv_epilogue;
 mod conv_im2col;
 mod depthwise;

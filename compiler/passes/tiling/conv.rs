@@ -36,7 +36,11 @@
 //!   ([`Tiler::prefetch_epilogue_loads`]), and a convolution that reads the output of the
 //!   one lowered just before it runs image by image behind it ([`Tiler::chain_convs`]),
 //!   so that one's epilogue work overlaps the other's matmuls (ResNet-50's bottleneck
-//!   block). Both only reorder instructions, where nothing jumped over conflicts.
+//!   block). Both only reorder instructions, where nothing jumped over conflicts. Once a
+//!   chain is placed, its loads of bytes an SBUF tile still holds (the residual's input,
+//!   the previous convolution's result) are served from that tile, and the stores nobody
+//!   reads any more are dropped (`conv_forward.rs`); so a convolution that feeds another
+//!   keeps its last tile whole (its last store is not the kernel's).
 //! - Taps packed on partitions ([`Pack`]): a matmul costs `N / 2` cycles whatever K is,
 //!   so with 32 or 64 channels two consecutive taps share one matmul (`K = 2C`): tap `t`'s
 //!   channels on partitions `0..C`, tap `t + 1`'s on `C..2C`. One tile holds the padded
@@ -120,7 +124,7 @@ fn source_inst(func: &Function, mut v: Value) -> Option<Inst> {
 
 /// The bytes `[lo, hi)` of its buffer that an HBM pattern touches (offset in bytes,
 /// strides in elements).
-fn hbm_span(h: &isa::HbmAp) -> (i64, i64) {
+pub(super) fn hbm_span(h: &isa::HbmAp) -> (i64, i64) {
     let es = h.dtype.size() as i64;
     let (mut lo, mut hi) = (h.offset as i64, h.offset as i64 + es);
     for d in &h.dims {
@@ -132,6 +136,14 @@ fn hbm_span(h: &isa::HbmAp) -> (i64, i64) {
         }
     }
     (lo, hi)
+}
+
+/// Where instruction `t` of layout `old` is once the positions `removed` (sorted) are
+/// gone from it (`layout`): itself, or the next one that remains when it was removed.
+fn relocated(old: &[TInst], layout: &[TInst], removed: &[usize], t: TInst) -> Option<TInst> {
+    let k = old.iter().position(|&u| u == t)?;
+    let gone = removed.iter().filter(|&&r| r < k).count();
+    layout.get(k - gone).copied()
 }
 
 /// The shape of one convolution, 1-D as 2-D of height 1.
@@ -557,6 +569,7 @@ impl Tiler<'_> {
         let g = p.geom;
         self.epilogue_tail.clear();
         self.conv_anchors.clear();
+        self.epilogue_load = (0, 0);
         let region = self.out.layout.len();
         let mut image_starts: Vec<TInst> = Vec::new();
         let span = self.func.spans[p.matmul];
@@ -701,7 +714,13 @@ impl Tiler<'_> {
                 }
                 for (j, &ob) in och.iter().enumerate() {
                     for (bi, &b) in blocks.iter().enumerate() {
-                        let end = n + 1 == g.n && j + 1 == och.len() && bi + 1 == blocks.len();
+                        // The last tile goes in pieces only at the kernel's end: a result
+                        // another convolution reads is then read from one tile in SBUF
+                        // (`conv_forward.rs`).
+                        let end = n + 1 == g.n
+                            && j + 1 == och.len()
+                            && bi + 1 == blocks.len()
+                            && !feeds_conv;
                         if let (Some(pack), 0, 0) = (&p.pack, n, copied) {
                             let half = image / 2;
                             self.packed_copies(&g, pack, cur[0], (0, half), span);
@@ -737,6 +756,24 @@ impl Tiler<'_> {
                 let lag = if p.pack.is_some() { 3 } else { 2 };
                 if self.chain_convs(&prev, region, &image_starts, lag) {
                     start = Some(prev.start);
+                }
+            }
+        }
+        // Loads of what SBUF still holds (the residual's `x`, a previous convolution's
+        // result) are served from SBUF (`conv_forward.rs`). Instructions the next
+        // convolution's chaining names stay found: a removed one is replaced by the next
+        // one that remains.
+        if let Some(s) = start {
+            if let Some(from) = self.out.layout.iter().position(|&t| t == s) {
+                let old = self.out.layout.clone();
+                let removed = self.forward_conv_loads(from);
+                if !removed.is_empty() {
+                    let layout = &self.out.layout;
+                    start = relocated(&old, layout, &removed, s);
+                    image_starts = image_starts
+                        .into_iter()
+                        .filter_map(|t| relocated(&old, layout, &removed, t))
+                        .collect();
                 }
             }
         }
@@ -1203,6 +1240,8 @@ impl Tiler<'_> {
         // Two `tensor_scalar` steps in a row (ReLU6's max and min) become one
         // (`conv_epilogue.rs`).
         self.fuse_tensor_scalars(start);
+        // Relu activations shared between Scalar and Vector (`conv_epilogue.rs`).
+        self.balance_conv_relus(start);
         let epilogue = self.out.layout[start..].to_vec();
         self.overlap_epilogue(start);
         self.prefetch_epilogue_loads(&epilogue);

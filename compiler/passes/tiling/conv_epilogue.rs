@@ -20,9 +20,20 @@
 //!   after the second in the range (the rest of the epilogue, its stores included)
 //!   touches it either: the first's result is dead once the second has read it;
 //! - the first's scalars are immediates or tiles in buffers the second does not write.
+//!
+//! A second rewrite balances the epilogues' work between the Scalar and Vector engines
+//! ([`Tiler::balance_conv_relus`]): a convolution's epilogue is mostly one activation a
+//! PSUM tile, `relu(psum + bias)` with the cast, on Scalar, while Vector waits (ResNet-50's
+//! 1x1 256 -> 1024: Scalar 66% busy and the layer's last engine, Vector 7%). The same
+//! value is a `tensor_scalar` on Vector: `(x + bias) max 0`, the sum rounded to f32 and
+//! one rounding to the output dtype, where the activation computes `x * 1` (exact),
+//! `+ bias` rounded to f32, `relu` as `max(x, 0)` (docs/machine.md, isa/ISA.md) and the
+//! same one rounding: the same bits, NaN, infinities and signed zeros included. Each such
+//! activation goes to whichever of the two engines has had less of the convolution's
+//! epilogue work so far (the `engines` pass moves only identity activations).
 
 use super::Tiler;
-use isa::{AluOp, Dtype, Op, ScalarArg};
+use isa::{ActFunc, AluOp, Dtype, Engine, Op, ScalarArg};
 
 impl Tiler<'_> {
     /// Fuses every pair of `tensor_scalar` steps of the layout from position `start` on
@@ -72,6 +83,65 @@ impl Tiler<'_> {
             i += 1;
         }
         fused
+    }
+
+    /// Moves the relu activations of a convolution tile's epilogue (the layout from
+    /// position `start` on) to Vector as `tensor_scalar (x + bias) max 0` while Vector has
+    /// had less epilogue work than Scalar (`self.epilogue_load`: the estimated cycles of
+    /// each so far, by docs/machine.md's `64 + N`). See the module comment for why the bits
+    /// are the same.
+    pub(super) fn balance_conv_relus(&mut self, start: usize) {
+        for k in start..self.out.layout.len() {
+            let t = self.out.layout[k];
+            let inst = &self.out.insts[t];
+            let cost = |op: &Op| match op {
+                Op::Activate { src, .. } | Op::TensorScalar { src, .. } => 64 + src.free_elems(),
+                Op::TensorTensor { a, .. } => 64 + 2 * a.free_elems(),
+                Op::TensorCopy { src, .. } => 64 + src.free_elems(),
+                _ => 0,
+            };
+            let c = cost(&inst.op);
+            let movable = match &inst.op {
+                Op::Activate {
+                    out,
+                    src,
+                    func: ActFunc::Relu,
+                    scale: ScalarArg::Imm(one),
+                    bias,
+                    accum: None,
+                } => {
+                    one.value() == 1.0
+                        && out.dtype.is_float()
+                        && src.dtype.is_float()
+                        && match bias {
+                            ScalarArg::Ap(b) => b.dtype.is_float(),
+                            ScalarArg::Imm(_) => true,
+                        }
+                }
+                _ => false,
+            };
+            let (scalar, vector) = self.epilogue_load;
+            if movable && vector < scalar {
+                let Op::Activate { out, src, bias, .. } = inst.op.clone() else {
+                    unreachable!("checked above")
+                };
+                let inst = &mut self.out.insts[t];
+                inst.op = Op::TensorScalar {
+                    out,
+                    src,
+                    op0: AluOp::Add,
+                    s0: bias,
+                    op1: AluOp::Max,
+                    s1: ScalarArg::imm(0.0),
+                };
+                inst.engine = Engine::Vector;
+            }
+            match self.out.insts[t].engine {
+                Engine::Scalar => self.epilogue_load.0 += c,
+                Engine::Vector => self.epilogue_load.1 += c,
+                _ => {}
+            }
+        }
     }
 
     /// The layout position of the `tensor_scalar` that the one at position `i` may be

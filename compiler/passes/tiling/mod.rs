@@ -22,6 +22,7 @@ mod concat_view;
 pub mod conv;
 mod conv_deinterleave;
 mod conv_epilogue;
+mod conv_forward;
 mod conv_im2col;
 mod depthwise;
 mod gather;
@@ -123,6 +124,9 @@ pub struct Tiler<'a> {
     /// The convolution lowered last in the image order (`conv.rs`, `Tiler::chain_convs`):
     /// a convolution right after it that reads its output may run image by image behind it.
     pub conv_chain: Option<ConvChain>,
+    /// The estimated Scalar and Vector cycles of the current convolution's epilogues so
+    /// far (`conv_epilogue.rs`, `balance_conv_relus`).
+    pub epilogue_load: (u64, u64),
     /// Set while the tiler lowers the kernel's last group.
     pub last_group: bool,
     /// The layout position after the last interleaved matmul (`matmul.rs`): the next one
@@ -217,6 +221,7 @@ pub fn lower(
         epilogue_tail: Vec::new(),
         conv_anchors: Vec::new(),
         conv_chain: None,
+        epilogue_load: (0, 0),
         last_group: false,
         weight_hoist: None,
         concat_homes: Vec::new(),
@@ -313,6 +318,8 @@ pub fn lower(
     }
     // DMAs that read a concat in place read its parts.
     t.resolve_parts_views()?;
+    // Stores into scratch whose readers were served from SBUF (`conv_forward.rs`).
+    t.drop_dead_scratch_stores();
     Ok(t.out)
 }
 

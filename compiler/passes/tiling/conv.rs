@@ -149,25 +149,25 @@ fn relocated(old: &[TInst], layout: &[TInst], removed: &[usize], t: TInst) -> Op
 /// The shape of one convolution, 1-D as 2-D of height 1.
 #[derive(Clone, Copy, Debug)]
 pub struct Geom {
-    n: u64,
-    c: u64,
-    h: u64,
-    w: u64,
-    o: u64,
-    kh: u64,
-    kw: u64,
-    oh: u64,
-    ow: u64,
-    sh: u64,
-    sw: u64,
-    ph: u64,
-    pw: u64,
-    dh: u64,
-    dw: u64,
+    pub(super) n: u64,
+    pub(super) c: u64,
+    pub(super) h: u64,
+    pub(super) w: u64,
+    pub(super) o: u64,
+    pub(super) kh: u64,
+    pub(super) kw: u64,
+    pub(super) oh: u64,
+    pub(super) ow: u64,
+    pub(super) sh: u64,
+    pub(super) sw: u64,
+    pub(super) ph: u64,
+    pub(super) pw: u64,
+    pub(super) dh: u64,
+    pub(super) dw: u64,
 }
 
 impl Geom {
-    fn new(xs: &[u64], ws: &[u64], a: &ConvAttrs) -> Option<Geom> {
+    pub(super) fn new(xs: &[u64], ws: &[u64], a: &ConvAttrs) -> Option<Geom> {
         let (n, c, o) = (xs[0], xs[1], ws[0]);
         match xs.len() {
             3 => Some(Geom {

@@ -60,25 +60,8 @@ const BANK_COLS: u64 = 512;
 /// The most DMAs one transfer is cut into, so that it spreads over the 16 queues.
 const PIECES: u64 = 16;
 
-/// A 2-D convolution's shape.
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    n: u64,
-    c: u64,
-    h: u64,
-    w: u64,
-    o: u64,
-    kh: u64,
-    kw: u64,
-    oh: u64,
-    ow: u64,
-    sh: u64,
-    sw: u64,
-    ph: u64,
-    pw: u64,
-    dh: u64,
-    dw: u64,
-}
+/// A 2-D convolution's shape (`conv.rs`'s, built the same way).
+type Shape = super::conv::Geom;
 
 /// How a convolution is computed from a deinterleaved copy of its input (module comment).
 #[derive(Clone, Debug)]
@@ -161,26 +144,8 @@ pub fn plan(xs: &[u64], ws: &[u64], a: &ConvAttrs, dtype: Dtype) -> Option<Scrat
     if xs.len() != 4 || ws.len() != 4 || a.groups != 1 || !dtype.is_float() {
         return None;
     }
-    let (n, c, h, w, o, kh, kw) = (xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3]);
-    let oh = a.out_len(0, h, kh)?;
-    let ow = a.out_len(1, w, kw)?;
-    let s = Shape {
-        n,
-        c,
-        h,
-        w,
-        o,
-        kh,
-        kw,
-        oh,
-        ow,
-        sh: a.stride[0],
-        sw: a.stride[1],
-        ph: a.padding[0],
-        pw: a.padding[1],
-        dh: a.dilation[0],
-        dw: a.dilation[1],
-    };
+    let s = Shape::new(xs, ws, a)?;
+    let (c, h, w, kh, kw, oh, ow) = (s.c, s.h, s.w, s.kh, s.kw, s.oh, s.ow);
     if s.sw < 2 || kw * c > 128 || ow > BANK_COLS || oh == 0 || ow == 0 || h == 0 {
         return None;
     }

@@ -1159,17 +1159,9 @@ fn fold_exact_casts(graph: &mut BGraph) {
     let n = graph.nodes.len();
     let computes = |op: &BOp| matches!(op, BOp::Unary(_) | BOp::Binary(_) | BOp::Activate { .. });
     let float = |d: Dtype| d != Dtype::I32 && d.is_float();
-    let mut uses = vec![0usize; n];
-    for node in &graph.nodes {
-        for a in &node.args {
-            if let BArg::Node(j) = a {
-                uses[*j] += 1;
-            }
-        }
-    }
-    for st in &graph.stores {
-        uses[st.node] += 2;
-    }
+    // `uses_of` also counts a kept node twice more, which only keeps it from being folded
+    // away.
+    let mut uses = super::block::uses_of(graph);
     // Widening casts read through.
     for i in 0..n {
         if !computes(&graph.nodes[i].op) {

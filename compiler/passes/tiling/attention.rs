@@ -1504,18 +1504,19 @@ impl Tiler<'_> {
             Some((col, _)) => col,
             None => self.sbuf_tile(Dtype::F32, parts, 1),
         };
-        // The first block: nb = -c * max(s), which is what the minimum with +inf (the
-        // empty running maximum) gives.
-        // Under a run-time mask, which may mask a row's every key so far, the minimum with
-        // f32::MAX keeps the bias finite (`attention.rs`): later blocks take the minimum
-        // with it, so it stays finite.
+        // The first block: nb = min(-c * max(s), f32::MAX). A row whose scores so far
+        // are all -inf (a run-time mask, or q . k overflowing f32 from finite inputs) then
+        // keeps a finite bias, its exponentials are exp(-inf) = 0 instead of
+        // exp(-inf + inf) = NaN, and later blocks take the minimum with it, so it stays
+        // finite; a row whose every score is -inf still ends as 0 / 0 = NaN, as in the
+        // language. Finite scores give the same bits as without the minimum
+        // (`tests/flash_infinite_scores.rs`).
         let (op1, s1, bufs) = match st.nb_run {
-            None if a.run_time_mask() => (
+            None => (
                 AluOp::Min,
                 ScalarArg::imm(f32::MAX),
                 vec![bias.buf, src.buf],
             ),
-            None => (AluOp::Bypass, ScalarArg::imm(0.0), vec![bias.buf, src.buf]),
             Some(nb) => (
                 AluOp::Min,
                 ScalarArg::Ap(nb.ap()),

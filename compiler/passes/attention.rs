@@ -94,12 +94,6 @@ pub struct SelectMask {
 }
 
 impl Attention {
-    /// True when the scores are masked by a run-time operand (`mask` or `select`): a row
-    /// may then be masked entirely, in a block or everywhere.
-    pub fn run_time_mask(&self) -> bool {
-        self.mask.is_some() || self.select.is_some()
-    }
-
     /// True when the lowering scales the scores before the softmax (an additive mask is
     /// added to the scaled scores, and a finite fill with no unscaled equivalent is
     /// selected into them), so the exponentials take a scale of 1.
